@@ -1,0 +1,17 @@
+"""The concurrent part of prana: the engine, execution supervisors, node workers."""
+
+from ._clock import Clock as Clock
+from ._clock import SystemClock as SystemClock
+from ._engine import Engine as Engine
+from ._engine import ExecutionHandle as ExecutionHandle
+from ._subscription import Subscription as Subscription
+from ._supervisor import ExecutionSupervisor as ExecutionSupervisor
+
+__all__ = (
+    "Clock",
+    "Engine",
+    "ExecutionHandle",
+    "ExecutionSupervisor",
+    "Subscription",
+    "SystemClock",
+)

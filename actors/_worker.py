@@ -1,0 +1,117 @@
+"""Node workers: one task per node run (DESIGN §7).
+
+A worker calls the action, turns what it returned (or raised) into a
+:class:`NodeResult` and sends it to its supervisor over the supervisor's memory
+channel. It never touches execution state. Outputs are copied through JSON, which
+both checks that they are JSON values and keeps one node from mutating the data
+another node received.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from anyio.abc import ObjectSendStream
+
+from prana._context import Output
+from prana._errors import NodeError
+from prana._machine import Dispatch
+from prana._records import ErrorInfo, NodeResult
+
+_SCALARS = (str, int, float, bool, type(None))
+_TRACEBACK_LIMIT = 4000
+
+
+class _OutputNotJson(Exception):
+    pass
+
+
+def _json_copy(value: Any, what: str) -> Any:
+    if type(value) in _SCALARS:
+        if type(value) is float and not math.isfinite(value):
+            raise _OutputNotJson(f"{what} is {value}, which is not a JSON number")
+        return value
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except orjson.JSONEncodeError as exc:
+        raise _OutputNotJson(
+            f"{what} is not JSON data ({exc}); return strings, numbers, booleans, "
+            "null, lists and objects with string keys"
+        ) from None
+
+
+def error_from_exception(exc: BaseException) -> ErrorInfo:
+    """The recorded error for an exception raised by an action."""
+    if isinstance(exc, NodeError):
+        return ErrorInfo(code=exc.code, message=str(exc), details=exc.details)
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > _TRACEBACK_LIMIT:
+        text = "...\n" + text[-_TRACEBACK_LIMIT:]
+    return ErrorInfo(
+        code="action_error",
+        message=f"{type(exc).__name__}: {exc}",
+        details={
+            "exception": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "traceback": text,
+        },
+    )
+
+
+async def call_action(dispatch: Dispatch, now: Callable[[], float]) -> NodeResult:
+    """Run one action and describe the outcome; never raises except on cancellation."""
+    run = dispatch.run
+    action = dispatch.action
+    started_at = now()
+    started = time.perf_counter()
+    data: Any = None
+    port: str | None = None
+    node_context: Mapping[str, Any] | None = None
+    variables: Mapping[str, Any] | None = None
+    error: ErrorInfo | None = None
+    try:
+        value = action.function(dispatch.context)
+        if action.is_async or inspect.isawaitable(value):
+            value = await value
+        if isinstance(value, Output):
+            port = value.port
+            data = _json_copy(value.data, "the output")
+            if value.node_context is not None:
+                node_context = _json_copy(dict(value.node_context), "Output.node_context")
+            if value.vars is not None:
+                variables = _json_copy(dict(value.vars), "Output.vars")
+        else:
+            data = _json_copy(value, "the output")
+    except _OutputNotJson as exc:
+        error = ErrorInfo(code="invalid_output", message=str(exc))
+    except Exception as exc:  # an action's failure is data for the state machine
+        error = error_from_exception(exc)
+    duration_ms = (time.perf_counter() - started) * 1000.0
+    return NodeResult(
+        node_key=run.node_key,
+        run_index=run.run_index,
+        execution_index=run.execution_index,
+        attempt=run.attempt,
+        data=data,
+        port=port,
+        node_context=node_context,
+        vars=variables,
+        error=error,
+        started_at=started_at,
+        finished_at=now(),
+        duration_ms=duration_ms,
+    )
+
+
+async def run_node(
+    dispatch: Dispatch, results: ObjectSendStream[NodeResult], now: Callable[[], float]
+) -> None:
+    """Worker task body: run the action and send its result to the supervisor."""
+    async with results:
+        result = await call_action(dispatch, now)
+        await results.send(result)

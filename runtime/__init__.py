@@ -1,0 +1,123 @@
+"""prana: durable workflow graphs for async Python, on asyncio or trio.
+
+A workflow is a graph of nodes (triggers, actions, logic, loops) joined by
+connections between named ports. Load one with :func:`load_workflow`, register your
+actions on an :class:`ActionRegistry`, and run it with an :class:`Engine`::
+
+    actions = prana.ActionRegistry()
+
+    @actions.action("shop.charge", outputs=("main", "declined"))
+    async def charge(ctx: prana.NodeContext) -> object:
+        return prana.Output({"charged": True})
+
+    async with prana.Engine(actions=actions) as engine:
+        result = await engine.run(prana.load_workflow("flow.yaml"), input={"amount": 5})
+"""
+
+from ._builtins import FailParams as FailParams
+from ._builtins import ForEachParams as ForEachParams
+from ._builtins import IfParams as IfParams
+from ._builtins import LogParams as LogParams
+from ._builtins import MergeParams as MergeParams
+from ._builtins import SetParams as SetParams
+from ._builtins import SetVariablesParams as SetVariablesParams
+from ._builtins import SwitchParams as SwitchParams
+from ._compiler import CompiledNode as CompiledNode
+from ._compiler import Edge as Edge
+from ._compiler import ExecutionGraph as ExecutionGraph
+from ._compiler import Loop as Loop
+from ._compiler import compile_workflow as compile_workflow
+from ._context import NodeContext as NodeContext
+from ._context import Output as Output
+from ._errors import ExecutionNotFound as ExecutionNotFound
+from ._errors import ExpressionError as ExpressionError
+from ._errors import InternalError as InternalError
+from ._errors import InvalidTransition as InvalidTransition
+from ._errors import NodeError as NodeError
+from ._errors import PranaError as PranaError
+from ._errors import Problem as Problem
+from ._errors import StoreError as StoreError
+from ._errors import WorkflowValidationError as WorkflowValidationError
+from ._events import Event as Event
+from ._events import EventsDropped as EventsDropped
+from ._events import ExecutionCompleted as ExecutionCompleted
+from ._events import ExecutionFailed as ExecutionFailed
+from ._events import ExecutionStarted as ExecutionStarted
+from ._events import NodeCompleted as NodeCompleted
+from ._events import NodeFailed as NodeFailed
+from ._events import NodeSkipped as NodeSkipped
+from ._events import NodeStarted as NodeStarted
+from ._expressions import render_template as render_template
+from ._loading import load_workflow as load_workflow
+from ._loading import workflow_to_dict as workflow_to_dict
+from ._machine import ExecutionMachine as ExecutionMachine
+from ._model import Connection as Connection
+from ._model import Node as Node
+from ._model import NodeSettings as NodeSettings
+from ._model import Workflow as Workflow
+from ._model import WorkflowSettings as WorkflowSettings
+from ._records import ErrorInfo as ErrorInfo
+from ._records import Execution as Execution
+from ._records import NodeRun as NodeRun
+from ._registry import Action as Action
+from ._registry import ActionRegistry as ActionRegistry
+from ._validation import check_workflow as check_workflow
+from .actors import Engine as Engine
+from .actors import ExecutionHandle as ExecutionHandle
+from .actors import Subscription as Subscription
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "Action",
+    "ActionRegistry",
+    "CompiledNode",
+    "Connection",
+    "Edge",
+    "Engine",
+    "ErrorInfo",
+    "Event",
+    "EventsDropped",
+    "Execution",
+    "ExecutionCompleted",
+    "ExecutionFailed",
+    "ExecutionGraph",
+    "ExecutionHandle",
+    "ExecutionMachine",
+    "ExecutionNotFound",
+    "ExecutionStarted",
+    "ExpressionError",
+    "FailParams",
+    "ForEachParams",
+    "IfParams",
+    "InternalError",
+    "InvalidTransition",
+    "LogParams",
+    "Loop",
+    "MergeParams",
+    "Node",
+    "NodeCompleted",
+    "NodeContext",
+    "NodeError",
+    "NodeFailed",
+    "NodeRun",
+    "NodeSettings",
+    "NodeSkipped",
+    "NodeStarted",
+    "Output",
+    "PranaError",
+    "Problem",
+    "SetParams",
+    "SetVariablesParams",
+    "StoreError",
+    "Subscription",
+    "SwitchParams",
+    "Workflow",
+    "WorkflowSettings",
+    "WorkflowValidationError",
+    "check_workflow",
+    "compile_workflow",
+    "load_workflow",
+    "render_template",
+    "workflow_to_dict",
+)

@@ -1,0 +1,448 @@
+"""The built-in actions every registry starts with.
+
+Triggers: ``manual.trigger``. Core: ``core.noop``, ``core.log``, ``core.fail``,
+``core.for_each``. Logic: ``logic.if``, ``logic.switch``. Data: ``data.set``,
+``data.merge``. Workflow: ``workflow.set_variables``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from ._context import NodeContext, Output
+from ._errors import NodeError, Problem, did_you_mean
+from ._expressions import contains_template
+from ._loading import KEY_PATTERN
+from ._model import DEFAULT_PORT, ERROR_PORT
+from ._registry import Action, ActionRegistry
+
+logger = logging.getLogger("prana.workflow")
+
+_registry = ActionRegistry(builtins=False)
+action = _registry.action
+
+
+# --------------------------------------------------------------------------- triggers
+
+
+@action(
+    "manual.trigger", trigger="manual", description="Start an execution by hand, with its input"
+)
+def manual_trigger(ctx: NodeContext) -> Any:
+    """Outputs the execution's input."""
+    return ctx.input
+
+
+# --------------------------------------------------------------------------- core
+
+
+@action("core.noop", description="Pass the input through unchanged")
+def noop(ctx: NodeContext) -> Any:
+    """Outputs its input."""
+    return ctx.input
+
+
+@attrs.frozen(kw_only=True)
+class LogParams:
+    """Parameters of ``core.log``."""
+
+    message: Any
+    level: str = "info"
+
+
+_LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _check_log(params: Mapping[str, Any]) -> Iterable[Problem]:
+    level = params.get("level", "info")
+    if isinstance(level, str) and not contains_template(level) and level not in _LOG_LEVELS:
+        yield Problem(
+            path="level",
+            message=f"must be one of {', '.join(_LOG_LEVELS)}, got {level!r}"
+            f"{did_you_mean(level, _LOG_LEVELS)}",
+        )
+
+
+@action(
+    "core.log",
+    params=LogParams,
+    check=_check_log,
+    description="Log a message; pass the input through",
+)
+def log(ctx: NodeContext) -> Any:
+    """Logs ``message`` on the ``prana.workflow`` logger and outputs its input."""
+    params: LogParams = ctx.params
+    logger.log(
+        _LOG_LEVELS.get(params.level, logging.INFO),
+        "%s",
+        params.message,
+        extra={"execution_id": ctx.execution_id, "node_key": ctx.node_key},
+    )
+    return ctx.input
+
+
+@attrs.frozen(kw_only=True)
+class FailParams:
+    """Parameters of ``core.fail``."""
+
+    message: str
+    code: str = "workflow_error"
+    details: Any = None
+
+
+@action("core.fail", params=FailParams, description="Fail the node with a chosen error")
+def fail(ctx: NodeContext) -> Any:
+    """Fails with ``message`` and ``code``: stops the execution unless on_error says otherwise."""
+    params: FailParams = ctx.params
+    raise NodeError(params.message, code=params.code, details=params.details)
+
+
+@attrs.frozen(kw_only=True)
+class ForEachParams:
+    """Parameters of ``core.for_each``."""
+
+    items: Any
+    batch_size: int = 1
+
+
+def _check_for_each(params: Mapping[str, Any]) -> Iterable[Problem]:
+    batch_size = params.get("batch_size", 1)
+    if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size < 1:
+        yield Problem(path="batch_size", message=f"must be at least 1, got {batch_size}")
+    items = params.get("items")
+    if not contains_template(items) and not isinstance(items, list):
+        yield Problem(path="items", message="must be a list or a template giving a list")
+
+
+@action(
+    "core.for_each",
+    outputs=("loop", "done"),
+    default_port="loop",
+    params=ForEachParams,
+    check=_check_for_each,
+    render_on_loop_back=False,
+    description="Run the loop branch once per item (or batch); then 'done' with every result",
+)
+def for_each(ctx: NodeContext) -> Output:
+    """Iterates ``items``: the current item (or batch) goes out on ``loop``.
+
+    Connect the end of the loop body back to this node; each arrival there starts the
+    next iteration and its data is collected. After the last item, ``done`` carries
+    the list of collected results, one per iteration. The cursor lives in the node
+    context: ``items``, ``batch_size``, ``index`` (of the first item of the current
+    batch), ``iteration``, ``item`` (the current item, or list for batches),
+    ``results`` and ``done``.
+    """
+    if not ctx.loop_back or not ctx.node_context:
+        params: ForEachParams = ctx.params
+        if not isinstance(params.items, list):
+            raise NodeError(
+                f"items must be a list, got {type(params.items).__name__}", code="invalid_params"
+            )
+        if params.batch_size < 1:
+            raise NodeError(
+                f"batch_size must be at least 1, got {params.batch_size}", code="invalid_params"
+            )
+        items: list[Any] = params.items
+        batch_size = params.batch_size
+        index, iteration, results = 0, 0, []
+    else:
+        cursor = ctx.node_context
+        items, batch_size = cursor["items"], cursor["batch_size"]
+        index = cursor["index"] + batch_size
+        iteration = cursor["iteration"] + 1
+        results = [*cursor["results"], ctx.input]
+    cursor_out: dict[str, Any] = {
+        "items": items,
+        "batch_size": batch_size,
+        "index": index,
+        "iteration": iteration,
+        "results": results,
+    }
+    if index >= len(items):
+        return Output(results, port="done", node_context={**cursor_out, "item": None, "done": True})
+    batch = items[index : index + batch_size]
+    item = batch[0] if batch_size == 1 else batch
+    return Output(item, port="loop", node_context={**cursor_out, "item": item, "done": False})
+
+
+# --------------------------------------------------------------------------- logic
+
+
+@attrs.frozen(kw_only=True)
+class IfParams:
+    """Parameters of ``logic.if``."""
+
+    condition: Any
+
+
+@action(
+    "logic.if",
+    outputs=("true", "false"),
+    default_port="true",
+    params=IfParams,
+    description="Route the input to 'true' or 'false' by a condition",
+)
+def if_(ctx: NodeContext) -> Output:
+    """Passes its input to ``true`` when ``condition`` is truthy, else to ``false``."""
+    params: IfParams = ctx.params
+    return Output(ctx.input, port="true" if params.condition else "false")
+
+
+@attrs.frozen(kw_only=True)
+class SwitchParams:
+    """Parameters of ``logic.switch``: the first matching case chooses the port."""
+
+    cases: list[dict[str, Any]]
+    value: Any = None
+
+
+_CASE_TESTS = ("equals", "in", "condition")
+SWITCH_DEFAULT_PORT = "default"
+
+
+def _switch_ports(params: Mapping[str, Any]) -> tuple[str, ...]:
+    cases = params.get("cases")
+    ports: list[str] = []
+    if isinstance(cases, list):
+        for case in cases:
+            if isinstance(case, Mapping) and isinstance(case.get("port"), str):
+                ports.append(case["port"])
+    return (*ports, SWITCH_DEFAULT_PORT)
+
+
+def _check_switch(params: Mapping[str, Any]) -> Iterable[Problem]:
+    cases = params.get("cases")
+    if not isinstance(cases, list):
+        return
+    seen: set[str] = set()
+    for index, case in enumerate(cases):
+        path = f"cases[{index}]"
+        if not isinstance(case, Mapping):
+            yield Problem(
+                path=path, message="a case must be an object like {port: eu, in: [DE, FR]}"
+            )
+            continue
+        port = case.get("port")
+        if not isinstance(port, str) or not KEY_PATTERN.match(port):
+            yield Problem(
+                path=f"{path}.port", message="a case needs a port name (letters, digits, _ or -)"
+            )
+        elif port in (SWITCH_DEFAULT_PORT, ERROR_PORT):
+            yield Problem(
+                path=f"{path}.port", message=f"{port!r} is reserved; choose another port name"
+            )
+        elif port in seen:
+            yield Problem(path=f"{path}.port", message=f"port {port!r} is used by an earlier case")
+        else:
+            seen.add(port)
+        tests = [name for name in _CASE_TESTS if name in case]
+        unknown = sorted(set(case) - {"port", *_CASE_TESTS})
+        for name in unknown:
+            yield Problem(
+                path=f"{path}.{name}",
+                message=f"unknown case field{did_you_mean(name, _CASE_TESTS)}; "
+                "a case has port and one of equals, in, condition",
+            )
+        if len(tests) != 1:
+            yield Problem(path=path, message="a case needs exactly one of equals, in, condition")
+        elif (
+            tests == ["in"]
+            and not contains_template(case["in"])
+            and not isinstance(case["in"], list)
+        ):
+            yield Problem(path=f"{path}.in", message="must be a list of values")
+
+
+@action(
+    "logic.switch",
+    outputs=_switch_ports,
+    default_port=SWITCH_DEFAULT_PORT,
+    params=SwitchParams,
+    check=_check_switch,
+    description="Route the input to the port of the first matching case, else 'default'",
+)
+def switch(ctx: NodeContext) -> Output:
+    """Compares ``value`` with each case in order (``equals``, ``in``, or a truthy
+    ``condition``); the first match's port gets the input, ``default`` if none matches.
+    """
+    params: SwitchParams = ctx.params
+    for case in params.cases:
+        if "equals" in case:
+            matched = params.value == case["equals"]
+        elif "in" in case:
+            options = case["in"]
+            if not isinstance(options, list):
+                raise NodeError(
+                    f"case {case.get('port')!r}: 'in' must be a list", code="invalid_params"
+                )
+            matched = params.value in options
+        else:
+            matched = bool(case.get("condition"))
+        if matched:
+            return Output(ctx.input, port=case["port"])
+    return Output(ctx.input, port=SWITCH_DEFAULT_PORT)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@attrs.frozen(kw_only=True)
+class SetParams:
+    """Parameters of ``data.set``."""
+
+    values: dict[str, Any]
+    keep_input: bool = False
+
+
+@action("data.set", params=SetParams, description="Output an object built from templates")
+def set_(ctx: NodeContext) -> Any:
+    """Outputs ``values``; with ``keep_input`` they are laid over the input object."""
+    params: SetParams = ctx.params
+    if params.keep_input and isinstance(ctx.input, Mapping):
+        return {**ctx.input, **params.values}
+    return params.values
+
+
+MERGE_STRATEGIES = ("append", "merge", "concat", "combine_by_key")
+MERGE_MODES = ("all", "any")
+
+
+@attrs.frozen(kw_only=True)
+class MergeParams:
+    """Parameters of ``data.merge``."""
+
+    strategy: str = "append"
+    mode: str = "all"
+    key: str | None = None
+    inputs: list[str] = attrs.field(factory=lambda: [DEFAULT_PORT])
+
+
+def _merge_inputs(params: Mapping[str, Any]) -> tuple[str, ...]:
+    ports = params.get("inputs", [DEFAULT_PORT])
+    if isinstance(ports, list) and all(isinstance(port, str) for port in ports) and ports:
+        return tuple(ports)
+    return (DEFAULT_PORT,)
+
+
+def _merge_join(params: Mapping[str, Any]) -> str:
+    return "any" if params.get("mode") == "any" else "all"
+
+
+def _check_merge(params: Mapping[str, Any]) -> Iterable[Problem]:
+    for name, choices, default in (
+        ("strategy", MERGE_STRATEGIES, "append"),
+        ("mode", MERGE_MODES, "all"),
+    ):
+        value = params.get(name, default)
+        if isinstance(value, str) and value not in choices:
+            yield Problem(
+                path=name,
+                message=f"must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}",
+            )
+    if params.get("strategy") == "combine_by_key" and not params.get("key"):
+        yield Problem(
+            path="key", message="strategy combine_by_key needs the key to match objects on"
+        )
+    ports = params.get("inputs", [DEFAULT_PORT])
+    if isinstance(ports, list):
+        if not ports:
+            yield Problem(path="inputs", message="needs at least one input port")
+        for index, port in enumerate(ports):
+            if isinstance(port, str) and not KEY_PATTERN.match(port):
+                yield Problem(path=f"inputs[{index}]", message=f"{port!r} is not a valid port name")
+
+
+@action(
+    "data.merge",
+    inputs=_merge_inputs,
+    params=MergeParams,
+    join=_merge_join,
+    check=_check_merge,
+    description="Combine the data routed to it: append, merge objects, concat lists, combine by key",
+)
+def merge(ctx: NodeContext) -> Any:
+    """Combines every input that arrived, port by port in ``inputs`` order, each port's
+    data in connection order.
+
+    ``append`` gives the list of inputs; ``merge`` lays objects over each other
+    (later wins); ``concat`` joins lists (a non-list counts as one item);
+    ``combine_by_key`` joins objects from every input that share ``key``.
+    With ``mode: any`` the node runs on the first input to arrive.
+    """
+    params: MergeParams = ctx.params
+    items = [item for port in params.inputs for item in ctx.input_list(port)]
+    if params.strategy == "append":
+        return items
+    if params.strategy == "merge":
+        merged: dict[str, Any] = {}
+        for item in items:
+            if not isinstance(item, Mapping):
+                raise NodeError(
+                    f"strategy 'merge' needs objects, got {type(item).__name__}",
+                    code="invalid_input",
+                )
+            merged.update(item)
+        return merged
+    if params.strategy == "concat":
+        joined: list[Any] = []
+        for item in items:
+            if isinstance(item, list):
+                joined.extend(item)
+            else:
+                joined.append(item)
+        return joined
+    return _combine_by_key(items, params.key or "")
+
+
+def _combine_by_key(items: list[Any], key: str) -> list[dict[str, Any]]:
+    combined: dict[Any, dict[str, Any]] = {}
+    for item in items:
+        for record in item if isinstance(item, list) else [item]:
+            if not isinstance(record, Mapping) or key not in record:
+                raise NodeError(
+                    f"strategy 'combine_by_key' needs objects with key {key!r}, got {record!r}",
+                    code="invalid_input",
+                )
+            value = record[key]
+            try:
+                hash(value)
+            except TypeError:
+                raise NodeError(
+                    f"key {key!r} must hold a string or number, got {value!r}", code="invalid_input"
+                ) from None
+            combined.setdefault(value, {}).update(record)
+    return list(combined.values())
+
+
+# --------------------------------------------------------------------------- workflow
+
+
+@attrs.frozen(kw_only=True)
+class SetVariablesParams:
+    """Parameters of ``workflow.set_variables``."""
+
+    values: dict[str, Any]
+
+
+@action(
+    "workflow.set_variables",
+    params=SetVariablesParams,
+    description="Set workflow variables (vars); pass the input through",
+)
+def set_variables(ctx: NodeContext) -> Output:
+    """Sets each of ``values`` as a workflow variable and outputs its input."""
+    params: SetVariablesParams = ctx.params
+    return Output(ctx.input, vars=params.values)
+
+
+BUILTIN_ACTIONS: tuple[Action, ...] = tuple(_registry.get(name) for name in _registry)  # type: ignore[misc]

@@ -1,0 +1,307 @@
+"""Compiling a workflow into a frozen, shareable :class:`ExecutionGraph` (DESIGN §3).
+
+Compilation validates once and indexes once. The graph holds the part of the
+workflow its trigger reaches; edges are numbered in connection order; every node
+knows its incoming edges (loop-back edges apart), its outgoing edges by port and the
+loops it belongs to. Every execution of the workflow shares the graph; nothing in it
+changes after compilation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from ._errors import Problem, WorkflowValidationError, did_you_mean
+from ._expressions import CompiledParams
+from ._graph import GraphEdge, exit_scope, find_loops, loop_chain, reachable_from
+from ._model import ERROR_PORT, Connection, Node, Workflow
+from ._registry import Action, ActionRegistry
+from ._validation import analyse_workflow, effective_on_error
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Edge:
+    """A connection as the engine runs it.
+
+    ``index`` numbers the edges of the graph in connection order. ``loop_back`` edges
+    lead back to the entry of their loop. ``exit_scope`` is the outermost loop the
+    edge leaves, if any: such an edge delivers only when that loop has finished.
+    """
+
+    index: int
+    connection_index: int
+    source: str
+    source_port: str
+    target: str
+    target_port: str
+    loop_back: bool
+    exit_scope: int | None
+
+    def __str__(self) -> str:
+        return f"{self.source}.{self.source_port} -> {self.target}.{self.target_port}"
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Loop:
+    """A loop of the graph: its entry, members and the edges it clears per iteration."""
+
+    id: int
+    entry: str
+    nodes: tuple[str, ...]
+    back_edges: tuple[int, ...]
+    inside_edges: tuple[int, ...]
+    exit_edges: tuple[int, ...]
+    parent: int | None
+    descendants: tuple[int, ...]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class CompiledNode:
+    """A node with everything the engine needs to run it, looked up once."""
+
+    key: str
+    index: int
+    node: Node
+    action: Action
+    params: CompiledParams
+    input_ports: tuple[str, ...]
+    output_ports: tuple[str, ...]
+    default_port: str
+    join_any: bool
+    on_error: str
+    incoming: tuple[Edge, ...]
+    back_edges: tuple[Edge, ...]
+    outgoing: tuple[tuple[str, tuple[Edge, ...]], ...]
+    loops: tuple[int, ...]
+    expression_loop: int | None
+    is_trigger: bool
+
+    def outgoing_on(self, port: str) -> tuple[Edge, ...]:
+        """The edges leaving this node's ``port``."""
+        for name, edges in self.outgoing:
+            if name == port:
+                return edges
+        return ()
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ExecutionGraph:
+    """A compiled workflow for one trigger: frozen and shared by its executions."""
+
+    workflow: Workflow
+    trigger: str
+    trigger_kind: str
+    nodes: Mapping[str, CompiledNode]
+    order: tuple[CompiledNode, ...]
+    edges: tuple[Edge, ...]
+    loops: tuple[Loop, ...]
+    warnings: tuple[Problem, ...]
+
+    def outgoing(self, node_key: str, port: str) -> tuple[Edge, ...]:
+        """Edges leaving ``node_key`` on ``port``, in connection order."""
+        return self.nodes[node_key].outgoing_on(port)
+
+    def incoming(self, node_key: str) -> tuple[Edge, ...]:
+        """Every edge into ``node_key`` (loop-back edges included), in connection order."""
+        node = self.nodes[node_key]
+        return tuple(sorted((*node.incoming, *node.back_edges), key=lambda edge: edge.index))
+
+
+def triggers_of(workflow: Workflow, registry: ActionRegistry) -> list[str]:
+    """Keys of the workflow's trigger nodes, in definition order."""
+    found = []
+    for node in workflow.nodes:
+        action = registry.get(node.type)
+        if action is not None and action.trigger is not None:
+            found.append(node.key)
+    return found
+
+
+def compile_workflow(
+    workflow: Workflow, registry: ActionRegistry, *, trigger: str | None = None
+) -> ExecutionGraph:
+    """Validate ``workflow`` against ``registry`` and compile it for one trigger.
+
+    ``trigger`` picks the trigger node when the workflow has several. Raises
+    :class:`WorkflowValidationError` listing every problem.
+    """
+    analysis = analyse_workflow(workflow, registry)
+    problems = list(analysis.problems)
+    triggers = triggers_of(workflow, registry)
+    chosen = _choose_trigger(triggers, trigger, workflow, problems)
+    if problems or chosen is None:
+        raise WorkflowValidationError(problems, source=f"workflow {workflow.id!r}")
+    return _build(workflow, analysis.actions, analysis.params, chosen, triggers)
+
+
+def _choose_trigger(
+    triggers: list[str], trigger: str | None, workflow: Workflow, problems: list[Problem]
+) -> str | None:
+    if trigger is not None:
+        if trigger in triggers:
+            return trigger
+        keys = [node.key for node in workflow.nodes]
+        what = "is not a trigger" if trigger in keys else "is not a node of this workflow"
+        problems.append(
+            Problem(
+                path="trigger",
+                message=f"{trigger!r} {what}{did_you_mean(trigger, triggers)}; "
+                f"its triggers are {', '.join(triggers) or 'none'}",
+            )
+        )
+        return None
+    if len(triggers) > 1:
+        problems.append(
+            Problem(
+                path="trigger",
+                message=f"the workflow has {len(triggers)} triggers ({', '.join(triggers)}); "
+                "choose one: engine.run(..., trigger='KEY') or 'prana run --trigger KEY'",
+            )
+        )
+        return None
+    return triggers[0] if triggers else None
+
+
+def _build(
+    workflow: Workflow,
+    actions: Mapping[str, Action],
+    params: Mapping[str, CompiledParams],
+    trigger: str,
+    triggers: list[str],
+) -> ExecutionGraph:
+    all_edges = [
+        GraphEdge(index=index, source=connection.from_, target=connection.to)
+        for index, connection in enumerate(workflow.connections)
+    ]
+    reachable = reachable_from(trigger, all_edges)
+    from_any_trigger: set[str] = set()
+    for key in triggers:
+        from_any_trigger |= reachable_from(key, all_edges)
+    warnings = tuple(
+        Problem(
+            path=f"nodes[{index}]",
+            message=f"node {node.key!r} is never run: no trigger leads to it",
+        )
+        for index, node in enumerate(workflow.nodes)
+        if node.key not in from_any_trigger
+    )
+
+    definition_nodes = [node for node in workflow.nodes if node.key in reachable]
+    keys = [node.key for node in definition_nodes]
+    kept: list[tuple[int, Connection]] = [
+        (index, connection)
+        for index, connection in enumerate(workflow.connections)
+        if connection.from_ in reachable
+    ]
+    graph_edges = [
+        GraphEdge(index=position, source=connection.from_, target=connection.to)
+        for position, (_, connection) in enumerate(kept)
+    ]
+    shapes, _ = find_loops(keys, graph_edges)
+    back = {index for shape in shapes for index in shape.back_edges}
+    order = {key: position for position, key in enumerate(keys)}
+
+    edges = tuple(
+        Edge(
+            index=position,
+            connection_index=connection_index,
+            source=connection.from_,
+            source_port=connection.from_port,
+            target=connection.to,
+            target_port=connection.to_port,
+            loop_back=position in back,
+            exit_scope=exit_scope(connection.from_, connection.to, shapes),
+        )
+        for position, (connection_index, connection) in enumerate(kept)
+    )
+
+    loops = _build_loops(shapes, edges, order)
+    compiled: dict[str, CompiledNode] = {}
+    for index, node in enumerate(definition_nodes):
+        action = actions[node.key]
+        on_error = effective_on_error(node, workflow)
+        output_ports = action.output_ports(node.params)
+        if on_error == "error_port" and ERROR_PORT not in output_ports:
+            output_ports = (*output_ports, ERROR_PORT)
+        by_port: dict[str, list[Edge]] = {}
+        for edge in edges:
+            if edge.source == node.key:
+                by_port.setdefault(edge.source_port, []).append(edge)
+        chain = tuple(loop_chain(node.key, shapes))
+        compiled[node.key] = CompiledNode(
+            key=node.key,
+            index=index,
+            node=node,
+            action=action,
+            params=params[node.key],
+            input_ports=action.input_ports(node.params),
+            output_ports=output_ports,
+            default_port=action.default_port,
+            join_any=action.join_mode(node.params) == "any",
+            on_error=on_error,
+            incoming=tuple(
+                edge for edge in edges if edge.target == node.key and not edge.loop_back
+            ),
+            back_edges=tuple(edge for edge in edges if edge.target == node.key and edge.loop_back),
+            outgoing=tuple((port, tuple(port_edges)) for port, port_edges in by_port.items()),
+            loops=chain,
+            expression_loop=_expression_loop(node.key, chain, loops),
+            is_trigger=node.key == trigger,
+        )
+    return ExecutionGraph(
+        workflow=workflow,
+        trigger=trigger,
+        trigger_kind=actions[trigger].trigger or "manual",
+        nodes=MappingProxyType(compiled),
+        order=tuple(compiled.values()),
+        edges=edges,
+        loops=loops,
+        warnings=warnings,
+    )
+
+
+def _build_loops(
+    shapes: list[Any], edges: tuple[Edge, ...], order: Mapping[str, int]
+) -> tuple[Loop, ...]:
+    loops: list[Loop] = []
+    for loop_id, shape in enumerate(shapes):
+        descendants = []
+        for other_id, other in enumerate(shapes):
+            parent = other.parent
+            while parent is not None:
+                if parent == loop_id:
+                    descendants.append(other_id)
+                    break
+                parent = shapes[parent].parent
+        loops.append(
+            Loop(
+                id=loop_id,
+                entry=shape.entry,
+                nodes=tuple(sorted(shape.nodes, key=order.__getitem__)),
+                back_edges=shape.back_edges,
+                inside_edges=tuple(
+                    edge.index
+                    for edge in edges
+                    if edge.source in shape.nodes and edge.target in shape.nodes
+                ),
+                exit_edges=tuple(edge.index for edge in edges if edge.exit_scope == loop_id),
+                parent=shape.parent,
+                descendants=tuple(descendants),
+            )
+        )
+    return tuple(loops)
+
+
+def _expression_loop(key: str, chain: tuple[int, ...], loops: tuple[Loop, ...]) -> int | None:
+    """The loop whose entry's context a node sees as ``loop`` in templates.
+
+    Inside a loop it is that loop; for the entry itself, the loop around it.
+    """
+    for loop_id in chain:
+        if loops[loop_id].entry != key:
+            return loop_id
+    return None

@@ -1,0 +1,73 @@
+"""What an action receives (:class:`NodeContext`) and may return (:class:`Output`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ._model import DEFAULT_PORT
+
+
+@attrs.frozen(kw_only=True)
+class NodeContext:
+    """Everything an action needs to do its work for one run of one node.
+
+    ``params`` are the node's parameters with their templates rendered (an instance of
+    the action's params class when it declares one). ``input`` is the data on port
+    ``main`` and ``inputs`` maps every input port to its data; a port that received
+    data from several connections holds the list of it, in connection order.
+    ``node_context`` is this node's persistent context (a loop's cursor, say); return
+    ``Output(..., node_context=...)`` to change it. ``vars`` are the workflow variables.
+    ``loop_back`` is true when this run was started by a loop-back connection, that
+    is, it is a further iteration of the loop this node heads.
+    """
+
+    execution_id: str
+    workflow_id: str
+    node_key: str
+    node_type: str
+    run_index: int
+    attempt: int = 1
+    params: Any = attrs.field(factory=dict)
+    input: Any = None
+    inputs: Mapping[str, Any] = attrs.field(factory=dict)
+    vars: Mapping[str, Any] = attrs.field(factory=dict)
+    node_context: Mapping[str, Any] = attrs.field(factory=dict)
+    trigger: Any = None
+    loop_back: bool = False
+    deliveries: Mapping[str, tuple[Any, ...]] = attrs.field(factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        """``execution_id:node_key:run_index``: the same for every attempt and re-run.
+
+        A node that was running when its process died runs again with the same key,
+        so an action can use it to make its side effects happen once.
+        """
+        return f"{self.execution_id}:{self.node_key}:{self.run_index}"
+
+    def input_list(self, port: str = DEFAULT_PORT) -> list[Any]:
+        """The data delivered on ``port``, always as a list, one entry per connection.
+
+        Unlike :attr:`inputs`, a port that received data from one connection gives a
+        list of one item, so code that joins branches need not tell the cases apart.
+        """
+        return list(self.deliveries.get(port, ()))
+
+
+@attrs.frozen
+class Output:
+    """What an action returns to choose its port or update state.
+
+    ``Output(data)`` sends ``data`` on the action's default port; ``port=`` chooses
+    another. ``node_context=`` replaces this node's persistent context and ``vars=``
+    updates workflow variables (keys given are set, others are kept). An action may
+    also return a plain value, which goes to its default port.
+    """
+
+    data: Any = None
+    port: str | None = attrs.field(default=None, kw_only=True)
+    node_context: Mapping[str, Any] | None = attrs.field(default=None, kw_only=True)
+    vars: Mapping[str, Any] | None = attrs.field(default=None, kw_only=True)

@@ -1,0 +1,92 @@
+"""Typed events: what subscribers and middleware hear about executions (DESIGN §9).
+
+Every event carries the execution id, a sequence number (1, 2, ... per execution,
+with no gaps) and the time it happened (seconds since the epoch). Node events
+carry ``progress``: the share of the execution's nodes that have finished or been
+skipped at least once, from 0.0 to 1.0.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ._records import ErrorInfo, ExecutionStatus, NodeRun
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """Base of every event."""
+
+    execution_id: str
+    sequence: int
+    time: float
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionStarted(Event):
+    """An execution began running."""
+
+    workflow_id: str
+    workflow_version: int
+    node_count: int
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionCompleted(Event):
+    """An execution ended with status ``completed``."""
+
+    status: ExecutionStatus = "completed"
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionFailed(Event):
+    """An execution ended with status ``failed``; ``error`` says why."""
+
+    error: ErrorInfo | None
+    status: ExecutionStatus = "failed"
+
+
+@attrs.frozen(kw_only=True)
+class NodeStarted(Event):
+    """A node run was dispatched to its worker."""
+
+    node_key: str
+    run_index: int
+    execution_index: int
+
+
+@attrs.frozen(kw_only=True)
+class NodeCompleted(Event):
+    """A node run completed; ``run`` has its port, output and timings."""
+
+    node_key: str
+    run: NodeRun
+    progress: float
+
+
+@attrs.frozen(kw_only=True)
+class NodeFailed(Event):
+    """A node run failed (or was cancelled); ``run.error`` says why."""
+
+    node_key: str
+    run: NodeRun
+    progress: float
+
+
+@attrs.frozen(kw_only=True)
+class NodeSkipped(Event):
+    """A node will not run in this iteration: every path into it died."""
+
+    node_key: str
+    progress: float
+
+
+@attrs.frozen(kw_only=True)
+class EventsDropped(Event):
+    """A subscriber fell behind and ``count`` events were dropped before this one.
+
+    Subscriptions are bounded so a slow reader never holds the engine up; this event
+    says that the reader missed some.
+    """
+
+    count: int

@@ -1,0 +1,406 @@
+"""Loading workflow definitions from a path, a dict, or JSON/YAML text.
+
+Loading never stops at the first problem: the document is parsed, every node and
+connection is structured on its own (with cattrs), and every problem found is
+reported with its path in one :class:`WorkflowValidationError`.
+
+YAML is read with a strict loader: duplicate keys are errors, and only
+``true``/``false`` are booleans (so a country code ``NO`` stays a string). Dates are
+left as strings: a workflow definition holds JSON values only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import cattrs
+import yaml
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._convert import join_path, make_strict_converter, problems_from, type_name
+from ._errors import Problem, WorkflowValidationError, did_you_mean
+from ._model import ON_ERROR_CHOICES, Connection, Node, NodeSettings, Workflow, WorkflowSettings
+
+if TYPE_CHECKING:
+    from ._registry import ActionRegistry
+
+WorkflowSource = str | bytes | os.PathLike[str] | Mapping[str, Any]
+
+KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _StrictYamlLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys and resolves only true/false as booleans."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.problems: list[Problem] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base class reports unhashable keys
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                self.problems.append(
+                    Problem(
+                        path=f"line {line}",
+                        message=f"duplicate key {key!r} (first given on line {seen[key]}); "
+                        "remove one of them",
+                    )
+                )
+            else:
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _strict_resolvers() -> dict[str, list[tuple[str, re.Pattern[str]]]]:
+    resolvers: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+    dropped = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp"}
+    for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items():
+        kept = [(tag, regexp) for tag, regexp in entries if tag not in dropped]
+        if kept:
+            resolvers[first] = kept
+    boolean = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+    for first in "tTfF":
+        resolvers.setdefault(first, []).append(("tag:yaml.org,2002:bool", boolean))
+    return resolvers
+
+
+_StrictYamlLoader.yaml_implicit_resolvers = _strict_resolvers()
+
+
+def _parse_yaml(text: str) -> tuple[object, list[Problem]]:
+    loader = _StrictYamlLoader(text)
+    try:
+        document = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(part for part in (exc.context, exc.problem) if part)
+        return None, [Problem(path=where, message=f"invalid YAML: {what}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(path="", message=f"invalid YAML: {exc}")]
+    finally:
+        loader.dispose()
+    return document, loader.problems
+
+
+def _parse_json(text: str) -> tuple[object, list[Problem]]:
+    problems: list[Problem] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                problems.append(
+                    Problem(
+                        path="",
+                        message=f"duplicate key {key!r} in a JSON object; remove one of them",
+                    )
+                )
+            result[key] = value
+        return result
+
+    try:
+        document = json.loads(text, object_pairs_hook=pairs_hook)
+    except json.JSONDecodeError as exc:
+        return None, [
+            Problem(
+                path=f"line {exc.lineno}, column {exc.colno}", message=f"invalid JSON: {exc.msg}"
+            )
+        ]
+    return document, problems
+
+
+def parse_text(text: str) -> tuple[object, list[Problem]]:
+    """Parse JSON (text starting with ``{``) or YAML text into plain data."""
+    if text.lstrip().startswith("{"):
+        return _parse_json(text)
+    return _parse_yaml(text)
+
+
+def read_source(source: WorkflowSource) -> tuple[object, list[Problem], str | None]:
+    """Turn a workflow source into plain data, the problems found, and a name for messages.
+
+    A string holding a newline or starting with ``{`` is workflow text; any other
+    string, and any path object, names a file.
+    """
+    if isinstance(source, Mapping):
+        return source, [], None
+    if isinstance(source, bytes):
+        try:
+            source = source.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise WorkflowValidationError.single("", f"workflow text is not UTF-8: {exc}") from None
+    if isinstance(source, str) and ("\n" in source or source.lstrip().startswith("{")):
+        document, problems = parse_text(source)
+        return document, problems, None
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"load_workflow() takes a path, a dict, or JSON/YAML text, not {type(source).__name__}"
+        )
+    path = os.fspath(source)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        raise WorkflowValidationError.single("", f"workflow file not found: {path!r}") from None
+    except IsADirectoryError:
+        raise WorkflowValidationError.single(
+            "", f"{path!r} is a directory, not a workflow file"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise WorkflowValidationError.single("", f"{path!r} is not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise WorkflowValidationError.single("", f"cannot read {path!r}: {exc.strerror}") from None
+    if path.endswith(".json"):
+        document, problems = _parse_json(text)
+    else:
+        document, problems = parse_text(text)
+    return document, problems, path
+
+
+# --------------------------------------------------------------------------- structuring
+
+
+def _node_on_error(value: object, cls: type) -> str | None:
+    return None if value is None else _on_error(value, cls)
+
+
+def _on_error(value: object, _: type) -> str:
+    if value not in ON_ERROR_CHOICES:
+        choices = ", ".join(ON_ERROR_CHOICES)
+        hint = did_you_mean(value, ON_ERROR_CHOICES) if isinstance(value, str) else ""
+        raise ValueError(f"must be one of {choices}, got {value!r}{hint}")
+    return str(value)
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = make_strict_converter()
+    for cls, hook in ((NodeSettings, _node_on_error), (WorkflowSettings, _on_error)):
+        converter.register_structure_hook(
+            cls, make_dict_structure_fn(cls, converter, on_error=override(struct_hook=hook))
+        )
+    converter.register_structure_hook(
+        Connection, make_dict_structure_fn(Connection, converter, from_=override(rename="from"))
+    )
+    converter.register_unstructure_hook(
+        Connection, make_dict_unstructure_fn(Connection, converter, from_=override(rename="from"))
+    )
+    return converter
+
+
+_converter = _make_converter()
+
+
+def _structure_part(
+    value: object, cls: type[Any], path: str, problems: list[Problem]
+) -> Any | None:
+    if not isinstance(value, Mapping):
+        problems.append(Problem(path=path, message=f"expected an object, got {type_name(value)}"))
+        return None
+    try:
+        return _converter.structure(value, cls)
+    except Exception as exc:  # cattrs reports everything as exception groups
+        problems.extend(problems_from(exc, path))
+        return None
+
+
+def _check_json_value(value: object, path: str, problems: list[Problem]) -> None:
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            problems.append(Problem(path=path, message=f"{value} is not a JSON number"))
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json_value(item, f"{path}[{index}]", problems)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                problems.append(
+                    Problem(path=path, message=f"object keys must be strings, got {key!r}")
+                )
+                continue
+            _check_json_value(item, join_path(path, key), problems)
+        return
+    problems.append(
+        Problem(path=path, message=f"{type(value).__name__} is not a JSON value (use a string)")
+    )
+
+
+_TOP_LEVEL = (
+    "id",
+    "version",
+    "name",
+    "description",
+    "nodes",
+    "connections",
+    "settings",
+    "variables",
+)
+
+
+@attrs.frozen(kw_only=True)
+class LoadedDefinition:
+    """The outcome of structuring: the usable parts and every problem found."""
+
+    workflow: Workflow | None
+    problems: tuple[Problem, ...]
+    known_node_keys: frozenset[str]
+
+
+def structure_workflow(document: object) -> LoadedDefinition:
+    """Structure plain data into a :class:`Workflow`, collecting every problem.
+
+    Nodes and connections that cannot be structured are left out of the result and
+    reported; the rest is kept so that later checks can report their problems too.
+    """
+    problems: list[Problem] = []
+    if not isinstance(document, Mapping):
+        problems.append(
+            Problem(path="", message=f"a workflow must be an object, got {type_name(document)}")
+        )
+        return LoadedDefinition(
+            workflow=None, problems=tuple(problems), known_node_keys=frozenset()
+        )
+
+    for key in document:
+        if key not in _TOP_LEVEL:
+            problems.append(
+                Problem(
+                    path=str(key),
+                    message=f"unknown field{did_you_mean(str(key), _TOP_LEVEL)}; "
+                    f"allowed fields are {', '.join(_TOP_LEVEL)}",
+                )
+            )
+
+    def scalar(name: str, default: Any) -> Any:
+        if name not in document:
+            return default
+        try:
+            return _converter.structure(document[name], type(default))
+        except (TypeError, ValueError) as exc:
+            problems.append(Problem(path=name, message=str(exc)))
+            return default
+
+    workflow_id = scalar("id", "")
+    version = scalar("version", 1)
+    name = scalar("name", "")
+    description = scalar("description", "")
+
+    settings = WorkflowSettings()
+    if "settings" in document:
+        structured = _structure_part(document["settings"], WorkflowSettings, "settings", problems)
+        settings = structured if structured is not None else settings
+
+    variables: dict[str, Any] = {}
+    if "variables" in document:
+        raw_variables = document["variables"]
+        if isinstance(raw_variables, Mapping):
+            variables = dict(raw_variables)
+            _check_json_value(variables, "variables", problems)
+        elif raw_variables is not None:
+            problems.append(
+                Problem(
+                    path="variables", message=f"expected an object, got {type_name(raw_variables)}"
+                )
+            )
+
+    nodes: list[Node] = []
+    known_keys: set[str] = set()
+    raw_nodes = document.get("nodes", [])
+    if "nodes" not in document:
+        problems.append(
+            Problem(path="nodes", message="required field is missing; a workflow needs nodes")
+        )
+    elif not isinstance(raw_nodes, list):
+        problems.append(
+            Problem(path="nodes", message=f"expected a list, got {type_name(raw_nodes)}")
+        )
+        raw_nodes = []
+    for index, raw_node in enumerate(raw_nodes):
+        path = f"nodes[{index}]"
+        if isinstance(raw_node, Mapping) and isinstance(raw_node.get("key"), str):
+            known_keys.add(raw_node["key"])
+        node = _structure_part(raw_node, Node, path, problems)
+        if node is not None:
+            _check_json_value(node.params, f"{path}.params", problems)
+            nodes.append(node)
+
+    connections: list[Connection] = []
+    raw_connections = document.get("connections", [])
+    if raw_connections is None:
+        raw_connections = []
+    if not isinstance(raw_connections, list):
+        problems.append(
+            Problem(
+                path="connections", message=f"expected a list, got {type_name(raw_connections)}"
+            )
+        )
+        raw_connections = []
+    for index, raw_connection in enumerate(raw_connections):
+        connection = _structure_part(raw_connection, Connection, f"connections[{index}]", problems)
+        if connection is not None:
+            connections.append(connection)
+
+    workflow = Workflow(
+        id=workflow_id,
+        version=version,
+        name=name,
+        description=description,
+        nodes=tuple(nodes),
+        connections=tuple(connections),
+        settings=settings,
+        variables=variables,
+    )
+    return LoadedDefinition(
+        workflow=workflow, problems=tuple(problems), known_node_keys=frozenset(known_keys)
+    )
+
+
+def workflow_to_dict(workflow: Workflow) -> dict[str, Any]:
+    """Unstructure a workflow into the plain data of a workflow file."""
+    data: dict[str, Any] = _converter.unstructure(workflow)
+    return data
+
+
+def load_workflow(source: WorkflowSource, *, actions: ActionRegistry | None = None) -> Workflow:
+    """Load and validate a workflow from a path, a dict, or JSON/YAML text.
+
+    Without ``actions`` the definition is checked on its own (shape, types, keys,
+    connections, loops, templates); with an :class:`ActionRegistry` it is also checked
+    against the actions it uses (types, ports, parameters, triggers).
+
+    Raises :class:`WorkflowValidationError` listing every problem with its path.
+    """
+    from ._validation import check_workflow
+
+    document, problems, source_name = read_source(source)
+    if problems:
+        raise WorkflowValidationError(problems, source=source_name)
+    loaded = structure_workflow(document)
+    problems = list(loaded.problems)
+    if loaded.workflow is not None:
+        problems.extend(
+            check_workflow(loaded.workflow, actions, known_node_keys=loaded.known_node_keys)
+        )
+    if problems or loaded.workflow is None:
+        raise WorkflowValidationError(problems, source=source_name)
+    return loaded.workflow

@@ -1,0 +1,98 @@
+"""The workflow model: what a user writes in a workflow file (DESIGN §3).
+
+Definitions are frozen attrs classes. They hold no behaviour and import no
+serialization library: loading and validation live in ``_loading``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+OnError = Literal["stop", "continue", "error_port"]
+ON_ERROR_CHOICES: tuple[str, ...] = ("stop", "continue", "error_port")
+
+DEFAULT_PORT = "main"
+ERROR_PORT = "error"
+
+
+@attrs.frozen(kw_only=True)
+class NodeSettings:
+    """Per-node settings.
+
+    ``on_error`` says what a failure of this node does: ``stop`` fails the execution,
+    ``continue`` makes the error the node's output on its default port, ``error_port``
+    routes the error to the node's ``error`` port. ``None`` takes the workflow's default.
+    """
+
+    on_error: OnError | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowSettings:
+    """Per-workflow settings.
+
+    ``max_iterations`` bounds the loop iterations of one execution, ``concurrency`` how
+    many ready nodes may run at once (1 keeps branch-following order), ``on_error`` is
+    the default for nodes that do not set their own.
+    """
+
+    max_iterations: int = 10_000
+    concurrency: int = 1
+    on_error: OnError = "stop"
+
+
+@attrs.frozen(kw_only=True)
+class Node:
+    """One node of a workflow: an action applied with parameters.
+
+    ``key`` is unique in the workflow and is how expressions refer to the node
+    (``nodes.<key>.output``). ``params`` may hold templates.
+    """
+
+    key: str
+    type: str
+    name: str = ""
+    params: dict[str, Any] = attrs.field(factory=dict)
+    settings: NodeSettings = attrs.field(factory=NodeSettings)
+
+    @property
+    def display_name(self) -> str:
+        """The name to show to people: ``name`` when set, else ``key``."""
+        return self.name or self.key
+
+
+@attrs.frozen(kw_only=True)
+class Connection:
+    """A connection from an output port of one node to an input port of another.
+
+    In a workflow file it is written ``{from: a, from_port: main, to: b, to_port: main}``.
+    """
+
+    from_: str
+    to: str
+    from_port: str = DEFAULT_PORT
+    to_port: str = DEFAULT_PORT
+
+    def __str__(self) -> str:
+        return f"{self.from_}.{self.from_port} -> {self.to}.{self.to_port}"
+
+
+@attrs.frozen(kw_only=True)
+class Workflow:
+    """A workflow definition: nodes joined by connections between named ports."""
+
+    id: str
+    version: int = 1
+    name: str = ""
+    description: str = ""
+    nodes: tuple[Node, ...] = ()
+    connections: tuple[Connection, ...] = ()
+    settings: WorkflowSettings = attrs.field(factory=WorkflowSettings)
+    variables: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        """The name to show to people: ``name`` when set, else ``id``."""
+        return self.name or self.id

@@ -1,0 +1,178 @@
+"""Actions and the registry that names them.
+
+An action is a callable (``async def`` or plain ``def``) taking a
+:class:`NodeContext`, registered under a name with its input and output ports. Ports
+are fixed tuples, or computed from the node's parameters (``logic.switch`` has one
+port per case). A params class (an attrs class) lets the compiler check parameters
+before anything runs and gives the action typed, rendered parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, TypeVar
+
+import attrs
+
+from ._context import NodeContext
+from ._errors import Problem, did_you_mean
+from ._model import DEFAULT_PORT
+
+PortSpec = Sequence[str] | Callable[[Mapping[str, Any]], Sequence[str]]
+JoinSpec = Literal["all", "any"] | Callable[[Mapping[str, Any]], str]
+ActionFunction = Callable[[NodeContext], Any]
+F = TypeVar("F", bound=ActionFunction)
+
+ACTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+TRIGGER_KINDS = ("manual", "webhook", "schedule", "function")
+
+
+@attrs.frozen(kw_only=True)
+class Action:
+    """A registered action: its function, ports, parameters and role.
+
+    ``trigger`` is the trigger kind for trigger actions (``manual``, ``webhook``,
+    ``schedule``, ``function``) and ``None`` for the rest. ``join`` says whether the
+    node waits for all its inputs (``all``, the default) or runs on the first one to
+    arrive (``any``). ``check`` returns extra problems with parameters that the
+    params class cannot express. ``render_on_loop_back=False`` renders parameters only
+    when the node is entered from outside its loop; a loop-back run gets
+    ``ctx.params = None`` and works from its node context (``core.for_each`` does this,
+    since its ``items`` template refers to data from before the loop).
+    """
+
+    name: str
+    function: ActionFunction
+    inputs: PortSpec = (DEFAULT_PORT,)
+    outputs: PortSpec = (DEFAULT_PORT,)
+    default_port: str = DEFAULT_PORT
+    params: type | None = None
+    trigger: str | None = None
+    join: JoinSpec = "all"
+    check: Callable[[Mapping[str, Any]], Iterable[Problem]] | None = None
+    render_on_loop_back: bool = True
+    description: str = ""
+    is_async: bool = attrs.field(default=False)
+
+    def input_ports(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """The input ports of a node of this action with these parameters."""
+        if self.trigger is not None:
+            return ()
+        ports = self.inputs(params) if callable(self.inputs) else self.inputs
+        return tuple(ports)
+
+    def output_ports(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """The output ports of a node of this action with these parameters."""
+        ports = self.outputs(params) if callable(self.outputs) else self.outputs
+        return tuple(ports)
+
+    def join_mode(self, params: Mapping[str, Any]) -> str:
+        """``all`` or ``any`` for a node of this action with these parameters."""
+        return self.join(params) if callable(self.join) else self.join
+
+
+class ActionRegistry:
+    """Names actions. A new registry holds every built-in action; add yours with
+    :meth:`action`.
+
+    ``ActionRegistry(builtins=False)`` starts empty.
+    """
+
+    def __init__(self, *, builtins: bool = True) -> None:
+        self._actions: dict[str, Action] = {}
+        if builtins:
+            from ._builtins import BUILTIN_ACTIONS
+
+            self._actions.update((action.name, action) for action in BUILTIN_ACTIONS)
+
+    def action(
+        self,
+        name: str,
+        *,
+        inputs: PortSpec = (DEFAULT_PORT,),
+        outputs: PortSpec = (DEFAULT_PORT,),
+        default_port: str = DEFAULT_PORT,
+        params: type | None = None,
+        trigger: str | None = None,
+        join: JoinSpec = "all",
+        check: Callable[[Mapping[str, Any]], Iterable[Problem]] | None = None,
+        render_on_loop_back: bool = True,
+        description: str = "",
+        replace: bool = False,
+    ) -> Callable[[F], F]:
+        """Register the decorated function as the action ``name``; return it unchanged.
+
+        Raises ``ValueError`` if the name is malformed or already registered (pass
+        ``replace=True`` to override a built-in on purpose).
+        """
+
+        def decorator(function: F) -> F:
+            self.add(
+                Action(
+                    name=name,
+                    function=function,
+                    inputs=inputs,
+                    outputs=outputs,
+                    default_port=default_port,
+                    params=params,
+                    trigger=trigger,
+                    join=join,
+                    check=check,
+                    render_on_loop_back=render_on_loop_back,
+                    description=description or (inspect.getdoc(function) or "").split("\n")[0],
+                ),
+                replace=replace,
+            )
+            return function
+
+        return decorator
+
+    def add(self, action: Action, *, replace: bool = False) -> None:
+        """Register an :class:`Action`. Raises ``ValueError`` as :meth:`action` does."""
+        if not ACTION_NAME.match(action.name):
+            raise ValueError(f"action name {action.name!r} must be dotted words like 'shop.charge'")
+        if action.name in self._actions and not replace:
+            raise ValueError(
+                f"action {action.name!r} is already registered; pass replace=True to override it"
+            )
+        if action.trigger is not None and action.trigger not in TRIGGER_KINDS:
+            raise ValueError(
+                f"trigger kind {action.trigger!r} of {action.name!r} must be one of "
+                f"{', '.join(TRIGGER_KINDS)}"
+            )
+        if action.params is not None and not attrs.has(action.params):
+            raise ValueError(f"params of {action.name!r} must be an attrs class")
+        if not callable(action.function):
+            raise ValueError(f"action {action.name!r} needs a callable")
+        function = action.function
+        is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+            getattr(function, "__call__", None)  # noqa: B004 - async callable objects
+        )
+        self._actions[action.name] = attrs.evolve(action, is_async=is_async)
+
+    def get(self, name: str) -> Action | None:
+        """The action registered as ``name``, or ``None``."""
+        return self._actions.get(name)
+
+    def __getitem__(self, name: str) -> Action:
+        try:
+            return self._actions[name]
+        except KeyError:
+            raise KeyError(f"unknown action {name!r}{did_you_mean(name, self._actions)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._actions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._actions))
+
+    def __len__(self) -> int:
+        return len(self._actions)
+
+    def copy(self) -> ActionRegistry:
+        """A registry with the same actions, to extend without changing this one."""
+        other = ActionRegistry(builtins=False)
+        other._actions.update(self._actions)
+        return other

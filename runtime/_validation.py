@@ -1,0 +1,273 @@
+"""Checks of a structured workflow: everything that can be known before it runs.
+
+Without a registry: identifiers, duplicate keys, dangling or duplicate connections,
+loops entered at several nodes, template syntax, names and node references. With a
+registry: action types, parameters, ports on both ends of every connection, and
+triggers. Every problem is collected; nothing stops at the first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from ._errors import Problem, did_you_mean
+from ._expressions import CompiledParams, compile_params
+from ._graph import GraphEdge, find_loops
+from ._loading import KEY_PATTERN
+from ._model import ERROR_PORT, Node, Workflow
+from ._params import check_params
+from ._registry import Action, ActionRegistry
+
+_WORKFLOW_ID = re.compile(r"^[^\s/\\]+$")
+MAX_CONCURRENCY = 10_000
+
+
+@attrs.frozen(kw_only=True)
+class Analysis:
+    """What checking found: problems, and each node's compiled parameters."""
+
+    problems: tuple[Problem, ...]
+    params: Mapping[str, CompiledParams]
+    actions: Mapping[str, Action]
+
+
+def effective_on_error(node: Node, workflow: Workflow) -> str:
+    """The node's on_error, or the workflow's default when the node sets none."""
+    return node.settings.on_error or workflow.settings.on_error
+
+
+def analyse_workflow(
+    workflow: Workflow,
+    registry: ActionRegistry | None,
+    *,
+    known_node_keys: Iterable[str] = (),
+) -> Analysis:
+    """Check ``workflow`` (against ``registry`` when given) and compile its templates."""
+    problems: list[Problem] = []
+    _check_header(workflow, problems)
+
+    node_paths: dict[str, str] = {}
+    for index, node in enumerate(workflow.nodes):
+        path = f"nodes[{index}]"
+        if not KEY_PATTERN.match(node.key):
+            problems.append(
+                Problem(
+                    path=f"{path}.key",
+                    message=f"{node.key!r} is not a valid node key: use letters, digits, _ and -, "
+                    "starting with a letter or _",
+                )
+            )
+        if node.key in node_paths:
+            problems.append(
+                Problem(
+                    path=f"{path}.key",
+                    message=f"duplicate node key {node.key!r} (also {node_paths[node.key]})",
+                )
+            )
+        else:
+            node_paths[node.key] = path
+        if not node.type:
+            problems.append(Problem(path=f"{path}.type", message="required field is empty"))
+
+    all_keys = set(node_paths) | set(known_node_keys)
+    compiled: dict[str, CompiledParams] = {}
+    actions: dict[str, Action] = {}
+    for index, node in enumerate(workflow.nodes):
+        path = f"nodes[{index}]"
+        compiled.setdefault(
+            node.key,
+            compile_params(
+                node.params, node_keys=all_keys, problems=problems, path=f"{path}.params"
+            ),
+        )
+        if registry is None:
+            continue
+        action = registry.get(node.type)
+        if action is None:
+            if node.type:
+                problems.append(
+                    Problem(
+                        path=f"{path}.type",
+                        message=f"unknown action {node.type!r}{did_you_mean(node.type, registry)}",
+                    )
+                )
+            continue
+        actions.setdefault(node.key, action)
+        _check_node_params(action, node, path, problems)
+
+    _check_connections(workflow, node_paths, all_keys, actions, registry is not None, problems)
+    _check_loops(workflow, node_paths, problems)
+    # Only when every node's action is known: an unknown one might have been a trigger.
+    all_known = registry is not None and len(actions) == len(workflow.nodes) > 0
+    if all_known and not any(action.trigger for action in actions.values()):
+        problems.append(
+            Problem(
+                path="nodes",
+                message="the workflow has no trigger node; add one such as "
+                "{key: start, type: manual.trigger}",
+            )
+        )
+    return Analysis(problems=tuple(problems), params=compiled, actions=actions)
+
+
+def check_workflow(
+    workflow: Workflow, registry: ActionRegistry | None, *, known_node_keys: Iterable[str] = ()
+) -> list[Problem]:
+    """Every problem of ``workflow`` (against ``registry`` when given)."""
+    return list(analyse_workflow(workflow, registry, known_node_keys=known_node_keys).problems)
+
+
+def _check_header(workflow: Workflow, problems: list[Problem]) -> None:
+    if not workflow.id:
+        problems.append(Problem(path="id", message="required: give the workflow an id"))
+    elif not _WORKFLOW_ID.match(workflow.id):
+        problems.append(
+            Problem(
+                path="id",
+                message=f"{workflow.id!r} is not a valid workflow id: no spaces or slashes",
+            )
+        )
+    if workflow.version < 1:
+        problems.append(
+            Problem(path="version", message=f"must be at least 1, got {workflow.version}")
+        )
+    settings = workflow.settings
+    if settings.max_iterations < 1:
+        problems.append(
+            Problem(
+                path="settings.max_iterations",
+                message=f"must be at least 1, got {settings.max_iterations}",
+            )
+        )
+    if not 1 <= settings.concurrency <= MAX_CONCURRENCY:
+        problems.append(
+            Problem(
+                path="settings.concurrency",
+                message=f"must be between 1 and {MAX_CONCURRENCY}, got {settings.concurrency}",
+            )
+        )
+    if not workflow.nodes:
+        problems.append(Problem(path="nodes", message="a workflow needs at least one node"))
+
+
+def _check_node_params(action: Action, node: Node, path: str, problems: list[Problem]) -> None:
+    params_path = f"{path}.params"
+    found: list[Problem] = []
+    if action.params is not None:
+        found.extend(check_params(action.params, node.params, params_path))
+    if action.check is not None and not found:
+        found.extend(
+            Problem(
+                path=f"{params_path}.{problem.path}" if problem.path else params_path,
+                message=problem.message,
+            )
+            for problem in action.check(node.params)
+        )
+    problems.extend(found)
+
+
+def _check_connections(
+    workflow: Workflow,
+    node_paths: Mapping[str, str],
+    all_keys: set[str],
+    actions: Mapping[str, Action],
+    with_registry: bool,
+    problems: list[Problem],
+) -> None:
+    nodes = {node.key: node for node in workflow.nodes}
+    seen: dict[tuple[str, str, str, str], int] = {}
+    for index, connection in enumerate(workflow.connections):
+        path = f"connections[{index}]"
+        for field, key in (("from", connection.from_), ("to", connection.to)):
+            if key not in all_keys:
+                problems.append(
+                    Problem(
+                        path=f"{path}.{field}",
+                        message=f"no node has key {key!r}{did_you_mean(key, node_paths)}",
+                    )
+                )
+        for field, port in (("from_port", connection.from_port), ("to_port", connection.to_port)):
+            if not KEY_PATTERN.match(port):
+                problems.append(
+                    Problem(path=f"{path}.{field}", message=f"{port!r} is not a valid port name")
+                )
+        identity = (connection.from_, connection.from_port, connection.to, connection.to_port)
+        if identity in seen:
+            problems.append(
+                Problem(
+                    path=path, message=f"duplicate of connections[{seen[identity]}] ({connection})"
+                )
+            )
+        else:
+            seen[identity] = index
+        if not with_registry:
+            continue
+        source, target = actions.get(connection.from_), actions.get(connection.to)
+        if source is not None:
+            node = nodes[connection.from_]
+            ports = source.output_ports(node.params)
+            if effective_on_error(node, workflow) == "error_port":
+                ports = (*ports, ERROR_PORT)
+            if connection.from_port not in ports:
+                hint = did_you_mean(connection.from_port, ports)
+                advice = (
+                    "; set the node's settings.on_error to error_port to route its errors there"
+                    if connection.from_port == ERROR_PORT
+                    else ""
+                )
+                problems.append(
+                    Problem(
+                        path=f"{path}.from_port",
+                        message=f"node {connection.from_!r} ({node.type}) has no output port "
+                        f"{connection.from_port!r}{hint}; its ports are {', '.join(ports)}{advice}",
+                    )
+                )
+        if target is not None:
+            node = nodes[connection.to]
+            if target.trigger is not None:
+                problems.append(
+                    Problem(
+                        path=f"{path}.to",
+                        message=f"node {connection.to!r} is a trigger ({node.type}); "
+                        "nothing can connect into a trigger",
+                    )
+                )
+                continue
+            ports = target.input_ports(node.params)
+            if connection.to_port not in ports:
+                problems.append(
+                    Problem(
+                        path=f"{path}.to_port",
+                        message=f"node {connection.to!r} ({node.type}) has no input port "
+                        f"{connection.to_port!r}{did_you_mean(connection.to_port, ports)}; "
+                        f"its ports are {', '.join(ports)}",
+                    )
+                )
+
+
+def _check_loops(
+    workflow: Workflow, node_paths: Mapping[str, str], problems: list[Problem]
+) -> None:
+    keys = list(node_paths)
+    edges = [
+        GraphEdge(index=index, source=connection.from_, target=connection.to)
+        for index, connection in enumerate(workflow.connections)
+        if connection.from_ in node_paths and connection.to in node_paths
+    ]
+    _, conflicts = find_loops(keys, edges)
+    for conflict in conflicts:
+        first = conflict.entries[0]
+        for index in conflict.edges:
+            connection = workflow.connections[index]
+            problems.append(
+                Problem(
+                    path=f"connections[{index}]",
+                    message=f"enters the loop through {', '.join(conflict.nodes)} at {connection.to!r}, "
+                    f"but the loop is also entered at {first!r}; a loop must have one entry node. "
+                    f"Connect data from outside the loop to {first!r} only, or read it in a template "
+                    f"with nodes.{connection.from_}.output",
+                )
+            )
