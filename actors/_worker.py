@@ -19,9 +19,10 @@ from typing import Any
 import orjson
 from anyio.abc import ObjectSendStream
 
-from prana._context import Output
+from prana._context import NodeContext, Output
 from prana._errors import NodeError
 from prana._machine import Dispatch
+from prana._model import DEFAULT_PORT
 from prana._records import ErrorInfo, NodeResult
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -32,18 +33,71 @@ class _OutputNotJson(Exception):
     pass
 
 
+def _encode_mapping(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def _json_copy(value: Any, what: str) -> Any:
     if type(value) in _SCALARS:
         if type(value) is float and not math.isfinite(value):
             raise _OutputNotJson(f"{what} is {value}, which is not a JSON number")
         return value
     try:
-        return orjson.loads(orjson.dumps(value))
+        return orjson.loads(orjson.dumps(value, default=_encode_mapping))
     except orjson.JSONEncodeError as exc:
         raise _OutputNotJson(
             f"{what} is not JSON data ({exc}); return strings, numbers, booleans, "
             "null, lists and objects with string keys"
         ) from None
+
+
+def _shared(value: Any) -> bool:
+    """Whether an action could change ``value`` in place (so it needs its own copy)."""
+    if type(value) in _SCALARS:
+        return False
+    return not (isinstance(value, (Mapping, list, tuple)) and not value)
+
+
+def isolate(context: NodeContext) -> NodeContext:
+    """The context with private copies of the data it shares with the execution.
+
+    Inputs are other nodes' outputs, kept for routing and templates; parameters of a
+    node without templates belong to the compiled workflow. An action that changes
+    what it was given must not change them.
+    """
+    params = context.params
+    copy_params = isinstance(params, (Mapping, list)) and _shared(params)
+    deliveries = context.deliveries
+    copy_inputs = any(_shared(value) for values in deliveries.values() for value in values)
+    if not (copy_params or copy_inputs or _shared(context.vars) or _shared(context.node_context)):
+        return context
+    fresh_deliveries, fresh_vars, fresh_context, fresh_params = orjson.loads(
+        orjson.dumps(
+            [deliveries, context.vars, context.node_context, params if copy_params else None],
+            default=_encode_mapping,
+        )
+    )
+    inputs = {
+        port: values[0] if len(values) == 1 else values for port, values in fresh_deliveries.items()
+    }
+    return NodeContext(
+        execution_id=context.execution_id,
+        workflow_id=context.workflow_id,
+        node_key=context.node_key,
+        node_type=context.node_type,
+        run_index=context.run_index,
+        attempt=context.attempt,
+        params=fresh_params if copy_params else params,
+        input=inputs.get(DEFAULT_PORT),
+        inputs=inputs,
+        vars=fresh_vars,
+        node_context=fresh_context,
+        trigger=context.trigger,
+        loop_back=context.loop_back,
+        deliveries={port: tuple(values) for port, values in fresh_deliveries.items()},
+    )
 
 
 def error_from_exception(exc: BaseException) -> ErrorInfo:
@@ -75,7 +129,7 @@ async def call_action(dispatch: Dispatch, now: Callable[[], float]) -> NodeResul
     variables: Mapping[str, Any] | None = None
     error: ErrorInfo | None = None
     try:
-        value = action.function(dispatch.context)
+        value = action.function(isolate(dispatch.context))
         if action.is_async or inspect.isawaitable(value):
             value = await value
         if isinstance(value, Output):

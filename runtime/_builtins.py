@@ -300,17 +300,20 @@ def switch(ctx: NodeContext) -> Output:
 class SetParams:
     """Parameters of ``data.set``."""
 
-    values: dict[str, Any]
+    values: Any
     keep_input: bool = False
 
 
-@action("data.set", params=SetParams, description="Output an object built from templates")
+@action("data.set", params=SetParams, description="Output a value built from templates")
 def set_(ctx: NodeContext) -> Any:
-    """Outputs ``values``; with ``keep_input`` they are laid over the input object."""
+    """Outputs ``values`` (any JSON value, usually an object of templates); with
+    ``keep_input`` an object of values is laid over the input object."""
     params: SetParams = ctx.params
-    if params.keep_input and isinstance(ctx.input, Mapping):
-        return {**ctx.input, **params.values}
-    return params.values
+    if not params.keep_input:
+        return params.values
+    if not isinstance(ctx.input, Mapping) or not isinstance(params.values, Mapping):
+        raise NodeError("keep_input needs an object input and object values", code="invalid_input")
+    return {**ctx.input, **params.values}
 
 
 MERGE_STRATEGIES = ("append", "merge", "concat", "combine_by_key")

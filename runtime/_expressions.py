@@ -86,13 +86,12 @@ class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["*", "**"])
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping):
+        if isinstance(obj, Mapping) and not attribute.startswith("_"):
             try:
                 return obj[attribute]
             except KeyError:
                 if isinstance(obj, NodesView):
                     return self.undefined(hint=obj.missing_hint(attribute))
-                return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
