@@ -26,9 +26,9 @@ def _is_async_test(function: Any) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
-    if isinstance(collector, (pytest.Module, pytest.Class)) and collector.istestfunction(obj, name):
-        if _is_async_test(obj):
-            pytest.mark.usefixtures("anyio_backend")(obj)
+    is_test = isinstance(collector, (pytest.Module, pytest.Class)) and collector.istestfunction(obj, name)
+    if is_test and _is_async_test(obj):
+        pytest.mark.usefixtures("anyio_backend")(obj)
 
 
 @pytest.hookimpl(tryfirst=True)

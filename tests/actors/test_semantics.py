@@ -634,7 +634,8 @@ async def test_action_returning_unknown_port_fails_the_node() -> None:
     assert result.status == "failed"
     assert result.error is not None
     assert result.error.code == "invalid_port"
-    assert "'nope'" in result.error.message and "main, other" in result.error.message
+    assert "'nope'" in result.error.message
+    assert "main, other" in result.error.message
 
 
 async def test_output_that_is_not_json_fails_the_node_clearly() -> None:
