@@ -17,15 +17,15 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from prana import _events as events
-from prana._machine import (
+from prana._commands import (
     CancelRuns,
     Command,
     Dispatch,
     ExecutionFinished,
-    ExecutionMachine,
     NodeSkipped,
     RunFinished,
 )
+from prana._machine import ExecutionMachine
 from prana._records import ErrorInfo, Execution, NodeResult
 
 from ._subscription import Publisher

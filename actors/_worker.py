@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 from anyio.abc import ObjectSendStream
 
+from prana._commands import Dispatch
 from prana._context import NodeContext, Output
 from prana._errors import NodeError
-from prana._machine import Dispatch
 from prana._model import DEFAULT_PORT
 from prana._records import ErrorInfo, NodeResult
 

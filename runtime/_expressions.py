@@ -10,7 +10,7 @@ Rules of this module:
   data, no ``__import__``, no format-string tricks. Undefined names and missing keys
   are errors, never a silent empty string.
 * On an object, ``a.b`` looks up the key ``b`` first, so ``input.items`` is the
-  ``items`` of the data, not ``dict.items``.
+  ``items`` of the data, not ``dict.items``, and ``input._id`` is the key ``_id``.
 * Templates are parsed and checked once, when the workflow is compiled: syntax,
   names, and references to nodes that do not exist.
 """
@@ -86,7 +86,7 @@ class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["*", "**"])
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping) and not attribute.startswith("_"):
+        if isinstance(obj, Mapping) and not attribute.startswith("__"):
             try:
                 return obj[attribute]
             except KeyError:

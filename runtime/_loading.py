@@ -398,8 +398,14 @@ def load_workflow(source: WorkflowSource, *, actions: ActionRegistry | None = No
     loaded = structure_workflow(document)
     problems = list(loaded.problems)
     if loaded.workflow is not None:
+        # A part that could not be structured is reported once, not again by the checks.
+        reported = {problem.path for problem in problems}
         problems.extend(
-            check_workflow(loaded.workflow, actions, known_node_keys=loaded.known_node_keys)
+            problem
+            for problem in check_workflow(
+                loaded.workflow, actions, known_node_keys=loaded.known_node_keys
+            )
+            if problem.path not in reported
         )
     if problems or loaded.workflow is None:
         raise WorkflowValidationError(problems, source=source_name)

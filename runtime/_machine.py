@@ -24,70 +24,29 @@ Rules of this module:
 from __future__ import annotations
 
 import datetime
-from collections import deque
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 import attrs
 
+from ._commands import (
+    CancelRuns,
+    Command,
+    Dispatch,
+    ExecutionFinished,
+    RunFinished,
+)
 from ._compiler import CompiledNode, Edge, ExecutionGraph
 from ._context import NodeContext
 from ._errors import ExpressionError, InternalError
 from ._expressions import NodesView
+from ._flow import DELIVERED, DONE, READY, RUNNING, Flow
 from ._model import DEFAULT_PORT, ERROR_PORT
 from ._params import structure_params
 from ._records import Checkpoint, ErrorInfo, Execution, ExecutionStatus, NodeResult, NodeRun
-from ._registry import Action
-
-# Node states within the current iteration of the loops around it.
-_PENDING, _READY, _RUNNING, _DONE, _SKIPPED = range(5)
-_SETTLED = (_DONE, _SKIPPED)
-# Edge states.
-_OPEN, _DELIVERED, _DEAD = range(3)
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-
-@attrs.frozen(kw_only=True)
-class Dispatch:
-    """Command: run ``action`` for ``run`` with ``context``, then report a NodeResult."""
-
-    run: NodeRun
-    action: Action
-    context: NodeContext
-
-
-@attrs.frozen(kw_only=True)
-class CancelRuns:
-    """Command: cancel the workers of these runs (by execution index); the execution
-    has failed and their results no longer matter."""
-
-    execution_indexes: tuple[int, ...]
-
-
-@attrs.frozen(kw_only=True)
-class RunFinished:
-    """Notice: a node run ended (completed, failed, or cancelled)."""
-
-    run: NodeRun
-
-
-@attrs.frozen(kw_only=True)
-class NodeSkipped:
-    """Notice: a node will not run in this iteration; every path into it died."""
-
-    node_key: str
-
-
-@attrs.frozen(kw_only=True)
-class ExecutionFinished:
-    """Notice: the execution reached a final status."""
-
-    status: ExecutionStatus
-
-
-Command = Dispatch | CancelRuns | RunFinished | NodeSkipped | ExecutionFinished
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -96,7 +55,7 @@ def _iso(timestamp: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat()
 
 
-class ExecutionMachine:
+class ExecutionMachine(Flow):
     """The state of one execution and the rules that move it forward."""
 
     def __init__(
@@ -108,7 +67,7 @@ class ExecutionMachine:
         env: Mapping[str, str] | None = None,
         vars: Mapping[str, Any] | None = None,
     ) -> None:
-        self.graph = graph
+        super().__init__(graph)
         self.execution_id = execution_id
         self.input = input
         self.env: Mapping[str, str] = env if env is not None else _EMPTY
@@ -117,43 +76,20 @@ class ExecutionMachine:
         self.error: ErrorInfo | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
-        self.iteration_count = 0
         self.trigger_data: dict[str, Any] = {
             "kind": graph.trigger_kind,
             "node": graph.trigger,
             "data": input,
         }
 
-        nodes = graph.order
-        count = len(nodes)
-        self._nodes = nodes
-        self._index = {node.key: node.index for node in nodes}
-        self._state = [_PENDING] * count
-        self._settled = [0] * count
-        self._delivered = [0] * count
-        self._back_settled = [0] * count
-        self._back_delivered = [0] * count
+        count = len(graph.order)
         self._run_counts = [0] * count
         self._latest: list[NodeRun | None] = [None] * count
-        self._edge_state = [_OPEN] * len(graph.edges)
-        self._edge_run: list[NodeRun | None] = [None] * len(graph.edges)
-        self._unsettled = [len(loop.nodes) for loop in graph.loops]
-        self._exit_buffer: list[dict[int, NodeRun]] = [{} for _ in graph.loops]
-        self._loop_depth = [self._depth(loop.id) for loop in graph.loops]
-        self._loop_inputs: dict[int, list[tuple[Edge, NodeRun]]] = {}
         self._node_contexts: dict[str, dict[str, Any]] = {}
         self._runs: list[NodeRun] = []
         self._running: dict[int, NodeRun] = {}
         self._ready: list[int] = []
-        self._skipped: dict[str, None] = {}
         self._concurrency = graph.workflow.settings.concurrency
-        self._max_iterations = graph.workflow.settings.max_iterations
-
-        # Work lists of the event being processed.
-        self._commands: list[Command] = []
-        self._activated: list[int] = []
-        self._to_skip: deque[int] = deque()
-        self._quiescent: list[int] = []
         self._nodes_view = NodesView(self._node_record, self._completed_keys, self._index)
 
     # ------------------------------------------------------------------ events in
@@ -165,7 +101,7 @@ class ExecutionMachine:
         self.status = "running"
         self.started_at = now
         trigger = self._index[self.graph.trigger]
-        self._state[trigger] = _READY
+        self._state[trigger] = READY
         self._activated.append(trigger)
         return self._finish_event(now)
 
@@ -282,22 +218,11 @@ class ExecutionMachine:
         commands, self._commands = self._commands, []
         return commands
 
-    def _propagate(self) -> None:
-        to_skip, quiescent = self._to_skip, self._quiescent
-        while self.status == "running" and (to_skip or quiescent):
-            if to_skip:
-                self._skip(to_skip.popleft())
-                continue
-            quiescent.sort(key=self._loop_depth.__getitem__)
-            loop_id = quiescent.pop()
-            if self._unsettled[loop_id] == 0:
-                self._loop_settled(loop_id)
-
     def _dispatch_ready(self) -> None:
         ready, running = self._ready, self._running
         while ready and len(running) < self._concurrency and self.status == "running":
             index = ready.pop()
-            if self._state[index] != _READY:
+            if self._state[index] != READY:
                 continue
             self._dispatch(index)
             if self._to_skip or self._quiescent or self._activated:
@@ -316,7 +241,7 @@ class ExecutionMachine:
         run_index = self._run_counts[index]
         self._run_counts[index] = run_index + 1
         execution_index = len(self._runs)
-        self._state[index] = _RUNNING
+        self._state[index] = RUNNING
         run = NodeRun(
             node_key=node.key,
             run_index=run_index,
@@ -391,7 +316,7 @@ class ExecutionMachine:
         else:
             edge_state, edge_run = self._edge_state, self._edge_run
             for edge in node.incoming:
-                if edge_state[edge.index] == _DELIVERED:
+                if edge_state[edge.index] == DELIVERED:
                     source_run = edge_run[edge.index]
                     assert source_run is not None
                     collected.setdefault(edge.target_port, []).append(source_run.output)
@@ -509,7 +434,7 @@ class ExecutionMachine:
     def _record(self, index: int, run: NodeRun) -> None:
         self._runs[run.execution_index] = run
         self._latest[index] = run
-        self._state[index] = _DONE
+        self._state[index] = DONE
         self._commands.append(RunFinished(run=run))
 
     def _fail_execution(self, error: ErrorInfo) -> None:
@@ -527,143 +452,6 @@ class ExecutionMachine:
                 self._runs[execution_index] = cancelled
                 self._commands.append(RunFinished(run=cancelled))
             self._commands.append(CancelRuns(execution_indexes=indexes))
-
-    # ------------------------------------------------------------------ routing
-
-    def _route(self, node: CompiledNode, port: str, run: NodeRun) -> None:
-        for edge_port, edges in node.outgoing:
-            if edge_port == port:
-                for edge in edges:
-                    if edge.exit_scope is not None:
-                        self._exit_buffer[edge.exit_scope][edge.index] = run
-                    else:
-                        self._deliver(edge, run)
-            else:
-                for edge in edges:
-                    if edge.exit_scope is None:
-                        self._kill(edge)
-
-    def _deliver(self, edge: Edge, run: NodeRun) -> None:
-        self._edge_state[edge.index] = _DELIVERED
-        self._edge_run[edge.index] = run
-        target = self._index[edge.target]
-        if edge.loop_back:
-            self._back_settled[target] += 1
-            self._back_delivered[target] += 1
-            return
-        self._settled[target] += 1
-        self._delivered[target] += 1
-        self._check(target)
-
-    def _kill(self, edge: Edge) -> None:
-        self._edge_state[edge.index] = _DEAD
-        target = self._index[edge.target]
-        if edge.loop_back:
-            self._back_settled[target] += 1
-            return
-        self._settled[target] += 1
-        self._check(target)
-
-    def _check(self, index: int) -> None:
-        if self._state[index] != _PENDING:
-            return
-        node = self._nodes[index]
-        all_settled = self._settled[index] == len(node.incoming)
-        if self._delivered[index] and (all_settled or node.join_any):
-            self._state[index] = _READY
-            self._activated.append(index)
-        elif all_settled:
-            self._state[index] = _SKIPPED
-            self._to_skip.append(index)
-
-    def _skip(self, index: int) -> None:
-        node = self._nodes[index]
-        self._skipped[node.key] = None
-        self._commands.append(NodeSkipped(node_key=node.key))
-        for _, edges in node.outgoing:
-            for edge in edges:
-                if edge.exit_scope is None:
-                    self._kill(edge)
-        self._settle(index)
-
-    # ------------------------------------------------------------------ loops
-
-    def _depth(self, loop_id: int) -> int:
-        depth, parent = 0, self.graph.loops[loop_id].parent
-        while parent is not None:
-            depth, parent = depth + 1, self.graph.loops[parent].parent
-        return depth
-
-    def _settle(self, index: int) -> None:
-        unsettled = self._unsettled
-        for loop_id in self._nodes[index].loops:
-            unsettled[loop_id] -= 1
-            if unsettled[loop_id] == 0:
-                self._quiescent.append(loop_id)
-
-    def _loop_settled(self, loop_id: int) -> None:
-        loop = self.graph.loops[loop_id]
-        entry = self._index[loop.entry]
-        back_edges = self._nodes[entry].back_edges
-        if self._back_delivered[entry] and self._back_settled[entry] == len(back_edges):
-            self.iteration_count += 1
-            if self.iteration_count > self._max_iterations:
-                self._fail_execution(
-                    ErrorInfo(
-                        code="loop_limit_exceeded",
-                        message=f"the loop at {loop.entry!r} went past settings.max_iterations "
-                        f"({self._max_iterations}) loop iterations in this execution; check its exit "
-                        "condition, or raise settings.max_iterations",
-                        details={"max_iterations": self._max_iterations, "loop_entry": loop.entry},
-                        node_key=loop.entry,
-                    )
-                )
-                return
-            deliveries = []
-            for edge in back_edges:
-                if self._edge_state[edge.index] == _DELIVERED:
-                    source_run = self._edge_run[edge.index]
-                    assert source_run is not None
-                    deliveries.append((edge, source_run))
-            self._reset_loop(loop_id)
-            self._loop_inputs[entry] = deliveries
-            self._state[entry] = _READY
-            self._activated.append(entry)
-            return
-        if self._back_settled[entry] != len(back_edges):
-            raise InternalError(f"loop at {loop.entry!r} settled with loop-back edges still open")
-        buffer = self._exit_buffer[loop_id]
-        edges = self.graph.edges
-        for edge_index in loop.exit_edges:
-            edge = edges[edge_index]
-            sent = buffer.pop(edge_index, None)
-            if sent is not None:
-                self._deliver(edge, sent)
-            else:
-                self._kill(edge)
-
-    def _reset_loop(self, loop_id: int) -> None:
-        graph = self.graph
-        loop = graph.loops[loop_id]
-        entry = self._index[loop.entry]
-        for key in loop.nodes:
-            index = self._index[key]
-            self._state[index] = _PENDING
-            self._back_settled[index] = self._back_delivered[index] = 0
-            if index != entry:
-                self._settled[index] = self._delivered[index] = 0
-        for edge_index in loop.inside_edges:
-            self._edge_state[edge_index] = _OPEN
-            self._edge_run[edge_index] = None
-        size = len(loop.nodes)
-        self._unsettled[loop_id] = size
-        for inner in loop.descendants:
-            self._unsettled[inner] = len(graph.loops[inner].nodes)
-            self._exit_buffer[inner].clear()
-        parent = loop.parent
-        while parent is not None:
-            self._unsettled[parent] += size
-            parent = graph.loops[parent].parent
 
 
 class _InvalidParams(Exception):

@@ -47,7 +47,8 @@ def analyse_workflow(
 ) -> Analysis:
     """Check ``workflow`` (against ``registry`` when given) and compile its templates."""
     problems: list[Problem] = []
-    _check_header(workflow, problems)
+    known_node_keys = frozenset(known_node_keys)
+    _check_header(workflow, known_node_keys, problems)
 
     node_paths: dict[str, str] = {}
     for index, node in enumerate(workflow.nodes):
@@ -72,7 +73,7 @@ def analyse_workflow(
         if not node.type:
             problems.append(Problem(path=f"{path}.type", message="required field is empty"))
 
-    all_keys = set(node_paths) | set(known_node_keys)
+    all_keys = set(node_paths) | known_node_keys
     compiled: dict[str, CompiledParams] = {}
     actions: dict[str, Action] = {}
     for index, node in enumerate(workflow.nodes):
@@ -120,7 +121,9 @@ def check_workflow(
     return list(analyse_workflow(workflow, registry, known_node_keys=known_node_keys).problems)
 
 
-def _check_header(workflow: Workflow, problems: list[Problem]) -> None:
+def _check_header(
+    workflow: Workflow, known_node_keys: frozenset[str], problems: list[Problem]
+) -> None:
     if not workflow.id:
         problems.append(Problem(path="id", message="required: give the workflow an id"))
     elif not _WORKFLOW_ID.match(workflow.id):
@@ -149,7 +152,7 @@ def _check_header(workflow: Workflow, problems: list[Problem]) -> None:
                 message=f"must be between 1 and {MAX_CONCURRENCY}, got {settings.concurrency}",
             )
         )
-    if not workflow.nodes:
+    if not workflow.nodes and not known_node_keys:
         problems.append(Problem(path="nodes", message="a workflow needs at least one node"))
 
 

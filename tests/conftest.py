@@ -26,7 +26,9 @@ def _is_async_test(function: Any) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
-    is_test = isinstance(collector, (pytest.Module, pytest.Class)) and collector.istestfunction(obj, name)
+    is_test = isinstance(collector, (pytest.Module, pytest.Class)) and collector.istestfunction(
+        obj, name
+    )
     if is_test and _is_async_test(obj):
         pytest.mark.usefixtures("anyio_backend")(obj)
 

@@ -1,0 +1,55 @@
+"""What the state machine asks of its supervisor, and tells it (DESIGN §7).
+
+Commands (:class:`Dispatch`, :class:`CancelRuns`) are to be carried out in order;
+notices (:class:`RunFinished`, :class:`NodeSkipped`, :class:`ExecutionFinished`)
+say what happened, for events.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ._context import NodeContext
+from ._records import ExecutionStatus, NodeRun
+from ._registry import Action
+
+
+@attrs.frozen(kw_only=True)
+class Dispatch:
+    """Command: run ``action`` for ``run`` with ``context``, then report a NodeResult."""
+
+    run: NodeRun
+    action: Action
+    context: NodeContext
+
+
+@attrs.frozen(kw_only=True)
+class CancelRuns:
+    """Command: cancel the workers of these runs (by execution index); the execution
+    has failed and their results no longer matter."""
+
+    execution_indexes: tuple[int, ...]
+
+
+@attrs.frozen(kw_only=True)
+class RunFinished:
+    """Notice: a node run ended (completed, failed, or cancelled)."""
+
+    run: NodeRun
+
+
+@attrs.frozen(kw_only=True)
+class NodeSkipped:
+    """Notice: a node will not run in this iteration; every path into it died."""
+
+    node_key: str
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionFinished:
+    """Notice: the execution reached a final status."""
+
+    status: ExecutionStatus
+
+
+Command = Dispatch | CancelRuns | RunFinished | NodeSkipped | ExecutionFinished
