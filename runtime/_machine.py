@@ -157,7 +157,7 @@ class ExecutionMachine(Flow):
             input=self.input,
             vars=dict(self.vars),
             node_runs=tuple(self._runs),
-            skipped=tuple(self._skipped),
+            skipped=tuple(self.never_ran()),
             error=self.error,
             started_at=self.started_at,
             finished_at=self.finished_at,
@@ -175,7 +175,7 @@ class ExecutionMachine(Flow):
             "active_nodes": {run.node_key: run.run_index for run in self._running.values()},
             "active_paths": [self._nodes[index].key for index in self._ready],
             "iteration_count": self.iteration_count,
-            "skipped": list(self._skipped),
+            "skipped": self.never_ran(),
         }
 
     def checkpoint(self, runs: tuple[NodeRun, ...] | None = None) -> Checkpoint:
@@ -194,6 +194,10 @@ class ExecutionMachine(Flow):
             finished_at=self.finished_at,
             runs=tuple(self._runs) if runs is None else runs,
         )
+
+    def never_ran(self) -> list[str]:
+        """Keys of the nodes that were skipped and have not run at all, in skip order."""
+        return [key for key in self._skipped if not self._run_counts[self._index[key]]]
 
     def node_context(self, node_key: str) -> Mapping[str, Any]:
         """The persistent context of one node (empty if it has none)."""

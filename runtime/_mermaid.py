@@ -50,7 +50,9 @@ def to_mermaid(workflow: Workflow, actions: ActionRegistry | None = None) -> str
     for node in workflow.nodes:
         opening, closing = _shape(node, actions, loop_entries)
         title = node.key if not node.name or node.name == node.key else f"{node.name} ({node.key})"
-        lines.append(f"    {node.key}{opening}{_label(title)}<br/><small>{_label(node.type)}</small>{closing}")
+        lines.append(
+            f"    {node.key}{opening}{_label(title)}<br/><small>{_label(node.type)}</small>{closing}"
+        )
     for index, connection in enumerate(workflow.connections):
         ports = []
         if connection.from_port != DEFAULT_PORT:

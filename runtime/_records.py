@@ -83,7 +83,8 @@ class Execution:
 
     Returned by ``engine.run`` and ``handle.result()``. ``node_runs`` is the audit
     trail in execution order; ``output`` is the output of the last node run that
-    completed; ``outputs`` maps each node to the output of its latest completed run.
+    completed; ``outputs`` maps each node to the output of its latest completed run;
+    ``skipped`` lists the nodes that never ran because every path to them died.
     """
 
     id: str

@@ -10,7 +10,7 @@ import pytest
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
 FORBIDDEN = {"anyio", "trio", "asyncio", "sqlite3", "socket", "threading", "subprocess", "orjson"}
 # The facade re-exports the engine; everything else in runtime/ is the pure core.
-FACADES = {"__init__.py", "testing.py", "_cli.py"}
+FACADES = {"__init__.py", "__main__.py", "testing.py"}
 CORE = sorted(path for path in RUNTIME.glob("*.py") if path.name not in FACADES)
 
 

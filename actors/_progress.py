@@ -1,0 +1,175 @@
+"""What the CLI shows: live progress while a workflow runs, and the report after.
+
+On a terminal the live view redraws a progress bar and the most recent nodes in
+place; elsewhere it prints one plain line per event. Both write to stderr so that
+stdout carries only the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, TextIO
+
+from prana import _events as events
+from prana._records import Execution, NodeRun
+
+_LIVE_NODES = 10
+_REDRAW_SECONDS = 0.05
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colors on a terminal, unless NO_COLOR is set."""
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+class _Style:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
+
+    def status(self, status: str) -> str:
+        code = {
+            "completed": "32",
+            "failed": "31",
+            "cancelled": "33",
+            "skipped": "2",
+            "running": "36",
+        }
+        return self(status, code.get(status, "0"))
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} ms" if value < 1000 else f"{value / 1000:.2f} s"
+
+
+class PlainProgress:
+    """One line per node event, with the time since the execution started."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._started: float | None = None
+
+    def __call__(self, event: events.Event) -> None:
+        if self._started is None:
+            self._started = event.time
+        elapsed = (event.time - self._started) * 1000
+        line = None
+        if isinstance(event, events.NodeStarted):
+            line = f"{event.node_key:<20} started (run {event.run_index})"
+        elif isinstance(event, events.NodeCompleted):
+            line = f"{event.node_key:<20} completed -> {event.run.port} in {_ms(event.run.duration_ms)}"
+        elif isinstance(event, events.NodeFailed):
+            error = event.run.error
+            line = f"{event.node_key:<20} {event.run.status}" + (
+                f": {error.message}" if error else ""
+            )
+        elif isinstance(event, events.NodeSkipped):
+            line = f"{event.node_key:<20} skipped"
+        elif isinstance(event, events.EventsDropped):
+            line = f"({event.count} events not shown)"
+        if line is not None:
+            self._stream.write(f"[{elapsed:9.2f} ms] {line}\n")
+            self._stream.flush()
+
+    def close(self) -> None:
+        """Nothing to tidy up."""
+
+
+class LiveProgress:
+    """A progress bar and the latest node runs, redrawn in place on a terminal."""
+
+    def __init__(self, stream: TextIO, title: str) -> None:
+        self._stream = stream
+        self._title = title
+        self._style = _Style(True)
+        self._rows: dict[tuple[str, int], str] = {}
+        self._progress = 0.0
+        self._drawn = 0
+        self._last_draw = 0.0
+        self._started = time.monotonic()
+
+    def __call__(self, event: events.Event) -> None:
+        style = self._style
+        if isinstance(event, events.NodeStarted):
+            self._rows[(event.node_key, event.run_index)] = f"{style('▶', '36')} {event.node_key}"
+        elif isinstance(event, (events.NodeCompleted, events.NodeFailed)):
+            run = event.run
+            mark = style("✓", "32") if run.status == "completed" else style("✗", "31")
+            port = f" -> {run.port}" if run.port else ""
+            self._rows[(run.node_key, run.run_index)] = (
+                f"{mark} {run.node_key:<22} {style(_ms(run.duration_ms), '2')}{port}"
+            )
+            self._progress = event.progress
+        elif isinstance(event, events.NodeSkipped):
+            self._rows[(event.node_key, -1)] = style(f"· {event.node_key:<22} skipped", "2")
+            self._progress = event.progress
+        now = time.monotonic()
+        if now - self._last_draw >= _REDRAW_SECONDS:
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        width = 30
+        filled = int(self._progress * width)
+        bar = self._style("━" * filled, "32") + self._style("─" * (width - filled), "2")
+        elapsed = _ms((now - self._started) * 1000)
+        lines = [f"{self._title}  {bar} {self._progress:4.0%}  {elapsed}"]
+        lines.extend(f"  {row}" for row in list(self._rows.values())[-_LIVE_NODES:])
+        out = self._stream
+        if self._drawn:
+            out.write(f"\x1b[{self._drawn}F")
+        for line in lines:
+            out.write(f"\x1b[2K{line}\n")
+        for _ in range(self._drawn - len(lines)):
+            out.write("\x1b[2K\n")
+        out.flush()
+        self._drawn = max(self._drawn, len(lines))
+        self._last_draw = now
+
+    def close(self) -> None:
+        """Erase the live view; the report that follows says it all."""
+        if self._drawn:
+            self._stream.write(f"\x1b[{self._drawn}F\x1b[0J")
+            self._stream.flush()
+        self._drawn = 0
+
+
+def render_report(execution: Execution, *, color: bool) -> str:
+    """The report ``prana run`` prints: status, timeline, skipped nodes, error, output."""
+    style = _Style(color)
+    lines = [
+        f"Execution {execution.id} of {execution.workflow_id} v{execution.workflow_version}: "
+        f"{style.status(execution.status)} in {_ms(execution.duration_ms)}",
+        "",
+    ]
+    lines.extend(timeline(execution.node_runs, style))
+    if execution.skipped:
+        lines.append(style(f"Skipped: {', '.join(execution.skipped)}", "2"))
+    if execution.error is not None:
+        error = execution.error
+        where = f" at node {error.node_key!r}" if error.node_key else ""
+        lines.extend(["", style(f"Error [{error.code}]{where}: {error.message}", "31")])
+    if execution.status == "completed":
+        lines.extend(["", "Output:", json.dumps(execution.output, indent=2, ensure_ascii=False)])
+    return "\n".join(lines) + "\n"
+
+
+def timeline(runs: tuple[NodeRun, ...], style: Any) -> list[str]:
+    """The audit trail as a table: node, run, status, port, duration."""
+    width = max([len("node"), *(len(run.node_key) for run in runs)])
+    header = (
+        f"  {'#':>3}  {'node':<{width}}  {'run':>3}  {'status':<9}  {'port':<10}  {'duration':>10}"
+    )
+    rows = [style(header, "1")]
+    for run in runs:
+        status = style.status(run.status) + " " * (9 - len(run.status))
+        rows.append(
+            f"  {run.execution_index:>3}  {run.node_key:<{width}}  {run.run_index:>3}  {status}  "
+            f"{run.port or '-':<10}  {_ms(run.duration_ms):>10}"
+        )
+    return rows

@@ -1,0 +1,189 @@
+"""The prana command: what it prints and the exit codes it returns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prana.actors._cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ORDER = str(EXAMPLES / "order_routing.yaml")
+
+
+def test_run_completed_exits_0_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", ORDER, "--input", '{"amount": 1200, "country": "DE"}'])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "of order_routing v1: completed in" in out
+    assert "Skipped: reject, us_tax, other_tax" in out
+    assert '"total": 1428.0' in out
+    timeline = [line.split()[1] for line in out.splitlines() if line[:6].strip().isdigit()]
+    assert timeline == [
+        "start",
+        "valid",
+        "region",
+        "eu_tax",
+        "taxed",
+        "price",
+        "big",
+        "flag_review",
+        "done",
+        "log",
+    ]
+    # Not a terminal here: live progress is plain lines on stderr.
+    assert "region               completed -> eu" in err
+    assert "log: order for DE priced at 1428.0" in err
+
+
+def test_run_failed_exits_1_and_shows_the_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", ORDER, "--input", '{"amount": -5}', "--quiet", "--backend", "trio"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "failed in" in out
+    assert (
+        "Error [invalid_order] at node 'reject': order amount must be a positive number, got -5"
+        in out
+    )
+    assert err == ""
+
+
+def test_run_json_prints_the_execution(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", ORDER, "--input", '{"amount": 10, "country": "US"}', "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert data["status"] == "completed"
+    assert data["order"] == [
+        "start",
+        "valid",
+        "region",
+        "us_tax",
+        "taxed",
+        "price",
+        "big",
+        "done",
+        "log",
+    ]
+    assert data["output"]["total"] == 10.7
+    assert data["node_runs"][3]["node_key"] == "us_tax"
+
+
+def test_input_from_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    order = tmp_path / "order.json"
+    order.write_text('{"amount": 50, "country": "JP"}')
+    assert main(["run", ORDER, "--input", f"@{order}", "--quiet"]) == 0
+    assert '"region": "rest of world"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", ORDER, "--input", "{nope"], "--input is not valid JSON"),
+        (
+            ["run", ORDER, "--input", "@/no/such/file.json"],
+            "--input: cannot read '/no/such/file.json'",
+        ),
+        (
+            ["run", ORDER, "--actions", "no_such_module:actions"],
+            "--actions: cannot import 'no_such_module'",
+        ),
+        (["run", ORDER, "--actions", "json:loads"], "should be an ActionRegistry, found function"),
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_argparse_usage_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["run"])
+    assert caught.value.code == 2
+    with pytest.raises(SystemExit) as caught:
+        main(["launch", ORDER])
+    assert caught.value.code == 2
+
+
+def test_validate_lists_every_problem_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "id: bad\nnodes:\n  - {key: start, type: manual.trigger}\n  - {key: check, type: logic.iff}\n"
+        "connections:\n  - {from: start, to: chek}\n"
+    )
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"2 problems in {bad}:" in err
+    assert "nodes[1].type: unknown action 'logic.iff' (did you mean 'logic.if'?)" in err
+    assert "connections[0].to: no node has key 'chek' (did you mean 'check'?)" in err
+
+
+def test_validate_a_good_workflow_exits_0_with_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", ORDER]) == 0
+    assert "is valid: 13 nodes, 15 connections, trigger start" in capsys.readouterr().out
+    island = tmp_path / "island.yaml"
+    island.write_text(
+        "id: i\nnodes:\n  - {key: start, type: manual.trigger}\n  - {key: lost, type: core.noop}\n"
+    )
+    assert main(["validate", str(island)]) == 0
+    assert (
+        "warning: nodes[1]: node 'lost' is never run: no trigger leads to it"
+        in capsys.readouterr().out
+    )
+
+
+def test_a_workflow_with_several_triggers_needs_trigger_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    two = tmp_path / "two.yaml"
+    two.write_text(
+        "id: two\nnodes:\n  - {key: a, type: manual.trigger}\n  - {key: b, type: manual.trigger}\n"
+        "  - {key: work, type: core.noop}\nconnections:\n  - {from: a, to: work}\n  - {from: b, to: work}\n"
+    )
+    assert main(["run", str(two), "--quiet"]) == 1
+    assert "--trigger KEY" in capsys.readouterr().err
+    assert main(["run", str(two), "--quiet", "--trigger", "b", "--input", "1"]) == 0
+
+
+def test_graph_prints_mermaid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", str(EXAMPLES / "paginate.yaml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "flowchart LR"
+    assert '    start(["start<br/><small>manual.trigger</small>"])' in out
+    assert "    more -->|true| fetch" in out
+    assert "    keep -.-> more" in out
+
+
+def test_app_actions_load_from_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "run", str(EXAMPLES / "checkout.yaml"), "--quiet",
+            "--actions", f"{EXAMPLES / 'app.py'}:actions",
+            "--input", '{"customer": "bo@example.com", "amount": 20}',
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert "Receipt ch_1: 20.0 charged" in capsys.readouterr().out
+
+
+def test_console_script_and_module_entry_point() -> None:
+    script = Path(sys.executable).with_name("prana")
+    for command in ([str(script)], [sys.executable, "-m", "prana"]):
+        done = subprocess.run(
+            [*command, "run", ORDER, "--input", '{"amount": 3, "country": "FR"}', "--quiet"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd="/",
+        )
+        assert done.returncode == 0, done.stderr
+        assert "completed" in done.stdout

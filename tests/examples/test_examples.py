@@ -1,0 +1,71 @@
+"""The examples run and give the results their comments promise, on both backends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import prana
+from tests.helpers import run
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+async def test_order_routing_prices_and_flags_big_orders() -> None:
+    workflow = prana.load_workflow(EXAMPLES / "order_routing.yaml")
+    big = await run(workflow, {"amount": 1200, "country": "DE"})
+    assert big.output == {
+        "country": "DE",
+        "region": "eu",
+        "net": 1200,
+        "tax": 228.0,
+        "total": 1428.0,
+        "review": True,
+    }
+    small = await run(workflow, {"amount": 100, "country": "US"})
+    assert small.output == {"country": "US", "region": "us", "net": 100, "tax": 7.0, "total": 107.0}
+    assert "flag_review" not in small.order
+    invalid = await run(workflow, {"amount": "lots"})
+    assert invalid.status == "failed"
+    assert invalid.error is not None
+    assert invalid.error.code == "invalid_order"
+
+
+async def test_batch_invoices_bills_in_batches_of_three() -> None:
+    workflow = prana.load_workflow(EXAMPLES / "batch_invoices.yaml")
+    result = await run(workflow, json.loads((EXAMPLES / "invoices.json").read_text()))
+    assert result.status == "completed"
+    assert result.output["batches"] == 3
+    assert result.output["total"] == 1004
+    assert [batch["customers"] for batch in result.output["per_batch"]] == [
+        ["acme", "globex", "initech"],
+        ["umbrella", "hooli", "stark"],
+        ["wayne"],
+    ]
+
+
+async def test_paginate_stops_at_the_last_page_or_the_limit() -> None:
+    workflow = prana.load_workflow(EXAMPLES / "paginate.yaml")
+    pages = json.loads((EXAMPLES / "pages.json").read_text())
+    result = await run(workflow, pages)
+    assert result.output == {"pages_read": 3, "items": ["a", "b", "c", "d", "e", "f"], "count": 6}
+    limited = await run(workflow, {**pages, "max_pages": 1})
+    assert limited.output["items"] == ["a", "b", "c"]
+    assert limited.order == ["start", "more", "fetch", "keep", "more", "report"]
+
+
+def test_embedding_app_runs_on_both_backends() -> None:
+    for extra in ([], ["--trio"], ["--amount", "900"]):
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "app.py"), *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        expected = (
+            "order -> charge -> apologise" if "900" in extra else "order -> charge -> confirm"
+        )
+        assert expected in done.stdout
