@@ -77,9 +77,12 @@ class ExecutionSupervisor:
                         workflow_version=graph.workflow.version,
                         node_count=self._node_count,
                     )
+                publisher = self.publisher
+                machine.notices = publisher.listening
                 self._carry_out(machine.start(now), workers, send)
                 while not machine.finished:
                     result = await receive.receive()
+                    machine.notices = publisher.listening
                     self._carry_out(machine.handle(result, self._now()), workers, send)
                 workers.cancel_scope.cancel()
         except Exception as exc:  # a bug in prana: fail this execution, keep the engine

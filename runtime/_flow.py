@@ -34,6 +34,9 @@ class Flow:
 
     def __init__(self, graph: ExecutionGraph) -> None:
         self.graph = graph
+        # Whether to return notices (RunFinished, NodeSkipped): only worth building
+        # when someone listens to events. Commands are returned regardless.
+        self.notices = True
         self.iteration_count = 0
         nodes = graph.order
         count = len(nodes)
@@ -122,7 +125,8 @@ class Flow:
     def _skip(self, index: int) -> None:
         node = self._nodes[index]
         self._skipped[node.key] = None
-        self._commands.append(NodeSkipped(node_key=node.key))
+        if self.notices:
+            self._commands.append(NodeSkipped(node_key=node.key))
         for _, edges in node.outgoing:
             for edge in edges:
                 if edge.exit_scope is None:

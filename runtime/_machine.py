@@ -313,13 +313,21 @@ class ExecutionMachine(Flow):
     def _deliveries(
         self, node: CompiledNode, loop_inputs: list[tuple[Edge, NodeRun]] | None
     ) -> dict[str, tuple[Any, ...]]:
+        incoming = node.incoming
+        if loop_inputs is None and len(incoming) == 1:
+            (edge,) = incoming
+            if self._edge_state[edge.index] != DELIVERED:
+                return {}
+            source_run = self._edge_run[edge.index]
+            assert source_run is not None
+            return {edge.target_port: (source_run.output,)}
         collected: dict[str, list[Any]] = {}
         if loop_inputs is not None:
             for edge, sent in loop_inputs:
                 collected.setdefault(edge.target_port, []).append(sent.output)
         else:
             edge_state, edge_run = self._edge_state, self._edge_run
-            for edge in node.incoming:
+            for edge in incoming:
                 if edge_state[edge.index] == DELIVERED:
                     source_run = edge_run[edge.index]
                     assert source_run is not None
@@ -439,7 +447,8 @@ class ExecutionMachine(Flow):
         self._runs[run.execution_index] = run
         self._latest[index] = run
         self._state[index] = DONE
-        self._commands.append(RunFinished(run=run))
+        if self.notices:
+            self._commands.append(RunFinished(run=run))
 
     def _fail_execution(self, error: ErrorInfo) -> None:
         self.status = "failed"
@@ -454,7 +463,8 @@ class ExecutionMachine(Flow):
                 running = self._running.pop(execution_index)
                 cancelled = attrs.evolve(running, status="cancelled")
                 self._runs[execution_index] = cancelled
-                self._commands.append(RunFinished(run=cancelled))
+                if self.notices:
+                    self._commands.append(RunFinished(run=cancelled))
             self._commands.append(CancelRuns(execution_indexes=indexes))
 
 
