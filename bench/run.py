@@ -125,10 +125,10 @@ def main() -> None:
         floor = figures["floor_us"]
         print(
             f"{backend:<8} {floor:>9.1f} {figures['W1_ms']:>8.2f} {figures['W1_p90_ms']:>8.2f} "
-            f"{figures['W1_per_node_us']:>11.1f} {figures['W1_per_node_us'] / floor:>7.2f}× "
-            f"{figures['W1b_ms']:>8.2f} {figures['W1b_per_node_us']:>12.1f} {figures['W1b_per_node_us'] / floor:>7.2f}×"
+            f"{figures['W1_per_node_us']:>11.1f} {figures['W1_per_node_us'] / floor:>7.2f}x "
+            f"{figures['W1b_ms']:>8.2f} {figures['W1b_per_node_us']:>12.1f} {figures['W1b_per_node_us'] / floor:>7.2f}x"
         )
-    print("\nGoals (issue 2): per-node overhead at most 2× the floor on asyncio; W1 under 8 ms.")
+    print("\nGoals (issue 2): per-node overhead at most 2x the floor on asyncio; W1 under 8 ms.")
 
 
 if __name__ == "__main__":

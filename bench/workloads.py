@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import prana
 
 
@@ -10,9 +12,7 @@ def chain_workflow(length: int) -> prana.Workflow:
     nodes = [{"key": "start", "type": "manual.trigger"}]
     nodes += [{"key": f"n{index}", "type": "core.noop"} for index in range(length)]
     keys = [node["key"] for node in nodes]
-    connections = [
-        {"from": source, "to": target} for source, target in zip(keys, keys[1:], strict=False)
-    ]
+    connections = [{"from": source, "to": target} for source, target in itertools.pairwise(keys)]
     return prana.load_workflow({"id": f"chain{length}", "nodes": nodes, "connections": connections})
 
 
