@@ -1,0 +1,204 @@
+"""The engine as an application uses it: lifetime, handles, events, reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+import prana
+from tests.helpers import make_workflow
+
+
+def branching_workflow() -> prana.Workflow:
+    return make_workflow(
+        {
+            "start": "manual.trigger",
+            "check": ("logic.if", {"condition": "{{ input.go }}"}),
+            "yes": "core.noop",
+            "no": "core.noop",
+        },
+        ["start -> check", "check.true -> yes", "check.false -> no"],
+    )
+
+
+async def test_events_arrive_in_order_with_sequence_numbers_and_progress() -> None:
+    async with prana.Engine() as engine:
+        handle = await engine.start(branching_workflow(), {"go": True})
+        received = [event async for event in handle.events()]
+        result = await handle.result()
+    summary = [
+        (type(event).__name__, getattr(event, "node_key", None))
+        for event in received
+    ]  # fmt: skip
+    assert summary == [
+        ("ExecutionStarted", None),
+        ("NodeStarted", "start"),
+        ("NodeCompleted", "start"),
+        ("NodeStarted", "check"),
+        ("NodeCompleted", "check"),
+        ("NodeSkipped", "no"),
+        ("NodeStarted", "yes"),
+        ("NodeCompleted", "yes"),
+        ("ExecutionCompleted", None),
+    ]
+    assert [event.sequence for event in received] == list(range(1, len(received) + 1))
+    assert {event.execution_id for event in received} == {result.id}
+    progress = [event.progress for event in received if hasattr(event, "progress")]
+    assert progress == [0.25, 0.5, 0.75, 1.0]
+    assert received[0].node_count == 4  # type: ignore[attr-defined]
+    times = [event.time for event in received]
+    assert times == sorted(times)
+
+
+async def test_failed_execution_ends_with_execution_failed_event() -> None:
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "stop": ("core.fail", {"message": "no stock", "code": "out_of_stock"}),
+        },
+        ["start -> stop"],
+    )
+    async with prana.Engine() as engine:
+        handle = await engine.start(workflow)
+        received = [event async for event in handle.events()]
+    failed = received[-1]
+    assert isinstance(failed, prana.ExecutionFailed)
+    assert failed.error is not None
+    assert (failed.error.code, failed.error.node_key) == ("out_of_stock", "stop")
+    assert isinstance(received[-2], prana.NodeFailed)
+
+
+async def test_a_slow_subscriber_never_holds_the_engine_and_learns_what_it_missed() -> None:
+    chain = {"start": "manual.trigger", **{f"n{i}": "core.noop" for i in range(30)}}
+    workflow = make_workflow(chain, ["start -> n0", *(f"n{i} -> n{i + 1}" for i in range(29))])
+    async with prana.Engine() as engine:
+        handle = await engine.start(workflow)
+        subscription = handle.events(limit=5)
+        result = await handle.result()  # finishes without anyone reading
+        received = [event async for event in subscription]
+    assert result.status == "completed"
+    assert isinstance(received[0], prana.EventsDropped)
+    assert received[0].count == 1 + 2 * 31 + 1 - 5
+    assert len(received) == 6
+    assert isinstance(received[-1], prana.ExecutionCompleted)
+    assert received[0].sequence == received[1].sequence
+
+
+async def test_middleware_sees_every_event_and_a_failing_hook_is_contained(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[str] = []
+
+    def record(event: prana.Event) -> None:
+        seen.append(type(event).__name__)
+
+    def broken(event: prana.Event) -> None:
+        raise RuntimeError("hook bug")
+
+    async with prana.Engine(middleware=[broken, record]) as engine:
+        result = await engine.run(branching_workflow(), {"go": False})
+    assert result.status == "completed"
+    assert seen[0] == "ExecutionStarted"
+    assert seen[-1] == "ExecutionCompleted"
+    assert seen.count("NodeCompleted") == 3
+    assert "middleware" in caplog.text
+    assert "hook bug" in caplog.text
+
+
+async def test_engine_wide_subscription_sees_every_execution() -> None:
+    async with prana.Engine() as engine:
+        subscription = engine.events()
+        first = await engine.run(branching_workflow(), {"go": True})
+        second = await engine.run(branching_workflow(), {"go": False})
+    events = [event async for event in subscription]
+    finished = [
+        event.execution_id for event in events if isinstance(event, prana.ExecutionCompleted)
+    ]
+    assert finished == [first.id, second.id]
+
+
+async def test_many_executions_run_at_once() -> None:
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.yield")
+    async def yield_(ctx: prana.NodeContext) -> Any:
+        await anyio.lowlevel.checkpoint()
+        return ctx.input
+
+    workflow = make_workflow(
+        {"start": "manual.trigger", "a": "test.yield", "b": "test.yield"},
+        ["start -> a", "a -> b"],
+        actions=actions,
+    )
+    async with prana.Engine(actions=actions) as engine:
+        handles = [await engine.start(workflow, {"n": n}) for n in range(50)]
+        results = [await handle.result() for handle in handles]
+    assert [result.output for result in results] == [{"n": n} for n in range(50)]
+    assert len({result.id for result in results}) == 50
+
+
+async def test_finished_executions_can_be_read_back() -> None:
+    async with prana.Engine() as engine:
+        done = await engine.run(branching_workflow(), {"go": True})
+        failed = await engine.run(
+            make_workflow(
+                {"start": "manual.trigger", "x": ("core.fail", {"message": "m"})}, ["start -> x"]
+            )
+        )
+        again = await engine.get(done.id)
+        assert again.status == "completed"
+        assert again.order == done.order
+        assert again.output == done.output
+        assert again.skipped == ("no",)
+        assert [e.id for e in await engine.list(status="failed")] == [failed.id]
+        assert {e.id for e in await engine.list(workflow="test")} == {done.id, failed.id}
+        with pytest.raises(prana.ExecutionNotFound, match="no execution has id 'nope'"):
+            await engine.get("nope")
+
+
+async def test_an_engine_must_be_open() -> None:
+    engine = prana.Engine()
+    with pytest.raises(prana.PranaError, match="async with Engine"):
+        await engine.run(branching_workflow())
+
+
+async def test_leaving_the_engine_stops_running_executions() -> None:
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.forever")
+    async def forever(ctx: prana.NodeContext) -> Any:
+        await anyio.sleep_forever()
+
+    workflow = make_workflow(
+        {"start": "manual.trigger", "wait": "test.forever"}, ["start -> wait"], actions=actions
+    )
+    async with prana.Engine(actions=actions) as engine:
+        handle = await engine.start(workflow)
+        for _ in range(10):
+            await anyio.lowlevel.checkpoint()
+    assert handle.status == "running"
+    with pytest.raises(prana.PranaError, match="the engine stopped before execution"):
+        await handle.result()
+
+
+async def test_an_error_in_the_engine_block_comes_out_as_itself() -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with prana.Engine():
+            raise KeyError("mine")
+
+
+async def test_invalid_workflow_is_refused_before_anything_starts() -> None:
+    async with prana.Engine() as engine:
+        with pytest.raises(prana.WorkflowValidationError, match=r"unknown action 'core\.nop'"):
+            await engine.run(
+                {
+                    "id": "x",
+                    "nodes": [
+                        {"key": "s", "type": "manual.trigger"},
+                        {"key": "a", "type": "core.nop"},
+                    ],
+                }
+            )
