@@ -169,9 +169,14 @@ async def _run(
             view = LiveProgress(sys.stderr, f"{workflow.display_name} {handle.id[:8]}")
         else:
             view = PlainProgress(sys.stderr)
+        events = handle.events()
         try:
-            async for event in handle.events():
-                view(event)
+            async with anyio.create_task_group() as ticker:
+                if isinstance(view, LiveProgress):
+                    ticker.start_soon(view.tick)
+                async for event in events:
+                    view(event)
+                ticker.cancel_scope.cancel()
         finally:
             view.close()
         return await handle.result()

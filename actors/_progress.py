@@ -12,6 +12,8 @@ import os
 import time
 from typing import Any, TextIO
 
+import anyio
+
 from prana import _events as events
 from prana._records import Execution, NodeRun
 
@@ -112,6 +114,13 @@ class LiveProgress:
         now = time.monotonic()
         if now - self._last_draw >= _REDRAW_SECONDS:
             self._draw(now)
+
+    async def tick(self) -> None:
+        """Redraw every so often until cancelled, so that a long-running node shows as
+        running and the clock moves between events."""
+        while True:
+            await anyio.sleep(_REDRAW_SECONDS * 2)
+            self._draw(time.monotonic())
 
     def _draw(self, now: float) -> None:
         width = 30

@@ -1,0 +1,62 @@
+"""The live terminal view and the plain progress lines."""
+
+from __future__ import annotations
+
+import io
+
+import prana
+from prana.actors._progress import LiveProgress, PlainProgress
+
+
+def node_events() -> list[prana.Event]:
+    run = prana.NodeRun(
+        node_key="fetch",
+        run_index=0,
+        execution_index=1,
+        status="completed",
+        port="main",
+        duration_ms=12.5,
+    )
+    return [
+        prana.NodeStarted(
+            execution_id="e", sequence=1, time=0.0, node_key="fetch", run_index=0, execution_index=1
+        ),
+        prana.NodeCompleted(
+            execution_id="e", sequence=2, time=0.0125, node_key="fetch", run=run, progress=0.5
+        ),
+        prana.NodeSkipped(execution_id="e", sequence=3, time=0.013, node_key="other", progress=1.0),
+    ]
+
+
+def test_live_view_draws_a_bar_and_rows_in_place_and_erases_itself() -> None:
+    stream = io.StringIO()
+    view = LiveProgress(stream, "shop 01a2")
+    first, second, third = node_events()
+    view(first)  # drawn at once: the first draw is never throttled
+    assert "shop 01a2" in stream.getvalue()
+    assert "▶\x1b[0m fetch" in stream.getvalue()
+    view._last_draw = 0.0  # let the next events draw without waiting
+    view(second)
+    view._last_draw = 0.0
+    view(third)
+    out = stream.getvalue()
+    assert "✓\x1b[0m fetch" in out
+    assert "12.50 ms" in out
+    assert "skipped" in out
+    assert "100%" in out
+    assert "\x1b[2F" in out  # moved up over the previous drawing (two lines) to redraw it
+    view.close()
+    assert stream.getvalue().endswith("\x1b[3F\x1b[0J")  # up over all three lines, erased
+
+
+def test_plain_progress_prints_one_line_per_event() -> None:
+    stream = io.StringIO()
+    view = PlainProgress(stream)
+    for event in node_events():
+        view(event)
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "[     0.00 ms] fetch                started (run 0)",
+        "[    12.50 ms] fetch                completed -> main in 12.50 ms",
+        "[    13.00 ms] other                skipped",
+    ]
