@@ -35,8 +35,7 @@ DEFAULT_EVENT_BUFFER = 1000
 class ExecutionHandle:
     """A running execution: its id, its events, and a way to wait for its end."""
 
-    def __init__(self, engine: Engine, supervisor: ExecutionSupervisor) -> None:
-        self._engine = engine
+    def __init__(self, supervisor: ExecutionSupervisor) -> None:
         self._supervisor = supervisor
         self._done = anyio.Event()
         self._final: Execution | None = None
@@ -192,7 +191,7 @@ class Engine(AsyncContextManagerMixin):
             handle._finished(execution)
 
         supervisor = ExecutionSupervisor(machine, publisher, self._clock.now, finished)
-        handle = ExecutionHandle(self, supervisor)
+        handle = ExecutionHandle(supervisor)
         self._live[machine.execution_id] = handle
         task_group.start_soon(
             self._supervise, supervisor, name=f"prana execution {machine.execution_id}"

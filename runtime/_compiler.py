@@ -76,16 +76,14 @@ class CompiledNode:
     incoming: tuple[Edge, ...]
     back_edges: tuple[Edge, ...]
     outgoing: tuple[tuple[str, tuple[Edge, ...]], ...]
+    outgoing_by_port: Mapping[str, tuple[Edge, ...]]
     loops: tuple[int, ...]
     expression_loop: int | None
     is_trigger: bool
 
     def outgoing_on(self, port: str) -> tuple[Edge, ...]:
-        """The edges leaving this node's ``port``."""
-        for name, edges in self.outgoing:
-            if name == port:
-                return edges
-        return ()
+        """The edges leaving this node's ``port``, in connection order."""
+        return self.outgoing_by_port.get(port, ())
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -248,6 +246,9 @@ def _build(
             ),
             back_edges=tuple(edge for edge in edges if edge.target == node.key and edge.loop_back),
             outgoing=tuple((port, tuple(port_edges)) for port, port_edges in by_port.items()),
+            outgoing_by_port=MappingProxyType(
+                {port: tuple(port_edges) for port, port_edges in by_port.items()}
+            ),
             loops=chain,
             expression_loop=_expression_loop(node.key, chain, loops),
             is_trigger=node.key == trigger,

@@ -11,7 +11,7 @@ entered at several nodes is ambiguous and reported as a problem.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
@@ -182,11 +182,3 @@ def exit_scope(source: str, target: str, loops: Sequence[LoopShape]) -> int | No
     """The outermost loop an edge leaves (contains ``source`` but not ``target``)."""
     left = [index for index in loop_chain(source, loops) if target not in loops[index].nodes]
     return left[-1] if left else None
-
-
-def in_degree(edges: Iterable[GraphEdge]) -> Mapping[str, int]:
-    """Incoming edge count per target node."""
-    counts: dict[str, int] = {}
-    for edge in edges:
-        counts[edge.target] = counts.get(edge.target, 0) + 1
-    return counts

@@ -11,6 +11,7 @@ left as strings: a workflow definition holds JSON values only.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -140,7 +141,8 @@ def read_source(source: WorkflowSource) -> tuple[object, list[Problem], str | No
     string, and any path object, names a file.
     """
     if isinstance(source, Mapping):
-        return source, [], None
+        # A copy: the workflow must not change when the caller's dict does.
+        return copy.deepcopy(dict(source)), [], None
     if isinstance(source, bytes):
         try:
             source = source.decode("utf-8")

@@ -23,6 +23,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import copy
 import datetime
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -71,7 +72,8 @@ class ExecutionMachine(Flow):
         self.execution_id = execution_id
         self.input = input
         self.env: Mapping[str, str] = env if env is not None else _EMPTY
-        self.vars: dict[str, Any] = dict(graph.workflow.variables if vars is None else vars)
+        initial = graph.workflow.variables if vars is None else vars
+        self.vars: dict[str, Any] = copy.deepcopy(dict(initial)) if initial else {}
         self.status: ExecutionStatus = "pending"
         self.error: ErrorInfo | None = None
         self.started_at: float | None = None
@@ -139,11 +141,6 @@ class ExecutionMachine(Flow):
     def finished(self) -> bool:
         """Whether the execution has reached a final status."""
         return self.status in ("completed", "failed", "cancelled", "timed_out")
-
-    @property
-    def running_count(self) -> int:
-        """How many node runs are in flight."""
-        return len(self._running)
 
     def snapshot(self) -> Execution:
         """The execution as a user sees it now."""

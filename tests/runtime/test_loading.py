@@ -411,3 +411,13 @@ def test_a_workflow_round_trips_through_its_dict() -> None:
         valid(settings={"concurrency": 3}, variables={"x": [1, {"y": None}]}), actions=ACTIONS
     )
     assert prana.load_workflow(prana.workflow_to_dict(workflow), actions=ACTIONS) == workflow
+
+
+def test_a_workflow_does_not_change_when_its_source_dict_does() -> None:
+    source = valid(variables={"items": [1, 2]})
+    source["nodes"][1]["params"] = {"tags": ["a"]}
+    workflow = prana.load_workflow(source, actions=ACTIONS)
+    source["variables"]["items"].append(3)
+    source["nodes"][1]["params"]["tags"].append("b")
+    assert workflow.variables == {"items": [1, 2]}
+    assert workflow.nodes[1].params == {"tags": ["a"]}
