@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 import orjson
 from anyio.abc import ObjectSendStream
 
@@ -79,23 +80,14 @@ def isolate(context: NodeContext) -> NodeContext:
             default=_encode_mapping,
         )
     )
-    inputs = {
-        port: values[0] if len(values) == 1 else values for port, values in fresh_deliveries.items()
-    }
-    return NodeContext(
-        execution_id=context.execution_id,
-        workflow_id=context.workflow_id,
-        node_key=context.node_key,
-        node_type=context.node_type,
-        run_index=context.run_index,
-        attempt=context.attempt,
+    inputs = NodeContext.inputs_from(fresh_deliveries)
+    return attrs.evolve(
+        context,
         params=fresh_params if copy_params else params,
         input=inputs.get(DEFAULT_PORT),
         inputs=inputs,
         vars=fresh_vars,
         node_context=fresh_context,
-        trigger=context.trigger,
-        loop_back=context.loop_back,
         deliveries={port: tuple(values) for port, values in fresh_deliveries.items()},
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -38,6 +38,15 @@ class NodeContext:
     trigger: Any = None
     loop_back: bool = False
     deliveries: Mapping[str, tuple[Any, ...]] = attrs.field(factory=dict)
+
+    @staticmethod
+    def inputs_from(deliveries: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+        """``inputs`` from ``deliveries``: a port fed by one connection holds its data,
+        a port fed by several holds the list of it, in connection order."""
+        return {
+            port: values[0] if len(values) == 1 else list(values)
+            for port, values in deliveries.items()
+        }
 
     @property
     def idempotency_key(self) -> str:

@@ -258,10 +258,7 @@ class ExecutionMachine(Flow):
             deliveries: dict[str, tuple[Any, ...]] = {DEFAULT_PORT: (self.input,)}
         else:
             deliveries = self._deliveries(node, loop_inputs)
-        inputs = {
-            port: values[0] if len(values) == 1 else list(values)
-            for port, values in deliveries.items()
-        }
+        inputs = NodeContext.inputs_from(deliveries)
         node_input = inputs.get(DEFAULT_PORT)
         node_context = self._node_contexts.get(node.key, _EMPTY)
 
