@@ -1,17 +1,32 @@
-"""Wall-clock time and execution ids."""
+"""Time: the clock workflows see, and execution ids.
+
+The engine's clock times node runs and drives waits (``wait.interval``, webhook
+timeouts). Tests give the engine a :class:`VirtualClock`, whose time moves only
+when they say, so a three-day wait is over in no time. Leases between engines are
+about real processes and always use real time.
+"""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import time
 from typing import Protocol
 
+import anyio
+import anyio.lowlevel
+
 
 class Clock(Protocol):
-    """A source of wall-clock time, in seconds since the epoch."""
+    """A source of wall-clock time, in seconds since the epoch, that can be slept on."""
 
     def now(self) -> float:
         """The current time."""
+        ...
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Return once ``now() >= deadline``. Cancellable."""
         ...
 
 
@@ -21,6 +36,75 @@ class SystemClock:
     def now(self) -> float:
         """``time.time()``."""
         return time.time()
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Sleep until ``deadline``."""
+        delay = deadline - time.time()
+        if delay > 0:
+            await anyio.sleep(delay)
+        else:
+            await anyio.lowlevel.checkpoint()
+
+
+class VirtualClock:
+    """A clock for tests: its time moves only when you move it.
+
+    ``advance(seconds)`` and ``set(moment)`` move it; :meth:`jump` moves it to the
+    earliest moment something is waiting for (a node's deadline, say) and returns
+    that moment. Whatever was sleeping until then wakes up.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self._now = time.time() if start is None else float(start)
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._counter = itertools.count()
+
+    def now(self) -> float:
+        """The virtual time."""
+        return self._now
+
+    @property
+    def next_deadline(self) -> float | None:
+        """The earliest moment something sleeps until, or ``None``."""
+        self._forget_woken()
+        return self._sleepers[0][0] if self._sleepers else None
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Wait until the clock is moved to ``deadline`` or past it."""
+        if deadline <= self._now:
+            await anyio.lowlevel.checkpoint()
+            return
+        woken = anyio.Event()
+        heapq.heappush(self._sleepers, (deadline, next(self._counter), woken))
+        try:
+            await woken.wait()
+        finally:
+            woken.set()  # a cancelled sleeper no longer counts as waiting
+
+    def set(self, moment: float) -> None:
+        """Move the clock to ``moment`` (never backwards) and wake what is due."""
+        if moment < self._now:
+            raise ValueError(f"a clock does not go back ({moment} is before {self._now})")
+        self._now = moment
+        while self._sleepers and self._sleepers[0][0] <= moment:
+            heapq.heappop(self._sleepers)[2].set()
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds``."""
+        self.set(self._now + seconds)
+
+    def jump(self) -> float | None:
+        """Move the clock to the next deadline anything sleeps until; return it (or
+        ``None`` if nothing sleeps)."""
+        deadline = self.next_deadline
+        if deadline is not None:
+            self.set(deadline)
+        return deadline
+
+    def _forget_woken(self) -> None:
+        # A cancelled sleeper leaves its entry behind; skip entries already set.
+        while self._sleepers and self._sleepers[0][2].is_set():
+            heapq.heappop(self._sleepers)
 
 
 def new_execution_id(now: float) -> str:

@@ -1,44 +1,57 @@
 """The engine: the object an application holds (DESIGN §7, §10).
 
-``async with Engine(...) as engine`` opens one task group that holds a supervisor
-task per live execution. Leaving the block stops the engine: running executions
-are cancelled, and their handles report that they did not finish.
+``async with Engine(...) as engine`` opens the store (refusing to start if it is not
+safe to use), then one task group with the checkpoint writer, the timer actor, the
+lease heartbeat and a supervisor task per live execution. At start-up it arms the
+timers kept in the store and takes over executions whose engine died. Leaving the
+block stops it: running executions stop at their last checkpoint and are released,
+so any engine on the same store carries them on.
 """
 
 from __future__ import annotations
 
+import builtins
+import logging
 import os
-from collections.abc import AsyncGenerator, Iterable, Mapping
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
+import orjson
 from anyio import AsyncContextManagerMixin
 from anyio.abc import TaskGroup
 
+from prana._commands import Command
 from prana._compiler import ExecutionGraph, compile_workflow
-from prana._errors import ExecutionNotFound, PranaError
-from prana._loading import WorkflowSource, load_workflow
+from prana._errors import ExecutionNotFound, InvalidTransition, PranaError
+from prana._loading import WorkflowSource, load_workflow, workflow_to_dict
 from prana._machine import ExecutionMachine
 from prana._model import Workflow
-from prana._records import Execution, ExecutionStatus
+from prana._records import Execution, ExecutionStatus, Suspension
 from prana._registry import ActionRegistry
-from prana.storage import MemoryStore, Store
+from prana.storage import MemoryStore, Store, StoredExecution, StoredWorkflow, open_store
+from prana.storage._sqlite import Synchronous
 
 from ._clock import Clock, SystemClock, new_execution_id
+from ._ownership import dead_owners, new_owner_id
 from ._subscription import Middleware, Publisher, Subscription
-from ._supervisor import ExecutionSupervisor
+from ._supervisor import ExecutionSupervisor, ResumeRequest, Services, WakeRequest
+from ._timers import TimerActor
+from ._writer import CheckpointWriter
+
+logger = logging.getLogger("prana.engine")
 
 DEFAULT_EVENT_BUFFER = 1000
+Durability = Literal["off", "normal", "full"]
 
 
 class ExecutionHandle:
-    """A running execution: its id, its events, and a way to wait for its end."""
+    """A started execution: its id, its events, and a way to wait for it to stop."""
 
     def __init__(self, supervisor: ExecutionSupervisor) -> None:
         self._supervisor = supervisor
-        self._done = anyio.Event()
-        self._final: Execution | None = None
 
     @property
     def id(self) -> str:
@@ -47,15 +60,16 @@ class ExecutionHandle:
 
     @property
     def status(self) -> ExecutionStatus:
-        """The status now (``running`` until it ends)."""
-        return self._final.status if self._final is not None else self._supervisor.machine.status
+        """The status now."""
+        return self._supervisor.machine.status
 
     def snapshot(self) -> Execution:
         """The execution as it is now, audit trail included."""
-        return self._final if self._final is not None else self._supervisor.machine.snapshot()
+        return self._supervisor.machine.snapshot()
 
     def events(self, *, limit: int = DEFAULT_EVENT_BUFFER) -> Subscription:
-        """Subscribe to this execution's events from now on; iteration ends with it.
+        """Subscribe to this execution's events from now on; iteration ends when the
+        execution waits or ends.
 
         Call it before the first ``await`` after :meth:`Engine.start` to see every
         event from ``ExecutionStarted`` on. At most ``limit`` unread events are kept;
@@ -63,70 +77,106 @@ class ExecutionHandle:
         """
         publisher = self._supervisor.publisher
         subscription = Subscription(limit, on_close=publisher.subscriptions.discard)
-        if self._final is not None:
+        if self._supervisor.last_stop is not None or self._supervisor.failure is not None:
             subscription.close()
         else:
             publisher.subscriptions.add(subscription)
         return subscription
 
     async def result(self) -> Execution:
-        """Wait for the execution to end and return it.
+        """Wait until the execution waits (``suspended``) or ends, and return it.
 
-        Raises :class:`PranaError` if the engine stopped first. Cancelling the wait
-        does not cancel the execution.
+        Raises :class:`PranaError` if the engine stopped first (the execution carries
+        on when an engine next starts on the same store). Cancelling the wait does not
+        cancel the execution.
         """
-        await self._done.wait()
-        assert self._final is not None
-        if not self._final.finished:
-            raise PranaError(
-                f"the engine stopped before execution {self.id} finished "
-                f"(it was {self._final.status})"
-            )
-        return self._final
-
-    def _finished(self, execution: Execution) -> None:
-        self._final = execution
-        self._done.set()
+        supervisor = self._supervisor
+        if supervisor.last_stop is not None:
+            return supervisor.last_stop
+        if supervisor.failure is not None:
+            raise supervisor.failure
+        return await supervisor.wait_stop()
 
 
 class Engine(AsyncContextManagerMixin):
-    """Runs workflows. Use it as ``async with Engine(...) as engine:``.
+    """Runs workflows durably. Use it as ``async with Engine(...) as engine:``.
 
-    ``actions`` is the registry of actions workflows may use (by default every
-    built-in action). ``store`` keeps executions: ``None`` or ``"memory://"`` for
-    memory, or a :class:`prana.storage.Store`. ``env`` is what templates see as
-    ``env`` (default: this process's environment variables; pass ``{}`` to hide them).
-    ``middleware`` are callables that receive every event synchronously; they must
-    not block. ``clock`` supplies wall-clock time.
+    ``store``: ``None`` or ``"memory://"`` keeps executions in memory;
+    ``"sqlite:///path.db"`` (or a path, or a :class:`prana.storage.Store`) keeps them
+    in SQLite, where they survive a restart. ``durability``: ``"normal"`` (the default
+    with SQLite) saves every node's result before anything depends on it; ``"full"``
+    also makes SQLite flush every commit to disk; ``"off"`` (the default in memory)
+    saves only when an execution starts, waits and ends.
+
+    ``actions`` is the registry of actions (by default every built-in action). ``env``
+    is what templates see as ``env`` (default: this process's environment; pass
+    ``{}`` to hide it). ``middleware`` are callables that receive every event; they
+    must not block. ``clock`` is the workflows' clock (a
+    :class:`prana.testing.VirtualClock` in tests). ``lease`` is how long, in
+    seconds, an engine that stops answering keeps its executions before another
+    takes them. ``recover=False`` leaves other engines' abandoned executions alone.
     """
 
     def __init__(
         self,
         *,
         actions: ActionRegistry | None = None,
-        store: Store | str | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
+        durability: Durability | None = None,
         env: Mapping[str, str] | None = None,
         middleware: Iterable[Middleware] = (),
         clock: Clock | None = None,
+        lease: float = 30.0,
+        recover: bool = True,
     ) -> None:
+        if durability not in (None, "off", "normal", "full"):
+            raise ValueError(f"durability must be 'off', 'normal' or 'full', not {durability!r}")
         self.actions = actions if actions is not None else ActionRegistry()
+        self.owner = new_owner_id()
         self._store_option = store
+        self._durability = durability
         self._env: Mapping[str, str] = dict(os.environ) if env is None else dict(env)
         self._middleware = tuple(middleware)
-        self._clock = clock or SystemClock()
+        self.clock: Clock = clock or SystemClock()
+        self._lease = lease
+        self._recover = recover
         self._graphs: dict[tuple[str, int, str | None], tuple[Workflow, ExecutionGraph]] = {}
-        self._live: dict[str, ExecutionHandle] = {}
+        self._graphs_by_hash: dict[tuple[str, str], ExecutionGraph] = {}
+        self._saved_hashes: set[str] = set()
+        self._unrunnable: set[str] = set()
+        self._live: dict[str, ExecutionSupervisor] = {}
         self._engine_subscriptions: set[Subscription] = set()
         self._task_group: TaskGroup | None = None
         self._store: Store | None = None
+        self._services: Services | None = None
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Engine]:
-        self._store = _open_store(self._store_option)
+        synchronous: Synchronous | None = "FULL" if self._durability == "full" else None
+        store = open_store(self._store_option, synchronous=synchronous)
+        durability = self._durability or ("off" if isinstance(store, MemoryStore) else "normal")
+        await store.open()
+        self._store = store
+        writer = CheckpointWriter(store, owner=self.owner, lease=self._lease, now=self.clock.now)
+        timers = TimerActor(self.clock, self._fire_timer)
+        self._services = Services(
+            clock=self.clock,
+            writer=writer,
+            timers=timers,
+            durable=durability != "off",
+            claim=self._claim,
+        )
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as task_group:
+                await task_group.start(writer.run)
+                await task_group.start(timers.run)
                 self._task_group = task_group
+                for suspension in await store.timers():
+                    timers.add(suspension)
+                if self._recover:
+                    await self._recover_orphans(dead_owners(await store.owners()))
+                task_group.start_soon(self._heartbeat)
                 try:
                     yield self
                 except BaseException as exc:  # re-raised below, unwrapped from the group
@@ -137,8 +187,10 @@ class Engine(AsyncContextManagerMixin):
         finally:
             for subscription in list(self._engine_subscriptions):
                 subscription.close()
-            with anyio.move_on_after(5, shield=True):
-                await self._store.aclose()
+            with anyio.move_on_after(10, shield=True):
+                await self._release_all()
+                await store.aclose()
+            self._store = None
         if body_error is not None:
             raise body_error
 
@@ -160,6 +212,7 @@ class Engine(AsyncContextManagerMixin):
             return cached[1]
         graph = compile_workflow(workflow, self.actions, trigger=trigger)
         self._graphs[key] = (workflow, graph)
+        self._graphs_by_hash[(graph.hash, graph.trigger)] = graph
         return graph
 
     async def start(
@@ -171,32 +224,29 @@ class Engine(AsyncContextManagerMixin):
     ) -> ExecutionHandle:
         """Start an execution in the background and return its handle.
 
-        Raises :class:`WorkflowValidationError` before anything starts if the
-        workflow is invalid, and :class:`PranaError` if the engine is not open.
+        The workflow's definition is stored (once per version), and the execution is
+        saved before its first node runs. Raises :class:`WorkflowValidationError`
+        before anything starts if the workflow is invalid, :class:`PranaError` if the
+        engine is not open or ``input`` is not JSON data.
         """
-        task_group = self._require_open()
+        store = self._require_store()
         graph = self.compile(workflow, trigger=trigger)
+        input = _json(input, "the input")
+        if graph.hash not in self._saved_hashes:
+            await store.save_workflow(
+                StoredWorkflow(
+                    hash=graph.hash,
+                    id=graph.workflow.id,
+                    version=graph.workflow.version,
+                    definition=workflow_to_dict(graph.workflow),
+                    created_at=self.clock.now(),
+                )
+            )
+            self._saved_hashes.add(graph.hash)
         machine = ExecutionMachine(
-            graph,
-            execution_id=new_execution_id(self._clock.now()),
-            input=input,
-            env=self._env,
+            graph, execution_id=new_execution_id(self.clock.now()), input=input, env=self._env
         )
-        publisher = Publisher(self._middleware, self._engine_subscriptions)
-        handle: ExecutionHandle | None = None
-
-        def finished(execution: Execution) -> None:
-            self._live.pop(execution.id, None)
-            assert handle is not None
-            handle._finished(execution)
-
-        supervisor = ExecutionSupervisor(machine, publisher, self._clock.now, finished)
-        handle = ExecutionHandle(supervisor)
-        self._live[machine.execution_id] = handle
-        task_group.start_soon(
-            self._supervise, supervisor, name=f"prana execution {machine.execution_id}"
-        )
-        return handle
+        return ExecutionHandle(self._launch(machine, machine.start))
 
     async def run(
         self,
@@ -205,36 +255,73 @@ class Engine(AsyncContextManagerMixin):
         *,
         trigger: str | None = None,
     ) -> Execution:
-        """Run a workflow to its end and return the execution.
+        """Run a workflow until it ends or waits, and return the execution.
 
-        A failed execution is returned, not raised: look at ``status`` and
-        ``error``. Raises :class:`WorkflowValidationError` if the workflow is
-        invalid. Cancelling the call does not cancel the execution.
+        A failed execution is returned, not raised: look at ``status`` and ``error``.
+        An execution that waits (``status == "suspended"``) carries on when resumed
+        or woken. Raises :class:`WorkflowValidationError` if the workflow is invalid.
         """
         handle = await self.start(workflow, input, trigger=trigger)
         return await handle.result()
 
-    async def _supervise(self, supervisor: ExecutionSupervisor) -> None:
-        await supervisor.run()
-        store = self._store
-        if store is not None and supervisor.machine.finished:
-            await store.commit([supervisor.machine.checkpoint()])
+    async def resume(
+        self, execution_id: str, data: Any = None, *, node: str | None = None
+    ) -> Execution:
+        """Resume a waiting node with ``data`` and return the execution when it next
+        waits or ends.
+
+        ``node`` names the waiting node when there are several. Raises
+        :class:`ExecutionNotFound` for an unknown id and :class:`InvalidTransition`
+        when the execution is not waiting there; either way nothing changes.
+        """
+        data = _json(data, "resume data")
+        supervisor = self._live.get(execution_id)
+        if supervisor is not None:
+            request = ResumeRequest(node_key=node, data=data)
+            supervisor.deliver(request)
+            await request.done.wait()
+            if request.error is not None:
+                raise request.error
+            return await supervisor.wait_stop()
+        stored = await self._load(execution_id)
+        self._check_waiting(stored)
+        machine = await self._restore(stored)
+        commands = machine.resume(node, data, self.clock.now())
+        return await self._take_over(machine, commands)
+
+    async def resume_token(self, token: str, data: Any = None) -> Execution:
+        """Resume the node waiting for ``token`` (a ``wait.webhook`` token) with
+        ``data``; return the execution when it next waits or ends.
+
+        Raises :class:`ExecutionNotFound` if no node waits for the token (it was used,
+        or it timed out), changing nothing.
+        """
+        suspension = await self._require_store().find_token(token)
+        if suspension is None:
+            raise ExecutionNotFound(
+                "resume token not found (it expired or was used); list suspended executions "
+                "with 'prana list --status suspended'"
+            )
+        return await self.resume(suspension.execution_id, data, node=suspension.node_key)
+
+    async def wait(self, execution_id: str) -> Execution:
+        """The execution when it next waits or ends (at once if it is not running here)."""
+        supervisor = self._live.get(execution_id)
+        if supervisor is not None:
+            return await supervisor.wait_stop()
+        return (await self._load(execution_id)).to_execution()
 
     # ------------------------------------------------------------------ reading
 
     async def get(self, execution_id: str) -> Execution:
-        """The execution with this id, live or kept by the store.
+        """The execution with this id, with its audit trail: live, or from the store.
 
         Raises :class:`ExecutionNotFound` if there is none.
         """
-        live = self._live.get(execution_id)
-        if live is not None:
-            return live.snapshot()
-        store = self._require_store()
-        found = await store.get_execution(execution_id)
-        if found is None:
-            raise ExecutionNotFound(f"no execution has id {execution_id!r}")
-        return found
+        supervisor = self._live.get(execution_id)
+        if supervisor is not None:
+            return supervisor.machine.snapshot()
+        return (await self._load(execution_id)).to_execution()
 
     async def list(
         self,
@@ -243,10 +330,12 @@ class Engine(AsyncContextManagerMixin):
         workflow: str | None = None,
         limit: int = 100,
     ) -> list[Execution]:
-        """Finished executions kept by the store, newest first, filtered."""
-        return await self._require_store().list_executions(
+        """Executions in the store, newest first, filtered; without their audit trails
+        (use :meth:`get` for one)."""
+        stored = await self._require_store().list_executions(
             status=status, workflow_id=workflow, limit=limit
         )
+        return [execution.to_execution() for execution in stored]
 
     def events(self, *, limit: int = DEFAULT_EVENT_BUFFER) -> Subscription:
         """Subscribe to the events of every execution of this engine from now on.
@@ -256,6 +345,171 @@ class Engine(AsyncContextManagerMixin):
         subscription = Subscription(limit, on_close=self._engine_subscriptions.discard)
         self._engine_subscriptions.add(subscription)
         return subscription
+
+    @property
+    def live_count(self) -> int:
+        """How many executions are in memory (running) now."""
+        return len(self._live)
+
+    # ------------------------------------------------------------------ internals
+
+    def _launch(
+        self, machine: ExecutionMachine, first: Callable[[float], builtins.list[Command]]
+    ) -> ExecutionSupervisor:
+        task_group = self._require_open()
+        assert self._services is not None
+        publisher = Publisher(self._middleware, self._engine_subscriptions)
+        supervisor = ExecutionSupervisor(machine, publisher, self._services, self._exited)
+        self._live[machine.execution_id] = supervisor
+        task_group.start_soon(supervisor.run, first, name=f"prana execution {machine.execution_id}")
+        return supervisor
+
+    def _exited(self, supervisor: ExecutionSupervisor) -> None:
+        if self._live.get(supervisor.execution_id) is supervisor:
+            del self._live[supervisor.execution_id]
+
+    async def _take_over(
+        self, machine: ExecutionMachine, commands: builtins.list[Command]
+    ) -> Execution:
+        """Claim a waiting execution from the store and run it from ``commands``."""
+        if not await self._claim(machine.execution_id):
+            raise InvalidTransition(
+                f"execution {machine.execution_id} was resumed or taken by another engine just now"
+            )
+        supervisor = self._launch(machine, lambda now: commands)
+        return await supervisor.wait_stop()
+
+    async def _claim(
+        self, execution_id: str, statuses: tuple[ExecutionStatus, ...] = ("suspended",)
+    ) -> bool:
+        return await self._require_store().claim(
+            execution_id,
+            owner=self.owner,
+            lease_expires=time.time() + self._lease,
+            now=time.time(),
+            statuses=statuses,
+        )
+
+    async def _load(self, execution_id: str) -> StoredExecution:
+        stored = await self._require_store().load_execution(execution_id)
+        if stored is None:
+            raise ExecutionNotFound(
+                f"no execution has id {execution_id!r}; list them with 'prana list'"
+            )
+        return stored
+
+    def _check_waiting(self, stored: StoredExecution) -> None:
+        if stored.status == "suspended":
+            return
+        if stored.status == "running":
+            raise InvalidTransition(
+                f"execution {stored.id} is running in another engine ({stored.owner}); "
+                "resume it there, or once it waits"
+            )
+        raise InvalidTransition(
+            f"execution {stored.id} is {stored.status}; only a waiting (suspended) execution can be resumed"
+        )
+
+    async def _graph_for(self, stored: StoredExecution) -> ExecutionGraph:
+        key = (stored.workflow_hash, stored.trigger)
+        graph = self._graphs_by_hash.get(key)
+        if graph is not None:
+            return graph
+        definition = await self._require_store().load_workflow(stored.workflow_hash)
+        if definition is None:
+            raise PranaError(
+                f"the workflow of execution {stored.id} ({stored.workflow_id} v{stored.workflow_version}) "
+                "is missing from the store"
+            )
+        workflow = load_workflow(definition.definition, actions=self.actions)
+        graph = compile_workflow(workflow, self.actions, trigger=stored.trigger)
+        if graph.hash != stored.workflow_hash:
+            raise PranaError(
+                f"the stored definition of {stored.workflow_id} v{stored.workflow_version} does not "
+                f"compile to the version execution {stored.id} started on"
+            )
+        self._graphs_by_hash[key] = graph
+        self._saved_hashes.add(graph.hash)
+        return graph
+
+    async def _restore(self, stored: StoredExecution) -> ExecutionMachine:
+        graph = await self._graph_for(stored)
+        return ExecutionMachine.restored(
+            graph,
+            execution_id=stored.id,
+            input=stored.input,
+            env=self._env,
+            vars=stored.vars,
+            status=stored.status,
+            error=stored.error,
+            started_at=stored.started_at,
+            finished_at=stored.finished_at,
+            iteration_count=stored.iteration_count,
+            node_contexts=stored.node_contexts,
+            paths=stored.active_paths,
+            runs=stored.runs,
+            suspensions=stored.suspensions,
+        )
+
+    async def _fire_timer(self, suspension: Suspension) -> None:
+        """A deadline passed: wake the node, here or by taking its execution."""
+        execution_id = suspension.execution_id
+        supervisor = self._live.get(execution_id)
+        if supervisor is not None:
+            supervisor.deliver(WakeRequest(execution_index=suspension.execution_index))
+            return
+        stored = await self._require_store().load_execution(execution_id)
+        if stored is None or stored.status != "suspended":
+            return  # gone, ended, or running elsewhere (where its timers are)
+        machine = await self._restore(stored)
+        commands = machine.wake(suspension.execution_index, self.clock.now())
+        if not commands and machine.status == "suspended":
+            return  # resumed already, or not due after all
+        if await self._claim(execution_id):
+            self._launch(machine, lambda now: commands)
+
+    async def _recover_orphans(self, dead: Iterable[str] = ()) -> None:
+        """Take over running executions whose engine died, and carry them on."""
+        store = self._require_store()
+        taken = await store.claim_orphans(
+            owner=self.owner,
+            lease_expires=time.time() + self._lease,
+            now=time.time(),
+            dead_owners=dead,
+        )
+        for execution_id in taken:
+            if execution_id in self._live or execution_id in self._unrunnable:
+                continue
+            try:
+                stored = await self._load(execution_id)
+                machine = await self._restore(stored)
+            except PranaError as exc:
+                self._unrunnable.add(execution_id)
+                logger.error("cannot carry on execution %s here: %s", execution_id, exc)
+                await store.renew([execution_id], owner=self.owner, lease_expires=0.0)
+                continue
+            logger.info("carrying on execution %s from its last checkpoint", execution_id)
+            self._launch(machine, machine.recover)
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases of live executions; take over those of dead engines."""
+        store = self._require_store()
+        while True:
+            await anyio.sleep(self._lease / 3)
+            await store.renew(
+                list(self._live), owner=self.owner, lease_expires=time.time() + self._lease
+            )
+            if self._recover:
+                await self._recover_orphans()
+
+    async def _release_all(self) -> None:
+        if self._store is not None and self._live:
+            try:
+                await self._store.renew(list(self._live), owner=self.owner, lease_expires=0.0)
+            except PranaError:
+                logger.warning(
+                    "could not release executions; their leases expire in %s s", self._lease
+                )
 
     def _require_open(self) -> TaskGroup:
         if self._task_group is None:
@@ -272,13 +526,11 @@ class Engine(AsyncContextManagerMixin):
         return self._store
 
 
-def _open_store(option: Store | str | None) -> Store:
-    if option is None or option in ("memory", "memory://"):
-        return MemoryStore()
-    if isinstance(option, str):
-        raise PranaError(
-            f"unknown store {option!r}; use None or 'memory://' for an in-memory store"
-        )
-    if not isinstance(option, Store):
-        raise TypeError(f"store must be a Store or a store URL, not {type(option).__name__}")
-    return option
+def _json(value: Any, what: str) -> Any:
+    """A private copy of ``value``, which must be JSON data."""
+    if value is None or type(value) in (str, int, bool):
+        return value
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise PranaError(f"{what} must be JSON data: {exc}") from None

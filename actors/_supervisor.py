@@ -1,18 +1,26 @@
 """The execution supervisor: one task per live execution (DESIGN §7).
 
-It is the only owner of its execution's state machine. Its loop: carry out the
-commands the machine returns (start a worker task per dispatched node run), receive
-the workers' results on its memory channel, feed them to the machine, publish
-events. It decides nothing about workflow semantics; the machine does.
+It is the only owner of its execution's state machine. Its loop: take what arrived
+in its inbox (node results from its workers, resume and wake requests from the
+engine), feed it to the machine, save the checkpoint and wait for the writer's ack,
+then carry out the machine's commands (start a worker per dispatched node run) and
+publish events. So a node's result is durable before anything that depends on it
+starts, and an event announces only what is saved.
+
+When nothing can run (every node left is waiting) or the execution has ended, the
+supervisor saves it and exits: a waiting execution holds no memory. The machine
+decides what happens; the supervisor only decides when.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
+import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -22,53 +30,114 @@ from prana._commands import (
     Command,
     Dispatch,
     ExecutionFinished,
+    ExecutionSuspended,
     NodeSkipped,
+    NodeSuspended,
     RunFinished,
 )
+from prana._errors import InvalidTransition, PranaError
 from prana._machine import ExecutionMachine
 from prana._records import ErrorInfo, Execution, NodeResult
 
+from ._clock import Clock
 from ._subscription import Publisher
+from ._timers import TimerActor
 from ._worker import run_node
+from ._writer import CheckpointWriter
 
 logger = logging.getLogger("prana.engine")
 
 
+@attrs.define(eq=False)
+class ResumeRequest:
+    """Resume a waiting node of a live execution; ``error`` is set if it cannot be."""
+
+    node_key: str | None
+    data: Any
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    error: PranaError | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WakeRequest:
+    """A timer fired for the waiting run at ``execution_index``."""
+
+    execution_index: int
+
+
+Message = NodeResult | ResumeRequest | WakeRequest
+
+
+@attrs.frozen(kw_only=True)
+class Services:
+    """What an engine lends its supervisors."""
+
+    clock: Clock
+    writer: CheckpointWriter
+    timers: TimerActor
+    durable: bool
+    claim: Callable[[str], Awaitable[bool]]
+
+
+class Stopped(PranaError):
+    """The supervisor stopped before the execution reached a stop of its own."""
+
+
 class ExecutionSupervisor:
-    """Runs one execution to its end, owning its state machine."""
+    """Runs one execution until it waits or ends, owning its state machine."""
 
     def __init__(
         self,
         machine: ExecutionMachine,
         publisher: Publisher,
-        now: Callable[[], float],
-        on_finished: Callable[[Execution], None],
+        services: Services,
+        on_exit: Callable[[ExecutionSupervisor], None],
     ) -> None:
         self.machine = machine
         self.publisher = publisher
-        self._now = now
-        self._on_finished = on_finished
+        self._services = services
+        self._on_exit = on_exit
+        self._send, self._receive = anyio.create_memory_object_stream[Message](math.inf)
         self._sequence = 0
         self._settled_nodes: set[str] = set()
         self._node_count = len(machine.graph.nodes)
+        self._stop_waiters: list[anyio.Event] = []
+        self._saved_once = False
+        self.last_stop: Execution | None = None
+        self.failure: PranaError | None = None
 
     @property
     def execution_id(self) -> str:
         """The id of the execution this supervisor runs."""
         return self.machine.execution_id
 
-    async def run(self) -> None:
-        """Run the execution until it reaches a final status.
+    def deliver(self, message: Message) -> None:
+        """Put a message in the inbox (never blocks)."""
+        self._send.send_nowait(message)
 
-        On cancellation (the engine is stopping) workers are cancelled with it and the
-        execution stays as it was; the caller's handle reports the interruption.
+    async def wait_stop(self) -> Execution:
+        """Wait until the execution next stops (waits or ends) and return it.
+
+        Raises :class:`PranaError` if the supervisor stopped without that: the
+        engine stopped, the store failed, or another engine took the execution.
         """
+        woken = anyio.Event()
+        self._stop_waiters.append(woken)
+        await woken.wait()
+        if self.failure is not None:
+            raise self.failure
+        assert self.last_stop is not None
+        return self.last_stop
+
+    async def run(self, first: Callable[[float], list[Command]]) -> None:
+        """Carry the execution from ``first`` (the machine's start, recovery, resume
+        or wake) until it waits or ends. Cancellation (the engine stopping) leaves it
+        as last saved, ready to carry on elsewhere."""
         machine = self.machine
-        send, receive = anyio.create_memory_object_stream[NodeResult](math.inf)
         try:
-            async with send, receive, anyio.create_task_group() as workers:
-                now = self._now()
-                if self.publisher.listening:
+            async with anyio.create_task_group() as workers:
+                now = self._services.clock.now()
+                if machine.status == "pending" and self.publisher.listening:
                     graph = machine.graph
                     self._publish(
                         events.ExecutionStarted,
@@ -77,40 +146,116 @@ class ExecutionSupervisor:
                         workflow_version=graph.workflow.version,
                         node_count=self._node_count,
                     )
-                publisher = self.publisher
-                machine.notices = publisher.listening
-                self._carry_out(machine.start(now), workers, send)
-                while not machine.finished:
-                    result = await receive.receive()
-                    machine.notices = publisher.listening
-                    self._carry_out(machine.handle(result, self._now()), workers, send)
+                machine.notices = self.publisher.listening
+                await self._step(first(now), workers)
+                while self.failure is None:
+                    message: Message | None
+                    if machine.status == "running":
+                        message = await self._receive.receive()
+                    else:
+                        message = self._receive_nowait()
+                        if message is None or not await self._reclaim(message):
+                            break  # waiting or ended, and nothing more to do
+                    commands = self._take(message)
+                    while (more := self._receive_nowait()) is not None:
+                        commands.extend(self._take(more))
+                    await self._step(commands, workers)
                 workers.cancel_scope.cancel()
-        except Exception as exc:  # a bug in prana: fail this execution, keep the engine
+        except PranaError as exc:  # the store failed, or ownership was lost
+            self.failure = exc
+        except Exception as exc:  # a bug in prana: stop this execution, keep the engine
             logger.exception("supervisor of execution %s crashed", machine.execution_id)
-            self._crash(exc)
+            self.failure = PranaError(
+                f"execution {machine.execution_id} stopped on an internal error: {exc}"
+            )
+            self.failure.__cause__ = exc
         finally:
-            # Also on cancellation: the handle learns the execution stopped unfinished.
             self.publisher.close()
-            self._on_finished(machine.snapshot())
+            if self.failure is None and self.last_stop is None:
+                self.failure = Stopped(
+                    f"the engine stopped before execution {machine.execution_id} finished "
+                    f"(it was {machine.status}); it carries on when an engine starts on the same store"
+                )
+            for waiter in self._stop_waiters:
+                waiter.set()
+            self._stop_waiters.clear()
+            self._reject_pending()
+            self._on_exit(self)
+            self._send.close()
+            self._receive.close()
 
-    def _crash(self, exc: BaseException) -> None:
+    # ------------------------------------------------------------------ steps
+
+    def _receive_nowait(self) -> Message | None:
+        try:
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            return None
+
+    async def _reclaim(self, message: Message) -> bool:
+        """A message came after the execution was saved as waiting (and released):
+        take it back before going on."""
+        if isinstance(message, NodeResult) or self.machine.status != "suspended":
+            return True
+        if await self._services.claim(self.execution_id):
+            self.last_stop = None
+            return True
+        if isinstance(message, ResumeRequest):
+            message.error = InvalidTransition(
+                f"execution {self.execution_id} was taken by another engine just now"
+            )
+            message.done.set()
+        return False
+
+    def _take(self, message: Message) -> list[Command]:
         machine = self.machine
-        machine.status = "failed"
-        machine.error = ErrorInfo(code="internal_error", message=f"{type(exc).__name__}: {exc}")
-        machine.finished_at = self._now()
+        now = self._services.clock.now()
+        machine.notices = self.publisher.listening
+        if isinstance(message, NodeResult):
+            return machine.handle(message, now)
+        if isinstance(message, WakeRequest):
+            return machine.wake(message.execution_index, now)
+        try:
+            commands = machine.resume(message.node_key, message.data, now)
+        except InvalidTransition as exc:
+            message.error = exc
+            commands = []
+        message.done.set()
+        return commands
 
-    def _carry_out(
-        self, commands: list[Command], workers: TaskGroup, send: MemoryObjectSendStream[NodeResult]
-    ) -> None:
+    async def _step(self, commands: list[Command], workers: TaskGroup) -> None:
+        machine = self.machine
+        services = self._services
+        stopped = machine.status != "running"
+        if services.durable or not self._saved_once or stopped or machine.has_new_suspensions:
+            checkpoint = machine.checkpoint()
+            if not await services.writer.write(checkpoint):
+                raise PranaError(
+                    f"execution {machine.execution_id} is now run by another engine "
+                    "(this engine's lease expired); it stopped here"
+                )
+            self._saved_once = True
+            for suspension in checkpoint.suspensions_added:
+                services.timers.add(suspension)
+        self._carry_out(commands, workers)
+        if stopped:
+            self.last_stop = machine.snapshot()
+            for waiter in self._stop_waiters:
+                waiter.set()
+            self._stop_waiters.clear()
+
+    def _carry_out(self, commands: list[Command], workers: TaskGroup) -> None:
         listening = self.publisher.listening
+        now = self._services.clock.now
+        send: MemoryObjectSendStream[Any] = self._send
         for command in commands:
             if isinstance(command, Dispatch):
-                workers.start_soon(run_node, command, send.clone(), self._now)
+                workers.start_soon(run_node, command, send.clone(), now)
                 if listening:
                     run = command.run
                     self._publish(
                         events.NodeStarted,
-                        self._now(),
+                        now(),
                         node_key=run.node_key,
                         run_index=run.run_index,
                         execution_index=run.execution_index,
@@ -120,8 +265,16 @@ class ExecutionSupervisor:
             elif listening:
                 self._announce(command)
 
+    def _reject_pending(self) -> None:
+        while (message := self._receive_nowait()) is not None:
+            if isinstance(message, ResumeRequest):
+                message.error = self.failure or Stopped(f"execution {self.execution_id} stopped")
+                message.done.set()
+
+    # ------------------------------------------------------------------ events
+
     def _announce(self, command: Command) -> None:
-        now = self._now()
+        now = self._services.clock.now()
         if isinstance(command, RunFinished):
             run = command.run
             self._settled_nodes.add(run.node_key)
@@ -132,13 +285,22 @@ class ExecutionSupervisor:
             self._publish(
                 events.NodeSkipped, now, node_key=command.node_key, progress=self._progress()
             )
+        elif isinstance(command, NodeSuspended):
+            suspension = command.suspension
+            self._publish(
+                events.NodeSuspended,
+                now,
+                node_key=suspension.node_key,
+                suspension=suspension,
+            )
+        elif isinstance(command, ExecutionSuspended):
+            self._publish(events.ExecutionSuspended, now, suspensions=command.suspensions)
         elif isinstance(command, ExecutionFinished):
             if command.status == "completed":
                 self._publish(events.ExecutionCompleted, now)
             else:
-                self._publish(
-                    events.ExecutionFailed, now, error=self.machine.error, status=command.status
-                )
+                error: ErrorInfo | None = self.machine.error
+                self._publish(events.ExecutionFailed, now, error=error, status=command.status)
 
     def _progress(self) -> float:
         return len(self._settled_nodes) / self._node_count if self._node_count else 1.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import secrets
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -21,10 +22,10 @@ import orjson
 from anyio.abc import ObjectSendStream
 
 from prana._commands import Dispatch
-from prana._context import NodeContext, Output
+from prana._context import NodeContext, Output, Suspend
 from prana._errors import NodeError
 from prana._model import DEFAULT_PORT
-from prana._records import ErrorInfo, NodeResult
+from prana._records import ErrorInfo, NodeResult, SuspendRequest
 
 _SCALARS = (str, int, float, bool, type(None))
 _TRACEBACK_LIMIT = 4000
@@ -120,11 +121,21 @@ async def call_action(dispatch: Dispatch, now: Callable[[], float]) -> NodeResul
     node_context: Mapping[str, Any] | None = None
     variables: Mapping[str, Any] | None = None
     error: ErrorInfo | None = None
+    suspend: SuspendRequest | None = None
     try:
         value = action.function(isolate(dispatch.context))
         if action.is_async or inspect.isawaitable(value):
             value = await value
-        if isinstance(value, Output):
+        if isinstance(value, Suspend):
+            suspend = SuspendRequest(
+                kind=value.kind,
+                wake_at=value.wake_at,
+                wake_port=value.wake_port,
+                wake_data=_json_copy(value.wake_data, "Suspend.wake_data"),
+                resume_port=value.resume_port,
+                token=secrets.token_urlsafe(24) if value.token else None,
+            )
+        elif isinstance(value, Output):
             port = value.port
             data = _json_copy(value.data, "the output")
             if value.node_context is not None:
@@ -148,6 +159,7 @@ async def call_action(dispatch: Dispatch, now: Callable[[], float]) -> NodeResul
         node_context=node_context,
         vars=variables,
         error=error,
+        suspend=suspend,
         started_at=started_at,
         finished_at=now(),
         duration_ms=duration_ms,

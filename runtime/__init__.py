@@ -29,6 +29,7 @@ from ._compiler import Loop as Loop
 from ._compiler import compile_workflow as compile_workflow
 from ._context import NodeContext as NodeContext
 from ._context import Output as Output
+from ._context import Suspend as Suspend
 from ._errors import ExecutionNotFound as ExecutionNotFound
 from ._errors import ExpressionError as ExpressionError
 from ._errors import InternalError as InternalError
@@ -43,10 +44,12 @@ from ._events import EventsDropped as EventsDropped
 from ._events import ExecutionCompleted as ExecutionCompleted
 from ._events import ExecutionFailed as ExecutionFailed
 from ._events import ExecutionStarted as ExecutionStarted
+from ._events import ExecutionSuspended as ExecutionSuspended
 from ._events import NodeCompleted as NodeCompleted
 from ._events import NodeFailed as NodeFailed
 from ._events import NodeSkipped as NodeSkipped
 from ._events import NodeStarted as NodeStarted
+from ._events import NodeSuspended as NodeSuspended
 from ._expressions import render_template as render_template
 from ._loading import load_workflow as load_workflow
 from ._loading import workflow_to_dict as workflow_to_dict
@@ -59,6 +62,7 @@ from ._model import WorkflowSettings as WorkflowSettings
 from ._records import ErrorInfo as ErrorInfo
 from ._records import Execution as Execution
 from ._records import NodeRun as NodeRun
+from ._records import Suspension as Suspension
 from ._registry import Action as Action
 from ._registry import ActionRegistry as ActionRegistry
 from ._validation import check_workflow as check_workflow
@@ -86,6 +90,7 @@ __all__ = (
     "ExecutionMachine",
     "ExecutionNotFound",
     "ExecutionStarted",
+    "ExecutionSuspended",
     "ExpressionError",
     "FailParams",
     "ForEachParams",
@@ -104,6 +109,7 @@ __all__ = (
     "NodeSettings",
     "NodeSkipped",
     "NodeStarted",
+    "NodeSuspended",
     "Output",
     "PranaError",
     "Problem",
@@ -111,6 +117,8 @@ __all__ = (
     "SetVariablesParams",
     "StoreError",
     "Subscription",
+    "Suspend",
+    "Suspension",
     "SwitchParams",
     "Workflow",
     "WorkflowSettings",

@@ -2,7 +2,8 @@
 
 Triggers: ``manual.trigger``. Core: ``core.noop``, ``core.log``, ``core.fail``,
 ``core.for_each``. Logic: ``logic.if``, ``logic.switch``. Data: ``data.set``,
-``data.merge``. Workflow: ``workflow.set_variables``.
+``data.merge``. Workflow: ``workflow.set_variables``. Waits (in ``_waits``):
+``wait.interval``, ``wait.until``, ``wait.webhook``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ._expressions import contains_template
 from ._loading import KEY_PATTERN
 from ._model import DEFAULT_PORT, ERROR_PORT
 from ._registry import Action, ActionRegistry
+from ._waits import WAIT_ACTIONS
 
 logger = logging.getLogger("prana.workflow")
 
@@ -130,17 +132,17 @@ def _check_for_each(params: Mapping[str, Any]) -> Iterable[Problem]:
     params=ForEachParams,
     check=_check_for_each,
     render_on_loop_back=False,
+    collect_port="done",
     description="Run the loop branch once per item (or batch); then 'done' with every result",
 )
 def for_each(ctx: NodeContext) -> Output:
     """Iterates ``items``: the current item (or batch) goes out on ``loop``.
 
     Connect the end of the loop body back to this node; each arrival there starts the
-    next iteration and its data is collected. After the last item, ``done`` carries
-    the list of collected results, one per iteration. The cursor lives in the node
-    context: ``items``, ``batch_size``, ``index`` (of the first item of the current
-    batch), ``iteration``, ``item`` (the current item, or list for batches),
-    ``results`` and ``done``.
+    next iteration. After the last item, ``done`` carries what came back, one entry
+    per iteration. The cursor lives in the node context: ``items``, ``batch_size``,
+    ``index`` (of the first item of the current batch), ``iteration``, ``item`` (the
+    current item, or list for batches) and ``done``.
     """
     if not ctx.loop_back or not ctx.node_context:
         params: ForEachParams = ctx.params
@@ -154,22 +156,21 @@ def for_each(ctx: NodeContext) -> Output:
             )
         items: list[Any] = params.items
         batch_size = params.batch_size
-        index, iteration, results = 0, 0, []
+        index, iteration = 0, 0
     else:
         cursor = ctx.node_context
         items, batch_size = cursor["items"], cursor["batch_size"]
         index = cursor["index"] + batch_size
         iteration = cursor["iteration"] + 1
-        results = [*cursor["results"], ctx.input]
     cursor_out: dict[str, Any] = {
         "items": items,
         "batch_size": batch_size,
         "index": index,
         "iteration": iteration,
-        "results": results,
     }
     if index >= len(items):
-        return Output(results, port="done", node_context={**cursor_out, "item": None, "done": True})
+        # The engine puts the collected results on 'done' (collect_port).
+        return Output(None, port="done", node_context={**cursor_out, "item": None, "done": True})
     batch = items[index : index + batch_size]
     item = batch[0] if batch_size == 1 else batch
     return Output(item, port="loop", node_context={**cursor_out, "item": item, "done": False})
@@ -448,4 +449,7 @@ def set_variables(ctx: NodeContext) -> Output:
     return Output(ctx.input, vars=params.values)
 
 
-BUILTIN_ACTIONS: tuple[Action, ...] = tuple(_registry.get(name) for name in _registry)  # type: ignore[misc]
+BUILTIN_ACTIONS: tuple[Action, ...] = (
+    *(_registry[name] for name in _registry),
+    *WAIT_ACTIONS,
+)

@@ -1,8 +1,8 @@
 """What the state machine asks of its supervisor, and tells it (DESIGN §7).
 
 Commands (:class:`Dispatch`, :class:`CancelRuns`) are to be carried out in order;
-notices (:class:`RunFinished`, :class:`NodeSkipped`, :class:`ExecutionFinished`)
-say what happened, for events.
+notices (:class:`RunFinished`, :class:`NodeSkipped`, :class:`NodeSuspended`,
+:class:`ExecutionSuspended`, :class:`ExecutionFinished`) say what happened.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from ._context import NodeContext
-from ._records import ExecutionStatus, NodeRun
+from ._records import ExecutionStatus, NodeRun, Suspension
 from ._registry import Action
 
 
@@ -52,4 +52,27 @@ class ExecutionFinished:
     status: ExecutionStatus
 
 
-Command = Dispatch | CancelRuns | RunFinished | NodeSkipped | ExecutionFinished
+@attrs.frozen(kw_only=True)
+class NodeSuspended:
+    """Notice: a node is waiting (to be resumed, or for its deadline)."""
+
+    suspension: Suspension
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionSuspended:
+    """Notice: nothing can run until a waiting node is resumed or woken; the
+    execution can be saved and leave memory."""
+
+    suspensions: tuple[Suspension, ...]
+
+
+Command = (
+    Dispatch
+    | CancelRuns
+    | RunFinished
+    | NodeSkipped
+    | NodeSuspended
+    | ExecutionSuspended
+    | ExecutionFinished
+)

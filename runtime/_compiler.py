@@ -9,6 +9,8 @@ changes after compilation.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +20,7 @@ import attrs
 from ._errors import Problem, WorkflowValidationError, did_you_mean
 from ._expressions import CompiledParams
 from ._graph import GraphEdge, exit_scope, find_loops, loop_chain, reachable_from
+from ._loading import workflow_to_dict
 from ._model import ERROR_PORT, Connection, Node, Workflow
 from ._registry import Action, ActionRegistry
 from ._validation import analyse_workflow, effective_on_error
@@ -98,6 +101,7 @@ class ExecutionGraph:
     edges: tuple[Edge, ...]
     loops: tuple[Loop, ...]
     warnings: tuple[Problem, ...]
+    hash: str
 
     def outgoing(self, node_key: str, port: str) -> tuple[Edge, ...]:
         """Edges leaving ``node_key`` on ``port``, in connection order."""
@@ -107,6 +111,13 @@ class ExecutionGraph:
         """Every edge into ``node_key`` (loop-back edges included), in connection order."""
         node = self.nodes[node_key]
         return tuple(sorted((*node.incoming, *node.back_edges), key=lambda edge: edge.index))
+
+
+def definition_hash(workflow: Workflow) -> str:
+    """The SHA-256 of a workflow's definition in canonical JSON: equal for equal
+    definitions, however they were written."""
+    canonical = json.dumps(workflow_to_dict(workflow), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def triggers_of(workflow: Workflow, registry: ActionRegistry) -> list[str]:
@@ -262,6 +273,7 @@ def _build(
         edges=edges,
         loops=loops,
         warnings=warnings,
+        hash=definition_hash(workflow),
     )
 
 

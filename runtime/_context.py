@@ -21,7 +21,9 @@ class NodeContext:
     ``node_context`` is this node's persistent context (a loop's cursor, say); return
     ``Output(..., node_context=...)`` to change it. ``vars`` are the workflow variables.
     ``loop_back`` is true when this run was started by a loop-back connection, that
-    is, it is a further iteration of the loop this node heads.
+    is, it is a further iteration of the loop this node heads. ``now`` is the engine
+    clock's time (seconds since the epoch) when the node was dispatched: use it rather
+    than the system clock, so that tests with a virtual clock see virtual time.
     """
 
     execution_id: str
@@ -38,6 +40,7 @@ class NodeContext:
     trigger: Any = None
     loop_back: bool = False
     deliveries: Mapping[str, tuple[Any, ...]] = attrs.field(factory=dict)
+    now: float = 0.0
 
     @staticmethod
     def inputs_from(deliveries: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
@@ -80,3 +83,27 @@ class Output:
     port: str | None = attrs.field(default=None, kw_only=True)
     node_context: Mapping[str, Any] | None = attrs.field(default=None, kw_only=True)
     vars: Mapping[str, Any] | None = attrs.field(default=None, kw_only=True)
+
+
+@attrs.frozen(kw_only=True)
+class Suspend:
+    """What an action returns to wait instead of completing (DESIGN §5.5).
+
+    The node stays suspended while the rest of the execution goes on; when nothing
+    else can run, the execution is saved and leaves memory. It completes:
+
+    * when resumed (``engine.resume`` or, with ``token=True``, ``engine.resume_token``)
+      with the resume data, on ``resume_port`` (default: the action's default port);
+    * when ``wake_at`` (seconds since the epoch) passes, with ``wake_data`` on
+      ``wake_port`` (default: the action's default port).
+
+    ``kind`` names the wait for people and tools (``interval``, ``until``,
+    ``webhook``...). ``token=True`` asks the engine for an unguessable resume token.
+    """
+
+    kind: str
+    wake_at: float | None = None
+    wake_port: str | None = None
+    wake_data: Any = None
+    resume_port: str | None = None
+    token: bool = False

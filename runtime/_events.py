@@ -1,7 +1,8 @@
 """Typed events: what subscribers and middleware hear about executions (DESIGN §9).
 
-Every event carries the execution id, a sequence number (1, 2, ... per execution,
-with no gaps) and the time it happened (seconds since the epoch). Node events
+Every event carries the execution id, a sequence number (1, 2, ... with no gaps;
+it starts again at 1 when a waiting execution is resumed) and the time it happened
+(seconds since the epoch, on the engine's clock). Node events
 carry ``progress``: the share of the execution's nodes that have finished or been
 skipped at least once, from 0.0 to 1.0.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import attrs
 
-from ._records import ErrorInfo, ExecutionStatus, NodeRun
+from ._records import ErrorInfo, ExecutionStatus, NodeRun, Suspension
 
 
 @attrs.frozen(kw_only=True)
@@ -79,6 +80,24 @@ class NodeSkipped(Event):
 
     node_key: str
     progress: float
+
+
+@attrs.frozen(kw_only=True)
+class NodeSuspended(Event):
+    """A node is waiting: to be resumed (``suspension.token``) or for its deadline
+    (``suspension.wake_at``)."""
+
+    node_key: str
+    suspension: Suspension
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionSuspended(Event):
+    """Nothing can run until a waiting node is resumed or woken; the execution is
+    saved and leaves memory."""
+
+    suspensions: tuple[Suspension, ...]
+    status: ExecutionStatus = "suspended"
 
 
 @attrs.frozen(kw_only=True)

@@ -22,7 +22,7 @@ from ._errors import InternalError
 from ._records import ErrorInfo, ExecutionStatus, NodeRun
 
 # Node states within the current iteration of the loops around it.
-PENDING, READY, RUNNING, DONE, SKIPPED = range(5)
+PENDING, READY, RUNNING, DONE, SKIPPED, SUSPENDED = range(6)
 # Edge states.
 OPEN, DELIVERED, DEAD = range(3)
 

@@ -24,8 +24,7 @@ Rules of this module:
 from __future__ import annotations
 
 import copy
-import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -36,24 +35,31 @@ from ._commands import (
     Command,
     Dispatch,
     ExecutionFinished,
+    ExecutionSuspended,
+    NodeSuspended,
     RunFinished,
 )
-from ._compiler import CompiledNode, Edge, ExecutionGraph
+from ._compiler import CompiledNode, ExecutionGraph
 from ._context import NodeContext
-from ._errors import ExpressionError, InternalError
+from ._errors import ExpressionError, InternalError, InvalidTransition
 from ._expressions import NodesView
-from ._flow import DELIVERED, DONE, READY, RUNNING, Flow
+from ._flow import DONE, READY, RUNNING, SUSPENDED, Flow
+from ._inputs import completed_keys, deliveries_of, iteration_results, node_record, scope
+from ._inputs import deliveries as inputs_of
 from ._model import DEFAULT_PORT, ERROR_PORT
 from ._params import structure_params
-from ._records import Checkpoint, ErrorInfo, Execution, ExecutionStatus, NodeResult, NodeRun
+from ._records import (
+    Checkpoint,
+    ErrorInfo,
+    Execution,
+    ExecutionStatus,
+    NodeResult,
+    NodeRun,
+    Suspension,
+)
+from ._snapshot import execution_data, restore, snapshot, take_checkpoint
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat()
 
 
 class ExecutionMachine(Flow):
@@ -87,12 +93,65 @@ class ExecutionMachine(Flow):
         count = len(graph.order)
         self._run_counts = [0] * count
         self._latest: list[NodeRun | None] = [None] * count
+        self._node_runs: list[list[int]] = [[] for _ in range(count)]
+        self._activation: dict[int, int] = {}
         self._node_contexts: dict[str, dict[str, Any]] = {}
         self._runs: list[NodeRun] = []
         self._running: dict[int, NodeRun] = {}
+        self._suspended: dict[int, Suspension] = {}
         self._ready: list[int] = []
+        self._redispatch: dict[int, NodeRun] = {}
         self._concurrency = graph.workflow.settings.concurrency
-        self._nodes_view = NodesView(self._node_record, self._completed_keys, self._index)
+        self._nodes_view = NodesView(
+            lambda key: node_record(self, key), lambda: completed_keys(self), self._index
+        )
+        self._now = 0.0
+
+        # What changed since the last checkpoint.
+        self._unsaved_runs: list[NodeRun] = []
+        self._vars_changed = bool(self.vars)
+        self._contexts_changed: set[str] = set()
+        self._suspensions_added: list[Suspension] = []
+        self._suspensions_removed: list[int] = []
+        self._saved = False
+
+    @classmethod
+    def restored(
+        cls,
+        graph: ExecutionGraph,
+        *,
+        execution_id: str,
+        input: Any,
+        env: Mapping[str, str] | None,
+        vars: Mapping[str, Any],
+        status: ExecutionStatus,
+        error: ErrorInfo | None,
+        started_at: float | None,
+        finished_at: float | None,
+        iteration_count: int,
+        node_contexts: Mapping[str, Mapping[str, Any]],
+        paths: Mapping[str, Any],
+        runs: Sequence[NodeRun],
+        suspensions: Sequence[Suspension],
+    ) -> ExecutionMachine:
+        """A machine in the state a checkpoint saved (see :mod:`prana._snapshot`).
+
+        Call :meth:`recover` to carry on: runs that were in flight run again.
+        """
+        machine = cls(graph, execution_id=execution_id, input=input, env=env, vars=vars)
+        restore(
+            machine,
+            status=status,
+            error=error,
+            started_at=started_at,
+            finished_at=finished_at,
+            iteration_count=iteration_count,
+            node_contexts=node_contexts,
+            paths=paths,
+            runs=runs,
+            suspensions=suspensions,
+        )
+        return machine
 
     # ------------------------------------------------------------------ events in
 
@@ -116,23 +175,70 @@ class ExecutionMachine(Flow):
         run = self._running.pop(result.execution_index, None)
         if run is None or self.status != "running":
             return []
+        self._now = now
         index = self._index[result.node_key]
         node = self._nodes[index]
         if result.error is not None:
             self._fail_run(index, run, result.error, result)
+        elif result.suspend is not None:
+            self._suspend_run(index, run, result)
         else:
             port = result.port or node.default_port
-            if port not in node.output_ports:
-                error = ErrorInfo(
-                    code="invalid_port",
-                    message=f"action {node.action.name!r} returned port {port!r}, which is not one "
-                    f"of its output ports ({', '.join(node.output_ports)})",
-                    node_key=node.key,
-                    run_index=run.run_index,
-                )
+            error = self._check_port(node, port, run)
+            if error is not None:
                 self._fail_run(index, run, error, result)
             else:
                 self._complete_run(index, run, port, result)
+        return self._finish_event(now)
+
+    def resume(self, node_key: str | None, data: Any, now: float) -> list[Command]:
+        """Complete a waiting node with ``data`` on its resume port.
+
+        ``node_key`` may be omitted when one node is waiting. Raises
+        :class:`InvalidTransition`, changing nothing, when the execution has ended or
+        no such node is waiting.
+        """
+        if self.status not in ("running", "suspended"):
+            raise InvalidTransition(
+                f"execution {self.execution_id} is {self.status}; only an execution with a "
+                "waiting node can be resumed"
+            )
+        waiting = [
+            s for s in self._suspended.values() if node_key is None or s.node_key == node_key
+        ]
+        if not waiting:
+            keys = ", ".join(s.node_key for s in self._suspended.values()) or "none"
+            what = f"node {node_key!r} is not" if node_key else "no node is"
+            raise InvalidTransition(
+                f"{what} waiting in execution {self.execution_id} (waiting: {keys})"
+            )
+        if len(waiting) > 1:
+            keys = ", ".join(sorted(s.node_key for s in waiting))
+            raise InvalidTransition(
+                f"several nodes are waiting in execution {self.execution_id} ({keys}); "
+                "say which one to resume with node="
+            )
+        (suspension,) = waiting
+        return self._end_wait(suspension, suspension.resume_port, data, now)
+
+    def wake(self, execution_index: int, now: float) -> list[Command]:
+        """A timer fired for a waiting run: it completes with its wake data, if its
+        deadline has passed and it is still waiting (otherwise nothing happens)."""
+        suspension = self._suspended.get(execution_index)
+        if suspension is None or suspension.wake_at is None or suspension.wake_at > now:
+            return []
+        if self.status not in ("running", "suspended"):
+            return []
+        return self._end_wait(suspension, suspension.wake_port, suspension.wake_data, now)
+
+    def recover(self, now: float) -> list[Command]:
+        """After a restore: run again the nodes that were running when the execution
+        was last saved (same run index, same idempotency key), and whatever is ready."""
+        self._now = now
+        for execution_index in sorted(self._redispatch):
+            run = self._redispatch[execution_index]
+            self._dispatch(self._index[run.node_key], again=run)
+        self._redispatch.clear()
         return self._finish_event(now)
 
     # ------------------------------------------------------------------ reading
@@ -142,55 +248,32 @@ class ExecutionMachine(Flow):
         """Whether the execution has reached a final status."""
         return self.status in ("completed", "failed", "cancelled", "timed_out")
 
+    @property
+    def has_new_suspensions(self) -> bool:
+        """Whether a node started waiting since the last checkpoint (its resume token
+        must be saved before anyone can use it)."""
+        return bool(self._suspensions_added)
+
+    @property
+    def suspensions(self) -> list[Suspension]:
+        """The nodes waiting now, in the order they started waiting."""
+        return [self._suspended[index] for index in sorted(self._suspended)]
+
     def snapshot(self) -> Execution:
         """The execution as a user sees it now."""
-        workflow = self.graph.workflow
-        return Execution(
-            id=self.execution_id,
-            workflow_id=workflow.id,
-            workflow_version=workflow.version,
-            status=self.status,
-            trigger=self.graph.trigger,
-            input=self.input,
-            vars=dict(self.vars),
-            node_runs=tuple(self._runs),
-            skipped=tuple(self.never_ran()),
-            error=self.error,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            iteration_count=self.iteration_count,
-            execution_data=self.execution_data(),
-        )
+        return snapshot(self)
 
     def execution_data(self) -> dict[str, Any]:
-        """The persistent working state (seed 000): contexts, active nodes and paths."""
-        return {
-            "context_data": {
-                "workflow": dict(self.vars),
-                "node": {key: dict(value) for key, value in self._node_contexts.items()},
-            },
-            "active_nodes": {run.node_key: run.run_index for run in self._running.values()},
-            "active_paths": [self._nodes[index].key for index in self._ready],
-            "iteration_count": self.iteration_count,
-            "skipped": self.never_ran(),
-        }
+        """The persistent working state (seed 000): contexts, active nodes and paths.
 
-    def checkpoint(self, runs: tuple[NodeRun, ...] | None = None) -> Checkpoint:
-        """A checkpoint of the execution now, carrying ``runs`` (default: every run)."""
-        workflow = self.graph.workflow
-        return Checkpoint(
-            execution_id=self.execution_id,
-            workflow_id=workflow.id,
-            workflow_version=workflow.version,
-            status=self.status,
-            trigger=self.graph.trigger,
-            input=self.input,
-            execution_data=self.execution_data(),
-            error=self.error,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            runs=tuple(self._runs) if runs is None else runs,
-        )
+        ``active_paths`` is the routing state (see :mod:`prana._snapshot`); it refers to
+        runs by execution index and never holds their outputs.
+        """
+        return execution_data(self)
+
+    def checkpoint(self) -> Checkpoint:
+        """What changed since the last checkpoint, to be saved; marks it saved."""
+        return take_checkpoint(self)
 
     def never_ran(self) -> list[str]:
         """Keys of the nodes that were skipped and have not run at all, in skip order."""
@@ -203,6 +286,7 @@ class ExecutionMachine(Flow):
     # ------------------------------------------------------------------ event processing
 
     def _finish_event(self, now: float) -> list[Command]:
+        self._now = now
         self._propagate()
         if self.status == "running":
             activated = self._activated
@@ -212,7 +296,11 @@ class ExecutionMachine(Flow):
                 activated.clear()
             self._dispatch_ready()
             if not self._running and not self._ready and self.status == "running":
-                self.status = "completed"
+                if self._suspended:
+                    self.status = "suspended"
+                    self._commands.append(ExecutionSuspended(suspensions=tuple(self.suspensions)))
+                else:
+                    self.status = "completed"
         if self.finished and self.finished_at is None:
             self.finished_at = now
             self._commands.append(ExecutionFinished(status=self.status))
@@ -237,31 +325,45 @@ class ExecutionMachine(Flow):
 
     # ------------------------------------------------------------------ dispatch
 
-    def _dispatch(self, index: int) -> None:
+    def _dispatch(self, index: int, again: NodeRun | None = None) -> None:
         node = self._nodes[index]
-        run_index = self._run_counts[index]
-        self._run_counts[index] = run_index + 1
-        execution_index = len(self._runs)
+        if again is None:
+            loop_inputs = self._loop_inputs.pop(index, None)
+            loop_back = loop_inputs is not None
+            run_index = self._run_counts[index]
+            self._run_counts[index] = run_index + 1
+            execution_index = len(self._runs)
+            if node.is_trigger:
+                deliveries: dict[str, tuple[Any, ...]] = {DEFAULT_PORT: (self.input,)}
+                lineage: tuple[tuple[str, int], ...] = ()
+            else:
+                deliveries, lineage = inputs_of(self, node, loop_inputs)
+            if node.back_edges and not loop_back:
+                self._activation[index] = run_index
+            run = NodeRun(
+                node_key=node.key,
+                run_index=run_index,
+                execution_index=execution_index,
+                status="running",
+                inputs=lineage,
+            )
+            self._runs.append(run)
+            self._node_runs[index].append(execution_index)
+        else:
+            # The same run again, after a restart: same indexes, same inputs.
+            run = again
+            execution_index, run_index = run.execution_index, run.run_index
+            loop_back = node.back_edges != () and self._activation.get(index) != run_index
+            if node.is_trigger:
+                deliveries = {DEFAULT_PORT: (self.input,)}
+            else:
+                deliveries = deliveries_of(self, run.inputs)
         self._state[index] = RUNNING
-        run = NodeRun(
-            node_key=node.key,
-            run_index=run_index,
-            execution_index=execution_index,
-            status="running",
-        )
-        self._runs.append(run)
         self._running[execution_index] = run
 
-        loop_inputs = self._loop_inputs.pop(index, None)
-        loop_back = loop_inputs is not None
-        if node.is_trigger:
-            deliveries: dict[str, tuple[Any, ...]] = {DEFAULT_PORT: (self.input,)}
-        else:
-            deliveries = self._deliveries(node, loop_inputs)
         inputs = NodeContext.inputs_from(deliveries)
         node_input = inputs.get(DEFAULT_PORT)
         node_context = self._node_contexts.get(node.key, _EMPTY)
-
         action = node.action
         params: Any
         try:
@@ -269,7 +371,7 @@ class ExecutionMachine(Flow):
                 params = None
             elif node.params.has_templates:
                 params = node.params.render(
-                    self._scope(node, node_input, inputs, node_context), node.key
+                    scope(self, node, node_input, inputs, node_context), node.key
                 )
             else:
                 params = node.params.value
@@ -293,6 +395,7 @@ class ExecutionMachine(Flow):
             node_key=node.key,
             node_type=node.node.type,
             run_index=run_index,
+            attempt=run.attempt,
             params=params,
             input=node_input,
             inputs=inputs,
@@ -301,84 +404,28 @@ class ExecutionMachine(Flow):
             trigger=self.trigger_data,
             loop_back=loop_back,
             deliveries=deliveries,
+            now=self._now,
         )
         self._commands.append(Dispatch(run=run, action=action, context=context))
 
-    def _deliveries(
-        self, node: CompiledNode, loop_inputs: list[tuple[Edge, NodeRun]] | None
-    ) -> dict[str, tuple[Any, ...]]:
-        incoming = node.incoming
-        if loop_inputs is None and len(incoming) == 1:
-            (edge,) = incoming
-            if self._edge_state[edge.index] != DELIVERED:
-                return {}
-            source_run = self._edge_run[edge.index]
-            assert source_run is not None
-            return {edge.target_port: (source_run.output,)}
-        collected: dict[str, list[Any]] = {}
-        if loop_inputs is not None:
-            for edge, sent in loop_inputs:
-                collected.setdefault(edge.target_port, []).append(sent.output)
-        else:
-            edge_state, edge_run = self._edge_state, self._edge_run
-            for edge in incoming:
-                if edge_state[edge.index] == DELIVERED:
-                    source_run = edge_run[edge.index]
-                    assert source_run is not None
-                    collected.setdefault(edge.target_port, []).append(source_run.output)
-        return {port: tuple(values) for port, values in collected.items()}
-
-    def _scope(
-        self,
-        node: CompiledNode,
-        node_input: Any,
-        inputs: Mapping[str, Any],
-        node_context: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        loop_context: Any = None
-        if node.expression_loop is not None:
-            loop_context = self._node_contexts.get(self.graph.loops[node.expression_loop].entry, {})
-        return {
-            "input": node_input,
-            "inputs": inputs,
-            "nodes": self._nodes_view,
-            "trigger": self.trigger_data,
-            "vars": self.vars,
-            "env": self.env,
-            "execution": {
-                "id": self.execution_id,
-                "workflow": self.graph.workflow.id,
-                "workflow_version": self.graph.workflow.version,
-                "started_at": _iso(self.started_at),
-                "iteration_count": self.iteration_count,
-            },
-            "node": node_context,
-            "loop": loop_context,
-        }
-
-    def _node_record(self, key: str) -> Mapping[str, Any] | None:
-        index = self._index.get(key)
-        if index is None:
-            return None
-        run = self._latest[index]
-        if run is None:
-            return None
-        return {
-            "output": run.output,
-            "status": run.status,
-            "port": run.port,
-            "duration_ms": run.duration_ms,
-            "run_index": run.run_index,
-            "context": self._node_contexts.get(key, {}),
-        }
-
-    def _completed_keys(self) -> list[str]:
-        return [node.key for node in self._nodes if self._latest[node.index] is not None]
-
     # ------------------------------------------------------------------ results
+
+    def _check_port(self, node: CompiledNode, port: str, run: NodeRun) -> ErrorInfo | None:
+        if port in node.output_ports:
+            return None
+        return ErrorInfo(
+            code="invalid_port",
+            message=f"action {node.action.name!r} returned port {port!r}, which is not one "
+            f"of its output ports ({', '.join(node.output_ports)})",
+            node_key=node.key,
+            run_index=run.run_index,
+        )
 
     def _complete_run(self, index: int, run: NodeRun, port: str, result: NodeResult) -> None:
         node = self._nodes[index]
+        data = result.data
+        if port == node.action.collect_port:
+            data = iteration_results(self, index)
         done = NodeRun(
             node_key=node.key,
             run_index=run.run_index,
@@ -386,15 +433,18 @@ class ExecutionMachine(Flow):
             status="completed",
             attempt=result.attempt,
             port=port,
-            output=result.data,
+            output=data,
             started_at=result.started_at,
             finished_at=result.finished_at,
             duration_ms=result.duration_ms,
+            inputs=run.inputs,
         )
         if result.node_context is not None:
             self._node_contexts[node.key] = dict(result.node_context)
+            self._contexts_changed.add(node.key)
         if result.vars:
             self.vars.update(result.vars)
+            self._vars_changed = True
         self._record(index, done)
         self._route(node, port, done)
         self._settle(index)
@@ -422,6 +472,7 @@ class ExecutionMachine(Flow):
             started_at=result.started_at if result else None,
             finished_at=result.finished_at if result else None,
             duration_ms=result.duration_ms if result else None,
+            inputs=run.inputs,
         )
         self._record(index, failed)
         if port is None:
@@ -441,6 +492,7 @@ class ExecutionMachine(Flow):
         self._runs[run.execution_index] = run
         self._latest[index] = run
         self._state[index] = DONE
+        self._unsaved_runs.append(run)
         if self.notices:
             self._commands.append(RunFinished(run=run))
 
@@ -451,15 +503,79 @@ class ExecutionMachine(Flow):
         self._activated.clear()
         self._to_skip.clear()
         self._quiescent.clear()
-        if self._running:
-            indexes = tuple(sorted(self._running))
-            for execution_index in indexes:
-                running = self._running.pop(execution_index)
-                cancelled = attrs.evolve(running, status="cancelled")
-                self._runs[execution_index] = cancelled
-                if self.notices:
-                    self._commands.append(RunFinished(run=cancelled))
-            self._commands.append(CancelRuns(execution_indexes=indexes))
+        stopped = sorted([*self._running, *self._suspended])
+        for execution_index in stopped:
+            self._running.pop(execution_index, None)
+            if self._suspended.pop(execution_index, None) is not None:
+                self._suspensions_removed.append(execution_index)
+            cancelled = attrs.evolve(self._runs[execution_index], status="cancelled")
+            self._runs[execution_index] = cancelled
+            self._unsaved_runs.append(cancelled)
+            if self.notices:
+                self._commands.append(RunFinished(run=cancelled))
+        if stopped:
+            self._commands.append(CancelRuns(execution_indexes=tuple(stopped)))
+
+    # ------------------------------------------------------------------ waiting
+
+    def _suspend_run(self, index: int, run: NodeRun, result: NodeResult) -> None:
+        node = self._nodes[index]
+        request = result.suspend
+        assert request is not None
+        wake_port = request.wake_port or node.default_port
+        resume_port = request.resume_port or node.default_port
+        for port in (wake_port, resume_port):
+            error = self._check_port(node, port, run)
+            if error is not None:
+                self._fail_run(index, run, error, result)
+                return
+        if request.wake_at is not None and request.wake_at <= self._now:
+            # The deadline has passed already: no need to wait.
+            woken = attrs.evolve(result, data=request.wake_data, suspend=None)
+            self._complete_run(index, run, wake_port, woken)
+            return
+        suspension = Suspension(
+            execution_id=self.execution_id,
+            node_key=node.key,
+            run_index=run.run_index,
+            execution_index=run.execution_index,
+            kind=request.kind,
+            token=request.token,
+            wake_at=request.wake_at,
+            wake_port=wake_port,
+            wake_data=request.wake_data,
+            resume_port=resume_port,
+            started_at=result.started_at,
+        )
+        waiting = attrs.evolve(run, status="suspended", started_at=result.started_at)
+        self._runs[run.execution_index] = waiting
+        self._state[index] = SUSPENDED
+        self._suspended[run.execution_index] = suspension
+        self._suspensions_added.append(suspension)
+        if self.notices:
+            self._commands.append(NodeSuspended(suspension=suspension))
+
+    def _end_wait(self, suspension: Suspension, port: str, data: Any, now: float) -> list[Command]:
+        self._now = now
+        del self._suspended[suspension.execution_index]
+        self._suspensions_removed.append(suspension.execution_index)
+        self.status = "running"
+        run = self._runs[suspension.execution_index]
+        index = self._index[run.node_key]
+        started = suspension.started_at if suspension.started_at is not None else now
+        result = NodeResult(
+            node_key=run.node_key,
+            run_index=run.run_index,
+            execution_index=run.execution_index,
+            attempt=run.attempt,
+            data=data,
+            port=port,
+            started_at=started,
+            finished_at=now,
+            duration_ms=max(0.0, (now - started) * 1000.0),
+        )
+        self._complete_run(index, run, port, result)
+        return self._finish_event(now)
 
 
 class _InvalidParams(Exception):

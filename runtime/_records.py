@@ -10,7 +10,7 @@ import attrs
 ExecutionStatus = Literal[
     "pending", "running", "suspended", "paused", "completed", "failed", "cancelled", "timed_out"
 ]
-RunStatus = Literal["running", "completed", "failed", "cancelled"]
+RunStatus = Literal["running", "suspended", "completed", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
 
@@ -41,8 +41,10 @@ class NodeRun:
     """One run of one node: an entry of the audit trail.
 
     ``run_index`` counts the runs of this node in the execution (loops run nodes
-    again); ``execution_index`` orders every run of the execution. Times are seconds
-    since the epoch; ``duration_ms`` is measured with a monotonic clock.
+    again); ``execution_index`` orders every run of the execution. ``inputs`` says
+    where the run's input came from: ``(port, execution_index)`` of each run whose
+    output it received. Times are seconds since the epoch; ``duration_ms`` is measured
+    with a monotonic clock (for a wait, it is the time the node waited).
     """
 
     node_key: str
@@ -56,6 +58,37 @@ class NodeRun:
     started_at: float | None = None
     finished_at: float | None = None
     duration_ms: float | None = None
+    inputs: tuple[tuple[str, int], ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class SuspendRequest:
+    """A worker's report that its action asked to wait (see :class:`prana.Suspend`);
+    ``token`` is the resume token the worker made when one was asked for."""
+
+    kind: str
+    wake_at: float | None = None
+    wake_port: str | None = None
+    wake_data: Any = None
+    resume_port: str | None = None
+    token: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Suspension:
+    """A node waiting to be resumed or woken: kept with the execution until then."""
+
+    execution_id: str
+    node_key: str
+    run_index: int
+    execution_index: int
+    kind: str
+    token: str | None = None
+    wake_at: float | None = None
+    wake_port: str
+    wake_data: Any = None
+    resume_port: str
+    started_at: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -72,6 +105,7 @@ class NodeResult:
     node_context: Mapping[str, Any] | None = None
     vars: Mapping[str, Any] | None = None
     error: ErrorInfo | None = None
+    suspend: SuspendRequest | None = None
     started_at: float | None = None
     finished_at: float | None = None
     duration_ms: float | None = None
@@ -84,7 +118,8 @@ class Execution:
     Returned by ``engine.run`` and ``handle.result()``. ``node_runs`` is the audit
     trail in execution order; ``output`` is the output of the last node run that
     completed; ``outputs`` maps each node to the output of its latest completed run;
-    ``skipped`` lists the nodes that never ran because every path to them died.
+    ``skipped`` lists the nodes that never ran because every path to them died;
+    ``suspensions`` the nodes waiting now (with their resume token and deadline).
     """
 
     id: str
@@ -96,6 +131,7 @@ class Execution:
     vars: Mapping[str, Any] = attrs.field(factory=dict)
     node_runs: tuple[NodeRun, ...] = ()
     skipped: tuple[str, ...] = ()
+    suspensions: tuple[Suspension, ...] = ()
     error: ErrorInfo | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -139,22 +175,34 @@ class Execution:
 
 @attrs.frozen(kw_only=True)
 class Checkpoint:
-    """What a store keeps of an execution at one moment (DESIGN §8).
+    """What changed in an execution since its previous checkpoint (DESIGN §8).
 
-    The header fields and ``execution_data`` replace what the store had; ``runs`` are
-    the node runs that are new or changed since the previous checkpoint of the same
-    execution (a run is identified by its ``execution_index``). A store never needs a
-    copy of earlier outputs to apply a checkpoint.
+    A store applies it in one transaction. ``new`` marks the first checkpoint of an
+    execution (its row is created). The header fields, ``active_paths`` (the routing
+    state, bounded by the size of the workflow) and ``iteration_count`` replace what
+    the store had; ``vars`` is ``None`` when unchanged; ``node_contexts`` holds only
+    the contexts that changed; ``runs`` are the node runs that ended since the last
+    checkpoint, appended to the audit trail; suspensions are added and removed (by
+    execution index). Nothing in it grows with the length of the execution.
     """
 
     execution_id: str
     workflow_id: str
     workflow_version: int
+    workflow_hash: str = ""
     status: ExecutionStatus
     trigger: str
     input: Any = None
-    execution_data: Mapping[str, Any] = attrs.field(factory=dict)
+    new: bool = False
+    active_paths: Mapping[str, Any] = attrs.field(factory=dict)
+    iteration_count: int = 0
+    vars: Mapping[str, Any] | None = None
+    node_contexts: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     error: ErrorInfo | None = None
     started_at: float | None = None
     finished_at: float | None = None
     runs: tuple[NodeRun, ...] = ()
+    suspensions_added: tuple[Suspension, ...] = ()
+    suspensions_removed: tuple[int, ...] = ()
+    parent_execution_id: str | None = None
+    root_execution_id: str | None = None

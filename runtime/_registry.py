@@ -40,7 +40,10 @@ class Action:
     params class cannot express. ``render_on_loop_back=False`` renders parameters only
     when the node is entered from outside its loop; a loop-back run gets
     ``ctx.params = None`` and works from its node context (``core.for_each`` does this,
-    since its ``items`` template refers to data from before the loop).
+    since its ``items`` template refers to data from before the loop). For a loop
+    entry, output on ``collect_port`` is replaced by the list of what came back on its
+    loop-back connections, one entry per iteration (``core.for_each``'s ``done``): the
+    engine builds it from the audit trail, so nothing grows in the node's context.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Action:
     join: JoinSpec = "all"
     check: Callable[[Mapping[str, Any]], Iterable[Problem]] | None = None
     render_on_loop_back: bool = True
+    collect_port: str | None = None
     description: str = ""
     is_async: bool = attrs.field(default=False)
 
@@ -99,6 +103,7 @@ class ActionRegistry:
         join: JoinSpec = "all",
         check: Callable[[Mapping[str, Any]], Iterable[Problem]] | None = None,
         render_on_loop_back: bool = True,
+        collect_port: str | None = None,
         description: str = "",
         replace: bool = False,
     ) -> Callable[[F], F]:
@@ -121,6 +126,7 @@ class ActionRegistry:
                     join=join,
                     check=check,
                     render_on_loop_back=render_on_loop_back,
+                    collect_port=collect_port,
                     description=description or (inspect.getdoc(function) or "").split("\n")[0],
                 ),
                 replace=replace,

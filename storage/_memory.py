@@ -1,40 +1,127 @@
-"""The in-memory store: for tests and for engines that need no durability."""
+"""The in-memory store: for tests and for engines that need no durability.
+
+It keeps exactly what the SQLite store keeps, with the same ownership rules, so an
+engine behaves the same on both; nothing survives the process.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterable, Sequence
 
 import attrs
 
-from prana._records import Checkpoint, Execution, ExecutionStatus, NodeRun
+from prana._records import Checkpoint, ExecutionStatus, NodeRun, Suspension
+
+from ._protocol import StoredExecution, StoredWorkflow, kept_paths
+
+FINAL = ("completed", "failed", "cancelled", "timed_out")
 
 
 @attrs.define
 class _Kept:
-    checkpoint: Checkpoint
+    execution: StoredExecution
     runs: dict[int, NodeRun] = attrs.field(factory=dict)
+    suspensions: dict[int, Suspension] = attrs.field(factory=dict)
 
 
 class MemoryStore:
-    """Keeps executions in a dict. Nothing survives the process."""
+    """Keeps executions in dicts, with the ownership rules of every store."""
 
     def __init__(self) -> None:
+        self._workflows: dict[str, StoredWorkflow] = {}
         self._executions: dict[str, _Kept] = {}
 
-    async def commit(self, checkpoints: Sequence[Checkpoint]) -> None:
-        """Apply checkpoints; memory cannot fail half-way, so this is all or none."""
+    async def open(self) -> None:
+        """Nothing to prepare."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    async def commit(
+        self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
+    ) -> set[str]:
+        """Apply checkpoints owned by ``owner``; return the ids of the others."""
+        lost: set[str] = set()
         for checkpoint in checkpoints:
             kept = self._executions.get(checkpoint.execution_id)
             if kept is None:
-                kept = self._executions[checkpoint.execution_id] = _Kept(checkpoint=checkpoint)
-            kept.checkpoint = checkpoint
-            for run in checkpoint.runs:
-                kept.runs[run.execution_index] = run
+                if not checkpoint.new:
+                    lost.add(checkpoint.execution_id)
+                    continue
+            elif kept.execution.owner != owner:
+                lost.add(checkpoint.execution_id)
+                continue
+            self._apply(kept, checkpoint, owner, lease_expires, now)
+        return lost
 
-    async def get_execution(self, execution_id: str) -> Execution | None:
-        """The execution with its audit trail, or ``None``."""
+    def _apply(
+        self,
+        kept: _Kept | None,
+        checkpoint: Checkpoint,
+        owner: str,
+        lease_expires: float,
+        now: float,
+    ) -> None:
+        running = checkpoint.status == "running"
+        previous = kept.execution if kept is not None else None
+        execution = StoredExecution(
+            id=checkpoint.execution_id,
+            workflow_id=checkpoint.workflow_id,
+            workflow_version=checkpoint.workflow_version,
+            workflow_hash=checkpoint.workflow_hash,
+            trigger=checkpoint.trigger,
+            status=checkpoint.status,
+            input=checkpoint.input,
+            vars=checkpoint.vars
+            if checkpoint.vars is not None
+            else (previous.vars if previous else {}),
+            node_contexts={
+                **(previous.node_contexts if previous else {}),
+                **checkpoint.node_contexts,
+            },
+            active_paths=kept_paths(checkpoint),
+            iteration_count=checkpoint.iteration_count,
+            error=checkpoint.error,
+            started_at=checkpoint.started_at,
+            finished_at=checkpoint.finished_at,
+            updated_at=now,
+            parent_execution_id=checkpoint.parent_execution_id,
+            root_execution_id=checkpoint.root_execution_id,
+            owner=owner if running else None,
+            lease_expires=lease_expires if running else None,
+        )
+        if kept is None:
+            kept = self._executions[checkpoint.execution_id] = _Kept(execution=execution)
+        kept.execution = execution
+        for run in checkpoint.runs:
+            kept.runs[run.execution_index] = run
+        for index in checkpoint.suspensions_removed:
+            kept.suspensions.pop(index, None)
+        for suspension in checkpoint.suspensions_added:
+            kept.suspensions[suspension.execution_index] = suspension
+
+    async def save_workflow(self, workflow: StoredWorkflow) -> None:
+        """Keep a definition, once per hash."""
+        self._workflows.setdefault(workflow.hash, copy.deepcopy(workflow))
+
+    async def load_workflow(self, workflow_hash: str) -> StoredWorkflow | None:
+        """The definition with this hash, or ``None``."""
+        found = self._workflows.get(workflow_hash)
+        return copy.deepcopy(found) if found is not None else None
+
+    async def load_execution(self, execution_id: str) -> StoredExecution | None:
+        """Everything kept of an execution, or ``None``."""
         kept = self._executions.get(execution_id)
-        return None if kept is None else _to_execution(kept)
+        if kept is None:
+            return None
+        return copy.deepcopy(
+            attrs.evolve(
+                kept.execution,
+                runs=tuple(kept.runs[index] for index in sorted(kept.runs)),
+                suspensions=tuple(kept.suspensions[index] for index in sorted(kept.suspensions)),
+            )
+        )
 
     async def list_executions(
         self,
@@ -42,38 +129,98 @@ class MemoryStore:
         status: ExecutionStatus | None = None,
         workflow_id: str | None = None,
         limit: int = 100,
-    ) -> list[Execution]:
-        """Executions, newest first (by start time), filtered."""
+    ) -> list[StoredExecution]:
+        """Executions without their audit trails, newest first, filtered."""
         found = [
-            kept
+            kept.execution
             for kept in self._executions.values()
-            if (status is None or kept.checkpoint.status == status)
-            and (workflow_id is None or kept.checkpoint.workflow_id == workflow_id)
+            if (status is None or kept.execution.status == status)
+            and (workflow_id is None or kept.execution.workflow_id == workflow_id)
         ]
-        found.sort(key=lambda kept: kept.checkpoint.started_at or 0.0, reverse=True)
-        return [_to_execution(kept) for kept in found[:limit]]
+        found.sort(key=lambda execution: (execution.started_at or 0.0, execution.id), reverse=True)
+        return [
+            attrs.evolve(
+                copy.deepcopy(execution),
+                suspensions=tuple(self._executions[execution.id].suspensions.values()),
+            )
+            for execution in found[:limit]
+        ]
 
-    async def aclose(self) -> None:
-        """Nothing to release."""
+    async def find_token(self, token: str) -> Suspension | None:
+        """The waiting node with this resume token, or ``None``."""
+        for kept in self._executions.values():
+            for suspension in kept.suspensions.values():
+                if suspension.token == token:
+                    return suspension
+        return None
 
+    async def timers(self, *, before: float | None = None) -> list[Suspension]:
+        """Waiting nodes with a deadline, earliest first."""
+        found = [
+            suspension
+            for kept in self._executions.values()
+            for suspension in kept.suspensions.values()
+            if suspension.wake_at is not None and (before is None or suspension.wake_at <= before)
+        ]
+        return sorted(
+            found, key=lambda suspension: (suspension.wake_at or 0.0, suspension.execution_id)
+        )
 
-def _to_execution(kept: _Kept) -> Execution:
-    checkpoint = kept.checkpoint
-    data = checkpoint.execution_data
-    context = data.get("context_data", {})
-    return Execution(
-        id=checkpoint.execution_id,
-        workflow_id=checkpoint.workflow_id,
-        workflow_version=checkpoint.workflow_version,
-        status=checkpoint.status,
-        trigger=checkpoint.trigger,
-        input=checkpoint.input,
-        vars=dict(context.get("workflow", {})),
-        node_runs=tuple(kept.runs[index] for index in sorted(kept.runs)),
-        skipped=tuple(data.get("skipped", ())),
-        error=checkpoint.error,
-        started_at=checkpoint.started_at,
-        finished_at=checkpoint.finished_at,
-        iteration_count=data.get("iteration_count", 0),
-        execution_data=data,
-    )
+    async def claim(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        lease_expires: float,
+        now: float,
+        statuses: Iterable[ExecutionStatus] = ("suspended",),
+    ) -> bool:
+        """Take an execution in one of ``statuses`` that no live engine owns."""
+        kept = self._executions.get(execution_id)
+        if kept is None or kept.execution.status not in tuple(statuses):
+            return False
+        execution = kept.execution
+        if execution.owner not in (None, owner) and (execution.lease_expires or 0.0) > now:
+            return False
+        kept.execution = attrs.evolve(
+            execution, status="running", owner=owner, lease_expires=lease_expires, updated_at=now
+        )
+        return True
+
+    async def claim_orphans(
+        self, *, owner: str, lease_expires: float, now: float, dead_owners: Iterable[str] = ()
+    ) -> list[str]:
+        """Take running executions whose lease expired or whose owner is dead."""
+        dead = set(dead_owners)
+        taken = []
+        for execution_id, kept in self._executions.items():
+            execution = kept.execution
+            if execution.status != "running" or execution.owner == owner:
+                continue
+            if (
+                execution.owner is None
+                or execution.owner in dead
+                or (execution.lease_expires or 0.0) <= now
+            ):
+                kept.execution = attrs.evolve(execution, owner=owner, lease_expires=lease_expires)
+                taken.append(execution_id)
+        return sorted(taken)
+
+    async def renew(
+        self, execution_ids: Iterable[str], *, owner: str, lease_expires: float
+    ) -> None:
+        """Extend the leases ``owner`` holds."""
+        for execution_id in execution_ids:
+            kept = self._executions.get(execution_id)
+            if kept is not None and kept.execution.owner == owner:
+                kept.execution = attrs.evolve(kept.execution, lease_expires=lease_expires)
+
+    async def owners(self) -> list[str]:
+        """Owners of running executions."""
+        return sorted(
+            {
+                kept.execution.owner
+                for kept in self._executions.values()
+                if kept.execution.status == "running" and kept.execution.owner is not None
+            }
+        )

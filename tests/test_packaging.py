@@ -43,4 +43,4 @@ def test_regular_install_imports_from_anywhere(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "10"
+    assert done.stdout.strip() == "13"

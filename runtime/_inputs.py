@@ -1,0 +1,137 @@
+"""What a node run is given: its inputs, where they came from, and its template scope.
+
+Functions of the state machine's dispatch, kept apart because they only read its
+state: the data delivered on each input port (and the lineage of each value, the
+run that sent it), the names a template sees, and a loop entry's collected
+iteration results.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._context import NodeContext
+from ._flow import DELIVERED
+from ._model import DEFAULT_PORT
+from ._records import NodeRun
+
+if TYPE_CHECKING:
+    from ._compiler import CompiledNode, Edge
+    from ._machine import ExecutionMachine
+
+Deliveries = dict[str, tuple[Any, ...]]
+Lineage = tuple[tuple[str, int], ...]
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat()
+
+
+def deliveries(
+    machine: ExecutionMachine, node: CompiledNode, loop_inputs: list[tuple[Edge, NodeRun]] | None
+) -> tuple[Deliveries, Lineage]:
+    """The data delivered to ``node`` on each port (from ``loop_inputs`` when a loop
+    iteration starts it), and where each value came from."""
+    incoming = node.incoming
+    if loop_inputs is None and len(incoming) == 1:
+        (edge,) = incoming
+        if machine._edge_state[edge.index] != DELIVERED:
+            return {}, ()
+        source_run = machine._edge_run[edge.index]
+        assert source_run is not None
+        port = edge.target_port
+        return {port: (source_run.output,)}, ((port, source_run.execution_index),)
+    if loop_inputs is None:
+        edge_state, edge_run = machine._edge_state, machine._edge_run
+        loop_inputs = []
+        for edge in incoming:
+            if edge_state[edge.index] == DELIVERED:
+                source_run = edge_run[edge.index]
+                assert source_run is not None
+                loop_inputs.append((edge, source_run))
+    collected: dict[str, list[Any]] = {}
+    for edge, sent in loop_inputs:
+        collected.setdefault(edge.target_port, []).append(sent.output)
+    lineage = tuple((edge.target_port, sent.execution_index) for edge, sent in loop_inputs)
+    return {port: tuple(values) for port, values in collected.items()}, lineage
+
+
+def deliveries_of(machine: ExecutionMachine, lineage: Lineage) -> Deliveries:
+    """The data on each port of a run again, from its recorded lineage."""
+    collected: dict[str, list[Any]] = {}
+    for port, source in lineage:
+        collected.setdefault(port, []).append(machine._runs[source].output)
+    return {port: tuple(values) for port, values in collected.items()}
+
+
+def scope(
+    machine: ExecutionMachine,
+    node: CompiledNode,
+    node_input: Any,
+    inputs: Mapping[str, Any],
+    node_context: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The names a node's templates see (DESIGN §6)."""
+    loop_context: Any = None
+    if node.expression_loop is not None:
+        loop_context = machine._node_contexts.get(
+            machine.graph.loops[node.expression_loop].entry, {}
+        )
+    return {
+        "input": node_input,
+        "inputs": inputs,
+        "nodes": machine._nodes_view,
+        "trigger": machine.trigger_data,
+        "vars": machine.vars,
+        "env": machine.env,
+        "execution": {
+            "id": machine.execution_id,
+            "workflow": machine.graph.workflow.id,
+            "workflow_version": machine.graph.workflow.version,
+            "started_at": _iso(machine.started_at),
+            "iteration_count": machine.iteration_count,
+        },
+        "node": node_context,
+        "loop": loop_context,
+    }
+
+
+def node_record(machine: ExecutionMachine, key: str) -> Mapping[str, Any] | None:
+    """``nodes.<key>`` in a template: the node's latest ended run, or ``None``."""
+    index = machine._index.get(key)
+    if index is None:
+        return None
+    run = machine._latest[index]
+    if run is None:
+        return None
+    return {
+        "output": run.output,
+        "status": run.status,
+        "port": run.port,
+        "duration_ms": run.duration_ms,
+        "run_index": run.run_index,
+        "context": machine._node_contexts.get(key, {}),
+    }
+
+
+def completed_keys(machine: ExecutionMachine) -> list[str]:
+    """Keys of the nodes that have a run to show in templates."""
+    return [node.key for node in machine._nodes if machine._latest[node.index] is not None]
+
+
+def iteration_results(machine: ExecutionMachine, index: int) -> list[Any]:
+    """What came back on the loop-back connections of a loop entry, one entry per
+    iteration of its current activation, from the runs' recorded inputs."""
+    start = machine._activation.get(index, 0)
+    results = []
+    for execution_index in machine._node_runs[index]:
+        run = machine._runs[execution_index]
+        if run.run_index <= start:
+            continue
+        returned = deliveries_of(machine, run.inputs)
+        results.append(NodeContext.inputs_from(returned).get(DEFAULT_PORT))
+    return results

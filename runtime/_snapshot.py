@@ -1,0 +1,276 @@
+"""Saving and restoring an execution: checkpoints, snapshots, routing state (DESIGN §4, §8).
+
+``active_paths`` in a checkpoint is everything the state machine needs beyond the
+audit trail, the variables and the node contexts to carry on exactly where it
+stopped: each node's state in the current iteration, each settled edge (delivered,
+by the execution index of the run that sent on it, or dead), the ready stack, the
+runs in flight and waiting (with where their inputs came from), and the loops'
+bookkeeping. It is JSON, it names runs instead of copying their outputs, and its
+size depends on the workflow, never on how long the execution has run.
+
+Counters (edges settled and delivered per node, nodes unsettled per loop) are not
+saved: they follow from the edge and node states and are recomputed on restore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._errors import InternalError
+from ._flow import DEAD, DELIVERED, DONE, OPEN, SKIPPED
+from ._records import Checkpoint, ErrorInfo, Execution, ExecutionStatus, NodeRun, Suspension
+
+if TYPE_CHECKING:
+    from ._compiler import ExecutionGraph
+    from ._machine import ExecutionMachine
+
+FORMAT = 1
+
+
+def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
+    """The routing state of ``machine`` as JSON data."""
+    edges: dict[str, int] = {}
+    edge_run = machine._edge_run
+    for index, state in enumerate(machine._edge_state):
+        if state == DELIVERED:
+            run = edge_run[index]
+            assert run is not None
+            edges[str(index)] = run.execution_index
+        elif state == DEAD:
+            edges[str(index)] = -1
+    index_of = machine._index
+    in_flight = [*machine._running.values(), *machine._redispatch.values()]
+    return {
+        "format": FORMAT,
+        "nodes": "".join(map(str, machine._state)),
+        "edges": edges,
+        "ready": list(machine._ready),
+        "run_counts": list(machine._run_counts),
+        "running": [
+            [
+                run.execution_index,
+                index_of[run.node_key],
+                run.run_index,
+                run.attempt,
+                _pairs(run.inputs),
+            ]
+            for run in sorted(in_flight, key=lambda run: run.execution_index)
+        ],
+        "waiting": {
+            str(index): _pairs(machine._runs[index].inputs) for index in sorted(machine._suspended)
+        },
+        "exits": {
+            str(loop): {str(edge): run.execution_index for edge, run in buffer.items()}
+            for loop, buffer in enumerate(machine._exit_buffer)
+            if buffer
+        },
+        "loop_inputs": {
+            str(node): [[edge.index, run.execution_index] for edge, run in entries]
+            for node, entries in machine._loop_inputs.items()
+        },
+        "activation": {str(node): run_index for node, run_index in machine._activation.items()},
+        "skipped": list(machine._skipped),
+        "next": len(machine._runs),
+    }
+
+
+def _pairs(inputs: tuple[tuple[str, int], ...]) -> list[list[Any]]:
+    return [[port, source] for port, source in inputs]
+
+
+def restore(
+    machine: ExecutionMachine,
+    *,
+    status: ExecutionStatus,
+    error: ErrorInfo | None,
+    started_at: float | None,
+    finished_at: float | None,
+    iteration_count: int,
+    node_contexts: Mapping[str, Mapping[str, Any]],
+    paths: Mapping[str, Any],
+    runs: Sequence[NodeRun],
+    suspensions: Sequence[Suspension],
+) -> None:
+    """Put a freshly built machine back in the state a checkpoint described.
+
+    ``runs`` are the ended runs of the audit trail; the runs in flight and waiting
+    come from ``paths`` and ``suspensions``. Raises :class:`InternalError` if the
+    pieces do not fit together (a checkpoint that does not match its workflow).
+    """
+    graph = machine.graph
+    if paths.get("format") != FORMAT:
+        raise InternalError(f"unknown routing state format {paths.get('format')!r}")
+    states = [int(char) for char in paths["nodes"]]
+    if len(states) != len(graph.order) or len(paths["run_counts"]) != len(graph.order):
+        raise InternalError(
+            f"the saved state of execution {machine.execution_id} does not match its workflow"
+        )
+    machine.status = status
+    machine.error = error
+    machine.started_at = started_at
+    machine.finished_at = finished_at
+    machine.iteration_count = iteration_count
+    machine._node_contexts = {key: dict(value) for key, value in node_contexts.items()}
+    machine._contexts_changed = set()
+    machine._vars_changed = False
+    machine._saved = True
+
+    slots: list[NodeRun | None] = [None] * paths["next"]
+    for run in runs:
+        slots[run.execution_index] = run
+    nodes = graph.order
+    for execution_index, node, run_index, attempt, inputs in paths["running"]:
+        run = NodeRun(
+            node_key=nodes[node].key,
+            run_index=run_index,
+            execution_index=execution_index,
+            status="running",
+            attempt=attempt,
+            inputs=_tuples(inputs),
+        )
+        slots[execution_index] = run
+        machine._redispatch[execution_index] = run
+    for suspension in suspensions:
+        inputs = paths["waiting"].get(str(suspension.execution_index), [])
+        slots[suspension.execution_index] = NodeRun(
+            node_key=suspension.node_key,
+            run_index=suspension.run_index,
+            execution_index=suspension.execution_index,
+            status="suspended",
+            started_at=suspension.started_at,
+            inputs=_tuples(inputs),
+        )
+        machine._suspended[suspension.execution_index] = suspension
+    missing = [index for index, run in enumerate(slots) if run is None]
+    if missing:
+        raise InternalError(
+            f"execution {machine.execution_id} is missing node runs {missing[:5]} of its audit trail"
+        )
+    machine._runs = [run for run in slots if run is not None]
+    for run in machine._runs:
+        index = machine._index[run.node_key]
+        machine._node_runs[index].append(run.execution_index)
+        if run.status in ("completed", "failed"):
+            machine._latest[index] = run
+
+    machine._state = states
+    machine._run_counts = list(paths["run_counts"])
+    machine._ready = list(paths["ready"])
+    machine._activation = {int(node): run_index for node, run_index in paths["activation"].items()}
+    machine._skipped = dict.fromkeys(paths["skipped"])
+    for edge, source in paths["edges"].items():
+        position = int(edge)
+        if source < 0:
+            machine._edge_state[position] = DEAD
+        else:
+            machine._edge_state[position] = DELIVERED
+            machine._edge_run[position] = machine._runs[source]
+    for loop, buffer in paths["exits"].items():
+        machine._exit_buffer[int(loop)] = {
+            int(edge): machine._runs[source] for edge, source in buffer.items()
+        }
+    machine._loop_inputs = {
+        int(node): [(graph.edges[edge], machine._runs[source]) for edge, source in entries]
+        for node, entries in paths["loop_inputs"].items()
+    }
+    _recount(machine, graph)
+
+
+def _recount(machine: ExecutionMachine, graph: ExecutionGraph) -> None:
+    edge_state = machine._edge_state
+    for node in graph.order:
+        index = node.index
+        machine._settled[index] = sum(edge_state[edge.index] != OPEN for edge in node.incoming)
+        machine._delivered[index] = sum(
+            edge_state[edge.index] == DELIVERED for edge in node.incoming
+        )
+        machine._back_settled[index] = sum(
+            edge_state[edge.index] != OPEN for edge in node.back_edges
+        )
+        machine._back_delivered[index] = sum(
+            edge_state[edge.index] == DELIVERED for edge in node.back_edges
+        )
+    for loop in graph.loops:
+        machine._unsettled[loop.id] = sum(
+            machine._state[machine._index[key]] not in (DONE, SKIPPED) for key in loop.nodes
+        )
+
+
+def _tuples(pairs: Sequence[Sequence[Any]]) -> tuple[tuple[str, int], ...]:
+    return tuple((str(port), int(source)) for port, source in pairs)
+
+
+def snapshot(machine: ExecutionMachine) -> Execution:
+    """The execution as a user sees it now."""
+    workflow = machine.graph.workflow
+    return Execution(
+        id=machine.execution_id,
+        workflow_id=workflow.id,
+        workflow_version=workflow.version,
+        status=machine.status,
+        trigger=machine.graph.trigger,
+        input=machine.input,
+        vars=dict(machine.vars),
+        node_runs=tuple(machine._runs),
+        skipped=tuple(machine.never_ran()),
+        suspensions=tuple(machine.suspensions),
+        error=machine.error,
+        started_at=machine.started_at,
+        finished_at=machine.finished_at,
+        iteration_count=machine.iteration_count,
+        execution_data=execution_data(machine),
+    )
+
+
+def execution_data(machine: ExecutionMachine) -> dict[str, Any]:
+    """The persistent working state (seed 000): contexts, active nodes and paths."""
+    active = {
+        run.node_key: run.run_index
+        for run in (*machine._running.values(), *machine._redispatch.values())
+    }
+    active |= {
+        suspension.node_key: suspension.run_index for suspension in machine._suspended.values()
+    }
+    return {
+        "context_data": {
+            "workflow": dict(machine.vars),
+            "node": {key: dict(value) for key, value in machine._node_contexts.items()},
+        },
+        "active_nodes": active,
+        "active_paths": dump_paths(machine),
+        "iteration_count": machine.iteration_count,
+    }
+
+
+def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
+    """What changed in ``machine`` since its last checkpoint; marks it saved."""
+    workflow = machine.graph.workflow
+    contexts = {key: dict(machine._node_contexts.get(key, {})) for key in machine._contexts_changed}
+    checkpoint = Checkpoint(
+        execution_id=machine.execution_id,
+        workflow_id=workflow.id,
+        workflow_version=workflow.version,
+        workflow_hash=machine.graph.hash,
+        status=machine.status,
+        trigger=machine.graph.trigger,
+        input=machine.input,
+        new=not machine._saved,
+        active_paths=dump_paths(machine),
+        iteration_count=machine.iteration_count,
+        vars=dict(machine.vars) if machine._vars_changed else None,
+        node_contexts=contexts,
+        error=machine.error,
+        started_at=machine.started_at,
+        finished_at=machine.finished_at,
+        runs=tuple(machine._unsaved_runs),
+        suspensions_added=tuple(machine._suspensions_added),
+        suspensions_removed=tuple(machine._suspensions_removed),
+    )
+    machine._saved = True
+    machine._unsaved_runs = []
+    machine._vars_changed = False
+    machine._contexts_changed = set()
+    machine._suspensions_added = []
+    machine._suspensions_removed = []
+    return checkpoint

@@ -1,0 +1,44 @@
+"""How persisted records become bytes and back: one cattrs converter on orjson.
+
+Records (errors, suspensions, node runs) are unstructured to plain data with cattrs
+and encoded with orjson; nothing else in prana encodes them, so a change of format
+is made here once. Round trips are checked by property tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from cattrs.preconf.orjson import make_converter
+
+from prana._records import ErrorInfo
+
+T = TypeVar("T")
+
+converter = make_converter(omit_if_default=True)
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes of plain data (or a record)."""
+    return orjson.dumps(converter.unstructure(value))
+
+
+def loads(data: bytes | str | None) -> Any:
+    """Plain data from JSON bytes (``None`` stays ``None``)."""
+    return None if data is None else orjson.loads(data)
+
+
+def dumps_error(error: ErrorInfo | None) -> bytes | None:
+    """JSON bytes of an error record, or ``None``."""
+    return None if error is None else orjson.dumps(converter.unstructure(error))
+
+
+def loads_error(data: bytes | None) -> ErrorInfo | None:
+    """The error record in JSON bytes, or ``None``."""
+    return None if data is None else converter.structure(orjson.loads(data), ErrorInfo)
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """A record of type ``cls`` from plain data."""
+    return converter.structure(data, cls)

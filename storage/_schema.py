@@ -1,0 +1,98 @@
+"""The SQLite schema and its forward migrations (DESIGN §8).
+
+``PRAGMA application_id`` marks a file as prana's; ``PRAGMA user_version`` is the
+schema version. Migration ``n`` takes a database from version ``n`` to ``n + 1``; a
+database newer than this code is refused rather than misread.
+
+Tables:
+
+* ``workflows``: every workflow definition an execution started on, by content hash.
+* ``executions``: one row per execution: its status, owner and lease, variables and
+  routing state (``paths``, bounded by the size of the workflow).
+* ``node_executions``: the audit trail, one row per ended node run, appended.
+* ``node_contexts``: each node's persistent context, written when it changes.
+* ``suspensions``: the nodes waiting, with their resume token and deadline.
+"""
+
+from __future__ import annotations
+
+APPLICATION_ID = 0x7072616E  # "pran"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1
+    """
+    CREATE TABLE workflows (
+        hash TEXT PRIMARY KEY,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        definition BLOB NOT NULL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX workflows_by_id ON workflows (id, version);
+
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        workflow_hash TEXT NOT NULL REFERENCES workflows (hash),
+        workflow_id TEXT NOT NULL,
+        workflow_version INTEGER NOT NULL,
+        trigger TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input BLOB,
+        vars BLOB NOT NULL,
+        paths BLOB NOT NULL,
+        iteration_count INTEGER NOT NULL DEFAULT 0,
+        error BLOB,
+        started_at REAL,
+        finished_at REAL,
+        updated_at REAL NOT NULL,
+        parent_execution_id TEXT,
+        root_execution_id TEXT,
+        owner TEXT,
+        lease_expires REAL
+    ) WITHOUT ROWID;
+    CREATE INDEX executions_by_status ON executions (status, started_at);
+    CREATE INDEX executions_by_workflow ON executions (workflow_id, started_at);
+
+    CREATE TABLE node_executions (
+        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+        execution_index INTEGER NOT NULL,
+        node_key TEXT NOT NULL,
+        run_index INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        port TEXT,
+        output BLOB,
+        error BLOB,
+        inputs BLOB,
+        started_at REAL,
+        finished_at REAL,
+        duration_ms REAL,
+        PRIMARY KEY (execution_id, execution_index)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE node_contexts (
+        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+        node_key TEXT NOT NULL,
+        context BLOB NOT NULL,
+        PRIMARY KEY (execution_id, node_key)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE suspensions (
+        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+        execution_index INTEGER NOT NULL,
+        node_key TEXT NOT NULL,
+        run_index INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        token TEXT UNIQUE,
+        wake_at REAL,
+        wake_port TEXT NOT NULL,
+        wake_data BLOB,
+        resume_port TEXT NOT NULL,
+        started_at REAL,
+        PRIMARY KEY (execution_id, execution_index)
+    ) WITHOUT ROWID;
+    CREATE INDEX suspensions_by_wake ON suspensions (wake_at) WHERE wake_at IS NOT NULL;
+    """,
+)
+
+LATEST = len(MIGRATIONS)

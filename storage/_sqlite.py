@@ -1,0 +1,528 @@
+"""The SQLite store: prana's embedded default (DESIGN §7, §8).
+
+The stdlib ``sqlite3`` module runs on a worker thread through anyio
+(``anyio.to_thread.run_sync`` with a limiter of one, owned by the store), so the same
+code serves asyncio and trio and the event loop never blocks on disk. The database
+runs in WAL mode with ``busy_timeout`` and foreign keys; every write is one
+``BEGIN IMMEDIATE`` transaction; the WAL is checkpointed as it grows.
+
+Opening refuses, with a :class:`StoreError` that says why, a file that is not SQLite,
+a SQLite database of another program, a schema newer than this code, a database it
+cannot write, and one whose disk or size limit is full: better not to start than to
+lose or corrupt what is stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from prana._errors import StoreError
+from prana._records import Checkpoint, ExecutionStatus, Suspension
+
+from . import _codec as codec
+from ._protocol import StoredExecution, StoredWorkflow
+from ._schema import APPLICATION_ID, LATEST, MIGRATIONS
+from ._sqlite_rows import (
+    EXECUTION_COLUMNS,
+    RUN_COLUMNS,
+    SUSPENSION_COLUMNS,
+    apply_checkpoints,
+    execution_from_row,
+    run_from_row,
+    suspension_from_row,
+)
+
+T = TypeVar("T")
+Synchronous = Literal["OFF", "NORMAL", "FULL"]
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+# Checkpoint the WAL into the database after this many commits (SQLite also does
+# it by itself every 1000 pages; this bounds the file when readers hold it open).
+_CHECKPOINT_EVERY = 500
+# Check the whole file for corruption at start-up below this size.
+_QUICK_CHECK_LIMIT = 64 * 1024 * 1024
+
+
+class SQLiteStore:
+    """Executions in a SQLite file.
+
+    ``synchronous`` is SQLite's: ``NORMAL`` (the default; in WAL mode a commit
+    survives a crash of the process, and of the machine except for the last moments
+    before a power loss) or ``FULL`` (every commit is on disk before it returns).
+    ``max_page_count`` caps the database's size, in pages; it exists for tests of a
+    full disk.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "NORMAL",
+        busy_timeout: float = 5.0,
+        max_page_count: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.synchronous: Synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.max_page_count = max_page_count
+        self._db: sqlite3.Connection | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._commits = 0
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
+        """A store from ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``,
+        with options as query parameters (``?synchronous=FULL``)."""
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "sqlite" or not parsed.path.startswith("/") or len(parsed.path) < 2:
+            raise StoreError(
+                f"{url!r} is not a SQLite store URL; write sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db"
+            )
+        for name, value in urllib.parse.parse_qsl(parsed.query):
+            if name == "synchronous":
+                if value.upper() not in ("OFF", "NORMAL", "FULL"):
+                    raise StoreError(f"synchronous must be OFF, NORMAL or FULL, not {value!r}")
+                options.setdefault("synchronous", value.upper())
+            elif name in ("busy_timeout", "max_page_count"):
+                try:
+                    options.setdefault(name, float(value) if name == "busy_timeout" else int(value))
+                except ValueError:
+                    raise StoreError(f"{name} must be a number, not {value!r}") from None
+            else:
+                raise StoreError(f"unknown option {name!r} in store URL {url!r}")
+        return cls(parsed.path[1:], **options)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def open(self) -> None:
+        """Open (and if need be create or migrate) the database.
+
+        Raises :class:`StoreError`, leaving the file as it was, if it is not a prana
+        database this code can use and write.
+        """
+        self._limiter = anyio.CapacityLimiter(1)
+        await self._call(self._open)
+
+    async def aclose(self) -> None:
+        """Checkpoint the WAL into the database and close it."""
+        if self._db is not None:
+            await self._call(self._close)
+
+    def _open(self) -> None:
+        path = self.path
+        if path.exists():
+            if path.is_dir():
+                raise StoreError(f"{path} is a directory, not a database file")
+            with path.open("rb") as file:
+                header = file.read(len(_SQLITE_HEADER))
+            if header and header != _SQLITE_HEADER:  # an empty file is a new database
+                raise StoreError(
+                    f"{path} is not a SQLite database (it may be corrupt, or another kind of "
+                    "file); point prana at another file, or move this one away"
+                )
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder for {path}: {exc.strerror}") from None
+        try:
+            db = sqlite3.connect(
+                path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc, "open") from None
+        try:
+            self._configure(db)
+            self._check_and_migrate(db)
+            self._check_writable(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def _configure(self, db: sqlite3.Connection) -> None:
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            db.execute(f"PRAGMA synchronous = {self.synchronous}")
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA journal_size_limit = 67108864")
+            if self.max_page_count is not None:
+                db.execute(f"PRAGMA max_page_count = {int(self.max_page_count)}")
+        except sqlite3.Error as exc:
+            raise self._error(exc, "open") from None
+        if str(mode).lower() != "wal" and not self._read_only():
+            raise StoreError(
+                f"{self.path}: SQLite could not use WAL mode here (got {mode!r}); "
+                "put the database on a local disk"
+            )
+
+    def _check_and_migrate(self, db: sqlite3.Connection) -> None:
+        try:
+            application_id = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = [
+                row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc, "read") from None
+        if application_id != APPLICATION_ID and tables:
+            shown = ", ".join(sorted(tables)[:5])
+            raise StoreError(
+                f"{self.path} is a SQLite database of another program (tables: {shown}); "
+                "point prana at its own file"
+            )
+        if version > LATEST:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this prana knows "
+                f"({LATEST}); upgrade prana to use it"
+            )
+        if tables and self.path.stat().st_size <= _QUICK_CHECK_LIMIT:
+            try:
+                result = db.execute("PRAGMA quick_check").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise self._error(exc, "check") from None
+            if result != "ok":
+                raise StoreError(
+                    f"{self.path} is corrupt ({result}); restore it from a backup, or run "
+                    "sqlite3's .recover on a copy"
+                )
+        for target in range(version + 1, LATEST + 1):
+            script = MIGRATIONS[target - 1]
+            try:
+                db.executescript(
+                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA application_id = {APPLICATION_ID};\n"
+                    f"PRAGMA user_version = {target};\nCOMMIT;"
+                )
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise self._error(exc, f"migrate to schema version {target}") from None
+
+    def _check_writable(self, db: sqlite3.Connection) -> None:
+        """Refuse to start if a write cannot be made: read-only file, full disk."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE IF NOT EXISTS prana_probe (x INTEGER)")
+            db.execute("INSERT INTO prana_probe VALUES (1)")
+            db.execute("DROP TABLE prana_probe")
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise self._error(exc, "write") from None
+
+    def _read_only(self) -> bool:
+        return self.path.exists() and not os.access(self.path, os.W_OK)
+
+    def _close(self) -> None:
+        db, self._db = self._db, None
+        if db is None:
+            return
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # the WAL is still valid; the next open replays it
+        finally:
+            db.close()
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError(f"the store {self.path} is not open")
+        return self._db
+
+    def _error(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        message = str(exc)
+        lowered = message.lower()
+        if "full" in lowered:
+            text = (
+                f"cannot {doing} {self.path}: the disk (or the database's size limit) is full; "
+                "free space and start again: executions carry on from their last checkpoint"
+            )
+        elif "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
+            text = f"cannot {doing} {self.path}: it is read-only; give prana a file it can write"
+        elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+            text = (
+                f"cannot {doing} {self.path}: it is not a usable SQLite database ({message}); "
+                "it may be corrupt: restore it from a backup or point prana at another file"
+            )
+        elif "locked" in lowered or "busy" in lowered:
+            text = (
+                f"cannot {doing} {self.path}: another process kept it locked for longer than "
+                f"busy_timeout ({self.busy_timeout} s)"
+            )
+        elif "unable to open" in lowered:
+            text = f"cannot {doing} {self.path}: {message} (check the path and its permissions)"
+        else:
+            text = f"cannot {doing} {self.path}: {message}"
+        return StoreError(text)
+
+    def _write(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``function`` in one BEGIN IMMEDIATE transaction."""
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            result = function(db)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise self._error(exc, "write to") from None
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._commits += 1
+        if self._commits % _CHECKPOINT_EVERY == 0:
+            with contextlib.suppress(sqlite3.Error):  # a busy checkpoint is retried later
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return result
+
+    def _read(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return function(self._connection())
+        except sqlite3.Error as exc:
+            raise self._error(exc, "read") from None
+
+    # ------------------------------------------------------------------ writes
+
+    async def commit(
+        self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
+    ) -> set[str]:
+        """Apply checkpoints in one transaction; return the ids it does not own."""
+        return await self._call(
+            self._write, lambda db: apply_checkpoints(db, checkpoints, owner, lease_expires, now)
+        )
+
+    async def save_workflow(self, workflow: StoredWorkflow) -> None:
+        """Keep a definition, once per hash."""
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR IGNORE INTO workflows (hash, id, version, definition, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    workflow.hash,
+                    workflow.id,
+                    workflow.version,
+                    codec.dumps(workflow.definition),
+                    workflow.created_at,
+                ),
+            )
+
+        await self._call(self._write, insert)
+
+    async def claim(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        lease_expires: float,
+        now: float,
+        statuses: Iterable[ExecutionStatus] = ("suspended",),
+    ) -> bool:
+        """Take an execution in one of ``statuses`` that no live engine owns."""
+        wanted = tuple(statuses)
+        marks = ", ".join("?" * len(wanted))
+
+        def take(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                f"UPDATE executions SET status = 'running', owner = ?, lease_expires = ?, updated_at = ? "
+                f"WHERE id = ? AND status IN ({marks}) "
+                "AND (owner IS NULL OR owner = ? OR lease_expires <= ?)",
+                (owner, lease_expires, now, execution_id, *wanted, owner, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._call(self._write, take)
+
+    async def claim_orphans(
+        self, *, owner: str, lease_expires: float, now: float, dead_owners: Iterable[str] = ()
+    ) -> list[str]:
+        """Take running executions whose lease expired or whose owner is dead."""
+        dead = tuple(dead_owners)
+        marks = ", ".join("?" * len(dead)) or "NULL"
+
+        def take(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "UPDATE executions SET owner = ?, lease_expires = ? "
+                "WHERE status = 'running' AND (owner IS NULL OR owner != ?) "
+                f"AND (owner IS NULL OR lease_expires <= ? OR owner IN ({marks})) RETURNING id",
+                (owner, lease_expires, owner, now, *dead),
+            ).fetchall()
+            return sorted(row[0] for row in rows)
+
+        return await self._call(self._write, take)
+
+    async def renew(
+        self, execution_ids: Iterable[str], *, owner: str, lease_expires: float
+    ) -> None:
+        """Extend the leases ``owner`` holds."""
+        ids = list(execution_ids)
+        if not ids:
+            return
+
+        def extend(db: sqlite3.Connection) -> None:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                db.execute(
+                    f"UPDATE executions SET lease_expires = ? WHERE owner = ? "
+                    f"AND id IN ({', '.join('?' * len(chunk))})",
+                    (lease_expires, owner, *chunk),
+                )
+
+        await self._call(self._write, extend)
+
+    # ------------------------------------------------------------------ reads
+
+    async def load_workflow(self, workflow_hash: str) -> StoredWorkflow | None:
+        """The definition with this hash, or ``None``."""
+
+        def fetch(db: sqlite3.Connection) -> StoredWorkflow | None:
+            row = db.execute(
+                "SELECT hash, id, version, definition, created_at FROM workflows WHERE hash = ?",
+                (workflow_hash,),
+            ).fetchone()
+            if row is None:
+                return None
+            return StoredWorkflow(
+                hash=row[0],
+                id=row[1],
+                version=row[2],
+                definition=codec.loads(row[3]),
+                created_at=row[4],
+            )
+
+        return await self._call(self._read, fetch)
+
+    async def load_execution(self, execution_id: str) -> StoredExecution | None:
+        """Everything kept of an execution, or ``None``."""
+
+        def fetch(db: sqlite3.Connection) -> StoredExecution | None:
+            row = db.execute(
+                f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?", (execution_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            runs = tuple(
+                run_from_row(execution_id, run)
+                for run in db.execute(
+                    f"SELECT {RUN_COLUMNS} FROM node_executions WHERE execution_id = ? "
+                    "ORDER BY execution_index",
+                    (execution_id,),
+                )
+            )
+            contexts = {
+                key: codec.loads(context)
+                for key, context in db.execute(
+                    "SELECT node_key, context FROM node_contexts WHERE execution_id = ?",
+                    (execution_id,),
+                )
+            }
+            suspensions = tuple(
+                suspension_from_row(suspension)
+                for suspension in db.execute(
+                    f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE execution_id = ? "
+                    "ORDER BY execution_index",
+                    (execution_id,),
+                )
+            )
+            return execution_from_row(row, runs=runs, contexts=contexts, suspensions=suspensions)
+
+        return await self._call(self._read, fetch)
+
+    async def list_executions(
+        self,
+        *,
+        status: ExecutionStatus | None = None,
+        workflow_id: str | None = None,
+        limit: int = 100,
+    ) -> list[StoredExecution]:
+        """Executions without their audit trails, newest first, filtered."""
+
+        def fetch(db: sqlite3.Connection) -> list[StoredExecution]:
+            where: list[str] = []
+            args: list[Any] = []
+            if status is not None:
+                where.append("status = ?")
+                args.append(status)
+            if workflow_id is not None:
+                where.append("workflow_id = ?")
+                args.append(workflow_id)
+            clause = f"WHERE {' AND '.join(where)}" if where else ""
+            rows = db.execute(
+                f"SELECT {EXECUTION_COLUMNS} FROM executions {clause} "
+                "ORDER BY started_at DESC, id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+            waiting: dict[str, list[Suspension]] = {}
+            ids = [row[0] for row in rows]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for suspension in db.execute(
+                    f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE execution_id IN "
+                    f"({', '.join('?' * len(chunk))}) ORDER BY execution_index",
+                    chunk,
+                ):
+                    waiting.setdefault(suspension[0], []).append(suspension_from_row(suspension))
+            return [
+                execution_from_row(row, suspensions=tuple(waiting.get(row[0], ()))) for row in rows
+            ]
+
+        return await self._call(self._read, fetch)
+
+    async def find_token(self, token: str) -> Suspension | None:
+        """The waiting node with this resume token, or ``None``."""
+
+        def fetch(db: sqlite3.Connection) -> Suspension | None:
+            row = db.execute(
+                f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE token = ?", (token,)
+            ).fetchone()
+            return None if row is None else suspension_from_row(row)
+
+        return await self._call(self._read, fetch)
+
+    async def timers(self, *, before: float | None = None) -> list[Suspension]:
+        """Waiting nodes with a deadline, earliest first."""
+
+        def fetch(db: sqlite3.Connection) -> list[Suspension]:
+            if before is None:
+                rows = db.execute(
+                    f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE wake_at IS NOT NULL "
+                    "ORDER BY wake_at"
+                )
+            else:
+                rows = db.execute(
+                    f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE wake_at <= ? ORDER BY wake_at",
+                    (before,),
+                )
+            return [suspension_from_row(row) for row in rows]
+
+        return await self._call(self._read, fetch)
+
+    async def owners(self) -> list[str]:
+        """Owners of running executions."""
+
+        def fetch(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT DISTINCT owner FROM executions WHERE status = 'running' AND owner IS NOT NULL"
+            )
+            return sorted(row[0] for row in rows)
+
+        return await self._call(self._read, fetch)

@@ -1,0 +1,216 @@
+"""Rows of the SQLite store: applying checkpoints, and turning rows into records."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from prana._records import Checkpoint, NodeRun, Suspension
+
+from . import _codec as codec
+from ._protocol import StoredExecution, kept_paths
+
+EXECUTION_COLUMNS = (
+    "id, workflow_id, workflow_version, workflow_hash, trigger, status, input, vars, paths, "
+    "iteration_count, error, started_at, finished_at, updated_at, parent_execution_id, "
+    "root_execution_id, owner, lease_expires"
+)
+RUN_COLUMNS = (
+    "execution_index, node_key, run_index, attempt, status, port, output, error, inputs, "
+    "started_at, finished_at, duration_ms"
+)
+SUSPENSION_COLUMNS = (
+    "execution_id, execution_index, node_key, run_index, kind, token, wake_at, wake_port, "
+    "wake_data, resume_port, started_at"
+)
+
+
+def apply_checkpoints(
+    db: sqlite3.Connection,
+    checkpoints: Sequence[Checkpoint],
+    owner: str,
+    lease_expires: float,
+    now: float,
+) -> set[str]:
+    lost: set[str] = set()
+    for checkpoint in checkpoints:
+        running = checkpoint.status == "running"
+        row_owner = owner if running else None
+        row_lease = lease_expires if running else None
+        paths = codec.dumps(kept_paths(checkpoint))
+        error = codec.dumps_error(checkpoint.error)
+        if checkpoint.new:
+            db.execute(
+                f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                (
+                    checkpoint.execution_id,
+                    checkpoint.workflow_id,
+                    checkpoint.workflow_version,
+                    checkpoint.workflow_hash,
+                    checkpoint.trigger,
+                    checkpoint.status,
+                    codec.dumps(checkpoint.input),
+                    codec.dumps(checkpoint.vars or {}),
+                    paths,
+                    checkpoint.iteration_count,
+                    error,
+                    checkpoint.started_at,
+                    checkpoint.finished_at,
+                    now,
+                    checkpoint.parent_execution_id,
+                    checkpoint.root_execution_id,
+                    row_owner,
+                    row_lease,
+                ),
+            )
+        else:
+            assignments = (
+                "status = ?, paths = ?, iteration_count = ?, error = ?, started_at = ?, "
+                "finished_at = ?, updated_at = ?, owner = ?, lease_expires = ?"
+            )
+            values: list[Any] = [
+                checkpoint.status,
+                paths,
+                checkpoint.iteration_count,
+                error,
+                checkpoint.started_at,
+                checkpoint.finished_at,
+                now,
+                row_owner,
+                row_lease,
+            ]
+            if checkpoint.vars is not None:
+                assignments += ", vars = ?"
+                values.append(codec.dumps(checkpoint.vars))
+            cursor = db.execute(
+                f"UPDATE executions SET {assignments} WHERE id = ? AND owner = ?",
+                (*values, checkpoint.execution_id, owner),
+            )
+            if cursor.rowcount != 1:
+                lost.add(checkpoint.execution_id)
+                continue
+        execution_id = checkpoint.execution_id
+        if checkpoint.runs:
+            db.executemany(
+                f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) "
+                f"VALUES ({', '.join('?' * 13)})",
+                [
+                    (
+                        execution_id,
+                        run.execution_index,
+                        run.node_key,
+                        run.run_index,
+                        run.attempt,
+                        run.status,
+                        run.port,
+                        codec.dumps(run.output),
+                        codec.dumps_error(run.error),
+                        codec.dumps(run.inputs) if run.inputs else None,
+                        run.started_at,
+                        run.finished_at,
+                        run.duration_ms,
+                    )
+                    for run in checkpoint.runs
+                ],
+            )
+        if checkpoint.node_contexts:
+            db.executemany(
+                "INSERT OR REPLACE INTO node_contexts (execution_id, node_key, context) VALUES (?, ?, ?)",
+                [
+                    (execution_id, key, codec.dumps(context))
+                    for key, context in checkpoint.node_contexts.items()
+                ],
+            )
+        if checkpoint.suspensions_removed:
+            db.executemany(
+                "DELETE FROM suspensions WHERE execution_id = ? AND execution_index = ?",
+                [(execution_id, index) for index in checkpoint.suspensions_removed],
+            )
+        if checkpoint.suspensions_added:
+            db.executemany(
+                f"INSERT INTO suspensions ({SUSPENSION_COLUMNS}) VALUES ({', '.join('?' * 11)})",
+                [
+                    (
+                        s.execution_id,
+                        s.execution_index,
+                        s.node_key,
+                        s.run_index,
+                        s.kind,
+                        s.token,
+                        s.wake_at,
+                        s.wake_port,
+                        codec.dumps(s.wake_data),
+                        s.resume_port,
+                        s.started_at,
+                    )
+                    for s in checkpoint.suspensions_added
+                ],
+            )
+    return lost
+
+
+def run_from_row(execution_id: str, row: Sequence[Any]) -> NodeRun:
+    inputs = codec.loads(row[8]) or ()
+    return NodeRun(
+        node_key=row[1],
+        run_index=row[2],
+        execution_index=row[0],
+        attempt=row[3],
+        status=row[4],
+        port=row[5],
+        output=codec.loads(row[6]),
+        error=codec.loads_error(row[7]),
+        inputs=tuple((port, source) for port, source in inputs),
+        started_at=row[9],
+        finished_at=row[10],
+        duration_ms=row[11],
+    )
+
+
+def suspension_from_row(row: Sequence[Any]) -> Suspension:
+    return Suspension(
+        execution_id=row[0],
+        execution_index=row[1],
+        node_key=row[2],
+        run_index=row[3],
+        kind=row[4],
+        token=row[5],
+        wake_at=row[6],
+        wake_port=row[7],
+        wake_data=codec.loads(row[8]),
+        resume_port=row[9],
+        started_at=row[10],
+    )
+
+
+def execution_from_row(
+    row: Sequence[Any],
+    *,
+    runs: tuple[NodeRun, ...] = (),
+    contexts: dict[str, Any] | None = None,
+    suspensions: tuple[Suspension, ...] = (),
+) -> StoredExecution:
+    return StoredExecution(
+        id=row[0],
+        workflow_id=row[1],
+        workflow_version=row[2],
+        workflow_hash=row[3],
+        trigger=row[4],
+        status=row[5],
+        input=codec.loads(row[6]),
+        vars=codec.loads(row[7]) or {},
+        active_paths=codec.loads(row[8]) or {},
+        iteration_count=row[9],
+        error=codec.loads_error(row[10]),
+        started_at=row[11],
+        finished_at=row[12],
+        updated_at=row[13],
+        parent_execution_id=row[14],
+        root_execution_id=row[15],
+        owner=row[16],
+        lease_expires=row[17],
+        node_contexts=contexts or {},
+        runs=runs,
+        suspensions=suspensions,
+    )
