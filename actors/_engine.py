@@ -29,7 +29,7 @@ from prana._errors import ExecutionNotFound, InvalidTransition, PranaError
 from prana._loading import WorkflowSource, load_workflow, workflow_to_dict
 from prana._machine import ExecutionMachine
 from prana._model import Workflow
-from prana._records import Execution, ExecutionStatus, Suspension
+from prana._records import FINAL_STATUSES, Execution, ExecutionStatus, Suspension
 from prana._registry import ActionRegistry
 from prana.storage import MemoryStore, Store, StoredExecution, StoredWorkflow, open_store
 from prana.storage._sqlite import Synchronous
@@ -44,6 +44,8 @@ from ._writer import CheckpointWriter
 logger = logging.getLogger("prana.engine")
 
 DEFAULT_EVENT_BUFFER = 1000
+# How often (seconds) engine.wait reads the store again for a waiting execution.
+_WATCH_POLL = 1.0
 Durability = Literal["off", "normal", "full"]
 
 
@@ -145,6 +147,7 @@ class Engine(AsyncContextManagerMixin):
         self._saved_hashes: set[str] = set()
         self._unrunnable: set[str] = set()
         self._live: dict[str, ExecutionSupervisor] = {}
+        self._watchers: dict[str, anyio.Event] = {}
         self._engine_subscriptions: set[Subscription] = set()
         self._task_group: TaskGroup | None = None
         self._store: Store | None = None
@@ -305,11 +308,31 @@ class Engine(AsyncContextManagerMixin):
         return await self.resume(suspension.execution_id, data, node=suspension.node_key)
 
     async def wait(self, execution_id: str) -> Execution:
-        """The execution when it next waits or ends (at once if it is not running here)."""
-        supervisor = self._live.get(execution_id)
-        if supervisor is not None:
-            return await supervisor.wait_stop()
-        return (await self._load(execution_id)).to_execution()
+        """Wait until the execution ends (completed, failed, ...) and return it.
+
+        It follows the execution wherever it runs: in memory here, or waiting in the
+        store until a timer or a resume carries it on (in this engine or another on
+        the same store). An execution waiting for a webhook ends only once resumed:
+        bound the wait with ``anyio.fail_after`` where that may never happen.
+        Raises :class:`ExecutionNotFound` for an unknown id.
+        """
+        while True:
+            supervisor = self._live.get(execution_id)
+            if supervisor is not None:
+                execution = await supervisor.wait_stop()
+                if execution.finished:
+                    return execution
+                continue
+            changed = self._watchers.setdefault(execution_id, anyio.Event())
+            stored = await self._load(execution_id)
+            if stored.status in FINAL_STATUSES:
+                return stored.to_execution()
+            if execution_id in self._live:
+                continue
+            # Woken when a supervisor for it starts or exits here; the store is read
+            # again now and then in case another engine carried it on.
+            with anyio.move_on_after(_WATCH_POLL):
+                await changed.wait()
 
     # ------------------------------------------------------------------ reading
 
@@ -361,12 +384,19 @@ class Engine(AsyncContextManagerMixin):
         publisher = Publisher(self._middleware, self._engine_subscriptions)
         supervisor = ExecutionSupervisor(machine, publisher, self._services, self._exited)
         self._live[machine.execution_id] = supervisor
+        self._notify_watchers(machine.execution_id)
         task_group.start_soon(supervisor.run, first, name=f"prana execution {machine.execution_id}")
         return supervisor
 
     def _exited(self, supervisor: ExecutionSupervisor) -> None:
         if self._live.get(supervisor.execution_id) is supervisor:
             del self._live[supervisor.execution_id]
+        self._notify_watchers(supervisor.execution_id)
+
+    def _notify_watchers(self, execution_id: str) -> None:
+        changed = self._watchers.pop(execution_id, None)
+        if changed is not None:
+            changed.set()
 
     async def _take_over(
         self, machine: ExecutionMachine, commands: builtins.list[Command]
@@ -465,7 +495,7 @@ class Engine(AsyncContextManagerMixin):
         commands = machine.wake(suspension.execution_index, self.clock.now())
         if not commands and machine.status == "suspended":
             return  # resumed already, or not due after all
-        if await self._claim(execution_id):
+        if self._task_group is not None and await self._claim(execution_id):
             self._launch(machine, lambda now: commands)
 
     async def _recover_orphans(self, dead: Iterable[str] = ()) -> None:

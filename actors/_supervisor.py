@@ -239,10 +239,9 @@ class ExecutionSupervisor:
                 services.timers.add(suspension)
         self._carry_out(commands, workers)
         if stopped:
+            # Waiters learn of it when the supervisor exits (and the execution has
+            # left memory), unless a message arrives first and it carries on.
             self.last_stop = machine.snapshot()
-            for waiter in self._stop_waiters:
-                waiter.set()
-            self._stop_waiters.clear()
 
     def _carry_out(self, commands: list[Command], workers: TaskGroup) -> None:
         listening = self.publisher.listening

@@ -1,0 +1,115 @@
+"""The testing kit behind :mod:`prana.testing`: an engine on a throwaway SQLite file,
+and a child process killed at a chosen node boundary."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from prana._loading import WorkflowSource, load_workflow, workflow_to_dict
+from prana._model import Workflow
+from prana._registry import ActionRegistry
+
+from ._clock import Clock, VirtualClock
+from ._engine import Durability, Engine
+
+
+@asynccontextmanager
+async def open_engine(
+    *,
+    actions: ActionRegistry | None = None,
+    path: str | os.PathLike[str] | None = None,
+    clock: Clock | None = None,
+    durability: Durability = "normal",
+    env: Mapping[str, str] | None = None,
+    **options: Any,
+) -> AsyncGenerator[Engine]:
+    """An engine on a SQLite file in a temporary folder (or at ``path``), with a
+    :class:`VirtualClock` unless ``clock`` is given and no environment variables
+    for templates unless ``env`` is. The folder is removed afterwards.
+
+    ``engine.store_path`` is the file, to open a second engine on it.
+    """
+    with tempfile.TemporaryDirectory(prefix="prana-test-") as folder:
+        file = Path(path) if path is not None else Path(folder) / "prana.db"
+        engine = Engine(
+            actions=actions,
+            store=file,
+            clock=clock or VirtualClock(),
+            durability=durability,
+            env={} if env is None else env,
+            **options,
+        )
+        engine.store_path = file  # type: ignore[attr-defined]
+        async with engine:
+            yield engine
+
+
+@attrs.frozen(kw_only=True)
+class KillReport:
+    """What :func:`kill_at` saw: the execution's id, and whether the child was killed
+    at the chosen boundary (``False``: the execution stopped before reaching it)."""
+
+    execution_id: str | None
+    killed: bool
+    returncode: int
+    stderr: str
+
+
+def kill_at(
+    workflow: Workflow | WorkflowSource,
+    *,
+    db: str | os.PathLike[str],
+    node: str,
+    when: Literal["started", "completed"] = "completed",
+    run_index: int = 0,
+    input: Any = None,
+    actions: str | None = None,
+    timeout: float = 60.0,
+) -> KillReport:
+    """Run ``workflow`` in a child process on the SQLite file ``db`` and SIGKILL the
+    child when ``node`` (its run ``run_index``) has ``started`` or ``completed``.
+
+    Events are published after the checkpoint they describe is saved: at
+    ``completed`` the node's result is on disk, at ``started`` the node is in flight
+    and will run again (with the same idempotency key) when an engine carries the
+    execution on. ``actions`` is a ``module:attribute`` spec for custom actions,
+    importable by the child.
+    """
+    if not isinstance(workflow, Workflow):
+        workflow = load_workflow(workflow)
+    spec = {
+        "db": str(db),
+        "workflow": workflow_to_dict(workflow),
+        "node": node,
+        "when": when,
+        "run_index": run_index,
+        "input": input,
+        "actions": actions,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "prana.actors._crash_child"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    lines = done.stdout.split()
+    execution_id = lines[0] if lines else None
+    return KillReport(
+        execution_id=execution_id,
+        killed=done.returncode == -signal.SIGKILL,
+        returncode=done.returncode,
+        stderr=done.stderr,
+    )

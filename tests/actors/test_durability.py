@@ -1,0 +1,344 @@
+"""Durability as a user relies on it: waits, resumes, timers, restarts, versions."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import prana
+from prana.storage import SQLiteStore
+from prana.testing import VirtualClock, open_engine
+from tests.helpers import make_workflow
+
+DAY = 86400.0
+
+
+def approval_workflow(timeout: str | None = None) -> prana.Workflow:
+    params = {"timeout": timeout} if timeout else {}
+    return make_workflow(
+        {
+            "start": "manual.trigger",
+            "ask": ("data.set", {"values": {"amount": "{{ input.amount }}"}}),
+            "approval": ("wait.webhook", params),
+            "decide": ("logic.if", {"condition": "{{ input.approved }}"}),
+            "pay": ("data.set", {"values": {"paid": "{{ trigger.data.amount }}"}}),
+            "refuse": ("data.set", {"values": {"refused": True}}),
+            "expired": ("data.set", {"values": {"expired": "{{ input.amount }}"}}),
+        },
+        [
+            "start -> ask",
+            "ask -> approval",
+            "approval -> decide",
+            "decide.true -> pay",
+            "decide.false -> refuse",
+            "approval.timeout -> expired",
+        ],
+        id="approval",
+    )
+
+
+def stored_rows(path: Path) -> dict[str, Any]:
+    """What is on disk, read with plain sqlite3."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return {
+            "executions": db.execute(
+                "SELECT id, status, owner FROM executions ORDER BY id"
+            ).fetchall(),
+            "runs": db.execute(
+                "SELECT execution_id, execution_index, status FROM node_executions ORDER BY 1, 2"
+            ).fetchall(),
+            "suspensions": db.execute(
+                "SELECT execution_id, node_key, token FROM suspensions ORDER BY 1"
+            ).fetchall(),
+        }
+
+
+async def test_a_waiting_execution_survives_a_restart_and_resumes_by_token(tmp_path: Path) -> None:
+    db = tmp_path / "prana.db"
+    async with open_engine(path=db) as engine:
+        waiting = await engine.run(approval_workflow(), {"amount": 5000})
+        assert engine.live_count == 0  # a waiting execution leaves memory
+    assert waiting.status == "suspended"
+    assert waiting.order == ["start", "ask", "approval"]
+    (suspension,) = waiting.suspensions
+    assert (suspension.node_key, suspension.kind) == ("approval", "webhook")
+    assert suspension.token is not None
+    assert len(suspension.token) >= 32
+
+    async with open_engine(path=db) as engine:
+        listed = await engine.list(status="suspended")
+        assert [execution.id for execution in listed] == [waiting.id]
+        assert listed[0].suspensions[0].token == suspension.token
+        done = await engine.resume_token(suspension.token, {"approved": True})
+    assert done.status == "completed"
+    assert done.order == ["start", "ask", "approval", "decide", "pay"]
+    assert done.output == {"paid": 5000}
+    assert done.runs_of("approval")[0].output == {"approved": True}
+    assert done.suspensions == ()
+
+    async with open_engine(path=db) as engine:
+        again = await engine.get(waiting.id)
+    assert again.status == "completed"
+    assert again.order == done.order
+    assert [run.output for run in again.node_runs] == [run.output for run in done.node_runs]
+    assert stored_rows(db)["suspensions"] == []
+
+
+async def test_resume_by_id_and_node(tmp_path: Path) -> None:
+    async with open_engine(path=tmp_path / "p.db") as engine:
+        waiting = await engine.run(approval_workflow(), {"amount": 7})
+        done = await engine.resume(waiting.id, {"approved": False}, node="approval")
+    assert done.output == {"refused": True}
+
+
+async def test_resume_mistakes_are_clear_and_change_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "prana.db"
+    async with open_engine(path=db) as engine:
+        waiting = await engine.run(approval_workflow(), {"amount": 1})
+        token = waiting.suspensions[0].token
+        assert token is not None
+        finished = await engine.run(make_workflow({"start": "manual.trigger"}, []))
+        before = stored_rows(db)
+
+        with pytest.raises(prana.ExecutionNotFound, match="no execution has id 'nope'"):
+            await engine.resume("nope", {})
+        with pytest.raises(
+            prana.ExecutionNotFound, match=r"resume token not found \(it expired or was used\)"
+        ):
+            await engine.resume_token("not-a-token", {})
+        with pytest.raises(prana.InvalidTransition, match="is completed; only a waiting"):
+            await engine.resume(finished.id, {})
+        with pytest.raises(
+            prana.InvalidTransition, match=r"node 'ask' is not waiting .*\(waiting: approval\)"
+        ):
+            await engine.resume(waiting.id, {}, node="ask")
+        with pytest.raises(prana.PranaError, match="resume data must be JSON"):
+            await engine.resume(waiting.id, {"when": object()})
+        assert stored_rows(db) == before
+
+        await engine.resume_token(token, {"approved": True})
+        with pytest.raises(prana.ExecutionNotFound, match="expired or was used"):
+            await engine.resume_token(token, {"approved": True})
+
+
+async def test_a_three_day_wait_is_over_when_the_clock_jumps() -> None:
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "wait": ("wait.interval", {"duration": "3d"}),
+            "after": "core.noop",
+        },
+        ["start -> wait", "wait -> after"],
+    )
+    clock = VirtualClock(start=1_000_000.0)
+    started = time.monotonic()
+    async with open_engine(clock=clock) as engine:
+        waiting = await engine.run(workflow, {"order": 1})
+        assert waiting.status == "suspended"
+        assert waiting.suspensions[0].wake_at == 1_000_000.0 + 3 * DAY
+        assert clock.jump() == 1_000_000.0 + 3 * DAY
+        done = await engine.wait(waiting.id)
+    assert time.monotonic() - started < 5
+    assert done.status == "completed"
+    assert done.order == ["start", "wait", "after"]
+    assert done.output == {"order": 1}
+    wait_run = done.runs_of("wait")[0]
+    assert wait_run.duration_ms == pytest.approx(3 * DAY * 1000)
+
+
+async def test_a_deadline_that_passed_while_no_engine_ran_fires_at_start(tmp_path: Path) -> None:
+    db = tmp_path / "prana.db"
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "wait": ("wait.interval", {"duration": "2h"}),
+            "after": "core.noop",
+        },
+        ["start -> wait", "wait -> after"],
+    )
+    async with open_engine(path=db, clock=VirtualClock(start=0.0)) as engine:
+        waiting = await engine.run(workflow, "x")
+    async with open_engine(path=db, clock=VirtualClock(start=5 * 3600.0)) as engine:
+        done = await engine.wait(waiting.id)
+    assert done.order == ["start", "wait", "after"]
+
+
+async def test_a_webhook_that_times_out_takes_its_timeout_port() -> None:
+    clock = VirtualClock(start=0.0)
+    async with open_engine(clock=clock) as engine:
+        waiting = await engine.run(approval_workflow(timeout="1h"), {"amount": 3})
+        token = waiting.suspensions[0].token
+        clock.advance(3600)
+        done = await engine.wait(waiting.id)
+        assert done.order == ["start", "ask", "approval", "expired"]
+        assert done.output == {"expired": 3}
+        assert done.runs_of("approval")[0].port == "timeout"
+        assert token is not None
+        with pytest.raises(prana.ExecutionNotFound, match="expired or was used"):
+            await engine.resume_token(token, {"approved": True})
+
+
+async def test_resuming_before_the_deadline_wins_over_the_timer() -> None:
+    clock = VirtualClock(start=0.0)
+    async with open_engine(clock=clock) as engine:
+        waiting = await engine.run(approval_workflow(timeout="1h"), {"amount": 3})
+        done = await engine.resume(waiting.id, {"approved": True})
+        clock.advance(7200)  # the old timer fires and finds nothing waiting
+        again = await engine.wait(waiting.id)
+    assert done.output == {"paid": 3}
+    assert again.order == done.order
+
+
+async def test_other_branches_run_while_one_waits() -> None:
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "wait": "wait.webhook",
+            "fast1": "core.noop",
+            "fast2": ("data.set", {"values": {"fast": True}}),
+            "join": ("data.merge", {"strategy": "merge"}),
+        },
+        ["start -> wait", "start -> fast1", "fast1 -> fast2", "wait -> join", "fast2 -> join"],
+    )
+    async with open_engine() as engine:
+        waiting = await engine.run(workflow, {})
+        assert waiting.status == "suspended"
+        assert waiting.order == ["start", "wait", "fast1", "fast2"]
+        done = await engine.resume(waiting.id, {"slow": True})
+    assert done.order == ["start", "wait", "fast1", "fast2", "join"]
+    assert done.output == {"slow": True, "fast": True}
+
+
+async def test_several_waiting_nodes_need_a_name() -> None:
+    workflow = make_workflow(
+        {"start": "manual.trigger", "a": "wait.webhook", "b": "wait.webhook", "join": "data.merge"},
+        ["start -> a", "start -> b", "a -> join", "b -> join"],
+    )
+    async with open_engine() as engine:
+        waiting = await engine.run(workflow, {})
+        assert [s.node_key for s in waiting.suspensions] == ["a", "b"]
+        with pytest.raises(prana.InvalidTransition, match=r"several nodes are waiting .*\(a, b\)"):
+            await engine.resume(waiting.id, 1)
+        half = await engine.resume(waiting.id, "from b", node="b")
+        assert half.status == "suspended"
+        done = await engine.resume(waiting.id, "from a")
+    assert done.output == ["from a", "from b"]
+
+
+async def test_a_wait_inside_a_loop_keeps_the_loop_going_after_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "prana.db"
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "each": ("core.for_each", {"items": "{{ input.items }}"}),
+            "confirm": "wait.webhook",
+            "note": ("data.set", {"values": {"item": "{{ loop.item }}", "answer": "{{ input }}"}}),
+            "after": "core.noop",
+        },
+        [
+            "start -> each",
+            "each.loop -> confirm",
+            "confirm -> note",
+            "note -> each",
+            "each.done -> after",
+        ],
+    )
+    async with open_engine(path=db) as engine:
+        execution = await engine.run(workflow, {"items": ["a", "b", "c"]})
+    for answer in ("yes", "no", "maybe"):
+        async with open_engine(path=db) as engine:
+            token = execution.suspensions[0].token
+            assert token is not None
+            execution = await engine.resume_token(token, answer)
+    assert execution.status == "completed"
+    assert execution.output == [
+        {"item": "a", "answer": "yes"},
+        {"item": "b", "answer": "no"},
+        {"item": "c", "answer": "maybe"},
+    ]
+    assert [run.run_index for run in execution.runs_of("confirm")] == [0, 1, 2]
+
+
+async def test_an_execution_continues_on_the_version_it_started_with(tmp_path: Path) -> None:
+    db = tmp_path / "prana.db"
+    version_1 = make_workflow(
+        {
+            "start": "manual.trigger",
+            "wait": "wait.webhook",
+            "end": ("data.set", {"values": {"version": 1}}),
+        },
+        ["start -> wait", "wait -> end"],
+        id="flow",
+        version=1,
+    )
+    version_2 = make_workflow(
+        {
+            "start": "manual.trigger",
+            "wait": "wait.webhook",
+            "end": ("data.set", {"values": {"version": 2}}),
+        },
+        ["start -> wait", "wait -> end"],
+        id="flow",
+        version=2,
+    )
+    async with open_engine(path=db) as engine:
+        old = await engine.run(version_1, {})
+        new = await engine.run(version_2, {})
+    async with open_engine(path=db) as engine:
+        assert (await engine.resume(old.id, {})).output == {"version": 1}
+        assert (await engine.resume(new.id, {})).output == {"version": 2}
+
+
+async def test_two_engines_on_one_file_do_not_share_a_live_execution(tmp_path: Path) -> None:
+    db = tmp_path / "prana.db"
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "wait": "wait.webhook",
+            "late": "wait.webhook",
+            "end": "core.noop",
+        },
+        ["start -> wait", "wait -> late", "late -> end"],
+    )
+    async with open_engine(path=db) as first, open_engine(path=db) as second:
+        waiting = await first.run(workflow, {})
+        resumed = await second.resume(waiting.id, 1)  # taken from the store by the second
+        assert resumed.status == "suspended"
+        assert resumed.order == ["start", "wait", "late"]
+        assert (await first.get(waiting.id)).status == "suspended"
+        done = await first.resume(waiting.id, 2)
+    assert done.status == "completed"
+    assert stored_rows(db)["executions"] == [(waiting.id, "completed", None)]
+
+
+async def test_a_store_file_that_is_not_prana_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.db"
+    bad.write_text("these are my notes, not a database\n" * 100)
+    with pytest.raises(prana.StoreError, match="is not a SQLite database"):
+        async with prana.Engine(store=f"sqlite:///{bad}"):
+            pass
+    assert bad.read_text().startswith("these are my notes")
+
+
+async def test_engine_rejects_an_unknown_store_url() -> None:
+    with pytest.raises(prana.StoreError, match="unknown store 'postgres://x'"):
+        async with prana.Engine(store="postgres://x"):
+            pass
+
+
+async def test_sqlite_store_is_the_durable_default_for_urls(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "x.db")
+    async with prana.Engine(store=store) as engine:
+        result = await engine.run(
+            make_workflow({"start": "manual.trigger", "a": "core.noop"}, ["start -> a"]), 1
+        )
+    assert result.status == "completed"
+    assert stored_rows(tmp_path / "x.db")["runs"] == [
+        (result.id, 0, "completed"),
+        (result.id, 1, "completed"),
+    ]
