@@ -161,14 +161,16 @@ class ExecutionSupervisor:
                         commands.extend(self._take(more))
                     await self._step(commands, workers)
                 workers.cancel_scope.cancel()
-        except PranaError as exc:  # the store failed, or ownership was lost
-            self.failure = exc
-        except Exception as exc:  # a bug in prana: stop this execution, keep the engine
-            logger.exception("supervisor of execution %s crashed", machine.execution_id)
-            self.failure = PranaError(
-                f"execution {machine.execution_id} stopped on an internal error: {exc}"
-            )
-            self.failure.__cause__ = exc
+        except Exception as exc:
+            expected = _prana_error(exc)
+            if expected is not None:  # the store failed, or ownership was lost
+                self.failure = expected
+            else:  # a bug in prana: stop this execution, keep the engine
+                logger.exception("supervisor of execution %s crashed", machine.execution_id)
+                self.failure = PranaError(
+                    f"execution {machine.execution_id} stopped on an internal error: {exc}"
+                )
+                self.failure.__cause__ = exc
         finally:
             self.publisher.close()
             if self.failure is None and self.last_stop is None:
@@ -310,3 +312,14 @@ class ExecutionSupervisor:
             execution_id=self.machine.execution_id, sequence=self._sequence, time=now, **fields
         )
         self.publisher.publish(event)
+
+
+def _prana_error(exc: BaseException) -> PranaError | None:
+    """The PranaError that ``exc`` is, or that a group of only those holds."""
+    if isinstance(exc, PranaError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_prana_error(inner) for inner in exc.exceptions]
+        if leaves and all(leaf is not None for leaf in leaves):
+            return leaves[0]
+    return None

@@ -39,7 +39,6 @@ def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
             edges[str(index)] = run.execution_index
         elif state == DEAD:
             edges[str(index)] = -1
-    index_of = machine._index
     in_flight = [*machine._running.values(), *machine._redispatch.values()]
     return {
         "format": FORMAT,
@@ -50,7 +49,7 @@ def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
         "running": [
             [
                 run.execution_index,
-                index_of[run.node_key],
+                run.node_key,
                 run.run_index,
                 run.attempt,
                 _pairs(run.inputs),
@@ -119,10 +118,13 @@ def restore(
     slots: list[NodeRun | None] = [None] * paths["next"]
     for run in runs:
         slots[run.execution_index] = run
-    nodes = graph.order
-    for execution_index, node, run_index, attempt, inputs in paths["running"]:
+    for execution_index, node_key, run_index, attempt, inputs in paths["running"]:
+        if node_key not in machine._index:
+            raise InternalError(
+                f"execution {machine.execution_id} was running unknown node {node_key!r}"
+            )
         run = NodeRun(
-            node_key=nodes[node].key,
+            node_key=node_key,
             run_index=run_index,
             execution_index=execution_index,
             status="running",

@@ -72,7 +72,7 @@ class MemoryStore:
             workflow_hash=checkpoint.workflow_hash,
             trigger=checkpoint.trigger,
             status=checkpoint.status,
-            input=checkpoint.input,
+            input=previous.input if previous is not None else checkpoint.input,
             vars=checkpoint.vars
             if checkpoint.vars is not None
             else (previous.vars if previous else {}),

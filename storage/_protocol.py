@@ -67,6 +67,19 @@ class StoredExecution:
     def to_execution(self) -> Execution:
         """The execution as a user sees it."""
         runs = {run.execution_index: run for run in self.runs}
+        for execution_index, node_key, run_index, attempt, _ in self.active_paths.get(
+            "running", ()
+        ):
+            runs.setdefault(
+                execution_index,
+                NodeRun(
+                    node_key=node_key,
+                    run_index=run_index,
+                    execution_index=execution_index,
+                    status="running",
+                    attempt=attempt,
+                ),
+            )
         for suspension in self.suspensions:
             runs.setdefault(
                 suspension.execution_index,

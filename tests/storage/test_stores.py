@@ -1,0 +1,410 @@
+"""Every store keeps what checkpoints say, under the same ownership rules."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import prana
+from prana._records import Checkpoint
+from prana.storage import MemoryStore, SQLiteStore, Store, StoredWorkflow
+
+ME, OTHER = "host:1:me", "host:2:other"
+
+
+@asynccontextmanager
+async def opened(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    store: Store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+def run(index: int, key: str, status: str = "completed", **fields: Any) -> prana.NodeRun:
+    return prana.NodeRun(node_key=key, run_index=0, execution_index=index, status=status, **fields)  # type: ignore[arg-type]
+
+
+def checkpoint(execution_id: str = "e1", **fields: Any) -> Checkpoint:
+    base: dict[str, Any] = {
+        "execution_id": execution_id,
+        "workflow_id": "w",
+        "workflow_version": 1,
+        "workflow_hash": "h1",
+        "trigger": "start",
+        "status": "running",
+        "started_at": 1.0,
+        "active_paths": {"format": 1, "skipped": ["c"]},
+    }
+    base.update(fields)
+    return Checkpoint(**base)
+
+
+def waiting(
+    execution_id: str, index: int, token: str | None, wake_at: float | None
+) -> prana.Suspension:
+    return prana.Suspension(
+        execution_id=execution_id,
+        node_key=f"wait{index}",
+        run_index=0,
+        execution_index=index,
+        kind="webhook",
+        token=token,
+        wake_at=wake_at,
+        wake_port="timeout",
+        wake_data={"x": [1, None]},
+        resume_port="main",
+        started_at=2.0,
+    )
+
+
+STORES = pytest.mark.parametrize("kind", ["memory", "sqlite"])
+
+
+async def save_workflow(store: Store) -> None:
+    await store.save_workflow(
+        StoredWorkflow(
+            hash="h1", id="w", version=1, definition={"id": "w", "nodes": []}, created_at=0.0
+        )
+    )
+
+
+@STORES
+async def test_checkpoints_build_up_an_execution(kind: str, tmp_path: Path) -> None:
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        error = prana.ErrorInfo(
+            code="x", message="m", details={"a": [1]}, node_key="b", run_index=0
+        )
+        lost = await store.commit(
+            [
+                checkpoint(
+                    new=True,
+                    input={"amount": 5},
+                    vars={"v": 1},
+                    runs=(
+                        run(0, "start", output={"amount": 5}),
+                        run(1, "a", output=[1, "two"], inputs=(("main", 0),)),
+                    ),
+                    node_contexts={"each": {"index": 0}},
+                )
+            ],
+            owner=ME,
+            lease_expires=100.0,
+            now=1.0,
+        )
+        assert lost == set()
+        await store.commit(
+            [
+                checkpoint(
+                    status="suspended",
+                    runs=(
+                        run(2, "b", "failed", error=error, port="error", output=error.to_dict()),
+                    ),
+                    node_contexts={"each": {"index": 1}},
+                    suspensions_added=(waiting("e1", 3, "tok", 50.0),),
+                    iteration_count=2,
+                )
+            ],
+            owner=ME,
+            lease_expires=100.0,
+            now=2.0,
+        )
+        stored = await store.load_execution("e1")
+        assert stored is not None
+        assert (stored.status, stored.owner, stored.lease_expires) == ("suspended", None, None)
+        assert stored.input == {"amount": 5}
+        assert stored.vars == {"v": 1}
+        assert stored.node_contexts == {"each": {"index": 1}}
+        assert stored.iteration_count == 2
+        assert stored.workflow_hash == "h1"
+        assert [(r.node_key, r.status, r.output) for r in stored.runs] == [
+            ("start", "completed", {"amount": 5}),
+            ("a", "completed", [1, "two"]),
+            ("b", "failed", error.to_dict()),
+        ]
+        assert stored.runs[1].inputs == (("main", 0),)
+        assert stored.runs[2].error == error
+        assert stored.suspensions == (waiting("e1", 3, "tok", 50.0),)
+        assert await store.find_token("tok") == waiting("e1", 3, "tok", 50.0)
+        assert await store.find_token("nope") is None
+        execution = stored.to_execution()
+        assert execution.order == ["start", "a", "b", "wait3"]
+        assert execution.skipped == ("c",)
+        assert await store.load_execution("nope") is None
+        workflow = await store.load_workflow("h1")
+        assert workflow is not None
+        assert workflow.definition == {"id": "w", "nodes": []}
+
+
+@STORES
+async def test_only_the_owner_applies_checkpoints(kind: str, tmp_path: Path) -> None:
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=100.0, now=1.0)
+        lost = await store.commit(
+            [checkpoint(status="completed")], owner=OTHER, lease_expires=100.0, now=2.0
+        )
+        assert lost == {"e1"}
+        stored = await store.load_execution("e1")
+        assert stored is not None
+        assert (stored.status, stored.owner) == ("running", ME)
+
+
+@STORES
+async def test_claims_respect_live_leases_and_take_dead_ones(kind: str, tmp_path: Path) -> None:
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        await store.commit(
+            [
+                checkpoint("live", new=True),
+                checkpoint("expired", new=True),
+                checkpoint("dead", new=True),
+            ],
+            owner=OTHER,
+            lease_expires=100.0,
+            now=1.0,
+        )
+        await store.renew(["expired"], owner=OTHER, lease_expires=5.0)
+        await store.renew(["live"], owner=ME, lease_expires=5.0)  # not mine: no effect
+        await store.commit(
+            [checkpoint("waiting", new=True, status="suspended")],
+            owner=ME,
+            lease_expires=100.0,
+            now=1.0,
+        )
+        assert await store.owners() == [OTHER]
+        assert (
+            await store.claim(
+                "live", owner=ME, lease_expires=200.0, now=10.0, statuses=("running",)
+            )
+            is False
+        )
+        taken = await store.claim_orphans(
+            owner=ME, lease_expires=200.0, now=10.0, dead_owners=["nobody"]
+        )
+        assert taken == ["expired"]
+        taken = await store.claim_orphans(
+            owner=ME, lease_expires=200.0, now=10.0, dead_owners=[OTHER]
+        )
+        assert taken == ["dead", "live"]
+        assert await store.claim("waiting", owner=OTHER, lease_expires=200.0, now=10.0) is True
+        assert (
+            await store.claim("waiting", owner=ME, lease_expires=200.0, now=10.0) is False
+        )  # running now
+        assert await store.claim("nope", owner=ME, lease_expires=200.0, now=10.0) is False
+        stored = await store.load_execution("waiting")
+        assert stored is not None
+        assert (stored.status, stored.owner) == ("running", OTHER)
+
+
+@STORES
+async def test_lists_timers_and_suspensions(kind: str, tmp_path: Path) -> None:
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        await store.commit(
+            [
+                checkpoint(
+                    "a",
+                    new=True,
+                    status="suspended",
+                    started_at=1.0,
+                    suspensions_added=(waiting("a", 1, "t1", 30.0),),
+                ),
+                checkpoint(
+                    "b",
+                    new=True,
+                    status="suspended",
+                    started_at=2.0,
+                    suspensions_added=(waiting("b", 1, None, 10.0), waiting("b", 2, "t2", None)),
+                ),
+                checkpoint("c", new=True, status="completed", started_at=3.0, workflow_id="w"),
+            ],
+            owner=ME,
+            lease_expires=100.0,
+            now=1.0,
+        )
+        assert [(s.execution_id, s.wake_at) for s in await store.timers()] == [
+            ("b", 10.0),
+            ("a", 30.0),
+        ]
+        assert [s.execution_id for s in await store.timers(before=20.0)] == ["b"]
+        listed = await store.list_executions()
+        assert [e.id for e in listed] == ["c", "b", "a"]
+        assert [len(e.suspensions) for e in listed] == [0, 2, 1]
+        assert [e.id for e in await store.list_executions(status="suspended", limit=1)] == ["b"]
+        assert await store.list_executions(workflow_id="other") == []
+        assert await store.claim("b", owner=ME, lease_expires=100.0, now=5.0)
+        await store.commit(
+            [checkpoint("b", status="running", suspensions_removed=(1,))],
+            owner=ME,
+            lease_expires=100.0,
+            now=5.0,
+        )
+        assert [s.execution_id for s in await store.timers()] == ["a"]
+
+
+async def test_sqlite_keeps_everything_across_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "keep.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await save_workflow(store)
+    await store.commit(
+        [checkpoint(new=True, runs=(run(0, "start", output="x"),))],
+        owner=ME,
+        lease_expires=9.0,
+        now=1.0,
+    )
+    await store.aclose()
+    assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0
+    again = SQLiteStore(path)
+    await again.open()
+    stored = await again.load_execution("e1")
+    await again.aclose()
+    assert stored is not None
+    assert stored.runs[0].output == "x"
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA application_id").fetchone()[0] == 0x7072616E
+
+
+async def open_fails(path: Path, match: str, **options: Any) -> None:
+    store = SQLiteStore(path, **options)
+    with pytest.raises(prana.StoreError, match=match):
+        await store.open()
+
+
+async def test_sqlite_refuses_files_it_cannot_use_safely(tmp_path: Path) -> None:
+    text = tmp_path / "text.db"
+    text.write_text("not a database at all")
+    await open_fails(text, "is not a SQLite database")
+    assert text.read_text() == "not a database at all"
+
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+    await open_fails(foreign, r"is a SQLite database of another program \(tables: invoices\)")
+
+    newer = tmp_path / "newer.db"
+    with sqlite3.connect(newer) as db:
+        db.execute("PRAGMA application_id = 1886544238")
+        db.execute("PRAGMA user_version = 99")
+        db.execute("CREATE TABLE workflows (hash TEXT)")
+    await open_fails(newer, "schema version 99, newer than this prana knows")
+
+    await open_fails(tmp_path, "is a directory")
+
+
+async def test_sqlite_refuses_a_corrupt_database(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await save_workflow(store)
+    await store.commit(
+        [checkpoint(new=True, runs=tuple(run(i, f"n{i}", output="x" * 500) for i in range(50)))],
+        owner=ME,
+        lease_expires=9.0,
+        now=1.0,
+    )
+    await store.aclose()
+    data = bytearray(path.read_bytes())
+    size = len(data)
+    data[size // 2 : size // 2 + 4096] = os.urandom(4096)
+    path.write_bytes(bytes(data))
+    await open_fails(path, "corrupt|not a usable SQLite database")
+
+
+async def test_sqlite_refuses_a_read_only_file(tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.aclose()
+    path.chmod(0o444)
+    immutable = False
+    if os.geteuid() == 0:
+        # root writes read-only files; an immutable file it cannot write either.
+        immutable = (
+            subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode
+            == 0
+        )
+        if not immutable:
+            pytest.skip("running as root on a filesystem without chattr +i")
+    try:
+        await open_fails(path, "read-only")
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o644)
+
+
+async def test_sqlite_reports_a_full_disk_and_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "full.db"
+    store = SQLiteStore(path, max_page_count=30)
+    await store.open()
+    await save_workflow(store)
+    await store.commit(
+        [checkpoint(new=True, runs=(run(0, "start"),))], owner=ME, lease_expires=9.0, now=1.0
+    )
+    big = tuple(run(i, f"n{i}", output="x" * 4000) for i in range(1, 60))
+    with pytest.raises(prana.StoreError, match="full; free space and start again"):
+        await store.commit([checkpoint(runs=big)], owner=ME, lease_expires=9.0, now=2.0)
+    stored = await store.load_execution("e1")
+    assert stored is not None
+    assert [r.node_key for r in stored.runs] == ["start"]  # all or nothing
+    await store.aclose()
+    await open_fails(tmp_path / "tiny.db", "full; free space and start again", max_page_count=3)
+
+
+async def test_an_engine_refuses_to_start_on_a_full_store_and_a_full_store_stops_runs(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(prana.StoreError, match="is full"):
+        async with prana.Engine(store=f"sqlite:///{tmp_path / 'tiny.db'}?max_page_count=3"):
+            pass
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.big")
+    def big(ctx: prana.NodeContext) -> str:
+        return "x" * 200_000
+
+    workflow = prana.load_workflow(
+        {
+            "id": "big",
+            "nodes": [
+                {"key": "start", "type": "manual.trigger"},
+                {"key": "big", "type": "test.big"},
+            ],
+            "connections": [{"from": "start", "to": "big"}],
+        },
+        actions=actions,
+    )
+    path = tmp_path / "small.db"
+    async with prana.Engine(actions=actions, store=f"sqlite:///{path}?max_page_count=40") as engine:
+        handle = await engine.start(workflow)
+        with pytest.raises(prana.StoreError, match="is full"):
+            await handle.result()
+        execution = await engine.get(handle.id)
+    assert execution.status == "running"  # as last saved: it carries on once there is room
+    assert execution.order == ["start", "big"]
+
+
+async def test_store_urls() -> None:
+    store = SQLiteStore.from_url("sqlite:////tmp/x/p.db?synchronous=full&busy_timeout=2")
+    assert (str(store.path), store.synchronous, store.busy_timeout) == ("/tmp/x/p.db", "FULL", 2.0)
+    assert str(SQLiteStore.from_url("sqlite:///rel/p.db").path) == "rel/p.db"
+    for bad, message in [
+        ("sqlite://p.db", "not a SQLite store URL"),
+        ("sqlite:///p.db?colour=red", "unknown option 'colour'"),
+        ("sqlite:///p.db?synchronous=sometimes", "synchronous must be"),
+    ]:
+        with pytest.raises(prana.StoreError, match=message):
+            SQLiteStore.from_url(bad)
