@@ -1,0 +1,160 @@
+"""A durable workload for crash tests: ``python -m tests.crash.workload DB LOG JOBS``.
+
+It runs JOBS executions on the SQLite file DB (chains, branches, loops, timer waits
+and webhook waits), starting the jobs the file does not have yet and carrying on
+those it has. Every side effect appends ``start <idempotency key>`` to LOG before it
+happens; every node result saved (its NodeCompleted event, published after its
+checkpoint) appends ``acked <key>``. Prints DONE when every job has ended.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+import prana
+
+actions = prana.ActionRegistry()
+LOG: Path | None = None
+
+
+def log(line: str) -> None:
+    assert LOG is not None
+    with LOG.open("a") as file:
+        file.write(line + "\n")
+        file.flush()
+
+
+@actions.action("crash.effect")
+async def effect(ctx: prana.NodeContext) -> dict[str, Any]:
+    """A side effect: recorded under its idempotency key before it happens."""
+    log(f"start {ctx.idempotency_key}")
+    await anyio.sleep(0.002)
+    job = ctx.trigger["data"]["job"]
+    seen = ctx.input.get("seen", []) if isinstance(ctx.input, dict) else []
+    return {"job": job, "seen": [*seen, f"{ctx.node_key}#{ctx.run_index}"]}
+
+
+def acked(event: prana.Event) -> None:
+    if isinstance(event, prana.NodeCompleted) and event.node_key.startswith("e"):
+        log(f"acked {event.execution_id}:{event.node_key}:{event.run.run_index}")
+
+
+def flows() -> list[prana.Workflow]:
+    def workflow(
+        id: str, nodes: dict[str, Any], connections: list[tuple[str, str, str]]
+    ) -> prana.Workflow:
+        return prana.load_workflow(
+            {
+                "id": id,
+                "nodes": [
+                    {"key": key, "type": spec} if isinstance(spec, str) else {"key": key, **spec}
+                    for key, spec in nodes.items()
+                ],
+                "connections": [
+                    {"from": a, "from_port": port, "to": b} for a, port, b in connections
+                ],
+            },
+            actions=actions,
+        )
+
+    chain = workflow(
+        "chain",
+        {"start": "manual.trigger", **{f"e{i}": "crash.effect" for i in range(6)}},
+        [("start", "main", "e0"), *((f"e{i}", "main", f"e{i + 1}") for i in range(5))],
+    )
+    branches = workflow(
+        "branches",
+        {
+            "start": "manual.trigger",
+            "e0": "crash.effect",
+            "odd": {"type": "logic.if", "params": {"condition": "{{ trigger.data.job % 2 == 1 }}"}},
+            "e_odd1": "crash.effect",
+            "e_odd2": "crash.effect",
+            "e_even": "crash.effect",
+            "e_side": "crash.effect",
+            "join": {"type": "data.merge"},
+            "e_last": "crash.effect",
+        },
+        [
+            ("start", "main", "e0"),
+            ("start", "main", "e_side"),
+            ("e0", "main", "odd"),
+            ("odd", "true", "e_odd1"),
+            ("e_odd1", "main", "e_odd2"),
+            ("odd", "false", "e_even"),
+            ("e_odd2", "main", "join"),
+            ("e_even", "main", "join"),
+            ("e_side", "main", "join"),
+            ("join", "main", "e_last"),
+        ],
+    )
+    loop = workflow(
+        "loop",
+        {
+            "start": "manual.trigger",
+            "each": {"type": "core.for_each", "params": {"items": [1, 2, 3]}},
+            "e_body": "crash.effect",
+            "e_after": "crash.effect",
+        },
+        [
+            ("start", "main", "each"),
+            ("each", "loop", "e_body"),
+            ("e_body", "main", "each"),
+            ("each", "done", "e_after"),
+        ],
+    )
+    waits = workflow(
+        "waits",
+        {
+            "start": "manual.trigger",
+            "e0": "crash.effect",
+            "pause": {"type": "wait.interval", "params": {"duration": "150ms"}},
+            "e1": "crash.effect",
+            "approve": "wait.webhook",
+            "e2": "crash.effect",
+        },
+        [
+            ("start", "main", "e0"),
+            ("e0", "main", "pause"),
+            ("pause", "main", "e1"),
+            ("e1", "main", "approve"),
+            ("approve", "main", "e2"),
+        ],
+    )
+    return [chain, branches, loop, waits]
+
+
+async def main(db: str, jobs: int) -> None:
+    workflows = flows()
+    async with prana.Engine(
+        actions=actions, store=f"sqlite:///{db}", middleware=[acked], env={}
+    ) as engine:
+        known = {
+            execution.input["job"]: execution.id for execution in await engine.list(limit=10_000)
+        }
+        for job in range(jobs):
+            if job not in known:
+                handle = await engine.start(workflows[job % len(workflows)], {"job": job})
+                known[job] = handle.id
+        while True:
+            unfinished = [e for e in await engine.list(limit=10_000) if not e.finished]
+            if not unfinished:
+                break
+            for execution in unfinished:
+                for suspension in execution.suspensions:
+                    if suspension.token is not None:
+                        try:
+                            await engine.resume_token(suspension.token, {"approved": True})
+                        except prana.PranaError:
+                            pass  # resumed meanwhile
+            await anyio.sleep(0.05)
+    print("DONE", flush=True)
+
+
+if __name__ == "__main__":
+    LOG = Path(sys.argv[2])
+    anyio.run(main, sys.argv[1], int(sys.argv[3]))
