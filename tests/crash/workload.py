@@ -9,6 +9,7 @@ checkpoint) appends ``acked <key>``. Prints DONE when every job has ended.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -147,10 +148,8 @@ async def main(db: str, jobs: int) -> None:
             for execution in unfinished:
                 for suspension in execution.suspensions:
                     if suspension.token is not None:
-                        try:
+                        with contextlib.suppress(prana.PranaError):  # resumed meanwhile
                             await engine.resume_token(suspension.token, {"approved": True})
-                        except prana.PranaError:
-                            pass  # resumed meanwhile
             await anyio.sleep(0.05)
     print("DONE", flush=True)
 
