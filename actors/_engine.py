@@ -145,6 +145,8 @@ class Engine(AsyncContextManagerMixin):
         self._graphs: dict[tuple[str, int, str | None], tuple[Workflow, ExecutionGraph]] = {}
         self._graphs_by_hash: dict[tuple[str, str], ExecutionGraph] = {}
         self._saved_hashes: set[str] = set()
+        self._definitions: dict[str, StoredWorkflow] = {}
+        self._loading: dict[str, anyio.Event] = {}
         self._unrunnable: set[str] = set()
         self._live: dict[str, ExecutionSupervisor] = {}
         self._watchers: dict[str, anyio.Event] = {}
@@ -445,7 +447,10 @@ class Engine(AsyncContextManagerMixin):
         graph = self._graphs_by_hash.get(key)
         if graph is not None:
             return graph
-        definition = await self._require_store().load_workflow(stored.workflow_hash)
+        definition = await self._definition(stored.workflow_hash)
+        graph = self._graphs_by_hash.get(key)
+        if graph is not None:  # compiled meanwhile, by a task that waited alongside
+            return graph
         if definition is None:
             raise PranaError(
                 f"the workflow of execution {stored.id} ({stored.workflow_id} v{stored.workflow_version}) "
@@ -461,6 +466,22 @@ class Engine(AsyncContextManagerMixin):
         self._graphs_by_hash[key] = graph
         self._saved_hashes.add(graph.hash)
         return graph
+
+    async def _definition(self, workflow_hash: str) -> StoredWorkflow | None:
+        """A stored definition, loaded once however many tasks ask at the same time."""
+        loading = self._loading.get(workflow_hash)
+        if loading is not None:
+            await loading.wait()
+            return self._definitions.get(workflow_hash)
+        loading = self._loading[workflow_hash] = anyio.Event()
+        try:
+            definition = await self._require_store().load_workflow(workflow_hash)
+            if definition is not None:
+                self._definitions[workflow_hash] = definition
+            return definition
+        finally:
+            del self._loading[workflow_hash]
+            loading.set()
 
     async def _restore(self, stored: StoredExecution) -> ExecutionMachine:
         graph = await self._graph_for(stored)

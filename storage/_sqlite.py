@@ -75,7 +75,9 @@ class SQLiteStore:
         self.busy_timeout = busy_timeout
         self.max_page_count = max_page_count
         self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        self._read_limiter: anyio.CapacityLimiter | None = None
         self._commits = 0
 
     @classmethod
@@ -114,6 +116,7 @@ class SQLiteStore:
         database this code can use and write.
         """
         self._limiter = anyio.CapacityLimiter(1)
+        self._read_limiter = anyio.CapacityLimiter(1)
         await self._call(self._open)
 
     async def aclose(self) -> None:
@@ -148,10 +151,20 @@ class SQLiteStore:
             self._configure(db)
             self._check_and_migrate(db)
             self._check_writable(db)
+            # Reads have their own connection (WAL lets them run beside a write), so
+            # they never wait behind a commit.
+            reader = sqlite3.connect(
+                path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            reader.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            db.close()
+            raise self._error(exc, "open") from None
         except BaseException:
             db.close()
             raise
-        self._db = db
+        self._db, self._reader = db, reader
 
     def _configure(self, db: sqlite3.Connection) -> None:
         try:
@@ -230,6 +243,9 @@ class SQLiteStore:
 
     def _close(self) -> None:
         db, self._db = self._db, None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         if db is None:
             return
         try:
@@ -241,6 +257,9 @@ class SQLiteStore:
 
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+
+    async def _call_read(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(self._read, function, limiter=self._read_limiter)
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -295,8 +314,10 @@ class SQLiteStore:
         return result
 
     def _read(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None:
+            raise StoreError(f"the store {self.path} is not open")
         try:
-            return function(self._connection())
+            return function(self._reader)
         except sqlite3.Error as exc:
             raise self._error(exc, "read") from None
 
@@ -409,7 +430,7 @@ class SQLiteStore:
                 created_at=row[4],
             )
 
-        return await self._call(self._read, fetch)
+        return await self._call_read(fetch)
 
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
         """Everything kept of an execution, or ``None``."""
@@ -445,7 +466,7 @@ class SQLiteStore:
             )
             return execution_from_row(row, runs=runs, contexts=contexts, suspensions=suspensions)
 
-        return await self._call(self._read, fetch)
+        return await self._call_read(fetch)
 
     async def list_executions(
         self,
@@ -485,7 +506,7 @@ class SQLiteStore:
                 execution_from_row(row, suspensions=tuple(waiting.get(row[0], ()))) for row in rows
             ]
 
-        return await self._call(self._read, fetch)
+        return await self._call_read(fetch)
 
     async def find_token(self, token: str) -> Suspension | None:
         """The waiting node with this resume token, or ``None``."""
@@ -496,7 +517,7 @@ class SQLiteStore:
             ).fetchone()
             return None if row is None else suspension_from_row(row)
 
-        return await self._call(self._read, fetch)
+        return await self._call_read(fetch)
 
     async def timers(self, *, before: float | None = None) -> list[Suspension]:
         """Waiting nodes with a deadline, earliest first."""
@@ -514,7 +535,7 @@ class SQLiteStore:
                 )
             return [suspension_from_row(row) for row in rows]
 
-        return await self._call(self._read, fetch)
+        return await self._call_read(fetch)
 
     async def owners(self) -> list[str]:
         """Owners of running executions."""
@@ -525,4 +546,4 @@ class SQLiteStore:
             )
             return sorted(row[0] for row in rows)
 
-        return await self._call(self._read, fetch)
+        return await self._call_read(fetch)
