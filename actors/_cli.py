@@ -1,8 +1,12 @@
 """The ``prana`` command line.
 
-Exit codes: 0 the execution completed (or the workflow is valid), 1 it failed or the
-workflow is invalid, 2 the command was used wrongly (bad option, unreadable input,
-actions that cannot be imported).
+Executions are kept in a SQLite file: ``--db PATH``, else the ``PRANA_DB``
+environment variable, else ``.prana/prana.db`` in the current folder.
+
+Exit codes: 0 the execution completed or is waiting (or the command did its job),
+1 it failed, the workflow is invalid, or the execution or store could not be used;
+2 the command was used wrongly (bad option, unreadable input, actions that cannot be
+imported).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import attrs
@@ -26,14 +31,16 @@ from prana._compiler import compile_workflow, triggers_of
 from prana._errors import PranaError, WorkflowValidationError
 from prana._loading import load_workflow
 from prana._mermaid import to_mermaid
-from prana._model import Workflow
 from prana._records import Execution
 from prana._registry import ActionRegistry
 
 from ._engine import Engine
-from ._progress import LiveProgress, PlainProgress, render_report, use_color
+from ._progress import LiveProgress, PlainProgress, render_list, render_report, use_color
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_DB = Path(".prana") / "prana.db"
+_EXECUTION_ID = re.compile(r"^[0-9a-f]{32}$")
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -44,16 +51,30 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prana", description="Run durable workflow graphs.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("file", metavar="FILE", help="workflow file (YAML or JSON)")
+    def store(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--db",
+            metavar="PATH",
+            help=f"the SQLite file executions are kept in (default: $PRANA_DB, else {DEFAULT_DB})",
+        )
+
+    def actions(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--actions",
             metavar="MODULE:NAME",
             help="an ActionRegistry with your actions, as module:attribute or path.py:attribute",
         )
 
+    def output(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--json", action="store_true", help="print the execution as JSON instead of a report"
+        )
+
     run = commands.add_parser("run", help="run a workflow and show what happens")
-    common(run)
+    run.add_argument("file", metavar="FILE", help="workflow file (YAML or JSON)")
+    actions(run)
+    store(run)
+    output(run)
     run.add_argument(
         "--input", metavar="JSON|@FILE", help="the execution's input: JSON text or @file.json"
     )
@@ -63,16 +84,45 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--backend", choices=("asyncio", "trio"), default="asyncio", help="async library to run on"
     )
-    run.add_argument(
-        "--json", action="store_true", help="print the execution as JSON instead of a report"
-    )
+    run.add_argument("--memory", action="store_true", help="keep nothing: run in memory only")
     run.add_argument("--quiet", action="store_true", help="no live progress")
 
     validate = commands.add_parser("validate", help="check a workflow and list every problem")
-    common(validate)
+    validate.add_argument("file", metavar="FILE", help="workflow file (YAML or JSON)")
+    actions(validate)
 
     graph = commands.add_parser("graph", help="print a workflow as a Mermaid flowchart")
-    common(graph)
+    graph.add_argument("file", metavar="FILE", help="workflow file (YAML or JSON)")
+    actions(graph)
+
+    listing = commands.add_parser("list", help="list executions, newest first")
+    store(listing)
+    listing.add_argument(
+        "--status",
+        choices=("running", "suspended", "completed", "failed", "cancelled", "timed_out"),
+        help="only executions with this status",
+    )
+    listing.add_argument("--workflow", metavar="ID", help="only executions of this workflow")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
+    show = commands.add_parser("show", help="show one execution: status, timeline, output")
+    show.add_argument("execution", metavar="ID", help="the execution id")
+    store(show)
+    output(show)
+
+    resume = commands.add_parser("resume", help="resume a waiting execution and show what happens")
+    resume.add_argument(
+        "target", metavar="ID|TOKEN", help="an execution id, or a wait.webhook resume token"
+    )
+    resume.add_argument(
+        "--data", metavar="JSON|@FILE", help="the data to resume with: JSON text or @file.json"
+    )
+    resume.add_argument(
+        "--node", metavar="KEY", help="which waiting node, if several wait (with an id)"
+    )
+    actions(resume)
+    store(resume)
+    output(resume)
     return parser
 
 
@@ -111,11 +161,11 @@ def load_actions(spec: str | None) -> ActionRegistry:
     return registry
 
 
-def parse_input(text: str | None) -> Any:
-    """The ``--input`` value: JSON text, ``@path`` to a JSON file, or ``-`` for stdin."""
+def parse_json_option(text: str | None, option: str) -> Any:
+    """An option's JSON value: JSON text, ``@path`` to a JSON file, or ``-`` for stdin."""
     if text is None:
         return None
-    source = "--input"
+    source = option
     if text == "-":
         text, source = sys.stdin.read(), "standard input"
     elif text.startswith("@"):
@@ -123,7 +173,7 @@ def parse_input(text: str | None) -> Any:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise UsageError(f"--input: cannot read {path!r}: {exc.strerror}") from None
+            raise UsageError(f"{option}: cannot read {path!r}: {exc.strerror}") from None
         source = path
     try:
         return json.loads(text)
@@ -131,6 +181,14 @@ def parse_input(text: str | None) -> Any:
         raise UsageError(
             f"{source} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+
+
+def store_url(args: argparse.Namespace) -> str:
+    """The store the command uses: ``--db``, ``$PRANA_DB``, or the default file."""
+    if getattr(args, "memory", False):
+        return "memory://"
+    path = Path(args.db or os.environ.get("PRANA_DB") or DEFAULT_DB).expanduser()
+    return f"sqlite:///{path}"
 
 
 def _execution_json(execution: Execution) -> str:
@@ -150,6 +208,7 @@ def _execution_json(execution: Execution) -> str:
         "duration_ms": execution.duration_ms,
         "order": execution.order,
         "skipped": execution.skipped,
+        "suspensions": execution.suspensions,
         "output": execution.output,
         "node_runs": execution.node_runs,
         "vars": execution.vars,
@@ -157,29 +216,37 @@ def _execution_json(execution: Execution) -> str:
     return orjson.dumps(data, default=encode, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
-async def _run(
-    workflow: Workflow, actions: ActionRegistry, args: argparse.Namespace, input: Any
+def _report(execution: Execution, args: argparse.Namespace) -> int:
+    if args.json:
+        sys.stdout.write(_execution_json(execution))
+    else:
+        sys.stdout.write(render_report(execution, color=use_color(sys.stdout)))
+    return EXIT_FAILED if execution.status in ("failed", "cancelled", "timed_out") else EXIT_OK
+
+
+async def _follow(
+    engine: Engine, start: Callable[[], Awaitable[Any]], args: argparse.Namespace
 ) -> Execution:
-    async with Engine(actions=actions) as engine:
-        handle = await engine.start(workflow, input, trigger=args.trigger)
-        if args.quiet or args.json:
-            return await handle.result()
-        view: LiveProgress | PlainProgress
-        if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
-            view = LiveProgress(sys.stderr, f"{workflow.display_name} {handle.id[:8]}")
-        else:
-            view = PlainProgress(sys.stderr)
-        events = handle.events()
-        try:
-            async with anyio.create_task_group() as ticker:
-                if isinstance(view, LiveProgress):
-                    ticker.start_soon(view.tick)
-                async for event in events:
-                    view(event)
-                ticker.cancel_scope.cancel()
-        finally:
-            view.close()
-        return await handle.result()
+    """Start something on ``engine`` and show its events live until it stops."""
+    handle = await start()
+    if args.json or getattr(args, "quiet", False):
+        return await handle.result()  # type: ignore[no-any-return]
+    view: LiveProgress | PlainProgress
+    if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
+        view = LiveProgress(sys.stderr, f"{handle.snapshot().workflow_id} {handle.id[:8]}")
+    else:
+        view = PlainProgress(sys.stderr)
+    events = handle.events()
+    try:
+        async with anyio.create_task_group() as ticker:
+            if isinstance(view, LiveProgress):
+                ticker.start_soon(view.tick)
+            async for event in events:
+                view(event)
+            ticker.cancel_scope.cancel()
+    finally:
+        view.close()
+    return await handle.result()  # type: ignore[no-any-return]
 
 
 def _show_workflow_logs() -> None:
@@ -191,17 +258,59 @@ def _show_workflow_logs() -> None:
     workflow_logger.setLevel(logging.INFO)
 
 
+def _with_engine(
+    args: argparse.Namespace, actions: ActionRegistry, work: Callable[[Engine], Awaitable[T]]
+) -> T:
+    async def main() -> T:
+        async with Engine(actions=actions, store=store_url(args), recover=False) as engine:
+            return await work(engine)
+
+    return anyio.run(main, backend=getattr(args, "backend", "asyncio"))
+
+
 def _command_run(args: argparse.Namespace) -> int:
     _show_workflow_logs()
     actions = load_actions(args.actions)
-    input = parse_input(args.input)
+    input = parse_json_option(args.input, "--input")
     workflow = load_workflow(args.file, actions=actions)
-    execution = anyio.run(_run, workflow, actions, args, input, backend=args.backend)
-    if args.json:
-        sys.stdout.write(_execution_json(execution))
-    else:
-        sys.stdout.write(render_report(execution, color=use_color(sys.stdout)))
-    return EXIT_OK if execution.status == "completed" else EXIT_FAILED
+
+    async def work(engine: Engine) -> Execution:
+        return await _follow(
+            engine, lambda: engine.start(workflow, input, trigger=args.trigger), args
+        )
+
+    return _report(_with_engine(args, actions, work), args)
+
+
+def _command_resume(args: argparse.Namespace) -> int:
+    _show_workflow_logs()
+    actions = load_actions(args.actions)
+    data = parse_json_option(args.data, "--data")
+    by_id = bool(_EXECUTION_ID.match(args.target))
+    if args.node and not by_id:
+        raise UsageError("--node goes with an execution id; a token names its node already")
+
+    async def work(engine: Engine) -> Execution:
+        if by_id:
+            return await engine.resume(args.target, data, node=args.node)
+        return await engine.resume_token(args.target, data)
+
+    return _report(_with_engine(args, actions, work), args)
+
+
+def _command_show(args: argparse.Namespace) -> int:
+    execution = _with_engine(args, ActionRegistry(), lambda engine: engine.get(args.execution))
+    return _report(execution, args)
+
+
+def _command_list(args: argparse.Namespace) -> int:
+    executions = _with_engine(
+        args,
+        ActionRegistry(),
+        lambda engine: engine.list(status=args.status, workflow=args.workflow, limit=args.limit),
+    )
+    sys.stdout.write(render_list(executions, color=use_color(sys.stdout)))
+    return EXIT_OK
 
 
 def _command_validate(args: argparse.Namespace) -> int:
@@ -233,7 +342,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``prana`` command; return its exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    handlers = {"run": _command_run, "validate": _command_validate, "graph": _command_graph}
+    handlers = {
+        "run": _command_run,
+        "validate": _command_validate,
+        "graph": _command_graph,
+        "list": _command_list,
+        "show": _command_show,
+        "resume": _command_resume,
+    }
     try:
         return handlers[args.command](args)
     except UsageError as exc:

@@ -7,15 +7,17 @@ stdout carries only the report.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import anyio
 
 from prana import _events as events
-from prana._records import Execution, NodeRun
+from prana._records import Execution, NodeRun, Suspension
 
 _LIVE_NODES = 10
 _REDRAW_SECONDS = 0.05
@@ -151,9 +153,16 @@ class LiveProgress:
 def render_report(execution: Execution, *, color: bool) -> str:
     """The report ``prana run`` prints: status, timeline, skipped nodes, error, output."""
     style = _Style(color)
+    when = (
+        f"in {_ms(execution.duration_ms)}"
+        if execution.finished
+        else f"({len(execution.suspensions)} node{'s' if len(execution.suspensions) != 1 else ''} waiting)"
+        if execution.status == "suspended"
+        else "(not finished)"
+    )
     lines = [
         f"Execution {execution.id} of {execution.workflow_id} v{execution.workflow_version}: "
-        f"{style.status(execution.status)} in {_ms(execution.duration_ms)}",
+        f"{style.status(execution.status)} {when}",
         "",
     ]
     lines.extend(timeline(execution.node_runs, style))
@@ -163,8 +172,69 @@ def render_report(execution: Execution, *, color: bool) -> str:
         error = execution.error
         where = f" at node {error.node_key!r}" if error.node_key else ""
         lines.extend(["", style(f"Error [{error.code}]{where}: {error.message}", "31")])
+    if execution.suspensions:
+        lines.extend(["", "Waiting:"])
+        for suspension in execution.suspensions:
+            lines.append(
+                f"  {suspension.node_key} ({suspension.kind})" + _waiting_detail(suspension)
+            )
+            if suspension.token is not None:
+                lines.append(f"    resume with: prana resume {suspension.token} --data '{{...}}'")
+            else:
+                lines.append(
+                    f"    resume with: prana resume {execution.id} --node {suspension.node_key} --data '{{...}}'"
+                )
     if execution.status == "completed":
         lines.extend(["", "Output:", json.dumps(execution.output, indent=2, ensure_ascii=False)])
+    return "\n".join(lines) + "\n"
+
+
+def _waiting_detail(suspension: Suspension) -> str:
+    parts = []
+    if suspension.token is not None:
+        parts.append(f"token {suspension.token}")
+    if suspension.wake_at is not None:
+        moment = datetime.datetime.fromtimestamp(suspension.wake_at, datetime.UTC)
+        parts.append(f"until {moment.isoformat(timespec='seconds')}, then '{suspension.wake_port}'")
+    return f": {'; '.join(parts)}" if parts else ""
+
+
+def render_list(executions: Sequence[Execution], *, color: bool) -> str:
+    """The table ``prana list`` prints: id, workflow, status, start, what it waits for."""
+    if not executions:
+        return "No executions.\n"
+    style = _Style(color)
+    rows = [("id", "workflow", "status", "started", "waiting")]
+    for execution in executions:
+        started = (
+            datetime.datetime.fromtimestamp(execution.started_at, datetime.UTC).strftime(
+                "%Y-%m-%d %H:%M:%S"
+            )
+            if execution.started_at is not None
+            else "-"
+        )
+        waiting = ", ".join(
+            f"{s.node_key}" + (f" token={s.token}" if s.token else "")
+            for s in execution.suspensions
+        )
+        rows.append(
+            (
+                execution.id,
+                f"{execution.workflow_id} v{execution.workflow_version}",
+                execution.status,
+                started,
+                waiting or "-",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    lines = []
+    for number, row in enumerate(rows):
+        cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
+        if number == 0:
+            lines.append(style("  ".join([*cells, row[4]]), "1"))
+        else:
+            cells[2] = style.status(row[2]) + " " * (widths[2] - len(row[2]))
+            lines.append("  ".join([*cells, row[4]]))
     return "\n".join(lines) + "\n"
 
 

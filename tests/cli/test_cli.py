@@ -175,7 +175,7 @@ def test_app_actions_load_from_a_file(capsys: pytest.CaptureFixture[str]) -> Non
     assert "Receipt ch_1: 20.0 charged" in capsys.readouterr().out
 
 
-def test_console_script_and_module_entry_point() -> None:
+def test_console_script_and_module_entry_point(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("prana")
     for command in ([str(script)], [sys.executable, "-m", "prana"]):
         done = subprocess.run(
@@ -183,7 +183,99 @@ def test_console_script_and_module_entry_point() -> None:
             capture_output=True,
             text=True,
             check=False,
-            cwd="/",
+            cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr
         assert "completed" in done.stdout
+
+
+APPROVAL = str(EXAMPLES / "approval.yaml")
+
+
+def test_run_waits_then_list_show_and_resume_by_token(
+    prana_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", APPROVAL, "--input", '{"amount": 5000}', "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "suspended (1 node waiting)" in out
+    token = out.split("resume with: prana resume ")[1].split()[0]
+    execution_id = out.split()[1]
+    assert prana_db.exists()
+
+    assert main(["list", "--status", "suspended"]) == 0
+    listed = capsys.readouterr().out
+    assert execution_id in listed
+    assert f"approval token={token}" in listed
+
+    assert main(["resume", token, "--data", '{"approved": true, "by": "ann"}']) == 0
+    resumed = capsys.readouterr().out
+    assert "completed in" in resumed
+    assert '"approved_by": "ann"' in resumed
+
+    assert main(["show", execution_id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "completed"
+    assert shown["order"] == ["start", "large", "approval", "decision", "pay"]
+    assert shown["output"] == {"paid": 5000, "approved_by": "ann"}
+
+    assert main(["resume", token, "--data", "{}"]) == 1
+    assert "resume token not found (it expired or was used)" in capsys.readouterr().err
+
+
+def test_resume_by_id_and_node(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", APPROVAL, "--input", '{"amount": 5000}', "--quiet", "--json"]) == 0
+    execution_id = json.loads(capsys.readouterr().out)["id"]
+    assert (
+        main(
+            [
+                "resume",
+                execution_id,
+                "--node",
+                "approval",
+                "--data",
+                '{"approved": false}',
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["output"] == {"paid": 0, "refused_by": "someone"}
+
+
+def test_show_and_resume_mistakes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "nope"]) == 1
+    assert "no execution has id 'nope'" in capsys.readouterr().err
+    assert main(["resume", "0" * 32]) == 1
+    assert "no execution has id" in capsys.readouterr().err
+    assert main(["resume", "some-token", "--node", "x"]) == 2
+    assert "--node goes with an execution id" in capsys.readouterr().err
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out == "No executions.\n"
+
+
+def test_db_option_and_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "other.db"
+    assert (
+        main(
+            [
+                "run",
+                ORDER,
+                "--input",
+                '{"amount": 5, "country": "US"}',
+                "--quiet",
+                "--db",
+                str(other),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["list", "--db", str(other)]) == 0
+    assert "order_routing v1  completed" in capsys.readouterr().out
+    assert (
+        main(["run", ORDER, "--input", '{"amount": 5, "country": "US"}', "--quiet", "--memory"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out == "No executions.\n"
