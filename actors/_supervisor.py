@@ -189,10 +189,9 @@ class ExecutionSupervisor:
     # ------------------------------------------------------------------ steps
 
     def _receive_nowait(self) -> Message | None:
-        try:
-            return self._receive.receive_nowait()
-        except anyio.WouldBlock:
-            return None
+        if not self._receive.statistics().current_buffer_used:
+            return None  # cheaper than the exception receive_nowait would raise
+        return self._receive.receive_nowait()
 
     async def _reclaim(self, message: Message) -> bool:
         """A message came after the execution was saved as waiting (and released):

@@ -123,7 +123,8 @@ async def call_action(dispatch: Dispatch, now: Callable[[], float]) -> NodeResul
     error: ErrorInfo | None = None
     suspend: SuspendRequest | None = None
     try:
-        value = action.function(isolate(dispatch.context))
+        context = isolate(dispatch.context) if action.isolate_inputs else dispatch.context
+        value = action.function(context)
         if action.is_async or inspect.isawaitable(value):
             value = await value
         if isinstance(value, Suspend):

@@ -9,7 +9,7 @@ Triggers: ``manual.trigger``. Core: ``core.noop``, ``core.log``, ``core.fail``,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -19,13 +19,17 @@ from ._errors import NodeError, Problem, did_you_mean
 from ._expressions import contains_template
 from ._loading import KEY_PATTERN
 from ._model import DEFAULT_PORT, ERROR_PORT
-from ._registry import Action, ActionRegistry
+from ._registry import Action, ActionRegistry, F
 from ._waits import WAIT_ACTIONS
 
 logger = logging.getLogger("prana.workflow")
 
 _registry = ActionRegistry(builtins=False)
-action = _registry.action
+
+
+def action(name: str, **options: Any) -> Callable[[F], F]:
+    """Register a built-in: built-ins never change their inputs in place."""
+    return _registry.action(name, isolate_inputs=False, **options)
 
 
 # --------------------------------------------------------------------------- triggers

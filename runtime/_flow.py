@@ -49,6 +49,9 @@ class Flow:
         self._back_delivered = [0] * count
         self._edge_state = [OPEN] * len(graph.edges)
         self._edge_run: list[NodeRun | None] = [None] * len(graph.edges)
+        # Settled edges for checkpoints: edge index -> sending run's execution index
+        # (delivered) or -1 (dead). Kept as edges settle, so saving never scans.
+        self._edge_refs: dict[int, int] = {}
         self._unsettled = [len(loop.nodes) for loop in graph.loops]
         self._exit_buffer: list[dict[int, NodeRun]] = [{} for _ in graph.loops]
         self._loop_depth = [self._depth(loop.id) for loop in graph.loops]
@@ -92,6 +95,7 @@ class Flow:
     def _deliver(self, edge: Edge, run: NodeRun) -> None:
         self._edge_state[edge.index] = DELIVERED
         self._edge_run[edge.index] = run
+        self._edge_refs[edge.index] = run.execution_index
         target = self._index[edge.target]
         if edge.loop_back:
             self._back_settled[target] += 1
@@ -103,6 +107,7 @@ class Flow:
 
     def _kill(self, edge: Edge) -> None:
         self._edge_state[edge.index] = DEAD
+        self._edge_refs[edge.index] = -1
         target = self._index[edge.target]
         if edge.loop_back:
             self._back_settled[target] += 1
@@ -201,6 +206,7 @@ class Flow:
                 self._settled[index] = self._delivered[index] = 0
         for edge_index in loop.inside_edges:
             self._edge_state[edge_index] = OPEN
+            self._edge_refs.pop(edge_index, None)
             self._edge_run[edge_index] = None
         size = len(loop.nodes)
         self._unsettled[loop_id] = size

@@ -44,6 +44,8 @@ class Action:
     entry, output on ``collect_port`` is replaced by the list of what came back on its
     loop-back connections, one entry per iteration (``core.for_each``'s ``done``): the
     engine builds it from the audit trail, so nothing grows in the node's context.
+    ``isolate_inputs=False`` promises that the action never changes the data it is
+    given in place, so the engine need not copy it first (the built-ins promise it).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Action:
     check: Callable[[Mapping[str, Any]], Iterable[Problem]] | None = None
     render_on_loop_back: bool = True
     collect_port: str | None = None
+    isolate_inputs: bool = True
     description: str = ""
     is_async: bool = attrs.field(default=False)
 
@@ -104,6 +107,7 @@ class ActionRegistry:
         check: Callable[[Mapping[str, Any]], Iterable[Problem]] | None = None,
         render_on_loop_back: bool = True,
         collect_port: str | None = None,
+        isolate_inputs: bool = True,
         description: str = "",
         replace: bool = False,
     ) -> Callable[[F], F]:
@@ -127,6 +131,7 @@ class ActionRegistry:
                     check=check,
                     render_on_loop_back=render_on_loop_back,
                     collect_port=collect_port,
+                    isolate_inputs=isolate_inputs,
                     description=description or (inspect.getdoc(function) or "").split("\n")[0],
                 ),
                 replace=replace,

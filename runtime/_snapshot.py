@@ -3,7 +3,7 @@
 ``active_paths`` in a checkpoint is everything the state machine needs beyond the
 audit trail, the variables and the node contexts to carry on exactly where it
 stopped: each node's state in the current iteration, each settled edge (delivered,
-by the execution index of the run that sent on it, or dead), the ready stack, the
+by the execution index of the run that sent on it, or dead; keyed by edge index), the ready stack, the
 runs in flight and waiting (with where their inputs came from), and the loops'
 bookkeeping. It is JSON, it names runs instead of copying their outputs, and its
 size depends on the workflow, never on how long the execution has run.
@@ -30,20 +30,11 @@ FORMAT = 1
 
 def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
     """The routing state of ``machine`` as JSON data."""
-    edges: dict[str, int] = {}
-    edge_run = machine._edge_run
-    for index, state in enumerate(machine._edge_state):
-        if state == DELIVERED:
-            run = edge_run[index]
-            assert run is not None
-            edges[str(index)] = run.execution_index
-        elif state == DEAD:
-            edges[str(index)] = -1
     in_flight = [*machine._running.values(), *machine._redispatch.values()]
     return {
         "format": FORMAT,
         "nodes": "".join(map(str, machine._state)),
-        "edges": edges,
+        "edges": dict(machine._edge_refs),
         "ready": list(machine._ready),
         "run_counts": list(machine._run_counts),
         "running": [
@@ -163,6 +154,7 @@ def restore(
     machine._skipped = dict.fromkeys(paths["skipped"])
     for edge, source in paths["edges"].items():
         position = int(edge)
+        machine._edge_refs[position] = source
         if source < 0:
             machine._edge_state[position] = DEAD
         else:

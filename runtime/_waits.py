@@ -7,7 +7,7 @@ process ran fires as soon as an engine starts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -15,11 +15,15 @@ import attrs
 from ._context import NodeContext, Suspend
 from ._errors import NodeError, Problem
 from ._expressions import contains_template
-from ._registry import Action, ActionRegistry
+from ._registry import Action, ActionRegistry, F
 from ._time import parse_datetime, parse_duration
 
 _registry = ActionRegistry(builtins=False)
-action = _registry.action
+
+
+def action(name: str, **options: Any) -> Callable[[F], F]:
+    """Register a built-in wait: it never changes its input in place."""
+    return _registry.action(name, isolate_inputs=False, **options)
 
 
 def _duration(value: object, name: str) -> float:

@@ -20,8 +20,21 @@ converter = make_converter(omit_if_default=True)
 
 
 def dumps(value: Any) -> bytes:
-    """JSON bytes of plain data (or a record)."""
-    return orjson.dumps(converter.unstructure(value))
+    """JSON bytes of plain data (node outputs, variables, routing state).
+
+    Plain data goes straight to orjson; a record found inside it (an attrs class) is
+    unstructured by the converter.
+    """
+    return orjson.dumps(value, default=_unstructure, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _unstructure(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    unstructured = converter.unstructure(value)
+    if unstructured is value:
+        raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+    return unstructured
 
 
 def loads(data: bytes | str | None) -> Any:

@@ -1,0 +1,133 @@
+"""Durable workloads (issue 3), each run in its own process so that peak memory and
+"the process exits" are real:
+
+    python bench/durable.py w2 DB SYNC BACKEND   -> median ms of the 100-node chain, durable
+    python bench/durable.py w4 DB SYNC           -> 1000 concurrent 10-node chains, durable
+    python bench/durable.py w5-suspend DB SYNC   -> 1000 executions waiting at node 5
+    python bench/durable.py w5-resume DB SYNC    -> resume them all, 5 more nodes each
+
+Each prints one line of JSON. ``bench/run.py`` runs them and prints the table.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import os
+import resource
+import sqlite3
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workloads import chain_workflow
+
+import prana
+
+EXECUTIONS = 1000
+
+
+def store_url(db: str, synchronous: str) -> str:
+    return f"sqlite:///{db}?synchronous={synchronous}"
+
+
+def suspending_chain() -> prana.Workflow:
+    """5 nodes, a wait, 5 nodes: W5's workflow."""
+    nodes = [{"key": "start", "type": "manual.trigger"}]
+    nodes += [{"key": f"a{i}", "type": "core.noop"} for i in range(4)]
+    nodes += [{"key": "wait", "type": "wait.webhook"}]
+    nodes += [{"key": f"b{i}", "type": "core.noop"} for i in range(5)]
+    keys = [node["key"] for node in nodes]
+    connections = [{"from": a, "to": b} for a, b in itertools.pairwise(keys)]
+    return prana.load_workflow({"id": "w5", "nodes": nodes, "connections": connections})
+
+
+async def w2(db: str, synchronous: str) -> dict[str, float]:
+    chain = chain_workflow(100)
+    memory_times, durable_times = [], []
+    async with (
+        prana.Engine(env={}) as memory,
+        prana.Engine(store=store_url(db, synchronous), env={}) as durable,
+    ):
+        for engine in (memory, durable):
+            for _ in range(10):
+                await engine.run(chain)
+        gc.collect()
+        gc.disable()
+        for _ in range(30):  # interleaved, so that drift affects both alike
+            for engine, times in ((memory, memory_times), (durable, durable_times)):
+                started = time.perf_counter()
+                result = await engine.run(chain)
+                times.append((time.perf_counter() - started) * 1000)
+                assert result.status == "completed"
+        gc.enable()
+    return {"w1_ms": statistics.median(memory_times), "w2_ms": statistics.median(durable_times)}
+
+
+async def w4(db: str, synchronous: str) -> dict[str, float]:
+    chain = chain_workflow(9)  # trigger + 9: a 10-node chain
+    async with prana.Engine(store=store_url(db, synchronous), env={}) as engine:
+        await engine.run(chain)  # warm up: the definition is stored
+        started = time.perf_counter()
+        handles = [await engine.start(chain, {"n": n}) for n in range(EXECUTIONS)]
+        results = [await handle.result() for handle in handles]
+        elapsed = time.perf_counter() - started
+        assert all(result.status == "completed" for result in results)
+        writer = engine._services.writer if engine._services else None
+        batches = writer.batches if writer else 0
+    nodes = EXECUTIONS * len(chain.nodes)
+    with sqlite3.connect(db) as connection:
+        count = connection.execute("SELECT count(*) FROM executions").fetchone()[0]
+    return {
+        "seconds": elapsed,
+        "nodes_per_second": nodes / elapsed,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "bytes_per_execution": os.path.getsize(db) / count,
+        "commits": batches,
+    }
+
+
+async def w5_suspend(db: str, synchronous: str) -> dict[str, float]:
+    workflow = suspending_chain()
+    async with prana.Engine(store=store_url(db, synchronous), env={}) as engine:
+        handles = [await engine.start(workflow, {"n": n}) for n in range(EXECUTIONS)]
+        results = [await handle.result() for handle in handles]
+        assert all(result.status == "suspended" for result in results)
+        live = engine.live_count
+    return {"suspended": len(results), "live_after": live}
+
+
+async def w5_resume(db: str, synchronous: str) -> dict[str, float]:
+    async with prana.Engine(store=store_url(db, synchronous), env={}) as engine:
+        started = time.perf_counter()
+        waiting = await engine.list(status="suspended", limit=10 * EXECUTIONS)
+        finished: list[prana.Execution] = []
+
+        async def resume(execution_id: str) -> None:
+            finished.append(await engine.resume(execution_id, {"ok": True}))
+
+        async with anyio.create_task_group() as group:
+            for execution in waiting:
+                group.start_soon(resume, execution.id)
+        elapsed = time.perf_counter() - started
+    assert len(finished) == EXECUTIONS
+    assert all(execution.status == "completed" for execution in finished)
+    assert all(len(execution.node_runs) == 11 for execution in finished)
+    return {"seconds": elapsed}
+
+
+def main() -> None:
+    role, db, synchronous = sys.argv[1], sys.argv[2], sys.argv[3]
+    backend = sys.argv[4] if len(sys.argv) > 4 else "asyncio"
+    work = {"w2": w2, "w4": w4, "w5-suspend": w5_suspend, "w5-resume": w5_resume}[role]
+    print(json.dumps(anyio.run(work, db, synchronous, backend=backend)))
+
+
+if __name__ == "__main__":
+    main()
