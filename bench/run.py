@@ -4,6 +4,10 @@
     python bench/run.py --quick         # fewer repetitions
     python bench/run.py --backend trio  # one backend
 
+Durable workloads (issue 3) follow, each in its own process: W2, W4 (with W6's
+peak memory and bytes on disk) and W5, with SQLite synchronous=NORMAL and FULL, and
+on LangGraph and DBOS when they are installed (pip install -e ".[bench]").
+
 Workloads (issue 2):
   floor  one anyio task spawn + one memory-channel round trip: the least a node
          costs in the actor design (a worker task that sends its result back)
@@ -18,21 +22,27 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-from workloads import branches_workflow, chain_workflow
+from workloads import branches_workflow, chain_workflow  # noqa: E402
 
-import prana
+import prana  # noqa: E402
 
 
 async def _spawn_and_reply(send: anyio.abc.ObjectSendStream[int], value: int) -> None:
@@ -98,6 +108,85 @@ async def bench_backend(rounds: int) -> dict[str, float]:
     return figures
 
 
+def _child(script: str, *args: str, python: str = sys.executable) -> dict[str, Any]:
+    """Run a benchmark role in its own process; return the JSON it prints."""
+    done = subprocess.run(
+        [python, str(HERE / script), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{script} {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(lines[-1])
+    return figures
+
+
+def durable_figures(
+    folder: Path, script: str, prefix: list[str], suffix: list[str]
+) -> dict[str, float]:
+    """W2, W4 (with W6's memory and disk) and W5 for one configuration."""
+    figures: dict[str, float] = {}
+    figures.update(_child(script, *prefix, "w2", str(folder / "w2.db"), *suffix))
+    w4 = _child(script, *prefix, "w4", str(folder / "w4.db"), *suffix)
+    figures.update({f"w4_{key}": value for key, value in w4.items()})
+    _child(script, *prefix, "w5-suspend", str(folder / "w5.db"), *suffix)
+    figures["w5_seconds"] = _child(script, *prefix, "w5-resume", str(folder / "w5.db"), *suffix)[
+        "seconds"
+    ]
+    return figures
+
+
+def print_durable(peers: bool) -> None:
+    rows: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="prana-bench-") as root:
+        for synchronous in ("NORMAL", "FULL"):
+            folder = Path(root) / f"prana-{synchronous}"
+            folder.mkdir()
+            print(f"  measuring prana, synchronous={synchronous} ...", flush=True)
+            rows[f"prana {synchronous}"] = durable_figures(folder, "durable.py", [], [synchronous])
+        if peers:
+            for peer, module in (("LangGraph", "langgraph.checkpoint.sqlite"), ("DBOS", "dbos")):
+                if importlib.util.find_spec(module.split(".")[0]) is None:
+                    print(f"  {peer} is not installed: skipped (pip install -e '.[bench]')")
+                    continue
+                folder = Path(root) / peer
+                folder.mkdir()
+                print(f"  measuring {peer} (SQLite, synchronous=FULL) ...", flush=True)
+                rows[peer] = durable_figures(folder, "peers.py", [peer.lower()], [])
+    names = list(rows)
+    print()
+    print(f"{'':38}" + "".join(f"{name:>16}" for name in names))
+    metrics = [
+        ("W1 ms (memory, same run as W2)", "w1_ms", "{:.1f}"),
+        ("W2 ms (100-node chain, durable)", "w2_ms", "{:.1f}"),
+        ("W4 durable node executions / s", "w4_nodes_per_second", "{:.0f}"),
+        ("W5 s (resume 1000, 5 nodes each)", "w5_seconds", "{:.2f}"),
+        ("W6 peak RSS of W4, MiB", "w4_peak_rss_mb", "{:.0f}"),
+        ("W6 bytes on disk / execution", "w4_bytes_per_execution", "{:.0f}"),
+    ]
+    for label, key, form in metrics:
+        cells = "".join(
+            f"{form.format(rows[name][key]) if key in rows[name] else '-':>16}" for name in names
+        )
+        print(f"{label:38}{cells}")
+    ours = rows["prana NORMAL"]
+    for name in names[2:]:
+        theirs = rows[name]
+        print(
+            f"\nprana NORMAL vs {name}: W2 {theirs['w2_ms'] / ours['w2_ms']:.1f}x faster, "
+            f"W4 {ours['w4_nodes_per_second'] / theirs['w4_nodes_per_second']:.1f}x the throughput, "
+            f"W5 {theirs['w5_seconds'] / ours['w5_seconds']:.1f}x faster, "
+            f"{theirs['w4_bytes_per_execution'] / ours['w4_bytes_per_execution']:.1f}x less disk"
+        )
+    print(
+        f"\nW2 / W1 (prana NORMAL) = {ours['w2_ms'] / ours['w1_ms']:.1f}x. Goals (issue 3): W2 within 3x of W1; "
+        "W4 >= 10 000 /s; W5 < 2 s; under 3 KiB per execution; waiting executions hold no memory."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -106,29 +195,41 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="fewer repetitions (less stable figures)"
     )
+    parser.add_argument("--only", choices=("memory", "durable"), help="run one part only")
+    parser.add_argument(
+        "--no-peers", action="store_true", help="skip LangGraph and DBOS even when installed"
+    )
     options = parser.parse_args()
     backends = options.backend or ["asyncio", "trio"]
     rounds = 5 if options.quick else 30
     print(
         f"prana {prana.__version__} on Python {platform.python_version()}, {platform.machine()}, "
-        f"{len(os.sched_getaffinity(0))} cores; {rounds * 10} runs of each workload in {rounds} "
-        "interleaved rounds; medians\n"
+        f"{len(os.sched_getaffinity(0))} cores\n"
     )
-    header = (
-        f"{'backend':<8} {'floor µs':>9} {'W1 ms':>8} {'W1 p90':>8} {'W1 µs/node':>11} {'÷ floor':>8} "
-        f"{'W1b ms':>8} {'W1b µs/node':>12} {'÷ floor':>8}"
-    )
-    print(header)
-    print("-" * len(header))
-    for backend in backends:
-        figures = anyio.run(bench_backend, rounds, backend=backend)
-        floor = figures["floor_us"]
+    if options.only != "durable":
         print(
-            f"{backend:<8} {floor:>9.1f} {figures['W1_ms']:>8.2f} {figures['W1_p90_ms']:>8.2f} "
-            f"{figures['W1_per_node_us']:>11.1f} {figures['W1_per_node_us'] / floor:>7.2f}x "
-            f"{figures['W1b_ms']:>8.2f} {figures['W1b_per_node_us']:>12.1f} {figures['W1b_per_node_us'] / floor:>7.2f}x"
+            f"In memory: {rounds * 10} runs of each workload in {rounds} interleaved rounds; medians\n"
         )
-    print("\nGoals (issue 2): per-node overhead at most 2x the floor on asyncio; W1 under 8 ms.")
+        header = (
+            f"{'backend':<8} {'floor µs':>9} {'W1 ms':>8} {'W1 p90':>8} {'W1 µs/node':>11} {'÷ floor':>8} "
+            f"{'W1b ms':>8} {'W1b µs/node':>12} {'÷ floor':>8}"
+        )
+        print(header)
+        print("-" * len(header))
+        for backend in backends:
+            figures = anyio.run(bench_backend, rounds, backend=backend)
+            floor = figures["floor_us"]
+            print(
+                f"{backend:<8} {floor:>9.1f} {figures['W1_ms']:>8.2f} {figures['W1_p90_ms']:>8.2f} "
+                f"{figures['W1_per_node_us']:>11.1f} {figures['W1_per_node_us'] / floor:>7.2f}x "
+                f"{figures['W1b_ms']:>8.2f} {figures['W1b_per_node_us']:>12.1f} {figures['W1b_per_node_us'] / floor:>7.2f}x"
+            )
+        print(
+            "\nGoals (issue 2): per-node overhead at most 2x the floor on asyncio; W1 under 8 ms.\n"
+        )
+    if options.only != "memory":
+        print("Durable, on SQLite, each workload in its own process (asyncio):")
+        print_durable(peers=not options.no_peers)
 
 
 if __name__ == "__main__":
