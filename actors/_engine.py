@@ -282,12 +282,13 @@ class Engine(AsyncContextManagerMixin):
         data = _json(data, "resume data")
         supervisor = self._live.get(execution_id)
         if supervisor is not None:
+            stopped = supervisor.stop_waiter()  # before asking: it may end at once
             request = ResumeRequest(node_key=node, data=data)
             supervisor.deliver(request)
             await request.done.wait()
             if request.error is not None:
                 raise request.error
-            return await supervisor.wait_stop()
+            return await supervisor.wait_stop(stopped)
         stored = await self._load(execution_id)
         self._check_waiting(stored)
         machine = await self._restore(stored)
@@ -409,7 +410,7 @@ class Engine(AsyncContextManagerMixin):
                 f"execution {machine.execution_id} was resumed or taken by another engine just now"
             )
         supervisor = self._launch(machine, lambda now: commands)
-        return await supervisor.wait_stop()
+        return await supervisor.wait_stop(supervisor.stop_waiter())
 
     async def _claim(
         self, execution_id: str, statuses: tuple[ExecutionStatus, ...] = ("suspended",)

@@ -103,6 +103,7 @@ class ExecutionSupervisor:
         self._node_count = len(machine.graph.nodes)
         self._stop_waiters: list[anyio.Event] = []
         self._saved_once = False
+        self._exited = False
         self.last_stop: Execution | None = None
         self.failure: PranaError | None = None
 
@@ -115,15 +116,23 @@ class ExecutionSupervisor:
         """Put a message in the inbox (never blocks)."""
         self._send.send_nowait(message)
 
-    async def wait_stop(self) -> Execution:
+    def stop_waiter(self) -> anyio.Event:
+        """An event set when the execution next stops; register it before asking the
+        supervisor for anything whose end you will wait for."""
+        woken = anyio.Event()
+        if self._exited:
+            woken.set()
+        else:
+            self._stop_waiters.append(woken)
+        return woken
+
+    async def wait_stop(self, woken: anyio.Event | None = None) -> Execution:
         """Wait until the execution next stops (waits or ends) and return it.
 
         Raises :class:`PranaError` if the supervisor stopped without that: the
         engine stopped, the store failed, or another engine took the execution.
         """
-        woken = anyio.Event()
-        self._stop_waiters.append(woken)
-        await woken.wait()
+        await (woken or self.stop_waiter()).wait()
         if self.failure is not None:
             raise self.failure
         assert self.last_stop is not None
@@ -178,6 +187,7 @@ class ExecutionSupervisor:
                     f"the engine stopped before execution {machine.execution_id} finished "
                     f"(it was {machine.status}); it carries on when an engine starts on the same store"
                 )
+            self._exited = True
             for waiter in self._stop_waiters:
                 waiter.set()
             self._stop_waiters.clear()

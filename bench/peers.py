@@ -183,6 +183,7 @@ def dbos_w5(db: str, resume: bool) -> dict[str, float]:
         while any(len(dbos.list_workflow_steps(workflow_id)) < 6 for workflow_id in ids[-5:]):
             time.sleep(0.05)  # the last ones started have reached their recv
         time.sleep(0.5)
+        print(json.dumps({"suspended": EXECUTIONS}), flush=True)
         os._exit(0)  # the process exits with the workflows waiting
     started = time.perf_counter()
     for workflow_id in ids:
