@@ -37,7 +37,7 @@ from prana.storage._sqlite import Synchronous
 from ._clock import Clock, SystemClock, new_execution_id
 from ._ownership import dead_owners, new_owner_id
 from ._subscription import Middleware, Publisher, Subscription
-from ._supervisor import ExecutionSupervisor, ResumeRequest, Services, WakeRequest
+from ._supervisor import ExecutionSupervisor, Lost, ResumeRequest, Services, WakeRequest
 from ._timers import TimerActor
 from ._writer import CheckpointWriter
 
@@ -116,7 +116,9 @@ class Engine(AsyncContextManagerMixin):
     must not block. ``clock`` is the workflows' clock (a
     :class:`prana.testing.VirtualClock` in tests). ``lease`` is how long, in
     seconds, an engine that stops answering keeps its executions before another
-    takes them. ``recover=False`` leaves other engines' abandoned executions alone.
+    takes them; ``heartbeat`` how often it renews its leases and looks for abandoned
+    executions (default: a third of ``lease``). ``recover=False`` leaves other
+    engines' abandoned executions alone.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class Engine(AsyncContextManagerMixin):
         middleware: Iterable[Middleware] = (),
         clock: Clock | None = None,
         lease: float = 30.0,
+        heartbeat: float | None = None,
         recover: bool = True,
     ) -> None:
         if durability not in (None, "off", "normal", "full"):
@@ -141,6 +144,7 @@ class Engine(AsyncContextManagerMixin):
         self._middleware = tuple(middleware)
         self.clock: Clock = clock or SystemClock()
         self._lease = lease
+        self._heartbeat_interval = heartbeat if heartbeat is not None else lease / 3
         self._recover = recover
         self._graphs: dict[tuple[str, int, str | None], tuple[Workflow, ExecutionGraph]] = {}
         self._graphs_by_hash: dict[tuple[str, str], ExecutionGraph] = {}
@@ -169,7 +173,6 @@ class Engine(AsyncContextManagerMixin):
             writer=writer,
             timers=timers,
             durable=durability != "off",
-            claim=self._claim,
         )
         body_error: BaseException | None = None
         try:
@@ -404,24 +407,20 @@ class Engine(AsyncContextManagerMixin):
     async def _take_over(
         self, machine: ExecutionMachine, commands: builtins.list[Command]
     ) -> Execution:
-        """Claim a waiting execution from the store and run it from ``commands``."""
-        if not await self._claim(machine.execution_id):
+        """Take a waiting execution from the store and run it from ``commands``.
+
+        The taking is part of its first checkpoint (so it shares a commit with
+        others): nothing runs before it is saved, and if another engine took the
+        execution first, the caller learns it then.
+        """
+        machine.take_on_save = True
+        supervisor = self._launch(machine, lambda now: commands)
+        try:
+            return await supervisor.wait_stop(supervisor.stop_waiter())
+        except Lost as exc:
             raise InvalidTransition(
                 f"execution {machine.execution_id} was resumed or taken by another engine just now"
-            )
-        supervisor = self._launch(machine, lambda now: commands)
-        return await supervisor.wait_stop(supervisor.stop_waiter())
-
-    async def _claim(
-        self, execution_id: str, statuses: tuple[ExecutionStatus, ...] = ("suspended",)
-    ) -> bool:
-        return await self._require_store().claim(
-            execution_id,
-            owner=self.owner,
-            lease_expires=time.time() + self._lease,
-            now=time.time(),
-            statuses=statuses,
-        )
+            ) from exc
 
     async def _load(self, execution_id: str) -> StoredExecution:
         stored = await self._require_store().load_execution(execution_id)
@@ -517,7 +516,8 @@ class Engine(AsyncContextManagerMixin):
         commands = machine.wake(suspension.execution_index, self.clock.now())
         if not commands and machine.status == "suspended":
             return  # resumed already, or not due after all
-        if self._task_group is not None and await self._claim(execution_id):
+        if self._task_group is not None:
+            machine.take_on_save = True  # unless another engine took it meanwhile
             self._launch(machine, lambda now: commands)
 
     async def _recover_orphans(self, dead: Iterable[str] = ()) -> None:
@@ -547,7 +547,7 @@ class Engine(AsyncContextManagerMixin):
         """Renew the leases of live executions; take over those of dead engines."""
         store = self._require_store()
         while True:
-            await anyio.sleep(self._lease / 3)
+            await anyio.sleep(self._heartbeat_interval)
             await store.renew(
                 list(self._live), owner=self.owner, lease_expires=time.time() + self._lease
             )

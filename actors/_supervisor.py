@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -76,11 +76,14 @@ class Services:
     writer: CheckpointWriter
     timers: TimerActor
     durable: bool
-    claim: Callable[[str], Awaitable[bool]]
 
 
 class Stopped(PranaError):
     """The supervisor stopped before the execution reached a stop of its own."""
+
+
+class Lost(PranaError):
+    """Another engine owns the execution now: its checkpoint was not applied."""
 
 
 class ExecutionSupervisor:
@@ -163,8 +166,9 @@ class ExecutionSupervisor:
                         message = await self._receive.receive()
                     else:
                         message = self._receive_nowait()
-                        if message is None or not await self._reclaim(message):
-                            break  # waiting or ended, and nothing more to do
+                        if message is None:
+                            break  # waiting or ended, and nothing more arrived
+                        self._reclaim(message)
                     commands = self._take(message)
                     while (more := self._receive_nowait()) is not None:
                         commands.extend(self._take(more))
@@ -203,20 +207,12 @@ class ExecutionSupervisor:
             return None  # cheaper than the exception receive_nowait would raise
         return self._receive.receive_nowait()
 
-    async def _reclaim(self, message: Message) -> bool:
+    def _reclaim(self, message: Message) -> None:
         """A message came after the execution was saved as waiting (and released):
-        take it back before going on."""
-        if isinstance(message, NodeResult) or self.machine.status != "suspended":
-            return True
-        if await self._services.claim(self.execution_id):
+        take it back with the next checkpoint, then go on."""
+        if not isinstance(message, NodeResult) and self.machine.status == "suspended":
+            self.machine.take_on_save = True
             self.last_stop = None
-            return True
-        if isinstance(message, ResumeRequest):
-            message.error = InvalidTransition(
-                f"execution {self.execution_id} was taken by another engine just now"
-            )
-            message.done.set()
-        return False
 
     def _take(self, message: Message) -> list[Command]:
         machine = self.machine
@@ -241,9 +237,9 @@ class ExecutionSupervisor:
         if services.durable or not self._saved_once or stopped or machine.has_new_suspensions:
             checkpoint = machine.checkpoint()
             if not await services.writer.write(checkpoint):
-                raise PranaError(
+                raise Lost(
                     f"execution {machine.execution_id} is now run by another engine "
-                    "(this engine's lease expired); it stopped here"
+                    "(this engine's lease expired, or it took the execution first); it stopped here"
                 )
             self._saved_once = True
             for suspension in checkpoint.suspensions_added:

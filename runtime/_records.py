@@ -178,7 +178,9 @@ class Checkpoint:
     """What changed in an execution since its previous checkpoint (DESIGN §8).
 
     A store applies it in one transaction. ``new`` marks the first checkpoint of an
-    execution (its row is created). The header fields, ``active_paths`` (the routing
+    execution (its row is created); ``take`` the first after taking a waiting
+    execution from the store (applied only if it is still waiting and no live engine
+    owns it). The header fields, ``active_paths`` (the routing
     state, bounded by the size of the workflow) and ``iteration_count`` replace what
     the store had; ``vars`` is ``None`` when unchanged; ``node_contexts`` holds only
     the contexts that changed; ``runs`` are the node runs that ended since the last
@@ -194,6 +196,7 @@ class Checkpoint:
     trigger: str
     input: Any = None
     new: bool = False
+    take: bool = False
     active_paths: Mapping[str, Any] = attrs.field(factory=dict)
     iteration_count: int = 0
     vars: Mapping[str, Any] | None = None

@@ -250,6 +250,7 @@ def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
         trigger=machine.graph.trigger,
         input=machine.input,
         new=not machine._saved,
+        take=machine.take_on_save,
         active_paths=dump_paths(machine),
         iteration_count=machine.iteration_count,
         vars=dict(machine.vars) if machine._vars_changed else None,
@@ -262,6 +263,7 @@ def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
         suspensions_removed=tuple(machine._suspensions_removed),
     )
     machine._saved = True
+    machine.take_on_save = False
     machine._unsaved_runs = []
     machine._vars_changed = False
     machine._contexts_changed = set()

@@ -49,6 +49,12 @@ class MemoryStore:
                 if not checkpoint.new:
                     lost.add(checkpoint.execution_id)
                     continue
+            elif checkpoint.take:
+                execution = kept.execution
+                free = execution.owner in (None, owner) or (execution.lease_expires or 0.0) <= now
+                if execution.status != "suspended" or not free:
+                    lost.add(checkpoint.execution_id)
+                    continue
             elif kept.execution.owner != owner:
                 lost.add(checkpoint.execution_id)
                 continue
@@ -165,27 +171,6 @@ class MemoryStore:
         return sorted(
             found, key=lambda suspension: (suspension.wake_at or 0.0, suspension.execution_id)
         )
-
-    async def claim(
-        self,
-        execution_id: str,
-        *,
-        owner: str,
-        lease_expires: float,
-        now: float,
-        statuses: Iterable[ExecutionStatus] = ("suspended",),
-    ) -> bool:
-        """Take an execution in one of ``statuses`` that no live engine owns."""
-        kept = self._executions.get(execution_id)
-        if kept is None or kept.execution.status not in tuple(statuses):
-            return False
-        execution = kept.execution
-        if execution.owner not in (None, owner) and (execution.lease_expires or 0.0) > now:
-            return False
-        kept.execution = attrs.evolve(
-            execution, status="running", owner=owner, lease_expires=lease_expires, updated_at=now
-        )
-        return True
 
     async def claim_orphans(
         self, *, owner: str, lease_expires: float, now: float, dead_owners: Iterable[str] = ()

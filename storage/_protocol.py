@@ -184,19 +184,6 @@ class Store(Protocol):
         """Waiting nodes with a deadline (before ``before``, if given), earliest first."""
         ...
 
-    async def claim(
-        self,
-        execution_id: str,
-        *,
-        owner: str,
-        lease_expires: float,
-        now: float,
-        statuses: Iterable[ExecutionStatus] = ("suspended",),
-    ) -> bool:
-        """Take an execution whose status is one of ``statuses`` and that no live engine
-        owns; it becomes ``running`` and owned by ``owner``. Returns whether it did."""
-        ...
-
     async def claim_orphans(
         self, *, owner: str, lease_expires: float, now: float, dead_owners: Iterable[str] = ()
     ) -> list[str]:

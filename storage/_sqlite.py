@@ -349,30 +349,6 @@ class SQLiteStore:
 
         await self._call(self._write, insert)
 
-    async def claim(
-        self,
-        execution_id: str,
-        *,
-        owner: str,
-        lease_expires: float,
-        now: float,
-        statuses: Iterable[ExecutionStatus] = ("suspended",),
-    ) -> bool:
-        """Take an execution in one of ``statuses`` that no live engine owns."""
-        wanted = tuple(statuses)
-        marks = ", ".join("?" * len(wanted))
-
-        def take(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                f"UPDATE executions SET status = 'running', owner = ?, lease_expires = ?, updated_at = ? "
-                f"WHERE id = ? AND status IN ({marks}) "
-                "AND (owner IS NULL OR owner = ? OR lease_expires <= ?)",
-                (owner, lease_expires, now, execution_id, *wanted, owner, now),
-            )
-            return cursor.rowcount == 1
-
-        return await self._call(self._write, take)
-
     async def claim_orphans(
         self, *, owner: str, lease_expires: float, now: float, dead_owners: Iterable[str] = ()
     ) -> list[str]:

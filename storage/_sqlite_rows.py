@@ -83,10 +83,18 @@ def apply_checkpoints(
             if checkpoint.vars is not None:
                 assignments += ", vars = ?"
                 values.append(codec.dumps(checkpoint.vars))
-            cursor = db.execute(
-                f"UPDATE executions SET {assignments} WHERE id = ? AND owner = ?",
-                (*values, checkpoint.execution_id, owner),
-            )
+            if checkpoint.take:
+                # Take a waiting execution that no live engine owns, in this same step.
+                cursor = db.execute(
+                    f"UPDATE executions SET {assignments} WHERE id = ? AND status = 'suspended' "
+                    "AND (owner IS NULL OR owner = ? OR lease_expires <= ?)",
+                    (*values, checkpoint.execution_id, owner, now),
+                )
+            else:
+                cursor = db.execute(
+                    f"UPDATE executions SET {assignments} WHERE id = ? AND owner = ?",
+                    (*values, checkpoint.execution_id, owner),
+                )
             if cursor.rowcount != 1:
                 lost.add(checkpoint.execution_id)
                 continue

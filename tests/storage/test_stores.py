@@ -160,7 +160,7 @@ async def test_only_the_owner_applies_checkpoints(kind: str, tmp_path: Path) -> 
 
 
 @STORES
-async def test_claims_respect_live_leases_and_take_dead_ones(kind: str, tmp_path: Path) -> None:
+async def test_orphans_and_waiting_executions_are_taken_once(kind: str, tmp_path: Path) -> None:
     async with opened(kind, tmp_path) as store:
         await save_workflow(store)
         await store.commit(
@@ -182,12 +182,6 @@ async def test_claims_respect_live_leases_and_take_dead_ones(kind: str, tmp_path
             now=1.0,
         )
         assert await store.owners() == [OTHER]
-        assert (
-            await store.claim(
-                "live", owner=ME, lease_expires=200.0, now=10.0, statuses=("running",)
-            )
-            is False
-        )
         taken = await store.claim_orphans(
             owner=ME, lease_expires=200.0, now=10.0, dead_owners=["nobody"]
         )
@@ -196,11 +190,12 @@ async def test_claims_respect_live_leases_and_take_dead_ones(kind: str, tmp_path
             owner=ME, lease_expires=200.0, now=10.0, dead_owners=[OTHER]
         )
         assert taken == ["dead", "live"]
-        assert await store.claim("waiting", owner=OTHER, lease_expires=200.0, now=10.0) is True
-        assert (
-            await store.claim("waiting", owner=ME, lease_expires=200.0, now=10.0) is False
-        )  # running now
-        assert await store.claim("nope", owner=ME, lease_expires=200.0, now=10.0) is False
+        # A waiting execution is taken with a checkpoint, once.
+        take = checkpoint("waiting", take=True)
+        assert await store.commit([take], owner=OTHER, lease_expires=200.0, now=10.0) == set()
+        assert await store.commit([take], owner=ME, lease_expires=200.0, now=10.0) == {"waiting"}
+        nope = checkpoint("nope", take=True)
+        assert await store.commit([nope], owner=ME, lease_expires=200.0, now=10.0) == {"nope"}
         stored = await store.load_execution("waiting")
         assert stored is not None
         assert (stored.status, stored.owner) == ("running", OTHER)
@@ -242,9 +237,8 @@ async def test_lists_timers_and_suspensions(kind: str, tmp_path: Path) -> None:
         assert [len(e.suspensions) for e in listed] == [0, 2, 1]
         assert [e.id for e in await store.list_executions(status="suspended", limit=1)] == ["b"]
         assert await store.list_executions(workflow_id="other") == []
-        assert await store.claim("b", owner=ME, lease_expires=100.0, now=5.0)
         await store.commit(
-            [checkpoint("b", status="running", suspensions_removed=(1,))],
+            [checkpoint("b", status="running", take=True, suspensions_removed=(1,))],
             owner=ME,
             lease_expires=100.0,
             now=5.0,

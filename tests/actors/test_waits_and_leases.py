@@ -1,0 +1,149 @@
+"""Waits until a moment, durations, group commit, migrations, and lease take-over."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+import prana
+from prana.storage import SQLiteStore, _schema
+from prana.testing import VirtualClock, open_engine
+from tests.helpers import make_workflow, workflow_dict
+
+MOMENT = 1_900_000_000.0  # 2030-03-17T17:46:40Z
+
+
+def until_workflow(at: str) -> prana.Workflow:
+    return make_workflow(
+        {"start": "manual.trigger", "wait": ("wait.until", {"at": at}), "after": "core.noop"},
+        ["start -> wait", "wait -> after"],
+    )
+
+
+async def test_wait_until_a_moment_and_a_moment_already_past() -> None:
+    clock = VirtualClock(start=MOMENT - 60)
+    async with open_engine(clock=clock) as engine:
+        waiting = await engine.run(until_workflow("2030-03-17T18:46:40+01:00"), "x")
+        assert waiting.status == "suspended"
+        assert waiting.suspensions[0].wake_at == MOMENT
+        assert clock.jump() == MOMENT
+        done = await engine.wait(waiting.id)
+        past = await engine.run(until_workflow("2020-01-01T00:00:00Z"), "y")
+    assert done.order == ["start", "wait", "after"]
+    assert done.output == "x"
+    assert past.status == "completed"
+    assert past.output == "y"
+
+
+def test_wait_parameters_are_checked_when_loading() -> None:
+    actions = prana.ActionRegistry()
+    with pytest.raises(prana.WorkflowValidationError) as caught:
+        prana.load_workflow(
+            workflow_dict(
+                {
+                    "start": "manual.trigger",
+                    "a": ("wait.until", {"at": "2030-01-01T09:00:00"}),
+                    "b": ("wait.interval", {"duration": "soon"}),
+                    "c": ("wait.webhook", {"timeout": "-3s"}),
+                },
+                ["start -> a", "a -> b", "b -> c"],
+            ),
+            actions=actions,
+        )
+    assert [str(problem) for problem in caught.value.problems] == [
+        "nodes[1].params.at: '2030-01-01T09:00:00' has no timezone; add one, such as Z or +01:00",
+        "nodes[2].params.duration: 'soon' is not a duration; write it like 90s, 15m, 2h, 3d or 1h30m",
+        "nodes[3].params.timeout: '-3s' is not a duration; write it like 90s, 15m, 2h, 3d or 1h30m",
+    ]
+
+
+async def test_a_duration_from_a_template_that_is_wrong_fails_the_node() -> None:
+    workflow = make_workflow(
+        {"start": "manual.trigger", "wait": ("wait.interval", {"duration": "{{ input.delay }}"})},
+        ["start -> wait"],
+    )
+    async with open_engine() as engine:
+        done = await engine.run(workflow, {"delay": "later"})
+    assert done.status == "failed"
+    assert done.error is not None
+    assert (done.error.code, done.error.node_key) == ("invalid_params", "wait")
+    assert "'later' is not a duration" in done.error.message
+
+
+async def test_concurrent_executions_share_commits() -> None:
+    workflow = make_workflow(
+        {"start": "manual.trigger", **{f"n{i}": "core.noop" for i in range(5)}},
+        ["start -> n0", *(f"n{i} -> n{i + 1}" for i in range(4))],
+    )
+    async with open_engine() as engine:
+        handles = [await engine.start(workflow, n) for n in range(50)]
+        results = [await handle.result() for handle in handles]
+        writer = engine._services.writer  # type: ignore[union-attr]
+        assert writer.written >= 50 * 6
+        assert writer.batches < writer.written / 4  # many checkpoints per transaction
+    assert [result.output for result in results] == list(range(50))
+
+
+async def test_a_newer_prana_migrates_the_schema_forward(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "prana.db"
+    async with open_engine(path=path) as engine:
+        kept = await engine.run(make_workflow({"start": "manual.trigger"}, []), "kept")
+    migration = "CREATE TABLE audit_notes (execution_id TEXT, note TEXT);"
+    monkeypatch.setattr(_schema, "MIGRATIONS", (*_schema.MIGRATIONS, migration))
+    monkeypatch.setattr("prana.storage._sqlite.MIGRATIONS", (*_schema.MIGRATIONS,))
+    monkeypatch.setattr("prana.storage._sqlite.LATEST", len(_schema.MIGRATIONS))
+    store = SQLiteStore(path)
+    await store.open()
+    await store.aclose()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("SELECT count(*) FROM audit_notes").fetchone()[0] == 0
+        assert (
+            db.execute("SELECT status FROM executions WHERE id = ?", (kept.id,)).fetchone()[0]
+            == "completed"
+        )
+
+
+@pytest.mark.single_backend("asyncio")
+async def test_an_engine_takes_over_when_another_stops_renewing_its_lease(tmp_path: Path) -> None:
+    path = tmp_path / "prana.db"
+    started, release = anyio.Event(), anyio.Event()
+    calls: list[str] = []
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.hold")
+    async def hold(ctx: prana.NodeContext) -> str:
+        calls.append(ctx.idempotency_key)
+        if len(calls) == 1:  # the first engine's run: it hangs, as in a frozen process
+            started.set()
+            await release.wait()
+        return "held"
+
+    workflow = make_workflow(
+        {"start": "manual.trigger", "hold": "test.hold", "after": "core.noop"},
+        ["start -> hold", "hold -> after"],
+        actions=actions,
+    )
+    # The first engine renews its leases far too rarely: as if its process had frozen.
+    async with open_engine(path=path, actions=actions, lease=0.3, heartbeat=3600) as first:
+        handle = await first.start(workflow, 1)
+        await started.wait()
+        # Once its lease is over, the second engine takes the execution over.
+        async with open_engine(path=path, actions=actions, lease=0.3, heartbeat=0.05) as second:
+            with anyio.fail_after(10):
+                done = await second.wait(handle.id)
+            release.set()  # the first engine wakes up: its result must not count
+            with pytest.raises(prana.PranaError, match="is now run by another engine"):
+                await handle.result()
+    assert done.status == "completed"
+    assert [(run.node_key, run.run_index) for run in done.node_runs] == [
+        ("start", 0),
+        ("hold", 0),
+        ("after", 0),
+    ]
+    assert calls == [f"{handle.id}:hold:0"] * 2  # run again, with the same idempotency key
