@@ -484,23 +484,7 @@ class Engine(AsyncContextManagerMixin):
             loading.set()
 
     async def _restore(self, stored: StoredExecution) -> ExecutionMachine:
-        graph = await self._graph_for(stored)
-        return ExecutionMachine.restored(
-            graph,
-            execution_id=stored.id,
-            input=stored.input,
-            env=self._env,
-            vars=stored.vars,
-            status=stored.status,
-            error=stored.error,
-            started_at=stored.started_at,
-            finished_at=stored.finished_at,
-            iteration_count=stored.iteration_count,
-            node_contexts=stored.node_contexts,
-            paths=stored.active_paths,
-            runs=stored.runs,
-            suspensions=stored.suspensions,
-        )
+        return ExecutionMachine.restored(await self._graph_for(stored), stored, env=self._env)
 
     async def _fire_timer(self, suspension: Suspension) -> None:
         """A deadline passed: wake the node, here or by taking its execution."""

@@ -24,7 +24,7 @@ Rules of this module:
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -55,6 +55,7 @@ from ._records import (
     ExecutionStatus,
     NodeResult,
     NodeRun,
+    StoredExecution,
     Suspension,
 )
 from ._snapshot import execution_data, restore, snapshot, take_checkpoint
@@ -117,40 +118,14 @@ class ExecutionMachine(Flow):
 
     @classmethod
     def restored(
-        cls,
-        graph: ExecutionGraph,
-        *,
-        execution_id: str,
-        input: Any,
-        env: Mapping[str, str] | None,
-        vars: Mapping[str, Any],
-        status: ExecutionStatus,
-        error: ErrorInfo | None,
-        started_at: float | None,
-        finished_at: float | None,
-        iteration_count: int,
-        node_contexts: Mapping[str, Mapping[str, Any]],
-        paths: Mapping[str, Any],
-        runs: Sequence[NodeRun],
-        suspensions: Sequence[Suspension],
+        cls, graph: ExecutionGraph, stored: StoredExecution, *, env: Mapping[str, str] | None = None
     ) -> ExecutionMachine:
-        """A machine in the state a checkpoint saved (see :mod:`prana._snapshot`).
+        """A machine in the state a store kept (see :mod:`prana._snapshot`).
 
         Call :meth:`recover` to carry on: runs that were in flight run again.
         """
-        machine = cls(graph, execution_id=execution_id, input=input, env=env, vars=vars)
-        restore(
-            machine,
-            status=status,
-            error=error,
-            started_at=started_at,
-            finished_at=finished_at,
-            iteration_count=iteration_count,
-            node_contexts=node_contexts,
-            paths=paths,
-            runs=runs,
-            suspensions=suspensions,
-        )
+        machine = cls(graph, execution_id=stored.id, input=stored.input, env=env, vars=stored.vars)
+        restore(machine, stored)
         return machine
 
     # ------------------------------------------------------------------ events in

@@ -209,3 +209,85 @@ class Checkpoint:
     suspensions_removed: tuple[int, ...] = ()
     parent_execution_id: str | None = None
     root_execution_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StoredExecution:
+    """Everything a store keeps of an execution: enough to restore its state machine
+    (:meth:`prana.ExecutionMachine.restored`) and to show it (:meth:`to_execution`)."""
+
+    id: str
+    workflow_id: str
+    workflow_version: int
+    workflow_hash: str
+    trigger: str
+    status: ExecutionStatus
+    input: Any = None
+    vars: Mapping[str, Any] = attrs.field(factory=dict)
+    node_contexts: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    active_paths: Mapping[str, Any] = attrs.field(factory=dict)
+    iteration_count: int = 0
+    error: ErrorInfo | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    parent_execution_id: str | None = None
+    root_execution_id: str | None = None
+    owner: str | None = None
+    lease_expires: float | None = None
+    runs: tuple[NodeRun, ...] = ()
+    suspensions: tuple[Suspension, ...] = ()
+
+    def to_execution(self) -> Execution:
+        """The execution as a user sees it."""
+        runs = {run.execution_index: run for run in self.runs}
+        for execution_index, node_key, run_index, attempt, _ in self.active_paths.get(
+            "running", ()
+        ):
+            runs.setdefault(
+                execution_index,
+                NodeRun(
+                    node_key=node_key,
+                    run_index=run_index,
+                    execution_index=execution_index,
+                    status="running",
+                    attempt=attempt,
+                ),
+            )
+        for suspension in self.suspensions:
+            runs.setdefault(
+                suspension.execution_index,
+                NodeRun(
+                    node_key=suspension.node_key,
+                    run_index=suspension.run_index,
+                    execution_index=suspension.execution_index,
+                    status="suspended",
+                    started_at=suspension.started_at,
+                ),
+            )
+        ran = {run.node_key for run in self.runs}
+        skipped = [key for key in self.active_paths.get("skipped", ()) if key not in ran]
+        return Execution(
+            id=self.id,
+            workflow_id=self.workflow_id,
+            workflow_version=self.workflow_version,
+            status=self.status,
+            trigger=self.trigger,
+            input=self.input,
+            vars=dict(self.vars),
+            node_runs=tuple(runs[index] for index in sorted(runs)),
+            skipped=tuple(skipped),
+            suspensions=self.suspensions,
+            error=self.error,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            iteration_count=self.iteration_count,
+            execution_data={
+                "context_data": {
+                    "workflow": dict(self.vars),
+                    "node": {key: dict(value) for key, value in self.node_contexts.items()},
+                },
+                "active_paths": dict(self.active_paths),
+                "iteration_count": self.iteration_count,
+            },
+        )

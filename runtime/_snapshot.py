@@ -14,12 +14,12 @@ saved: they follow from the edge and node states and are recomputed on restore.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InternalError
 from ._flow import DEAD, DELIVERED, DONE, OPEN, SKIPPED
-from ._records import Checkpoint, ErrorInfo, Execution, ExecutionStatus, NodeRun, Suspension
+from ._records import Checkpoint, Execution, NodeRun, StoredExecution
 
 if TYPE_CHECKING:
     from ._compiler import ExecutionGraph
@@ -69,25 +69,16 @@ def _pairs(inputs: tuple[tuple[str, int], ...]) -> list[list[Any]]:
     return [[port, source] for port, source in inputs]
 
 
-def restore(
-    machine: ExecutionMachine,
-    *,
-    status: ExecutionStatus,
-    error: ErrorInfo | None,
-    started_at: float | None,
-    finished_at: float | None,
-    iteration_count: int,
-    node_contexts: Mapping[str, Mapping[str, Any]],
-    paths: Mapping[str, Any],
-    runs: Sequence[NodeRun],
-    suspensions: Sequence[Suspension],
-) -> None:
-    """Put a freshly built machine back in the state a checkpoint described.
+def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
+    """Put a freshly built machine back in the state a store kept.
 
-    ``runs`` are the ended runs of the audit trail; the runs in flight and waiting
-    come from ``paths`` and ``suspensions``. Raises :class:`InternalError` if the
-    pieces do not fit together (a checkpoint that does not match its workflow).
+    ``stored.runs`` are the ended runs of the audit trail; the runs in flight and
+    waiting come from its routing state and suspensions. Raises
+    :class:`InternalError` if the pieces do not fit together (a checkpoint that does
+    not match its workflow).
     """
+    paths = stored.active_paths
+    runs, suspensions = stored.runs, stored.suspensions
     graph = machine.graph
     if paths.get("format") != FORMAT:
         raise InternalError(f"unknown routing state format {paths.get('format')!r}")
@@ -96,12 +87,12 @@ def restore(
         raise InternalError(
             f"the saved state of execution {machine.execution_id} does not match its workflow"
         )
-    machine.status = status
-    machine.error = error
-    machine.started_at = started_at
-    machine.finished_at = finished_at
-    machine.iteration_count = iteration_count
-    machine._node_contexts = {key: dict(value) for key, value in node_contexts.items()}
+    machine.status = stored.status
+    machine.error = stored.error
+    machine.started_at = stored.started_at
+    machine.finished_at = stored.finished_at
+    machine.iteration_count = stored.iteration_count
+    machine._node_contexts = {key: dict(value) for key, value in stored.node_contexts.items()}
     machine._contexts_changed = set()
     machine._vars_changed = False
     machine._saved = True

@@ -1,9 +1,10 @@
 """Where prana keeps executions: the :class:`Store` protocol and its backends."""
 
+from prana._records import StoredExecution as StoredExecution
+
 from ._memory import MemoryStore as MemoryStore
 from ._open import open_store as open_store
 from ._protocol import Store as Store
-from ._protocol import StoredExecution as StoredExecution
 from ._protocol import StoredWorkflow as StoredWorkflow
 from ._sqlite import SQLiteStore as SQLiteStore
 

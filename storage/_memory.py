@@ -11,9 +11,9 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from prana._records import Checkpoint, ExecutionStatus, NodeRun, Suspension
+from prana._records import Checkpoint, ExecutionStatus, NodeRun, StoredExecution, Suspension
 
-from ._protocol import StoredExecution, StoredWorkflow, kept_paths
+from ._protocol import StoredWorkflow, kept_paths
 
 FINAL = ("completed", "failed", "cancelled", "timed_out")
 

@@ -26,10 +26,10 @@ import anyio
 import anyio.to_thread
 
 from prana._errors import StoreError
-from prana._records import Checkpoint, ExecutionStatus, Suspension
+from prana._records import Checkpoint, ExecutionStatus, StoredExecution, Suspension
 
 from . import _codec as codec
-from ._protocol import StoredExecution, StoredWorkflow
+from ._protocol import StoredWorkflow
 from ._schema import APPLICATION_ID, LATEST, MIGRATIONS
 from ._sqlite_rows import (
     EXECUTION_COLUMNS,

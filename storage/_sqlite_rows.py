@@ -6,10 +6,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from prana._records import Checkpoint, NodeRun, Suspension
+from prana._records import Checkpoint, NodeRun, StoredExecution, Suspension
 
 from . import _codec as codec
-from ._protocol import StoredExecution, kept_paths
+from ._protocol import kept_paths
 
 EXECUTION_COLUMNS = (
     "id, workflow_id, workflow_version, workflow_hash, trigger, status, input, vars, paths, "
