@@ -163,22 +163,24 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
 
 
 def _recount(machine: ExecutionMachine, graph: ExecutionGraph) -> None:
+    """Edges settled and delivered per node, nodes unsettled per loop: one pass."""
     edge_state = machine._edge_state
-    for node in graph.order:
-        index = node.index
-        machine._settled[index] = sum(edge_state[edge.index] != OPEN for edge in node.incoming)
-        machine._delivered[index] = sum(
-            edge_state[edge.index] == DELIVERED for edge in node.incoming
-        )
-        machine._back_settled[index] = sum(
-            edge_state[edge.index] != OPEN for edge in node.back_edges
-        )
-        machine._back_delivered[index] = sum(
-            edge_state[edge.index] == DELIVERED for edge in node.back_edges
-        )
+    index_of = machine._index
+    for edge in graph.edges:
+        state = edge_state[edge.index]
+        if state == OPEN:
+            continue
+        target = index_of[edge.target]
+        if edge.loop_back:
+            machine._back_settled[target] += 1
+            machine._back_delivered[target] += state == DELIVERED
+        else:
+            machine._settled[target] += 1
+            machine._delivered[target] += state == DELIVERED
+    states = machine._state
     for loop in graph.loops:
         machine._unsettled[loop.id] = sum(
-            machine._state[machine._index[key]] not in (DONE, SKIPPED) for key in loop.nodes
+            states[index_of[key]] not in (DONE, SKIPPED) for key in loop.nodes
         )
 
 
