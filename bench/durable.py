@@ -125,6 +125,8 @@ async def w5_resume(db: str, synchronous: str) -> dict[str, float]:
 def main() -> None:
     role, db, synchronous = sys.argv[1], sys.argv[2], sys.argv[3]
     backend = sys.argv[4] if len(sys.argv) > 4 else "asyncio"
+    if os.environ.get("PRANA_BENCH_TUNE_GC") == "1":
+        prana.tune_gc()
     work = {"w2": w2, "w4": w4, "w5-suspend": w5_suspend, "w5-resume": w5_resume}[role]
     print(json.dumps(anyio.run(work, db, synchronous, backend=backend)))
 

@@ -108,14 +108,16 @@ async def bench_backend(rounds: int) -> dict[str, float]:
     return figures
 
 
-def _child(script: str, *args: str, python: str = sys.executable) -> dict[str, Any]:
+def _child(script: str, *args: str, tune_gc: bool = False) -> dict[str, Any]:
     """Run a benchmark role in its own process; return the JSON it prints."""
+    environment = {**os.environ, "PRANA_BENCH_TUNE_GC": "1" if tune_gc else "0"}
     done = subprocess.run(
-        [python, str(HERE / script), *args],
+        [sys.executable, str(HERE / script), *args],
         capture_output=True,
         text=True,
         check=False,
         timeout=1800,
+        env=environment,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -125,28 +127,29 @@ def _child(script: str, *args: str, python: str = sys.executable) -> dict[str, A
 
 
 def durable_figures(
-    folder: Path, script: str, prefix: list[str], suffix: list[str]
+    folder: Path, script: str, prefix: list[str], suffix: list[str], *, tune_gc: bool = False
 ) -> dict[str, float]:
     """W2, W4 (with W6's memory and disk) and W5 for one configuration."""
-    figures: dict[str, float] = {}
-    figures.update(_child(script, *prefix, "w2", str(folder / "w2.db"), *suffix))
-    w4 = _child(script, *prefix, "w4", str(folder / "w4.db"), *suffix)
-    figures.update({f"w4_{key}": value for key, value in w4.items()})
-    _child(script, *prefix, "w5-suspend", str(folder / "w5.db"), *suffix)
-    figures["w5_seconds"] = _child(script, *prefix, "w5-resume", str(folder / "w5.db"), *suffix)[
-        "seconds"
-    ]
+
+    def run(role: str, db: str) -> dict[str, Any]:
+        return _child(script, *prefix, role, str(folder / db), *suffix, tune_gc=tune_gc)
+
+    figures: dict[str, float] = dict(run("w2", "w2.db"))
+    figures.update({f"w4_{key}": value for key, value in run("w4", "w4.db").items()})
+    run("w5-suspend", "w5.db")
+    figures["w5_seconds"] = run("w5-resume", "w5.db")["seconds"]
     return figures
 
 
 def print_durable(peers: bool) -> None:
     rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="prana-bench-") as root:
-        for synchronous in ("NORMAL", "FULL"):
-            folder = Path(root) / f"prana-{synchronous}"
+        for synchronous, tuned in (("NORMAL", False), ("FULL", False), ("NORMAL", True)):
+            name = f"prana {synchronous}" + (" +gc" if tuned else "")
+            folder = Path(root) / name.replace(" +", "-").replace(" ", "-")
             folder.mkdir()
-            print(f"  measuring prana, synchronous={synchronous} ...", flush=True)
-            rows[f"prana {synchronous}"] = durable_figures(folder, "durable.py", [], [synchronous])
+            print(f"  measuring {name} ...", flush=True)
+            rows[name] = durable_figures(folder, "durable.py", [], [synchronous], tune_gc=tuned)
         if peers:
             for peer, module in (("LangGraph", "langgraph.checkpoint.sqlite"), ("DBOS", "dbos")):
                 if importlib.util.find_spec(module.split(".")[0]) is None:
@@ -158,7 +161,7 @@ def print_durable(peers: bool) -> None:
                 rows[peer] = durable_figures(folder, "peers.py", [peer.lower()], [])
     names = list(rows)
     print()
-    print(f"{'':38}" + "".join(f"{name:>16}" for name in names))
+    print(f"{'':38}" + "".join(f"{name:>18}" for name in names))
     metrics = [
         ("W1 ms (memory, same run as W2)", "w1_ms", "{:.1f}"),
         ("W2 ms (100-node chain, durable)", "w2_ms", "{:.1f}"),
@@ -173,7 +176,8 @@ def print_durable(peers: bool) -> None:
         )
         print(f"{label:38}{cells}")
     ours = rows["prana NORMAL"]
-    for name in names[2:]:
+    print("\n(prana NORMAL +gc: the process calls prana.tune_gc() first; see docs/durability.md)")
+    for name in names[3:]:
         theirs = rows[name]
         print(
             f"\nprana NORMAL vs {name}: W2 {theirs['w2_ms'] / ours['w2_ms']:.1f}x faster, "

@@ -69,6 +69,7 @@ from ._validation import check_workflow as check_workflow
 from .actors import Engine as Engine
 from .actors import ExecutionHandle as ExecutionHandle
 from .actors import Subscription as Subscription
+from .actors import tune_gc as tune_gc
 
 __version__ = "0.1.0"
 
@@ -127,5 +128,6 @@ __all__ = (
     "compile_workflow",
     "load_workflow",
     "render_template",
+    "tune_gc",
     "workflow_to_dict",
 )

@@ -1,0 +1,32 @@
+"""prana.tune_gc changes the collector only when asked, in the process that asks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_tune_gc_raises_thresholds_and_freezes() -> None:
+    script = (
+        "import gc, prana; before = gc.get_threshold(); prana.tune_gc(); "
+        "print(before, gc.get_threshold(), gc.get_freeze_count() > 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "(700, 10, 10) (50000, 20, 100) True"
+
+
+def test_importing_and_using_prana_leaves_the_collector_alone() -> None:
+    script = (
+        "import gc, anyio, prana\n"
+        "async def main():\n"
+        "    async with prana.Engine() as engine:\n"
+        "        await engine.run({'id': 'x', 'nodes': [{'key': 's', 'type': 'manual.trigger'}]})\n"
+        "anyio.run(main)\n"
+        "print(gc.get_threshold(), gc.get_freeze_count())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "(700, 10, 10) 0"
