@@ -115,6 +115,7 @@ class ExecutionMachine(Flow):
         self._suspensions_added: list[Suspension] = []
         self._suspensions_removed: list[int] = []
         self._saved = False
+        self._saved_status: str | None = None
 
     @classmethod
     def restored(

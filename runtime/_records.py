@@ -183,7 +183,8 @@ class Checkpoint:
     owns it). The header fields, ``active_paths`` (the routing
     state, bounded by the size of the workflow) and ``iteration_count`` replace what
     the store had; ``vars`` is ``None`` when unchanged; ``node_contexts`` holds only
-    the contexts that changed; ``runs`` are the node runs that ended since the last
+    the contexts that changed; ``status_changed`` is false when the status (and with
+    it the error and the timestamps) is the one saved last; ``runs`` are the node runs that ended since the last
     checkpoint, appended to the audit trail; suspensions are added and removed (by
     execution index). Nothing in it grows with the length of the execution.
     """
@@ -197,6 +198,7 @@ class Checkpoint:
     input: Any = None
     new: bool = False
     take: bool = False
+    status_changed: bool = True
     active_paths: Mapping[str, Any] = attrs.field(factory=dict)
     iteration_count: int = 0
     vars: Mapping[str, Any] | None = None

@@ -244,6 +244,7 @@ def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
         input=machine.input,
         new=not machine._saved,
         take=machine.take_on_save,
+        status_changed=machine._saved_status != machine.status,
         active_paths=dump_paths(machine),
         iteration_count=machine.iteration_count,
         vars=dict(machine.vars) if machine._vars_changed else None,
@@ -256,6 +257,7 @@ def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
         suspensions_removed=tuple(machine._suspensions_removed),
     )
     machine._saved = True
+    machine._saved_status = machine.status
     machine.take_on_save = False
     machine._unsaved_runs = []
     machine._vars_changed = False

@@ -1,10 +1,14 @@
 """The SQLite store: prana's embedded default (DESIGN §7, §8).
 
-The stdlib ``sqlite3`` module runs on a worker thread through anyio
-(``anyio.to_thread.run_sync`` with a limiter of one, owned by the store), so the same
-code serves asyncio and trio and the event loop never blocks on disk. The database
-runs in WAL mode with ``busy_timeout`` and foreign keys; every write is one
-``BEGIN IMMEDIATE`` transaction; the WAL is checkpointed as it grows.
+The stdlib ``sqlite3`` module runs on worker threads through anyio
+(``anyio.to_thread.run_sync`` with limiters of one, owned by the store), so the same
+code serves asyncio and trio and the event loop never waits for the disk. One
+exception (decision 0018): a small commit with ``synchronous=NORMAL`` writes only to
+the WAL in the page cache, never syncs, and takes less time than the hop to a
+thread, so it runs on the loop thread, unless another connection holds the write
+lock. The database runs in WAL mode with ``busy_timeout`` and foreign keys; every
+write is one ``BEGIN IMMEDIATE`` transaction; the WAL is checkpointed (on a thread)
+as it grows.
 
 Opening refuses, with a :class:`StoreError` that says why, a file that is not SQLite,
 a SQLite database of another program, a schema newer than this code, a database it
@@ -14,9 +18,10 @@ lose or corrupt what is stored.
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import os
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -45,11 +50,23 @@ T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
-# Checkpoint the WAL into the database after this many commits (SQLite also does
-# it by itself every 1000 pages; this bounds the file when readers hold it open).
-_CHECKPOINT_EVERY = 500
+# Checkpoint the WAL into the database (on a thread: a checkpoint syncs) about every
+# _WAL_PAGES pages written, as SQLite would by itself; its own automatic checkpoint is
+# off because it would run inside a commit made on the loop. How many commits that is
+# is learnt from each checkpoint (it reports the WAL's length).
+_WAL_PAGES = 1000
+_WAL_CHECK_FIRST = 64
+# A commit of at most this many checkpoints may run on the loop thread (decision 0018).
+_INLINE_CHECKPOINTS = 8
 # Check the whole file for corruption at start-up below this size.
 _QUICK_CHECK_LIMIT = 64 * 1024 * 1024
+
+
+class _Locked(enum.Enum):
+    LOCKED = "locked"
+
+
+LOCKED = _Locked.LOCKED
 
 
 class SQLiteStore:
@@ -78,7 +95,8 @@ class SQLiteStore:
         self._reader: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._read_limiter: anyio.CapacityLimiter | None = None
-        self._commits = 0
+        self._commits_since_checkpoint = 0
+        self._checkpoint_every = _WAL_CHECK_FIRST
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
@@ -151,6 +169,7 @@ class SQLiteStore:
             self._configure(db)
             self._check_and_migrate(db)
             self._check_writable(db)
+            db.execute("PRAGMA busy_timeout = 0")  # see _begin
             # Reads have their own connection (WAL lets them run beside a write), so
             # they never wait behind a commit.
             reader = sqlite3.connect(
@@ -173,6 +192,7 @@ class SQLiteStore:
             db.execute(f"PRAGMA synchronous = {self.synchronous}")
             db.execute("PRAGMA foreign_keys = ON")
             db.execute("PRAGMA journal_size_limit = 67108864")
+            db.execute("PRAGMA wal_autocheckpoint = 0")
             if self.max_page_count is not None:
                 db.execute(f"PRAGMA max_page_count = {int(self.max_page_count)}")
         except sqlite3.Error as exc:
@@ -293,10 +313,48 @@ class SQLiteStore:
         return StoreError(text)
 
     def _write(self, function: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``function`` in one BEGIN IMMEDIATE transaction."""
+        """Run ``function`` in one BEGIN IMMEDIATE transaction, waiting up to
+        ``busy_timeout`` for another connection's write lock."""
         db = self._connection()
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while self._begin(db) is LOCKED:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreError(
+                    f"cannot write to {self.path}: another process kept it locked for longer "
+                    f"than busy_timeout ({self.busy_timeout} s)"
+                )
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
+        return self._finish_write(db, function)
+
+    def _write_inline(self, function: Callable[[sqlite3.Connection], T]) -> T | _Locked:
+        """:meth:`_write` without waiting for the write lock: ``LOCKED``, having done
+        nothing, if another connection holds it."""
+        db = self._connection()
+        if self._begin(db) is LOCKED:
+            return LOCKED
+        return self._finish_write(db, function)
+
+    def _begin(self, db: sqlite3.Connection) -> _Locked | None:
+        # The writer's busy_timeout is 0 (a commit on the loop thread must not wait
+        # for a lock); waiting, when it is allowed, is _write's loop.
         try:
             db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            lowered = str(exc).lower()
+            if "locked" in lowered or "busy" in lowered:
+                return LOCKED
+            raise self._error(exc, "write to") from None
+        except sqlite3.Error as exc:
+            raise self._error(exc, "write to") from None
+        return None
+
+    def _finish_write(
+        self, db: sqlite3.Connection, function: Callable[[sqlite3.Connection], T]
+    ) -> T:
+        try:
             result = function(db)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -307,11 +365,17 @@ class SQLiteStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        self._commits += 1
-        if self._commits % _CHECKPOINT_EVERY == 0:
-            with contextlib.suppress(sqlite3.Error):  # a busy checkpoint is retried later
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._commits_since_checkpoint += 1
         return result
+
+    def _checkpoint_wal(self) -> None:
+        commits, self._commits_since_checkpoint = self._commits_since_checkpoint, 0
+        try:
+            _, pages, _ = self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            return  # a busy checkpoint is retried later
+        if pages > 0:
+            self._checkpoint_every = max(4, min(10_000, commits * _WAL_PAGES // pages))
 
     def _read(self, function: Callable[[sqlite3.Connection], T]) -> T:
         if self._reader is None:
@@ -327,9 +391,26 @@ class SQLiteStore:
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
     ) -> set[str]:
         """Apply checkpoints in one transaction; return the ids it does not own."""
-        return await self._call(
-            self._write, lambda db: apply_checkpoints(db, checkpoints, owner, lease_expires, now)
-        )
+
+        def apply(db: sqlite3.Connection) -> set[str]:
+            return apply_checkpoints(db, checkpoints, owner, lease_expires, now)
+
+        inline: set[str] | _Locked = LOCKED
+        assert self._limiter is not None
+        if self.synchronous != "FULL" and len(checkpoints) <= _INLINE_CHECKPOINTS:
+            try:
+                self._limiter.acquire_nowait()
+            except anyio.WouldBlock:
+                pass  # a write is under way on a thread: queue behind it
+            else:
+                try:
+                    inline = self._write_inline(apply)
+                finally:
+                    self._limiter.release()
+        lost = await self._call(self._write, apply) if isinstance(inline, _Locked) else inline
+        if self._commits_since_checkpoint >= self._checkpoint_every:
+            await self._call(self._checkpoint_wal)
+        return lost
 
     async def save_workflow(self, workflow: StoredWorkflow) -> None:
         """Keep a definition, once per hash."""

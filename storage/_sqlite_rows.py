@@ -65,21 +65,25 @@ def apply_checkpoints(
                 ),
             )
         else:
-            assignments = (
-                "status = ?, paths = ?, iteration_count = ?, error = ?, started_at = ?, "
-                "finished_at = ?, updated_at = ?, owner = ?, lease_expires = ?"
-            )
-            values: list[Any] = [
-                checkpoint.status,
-                paths,
-                checkpoint.iteration_count,
-                error,
-                checkpoint.started_at,
-                checkpoint.finished_at,
-                now,
-                row_owner,
-                row_lease,
-            ]
+            if checkpoint.status_changed or checkpoint.take:
+                assignments = (
+                    "status = ?, error = ?, started_at = ?, finished_at = ?, paths = ?, "
+                    "iteration_count = ?, updated_at = ?, owner = ?, lease_expires = ?"
+                )
+                values: list[Any] = [
+                    checkpoint.status,
+                    error,
+                    checkpoint.started_at,
+                    checkpoint.finished_at,
+                ]
+            else:
+                # Leave the indexed status columns alone: SQLite rewrites an index
+                # entry whenever its column is assigned, even to the same value.
+                assignments = (
+                    "paths = ?, iteration_count = ?, updated_at = ?, owner = ?, lease_expires = ?"
+                )
+                values = []
+            values += [paths, checkpoint.iteration_count, now, row_owner, row_lease]
             if checkpoint.vars is not None:
                 assignments += ", vars = ?"
                 values.append(codec.dumps(checkpoint.vars))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import subprocess
@@ -10,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import prana
@@ -269,6 +271,71 @@ async def test_sqlite_keeps_everything_across_reopening(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
         assert db.execute("PRAGMA application_id").fetchone()[0] == 0x7072616E
+
+
+async def test_sqlite_commit_waits_while_another_process_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "locked.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await save_workflow(store)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process is writing
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(
+                functools.partial(store.commit, owner=ME, lease_expires=9.0, now=1.0),
+                [checkpoint(new=True)],
+            )
+            await anyio.wait_all_tasks_blocked()
+            assert await store.load_execution("e1") is None  # not written, not lost
+            other.execute("COMMIT")
+        stored = await store.load_execution("e1")
+        assert stored is not None
+        assert stored.status == "running"
+    finally:
+        other.close()
+        await store.aclose()
+
+
+async def test_sqlite_gives_up_on_a_lock_held_past_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    store = SQLiteStore(path, busy_timeout=0.05)
+    await store.open()
+    await save_workflow(store)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(prana.StoreError, match="locked for longer than busy_timeout"):
+            await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+        other.execute("ROLLBACK")
+        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+        assert (await store.load_execution("e1")) is not None
+    finally:
+        other.close()
+        await store.aclose()
+
+
+async def test_sqlite_keeps_the_wal_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await save_workflow(store)
+    await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+    big = {"format": 1, "skipped": [], "blob": "x" * 20_000}
+    for index in range(1500):  # about 20 MB through the WAL
+        await store.commit(
+            [checkpoint(active_paths=big, runs=(run(index, f"n{index}", output=index),))],
+            owner=ME,
+            lease_expires=9.0,
+            now=1.0,
+        )
+    assert Path(f"{path}-wal").stat().st_size < 8 * 1024 * 1024
+    stored = await store.load_execution("e1")
+    await store.aclose()
+    assert stored is not None
+    assert [run.output for run in stored.runs] == list(range(1500))
 
 
 async def open_fails(path: Path, match: str, **options: Any) -> None:
