@@ -8,10 +8,12 @@ about real processes and always use real time.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import os
 import time
+from collections.abc import Iterator
 from typing import Protocol
 
 import anyio
@@ -27,6 +29,11 @@ class Clock(Protocol):
 
     async def sleep_until(self, deadline: float) -> None:
         """Return once ``now() >= deadline``. Cancellable."""
+        ...
+
+    def cancel_at(self, deadline: float) -> contextlib.AbstractContextManager[anyio.CancelScope]:
+        """A cancel scope that is cancelled once ``now() >= deadline`` (its
+        ``cancelled_caught`` tells whether that cut its body short)."""
         ...
 
 
@@ -45,6 +52,10 @@ class SystemClock:
         else:
             await anyio.lowlevel.checkpoint()
 
+    def cancel_at(self, deadline: float) -> contextlib.AbstractContextManager[anyio.CancelScope]:
+        """``anyio.move_on_after`` the time left until ``deadline``."""
+        return anyio.move_on_after(max(0.0, deadline - time.time()))
+
 
 class VirtualClock:
     """A clock for tests: its time moves only when you move it.
@@ -56,7 +67,7 @@ class VirtualClock:
 
     def __init__(self, start: float | None = None) -> None:
         self._now = time.time() if start is None else float(start)
-        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._sleepers: list[tuple[float, int, _Wakeable]] = []
         self._counter = itertools.count()
 
     def now(self) -> float:
@@ -80,6 +91,21 @@ class VirtualClock:
             await woken.wait()
         finally:
             woken.set()  # a cancelled sleeper no longer counts as waiting
+
+    @contextlib.contextmanager
+    def cancel_at(self, deadline: float) -> Iterator[anyio.CancelScope]:
+        """A cancel scope cancelled when the clock is moved to ``deadline`` or past it."""
+        scope = anyio.CancelScope()
+        canceller = _Canceller(scope)
+        if deadline <= self._now:
+            canceller.set()
+        else:
+            heapq.heappush(self._sleepers, (deadline, next(self._counter), canceller))
+        try:
+            with scope:
+                yield scope
+        finally:
+            canceller.done = True  # no longer counts as waiting
 
     def set(self, moment: float) -> None:
         """Move the clock to ``moment`` (never backwards) and wake what is due."""
@@ -105,6 +131,27 @@ class VirtualClock:
         # A cancelled sleeper leaves its entry behind; skip entries already set.
         while self._sleepers and self._sleepers[0][2].is_set():
             heapq.heappop(self._sleepers)
+
+
+class _Wakeable(Protocol):
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
+class _Canceller:
+    """A sleeper entry that cancels a scope instead of setting an event."""
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self.scope = scope
+        self.done = False
+
+    def set(self) -> None:
+        self.done = True
+        self.scope.cancel()
+
+    def is_set(self) -> bool:
+        return self.done
 
 
 def new_execution_id(now: float) -> str:

@@ -34,6 +34,7 @@ from prana._commands import (
     NodeSkipped,
     NodeSuspended,
     RunFinished,
+    RunRetrying,
 )
 from prana._errors import InvalidTransition, PranaError
 from prana._machine import ExecutionMachine
@@ -256,7 +257,7 @@ class ExecutionSupervisor:
         send: MemoryObjectSendStream[Any] = self._send
         for command in commands:
             if isinstance(command, Dispatch):
-                workers.start_soon(run_node, command, send.clone(), now)
+                workers.start_soon(run_node, command, send.clone(), self._services.clock)
                 if listening:
                     run = command.run
                     self._publish(
@@ -286,6 +287,16 @@ class ExecutionSupervisor:
             self._settled_nodes.add(run.node_key)
             kind = events.NodeCompleted if run.status == "completed" else events.NodeFailed
             self._publish(kind, now, node_key=run.node_key, run=run, progress=self._progress())
+        elif isinstance(command, RunRetrying):
+            run = command.run
+            self._publish(
+                events.NodeRetrying,
+                now,
+                node_key=run.node_key,
+                run=run,
+                next_attempt=command.next_attempt,
+                at=command.at,
+            )
         elif isinstance(command, NodeSkipped):
             self._settled_nodes.add(command.node_key)
             self._publish(

@@ -14,7 +14,7 @@ import math
 import secrets
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -27,12 +27,20 @@ from prana._errors import NodeError
 from prana._model import DEFAULT_PORT
 from prana._records import ErrorInfo, NodeResult, SuspendRequest
 
+from ._clock import Clock
+
 _SCALARS = (str, int, float, bool, type(None))
 _TRACEBACK_LIMIT = 4000
 
 
 class _OutputNotJson(Exception):
     pass
+
+
+class _TimedOut(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 def _encode_mapping(value: Any) -> Any:
@@ -104,16 +112,30 @@ def error_from_exception(exc: BaseException) -> ErrorInfo:
         code="action_error",
         message=f"{type(exc).__name__}: {exc}",
         details={
-            "exception": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "exception": _class_name(type(exc)),
+            # The class and its bases, for settings.retry.retry_on.
+            "exception_types": [
+                _class_name(cls)
+                for cls in type(exc).__mro__
+                if cls not in (object, BaseException, Exception)
+            ],
             "traceback": text,
         },
     )
 
 
-async def call_action(dispatch: Dispatch, now: Callable[[], float]) -> NodeResult:
-    """Run one action and describe the outcome; never raises except on cancellation."""
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+async def call_action(dispatch: Dispatch, clock: Clock) -> NodeResult:
+    """Run one action (after ``dispatch.not_before``, within ``dispatch.timeout``) and
+    describe the outcome; never raises except on cancellation."""
     run = dispatch.run
     action = dispatch.action
+    now = clock.now
+    if dispatch.not_before is not None:
+        await clock.sleep_until(dispatch.not_before)
     started_at = now()
     started = time.perf_counter()
     data: Any = None
@@ -124,9 +146,17 @@ async def call_action(dispatch: Dispatch, now: Callable[[], float]) -> NodeResul
     suspend: SuspendRequest | None = None
     try:
         context = isolate(dispatch.context) if action.isolate_inputs else dispatch.context
-        value = action.function(context)
-        if action.is_async or inspect.isawaitable(value):
-            value = await value
+        if dispatch.timeout is None:
+            value = action.function(context)
+            if action.is_async or inspect.isawaitable(value):
+                value = await value
+        else:
+            with clock.cancel_at(started_at + dispatch.timeout) as scope:
+                value = action.function(context)
+                if action.is_async or inspect.isawaitable(value):
+                    value = await value
+            if scope.cancelled_caught:
+                raise _TimedOut(dispatch.timeout)
         if isinstance(value, Suspend):
             suspend = SuspendRequest(
                 kind=value.kind,
@@ -147,6 +177,13 @@ async def call_action(dispatch: Dispatch, now: Callable[[], float]) -> NodeResul
             data = _json_copy(value, "the output")
     except _OutputNotJson as exc:
         error = ErrorInfo(code="invalid_output", message=str(exc))
+    except _TimedOut as exc:
+        error = ErrorInfo(
+            code="timeout",
+            message=f"node {run.node_key!r} ran longer than its timeout ({exc.seconds:g} s) "
+            "and was cancelled",
+            details={"timeout": exc.seconds},
+        )
     except Exception as exc:  # an action's failure is data for the state machine
         error = error_from_exception(exc)
     duration_ms = (time.perf_counter() - started) * 1000.0
@@ -167,10 +204,8 @@ async def call_action(dispatch: Dispatch, now: Callable[[], float]) -> NodeResul
     )
 
 
-async def run_node(
-    dispatch: Dispatch, results: ObjectSendStream[NodeResult], now: Callable[[], float]
-) -> None:
+async def run_node(dispatch: Dispatch, results: ObjectSendStream[NodeResult], clock: Clock) -> None:
     """Worker task body: run the action and send its result to the supervisor."""
     async with results:
-        result = await call_action(dispatch, now)
+        result = await call_action(dispatch, clock)
         await results.send(result)

@@ -47,6 +47,7 @@ from ._events import ExecutionStarted as ExecutionStarted
 from ._events import ExecutionSuspended as ExecutionSuspended
 from ._events import NodeCompleted as NodeCompleted
 from ._events import NodeFailed as NodeFailed
+from ._events import NodeRetrying as NodeRetrying
 from ._events import NodeSkipped as NodeSkipped
 from ._events import NodeStarted as NodeStarted
 from ._events import NodeSuspended as NodeSuspended
@@ -57,6 +58,7 @@ from ._machine import ExecutionMachine as ExecutionMachine
 from ._model import Connection as Connection
 from ._model import Node as Node
 from ._model import NodeSettings as NodeSettings
+from ._model import RetrySettings as RetrySettings
 from ._model import Workflow as Workflow
 from ._model import WorkflowSettings as WorkflowSettings
 from ._records import ErrorInfo as ErrorInfo
@@ -106,6 +108,7 @@ __all__ = (
     "NodeContext",
     "NodeError",
     "NodeFailed",
+    "NodeRetrying",
     "NodeRun",
     "NodeSettings",
     "NodeSkipped",
@@ -114,6 +117,7 @@ __all__ = (
     "Output",
     "PranaError",
     "Problem",
+    "RetrySettings",
     "SetParams",
     "SetVariablesParams",
     "StoreError",

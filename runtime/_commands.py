@@ -1,7 +1,7 @@
 """What the state machine asks of its supervisor, and tells it (DESIGN §7).
 
 Commands (:class:`Dispatch`, :class:`CancelRuns`) are to be carried out in order;
-notices (:class:`RunFinished`, :class:`NodeSkipped`, :class:`NodeSuspended`,
+notices (:class:`RunFinished`, :class:`RunRetrying`, :class:`NodeSkipped`, :class:`NodeSuspended`,
 :class:`ExecutionSuspended`, :class:`ExecutionFinished`) say what happened.
 """
 
@@ -16,11 +16,17 @@ from ._registry import Action
 
 @attrs.frozen(kw_only=True)
 class Dispatch:
-    """Command: run ``action`` for ``run`` with ``context``, then report a NodeResult."""
+    """Command: run ``action`` for ``run`` with ``context``, then report a NodeResult.
+
+    ``not_before`` (a time) delays the start: a retry's backoff. ``timeout`` (seconds)
+    cancels the action if it runs longer; the run then fails with code ``timeout``.
+    """
 
     run: NodeRun
     action: Action
     context: NodeContext
+    not_before: float | None = None
+    timeout: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -36,6 +42,16 @@ class RunFinished:
     """Notice: a node run ended (completed, failed, or cancelled)."""
 
     run: NodeRun
+
+
+@attrs.frozen(kw_only=True)
+class RunRetrying:
+    """Notice: a node run failed and will be tried again at ``at`` (``run`` is the
+    failed attempt, as recorded)."""
+
+    run: NodeRun
+    next_attempt: int
+    at: float
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +87,7 @@ Command = (
     Dispatch
     | CancelRuns
     | RunFinished
+    | RunRetrying
     | NodeSkipped
     | NodeSuspended
     | ExecutionSuspended

@@ -21,7 +21,7 @@ from ._errors import Problem, WorkflowValidationError, did_you_mean
 from ._expressions import CompiledParams
 from ._graph import GraphEdge, exit_scope, find_loops, loop_chain, reachable_from
 from ._loading import workflow_to_dict
-from ._model import ERROR_PORT, Connection, Node, Workflow
+from ._model import ERROR_PORT, Connection, Node, RetrySettings, Workflow
 from ._registry import Action, ActionRegistry
 from ._validation import analyse_workflow, effective_on_error
 
@@ -76,6 +76,8 @@ class CompiledNode:
     default_port: str
     join_any: bool
     on_error: str
+    retry: RetrySettings | None
+    timeout: float | None
     incoming: tuple[Edge, ...]
     back_edges: tuple[Edge, ...]
     outgoing: tuple[tuple[str, tuple[Edge, ...]], ...]
@@ -252,6 +254,8 @@ def _build(
             default_port=action.default_port,
             join_any=action.join_mode(node.params) == "any",
             on_error=on_error,
+            retry=node.settings.retry,
+            timeout=node.settings.timeout,
             incoming=tuple(
                 edge for edge in edges if edge.target == node.key and not edge.loop_back
             ),

@@ -75,6 +75,17 @@ class NodeFailed(Event):
 
 
 @attrs.frozen(kw_only=True)
+class NodeRetrying(Event):
+    """A node run failed and will be tried again: ``run`` is the failed attempt (its
+    ``error`` says why), ``next_attempt`` starts at ``at``."""
+
+    node_key: str
+    run: NodeRun
+    next_attempt: int
+    at: float
+
+
+@attrs.frozen(kw_only=True)
 class NodeSkipped(Event):
     """A node will not run in this iteration: every path into it died."""
 

@@ -26,7 +26,17 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from ._convert import join_path, make_strict_converter, problems_from, type_name
 from ._errors import Problem, WorkflowValidationError, did_you_mean
-from ._model import ON_ERROR_CHOICES, Connection, Node, NodeSettings, Workflow, WorkflowSettings
+from ._model import (
+    BACKOFF_CHOICES,
+    ON_ERROR_CHOICES,
+    Connection,
+    Node,
+    NodeSettings,
+    RetrySettings,
+    Workflow,
+    WorkflowSettings,
+)
+from ._time import parse_duration
 
 if TYPE_CHECKING:
     from ._registry import ActionRegistry
@@ -191,12 +201,68 @@ def _on_error(value: object, _: type) -> str:
     return str(value)
 
 
+def _duration(value: object, _: type) -> float:
+    return parse_duration(value)
+
+
+def _optional_duration(value: object, _: type) -> float | None:
+    return None if value is None else parse_duration(value)
+
+
+def _backoff(value: object, _: type) -> str:
+    if value not in BACKOFF_CHOICES:
+        hint = did_you_mean(value, BACKOFF_CHOICES) if isinstance(value, str) else ""
+        raise ValueError(f"must be fixed or exponential, got {value!r}{hint}")
+    return str(value)
+
+
+def _jitter(value: object, _: type) -> float:
+    if value is True:
+        return 0.5
+    if value is False:
+        return 0.0
+    if isinstance(value, (int, float)) and 0 <= value <= 1:
+        return float(value)
+    raise ValueError(f"must be a number from 0 to 1 (or true for 0.5), got {value!r}")
+
+
+def _retry_on(value: object, _: type) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"expected a list of error codes or exception class names, got {value!r}")
+    return tuple(value)
+
+
 def _make_converter() -> cattrs.Converter:
     converter = make_strict_converter()
-    for cls, hook in ((NodeSettings, _node_on_error), (WorkflowSettings, _on_error)):
-        converter.register_structure_hook(
-            cls, make_dict_structure_fn(cls, converter, on_error=override(struct_hook=hook))
-        )
+    converter.register_structure_hook(
+        NodeSettings,
+        make_dict_structure_fn(
+            NodeSettings,
+            converter,
+            on_error=override(struct_hook=_node_on_error),
+            timeout=override(struct_hook=_optional_duration),
+        ),
+    )
+    converter.register_structure_hook(
+        WorkflowSettings,
+        make_dict_structure_fn(
+            WorkflowSettings, converter, on_error=override(struct_hook=_on_error)
+        ),
+    )
+    converter.register_structure_hook(
+        RetrySettings,
+        make_dict_structure_fn(
+            RetrySettings,
+            converter,
+            backoff=override(struct_hook=_backoff),
+            delay=override(struct_hook=_duration),
+            max_delay=override(struct_hook=_duration),
+            jitter=override(struct_hook=_jitter),
+            retry_on=override(struct_hook=_retry_on),
+        ),
+    )
     converter.register_structure_hook(
         Connection, make_dict_structure_fn(Connection, converter, from_=override(rename="from"))
     )

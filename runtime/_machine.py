@@ -36,14 +36,13 @@ from ._commands import (
     Dispatch,
     ExecutionFinished,
     ExecutionSuspended,
-    NodeSuspended,
     RunFinished,
 )
 from ._compiler import CompiledNode, ExecutionGraph
 from ._context import NodeContext
 from ._errors import ExpressionError, InternalError, InvalidTransition
 from ._expressions import NodesView
-from ._flow import DONE, READY, RUNNING, SUSPENDED, Flow
+from ._flow import DONE, READY, RUNNING, Flow
 from ._inputs import completed_keys, deliveries_of, iteration_results, node_record, scope
 from ._inputs import deliveries as inputs_of
 from ._model import DEFAULT_PORT, ERROR_PORT
@@ -58,7 +57,9 @@ from ._records import (
     StoredExecution,
     Suspension,
 )
+from ._retry import next_wait
 from ._snapshot import execution_data, restore, snapshot, take_checkpoint
+from ._waiting import end_wait, retry, retry_now, suspend_run
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -157,7 +158,7 @@ class ExecutionMachine(Flow):
         if result.error is not None:
             self._fail_run(index, run, result.error, result)
         elif result.suspend is not None:
-            self._suspend_run(index, run, result)
+            suspend_run(self, index, run, result)
         else:
             port = result.port or node.default_port
             error = self._check_port(node, port, run)
@@ -180,8 +181,16 @@ class ExecutionMachine(Flow):
                 "waiting node can be resumed"
             )
         waiting = [
-            s for s in self._suspended.values() if node_key is None or s.node_key == node_key
+            s
+            for s in self._suspended.values()
+            if s.kind != "retry" and (node_key is None or s.node_key == node_key)
         ]
+        retrying = [s for s in self._suspended.values() if s.kind == "retry"]
+        if not waiting and retrying and (node_key is None or node_key == retrying[0].node_key):
+            raise InvalidTransition(
+                f"node {retrying[0].node_key!r} of execution {self.execution_id} is not waiting "
+                "for data: it waits to be tried again after a failure, and carries on by itself"
+            )
         if not waiting:
             keys = ", ".join(s.node_key for s in self._suspended.values()) or "none"
             what = f"node {node_key!r} is not" if node_key else "no node is"
@@ -195,7 +204,7 @@ class ExecutionMachine(Flow):
                 "say which one to resume with node="
             )
         (suspension,) = waiting
-        return self._end_wait(suspension, suspension.resume_port, data, now)
+        return end_wait(self, suspension, suspension.resume_port, data, now)
 
     def wake(self, execution_index: int, now: float) -> list[Command]:
         """A timer fired for a waiting run: it completes with its wake data, if its
@@ -205,7 +214,9 @@ class ExecutionMachine(Flow):
             return []
         if self.status not in ("running", "suspended"):
             return []
-        return self._end_wait(suspension, suspension.wake_port, suspension.wake_data, now)
+        if suspension.kind == "retry":
+            return retry_now(self, suspension, now)
+        return end_wait(self, suspension, suspension.wake_port, suspension.wake_data, now)
 
     def recover(self, now: float) -> list[Command]:
         """After a restore: run again the nodes that were running when the execution
@@ -301,7 +312,9 @@ class ExecutionMachine(Flow):
 
     # ------------------------------------------------------------------ dispatch
 
-    def _dispatch(self, index: int, again: NodeRun | None = None) -> None:
+    def _dispatch(
+        self, index: int, again: NodeRun | None = None, not_before: float | None = None
+    ) -> None:
         node = self._nodes[index]
         if again is None:
             loop_inputs = self._loop_inputs.pop(index, None)
@@ -382,7 +395,15 @@ class ExecutionMachine(Flow):
             deliveries=deliveries,
             now=self._now,
         )
-        self._commands.append(Dispatch(run=run, action=action, context=context))
+        self._commands.append(
+            Dispatch(
+                run=run,
+                action=action,
+                context=context,
+                not_before=not_before,
+                timeout=node.timeout,
+            )
+        )
 
     # ------------------------------------------------------------------ results
 
@@ -430,6 +451,18 @@ class ExecutionMachine(Flow):
     ) -> None:
         node = self._nodes[index]
         error = attrs.evolve(error, node_key=node.key, run_index=run.run_index)
+        if result is not None:
+            wait = next_wait(
+                node.retry,
+                error,
+                execution_id=self.execution_id,
+                node_key=node.key,
+                run_index=run.run_index,
+                attempt=result.attempt,
+            )
+            if wait is not None:
+                retry(self, index, run, error, result, wait)
+                return
         on_error = node.on_error
         port = (
             None
@@ -491,67 +524,6 @@ class ExecutionMachine(Flow):
                 self._commands.append(RunFinished(run=cancelled))
         if stopped:
             self._commands.append(CancelRuns(execution_indexes=tuple(stopped)))
-
-    # ------------------------------------------------------------------ waiting
-
-    def _suspend_run(self, index: int, run: NodeRun, result: NodeResult) -> None:
-        node = self._nodes[index]
-        request = result.suspend
-        assert request is not None
-        wake_port = request.wake_port or node.default_port
-        resume_port = request.resume_port or node.default_port
-        for port in (wake_port, resume_port):
-            error = self._check_port(node, port, run)
-            if error is not None:
-                self._fail_run(index, run, error, result)
-                return
-        if request.wake_at is not None and request.wake_at <= self._now:
-            # The deadline has passed already: no need to wait.
-            woken = attrs.evolve(result, data=request.wake_data, suspend=None)
-            self._complete_run(index, run, wake_port, woken)
-            return
-        suspension = Suspension(
-            execution_id=self.execution_id,
-            node_key=node.key,
-            run_index=run.run_index,
-            execution_index=run.execution_index,
-            kind=request.kind,
-            token=request.token,
-            wake_at=request.wake_at,
-            wake_port=wake_port,
-            wake_data=request.wake_data,
-            resume_port=resume_port,
-            started_at=result.started_at,
-        )
-        waiting = attrs.evolve(run, status="suspended", started_at=result.started_at)
-        self._runs[run.execution_index] = waiting
-        self._state[index] = SUSPENDED
-        self._suspended[run.execution_index] = suspension
-        self._suspensions_added.append(suspension)
-        if self.notices:
-            self._commands.append(NodeSuspended(suspension=suspension))
-
-    def _end_wait(self, suspension: Suspension, port: str, data: Any, now: float) -> list[Command]:
-        self._now = now
-        del self._suspended[suspension.execution_index]
-        self._suspensions_removed.append(suspension.execution_index)
-        self.status = "running"
-        run = self._runs[suspension.execution_index]
-        index = self._index[run.node_key]
-        started = suspension.started_at if suspension.started_at is not None else now
-        result = NodeResult(
-            node_key=run.node_key,
-            run_index=run.run_index,
-            execution_index=run.execution_index,
-            attempt=run.attempt,
-            data=data,
-            port=port,
-            started_at=started,
-            finished_at=now,
-            duration_ms=max(0.0, (now - started) * 1000.0),
-        )
-        self._complete_run(index, run, port, result)
-        return self._finish_event(now)
 
 
 class _InvalidParams(Exception):

@@ -12,9 +12,33 @@ import attrs
 
 OnError = Literal["stop", "continue", "error_port"]
 ON_ERROR_CHOICES: tuple[str, ...] = ("stop", "continue", "error_port")
+Backoff = Literal["fixed", "exponential"]
+BACKOFF_CHOICES: tuple[str, ...] = ("fixed", "exponential")
 
 DEFAULT_PORT = "main"
 ERROR_PORT = "error"
+
+
+@attrs.frozen(kw_only=True)
+class RetrySettings:
+    """How a failing node is tried again.
+
+    ``max_attempts`` counts every attempt, the first included. Before attempt ``n + 1``
+    the node waits ``delay`` seconds (``fixed``) or ``delay * 2 ** (n - 1)``
+    (``exponential``), at most ``max_delay``; ``jitter`` (0 to 1) takes up to that
+    fraction off each wait, so that many executions do not retry in step.
+    ``retry_on`` limits retries to errors with these codes (``timeout``,
+    ``action_error``, a :class:`prana.NodeError` code) or raised as exceptions of
+    these classes (by name, base classes included); empty means every error.
+    Durations are seconds, or text such as ``500ms``, ``30s``, ``2m``.
+    """
+
+    max_attempts: int = 3
+    backoff: Backoff = "exponential"
+    delay: float = 1.0
+    max_delay: float = 300.0
+    jitter: float = 0.0
+    retry_on: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -24,9 +48,14 @@ class NodeSettings:
     ``on_error`` says what a failure of this node does: ``stop`` fails the execution,
     ``continue`` makes the error the node's output on its default port, ``error_port``
     routes the error to the node's ``error`` port. ``None`` takes the workflow's default.
+    ``retry`` tries a failing node again first (see :class:`RetrySettings`);
+    ``timeout`` (seconds, or text such as ``30s``) cancels a run that takes longer and
+    fails it with the error code ``timeout``.
     """
 
     on_error: OnError | None = None
+    retry: RetrySettings | None = None
+    timeout: float | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -10,7 +10,7 @@ import attrs
 ExecutionStatus = Literal[
     "pending", "running", "suspended", "paused", "completed", "failed", "cancelled", "timed_out"
 ]
-RunStatus = Literal["running", "suspended", "completed", "failed", "cancelled"]
+RunStatus = Literal["running", "suspended", "completed", "failed", "retried", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
 
@@ -45,6 +45,10 @@ class NodeRun:
     where the run's input came from: ``(port, execution_index)`` of each run whose
     output it received. Times are seconds since the epoch; ``duration_ms`` is measured
     with a monotonic clock (for a wait, it is the time the node waited).
+
+    A node with ``settings.retry`` may take several attempts at one run: each failed
+    attempt that was tried again is a record of its own with status ``retried``
+    (``attempt`` 1, 2, ...), followed by the attempt that ended the run.
     """
 
     node_key: str

@@ -117,11 +117,19 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
         machine._redispatch[execution_index] = run
     for suspension in suspensions:
         inputs = paths["waiting"].get(str(suspension.execution_index), [])
+        retried = sum(
+            1
+            for run in runs
+            if run.status == "retried"
+            and run.node_key == suspension.node_key
+            and run.run_index == suspension.run_index
+        )
         slots[suspension.execution_index] = NodeRun(
             node_key=suspension.node_key,
             run_index=suspension.run_index,
             execution_index=suspension.execution_index,
             status="suspended",
+            attempt=retried + 1,
             started_at=suspension.started_at,
             inputs=_tuples(inputs),
         )
@@ -133,6 +141,8 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
         )
     machine._runs = [run for run in slots if run is not None]
     for run in machine._runs:
+        if run.status == "retried":
+            continue  # an attempt that failed; the run goes on under a later index
         index = machine._index[run.node_key]
         machine._node_runs[index].append(run.execution_index)
         if run.status in ("completed", "failed"):

@@ -72,6 +72,7 @@ def analyse_workflow(
             node_paths[node.key] = path
         if not node.type:
             problems.append(Problem(path=f"{path}.type", message="required field is empty"))
+        _check_node_settings(node, f"{path}.settings", problems)
 
     all_keys = set(node_paths) | known_node_keys
     compiled: dict[str, CompiledParams] = {}
@@ -154,6 +155,32 @@ def _check_header(
         )
     if not workflow.nodes and not known_node_keys:
         problems.append(Problem(path="nodes", message="a workflow needs at least one node"))
+
+
+MAX_ATTEMPTS = 100
+
+
+def _check_node_settings(node: Node, path: str, problems: list[Problem]) -> None:
+    settings = node.settings
+    if settings.timeout is not None and settings.timeout <= 0:
+        problems.append(Problem(path=f"{path}.timeout", message="must be longer than 0 seconds"))
+    retry = settings.retry
+    if retry is None:
+        return
+    if not 1 <= retry.max_attempts <= MAX_ATTEMPTS:
+        problems.append(
+            Problem(
+                path=f"{path}.retry.max_attempts",
+                message=f"must be between 1 and {MAX_ATTEMPTS}, got {retry.max_attempts}",
+            )
+        )
+    if retry.max_delay < retry.delay:
+        problems.append(
+            Problem(
+                path=f"{path}.retry.max_delay",
+                message=f"must not be shorter than delay ({retry.max_delay} s < {retry.delay} s)",
+            )
+        )
 
 
 def _check_node_params(action: Action, node: Node, path: str, problems: list[Problem]) -> None:

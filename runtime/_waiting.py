@@ -1,0 +1,151 @@
+"""Nodes that wait: for data, for a deadline, or to be tried again (DESIGN §5.3, §5.5).
+
+Functions of the execution machine's state, split from :mod:`prana._machine` to keep
+it readable; the same rules hold: pure, synchronous, no clock reads.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._commands import Command, NodeSuspended, RunRetrying
+from ._flow import SUSPENDED
+from ._records import ErrorInfo, NodeResult, NodeRun, Suspension
+from ._retry import DURABLE_BACKOFF
+
+if TYPE_CHECKING:
+    from ._machine import ExecutionMachine
+
+
+def retry(
+    machine: ExecutionMachine,
+    index: int,
+    run: NodeRun,
+    error: ErrorInfo,
+    result: NodeResult,
+    wait: float,
+) -> None:
+    """Record the failed attempt and start the next: at once, after a wait in
+    memory, or (for a long wait) as a durable timer, the node waiting meanwhile."""
+    node = machine._nodes[index]
+    failed = NodeRun(
+        node_key=node.key,
+        run_index=run.run_index,
+        execution_index=run.execution_index,
+        status="retried",
+        attempt=result.attempt,
+        error=error,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        duration_ms=result.duration_ms,
+        inputs=run.inputs,
+    )
+    machine._runs[run.execution_index] = failed
+    machine._unsaved_runs.append(failed)
+    again = NodeRun(
+        node_key=node.key,
+        run_index=run.run_index,
+        execution_index=len(machine._runs),
+        status="running",
+        attempt=result.attempt + 1,
+        inputs=run.inputs,
+    )
+    machine._runs.append(again)
+    runs = machine._node_runs[index]
+    runs[runs.index(run.execution_index)] = again.execution_index
+    at = machine._now + wait
+    if machine.notices:
+        machine._commands.append(RunRetrying(run=failed, next_attempt=again.attempt, at=at))
+    if wait <= DURABLE_BACKOFF:
+        machine._dispatch(index, again=again, not_before=at if wait > 0 else None)
+        return
+    suspension = Suspension(
+        execution_id=machine.execution_id,
+        node_key=node.key,
+        run_index=again.run_index,
+        execution_index=again.execution_index,
+        kind="retry",
+        wake_at=at,
+        wake_port=node.default_port,
+        resume_port=node.default_port,
+    )
+    machine._runs[again.execution_index] = attrs.evolve(again, status="suspended")
+    machine._state[index] = SUSPENDED
+    machine._suspended[again.execution_index] = suspension
+    machine._suspensions_added.append(suspension)
+
+
+def retry_now(machine: ExecutionMachine, suspension: Suspension, now: float) -> list[Command]:
+    machine._now = now
+    del machine._suspended[suspension.execution_index]
+    machine._suspensions_removed.append(suspension.execution_index)
+    machine.status = "running"
+    run = attrs.evolve(machine._runs[suspension.execution_index], status="running")
+    machine._runs[run.execution_index] = run
+    machine._dispatch(machine._index[run.node_key], again=run)
+    return machine._finish_event(now)
+
+
+def suspend_run(machine: ExecutionMachine, index: int, run: NodeRun, result: NodeResult) -> None:
+    node = machine._nodes[index]
+    request = result.suspend
+    assert request is not None
+    wake_port = request.wake_port or node.default_port
+    resume_port = request.resume_port or node.default_port
+    for port in (wake_port, resume_port):
+        error = machine._check_port(node, port, run)
+        if error is not None:
+            machine._fail_run(index, run, error, result)
+            return
+    if request.wake_at is not None and request.wake_at <= machine._now:
+        # The deadline has passed already: no need to wait.
+        woken = attrs.evolve(result, data=request.wake_data, suspend=None)
+        machine._complete_run(index, run, wake_port, woken)
+        return
+    suspension = Suspension(
+        execution_id=machine.execution_id,
+        node_key=node.key,
+        run_index=run.run_index,
+        execution_index=run.execution_index,
+        kind=request.kind,
+        token=request.token,
+        wake_at=request.wake_at,
+        wake_port=wake_port,
+        wake_data=request.wake_data,
+        resume_port=resume_port,
+        started_at=result.started_at,
+    )
+    waiting = attrs.evolve(run, status="suspended", started_at=result.started_at)
+    machine._runs[run.execution_index] = waiting
+    machine._state[index] = SUSPENDED
+    machine._suspended[run.execution_index] = suspension
+    machine._suspensions_added.append(suspension)
+    if machine.notices:
+        machine._commands.append(NodeSuspended(suspension=suspension))
+
+
+def end_wait(
+    machine: ExecutionMachine, suspension: Suspension, port: str, data: Any, now: float
+) -> list[Command]:
+    machine._now = now
+    del machine._suspended[suspension.execution_index]
+    machine._suspensions_removed.append(suspension.execution_index)
+    machine.status = "running"
+    run = machine._runs[suspension.execution_index]
+    index = machine._index[run.node_key]
+    started = suspension.started_at if suspension.started_at is not None else now
+    result = NodeResult(
+        node_key=run.node_key,
+        run_index=run.run_index,
+        execution_index=run.execution_index,
+        attempt=run.attempt,
+        data=data,
+        port=port,
+        started_at=started,
+        finished_at=now,
+        duration_ms=max(0.0, (now - started) * 1000.0),
+    )
+    machine._complete_run(index, run, port, result)
+    return machine._finish_event(now)
