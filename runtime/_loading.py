@@ -258,7 +258,7 @@ def _make_converter() -> cattrs.Converter:
             converter,
             backoff=override(struct_hook=_backoff),
             delay=override(struct_hook=_duration),
-            max_delay=override(struct_hook=_duration),
+            max_delay=override(struct_hook=_optional_duration),
             jitter=override(struct_hook=_jitter),
             retry_on=override(struct_hook=_retry_on),
         ),

@@ -393,7 +393,7 @@ class ExecutionMachine(Flow):
             trigger=self.trigger_data,
             loop_back=loop_back,
             deliveries=deliveries,
-            now=self._now,
+            now=self._now if not_before is None else not_before,
         )
         self._commands.append(
             Dispatch(

@@ -25,7 +25,7 @@ class RetrySettings:
 
     ``max_attempts`` counts every attempt, the first included. Before attempt ``n + 1``
     the node waits ``delay`` seconds (``fixed``) or ``delay * 2 ** (n - 1)``
-    (``exponential``), at most ``max_delay``; ``jitter`` (0 to 1) takes up to that
+    (``exponential``), at most ``max_delay`` (no limit when unset); ``jitter`` (0 to 1) takes up to that
     fraction off each wait, so that many executions do not retry in step.
     ``retry_on`` limits retries to errors with these codes (``timeout``,
     ``action_error``, a :class:`prana.NodeError` code) or raised as exceptions of
@@ -36,7 +36,7 @@ class RetrySettings:
     max_attempts: int = 3
     backoff: Backoff = "exponential"
     delay: float = 1.0
-    max_delay: float = 300.0
+    max_delay: float | None = None
     jitter: float = 0.0
     retry_on: tuple[str, ...] = ()
 

@@ -42,7 +42,8 @@ def backoff(
     delay = settings.delay
     if settings.backoff == "exponential":
         delay *= 2.0 ** min(attempt - 1, 64)
-    delay = min(delay, settings.max_delay)
+    if settings.max_delay is not None:
+        delay = min(delay, settings.max_delay)
     if settings.jitter:
         seed = f"{execution_id}:{node_key}:{run_index}:{attempt}".encode()
         fraction = int.from_bytes(hashlib.blake2b(seed, digest_size=8).digest()) / 2.0**64

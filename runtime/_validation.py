@@ -174,7 +174,7 @@ def _check_node_settings(node: Node, path: str, problems: list[Problem]) -> None
                 message=f"must be between 1 and {MAX_ATTEMPTS}, got {retry.max_attempts}",
             )
         )
-    if retry.max_delay < retry.delay:
+    if retry.max_delay is not None and retry.max_delay < retry.delay:
         problems.append(
             Problem(
                 path=f"{path}.retry.max_delay",

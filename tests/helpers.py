@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import prana
+import prana.testing
 
 _CONNECTION = re.compile(r"^\s*([\w-]+)(?:\.([\w-]+))?\s*->\s*([\w-]+)(?:\.([\w-]+))?\s*$")
 
@@ -71,3 +72,22 @@ async def run(
     """Run one workflow on a fresh in-memory engine."""
     async with prana.Engine(actions=actions, env={}, **engine_options) as engine:
         return await engine.run(workflow, input)
+
+
+async def drive(clock: prana.testing.VirtualClock, handle: Any) -> prana.Execution:
+    """Wait for ``handle``'s execution to stop, moving ``clock`` to each deadline the
+    engine sleeps until whenever everything else is idle."""
+    import anyio
+
+    results: list[prana.Execution] = []
+
+    async def wait() -> None:
+        results.append(await handle.result())
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait)
+        while not results:
+            await anyio.wait_all_tasks_blocked()
+            if not results:
+                clock.jump()
+    return results[0]

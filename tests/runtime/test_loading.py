@@ -421,3 +421,41 @@ def test_a_workflow_does_not_change_when_its_source_dict_does() -> None:
     source["nodes"][1]["params"]["tags"].append("b")
     assert workflow.variables == {"items": [1, 2]}
     assert workflow.nodes[1].params == {"tags": ["a"]}
+
+
+def test_retry_and_timeout_settings_are_checked() -> None:
+    def load(settings: dict[str, object]) -> prana.Workflow:
+        return prana.load_workflow(
+            {
+                "id": "w",
+                "nodes": [
+                    {"key": "start", "type": "manual.trigger"},
+                    {"key": "call", "type": "core.noop", "settings": settings},
+                ],
+                "connections": [{"from": "start", "to": "call"}],
+            }
+        )
+
+    loaded = load(
+        {"timeout": "30s", "retry": {"max_attempts": 4, "delay": "500ms", "jitter": True}}
+    )
+    settings = loaded.nodes[1].settings
+    assert settings.timeout == 30.0
+    assert settings.retry == prana.RetrySettings(max_attempts=4, delay=0.5, jitter=0.5)
+    with pytest.raises(prana.WorkflowValidationError) as caught:
+        load({"timeout": "soon", "retry": {"backoff": "linear", "jitter": 2, "retry_on": [3]}})
+    assert [str(problem) for problem in caught.value.problems] == [
+        "nodes[1].settings.retry.backoff: must be fixed or exponential, got 'linear'",
+        "nodes[1].settings.retry.jitter: must be a number from 0 to 1 (or true for 0.5), got 2",
+        "nodes[1].settings.retry.retry_on: expected a list of error codes or exception class "
+        "names, got [3]",
+        "nodes[1].settings.timeout: 'soon' is not a duration; write it like 90s, 15m, 2h, 3d "
+        "or 1h30m",
+    ]
+    with pytest.raises(prana.WorkflowValidationError) as caught:
+        load({"timeout": 0, "retry": {"max_attempts": 0, "delay": "1m", "max_delay": "10s"}})
+    assert [str(problem) for problem in caught.value.problems] == [
+        "nodes[1].settings.timeout: must be longer than 0 seconds",
+        "nodes[1].settings.retry.max_attempts: must be between 1 and 100, got 0",
+        "nodes[1].settings.retry.max_delay: must not be shorter than delay (10.0 s < 60.0 s)",
+    ]
