@@ -40,6 +40,7 @@ class _Style:
             "completed": "32",
             "failed": "31",
             "cancelled": "33",
+            "retried": "33",
             "skipped": "2",
             "running": "36",
         }
@@ -72,6 +73,13 @@ class PlainProgress:
             error = event.run.error
             line = f"{event.node_key:<20} {event.run.status}" + (
                 f": {error.message}" if error else ""
+            )
+        elif isinstance(event, events.NodeRetrying):
+            error = event.run.error
+            line = (
+                f"{event.node_key:<20} attempt {event.run.attempt} failed"
+                + (f": {error.message}" if error else "")
+                + f"; attempt {event.next_attempt} in {_ms((event.at - event.time) * 1000)}"
             )
         elif isinstance(event, events.NodeSkipped):
             line = f"{event.node_key:<20} skipped"
@@ -110,6 +118,12 @@ class LiveProgress:
                 f"{mark} {run.node_key:<22} {style(_ms(run.duration_ms), '2')}{port}"
             )
             self._progress = event.progress
+        elif isinstance(event, events.NodeRetrying):
+            run = event.run
+            self._rows[(run.node_key, run.run_index)] = (
+                f"{style('↻', '33')} {run.node_key:<22} "
+                f"{style(f'attempt {run.attempt} failed, trying again', '33')}"
+            )
         elif isinstance(event, events.NodeSkipped):
             self._rows[(event.node_key, -1)] = style(f"· {event.node_key:<22} skipped", "2")
             self._progress = event.progress

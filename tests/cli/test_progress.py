@@ -60,3 +60,27 @@ def test_plain_progress_prints_one_line_per_event() -> None:
         "[    12.50 ms] fetch                completed -> main in 12.50 ms",
         "[    13.00 ms] other                skipped",
     ]
+
+
+def test_a_retry_shows_as_a_failed_attempt_and_the_next_one() -> None:
+    failed = prana.NodeRun(
+        node_key="fetch",
+        run_index=0,
+        execution_index=1,
+        status="retried",
+        attempt=1,
+        error=prana.ErrorInfo(code="action_error", message="OSError: reset"),
+    )
+    retrying = prana.NodeRetrying(
+        execution_id="e", sequence=2, time=10.0, node_key="fetch", run=failed, next_attempt=2, at=12.5
+    )
+    stream = io.StringIO()
+    plain = PlainProgress(stream)
+    plain(retrying)
+    assert stream.getvalue().splitlines() == [
+        "[     0.00 ms] fetch                attempt 1 failed: OSError: reset; attempt 2 in 2.50 s"
+    ]
+    live_stream = io.StringIO()
+    live = LiveProgress(live_stream, "shop")
+    live(retrying)
+    assert "attempt 1 failed, trying again" in live_stream.getvalue()
