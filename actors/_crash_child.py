@@ -15,14 +15,18 @@ from typing import Any
 
 import anyio
 
-from prana._events import Event, NodeCompleted, NodeFailed, NodeStarted
+from prana._events import Event, NodeCompleted, NodeFailed, NodeRetrying, NodeStarted
 
 from ._cli import load_actions
 from ._engine import Engine
 
 
 async def _main(spec: dict[str, Any]) -> None:
-    wanted = NodeStarted if spec["when"] == "started" else (NodeCompleted, NodeFailed)
+    wanted: Any = {
+        "started": NodeStarted,
+        "completed": (NodeCompleted, NodeFailed),
+        "retrying": NodeRetrying,
+    }[spec["when"]]
 
     def crash(event: Event) -> None:
         if isinstance(event, wanted) and getattr(event, "node_key", None) == spec["node"]:

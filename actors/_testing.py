@@ -71,19 +71,21 @@ def kill_at(
     *,
     db: str | os.PathLike[str],
     node: str,
-    when: Literal["started", "completed"] = "completed",
+    when: Literal["started", "completed", "retrying"] = "completed",
     run_index: int = 0,
     input: Any = None,
     actions: str | None = None,
     timeout: float = 60.0,
 ) -> KillReport:
     """Run ``workflow`` in a child process on the SQLite file ``db`` and SIGKILL the
-    child when ``node`` (its run ``run_index``) has ``started`` or ``completed``.
+    child when ``node`` (its run ``run_index``) has ``started``, ``completed``, or
+    failed an attempt and is ``retrying``.
 
     Events are published after the checkpoint they describe is saved: at
     ``completed`` the node's result is on disk, at ``started`` the node is in flight
     and will run again (with the same idempotency key) when an engine carries the
-    execution on. ``actions`` is a ``module:attribute`` spec for custom actions,
+    execution on; at ``retrying`` the failed attempt is on disk and the next one is
+    waiting for its backoff. ``actions`` is a ``module:attribute`` spec for custom actions,
     importable by the child.
     """
     if not isinstance(workflow, Workflow):

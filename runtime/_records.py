@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -261,16 +261,7 @@ class StoredExecution:
                 ),
             )
         for suspension in self.suspensions:
-            runs.setdefault(
-                suspension.execution_index,
-                NodeRun(
-                    node_key=suspension.node_key,
-                    run_index=suspension.run_index,
-                    execution_index=suspension.execution_index,
-                    status="suspended",
-                    started_at=suspension.started_at,
-                ),
-            )
+            runs.setdefault(suspension.execution_index, waiting_run(suspension, self.runs))
         ran = {run.node_key for run in self.runs}
         skipped = [key for key in self.active_paths.get("skipped", ()) if key not in ran]
         return Execution(
@@ -297,3 +288,26 @@ class StoredExecution:
                 "iteration_count": self.iteration_count,
             },
         )
+
+
+def waiting_run(
+    suspension: Suspension, runs: Iterable[NodeRun], inputs: tuple[tuple[str, int], ...] = ()
+) -> NodeRun:
+    """The audit record of a node that waits: its attempt follows the attempts of the
+    same run that failed and were tried again (a retry waits as a suspension)."""
+    retried = sum(
+        1
+        for run in runs
+        if run.status == "retried"
+        and run.node_key == suspension.node_key
+        and run.run_index == suspension.run_index
+    )
+    return NodeRun(
+        node_key=suspension.node_key,
+        run_index=suspension.run_index,
+        execution_index=suspension.execution_index,
+        status="suspended",
+        attempt=retried + 1,
+        started_at=suspension.started_at,
+        inputs=inputs,
+    )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import InternalError
 from ._flow import DEAD, DELIVERED, DONE, OPEN, SKIPPED
-from ._records import Checkpoint, Execution, NodeRun, StoredExecution
+from ._records import Checkpoint, Execution, NodeRun, StoredExecution, waiting_run
 
 if TYPE_CHECKING:
     from ._compiler import ExecutionGraph
@@ -117,22 +117,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
         machine._redispatch[execution_index] = run
     for suspension in suspensions:
         inputs = paths["waiting"].get(str(suspension.execution_index), [])
-        retried = sum(
-            1
-            for run in runs
-            if run.status == "retried"
-            and run.node_key == suspension.node_key
-            and run.run_index == suspension.run_index
-        )
-        slots[suspension.execution_index] = NodeRun(
-            node_key=suspension.node_key,
-            run_index=suspension.run_index,
-            execution_index=suspension.execution_index,
-            status="suspended",
-            attempt=retried + 1,
-            started_at=suspension.started_at,
-            inputs=_tuples(inputs),
-        )
+        slots[suspension.execution_index] = waiting_run(suspension, runs, _tuples(inputs))
         machine._suspended[suspension.execution_index] = suspension
     missing = [index for index, run in enumerate(slots) if run is None]
     if missing:

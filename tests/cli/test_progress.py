@@ -72,7 +72,13 @@ def test_a_retry_shows_as_a_failed_attempt_and_the_next_one() -> None:
         error=prana.ErrorInfo(code="action_error", message="OSError: reset"),
     )
     retrying = prana.NodeRetrying(
-        execution_id="e", sequence=2, time=10.0, node_key="fetch", run=failed, next_attempt=2, at=12.5
+        execution_id="e",
+        sequence=2,
+        time=10.0,
+        node_key="fetch",
+        run=failed,
+        next_attempt=2,
+        at=12.5,
     )
     stream = io.StringIO()
     plain = PlainProgress(stream)
