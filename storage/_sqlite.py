@@ -10,10 +10,7 @@ lock. The database runs in WAL mode with ``busy_timeout`` and foreign keys; ever
 write is one ``BEGIN IMMEDIATE`` transaction; the WAL is checkpointed (on a thread)
 as it grows.
 
-Opening refuses, with a :class:`StoreError` that says why, a file that is not SQLite,
-a SQLite database of another program, a schema newer than this code, a database it
-cannot write, and one whose disk or size limit is full: better not to start than to
-lose or corrupt what is stored.
+Opening, and what its refusals say, is in :mod:`._sqlite_file`.
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ from prana._records import Checkpoint, ExecutionStatus, StoredExecution, Suspens
 
 from . import _codec as codec
 from ._protocol import StoredWorkflow
-from ._schema import APPLICATION_ID, LATEST, MIGRATIONS
+from ._sqlite_file import locked_error, open_connections, store_error
 from ._sqlite_rows import (
     EXECUTION_COLUMNS,
     RUN_COLUMNS,
@@ -49,7 +46,6 @@ from ._sqlite_rows import (
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
 # Checkpoint the WAL into the database (on a thread: a checkpoint syncs) about every
 # _WAL_PAGES pages written, as SQLite would by itself; its own automatic checkpoint is
 # off because it would run inside a commit made on the loop. How many commits that is
@@ -58,8 +54,6 @@ _WAL_PAGES = 1000
 _WAL_CHECK_FIRST = 64
 # A commit of at most this many checkpoints may run on the loop thread (decision 0018).
 _INLINE_CHECKPOINTS = 8
-# Check the whole file for corruption at start-up below this size.
-_QUICK_CHECK_LIMIT = 64 * 1024 * 1024
 
 
 class _Locked(enum.Enum):
@@ -137,129 +131,18 @@ class SQLiteStore:
         self._read_limiter = anyio.CapacityLimiter(1)
         await self._call(self._open)
 
+    def _open(self) -> None:
+        self._db, self._reader = open_connections(
+            self.path,
+            synchronous=self.synchronous,
+            busy_timeout=self.busy_timeout,
+            max_page_count=self.max_page_count,
+        )
+
     async def aclose(self) -> None:
         """Checkpoint the WAL into the database and close it."""
         if self._db is not None:
             await self._call(self._close)
-
-    def _open(self) -> None:
-        path = self.path
-        if path.exists():
-            if path.is_dir():
-                raise StoreError(f"{path} is a directory, not a database file")
-            with path.open("rb") as file:
-                header = file.read(len(_SQLITE_HEADER))
-            if header and header != _SQLITE_HEADER:  # an empty file is a new database
-                raise StoreError(
-                    f"{path} is not a SQLite database (it may be corrupt, or another kind of "
-                    "file); point prana at another file, or move this one away"
-                )
-        else:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the folder for {path}: {exc.strerror}") from None
-        try:
-            db = sqlite3.connect(
-                path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise self._error(exc, "open") from None
-        try:
-            self._configure(db)
-            self._check_and_migrate(db)
-            self._check_writable(db)
-            db.execute("PRAGMA busy_timeout = 0")  # see _begin
-            # Reads have their own connection (WAL lets them run beside a write), so
-            # they never wait behind a commit.
-            reader = sqlite3.connect(
-                path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            reader.execute("PRAGMA query_only = ON")
-        except sqlite3.Error as exc:
-            db.close()
-            raise self._error(exc, "open") from None
-        except BaseException:
-            db.close()
-            raise
-        self._db, self._reader = db, reader
-
-    def _configure(self, db: sqlite3.Connection) -> None:
-        try:
-            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            db.execute(f"PRAGMA synchronous = {self.synchronous}")
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA journal_size_limit = 67108864")
-            db.execute("PRAGMA wal_autocheckpoint = 0")
-            if self.max_page_count is not None:
-                db.execute(f"PRAGMA max_page_count = {int(self.max_page_count)}")
-        except sqlite3.Error as exc:
-            raise self._error(exc, "open") from None
-        if str(mode).lower() != "wal" and not self._read_only():
-            raise StoreError(
-                f"{self.path}: SQLite could not use WAL mode here (got {mode!r}); "
-                "put the database on a local disk"
-            )
-
-    def _check_and_migrate(self, db: sqlite3.Connection) -> None:
-        try:
-            application_id = db.execute("PRAGMA application_id").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = [
-                row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            ]
-        except sqlite3.DatabaseError as exc:
-            raise self._error(exc, "read") from None
-        if application_id != APPLICATION_ID and tables:
-            shown = ", ".join(sorted(tables)[:5])
-            raise StoreError(
-                f"{self.path} is a SQLite database of another program (tables: {shown}); "
-                "point prana at its own file"
-            )
-        if version > LATEST:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this prana knows "
-                f"({LATEST}); upgrade prana to use it"
-            )
-        if tables and self.path.stat().st_size <= _QUICK_CHECK_LIMIT:
-            try:
-                result = db.execute("PRAGMA quick_check").fetchone()[0]
-            except sqlite3.DatabaseError as exc:
-                raise self._error(exc, "check") from None
-            if result != "ok":
-                raise StoreError(
-                    f"{self.path} is corrupt ({result}); restore it from a backup, or run "
-                    "sqlite3's .recover on a copy"
-                )
-        for target in range(version + 1, LATEST + 1):
-            script = MIGRATIONS[target - 1]
-            try:
-                db.executescript(
-                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA application_id = {APPLICATION_ID};\n"
-                    f"PRAGMA user_version = {target};\nCOMMIT;"
-                )
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise self._error(exc, f"migrate to schema version {target}") from None
-
-    def _check_writable(self, db: sqlite3.Connection) -> None:
-        """Refuse to start if a write cannot be made: read-only file, full disk."""
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("CREATE TABLE IF NOT EXISTS prana_probe (x INTEGER)")
-            db.execute("INSERT INTO prana_probe VALUES (1)")
-            db.execute("DROP TABLE prana_probe")
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise self._error(exc, "write") from None
-
-    def _read_only(self) -> bool:
-        return self.path.exists() and not os.access(self.path, os.W_OK)
 
     def _close(self) -> None:
         db, self._db = self._db, None
@@ -287,30 +170,7 @@ class SQLiteStore:
         return self._db
 
     def _error(self, exc: sqlite3.Error, doing: str) -> StoreError:
-        message = str(exc)
-        lowered = message.lower()
-        if "full" in lowered:
-            text = (
-                f"cannot {doing} {self.path}: the disk (or the database's size limit) is full; "
-                "free space and start again: executions carry on from their last checkpoint"
-            )
-        elif "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
-            text = f"cannot {doing} {self.path}: it is read-only; give prana a file it can write"
-        elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
-            text = (
-                f"cannot {doing} {self.path}: it is not a usable SQLite database ({message}); "
-                "it may be corrupt: restore it from a backup or point prana at another file"
-            )
-        elif "locked" in lowered or "busy" in lowered:
-            text = (
-                f"cannot {doing} {self.path}: another process kept it locked for longer than "
-                f"busy_timeout ({self.busy_timeout} s)"
-            )
-        elif "unable to open" in lowered:
-            text = f"cannot {doing} {self.path}: {message} (check the path and its permissions)"
-        else:
-            text = f"cannot {doing} {self.path}: {message}"
-        return StoreError(text)
+        return store_error(exc, doing, self.path, self.busy_timeout)
 
     def _write(self, function: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``function`` in one BEGIN IMMEDIATE transaction, waiting up to
@@ -321,10 +181,7 @@ class SQLiteStore:
         while self._begin(db) is LOCKED:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StoreError(
-                    f"cannot write to {self.path}: another process kept it locked for longer "
-                    f"than busy_timeout ({self.busy_timeout} s)"
-                )
+                raise locked_error("write to", self.path, self.busy_timeout)
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.05)
         return self._finish_write(db, function)

@@ -6,6 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
+
 import prana
 import prana.testing
 
@@ -77,8 +79,6 @@ async def run(
 async def drive(clock: prana.testing.VirtualClock, handle: Any) -> prana.Execution:
     """Wait for ``handle``'s execution to stop, moving ``clock`` to each deadline the
     engine sleeps until whenever everything else is idle."""
-    import anyio
-
     results: list[prana.Execution] = []
 
     async def wait() -> None:

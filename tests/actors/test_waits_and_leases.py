@@ -95,8 +95,8 @@ async def test_a_newer_prana_migrates_the_schema_forward(
         kept = await engine.run(make_workflow({"start": "manual.trigger"}, []), "kept")
     migration = "CREATE TABLE audit_notes (execution_id TEXT, note TEXT);"
     monkeypatch.setattr(_schema, "MIGRATIONS", (*_schema.MIGRATIONS, migration))
-    monkeypatch.setattr("prana.storage._sqlite.MIGRATIONS", (*_schema.MIGRATIONS,))
-    monkeypatch.setattr("prana.storage._sqlite.LATEST", len(_schema.MIGRATIONS))
+    monkeypatch.setattr("prana.storage._sqlite_file.MIGRATIONS", (*_schema.MIGRATIONS,))
+    monkeypatch.setattr("prana.storage._sqlite_file.LATEST", len(_schema.MIGRATIONS))
     store = SQLiteStore(path)
     await store.open()
     await store.aclose()

@@ -1,0 +1,190 @@
+"""Opening a SQLite file safely, and what SQLite's errors mean for a user.
+
+Opening refuses, with a :class:`StoreError` that says why, a file that is not SQLite,
+a SQLite database of another program, a schema newer than this code, a corrupt file,
+a database it cannot write, and one whose disk or size limit is full: better not to
+start than to lose or corrupt what is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from prana._errors import StoreError
+
+from ._schema import APPLICATION_ID, LATEST, MIGRATIONS
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Check the whole file for corruption at start-up below this size.
+QUICK_CHECK_LIMIT = 64 * 1024 * 1024
+
+
+def open_connections(
+    path: Path, *, synchronous: str, busy_timeout: float, max_page_count: int | None
+) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """The writer and reader connections of a prana database at ``path``, created,
+    checked and migrated. Raises :class:`StoreError`, leaving the file as it was, if it
+    is not a prana database this code can use and write."""
+    if path.exists():
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory, not a database file")
+        with path.open("rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+        if header and header != SQLITE_HEADER:  # an empty file is a new database
+            raise StoreError(
+                f"{path} is not a SQLite database (it may be corrupt, or another kind of "
+                "file); point prana at another file, or move this one away"
+            )
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder for {path}: {exc.strerror}") from None
+    try:
+        db = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise store_error(exc, "open", path, busy_timeout) from None
+    try:
+        _configure(db, path, synchronous, busy_timeout, max_page_count)
+        _check_and_migrate(db, path, busy_timeout)
+        _check_writable(db, path, busy_timeout)
+        db.execute("PRAGMA busy_timeout = 0")  # the store waits for locks on its own
+        # Reads have their own connection (WAL lets them run beside a write), so
+        # they never wait behind a commit.
+        reader = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        reader.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as exc:
+        db.close()
+        raise store_error(exc, "open", path, busy_timeout) from None
+    except BaseException:
+        db.close()
+        raise
+    return db, reader
+
+
+def _configure(
+    db: sqlite3.Connection,
+    path: Path,
+    synchronous: str,
+    busy_timeout: float,
+    max_page_count: int | None,
+) -> None:
+    try:
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA journal_size_limit = 67108864")
+        db.execute("PRAGMA wal_autocheckpoint = 0")
+        if max_page_count is not None:
+            db.execute(f"PRAGMA max_page_count = {int(max_page_count)}")
+    except sqlite3.Error as exc:
+        raise store_error(exc, "open", path, busy_timeout) from None
+    if str(mode).lower() != "wal" and not _read_only(path):
+        raise StoreError(
+            f"{path}: SQLite could not use WAL mode here (got {mode!r}); "
+            "put the database on a local disk"
+        )
+
+
+def _check_and_migrate(db: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
+    try:
+        application_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = [
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+    except sqlite3.DatabaseError as exc:
+        raise store_error(exc, "read", path, busy_timeout) from None
+    if application_id != APPLICATION_ID and tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise StoreError(
+            f"{path} is a SQLite database of another program (tables: {shown}); "
+            "point prana at its own file"
+        )
+    if version > LATEST:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this prana knows "
+            f"({LATEST}); upgrade prana to use it"
+        )
+    if tables and path.stat().st_size <= QUICK_CHECK_LIMIT:
+        try:
+            result = db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise store_error(exc, "check", path, busy_timeout) from None
+        if result != "ok":
+            raise StoreError(
+                f"{path} is corrupt ({result}); restore it from a backup, or run "
+                "sqlite3's .recover on a copy"
+            )
+    for target in range(version + 1, LATEST + 1):
+        script = MIGRATIONS[target - 1]
+        try:
+            db.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA application_id = {APPLICATION_ID};\n"
+                f"PRAGMA user_version = {target};\nCOMMIT;"
+            )
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise store_error(
+                exc, f"migrate to schema version {target}", path, busy_timeout
+            ) from None
+
+
+def _check_writable(db: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
+    """Refuse to start if a write cannot be made: read-only file, full disk."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("CREATE TABLE IF NOT EXISTS prana_probe (x INTEGER)")
+        db.execute("INSERT INTO prana_probe VALUES (1)")
+        db.execute("DROP TABLE prana_probe")
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise store_error(exc, "write", path, busy_timeout) from None
+
+
+def _read_only(path: Path) -> bool:
+    return path.exists() and not os.access(path, os.W_OK)
+
+
+def store_error(exc: sqlite3.Error, doing: str, path: Path, busy_timeout: float) -> StoreError:
+    """A :class:`StoreError` that says what ``exc`` means for the user."""
+    message = str(exc)
+    lowered = message.lower()
+    if "full" in lowered:
+        text = (
+            f"cannot {doing} {path}: the disk (or the database's size limit) is full; "
+            "free space and start again: executions carry on from their last checkpoint"
+        )
+    elif "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
+        text = f"cannot {doing} {path}: it is read-only; give prana a file it can write"
+    elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        text = (
+            f"cannot {doing} {path}: it is not a usable SQLite database ({message}); "
+            "it may be corrupt: restore it from a backup or point prana at another file"
+        )
+    elif "locked" in lowered or "busy" in lowered:
+        return locked_error(doing, path, busy_timeout)
+    elif "unable to open" in lowered:
+        text = f"cannot {doing} {path}: {message} (check the path and its permissions)"
+    else:
+        text = f"cannot {doing} {path}: {message}"
+    return StoreError(text)
+
+
+def locked_error(doing: str, path: Path, busy_timeout: float) -> StoreError:
+    """The error for a write lock another process held past ``busy_timeout``."""
+    return StoreError(
+        f"cannot {doing} {path}: another process kept it locked for longer than "
+        f"busy_timeout ({busy_timeout} s)"
+    )
