@@ -3,7 +3,8 @@
 Triggers: ``manual.trigger``. Core: ``core.noop``, ``core.log``, ``core.fail``,
 ``core.for_each``. Logic: ``logic.if``, ``logic.switch``. Data: ``data.set``,
 ``data.merge``. Workflow: ``workflow.set_variables``. Waits (in ``_waits``):
-``wait.interval``, ``wait.until``, ``wait.webhook``.
+``wait.interval``, ``wait.until``, ``wait.webhook``. Sub-workflows (in
+``_subworkflows``): ``workflow.execute``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ._expressions import contains_template
 from ._loading import KEY_PATTERN
 from ._model import DEFAULT_PORT, ERROR_PORT
 from ._registry import Action, ActionRegistry, F
+from ._subworkflows import SUBWORKFLOW_ACTIONS
 from ._waits import WAIT_ACTIONS
 
 logger = logging.getLogger("prana.workflow")
@@ -456,4 +458,5 @@ def set_variables(ctx: NodeContext) -> Output:
 BUILTIN_ACTIONS: tuple[Action, ...] = (
     *(_registry[name] for name in _registry),
     *WAIT_ACTIONS,
+    *SUBWORKFLOW_ACTIONS,
 )

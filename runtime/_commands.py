@@ -1,8 +1,10 @@
 """What the state machine asks of its supervisor, and tells it (DESIGN §7).
 
-Commands (:class:`Dispatch`, :class:`CancelRuns`) are to be carried out in order;
-notices (:class:`RunFinished`, :class:`RunRetrying`, :class:`NodeSkipped`, :class:`NodeSuspended`,
-:class:`ExecutionSuspended`, :class:`ExecutionFinished`) say what happened.
+Commands (:class:`Dispatch`, :class:`CancelRuns`, :class:`CancelChildren`) are to be
+carried out in order; notices (:class:`RunFinished`, :class:`RunRetrying`,
+:class:`NodeSkipped`, :class:`NodeSuspended`, :class:`ExecutionSuspended`,
+:class:`ExecutionPaused`, :class:`ExecutionResumed`, :class:`ExecutionFinished`) say
+what happened.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ class CancelRuns:
     has failed and their results no longer matter."""
 
     execution_indexes: tuple[int, ...]
+
+
+@attrs.frozen(kw_only=True)
+class CancelChildren:
+    """Command: cancel these child executions (``sync`` children of nodes that
+    stopped waiting because the execution ended), with ``reason``."""
+
+    execution_ids: tuple[str, ...]
+    reason: str
 
 
 @attrs.frozen(kw_only=True)
@@ -83,9 +94,25 @@ class ExecutionSuspended:
     suspensions: tuple[Suspension, ...]
 
 
+@attrs.frozen(kw_only=True)
+class ExecutionPaused:
+    """Notice: the execution is paused; nothing new runs until it is unpaused."""
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionResumed:
+    """Notice: a paused execution was unpaused (``cause="unpause"``) or a failed one
+    is being retried (``cause="retry"``)."""
+
+    cause: str
+
+
 Command = (
     Dispatch
     | CancelRuns
+    | CancelChildren
+    | ExecutionPaused
+    | ExecutionResumed
     | RunFinished
     | RunRetrying
     | NodeSkipped

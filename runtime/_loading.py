@@ -248,7 +248,10 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(
         WorkflowSettings,
         make_dict_structure_fn(
-            WorkflowSettings, converter, on_error=override(struct_hook=_on_error)
+            WorkflowSettings,
+            converter,
+            on_error=override(struct_hook=_on_error),
+            timeout=override(struct_hook=_optional_duration),
         ),
     )
     converter.register_structure_hook(

@@ -31,15 +31,17 @@ from typing import Any
 import attrs
 
 from ._commands import (
-    CancelRuns,
     Command,
     Dispatch,
     ExecutionFinished,
+    ExecutionPaused,
     ExecutionSuspended,
     RunFinished,
 )
 from ._compiler import CompiledNode, ExecutionGraph
 from ._context import NodeContext
+from ._control import cancel, pause, stop, time_out, unpause
+from ._control import retry as retry_failed
 from ._errors import ExpressionError, InternalError, InvalidTransition
 from ._expressions import NodesView
 from ._flow import DONE, READY, RUNNING, Flow
@@ -48,7 +50,10 @@ from ._inputs import deliveries as inputs_of
 from ._model import DEFAULT_PORT, ERROR_PORT
 from ._params import structure_params
 from ._records import (
+    DEADLINE_INDEX,
     Checkpoint,
+    ChildMode,
+    ChildOutcome,
     ErrorInfo,
     Execution,
     ExecutionStatus,
@@ -59,9 +64,12 @@ from ._records import (
 )
 from ._retry import next_wait
 from ._snapshot import execution_data, restore, snapshot, take_checkpoint
+from ._subworkflows import child_ended
 from ._waiting import end_wait, retry, retry_now, suspend_run
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# Waits that only the engine ends: a retry's backoff, a child execution.
+_NOT_RESUMABLE = ("retry", "workflow")
 
 
 class ExecutionMachine(Flow):
@@ -75,9 +83,23 @@ class ExecutionMachine(Flow):
         input: Any = None,
         env: Mapping[str, str] | None = None,
         vars: Mapping[str, Any] | None = None,
+        parent_execution_id: str | None = None,
+        root_execution_id: str | None = None,
+        mode: ChildMode | None = None,
+        depth: int = 0,
     ) -> None:
         super().__init__(graph)
         self.execution_id = execution_id
+        # Who started it: a parent execution's node (workflow.execute), or nobody.
+        self.parent_execution_id = parent_execution_id
+        self.root_execution_id = root_execution_id
+        self.mode: ChildMode | None = mode
+        self.depth = depth
+        self.deadline: float | None = None
+        # The status the execution had in the store when it was taken from there.
+        self.take_from: ExecutionStatus = "suspended"
+        # Whether the next checkpoint clears a control request left in the store.
+        self.clear_request = False
         self.input = input
         self.env: Mapping[str, str] = env if env is not None else _EMPTY
         initial = graph.workflow.variables if vars is None else vars
@@ -104,6 +126,8 @@ class ExecutionMachine(Flow):
         self._ready: list[int] = []
         self._redispatch: dict[int, NodeRun] = {}
         self._concurrency = graph.workflow.settings.concurrency
+        self._pausing = False
+        self._ended_children: dict[str, ChildOutcome] = {}
         self._nodes_view = NodesView(
             lambda key: node_record(self, key), lambda: completed_keys(self), self._index
         )
@@ -126,7 +150,19 @@ class ExecutionMachine(Flow):
 
         Call :meth:`recover` to carry on: runs that were in flight run again.
         """
-        machine = cls(graph, execution_id=stored.id, input=stored.input, env=env, vars=stored.vars)
+        machine = cls(
+            graph,
+            execution_id=stored.id,
+            input=stored.input,
+            env=env,
+            vars=stored.vars,
+            parent_execution_id=stored.parent_execution_id,
+            root_execution_id=stored.root_execution_id,
+            mode=stored.mode,
+            depth=stored.depth,
+        )
+        machine.deadline = stored.deadline
+        machine.take_from = stored.status
         restore(machine, stored)
         return machine
 
@@ -138,6 +174,9 @@ class ExecutionMachine(Flow):
             raise InternalError(f"execution {self.execution_id} was already started")
         self.status = "running"
         self.started_at = now
+        timeout = self.graph.workflow.settings.timeout
+        if timeout is not None:
+            self.deadline = now + timeout
         trigger = self._index[self.graph.trigger]
         self._state[trigger] = READY
         self._activated.append(trigger)
@@ -175,7 +214,7 @@ class ExecutionMachine(Flow):
         :class:`InvalidTransition`, changing nothing, when the execution has ended or
         no such node is waiting.
         """
-        if self.status not in ("running", "suspended"):
+        if self.status not in ("running", "suspended", "paused"):
             raise InvalidTransition(
                 f"execution {self.execution_id} is {self.status}; only an execution with a "
                 "waiting node can be resumed"
@@ -183,13 +222,18 @@ class ExecutionMachine(Flow):
         waiting = [
             s
             for s in self._suspended.values()
-            if s.kind != "retry" and (node_key is None or s.node_key == node_key)
+            if s.kind not in _NOT_RESUMABLE and (node_key is None or s.node_key == node_key)
         ]
-        retrying = [s for s in self._suspended.values() if s.kind == "retry"]
-        if not waiting and retrying and (node_key is None or node_key == retrying[0].node_key):
+        others = [s for s in self._suspended.values() if s.kind in _NOT_RESUMABLE]
+        if not waiting and others and (node_key is None or node_key == others[0].node_key):
+            what = (
+                f"it waits for its child execution {others[0].child_execution_id} to end"
+                if others[0].kind == "workflow"
+                else "it waits to be tried again after a failure"
+            )
             raise InvalidTransition(
-                f"node {retrying[0].node_key!r} of execution {self.execution_id} is not waiting "
-                "for data: it waits to be tried again after a failure, and carries on by itself"
+                f"node {others[0].node_key!r} of execution {self.execution_id} is not waiting "
+                f"for data: {what}, and carries on by itself"
             )
         if not waiting:
             keys = ", ".join(s.node_key for s in self._suspended.values()) or "none"
@@ -209,11 +253,13 @@ class ExecutionMachine(Flow):
     def wake(self, execution_index: int, now: float) -> list[Command]:
         """A timer fired for a waiting run: it completes with its wake data, if its
         deadline has passed and it is still waiting (otherwise nothing happens)."""
+        if execution_index == DEADLINE_INDEX:
+            return time_out(self, now)
         suspension = self._suspended.get(execution_index)
         if suspension is None or suspension.wake_at is None or suspension.wake_at > now:
             return []
         if self.status not in ("running", "suspended"):
-            return []
+            return []  # a paused execution's due timers fire when it is unpaused
         if suspension.kind == "retry":
             return retry_now(self, suspension, now)
         return end_wait(self, suspension, suspension.wake_port, suspension.wake_data, now)
@@ -228,12 +274,37 @@ class ExecutionMachine(Flow):
         self._redispatch.clear()
         return self._finish_event(now)
 
+    def cancel(self, reason: str | None, now: float) -> list[Command]:
+        """End the execution ``cancelled``; see :mod:`prana._control`."""
+        return cancel(self, reason, now)
+
+    def pause(self, now: float) -> list[Command]:
+        """Dispatch nothing new; paused once running nodes finish."""
+        return pause(self, now)
+
+    def unpause(self, now: float) -> list[Command]:
+        """Carry a paused execution on."""
+        return unpause(self, now)
+
+    def retry(self, now: float) -> list[Command]:
+        """Run a failed execution's failed node again."""
+        return retry_failed(self, now)
+
+    def child_ended(self, outcome: ChildOutcome, now: float) -> list[Command]:
+        """A child execution ended: the node waiting for it completes or fails."""
+        return child_ended(self, outcome, now)
+
     # ------------------------------------------------------------------ reading
 
     @property
     def finished(self) -> bool:
         """Whether the execution has reached a final status."""
         return self.status in ("completed", "failed", "cancelled", "timed_out")
+
+    @property
+    def pausing(self) -> bool:
+        """Whether a pause was asked for and running nodes are still finishing."""
+        return self._pausing
 
     @property
     def has_new_suspensions(self) -> bool:
@@ -275,28 +346,41 @@ class ExecutionMachine(Flow):
     def _finish_event(self, now: float) -> list[Command]:
         self._now = now
         self._propagate()
-        if self.status == "running":
+        if self.status in ("running", "paused"):
             activated = self._activated
             if activated:
                 activated.reverse()
                 self._ready.extend(activated)
                 activated.clear()
+        if self.status == "running":
             self._dispatch_ready()
-            if not self._running and not self._ready and self.status == "running":
-                if self._suspended:
-                    self.status = "suspended"
-                    self._commands.append(ExecutionSuspended(suspensions=tuple(self.suspensions)))
-                else:
-                    self.status = "completed"
+            if not self._running and self.status == "running":
+                if self._pausing:
+                    self._pausing = False
+                    self.status = "paused"
+                    if self.notices:
+                        self._commands.append(ExecutionPaused())
+                elif not self._ready:
+                    if self._suspended:
+                        self.status = "suspended"
+                        self._commands.append(
+                            ExecutionSuspended(suspensions=tuple(self.suspensions))
+                        )
+                    else:
+                        self.status = "completed"
         if self.finished and self.finished_at is None:
             self.finished_at = now
             self._commands.append(ExecutionFinished(status=self.status))
+        if not self._running and self._ended_children:
+            self._ended_children.clear()
         commands, self._commands = self._commands, []
         return commands
 
     def _dispatch_ready(self) -> None:
         ready, running = self._ready, self._running
         while ready and len(running) < self._concurrency and self.status == "running":
+            if self._pausing:
+                return
             index = ready.pop()
             if self._state[index] != READY:
                 continue
@@ -506,24 +590,7 @@ class ExecutionMachine(Flow):
             self._commands.append(RunFinished(run=run))
 
     def _fail_execution(self, error: ErrorInfo) -> None:
-        self.status = "failed"
-        self.error = error
-        self._ready.clear()
-        self._activated.clear()
-        self._to_skip.clear()
-        self._quiescent.clear()
-        stopped = sorted([*self._running, *self._suspended])
-        for execution_index in stopped:
-            self._running.pop(execution_index, None)
-            if self._suspended.pop(execution_index, None) is not None:
-                self._suspensions_removed.append(execution_index)
-            cancelled = attrs.evolve(self._runs[execution_index], status="cancelled")
-            self._runs[execution_index] = cancelled
-            self._unsaved_runs.append(cancelled)
-            if self.notices:
-                self._commands.append(RunFinished(run=cancelled))
-        if stopped:
-            self._commands.append(CancelRuns(execution_indexes=tuple(stopped)))
+        stop(self, "failed", error)
 
 
 class _InvalidParams(Exception):

@@ -64,12 +64,15 @@ class WorkflowSettings:
 
     ``max_iterations`` bounds the loop iterations of one execution, ``concurrency`` how
     many ready nodes may run at once (1 keeps branch-following order), ``on_error`` is
-    the default for nodes that do not set their own.
+    the default for nodes that do not set their own. ``timeout`` (seconds, or text
+    such as ``1h``) is a durable deadline: an execution still going that long after
+    it started ends ``timed_out``.
     """
 
     max_iterations: int = 10_000
     concurrency: int = 1
     on_error: OnError = "stop"
+    timeout: float | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -12,6 +12,9 @@ ExecutionStatus = Literal[
 ]
 RunStatus = Literal["running", "suspended", "completed", "failed", "retried", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out"})
+ChildMode = Literal["sync", "fire_and_forget"]
+# The execution index of an execution's deadline timer (no node run has it).
+DEADLINE_INDEX = -1
 
 
 @attrs.frozen(kw_only=True)
@@ -76,6 +79,7 @@ class SuspendRequest:
     wake_data: Any = None
     resume_port: str | None = None
     token: str | None = None
+    child_execution_id: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -93,6 +97,28 @@ class Suspension:
     wake_data: Any = None
     resume_port: str
     started_at: float | None = None
+    child_execution_id: str | None = None
+
+    @property
+    def is_deadline(self) -> bool:
+        """Whether this is the execution's own deadline (``settings.timeout``), not a
+        waiting node."""
+        return self.execution_index == DEADLINE_INDEX
+
+    @classmethod
+    def deadline(cls, execution_id: str, at: float) -> Suspension:
+        """The timer of an execution's deadline: the timer actor keeps it with the
+        waiting nodes' timers."""
+        return cls(
+            execution_id=execution_id,
+            node_key="",
+            run_index=0,
+            execution_index=DEADLINE_INDEX,
+            kind="deadline",
+            wake_at=at,
+            wake_port="",
+            resume_port="",
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -113,6 +139,16 @@ class NodeResult:
     started_at: float | None = None
     finished_at: float | None = None
     duration_ms: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ChildOutcome:
+    """How a child execution ended, as its parent's waiting node learns it."""
+
+    child_execution_id: str
+    status: ExecutionStatus
+    output: Any = None
+    error: ErrorInfo | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -141,6 +177,10 @@ class Execution:
     finished_at: float | None = None
     iteration_count: int = 0
     execution_data: Mapping[str, Any] = attrs.field(factory=dict)
+    deadline: float | None = None
+    parent_execution_id: str | None = None
+    root_execution_id: str | None = None
+    mode: ChildMode | None = None
 
     @property
     def output(self) -> Any:
@@ -183,8 +223,9 @@ class Checkpoint:
 
     A store applies it in one transaction. ``new`` marks the first checkpoint of an
     execution (its row is created); ``take`` the first after taking a waiting
-    execution from the store (applied only if it is still waiting and no live engine
-    owns it). The header fields, ``active_paths`` (the routing
+    execution from the store (applied only if its status is still ``take_from`` and
+    no live engine owns it; it also clears a control request left for the
+    execution, as does ``clear_request``). The header fields, ``active_paths`` (the routing
     state, bounded by the size of the workflow) and ``iteration_count`` replace what
     the store had; ``vars`` is ``None`` when unchanged; ``node_contexts`` holds only
     the contexts that changed; ``status_changed`` is false when the status (and with
@@ -215,6 +256,11 @@ class Checkpoint:
     suspensions_removed: tuple[int, ...] = ()
     parent_execution_id: str | None = None
     root_execution_id: str | None = None
+    mode: ChildMode | None = None
+    depth: int = 0
+    deadline: float | None = None
+    take_from: ExecutionStatus = "suspended"
+    clear_request: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -243,6 +289,10 @@ class StoredExecution:
     lease_expires: float | None = None
     runs: tuple[NodeRun, ...] = ()
     suspensions: tuple[Suspension, ...] = ()
+    mode: ChildMode | None = None
+    depth: int = 0
+    deadline: float | None = None
+    request: Mapping[str, Any] | None = None
 
     def to_execution(self) -> Execution:
         """The execution as a user sees it."""
@@ -287,6 +337,10 @@ class StoredExecution:
                 "active_paths": dict(self.active_paths),
                 "iteration_count": self.iteration_count,
             },
+            deadline=self.deadline,
+            parent_execution_id=self.parent_execution_id,
+            root_execution_id=self.root_execution_id,
+            mode=self.mode,
         )
 
 

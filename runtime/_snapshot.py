@@ -31,7 +31,7 @@ FORMAT = 1
 def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
     """The routing state of ``machine`` as JSON data."""
     in_flight = [*machine._running.values(), *machine._redispatch.values()]
-    return {
+    paths: dict[str, Any] = {
         "format": FORMAT,
         "nodes": "".join(map(str, machine._state)),
         "edges": dict(machine._edge_refs),
@@ -63,6 +63,17 @@ def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
         "skipped": list(machine._skipped),
         "next": len(machine._runs),
     }
+    # Rarely anything: work left when the execution failed mid-event, kept so that a
+    # retry carries on exactly; and a pause waiting for running nodes.
+    if machine._to_skip:
+        paths["to_skip"] = list(machine._to_skip)
+    if machine._quiescent:
+        paths["quiescent"] = list(machine._quiescent)
+    if machine._activated:
+        paths["activated"] = list(machine._activated)
+    if machine._pausing:
+        paths["pausing"] = True
+    return paths
 
 
 def _pairs(inputs: tuple[tuple[str, int], ...]) -> list[list[Any]]:
@@ -138,6 +149,10 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
     machine._ready = list(paths["ready"])
     machine._activation = {int(node): run_index for node, run_index in paths["activation"].items()}
     machine._skipped = dict.fromkeys(paths["skipped"])
+    machine._to_skip.extend(paths.get("to_skip", ()))
+    machine._quiescent.extend(paths.get("quiescent", ()))
+    machine._activated.extend(paths.get("activated", ()))
+    machine._pausing = bool(paths.get("pausing"))
     for edge, source in paths["edges"].items():
         position = int(edge)
         machine._edge_refs[position] = source
@@ -202,6 +217,10 @@ def snapshot(machine: ExecutionMachine) -> Execution:
         finished_at=machine.finished_at,
         iteration_count=machine.iteration_count,
         execution_data=execution_data(machine),
+        deadline=machine.deadline,
+        parent_execution_id=machine.parent_execution_id,
+        root_execution_id=machine.root_execution_id,
+        mode=machine.mode,
     )
 
 
@@ -250,7 +269,15 @@ def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
         runs=tuple(machine._unsaved_runs),
         suspensions_added=tuple(machine._suspensions_added),
         suspensions_removed=tuple(machine._suspensions_removed),
+        parent_execution_id=machine.parent_execution_id,
+        root_execution_id=machine.root_execution_id,
+        mode=machine.mode,
+        depth=machine.depth,
+        deadline=machine.deadline,
+        take_from=machine.take_from,
+        clear_request=machine.clear_request,
     )
+    machine.clear_request = False
     machine._saved = True
     machine._saved_status = machine.status
     machine.take_on_save = False

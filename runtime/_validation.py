@@ -153,6 +153,8 @@ def _check_header(
                 message=f"must be between 1 and {MAX_CONCURRENCY}, got {settings.concurrency}",
             )
         )
+    if settings.timeout is not None and settings.timeout <= 0:
+        problems.append(Problem(path="settings.timeout", message="must be longer than 0 seconds"))
     if not workflow.nodes and not known_node_keys:
         problems.append(Problem(path="nodes", message="a workflow needs at least one node"))
 

@@ -12,7 +12,7 @@ import attrs
 
 from ._commands import Command, NodeSuspended, RunRetrying
 from ._flow import SUSPENDED
-from ._records import ErrorInfo, NodeResult, NodeRun, Suspension
+from ._records import ChildOutcome, ErrorInfo, NodeResult, NodeRun, Suspension
 from ._retry import DURABLE_BACKOFF
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ def suspend_run(machine: ExecutionMachine, index: int, run: NodeRun, result: Nod
         wake_data=request.wake_data,
         resume_port=resume_port,
         started_at=result.started_at,
+        child_execution_id=request.child_execution_id,
     )
     waiting = attrs.evolve(run, status="suspended", started_at=result.started_at)
     machine._runs[run.execution_index] = waiting
@@ -124,15 +125,28 @@ def suspend_run(machine: ExecutionMachine, index: int, run: NodeRun, result: Nod
     machine._suspensions_added.append(suspension)
     if machine.notices:
         machine._commands.append(NodeSuspended(suspension=suspension))
+    if request.child_execution_id is not None:
+        outcome = machine._ended_children.pop(request.child_execution_id, None)
+        if outcome is not None:  # the child ended before its parent heard it started
+            settle_child(machine, suspension, outcome, machine._now)
 
 
 def end_wait(
-    machine: ExecutionMachine, suspension: Suspension, port: str, data: Any, now: float
+    machine: ExecutionMachine,
+    suspension: Suspension,
+    port: str,
+    data: Any,
+    now: float,
+    *,
+    finish: bool = True,
 ) -> list[Command]:
+    """Complete a waiting run with ``data`` on ``port``. A paused execution stays
+    paused: the data is routed, and what it makes ready runs once unpaused."""
     machine._now = now
     del machine._suspended[suspension.execution_index]
     machine._suspensions_removed.append(suspension.execution_index)
-    machine.status = "running"
+    if machine.status == "suspended":
+        machine.status = "running"
     run = machine._runs[suspension.execution_index]
     index = machine._index[run.node_key]
     started = suspension.started_at if suspension.started_at is not None else now
@@ -148,4 +162,49 @@ def end_wait(
         duration_ms=max(0.0, (now - started) * 1000.0),
     )
     machine._complete_run(index, run, port, result)
-    return machine._finish_event(now)
+    return machine._finish_event(now) if finish else []
+
+
+def settle_child(
+    machine: ExecutionMachine, suspension: Suspension, outcome: ChildOutcome, now: float
+) -> None:
+    """End the wait of ``suspension`` with the child's outcome (no event finishing)."""
+    if outcome.status == "completed":
+        end_wait(machine, suspension, suspension.resume_port, outcome.output, now, finish=False)
+        return
+    machine._now = now
+    del machine._suspended[suspension.execution_index]
+    machine._suspensions_removed.append(suspension.execution_index)
+    if machine.status == "suspended":
+        machine.status = "running"
+    run = machine._runs[suspension.execution_index]
+    index = machine._index[run.node_key]
+    started = suspension.started_at if suspension.started_at is not None else now
+    error = ErrorInfo(
+        code=f"child_{outcome.status}",
+        message=f"child execution {outcome.child_execution_id} {_ended_how(outcome)}",
+        details={
+            "child_execution_id": outcome.child_execution_id,
+            "status": outcome.status,
+            "error": outcome.error.to_dict() if outcome.error is not None else None,
+        },
+    )
+    result = NodeResult(
+        node_key=run.node_key,
+        run_index=run.run_index,
+        execution_index=run.execution_index,
+        attempt=run.attempt,
+        error=error,
+        started_at=started,
+        finished_at=now,
+        duration_ms=max(0.0, (now - started) * 1000.0),
+    )
+    machine._fail_run(index, run, error, result)
+
+
+def _ended_how(outcome: ChildOutcome) -> str:
+    how = {"failed": "failed", "cancelled": "was cancelled", "timed_out": "timed out"}
+    text = how.get(outcome.status, outcome.status)
+    if outcome.error is not None:
+        text += f": {outcome.error.message}"
+    return text

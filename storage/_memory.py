@@ -7,7 +7,9 @@ engine behaves the same on both; nothing survives the process.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -52,7 +54,7 @@ class MemoryStore:
             elif checkpoint.take:
                 execution = kept.execution
                 free = execution.owner in (None, owner) or (execution.lease_expires or 0.0) <= now
-                if execution.status != "suspended" or not free:
+                if execution.status != checkpoint.take_from or not free:
                     lost.add(checkpoint.execution_id)
                     continue
             elif kept.execution.owner != owner:
@@ -96,6 +98,12 @@ class MemoryStore:
             root_execution_id=checkpoint.root_execution_id,
             owner=owner if running else None,
             lease_expires=lease_expires if running else None,
+            mode=checkpoint.mode,
+            depth=checkpoint.depth,
+            deadline=checkpoint.deadline,
+            request=None
+            if previous is None or checkpoint.take or checkpoint.clear_request
+            else previous.request,
         )
         if kept is None:
             kept = self._executions[checkpoint.execution_id] = _Kept(execution=execution)
@@ -161,16 +169,73 @@ class MemoryStore:
         return None
 
     async def timers(self, *, before: float | None = None) -> list[Suspension]:
-        """Waiting nodes with a deadline, earliest first."""
+        """Waiting nodes with a deadline, and the deadlines of executions that have
+        not ended, earliest first."""
+        limit = math.inf if before is None else before
         found = [
             suspension
             for kept in self._executions.values()
             for suspension in kept.suspensions.values()
-            if suspension.wake_at is not None and (before is None or suspension.wake_at <= before)
+            if suspension.wake_at is not None and suspension.wake_at <= limit
+        ]
+        found += [
+            Suspension.deadline(kept.execution.id, kept.execution.deadline)
+            for kept in self._executions.values()
+            if kept.execution.deadline is not None
+            and kept.execution.deadline <= limit
+            and kept.execution.status not in FINAL
         ]
         return sorted(
-            found, key=lambda suspension: (suspension.wake_at or 0.0, suspension.execution_id)
+            found,
+            key=lambda suspension: (
+                suspension.wake_at or 0.0,
+                suspension.execution_id,
+                suspension.execution_index,
+            ),
         )
+
+    async def finished_children(self) -> list[Suspension]:
+        """Nodes waiting for a child execution that has ended."""
+        found = []
+        for kept in self._executions.values():
+            for suspension in kept.suspensions.values():
+                child = self._executions.get(suspension.child_execution_id or "")
+                if child is not None and child.execution.status in FINAL:
+                    found.append(suspension)
+        return found
+
+    async def find_workflow(
+        self, workflow_id: str, version: int | None = None
+    ) -> StoredWorkflow | None:
+        """The stored definition of a workflow id: ``version``, or the highest version
+        (the latest stored if several share it); ``None`` if there is none."""
+        found = [
+            workflow
+            for workflow in self._workflows.values()
+            if workflow.id == workflow_id and (version is None or workflow.version == version)
+        ]
+        if not found:
+            return None
+        return copy.deepcopy(
+            max(found, key=lambda workflow: (workflow.version, workflow.created_at))
+        )
+
+    async def control_requests(self, owner: str) -> list[tuple[str, Mapping[str, Any]]]:
+        """Requests (cancel, pause) left for executions that ``owner`` runs."""
+        return [
+            (kept.execution.id, copy.deepcopy(kept.execution.request))
+            for kept in self._executions.values()
+            if kept.execution.owner == owner and kept.execution.request is not None
+        ]
+
+    async def request_control(self, execution_id: str, request: Mapping[str, Any]) -> bool:
+        """Leave a request for the engine running an execution; false if the execution
+        is not running any more."""
+        kept = self._executions.get(execution_id)
+        if kept is None or kept.execution.status != "running":
+            return False
+        kept.execution = attrs.evolve(kept.execution, request=copy.deepcopy(dict(request)))
+        return True
 
     async def claim_orphans(
         self, *, owner: str, lease_expires: float, now: float, dead_owners: Iterable[str] = ()

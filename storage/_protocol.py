@@ -93,7 +93,29 @@ class Store(Protocol):
         ...
 
     async def timers(self, *, before: float | None = None) -> list[Suspension]:
-        """Waiting nodes with a deadline (before ``before``, if given), earliest first."""
+        """Waiting nodes with a deadline (before ``before``, if given), and the
+        deadlines of executions that have not ended (:meth:`Suspension.deadline`),
+        earliest first."""
+        ...
+
+    async def finished_children(self) -> list[Suspension]:
+        """Nodes waiting for a child execution (``workflow.execute``) that has ended."""
+        ...
+
+    async def find_workflow(
+        self, workflow_id: str, version: int | None = None
+    ) -> StoredWorkflow | None:
+        """The stored definition of a workflow id: ``version``, or the highest version;
+        ``None`` if there is none."""
+        ...
+
+    async def control_requests(self, owner: str) -> list[tuple[str, Mapping[str, Any]]]:
+        """Requests (cancel, pause) left for executions that ``owner`` runs, by id."""
+        ...
+
+    async def request_control(self, execution_id: str, request: Mapping[str, Any]) -> bool:
+        """Leave a request for the engine that runs an execution (it applies it and
+        clears it with a checkpoint); false if the execution is not running."""
         ...
 
     async def claim_orphans(

@@ -11,7 +11,13 @@ Tables:
   routing state (``paths``, bounded by the size of the workflow).
 * ``node_executions``: the audit trail, one row per ended node run, appended.
 * ``node_contexts``: each node's persistent context, written when it changes.
-* ``suspensions``: the nodes waiting, with their resume token and deadline.
+* ``suspensions``: the nodes waiting, with their resume token and deadline (and the
+  child execution a ``workflow.execute`` node waits for).
+
+Version 2 added what sub-workflows and control need: an execution's ``mode`` (how
+its parent started it), ``depth`` (how many parents it has), ``deadline``
+(``settings.timeout``), ``request`` (a cancel or pause asked of the engine that
+runs it) and a suspension's ``child_execution_id``.
 """
 
 from __future__ import annotations
@@ -92,6 +98,20 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (execution_id, execution_index)
     ) WITHOUT ROWID;
     CREATE INDEX suspensions_by_wake ON suspensions (wake_at) WHERE wake_at IS NOT NULL;
+    """,
+    # 1 -> 2
+    """
+    ALTER TABLE executions ADD COLUMN mode TEXT;
+    ALTER TABLE executions ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN deadline REAL;
+    ALTER TABLE executions ADD COLUMN request BLOB;
+    CREATE INDEX executions_by_deadline ON executions (deadline) WHERE deadline IS NOT NULL;
+    CREATE INDEX executions_by_request ON executions (owner) WHERE request IS NOT NULL;
+    CREATE INDEX executions_by_parent ON executions (parent_execution_id)
+        WHERE parent_execution_id IS NOT NULL;
+    ALTER TABLE suspensions ADD COLUMN child_execution_id TEXT;
+    CREATE INDEX suspensions_by_child ON suspensions (child_execution_id)
+        WHERE child_execution_id IS NOT NULL;
     """,
 )
 

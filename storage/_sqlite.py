@@ -16,11 +16,12 @@ Opening, and what its refusals say, is in :mod:`._sqlite_file`.
 from __future__ import annotations
 
 import enum
+import math
 import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -334,15 +335,7 @@ class SQLiteStore:
                 "SELECT hash, id, version, definition, created_at FROM workflows WHERE hash = ?",
                 (workflow_hash,),
             ).fetchone()
-            if row is None:
-                return None
-            return StoredWorkflow(
-                hash=row[0],
-                id=row[1],
-                version=row[2],
-                definition=codec.loads(row[3]),
-                created_at=row[4],
-            )
+            return None if row is None else _workflow_from_row(row)
 
         return await self._call_read(fetch)
 
@@ -434,22 +427,85 @@ class SQLiteStore:
         return await self._call_read(fetch)
 
     async def timers(self, *, before: float | None = None) -> list[Suspension]:
-        """Waiting nodes with a deadline, earliest first."""
+        """Waiting nodes with a deadline, and the deadlines of executions that have
+        not ended, earliest first."""
 
         def fetch(db: sqlite3.Connection) -> list[Suspension]:
-            if before is None:
-                rows = db.execute(
-                    f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE wake_at IS NOT NULL "
-                    "ORDER BY wake_at"
-                )
-            else:
-                rows = db.execute(
-                    f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE wake_at <= ? ORDER BY wake_at",
-                    (before,),
-                )
+            limit = math.inf if before is None else before
+            rows = db.execute(
+                f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE wake_at <= ?", (limit,)
+            )
+            found = [suspension_from_row(row) for row in rows]
+            deadlines = db.execute(
+                "SELECT id, deadline FROM executions WHERE deadline <= ? "
+                "AND status NOT IN ('completed', 'failed', 'cancelled', 'timed_out')",
+                (limit,),
+            )
+            found += [Suspension.deadline(row[0], row[1]) for row in deadlines]
+            return sorted(found, key=_by_wake)
+
+        return await self._call_read(fetch)
+
+    async def finished_children(self) -> list[Suspension]:
+        """Nodes waiting for a child execution that has ended."""
+
+        def fetch(db: sqlite3.Connection) -> list[Suspension]:
+            rows = db.execute(
+                f"SELECT {', '.join('s.' + c for c in SUSPENSION_COLUMNS.split(', '))} "
+                "FROM suspensions s JOIN executions c ON c.id = s.child_execution_id "
+                "WHERE c.status IN ('completed', 'failed', 'cancelled', 'timed_out')"
+            )
             return [suspension_from_row(row) for row in rows]
 
         return await self._call_read(fetch)
+
+    async def find_workflow(
+        self, workflow_id: str, version: int | None = None
+    ) -> StoredWorkflow | None:
+        """The stored definition of a workflow id: ``version``, or the highest version
+        (the latest stored if several share it); ``None`` if there is none."""
+
+        def fetch(db: sqlite3.Connection) -> StoredWorkflow | None:
+            if version is None:
+                row = db.execute(
+                    "SELECT hash, id, version, definition, created_at FROM workflows WHERE id = ? "
+                    "ORDER BY version DESC, created_at DESC LIMIT 1",
+                    (workflow_id,),
+                ).fetchone()
+            else:
+                row = db.execute(
+                    "SELECT hash, id, version, definition, created_at FROM workflows "
+                    "WHERE id = ? AND version = ? ORDER BY created_at DESC LIMIT 1",
+                    (workflow_id, version),
+                ).fetchone()
+            return None if row is None else _workflow_from_row(row)
+
+        return await self._call_read(fetch)
+
+    async def control_requests(self, owner: str) -> list[tuple[str, Mapping[str, Any]]]:
+        """Requests (cancel, pause) left for executions that ``owner`` runs."""
+
+        def fetch(db: sqlite3.Connection) -> list[tuple[str, Mapping[str, Any]]]:
+            rows = db.execute(
+                "SELECT id, request FROM executions WHERE owner = ? AND request IS NOT NULL",
+                (owner,),
+            )
+            return [(row[0], codec.loads(row[1])) for row in rows]
+
+        return await self._call_read(fetch)
+
+    async def request_control(self, execution_id: str, request: Mapping[str, Any]) -> bool:
+        """Leave a request for the engine running an execution; false if the execution
+        is not running any more."""
+
+        def leave(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE executions SET request = ? WHERE id = ? AND status = 'running'",
+                (codec.dumps(request), execution_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._call(self._write, leave)
 
     async def owners(self) -> list[str]:
         """Owners of running executions."""
@@ -461,3 +517,13 @@ class SQLiteStore:
             return sorted(row[0] for row in rows)
 
         return await self._call_read(fetch)
+
+
+def _workflow_from_row(row: Sequence[Any]) -> StoredWorkflow:
+    return StoredWorkflow(
+        hash=row[0], id=row[1], version=row[2], definition=codec.loads(row[3]), created_at=row[4]
+    )
+
+
+def _by_wake(suspension: Suspension) -> tuple[float, str, int]:
+    return (suspension.wake_at or 0.0, suspension.execution_id, suspension.execution_index)

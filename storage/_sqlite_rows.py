@@ -14,7 +14,7 @@ from ._protocol import kept_paths
 EXECUTION_COLUMNS = (
     "id, workflow_id, workflow_version, workflow_hash, trigger, status, input, vars, paths, "
     "iteration_count, error, started_at, finished_at, updated_at, parent_execution_id, "
-    "root_execution_id, owner, lease_expires"
+    "root_execution_id, owner, lease_expires, mode, depth, deadline, request"
 )
 RUN_COLUMNS = (
     "execution_index, node_key, run_index, attempt, status, port, output, error, inputs, "
@@ -22,7 +22,7 @@ RUN_COLUMNS = (
 )
 SUSPENSION_COLUMNS = (
     "execution_id, execution_index, node_key, run_index, kind, token, wake_at, wake_port, "
-    "wake_data, resume_port, started_at"
+    "wake_data, resume_port, started_at, child_execution_id"
 )
 
 
@@ -36,13 +36,14 @@ def apply_checkpoints(
     lost: set[str] = set()
     for checkpoint in checkpoints:
         running = checkpoint.status == "running"
+        clear = checkpoint.take or checkpoint.clear_request
         row_owner = owner if running else None
         row_lease = lease_expires if running else None
         paths = codec.dumps(kept_paths(checkpoint))
         error = codec.dumps_error(checkpoint.error)
         if checkpoint.new:
             db.execute(
-                f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 22)})",
                 (
                     checkpoint.execution_id,
                     checkpoint.workflow_id,
@@ -62,19 +63,24 @@ def apply_checkpoints(
                     checkpoint.root_execution_id,
                     row_owner,
                     row_lease,
+                    checkpoint.mode,
+                    checkpoint.depth,
+                    checkpoint.deadline,
+                    None,
                 ),
             )
         else:
             if checkpoint.status_changed or checkpoint.take:
                 assignments = (
-                    "status = ?, error = ?, started_at = ?, finished_at = ?, paths = ?, "
-                    "iteration_count = ?, updated_at = ?, owner = ?, lease_expires = ?"
+                    "status = ?, error = ?, started_at = ?, finished_at = ?, deadline = ?, "
+                    "paths = ?, iteration_count = ?, updated_at = ?, owner = ?, lease_expires = ?"
                 )
                 values: list[Any] = [
                     checkpoint.status,
                     error,
                     checkpoint.started_at,
                     checkpoint.finished_at,
+                    checkpoint.deadline,
                 ]
             else:
                 # Leave the indexed status columns alone: SQLite rewrites an index
@@ -87,12 +93,14 @@ def apply_checkpoints(
             if checkpoint.vars is not None:
                 assignments += ", vars = ?"
                 values.append(codec.dumps(checkpoint.vars))
+            if clear:
+                assignments += ", request = NULL"
             if checkpoint.take:
                 # Take a waiting execution that no live engine owns, in this same step.
                 cursor = db.execute(
-                    f"UPDATE executions SET {assignments} WHERE id = ? AND status = 'suspended' "
+                    f"UPDATE executions SET {assignments} WHERE id = ? AND status = ? "
                     "AND (owner IS NULL OR owner = ? OR lease_expires <= ?)",
-                    (*values, checkpoint.execution_id, owner, now),
+                    (*values, checkpoint.execution_id, checkpoint.take_from, owner, now),
                 )
             else:
                 cursor = db.execute(
@@ -141,7 +149,7 @@ def apply_checkpoints(
             )
         if checkpoint.suspensions_added:
             db.executemany(
-                f"INSERT INTO suspensions ({SUSPENSION_COLUMNS}) VALUES ({', '.join('?' * 11)})",
+                f"INSERT INTO suspensions ({SUSPENSION_COLUMNS}) VALUES ({', '.join('?' * 12)})",
                 [
                     (
                         s.execution_id,
@@ -155,6 +163,7 @@ def apply_checkpoints(
                         codec.dumps(s.wake_data),
                         s.resume_port,
                         s.started_at,
+                        s.child_execution_id,
                     )
                     for s in checkpoint.suspensions_added
                 ],
@@ -193,6 +202,7 @@ def suspension_from_row(row: Sequence[Any]) -> Suspension:
         wake_data=codec.loads(row[8]),
         resume_port=row[9],
         started_at=row[10],
+        child_execution_id=row[11],
     )
 
 
@@ -222,6 +232,10 @@ def execution_from_row(
         root_execution_id=row[15],
         owner=row[16],
         lease_expires=row[17],
+        mode=row[18],
+        depth=row[19],
+        deadline=row[20],
+        request=codec.loads(row[21]),
         node_contexts=contexts or {},
         runs=runs,
         suspensions=suspensions,

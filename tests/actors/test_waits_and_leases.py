@@ -101,7 +101,7 @@ async def test_a_newer_prana_migrates_the_schema_forward(
     await store.open()
     await store.aclose()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == _schema.LATEST + 1
         assert db.execute("SELECT count(*) FROM audit_notes").fetchone()[0] == 0
         assert (
             db.execute("SELECT status FROM executions WHERE id = ?", (kept.id,)).fetchone()[0]

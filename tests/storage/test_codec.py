@@ -82,12 +82,14 @@ def suspensions(draw: st.DrawFn, index: int) -> prana.Suspension:
         wake_data=draw(json_values),
         resume_port=draw(keys),
         started_at=draw(times),
+        child_execution_id=draw(st.one_of(st.none(), keys)),
     )
 
 
 def database() -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", isolation_level=None)
-    db.executescript(MIGRATIONS[0])
+    for script in MIGRATIONS:
+        db.executescript(script)
     db.execute("INSERT INTO workflows VALUES ('h1', 'w', 1, '{}', 0)")
     return db
 
@@ -104,6 +106,11 @@ def database() -> sqlite3.Connection:
     error=st.one_of(st.none(), errors),
     status=st.sampled_from(["running", "suspended", "failed"]),
     iterations=st.integers(0, 10_000),
+    parent=st.one_of(
+        st.none(), st.tuples(keys, keys, st.sampled_from(["sync", "fire_and_forget"]))
+    ),
+    depth=st.integers(0, 50),
+    deadline=times,
 )
 def test_an_execution_round_trips_through_its_rows(
     runs: tuple[prana.NodeRun, ...],
@@ -114,7 +121,11 @@ def test_an_execution_round_trips_through_its_rows(
     error: prana.ErrorInfo | None,
     status: str,
     iterations: int,
+    parent: tuple[str, str, Any] | None,
+    depth: int,
+    deadline: float | None,
 ) -> None:
+    parent_id, root_id, mode = parent or (None, None, None)
     checkpoint = Checkpoint(
         execution_id="e1",
         workflow_id="w",
@@ -132,6 +143,11 @@ def test_an_execution_round_trips_through_its_rows(
         started_at=1.5,
         runs=runs,
         suspensions_added=waiting,
+        parent_execution_id=parent_id,
+        root_execution_id=root_id,
+        mode=mode,
+        depth=depth,
+        deadline=deadline,
     )
     db = database()
     assert apply_checkpoints(db, [checkpoint], "me", 10.0, 2.0) == set()
@@ -162,4 +178,10 @@ def test_an_execution_round_trips_through_its_rows(
         "h1",
     )
     assert stored.active_paths == checkpoint.active_paths
+    assert (stored.parent_execution_id, stored.root_execution_id, stored.mode) == (
+        parent_id,
+        root_id,
+        mode,
+    )
+    assert (stored.depth, stored.deadline, stored.request) == (depth, deadline, None)
     assert stored.node_contexts == contexts

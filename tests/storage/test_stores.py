@@ -17,6 +17,7 @@ import pytest
 import prana
 from prana._records import Checkpoint
 from prana.storage import MemoryStore, SQLiteStore, Store, StoredWorkflow
+from prana.storage._schema import LATEST, MIGRATIONS
 
 ME, OTHER = "host:1:me", "host:2:other"
 
@@ -269,8 +270,48 @@ async def test_sqlite_keeps_everything_across_reopening(tmp_path: Path) -> None:
     assert stored.runs[0].output == "x"
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST
         assert db.execute("PRAGMA application_id").fetchone()[0] == 0x7072616E
+
+
+async def test_a_version_1_database_migrates_forward_keeping_its_executions(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.executescript(MIGRATIONS[0])
+        db.execute(f"PRAGMA application_id = {0x7072616E}")
+        db.execute("PRAGMA user_version = 1")
+        db.execute("INSERT INTO workflows VALUES ('h1', 'w', 1, '{}', 0)")
+        db.execute(
+            "INSERT INTO executions (id, workflow_hash, workflow_id, workflow_version, trigger, "
+            "status, vars, paths, updated_at) VALUES ('old', 'h1', 'w', 1, 'start', 'suspended', "
+            "'{}', '{}', 1.0)"
+        )
+        db.execute(
+            "INSERT INTO suspensions (execution_id, execution_index, node_key, run_index, kind, "
+            "token, wake_port, resume_port) VALUES ('old', 1, 'wait', 0, 'webhook', 'tok', "
+            "'timeout', 'main')"
+        )
+    db.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        stored = await store.load_execution("old")
+        found = await store.find_token("tok")
+    finally:
+        await store.aclose()
+    assert stored is not None
+    assert (stored.status, stored.depth, stored.mode, stored.deadline) == (
+        "suspended",
+        0,
+        None,
+        None,
+    )
+    assert found is not None
+    assert (found.node_key, found.child_execution_id) == ("wait", None)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 2
 
 
 async def test_sqlite_commit_waits_while_another_process_holds_the_write_lock(

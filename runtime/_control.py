@@ -1,0 +1,197 @@
+"""Control of an execution from outside: cancel, pause, unpause, retry, time out (DESIGN §5.7).
+
+Functions of the execution machine's state, with its rules: pure, synchronous, times
+passed in. Each either changes the state and returns the commands to carry out, or
+raises :class:`InvalidTransition` and changes nothing.
+
+* ``cancel``: any execution that has not ended ends ``cancelled``; nodes running are
+  cancelled, waiting nodes stop waiting, ``sync`` children are cancelled too.
+* ``pause``: nothing new is dispatched; nodes running finish (their results are
+  kept and routed), then the execution is ``paused``, saved and leaves memory.
+  Waiting nodes may still be resumed while paused; timers that come due wait for
+  the unpause, and fire then.
+* ``unpause``: a paused execution carries on where it stopped.
+* ``retry``: a failed execution runs its failed node again as a new attempt (same
+  run index, so the same idempotency key), along with the nodes the failure cut
+  short; completed nodes are kept.
+* ``time_out``: past ``settings.timeout`` the execution ends ``timed_out`` like a
+  cancel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._commands import CancelChildren, CancelRuns, Command, ExecutionResumed, RunFinished
+from ._errors import InvalidTransition
+from ._flow import DONE, RUNNING, SUSPENDED
+from ._records import ErrorInfo, ExecutionStatus, NodeRun
+from ._waiting import end_wait, retry_now
+
+if TYPE_CHECKING:
+    from ._machine import ExecutionMachine
+
+
+def stop(machine: ExecutionMachine, status: ExecutionStatus, error: ErrorInfo) -> None:
+    """End the execution with ``status``: runs in flight and waiting are cancelled.
+
+    The routing state is left as it is (ready nodes stay on the stack), so a failed
+    execution can be retried from where it stopped.
+    """
+    machine.status = status
+    machine.error = error
+    machine._pausing = False
+    stopped = sorted([*machine._running, *machine._suspended])
+    children: list[str] = []
+    for execution_index in stopped:
+        machine._running.pop(execution_index, None)
+        suspension = machine._suspended.pop(execution_index, None)
+        if suspension is not None:
+            machine._suspensions_removed.append(execution_index)
+            if suspension.child_execution_id is not None:
+                children.append(suspension.child_execution_id)
+        cancelled = attrs.evolve(machine._runs[execution_index], status="cancelled")
+        machine._runs[execution_index] = cancelled
+        machine._unsaved_runs.append(cancelled)
+        if machine.notices:
+            machine._commands.append(RunFinished(run=cancelled))
+    if stopped:
+        machine._commands.append(CancelRuns(execution_indexes=tuple(stopped)))
+    if children:
+        what = {"failed": "failed", "cancelled": "was cancelled", "timed_out": "timed out"}
+        machine._commands.append(
+            CancelChildren(
+                execution_ids=tuple(children),
+                reason=f"parent execution {machine.execution_id} {what.get(status, status)}",
+            )
+        )
+
+
+def cancel(machine: ExecutionMachine, reason: str | None, now: float) -> list[Command]:
+    """End the execution ``cancelled`` with ``reason``."""
+    if machine.finished:
+        raise InvalidTransition(
+            f"execution {machine.execution_id} has already ended ({machine.status}); "
+            "only an execution that has not ended can be cancelled"
+        )
+    machine._now = now
+    if machine.started_at is None:
+        machine.started_at = now
+    stop(machine, "cancelled", ErrorInfo(code="cancelled", message=reason or "cancelled"))
+    return machine._finish_event(now)
+
+
+def pause(machine: ExecutionMachine, now: float) -> list[Command]:
+    """Stop dispatching; the execution is paused once its running nodes finish."""
+    if machine.status == "paused" or machine._pausing:
+        raise InvalidTransition(f"execution {machine.execution_id} is paused already")
+    if machine.status not in ("running", "suspended"):
+        raise InvalidTransition(
+            f"execution {machine.execution_id} is {machine.status}; only a running or "
+            "waiting execution can be paused"
+        )
+    machine._pausing = True
+    machine.status = "running"
+    return machine._finish_event(now)
+
+
+def unpause(machine: ExecutionMachine, now: float) -> list[Command]:
+    """Carry a paused execution on: what became ready runs, due timers fire."""
+    if machine.status != "paused":
+        raise InvalidTransition(
+            f"execution {machine.execution_id} is {machine.status}, not paused; "
+            "only a paused execution can be unpaused"
+        )
+    machine.status = "running"
+    commands: list[Command] = []
+    if machine.notices:
+        commands.append(ExecutionResumed(cause="unpause"))
+    for suspension in machine.suspensions:
+        if suspension.wake_at is None or suspension.wake_at > now:
+            continue
+        if suspension.kind == "retry":
+            commands += retry_now(machine, suspension, now)
+        else:
+            port, data = suspension.wake_port, suspension.wake_data
+            commands += end_wait(machine, suspension, port, data, now)
+        if machine.status != "running":
+            return commands
+    return commands + machine._finish_event(now)
+
+
+def retry(machine: ExecutionMachine, now: float) -> list[Command]:
+    """Run a failed execution's failed node again, as its next attempt."""
+    if machine.status != "failed":
+        raise InvalidTransition(
+            f"execution {machine.execution_id} is {machine.status}; only a failed "
+            "execution can be retried"
+        )
+    failed = _failed_run(machine)
+    if failed is None:
+        raise InvalidTransition(
+            f"execution {machine.execution_id} failed before any node did "
+            f"({machine.error.message if machine.error else 'no error recorded'}); "
+            "there is no node to run again: start a new execution"
+        )
+    machine._now = now
+    machine.status = "running"
+    machine.error = None
+    machine.finished_at = None
+    commands: list[Command] = []
+    if machine.notices:
+        commands.append(ExecutionResumed(cause="retry"))
+    cut_short = [
+        machine._node_runs[index][-1]
+        for index, state in enumerate(machine._state)
+        if state in (RUNNING, SUSPENDED) and machine._node_runs[index]
+    ]
+    for execution_index in sorted({failed.execution_index, *cut_short}):
+        _run_again(machine, machine._runs[execution_index])
+    return commands + machine._finish_event(now)
+
+
+def time_out(machine: ExecutionMachine, now: float) -> list[Command]:
+    """End the execution ``timed_out`` if its deadline has passed (else nothing)."""
+    if machine.finished or machine.deadline is None or now < machine.deadline:
+        return []
+    machine._now = now
+    timeout = machine.graph.workflow.settings.timeout or 0.0
+    stop(
+        machine,
+        "timed_out",
+        ErrorInfo(
+            code="timed_out",
+            message=f"execution {machine.execution_id} ran past its timeout "
+            f"({timeout:g} s, settings.timeout) and was stopped",
+            details={"timeout": timeout},
+        ),
+    )
+    return machine._finish_event(now)
+
+
+def _failed_run(machine: ExecutionMachine) -> NodeRun | None:
+    """The run that failed the execution: the last failed run not routed on."""
+    for run in reversed(machine._runs):
+        if run.status == "failed" and run.port is None:
+            index = machine._index[run.node_key]
+            if machine._state[index] == DONE:
+                return run
+    return None
+
+
+def _run_again(machine: ExecutionMachine, run: NodeRun) -> None:
+    again = NodeRun(
+        node_key=run.node_key,
+        run_index=run.run_index,
+        execution_index=len(machine._runs),
+        status="running",
+        attempt=run.attempt + 1,
+        inputs=run.inputs,
+    )
+    machine._runs.append(again)
+    index = machine._index[run.node_key]
+    runs = machine._node_runs[index]
+    runs[runs.index(run.execution_index)] = again.execution_index
+    machine._dispatch(index, again=again)

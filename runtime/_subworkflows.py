@@ -1,0 +1,144 @@
+"""Sub-workflows: ``workflow.execute`` and how a parent learns of its child's end (DESIGN §5.6).
+
+An action starts a child execution by returning :class:`ExecuteWorkflow`; the node
+worker hands it to the engine, which creates the child (saving it before the node
+goes on) and then either completes the node with the child's id (``fire_and_forget``)
+or suspends it until the child ends (``sync``). A child's id follows from the parent
+run that started it (its idempotency key and attempt), so a node that runs again
+after a crash finds the child it started instead of starting a second one.
+
+When a ``sync`` child ends, the parent's waiting node completes with the child's
+output, or fails with an error naming the child (which retry and on_error see). The
+functions here are the parent machine's side of that; like the machine they are
+pure and synchronous.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from ._commands import Command
+from ._context import NodeContext
+from ._errors import NodeError, Problem
+from ._expressions import contains_template
+from ._records import ChildMode, ChildOutcome, Suspension
+from ._registry import Action, ActionRegistry
+from ._waiting import settle_child
+
+if TYPE_CHECKING:
+    from ._machine import ExecutionMachine
+
+MODES: tuple[ChildMode, ...] = ("sync", "fire_and_forget")
+DEFAULT_MAX_DEPTH = 16
+
+
+@attrs.frozen(kw_only=True)
+class ExecuteWorkflow:
+    """What an action returns to start a child execution of another workflow.
+
+    ``workflow`` is the workflow id (``version``: a version, default the latest the
+    engine knows); ``input`` is the child's input; ``trigger`` picks the child's
+    trigger when it has several. ``mode="sync"`` waits for the child to end and
+    completes the node with the child's output (or fails it with the child's error);
+    ``"fire_and_forget"`` completes the node at once with
+    ``{"execution_id": ..., "workflow": ...}`` once the child is saved.
+    """
+
+    workflow: str
+    version: int | None = None
+    input: Any = None
+    mode: Literal["sync", "fire_and_forget"] = "sync"
+    trigger: str | None = None
+
+
+def child_execution_id(context: NodeContext) -> str:
+    """The id of the child started by this run and attempt of a node: the same every
+    time the run is carried out again, unique to it otherwise. Like every execution
+    id, 32 hex digits; the first 12 are those of the parent's id (its start time)."""
+    digest = hashlib.blake2b(
+        f"{context.idempotency_key}:{context.attempt}".encode(), digest_size=10
+    ).hexdigest()
+    return f"{context.execution_id[:12]}{digest}"
+
+
+def child_ended(machine: ExecutionMachine, outcome: ChildOutcome, now: float) -> list[Command]:
+    """A child execution ended: the node waiting for it completes or fails.
+
+    An outcome for a child no node waits for is kept while a node run is in flight
+    (its worker may be about to report that it waits for that child) and otherwise
+    ignored (the parent ended, or heard of it already).
+    """
+    suspension = _waiting_for(machine, outcome.child_execution_id)
+    if suspension is None:
+        if machine._running and not machine.finished:
+            machine._ended_children[outcome.child_execution_id] = outcome
+        return []
+    if machine.finished:
+        return []
+    settle_child(machine, suspension, outcome, now)
+    return machine._finish_event(now)
+
+
+def _waiting_for(machine: ExecutionMachine, child_id: str) -> Suspension | None:
+    for suspension in machine._suspended.values():
+        if suspension.child_execution_id == child_id:
+            return suspension
+    return None
+
+
+# --------------------------------------------------------------------------- the action
+
+_registry = ActionRegistry(builtins=False)
+
+
+@attrs.frozen(kw_only=True)
+class ExecuteParams:
+    """Parameters of ``workflow.execute``."""
+
+    workflow: str
+    version: int | None = None
+    input: Any = None
+    mode: str = "sync"
+    trigger: str | None = None
+
+
+def _check_mode(params: Mapping[str, Any]) -> Iterable[Problem]:
+    mode = params.get("mode", "sync")
+    if not contains_template(mode) and mode not in MODES:
+        yield Problem(
+            path="mode", message=f"mode must be 'sync' or 'fire_and_forget', not {mode!r}"
+        )
+
+
+@_registry.action(
+    "workflow.execute",
+    params=ExecuteParams,
+    check=_check_mode,
+    isolate_inputs=False,
+    description="Run another workflow as a child execution: wait for its output (sync) "
+    "or only start it (fire_and_forget)",
+)
+def execute_workflow(ctx: NodeContext) -> ExecuteWorkflow:
+    """Starts a child execution of ``workflow`` with ``input`` (default: this node's
+    input). In ``sync`` mode the node waits and outputs the child's output; in
+    ``fire_and_forget`` mode it outputs the child's id at once."""
+    params: ExecuteParams = ctx.params
+    if params.mode not in MODES:
+        raise NodeError(
+            f"mode must be 'sync' or 'fire_and_forget', not {params.mode!r}",
+            code="invalid_params",
+        )
+    return ExecuteWorkflow(
+        workflow=params.workflow,
+        version=params.version,
+        input=ctx.input if params.input is None else params.input,
+        mode=params.mode,  # type: ignore[arg-type]
+        trigger=params.trigger,
+    )
+
+
+SUBWORKFLOW_ACTIONS: tuple[Action, ...] = tuple(_registry[name] for name in _registry)
