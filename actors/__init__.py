@@ -3,8 +3,8 @@
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._engine import Engine as Engine
-from ._engine import ExecutionHandle as ExecutionHandle
 from ._gc import tune_gc as tune_gc
+from ._handle import ExecutionHandle as ExecutionHandle
 from ._subscription import Subscription as Subscription
 from ._supervisor import ExecutionSupervisor as ExecutionSupervisor
 

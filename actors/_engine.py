@@ -23,18 +23,30 @@ import orjson
 from anyio import AsyncContextManagerMixin
 from anyio.abc import TaskGroup
 
-from prana._commands import Command
-from prana._compiler import ExecutionGraph, compile_workflow
+from prana._commands import Command, Dispatch
+from prana._compiler import ExecutionGraph
 from prana._errors import ExecutionNotFound, InvalidTransition, PranaError
-from prana._loading import WorkflowSource, load_workflow, workflow_to_dict
+from prana._loading import WorkflowSource
 from prana._machine import ExecutionMachine
 from prana._model import Workflow
-from prana._records import FINAL_STATUSES, Execution, ExecutionStatus, Suspension
+from prana._records import DEADLINE_INDEX, FINAL_STATUSES, Execution, ExecutionStatus, Suspension
 from prana._registry import ActionRegistry
-from prana.storage import MemoryStore, Store, StoredExecution, StoredWorkflow, open_store
+from prana._subworkflows import DEFAULT_MAX_DEPTH, ExecuteWorkflow
+from prana.storage import MemoryStore, Store, StoredExecution, open_store
 from prana.storage._sqlite import Synchronous
 
+from ._catalog import Catalog
+from ._children import (
+    cancel_quietly,
+    outcome_of,
+    reconcile,
+    start_child,
+    tell_parent_quietly,
+)
 from ._clock import Clock, SystemClock, new_execution_id
+from ._control import control, deliver_requests
+from ._handle import DEFAULT_EVENT_BUFFER
+from ._handle import ExecutionHandle as ExecutionHandle
 from ._ownership import dead_owners, new_owner_id
 from ._subscription import Middleware, Publisher, Subscription
 from ._supervisor import ExecutionSupervisor, Lost, ResumeRequest, Services, WakeRequest
@@ -43,61 +55,9 @@ from ._writer import CheckpointWriter
 
 logger = logging.getLogger("prana.engine")
 
-DEFAULT_EVENT_BUFFER = 1000
 # How often (seconds) engine.wait reads the store again for a waiting execution.
 _WATCH_POLL = 1.0
 Durability = Literal["off", "normal", "full"]
-
-
-class ExecutionHandle:
-    """A started execution: its id, its events, and a way to wait for it to stop."""
-
-    def __init__(self, supervisor: ExecutionSupervisor) -> None:
-        self._supervisor = supervisor
-
-    @property
-    def id(self) -> str:
-        """The execution id."""
-        return self._supervisor.execution_id
-
-    @property
-    def status(self) -> ExecutionStatus:
-        """The status now."""
-        return self._supervisor.machine.status
-
-    def snapshot(self) -> Execution:
-        """The execution as it is now, audit trail included."""
-        return self._supervisor.machine.snapshot()
-
-    def events(self, *, limit: int = DEFAULT_EVENT_BUFFER) -> Subscription:
-        """Subscribe to this execution's events from now on; iteration ends when the
-        execution waits or ends.
-
-        Call it before the first ``await`` after :meth:`Engine.start` to see every
-        event from ``ExecutionStarted`` on. At most ``limit`` unread events are kept;
-        a reader that falls further behind gets an ``EventsDropped`` event.
-        """
-        publisher = self._supervisor.publisher
-        subscription = Subscription(limit, on_close=publisher.subscriptions.discard)
-        if self._supervisor.last_stop is not None or self._supervisor.failure is not None:
-            subscription.close()
-        else:
-            publisher.subscriptions.add(subscription)
-        return subscription
-
-    async def result(self) -> Execution:
-        """Wait until the execution waits (``suspended``) or ends, and return it.
-
-        Raises :class:`PranaError` if the engine stopped first (the execution carries
-        on when an engine next starts on the same store). Cancelling the wait does not
-        cancel the execution.
-        """
-        supervisor = self._supervisor
-        if supervisor.last_stop is not None:
-            return supervisor.last_stop
-        if supervisor.failure is not None:
-            raise supervisor.failure
-        return await supervisor.wait_stop()
 
 
 class Engine(AsyncContextManagerMixin):
@@ -133,6 +93,8 @@ class Engine(AsyncContextManagerMixin):
         lease: float = 30.0,
         heartbeat: float | None = None,
         recover: bool = True,
+        workflows: Iterable[Workflow | WorkflowSource] = (),
+        max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
         if durability not in (None, "off", "normal", "full"):
             raise ValueError(f"durability must be 'off', 'normal' or 'full', not {durability!r}")
@@ -146,11 +108,10 @@ class Engine(AsyncContextManagerMixin):
         self._lease = lease
         self._heartbeat_interval = heartbeat if heartbeat is not None else lease / 3
         self._recover = recover
-        self._graphs: dict[tuple[str, int, str | None], tuple[Workflow, ExecutionGraph]] = {}
-        self._graphs_by_hash: dict[tuple[str, str], ExecutionGraph] = {}
-        self._saved_hashes: set[str] = set()
-        self._definitions: dict[str, StoredWorkflow] = {}
-        self._loading: dict[str, anyio.Event] = {}
+        self.max_depth = max_depth
+        self._catalog = Catalog(self.actions)
+        for workflow in workflows:
+            self.register(workflow)
         self._unrunnable: set[str] = set()
         self._live: dict[str, ExecutionSupervisor] = {}
         self._watchers: dict[str, anyio.Event] = {}
@@ -173,6 +134,7 @@ class Engine(AsyncContextManagerMixin):
             writer=writer,
             timers=timers,
             durable=durability != "off",
+            parent=self,
         )
         body_error: BaseException | None = None
         try:
@@ -184,7 +146,9 @@ class Engine(AsyncContextManagerMixin):
                     timers.add(suspension)
                 if self._recover:
                     await self._recover_orphans(dead_owners(await store.owners()))
+                await reconcile(self)
                 task_group.start_soon(self._heartbeat)
+                task_group.start_soon(self._pick_up_requests)
                 try:
                     yield self
                 except BaseException as exc:  # re-raised below, unwrapped from the group
@@ -212,16 +176,15 @@ class Engine(AsyncContextManagerMixin):
         Compiled graphs are cached by workflow id, version and trigger. Raises
         :class:`WorkflowValidationError` listing every problem.
         """
-        if not isinstance(workflow, Workflow):
-            workflow = load_workflow(workflow, actions=self.actions)
-        key = (workflow.id, workflow.version, trigger)
-        cached = self._graphs.get(key)
-        if cached is not None and (cached[0] is workflow or cached[0] == workflow):
-            return cached[1]
-        graph = compile_workflow(workflow, self.actions, trigger=trigger)
-        self._graphs[key] = (workflow, graph)
-        self._graphs_by_hash[(graph.hash, graph.trigger)] = graph
-        return graph
+        return self._catalog.compile(workflow, trigger=trigger)
+
+    def register(self, workflow: Workflow | WorkflowSource) -> Workflow:
+        """Make a workflow known by id, for ``workflow.execute`` nodes to start.
+
+        Workflows an engine has started, and those stored by earlier executions, are
+        known already. Raises :class:`WorkflowValidationError` if it is invalid.
+        """
+        return self._catalog.register(workflow)
 
     async def start(
         self,
@@ -237,20 +200,11 @@ class Engine(AsyncContextManagerMixin):
         before anything starts if the workflow is invalid, :class:`PranaError` if the
         engine is not open or ``input`` is not JSON data.
         """
-        store = self._require_store()
+        self._require_store()
         graph = self.compile(workflow, trigger=trigger)
         input = _json(input, "the input")
-        if graph.hash not in self._saved_hashes:
-            await store.save_workflow(
-                StoredWorkflow(
-                    hash=graph.hash,
-                    id=graph.workflow.id,
-                    version=graph.workflow.version,
-                    definition=workflow_to_dict(graph.workflow),
-                    created_at=self.clock.now(),
-                )
-            )
-            self._saved_hashes.add(graph.hash)
+        self._catalog.register(graph.workflow)
+        await self._save_definition(graph)
         machine = ExecutionMachine(
             graph, execution_id=new_execution_id(self.clock.now()), input=input, env=self._env
         )
@@ -278,11 +232,17 @@ class Engine(AsyncContextManagerMixin):
         """Resume a waiting node with ``data`` and return the execution when it next
         waits or ends.
 
-        ``node`` names the waiting node when there are several. Raises
-        :class:`ExecutionNotFound` for an unknown id and :class:`InvalidTransition`
-        when the execution is not waiting there; either way nothing changes.
+        ``node`` names the waiting node when there are several. A paused execution
+        resumed without data or node is unpaused (:meth:`unpause`); with them, its
+        node gets the data and it stays paused. Raises :class:`ExecutionNotFound` for
+        an unknown id and :class:`InvalidTransition` when the execution is not waiting
+        there; either way nothing changes.
         """
         data = _json(data, "resume data")
+        if data is None and node is None and execution_id not in self._live:
+            stored = await self._load(execution_id)
+            if stored.status == "paused" and not stored.suspensions:
+                return await self.unpause(execution_id)
         supervisor = self._live.get(execution_id)
         if supervisor is not None:
             stopped = supervisor.stop_waiter()  # before asking: it may end at once
@@ -312,6 +272,43 @@ class Engine(AsyncContextManagerMixin):
                 "with 'prana list --status suspended'"
             )
         return await self.resume(suspension.execution_id, data, node=suspension.node_key)
+
+    async def cancel(self, execution_id: str, reason: str | None = None) -> Execution:
+        """Cancel an execution that has not ended and return it, ``cancelled``.
+
+        Running nodes are cancelled, waiting nodes stop waiting, and the ``sync``
+        children it waits for are cancelled too. It works wherever the execution
+        is: running here, waiting in the store, or running in another engine on the
+        same store (which applies it within about a second). Raises
+        :class:`InvalidTransition` (changing nothing) if it has ended, and
+        :class:`ExecutionNotFound` for an unknown id.
+        """
+        return await control(self, execution_id, "cancel", reason)
+
+    async def pause(self, execution_id: str) -> Execution:
+        """Pause a running or waiting execution and return it once ``paused``.
+
+        Nothing new is dispatched; nodes already running finish and their results
+        are kept. A paused execution is saved and leaves memory; waiting nodes may
+        still be resumed, and timers that come due fire when it is unpaused. Works
+        wherever the execution is, like :meth:`cancel`. Raises
+        :class:`InvalidTransition` if it is not running or waiting.
+        """
+        return await control(self, execution_id, "pause")
+
+    async def unpause(self, execution_id: str) -> Execution:
+        """Carry a paused execution on; return it when it next waits or ends.
+
+        Raises :class:`InvalidTransition` if it is not paused.
+        """
+        return await control(self, execution_id, "unpause")
+
+    async def retry(self, execution_id: str) -> Execution:
+        """Run a failed execution again from its failed node (a new attempt, same
+        idempotency key); completed nodes are kept. Returns it when it next waits or
+        ends. Raises :class:`InvalidTransition` if it has not failed.
+        """
+        return await control(self, execution_id, "retry")
 
     async def wait(self, execution_id: str) -> Execution:
         """Wait until the execution ends (completed, failed, ...) and return it.
@@ -398,6 +395,37 @@ class Engine(AsyncContextManagerMixin):
         if self._live.get(supervisor.execution_id) is supervisor:
             del self._live[supervisor.execution_id]
         self._notify_watchers(supervisor.execution_id)
+        if self._task_group is None:
+            return
+        for message in supervisor.leftovers:  # came as it left memory: hand them on
+            if isinstance(message, WakeRequest):
+                for timer in self._timer_entries(supervisor, message.execution_index):
+                    self._task_group.start_soon(self._fire_timer, timer)
+            else:
+                self._task_group.start_soon(
+                    tell_parent_quietly, self, supervisor.execution_id, message
+                )
+
+    # ------------------------------------------------------------------ for supervisors
+
+    async def start_child(
+        self, parent: ExecutionMachine, dispatch: Dispatch, request: ExecuteWorkflow
+    ) -> str:
+        """Start the child execution a node asks for (see :mod:`._children`)."""
+        return await start_child(self, parent, dispatch, request)
+
+    def child_finished(self, child: Execution) -> None:
+        """A ``sync`` child ended and is saved: tell its parent."""
+        if self._task_group is not None and child.parent_execution_id is not None:
+            self._task_group.start_soon(
+                tell_parent_quietly, self, child.parent_execution_id, outcome_of(child)
+            )
+
+    def cancel_children(self, execution_ids: tuple[str, ...], reason: str) -> None:
+        """Cancel children whose parent stopped waiting for them."""
+        if self._task_group is not None:
+            for execution_id in execution_ids:
+                self._task_group.start_soon(cancel_quietly, self, execution_id, reason)
 
     def _notify_watchers(self, execution_id: str) -> None:
         changed = self._watchers.pop(execution_id, None)
@@ -431,7 +459,7 @@ class Engine(AsyncContextManagerMixin):
         return stored
 
     def _check_waiting(self, stored: StoredExecution) -> None:
-        if stored.status == "suspended":
+        if stored.status in ("suspended", "paused"):
             return
         if stored.status == "running":
             raise InvalidTransition(
@@ -442,49 +470,12 @@ class Engine(AsyncContextManagerMixin):
             f"execution {stored.id} is {stored.status}; only a waiting (suspended) execution can be resumed"
         )
 
-    async def _graph_for(self, stored: StoredExecution) -> ExecutionGraph:
-        key = (stored.workflow_hash, stored.trigger)
-        graph = self._graphs_by_hash.get(key)
-        if graph is not None:
-            return graph
-        definition = await self._definition(stored.workflow_hash)
-        graph = self._graphs_by_hash.get(key)
-        if graph is not None:  # compiled meanwhile, by a task that waited alongside
-            return graph
-        if definition is None:
-            raise PranaError(
-                f"the workflow of execution {stored.id} ({stored.workflow_id} v{stored.workflow_version}) "
-                "is missing from the store"
-            )
-        workflow = load_workflow(definition.definition, actions=self.actions)
-        graph = compile_workflow(workflow, self.actions, trigger=stored.trigger)
-        if graph.hash != stored.workflow_hash:
-            raise PranaError(
-                f"the stored definition of {stored.workflow_id} v{stored.workflow_version} does not "
-                f"compile to the version execution {stored.id} started on"
-            )
-        self._graphs_by_hash[key] = graph
-        self._saved_hashes.add(graph.hash)
-        return graph
-
-    async def _definition(self, workflow_hash: str) -> StoredWorkflow | None:
-        """A stored definition, loaded once however many tasks ask at the same time."""
-        loading = self._loading.get(workflow_hash)
-        if loading is not None:
-            await loading.wait()
-            return self._definitions.get(workflow_hash)
-        loading = self._loading[workflow_hash] = anyio.Event()
-        try:
-            definition = await self._require_store().load_workflow(workflow_hash)
-            if definition is not None:
-                self._definitions[workflow_hash] = definition
-            return definition
-        finally:
-            del self._loading[workflow_hash]
-            loading.set()
-
     async def _restore(self, stored: StoredExecution) -> ExecutionMachine:
-        return ExecutionMachine.restored(await self._graph_for(stored), stored, env=self._env)
+        graph = await self._catalog.graph_for(stored, self._require_store())
+        return ExecutionMachine.restored(graph, stored, env=self._env)
+
+    async def _save_definition(self, graph: ExecutionGraph) -> None:
+        await self._catalog.save(graph, self._require_store(), self.clock.now())
 
     async def _fire_timer(self, suspension: Suspension) -> None:
         """A deadline passed: wake the node, here or by taking its execution."""
@@ -494,12 +485,12 @@ class Engine(AsyncContextManagerMixin):
             supervisor.deliver(WakeRequest(execution_index=suspension.execution_index))
             return
         stored = await self._require_store().load_execution(execution_id)
-        if stored is None or stored.status != "suspended":
+        if stored is None or stored.status not in ("suspended", "paused"):
             return  # gone, ended, or running elsewhere (where its timers are)
         machine = await self._restore(stored)
         commands = machine.wake(suspension.execution_index, self.clock.now())
-        if not commands and machine.status == "suspended":
-            return  # resumed already, or not due after all
+        if not commands and not machine.has_unsaved_changes:
+            return  # resumed already, paused, or not due after all
         if self._task_group is not None:
             machine.take_on_save = True  # unless another engine took it meanwhile
             self._launch(machine, lambda now: commands)
@@ -537,6 +528,30 @@ class Engine(AsyncContextManagerMixin):
             )
             if self._recover:
                 await self._recover_orphans()
+
+    async def _pick_up_requests(self) -> None:
+        """Apply the cancel and pause requests other engines leave for executions
+        running here; hear of children that ended (with the heartbeat)."""
+        interval = min(1.0, self._heartbeat_interval)
+        beats = max(1, round(self._heartbeat_interval / interval))
+        count = 0
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await deliver_requests(self)
+                count += 1
+                if count % beats == 0:
+                    await reconcile(self)
+            except PranaError as exc:
+                logger.warning("could not look for requests and ended children: %s", exc)
+
+    def _timer_entries(
+        self, supervisor: ExecutionSupervisor, execution_index: int
+    ) -> builtins.list[Suspension]:
+        machine = supervisor.machine
+        if execution_index == DEADLINE_INDEX and machine.deadline is not None:
+            return [Suspension.deadline(machine.execution_id, machine.deadline)]
+        return [s for s in machine.suspensions if s.execution_index == execution_index]
 
     async def _release_all(self) -> None:
         if self._store is not None and self._live:

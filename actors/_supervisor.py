@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import anyio
 import attrs
@@ -26,10 +26,13 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from prana import _events as events
 from prana._commands import (
+    CancelChildren,
     CancelRuns,
     Command,
     Dispatch,
     ExecutionFinished,
+    ExecutionPaused,
+    ExecutionResumed,
     ExecutionSuspended,
     NodeSkipped,
     NodeSuspended,
@@ -38,7 +41,8 @@ from prana._commands import (
 )
 from prana._errors import InvalidTransition, PranaError
 from prana._machine import ExecutionMachine
-from prana._records import ErrorInfo, Execution, NodeResult
+from prana._records import ChildOutcome, ErrorInfo, Execution, NodeResult, Suspension
+from prana._subworkflows import ExecuteWorkflow
 
 from ._clock import Clock
 from ._subscription import Publisher
@@ -61,12 +65,44 @@ class ResumeRequest:
 
 @attrs.frozen(kw_only=True)
 class WakeRequest:
-    """A timer fired for the waiting run at ``execution_index``."""
+    """A timer fired for the waiting run at ``execution_index`` (or the execution's
+    deadline)."""
 
     execution_index: int
 
 
-Message = NodeResult | ResumeRequest | WakeRequest
+@attrs.define(eq=False)
+class ControlRequest:
+    """Cancel or pause a live execution; ``error`` is set if it cannot be.
+    ``from_store`` marks a request another engine left in the store (the checkpoint
+    that follows clears it there)."""
+
+    action: Literal["cancel", "pause"]
+    reason: str | None = None
+    from_store: bool = False
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    error: PranaError | None = None
+
+
+Message = NodeResult | ResumeRequest | WakeRequest | ControlRequest | ChildOutcome
+
+
+class Parent(Protocol):
+    """What an engine does for the executions it runs that its supervisors cannot."""
+
+    async def start_child(
+        self, parent: ExecutionMachine, dispatch: Dispatch, request: ExecuteWorkflow
+    ) -> str:
+        """Start (or find, when the node runs again) the child a node asks for."""
+        ...
+
+    def child_finished(self, child: Execution) -> None:
+        """A ``sync`` child ended and is saved: tell its parent."""
+        ...
+
+    def cancel_children(self, execution_ids: tuple[str, ...], reason: str) -> None:
+        """Cancel children whose parent stopped waiting for them."""
+        ...
 
 
 @attrs.frozen(kw_only=True)
@@ -77,6 +113,7 @@ class Services:
     writer: CheckpointWriter
     timers: TimerActor
     durable: bool
+    parent: Parent
 
 
 class Stopped(PranaError):
@@ -107,9 +144,11 @@ class ExecutionSupervisor:
         self._node_count = len(machine.graph.nodes)
         self._stop_waiters: list[anyio.Event] = []
         self._saved_once = False
+        self.saved = anyio.Event()  # set once the execution is first saved
         self._exited = False
         self.last_stop: Execution | None = None
         self.failure: PranaError | None = None
+        self.leftovers: list[WakeRequest | ChildOutcome] = []
 
     @property
     def execution_id(self) -> str:
@@ -141,6 +180,17 @@ class ExecutionSupervisor:
             raise self.failure
         assert self.last_stop is not None
         return self.last_stop
+
+    async def wait_saved(self) -> None:
+        """Wait until the execution has first been saved.
+
+        Raises :class:`PranaError` if the supervisor stopped before that.
+        """
+        await self.saved.wait()
+        if not self._saved_once:
+            raise self.failure or Stopped(
+                f"execution {self.execution_id} stopped before it was saved"
+            )
 
     async def run(self, first: Callable[[float], list[Command]]) -> None:
         """Carry the execution from ``first`` (the machine's start, recovery, resume
@@ -193,6 +243,7 @@ class ExecutionSupervisor:
                     f"(it was {machine.status}); it carries on when an engine starts on the same store"
                 )
             self._exited = True
+            self.saved.set()
             for waiter in self._stop_waiters:
                 waiter.set()
             self._stop_waiters.clear()
@@ -209,10 +260,12 @@ class ExecutionSupervisor:
         return self._receive.receive_nowait()
 
     def _reclaim(self, message: Message) -> None:
-        """A message came after the execution was saved as waiting (and released):
-        take it back with the next checkpoint, then go on."""
-        if not isinstance(message, NodeResult) and self.machine.status == "suspended":
-            self.machine.take_on_save = True
+        """A message came after the execution was saved as waiting or paused (and
+        released): take it back with the next checkpoint, then go on."""
+        machine = self.machine
+        if not isinstance(message, NodeResult) and machine.status in ("suspended", "paused"):
+            machine.take_on_save = True
+            machine.take_from = machine.status
             self.last_stop = None
 
     def _take(self, message: Message) -> list[Command]:
@@ -223,8 +276,23 @@ class ExecutionSupervisor:
             return machine.handle(message, now)
         if isinstance(message, WakeRequest):
             return machine.wake(message.execution_index, now)
+        if isinstance(message, ChildOutcome):
+            return machine.child_ended(message, now)
+        if isinstance(message, ControlRequest) and message.from_store:
+            if machine.status != "running":
+                # Applied already (a request is picked up until its clearing
+                # commits), or the execution left the running state: the engine
+                # that asked sees that in the store.
+                message.done.set()
+                return []
+            machine.clear_request = True
         try:
-            commands = machine.resume(message.node_key, message.data, now)
+            if isinstance(message, ResumeRequest):
+                commands = machine.resume(message.node_key, message.data, now)
+            elif message.action == "cancel":
+                commands = machine.cancel(message.reason, now)
+            else:
+                commands = machine.pause(now)
         except InvalidTransition as exc:
             message.error = exc
             commands = []
@@ -235,16 +303,28 @@ class ExecutionSupervisor:
         machine = self.machine
         services = self._services
         stopped = machine.status != "running"
-        if services.durable or not self._saved_once or stopped or machine.has_new_suspensions:
+        if not commands and not machine.has_unsaved_changes:
+            pass  # a message that changed nothing (a refused request, say)
+        elif (
+            services.durable
+            or not self._saved_once
+            or stopped
+            or machine.has_new_suspensions
+            or machine.clear_request
+        ):
             checkpoint = machine.checkpoint()
             if not await services.writer.write(checkpoint):
                 raise Lost(
                     f"execution {machine.execution_id} is now run by another engine "
                     "(this engine's lease expired, or it took the execution first); it stopped here"
                 )
-            self._saved_once = True
             for suspension in checkpoint.suspensions_added:
                 services.timers.add(suspension)
+            if not self._saved_once:
+                self._saved_once = True
+                self.saved.set()
+                if machine.deadline is not None and not machine.finished:
+                    services.timers.add(Suspension.deadline(machine.execution_id, machine.deadline))
         self._carry_out(commands, workers)
         if stopped:
             # Waiters learn of it when the supervisor exits (and the execution has
@@ -257,7 +337,9 @@ class ExecutionSupervisor:
         send: MemoryObjectSendStream[Any] = self._send
         for command in commands:
             if isinstance(command, Dispatch):
-                workers.start_soon(run_node, command, send.clone(), self._services.clock)
+                workers.start_soon(
+                    run_node, command, send.clone(), self._services.clock, self._start_child
+                )
                 if listening:
                     run = command.run
                     self._publish(
@@ -269,14 +351,27 @@ class ExecutionSupervisor:
                     )
             elif isinstance(command, CancelRuns):
                 workers.cancel_scope.cancel()
-            elif listening:
-                self._announce(command)
+            elif isinstance(command, CancelChildren):
+                self._services.parent.cancel_children(command.execution_ids, command.reason)
+            else:
+                if isinstance(command, ExecutionFinished) and self.machine.mode == "sync":
+                    self._services.parent.child_finished(self.machine.snapshot())
+                if listening:
+                    self._announce(command)
+
+    async def _start_child(self, dispatch: Dispatch, request: ExecuteWorkflow) -> str:
+        return await self._services.parent.start_child(self.machine, dispatch, request)
 
     def _reject_pending(self) -> None:
+        """Messages that came as the supervisor stopped: requests are refused (the
+        caller looks for the execution again); timers and child outcomes are kept
+        for the engine to hand on."""
         while (message := self._receive_nowait()) is not None:
-            if isinstance(message, ResumeRequest):
+            if isinstance(message, (ResumeRequest, ControlRequest)):
                 message.error = self.failure or Stopped(f"execution {self.execution_id} stopped")
                 message.done.set()
+            elif isinstance(message, (WakeRequest, ChildOutcome)):
+                self.leftovers.append(message)
 
     # ------------------------------------------------------------------ events
 
@@ -312,11 +407,19 @@ class ExecutionSupervisor:
             )
         elif isinstance(command, ExecutionSuspended):
             self._publish(events.ExecutionSuspended, now, suspensions=command.suspensions)
+        elif isinstance(command, ExecutionPaused):
+            self._publish(events.ExecutionPaused, now)
+        elif isinstance(command, ExecutionResumed):
+            self._publish(events.ExecutionResumed, now, cause=command.cause)
         elif isinstance(command, ExecutionFinished):
+            error: ErrorInfo | None = self.machine.error
             if command.status == "completed":
                 self._publish(events.ExecutionCompleted, now)
+            elif command.status == "cancelled":
+                self._publish(events.ExecutionCancelled, now, error=error)
+            elif command.status == "timed_out":
+                self._publish(events.ExecutionTimedOut, now, error=error)
             else:
-                error: ErrorInfo | None = self.machine.error
                 self._publish(events.ExecutionFailed, now, error=error, status=command.status)
 
     def _progress(self) -> float:

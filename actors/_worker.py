@@ -14,7 +14,7 @@ import math
 import secrets
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -26,10 +26,12 @@ from prana._context import NodeContext, Output, Suspend
 from prana._errors import NodeError
 from prana._model import DEFAULT_PORT
 from prana._records import ErrorInfo, NodeResult, SuspendRequest
+from prana._subworkflows import ExecuteWorkflow
 
 from ._clock import Clock
 
 _SCALARS = (str, int, float, bool, type(None))
+StartChild = Callable[[Dispatch, ExecuteWorkflow], Awaitable[str]]
 _TRACEBACK_LIMIT = 4000
 
 
@@ -128,9 +130,16 @@ def _class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-async def call_action(dispatch: Dispatch, clock: Clock) -> NodeResult:
+async def call_action(
+    dispatch: Dispatch, clock: Clock, start_child: StartChild | None = None
+) -> NodeResult:
     """Run one action (after ``dispatch.not_before``, within ``dispatch.timeout``) and
-    describe the outcome; never raises except on cancellation."""
+    describe the outcome; never raises except on cancellation.
+
+    An action that returns :class:`prana.ExecuteWorkflow` has ``start_child`` start
+    the child execution (it returns once the child is saved); the node then waits for
+    the child (``sync``) or completes with its id (``fire_and_forget``).
+    """
     run = dispatch.run
     action = dispatch.action
     now = clock.now
@@ -157,7 +166,18 @@ async def call_action(dispatch: Dispatch, clock: Clock) -> NodeResult:
                     value = await value
             if scope.cancelled_caught:
                 raise _TimedOut(dispatch.timeout)
-        if isinstance(value, Suspend):
+        if isinstance(value, ExecuteWorkflow):
+            if start_child is None:
+                raise NodeError(
+                    "this engine cannot start child executions here", code="invalid_output"
+                )
+            request = attrs.evolve(value, input=_json_copy(value.input, "the child's input"))
+            child_id = await start_child(dispatch, request)
+            if value.mode == "sync":
+                suspend = SuspendRequest(kind="workflow", child_execution_id=child_id)
+            else:
+                data = {"execution_id": child_id, "workflow": value.workflow}
+        elif isinstance(value, Suspend):
             suspend = SuspendRequest(
                 kind=value.kind,
                 wake_at=value.wake_at,
@@ -204,8 +224,13 @@ async def call_action(dispatch: Dispatch, clock: Clock) -> NodeResult:
     )
 
 
-async def run_node(dispatch: Dispatch, results: ObjectSendStream[NodeResult], clock: Clock) -> None:
+async def run_node(
+    dispatch: Dispatch,
+    results: ObjectSendStream[NodeResult],
+    clock: Clock,
+    start_child: StartChild | None = None,
+) -> None:
     """Worker task body: run the action and send its result to the supervisor."""
     async with results:
-        result = await call_action(dispatch, clock)
+        result = await call_action(dispatch, clock, start_child)
         await results.send(result)

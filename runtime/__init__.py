@@ -41,10 +41,14 @@ from ._errors import StoreError as StoreError
 from ._errors import WorkflowValidationError as WorkflowValidationError
 from ._events import Event as Event
 from ._events import EventsDropped as EventsDropped
+from ._events import ExecutionCancelled as ExecutionCancelled
 from ._events import ExecutionCompleted as ExecutionCompleted
 from ._events import ExecutionFailed as ExecutionFailed
+from ._events import ExecutionPaused as ExecutionPaused
+from ._events import ExecutionResumed as ExecutionResumed
 from ._events import ExecutionStarted as ExecutionStarted
 from ._events import ExecutionSuspended as ExecutionSuspended
+from ._events import ExecutionTimedOut as ExecutionTimedOut
 from ._events import NodeCompleted as NodeCompleted
 from ._events import NodeFailed as NodeFailed
 from ._events import NodeRetrying as NodeRetrying
@@ -67,6 +71,8 @@ from ._records import NodeRun as NodeRun
 from ._records import Suspension as Suspension
 from ._registry import Action as Action
 from ._registry import ActionRegistry as ActionRegistry
+from ._subworkflows import ExecuteParams as ExecuteParams
+from ._subworkflows import ExecuteWorkflow as ExecuteWorkflow
 from ._validation import check_workflow as check_workflow
 from .actors import Engine as Engine
 from .actors import ExecutionHandle as ExecutionHandle
@@ -85,15 +91,21 @@ __all__ = (
     "ErrorInfo",
     "Event",
     "EventsDropped",
+    "ExecuteParams",
+    "ExecuteWorkflow",
     "Execution",
+    "ExecutionCancelled",
     "ExecutionCompleted",
     "ExecutionFailed",
     "ExecutionGraph",
     "ExecutionHandle",
     "ExecutionMachine",
     "ExecutionNotFound",
+    "ExecutionPaused",
+    "ExecutionResumed",
     "ExecutionStarted",
     "ExecutionSuspended",
+    "ExecutionTimedOut",
     "ExpressionError",
     "FailParams",
     "ForEachParams",

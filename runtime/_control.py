@@ -116,7 +116,7 @@ def unpause(machine: ExecutionMachine, now: float) -> list[Command]:
         else:
             port, data = suspension.wake_port, suspension.wake_data
             commands += end_wait(machine, suspension, port, data, now)
-        if machine.status != "running":
+        if machine.finished:
             return commands
     return commands + machine._finish_event(now)
 

@@ -48,6 +48,38 @@ class ExecutionFailed(Event):
 
 
 @attrs.frozen(kw_only=True)
+class ExecutionCancelled(Event):
+    """An execution ended with status ``cancelled``; ``error.message`` is the reason."""
+
+    error: ErrorInfo | None
+    status: ExecutionStatus = "cancelled"
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionTimedOut(Event):
+    """An execution ran past its ``settings.timeout`` and ended ``timed_out``."""
+
+    error: ErrorInfo | None
+    status: ExecutionStatus = "timed_out"
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionPaused(Event):
+    """An execution is paused: its running nodes have finished and nothing new runs
+    until it is unpaused."""
+
+    status: ExecutionStatus = "paused"
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionResumed(Event):
+    """A paused execution carries on (``cause="unpause"``), or a failed one runs its
+    failed node again (``cause="retry"``)."""
+
+    cause: str
+
+
+@attrs.frozen(kw_only=True)
 class NodeStarted(Event):
     """A node run was dispatched to its worker."""
 

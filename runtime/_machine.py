@@ -42,7 +42,7 @@ from ._compiler import CompiledNode, ExecutionGraph
 from ._context import NodeContext
 from ._control import cancel, pause, stop, time_out, unpause
 from ._control import retry as retry_failed
-from ._errors import ExpressionError, InternalError, InvalidTransition
+from ._errors import ExpressionError, InternalError
 from ._expressions import NodesView
 from ._flow import DONE, READY, RUNNING, Flow
 from ._inputs import completed_keys, deliveries_of, iteration_results, node_record, scope
@@ -63,13 +63,11 @@ from ._records import (
     Suspension,
 )
 from ._retry import next_wait
-from ._snapshot import execution_data, restore, snapshot, take_checkpoint
+from ._snapshot import execution_data, has_unsaved_changes, restore, snapshot, take_checkpoint
 from ._subworkflows import child_ended
-from ._waiting import end_wait, retry, retry_now, suspend_run
+from ._waiting import end_wait, resume_waiting, retry, retry_now, suspend_run
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-# Waits that only the engine ends: a retry's backoff, a child execution.
-_NOT_RESUMABLE = ("retry", "workflow")
 
 
 class ExecutionMachine(Flow):
@@ -214,41 +212,7 @@ class ExecutionMachine(Flow):
         :class:`InvalidTransition`, changing nothing, when the execution has ended or
         no such node is waiting.
         """
-        if self.status not in ("running", "suspended", "paused"):
-            raise InvalidTransition(
-                f"execution {self.execution_id} is {self.status}; only an execution with a "
-                "waiting node can be resumed"
-            )
-        waiting = [
-            s
-            for s in self._suspended.values()
-            if s.kind not in _NOT_RESUMABLE and (node_key is None or s.node_key == node_key)
-        ]
-        others = [s for s in self._suspended.values() if s.kind in _NOT_RESUMABLE]
-        if not waiting and others and (node_key is None or node_key == others[0].node_key):
-            what = (
-                f"it waits for its child execution {others[0].child_execution_id} to end"
-                if others[0].kind == "workflow"
-                else "it waits to be tried again after a failure"
-            )
-            raise InvalidTransition(
-                f"node {others[0].node_key!r} of execution {self.execution_id} is not waiting "
-                f"for data: {what}, and carries on by itself"
-            )
-        if not waiting:
-            keys = ", ".join(s.node_key for s in self._suspended.values()) or "none"
-            what = f"node {node_key!r} is not" if node_key else "no node is"
-            raise InvalidTransition(
-                f"{what} waiting in execution {self.execution_id} (waiting: {keys})"
-            )
-        if len(waiting) > 1:
-            keys = ", ".join(sorted(s.node_key for s in waiting))
-            raise InvalidTransition(
-                f"several nodes are waiting in execution {self.execution_id} ({keys}); "
-                "say which one to resume with node="
-            )
-        (suspension,) = waiting
-        return end_wait(self, suspension, suspension.resume_port, data, now)
+        return resume_waiting(self, node_key, data, now)
 
     def wake(self, execution_index: int, now: float) -> list[Command]:
         """A timer fired for a waiting run: it completes with its wake data, if its
@@ -300,6 +264,12 @@ class ExecutionMachine(Flow):
     def finished(self) -> bool:
         """Whether the execution has reached a final status."""
         return self.status in ("completed", "failed", "cancelled", "timed_out")
+
+    @property
+    def has_unsaved_changes(self) -> bool:
+        """Whether anything changed since the last checkpoint (beyond what commands
+        returned alongside say)."""
+        return has_unsaved_changes(self)
 
     @property
     def pausing(self) -> bool:

@@ -244,6 +244,21 @@ def execution_data(machine: ExecutionMachine) -> dict[str, Any]:
     }
 
 
+def has_unsaved_changes(machine: ExecutionMachine) -> bool:
+    """Whether a checkpoint of ``machine`` now would save anything new."""
+    return bool(
+        not machine._saved
+        or machine.take_on_save
+        or machine.clear_request
+        or machine._saved_status != machine.status
+        or machine._unsaved_runs
+        or machine._suspensions_added
+        or machine._suspensions_removed
+        or machine._vars_changed
+        or machine._contexts_changed
+    )
+
+
 def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
     """What changed in ``machine`` since its last checkpoint; marks it saved."""
     workflow = machine.graph.workflow

@@ -136,7 +136,7 @@ def execute_workflow(ctx: NodeContext) -> ExecuteWorkflow:
         workflow=params.workflow,
         version=params.version,
         input=ctx.input if params.input is None else params.input,
-        mode=params.mode,  # type: ignore[arg-type]
+        mode=params.mode,
         trigger=params.trigger,
     )
 

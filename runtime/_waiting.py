@@ -11,12 +11,59 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._commands import Command, NodeSuspended, RunRetrying
+from ._errors import InvalidTransition
 from ._flow import SUSPENDED
 from ._records import ChildOutcome, ErrorInfo, NodeResult, NodeRun, Suspension
 from ._retry import DURABLE_BACKOFF
 
 if TYPE_CHECKING:
     from ._machine import ExecutionMachine
+
+
+# Waits that only the engine ends: a retry's backoff, a child execution.
+_NOT_RESUMABLE = ("retry", "workflow")
+
+
+def resume_waiting(
+    machine: ExecutionMachine, node_key: str | None, data: Any, now: float
+) -> list[Command]:
+    """Complete the waiting node ``node_key`` (or the only one) with ``data`` on its
+    resume port; see :meth:`ExecutionMachine.resume`."""
+    if machine.status not in ("running", "suspended", "paused"):
+        raise InvalidTransition(
+            f"execution {machine.execution_id} is {machine.status}; only an execution with a "
+            "waiting node can be resumed"
+        )
+    waiting = [
+        s
+        for s in machine._suspended.values()
+        if s.kind not in _NOT_RESUMABLE and (node_key is None or s.node_key == node_key)
+    ]
+    others = [s for s in machine._suspended.values() if s.kind in _NOT_RESUMABLE]
+    if not waiting and others and (node_key is None or node_key == others[0].node_key):
+        what = (
+            f"it waits for its child execution {others[0].child_execution_id} to end"
+            if others[0].kind == "workflow"
+            else "it waits to be tried again after a failure"
+        )
+        raise InvalidTransition(
+            f"node {others[0].node_key!r} of execution {machine.execution_id} is not waiting "
+            f"for data: {what}, and carries on by itself"
+        )
+    if not waiting:
+        keys = ", ".join(s.node_key for s in machine._suspended.values()) or "none"
+        what = f"node {node_key!r} is not" if node_key else "no node is"
+        raise InvalidTransition(
+            f"{what} waiting in execution {machine.execution_id} (waiting: {keys})"
+        )
+    if len(waiting) > 1:
+        keys = ", ".join(sorted(s.node_key for s in waiting))
+        raise InvalidTransition(
+            f"several nodes are waiting in execution {machine.execution_id} ({keys}); "
+            "say which one to resume with node="
+        )
+    (suspension,) = waiting
+    return end_wait(machine, suspension, suspension.resume_port, data, now)
 
 
 def retry(

@@ -1,0 +1,117 @@
+"""The workflows an engine knows: compiled graphs, stored definitions, registered ids.
+
+Graphs are compiled once per workflow version and trigger and shared by every
+execution of it. An execution restored from the store gets the graph of the exact
+definition it started on (by content hash), loaded once however many executions
+ask at the same time. ``workflow.execute`` finds workflows by id among those
+registered here, then among those stored.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from prana._compiler import ExecutionGraph, compile_workflow
+from prana._errors import PranaError
+from prana._loading import WorkflowSource, load_workflow, workflow_to_dict
+from prana._model import Workflow
+from prana._records import StoredExecution
+from prana._registry import ActionRegistry
+from prana.storage import Store, StoredWorkflow
+
+
+class Catalog:
+    """Compiled and known workflows of one engine."""
+
+    def __init__(self, actions: ActionRegistry) -> None:
+        self.actions = actions
+        self.registered: dict[str, dict[int, Workflow]] = {}
+        self._graphs: dict[tuple[str, int, str | None], tuple[Workflow, ExecutionGraph]] = {}
+        self._graphs_by_hash: dict[tuple[str, str], ExecutionGraph] = {}
+        self._saved_hashes: set[str] = set()
+        self._definitions: dict[str, StoredWorkflow] = {}
+        self._loading: dict[str, anyio.Event] = {}
+
+    def register(self, workflow: Workflow | WorkflowSource) -> Workflow:
+        """Know ``workflow`` by its id and version."""
+        if not isinstance(workflow, Workflow):
+            workflow = load_workflow(workflow, actions=self.actions)
+        self.registered.setdefault(workflow.id, {})[workflow.version] = workflow
+        return workflow
+
+    def compile(
+        self, workflow: Workflow | WorkflowSource, *, trigger: str | None = None
+    ) -> ExecutionGraph:
+        """Validate and compile a workflow against the actions.
+
+        Compiled graphs are cached by workflow id, version and trigger. Raises
+        :class:`WorkflowValidationError` listing every problem.
+        """
+        if not isinstance(workflow, Workflow):
+            workflow = load_workflow(workflow, actions=self.actions)
+        key = (workflow.id, workflow.version, trigger)
+        cached = self._graphs.get(key)
+        if cached is not None and (cached[0] is workflow or cached[0] == workflow):
+            return cached[1]
+        graph = compile_workflow(workflow, self.actions, trigger=trigger)
+        self._graphs[key] = (workflow, graph)
+        self._graphs_by_hash[(graph.hash, graph.trigger)] = graph
+        return graph
+
+    async def save(self, graph: ExecutionGraph, store: Store, now: float) -> None:
+        """Store the definition of ``graph`` (once per hash)."""
+        if graph.hash in self._saved_hashes:
+            return
+        await store.save_workflow(
+            StoredWorkflow(
+                hash=graph.hash,
+                id=graph.workflow.id,
+                version=graph.workflow.version,
+                definition=workflow_to_dict(graph.workflow),
+                created_at=now,
+            )
+        )
+        self._saved_hashes.add(graph.hash)
+
+    async def graph_for(self, stored: StoredExecution, store: Store) -> ExecutionGraph:
+        """The graph of the definition ``stored`` started on. Raises
+        :class:`PranaError` if it is missing or no longer compiles to it."""
+        key = (stored.workflow_hash, stored.trigger)
+        graph = self._graphs_by_hash.get(key)
+        if graph is not None:
+            return graph
+        definition = await self._definition(stored.workflow_hash, store)
+        graph = self._graphs_by_hash.get(key)
+        if graph is not None:  # compiled meanwhile, by a task that waited alongside
+            return graph
+        if definition is None:
+            raise PranaError(
+                f"the workflow of execution {stored.id} ({stored.workflow_id} v{stored.workflow_version}) "
+                "is missing from the store"
+            )
+        workflow = load_workflow(definition.definition, actions=self.actions)
+        graph = compile_workflow(workflow, self.actions, trigger=stored.trigger)
+        if graph.hash != stored.workflow_hash:
+            raise PranaError(
+                f"the stored definition of {stored.workflow_id} v{stored.workflow_version} does not "
+                f"compile to the version execution {stored.id} started on"
+            )
+        self._graphs_by_hash[key] = graph
+        self._saved_hashes.add(graph.hash)
+        return graph
+
+    async def _definition(self, workflow_hash: str, store: Store) -> StoredWorkflow | None:
+        """A stored definition, loaded once however many tasks ask at the same time."""
+        loading = self._loading.get(workflow_hash)
+        if loading is not None:
+            await loading.wait()
+            return self._definitions.get(workflow_hash)
+        loading = self._loading[workflow_hash] = anyio.Event()
+        try:
+            definition = await store.load_workflow(workflow_hash)
+            if definition is not None:
+                self._definitions[workflow_hash] = definition
+            return definition
+        finally:
+            del self._loading[workflow_hash]
+            loading.set()

@@ -1,0 +1,61 @@
+"""The handle of a started execution: its id, its events, its end."""
+
+from __future__ import annotations
+
+from prana._records import Execution, ExecutionStatus
+
+from ._subscription import Subscription
+from ._supervisor import ExecutionSupervisor
+
+DEFAULT_EVENT_BUFFER = 1000
+
+
+class ExecutionHandle:
+    """A started execution: its id, its events, and a way to wait for it to stop."""
+
+    def __init__(self, supervisor: ExecutionSupervisor) -> None:
+        self._supervisor = supervisor
+
+    @property
+    def id(self) -> str:
+        """The execution id."""
+        return self._supervisor.execution_id
+
+    @property
+    def status(self) -> ExecutionStatus:
+        """The status now."""
+        return self._supervisor.machine.status
+
+    def snapshot(self) -> Execution:
+        """The execution as it is now, audit trail included."""
+        return self._supervisor.machine.snapshot()
+
+    def events(self, *, limit: int = DEFAULT_EVENT_BUFFER) -> Subscription:
+        """Subscribe to this execution's events from now on; iteration ends when the
+        execution waits or ends.
+
+        Call it before the first ``await`` after :meth:`Engine.start` to see every
+        event from ``ExecutionStarted`` on. At most ``limit`` unread events are kept;
+        a reader that falls further behind gets an ``EventsDropped`` event.
+        """
+        publisher = self._supervisor.publisher
+        subscription = Subscription(limit, on_close=publisher.subscriptions.discard)
+        if self._supervisor.last_stop is not None or self._supervisor.failure is not None:
+            subscription.close()
+        else:
+            publisher.subscriptions.add(subscription)
+        return subscription
+
+    async def result(self) -> Execution:
+        """Wait until the execution waits (``suspended``) or ends, and return it.
+
+        Raises :class:`PranaError` if the engine stopped first (the execution carries
+        on when an engine next starts on the same store). Cancelling the wait does not
+        cancel the execution.
+        """
+        supervisor = self._supervisor
+        if supervisor.last_stop is not None:
+            return supervisor.last_stop
+        if supervisor.failure is not None:
+            raise supervisor.failure
+        return await supervisor.wait_stop()
