@@ -221,10 +221,12 @@ class Engine(AsyncContextManagerMixin):
 
         A failed execution is returned, not raised: look at ``status`` and ``error``.
         An execution that waits (``status == "suspended"``) carries on when resumed
-        or woken. Raises :class:`WorkflowValidationError` if the workflow is invalid.
+        or woken. Waiting only for ``sync`` child executions does not count: ``run``
+        follows the execution until its children end. Raises
+        :class:`WorkflowValidationError` if the workflow is invalid.
         """
         handle = await self.start(workflow, input, trigger=trigger)
-        return await handle.result()
+        return await self._past_children(await handle.result())
 
     async def resume(
         self, execution_id: str, data: Any = None, *, node: str | None = None
@@ -251,12 +253,12 @@ class Engine(AsyncContextManagerMixin):
             await request.done.wait()
             if request.error is not None:
                 raise request.error
-            return await supervisor.wait_stop(stopped)
+            return await self._past_children(await supervisor.wait_stop(stopped))
         stored = await self._load(execution_id)
         self._check_waiting(stored)
         machine = await self._restore(stored)
         commands = machine.resume(node, data, self.clock.now())
-        return await self._take_over(machine, commands)
+        return await self._past_children(await self._take_over(machine, commands))
 
     async def resume_token(self, token: str, data: Any = None) -> Execution:
         """Resume the node waiting for ``token`` (a ``wait.webhook`` token) with
@@ -319,23 +321,60 @@ class Engine(AsyncContextManagerMixin):
         bound the wait with ``anyio.fail_after`` where that may never happen.
         Raises :class:`ExecutionNotFound` for an unknown id.
         """
+        return await self._wait_for(execution_id, _ended)
+
+    async def _wait_for(self, execution_id: str, done: Callable[[Execution], bool]) -> Execution:
         while True:
             supervisor = self._live.get(execution_id)
             if supervisor is not None:
                 execution = await supervisor.wait_stop()
-                if execution.finished:
+                if done(execution):
                     return execution
                 continue
             changed = self._watchers.setdefault(execution_id, anyio.Event())
             stored = await self._load(execution_id)
-            if stored.status in FINAL_STATUSES:
-                return stored.to_execution()
+            if stored.status != "running":
+                execution = stored.to_execution()
+                if done(execution):
+                    return execution
             if execution_id in self._live:
                 continue
             # Woken when a supervisor for it starts or exits here; the store is read
             # again now and then in case another engine carried it on.
             with anyio.move_on_after(_WATCH_POLL):
                 await changed.wait()
+
+    async def _past_children(self, execution: Execution) -> Execution:
+        """``execution``, or if it waits only for ``sync`` children that are still
+        moving (running, or ended and about to tell it), the execution when it next
+        stops otherwise or its children stop moving."""
+        while _waits_for_children_only(execution) and await self._children_moving(execution):
+            ids = [execution.id, *(s.child_execution_id or "" for s in execution.suspensions)]
+            changed = [self._watchers.setdefault(i, anyio.Event()) for i in ids]
+            with anyio.move_on_after(_WATCH_POLL):
+                async with anyio.create_task_group() as group:
+                    for event in changed:
+                        group.start_soon(_cancel_when_set, event, group.cancel_scope)
+            supervisor = self._live.get(execution.id)
+            if supervisor is not None:
+                execution = await supervisor.wait_stop()
+            else:
+                execution = (await self._load(execution.id)).to_execution()
+        return execution
+
+    async def _children_moving(self, execution: Execution, depth: int = 0) -> bool:
+        for suspension in execution.suspensions:
+            child_id = suspension.child_execution_id or ""
+            if child_id in self._live:
+                return True
+            stored = await self._require_store().load_execution(child_id)
+            if stored is None or stored.status in FINAL_STATUSES:
+                return True  # ended (or not yet saved): the parent is about to hear
+            child = stored.to_execution()
+            deeper = depth < self.max_depth and _waits_for_children_only(child)
+            if deeper and await self._children_moving(child, depth + 1):
+                return True
+        return False
 
     # ------------------------------------------------------------------ reading
 
@@ -585,3 +624,20 @@ def _json(value: Any, what: str) -> Any:
         return orjson.loads(orjson.dumps(value))
     except (orjson.JSONEncodeError, TypeError) as exc:
         raise PranaError(f"{what} must be JSON data: {exc}") from None
+
+
+def _ended(execution: Execution) -> bool:
+    return execution.finished
+
+
+def _waits_for_children_only(execution: Execution) -> bool:
+    return (
+        execution.status == "suspended"
+        and bool(execution.suspensions)
+        and all(suspension.kind == "workflow" for suspension in execution.suspensions)
+    )
+
+
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
