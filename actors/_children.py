@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import anyio
+
 from prana._commands import Dispatch
 from prana._errors import (
     ExecutionNotFound,
@@ -29,13 +31,51 @@ from prana._errors import (
 from prana._loading import load_workflow
 from prana._machine import ExecutionMachine
 from prana._model import Workflow
-from prana._records import ChildOutcome, Execution
+from prana._records import FINAL_STATUSES, ChildOutcome, Execution
 from prana._subworkflows import ExecuteWorkflow, child_execution_id
 
 if TYPE_CHECKING:
     from ._engine import Engine
 
 logger = logging.getLogger("prana.engine")
+# How often (seconds) a caller following a parent through its children looks again.
+_WATCH_POLL = 1.0
+
+
+class Family:
+    """What an engine does for its supervisors about children (the supervisor's
+    ``Parent``): start them, report their end, cancel them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.telling = 0  # outcomes being handed to parents now
+
+    async def start_child(
+        self, parent: ExecutionMachine, dispatch: Dispatch, request: ExecuteWorkflow
+    ) -> str:
+        """Start (or find) the child a node asks for; see :func:`start_child`."""
+        return await start_child(self._engine, parent, dispatch, request)
+
+    def child_finished(self, child: Execution) -> None:
+        """A ``sync`` child ended and is saved: tell its parent."""
+        task_group = self._engine._task_group
+        if task_group is not None and child.parent_execution_id is not None:
+            task_group.start_soon(self._tell, child.parent_execution_id, child)
+
+    def cancel_children(self, execution_ids: tuple[str, ...], reason: str) -> None:
+        """Cancel children whose parent stopped waiting for them."""
+        task_group = self._engine._task_group
+        if task_group is not None:
+            for execution_id in execution_ids:
+                task_group.start_soon(cancel_quietly, self._engine, execution_id, reason)
+
+    async def _tell(self, parent_id: str, child: Execution) -> None:
+        self.telling += 1
+        try:
+            await tell_parent_quietly(self._engine, parent_id, outcome_of(child))
+        finally:
+            self.telling -= 1
+            self._engine._check_idle()
 
 
 async def start_child(
@@ -170,3 +210,50 @@ async def cancel_quietly(engine: Engine, execution_id: str, reason: str) -> None
         pass  # it ended already
     except PranaError as exc:
         logger.warning("could not cancel child execution %s: %s", execution_id, exc)
+
+
+async def past_children(engine: Engine, execution: Execution) -> Execution:
+    """``execution``, or if it waits only for ``sync`` children that are still
+    moving (running, or ended and about to tell it), the execution when it next
+    stops otherwise or its children stop moving."""
+    while _waits_for_children_only(execution) and await _children_moving(engine, execution):
+        ids = [execution.id, *(s.child_execution_id or "" for s in execution.suspensions)]
+        changed = [engine._watchers.setdefault(i, anyio.Event()) for i in ids]
+        with anyio.move_on_after(_WATCH_POLL):
+            async with anyio.create_task_group() as group:
+                for event in changed:
+                    group.start_soon(_cancel_when_set, event, group.cancel_scope)
+        supervisor = engine._live.get(execution.id)
+        if supervisor is not None:
+            execution = await supervisor.wait_stop()
+        else:
+            execution = (await engine._load(execution.id)).to_execution()
+    return execution
+
+
+async def _children_moving(engine: Engine, execution: Execution, depth: int = 0) -> bool:
+    for suspension in execution.suspensions:
+        child_id = suspension.child_execution_id or ""
+        if child_id in engine._live:
+            return True
+        stored = await engine._require_store().load_execution(child_id)
+        if stored is None or stored.status in FINAL_STATUSES:
+            return True  # ended (or not yet saved): the parent is about to hear
+        child = stored.to_execution()
+        deeper = depth < engine.max_depth and _waits_for_children_only(child)
+        if deeper and await _children_moving(engine, child, depth + 1):
+            return True
+    return False
+
+
+def _waits_for_children_only(execution: Execution) -> bool:
+    return (
+        execution.status == "suspended"
+        and bool(execution.suspensions)
+        and all(suspension.kind == "workflow" for suspension in execution.suspensions)
+    )
+
+
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

@@ -31,6 +31,7 @@ from prana._compiler import compile_workflow, triggers_of
 from prana._errors import PranaError, WorkflowValidationError
 from prana._loading import load_workflow
 from prana._mermaid import to_mermaid
+from prana._model import Workflow
 from prana._records import Execution
 from prana._registry import ActionRegistry
 
@@ -65,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
             help="an ActionRegistry with your actions, as module:attribute or path.py:attribute",
         )
 
+    def workflows(sub: argparse.ArgumentParser, default: str) -> None:
+        sub.add_argument(
+            "--workflows",
+            metavar="DIR",
+            help="a folder of workflow files that workflow.execute nodes may start by id "
+            f"(default: {default})",
+        )
+
     def output(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--json", action="store_true", help="print the execution as JSON instead of a report"
@@ -84,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--backend", choices=("asyncio", "trio"), default="asyncio", help="async library to run on"
     )
+    workflows(run, "the folder of FILE")
     run.add_argument("--memory", action="store_true", help="keep nothing: run in memory only")
     run.add_argument("--quiet", action="store_true", help="no live progress")
 
@@ -99,7 +109,15 @@ def _parser() -> argparse.ArgumentParser:
     store(listing)
     listing.add_argument(
         "--status",
-        choices=("running", "suspended", "completed", "failed", "cancelled", "timed_out"),
+        choices=(
+            "running",
+            "suspended",
+            "paused",
+            "completed",
+            "failed",
+            "cancelled",
+            "timed_out",
+        ),
         help="only executions with this status",
     )
     listing.add_argument("--workflow", metavar="ID", help="only executions of this workflow")
@@ -110,9 +128,14 @@ def _parser() -> argparse.ArgumentParser:
     store(show)
     output(show)
 
-    resume = commands.add_parser("resume", help="resume a waiting execution and show what happens")
+    resume = commands.add_parser(
+        "resume", help="resume a waiting or paused execution and show what happens"
+    )
     resume.add_argument(
-        "target", metavar="ID|TOKEN", help="an execution id, or a wait.webhook resume token"
+        "target",
+        metavar="ID|TOKEN",
+        help="an execution id (a paused one without --data is unpaused), or a wait.webhook "
+        "resume token",
     )
     resume.add_argument(
         "--data", metavar="JSON|@FILE", help="the data to resume with: JSON text or @file.json"
@@ -121,8 +144,31 @@ def _parser() -> argparse.ArgumentParser:
         "--node", metavar="KEY", help="which waiting node, if several wait (with an id)"
     )
     actions(resume)
+    workflows(resume, "none")
     store(resume)
     output(resume)
+
+    cancel = commands.add_parser("cancel", help="cancel an execution that has not ended")
+    cancel.add_argument("execution", metavar="ID", help="the execution id")
+    cancel.add_argument("--reason", help="why (kept as the execution's error message)")
+    store(cancel)
+    output(cancel)
+
+    pause = commands.add_parser(
+        "pause", help="pause an execution: running nodes finish, nothing new starts"
+    )
+    pause.add_argument("execution", metavar="ID", help="the execution id")
+    store(pause)
+    output(pause)
+
+    retry = commands.add_parser(
+        "retry", help="run a failed execution again from its failed node and show what happens"
+    )
+    retry.add_argument("execution", metavar="ID", help="the execution id")
+    actions(retry)
+    workflows(retry, "none")
+    store(retry)
+    output(retry)
     return parser
 
 
@@ -259,11 +305,18 @@ def _show_workflow_logs() -> None:
 
 
 def _with_engine(
-    args: argparse.Namespace, actions: ActionRegistry, work: Callable[[Engine], Awaitable[T]]
+    args: argparse.Namespace,
+    actions: ActionRegistry,
+    work: Callable[[Engine], Awaitable[T]],
+    workflows: Sequence[Workflow] = (),
 ) -> T:
     async def main() -> T:
-        async with Engine(actions=actions, store=store_url(args), recover=False) as engine:
-            return await work(engine)
+        async with Engine(
+            actions=actions, store=store_url(args), recover=False, workflows=workflows
+        ) as engine:
+            done = await work(engine)
+            await engine.wait_idle()  # a parent told of its child's end carries on
+            return done
 
     return anyio.run(main, backend=getattr(args, "backend", "asyncio"))
 
@@ -273,13 +326,34 @@ def _command_run(args: argparse.Namespace) -> int:
     actions = load_actions(args.actions)
     input = parse_json_option(args.input, "--input")
     workflow = load_workflow(args.file, actions=actions)
+    folder = Path(args.workflows) if args.workflows else Path(args.file).parent
+    known = _workflows_in(folder, actions, skip=Path(args.file), strict=bool(args.workflows))
 
     async def work(engine: Engine) -> Execution:
         return await _follow(
             engine, lambda: engine.start(workflow, input, trigger=args.trigger), args
         )
 
-    return _report(_with_engine(args, actions, work), args)
+    return _report(_with_engine(args, actions, work, known), args)
+
+
+def _workflows_in(
+    folder: Path, actions: ActionRegistry, *, skip: Path | None = None, strict: bool = True
+) -> list[Workflow]:
+    """The workflow files in ``folder``. With ``strict``, a file that does not load
+    is an error; otherwise (the folder of the workflow being run) it is passed over."""
+    if not folder.is_dir():
+        raise UsageError(f"--workflows {folder}: not a folder")
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in (".yaml", ".yml", ".json") or (skip and path.samefile(skip)):
+            continue
+        try:
+            found.append(load_workflow(path, actions=actions))
+        except WorkflowValidationError:
+            if strict:
+                raise
+    return found
 
 
 def _command_resume(args: argparse.Namespace) -> int:
@@ -290,12 +364,35 @@ def _command_resume(args: argparse.Namespace) -> int:
     if args.node and not by_id:
         raise UsageError("--node goes with an execution id; a token names its node already")
 
+    known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
+
     async def work(engine: Engine) -> Execution:
         if by_id:
             return await engine.resume(args.target, data, node=args.node)
         return await engine.resume_token(args.target, data)
 
-    return _report(_with_engine(args, actions, work), args)
+    return _report(_with_engine(args, actions, work, known), args)
+
+
+def _command_cancel(args: argparse.Namespace) -> int:
+    execution = _with_engine(
+        args, ActionRegistry(), lambda engine: engine.cancel(args.execution, args.reason)
+    )
+    _report(execution, args)
+    return EXIT_OK
+
+
+def _command_pause(args: argparse.Namespace) -> int:
+    execution = _with_engine(args, ActionRegistry(), lambda engine: engine.pause(args.execution))
+    return _report(execution, args)
+
+
+def _command_retry(args: argparse.Namespace) -> int:
+    _show_workflow_logs()
+    actions = load_actions(args.actions)
+    known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
+    execution = _with_engine(args, actions, lambda engine: engine.retry(args.execution), known)
+    return _report(execution, args)
 
 
 def _command_show(args: argparse.Namespace) -> int:
@@ -349,6 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": _command_list,
         "show": _command_show,
         "resume": _command_resume,
+        "cancel": _command_cancel,
+        "pause": _command_pause,
+        "retry": _command_retry,
     }
     try:
         return handlers[args.command](args)

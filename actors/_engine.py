@@ -23,26 +23,20 @@ import orjson
 from anyio import AsyncContextManagerMixin
 from anyio.abc import TaskGroup
 
-from prana._commands import Command, Dispatch
+from prana._commands import Command
 from prana._compiler import ExecutionGraph
 from prana._errors import ExecutionNotFound, InvalidTransition, PranaError
 from prana._loading import WorkflowSource
 from prana._machine import ExecutionMachine
 from prana._model import Workflow
-from prana._records import DEADLINE_INDEX, FINAL_STATUSES, Execution, ExecutionStatus, Suspension
+from prana._records import DEADLINE_INDEX, Execution, ExecutionStatus, StoredExecution, Suspension
 from prana._registry import ActionRegistry
-from prana._subworkflows import DEFAULT_MAX_DEPTH, ExecuteWorkflow
-from prana.storage import MemoryStore, Store, StoredExecution, open_store
+from prana._subworkflows import DEFAULT_MAX_DEPTH
+from prana.storage import MemoryStore, Store, open_store
 from prana.storage._sqlite import Synchronous
 
 from ._catalog import Catalog
-from ._children import (
-    cancel_quietly,
-    outcome_of,
-    reconcile,
-    start_child,
-    tell_parent_quietly,
-)
+from ._children import Family, past_children, reconcile, tell_parent_quietly
 from ._clock import Clock, SystemClock, new_execution_id
 from ._control import control, deliver_requests
 from ._handle import DEFAULT_EVENT_BUFFER
@@ -110,6 +104,8 @@ class Engine(AsyncContextManagerMixin):
         self._recover = recover
         self.max_depth = max_depth
         self._catalog = Catalog(self.actions)
+        self._family = Family(self)
+        self._idle: anyio.Event | None = None
         for workflow in workflows:
             self.register(workflow)
         self._unrunnable: set[str] = set()
@@ -134,7 +130,7 @@ class Engine(AsyncContextManagerMixin):
             writer=writer,
             timers=timers,
             durable=durability != "off",
-            parent=self,
+            parent=self._family,
         )
         body_error: BaseException | None = None
         try:
@@ -146,7 +142,8 @@ class Engine(AsyncContextManagerMixin):
                     timers.add(suspension)
                 if self._recover:
                     await self._recover_orphans(dead_owners(await store.owners()))
-                await reconcile(self)
+                if self._recover:
+                    await reconcile(self)
                 task_group.start_soon(self._heartbeat)
                 task_group.start_soon(self._pick_up_requests)
                 try:
@@ -243,7 +240,7 @@ class Engine(AsyncContextManagerMixin):
         data = _json(data, "resume data")
         if data is None and node is None and execution_id not in self._live:
             stored = await self._load(execution_id)
-            if stored.status == "paused" and not stored.suspensions:
+            if stored.status == "paused":
                 return await self.unpause(execution_id)
         supervisor = self._live.get(execution_id)
         if supervisor is not None:
@@ -345,36 +342,7 @@ class Engine(AsyncContextManagerMixin):
                 await changed.wait()
 
     async def _past_children(self, execution: Execution) -> Execution:
-        """``execution``, or if it waits only for ``sync`` children that are still
-        moving (running, or ended and about to tell it), the execution when it next
-        stops otherwise or its children stop moving."""
-        while _waits_for_children_only(execution) and await self._children_moving(execution):
-            ids = [execution.id, *(s.child_execution_id or "" for s in execution.suspensions)]
-            changed = [self._watchers.setdefault(i, anyio.Event()) for i in ids]
-            with anyio.move_on_after(_WATCH_POLL):
-                async with anyio.create_task_group() as group:
-                    for event in changed:
-                        group.start_soon(_cancel_when_set, event, group.cancel_scope)
-            supervisor = self._live.get(execution.id)
-            if supervisor is not None:
-                execution = await supervisor.wait_stop()
-            else:
-                execution = (await self._load(execution.id)).to_execution()
-        return execution
-
-    async def _children_moving(self, execution: Execution, depth: int = 0) -> bool:
-        for suspension in execution.suspensions:
-            child_id = suspension.child_execution_id or ""
-            if child_id in self._live:
-                return True
-            stored = await self._require_store().load_execution(child_id)
-            if stored is None or stored.status in FINAL_STATUSES:
-                return True  # ended (or not yet saved): the parent is about to hear
-            child = stored.to_execution()
-            deeper = depth < self.max_depth and _waits_for_children_only(child)
-            if deeper and await self._children_moving(child, depth + 1):
-                return True
-        return False
+        return await past_children(self, execution)
 
     # ------------------------------------------------------------------ reading
 
@@ -434,6 +402,7 @@ class Engine(AsyncContextManagerMixin):
         if self._live.get(supervisor.execution_id) is supervisor:
             del self._live[supervisor.execution_id]
         self._notify_watchers(supervisor.execution_id)
+        self._check_idle()
         if self._task_group is None:
             return
         for message in supervisor.leftovers:  # came as it left memory: hand them on
@@ -444,27 +413,6 @@ class Engine(AsyncContextManagerMixin):
                 self._task_group.start_soon(
                     tell_parent_quietly, self, supervisor.execution_id, message
                 )
-
-    # ------------------------------------------------------------------ for supervisors
-
-    async def start_child(
-        self, parent: ExecutionMachine, dispatch: Dispatch, request: ExecuteWorkflow
-    ) -> str:
-        """Start the child execution a node asks for (see :mod:`._children`)."""
-        return await start_child(self, parent, dispatch, request)
-
-    def child_finished(self, child: Execution) -> None:
-        """A ``sync`` child ended and is saved: tell its parent."""
-        if self._task_group is not None and child.parent_execution_id is not None:
-            self._task_group.start_soon(
-                tell_parent_quietly, self, child.parent_execution_id, outcome_of(child)
-            )
-
-    def cancel_children(self, execution_ids: tuple[str, ...], reason: str) -> None:
-        """Cancel children whose parent stopped waiting for them."""
-        if self._task_group is not None:
-            for execution_id in execution_ids:
-                self._task_group.start_soon(cancel_quietly, self, execution_id, reason)
 
     def _notify_watchers(self, execution_id: str) -> None:
         changed = self._watchers.pop(execution_id, None)
@@ -512,6 +460,23 @@ class Engine(AsyncContextManagerMixin):
     async def _restore(self, stored: StoredExecution) -> ExecutionMachine:
         graph = await self._catalog.graph_for(stored, self._require_store())
         return ExecutionMachine.restored(graph, stored, env=self._env)
+
+    async def wait_idle(self) -> None:
+        """Wait until no execution runs in this engine (all have ended, wait, or were
+        handed to another engine) and no ended child is being reported to its parent.
+
+        A command-line tool calls it before leaving, so a parent whose child it just
+        resumed carries on before the process exits.
+        """
+        while self._live or self._family.telling:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def _check_idle(self) -> None:
+        if self._idle is not None and not self._live and not self._family.telling:
+            self._idle.set()
+            self._idle = None
 
     async def _save_definition(self, graph: ExecutionGraph) -> None:
         await self._catalog.save(graph, self._require_store(), self.clock.now())
@@ -579,7 +544,7 @@ class Engine(AsyncContextManagerMixin):
             try:
                 await deliver_requests(self)
                 count += 1
-                if count % beats == 0:
+                if self._recover and count % beats == 0:
                     await reconcile(self)
             except PranaError as exc:
                 logger.warning("could not look for requests and ended children: %s", exc)
@@ -628,16 +593,3 @@ def _json(value: Any, what: str) -> Any:
 
 def _ended(execution: Execution) -> bool:
     return execution.finished
-
-
-def _waits_for_children_only(execution: Execution) -> bool:
-    return (
-        execution.status == "suspended"
-        and bool(execution.suspensions)
-        and all(suspension.kind == "workflow" for suspension in execution.suspensions)
-    )
-
-
-async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

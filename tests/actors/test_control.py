@@ -246,7 +246,7 @@ async def test_a_workflow_timeout_ends_the_execution_timed_out_even_across_a_res
     assert ended.status == "timed_out"
     assert ended.error is not None
     assert ended.error.code == "timed_out"
-    assert "1h" not in ended.error.message and "3600 s" in ended.error.message
+    assert "3600 s" in ended.error.message
     assert [(r.node_key, r.status) for r in ended.node_runs] == [
         ("start", "completed"),
         ("nap", "cancelled"),

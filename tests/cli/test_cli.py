@@ -279,3 +279,60 @@ def test_db_option_and_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     capsys.readouterr()
     assert main(["list"]) == 0
     assert capsys.readouterr().out == "No executions.\n"
+
+
+FULFIL = str(EXAMPLES / "fulfil_order.yaml")
+
+
+def test_a_parent_waits_for_its_child_across_commands(
+    prana_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", FULFIL, "--input", '{"amount": 5000}', "--quiet", "--json"]) == 0
+    parent = json.loads(capsys.readouterr().out)
+    assert parent["status"] == "suspended"
+    (waiting,) = parent["suspensions"]
+    assert (waiting["node_key"], waiting["kind"]) == ("pay", "workflow")
+    assert main(["show", waiting["child_execution_id"], "--json"]) == 0
+    child = json.loads(capsys.readouterr().out)
+    token = child["suspensions"][0]["token"]
+
+    assert main(["resume", token, "--data", '{"approved": true, "by": "ann"}', "--json"]) == 0
+    capsys.readouterr()
+    assert main(["show", parent["id"], "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["status"] == "completed"
+    assert done["order"] == ["start", "pay", "paid", "ship"]
+    assert done["output"] == {"shipped": True, "paid": 5000}
+
+
+def test_pause_resume_cancel_and_retry_from_the_command_line(
+    prana_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", APPROVAL, "--input", '{"amount": 5000}', "--quiet", "--json"]) == 0
+    execution_id = json.loads(capsys.readouterr().out)["id"]
+
+    assert main(["pause", execution_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "paused"
+    assert main(["list", "--status", "paused"]) == 0
+    assert execution_id in capsys.readouterr().out
+    assert main(["resume", execution_id, "--json"]) == 0  # unpaused: waits again
+    assert json.loads(capsys.readouterr().out)["status"] == "suspended"
+
+    assert main(["cancel", execution_id, "--reason", "duplicate order", "--json"]) == 0
+    cancelled = json.loads(capsys.readouterr().out)
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["error"]["message"] == "duplicate order"
+    assert main(["cancel", execution_id]) == 1
+    assert "is cancelled; only an execution that has not ended" in capsys.readouterr().err
+    assert main(["retry", execution_id]) == 1
+    assert "only a failed execution can be retried" in capsys.readouterr().err
+
+    assert main(["run", ORDER, "--input", '{"amount": -5}', "--quiet", "--json"]) == 1
+    failed = json.loads(capsys.readouterr().out)
+    assert main(["retry", failed["id"], "--json"]) == 1  # fails again: same input
+    again = json.loads(capsys.readouterr().out)
+    assert again["status"] == "failed"
+    assert [(run["node_key"], run["attempt"]) for run in again["node_runs"]][-2:] == [
+        ("reject", 1),
+        ("reject", 2),
+    ]
