@@ -15,7 +15,15 @@ from typing import Any
 
 import anyio
 
-from prana._events import Event, NodeCompleted, NodeFailed, NodeRetrying, NodeStarted
+from prana._events import (
+    Event,
+    ExecutionCompleted,
+    ExecutionFailed,
+    NodeCompleted,
+    NodeFailed,
+    NodeRetrying,
+    NodeStarted,
+)
 
 from ._cli import load_actions
 from ._engine import Engine
@@ -26,9 +34,19 @@ async def _main(spec: dict[str, Any]) -> None:
         "started": NodeStarted,
         "completed": (NodeCompleted, NodeFailed),
         "retrying": NodeRetrying,
+        "ended": (NodeCompleted, NodeFailed),
     }[spec["when"]]
+    ran_node: set[str] = set()  # executions that ran the node (for "ended")
 
     def crash(event: Event) -> None:
+        if spec["when"] == "ended":
+            if isinstance(event, (ExecutionCompleted, ExecutionFailed)) and (
+                event.execution_id in ran_node
+            ):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if isinstance(event, wanted) and event.node_key == spec["node"]:
+                ran_node.add(event.execution_id)
+            return
         if isinstance(event, wanted) and getattr(event, "node_key", None) == spec["node"]:
             run_index = event.run_index if isinstance(event, NodeStarted) else event.run.run_index
             if run_index == spec["run_index"]:
@@ -36,11 +54,15 @@ async def _main(spec: dict[str, Any]) -> None:
 
     actions = load_actions(spec.get("actions"))
     async with Engine(
-        actions=actions, store=f"sqlite:///{spec['db']}", middleware=[crash], recover=False
+        actions=actions,
+        store=f"sqlite:///{spec['db']}",
+        middleware=[crash],
+        recover=False,
+        workflows=spec.get("workflows", ()),
     ) as engine:
         handle = await engine.start(spec["workflow"], spec.get("input"))
         print(handle.id, flush=True)
-        await handle.result()
+        await engine._past_children(await handle.result())  # through sync children
 
 
 if __name__ == "__main__":

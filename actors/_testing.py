@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -71,10 +71,11 @@ def kill_at(
     *,
     db: str | os.PathLike[str],
     node: str,
-    when: Literal["started", "completed", "retrying"] = "completed",
+    when: Literal["started", "completed", "retrying", "ended"] = "completed",
     run_index: int = 0,
     input: Any = None,
     actions: str | None = None,
+    workflows: Sequence[Workflow | WorkflowSource] = (),
     timeout: float = 60.0,
 ) -> KillReport:
     """Run ``workflow`` in a child process on the SQLite file ``db`` and SIGKILL the
@@ -85,8 +86,10 @@ def kill_at(
     ``completed`` the node's result is on disk, at ``started`` the node is in flight
     and will run again (with the same idempotency key) when an engine carries the
     execution on; at ``retrying`` the failed attempt is on disk and the next one is
-    waiting for its backoff. ``actions`` is a ``module:attribute`` spec for custom actions,
-    importable by the child.
+    waiting for its backoff; at ``ended`` the execution that ran ``node`` (a child
+    execution, say) has ended and is saved, and nobody has heard of it yet.
+    ``actions`` is a ``module:attribute`` spec for custom actions, importable by the
+    child; ``workflows`` are registered for ``workflow.execute`` nodes to start.
     """
     if not isinstance(workflow, Workflow):
         workflow = load_workflow(workflow)
@@ -98,6 +101,9 @@ def kill_at(
         "run_index": run_index,
         "input": input,
         "actions": actions,
+        "workflows": [
+            workflow_to_dict(w if isinstance(w, Workflow) else load_workflow(w)) for w in workflows
+        ],
     }
     done = subprocess.run(
         [sys.executable, "-m", "prana.actors._crash_child"],

@@ -1,4 +1,4 @@
-"""An action for the retry crash tests, importable by the child process."""
+"""Actions for the crash tests (retries, sub-workflows), importable by the child process."""
 
 from __future__ import annotations
 
@@ -17,3 +17,11 @@ def flaky(ctx: prana.NodeContext) -> object:
     if ctx.attempt == 1:
         raise ConnectionResetError("first attempt fails")
     return {"attempt": ctx.attempt}
+
+
+@actions.action("crash.record")
+def record(ctx: prana.NodeContext) -> object:
+    """Logs the run's idempotency key to the file named by ``params.log``."""
+    with Path(ctx.params["log"]).open("a") as file:
+        file.write(f"{ctx.node_key} {ctx.idempotency_key}\n")
+    return ctx.input
