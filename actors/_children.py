@@ -171,6 +171,10 @@ async def tell_parent(engine: Engine, parent_id: str, outcome: ChildOutcome) -> 
     if not any(s.child_execution_id == outcome.child_execution_id for s in stored.suspensions):
         return
     machine = await engine._restore(stored)
+    live = engine._live.get(parent_id)
+    if live is not None:  # taken meanwhile by another task of this engine
+        live.deliver(outcome)
+        return
     commands = machine.child_ended(outcome, engine.clock.now())
     if commands or machine.has_unsaved_changes:
         machine.take_on_save = True

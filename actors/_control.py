@@ -85,6 +85,8 @@ async def control(
                 return done
             continue
         machine = await engine._restore(stored)
+        if execution_id in engine._live:
+            continue  # taken meanwhile by another task of this engine
         first = _apply(machine, action, reason, engine.clock.now())
         machine.take_on_save = True
         taken = engine._launch(machine, functools.partial(_given, first))

@@ -324,7 +324,10 @@ class Engine(AsyncContextManagerMixin):
         while True:
             supervisor = self._live.get(execution_id)
             if supervisor is not None:
-                execution = await supervisor.wait_stop()
+                try:
+                    execution = await supervisor.wait_stop()
+                except Lost:
+                    continue  # another task or engine carries it on: follow that
                 if done(execution):
                     return execution
                 continue
@@ -492,6 +495,10 @@ class Engine(AsyncContextManagerMixin):
         if stored is None or stored.status not in ("suspended", "paused"):
             return  # gone, ended, or running elsewhere (where its timers are)
         machine = await self._restore(stored)
+        live = self._live.get(execution_id)
+        if live is not None:  # taken meanwhile by another task of this engine
+            live.deliver(WakeRequest(execution_index=suspension.execution_index))
+            return
         commands = machine.wake(suspension.execution_index, self.clock.now())
         if not commands and not machine.has_unsaved_changes:
             return  # resumed already, paused, or not due after all
