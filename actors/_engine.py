@@ -318,7 +318,7 @@ class Engine(AsyncContextManagerMixin):
         bound the wait with ``anyio.fail_after`` where that may never happen.
         Raises :class:`ExecutionNotFound` for an unknown id.
         """
-        return await self._wait_for(execution_id, _ended)
+        return await self._wait_for(execution_id, lambda execution: execution.finished)
 
     async def _wait_for(self, execution_id: str, done: Callable[[Execution], bool]) -> Execution:
         while True:
