@@ -465,12 +465,8 @@ class Engine(AsyncContextManagerMixin):
         return ExecutionMachine.restored(graph, stored, env=self._env)
 
     async def wait_idle(self) -> None:
-        """Wait until no execution runs in this engine (all have ended, wait, or were
-        handed to another engine) and no ended child is being reported to its parent.
-
-        A command-line tool calls it before leaving, so a parent whose child it just
-        resumed carries on before the process exits.
-        """
+        """Wait until no execution runs in this engine and no ended child is being
+        reported to its parent (the CLI calls it before leaving)."""
         while self._live or self._family.telling:
             if self._idle is None:
                 self._idle = anyio.Event()
