@@ -25,32 +25,19 @@ import anyio
 import anyio.lowlevel
 
 from prana._commands import Command
-from prana._errors import InvalidTransition, PranaError
+from prana._control import ControlAction as Action
+from prana._control import check_allowed
+from prana._errors import PranaError
 from prana._machine import ExecutionMachine
-from prana._records import Execution, ExecutionStatus, StoredExecution
+from prana._records import Execution, StoredExecution
 
 from ._supervisor import ControlRequest, Lost, Stopped
 
 if TYPE_CHECKING:
     from ._engine import Engine
 
-Action = Literal["cancel", "pause", "unpause", "retry"]
 # How often (seconds) an engine that left a request for another looks for its effect.
 _FOLLOW_POLL = 0.05
-
-# From which statuses each request is legal (the machine checks again).
-_ALLOWED: dict[str, tuple[ExecutionStatus, ...]] = {
-    "cancel": ("pending", "running", "suspended", "paused"),
-    "pause": ("running", "suspended"),
-    "unpause": ("paused",),
-    "retry": ("failed",),
-}
-_WHAT = {
-    "cancel": "only an execution that has not ended can be cancelled",
-    "pause": "only a running or waiting execution can be paused",
-    "unpause": "only a paused execution can be unpaused",
-    "retry": "only a failed execution can be retried",
-}
 
 
 async def control(
@@ -62,7 +49,7 @@ async def control(
         supervisor = engine._live.get(execution_id)
         if supervisor is not None:
             status = supervisor.machine.status
-            _check(action, status, execution_id)
+            check_allowed(action, status, execution_id)
             if action in ("cancel", "pause") and status == "running":
                 stopped = supervisor.stop_waiter()
                 request = ControlRequest(action=action, reason=reason)
@@ -78,7 +65,7 @@ async def control(
             await anyio.lowlevel.checkpoint()
             continue
         stored = await engine._load(execution_id)
-        _check(action, stored.status, execution_id)
+        check_allowed(action, stored.status, execution_id)
         if stored.status == "running":
             done = await _ask_owner(engine, stored, action, reason)
             if done is not None:
@@ -110,12 +97,6 @@ def _apply(
 
 def _given(commands: list[Command], now: float) -> list[Command]:
     return commands
-
-
-def _check(action: Action, status: ExecutionStatus, execution_id: str) -> None:
-    if status in _ALLOWED[action]:
-        return
-    raise InvalidTransition(f"execution {execution_id} is {status}; {_WHAT[action]}")
 
 
 async def _ask_owner(

@@ -238,10 +238,6 @@ class Engine(AsyncContextManagerMixin):
         there; either way nothing changes.
         """
         data = _json(data, "resume data")
-        if data is None and node is None and execution_id not in self._live:
-            stored = await self._load(execution_id)
-            if stored.status == "paused":
-                return await self.unpause(execution_id)
         supervisor = self._live.get(execution_id)
         if supervisor is not None:
             stopped = supervisor.stop_waiter()  # before asking: it may end at once
@@ -252,6 +248,8 @@ class Engine(AsyncContextManagerMixin):
                 raise request.error
             return await self._past_children(await supervisor.wait_stop(stopped))
         stored = await self._load(execution_id)
+        if stored.status == "paused" and data is None and node is None:
+            return await self.unpause(execution_id)
         self._check_waiting(stored)
         machine = await self._restore(stored)
         commands = machine.resume(node, data, self.clock.now())

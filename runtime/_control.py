@@ -20,7 +20,7 @@ raises :class:`InvalidTransition` and changes nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
@@ -28,10 +28,32 @@ from ._commands import CancelChildren, CancelRuns, Command, ExecutionResumed, Ru
 from ._errors import InvalidTransition
 from ._flow import DONE, RUNNING, SUSPENDED
 from ._records import ErrorInfo, ExecutionStatus, NodeRun
-from ._waiting import end_wait, retry_now
+from ._waiting import ENDED_HOW, end_wait, retry_now
 
 if TYPE_CHECKING:
     from ._machine import ExecutionMachine
+
+
+ControlAction = Literal["cancel", "pause", "unpause", "retry"]
+# From which statuses each request is legal.
+ALLOWED: dict[ControlAction, tuple[ExecutionStatus, ...]] = {
+    "cancel": ("pending", "running", "suspended", "paused"),
+    "pause": ("running", "suspended"),
+    "unpause": ("paused",),
+    "retry": ("failed",),
+}
+_WHAT: dict[ControlAction, str] = {
+    "cancel": "only an execution that has not ended can be cancelled",
+    "pause": "only a running or waiting execution can be paused",
+    "unpause": "only a paused execution can be unpaused",
+    "retry": "only a failed execution can be retried",
+}
+
+
+def check_allowed(action: ControlAction, status: ExecutionStatus, execution_id: str) -> None:
+    """Raise :class:`InvalidTransition` unless ``action`` is legal from ``status``."""
+    if status not in ALLOWED[action]:
+        raise InvalidTransition(f"execution {execution_id} is {status}; {_WHAT[action]}")
 
 
 def stop(machine: ExecutionMachine, status: ExecutionStatus, error: ErrorInfo) -> None:
@@ -60,22 +82,17 @@ def stop(machine: ExecutionMachine, status: ExecutionStatus, error: ErrorInfo) -
     if stopped:
         machine._commands.append(CancelRuns(execution_indexes=tuple(stopped)))
     if children:
-        what = {"failed": "failed", "cancelled": "was cancelled", "timed_out": "timed out"}
         machine._commands.append(
             CancelChildren(
                 execution_ids=tuple(children),
-                reason=f"parent execution {machine.execution_id} {what.get(status, status)}",
+                reason=f"parent execution {machine.execution_id} {ENDED_HOW.get(status, status)}",
             )
         )
 
 
 def cancel(machine: ExecutionMachine, reason: str | None, now: float) -> list[Command]:
     """End the execution ``cancelled`` with ``reason``."""
-    if machine.finished:
-        raise InvalidTransition(
-            f"execution {machine.execution_id} has already ended ({machine.status}); "
-            "only an execution that has not ended can be cancelled"
-        )
+    check_allowed("cancel", machine.status, machine.execution_id)
     machine._now = now
     if machine.started_at is None:
         machine.started_at = now
@@ -85,13 +102,9 @@ def cancel(machine: ExecutionMachine, reason: str | None, now: float) -> list[Co
 
 def pause(machine: ExecutionMachine, now: float) -> list[Command]:
     """Stop dispatching; the execution is paused once its running nodes finish."""
-    if machine.status == "paused" or machine._pausing:
-        raise InvalidTransition(f"execution {machine.execution_id} is paused already")
-    if machine.status not in ("running", "suspended"):
-        raise InvalidTransition(
-            f"execution {machine.execution_id} is {machine.status}; only a running or "
-            "waiting execution can be paused"
-        )
+    if machine._pausing:
+        raise InvalidTransition(f"execution {machine.execution_id} is being paused already")
+    check_allowed("pause", machine.status, machine.execution_id)
     machine._pausing = True
     machine.status = "running"
     return machine._finish_event(now)
@@ -99,11 +112,7 @@ def pause(machine: ExecutionMachine, now: float) -> list[Command]:
 
 def unpause(machine: ExecutionMachine, now: float) -> list[Command]:
     """Carry a paused execution on: what became ready runs, due timers fire."""
-    if machine.status != "paused":
-        raise InvalidTransition(
-            f"execution {machine.execution_id} is {machine.status}, not paused; "
-            "only a paused execution can be unpaused"
-        )
+    check_allowed("unpause", machine.status, machine.execution_id)
     machine.status = "running"
     commands: list[Command] = []
     if machine.notices:
@@ -123,11 +132,7 @@ def unpause(machine: ExecutionMachine, now: float) -> list[Command]:
 
 def retry(machine: ExecutionMachine, now: float) -> list[Command]:
     """Run a failed execution's failed node again, as its next attempt."""
-    if machine.status != "failed":
-        raise InvalidTransition(
-            f"execution {machine.execution_id} is {machine.status}; only a failed "
-            "execution can be retried"
-        )
+    check_allowed("retry", machine.status, machine.execution_id)
     failed = _failed_run(machine)
     if failed is None:
         raise InvalidTransition(

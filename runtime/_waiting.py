@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from ._machine import ExecutionMachine
 
 
+# How an execution that did not complete ended, in words.
+ENDED_HOW = {"failed": "failed", "cancelled": "was cancelled", "timed_out": "timed out"}
 # Waits that only the engine ends: a retry's backoff, a child execution.
 _NOT_RESUMABLE = ("retry", "workflow")
 
@@ -189,25 +191,8 @@ def end_wait(
 ) -> list[Command]:
     """Complete a waiting run with ``data`` on ``port``. A paused execution stays
     paused: the data is routed, and what it makes ready runs once unpaused."""
-    machine._now = now
-    del machine._suspended[suspension.execution_index]
-    machine._suspensions_removed.append(suspension.execution_index)
-    if machine.status == "suspended":
-        machine.status = "running"
-    run = machine._runs[suspension.execution_index]
-    index = machine._index[run.node_key]
-    started = suspension.started_at if suspension.started_at is not None else now
-    result = NodeResult(
-        node_key=run.node_key,
-        run_index=run.run_index,
-        execution_index=run.execution_index,
-        attempt=run.attempt,
-        data=data,
-        port=port,
-        started_at=started,
-        finished_at=now,
-        duration_ms=max(0.0, (now - started) * 1000.0),
-    )
+    index, run, waited = _stop_waiting(machine, suspension, now)
+    result = attrs.evolve(waited, data=data, port=port)
     machine._complete_run(index, run, port, result)
     return machine._finish_event(now) if finish else []
 
@@ -219,14 +204,7 @@ def settle_child(
     if outcome.status == "completed":
         end_wait(machine, suspension, suspension.resume_port, outcome.output, now, finish=False)
         return
-    machine._now = now
-    del machine._suspended[suspension.execution_index]
-    machine._suspensions_removed.append(suspension.execution_index)
-    if machine.status == "suspended":
-        machine.status = "running"
-    run = machine._runs[suspension.execution_index]
-    index = machine._index[run.node_key]
-    started = suspension.started_at if suspension.started_at is not None else now
+    index, run, waited = _stop_waiting(machine, suspension, now)
     error = ErrorInfo(
         code=f"child_{outcome.status}",
         message=f"child execution {outcome.child_execution_id} {_ended_how(outcome)}",
@@ -236,22 +214,35 @@ def settle_child(
             "error": outcome.error.to_dict() if outcome.error is not None else None,
         },
     )
+    machine._fail_run(index, run, error, attrs.evolve(waited, error=error))
+
+
+def _stop_waiting(
+    machine: ExecutionMachine, suspension: Suspension, now: float
+) -> tuple[int, NodeRun, NodeResult]:
+    """Remove ``suspension``; return its node's index, its run, and a result for the
+    run (no data yet) timed from when the wait began."""
+    machine._now = now
+    del machine._suspended[suspension.execution_index]
+    machine._suspensions_removed.append(suspension.execution_index)
+    if machine.status == "suspended":
+        machine.status = "running"
+    run = machine._runs[suspension.execution_index]
+    started = suspension.started_at if suspension.started_at is not None else now
     result = NodeResult(
         node_key=run.node_key,
         run_index=run.run_index,
         execution_index=run.execution_index,
         attempt=run.attempt,
-        error=error,
         started_at=started,
         finished_at=now,
         duration_ms=max(0.0, (now - started) * 1000.0),
     )
-    machine._fail_run(index, run, error, result)
+    return machine._index[run.node_key], run, result
 
 
 def _ended_how(outcome: ChildOutcome) -> str:
-    how = {"failed": "failed", "cancelled": "was cancelled", "timed_out": "timed out"}
-    text = how.get(outcome.status, outcome.status)
+    text = ENDED_HOW.get(outcome.status, outcome.status)
     if outcome.error is not None:
         text += f": {outcome.error.message}"
     return text
