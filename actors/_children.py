@@ -33,6 +33,7 @@ from prana._machine import ExecutionMachine
 from prana._model import Workflow
 from prana._records import FINAL_STATUSES, ChildOutcome, Execution
 from prana._subworkflows import ExecuteWorkflow, child_execution_id
+from prana._triggers import TriggerError, trigger_input
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -112,11 +113,15 @@ async def start_child(
         raise NodeError(
             f"workflow {request.workflow!r} cannot run: {exc}", code="invalid_workflow"
         ) from None
+    try:
+        child_input = trigger_input(graph, request.input, engine.clock.now())
+    except TriggerError as exc:
+        raise NodeError(str(exc), code="invalid_input") from None
     await engine._save_definition(graph)
     machine = ExecutionMachine(
         graph,
         execution_id=child_id,
-        input=request.input,
+        input=child_input,
         env=engine._env,
         parent_execution_id=parent.execution_id,
         root_execution_id=parent.root_execution_id or parent.execution_id,

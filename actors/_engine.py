@@ -32,6 +32,7 @@ from prana._model import Workflow
 from prana._records import DEADLINE_INDEX, Execution, ExecutionStatus, StoredExecution, Suspension
 from prana._registry import ActionRegistry
 from prana._subworkflows import DEFAULT_MAX_DEPTH
+from prana._triggers import trigger_input
 from prana.storage import MemoryStore, Store, open_store
 from prana.storage._sqlite import Synchronous
 
@@ -199,7 +200,7 @@ class Engine(AsyncContextManagerMixin):
         """
         self._require_store()
         graph = self.compile(workflow, trigger=trigger)
-        input = _json(input, "the input")
+        input = trigger_input(graph, _json(input, "the input"), self.clock.now())
         self._catalog.register(graph.workflow)
         await self._save_definition(graph)
         machine = ExecutionMachine(

@@ -1,10 +1,10 @@
 """The built-in actions every registry starts with.
 
-Triggers: ``manual.trigger``. Core: ``core.noop``, ``core.log``, ``core.fail``,
-``core.for_each``. Logic: ``logic.if``, ``logic.switch``. Data: ``data.set``,
+Core: ``core.noop``, ``core.log``, ``core.fail``, ``core.for_each``. Logic: ``logic.if``, ``logic.switch``. Data: ``data.set``,
 ``data.merge``. Workflow: ``workflow.set_variables``. Waits (in ``_waits``):
 ``wait.interval``, ``wait.until``, ``wait.webhook``. Sub-workflows (in
-``_subworkflows``): ``workflow.execute``.
+``_subworkflows``): ``workflow.execute``. Triggers (in ``_triggers``):
+``manual.trigger``, ``webhook.trigger``, ``schedule.trigger``, ``function.trigger``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ._loading import KEY_PATTERN
 from ._model import DEFAULT_PORT, ERROR_PORT
 from ._registry import Action, ActionRegistry, F
 from ._subworkflows import SUBWORKFLOW_ACTIONS
+from ._triggers import TRIGGER_ACTIONS
 from ._waits import WAIT_ACTIONS
 
 logger = logging.getLogger("prana.workflow")
@@ -32,17 +33,6 @@ _registry = ActionRegistry(builtins=False)
 def action(name: str, **options: Any) -> Callable[[F], F]:
     """Register a built-in: built-ins never change their inputs in place."""
     return _registry.action(name, isolate_inputs=False, **options)
-
-
-# --------------------------------------------------------------------------- triggers
-
-
-@action(
-    "manual.trigger", trigger="manual", description="Start an execution by hand, with its input"
-)
-def manual_trigger(ctx: NodeContext) -> Any:
-    """Outputs the execution's input."""
-    return ctx.input
 
 
 # --------------------------------------------------------------------------- core
@@ -456,6 +446,7 @@ def set_variables(ctx: NodeContext) -> Output:
 
 
 BUILTIN_ACTIONS: tuple[Action, ...] = (
+    *TRIGGER_ACTIONS,
     *(_registry[name] for name in _registry),
     *WAIT_ACTIONS,
     *SUBWORKFLOW_ACTIONS,

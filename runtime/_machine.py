@@ -65,6 +65,7 @@ from ._records import (
 from ._retry import next_wait
 from ._snapshot import execution_data, has_unsaved_changes, restore, snapshot, take_checkpoint
 from ._subworkflows import child_ended
+from ._triggers import trigger_context
 from ._waiting import end_wait, resume_waiting, retry, retry_now, suspend_run
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -106,11 +107,7 @@ class ExecutionMachine(Flow):
         self.error: ErrorInfo | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
-        self.trigger_data: dict[str, Any] = {
-            "kind": graph.trigger_kind,
-            "node": graph.trigger,
-            "data": input,
-        }
+        self.trigger_data = trigger_context(graph.trigger_kind, graph.trigger, input)
 
         count = len(graph.order)
         self._run_counts = [0] * count
