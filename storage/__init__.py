@@ -4,8 +4,17 @@ from prana._records import StoredExecution as StoredExecution
 
 from ._memory import MemoryStore as MemoryStore
 from ._open import open_store as open_store
+from ._protocol import ScheduleState as ScheduleState
 from ._protocol import Store as Store
 from ._protocol import StoredWorkflow as StoredWorkflow
 from ._sqlite import SQLiteStore as SQLiteStore
 
-__all__ = ("MemoryStore", "SQLiteStore", "Store", "StoredExecution", "StoredWorkflow", "open_store")
+__all__ = (
+    "MemoryStore",
+    "SQLiteStore",
+    "ScheduleState",
+    "Store",
+    "StoredExecution",
+    "StoredWorkflow",
+    "open_store",
+)

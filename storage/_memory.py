@@ -15,7 +15,7 @@ import attrs
 
 from prana._records import Checkpoint, ExecutionStatus, NodeRun, StoredExecution, Suspension
 
-from ._protocol import StoredWorkflow, kept_paths
+from ._protocol import ScheduleState, StoredWorkflow, kept_paths
 
 FINAL = ("completed", "failed", "cancelled", "timed_out")
 
@@ -33,6 +33,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._workflows: dict[str, StoredWorkflow] = {}
         self._executions: dict[str, _Kept] = {}
+        self._schedules: dict[tuple[str, str], tuple[str, ScheduleState]] = {}
 
     async def open(self) -> None:
         """Nothing to prepare."""
@@ -51,6 +52,9 @@ class MemoryStore:
                 if not checkpoint.new:
                     lost.add(checkpoint.execution_id)
                     continue
+            elif checkpoint.new:  # started already, by this engine or another
+                lost.add(checkpoint.execution_id)
+                continue
             elif checkpoint.take:
                 execution = kept.execution
                 free = execution.owner in (None, owner) or (execution.lease_expires or 0.0) <= now
@@ -236,6 +240,40 @@ class MemoryStore:
             return False
         kept.execution = attrs.evolve(kept.execution, request=copy.deepcopy(dict(request)))
         return True
+
+    async def arm_schedule(
+        self, workflow_id: str, trigger: str, *, spec: str, first_at: float
+    ) -> ScheduleState:
+        """The state of a schedule trigger, made anew if it is new or changed."""
+        kept = self._schedules.get((workflow_id, trigger))
+        if kept is not None and kept[0] == spec:
+            return kept[1]
+        pending_at = kept[1].pending_at if kept is not None else None
+        state = ScheduleState(next_at=first_at, pending_at=pending_at)
+        self._schedules[(workflow_id, trigger)] = (spec, state)
+        return state
+
+    async def advance_schedule(
+        self, workflow_id: str, trigger: str, *, due_at: float, next_at: float, pending_at: float
+    ) -> bool:
+        """Claim the firing due at ``due_at``; false if another engine did."""
+        kept = self._schedules.get((workflow_id, trigger))
+        if kept is None or kept[1].next_at != due_at:
+            return False
+        self._schedules[(workflow_id, trigger)] = (
+            kept[0],
+            ScheduleState(next_at=next_at, pending_at=pending_at),
+        )
+        return True
+
+    async def schedule_started(self, workflow_id: str, trigger: str, pending_at: float) -> None:
+        """Forget the pending firing at ``pending_at``: its execution is saved."""
+        kept = self._schedules.get((workflow_id, trigger))
+        if kept is not None and kept[1].pending_at == pending_at:
+            self._schedules[(workflow_id, trigger)] = (
+                kept[0],
+                attrs.evolve(kept[1], pending_at=None),
+            )
 
     async def claim_orphans(
         self, *, owner: str, lease_expires: float, now: float, dead_owners: Iterable[str] = ()

@@ -31,6 +31,15 @@ class StoredWorkflow:
     created_at: float
 
 
+@attrs.frozen(kw_only=True)
+class ScheduleState:
+    """Where a schedule trigger stands: when it fires next, and the time of a firing
+    claimed but perhaps not yet started (``None`` once its execution is saved)."""
+
+    next_at: float
+    pending_at: float | None = None
+
+
 def kept_paths(checkpoint: Checkpoint) -> Mapping[str, Any]:
     """The routing state a store keeps: all of it, but for a completed execution only
     the nodes it skipped (nothing will run again, so nothing else is needed)."""
@@ -116,6 +125,25 @@ class Store(Protocol):
     async def request_control(self, execution_id: str, request: Mapping[str, Any]) -> bool:
         """Leave a request for the engine that runs an execution (it applies it and
         clears it with a checkpoint); false if the execution is not running."""
+        ...
+
+    async def arm_schedule(
+        self, workflow_id: str, trigger: str, *, spec: str, first_at: float
+    ) -> ScheduleState:
+        """The state of a schedule trigger, created (firing first at ``first_at``) if
+        it is new or its ``spec`` (cron expression and timezone) changed."""
+        ...
+
+    async def advance_schedule(
+        self, workflow_id: str, trigger: str, *, due_at: float, next_at: float, pending_at: float
+    ) -> bool:
+        """Claim the firing due at ``due_at``: move the schedule on to ``next_at`` and
+        note ``pending_at`` until its execution is saved. False if another engine
+        claimed it first (or the schedule changed)."""
+        ...
+
+    async def schedule_started(self, workflow_id: str, trigger: str, pending_at: float) -> None:
+        """The execution of the firing at ``pending_at`` is saved: forget it."""
         ...
 
     async def claim_orphans(

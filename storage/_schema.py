@@ -113,6 +113,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX suspensions_by_child ON suspensions (child_execution_id)
         WHERE child_execution_id IS NOT NULL;
     """,
+    # 2 -> 3
+    """
+    CREATE TABLE schedules (
+        workflow_id TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        next_at REAL NOT NULL,
+        pending_at REAL,
+        PRIMARY KEY (workflow_id, trigger)
+    ) WITHOUT ROWID;
+    """,
 )
 
 LATEST = len(MIGRATIONS)

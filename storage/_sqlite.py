@@ -32,7 +32,8 @@ from prana._errors import StoreError
 from prana._records import Checkpoint, ExecutionStatus, StoredExecution, Suspension
 
 from . import _codec as codec
-from ._protocol import StoredWorkflow
+from . import _sqlite_rows as rows
+from ._protocol import ScheduleState, StoredWorkflow
 from ._sqlite_file import locked_error, open_connections, store_error
 from ._sqlite_rows import (
     EXECUTION_COLUMNS,
@@ -506,6 +507,35 @@ class SQLiteStore:
             return cursor.rowcount == 1
 
         return await self._call(self._write, leave)
+
+    async def arm_schedule(
+        self, workflow_id: str, trigger: str, *, spec: str, first_at: float
+    ) -> ScheduleState:
+        """The state of a schedule trigger, made anew if it is new or changed."""
+        return await self._call(
+            self._write, lambda db: rows.arm_schedule(db, workflow_id, trigger, spec, first_at)
+        )
+
+    async def advance_schedule(
+        self, workflow_id: str, trigger: str, *, due_at: float, next_at: float, pending_at: float
+    ) -> bool:
+        """Claim the firing due at ``due_at``; false if another engine did."""
+        return await self._call(
+            self._write,
+            lambda db: rows.advance_schedule(db, workflow_id, trigger, due_at, next_at, pending_at),
+        )
+
+    async def schedule_started(self, workflow_id: str, trigger: str, pending_at: float) -> None:
+        """Forget the pending firing at ``pending_at``: its execution is saved."""
+
+        def forget(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE schedules SET pending_at = NULL "
+                "WHERE workflow_id = ? AND trigger = ? AND pending_at = ?",
+                (workflow_id, trigger, pending_at),
+            )
+
+        await self._call(self._write, forget)
 
     async def owners(self) -> list[str]:
         """Owners of running executions."""

@@ -9,7 +9,7 @@ from typing import Any
 from prana._records import Checkpoint, NodeRun, StoredExecution, Suspension
 
 from . import _codec as codec
-from ._protocol import kept_paths
+from ._protocol import ScheduleState, kept_paths
 
 EXECUTION_COLUMNS = (
     "id, workflow_id, workflow_version, workflow_hash, trigger, status, input, vars, paths, "
@@ -42,8 +42,9 @@ def apply_checkpoints(
         paths = codec.dumps(kept_paths(checkpoint))
         error = codec.dumps_error(checkpoint.error)
         if checkpoint.new:
-            db.execute(
-                f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 22)})",
+            cursor = db.execute(
+                f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 22)}) "
+                "ON CONFLICT (id) DO NOTHING",
                 (
                     checkpoint.execution_id,
                     checkpoint.workflow_id,
@@ -69,6 +70,9 @@ def apply_checkpoints(
                     None,
                 ),
             )
+            if cursor.rowcount != 1:  # started already, by this engine or another
+                lost.add(checkpoint.execution_id)
+                continue
         else:
             if checkpoint.status_changed or checkpoint.take:
                 assignments = (
@@ -240,3 +244,40 @@ def execution_from_row(
         runs=runs,
         suspensions=suspensions,
     )
+
+
+def arm_schedule(
+    db: sqlite3.Connection, workflow_id: str, trigger: str, spec: str, first_at: float
+) -> ScheduleState:
+    """The schedule's row, made anew if it is missing or its spec changed."""
+    row = db.execute(
+        "SELECT spec, next_at, pending_at FROM schedules WHERE workflow_id = ? AND trigger = ?",
+        (workflow_id, trigger),
+    ).fetchone()
+    if row is not None and row[0] == spec:
+        return ScheduleState(next_at=row[1], pending_at=row[2])
+    pending_at = row[2] if row is not None else None
+    db.execute(
+        "INSERT INTO schedules (workflow_id, trigger, spec, next_at, pending_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (workflow_id, trigger) "
+        "DO UPDATE SET spec = excluded.spec, next_at = excluded.next_at",
+        (workflow_id, trigger, spec, first_at, pending_at),
+    )
+    return ScheduleState(next_at=first_at, pending_at=pending_at)
+
+
+def advance_schedule(
+    db: sqlite3.Connection,
+    workflow_id: str,
+    trigger: str,
+    due_at: float,
+    next_at: float,
+    pending_at: float,
+) -> bool:
+    """Move the schedule past ``due_at`` if nobody did yet."""
+    cursor = db.execute(
+        "UPDATE schedules SET next_at = ?, pending_at = ? "
+        "WHERE workflow_id = ? AND trigger = ? AND next_at = ?",
+        (next_at, pending_at, workflow_id, trigger, due_at),
+    )
+    return cursor.rowcount == 1

@@ -17,6 +17,7 @@ import pytest
 import prana
 from prana._records import Checkpoint
 from prana.storage import MemoryStore, SQLiteStore, Store, StoredWorkflow
+from prana.storage import ScheduleState
 from prana.storage._schema import LATEST, MIGRATIONS
 
 ME, OTHER = "host:1:me", "host:2:other"
@@ -311,7 +312,8 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
     assert found is not None
     assert (found.node_key, found.child_execution_id) == ("wait", None)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 3
+        assert db.execute("SELECT count(*) FROM schedules").fetchone()[0] == 0
 
 
 async def test_sqlite_commit_waits_while_another_process_holds_the_write_lock(
@@ -510,3 +512,46 @@ async def test_store_urls() -> None:
     ]:
         with pytest.raises(prana.StoreError, match=message):
             SQLiteStore.from_url(bad)
+
+
+@STORES
+async def test_schedules_are_claimed_once_and_their_pending_firing_kept(
+    kind: str, tmp_path: Path
+) -> None:
+    async with opened(kind, tmp_path) as store:
+        await _schedule_steps(store)
+
+
+async def _schedule_steps(store: Store) -> None:
+    state = await store.arm_schedule("report", "daily", spec="0 9 * * * UTC", first_at=100.0)
+    assert state == ScheduleState(next_at=100.0, pending_at=None)
+    # Arming again with the same spec keeps where it stands.
+    again = await store.arm_schedule("report", "daily", spec="0 9 * * * UTC", first_at=999.0)
+    assert again.next_at == 100.0
+
+    args = {"due_at": 100.0, "next_at": 200.0, "pending_at": 100.0}
+    assert await store.advance_schedule("report", "daily", **args) is True
+    assert await store.advance_schedule("report", "daily", **args) is False  # claimed already
+    state = await store.arm_schedule("report", "daily", spec="0 9 * * * UTC", first_at=999.0)
+    assert state == ScheduleState(next_at=200.0, pending_at=100.0)
+
+    await store.schedule_started("report", "daily", 100.0)
+    changed = await store.arm_schedule("report", "daily", spec="0 10 * * * UTC", first_at=300.0)
+    assert changed == ScheduleState(next_at=300.0, pending_at=None)
+
+
+@STORES
+async def test_an_execution_is_started_once_whoever_saves_it_first(
+    kind: str, tmp_path: Path
+) -> None:
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        first = checkpoint("same", status="running", new=True)
+        assert await store.commit([first], owner=ME, lease_expires=1e12, now=1.0) == set()
+        again = checkpoint("same", status="running", new=True)
+        other = checkpoint("other", status="running", new=True)
+        lost = await store.commit([again, other], owner=OTHER, lease_expires=1e12, now=2.0)
+        assert lost == {"same"}  # refused alone; the rest of the batch is kept
+        kept = await store.load_execution("same")
+        assert kept is not None and kept.owner == ME
+        assert await store.load_execution("other") is not None
