@@ -4,19 +4,21 @@ Graphs are compiled once per workflow version and trigger and shared by every
 execution of it. An execution restored from the store gets the graph of the exact
 definition it started on (by content hash), loaded once however many executions
 ask at the same time. ``workflow.execute`` finds workflows by id among those
-registered here, then among those stored.
+registered here, then among those stored. Workflows registered on purpose are
+served: the highest version of each answers its webhook requests.
 """
 
 from __future__ import annotations
 
 import anyio
 
-from prana._compiler import ExecutionGraph, compile_workflow
+from prana._compiler import ExecutionGraph, compile_workflow, triggers_of
 from prana._errors import PranaError
 from prana._loading import WorkflowSource, load_workflow, workflow_to_dict
 from prana._model import Workflow
 from prana._records import StoredExecution
 from prana._registry import ActionRegistry
+from prana._triggers import TriggerError, webhook_path, webhook_routes
 from prana.storage import Store, StoredWorkflow
 
 
@@ -31,6 +33,10 @@ class Catalog:
         self._saved_hashes: set[str] = set()
         self._definitions: dict[str, StoredWorkflow] = {}
         self._loading: dict[str, anyio.Event] = {}
+        # The workflows the engine serves (registered on purpose): the highest version
+        # of each id answers its webhook requests and runs its schedules.
+        self.served: dict[str, Workflow] = {}
+        self._routes: dict[tuple[str, str], tuple[str, str]] = {}
 
     def register(self, workflow: Workflow | WorkflowSource) -> Workflow:
         """Know ``workflow`` by its id and version."""
@@ -38,6 +44,50 @@ class Catalog:
             workflow = load_workflow(workflow, actions=self.actions)
         self.registered.setdefault(workflow.id, {})[workflow.version] = workflow
         return workflow
+
+    def serve(self, workflow: Workflow | WorkflowSource) -> tuple[Workflow, bool]:
+        """Register ``workflow`` and answer its triggers, unless a higher version of it
+        is served already; return it and whether it is now served. Raises
+        :class:`WorkflowValidationError` if any of its triggers does not compile, and
+        :class:`TriggerError` if another workflow answers one of its webhooks."""
+        workflow = self.register(workflow)
+        for key in triggers_of(workflow, self.actions):
+            self.compile(workflow, trigger=key)
+        current = self.served.get(workflow.id)
+        if current is not None and current.version > workflow.version:
+            return workflow, False
+        routes = webhook_routes(workflow, self.actions)
+        for (method, path), key in routes.items():
+            other = self._routes.get((method, path))
+            if other is not None and other[0] != workflow.id:
+                raise TriggerError(
+                    f"webhook {method} /{path} of workflow {workflow.id!r} (trigger {key!r}) "
+                    f"is answered by workflow {other[0]!r} already; give one of them another path"
+                )
+        self._routes = {route: to for route, to in self._routes.items() if to[0] != workflow.id}
+        self._routes.update({route: (workflow.id, key) for route, key in routes.items()})
+        self.served[workflow.id] = workflow
+        return workflow, True
+
+    def webhook(self, method: str, path: str) -> tuple[Workflow, str]:
+        """The served workflow and trigger that answer a request. Raises
+        :class:`TriggerError` saying which requests are answered if none does."""
+        method, path = method.upper(), webhook_path(path)
+        found = self._routes.get((method, path))
+        if found is not None:
+            return self.served[found[0]], found[1]
+        known = sorted(f"{m} /{p}" for m, p in self._routes)
+        also = [m for m, p in self._routes if p == path]
+        hint = f"; /{path} answers {', '.join(sorted(also))}" if also else ""
+        raise TriggerError(
+            f"no served workflow answers {method} /{path}{hint}; "
+            + (
+                f"webhooks answered: {', '.join(known)}"
+                if known
+                else "no workflow with a "
+                "webhook.trigger is registered (engine.register or Engine(workflows=...))"
+            )
+        )
 
     def compile(
         self, workflow: Workflow | WorkflowSource, *, trigger: str | None = None

@@ -42,10 +42,11 @@ from ._clock import Clock, SystemClock, new_execution_id
 from ._control import control, deliver_requests
 from ._handle import DEFAULT_EVENT_BUFFER
 from ._handle import ExecutionHandle as ExecutionHandle
-from ._ownership import dead_owners, new_owner_id
+from ._ownership import dead_owners, new_owner_id, recover_orphans
+from ._schedules import Schedules, ScheduleSlot
 from ._subscription import Middleware, Publisher, Subscription
 from ._supervisor import ExecutionSupervisor, Lost, ResumeRequest, Services, WakeRequest
-from ._timers import TimerActor
+from ._timers import TimerActor, fire_timer
 from ._writer import CheckpointWriter
 
 logger = logging.getLogger("prana.engine")
@@ -73,7 +74,8 @@ class Engine(AsyncContextManagerMixin):
     seconds, an engine that stops answering keeps its executions before another
     takes them; ``heartbeat`` how often it renews its leases and looks for abandoned
     executions (default: a third of ``lease``). ``recover=False`` leaves other
-    engines' abandoned executions alone.
+    engines' abandoned executions alone. ``workflows`` are served as by
+    :meth:`register`; ``schedules=False`` does not run their schedule triggers.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class Engine(AsyncContextManagerMixin):
         recover: bool = True,
         workflows: Iterable[Workflow | WorkflowSource] = (),
         max_depth: int = DEFAULT_MAX_DEPTH,
+        schedules: bool = True,
     ) -> None:
         if durability not in (None, "off", "normal", "full"):
             raise ValueError(f"durability must be 'off', 'normal' or 'full', not {durability!r}")
@@ -106,9 +109,8 @@ class Engine(AsyncContextManagerMixin):
         self.max_depth = max_depth
         self._catalog = Catalog(self.actions)
         self._family = Family(self)
+        self._schedules = Schedules(self) if schedules else None
         self._idle: anyio.Event | None = None
-        for workflow in workflows:
-            self.register(workflow)
         self._unrunnable: set[str] = set()
         self._live: dict[str, ExecutionSupervisor] = {}
         self._watchers: dict[str, anyio.Event] = {}
@@ -116,6 +118,8 @@ class Engine(AsyncContextManagerMixin):
         self._task_group: TaskGroup | None = None
         self._store: Store | None = None
         self._services: Services | None = None
+        for workflow in workflows:
+            self.register(workflow)
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Engine]:
@@ -142,9 +146,12 @@ class Engine(AsyncContextManagerMixin):
                 for suspension in await store.timers():
                     timers.add(suspension)
                 if self._recover:
-                    await self._recover_orphans(dead_owners(await store.owners()))
+                    await recover_orphans(self, dead_owners(await store.owners()))
                 if self._recover:
                     await reconcile(self)
+                if self._schedules is not None:
+                    for served in list(self._catalog.served.values()):
+                        await self._schedules.arm(served)
                 task_group.start_soon(self._heartbeat)
                 task_group.start_soon(self._pick_up_requests)
                 try:
@@ -177,12 +184,35 @@ class Engine(AsyncContextManagerMixin):
         return self._catalog.compile(workflow, trigger=trigger)
 
     def register(self, workflow: Workflow | WorkflowSource) -> Workflow:
-        """Make a workflow known by id, for ``workflow.execute`` nodes to start.
+        """Serve a workflow: ``workflow.execute`` nodes find it by id, its webhook
+        triggers answer :meth:`start_webhook`, and its schedule triggers run while the
+        engine is open (unless ``Engine(schedules=False)``). The highest version
+        registered of an id is the one served.
 
-        Workflows an engine has started, and those stored by earlier executions, are
-        known already. Raises :class:`WorkflowValidationError` if it is invalid.
+        Raises :class:`WorkflowValidationError` if it is invalid, and
+        :class:`TriggerError` if another workflow answers one of its webhooks.
         """
-        return self._catalog.register(workflow)
+        workflow, served = self._catalog.serve(workflow)
+        if served and self._schedules is not None and self._task_group is not None:
+            self._task_group.start_soon(self._schedules.arm, workflow)
+        return workflow
+
+    async def start_webhook(
+        self,
+        path: str,
+        *,
+        method: str = "POST",
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> ExecutionHandle:
+        """Start the registered workflow whose ``webhook.trigger`` answers ``method``
+        and ``path``, with the request as ``trigger`` (``trigger.body``,
+        ``trigger.headers`` with lower-case names, ``trigger.query``). Raises
+        :class:`TriggerError` if no registered workflow answers the request."""
+        workflow, trigger = self._catalog.webhook(method, path)
+        request = {"method": method, "path": path, "headers": headers, "query": query}
+        return await self.start(workflow, {**request, "body": body}, trigger=trigger)
 
     async def start(
         self,
@@ -479,50 +509,8 @@ class Engine(AsyncContextManagerMixin):
     async def _save_definition(self, graph: ExecutionGraph) -> None:
         await self._catalog.save(graph, self._require_store(), self.clock.now())
 
-    async def _fire_timer(self, suspension: Suspension) -> None:
-        """A deadline passed: wake the node, here or by taking its execution."""
-        execution_id = suspension.execution_id
-        supervisor = self._live.get(execution_id)
-        if supervisor is not None:
-            supervisor.deliver(WakeRequest(execution_index=suspension.execution_index))
-            return
-        stored = await self._require_store().load_execution(execution_id)
-        if stored is None or stored.status not in ("suspended", "paused"):
-            return  # gone, ended, or running elsewhere (where its timers are)
-        machine = await self._restore(stored)
-        live = self._live.get(execution_id)
-        if live is not None:  # taken meanwhile by another task of this engine
-            live.deliver(WakeRequest(execution_index=suspension.execution_index))
-            return
-        commands = machine.wake(suspension.execution_index, self.clock.now())
-        if not commands and not machine.has_unsaved_changes:
-            return  # resumed already, paused, or not due after all
-        if self._task_group is not None:
-            machine.take_on_save = True  # unless another engine took it meanwhile
-            self._launch(machine, lambda now: commands)
-
-    async def _recover_orphans(self, dead: Iterable[str] = ()) -> None:
-        """Take over running executions whose engine died, and carry them on."""
-        store = self._require_store()
-        taken = await store.claim_orphans(
-            owner=self.owner,
-            lease_expires=time.time() + self._lease,
-            now=time.time(),
-            dead_owners=dead,
-        )
-        for execution_id in taken:
-            if execution_id in self._live or execution_id in self._unrunnable:
-                continue
-            try:
-                stored = await self._load(execution_id)
-                machine = await self._restore(stored)
-            except PranaError as exc:
-                self._unrunnable.add(execution_id)
-                logger.error("cannot carry on execution %s here: %s", execution_id, exc)
-                await store.renew([execution_id], owner=self.owner, lease_expires=0.0)
-                continue
-            logger.info("carrying on execution %s from its last checkpoint", execution_id)
-            self._launch(machine, machine.recover)
+    async def _fire_timer(self, timer: Suspension | ScheduleSlot) -> None:
+        await fire_timer(self, timer)
 
     async def _heartbeat(self) -> None:
         """Renew the leases of live executions; take over those of dead engines."""
@@ -533,7 +521,7 @@ class Engine(AsyncContextManagerMixin):
                 list(self._live), owner=self.owner, lease_expires=time.time() + self._lease
             )
             if self._recover:
-                await self._recover_orphans()
+                await recover_orphans(self)
 
     async def _pick_up_requests(self) -> None:
         """Apply the cancel and pause requests other engines leave for executions

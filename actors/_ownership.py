@@ -2,14 +2,25 @@
 
 An engine's owner id is ``host:pid:random``. An engine that finds executions owned
 by a process of its own host that no longer exists takes them at once instead of
-waiting for their leases to expire; anything else waits for the lease.
+waiting for their leases to expire; anything else waits for the lease. Taken
+executions carry on from their last checkpoint (:func:`recover_orphans`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prana._errors import PranaError
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+logger = logging.getLogger("prana.engine")
 
 
 def new_owner_id() -> str:
@@ -36,3 +47,29 @@ def dead_owners(owners: Iterable[str]) -> list[str]:
         except PermissionError:
             continue  # alive, owned by someone else
     return dead
+
+
+async def recover_orphans(engine: Engine, dead: Iterable[str] = ()) -> None:
+    """Take over running executions whose engine died, and carry them on from their
+    last checkpoint. One that cannot run here (its workflow is missing or no longer
+    compiles) is released again and left alone from then on."""
+    store = engine._require_store()
+    taken = await store.claim_orphans(
+        owner=engine.owner,
+        lease_expires=time.time() + engine._lease,
+        now=time.time(),
+        dead_owners=dead,
+    )
+    for execution_id in taken:
+        if execution_id in engine._live or execution_id in engine._unrunnable:
+            continue
+        try:
+            stored = await engine._load(execution_id)
+            machine = await engine._restore(stored)
+        except PranaError as exc:
+            engine._unrunnable.add(execution_id)
+            logger.error("cannot carry on execution %s here: %s", execution_id, exc)
+            await store.renew([execution_id], owner=engine.owner, lease_expires=0.0)
+            continue
+        logger.info("carrying on execution %s from its last checkpoint", execution_id)
+        engine._launch(machine, machine.recover)

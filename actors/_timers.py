@@ -1,4 +1,5 @@
-"""The timer actor: wakes waiting nodes when their deadline passes (DESIGN §7).
+"""The timer actor: wakes waiting nodes when their deadline passes, and fires
+schedule triggers (DESIGN §7).
 
 It keeps a heap of deadlines, sleeps on the engine's clock until the earliest, and
 hands each due timer to the engine, which wakes the node: in memory if its execution
@@ -15,6 +16,7 @@ import heapq
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -22,10 +24,25 @@ from anyio.abc import TaskGroup, TaskStatus
 from prana._records import Suspension
 
 from ._clock import Clock
+from ._schedules import ScheduleSlot
+
+if TYPE_CHECKING:
+    from ._engine import Engine
 
 logger = logging.getLogger("prana.engine")
 
-Fire = Callable[[Suspension], Awaitable[None]]
+
+class Timer(Protocol):
+    """What the timer actor keeps: a deadline, and a key that tells it from others."""
+
+    @property
+    def wake_at(self) -> float | None: ...
+
+    @property
+    def timer_key(self) -> tuple[str, int]: ...
+
+
+Fire = Callable[[Any], Awaitable[None]]
 
 
 class TimerActor:
@@ -34,7 +51,7 @@ class TimerActor:
     def __init__(self, clock: Clock, fire: Fire) -> None:
         self._clock = clock
         self._fire = fire
-        self._heap: list[tuple[float, int, Suspension]] = []
+        self._heap: list[tuple[float, int, Timer]] = []
         self._known: set[tuple[str, int]] = set()
         self._counter = itertools.count()
         self._waiting: anyio.CancelScope | None = None
@@ -43,18 +60,18 @@ class TimerActor:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def add(self, suspension: Suspension) -> None:
-        """Arm a timer for a waiting node with a deadline (again: no effect)."""
-        if suspension.wake_at is None:
+    def add(self, timer: Timer) -> None:
+        """Arm a timer: a waiting node with a deadline (a :class:`Suspension`) or a
+        schedule's next time. Arming it again has no effect."""
+        wake_at = timer.wake_at
+        if wake_at is None:
             return
-        key = (suspension.execution_id, suspension.execution_index)
+        key = timer.timer_key
         if key in self._known:
             return
         self._known.add(key)
-        heapq.heappush(self._heap, (suspension.wake_at, next(self._counter), suspension))
-        if self._waiting is not None and (
-            self._deadline is None or suspension.wake_at < self._deadline
-        ):
+        heapq.heappush(self._heap, (wake_at, next(self._counter), timer))
+        if self._waiting is not None and (self._deadline is None or wake_at < self._deadline):
             self._waiting.cancel()  # wake up and sleep again until the new earliest
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -74,16 +91,42 @@ class TimerActor:
     def _fire_due(self, firing: TaskGroup) -> None:
         now = self._clock.now()
         while self._heap and self._heap[0][0] <= now:
-            _, _, suspension = heapq.heappop(self._heap)
-            self._known.discard((suspension.execution_id, suspension.execution_index))
-            firing.start_soon(self._fire_one, suspension)
+            _, _, timer = heapq.heappop(self._heap)
+            self._known.discard(timer.timer_key)
+            firing.start_soon(self._fire_one, timer)
 
-    async def _fire_one(self, suspension: Suspension) -> None:
+    async def _fire_one(self, timer: Timer) -> None:
         try:
-            await self._fire(suspension)
+            await self._fire(timer)
         except Exception:
-            logger.exception(
-                "could not wake node %r of execution %s",
-                suspension.node_key,
-                suspension.execution_id,
-            )
+            logger.exception("timer %s at %s failed", timer.timer_key[0], timer.wake_at)
+
+
+async def fire_timer(engine: Engine, suspension: Suspension | ScheduleSlot) -> None:
+    """A deadline passed: wake the node, here or by taking its execution; or a
+    schedule's time came."""
+    from ._supervisor import WakeRequest  # the supervisor module needs this one first
+
+    if isinstance(suspension, ScheduleSlot):
+        if engine._schedules is not None:
+            await engine._schedules.fire(suspension)
+        return
+    execution_id = suspension.execution_id
+    supervisor = engine._live.get(execution_id)
+    if supervisor is not None:
+        supervisor.deliver(WakeRequest(execution_index=suspension.execution_index))
+        return
+    stored = await engine._require_store().load_execution(execution_id)
+    if stored is None or stored.status not in ("suspended", "paused"):
+        return  # gone, ended, or running elsewhere (where its timers are)
+    machine = await engine._restore(stored)
+    live = engine._live.get(execution_id)
+    if live is not None:  # taken meanwhile by another task of this engine
+        live.deliver(WakeRequest(execution_index=suspension.execution_index))
+        return
+    commands = machine.wake(suspension.execution_index, engine.clock.now())
+    if not commands and not machine.has_unsaved_changes:
+        return  # resumed already, paused, or not due after all
+    if engine._task_group is not None:
+        machine.take_on_save = True  # unless another engine took it meanwhile
+        engine._launch(machine, lambda now: commands)

@@ -73,6 +73,7 @@ from ._registry import Action as Action
 from ._registry import ActionRegistry as ActionRegistry
 from ._subworkflows import ExecuteParams as ExecuteParams
 from ._subworkflows import ExecuteWorkflow as ExecuteWorkflow
+from ._triggers import TriggerError as TriggerError
 from ._validation import check_workflow as check_workflow
 from .actors import Engine as Engine
 from .actors import ExecutionHandle as ExecutionHandle
@@ -137,6 +138,7 @@ __all__ = (
     "Suspend",
     "Suspension",
     "SwitchParams",
+    "TriggerError",
     "Workflow",
     "WorkflowSettings",
     "WorkflowValidationError",

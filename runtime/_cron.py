@@ -88,16 +88,19 @@ class Cron:
             day += datetime.timedelta(days=1)
         raise CronError(f"cron expression {self.expression!r} never matches a date")
 
-    def latest_due(self, after: float, now: float, *, limit: int = 100_000) -> float | None:
+    def latest_due(self, after: float, now: float) -> float | None:
         """The last time in (``after``, ``now``], or ``None`` if there is none."""
-        latest = None
-        when = self.next_after(after)
-        for _ in range(limit):
-            if when > now:
-                break
-            latest = when
-            when = self.next_after(when)
-        return latest
+        # Look in the last two days first: a frequent schedule left for months has
+        # too many times to walk through one by one.
+        for start in (max(after, now - 2 * 86400), after):
+            latest = None
+            when = self.next_after(start)
+            while when <= now:
+                latest = when
+                when = self.next_after(when)
+            if latest is not None or start == after:
+                return latest
+        return None
 
 
 def _exists(local: datetime.datetime) -> bool:

@@ -100,6 +100,11 @@ class Suspension:
     child_execution_id: str | None = None
 
     @property
+    def timer_key(self) -> tuple[str, int]:
+        """What tells this node's timer from every other one."""
+        return (self.execution_id, self.execution_index)
+
+    @property
     def is_deadline(self) -> bool:
         """Whether this is the execution's own deadline (``settings.timeout``), not a
         waiting node."""

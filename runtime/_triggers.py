@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._context import NodeContext
-from ._cron import CronError, parse_cron
+from ._cron import Cron, CronError, parse_cron
 from ._errors import PranaError, Problem, did_you_mean
 from ._expressions import contains_template
+from ._model import Workflow
 from ._registry import Action, ActionRegistry, F
 
 if TYPE_CHECKING:
@@ -272,3 +273,29 @@ def _arguments(given: Any, params: Mapping[str, Any], where: str) -> dict[str, A
     if missing:
         raise TriggerError(f"{where} is missing argument {', '.join(map(repr, missing))}")
     return {**defaults, **arguments}
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def webhook_routes(workflow: Workflow, actions: ActionRegistry) -> dict[tuple[str, str], str]:
+    """The requests ``workflow``'s webhook triggers answer: (method, path) to the
+    trigger's key."""
+    routes: dict[tuple[str, str], str] = {}
+    for node in workflow.nodes:
+        action = actions.get(node.type)
+        if action is not None and action.trigger == "webhook":
+            method = str(node.params.get("method", "POST")).upper()
+            path = webhook_path(str(node.params.get("path") or workflow.id))
+            routes[(method, path)] = node.key
+    return routes
+
+
+def schedule_triggers(workflow: Workflow, actions: ActionRegistry) -> dict[str, Cron]:
+    """``workflow``'s schedule triggers: key to parsed cron expression. Raises
+    :class:`CronError` for one that does not parse (compiling reports it first)."""
+    return {
+        node.key: parse_cron(node.params.get("cron"), node.params.get("timezone", "UTC"))
+        for node in workflow.nodes
+        if (action := actions.get(node.type)) is not None and action.trigger == "schedule"
+    }

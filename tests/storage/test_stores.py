@@ -16,8 +16,7 @@ import pytest
 
 import prana
 from prana._records import Checkpoint
-from prana.storage import MemoryStore, SQLiteStore, Store, StoredWorkflow
-from prana.storage import ScheduleState
+from prana.storage import MemoryStore, ScheduleState, SQLiteStore, Store, StoredWorkflow
 from prana.storage._schema import LATEST, MIGRATIONS
 
 ME, OTHER = "host:1:me", "host:2:other"
@@ -553,5 +552,6 @@ async def test_an_execution_is_started_once_whoever_saves_it_first(
         lost = await store.commit([again, other], owner=OTHER, lease_expires=1e12, now=2.0)
         assert lost == {"same"}  # refused alone; the rest of the batch is kept
         kept = await store.load_execution("same")
-        assert kept is not None and kept.owner == ME
+        assert kept is not None
+        assert kept.owner == ME
         assert await store.load_execution("other") is not None

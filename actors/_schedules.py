@@ -1,0 +1,124 @@
+"""Schedule triggers: the cron side of the timer actor (DESIGN §7).
+
+Each ``schedule.trigger`` of a workflow the engine serves has a row in the store
+with the next time it fires. The timer actor wakes at that time; the engine claims
+the firing in the store (one engine wins, however many serve the workflow), moves the
+schedule on, and starts an execution whose id derives from the workflow, trigger and
+time, so that starting it twice saves it once. The claim leaves a pending mark until
+the execution is saved: an engine that starts after a crash between the two starts
+it then. Times that passed while no engine ran fire once, for the latest of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING
+
+import attrs
+
+from prana._cron import Cron
+from prana._errors import PranaError
+from prana._machine import ExecutionMachine
+from prana._model import Workflow
+from prana._triggers import iso_time, schedule_triggers, trigger_input
+from prana.storage import ScheduleState
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+logger = logging.getLogger("prana.engine")
+
+
+@attrs.frozen
+class ScheduleSlot:
+    """A time a schedule trigger fires, as the timer actor keeps it."""
+
+    workflow_id: str
+    trigger: str
+    wake_at: float
+
+    @property
+    def timer_key(self) -> tuple[str, int]:
+        """What tells this timer from every other one."""
+        return (f"schedule:{self.workflow_id}:{self.trigger}", round(self.wake_at * 1000))
+
+
+def schedule_execution_id(workflow_id: str, trigger: str, at: float) -> str:
+    """The id of the execution a schedule starts for time ``at``: the same in every
+    engine. Like every execution id, 32 hex digits that sort by time."""
+    digest = hashlib.blake2b(f"{workflow_id}\0{trigger}\0{at!r}".encode(), digest_size=10)
+    return f"{int(at * 1000) & 0xFFFFFFFFFFFF:012x}{digest.hexdigest()}"
+
+
+class Schedules:
+    """The schedule triggers an engine runs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._armed: dict[tuple[str, str], tuple[Workflow, Cron]] = {}
+
+    async def arm(self, workflow: Workflow) -> None:
+        """Run ``workflow``'s schedule triggers (it is the version the engine serves)
+        from where the store says they stand."""
+        for key, cron in schedule_triggers(workflow, self._engine.actions).items():
+            self._armed[(workflow.id, key)] = (workflow, cron)
+            state = await self._state(workflow.id, key, cron)
+            if state.pending_at is not None:  # claimed before a crash: start it if unsaved
+                await self._start(workflow.id, key, state.pending_at)
+            self._add(ScheduleSlot(workflow.id, key, state.next_at))
+
+    async def fire(self, slot: ScheduleSlot) -> None:
+        """A schedule's time came: claim it, start its execution, arm the next."""
+        armed = self._armed.get((slot.workflow_id, slot.trigger))
+        if armed is None:
+            return
+        workflow, cron = armed
+        engine = self._engine
+        now = engine.clock.now()
+        latest = cron.latest_due(slot.wake_at, now) or slot.wake_at
+        next_at = cron.next_after(max(now, slot.wake_at))
+        claimed = await engine._require_store().advance_schedule(
+            workflow.id, slot.trigger, due_at=slot.wake_at, next_at=next_at, pending_at=latest
+        )
+        if not claimed:  # another engine fired it: follow the schedule as it stands now
+            state = await self._state(workflow.id, slot.trigger, cron)
+            self._add(ScheduleSlot(workflow.id, slot.trigger, state.next_at))
+            return
+        self._add(ScheduleSlot(workflow.id, slot.trigger, next_at))
+        await self._start(workflow.id, slot.trigger, latest)
+
+    async def _state(self, workflow_id: str, trigger: str, cron: Cron) -> ScheduleState:
+        return await self._engine._require_store().arm_schedule(
+            workflow_id,
+            trigger,
+            spec=f"{cron.expression} {cron.timezone}",
+            first_at=cron.next_after(self._engine.clock.now()),
+        )
+
+    async def _start(self, workflow_id: str, trigger: str, at: float) -> None:
+        engine = self._engine
+        store = engine._require_store()
+        execution_id = schedule_execution_id(workflow_id, trigger, at)
+        if await store.load_execution(execution_id) is None:
+            workflow, _ = self._armed[(workflow_id, trigger)]
+            graph = engine.compile(workflow, trigger=trigger)
+            input = trigger_input(graph, {"scheduled_at": iso_time(at)}, at)
+            await engine._save_definition(graph)
+            machine = ExecutionMachine(
+                graph, execution_id=execution_id, input=input, env=engine._env
+            )
+            supervisor = engine._launch(machine, machine.start)
+            try:
+                await supervisor.wait_saved()
+            except PranaError:  # another engine started it first
+                return
+            logger.info(
+                "schedule %s of %s started execution %s", trigger, workflow_id, execution_id
+            )
+        await store.schedule_started(workflow_id, trigger, at)
+
+    def _add(self, slot: ScheduleSlot) -> None:
+        services = self._engine._services
+        if services is not None:
+            services.timers.add(slot)
