@@ -311,8 +311,13 @@ def _with_engine(
     workflows: Sequence[Workflow] = (),
 ) -> T:
     async def main() -> T:
+        # Schedules are for a long-running engine; a command runs what it is told.
         async with Engine(
-            actions=actions, store=store_url(args), recover=False, workflows=workflows
+            actions=actions,
+            store=store_url(args),
+            recover=False,
+            workflows=workflows,
+            schedules=False,
         ) as engine:
             done = await work(engine)
             await engine.wait_idle()  # a parent told of its child's end carries on

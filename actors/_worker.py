@@ -184,7 +184,8 @@ async def call_action(
                 wake_port=value.wake_port,
                 wake_data=_json_copy(value.wake_data, "Suspend.wake_data"),
                 resume_port=value.resume_port,
-                token=secrets.token_urlsafe(24) if value.token else None,
+                # A prefix: a token never starts with "-", which reads as an option.
+                token=f"wh_{secrets.token_urlsafe(24)}" if value.token else None,
             )
         elif isinstance(value, Output):
             port = value.port

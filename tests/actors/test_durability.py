@@ -68,6 +68,7 @@ async def test_a_waiting_execution_survives_a_restart_and_resumes_by_token(tmp_p
     (suspension,) = waiting.suspensions
     assert (suspension.node_key, suspension.kind) == ("approval", "webhook")
     assert suspension.token is not None
+    assert suspension.token.startswith("wh_")  # never "-...", which reads as an option
     assert len(suspension.token) >= 32
 
     async with open_engine(path=db) as engine:
