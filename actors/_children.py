@@ -200,7 +200,9 @@ async def tell_parent_quietly(engine: Engine, parent_id: str, outcome: ChildOutc
 
 async def reconcile(engine: Engine) -> None:
     """Tell every node waiting for a child that has ended (children that ended while
-    no process ran, or whose parent waits in the store)."""
+    no process ran, or whose parent waits in the store); cancel the ``sync``
+    children of parents that ended without them (a crash between cancelling a
+    parent and cancelling its children)."""
     store = engine._require_store()
     for suspension in await store.finished_children():
         assert suspension.child_execution_id is not None
@@ -209,6 +211,8 @@ async def reconcile(engine: Engine) -> None:
             await tell_parent_quietly(
                 engine, suspension.execution_id, outcome_of(child.to_execution())
             )
+    for child_id, parent_id, status in await store.abandoned_children():
+        await cancel_quietly(engine, child_id, f"its parent execution {parent_id} is {status}")
 
 
 async def cancel_quietly(engine: Engine, execution_id: str, reason: str) -> None:

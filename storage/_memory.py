@@ -208,6 +208,18 @@ class MemoryStore:
                     found.append(suspension)
         return found
 
+    async def abandoned_children(self) -> list[tuple[str, str, ExecutionStatus]]:
+        """``sync`` children not ended whose parent has ended."""
+        found = []
+        for kept in self._executions.values():
+            child = kept.execution
+            if child.mode != "sync" or child.status in FINAL or child.parent_execution_id is None:
+                continue
+            parent = self._executions.get(child.parent_execution_id)
+            if parent is not None and parent.execution.status in FINAL:
+                found.append((child.id, parent.execution.id, parent.execution.status))
+        return found
+
     async def find_workflow(
         self, workflow_id: str, version: int | None = None
     ) -> StoredWorkflow | None:

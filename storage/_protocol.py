@@ -111,6 +111,11 @@ class Store(Protocol):
         """Nodes waiting for a child execution (``workflow.execute``) that has ended."""
         ...
 
+    async def abandoned_children(self) -> list[tuple[str, str, ExecutionStatus]]:
+        """``sync`` children that have not ended though their parent has: (child id,
+        parent id, parent status)."""
+        ...
+
     async def find_workflow(
         self, workflow_id: str, version: int | None = None
     ) -> StoredWorkflow | None:

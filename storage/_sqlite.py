@@ -460,6 +460,21 @@ class SQLiteStore:
 
         return await self._call_read(fetch)
 
+    async def abandoned_children(self) -> list[tuple[str, str, ExecutionStatus]]:
+        """``sync`` children not ended whose parent has ended."""
+
+        def fetch(db: sqlite3.Connection) -> list[tuple[str, str, ExecutionStatus]]:
+            rows = db.execute(
+                "SELECT c.id, p.id, p.status FROM executions c "
+                "JOIN executions p ON p.id = c.parent_execution_id "
+                "WHERE c.status IN ('pending', 'running', 'suspended', 'paused') "
+                "AND c.mode = 'sync' "
+                "AND p.status IN ('completed', 'failed', 'cancelled', 'timed_out')"
+            )
+            return [(row[0], row[1], row[2]) for row in rows]
+
+        return await self._call_read(fetch)
+
     async def find_workflow(
         self, workflow_id: str, version: int | None = None
     ) -> StoredWorkflow | None:
