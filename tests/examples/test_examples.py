@@ -6,8 +6,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import anyio
 
 import prana
+import prana.testing
 from tests.helpers import run
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -69,3 +73,52 @@ def test_embedding_app_runs_on_both_backends() -> None:
             "order -> charge -> apologise" if "900" in extra else "order -> charge -> confirm"
         )
         assert expected in done.stdout
+
+
+async def test_order_intake_takes_orders_from_each_of_its_triggers() -> None:
+    workflow = prana.load_workflow(EXAMPLES / "order_intake.yaml")
+    clock = prana.testing.VirtualClock(start=1_900_000_000.0)  # 2030-03-17T17:46:40Z
+    async with prana.Engine(env={}, clock=clock, workflows=[workflow]) as engine:
+        events = engine.events()
+        web = await engine.start_webhook(
+            "orders", headers={"X-Shop": "berlin"}, body={"amount": 40}
+        )
+        called = await engine.run(workflow, {"amount": 15}, trigger="call")
+        hooked = await web.result()
+        clock.set(1_900_054_800.0)  # 2030-03-18T09:00Z: past 02:00 in Berlin
+        with anyio.fail_after(10):
+            async for event in events:
+                if isinstance(event, prana.ExecutionCompleted) and event.execution_id not in (
+                    hooked.id,
+                    called.id,
+                ):
+                    swept = await engine.get(event.execution_id)
+                    break
+    assert hooked.output == {"accepted": 40, "shop": "berlin", "via": "webhook"}
+    assert called.output == {"accepted": 15, "shop": "direct", "via": "function"}
+    assert swept.order == ["nightly", "sweep", "accept"]
+    assert swept.output == {
+        "accepted": 0,
+        "shop": "sweep at 2030-03-18T01:00:00+00:00",
+        "via": "schedule",
+    }
+
+
+def test_order_intake_runs_each_trigger_from_the_command_line(tmp_path: Path) -> None:
+    def run_cli(*args: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "prana", "run", str(EXAMPLES / "order_intake.yaml"),
+             "--db", str(tmp_path / "p.db"), "--quiet", "--json", *args],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    web = run_cli(
+        "--trigger", "web", "--input", '{"body": {"amount": 40}, "headers": {"X-Shop": "b"}}'
+    )
+    call = run_cli("--trigger", "call", "--input", '{"amount": 15}')
+    sweep = run_cli("--trigger", "nightly")
+    assert web["output"] == {"accepted": 40, "shop": "b", "via": "webhook"}
+    assert call["output"] == {"accepted": 15, "shop": "direct", "via": "function"}
+    assert sweep["output"]["shop"].startswith("sweep at ")
