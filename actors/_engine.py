@@ -194,7 +194,7 @@ class Engine(AsyncContextManagerMixin):
         """
         workflow, served = self._catalog.serve(workflow)
         if served and self._schedules is not None and self._task_group is not None:
-            self._task_group.start_soon(self._schedules.arm, workflow)
+            self._task_group.start_soon(self._schedules.arm_quietly, workflow)
         return workflow
 
     async def start_webhook(

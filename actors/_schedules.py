@@ -68,6 +68,14 @@ class Schedules:
                 await self._start(workflow.id, key, state.pending_at)
             self._add(ScheduleSlot(workflow.id, key, state.next_at))
 
+    async def arm_quietly(self, workflow: Workflow) -> None:
+        """:meth:`arm` for a workflow registered while the engine runs: a store that
+        fails is logged, and does not stop the engine."""
+        try:
+            await self.arm(workflow)
+        except PranaError as exc:
+            logger.error("cannot run the schedules of workflow %s: %s", workflow.id, exc)
+
     async def fire(self, slot: ScheduleSlot) -> None:
         """A schedule's time came: claim it, start its execution, arm the next."""
         armed = self._armed.get((slot.workflow_id, slot.trigger))

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from ._context import NodeContext, Suspend
+from ._cron import parse_cron
 from ._errors import NodeError, Problem
 from ._expressions import contains_template
 from ._registry import Action, ActionRegistry, F
@@ -67,24 +68,46 @@ def wait_interval(ctx: NodeContext) -> Suspend:
 
 @attrs.frozen(kw_only=True)
 class UntilParams:
-    """Parameters of ``wait.until``."""
+    """Parameters of ``wait.until``: a moment ``at``, or the next time of a ``cron``
+    expression in ``timezone``."""
 
-    at: Any
+    at: Any = None
+    cron: Any = None
+    timezone: Any = "UTC"
+
+
+def _check_until(params: Mapping[str, Any]) -> Iterable[Problem]:
+    if ("at" in params) == ("cron" in params):
+        yield Problem(path="at", message="give either 'at' (a moment) or 'cron' (an expression)")
+        return
+    yield from _check("at", parse_datetime)(params)
+    cron, timezone = params.get("cron"), params.get("timezone", "UTC")
+    if cron is not None and not contains_template(cron) and not contains_template(timezone):
+        try:
+            parse_cron(cron, timezone)
+        except ValueError as exc:
+            yield Problem(path="cron", message=str(exc))
 
 
 @action(
     "wait.until",
     params=UntilParams,
-    check=_check("at", parse_datetime),
-    description="Wait until a moment (ISO datetime with timezone); then pass the input on",
+    check=_check_until,
+    description="Wait until a moment (ISO datetime with timezone) or the next cron time; "
+    "then pass the input on",
 )
 def wait_until(ctx: NodeContext) -> Suspend:
-    """Waits until ``at``, then outputs its input; a moment already past goes on at once."""
+    """Waits until ``at`` (a moment already past goes on at once) or the next time
+    ``cron`` matches after now, then outputs its input."""
     params: UntilParams = ctx.params
     try:
-        moment = parse_datetime(params.at)
+        if params.cron is not None:
+            moment = parse_cron(params.cron, params.timezone).next_after(ctx.now)
+        else:
+            moment = parse_datetime(params.at)
     except ValueError as exc:
-        raise NodeError(f"at: {exc}", code="invalid_params") from None
+        which = "cron" if params.cron is not None else "at"
+        raise NodeError(f"{which}: {exc}", code="invalid_params") from None
     return Suspend(kind="until", wake_at=moment, wake_data=ctx.input)
 
 

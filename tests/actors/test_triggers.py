@@ -342,6 +342,18 @@ async def test_each_trigger_starts_its_own_part_of_the_workflow() -> None:
     assert ticked.output == {"cron": "@hourly"}
 
 
+async def test_a_workflow_registered_while_the_engine_runs_gets_its_schedule() -> None:
+    clock = VirtualClock(start=MOMENT)
+    async with prana.Engine(env={}, clock=clock) as engine:
+        events = engine.events()
+        assert await sleeping_until(clock, None) is None
+        engine.register(report())
+        assert await sleeping_until(clock, QUARTER) == QUARTER
+        clock.set(QUARTER)
+        (fired,) = await completed(events, 1)
+    assert fired == schedule_execution_id("report", "tick", QUARTER)
+
+
 async def test_engines_without_schedules_leave_them_alone() -> None:
     clock = VirtualClock(start=MOMENT)
     async with prana.Engine(env={}, clock=clock, workflows=[report()], schedules=False):

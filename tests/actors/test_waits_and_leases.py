@@ -38,6 +38,25 @@ async def test_wait_until_a_moment_and_a_moment_already_past() -> None:
     assert past.output == "y"
 
 
+async def test_wait_until_the_next_time_of_a_cron_expression() -> None:
+    clock = VirtualClock(start=MOMENT)  # a Sunday, 18:46:40 in Berlin
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "wait": ("wait.until", {"cron": "30 9 * * mon-fri", "timezone": "Europe/Berlin"}),
+            "after": "core.noop",
+        },
+        ["start -> wait", "wait -> after"],
+    )
+    async with open_engine(clock=clock) as engine:
+        waiting = await engine.run(workflow, "x")
+        monday = waiting.suspensions[0].wake_at
+        assert clock.jump() == monday
+        done = await engine.wait(waiting.id)
+    assert monday == 1_900_053_000.0  # 2030-03-18T09:30+01:00
+    assert done.output == "x"
+
+
 def test_wait_parameters_are_checked_when_loading() -> None:
     actions = prana.ActionRegistry()
     with pytest.raises(prana.WorkflowValidationError) as caught:
