@@ -117,18 +117,15 @@ async def start_child(
         child_input = trigger_input(graph, request.input, engine.clock.now())
     except TriggerError as exc:
         raise NodeError(str(exc), code="invalid_input") from None
-    await engine._save_definition(graph)
-    machine = ExecutionMachine(
+    supervisor = await engine._begin(
         graph,
-        execution_id=child_id,
-        input=child_input,
-        env=engine._env,
+        child_input,
+        child_id,
         parent_execution_id=parent.execution_id,
         root_execution_id=parent.root_execution_id or parent.execution_id,
         mode=request.mode,
         depth=depth,
     )
-    supervisor = engine._launch(machine, machine.start)
     await supervisor.wait_saved()
     return child_id
 

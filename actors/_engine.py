@@ -232,11 +232,8 @@ class Engine(AsyncContextManagerMixin):
         graph = self.compile(workflow, trigger=trigger)
         input = trigger_input(graph, _json(input, "the input"), self.clock.now())
         self._catalog.register(graph.workflow)
-        await self._save_definition(graph)
-        machine = ExecutionMachine(
-            graph, execution_id=new_execution_id(self.clock.now()), input=input, env=self._env
-        )
-        return ExecutionHandle(self._launch(machine, machine.start))
+        execution_id = new_execution_id(self.clock.now())
+        return ExecutionHandle(await self._begin(graph, input, execution_id))
 
     async def run(
         self,
@@ -506,8 +503,16 @@ class Engine(AsyncContextManagerMixin):
             self._idle.set()
             self._idle = None
 
-    async def _save_definition(self, graph: ExecutionGraph) -> None:
+    async def _begin(
+        self, graph: ExecutionGraph, input: Any, execution_id: str, **fields: Any
+    ) -> ExecutionSupervisor:
+        """Store ``graph``'s definition (once) and launch a new execution of it;
+        ``fields`` go to its :class:`ExecutionMachine` (a child's parent, say)."""
         await self._catalog.save(graph, self._require_store(), self.clock.now())
+        machine = ExecutionMachine(
+            graph, execution_id=execution_id, input=input, env=self._env, **fields
+        )
+        return self._launch(machine, machine.start)
 
     async def _fire_timer(self, timer: Suspension | ScheduleSlot) -> None:
         await fire_timer(self, timer)

@@ -19,7 +19,6 @@ import attrs
 
 from prana._cron import Cron
 from prana._errors import PranaError
-from prana._machine import ExecutionMachine
 from prana._model import Workflow
 from prana._triggers import iso_time, schedule_triggers, trigger_input
 from prana.storage import ScheduleState
@@ -112,11 +111,7 @@ class Schedules:
             workflow, _ = self._armed[(workflow_id, trigger)]
             graph = engine.compile(workflow, trigger=trigger)
             input = trigger_input(graph, {"scheduled_at": iso_time(at)}, at)
-            await engine._save_definition(graph)
-            machine = ExecutionMachine(
-                graph, execution_id=execution_id, input=input, env=engine._env
-            )
-            supervisor = engine._launch(machine, machine.start)
+            supervisor = await engine._begin(graph, input, execution_id)
             try:
                 await supervisor.wait_saved()
             except PranaError:  # another engine started it first
