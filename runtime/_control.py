@@ -28,7 +28,7 @@ from ._commands import CancelChildren, CancelRuns, Command, ExecutionResumed, Ru
 from ._errors import InvalidTransition
 from ._flow import DONE, RUNNING, SUSPENDED
 from ._records import ErrorInfo, ExecutionStatus, NodeRun
-from ._waiting import ENDED_HOW, end_wait, retry_now
+from ._waiting import ENDED_HOW, end_wait, next_attempt, retry_now
 
 if TYPE_CHECKING:
     from ._machine import ExecutionMachine
@@ -187,16 +187,5 @@ def _failed_run(machine: ExecutionMachine) -> NodeRun | None:
 
 
 def _run_again(machine: ExecutionMachine, run: NodeRun) -> None:
-    again = NodeRun(
-        node_key=run.node_key,
-        run_index=run.run_index,
-        execution_index=len(machine._runs),
-        status="running",
-        attempt=run.attempt + 1,
-        inputs=run.inputs,
-    )
-    machine._runs.append(again)
     index = machine._index[run.node_key]
-    runs = machine._node_runs[index]
-    runs[runs.index(run.execution_index)] = again.execution_index
-    machine._dispatch(index, again=again)
+    machine._dispatch(index, again=next_attempt(machine, index, run, run.attempt + 1))

@@ -68,6 +68,23 @@ def resume_waiting(
     return end_wait(machine, suspension, suspension.resume_port, data, now)
 
 
+def next_attempt(machine: ExecutionMachine, index: int, run: NodeRun, attempt: int) -> NodeRun:
+    """A new attempt of ``run`` (same run index and inputs), recorded in place of it
+    as the node's run; the caller dispatches or suspends it."""
+    again = NodeRun(
+        node_key=run.node_key,
+        run_index=run.run_index,
+        execution_index=len(machine._runs),
+        status="running",
+        attempt=attempt,
+        inputs=run.inputs,
+    )
+    machine._runs.append(again)
+    runs = machine._node_runs[index]
+    runs[runs.index(run.execution_index)] = again.execution_index
+    return again
+
+
 def retry(
     machine: ExecutionMachine,
     index: int,
@@ -93,17 +110,7 @@ def retry(
     )
     machine._runs[run.execution_index] = failed
     machine._unsaved_runs.append(failed)
-    again = NodeRun(
-        node_key=node.key,
-        run_index=run.run_index,
-        execution_index=len(machine._runs),
-        status="running",
-        attempt=result.attempt + 1,
-        inputs=run.inputs,
-    )
-    machine._runs.append(again)
-    runs = machine._node_runs[index]
-    runs[runs.index(run.execution_index)] = again.execution_index
+    again = next_attempt(machine, index, run, result.attempt + 1)
     at = machine._now + wait
     if machine.notices:
         machine._commands.append(RunRetrying(run=failed, next_attempt=again.attempt, at=at))
