@@ -102,19 +102,19 @@ class TimerActor:
             logger.exception("timer %s at %s failed", timer.timer_key[0], timer.wake_at)
 
 
-async def fire_timer(engine: Engine, suspension: Suspension | ScheduleSlot) -> None:
+async def fire_timer(engine: Engine, timer: Suspension | ScheduleSlot) -> None:
     """A deadline passed: wake the node, here or by taking its execution; or a
     schedule's time came."""
     from ._supervisor import WakeRequest  # the supervisor module needs this one first
 
-    if isinstance(suspension, ScheduleSlot):
+    if isinstance(timer, ScheduleSlot):
         if engine._schedules is not None:
-            await engine._schedules.fire(suspension)
+            await engine._schedules.fire(timer)
         return
-    execution_id = suspension.execution_id
+    execution_id = timer.execution_id
     supervisor = engine._live.get(execution_id)
     if supervisor is not None:
-        supervisor.deliver(WakeRequest(execution_index=suspension.execution_index))
+        supervisor.deliver(WakeRequest(execution_index=timer.execution_index))
         return
     stored = await engine._require_store().load_execution(execution_id)
     if stored is None or stored.status not in ("suspended", "paused"):
@@ -122,9 +122,9 @@ async def fire_timer(engine: Engine, suspension: Suspension | ScheduleSlot) -> N
     machine = await engine._restore(stored)
     live = engine._live.get(execution_id)
     if live is not None:  # taken meanwhile by another task of this engine
-        live.deliver(WakeRequest(execution_index=suspension.execution_index))
+        live.deliver(WakeRequest(execution_index=timer.execution_index))
         return
-    commands = machine.wake(suspension.execution_index, engine.clock.now())
+    commands = machine.wake(timer.execution_index, engine.clock.now())
     if not commands and not machine.has_unsaved_changes:
         return  # resumed already, paused, or not due after all
     if engine._task_group is not None:

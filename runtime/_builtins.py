@@ -1,10 +1,11 @@
 """The built-in actions every registry starts with.
 
-Core: ``core.noop``, ``core.log``, ``core.fail``, ``core.for_each``. Logic: ``logic.if``, ``logic.switch``. Data: ``data.set``,
-``data.merge``. Workflow: ``workflow.set_variables``. Waits (in ``_waits``):
-``wait.interval``, ``wait.until``, ``wait.webhook``. Sub-workflows (in
-``_subworkflows``): ``workflow.execute``. Triggers (in ``_triggers``):
-``manual.trigger``, ``webhook.trigger``, ``schedule.trigger``, ``function.trigger``.
+Core: ``core.noop``, ``core.log``, ``core.fail``, ``core.for_each``. Logic:
+``logic.if``, ``logic.switch``. Data: ``data.set``, ``data.merge``. Workflow:
+``workflow.set_variables``. Waits (in ``_waits``): ``wait.interval``,
+``wait.until``, ``wait.webhook``. Sub-workflows (in ``_subworkflows``):
+``workflow.execute``. Triggers (in ``_triggers``): ``manual.trigger``,
+``webhook.trigger``, ``schedule.trigger``, ``function.trigger``.
 """
 
 from __future__ import annotations

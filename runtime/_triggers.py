@@ -222,13 +222,18 @@ def _mapping(
     return dict(given)
 
 
+def webhook_route(params: Mapping[str, Any], workflow_id: str) -> tuple[str, str]:
+    """The method and path a ``webhook.trigger`` with ``params`` answers."""
+    method = str(params.get("method", "POST")).upper()
+    return method, webhook_path(str(params.get("path") or workflow_id))
+
+
 def _request(given: Any, params: Mapping[str, Any], workflow_id: str, where: str) -> dict[str, Any]:
     request = _mapping(given, _REQUEST_FIELDS, where, "a request {'body': ..., 'headers': {...}}")
-    method = str(request.get("method") or params.get("method", "POST")).upper()
-    path = request.get("path") or params.get("path") or workflow_id
+    method, path = webhook_route(params, workflow_id)
     return {
-        "method": method,
-        "path": webhook_path(str(path)),
+        "method": str(request.get("method") or method).upper(),
+        "path": webhook_path(str(request.get("path") or path)),
         "headers": {str(k).lower(): str(v) for k, v in _texts(request, "headers", where).items()},
         "query": _texts(request, "query", where),
         "body": request.get("body"),
@@ -289,9 +294,7 @@ def webhook_routes(workflow: Workflow, actions: ActionRegistry) -> dict[tuple[st
     for node in workflow.nodes:
         action = actions.get(node.type)
         if action is not None and action.trigger == "webhook":
-            method = str(node.params.get("method", "POST")).upper()
-            path = webhook_path(str(node.params.get("path") or workflow.id))
-            routes[(method, path)] = node.key
+            routes[webhook_route(node.params, workflow.id)] = node.key
     return routes
 
 

@@ -464,14 +464,14 @@ class SQLiteStore:
         """``sync`` children not ended whose parent has ended."""
 
         def fetch(db: sqlite3.Connection) -> list[tuple[str, str, ExecutionStatus]]:
-            rows = db.execute(
+            found = db.execute(
                 "SELECT c.id, p.id, p.status FROM executions c "
                 "JOIN executions p ON p.id = c.parent_execution_id "
                 "WHERE c.status IN ('pending', 'running', 'suspended', 'paused') "
                 "AND c.mode = 'sync' "
                 "AND p.status IN ('completed', 'failed', 'cancelled', 'timed_out')"
             )
-            return [(row[0], row[1], row[2]) for row in rows]
+            return [(row[0], row[1], row[2]) for row in found]
 
         return await self._call_read(fetch)
 
