@@ -47,7 +47,7 @@ from prana._subworkflows import ExecuteWorkflow
 from ._clock import Clock
 from ._subscription import Publisher
 from ._timers import TimerActor
-from ._worker import run_node
+from ._worker import Called, call_now, run_node
 from ._writer import CheckpointWriter
 
 logger = logging.getLogger("prana.engine")
@@ -333,13 +333,11 @@ class ExecutionSupervisor:
 
     def _carry_out(self, commands: list[Command], workers: TaskGroup) -> None:
         listening = self.publisher.listening
-        now = self._services.clock.now
+        clock = self._services.clock
+        now = clock.now
         send: MemoryObjectSendStream[Any] = self._send
         for command in commands:
             if isinstance(command, Dispatch):
-                workers.start_soon(
-                    run_node, command, send.clone(), self._services.clock, self._start_child
-                )
                 if listening:
                     run = command.run
                     self._publish(
@@ -349,6 +347,18 @@ class ExecutionSupervisor:
                         run_index=run.run_index,
                         execution_index=run.execution_index,
                     )
+                called: Called | None = None
+                if command.not_before is None and not command.action.is_async:
+                    # No task for a synchronous action: its result goes straight to
+                    # the inbox, and is taken in (and saved) before its successors.
+                    outcome = call_now(command, clock)
+                    if isinstance(outcome, NodeResult):
+                        send.send_nowait(outcome)
+                        continue
+                    called = outcome
+                workers.start_soon(
+                    run_node, command, send.clone(), clock, self._start_child, called
+                )
             elif isinstance(command, CancelRuns):
                 workers.cancel_scope.cancel()
             elif isinstance(command, CancelChildren):

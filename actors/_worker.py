@@ -39,12 +39,6 @@ class _OutputNotJson(Exception):
     pass
 
 
-class _TimedOut(Exception):
-    def __init__(self, seconds: float) -> None:
-        super().__init__(seconds)
-        self.seconds = seconds
-
-
 def _encode_mapping(value: Any) -> Any:
     if isinstance(value, Mapping):
         return dict(value)
@@ -130,42 +124,76 @@ def _class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+@attrs.frozen
+class Called:
+    """A synchronous action called on the spot that returned something a worker must
+    finish: an awaitable, or a child workflow to start."""
+
+    value: Any
+    started_at: float
+    started: float
+
+
+def call_now(dispatch: Dispatch, clock: Clock) -> NodeResult | Called:
+    """Call a synchronous action (not ``is_async``, no ``not_before``) on the spot.
+
+    Returns its result, or :class:`Called` when it returned an awaitable or a child
+    workflow to start: :func:`run_node` finishes those. A synchronous action cannot
+    be cancelled or timed out in a worker either (it never yields), so calling it
+    here changes nothing but the cost of a task.
+    """
+    started_at = clock.now()
+    started = time.perf_counter()
+    action = dispatch.action
+    try:
+        context = isolate(dispatch.context) if action.isolate_inputs else dispatch.context
+        value = action.function(context)
+    except Exception as exc:  # an action's failure is data for the state machine
+        return _result(dispatch, clock, started_at, started, error=error_from_exception(exc))
+    if isinstance(value, ExecuteWorkflow) or inspect.isawaitable(value):
+        return Called(value, started_at, started)
+    return _outcome(dispatch, clock, started_at, started, value)
+
+
 async def call_action(
-    dispatch: Dispatch, clock: Clock, start_child: StartChild | None = None
+    dispatch: Dispatch,
+    clock: Clock,
+    start_child: StartChild | None = None,
+    called: Called | None = None,
 ) -> NodeResult:
     """Run one action (after ``dispatch.not_before``, within ``dispatch.timeout``) and
-    describe the outcome; never raises except on cancellation.
+    describe the outcome; never raises except on cancellation. ``called`` carries on
+    an action :func:`call_now` began.
 
     An action that returns :class:`prana.ExecuteWorkflow` has ``start_child`` start
     the child execution (it returns once the child is saved); the node then waits for
     the child (``sync``) or completes with its id (``fire_and_forget``).
     """
-    run = dispatch.run
-    action = dispatch.action
-    now = clock.now
-    if dispatch.not_before is not None:
-        await clock.sleep_until(dispatch.not_before)
-    started_at = now()
-    started = time.perf_counter()
-    data: Any = None
-    port: str | None = None
-    node_context: Mapping[str, Any] | None = None
-    variables: Mapping[str, Any] | None = None
-    error: ErrorInfo | None = None
-    suspend: SuspendRequest | None = None
+    if called is None:
+        if dispatch.not_before is not None:
+            await clock.sleep_until(dispatch.not_before)
+        started_at, started = clock.now(), time.perf_counter()
+    else:
+        started_at, started = called.started_at, called.started
     try:
-        context = isolate(dispatch.context) if action.isolate_inputs else dispatch.context
         if dispatch.timeout is None:
-            value = action.function(context)
-            if action.is_async or inspect.isawaitable(value):
-                value = await value
+            value = await _value(dispatch, called)
         else:
             with clock.cancel_at(started_at + dispatch.timeout) as scope:
-                value = action.function(context)
-                if action.is_async or inspect.isawaitable(value):
-                    value = await value
+                value = await _value(dispatch, called)
             if scope.cancelled_caught:
-                raise _TimedOut(dispatch.timeout)
+                return _result(
+                    dispatch,
+                    clock,
+                    started_at,
+                    started,
+                    error=ErrorInfo(
+                        code="timeout",
+                        message=f"node {dispatch.run.node_key!r} ran longer than its timeout "
+                        f"({dispatch.timeout:g} s) and was cancelled",
+                        details={"timeout": dispatch.timeout},
+                    ),
+                )
         if isinstance(value, ExecuteWorkflow):
             if start_child is None:
                 raise NodeError(
@@ -175,9 +203,34 @@ async def call_action(
             child_id = await start_child(dispatch, request)
             if value.mode == "sync":
                 suspend = SuspendRequest(kind="workflow", child_execution_id=child_id)
-            else:
-                data = {"execution_id": child_id, "workflow": value.workflow}
-        elif isinstance(value, Suspend):
+                return _result(dispatch, clock, started_at, started, suspend=suspend)
+            value = {"execution_id": child_id, "workflow": value.workflow}
+    except _OutputNotJson as exc:
+        error = ErrorInfo(code="invalid_output", message=str(exc))
+        return _result(dispatch, clock, started_at, started, error=error)
+    except Exception as exc:  # an action's failure is data for the state machine
+        return _result(dispatch, clock, started_at, started, error=error_from_exception(exc))
+    return _outcome(dispatch, clock, started_at, started, value)
+
+
+async def _value(dispatch: Dispatch, called: Called | None) -> Any:
+    if called is None:
+        action = dispatch.action
+        context = isolate(dispatch.context) if action.isolate_inputs else dispatch.context
+        value = action.function(context)
+    else:
+        value = called.value
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+def _outcome(
+    dispatch: Dispatch, clock: Clock, started_at: float, started: float, value: Any
+) -> NodeResult:
+    """The result of an action that returned ``value``."""
+    try:
+        if isinstance(value, Suspend):
             suspend = SuspendRequest(
                 kind=value.kind,
                 wake_at=value.wake_at,
@@ -187,41 +240,44 @@ async def call_action(
                 # A prefix: a token never starts with "-", which reads as an option.
                 token=f"wh_{secrets.token_urlsafe(24)}" if value.token else None,
             )
-        elif isinstance(value, Output):
-            port = value.port
-            data = _json_copy(value.data, "the output")
-            if value.node_context is not None:
-                node_context = _json_copy(dict(value.node_context), "Output.node_context")
-            if value.vars is not None:
-                variables = _json_copy(dict(value.vars), "Output.vars")
-        else:
-            data = _json_copy(value, "the output")
+            return _result(dispatch, clock, started_at, started, suspend=suspend)
+        if isinstance(value, Output):
+            return _result(
+                dispatch,
+                clock,
+                started_at,
+                started,
+                port=value.port,
+                data=_json_copy(value.data, "the output"),
+                node_context=None
+                if value.node_context is None
+                else _json_copy(dict(value.node_context), "Output.node_context"),
+                vars=None if value.vars is None else _json_copy(dict(value.vars), "Output.vars"),
+            )
+        return _result(dispatch, clock, started_at, started, data=_json_copy(value, "the output"))
     except _OutputNotJson as exc:
         error = ErrorInfo(code="invalid_output", message=str(exc))
-    except _TimedOut as exc:
-        error = ErrorInfo(
-            code="timeout",
-            message=f"node {run.node_key!r} ran longer than its timeout ({exc.seconds:g} s) "
-            "and was cancelled",
-            details={"timeout": exc.seconds},
-        )
-    except Exception as exc:  # an action's failure is data for the state machine
-        error = error_from_exception(exc)
+        return _result(dispatch, clock, started_at, started, error=error)
+
+
+def _result(
+    dispatch: Dispatch,
+    clock: Clock,
+    started_at: float,
+    started: float,
+    **outcome: Any,
+) -> NodeResult:
+    run = dispatch.run
     duration_ms = (time.perf_counter() - started) * 1000.0
     return NodeResult(
         node_key=run.node_key,
         run_index=run.run_index,
         execution_index=run.execution_index,
         attempt=run.attempt,
-        data=data,
-        port=port,
-        node_context=node_context,
-        vars=variables,
-        error=error,
-        suspend=suspend,
         started_at=started_at,
-        finished_at=now(),
+        finished_at=clock.now(),
         duration_ms=duration_ms,
+        **outcome,
     )
 
 
@@ -230,8 +286,10 @@ async def run_node(
     results: ObjectSendStream[NodeResult],
     clock: Clock,
     start_child: StartChild | None = None,
+    called: Called | None = None,
 ) -> None:
-    """Worker task body: run the action and send its result to the supervisor."""
+    """Worker task body: run the action (or finish what :func:`call_now` began) and
+    send its result to the supervisor."""
     async with results:
-        result = await call_action(dispatch, clock, start_child)
+        result = await call_action(dispatch, clock, start_child, called)
         await results.send(result)
