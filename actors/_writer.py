@@ -8,14 +8,12 @@ many executions share one commit; alone, an execution waits for one commit per s
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
 import anyio
 import attrs
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from prana._errors import PranaError, StoreError
 from prana._records import Checkpoint
@@ -23,10 +21,13 @@ from prana.storage import Store
 
 
 @attrs.define(eq=False)
-class _Pending:
-    checkpoint: Checkpoint
+class _Batch:
+    """Checkpoints committed together, and how that went: one per transaction, shared
+    by every supervisor waiting on it."""
+
+    checkpoints: list[Checkpoint] = attrs.field(factory=list)
     done: anyio.Event = attrs.field(factory=anyio.Event)
-    lost: bool = False
+    lost: set[str] = attrs.field(factory=set)
     error: PranaError | None = None
 
 
@@ -38,9 +39,9 @@ class CheckpointWriter:
         self._owner = owner
         self._lease = lease
         self._now = now
-        send, receive = anyio.create_memory_object_stream[_Pending](math.inf)
-        self._send: MemoryObjectSendStream[_Pending] = send
-        self._receive: MemoryObjectReceiveStream[_Pending] = receive
+        self._filling = _Batch()
+        self._wake = anyio.Event()
+        self._closed = False
         self.batches = 0
         self.written = 0
 
@@ -51,41 +52,46 @@ class CheckpointWriter:
         Raises :class:`StoreError` if the store could not save it. If the caller is
         cancelled while waiting, the checkpoint may still be saved.
         """
-        pending = _Pending(checkpoint)
-        self._send.send_nowait(pending)
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return not pending.lost
+        if self._closed:
+            raise StoreError("the engine is stopping: nothing more is saved")
+        batch = self._filling
+        batch.checkpoints.append(checkpoint)
+        self._wake.set()
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return checkpoint.execution_id not in batch.lost
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Commit batches until cancelled."""
+        """Commit batches until cancelled: each takes every checkpoint handed in while
+        the one before was committing."""
         task_status.started()
-        async with self._send, self._receive:
-            while True:
-                batch = [await self._receive.receive()]
-                while True:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
-                await self._commit(batch)
-
-    async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            lost = await self._store.commit(
-                [pending.checkpoint for pending in batch],
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                batch, self._filling = self._filling, _Batch()
+                await self._commit(batch)
+        finally:
+            # Checkpoints handed in as the engine stops are not saved: say so.
+            self._closed = True
+            if self._filling.checkpoints:
+                self._filling.error = StoreError(
+                    "the engine stopped before this checkpoint was saved"
+                )
+                self._filling.done.set()
+
+    async def _commit(self, batch: _Batch) -> None:
+        try:
+            batch.lost = await self._store.commit(
+                batch.checkpoints,
                 owner=self._owner,
                 lease_expires=time.time() + self._lease,
                 now=self._now(),
             )
         except StoreError as exc:
-            for pending in batch:
-                pending.error = exc
-                pending.done.set()
-            return
-        self.batches += 1
-        self.written += len(batch)
-        for pending in batch:
-            pending.lost = pending.checkpoint.execution_id in lost
-            pending.done.set()
+            batch.error = exc
+        else:
+            self.batches += 1
+            self.written += len(batch.checkpoints)
+        batch.done.set()
