@@ -25,6 +25,9 @@ from ._records import ErrorInfo, ExecutionStatus, NodeRun
 PENDING, READY, RUNNING, DONE, SKIPPED, SUSPENDED = range(6)
 # Edge states.
 OPEN, DELIVERED, DEAD = range(3)
+# What an edge holds for checkpoints while it is open (dead is -1; delivered, the
+# sending run's execution index).
+OPEN_REF = -2
 
 
 class Flow:
@@ -52,9 +55,9 @@ class Flow:
         self._back_delivered = [0] * count
         self._edge_state = [OPEN] * len(graph.edges)
         self._edge_run: list[NodeRun | None] = [None] * len(graph.edges)
-        # Settled edges for checkpoints: edge index -> sending run's execution index
-        # (delivered) or -1 (dead). Kept as edges settle, so saving never scans.
-        self._edge_refs: dict[int, int] = {}
+        # Edges for checkpoints: the sending run's execution index (delivered), -1
+        # (dead) or OPEN_REF. Kept as edges settle, so saving never scans.
+        self._edge_refs = [OPEN_REF] * len(graph.edges)
         self._unsettled = [len(loop.nodes) for loop in graph.loops]
         self._exit_buffer: list[dict[int, NodeRun]] = [{} for _ in graph.loops]
         self._loop_depth = [self._depth(loop.id) for loop in graph.loops]
@@ -209,7 +212,7 @@ class Flow:
                 self._settled[index] = self._delivered[index] = 0
         for edge_index in loop.inside_edges:
             self._edge_state[edge_index] = OPEN
-            self._edge_refs.pop(edge_index, None)
+            self._edge_refs[edge_index] = OPEN_REF
             self._edge_run[edge_index] = None
         size = len(loop.nodes)
         self._unsettled[loop_id] = size

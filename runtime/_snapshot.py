@@ -18,51 +18,63 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InternalError
-from ._flow import DEAD, DELIVERED, DONE, OPEN, SKIPPED
+from ._flow import DEAD, DELIVERED, DONE, OPEN, OPEN_REF, SKIPPED
 from ._records import Checkpoint, Execution, NodeRun, StoredExecution, waiting_run
 
 if TYPE_CHECKING:
     from ._compiler import ExecutionGraph
     from ._machine import ExecutionMachine
 
-FORMAT = 1
+FORMAT = 2
+# Node states as the digits of the "nodes" string.
+_DIGITS = bytes.maketrans(bytes(range(10)), b"0123456789")
 
 
 def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
-    """The routing state of ``machine`` as JSON data."""
-    in_flight = [*machine._running.values(), *machine._redispatch.values()]
+    """The routing state of ``machine`` as JSON data.
+
+    Always: ``nodes`` (one digit per node, its state), ``edges`` (per edge, the
+    execution index of the run that sent on it, ``-1`` if dead, ``-2`` if open),
+    ``run_counts`` and ``next`` (the next execution index). The rest only when it
+    holds something: a step of a long chain saves little more than its counters.
+    """
     paths: dict[str, Any] = {
         "format": FORMAT,
-        "nodes": "".join(map(str, machine._state)),
-        "edges": dict(machine._edge_refs),
-        "ready": list(machine._ready),
+        "nodes": bytes(machine._state).translate(_DIGITS).decode(),
+        "edges": list(machine._edge_refs),
         "run_counts": list(machine._run_counts),
-        "running": [
-            [
-                run.execution_index,
-                run.node_key,
-                run.run_index,
-                run.attempt,
-                _pairs(run.inputs),
-            ]
-            for run in sorted(in_flight, key=lambda run: run.execution_index)
-        ],
-        "waiting": {
-            str(index): _pairs(machine._runs[index].inputs) for index in sorted(machine._suspended)
-        },
-        "exits": {
-            str(loop): {str(edge): run.execution_index for edge, run in buffer.items()}
-            for loop, buffer in enumerate(machine._exit_buffer)
-            if buffer
-        },
-        "loop_inputs": {
-            str(node): [[edge.index, run.execution_index] for edge, run in entries]
-            for node, entries in machine._loop_inputs.items()
-        },
-        "activation": {str(node): run_index for node, run_index in machine._activation.items()},
-        "skipped": list(machine._skipped),
         "next": len(machine._runs),
     }
+    if machine._ready:
+        paths["ready"] = list(machine._ready)
+    if machine._running or machine._redispatch:
+        in_flight = [*machine._running.values(), *machine._redispatch.values()]
+        paths["running"] = [
+            [run.execution_index, run.node_key, run.run_index, run.attempt, _pairs(run.inputs)]
+            for run in sorted(in_flight, key=lambda run: run.execution_index)
+        ]
+    if machine._suspended:
+        paths["waiting"] = {
+            str(index): _pairs(machine._runs[index].inputs) for index in sorted(machine._suspended)
+        }
+    exits = {
+        str(loop): {str(edge): run.execution_index for edge, run in buffer.items()}
+        for loop, buffer in enumerate(machine._exit_buffer)
+        if buffer
+    }
+    if exits:
+        paths["exits"] = exits
+    if machine._loop_inputs:
+        paths["loop_inputs"] = {
+            str(node): [[edge.index, run.execution_index] for edge, run in entries]
+            for node, entries in machine._loop_inputs.items()
+        }
+    if machine._activation:
+        paths["activation"] = {
+            str(node): run_index for node, run_index in machine._activation.items()
+        }
+    if machine._skipped:
+        paths["skipped"] = list(machine._skipped)
     # Rarely anything: work left when the execution failed mid-event, kept so that a
     # retry carries on exactly; and a pause waiting for running nodes.
     if machine._to_skip:
@@ -91,7 +103,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
     paths = stored.active_paths
     runs, suspensions = stored.runs, stored.suspensions
     graph = machine.graph
-    if paths.get("format") != FORMAT:
+    if paths.get("format") not in (1, FORMAT):
         raise InternalError(f"unknown routing state format {paths.get('format')!r}")
     states = [int(char) for char in paths["nodes"]]
     if len(states) != len(graph.order) or len(paths["run_counts"]) != len(graph.order):
@@ -111,7 +123,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
     slots: list[NodeRun | None] = [None] * paths["next"]
     for run in runs:
         slots[run.execution_index] = run
-    for execution_index, node_key, run_index, attempt, inputs in paths["running"]:
+    for execution_index, node_key, run_index, attempt, inputs in paths.get("running", ()):
         if node_key not in machine._index:
             raise InternalError(
                 f"execution {machine.execution_id} was running unknown node {node_key!r}"
@@ -127,7 +139,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
         slots[execution_index] = run
         machine._redispatch[execution_index] = run
     for suspension in suspensions:
-        inputs = paths["waiting"].get(str(suspension.execution_index), [])
+        inputs = paths.get("waiting", {}).get(str(suspension.execution_index), [])
         slots[suspension.execution_index] = waiting_run(suspension, runs, _tuples(inputs))
         machine._suspended[suspension.execution_index] = suspension
     missing = [index for index, run in enumerate(slots) if run is None]
@@ -146,28 +158,38 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
 
     machine._state = states
     machine._run_counts = list(paths["run_counts"])
-    machine._ready = list(paths["ready"])
-    machine._activation = {int(node): run_index for node, run_index in paths["activation"].items()}
-    machine._skipped = dict.fromkeys(paths["skipped"])
+    machine._ready = list(paths.get("ready", ()))
+    machine._activation = {
+        int(node): run_index for node, run_index in paths.get("activation", {}).items()
+    }
+    machine._skipped = dict.fromkeys(paths.get("skipped", ()))
     machine._to_skip.extend(paths.get("to_skip", ()))
     machine._quiescent.extend(paths.get("quiescent", ()))
     machine._activated.extend(paths.get("activated", ()))
     machine._pausing = bool(paths.get("pausing"))
-    for edge, source in paths["edges"].items():
-        position = int(edge)
+    edges = paths["edges"]
+    if isinstance(edges, dict):  # format 1: only the settled edges, by index
+        edges = [edges.get(str(position), OPEN_REF) for position in range(len(graph.edges))]
+    if len(edges) != len(graph.edges):
+        raise InternalError(
+            f"the saved state of execution {machine.execution_id} does not match its workflow"
+        )
+    for position, source in enumerate(edges):
+        if source == OPEN_REF:
+            continue
         machine._edge_refs[position] = source
         if source < 0:
             machine._edge_state[position] = DEAD
         else:
             machine._edge_state[position] = DELIVERED
             machine._edge_run[position] = machine._runs[source]
-    for loop, buffer in paths["exits"].items():
+    for loop, buffer in paths.get("exits", {}).items():
         machine._exit_buffer[int(loop)] = {
             int(edge): machine._runs[source] for edge, source in buffer.items()
         }
     machine._loop_inputs = {
         int(node): [(graph.edges[edge], machine._runs[source]) for edge, source in entries]
-        for node, entries in paths["loop_inputs"].items()
+        for node, entries in paths.get("loop_inputs", {}).items()
     }
     _recount(machine, graph)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import prana
 from prana._commands import Dispatch, NodeSkipped
-from prana._records import NodeResult
+from prana._records import NodeResult, StoredExecution
 
 ACTIONS = prana.ActionRegistry()
 
@@ -289,3 +289,84 @@ def test_machine_runs_only_ready_nodes_and_always_ends(
     else:
         assert machine.error is not None
         assert machine.error.code == "planned"
+
+
+def run_in_order(
+    machine: prana.ExecutionMachine, commands: list[Any], steps: int | None = None
+) -> list[Dispatch]:
+    """Carry out dispatches first in, first out, for ``steps`` results (or to the
+    end); return the dispatches still in flight."""
+    in_flight = [command for command in commands if isinstance(command, Dispatch)]
+    step = 0
+    while in_flight and not machine.finished and (steps is None or step < steps):
+        step += 1
+        dispatch = in_flight.pop(0)
+        commands = machine.handle(result_for(dispatch), float(step))
+        in_flight.extend(command for command in commands if isinstance(command, Dispatch))
+    return in_flight
+
+
+def as_format_1(paths: dict[str, Any]) -> dict[str, Any]:
+    """Routing state as the first format saved it: settled edges by index, and
+    every key present."""
+    old = {
+        "ready": [],
+        "running": [],
+        "waiting": {},
+        "exits": {},
+        "loop_inputs": {},
+        "activation": {},
+        "skipped": [],
+        **paths,
+    }
+    old["format"] = 1
+    old["edges"] = {str(index): ref for index, ref in enumerate(paths["edges"]) if ref != -2}
+    return old
+
+
+@settings(max_examples=200, deadline=None)
+@given(acyclic_workflows(), st.integers(0, 12), st.booleans())
+def test_a_restored_machine_carries_on_exactly_like_the_original(
+    generated: tuple[dict[str, Any], int], stop_after: int, first_format: bool
+) -> None:
+    document, _ = generated
+    graph = prana.compile_workflow(prana.load_workflow(document, actions=ACTIONS), ACTIONS)
+
+    def fresh() -> prana.ExecutionMachine:
+        return prana.ExecutionMachine(graph, execution_id="e", input={"x": 1})
+
+    uninterrupted = fresh()
+    run_in_order(uninterrupted, uninterrupted.start(0.0))
+
+    interrupted = fresh()
+    run_in_order(interrupted, interrupted.start(0.0), stop_after)
+    checkpoint = interrupted.checkpoint()
+    paths = json.loads(json.dumps(checkpoint.active_paths))  # as a store keeps it
+    ended = tuple(run for run in interrupted.snapshot().node_runs if run.status != "running")
+    stored = StoredExecution(
+        id="e",
+        workflow_id=graph.workflow.id,
+        workflow_version=graph.workflow.version,
+        workflow_hash=graph.hash,
+        trigger=graph.trigger,
+        status=interrupted.status,
+        input={"x": 1},
+        active_paths=as_format_1(paths) if first_format else paths,
+        error=interrupted.error,
+        started_at=interrupted.started_at,
+        finished_at=interrupted.finished_at,
+        runs=ended,
+    )
+    restored = prana.ExecutionMachine.restored(graph, stored)
+    if not restored.finished:
+        run_in_order(restored, restored.recover(100.0))
+
+    def outcome(machine: prana.ExecutionMachine) -> list[tuple[Any, ...]]:
+        return [
+            (run.node_key, run.run_index, run.status, run.port, run.output)
+            for run in machine.snapshot().node_runs
+        ]
+
+    assert restored.status == uninterrupted.status
+    assert outcome(restored) == outcome(uninterrupted)
+    assert restored.never_ran() == uninterrupted.never_ran()
