@@ -147,11 +147,16 @@ def retry(machine: ExecutionMachine, now: float) -> list[Command]:
     commands: list[Command] = []
     if machine.notices:
         commands.append(ExecutionResumed(cause="retry"))
-    cut_short = [
-        machine._node_runs[index][-1]
+    cut_short_keys = {
+        machine._nodes[index].key
         for index, state in enumerate(machine._state)
-        if state in (RUNNING, SUSPENDED) and machine._node_runs[index]
-    ]
+        if state in (RUNNING, SUSPENDED)
+    }
+    cut_short = []
+    for run in reversed(machine._runs):  # each such node's latest attempt
+        if run.node_key in cut_short_keys and run.status != "retried":
+            cut_short_keys.discard(run.node_key)
+            cut_short.append(run.execution_index)
     for execution_index in sorted({failed.execution_index, *cut_short}):
         _run_again(machine, machine._runs[execution_index])
     return commands + machine._finish_event(now)

@@ -14,6 +14,7 @@ event goes on work lists (nodes to skip, loops that settled) that
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 
 from ._commands import Command, NodeSkipped
@@ -28,6 +29,7 @@ OPEN, DELIVERED, DEAD = range(3)
 # What an edge holds for checkpoints while it is open (dead is -1; delivered, the
 # sending run's execution index).
 OPEN_REF = -2
+_ZERO = (0,)
 
 
 class Flow:
@@ -48,19 +50,21 @@ class Flow:
         count = len(nodes)
         self._nodes = nodes
         self._index = {node.key: node.index for node in nodes}
-        self._state = [PENDING] * count
-        self._settled = [0] * count
-        self._delivered = [0] * count
-        self._back_settled = [0] * count
-        self._back_delivered = [0] * count
-        self._edge_state = [OPEN] * len(graph.edges)
+        # Numbers in arrays rather than lists: the garbage collector does not scan
+        # them, which matters with thousands of executions in memory.
+        self._state = bytearray(count)  # PENDING
+        self._settled = array("l", _ZERO) * count
+        self._delivered = array("l", _ZERO) * count
+        self._back_settled = array("l", _ZERO) * count
+        self._back_delivered = array("l", _ZERO) * count
+        self._edge_state = bytearray(len(graph.edges))  # OPEN
         self._edge_run: list[NodeRun | None] = [None] * len(graph.edges)
         # Edges for checkpoints: the sending run's execution index (delivered), -1
         # (dead) or OPEN_REF. Kept as edges settle, so saving never scans.
-        self._edge_refs = [OPEN_REF] * len(graph.edges)
-        self._unsettled = [len(loop.nodes) for loop in graph.loops]
+        self._edge_refs = array("l", (OPEN_REF,)) * len(graph.edges)
+        self._unsettled = array("l", [len(loop.nodes) for loop in graph.loops])
         self._exit_buffer: list[dict[int, NodeRun]] = [{} for _ in graph.loops]
-        self._loop_depth = [self._depth(loop.id) for loop in graph.loops]
+        self._loop_depth = tuple(self._depth(loop.id) for loop in graph.loops)
         self._loop_inputs: dict[int, list[tuple[Edge, NodeRun]]] = {}
         self._skipped: dict[str, None] = {}
         self._max_iterations = graph.workflow.settings.max_iterations

@@ -128,7 +128,7 @@ def iteration_results(machine: ExecutionMachine, index: int) -> list[Any]:
     iteration of its current activation, from the runs' recorded inputs."""
     start = machine._activation.get(index, 0)
     results = []
-    for execution_index in machine._node_runs[index]:
+    for execution_index in machine._entry_runs.get(index, ()):
         run = machine._runs[execution_index]
         if run.run_index <= start:
             continue

@@ -24,6 +24,7 @@ Rules of this module:
 from __future__ import annotations
 
 import copy
+from array import array
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -110,9 +111,10 @@ class ExecutionMachine(Flow):
         self.trigger_data = trigger_context(graph.trigger_kind, graph.trigger, input)
 
         count = len(graph.order)
-        self._run_counts = [0] * count
+        self._run_counts = array("l", (0,)) * count
         self._latest: list[NodeRun | None] = [None] * count
-        self._node_runs: list[list[int]] = [[] for _ in range(count)]
+        # The runs of each loop entry, by execution index (for_each collects from them).
+        self._entry_runs: dict[int, list[int]] = {}
         self._activation: dict[int, int] = {}
         self._node_contexts: dict[str, dict[str, Any]] = {}
         self._runs: list[NodeRun] = []
@@ -388,7 +390,8 @@ class ExecutionMachine(Flow):
                 inputs=lineage,
             )
             self._runs.append(run)
-            self._node_runs[index].append(execution_index)
+            if node.back_edges:
+                self._entry_runs.setdefault(index, []).append(execution_index)
         else:
             # The same run again, after a restart: same indexes, same inputs.
             run = again

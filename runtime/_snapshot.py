@@ -14,6 +14,7 @@ saved: they follow from the edge and node states and are recomputed on restore.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +41,9 @@ def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
     """
     paths: dict[str, Any] = {
         "format": FORMAT,
-        "nodes": bytes(machine._state).translate(_DIGITS).decode(),
-        "edges": list(machine._edge_refs),
-        "run_counts": list(machine._run_counts),
+        "nodes": machine._state.translate(_DIGITS).decode(),
+        "edges": machine._edge_refs.tolist(),
+        "run_counts": machine._run_counts.tolist(),
         "next": len(machine._runs),
     }
     if machine._ready:
@@ -152,12 +153,13 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
         if run.status == "retried":
             continue  # an attempt that failed; the run goes on under a later index
         index = machine._index[run.node_key]
-        machine._node_runs[index].append(run.execution_index)
+        if machine._nodes[index].back_edges:
+            machine._entry_runs.setdefault(index, []).append(run.execution_index)
         if run.status in ("completed", "failed"):
             machine._latest[index] = run
 
-    machine._state = states
-    machine._run_counts = list(paths["run_counts"])
+    machine._state = bytearray(states)
+    machine._run_counts = array("l", paths["run_counts"])
     machine._ready = list(paths.get("ready", ()))
     machine._activation = {
         int(node): run_index for node, run_index in paths.get("activation", {}).items()

@@ -80,8 +80,9 @@ def next_attempt(machine: ExecutionMachine, index: int, run: NodeRun, attempt: i
         inputs=run.inputs,
     )
     machine._runs.append(again)
-    runs = machine._node_runs[index]
-    runs[runs.index(run.execution_index)] = again.execution_index
+    runs = machine._entry_runs.get(index)
+    if runs is not None:
+        runs[runs.index(run.execution_index)] = again.execution_index
     return again
 
 
