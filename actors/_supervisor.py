@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
@@ -139,6 +140,8 @@ class ExecutionSupervisor:
         self._services = services
         self._on_exit = on_exit
         self._send, self._receive = anyio.create_memory_object_stream[Message](math.inf)
+        # Results of synchronous actions called in the last step, taken before the inbox.
+        self._called: deque[NodeResult] = deque()
         self._sequence = 0
         self._settled_nodes: set[str] = set()
         self._node_count = len(machine.graph.nodes)
@@ -213,7 +216,14 @@ class ExecutionSupervisor:
                 await self._step(first(now), workers)
                 while self.failure is None:
                     message: Message | None
-                    if machine.status == "running":
+                    if self._called:
+                        # A synchronous action's result, from the last step. Its
+                        # checkpoint was the step's yield to other tasks; without
+                        # one (durability off), yield here.
+                        message = self._called.popleft()
+                        if not self._services.durable:
+                            await anyio.lowlevel.checkpoint()
+                    elif machine.status == "running":
                         message = await self._receive.receive()
                     else:
                         message = self._receive_nowait()
@@ -353,7 +363,7 @@ class ExecutionSupervisor:
                     # the inbox, and is taken in (and saved) before its successors.
                     outcome = call_now(command, clock)
                     if isinstance(outcome, NodeResult):
-                        send.send_nowait(outcome)
+                        self._called.append(outcome)
                         continue
                     called = outcome
                 workers.start_soon(
