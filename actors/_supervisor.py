@@ -42,7 +42,14 @@ from prana._commands import (
 )
 from prana._errors import InvalidTransition, PranaError
 from prana._machine import ExecutionMachine
-from prana._records import ChildOutcome, ErrorInfo, Execution, NodeResult, Suspension
+from prana._records import (
+    Checkpoint,
+    ChildOutcome,
+    ErrorInfo,
+    Execution,
+    NodeResult,
+    Suspension,
+)
 from prana._subworkflows import ExecuteWorkflow
 
 from ._clock import Clock
@@ -213,8 +220,24 @@ class ExecutionSupervisor:
                         node_count=self._node_count,
                     )
                 machine.notices = self.publisher.listening
-                await self._step(first(now), workers)
-                while self.failure is None:
+                commands = first(now)
+                while True:
+                    # A step: save what changed, wait for the writer, carry out.
+                    checkpoint = self._checkpoint(commands)
+                    if checkpoint is not None:
+                        batch = self._services.writer.submit(checkpoint)
+                        await batch.done.wait()
+                        self._saved(checkpoint, batch.applied(checkpoint))
+                        # Hold on to nothing of the step while waiting for the
+                        # next: the batch keeps every checkpoint in it alive.
+                        del batch, checkpoint
+                    self._carry_out(commands, workers)
+                    if machine.status != "running":
+                        # Waiters learn of it when the supervisor exits (and the
+                        # execution has left memory), unless a message arrives
+                        # first and it carries on.
+                        self.last_stop = machine.snapshot()
+                    # The next message.
                     message: Message | None
                     if self._called:
                         # A synchronous action's result, from the last step. Its
@@ -233,7 +256,7 @@ class ExecutionSupervisor:
                     commands = self._take(message)
                     while (more := self._receive_nowait()) is not None:
                         commands.extend(self._take(more))
-                    await self._step(commands, workers)
+                    del message, more
                 workers.cancel_scope.cancel()
         except Exception as exc:
             expected = _prana_error(exc)
@@ -309,37 +332,36 @@ class ExecutionSupervisor:
         message.done.set()
         return commands
 
-    async def _step(self, commands: list[Command], workers: TaskGroup) -> None:
+    def _checkpoint(self, commands: list[Command]) -> Checkpoint | None:
+        """What to save before carrying ``commands`` out, if anything."""
         machine = self.machine
-        services = self._services
-        stopped = machine.status != "running"
         if not commands and not machine.has_unsaved_changes:
-            pass  # a message that changed nothing (a refused request, say)
-        elif (
-            services.durable
+            return None  # a message that changed nothing (a refused request, say)
+        if (
+            self._services.durable
             or not self._saved_once
-            or stopped
+            or machine.status != "running"
             or machine.has_new_suspensions
             or machine.clear_request
         ):
-            checkpoint = machine.checkpoint()
-            if not await services.writer.write(checkpoint):
-                raise Lost(
-                    f"execution {machine.execution_id} is now run by another engine "
-                    "(this engine's lease expired, or it took the execution first); it stopped here"
-                )
-            for suspension in checkpoint.suspensions_added:
-                services.timers.add(suspension)
-            if not self._saved_once:
-                self._saved_once = True
-                self.saved.set()
-                if machine.deadline is not None and not machine.finished:
-                    services.timers.add(Suspension.deadline(machine.execution_id, machine.deadline))
-        self._carry_out(commands, workers)
-        if stopped:
-            # Waiters learn of it when the supervisor exits (and the execution has
-            # left memory), unless a message arrives first and it carries on.
-            self.last_stop = machine.snapshot()
+            return machine.checkpoint()
+        return None
+
+    def _saved(self, checkpoint: Checkpoint, applied: bool) -> None:
+        machine = self.machine
+        services = self._services
+        if not applied:
+            raise Lost(
+                f"execution {machine.execution_id} is now run by another engine "
+                "(this engine's lease expired, or it took the execution first); it stopped here"
+            )
+        for suspension in checkpoint.suspensions_added:
+            services.timers.add(suspension)
+        if not self._saved_once:
+            self._saved_once = True
+            self.saved.set()
+            if machine.deadline is not None and not machine.finished:
+                services.timers.add(Suspension.deadline(machine.execution_id, machine.deadline))
 
     def _carry_out(self, commands: list[Command], workers: TaskGroup) -> None:
         listening = self.publisher.listening

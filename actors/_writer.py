@@ -1,6 +1,7 @@
 """The checkpoint writer: group commit for every supervisor of an engine (DESIGN §7).
 
-Supervisors hand it checkpoints and wait. It takes every checkpoint waiting at that
+Supervisors hand it checkpoints (:meth:`CheckpointWriter.submit`) and wait for
+their batch. It takes every checkpoint waiting at that
 moment, commits them in one transaction, and then answers each supervisor: saved,
 lost (another engine owns the execution now), or the store's error. Under load,
 many executions share one commit; alone, an execution waits for one commit per step.
@@ -21,7 +22,7 @@ from prana.storage import Store
 
 
 @attrs.define(eq=False)
-class _Batch:
+class Batch:
     """Checkpoints committed together, and how that went: one per transaction, shared
     by every supervisor waiting on it."""
 
@@ -29,6 +30,16 @@ class _Batch:
     done: anyio.Event = attrs.field(factory=anyio.Event)
     lost: set[str] = attrs.field(factory=set)
     error: PranaError | None = None
+
+    def applied(self, checkpoint: Checkpoint) -> bool:
+        """Once ``done``: whether ``checkpoint`` was saved; ``False`` if this engine
+        no longer owns its execution (it was not applied).
+
+        Raises :class:`StoreError` if the store could not save the batch.
+        """
+        if self.error is not None:
+            raise self.error
+        return checkpoint.execution_id not in self.lost
 
 
 class CheckpointWriter:
@@ -39,28 +50,24 @@ class CheckpointWriter:
         self._owner = owner
         self._lease = lease
         self._now = now
-        self._filling = _Batch()
+        self._filling = Batch()
         self._wake = anyio.Event()
         self._closed = False
         self.batches = 0
         self.written = 0
 
-    async def write(self, checkpoint: Checkpoint) -> bool:
-        """Save ``checkpoint``; return ``False`` if this engine no longer owns the
-        execution (its checkpoint was not applied).
+    def submit(self, checkpoint: Checkpoint) -> Batch:
+        """Hand in ``checkpoint`` for the next transaction; wait for the batch's
+        ``done`` event, then ask it :meth:`Batch.applied`.
 
-        Raises :class:`StoreError` if the store could not save it. If the caller is
-        cancelled while waiting, the checkpoint may still be saved.
+        Raises :class:`StoreError` if the writer has stopped (the engine is closing).
         """
         if self._closed:
             raise StoreError("the engine is stopping: nothing more is saved")
         batch = self._filling
         batch.checkpoints.append(checkpoint)
         self._wake.set()
-        await batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
-        return checkpoint.execution_id not in batch.lost
+        return batch
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit batches until cancelled: each takes every checkpoint handed in while
@@ -70,7 +77,7 @@ class CheckpointWriter:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
-                batch, self._filling = self._filling, _Batch()
+                batch, self._filling = self._filling, Batch()
                 await self._commit(batch)
         finally:
             # Checkpoints handed in as the engine stops are not saved: say so.
@@ -81,7 +88,7 @@ class CheckpointWriter:
                 )
                 self._filling.done.set()
 
-    async def _commit(self, batch: _Batch) -> None:
+    async def _commit(self, batch: Batch) -> None:
         try:
             batch.lost = await self._store.commit(
                 batch.checkpoints,

@@ -32,7 +32,8 @@ _DIGITS = bytes.maketrans(bytes(range(10)), b"0123456789")
 
 
 def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
-    """The routing state of ``machine`` as JSON data.
+    """The routing state of ``machine`` as JSON data (arrays as tuples, which the
+    collector stops tracking once it sees they hold only numbers and strings).
 
     Always: ``nodes`` (one digit per node, its state), ``edges`` (per edge, the
     execution index of the run that sent on it, ``-1`` if dead, ``-2`` if open),
@@ -42,21 +43,21 @@ def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "format": FORMAT,
         "nodes": machine._state.translate(_DIGITS).decode(),
-        "edges": machine._edge_refs.tolist(),
-        "run_counts": machine._run_counts.tolist(),
+        "edges": tuple(machine._edge_refs),
+        "run_counts": tuple(machine._run_counts),
         "next": len(machine._runs),
     }
     if machine._ready:
         paths["ready"] = list(machine._ready)
     if machine._running or machine._redispatch:
         in_flight = [*machine._running.values(), *machine._redispatch.values()]
-        paths["running"] = [
-            [run.execution_index, run.node_key, run.run_index, run.attempt, _pairs(run.inputs)]
+        paths["running"] = tuple(
+            (run.execution_index, run.node_key, run.run_index, run.attempt, run.inputs)
             for run in sorted(in_flight, key=lambda run: run.execution_index)
-        ]
+        )
     if machine._suspended:
         paths["waiting"] = {
-            str(index): _pairs(machine._runs[index].inputs) for index in sorted(machine._suspended)
+            str(index): machine._runs[index].inputs for index in sorted(machine._suspended)
         }
     exits = {
         str(loop): {str(edge): run.execution_index for edge, run in buffer.items()}
@@ -87,10 +88,6 @@ def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
     if machine._pausing:
         paths["pausing"] = True
     return paths
-
-
-def _pairs(inputs: tuple[tuple[str, int], ...]) -> list[list[Any]]:
-    return [[port, source] for port, source in inputs]
 
 
 def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
@@ -286,7 +283,10 @@ def has_unsaved_changes(machine: ExecutionMachine) -> bool:
 def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
     """What changed in ``machine`` since its last checkpoint; marks it saved."""
     workflow = machine.graph.workflow
-    contexts = {key: dict(machine._node_contexts.get(key, {})) for key in machine._contexts_changed}
+    changed = machine._contexts_changed
+    contexts = (
+        {key: dict(machine._node_contexts.get(key, {})) for key in changed} if changed else {}
+    )
     checkpoint = Checkpoint(
         execution_id=machine.execution_id,
         workflow_id=workflow.id,
@@ -320,9 +320,11 @@ def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
     machine._saved = True
     machine._saved_status = machine.status
     machine.take_on_save = False
-    machine._unsaved_runs = []
+    # Emptied in place: a checkpoint per step, with thousands of executions in
+    # flight, should leave little for the garbage collector.
+    machine._unsaved_runs.clear()
     machine._vars_changed = False
-    machine._contexts_changed = set()
-    machine._suspensions_added = []
-    machine._suspensions_removed = []
+    changed.clear()
+    machine._suspensions_added.clear()
+    machine._suspensions_removed.clear()
     return checkpoint
