@@ -26,6 +26,23 @@ SUSPENSION_COLUMNS = (
 )
 
 
+_INSERT_EXECUTION = (
+    f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 22)}) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+# A step of a running execution that stays running: only the routing state moves.
+_UPDATE_STEP = (
+    "UPDATE executions SET paths = ?, iteration_count = ?, updated_at = ?, lease_expires = ? "
+    "WHERE id = ? AND owner = ?"
+)
+_INSERT_RUN = (
+    f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+)
+_INSERT_SUSPENSION = (
+    f"INSERT INTO suspensions ({SUSPENSION_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+)
+
+
 def apply_checkpoints(
     db: sqlite3.Connection,
     checkpoints: Sequence[Checkpoint],
@@ -33,146 +50,203 @@ def apply_checkpoints(
     lease_expires: float,
     now: float,
 ) -> set[str]:
+    """Apply ``checkpoints`` (at most one per execution) in the open transaction;
+    return the ids of those not applied because this engine does not own them.
+
+    Plain steps of running executions, most of any batch, are applied together: one
+    statement for their rows and one for their node runs.
+    """
     lost: set[str] = set()
+    steps: list[Checkpoint] = []
+    applied: list[Checkpoint] = []
     for checkpoint in checkpoints:
-        running = checkpoint.status == "running"
-        clear = checkpoint.take or checkpoint.clear_request
-        row_owner = owner if running else None
-        row_lease = lease_expires if running else None
-        paths = codec.dumps(kept_paths(checkpoint))
-        error = codec.dumps_error(checkpoint.error)
-        if checkpoint.new:
-            cursor = db.execute(
-                f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 22)}) "
-                "ON CONFLICT (id) DO NOTHING",
-                (
-                    checkpoint.execution_id,
-                    checkpoint.workflow_id,
-                    checkpoint.workflow_version,
-                    checkpoint.workflow_hash,
-                    checkpoint.trigger,
-                    checkpoint.status,
-                    codec.dumps(checkpoint.input),
-                    codec.dumps(checkpoint.vars or {}),
-                    paths,
-                    checkpoint.iteration_count,
-                    error,
-                    checkpoint.started_at,
-                    checkpoint.finished_at,
-                    now,
-                    checkpoint.parent_execution_id,
-                    checkpoint.root_execution_id,
-                    row_owner,
-                    row_lease,
-                    checkpoint.mode,
-                    checkpoint.depth,
-                    checkpoint.deadline,
-                    None,
-                ),
-            )
-            if cursor.rowcount != 1:  # started already, by this engine or another
-                lost.add(checkpoint.execution_id)
-                continue
+        if (
+            checkpoint.status == "running"
+            and not checkpoint.status_changed
+            and not checkpoint.new
+            and not checkpoint.take
+            and not checkpoint.clear_request
+            and checkpoint.vars is None
+        ):
+            steps.append(checkpoint)
+        elif _apply_header(db, checkpoint, owner, lease_expires, now):
+            applied.append(checkpoint)
         else:
-            if checkpoint.status_changed or checkpoint.take:
-                assignments = (
-                    "status = ?, error = ?, started_at = ?, finished_at = ?, deadline = ?, "
-                    "paths = ?, iteration_count = ?, updated_at = ?, owner = ?, lease_expires = ?"
+            lost.add(checkpoint.execution_id)
+    if steps:
+        cursor = db.executemany(
+            _UPDATE_STEP,
+            [
+                (
+                    codec.dumps(checkpoint.active_paths),
+                    checkpoint.iteration_count,
+                    now,
+                    lease_expires,
+                    checkpoint.execution_id,
+                    owner,
                 )
-                values: list[Any] = [
-                    checkpoint.status,
-                    error,
-                    checkpoint.started_at,
-                    checkpoint.finished_at,
-                    checkpoint.deadline,
-                ]
-            else:
-                # Leave the indexed status columns alone: SQLite rewrites an index
-                # entry whenever its column is assigned, even to the same value.
-                assignments = (
-                    "paths = ?, iteration_count = ?, updated_at = ?, owner = ?, lease_expires = ?"
-                )
-                values = []
-            values += [paths, checkpoint.iteration_count, now, row_owner, row_lease]
-            if checkpoint.vars is not None:
-                assignments += ", vars = ?"
-                values.append(codec.dumps(checkpoint.vars))
-            if clear:
-                assignments += ", request = NULL"
-            if checkpoint.take:
-                # Take a waiting execution that no live engine owns, in this same step.
-                cursor = db.execute(
-                    f"UPDATE executions SET {assignments} WHERE id = ? AND status = ? "
-                    "AND (owner IS NULL OR owner = ? OR lease_expires <= ?)",
-                    (*values, checkpoint.execution_id, checkpoint.take_from, owner, now),
-                )
-            else:
-                cursor = db.execute(
-                    f"UPDATE executions SET {assignments} WHERE id = ? AND owner = ?",
-                    (*values, checkpoint.execution_id, owner),
-                )
-            if cursor.rowcount != 1:
-                lost.add(checkpoint.execution_id)
-                continue
-        execution_id = checkpoint.execution_id
-        if checkpoint.runs:
-            db.executemany(
-                f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) "
-                f"VALUES ({', '.join('?' * 13)})",
-                [
-                    (
-                        execution_id,
-                        run.execution_index,
-                        run.node_key,
-                        run.run_index,
-                        run.attempt,
-                        run.status,
-                        run.port,
-                        codec.dumps(run.output),
-                        codec.dumps_error(run.error),
-                        codec.dumps(run.inputs) if run.inputs else None,
-                        run.started_at,
-                        run.finished_at,
-                        run.duration_ms,
-                    )
-                    for run in checkpoint.runs
-                ],
+                for checkpoint in steps
+            ],
+        )
+        if cursor.rowcount != len(steps):
+            ids = [checkpoint.execution_id for checkpoint in steps]
+            owned = _owned(db, ids, owner)
+            lost.update(execution_id for execution_id in ids if execution_id not in owned)
+        applied += (checkpoint for checkpoint in steps if checkpoint.execution_id not in lost)
+    db.executemany(
+        _INSERT_RUN,
+        [
+            (
+                checkpoint.execution_id,
+                run.execution_index,
+                run.node_key,
+                run.run_index,
+                run.attempt,
+                run.status,
+                run.port,
+                codec.dumps(run.output),
+                codec.dumps_error(run.error),
+                codec.dumps(run.inputs) if run.inputs else None,
+                run.started_at,
+                run.finished_at,
+                run.duration_ms,
             )
-        if checkpoint.node_contexts:
-            db.executemany(
-                "INSERT OR REPLACE INTO node_contexts (execution_id, node_key, context) VALUES (?, ?, ?)",
-                [
-                    (execution_id, key, codec.dumps(context))
-                    for key, context in checkpoint.node_contexts.items()
-                ],
-            )
-        if checkpoint.suspensions_removed:
-            db.executemany(
-                "DELETE FROM suspensions WHERE execution_id = ? AND execution_index = ?",
-                [(execution_id, index) for index in checkpoint.suspensions_removed],
-            )
-        if checkpoint.suspensions_added:
-            db.executemany(
-                f"INSERT INTO suspensions ({SUSPENSION_COLUMNS}) VALUES ({', '.join('?' * 12)})",
-                [
-                    (
-                        s.execution_id,
-                        s.execution_index,
-                        s.node_key,
-                        s.run_index,
-                        s.kind,
-                        s.token,
-                        s.wake_at,
-                        s.wake_port,
-                        codec.dumps(s.wake_data),
-                        s.resume_port,
-                        s.started_at,
-                        s.child_execution_id,
-                    )
-                    for s in checkpoint.suspensions_added
-                ],
-            )
+            for checkpoint in applied
+            for run in checkpoint.runs
+        ],
+    )
+    for checkpoint in applied:
+        _apply_details(db, checkpoint)
     return lost
+
+
+def _owned(db: sqlite3.Connection, execution_ids: list[str], owner: str) -> set[str]:
+    owned: set[str] = set()
+    for start in range(0, len(execution_ids), 500):  # within SQLite's variable limit
+        chunk = execution_ids[start : start + 500]
+        rows = db.execute(
+            f"SELECT id FROM executions WHERE owner = ? AND id IN ({', '.join('?' * len(chunk))})",
+            (owner, *chunk),
+        )
+        owned.update(row[0] for row in rows)
+    return owned
+
+
+def _apply_header(
+    db: sqlite3.Connection, checkpoint: Checkpoint, owner: str, lease_expires: float, now: float
+) -> bool:
+    """Create or update the execution's row; ``False`` if it is not ours to change."""
+    running = checkpoint.status == "running"
+    clear = checkpoint.take or checkpoint.clear_request
+    row_owner = owner if running else None
+    row_lease = lease_expires if running else None
+    paths = codec.dumps(kept_paths(checkpoint))
+    error = codec.dumps_error(checkpoint.error)
+    if checkpoint.new:
+        cursor = db.execute(
+            _INSERT_EXECUTION,
+            (
+                checkpoint.execution_id,
+                checkpoint.workflow_id,
+                checkpoint.workflow_version,
+                checkpoint.workflow_hash,
+                checkpoint.trigger,
+                checkpoint.status,
+                codec.dumps(checkpoint.input),
+                codec.dumps(checkpoint.vars or {}),
+                paths,
+                checkpoint.iteration_count,
+                error,
+                checkpoint.started_at,
+                checkpoint.finished_at,
+                now,
+                checkpoint.parent_execution_id,
+                checkpoint.root_execution_id,
+                row_owner,
+                row_lease,
+                checkpoint.mode,
+                checkpoint.depth,
+                checkpoint.deadline,
+                None,
+            ),
+        )
+        # Not 1: started already, by this engine or another.
+        return cursor.rowcount == 1
+    if checkpoint.status_changed or checkpoint.take:
+        assignments = (
+            "status = ?, error = ?, started_at = ?, finished_at = ?, deadline = ?, "
+            "paths = ?, iteration_count = ?, updated_at = ?, owner = ?, lease_expires = ?"
+        )
+        values: list[Any] = [
+            checkpoint.status,
+            error,
+            checkpoint.started_at,
+            checkpoint.finished_at,
+            checkpoint.deadline,
+        ]
+    else:
+        # Leave the indexed status columns alone: SQLite rewrites an index
+        # entry whenever its column is assigned, even to the same value.
+        assignments = "paths = ?, iteration_count = ?, updated_at = ?, owner = ?, lease_expires = ?"
+        values = []
+    values += [paths, checkpoint.iteration_count, now, row_owner, row_lease]
+    if checkpoint.vars is not None:
+        assignments += ", vars = ?"
+        values.append(codec.dumps(checkpoint.vars))
+    if clear:
+        assignments += ", request = NULL"
+    if checkpoint.take:
+        # Take a waiting execution that no live engine owns, in this same step.
+        cursor = db.execute(
+            f"UPDATE executions SET {assignments} WHERE id = ? AND status = ? "
+            "AND (owner IS NULL OR owner = ? OR lease_expires <= ?)",
+            (*values, checkpoint.execution_id, checkpoint.take_from, owner, now),
+        )
+    else:
+        cursor = db.execute(
+            f"UPDATE executions SET {assignments} WHERE id = ? AND owner = ?",
+            (*values, checkpoint.execution_id, owner),
+        )
+    return cursor.rowcount == 1
+
+
+def _apply_details(db: sqlite3.Connection, checkpoint: Checkpoint) -> None:
+    """Node contexts and suspensions of an applied checkpoint."""
+    execution_id = checkpoint.execution_id
+    if checkpoint.node_contexts:
+        db.executemany(
+            "INSERT OR REPLACE INTO node_contexts (execution_id, node_key, context) VALUES (?, ?, ?)",
+            [
+                (execution_id, key, codec.dumps(context))
+                for key, context in checkpoint.node_contexts.items()
+            ],
+        )
+    if checkpoint.suspensions_removed:
+        db.executemany(
+            "DELETE FROM suspensions WHERE execution_id = ? AND execution_index = ?",
+            [(execution_id, index) for index in checkpoint.suspensions_removed],
+        )
+    if checkpoint.suspensions_added:
+        db.executemany(
+            _INSERT_SUSPENSION,
+            [
+                (
+                    s.execution_id,
+                    s.execution_index,
+                    s.node_key,
+                    s.run_index,
+                    s.kind,
+                    s.token,
+                    s.wake_at,
+                    s.wake_port,
+                    codec.dumps(s.wake_data),
+                    s.resume_port,
+                    s.started_at,
+                    s.child_execution_id,
+                )
+                for s in checkpoint.suspensions_added
+            ],
+        )
 
 
 def run_from_row(execution_id: str, row: Sequence[Any]) -> NodeRun:

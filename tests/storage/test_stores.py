@@ -163,6 +163,43 @@ async def test_only_the_owner_applies_checkpoints(kind: str, tmp_path: Path) -> 
 
 
 @STORES
+async def test_a_batch_of_steps_applies_only_the_owned_ones(kind: str, tmp_path: Path) -> None:
+    # Plain steps of running executions are applied together; one owned by another
+    # engine is refused alone, and none of its node runs is written.
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        await store.commit(
+            [checkpoint("mine1", new=True), checkpoint("mine2", new=True)],
+            owner=ME,
+            lease_expires=100.0,
+            now=1.0,
+        )
+        await store.commit(
+            [checkpoint("theirs", new=True)], owner=OTHER, lease_expires=100.0, now=1.0
+        )
+        step = {"status_changed": False, "iteration_count": 3}
+        lost = await store.commit(
+            [
+                checkpoint("mine1", runs=(run(0, "a", output=1),), **step),
+                checkpoint("theirs", runs=(run(0, "a", output=2),), **step),
+                checkpoint("mine2", runs=(run(0, "a", output=3),), **step),
+            ],
+            owner=ME,
+            lease_expires=150.0,
+            now=2.0,
+        )
+        assert lost == {"theirs"}
+        outputs = {}
+        for execution_id in ("mine1", "mine2", "theirs"):
+            stored = await store.load_execution(execution_id)
+            assert stored is not None
+            outputs[execution_id] = [run.output for run in stored.runs]
+            expected = (ME, 150.0, 3) if execution_id != "theirs" else (OTHER, 100.0, 0)
+            assert (stored.owner, stored.lease_expires, stored.iteration_count) == expected
+        assert outputs == {"mine1": [1], "mine2": [3], "theirs": []}
+
+
+@STORES
 async def test_orphans_and_waiting_executions_are_taken_once(kind: str, tmp_path: Path) -> None:
     async with opened(kind, tmp_path) as store:
         await save_workflow(store)
