@@ -13,7 +13,6 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -42,7 +41,7 @@ from ._clock import Clock, SystemClock, new_execution_id
 from ._control import control, deliver_requests
 from ._handle import DEFAULT_EVENT_BUFFER
 from ._handle import ExecutionHandle as ExecutionHandle
-from ._ownership import dead_owners, new_owner_id, recover_orphans
+from ._ownership import dead_owners, heartbeat, new_owner_id, recover_orphans
 from ._schedules import Schedules, ScheduleSlot
 from ._subscription import Middleware, Publisher, Subscription
 from ._supervisor import ExecutionSupervisor, Lost, ResumeRequest, Services, WakeRequest
@@ -152,7 +151,7 @@ class Engine(AsyncContextManagerMixin):
                 if self._schedules is not None:
                     for served in list(self._catalog.served.values()):
                         await self._schedules.arm(served)
-                task_group.start_soon(self._heartbeat)
+                task_group.start_soon(heartbeat, self, self._heartbeat_interval)
                 task_group.start_soon(self._pick_up_requests)
                 try:
                     yield self
@@ -221,19 +220,28 @@ class Engine(AsyncContextManagerMixin):
         *,
         trigger: str | None = None,
     ) -> ExecutionHandle:
-        """Start an execution in the background and return its handle.
+        """Start an execution in the background and return its handle, once the
+        execution is saved (before its first node runs): an engine that crashes after
+        ``start`` returned finds it when it starts again.
 
-        The workflow's definition is stored (once per version), and the execution is
-        saved before its first node runs. Raises :class:`WorkflowValidationError`
-        before anything starts if the workflow is invalid, :class:`PranaError` if the
-        engine is not open or ``input`` is not JSON data.
+        The workflow's definition is stored (once per version). Raises
+        :class:`WorkflowValidationError` before anything starts if the workflow is
+        invalid, :class:`TriggerError` if ``input`` does not fit the trigger,
+        :class:`PranaError` if the engine is not open, ``input`` is not JSON data, or
+        the execution could not be saved.
         """
         self._require_store()
         graph = self.compile(workflow, trigger=trigger)
         input = trigger_input(graph, _json(input, "the input"), self.clock.now())
         self._catalog.register(graph.workflow)
         execution_id = new_execution_id(self.clock.now())
-        return ExecutionHandle(await self._begin(graph, input, execution_id))
+        handed_over = anyio.Event()
+        try:
+            supervisor = await self._begin(graph, input, execution_id, handed_over=handed_over)
+            await supervisor.wait_saved()
+        finally:
+            handed_over.set()  # the execution carries on (or stops) without us
+        return ExecutionHandle(supervisor)
 
     async def run(
         self,
@@ -416,7 +424,10 @@ class Engine(AsyncContextManagerMixin):
     # ------------------------------------------------------------------ internals
 
     def _launch(
-        self, machine: ExecutionMachine, first: Callable[[float], builtins.list[Command]]
+        self,
+        machine: ExecutionMachine,
+        first: Callable[[float], builtins.list[Command]],
+        handed_over: anyio.Event | None = None,
     ) -> ExecutionSupervisor:
         task_group = self._require_open()
         assert self._services is not None
@@ -424,7 +435,9 @@ class Engine(AsyncContextManagerMixin):
         supervisor = ExecutionSupervisor(machine, publisher, self._services, self._exited)
         self._live[machine.execution_id] = supervisor
         self._notify_watchers(machine.execution_id)
-        task_group.start_soon(supervisor.run, first, name=f"prana execution {machine.execution_id}")
+        task_group.start_soon(
+            supervisor.run, first, handed_over, name=f"prana execution {machine.execution_id}"
+        )
         return supervisor
 
     def _exited(self, supervisor: ExecutionSupervisor) -> None:
@@ -504,29 +517,24 @@ class Engine(AsyncContextManagerMixin):
             self._idle = None
 
     async def _begin(
-        self, graph: ExecutionGraph, input: Any, execution_id: str, **fields: Any
+        self,
+        graph: ExecutionGraph,
+        input: Any,
+        execution_id: str,
+        handed_over: anyio.Event | None = None,
+        **fields: Any,
     ) -> ExecutionSupervisor:
         """Store ``graph``'s definition (once) and launch a new execution of it;
-        ``fields`` go to its :class:`ExecutionMachine` (a child's parent, say)."""
+        ``fields`` go to its :class:`ExecutionMachine` (a child's parent, say). See
+        :meth:`ExecutionSupervisor.run` for ``handed_over``."""
         await self._catalog.save(graph, self._require_store(), self.clock.now())
         machine = ExecutionMachine(
             graph, execution_id=execution_id, input=input, env=self._env, **fields
         )
-        return self._launch(machine, machine.start)
+        return self._launch(machine, machine.start, handed_over)
 
     async def _fire_timer(self, timer: Suspension | ScheduleSlot) -> None:
         await fire_timer(self, timer)
-
-    async def _heartbeat(self) -> None:
-        """Renew the leases of live executions; take over those of dead engines."""
-        store = self._require_store()
-        while True:
-            await anyio.sleep(self._heartbeat_interval)
-            await store.renew(
-                list(self._live), owner=self.owner, lease_expires=time.time() + self._lease
-            )
-            if self._recover:
-                await recover_orphans(self)
 
     async def _pick_up_requests(self) -> None:
         """Apply the cancel and pause requests other engines leave for executions

@@ -3,7 +3,8 @@
 An engine's owner id is ``host:pid:random``. An engine that finds executions owned
 by a process of its own host that no longer exists takes them at once instead of
 waiting for their leases to expire; anything else waits for the lease. Taken
-executions carry on from their last checkpoint (:func:`recover_orphans`).
+executions carry on from their last checkpoint (:func:`recover_orphans`); the
+:func:`heartbeat` renews the leases an engine holds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import socket
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
+
+import anyio
 
 from prana._errors import PranaError
 
@@ -73,3 +76,16 @@ async def recover_orphans(engine: Engine, dead: Iterable[str] = ()) -> None:
             continue
         logger.info("carrying on execution %s from its last checkpoint", execution_id)
         engine._launch(machine, machine.recover)
+
+
+async def heartbeat(engine: Engine, interval: float) -> None:
+    """Every ``interval`` seconds: renew the leases of the executions the engine
+    runs, and take over those of engines that died."""
+    store = engine._require_store()
+    while True:
+        await anyio.sleep(interval)
+        await store.renew(
+            list(engine._live), owner=engine.owner, lease_expires=time.time() + engine._lease
+        )
+        if engine._recover:
+            await recover_orphans(engine)

@@ -202,25 +202,22 @@ class ExecutionSupervisor:
                 f"execution {self.execution_id} stopped before it was saved"
             )
 
-    async def run(self, first: Callable[[float], list[Command]]) -> None:
+    async def run(
+        self, first: Callable[[float], list[Command]], handed_over: anyio.Event | None = None
+    ) -> None:
         """Carry the execution from ``first`` (the machine's start, recovery, resume
         or wake) until it waits or ends. Cancellation (the engine stopping) leaves it
-        as last saved, ready to carry on elsewhere."""
+        as last saved, ready to carry on elsewhere.
+
+        With ``handed_over``, nothing runs and no event is published after the first
+        save until it is set: whoever started the execution hands its handle out
+        first, so that a subscriber sees every event."""
         machine = self.machine
         try:
             async with anyio.create_task_group() as workers:
-                now = self._services.clock.now()
-                if machine.status == "pending" and self.publisher.listening:
-                    graph = machine.graph
-                    self._publish(
-                        events.ExecutionStarted,
-                        now,
-                        workflow_id=graph.workflow.id,
-                        workflow_version=graph.workflow.version,
-                        node_count=self._node_count,
-                    )
+                starting = machine.status == "pending"
                 machine.notices = self.publisher.listening
-                commands = first(now)
+                commands = first(self._services.clock.now())
                 while True:
                     # A step: save what changed, wait for the writer, carry out.
                     checkpoint = self._checkpoint(commands)
@@ -231,6 +228,12 @@ class ExecutionSupervisor:
                         # Hold on to nothing of the step while waiting for the
                         # next: the batch keeps every checkpoint in it alive.
                         del batch, checkpoint
+                    if handed_over is not None:
+                        await handed_over.wait()
+                        handed_over = None
+                    if starting:
+                        starting = False
+                        self._announce_start()
                     self._carry_out(commands, workers)
                     if machine.status != "running":
                         # Waiters learn of it when the supervisor exits (and the
@@ -362,6 +365,17 @@ class ExecutionSupervisor:
             self.saved.set()
             if machine.deadline is not None and not machine.finished:
                 services.timers.add(Suspension.deadline(machine.execution_id, machine.deadline))
+
+    def _announce_start(self) -> None:
+        if self.publisher.listening:
+            workflow = self.machine.graph.workflow
+            self._publish(
+                events.ExecutionStarted,
+                self._services.clock.now(),
+                workflow_id=workflow.id,
+                workflow_version=workflow.version,
+                node_count=self._node_count,
+            )
 
     def _carry_out(self, commands: list[Command], workers: TaskGroup) -> None:
         listening = self.publisher.listening

@@ -48,6 +48,21 @@ def suspending_chain() -> prana.Workflow:
     return prana.load_workflow({"id": "w5", "nodes": nodes, "connections": connections})
 
 
+async def run_all(
+    engine: prana.Engine, workflow: prana.Workflow, count: int
+) -> list[prana.Execution]:
+    """``count`` executions of ``workflow`` run concurrently, as the peers' are."""
+    results: list[prana.Execution] = []
+
+    async def run_one(n: int) -> None:
+        results.append(await engine.run(workflow, {"n": n}))
+
+    async with anyio.create_task_group() as group:
+        for n in range(count):
+            group.start_soon(run_one, n)
+    return results
+
+
 async def w2(db: str, synchronous: str) -> dict[str, float]:
     chain = chain_workflow(100)
     memory_times, durable_times = [], []
@@ -75,8 +90,7 @@ async def w4(db: str, synchronous: str) -> dict[str, float]:
     async with prana.Engine(store=store_url(db, synchronous), env={}) as engine:
         await engine.run(chain)  # warm up: the definition is stored
         started = time.perf_counter()
-        handles = [await engine.start(chain, {"n": n}) for n in range(EXECUTIONS)]
-        results = [await handle.result() for handle in handles]
+        results = await run_all(engine, chain, EXECUTIONS)
         elapsed = time.perf_counter() - started
         assert all(result.status == "completed" for result in results)
         writer = engine._services.writer if engine._services else None
@@ -96,8 +110,7 @@ async def w4(db: str, synchronous: str) -> dict[str, float]:
 async def w5_suspend(db: str, synchronous: str) -> dict[str, float]:
     workflow = suspending_chain()
     async with prana.Engine(store=store_url(db, synchronous), env={}) as engine:
-        handles = [await engine.start(workflow, {"n": n}) for n in range(EXECUTIONS)]
-        results = [await handle.result() for handle in handles]
+        results = await run_all(engine, workflow, EXECUTIONS)
         assert all(result.status == "suspended" for result in results)
         live = engine.live_count
     return {"suspended": len(results), "live_after": live}

@@ -16,7 +16,7 @@ from ._records import ExecutionStatus, NodeRun, Suspension
 from ._registry import Action
 
 
-@attrs.frozen(kw_only=True)
+@attrs.define(kw_only=True, eq=False)
 class Dispatch:
     """Command: run ``action`` for ``run`` with ``context``, then report a NodeResult.
 

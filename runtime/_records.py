@@ -126,7 +126,7 @@ class Suspension:
         )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.define(kw_only=True, eq=False)
 class NodeResult:
     """The message a node worker sends its supervisor when the action has returned
     (``error`` is ``None``) or failed."""
@@ -222,7 +222,7 @@ class Execution:
         return [run for run in self.node_runs if run.node_key == node_key]
 
 
-@attrs.frozen(kw_only=True)
+@attrs.define(kw_only=True, eq=False)
 class Checkpoint:
     """What changed in an execution since its previous checkpoint (DESIGN §8).
 
