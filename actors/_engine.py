@@ -127,7 +127,13 @@ class Engine(AsyncContextManagerMixin):
         durability = self._durability or ("off" if isinstance(store, MemoryStore) else "normal")
         await store.open()
         self._store = store
-        writer = CheckpointWriter(store, owner=self.owner, lease=self._lease, now=self.clock.now)
+        writer = CheckpointWriter(
+            store,
+            owner=self.owner,
+            lease=self._lease,
+            now=self.clock.now,
+            alone=lambda: len(self._live) <= 1,
+        )
         timers = TimerActor(self.clock, self._fire_timer)
         self._services = Services(
             clock=self.clock,
@@ -571,17 +577,16 @@ class Engine(AsyncContextManagerMixin):
 
     def _require_open(self) -> TaskGroup:
         if self._task_group is None:
-            raise PranaError(
-                "the engine is not running; use it inside 'async with Engine(...) as engine:'"
-            )
+            raise PranaError(_NOT_RUNNING)
         return self._task_group
 
     def _require_store(self) -> Store:
         if self._store is None:
-            raise PranaError(
-                "the engine is not running; use it inside 'async with Engine(...) as engine:'"
-            )
+            raise PranaError(_NOT_RUNNING)
         return self._store
+
+
+_NOT_RUNNING = "the engine is not running; use it inside 'async with Engine(...) as engine:'"
 
 
 def _json(value: Any, what: str) -> Any:
@@ -592,7 +597,3 @@ def _json(value: Any, what: str) -> Any:
         return orjson.loads(orjson.dumps(value))
     except (orjson.JSONEncodeError, TypeError) as exc:
         raise PranaError(f"{what} must be JSON data: {exc}") from None
-
-
-def _ended(execution: Execution) -> bool:
-    return execution.finished

@@ -222,12 +222,19 @@ class ExecutionSupervisor:
                     # A step: save what changed, wait for the writer, carry out.
                     checkpoint = self._checkpoint(commands)
                     if checkpoint is not None:
-                        batch = self._services.writer.submit(checkpoint)
-                        await batch.done.wait()
-                        self._saved(checkpoint, batch.applied(checkpoint))
-                        # Hold on to nothing of the step while waiting for the
-                        # next: the batch keeps every checkpoint in it alive.
-                        del batch, checkpoint
+                        writer = self._services.writer
+                        applied = writer.commit_now(checkpoint)
+                        if applied is None:
+                            batch = writer.submit(checkpoint)
+                            await batch.done.wait()
+                            applied = batch.applied(checkpoint)
+                            # Hold on to nothing of the step while waiting for the
+                            # next: the batch keeps every checkpoint in it alive.
+                            del batch
+                        else:
+                            await anyio.lowlevel.checkpoint()  # the step's yield
+                        self._saved(checkpoint, applied)
+                        del checkpoint
                     if handed_over is not None:
                         await handed_over.wait()
                         handed_over = None

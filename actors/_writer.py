@@ -45,16 +45,48 @@ class Batch:
 class CheckpointWriter:
     """Commits checkpoints in batches; one per engine."""
 
-    def __init__(self, store: Store, *, owner: str, lease: float, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        owner: str,
+        lease: float,
+        now: Callable[[], float],
+        alone: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._store = store
         self._owner = owner
         self._lease = lease
         self._now = now
+        self._alone = alone
+        self._committing = False
         self._filling = Batch()
         self._wake = anyio.Event()
         self._closed = False
         self.batches = 0
         self.written = 0
+
+    def commit_now(self, checkpoint: Checkpoint) -> bool | None:
+        """Commit ``checkpoint`` on the spot when there is nothing to group it with:
+        ``alone()`` says one execution runs, and nothing else is waiting or being
+        committed. Whether it was applied (see :meth:`Batch.applied`), or ``None``,
+        having done nothing, when it must go through :meth:`submit`.
+
+        Raises :class:`StoreError` if the store could not save it.
+        """
+        if self._closed or self._committing or self._filling.checkpoints or not self._alone():
+            return None
+        lost = self._store.commit_now(
+            [checkpoint],
+            owner=self._owner,
+            lease_expires=time.time() + self._lease,
+            now=self._now(),
+        )
+        if lost is None:
+            return None
+        self.batches += 1
+        self.written += 1
+        return checkpoint.execution_id not in lost
 
     def submit(self, checkpoint: Checkpoint) -> Batch:
         """Hand in ``checkpoint`` for the next transaction; wait for the batch's
@@ -78,7 +110,11 @@ class CheckpointWriter:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 batch, self._filling = self._filling, Batch()
-                await self._commit(batch)
+                self._committing = True
+                try:
+                    await self._commit(batch)
+                finally:
+                    self._committing = False
         finally:
             # Checkpoints handed in as the engine stops are not saved: say so.
             self._closed = True

@@ -45,6 +45,12 @@ class MemoryStore:
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
     ) -> set[str]:
         """Apply checkpoints owned by ``owner``; return the ids of the others."""
+        return self.commit_now(checkpoints, owner=owner, lease_expires=lease_expires, now=now)
+
+    def commit_now(
+        self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
+    ) -> set[str]:
+        """:meth:`commit`, on the spot (memory is always quick)."""
         lost: set[str] = set()
         for checkpoint in checkpoints:
             kept = self._executions.get(checkpoint.execution_id)

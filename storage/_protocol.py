@@ -75,6 +75,13 @@ class Store(Protocol):
         """
         ...
 
+    def commit_now(
+        self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
+    ) -> set[str] | None:
+        """:meth:`commit` on the calling thread, if the store can do it quickly (no
+        disk sync or lock to wait for); ``None``, having changed nothing, if not."""
+        ...
+
     async def save_workflow(self, workflow: StoredWorkflow) -> None:
         """Keep a workflow definition (once per hash)."""
         ...

@@ -246,6 +246,32 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ writes
 
+    def commit_now(
+        self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
+    ) -> set[str] | None:
+        """:meth:`commit` at once on the calling thread when that is quick: a few
+        checkpoints, no disk sync to wait for (not ``synchronous=FULL``), no lock held
+        by another connection, no WAL checkpoint due. ``None``, having done nothing,
+        otherwise."""
+        if (
+            self.synchronous == "FULL"
+            or len(checkpoints) > _INLINE_CHECKPOINTS
+            or self._commits_since_checkpoint >= self._checkpoint_every
+        ):
+            return None
+        assert self._limiter is not None
+        try:
+            self._limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            return None  # a write is under way on a thread: queue behind it
+        try:
+            lost = self._write_inline(
+                lambda db: apply_checkpoints(db, checkpoints, owner, lease_expires, now)
+            )
+        finally:
+            self._limiter.release()
+        return None if isinstance(lost, _Locked) else lost
+
     async def commit(
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
     ) -> set[str]:
@@ -254,19 +280,10 @@ class SQLiteStore:
         def apply(db: sqlite3.Connection) -> set[str]:
             return apply_checkpoints(db, checkpoints, owner, lease_expires, now)
 
-        inline: set[str] | _Locked = LOCKED
-        assert self._limiter is not None
-        if self.synchronous != "FULL" and len(checkpoints) <= _INLINE_CHECKPOINTS:
-            try:
-                self._limiter.acquire_nowait()
-            except anyio.WouldBlock:
-                pass  # a write is under way on a thread: queue behind it
-            else:
-                try:
-                    inline = self._write_inline(apply)
-                finally:
-                    self._limiter.release()
-        lost = await self._call(self._write, apply) if isinstance(inline, _Locked) else inline
+        lost = self.commit_now(checkpoints, owner=owner, lease_expires=lease_expires, now=now)
+        if lost is None:
+            written: set[str] = await self._call(self._write, apply)
+            lost = written
         if self._commits_since_checkpoint >= self._checkpoint_every:
             await self._call(self._checkpoint_wal)
         return lost

@@ -592,3 +592,25 @@ async def test_an_execution_is_started_once_whoever_saves_it_first(
         assert kept is not None
         assert kept.owner == ME
         assert await store.load_execution("other") is not None
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_a_sqlite_commit_on_the_spot_is_done_only_without_a_disk_sync(
+    tmp_path: Path, synchronous: str
+) -> None:
+    # commit_now commits on the calling thread only when that is quick; otherwise it
+    # changes nothing and the caller goes through commit.
+    store = SQLiteStore(tmp_path / "s.db", synchronous=synchronous)  # type: ignore[arg-type]
+    await store.open()
+    try:
+        await save_workflow(store)
+        lost = store.commit_now([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+        stored = await store.load_execution("e1")
+        if synchronous == "FULL":
+            assert (lost, stored) == (None, None)
+        else:
+            assert lost == set()
+            assert stored is not None
+            assert (stored.status, stored.owner) == ("running", ME)
+    finally:
+        await store.aclose()
