@@ -149,12 +149,17 @@ class ExecutionSupervisor:
         self._send, self._receive = anyio.create_memory_object_stream[Message](math.inf)
         # Results of synchronous actions called in the last step, taken before the inbox.
         self._called: deque[NodeResult] = deque()
+        # Where a step left off to open the worker task group: see _carry_out.
+        self._resuming: tuple[Called | None] | None = None
+        self._starting = False
+        self._handed_over: anyio.Event | None = None
         self._sequence = 0
-        self._settled_nodes: set[str] = set()
+        self._settled_nodes: set[str] | None = None  # for progress, once listened to
         self._node_count = len(machine.graph.nodes)
         self._stop_waiters: list[anyio.Event] = []
         self._saved_once = False
-        self.saved = anyio.Event()  # set once the execution is first saved
+        # Made only for a wait_saved that comes before the first save.
+        self._saved_event: anyio.Event | None = None
         self._exited = False
         self.last_stop: Execution | None = None
         self.failure: PranaError | None = None
@@ -196,11 +201,19 @@ class ExecutionSupervisor:
 
         Raises :class:`PranaError` if the supervisor stopped before that.
         """
-        await self.saved.wait()
+        if not (self._saved_once or self._exited):
+            if self._saved_event is None:
+                self._saved_event = anyio.Event()
+            await self._saved_event.wait()
         if not self._saved_once:
             raise self.failure or Stopped(
                 f"execution {self.execution_id} stopped before it was saved"
             )
+
+    def _set_saved_event(self) -> None:
+        if self._saved_event is not None:
+            self._saved_event.set()
+            self._saved_event = None
 
     async def run(
         self, first: Callable[[float], list[Command]], handed_over: anyio.Event | None = None
@@ -214,60 +227,21 @@ class ExecutionSupervisor:
         first, so that a subscriber sees every event."""
         machine = self.machine
         try:
-            async with anyio.create_task_group() as workers:
-                starting = machine.status == "pending"
-                machine.notices = self.publisher.listening
-                commands = first(self._services.clock.now())
-                while True:
-                    # A step: save what changed, wait for the writer, carry out.
-                    checkpoint = self._checkpoint(commands)
-                    if checkpoint is not None:
-                        writer = self._services.writer
-                        applied = writer.commit_now(checkpoint)
-                        if applied is None:
-                            batch = writer.submit(checkpoint)
-                            await batch.done.wait()
-                            applied = batch.applied(checkpoint)
-                            # Hold on to nothing of the step while waiting for the
-                            # next: the batch keeps every checkpoint in it alive.
-                            del batch
-                        else:
-                            await anyio.lowlevel.checkpoint()  # the step's yield
-                        self._saved(checkpoint, applied)
-                        del checkpoint
-                    if handed_over is not None:
-                        await handed_over.wait()
-                        handed_over = None
-                    if starting:
-                        starting = False
-                        self._announce_start()
-                    self._carry_out(commands, workers)
-                    if machine.status != "running":
-                        # Waiters learn of it when the supervisor exits (and the
-                        # execution has left memory), unless a message arrives
-                        # first and it carries on.
-                        self.last_stop = machine.snapshot()
-                    # The next message.
-                    message: Message | None
-                    if self._called:
-                        # A synchronous action's result, from the last step. Its
-                        # checkpoint was the step's yield to other tasks; without
-                        # one (durability off), yield here.
-                        message = self._called.popleft()
-                        if not self._services.durable:
-                            await anyio.lowlevel.checkpoint()
-                    elif machine.status == "running":
-                        message = await self._receive.receive()
-                    else:
-                        message = self._receive_nowait()
-                        if message is None:
-                            break  # waiting or ended, and nothing more arrived
-                        self._reclaim(message)
-                    commands = self._take(message)
-                    while (more := self._receive_nowait()) is not None:
-                        commands.extend(self._take(more))
-                    del message, more
-                workers.cancel_scope.cancel()
+            self._starting = machine.status == "pending"
+            self._handed_over = handed_over
+            machine.notices = self.publisher.listening
+            commands = first(self._services.clock.now())
+            # Without worker tasks, until an async action needs one: most steps
+            # call synchronous actions only, and a task group costs time and memory.
+            left = await self._drive(commands, None, save=True)
+            if left is not None:
+                async with anyio.create_task_group() as workers:
+                    await self._drive(left, workers, save=False)
+                    workers.cancel_scope.cancel()
+            # Let the tasks the last step woke run before anyone hears that the
+            # execution stopped: the timer actor arming a new deadline, say, so that
+            # a test moving a virtual clock right after run() returns finds it.
+            await anyio.lowlevel.checkpoint()
         except Exception as exc:
             expected = _prana_error(exc)
             if expected is not None:  # the store failed, or ownership was lost
@@ -286,7 +260,7 @@ class ExecutionSupervisor:
                     f"(it was {machine.status}); it carries on when an engine starts on the same store"
                 )
             self._exited = True
-            self.saved.set()
+            self._set_saved_event()
             for waiter in self._stop_waiters:
                 waiter.set()
             self._stop_waiters.clear()
@@ -296,6 +270,66 @@ class ExecutionSupervisor:
             self._receive.close()
 
     # ------------------------------------------------------------------ steps
+
+    async def _drive(
+        self, commands: list[Command], workers: TaskGroup | None, *, save: bool
+    ) -> list[Command] | None:
+        """Steps until the execution waits or ends: save what changed, wait for the
+        writer, carry out, take the next message. Without ``workers``, return the
+        commands left when one needs a worker task (the caller opens a task group
+        and drives on with them, ``save=False``: they were saved)."""
+        machine = self.machine
+        while True:
+            if save:
+                checkpoint = self._checkpoint(commands)
+                if checkpoint is not None:
+                    writer = self._services.writer
+                    applied = writer.commit_now(checkpoint)
+                    if applied is None:
+                        batch = writer.submit(checkpoint)
+                        await batch.done.wait()
+                        applied = batch.applied(checkpoint)
+                        # Hold on to nothing of the step while waiting for the
+                        # next: the batch keeps every checkpoint in it alive.
+                        del batch
+                    else:
+                        await anyio.lowlevel.checkpoint()  # the step's yield
+                    self._saved(checkpoint, applied)
+                    del checkpoint
+                if self._handed_over is not None:
+                    await self._handed_over.wait()
+                    self._handed_over = None
+                if self._starting:
+                    self._starting = False
+                    self._announce_start()
+            save = True
+            left = self._carry_out(commands, workers)
+            if left is not None:
+                return left
+            if machine.status != "running":
+                # Waiters learn of it when the supervisor exits (and the execution
+                # has left memory), unless a message arrives first and it carries on.
+                self.last_stop = machine.snapshot()
+            # The next message.
+            message: Message | None
+            if self._called:
+                # A synchronous action's result, from the last step. Its checkpoint
+                # was the step's yield to other tasks; without one (durability
+                # off), yield here.
+                message = self._called.popleft()
+                if not self._services.durable:
+                    await anyio.lowlevel.checkpoint()
+            elif machine.status == "running":
+                message = await self._receive.receive()
+            else:
+                message = self._receive_nowait()
+                if message is None:
+                    return None  # waiting or ended, and nothing more arrived
+                self._reclaim(message)
+            commands = self._take(message)
+            while (more := self._receive_nowait()) is not None:
+                commands.extend(self._take(more))
+            del message, more
 
     def _receive_nowait(self) -> Message | None:
         if not self._receive.statistics().current_buffer_used:
@@ -369,7 +403,7 @@ class ExecutionSupervisor:
             services.timers.add(suspension)
         if not self._saved_once:
             self._saved_once = True
-            self.saved.set()
+            self._set_saved_event()
             if machine.deadline is not None and not machine.finished:
                 services.timers.add(Suspension.deadline(machine.execution_id, machine.deadline))
 
@@ -384,36 +418,47 @@ class ExecutionSupervisor:
                 node_count=self._node_count,
             )
 
-    def _carry_out(self, commands: list[Command], workers: TaskGroup) -> None:
+    def _carry_out(
+        self, commands: list[Command], workers: TaskGroup | None
+    ) -> list[Command] | None:
+        """Carry ``commands`` out; without ``workers``, stop at a dispatch that needs
+        a worker task and return the commands from it on."""
         listening = self.publisher.listening
         clock = self._services.clock
         now = clock.now
         send: MemoryObjectSendStream[Any] = self._send
-        for command in commands:
+        for position, command in enumerate(commands):
             if isinstance(command, Dispatch):
-                if listening:
-                    run = command.run
-                    self._publish(
-                        events.NodeStarted,
-                        now(),
-                        node_key=run.node_key,
-                        run_index=run.run_index,
-                        execution_index=run.execution_index,
-                    )
                 called: Called | None = None
-                if command.not_before is None and not command.action.is_async:
-                    # No task for a synchronous action: its result goes straight to
-                    # the inbox, and is taken in (and saved) before its successors.
-                    outcome = call_now(command, clock)
-                    if isinstance(outcome, NodeResult):
-                        self._called.append(outcome)
-                        continue
-                    called = outcome
+                if self._resuming is not None:  # began before the task group opened
+                    (called,), self._resuming = self._resuming, None
+                else:
+                    if listening:
+                        run = command.run
+                        self._publish(
+                            events.NodeStarted,
+                            now(),
+                            node_key=run.node_key,
+                            run_index=run.run_index,
+                            execution_index=run.execution_index,
+                        )
+                    if command.not_before is None and not command.action.is_async:
+                        # No task for a synchronous action: its result is taken in
+                        # (and saved) before its successors start.
+                        outcome = call_now(command, clock)
+                        if isinstance(outcome, NodeResult):
+                            self._called.append(outcome)
+                            continue
+                        called = outcome
+                if workers is None:
+                    self._resuming = (called,)
+                    return commands[position:]
                 workers.start_soon(
                     run_node, command, send.clone(), clock, self._start_child, called
                 )
             elif isinstance(command, CancelRuns):
-                workers.cancel_scope.cancel()
+                if workers is not None:
+                    workers.cancel_scope.cancel()
             elif isinstance(command, CancelChildren):
                 self._services.parent.cancel_children(command.execution_ids, command.reason)
             else:
@@ -421,6 +466,7 @@ class ExecutionSupervisor:
                     self._services.parent.child_finished(self.machine.snapshot())
                 if listening:
                     self._announce(command)
+        return None
 
     async def _start_child(self, dispatch: Dispatch, request: ExecuteWorkflow) -> str:
         return await self._services.parent.start_child(self.machine, dispatch, request)
@@ -442,7 +488,7 @@ class ExecutionSupervisor:
         now = self._services.clock.now()
         if isinstance(command, RunFinished):
             run = command.run
-            self._settled_nodes.add(run.node_key)
+            self._settled().add(run.node_key)
             kind = events.NodeCompleted if run.status == "completed" else events.NodeFailed
             self._publish(kind, now, node_key=run.node_key, run=run, progress=self._progress())
         elif isinstance(command, RunRetrying):
@@ -456,7 +502,7 @@ class ExecutionSupervisor:
                 at=command.at,
             )
         elif isinstance(command, NodeSkipped):
-            self._settled_nodes.add(command.node_key)
+            self._settled().add(command.node_key)
             self._publish(
                 events.NodeSkipped, now, node_key=command.node_key, progress=self._progress()
             )
@@ -486,7 +532,12 @@ class ExecutionSupervisor:
                 self._publish(events.ExecutionFailed, now, error=error, status=command.status)
 
     def _progress(self) -> float:
-        return len(self._settled_nodes) / self._node_count if self._node_count else 1.0
+        return len(self._settled()) / self._node_count if self._node_count else 1.0
+
+    def _settled(self) -> set[str]:
+        if self._settled_nodes is None:
+            self._settled_nodes = set()
+        return self._settled_nodes
 
     def _publish(self, kind: type[events.Event], now: float, **fields: object) -> None:
         self._sequence += 1

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._context import NodeContext
+from ._expressions import NodesView
 from ._flow import DELIVERED
 from ._model import DEFAULT_PORT
 from ._records import NodeRun
@@ -81,10 +82,15 @@ def scope(
         loop_context = machine._node_contexts.get(
             machine.graph.loops[node.expression_loop].entry, {}
         )
+    view = machine._nodes_view
+    if view is None:  # made once, for the first node with templates
+        view = machine._nodes_view = NodesView(
+            lambda key: node_record(machine, key), lambda: completed_keys(machine), machine._index
+        )
     return {
         "input": node_input,
         "inputs": inputs,
-        "nodes": machine._nodes_view,
+        "nodes": view,
         "trigger": machine.trigger_data,
         "vars": machine.vars,
         "env": machine.env,

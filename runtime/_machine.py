@@ -46,8 +46,8 @@ from ._control import retry as retry_failed
 from ._errors import ExpressionError, InternalError
 from ._expressions import NodesView
 from ._flow import DONE, READY, RUNNING, Flow
-from ._inputs import completed_keys, deliveries_of, iteration_results, node_record, scope
 from ._inputs import deliveries as inputs_of
+from ._inputs import deliveries_of, iteration_results, scope
 from ._model import DEFAULT_PORT, ERROR_PORT
 from ._params import structure_params
 from ._records import (
@@ -125,9 +125,7 @@ class ExecutionMachine(Flow):
         self._concurrency = graph.workflow.settings.concurrency
         self._pausing = False
         self._ended_children: dict[str, ChildOutcome] = {}
-        self._nodes_view = NodesView(
-            lambda key: node_record(self, key), lambda: completed_keys(self), self._index
-        )
+        self._nodes_view: NodesView | None = None  # what templates see as nodes
         self._now = 0.0
 
         # What changed since the last checkpoint.
