@@ -14,6 +14,7 @@ saved: they follow from the edge and node states and are recomputed on restore.
 
 from __future__ import annotations
 
+import operator
 from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 FORMAT = 2
 # Node states as the digits of the "nodes" string.
 _DIGITS = bytes.maketrans(bytes(range(10)), b"0123456789")
+
+
+_by_execution_index = operator.attrgetter("execution_index")
 
 
 def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
@@ -51,21 +55,22 @@ def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
         paths["ready"] = list(machine._ready)
     if machine._running or machine._redispatch:
         in_flight = [*machine._running.values(), *machine._redispatch.values()]
+        if len(in_flight) > 1:
+            in_flight.sort(key=_by_execution_index)
         paths["running"] = tuple(
             (run.execution_index, run.node_key, run.run_index, run.attempt, run.inputs)
-            for run in sorted(in_flight, key=lambda run: run.execution_index)
+            for run in in_flight
         )
     if machine._suspended:
         paths["waiting"] = {
             str(index): machine._runs[index].inputs for index in sorted(machine._suspended)
         }
-    exits = {
-        str(loop): {str(edge): run.execution_index for edge, run in buffer.items()}
-        for loop, buffer in enumerate(machine._exit_buffer)
-        if buffer
-    }
-    if exits:
-        paths["exits"] = exits
+    if any(machine._exit_buffer):
+        paths["exits"] = {
+            str(loop): {str(edge): run.execution_index for edge, run in buffer.items()}
+            for loop, buffer in enumerate(machine._exit_buffer)
+            if buffer
+        }
     if machine._loop_inputs:
         paths["loop_inputs"] = {
             str(node): [[edge.index, run.execution_index] for edge, run in entries]
