@@ -98,6 +98,8 @@ class ExecutionMachine(Flow):
         self.deadline: float | None = None
         # The status the execution had in the store when it was taken from there.
         self.take_from: ExecutionStatus = "suspended"
+        # Checkpoints applied in the store so far (a take checks it is still so).
+        self.revision = 0
         # Whether the next checkpoint clears a control request left in the store.
         self.clear_request = False
         self.input = input
@@ -158,6 +160,7 @@ class ExecutionMachine(Flow):
         )
         machine.deadline = stored.deadline
         machine.take_from = stored.status
+        machine.revision = stored.revision
         restore(machine, stored)
         return machine
 

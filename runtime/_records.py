@@ -265,6 +265,7 @@ class Checkpoint:
     depth: int = 0
     deadline: float | None = None
     take_from: ExecutionStatus = "suspended"
+    revision: int = 0
     clear_request: bool = False
 
 
@@ -298,6 +299,7 @@ class StoredExecution:
     depth: int = 0
     deadline: float | None = None
     request: Mapping[str, Any] | None = None
+    revision: int = 0
 
     def to_execution(self) -> Execution:
         """The execution as a user sees it."""

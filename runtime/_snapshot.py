@@ -319,9 +319,11 @@ def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
         depth=machine.depth,
         deadline=machine.deadline,
         take_from=machine.take_from,
+        revision=machine.revision,
         clear_request=machine.clear_request,
     )
     machine.clear_request = False
+    machine.revision += 1
     machine._saved = True
     machine._saved_status = machine.status
     machine.take_on_save = False

@@ -64,7 +64,8 @@ class MemoryStore:
             elif checkpoint.take:
                 execution = kept.execution
                 free = execution.owner in (None, owner) or (execution.lease_expires or 0.0) <= now
-                if execution.status != checkpoint.take_from or not free:
+                stale = execution.revision != checkpoint.revision
+                if execution.status != checkpoint.take_from or not free or stale:
                     lost.add(checkpoint.execution_id)
                     continue
             elif kept.execution.owner != owner:
@@ -114,6 +115,7 @@ class MemoryStore:
             request=None
             if previous is None or checkpoint.take or checkpoint.clear_request
             else previous.request,
+            revision=previous.revision + 1 if previous is not None else 1,
         )
         if kept is None:
             kept = self._executions[checkpoint.execution_id] = _Kept(execution=execution)

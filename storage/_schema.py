@@ -17,7 +17,10 @@ Tables:
 Version 2 added what sub-workflows and control need: an execution's ``mode`` (how
 its parent started it), ``depth`` (how many parents it has), ``deadline``
 (``settings.timeout``), ``request`` (a cancel or pause asked of the engine that
-runs it) and a suspension's ``child_execution_id``.
+runs it) and a suspension's ``child_execution_id``. Version 3 added ``schedules``,
+the next time of each schedule trigger. Version 4 added an execution's ``revision``:
+the number of checkpoints applied to it, which taking a waiting execution checks, so
+that an engine never takes one whose state another engine has moved on from.
 """
 
 from __future__ import annotations
@@ -123,6 +126,10 @@ MIGRATIONS: tuple[str, ...] = (
         pending_at REAL,
         PRIMARY KEY (workflow_id, trigger)
     ) WITHOUT ROWID;
+    """,
+    # 3 -> 4
+    """
+    ALTER TABLE executions ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
     """,
 )
 

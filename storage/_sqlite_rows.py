@@ -14,7 +14,7 @@ from ._protocol import ScheduleState, kept_paths
 EXECUTION_COLUMNS = (
     "id, workflow_id, workflow_version, workflow_hash, trigger, status, input, vars, paths, "
     "iteration_count, error, started_at, finished_at, updated_at, parent_execution_id, "
-    "root_execution_id, owner, lease_expires, mode, depth, deadline, request"
+    "root_execution_id, owner, lease_expires, mode, depth, deadline, request, revision"
 )
 RUN_COLUMNS = (
     "execution_index, node_key, run_index, attempt, status, port, output, error, inputs, "
@@ -27,13 +27,13 @@ SUSPENSION_COLUMNS = (
 
 
 _INSERT_EXECUTION = (
-    f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 22)}) "
+    f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 23)}) "
     "ON CONFLICT (id) DO NOTHING"
 )
 # A step of a running execution that stays running: only the routing state moves.
 _UPDATE_STEP = (
-    "UPDATE executions SET paths = ?, iteration_count = ?, updated_at = ?, lease_expires = ? "
-    "WHERE id = ? AND owner = ?"
+    "UPDATE executions SET paths = ?, iteration_count = ?, updated_at = ?, lease_expires = ?, "
+    "revision = revision + 1 WHERE id = ? AND owner = ?"
 )
 _INSERT_RUN = (
     f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) VALUES ({', '.join('?' * 13)})"
@@ -168,6 +168,7 @@ def _apply_header(
                 checkpoint.depth,
                 checkpoint.deadline,
                 None,
+                1,
             ),
         )
         # Not 1: started already, by this engine or another.
@@ -195,12 +196,21 @@ def _apply_header(
         values.append(codec.dumps(checkpoint.vars))
     if clear:
         assignments += ", request = NULL"
+    assignments += ", revision = revision + 1"
     if checkpoint.take:
-        # Take a waiting execution that no live engine owns, in this same step.
+        # Take a waiting execution that no live engine owns, in this same step, if
+        # nobody has changed it since it was loaded.
         cursor = db.execute(
             f"UPDATE executions SET {assignments} WHERE id = ? AND status = ? "
-            "AND (owner IS NULL OR owner = ? OR lease_expires <= ?)",
-            (*values, checkpoint.execution_id, checkpoint.take_from, owner, now),
+            "AND revision = ? AND (owner IS NULL OR owner = ? OR lease_expires <= ?)",
+            (
+                *values,
+                checkpoint.execution_id,
+                checkpoint.take_from,
+                checkpoint.revision,
+                owner,
+                now,
+            ),
         )
     else:
         cursor = db.execute(
@@ -314,6 +324,7 @@ def execution_from_row(
         depth=row[19],
         deadline=row[20],
         request=codec.loads(row[21]),
+        revision=row[22],
         node_contexts=contexts or {},
         runs=runs,
         suspensions=suspensions,

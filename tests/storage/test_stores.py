@@ -200,6 +200,41 @@ async def test_a_batch_of_steps_applies_only_the_owned_ones(kind: str, tmp_path:
 
 
 @STORES
+async def test_a_waiting_execution_is_not_taken_with_a_state_others_moved_on_from(
+    kind: str, tmp_path: Path
+) -> None:
+    # ME loads a waiting execution to resume it; meanwhile OTHER takes it, runs it and
+    # it waits again. ME's take, made from what it loaded, is refused (lost) and
+    # changes nothing; a take from what is there now goes through.
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+        await store.commit([checkpoint(status="suspended")], owner=ME, lease_expires=9.0, now=2.0)
+        loaded = await store.load_execution("e1")
+        assert loaded is not None
+        assert loaded.revision == 2
+
+        def take(revision: int, **fields: Any) -> Checkpoint:
+            return checkpoint(take=True, revision=revision, **fields)
+
+        assert await store.commit([take(2)], owner=OTHER, lease_expires=9.0, now=3.0) == set()
+        await store.commit(
+            [checkpoint(status="suspended", runs=(run(0, "theirs", output="moved on"),))],
+            owner=OTHER,
+            lease_expires=9.0,
+            now=4.0,
+        )
+        stale = take(loaded.revision, runs=(run(0, "mine", output="stale"),))
+        assert await store.commit([stale], owner=ME, lease_expires=9.0, now=5.0) == {"e1"}
+        now_there = await store.load_execution("e1")
+        assert now_there is not None
+        assert (now_there.status, now_there.revision) == ("suspended", 4)
+        assert [(r.node_key, r.output) for r in now_there.runs] == [("theirs", "moved on")]
+        fresh = take(now_there.revision)
+        assert await store.commit([fresh], owner=ME, lease_expires=9.0, now=6.0) == set()
+
+
+@STORES
 async def test_orphans_and_waiting_executions_are_taken_once(kind: str, tmp_path: Path) -> None:
     async with opened(kind, tmp_path) as store:
         await save_workflow(store)
@@ -231,7 +266,7 @@ async def test_orphans_and_waiting_executions_are_taken_once(kind: str, tmp_path
         )
         assert taken == ["dead", "live"]
         # A waiting execution is taken with a checkpoint, once.
-        take = checkpoint("waiting", take=True)
+        take = checkpoint("waiting", take=True, revision=1)
         assert await store.commit([take], owner=OTHER, lease_expires=200.0, now=10.0) == set()
         assert await store.commit([take], owner=ME, lease_expires=200.0, now=10.0) == {"waiting"}
         nope = checkpoint("nope", take=True)
@@ -278,7 +313,7 @@ async def test_lists_timers_and_suspensions(kind: str, tmp_path: Path) -> None:
         assert [e.id for e in await store.list_executions(status="suspended", limit=1)] == ["b"]
         assert await store.list_executions(workflow_id="other") == []
         await store.commit(
-            [checkpoint("b", status="running", take=True, suspensions_removed=(1,))],
+            [checkpoint("b", status="running", take=True, revision=1, suspensions_removed=(1,))],
             owner=ME,
             lease_expires=100.0,
             now=5.0,
@@ -339,16 +374,17 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
     finally:
         await store.aclose()
     assert stored is not None
-    assert (stored.status, stored.depth, stored.mode, stored.deadline) == (
+    assert (stored.status, stored.depth, stored.mode, stored.deadline, stored.revision) == (
         "suspended",
         0,
         None,
         None,
+        0,
     )
     assert found is not None
     assert (found.node_key, found.child_execution_id) == ("wait", None)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 4
         assert db.execute("SELECT count(*) FROM schedules").fetchone()[0] == 0
 
 
