@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import prana
@@ -259,5 +260,59 @@ async def test_a_timeout_without_retry_follows_on_error() -> None:
     async with prana.Engine(actions=actions, clock=clock, env={}) as engine:
         done = await drive(clock, await engine.start(workflow))
     assert done.status == "completed"
-    assert done.output["code"] == "timeout"
+    late = done.node_runs[-1]
+    assert (late.node_key, late.status, late.port) == ("late", "failed", "main")
+    assert late.output["code"] == "timeout"
     assert done.order == ["start", "call", "after"]
+
+
+async def test_a_plain_function_returning_an_awaitable_is_awaited_under_its_timeout() -> None:
+    # The supervisor calls a plain function itself; what it returns to await goes to
+    # a worker task, still under the node's timeout, and the node starts only once.
+    actions = prana.ActionRegistry()
+
+    async def answer(value: str, forever: bool) -> str:
+        await anyio.lowlevel.checkpoint()
+        if forever:
+            await anyio.sleep_forever()
+        return value
+
+    @actions.action("test.deferred")
+    def deferred(ctx: prana.NodeContext) -> Any:
+        return answer(ctx.node_key, ctx.params["forever"])
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "first": "core.noop",
+            "quick": ("test.deferred", {"forever": False}),
+            "late": {
+                "type": "test.deferred",
+                "params": {"forever": True},
+                "settings": {"timeout": 5, "on_error": "continue"},
+            },
+        },
+        ["start -> first", "first -> quick", "quick -> late"],
+        actions=actions,
+    )
+    clock = VirtualClock(start=T0)
+    async with prana.Engine(actions=actions, clock=clock, env={}) as engine:
+        handle = await engine.start(workflow)
+        events = handle.events()
+        started: list[str] = []
+
+        async def follow() -> None:
+            async for event in events:
+                if isinstance(event, prana.NodeStarted):
+                    started.append(event.node_key)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(follow)
+            done = await drive(clock, handle)
+    assert started == ["start", "first", "quick", "late"]
+    assert done.status == "completed"
+    assert done.outputs["quick"] == "quick"
+    late = done.node_runs[-1]
+    assert (late.node_key, late.status, late.port) == ("late", "failed", "main")
+    assert late.output["code"] == "timeout"
+    assert clock.now() - T0 == 5.0
