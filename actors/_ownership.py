@@ -20,6 +20,8 @@ import anyio
 
 from prana._errors import PranaError
 
+from ._timers import arm_due_timers
+
 if TYPE_CHECKING:
     from ._engine import Engine
 
@@ -80,7 +82,8 @@ async def recover_orphans(engine: Engine, dead: Iterable[str] = ()) -> None:
 
 async def heartbeat(engine: Engine, interval: float) -> None:
     """Every ``interval`` seconds: renew the leases of the executions the engine
-    runs, and take over those of engines that died."""
+    runs; take over those of engines that died, and arm the timers that come due
+    before the next beat, whichever engine set them."""
     store = engine._require_store()
     while True:
         await anyio.sleep(interval)
@@ -89,3 +92,4 @@ async def heartbeat(engine: Engine, interval: float) -> None:
         )
         if engine._recover:
             await recover_orphans(engine)
+            await arm_due_timers(engine, interval)

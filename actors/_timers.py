@@ -130,3 +130,15 @@ async def fire_timer(engine: Engine, timer: Suspension | ScheduleSlot) -> None:
     if engine._task_group is not None:
         machine.take_on_save = True  # unless another engine took it meanwhile
         engine._launch(machine, lambda now: commands)
+
+
+async def arm_due_timers(engine: Engine, horizon: float) -> None:
+    """Arm the timers kept in the store that come due within ``horizon`` seconds (or
+    are overdue), wherever they were set: a wait another engine set is fired here
+    too if that engine has stopped. Where several engines fire one timer, the first
+    to take the execution wakes it; the others find it taken and do nothing."""
+    services = engine._services
+    if services is None:
+        return
+    for suspension in await engine._require_store().timers(before=engine.clock.now() + horizon):
+        services.timers.add(suspension)

@@ -260,9 +260,7 @@ async def test_a_timeout_without_retry_follows_on_error() -> None:
     async with prana.Engine(actions=actions, clock=clock, env={}) as engine:
         done = await drive(clock, await engine.start(workflow))
     assert done.status == "completed"
-    late = done.node_runs[-1]
-    assert (late.node_key, late.status, late.port) == ("late", "failed", "main")
-    assert late.output["code"] == "timeout"
+    assert done.output["code"] == "timeout"
     assert done.order == ["start", "call", "after"]
 
 

@@ -173,3 +173,30 @@ async def test_an_engine_takes_over_when_another_stops_renewing_its_lease(tmp_pa
         ("after", 0),
     ]
     assert calls == [f"{handle.id}:hold:0"] * 2  # run again, with the same idempotency key
+
+
+async def test_a_wait_set_by_an_engine_that_stopped_is_woken_by_one_already_running(
+    tmp_path: Path,
+) -> None:
+    # The watching engine started before the wait existed, so its start-up did not
+    # arm it; its heartbeat finds the timer in the store once it is due.
+    path = tmp_path / "prana.db"
+    clock = VirtualClock(start=MOMENT)
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "wait": ("wait.interval", {"duration": "1h"}),
+            "after": "core.noop",
+        },
+        ["start -> wait", "wait -> after"],
+    )
+    async with open_engine(path=path, clock=clock, heartbeat=0.02) as watcher:
+        async with open_engine(path=path, clock=clock, heartbeat=3600) as setter:
+            waiting = await setter.run(workflow, "later")
+        assert waiting.status == "suspended"
+        clock.advance(3600)
+        with anyio.fail_after(5):
+            done = await watcher.wait(waiting.id)
+    assert done.status == "completed"
+    assert done.order == ["start", "wait", "after"]
+    assert done.output == "later"
