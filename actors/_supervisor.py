@@ -2,9 +2,11 @@
 
 It is the only owner of its execution's state machine. Its loop: take what arrived
 in its inbox (node results from its workers, resume and wake requests from the
-engine), feed it to the machine, save the checkpoint and wait for the writer's ack,
-then carry out the machine's commands (start a worker per dispatched node run) and
-publish events. So a node's result is durable before anything that depends on it
+engine), feed it to the machine, save the checkpoint and wait for the writer's ack
+(or, alone in the engine, commit it on the spot), then carry out the machine's
+commands and publish events. A dispatched run of an async action gets a worker task;
+a plain function is called right here, since a task could neither cancel nor time
+it out (decision 0022). So a node's result is durable before anything that depends on it
 starts, and an event announces only what is saved.
 
 When nothing can run (every node left is waiting) or the execution has ended, the

@@ -1,4 +1,5 @@
-"""Node workers: one task per node run (DESIGN §7).
+"""Node workers: one task per run of an async action (DESIGN §7); a plain function
+is called by its supervisor with :func:`call_now` (decision 0022).
 
 A worker calls the action, turns what it returned (or raised) into a
 :class:`NodeResult` and sends it to its supervisor over the supervisor's memory
