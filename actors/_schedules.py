@@ -86,21 +86,42 @@ class Schedules:
         latest = cron.latest_due(slot.wake_at, now) or slot.wake_at
         next_at = cron.next_after(max(now, slot.wake_at))
         claimed = await engine._require_store().advance_schedule(
-            workflow.id, slot.trigger, due_at=slot.wake_at, next_at=next_at, pending_at=latest
+            workflow.id,
+            slot.trigger,
+            due_at=slot.wake_at,
+            next_at=next_at,
+            pending_at=latest,
+            spec=_spec(cron),
         )
         if not claimed:  # another engine fired it: follow the schedule as it stands now
-            state = await self._state(workflow.id, slot.trigger, cron)
+            state = await self._state(workflow.id, slot.trigger, cron, replace=False)
+            if state.spec != _spec(cron):
+                # Another engine on this store serves another version of the workflow
+                # (a deploy under way, say): it keeps the schedule, this engine stops.
+                del self._armed[(workflow.id, slot.trigger)]
+                logger.warning(
+                    "schedule %s of workflow %s now follows %r, set by another engine on "
+                    "this store; this engine (which has %r) no longer fires it",
+                    slot.trigger,
+                    workflow.id,
+                    state.spec,
+                    _spec(cron),
+                )
+                return
             self._add(ScheduleSlot(workflow.id, slot.trigger, state.next_at))
             return
         self._add(ScheduleSlot(workflow.id, slot.trigger, next_at))
         await self._start(workflow.id, slot.trigger, latest)
 
-    async def _state(self, workflow_id: str, trigger: str, cron: Cron) -> ScheduleState:
+    async def _state(
+        self, workflow_id: str, trigger: str, cron: Cron, *, replace: bool = True
+    ) -> ScheduleState:
         return await self._engine._require_store().arm_schedule(
             workflow_id,
             trigger,
-            spec=f"{cron.expression} {cron.timezone}",
+            spec=_spec(cron),
             first_at=cron.next_after(self._engine.clock.now()),
+            replace=replace,
         )
 
     async def _start(self, workflow_id: str, trigger: str, at: float) -> None:
@@ -125,3 +146,8 @@ class Schedules:
         services = self._engine._services
         if services is not None:
             services.timers.add(slot)
+
+
+def _spec(cron: Cron) -> str:
+    """How the store tells schedules apart: the expression and its timezone."""
+    return f"{cron.expression} {cron.timezone}"

@@ -262,27 +262,36 @@ class MemoryStore:
         return True
 
     async def arm_schedule(
-        self, workflow_id: str, trigger: str, *, spec: str, first_at: float
+        self, workflow_id: str, trigger: str, *, spec: str, first_at: float, replace: bool = True
     ) -> ScheduleState:
-        """The state of a schedule trigger, made anew if it is new or changed."""
+        """The state of a schedule trigger, made anew if it is new or (with
+        ``replace``) changed."""
         kept = self._schedules.get((workflow_id, trigger))
-        if kept is not None and kept[0] == spec:
+        if kept is not None and (kept[0] == spec or not replace):
             return kept[1]
         pending_at = kept[1].pending_at if kept is not None else None
-        state = ScheduleState(next_at=first_at, pending_at=pending_at)
+        state = ScheduleState(next_at=first_at, pending_at=pending_at, spec=spec)
         self._schedules[(workflow_id, trigger)] = (spec, state)
         return state
 
     async def advance_schedule(
-        self, workflow_id: str, trigger: str, *, due_at: float, next_at: float, pending_at: float
+        self,
+        workflow_id: str,
+        trigger: str,
+        *,
+        due_at: float,
+        next_at: float,
+        pending_at: float,
+        spec: str | None = None,
     ) -> bool:
-        """Claim the firing due at ``due_at``; false if another engine did."""
+        """Claim the firing due at ``due_at``; false if another engine did (or the
+        schedule follows another ``spec``)."""
         kept = self._schedules.get((workflow_id, trigger))
-        if kept is None or kept[1].next_at != due_at:
+        if kept is None or kept[1].next_at != due_at or spec not in (None, kept[0]):
             return False
         self._schedules[(workflow_id, trigger)] = (
             kept[0],
-            ScheduleState(next_at=next_at, pending_at=pending_at),
+            attrs.evolve(kept[1], next_at=next_at, pending_at=pending_at),
         )
         return True
 

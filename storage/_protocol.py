@@ -38,6 +38,7 @@ class ScheduleState:
 
     next_at: float
     pending_at: float | None = None
+    spec: str = ""  # the cron expression and timezone it follows
 
 
 def kept_paths(checkpoint: Checkpoint) -> Mapping[str, Any]:
@@ -140,18 +141,28 @@ class Store(Protocol):
         ...
 
     async def arm_schedule(
-        self, workflow_id: str, trigger: str, *, spec: str, first_at: float
+        self, workflow_id: str, trigger: str, *, spec: str, first_at: float, replace: bool = True
     ) -> ScheduleState:
         """The state of a schedule trigger, created (firing first at ``first_at``) if
-        it is new or its ``spec`` (cron expression and timezone) changed."""
+        it is new or, with ``replace``, if its ``spec`` (cron expression and timezone)
+        changed; without ``replace``, a schedule kept with another spec is left as is
+        (and returned with it)."""
         ...
 
     async def advance_schedule(
-        self, workflow_id: str, trigger: str, *, due_at: float, next_at: float, pending_at: float
+        self,
+        workflow_id: str,
+        trigger: str,
+        *,
+        due_at: float,
+        next_at: float,
+        pending_at: float,
+        spec: str | None = None,
     ) -> bool:
         """Claim the firing due at ``due_at``: move the schedule on to ``next_at`` and
         note ``pending_at`` until its execution is saved. False if another engine
-        claimed it first (or the schedule changed)."""
+        claimed it first, or the schedule changed (its ``spec``, when given, is not
+        the one kept)."""
         ...
 
     async def schedule_started(self, workflow_id: str, trigger: str, pending_at: float) -> None:

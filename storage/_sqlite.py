@@ -541,20 +541,32 @@ class SQLiteStore:
         return await self._call(self._write, leave)
 
     async def arm_schedule(
-        self, workflow_id: str, trigger: str, *, spec: str, first_at: float
+        self, workflow_id: str, trigger: str, *, spec: str, first_at: float, replace: bool = True
     ) -> ScheduleState:
-        """The state of a schedule trigger, made anew if it is new or changed."""
+        """The state of a schedule trigger, made anew if it is new or (with
+        ``replace``) changed."""
         return await self._call(
-            self._write, lambda db: rows.arm_schedule(db, workflow_id, trigger, spec, first_at)
+            self._write,
+            lambda db: rows.arm_schedule(db, workflow_id, trigger, spec, first_at, replace),
         )
 
     async def advance_schedule(
-        self, workflow_id: str, trigger: str, *, due_at: float, next_at: float, pending_at: float
+        self,
+        workflow_id: str,
+        trigger: str,
+        *,
+        due_at: float,
+        next_at: float,
+        pending_at: float,
+        spec: str | None = None,
     ) -> bool:
-        """Claim the firing due at ``due_at``; false if another engine did."""
+        """Claim the firing due at ``due_at``; false if another engine did (or the
+        schedule follows another ``spec``)."""
         return await self._call(
             self._write,
-            lambda db: rows.advance_schedule(db, workflow_id, trigger, due_at, next_at, pending_at),
+            lambda db: rows.advance_schedule(
+                db, workflow_id, trigger, due_at, next_at, pending_at, spec
+            ),
         )
 
     async def schedule_started(self, workflow_id: str, trigger: str, pending_at: float) -> None:

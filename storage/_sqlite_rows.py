@@ -332,15 +332,21 @@ def execution_from_row(
 
 
 def arm_schedule(
-    db: sqlite3.Connection, workflow_id: str, trigger: str, spec: str, first_at: float
+    db: sqlite3.Connection,
+    workflow_id: str,
+    trigger: str,
+    spec: str,
+    first_at: float,
+    replace: bool = True,
 ) -> ScheduleState:
-    """The schedule's row, made anew if it is missing or its spec changed."""
+    """The schedule's row, made anew if it is missing or (with ``replace``) its spec
+    changed."""
     row = db.execute(
         "SELECT spec, next_at, pending_at FROM schedules WHERE workflow_id = ? AND trigger = ?",
         (workflow_id, trigger),
     ).fetchone()
-    if row is not None and row[0] == spec:
-        return ScheduleState(next_at=row[1], pending_at=row[2])
+    if row is not None and (row[0] == spec or not replace):
+        return ScheduleState(next_at=row[1], pending_at=row[2], spec=row[0])
     pending_at = row[2] if row is not None else None
     db.execute(
         "INSERT INTO schedules (workflow_id, trigger, spec, next_at, pending_at) "
@@ -348,7 +354,7 @@ def arm_schedule(
         "DO UPDATE SET spec = excluded.spec, next_at = excluded.next_at",
         (workflow_id, trigger, spec, first_at, pending_at),
     )
-    return ScheduleState(next_at=first_at, pending_at=pending_at)
+    return ScheduleState(next_at=first_at, pending_at=pending_at, spec=spec)
 
 
 def advance_schedule(
@@ -358,11 +364,12 @@ def advance_schedule(
     due_at: float,
     next_at: float,
     pending_at: float,
+    spec: str | None = None,
 ) -> bool:
-    """Move the schedule past ``due_at`` if nobody did yet."""
+    """Move the schedule past ``due_at`` if nobody did yet (and it follows ``spec``)."""
     cursor = db.execute(
         "UPDATE schedules SET next_at = ?, pending_at = ? "
-        "WHERE workflow_id = ? AND trigger = ? AND next_at = ?",
-        (next_at, pending_at, workflow_id, trigger, due_at),
+        "WHERE workflow_id = ? AND trigger = ? AND next_at = ? AND (? IS NULL OR spec = ?)",
+        (next_at, pending_at, workflow_id, trigger, due_at, spec, spec),
     )
     return cursor.rowcount == 1

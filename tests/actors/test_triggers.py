@@ -4,6 +4,7 @@ triggers in one workflow."""
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Any
 
 import anyio
@@ -284,6 +285,33 @@ async def test_two_engines_serving_one_schedule_fire_each_time_once(tmp_path: An
     assert seen == [
         iso(QUARTER), iso(QUARTER + 900), iso(QUARTER + 1800)
     ]  # fmt: skip
+
+
+async def test_engines_serving_different_schedules_leave_it_to_the_last_armed(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An engine still serving an older version (every 15 minutes) and one serving a
+    # newer (every 10), as during a deploy: the schedule follows the one armed last;
+    # the other stops firing it at its next time and says so. Nothing fires twice.
+    clock = VirtualClock(start=MOMENT)
+    path = tmp_path / "s.db"
+    ten = QUARTER - 600  # 17:50
+    with caplog.at_level(logging.WARNING, logger="prana"):
+        async with (
+            open_engine(path=path, clock=clock, workflows=[report()]) as old,
+            open_engine(path=path, clock=clock, workflows=[report("*/10 * * * *")]) as new,
+        ):
+            events = new.events()
+            for moment in (ten, QUARTER, QUARTER + 600):
+                clock.set(moment)
+                await completed(events, 1)
+            assert await sleeping_until(clock, QUARTER + 1200) == QUARTER + 1200
+            seen = await outputs(old)
+    assert seen == [iso(ten), iso(QUARTER), iso(QUARTER + 600)]
+    assert [record.getMessage() for record in caplog.records] == [
+        "schedule tick of workflow report now follows '*/10 * * * * UTC', set by another "
+        "engine on this store; this engine (which has '*/15 * * * * UTC') no longer fires it"
+    ]
 
 
 async def test_a_firing_claimed_before_a_crash_is_started_by_the_next_engine(

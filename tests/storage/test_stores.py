@@ -595,21 +595,29 @@ async def test_schedules_are_claimed_once_and_their_pending_firing_kept(
 
 
 async def _schedule_steps(store: Store) -> None:
-    state = await store.arm_schedule("report", "daily", spec="0 9 * * * UTC", first_at=100.0)
-    assert state == ScheduleState(next_at=100.0, pending_at=None)
+    nine = "0 9 * * * UTC"
+    state = await store.arm_schedule("report", "daily", spec=nine, first_at=100.0)
+    assert state == ScheduleState(next_at=100.0, pending_at=None, spec=nine)
     # Arming again with the same spec keeps where it stands.
     again = await store.arm_schedule("report", "daily", spec="0 9 * * * UTC", first_at=999.0)
     assert again.next_at == 100.0
 
     args = {"due_at": 100.0, "next_at": 200.0, "pending_at": 100.0}
-    assert await store.advance_schedule("report", "daily", **args) is True
+    other_spec = {**args, "spec": "0 10 * * * UTC"}
+    assert await store.advance_schedule("report", "daily", **other_spec) is False
+    assert await store.advance_schedule("report", "daily", **args, spec=nine) is True
     assert await store.advance_schedule("report", "daily", **args) is False  # claimed already
     state = await store.arm_schedule("report", "daily", spec="0 9 * * * UTC", first_at=999.0)
-    assert state == ScheduleState(next_at=200.0, pending_at=100.0)
+    assert state == ScheduleState(next_at=200.0, pending_at=100.0, spec=nine)
 
     await store.schedule_started("report", "daily", 100.0)
+    # Without replace, a schedule kept with another expression is left as it is.
+    kept = await store.arm_schedule(
+        "report", "daily", spec="0 10 * * * UTC", first_at=300.0, replace=False
+    )
+    assert kept == ScheduleState(next_at=200.0, pending_at=None, spec=nine)
     changed = await store.arm_schedule("report", "daily", spec="0 10 * * * UTC", first_at=300.0)
-    assert changed == ScheduleState(next_at=300.0, pending_at=None)
+    assert changed == ScheduleState(next_at=300.0, pending_at=None, spec="0 10 * * * UTC")
 
 
 @STORES
