@@ -20,7 +20,6 @@ import math
 import os
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -34,7 +33,7 @@ from prana._records import Checkpoint, ExecutionStatus, StoredExecution, Suspens
 from . import _codec as codec
 from . import _sqlite_rows as rows
 from ._protocol import ScheduleState, StoredWorkflow
-from ._sqlite_file import locked_error, open_connections, store_error
+from ._sqlite_file import locked_error, open_connections, parse_url, store_error
 from ._sqlite_rows import (
     EXECUTION_COLUMNS,
     RUN_COLUMNS,
@@ -98,25 +97,8 @@ class SQLiteStore:
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
         """A store from ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``,
         with options as query parameters (``?synchronous=FULL``)."""
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme != "sqlite" or not parsed.path.startswith("/") or len(parsed.path) < 2:
-            raise StoreError(
-                f"{url!r} is not a SQLite store URL; write sqlite:///relative/path.db "
-                "or sqlite:////absolute/path.db"
-            )
-        for name, value in urllib.parse.parse_qsl(parsed.query):
-            if name == "synchronous":
-                if value.upper() not in ("OFF", "NORMAL", "FULL"):
-                    raise StoreError(f"synchronous must be OFF, NORMAL or FULL, not {value!r}")
-                options.setdefault("synchronous", value.upper())
-            elif name in ("busy_timeout", "max_page_count"):
-                try:
-                    options.setdefault(name, float(value) if name == "busy_timeout" else int(value))
-                except ValueError:
-                    raise StoreError(f"{name} must be a number, not {value!r}") from None
-            else:
-                raise StoreError(f"unknown option {name!r} in store URL {url!r}")
-        return cls(parsed.path[1:], **options)
+        path, parsed = parse_url(url)
+        return cls(path, **{**parsed, **options})
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"

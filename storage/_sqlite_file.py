@@ -1,4 +1,4 @@
-"""Opening a SQLite file safely, and what SQLite's errors mean for a user.
+"""Finding and opening a SQLite file safely, and what SQLite's errors mean for a user.
 
 Opening refuses, with a :class:`StoreError` that says why, a file that is not SQLite,
 a SQLite database of another program, a schema newer than this code, a corrupt file,
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 from prana._errors import StoreError
 
@@ -19,6 +21,32 @@ from ._schema import APPLICATION_ID, LATEST, MIGRATIONS
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Check the whole file for corruption at start-up below this size.
 QUICK_CHECK_LIMIT = 64 * 1024 * 1024
+
+
+def parse_url(url: str) -> tuple[str, dict[str, Any]]:
+    """The path and options of ``sqlite:///relative/path.db`` or
+    ``sqlite:////absolute/path.db``, options as query parameters (``?synchronous=FULL``).
+    Raises :class:`StoreError` saying what is wrong with a URL that is not one."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "sqlite" or not parsed.path.startswith("/") or len(parsed.path) < 2:
+        raise StoreError(
+            f"{url!r} is not a SQLite store URL; write sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    options: dict[str, Any] = {}
+    for name, value in urllib.parse.parse_qsl(parsed.query):
+        if name == "synchronous":
+            if value.upper() not in ("OFF", "NORMAL", "FULL"):
+                raise StoreError(f"synchronous must be OFF, NORMAL or FULL, not {value!r}")
+            options.setdefault("synchronous", value.upper())
+        elif name in ("busy_timeout", "max_page_count"):
+            try:
+                options.setdefault(name, float(value) if name == "busy_timeout" else int(value))
+            except ValueError:
+                raise StoreError(f"{name} must be a number, not {value!r}") from None
+        else:
+            raise StoreError(f"unknown option {name!r} in store URL {url!r}")
+    return parsed.path[1:], options
 
 
 def open_connections(
