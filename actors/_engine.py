@@ -147,6 +147,7 @@ class Engine(AsyncContextManagerMixin):
             async with anyio.create_task_group() as task_group:
                 await task_group.start(writer.run)
                 await task_group.start(timers.run)
+                task_group.start_soon(store.maintain)
                 self._task_group = task_group
                 for suspension in await store.timers():
                     timers.add(suspension)

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import anyio
 import attrs
 
 from prana._records import Checkpoint, ExecutionStatus, NodeRun, StoredExecution, Suspension
@@ -46,6 +47,10 @@ class MemoryStore:
     ) -> set[str]:
         """Apply checkpoints owned by ``owner``; return the ids of the others."""
         return self.commit_now(checkpoints, owner=owner, lease_expires=lease_expires, now=now)
+
+    async def maintain(self) -> None:
+        """Nothing to keep in shape: sleeps until cancelled."""
+        await anyio.sleep_forever()
 
     def commit_now(
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float

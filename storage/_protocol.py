@@ -65,6 +65,11 @@ class Store(Protocol):
         """Release what the store holds open."""
         ...
 
+    async def maintain(self) -> None:
+        """Keep the store in shape while an engine uses it (the SQLite store
+        checkpoints its WAL), until cancelled; an engine runs it in its task group."""
+        ...
+
     async def commit(
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
     ) -> set[str]:

@@ -7,8 +7,9 @@ exception (decision 0018): a small commit with ``synchronous=NORMAL`` writes onl
 the WAL in the page cache, never syncs, and takes less time than the hop to a
 thread, so it runs on the loop thread, unless another connection holds the write
 lock. The database runs in WAL mode with ``busy_timeout`` and foreign keys; every
-write is one ``BEGIN IMMEDIATE`` transaction; the WAL is checkpointed (on a thread)
-as it grows.
+write is one ``BEGIN IMMEDIATE`` transaction. The WAL is checkpointed as it grows,
+while an engine uses the store by :meth:`SQLiteStore.maintain`, on a connection and
+thread of its own beside the commits (decision 0024).
 
 Opening, and what its refusals say, is in :mod:`._sqlite_file`.
 """
@@ -43,16 +44,11 @@ from ._sqlite_rows import (
     run_from_row,
     suspension_from_row,
 )
+from ._sqlite_wal import WalKeeper
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
-# Checkpoint the WAL into the database (on a thread: a checkpoint syncs) about every
-# _WAL_PAGES pages written, as SQLite would by itself; its own automatic checkpoint is
-# off because it would run inside a commit made on the loop. How many commits that is
-# is learnt from each checkpoint (it reports the WAL's length).
-_WAL_PAGES = 1000
-_WAL_CHECK_FIRST = 64
 # A commit of at most this many checkpoints may run on the loop thread (decision 0018).
 _INLINE_CHECKPOINTS = 8
 
@@ -90,8 +86,9 @@ class SQLiteStore:
         self._reader: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._read_limiter: anyio.CapacityLimiter | None = None
-        self._commits_since_checkpoint = 0
-        self._checkpoint_every = _WAL_CHECK_FIRST
+        self._checkpoint_limiter: anyio.CapacityLimiter | None = None
+        self._checkpointer: sqlite3.Connection | None = None
+        self._wal = WalKeeper()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
@@ -113,15 +110,23 @@ class SQLiteStore:
         """
         self._limiter = anyio.CapacityLimiter(1)
         self._read_limiter = anyio.CapacityLimiter(1)
+        self._checkpoint_limiter = anyio.CapacityLimiter(1)
         await self._call(self._open)
 
     def _open(self) -> None:
-        self._db, self._reader = open_connections(
+        self._db, self._reader, self._checkpointer = open_connections(
             self.path,
             synchronous=self.synchronous,
             busy_timeout=self.busy_timeout,
             max_page_count=self.max_page_count,
         )
+
+    async def maintain(self) -> None:
+        """Checkpoint the WAL into the database as commits grow it, beside them on a
+        connection and thread of its own, until cancelled; an engine runs it. (See
+        :mod:`._sqlite_wal`.)"""
+        assert self._checkpoint_limiter is not None, "open the store first"
+        await self._wal.maintain(lambda: self._checkpointer, self._checkpoint_limiter)
 
     async def aclose(self) -> None:
         """Checkpoint the WAL into the database and close it."""
@@ -131,8 +136,10 @@ class SQLiteStore:
     def _close(self) -> None:
         db, self._db = self._db, None
         reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.close()
+        checkpointer, self._checkpointer = self._checkpointer, None
+        for connection in (reader, checkpointer):
+            if connection is not None:
+                connection.close()
         if db is None:
             return
         try:
@@ -206,17 +213,11 @@ class SQLiteStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        self._commits_since_checkpoint += 1
+        self._wal.commits += 1
         return result
 
     def _checkpoint_wal(self) -> None:
-        commits, self._commits_since_checkpoint = self._commits_since_checkpoint, 0
-        try:
-            _, pages, _ = self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error:
-            return  # a busy checkpoint is retried later
-        if pages > 0:
-            self._checkpoint_every = max(4, min(10_000, commits * _WAL_PAGES // pages))
+        self._wal.checkpoint_here(self._connection())
 
     def _read(self, function: Callable[[sqlite3.Connection], T]) -> T:
         if self._reader is None:
@@ -235,11 +236,7 @@ class SQLiteStore:
         checkpoints, no disk sync to wait for (not ``synchronous=FULL``), no lock held
         by another connection, no WAL checkpoint due. ``None``, having done nothing,
         otherwise."""
-        if (
-            self.synchronous == "FULL"
-            or len(checkpoints) > _INLINE_CHECKPOINTS
-            or self._commits_since_checkpoint >= self._checkpoint_every
-        ):
+        if self.synchronous == "FULL" or len(checkpoints) > _INLINE_CHECKPOINTS or self._wal.due():
             return None
         assert self._limiter is not None
         try:
@@ -252,7 +249,10 @@ class SQLiteStore:
             )
         finally:
             self._limiter.release()
-        return None if isinstance(lost, _Locked) else lost
+        if isinstance(lost, _Locked):
+            return None
+        self._wal.committed()
+        return lost
 
     async def commit(
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
@@ -264,10 +264,12 @@ class SQLiteStore:
 
         lost = self.commit_now(checkpoints, owner=owner, lease_expires=lease_expires, now=now)
         if lost is None:
+            if self._wal.due():  # before the commit, which then starts the WAL over
+                async with self._wal.lock:
+                    await self._call(self._checkpoint_wal)
             written: set[str] = await self._call(self._write, apply)
             lost = written
-        if self._commits_since_checkpoint >= self._checkpoint_every:
-            await self._call(self._checkpoint_wal)
+            self._wal.committed()
         return lost
 
     async def save_workflow(self, workflow: StoredWorkflow) -> None:

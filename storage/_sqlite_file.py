@@ -51,9 +51,9 @@ def parse_url(url: str) -> tuple[str, dict[str, Any]]:
 
 def open_connections(
     path: Path, *, synchronous: str, busy_timeout: float, max_page_count: int | None
-) -> tuple[sqlite3.Connection, sqlite3.Connection]:
-    """The writer and reader connections of a prana database at ``path``, created,
-    checked and migrated. Raises :class:`StoreError`, leaving the file as it was, if it
+) -> tuple[sqlite3.Connection, sqlite3.Connection, sqlite3.Connection]:
+    """The writer, reader and WAL checkpointer connections of a prana database at
+    ``path``, created, checked and migrated. Raises :class:`StoreError`, leaving the file as it was, if it
     is not a prana database this code can use and write."""
     if path.exists():
         if path.is_dir():
@@ -76,6 +76,8 @@ def open_connections(
         )
     except sqlite3.Error as exc:
         raise store_error(exc, "open", path, busy_timeout) from None
+    reader: sqlite3.Connection | None = None
+    checkpointer: sqlite3.Connection | None = None
     try:
         _configure(db, path, synchronous, busy_timeout, max_page_count)
         _check_and_migrate(db, path, busy_timeout)
@@ -88,13 +90,27 @@ def open_connections(
         )
         reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         reader.execute("PRAGMA query_only = ON")
+        # Checkpoints have one too, so that they run beside commits; it syncs as the
+        # writer does.
+        checkpointer = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        checkpointer.execute(f"PRAGMA synchronous = {synchronous}")
+        checkpointer.execute("PRAGMA wal_autocheckpoint = 0")
+        checkpointer.execute("PRAGMA cache_size = 16")  # it copies pages, it reads none
     except sqlite3.Error as exc:
-        db.close()
+        _close_all(db, reader, checkpointer)
         raise store_error(exc, "open", path, busy_timeout) from None
     except BaseException:
-        db.close()
+        _close_all(db, reader, checkpointer)
         raise
-    return db, reader
+    return db, reader, checkpointer
+
+
+def _close_all(*connections: sqlite3.Connection | None) -> None:
+    for connection in connections:
+        if connection is not None:
+            connection.close()
 
 
 def _configure(

@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 
 import prana
@@ -310,7 +311,7 @@ async def test_engines_serving_different_schedules_leave_it_to_the_last_armed(
             # thread, which wait_all_tasks_blocked does not wait for.
             with anyio.fail_after(5):
                 while not caplog.records:
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
             seen = await outputs(old)
     assert seen == [iso(ten), iso(QUARTER), iso(QUARTER + 600)]
     assert [record.getMessage() for record in caplog.records] == [

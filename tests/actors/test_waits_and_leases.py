@@ -204,7 +204,8 @@ async def test_a_wait_set_by_an_engine_that_stopped_is_woken_by_one_already_runn
 
 async def test_an_execution_running_alone_keeps_the_wal_bounded(tmp_path: Path) -> None:
     # Alone, an execution commits its checkpoints on the spot; the WAL is still
-    # checkpointed as it grows (about 18 MB of node outputs pass through it here).
+    # checkpointed as it grows, beside the commits (about 45 MB of node outputs pass
+    # through it here; it is kept to a few times the 4 MB wanted).
     path = tmp_path / "prana.db"
     keys = [f"n{index}" for index in range(300)]
     workflow = make_workflow(
@@ -212,8 +213,8 @@ async def test_an_execution_running_alone_keeps_the_wal_bounded(tmp_path: Path) 
         [f"{a} -> {b}" for a, b in zip(["start", *keys], keys, strict=False)],
     )
     async with open_engine(path=path) as engine:
-        done = await engine.run(workflow, {"blob": "x" * 60_000})
+        done = await engine.run(workflow, {"blob": "x" * 150_000})
         wal = Path(f"{path}-wal").stat().st_size
     assert done.status == "completed"
     assert len(done.node_runs) == 301
-    assert wal < 8 * 1024 * 1024
+    assert wal < 16 * 1024 * 1024

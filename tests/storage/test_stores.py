@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import prana
@@ -449,6 +450,40 @@ async def test_sqlite_keeps_the_wal_bounded(tmp_path: Path) -> None:
     assert Path(f"{path}-wal").stat().st_size < 8 * 1024 * 1024
     stored = await store.load_execution("e1")
     await store.aclose()
+    assert stored is not None
+    assert [run.output for run in stored.runs] == list(range(1500))
+
+
+async def test_sqlite_maintained_beside_its_commits_keeps_the_wal_bounded(tmp_path: Path) -> None:
+    # As an engine runs it: checkpoints on their own thread while commits go on, on
+    # the loop as they do when alone; the WAL starts over, and nothing is lost.
+    path = tmp_path / "wal.db"
+    store = SQLiteStore(path)
+    await store.open()
+    big = {"format": 1, "skipped": [], "blob": "x" * 20_000}
+    async with anyio.create_task_group() as group:
+        group.start_soon(store.maintain)
+        await save_workflow(store)
+        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+        for index in range(1500):  # about 20 MB through the WAL
+            step = checkpoint(
+                status_changed=False,
+                active_paths=big,
+                runs=(run(index, f"n{index}", output=index),),
+            )
+            if store.commit_now([step], owner=ME, lease_expires=9.0, now=1.0) is None:
+                await store.commit([step], owner=ME, lease_expires=9.0, now=1.0)
+            await anyio.lowlevel.checkpoint()  # the checkpoints' thread reports back
+        wal = Path(f"{path}-wal").stat().st_size
+        group.cancel_scope.cancel()
+    await store.aclose()
+    assert wal < 8 * 1024 * 1024
+    reopened = SQLiteStore(path)
+    await reopened.open()
+    try:
+        stored = await reopened.load_execution("e1")
+    finally:
+        await reopened.aclose()
     assert stored is not None
     assert [run.output for run in stored.runs] == list(range(1500))
 
