@@ -239,16 +239,13 @@ class SQLiteStore:
         if self.synchronous == "FULL" or len(checkpoints) > _INLINE_CHECKPOINTS or self._wal.due():
             return None
         assert self._limiter is not None
-        try:
-            self._limiter.acquire_nowait()
-        except anyio.WouldBlock:
+        if self._limiter.borrowed_tokens:
             return None  # a write is under way on a thread: queue behind it
-        try:
-            lost = self._write_inline(
-                lambda db: apply_checkpoints(db, checkpoints, owner, lease_expires, now)
-            )
-        finally:
-            self._limiter.release()
+        # Nothing can take the limiter until this returns: it runs on the loop's
+        # thread, without awaiting.
+        lost = self._write_inline(
+            lambda db: apply_checkpoints(db, checkpoints, owner, lease_expires, now)
+        )
         if isinstance(lost, _Locked):
             return None
         self._wal.committed()
