@@ -47,7 +47,6 @@ class WalKeeper:
         self.catch_up = False
         self.lock = anyio.Lock()
         self._grew = anyio.Event()
-        self._beside = False
 
     def committed(self) -> None:
         """After a commit, on the event loop: wake :meth:`maintain` when it is time."""
@@ -55,7 +54,7 @@ class WalKeeper:
             self.maintained
             and self.commits >= self.every
             and not self.catch_up
-            and not self._beside
+            and not self.lock.locked()  # a checkpoint is under way
         ):
             self._grew.set()
 
@@ -81,13 +80,9 @@ class WalKeeper:
                 async with self.lock:
                     if self.catch_up or self.commits < self.every:
                         continue  # the writer's thread checkpointed meanwhile
-                    self._beside = True
-                    try:
-                        await anyio.to_thread.run_sync(
-                            self._checkpoint_beside, connection(), self.commits, limiter=limiter
-                        )
-                    finally:
-                        self._beside = False
+                    await anyio.to_thread.run_sync(
+                        self._checkpoint_beside, connection(), self.commits, limiter=limiter
+                    )
         finally:
             self.maintained = False
 

@@ -471,8 +471,7 @@ async def test_sqlite_maintained_beside_its_commits_keeps_the_wal_bounded(tmp_pa
                 active_paths=big,
                 runs=(run(index, f"n{index}", output=index),),
             )
-            if store.commit_now([step], owner=ME, lease_expires=9.0, now=1.0) is None:
-                await store.commit([step], owner=ME, lease_expires=9.0, now=1.0)
+            await store.commit([step], owner=ME, lease_expires=9.0, now=1.0)  # on the spot
             await anyio.lowlevel.checkpoint()  # the checkpoints' thread reports back
         wal = Path(f"{path}-wal").stat().st_size
         group.cancel_scope.cancel()
