@@ -16,7 +16,7 @@ import attrs
 
 from prana._records import Checkpoint, ExecutionStatus, NodeRun, StoredExecution, Suspension
 
-from ._protocol import ScheduleState, StoredWorkflow, kept_paths
+from ._protocol import ScheduleState, StoredWorkflow, is_step, kept_paths
 
 FINAL = ("completed", "failed", "cancelled", "timed_out")
 
@@ -89,6 +89,7 @@ class MemoryStore:
     ) -> None:
         running = checkpoint.status == "running"
         previous = kept.execution if kept is not None else None
+        step = previous is not None and is_step(checkpoint)
         execution = StoredExecution(
             id=checkpoint.execution_id,
             workflow_id=checkpoint.workflow_id,
@@ -113,14 +114,16 @@ class MemoryStore:
             parent_execution_id=checkpoint.parent_execution_id,
             root_execution_id=checkpoint.root_execution_id,
             owner=owner if running else None,
-            lease_expires=lease_expires if running else None,
+            lease_expires=previous.lease_expires
+            if step and previous is not None
+            else (lease_expires if running else None),
             mode=checkpoint.mode,
             depth=checkpoint.depth,
             deadline=checkpoint.deadline,
             request=None
             if previous is None or checkpoint.take or checkpoint.clear_request
             else previous.request,
-            revision=previous.revision + 1 if previous is not None else 1,
+            revision=(previous.revision + (not step)) if previous is not None else 1,
         )
         if kept is None:
             kept = self._executions[checkpoint.execution_id] = _Kept(execution=execution)

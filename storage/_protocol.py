@@ -49,6 +49,20 @@ def kept_paths(checkpoint: Checkpoint) -> Mapping[str, Any]:
     return checkpoint.active_paths
 
 
+def is_step(checkpoint: Checkpoint) -> bool:
+    """Whether ``checkpoint`` is a plain step of a running execution that stays
+    running: it adds node runs and moves the routing state, and leaves the
+    execution's owner, lease and revision alone."""
+    return (
+        checkpoint.status == "running"
+        and not checkpoint.status_changed
+        and not checkpoint.new
+        and not checkpoint.take
+        and not checkpoint.clear_request
+        and checkpoint.vars is None
+    )
+
+
 @runtime_checkable
 class Store(Protocol):
     """A place to keep executions: :class:`MemoryStore` or :class:`SQLiteStore`.
@@ -76,7 +90,8 @@ class Store(Protocol):
         """Apply every checkpoint in one transaction, all or none.
 
         A running execution is owned by ``owner`` until ``lease_expires``; a waiting or
-        ended one is released. Checkpoints of executions that ``owner`` no longer owns
+        ended one is released. A plain step (:func:`is_step`) leaves the lease as it
+        was: :meth:`renew` extends it. Checkpoints of executions that ``owner`` no longer owns
         are not applied; their ids are returned.
         """
         ...

@@ -7,9 +7,13 @@ database newer than this code is refused rather than misread.
 Tables:
 
 * ``workflows``: every workflow definition an execution started on, by content hash.
-* ``executions``: one row per execution: its status, owner and lease, variables and
-  routing state (``paths``, bounded by the size of the workflow).
-* ``node_executions``: the audit trail, one row per ended node run, appended.
+* ``executions``: one row per execution: its status, owner and lease, variables.
+* ``node_executions``: the audit trail, one row per ended node run, appended; and
+  after an execution's runs, at execution index ``STATE_ROW``, its *state row*: the
+  routing state (``output``, bounded by the size of the workflow), the iteration
+  count (``run_index``) and the time of its last checkpoint (``finished_at``). The
+  state row sorts after every run of its execution, so the run a step appends and
+  the state it updates share a B-tree page: a step writes one page (decision 0025).
 * ``node_contexts``: each node's persistent context, written when it changes.
 * ``suspensions``: the nodes waiting, with their resume token and deadline (and the
   child execution a ``workflow.execute`` node waits for).
@@ -21,11 +25,16 @@ runs it) and a suspension's ``child_execution_id``. Version 3 added ``schedules`
 the next time of each schedule trigger. Version 4 added an execution's ``revision``:
 the number of checkpoints applied to it, which taking a waiting execution checks, so
 that an engine never takes one whose state another engine has moved on from.
+Version 5 moved the routing state and iteration count out of ``executions`` (its
+``paths`` and ``iteration_count`` columns are left empty) into state rows, and
+``revision`` now counts the changes to an execution's row: a plain step of a running
+execution, which changes only its state row, leaves it alone.
 """
 
 from __future__ import annotations
 
 APPLICATION_ID = 0x7072616E  # "pran"
+STATE_ROW = 1 << 62  # the execution index of an execution's state row
 
 MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1
@@ -130,6 +139,14 @@ MIGRATIONS: tuple[str, ...] = (
     # 3 -> 4
     """
     ALTER TABLE executions ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 4 -> 5
+    f"""
+    INSERT INTO node_executions (execution_id, execution_index, node_key, run_index, attempt,
+                                 status, output, finished_at)
+        SELECT id, {STATE_ROW}, '', iteration_count, 0, 'state', paths, updated_at
+        FROM executions;
+    UPDATE executions SET paths = '{{}}', iteration_count = 0;
     """,
 )
 

@@ -36,12 +36,11 @@ from . import _sqlite_rows as rows
 from ._protocol import ScheduleState, StoredWorkflow
 from ._sqlite_file import locked_error, open_connections, parse_url, store_error
 from ._sqlite_rows import (
-    EXECUTION_COLUMNS,
-    RUN_COLUMNS,
     SUSPENSION_COLUMNS,
     apply_checkpoints,
     execution_from_row,
-    run_from_row,
+    is_one_run_step,
+    save_one_run_step,
     suspension_from_row,
 )
 from ._sqlite_wal import WalKeeper
@@ -190,14 +189,18 @@ class SQLiteStore:
         # for a lock); waiting, when it is allowed, is _write's loop.
         try:
             db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
+            return self._locked_or_raise(exc)
+        return None
+
+    def _locked_or_raise(self, exc: sqlite3.Error) -> _Locked:
+        """``LOCKED`` if ``exc`` says another connection holds the write lock; raise
+        the :class:`StoreError` it means otherwise."""
+        if isinstance(exc, sqlite3.OperationalError):
             lowered = str(exc).lower()
             if "locked" in lowered or "busy" in lowered:
                 return LOCKED
-            raise self._error(exc, "write to") from None
-        except sqlite3.Error as exc:
-            raise self._error(exc, "write to") from None
-        return None
+        raise self._error(exc, "write to") from None
 
     def _finish_write(
         self, db: sqlite3.Connection, function: Callable[[sqlite3.Connection], T]
@@ -243,13 +246,28 @@ class SQLiteStore:
             return None  # a write is under way on a thread: queue behind it
         # Nothing can take the limiter until this returns: it runs on the loop's
         # thread, without awaiting.
-        lost = self._write_inline(
-            lambda db: apply_checkpoints(db, checkpoints, owner, lease_expires, now)
-        )
+        if len(checkpoints) == 1 and is_one_run_step(checkpoints[0]):
+            lost = self._save_one_run_step(checkpoints[0], owner, now)
+        else:
+            lost = self._write_inline(
+                lambda db: apply_checkpoints(db, checkpoints, owner, lease_expires, now)
+            )
         if isinstance(lost, _Locked):
             return None
         self._wal.committed()
         return lost
+
+    def _save_one_run_step(
+        self, checkpoint: Checkpoint, owner: str, now: float
+    ) -> set[str] | _Locked:
+        # One statement, so one transaction without BEGIN and COMMIT of its own.
+        db = self._connection()
+        try:
+            applied = save_one_run_step(db, checkpoint, owner, now)
+        except sqlite3.Error as exc:
+            return self._locked_or_raise(exc)
+        self._wal.commits += 1
+        return set() if applied else {checkpoint.execution_id}
 
     async def commit(
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
@@ -341,38 +359,7 @@ class SQLiteStore:
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
         """Everything kept of an execution, or ``None``."""
 
-        def fetch(db: sqlite3.Connection) -> StoredExecution | None:
-            row = db.execute(
-                f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?", (execution_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            runs = tuple(
-                run_from_row(execution_id, run)
-                for run in db.execute(
-                    f"SELECT {RUN_COLUMNS} FROM node_executions WHERE execution_id = ? "
-                    "ORDER BY execution_index",
-                    (execution_id,),
-                )
-            )
-            contexts = {
-                key: codec.loads(context)
-                for key, context in db.execute(
-                    "SELECT node_key, context FROM node_contexts WHERE execution_id = ?",
-                    (execution_id,),
-                )
-            }
-            suspensions = tuple(
-                suspension_from_row(suspension)
-                for suspension in db.execute(
-                    f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE execution_id = ? "
-                    "ORDER BY execution_index",
-                    (execution_id,),
-                )
-            )
-            return execution_from_row(row, runs=runs, contexts=contexts, suspensions=suspensions)
-
-        return await self._call_read(fetch)
+        return await self._call_read(lambda db: rows.load_execution(db, execution_id))
 
     async def list_executions(
         self,
@@ -387,19 +374,18 @@ class SQLiteStore:
             where: list[str] = []
             args: list[Any] = []
             if status is not None:
-                where.append("status = ?")
+                where.append("e.status = ?")
                 args.append(status)
             if workflow_id is not None:
-                where.append("workflow_id = ?")
+                where.append("e.workflow_id = ?")
                 args.append(workflow_id)
             clause = f"WHERE {' AND '.join(where)}" if where else ""
-            rows = db.execute(
-                f"SELECT {EXECUTION_COLUMNS} FROM executions {clause} "
-                "ORDER BY started_at DESC, id DESC LIMIT ?",
+            found = db.execute(
+                f"{rows.SELECT_EXECUTION} {clause} ORDER BY e.started_at DESC, e.id DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
             waiting: dict[str, list[Suspension]] = {}
-            ids = [row[0] for row in rows]
+            ids = [row[0] for row in found]
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 for suspension in db.execute(
@@ -409,7 +395,7 @@ class SQLiteStore:
                 ):
                     waiting.setdefault(suspension[0], []).append(suspension_from_row(suspension))
             return [
-                execution_from_row(row, suspensions=tuple(waiting.get(row[0], ()))) for row in rows
+                execution_from_row(row, suspensions=tuple(waiting.get(row[0], ()))) for row in found
             ]
 
         return await self._call_read(fetch)

@@ -9,7 +9,8 @@ from typing import Any
 from prana._records import Checkpoint, NodeRun, StoredExecution, Suspension
 
 from . import _codec as codec
-from ._protocol import ScheduleState, kept_paths
+from ._protocol import ScheduleState, is_step, kept_paths
+from ._schema import STATE_ROW
 
 EXECUTION_COLUMNS = (
     "id, workflow_id, workflow_version, workflow_hash, trigger, status, input, vars, paths, "
@@ -30,17 +31,82 @@ _INSERT_EXECUTION = (
     f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 23)}) "
     "ON CONFLICT (id) DO NOTHING"
 )
-# A step of a running execution that stays running: only the routing state moves.
-_UPDATE_STEP = (
-    "UPDATE executions SET paths = ?, iteration_count = ?, updated_at = ?, lease_expires = ?, "
-    "revision = revision + 1 WHERE id = ? AND owner = ?"
+# An execution's row with its state row's routing state, iteration count and time of
+# the last checkpoint, in the order of EXECUTION_COLUMNS.
+SELECT_EXECUTION = (
+    "SELECT e.id, e.workflow_id, e.workflow_version, e.workflow_hash, e.trigger, e.status, "
+    "e.input, e.vars, coalesce(s.output, e.paths), coalesce(s.run_index, e.iteration_count), "
+    "e.error, e.started_at, e.finished_at, coalesce(s.finished_at, e.updated_at), "
+    "e.parent_execution_id, e.root_execution_id, e.owner, e.lease_expires, e.mode, e.depth, "
+    "e.deadline, e.request, e.revision FROM executions e LEFT JOIN node_executions s "
+    f"ON s.execution_id = e.id AND s.execution_index = {STATE_ROW}"
+)
+_STATE_COLUMNS = "execution_id, execution_index, node_key, run_index, attempt, status, output"
+_STATE_UPSERT = (
+    "ON CONFLICT (execution_id, execution_index) DO UPDATE SET run_index = excluded.run_index, "
+    "output = excluded.output, finished_at = excluded.finished_at"
+)
+# Routing state, iteration count, time: after a change to the execution's row.
+_SAVE_STATE = (
+    f"INSERT INTO node_executions ({_STATE_COLUMNS}, finished_at) "
+    f"VALUES (?, {STATE_ROW}, '', ?, 0, 'state', ?, ?) {_STATE_UPSERT}"
+)
+# A step of a running execution that stays running: only its state row changes, if
+# the engine owns the execution.
+_SAVE_STEP_STATE = (
+    f"INSERT INTO node_executions ({_STATE_COLUMNS}, finished_at) "
+    f"SELECT ?, {STATE_ROW}, '', ?, 0, 'state', ?, ? "
+    f"WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND owner = ?) {_STATE_UPSERT}"
 )
 _INSERT_RUN = (
     f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) VALUES ({', '.join('?' * 13)})"
 )
+# The commonest step, one node run, as one statement (so as one transaction of its
+# own): the run and the state, if the engine owns the execution. The state row is
+# the only one that may already exist; a run is never written twice.
+_SAVE_ONE_RUN_STEP = (
+    f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) "
+    f"SELECT * FROM (VALUES ({', '.join('?' * 13)}), "
+    f"(?, {STATE_ROW}, '', ?, 0, 'state', NULL, ?, NULL, NULL, NULL, ?, NULL)) "
+    "WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND owner = ?) "
+    f"{_STATE_UPSERT} WHERE excluded.execution_index = {STATE_ROW}"
+)
 _INSERT_SUSPENSION = (
     f"INSERT INTO suspensions ({SUSPENSION_COLUMNS}) VALUES ({', '.join('?' * 12)})"
 )
+
+
+def is_one_run_step(checkpoint: Checkpoint) -> bool:
+    """Whether ``checkpoint`` is a step that adds one node run and nothing else:
+    :func:`save_one_run_step` saves it in one statement."""
+    return (
+        len(checkpoint.runs) == 1
+        and not checkpoint.node_contexts
+        and not checkpoint.suspensions_added
+        and not checkpoint.suspensions_removed
+        and is_step(checkpoint)
+    )
+
+
+def save_one_run_step(
+    db: sqlite3.Connection, checkpoint: Checkpoint, owner: str, now: float
+) -> bool:
+    """Save a checkpoint of :func:`is_one_run_step` in one statement (in autocommit
+    mode, one transaction); ``False`` if this engine does not own its execution."""
+    execution_id = checkpoint.execution_id
+    cursor = db.execute(
+        _SAVE_ONE_RUN_STEP,
+        (
+            *_run_values(execution_id, checkpoint.runs[0]),
+            execution_id,
+            checkpoint.iteration_count,
+            codec.dumps(checkpoint.active_paths),
+            now,
+            execution_id,
+            owner,
+        ),
+    )
+    return cursor.rowcount > 0
 
 
 def apply_checkpoints(
@@ -54,20 +120,14 @@ def apply_checkpoints(
     return the ids of those not applied because this engine does not own them.
 
     Plain steps of running executions, most of any batch, are applied together: one
-    statement for their rows and one for their node runs.
+    statement for their state rows and one for their node runs. They leave the
+    execution's row alone: its lease is renewed by the engine's heartbeat.
     """
     lost: set[str] = set()
     steps: list[Checkpoint] = []
     applied: list[Checkpoint] = []
     for checkpoint in checkpoints:
-        if (
-            checkpoint.status == "running"
-            and not checkpoint.status_changed
-            and not checkpoint.new
-            and not checkpoint.take
-            and not checkpoint.clear_request
-            and checkpoint.vars is None
-        ):
+        if is_step(checkpoint):
             steps.append(checkpoint)
         elif _apply_header(db, checkpoint, owner, lease_expires, now):
             applied.append(checkpoint)
@@ -75,13 +135,13 @@ def apply_checkpoints(
             lost.add(checkpoint.execution_id)
     if steps:
         cursor = db.executemany(
-            _UPDATE_STEP,
+            _SAVE_STEP_STATE,
             [
                 (
-                    codec.dumps(checkpoint.active_paths),
+                    checkpoint.execution_id,
                     checkpoint.iteration_count,
+                    codec.dumps(checkpoint.active_paths),
                     now,
-                    lease_expires,
                     checkpoint.execution_id,
                     owner,
                 )
@@ -96,21 +156,7 @@ def apply_checkpoints(
     db.executemany(
         _INSERT_RUN,
         [
-            (
-                checkpoint.execution_id,
-                run.execution_index,
-                run.node_key,
-                run.run_index,
-                run.attempt,
-                run.status,
-                run.port,
-                codec.dumps(run.output),
-                codec.dumps_error(run.error),
-                codec.dumps(run.inputs) if run.inputs else None,
-                run.started_at,
-                run.finished_at,
-                run.duration_ms,
-            )
+            _run_values(checkpoint.execution_id, run)
             for checkpoint in applied
             for run in checkpoint.runs
         ],
@@ -118,6 +164,24 @@ def apply_checkpoints(
     for checkpoint in applied:
         _apply_details(db, checkpoint)
     return lost
+
+
+def _run_values(execution_id: str, run: NodeRun) -> tuple[Any, ...]:
+    return (
+        execution_id,
+        run.execution_index,
+        run.node_key,
+        run.run_index,
+        run.attempt,
+        run.status,
+        run.port,
+        codec.dumps(run.output),
+        codec.dumps_error(run.error),
+        codec.dumps(run.inputs) if run.inputs else None,
+        run.started_at,
+        run.finished_at,
+        run.duration_ms,
+    )
 
 
 def _owned(db: sqlite3.Connection, execution_ids: list[str], owner: str) -> set[str]:
@@ -135,12 +199,29 @@ def _owned(db: sqlite3.Connection, execution_ids: list[str], owner: str) -> set[
 def _apply_header(
     db: sqlite3.Connection, checkpoint: Checkpoint, owner: str, lease_expires: float, now: float
 ) -> bool:
-    """Create or update the execution's row; ``False`` if it is not ours to change."""
+    """Create or update the execution's row and its state row; ``False`` if it is not
+    ours to change."""
+    if not _apply_execution_row(db, checkpoint, owner, lease_expires, now):
+        return False
+    db.execute(
+        _SAVE_STATE,
+        (
+            checkpoint.execution_id,
+            checkpoint.iteration_count,
+            codec.dumps(kept_paths(checkpoint)),
+            now,
+        ),
+    )
+    return True
+
+
+def _apply_execution_row(
+    db: sqlite3.Connection, checkpoint: Checkpoint, owner: str, lease_expires: float, now: float
+) -> bool:
     running = checkpoint.status == "running"
     clear = checkpoint.take or checkpoint.clear_request
     row_owner = owner if running else None
     row_lease = lease_expires if running else None
-    paths = codec.dumps(kept_paths(checkpoint))
     error = codec.dumps_error(checkpoint.error)
     if checkpoint.new:
         cursor = db.execute(
@@ -154,8 +235,8 @@ def _apply_header(
                 checkpoint.status,
                 codec.dumps(checkpoint.input),
                 codec.dumps(checkpoint.vars or {}),
-                paths,
-                checkpoint.iteration_count,
+                b"{}",  # paths and iteration_count: kept in the state row since version 5
+                0,
                 error,
                 checkpoint.started_at,
                 checkpoint.finished_at,
@@ -176,7 +257,7 @@ def _apply_header(
     if checkpoint.status_changed or checkpoint.take:
         assignments = (
             "status = ?, error = ?, started_at = ?, finished_at = ?, deadline = ?, "
-            "paths = ?, iteration_count = ?, updated_at = ?, owner = ?, lease_expires = ?"
+            "updated_at = ?, owner = ?, lease_expires = ?"
         )
         values: list[Any] = [
             checkpoint.status,
@@ -188,9 +269,9 @@ def _apply_header(
     else:
         # Leave the indexed status columns alone: SQLite rewrites an index
         # entry whenever its column is assigned, even to the same value.
-        assignments = "paths = ?, iteration_count = ?, updated_at = ?, owner = ?, lease_expires = ?"
+        assignments = "updated_at = ?, owner = ?, lease_expires = ?"
         values = []
-    values += [paths, checkpoint.iteration_count, now, row_owner, row_lease]
+    values += [now, row_owner, row_lease]
     if checkpoint.vars is not None:
         assignments += ", vars = ?"
         values.append(codec.dumps(checkpoint.vars))
@@ -373,3 +454,34 @@ def advance_schedule(
         (next_at, pending_at, workflow_id, trigger, due_at, spec, spec),
     )
     return cursor.rowcount == 1
+
+
+def load_execution(db: sqlite3.Connection, execution_id: str) -> StoredExecution | None:
+    """Everything kept of an execution, or ``None``."""
+    row = db.execute(f"{SELECT_EXECUTION} WHERE e.id = ?", (execution_id,)).fetchone()
+    if row is None:
+        return None
+    runs = tuple(
+        run_from_row(execution_id, run)
+        for run in db.execute(
+            f"SELECT {RUN_COLUMNS} FROM node_executions WHERE execution_id = ? "
+            f"AND execution_index < {STATE_ROW} ORDER BY execution_index",
+            (execution_id,),
+        )
+    )
+    contexts = {
+        key: codec.loads(context)
+        for key, context in db.execute(
+            "SELECT node_key, context FROM node_contexts WHERE execution_id = ?",
+            (execution_id,),
+        )
+    }
+    suspensions = tuple(
+        suspension_from_row(suspension)
+        for suspension in db.execute(
+            f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE execution_id = ? "
+            "ORDER BY execution_index",
+            (execution_id,),
+        )
+    )
+    return execution_from_row(row, runs=runs, contexts=contexts, suspensions=suspensions)

@@ -50,7 +50,8 @@ def stored_rows(path: Path) -> dict[str, Any]:
                 "SELECT id, status, owner FROM executions ORDER BY id"
             ).fetchall(),
             "runs": db.execute(
-                "SELECT execution_id, execution_index, status FROM node_executions ORDER BY 1, 2"
+                "SELECT execution_id, execution_index, status FROM node_executions "
+                "WHERE status != 'state' ORDER BY 1, 2"
             ).fetchall(),
             "suspensions": db.execute(
                 "SELECT execution_id, node_key, token FROM suspensions ORDER BY 1"

@@ -5,22 +5,13 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import prana
 from prana._records import Checkpoint
 from prana.storage._schema import MIGRATIONS
-from prana.storage._sqlite_rows import (
-    EXECUTION_COLUMNS,
-    RUN_COLUMNS,
-    SUSPENSION_COLUMNS,
-    apply_checkpoints,
-    execution_from_row,
-    run_from_row,
-    suspension_from_row,
-)
+from prana.storage._sqlite_rows import apply_checkpoints, load_execution
 
 json_values = st.recursive(
     st.one_of(
@@ -151,22 +142,8 @@ def test_an_execution_round_trips_through_its_rows(
     )
     db = database()
     assert apply_checkpoints(db, [checkpoint], "me", 10.0, 2.0) == set()
-    row = db.execute(f"SELECT {EXECUTION_COLUMNS} FROM executions").fetchone()
-    stored = execution_from_row(
-        row,
-        runs=tuple(
-            run_from_row("e1", r)
-            for r in db.execute(f"SELECT {RUN_COLUMNS} FROM node_executions ORDER BY 1")
-        ),
-        contexts={
-            key: orjson.loads(value)
-            for key, value in db.execute("SELECT node_key, context FROM node_contexts")
-        },
-        suspensions=tuple(
-            suspension_from_row(r)
-            for r in db.execute(f"SELECT {SUSPENSION_COLUMNS} FROM suspensions ORDER BY 2")
-        ),
-    )
+    stored = load_execution(db, "e1")
+    assert stored is not None
     assert stored.runs == runs
     assert stored.suspensions == waiting
     assert stored.input == input

@@ -166,7 +166,8 @@ async def test_only_the_owner_applies_checkpoints(kind: str, tmp_path: Path) -> 
 @STORES
 async def test_a_batch_of_steps_applies_only_the_owned_ones(kind: str, tmp_path: Path) -> None:
     # Plain steps of running executions are applied together; one owned by another
-    # engine is refused alone, and none of its node runs is written.
+    # engine is refused alone, and none of its node runs is written. Steps leave
+    # the leases alone (the heartbeat renews them) and so the revisions.
     async with opened(kind, tmp_path) as store:
         await save_workflow(store)
         await store.commit(
@@ -195,9 +196,33 @@ async def test_a_batch_of_steps_applies_only_the_owned_ones(kind: str, tmp_path:
             stored = await store.load_execution(execution_id)
             assert stored is not None
             outputs[execution_id] = [run.output for run in stored.runs]
-            expected = (ME, 150.0, 3) if execution_id != "theirs" else (OTHER, 100.0, 0)
-            assert (stored.owner, stored.lease_expires, stored.iteration_count) == expected
+            owner, iterations = (ME, 3) if execution_id != "theirs" else (OTHER, 0)
+            assert (stored.owner, stored.iteration_count) == (owner, iterations)
+            assert (stored.lease_expires, stored.revision) == (100.0, 1)
         assert outputs == {"mine1": [1], "mine2": [3], "theirs": []}
+
+
+@STORES
+async def test_a_step_of_one_node_run_is_saved_only_by_the_owner(kind: str, tmp_path: Path) -> None:
+    # The commonest checkpoint (SQLite saves it in one statement): another engine's
+    # is refused and writes nothing; the owner's adds the run and moves the state.
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=100.0, now=1.0)
+        paths = {"format": 2, "nodes": "31", "next": 1}
+        step = {"status_changed": False, "iteration_count": 2, "active_paths": paths}
+        theirs = checkpoint(runs=(run(0, "a", output="theirs"),), **step)
+        assert await store.commit([theirs], owner=OTHER, lease_expires=200.0, now=2.0) == {"e1"}
+        before = await store.load_execution("e1")
+        assert before is not None
+        assert (before.runs, before.iteration_count) == ((), 0)
+        mine = checkpoint(runs=(run(0, "a", output="mine"),), **step)
+        assert await store.commit([mine], owner=ME, lease_expires=200.0, now=3.0) == set()
+        after = await store.load_execution("e1")
+        assert after is not None
+        assert [(r.node_key, r.output) for r in after.runs] == [("a", "mine")]
+        assert (after.active_paths, after.iteration_count) == (paths, 2)
+        assert (after.owner, after.lease_expires, after.revision) == (ME, 100.0, 1)
 
 
 @STORES
@@ -358,8 +383,13 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
         db.execute("INSERT INTO workflows VALUES ('h1', 'w', 1, '{}', 0)")
         db.execute(
             "INSERT INTO executions (id, workflow_hash, workflow_id, workflow_version, trigger, "
-            "status, vars, paths, updated_at) VALUES ('old', 'h1', 'w', 1, 'start', 'suspended', "
-            "'{}', '{}', 1.0)"
+            "status, vars, paths, iteration_count, updated_at) VALUES ('old', 'h1', 'w', 1, "
+            """'start', 'suspended', '{}', '{"format": 2, "nodes": "31", "next": 2}', 7, 1.0)"""
+        )
+        db.execute(
+            "INSERT INTO node_executions (execution_id, execution_index, node_key, run_index, "
+            "attempt, status, port, output) VALUES ('old', 0, 'start', 0, 1, 'completed', "
+            "'main', '{\"n\": 1}')"
         )
         db.execute(
             "INSERT INTO suspensions (execution_id, execution_index, node_key, run_index, kind, "
@@ -372,9 +402,17 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
     try:
         stored = await store.load_execution("old")
         found = await store.find_token("tok")
+        listed = await store.list_executions()
     finally:
         await store.aclose()
     assert stored is not None
+    # The routing state and iteration count moved to the state row (version 5).
+    assert stored.active_paths == {"format": 2, "nodes": "31", "next": 2}
+    assert stored.iteration_count == 7
+    assert [(run.node_key, run.output) for run in stored.runs] == [("start", {"n": 1})]
+    assert [(e.id, e.active_paths, e.iteration_count) for e in listed] == [
+        ("old", stored.active_paths, 7)
+    ]
     assert (stored.status, stored.depth, stored.mode, stored.deadline, stored.revision) == (
         "suspended",
         0,
@@ -385,7 +423,7 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
     assert found is not None
     assert (found.node_key, found.child_execution_id) == ("wait", None)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 5
         assert db.execute("SELECT count(*) FROM schedules").fetchone()[0] == 0
 
 
