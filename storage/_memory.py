@@ -89,7 +89,11 @@ class MemoryStore:
     ) -> None:
         running = checkpoint.status == "running"
         previous = kept.execution if kept is not None else None
-        step = previous is not None and is_step(checkpoint)
+        if previous is not None and is_step(checkpoint):  # the row itself stays as it was
+            lease, revision = previous.lease_expires, previous.revision
+        else:
+            lease = lease_expires if running else None
+            revision = previous.revision + 1 if previous is not None else 1
         execution = StoredExecution(
             id=checkpoint.execution_id,
             workflow_id=checkpoint.workflow_id,
@@ -114,16 +118,14 @@ class MemoryStore:
             parent_execution_id=checkpoint.parent_execution_id,
             root_execution_id=checkpoint.root_execution_id,
             owner=owner if running else None,
-            lease_expires=previous.lease_expires
-            if step and previous is not None
-            else (lease_expires if running else None),
+            lease_expires=lease,
             mode=checkpoint.mode,
             depth=checkpoint.depth,
             deadline=checkpoint.deadline,
             request=None
             if previous is None or checkpoint.take or checkpoint.clear_request
             else previous.request,
-            revision=(previous.revision + (not step)) if previous is not None else 1,
+            revision=revision,
         )
         if kept is None:
             kept = self._executions[checkpoint.execution_id] = _Kept(execution=execution)
