@@ -1,8 +1,9 @@
 """The checkpoint writer: group commit for every supervisor of an engine (DESIGN §7).
 
 Supervisors hand it checkpoints (:meth:`CheckpointWriter.submit`) and wait for
-their batch. It takes every checkpoint waiting at that
-moment, commits them in one transaction, and then answers each supervisor: saved,
+their batch. It takes every checkpoint waiting at that moment, up to
+``BATCH_LIMIT`` (the rest go in the next transactions), commits them in one
+transaction, and then answers each supervisor: saved,
 lost (another engine owns the execution now), or the store's error. Under load,
 many executions share one commit; alone, an execution waits for one commit per step.
 """
@@ -10,6 +11,7 @@ many executions share one commit; alone, an execution waits for one commit per s
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 import anyio
@@ -42,6 +44,13 @@ class Batch:
         return checkpoint.execution_id not in self.lost
 
 
+# The most checkpoints one transaction takes. When more are waiting (many executions
+# step in lock step), the rest go in the next ones, oldest first. A commit runs on the
+# event loop's thread (decision 0026), so this bounds how long one holds the loop
+# (a few milliseconds), and the size of one batch in memory.
+BATCH_LIMIT = 256
+
+
 class CheckpointWriter:
     """Commits checkpoints in batches; one per engine."""
 
@@ -60,7 +69,7 @@ class CheckpointWriter:
         self._now = now
         self._alone = alone
         self._committing = False
-        self._filling = Batch()
+        self._waiting: deque[Batch] = deque()
         self._wake = anyio.Event()
         self._closed = False
         self.batches = 0
@@ -74,7 +83,7 @@ class CheckpointWriter:
 
         Raises :class:`StoreError` if the store could not save it.
         """
-        if self._closed or self._committing or self._filling.checkpoints or not self._alone():
+        if self._closed or self._committing or self._waiting or not self._alone():
             return None
         lost = self._store.commit_now(
             [checkpoint],
@@ -96,33 +105,35 @@ class CheckpointWriter:
         """
         if self._closed:
             raise StoreError("the engine is stopping: nothing more is saved")
-        batch = self._filling
+        waiting = self._waiting
+        if not waiting or len(waiting[-1].checkpoints) >= BATCH_LIMIT:
+            waiting.append(Batch())
+        batch = waiting[-1]
         batch.checkpoints.append(checkpoint)
         self._wake.set()
         return batch
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Commit batches until cancelled: each takes every checkpoint handed in while
-        the one before was committing."""
+        """Commit batches until cancelled: each takes the checkpoints handed in while
+        the one before was committing, up to ``BATCH_LIMIT``."""
         task_status.started()
         try:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
-                batch, self._filling = self._filling, Batch()
-                self._committing = True
-                try:
-                    await self._commit(batch)
-                finally:
-                    self._committing = False
+                while self._waiting:
+                    batch = self._waiting.popleft()
+                    self._committing = True
+                    try:
+                        await self._commit(batch)
+                    finally:
+                        self._committing = False
         finally:
             # Checkpoints handed in as the engine stops are not saved: say so.
             self._closed = True
-            if self._filling.checkpoints:
-                self._filling.error = StoreError(
-                    "the engine stopped before this checkpoint was saved"
-                )
-                self._filling.done.set()
+            for batch in self._waiting:
+                batch.error = StoreError("the engine stopped before this checkpoint was saved")
+                batch.done.set()
 
     async def _commit(self, batch: Batch) -> None:
         try:

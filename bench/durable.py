@@ -3,6 +3,7 @@
 
     python bench/durable.py w2 DB SYNC BACKEND   -> median ms of the 100-node chain, durable
     python bench/durable.py w4 DB SYNC           -> 1000 concurrent 10-node chains, durable
+    python bench/durable.py w4-busy DB SYNC      -> the same while the app keeps the loop busy
     python bench/durable.py w5-suspend DB SYNC   -> 1000 executions waiting at node 5
     python bench/durable.py w5-resume DB SYNC    -> resume them all, 5 more nodes each
 
@@ -26,6 +27,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import anyio.lowlevel
 from workloads import chain_workflow
 
 import prana
@@ -86,12 +88,36 @@ async def w2(db: str, synchronous: str) -> dict[str, float]:
 
 
 async def w4(db: str, synchronous: str) -> dict[str, float]:
+    return await _w4(db, synchronous, busy=False)
+
+
+async def w4_busy(db: str, synchronous: str) -> dict[str, float]:
+    """W4 while another task of the app keeps the event loop busy about half the
+    time (2 ms of work, then it yields): the store's thread must commit while the
+    loop runs Python, not only while it waits."""
+    return await _w4(db, synchronous, busy=True)
+
+
+async def _keep_busy(stop: anyio.Event) -> None:
+    while not stop.is_set():
+        started = time.perf_counter()
+        while time.perf_counter() - started < 0.002:
+            pass
+        await anyio.lowlevel.checkpoint()
+
+
+async def _w4(db: str, synchronous: str, *, busy: bool) -> dict[str, float]:
     chain = chain_workflow(9)  # trigger + 9: a 10-node chain
     async with prana.Engine(store=store_url(db, synchronous), env={}) as engine:
         await engine.run(chain)  # warm up: the definition is stored
-        started = time.perf_counter()
-        results = await run_all(engine, chain, EXECUTIONS)
-        elapsed = time.perf_counter() - started
+        async with anyio.create_task_group() as app:
+            stop = anyio.Event()
+            if busy:
+                app.start_soon(_keep_busy, stop)
+            started = time.perf_counter()
+            results = await run_all(engine, chain, EXECUTIONS)
+            elapsed = time.perf_counter() - started
+            stop.set()
         assert all(result.status == "completed" for result in results)
         writer = engine._services.writer if engine._services else None
         batches = writer.batches if writer else 0
@@ -140,7 +166,13 @@ def main() -> None:
     backend = sys.argv[4] if len(sys.argv) > 4 else "asyncio"
     if os.environ.get("PRANA_BENCH_TUNE_GC") == "1":
         prana.tune_gc()
-    work = {"w2": w2, "w4": w4, "w5-suspend": w5_suspend, "w5-resume": w5_resume}[role]
+    work = {
+        "w2": w2,
+        "w4": w4,
+        "w4-busy": w4_busy,
+        "w5-suspend": w5_suspend,
+        "w5-resume": w5_resume,
+    }[role]
     print(json.dumps(anyio.run(work, db, synchronous, backend=backend)))
 
 

@@ -2,14 +2,16 @@
 
 The stdlib ``sqlite3`` module runs on worker threads through anyio
 (``anyio.to_thread.run_sync`` with limiters of one, owned by the store), so the same
-code serves asyncio and trio and the event loop never waits for the disk. One
-exception (decision 0018): a small commit with ``synchronous=NORMAL`` writes only to
-the WAL in the page cache, never syncs, and takes less time than the hop to a
-thread, so it runs on the loop thread, unless another connection holds the write
-lock. The database runs in WAL mode with ``busy_timeout`` and foreign keys; every
-write is one ``BEGIN IMMEDIATE`` transaction. The WAL is checkpointed as it grows,
-while an engine uses the store by :meth:`SQLiteStore.maintain`, on a connection and
-thread of its own beside the commits (decision 0024).
+code serves asyncio and trio and the event loop never waits for the disk. The
+exception is commits with ``synchronous=NORMAL`` (decisions 0018 and 0026): they
+write only to the WAL in the page cache and never sync, so they run on the loop's
+thread, unless another connection holds the write lock. On a worker thread, every
+statement would wait for Python's lock while the loop runs, which on a busy loop
+took seconds per batch. The database runs in WAL mode with ``busy_timeout`` and
+foreign keys; every write is one transaction (``BEGIN IMMEDIATE``, or a single
+statement). The WAL is checkpointed as it grows, while an engine uses the store by
+:meth:`SQLiteStore.maintain`, on a connection and thread of its own beside the
+commits (decision 0024).
 
 Opening, and what its refusals say, is in :mod:`._sqlite_file`.
 """
@@ -22,6 +24,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -37,19 +40,13 @@ from ._protocol import ScheduleState, StoredWorkflow
 from ._sqlite_file import locked_error, open_connections, parse_url, store_error
 from ._sqlite_rows import (
     SUSPENSION_COLUMNS,
-    apply_checkpoints,
     execution_from_row,
-    is_one_run_step,
-    save_one_run_step,
     suspension_from_row,
 )
 from ._sqlite_wal import WalKeeper
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
-
-# A commit of at most this many checkpoints may run on the loop thread (decision 0018).
-_INLINE_CHECKPOINTS = 8
 
 
 class _Locked(enum.Enum):
@@ -162,19 +159,20 @@ class SQLiteStore:
     def _error(self, exc: sqlite3.Error, doing: str) -> StoreError:
         return store_error(exc, doing, self.path, self.busy_timeout)
 
-    def _write(self, function: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, function: Callable[[sqlite3.Connection], T], *, transaction: bool = True) -> T:
         """Run ``function`` in one BEGIN IMMEDIATE transaction, waiting up to
-        ``busy_timeout`` for another connection's write lock."""
-        db = self._connection()
+        ``busy_timeout`` for another connection's write lock. Without ``transaction``,
+        ``function`` runs one statement, which is a transaction of its own."""
+        attempt = self._write_inline if transaction else self._statement_inline
         deadline = time.monotonic() + self.busy_timeout
         pause = 0.001
-        while self._begin(db) is LOCKED:
+        while (result := attempt(function)) is LOCKED:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise locked_error("write to", self.path, self.busy_timeout)
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.05)
-        return self._finish_write(db, function)
+        return result
 
     def _write_inline(self, function: Callable[[sqlite3.Connection], T]) -> T | _Locked:
         """:meth:`_write` without waiting for the write lock: ``LOCKED``, having done
@@ -183,6 +181,17 @@ class SQLiteStore:
         if self._begin(db) is LOCKED:
             return LOCKED
         return self._finish_write(db, function)
+
+    def _statement_inline(self, function: Callable[[sqlite3.Connection], T]) -> T | _Locked:
+        """Run ``function``, which runs one statement in autocommit mode (so one
+        transaction): ``LOCKED``, having done nothing, if another connection holds
+        the write lock."""
+        try:
+            result = function(self._connection())
+        except sqlite3.Error as exc:
+            return self._locked_or_raise(exc)
+        self._wal.commits += 1
+        return result
 
     def _begin(self, db: sqlite3.Connection) -> _Locked | None:
         # The writer's busy_timeout is 0 (a commit on the loop thread must not wait
@@ -235,54 +244,51 @@ class SQLiteStore:
     def commit_now(
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
     ) -> set[str] | None:
-        """:meth:`commit` at once on the calling thread when that is quick: a few
-        checkpoints, no disk sync to wait for (not ``synchronous=FULL``), no lock held
-        by another connection, no WAL checkpoint due. ``None``, having done nothing,
-        otherwise."""
-        if self.synchronous == "FULL" or len(checkpoints) > _INLINE_CHECKPOINTS or self._wal.due():
+        """:meth:`commit` at once on the calling thread (the event loop's) when nothing
+        stands in the way: no disk sync to wait for (not ``synchronous=FULL``), no
+        write under way on the store's thread, no lock held by another connection, no
+        WAL checkpoint due. ``None``, having done nothing, otherwise."""
+        if self.synchronous == "FULL" or self._wal.due():
             return None
         assert self._limiter is not None
         if self._limiter.borrowed_tokens:
             return None  # a write is under way on a thread: queue behind it
         # Nothing can take the limiter until this returns: it runs on the loop's
         # thread, without awaiting.
-        if len(checkpoints) == 1 and is_one_run_step(checkpoints[0]):
-            lost = self._save_one_run_step(checkpoints[0], owner, now)
-        else:
-            lost = self._write_inline(
-                lambda db: apply_checkpoints(db, checkpoints, owner, lease_expires, now)
-            )
+        return self._commit_inline(checkpoints, owner, lease_expires, now)
+
+    def _commit_inline(
+        self, checkpoints: Sequence[Checkpoint], owner: str, lease_expires: float, now: float
+    ) -> set[str] | None:
+        """Commit on this thread, holding the limiter or knowing nobody does; ``None``
+        if another connection holds the write lock."""
+        save, transaction = rows.saving(checkpoints, owner, lease_expires, now)
+        lost = (self._write_inline if transaction else self._statement_inline)(save)
         if isinstance(lost, _Locked):
             return None
         self._wal.committed()
         return lost
 
-    def _save_one_run_step(
-        self, checkpoint: Checkpoint, owner: str, now: float
-    ) -> set[str] | _Locked:
-        # One statement, so one transaction without BEGIN and COMMIT of its own.
-        db = self._connection()
-        try:
-            applied = save_one_run_step(db, checkpoint, owner, now)
-        except sqlite3.Error as exc:
-            return self._locked_or_raise(exc)
-        self._wal.commits += 1
-        return set() if applied else {checkpoint.execution_id}
-
     async def commit(
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
     ) -> set[str]:
         """Apply checkpoints in one transaction; return the ids it does not own."""
-
-        def apply(db: sqlite3.Connection) -> set[str]:
-            return apply_checkpoints(db, checkpoints, owner, lease_expires, now)
-
         lost = self.commit_now(checkpoints, owner=owner, lease_expires=lease_expires, now=now)
-        if lost is None:
+        if lost is None and self.synchronous != "FULL":
+            # Still on the loop's thread, once what stopped it is done. On the
+            # store's thread, each statement would wait for Python's lock while the
+            # loop runs, which on a busy loop takes up to seconds (decision 0026).
             if self._wal.due():  # before the commit, which then starts the WAL over
                 async with self._wal.lock:
                     await self._call(self._checkpoint_wal)
-            written: set[str] = await self._call(self._write, apply)
+            assert self._limiter is not None
+            async with self._limiter:  # a write under way on the thread
+                lost = self._commit_inline(checkpoints, owner, lease_expires, now)
+        if lost is None:
+            save, transaction = rows.saving(checkpoints, owner, lease_expires, now)
+            written: set[str] = await self._call(
+                partial(self._write, save, transaction=transaction)
+            )
             lost = written
             self._wal.committed()
         return lost

@@ -6,9 +6,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import prana
+from prana._records import Checkpoint
+from prana.actors._writer import BATCH_LIMIT, CheckpointWriter
 from prana.storage import SQLiteStore
 from prana.testing import VirtualClock, open_engine
 from tests.helpers import make_workflow
@@ -344,3 +347,42 @@ async def test_sqlite_store_is_the_durable_default_for_urls(tmp_path: Path) -> N
         (result.id, 0, "completed"),
         (result.id, 1, "completed"),
     ]
+
+
+async def test_many_checkpoints_at_once_are_committed_in_bounded_batches(tmp_path: Path) -> None:
+    # When more checkpoints wait than one transaction takes, the rest go in the next
+    # ones, oldest first, and every supervisor hears about its own.
+    committed: list[list[str]] = []
+
+    class Recording(SQLiteStore):
+        async def commit(self, checkpoints: Any, **options: Any) -> set[str]:
+            committed.append([checkpoint.execution_id for checkpoint in checkpoints])
+            return {"e7"}
+
+    writer = CheckpointWriter(
+        Recording(tmp_path / "unused.db"), owner="me", lease=30.0, now=time.time
+    )
+    ids = [f"e{n}" for n in range(2 * BATCH_LIMIT + 5)]
+    checkpoints = [
+        Checkpoint(
+            execution_id=execution_id,
+            workflow_id="w",
+            workflow_version=1,
+            workflow_hash="h",
+            trigger="start",
+            status="running",
+        )
+        for execution_id in ids
+    ]
+    async with anyio.create_task_group() as group:
+        await group.start(writer.run)
+        batches = [writer.submit(checkpoint) for checkpoint in checkpoints]
+        for batch in batches:
+            await batch.done.wait()
+        group.cancel_scope.cancel()
+    assert [len(ids) for ids in committed] == [BATCH_LIMIT, BATCH_LIMIT, 5]
+    assert [execution_id for batch in committed for execution_id in batch] == ids
+    applied = [
+        batch.applied(checkpoint) for batch, checkpoint in zip(batches, checkpoints, strict=True)
+    ]
+    assert applied == [execution_id != "e7" for execution_id in ids]

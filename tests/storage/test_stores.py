@@ -164,14 +164,18 @@ async def test_only_the_owner_applies_checkpoints(kind: str, tmp_path: Path) -> 
 
 
 @STORES
-async def test_a_batch_of_steps_applies_only_the_owned_ones(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [3, 12])  # SQLite: on the loop's thread, and on its own
+async def test_a_batch_of_steps_applies_only_the_owned_ones(
+    kind: str, size: int, tmp_path: Path
+) -> None:
     # Plain steps of running executions are applied together; one owned by another
     # engine is refused alone, and none of its node runs is written. Steps leave
     # the leases alone (the heartbeat renews them) and so the revisions.
+    mine = [f"mine{n}" for n in range(size - 1)]
     async with opened(kind, tmp_path) as store:
         await save_workflow(store)
         await store.commit(
-            [checkpoint("mine1", new=True), checkpoint("mine2", new=True)],
+            [checkpoint(execution_id, new=True) for execution_id in mine],
             owner=ME,
             lease_expires=100.0,
             now=1.0,
@@ -179,27 +183,34 @@ async def test_a_batch_of_steps_applies_only_the_owned_ones(kind: str, tmp_path:
         await store.commit(
             [checkpoint("theirs", new=True)], owner=OTHER, lease_expires=100.0, now=1.0
         )
-        step = {"status_changed": False, "iteration_count": 3}
-        lost = await store.commit(
-            [
-                checkpoint("mine1", runs=(run(0, "a", output=1),), **step),
-                checkpoint("theirs", runs=(run(0, "a", output=2),), **step),
-                checkpoint("mine2", runs=(run(0, "a", output=3),), **step),
-            ],
-            owner=ME,
-            lease_expires=150.0,
-            now=2.0,
-        )
+        error = prana.ErrorInfo(code="x", message="m", details={"a": [1]})
+        steps = [
+            checkpoint(
+                execution_id,
+                runs=(
+                    run(0, "a", output={"n": n}, started_at=1.25, finished_at=1.5),
+                    run(1, "b", "failed", error=error, inputs=(("main", 0),), output=None),
+                )[: 1 + n % 2],
+                status_changed=False,
+                iteration_count=n + 2,
+                active_paths={"format": 2, "nodes": str(n), "next": n},
+            )
+            for n, execution_id in enumerate(["theirs", *mine])
+        ]
+        lost = await store.commit(steps, owner=ME, lease_expires=150.0, now=2.0)
         assert lost == {"theirs"}
-        outputs = {}
-        for execution_id in ("mine1", "mine2", "theirs"):
-            stored = await store.load_execution(execution_id)
+        for step in steps:
+            stored = await store.load_execution(step.execution_id)
             assert stored is not None
-            outputs[execution_id] = [run.output for run in stored.runs]
-            owner, iterations = (ME, 3) if execution_id != "theirs" else (OTHER, 0)
-            assert (stored.owner, stored.iteration_count) == (owner, iterations)
-            assert (stored.lease_expires, stored.revision) == (100.0, 1)
-        assert outputs == {"mine1": [1], "mine2": [3], "theirs": []}
+            assert stored.lease_expires == 100.0
+            assert stored.revision == 1
+            if step.execution_id == "theirs":
+                assert (stored.owner, stored.iteration_count, stored.runs) == (OTHER, 0, ())
+                continue
+            assert stored.owner == ME
+            assert stored.runs == step.runs
+            assert stored.active_paths == step.active_paths
+            assert stored.iteration_count == step.iteration_count
 
 
 @STORES
