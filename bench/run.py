@@ -174,7 +174,15 @@ def print_durable(peers: bool) -> None:
             folder.mkdir()
             print(f"  measuring {name} ...", flush=True)
             rows[name] = durable_figures(
-                folder, "durable.py", [], [synchronous], tune_gc=tuned, repeats=3, busy=True
+                folder,
+                "durable.py",
+                [],
+                [synchronous],
+                tune_gc=tuned,
+                repeats=3,
+                # FULL commits sync on the store's thread, which a busy loop starves
+                # (decision 0026): minutes per run.
+                busy=synchronous == "NORMAL",
             )
         if peers:
             for peer, module in (("LangGraph", "langgraph.checkpoint.sqlite"), ("DBOS", "dbos")):
