@@ -286,10 +286,7 @@ class SQLiteStore:
                 lost = self._commit_inline(checkpoints, owner, lease_expires, now)
         if lost is None:
             save, transaction = rows.saving(checkpoints, owner, lease_expires, now)
-            written: set[str] = await self._call(
-                partial(self._write, save, transaction=transaction)
-            )
-            lost = written
+            lost = await self._call(partial(self._write, save, transaction=transaction))
             self._wal.committed()
         return lost
 
