@@ -136,14 +136,6 @@ def _configure(
             f"{path}: SQLite could not use WAL mode here (got {mode!r}); "
             "put the database on a local disk"
         )
-    try:
-        db.execute("SELECT value FROM json_each('[1]')").fetchall()
-    except sqlite3.OperationalError:
-        # Batches are written as JSON (decision 0026).
-        raise StoreError(
-            f"this Python's SQLite {sqlite3.sqlite_version} has no JSON functions, which "
-            "prana needs; use a Python built with SQLite 3.38 or later (or with JSON1)"
-        ) from None
 
 
 def _check_and_migrate(db: sqlite3.Connection, path: Path, busy_timeout: float) -> None:

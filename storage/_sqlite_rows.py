@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -54,38 +54,16 @@ _SAVE_STATE = (
 )
 
 
-# Batches of plain steps and of node runs are handed to SQLite as one JSON array
-# each, one row per element: a statement binds one parameter and runs once, without
-# the interpreter in between row by row (decision 0026). A batch of plain steps is
-# one statement, so one transaction without BEGIN and COMMIT.
-def _from_json(columns: int, blobs: tuple[int, ...] = ()) -> str:
-    """The select list that takes ``columns`` values from each element of a JSON array
-    of arrays (``json_each``): JSON text for the positions in ``blobs``."""
-    values = (f"json_extract(value, '$[{index}]')" for index in range(columns))
-    return ", ".join(
-        f"CAST({value} AS BLOB)" if index in blobs else value for index, value in enumerate(values)
-    )
-
-
-# Plain steps of running executions that stay running, for the executions the engine
-# owns: their node runs, and their state rows. Elements: [id, iteration count,
-# paths, [run, ...]], each run in the order of ``_run_values``.
-_SAVE_STEPS = (
-    # INSERT first: Python's sqlite3 counts rowcount only for statements that begin
-    # with it.
-    f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) "
-    "WITH steps AS (SELECT value AS step FROM json_each(?1) WHERE EXISTS "
-    "(SELECT 1 FROM executions WHERE id = json_extract(value, '$[0]') AND owner = ?3)) "
-    f"SELECT {_from_json(13, blobs=(7, 8, 9))} FROM steps, json_each(step, '$[3]') "
-    "UNION ALL "
-    f"SELECT json_extract(step, '$[0]'), {STATE_ROW}, '', json_extract(step, '$[1]'), 0, "
-    "'state', NULL, CAST(json_extract(step, '$[2]') AS BLOB), NULL, NULL, NULL, ?2, NULL "
-    f"FROM steps WHERE true {_STATE_UPSERT} WHERE excluded.execution_index = {STATE_ROW}"
+# The state row of a plain step, if the engine owns the execution (one lookup by
+# primary key): ``rowcount`` then says whether every step of a batch was ours.
+_SAVE_STATE_IF_OWNED = (
+    f"INSERT INTO node_executions ({_STATE_COLUMNS}, finished_at) "
+    f"SELECT ?1, {STATE_ROW}, '', ?2, 0, 'state', ?3, ?4 "
+    "WHERE EXISTS (SELECT 1 FROM executions WHERE id = ?1 AND owner = ?5) "
+    f"{_STATE_UPSERT}"
 )
-# Node runs; elements in the order of ``_run_values``.
-_INSERT_RUNS = (
-    f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) "
-    f"SELECT {_from_json(13, blobs=(7, 8, 9))} FROM json_each(?)"
+_INSERT_RUN = (
+    f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) VALUES ({', '.join('?' * 13)})"
 )
 # The commonest step, one node run, as one statement (so as one transaction of its
 # own): the run and the state, if the engine owns the execution. The state row is
@@ -145,23 +123,33 @@ def save_steps(
     db: sqlite3.Connection, steps: Sequence[Checkpoint], owner: str, now: float
 ) -> set[str]:
     """Save the node runs and routing state of ``steps`` (checkpoints of
-    :func:`is_step`) in one statement; return the ids of those not saved because this
-    engine does not own them. Outside a transaction, the statement is one."""
-    rows = [
-        (
-            checkpoint.execution_id,
-            checkpoint.iteration_count,
-            codec.dumps(checkpoint.active_paths).decode(),
-            [_run_values(checkpoint.execution_id, run, text=True) for run in checkpoint.runs],
-        )
-        for checkpoint in steps
-    ]
-    cursor = db.execute(_SAVE_STEPS, (codec.dumps(rows), now, owner))
-    if cursor.rowcount == sum(len(checkpoint.runs) + 1 for checkpoint in steps):
-        return set()
-    ids = [checkpoint.execution_id for checkpoint in steps]
-    owned = _owned(db, ids, owner)
-    return {execution_id for execution_id in ids if execution_id not in owned}
+    :func:`is_step`) in the open transaction; return the ids of those not saved
+    because this engine does not own them.
+
+    Two statements run once per row each (``executemany``), with nothing but the
+    values built in Python: on the loop's thread that is the cheapest way SQLite
+    takes a batch (decision 0027).
+    """
+    cursor = db.executemany(
+        _SAVE_STATE_IF_OWNED,
+        [
+            (
+                checkpoint.execution_id,
+                checkpoint.iteration_count,
+                codec.dumps(checkpoint.active_paths),
+                now,
+                owner,
+            )
+            for checkpoint in steps
+        ],
+    )
+    lost: set[str] = set()
+    if cursor.rowcount != len(steps):
+        ids = [checkpoint.execution_id for checkpoint in steps]
+        owned = _owned(db, ids, owner)
+        lost = {execution_id for execution_id in ids if execution_id not in owned}
+    _insert_runs(db, (checkpoint for checkpoint in steps if checkpoint.execution_id not in lost))
+    return lost
 
 
 def apply_checkpoints(
@@ -174,9 +162,9 @@ def apply_checkpoints(
     """Apply ``checkpoints`` (at most one per execution) in the open transaction;
     return the ids of those not applied because this engine does not own them.
 
-    Plain steps of running executions, most of any batch, are applied together, in
-    one statement for their node runs and state rows (:func:`save_steps`). They leave
-    the execution's row alone: its lease is renewed by the engine's heartbeat.
+    Plain steps of running executions, most of any batch, are applied together
+    (:func:`save_steps`). They leave the execution's row alone: its lease is renewed
+    by the engine's heartbeat.
     """
     lost: set[str] = set()
     steps: list[Checkpoint] = []
@@ -192,13 +180,7 @@ def apply_checkpoints(
     if steps:
         lost |= save_steps(db, steps, owner, now)
         applied += (checkpoint for checkpoint in steps if checkpoint.execution_id not in lost)
-    runs = [
-        _run_values(checkpoint.execution_id, run, text=True)
-        for checkpoint in others
-        for run in checkpoint.runs
-    ]
-    if runs:
-        db.execute(_INSERT_RUNS, (codec.dumps(runs),))
+    _insert_runs(db, others)
     for checkpoint in applied:
         _apply_details(db, checkpoint)
     return lost
@@ -208,18 +190,13 @@ def saving(
     checkpoints: Sequence[Checkpoint], owner: str, lease_expires: float, now: float
 ) -> tuple[Callable[[sqlite3.Connection], set[str]], bool]:
     """How to save ``checkpoints``: a function that saves them and returns the ids of
-    those this engine does not own, and whether it needs a transaction around it.
-
-    Plain steps, every checkpoint of a batch under steady load, are one statement: a
-    transaction of its own, without BEGIN and COMMIT. On the store's thread, that is
-    one wait for Python's lock instead of three while the loop runs other executions.
-    """
+    those this engine does not own, and whether it needs a transaction around it."""
     if len(checkpoints) == 1 and is_one_run_step(checkpoints[0]):
-        # The commonest checkpoint of a lone execution: a statement without JSON,
-        # which takes about half the time for one row.
+        # The commonest checkpoint of a lone execution: one statement, so a
+        # transaction of its own, without BEGIN and COMMIT.
         return partial(save_one_run_step, checkpoint=checkpoints[0], owner=owner, now=now), False
     if all(is_plain_step(checkpoint) for checkpoint in checkpoints):
-        return partial(save_steps, steps=checkpoints, owner=owner, now=now), False
+        return partial(save_steps, steps=checkpoints, owner=owner, now=now), True
     return partial(
         apply_checkpoints,
         checkpoints=checkpoints,
@@ -229,16 +206,18 @@ def saving(
     ), True
 
 
-def _run_values(execution_id: str, run: NodeRun, *, text: bool = False) -> tuple[Any, ...]:
-    """A run's row; with ``text``, its JSON values (output, error, inputs) are strings,
-    to travel inside a JSON array."""
-    encoded: tuple[Any, ...] = (
-        codec.dumps(run.output),
-        codec.dumps_error(run.error),
-        codec.dumps(run.inputs) if run.inputs else None,
+def _insert_runs(db: sqlite3.Connection, checkpoints: Iterable[Checkpoint]) -> None:
+    db.executemany(
+        _INSERT_RUN,
+        [
+            _run_values(checkpoint.execution_id, run)
+            for checkpoint in checkpoints
+            for run in checkpoint.runs
+        ],
     )
-    if text:
-        encoded = tuple(None if value is None else value.decode() for value in encoded)
+
+
+def _run_values(execution_id: str, run: NodeRun) -> tuple[Any, ...]:
     return (
         execution_id,
         run.execution_index,
@@ -247,7 +226,9 @@ def _run_values(execution_id: str, run: NodeRun, *, text: bool = False) -> tuple
         run.attempt,
         run.status,
         run.port,
-        *encoded,
+        codec.dumps(run.output),
+        codec.dumps_error(run.error),
+        codec.dumps(run.inputs) if run.inputs else None,
         run.started_at,
         run.finished_at,
         run.duration_ms,
