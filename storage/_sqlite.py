@@ -3,13 +3,13 @@
 The stdlib ``sqlite3`` module runs on worker threads through anyio
 (``anyio.to_thread.run_sync`` with limiters of one, owned by the store), so the same
 code serves asyncio and trio and the event loop never waits for the disk. The
-exception is commits with ``synchronous=NORMAL`` (decisions 0018 and 0026): they
-write only to the WAL in the page cache and never sync, so they run on the loop's
-thread, unless another connection holds the write lock. On a worker thread, every
+exception is writes with ``synchronous=NORMAL`` (decisions 0018, 0026, 0028): they go
+only to the WAL in the page cache and never sync, so they run on the loop's thread,
+and wait for another connection's lock there, asleep. On a worker thread, every
 statement would wait for Python's lock while the loop runs, which on a busy loop
-took seconds per batch. The database runs in WAL mode with ``busy_timeout`` and
-foreign keys; every write is one transaction (``BEGIN IMMEDIATE``, or a single
-statement). The WAL is checkpointed as it grows, while an engine uses the store by
+took seconds. The database runs in WAL mode with ``busy_timeout`` and foreign keys;
+every write is one transaction (``BEGIN IMMEDIATE``, or a single statement). The WAL
+is checkpointed as it grows, while an engine uses the store by
 :meth:`SQLiteStore.maintain`, on a connection and thread of its own beside the
 commits (decision 0024).
 
@@ -24,7 +24,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -159,14 +158,48 @@ class SQLiteStore:
     def _error(self, exc: sqlite3.Error, doing: str) -> StoreError:
         return store_error(exc, doing, self.path, self.busy_timeout)
 
-    def _write(self, function: Callable[[sqlite3.Connection], T], *, transaction: bool = True) -> T:
-        """Run ``function`` in one BEGIN IMMEDIATE transaction, waiting up to
-        ``busy_timeout`` for another connection's write lock. Without ``transaction``,
-        ``function`` runs one statement, which is a transaction of its own."""
-        attempt = self._write_inline if transaction else self._statement_inline
+    async def _write(
+        self, function: Callable[[sqlite3.Connection], T], *, transaction: bool = True
+    ) -> T:
+        """Run ``function`` as one transaction (``BEGIN IMMEDIATE``, or without
+        ``transaction`` the one statement it runs), waiting up to ``busy_timeout`` for
+        another connection's write lock.
+
+        With ``synchronous=NORMAL`` it runs on the event loop's thread and waits for a
+        lock there, asleep: nothing syncs, and on a thread every statement would wait
+        for Python's lock while the loop runs, which on a busy loop takes seconds
+        (decisions 0026, 0028). ``FULL`` writes sync, on the store's thread.
+        """
+        result: T
+        if self.synchronous == "FULL":
+            result = await self._call(self._write_waiting, function, transaction)
+        else:
+            deadline = time.monotonic() + self.busy_timeout
+            pause = 0.001
+            while (attempt := await self._write_on_loop(function, transaction)) is LOCKED:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise locked_error("write to", self.path, self.busy_timeout)
+                await anyio.sleep(min(pause, left))
+                pause = min(pause * 2, 0.05)
+            result = attempt
+        self._wal.committed()
+        return result
+
+    async def _write_on_loop(
+        self, function: Callable[[sqlite3.Connection], T], transaction: bool
+    ) -> T | _Locked:
+        assert self._limiter is not None
+        if not self._limiter.borrowed_tokens:
+            return self._write_now(function, transaction)
+        async with self._limiter:  # the store opening or closing on its thread
+            return self._write_now(function, transaction)
+
+    def _write_waiting(self, function: Callable[[sqlite3.Connection], T], transaction: bool) -> T:
+        """:meth:`_write_now`, waiting for the write lock on this (the store's) thread."""
         deadline = time.monotonic() + self.busy_timeout
         pause = 0.001
-        while (result := attempt(function)) is LOCKED:
+        while (result := self._write_now(function, transaction)) is LOCKED:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise locked_error("write to", self.path, self.busy_timeout)
@@ -174,33 +207,37 @@ class SQLiteStore:
             pause = min(pause * 2, 0.05)
         return result
 
-    def _write_inline(self, function: Callable[[sqlite3.Connection], T]) -> T | _Locked:
-        """:meth:`_write` without waiting for the write lock: ``LOCKED``, having done
-        nothing, if another connection holds it."""
+    def _write_now(
+        self, function: Callable[[sqlite3.Connection], T], transaction: bool
+    ) -> T | _Locked:
+        """Run the write on this thread: ``LOCKED``, having done nothing, if another
+        connection holds the write lock. The writer's ``busy_timeout`` is 0, so that a
+        write on the loop's thread never blocks it; the callers wait."""
         db = self._connection()
-        if self._begin(db) is LOCKED:
-            return LOCKED
-        return self._finish_write(db, function)
-
-    def _statement_inline(self, function: Callable[[sqlite3.Connection], T]) -> T | _Locked:
-        """Run ``function``, which runs one statement in autocommit mode (so one
-        transaction): ``LOCKED``, having done nothing, if another connection holds
-        the write lock."""
+        if self._wal.due():  # checkpoints fell behind, or nobody maintains the store
+            self._wal.checkpoint_here(db)
         try:
-            result = function(self._connection())
+            if transaction:
+                db.execute("BEGIN IMMEDIATE")
+            result = function(db)
         except sqlite3.Error as exc:
-            return self._locked_or_raise(exc)
+            if not db.in_transaction:
+                return self._locked_or_raise(exc)
+            db.execute("ROLLBACK")
+            raise self._error(exc, "write to") from None
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if transaction:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise self._error(exc, "write to") from None
         self._wal.commits += 1
         return result
-
-    def _begin(self, db: sqlite3.Connection) -> _Locked | None:
-        # The writer's busy_timeout is 0 (a commit on the loop thread must not wait
-        # for a lock); waiting, when it is allowed, is _write's loop.
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            return self._locked_or_raise(exc)
-        return None
 
     def _locked_or_raise(self, exc: sqlite3.Error) -> _Locked:
         """``LOCKED`` if ``exc`` says another connection holds the write lock; raise
@@ -210,26 +247,6 @@ class SQLiteStore:
             if "locked" in lowered or "busy" in lowered:
                 return LOCKED
         raise self._error(exc, "write to") from None
-
-    def _finish_write(
-        self, db: sqlite3.Connection, function: Callable[[sqlite3.Connection], T]
-    ) -> T:
-        try:
-            result = function(db)
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise self._error(exc, "write to") from None
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        self._wal.commits += 1
-        return result
-
-    def _checkpoint_wal(self) -> None:
-        self._wal.checkpoint_here(self._connection())
 
     def _read(self, function: Callable[[sqlite3.Connection], T]) -> T:
         if self._reader is None:
@@ -244,26 +261,15 @@ class SQLiteStore:
     def commit_now(
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
     ) -> set[str] | None:
-        """:meth:`commit` at once on the calling thread (the event loop's) when nothing
-        stands in the way: no disk sync to wait for (not ``synchronous=FULL``), no
-        write under way on the store's thread, no lock held by another connection, no
-        WAL checkpoint due. ``None``, having done nothing, otherwise."""
-        if self.synchronous == "FULL" or self._wal.due():
-            return None
+        """:meth:`commit` at once, on the calling thread (the event loop's), when nothing
+        stands in the way: no disk sync to wait for (not ``synchronous=FULL``), the
+        store not opening or closing, no lock held by another connection. ``None``,
+        having done nothing, otherwise."""
         assert self._limiter is not None
-        if self._limiter.borrowed_tokens:
-            return None  # a write is under way on a thread: queue behind it
-        # Nothing can take the limiter until this returns: it runs on the loop's
-        # thread, without awaiting.
-        return self._commit_inline(checkpoints, owner, lease_expires, now)
-
-    def _commit_inline(
-        self, checkpoints: Sequence[Checkpoint], owner: str, lease_expires: float, now: float
-    ) -> set[str] | None:
-        """Commit on this thread, holding the limiter or knowing nobody does; ``None``
-        if another connection holds the write lock."""
+        if self.synchronous == "FULL" or self._limiter.borrowed_tokens:
+            return None
         save, transaction = rows.saving(checkpoints, owner, lease_expires, now)
-        lost = (self._write_inline if transaction else self._statement_inline)(save)
+        lost = self._write_now(save, transaction)
         if isinstance(lost, _Locked):
             return None
         self._wal.committed()
@@ -274,20 +280,9 @@ class SQLiteStore:
     ) -> set[str]:
         """Apply checkpoints in one transaction; return the ids it does not own."""
         lost = self.commit_now(checkpoints, owner=owner, lease_expires=lease_expires, now=now)
-        if lost is None and self.synchronous != "FULL":
-            # Still on the loop's thread, once what stopped it is done. On the
-            # store's thread, each statement would wait for Python's lock while the
-            # loop runs, which on a busy loop takes up to seconds (decision 0026).
-            if self._wal.due():  # before the commit, which then starts the WAL over
-                async with self._wal.lock:
-                    await self._call(self._checkpoint_wal)
-            assert self._limiter is not None
-            async with self._limiter:  # a write under way on the thread
-                lost = self._commit_inline(checkpoints, owner, lease_expires, now)
         if lost is None:
             save, transaction = rows.saving(checkpoints, owner, lease_expires, now)
-            lost = await self._call(partial(self._write, save, transaction=transaction))
-            self._wal.committed()
+            lost = await self._write(save, transaction=transaction)
         return lost
 
     async def save_workflow(self, workflow: StoredWorkflow) -> None:
@@ -306,7 +301,7 @@ class SQLiteStore:
                 ),
             )
 
-        await self._call(self._write, insert)
+        await self._write(insert)
 
     async def claim_orphans(
         self, *, owner: str, lease_expires: float, now: float, dead_owners: Iterable[str] = ()
@@ -324,7 +319,7 @@ class SQLiteStore:
             ).fetchall()
             return sorted(row[0] for row in rows)
 
-        return await self._call(self._write, take)
+        return await self._write(take)
 
     async def renew(
         self, execution_ids: Iterable[str], *, owner: str, lease_expires: float
@@ -343,7 +338,7 @@ class SQLiteStore:
                     (lease_expires, owner, *chunk),
                 )
 
-        await self._call(self._write, extend)
+        await self._write(extend)
 
     # ------------------------------------------------------------------ reads
 
@@ -508,15 +503,14 @@ class SQLiteStore:
             )
             return cursor.rowcount == 1
 
-        return await self._call(self._write, leave)
+        return await self._write(leave)
 
     async def arm_schedule(
         self, workflow_id: str, trigger: str, *, spec: str, first_at: float, replace: bool = True
     ) -> ScheduleState:
         """The state of a schedule trigger, made anew if it is new or (with
         ``replace``) changed."""
-        return await self._call(
-            self._write,
+        return await self._write(
             lambda db: rows.arm_schedule(db, workflow_id, trigger, spec, first_at, replace),
         )
 
@@ -532,8 +526,7 @@ class SQLiteStore:
     ) -> bool:
         """Claim the firing due at ``due_at``; false if another engine did (or the
         schedule follows another ``spec``)."""
-        return await self._call(
-            self._write,
+        return await self._write(
             lambda db: rows.advance_schedule(
                 db, workflow_id, trigger, due_at, next_at, pending_at, spec
             ),
@@ -549,7 +542,7 @@ class SQLiteStore:
                 (workflow_id, trigger, pending_at),
             )
 
-        await self._call(self._write, forget)
+        await self._write(forget)
 
     async def owners(self) -> list[str]:
         """Owners of running executions."""

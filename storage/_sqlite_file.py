@@ -96,6 +96,9 @@ def open_connections(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
         checkpointer.execute(f"PRAGMA synchronous = {synchronous}")
+        # How long letting the WAL start over may hold commits off, waiting for the
+        # writer to finish and for readers to leave the WAL (decision 0028).
+        checkpointer.execute("PRAGMA busy_timeout = 50")
         checkpointer.execute("PRAGMA wal_autocheckpoint = 0")
         checkpointer.execute("PRAGMA cache_size = 16")  # it copies pages, it reads none
     except sqlite3.Error as exc:

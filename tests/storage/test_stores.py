@@ -536,6 +536,62 @@ async def test_sqlite_maintained_beside_its_commits_keeps_the_wal_bounded(tmp_pa
     assert [run.output for run in stored.runs] == list(range(1500))
 
 
+class _CommitDuringCopy:
+    """The checkpoints' connection, with a commit landing while it copies the WAL: a
+    reader keeps the copy (``PASSIVE``) from the pages of a commit made after it
+    began, as the copy would not take them."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db, self.path = db, path
+
+    def execute(self, sql: str) -> sqlite3.Cursor:
+        if "PASSIVE" not in sql:
+            return self.db.execute(sql)
+        with sqlite3.connect(self.path, isolation_level=None) as reader:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM executions").fetchone()
+            with sqlite3.connect(self.path) as other:
+                other.execute("PRAGMA wal_autocheckpoint = 0")  # no checkpoint of its own
+                other.execute("UPDATE executions SET updated_at = updated_at + 1")
+            cursor = self.db.execute(sql)
+            reader.execute("COMMIT")
+        return cursor
+
+
+def _wal_frames(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+
+async def test_sqlite_checkpoint_beside_commits_lets_the_wal_start_over(tmp_path: Path) -> None:
+    # Commits land while the checkpoints' thread copies the WAL; it still leaves the
+    # WAL so that the next commit starts it over (it does not wait for a commit to
+    # find time to checkpoint the rest, decision 0028).
+    path = tmp_path / "wal.db"
+    store = SQLiteStore(path)
+    await store.open()
+    store._wal.maintained, store._wal.every = True, 10_000  # as if maintain() ran
+    try:
+        await save_workflow(store)
+        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+        for index in range(200):
+            step = checkpoint(status_changed=False, runs=(run(index, f"n{index}", output=index),))
+            await store.commit([step], owner=ME, lease_expires=9.0, now=1.0)
+        assert Path(f"{path}-wal").stat().st_size > 500_000
+        assert store._checkpointer is not None
+        copying = _CommitDuringCopy(store._checkpointer, path)
+        counted = store._wal._checkpoint_beside(copying, 202)  # type: ignore[arg-type]
+        assert counted == 202
+        last = checkpoint(status_changed=False, runs=(run(200, "last", output=200),))
+        await store.commit([last], owner=ME, lease_expires=9.0, now=1.0)
+        assert _wal_frames(path) <= 3  # the last commit's pages only
+        stored = await store.load_execution("e1")
+        assert stored is not None
+        assert [run.output for run in stored.runs] == list(range(201))
+    finally:
+        await store.aclose()
+
+
 async def open_fails(path: Path, match: str, **options: Any) -> None:
     store = SQLiteStore(path, **options)
     with pytest.raises(prana.StoreError, match=match):
