@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 import anyio
 import attrs
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from prana import _events as events
 from prana._commands import (
@@ -148,7 +148,10 @@ class ExecutionSupervisor:
         self.publisher = publisher
         self._services = services
         self._on_exit = on_exit
-        self._send, self._receive = anyio.create_memory_object_stream[Message](math.inf)
+        # The inbox, made when first needed: an execution whose actions are all
+        # synchronous and that nobody resumes never receives a message.
+        self._send: MemoryObjectSendStream[Message] | None = None
+        self._receive: MemoryObjectReceiveStream[Message] | None = None
         # Results of synchronous actions called in the last step, taken before the inbox.
         self._called: deque[NodeResult] = deque()
         # Where a step left off to open the worker task group: see _carry_out.
@@ -173,8 +176,18 @@ class ExecutionSupervisor:
         return self.machine.execution_id
 
     def deliver(self, message: Message) -> None:
-        """Put a message in the inbox (never blocks)."""
-        self._send.send_nowait(message)
+        """Put a message in the inbox (never blocks).
+
+        Raises :class:`anyio.ClosedResourceError` once the supervisor has exited.
+        """
+        if self._exited:
+            raise anyio.ClosedResourceError
+        self._inbox()[0].send_nowait(message)
+
+    def _inbox(self) -> tuple[MemoryObjectSendStream[Message], MemoryObjectReceiveStream[Message]]:
+        if self._send is None or self._receive is None:
+            self._send, self._receive = anyio.create_memory_object_stream[Message](math.inf)
+        return self._send, self._receive
 
     def stop_waiter(self) -> anyio.Event:
         """An event set when the execution next stops; register it before asking the
@@ -268,8 +281,9 @@ class ExecutionSupervisor:
             self._stop_waiters.clear()
             self._reject_pending()
             self._on_exit(self)
-            self._send.close()
-            self._receive.close()
+            if self._send is not None and self._receive is not None:
+                self._send.close()
+                self._receive.close()
 
     # ------------------------------------------------------------------ steps
 
@@ -322,7 +336,7 @@ class ExecutionSupervisor:
                 if not self._services.durable:
                     await anyio.lowlevel.checkpoint()
             elif machine.status == "running":
-                message = await self._receive.receive()
+                message = await self._inbox()[1].receive()
             else:
                 message = self._receive_nowait()
                 if message is None:
@@ -334,9 +348,10 @@ class ExecutionSupervisor:
             del message, more
 
     def _receive_nowait(self) -> Message | None:
-        if not self._receive.statistics().current_buffer_used:
+        receive = self._receive
+        if receive is None or not receive.statistics().current_buffer_used:
             return None  # cheaper than the exception receive_nowait would raise
-        return self._receive.receive_nowait()
+        return receive.receive_nowait()
 
     def _reclaim(self, message: Message) -> None:
         """A message came after the execution was saved as waiting or paused (and
@@ -428,7 +443,6 @@ class ExecutionSupervisor:
         listening = self.publisher.listening
         clock = self._services.clock
         now = clock.now
-        send: MemoryObjectSendStream[Any] = self._send
         for position, command in enumerate(commands):
             if isinstance(command, Dispatch):
                 called: Called | None = None
@@ -456,7 +470,7 @@ class ExecutionSupervisor:
                     self._resuming = (called,)
                     return commands[position:]
                 workers.start_soon(
-                    run_node, command, send.clone(), clock, self._start_child, called
+                    run_node, command, self._inbox()[0].clone(), clock, self._start_child, called
                 )
             elif isinstance(command, CancelRuns):
                 if workers is not None:
