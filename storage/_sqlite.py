@@ -174,6 +174,8 @@ class SQLiteStore:
         if self.synchronous == "FULL":
             result = await self._call(self._write_waiting, function, transaction)
         else:
+            while self._wal.held_up():
+                await self._wal.wait_checkpointed()
             deadline = time.monotonic() + self.busy_timeout
             pause = 0.001
             while (attempt := await self._write_on_loop(function, transaction)) is LOCKED:
@@ -263,10 +265,11 @@ class SQLiteStore:
     ) -> set[str] | None:
         """:meth:`commit` at once, on the calling thread (the event loop's), when nothing
         stands in the way: no disk sync to wait for (not ``synchronous=FULL``), the
-        store not opening or closing, no lock held by another connection. ``None``,
+        store not opening or closing, no lock held by another connection, the WAL not
+        far too long (see :mod:`._sqlite_wal`). ``None``,
         having done nothing, otherwise."""
         assert self._limiter is not None
-        if self.synchronous == "FULL" or self._limiter.borrowed_tokens:
+        if self.synchronous == "FULL" or self._limiter.borrowed_tokens or self._wal.held_up():
             return None
         save, transaction = rows.saving(checkpoints, owner, lease_expires, now)
         lost = self._write_now(save, transaction)

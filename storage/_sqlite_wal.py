@@ -13,7 +13,9 @@ disk, which takes milliseconds. Instead:
   moment (``RESTART``), so that the next commit starts the WAL over.
 * If the commits outrun the checkpoints by ``_WAL_BEHIND`` times the pages wanted
   (the checkpoints' thread did not get to run), the next commit checkpoints first,
-  where it runs: the WAL stays bounded however fast executions write.
+  where it runs. If a checkpoint under way keeps it from that until the WAL is
+  ``_WAL_LIMIT`` times as long as wanted, commits wait for that checkpoint (asleep):
+  the WAL stays bounded however fast executions write.
 * A store nobody maintains (one used without an engine) checkpoints the same way
   before the commit that finds one due.
 """
@@ -29,6 +31,7 @@ import anyio.to_thread
 _WAL_PAGES = 1000
 _WAL_CHECK_FIRST = 16
 _WAL_BEHIND = 1.5
+_WAL_LIMIT = 3
 
 
 class WalKeeper:
@@ -44,6 +47,7 @@ class WalKeeper:
         self.maintained = False
         self._checkpointing = False
         self._grew = anyio.Event()
+        self._checkpointed = anyio.Event()
 
     def committed(self) -> None:
         """After a write, on the event loop: wake :meth:`maintain` when it is time."""
@@ -54,6 +58,16 @@ class WalKeeper:
         """Whether the next commit must checkpoint first, where it runs."""
         limit = self.every * _WAL_BEHIND if self.maintained else self.every
         return self.commits >= limit
+
+    def held_up(self) -> bool:
+        """Whether commits must wait (:meth:`wait_checkpointed`): the WAL is far too
+        long and the checkpoint under way beside keeps a commit from checkpointing."""
+        return self._checkpointing and self.commits >= self.every * _WAL_LIMIT
+
+    async def wait_checkpointed(self) -> None:
+        """Wait for the checkpoint under way beside the commits to end."""
+        if self._checkpointing:
+            await self._checkpointed.wait()
 
     async def maintain(
         self,
@@ -77,6 +91,8 @@ class WalKeeper:
                     )
                 finally:
                     self._checkpointing = False
+                    self._checkpointed.set()
+                    self._checkpointed = anyio.Event()
                 # The commits counted before the WAL was let start over are in it.
                 self.commits = max(0, self.commits - counted)
         finally:
@@ -91,7 +107,10 @@ class WalKeeper:
             return  # the WAL is still valid; the next checkpoint takes it on
         if busy or pages < 0 or done < pages:
             return  # a reader holds on to part of it: the next checkpoint, then
-        self._learn(self.commits, pages)
+        if not self.maintained:
+            # (Maintained, the WAL may have started over since these commits were
+            # counted: the checkpoints beside learn.)
+            self._learn(self.commits, pages)
         self.commits = 0
 
     def _checkpoint_beside(self, db: sqlite3.Connection | None, commits: int) -> int:
