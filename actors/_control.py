@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from typing import TYPE_CHECKING, Literal
 
 import anyio
@@ -31,10 +32,13 @@ from prana._errors import PranaError
 from prana._machine import ExecutionMachine
 from prana._records import Execution, StoredExecution
 
+from ._children import reconcile
 from ._supervisor import ControlRequest, Lost, Stopped
 
 if TYPE_CHECKING:
     from ._engine import Engine
+
+logger = logging.getLogger("prana.engine")
 
 # How often (seconds) an engine that left a request for another looks for its effect.
 _FOLLOW_POLL = 0.05
@@ -121,6 +125,24 @@ async def _ask_owner(
         if current.status == "running":
             continue  # pausing: its running nodes are finishing
         return None
+
+
+async def pick_up_requests(engine: Engine) -> None:
+    """Apply the cancel and pause requests other engines leave for executions
+    running in ``engine``; hear of children that ended (with the heartbeat). Runs
+    until cancelled."""
+    interval = min(1.0, engine._heartbeat_interval)
+    beats = max(1, round(engine._heartbeat_interval / interval))
+    count = 0
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await deliver_requests(engine)
+            count += 1
+            if engine._recover and count % beats == 0:
+                await reconcile(engine)
+        except PranaError as exc:
+            logger.warning("could not look for requests and ended children: %s", exc)
 
 
 async def deliver_requests(engine: Engine) -> None:

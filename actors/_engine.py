@@ -28,7 +28,14 @@ from prana._errors import ExecutionNotFound, InvalidTransition, PranaError
 from prana._loading import WorkflowSource
 from prana._machine import ExecutionMachine
 from prana._model import Workflow
-from prana._records import DEADLINE_INDEX, Execution, ExecutionStatus, StoredExecution, Suspension
+from prana._records import (
+    DEADLINE_INDEX,
+    Checkpoint,
+    Execution,
+    ExecutionStatus,
+    StoredExecution,
+    Suspension,
+)
 from prana._registry import ActionRegistry
 from prana._subworkflows import DEFAULT_MAX_DEPTH
 from prana._triggers import trigger_input
@@ -38,7 +45,7 @@ from prana.storage._sqlite import Synchronous
 from ._catalog import Catalog
 from ._children import Family, past_children, reconcile, tell_parent_quietly
 from ._clock import Clock, SystemClock, new_execution_id
-from ._control import control, deliver_requests
+from ._control import control, pick_up_requests
 from ._handle import DEFAULT_EVENT_BUFFER
 from ._handle import ExecutionHandle as ExecutionHandle
 from ._ownership import dead_owners, heartbeat, new_owner_id, recover_orphans
@@ -159,7 +166,7 @@ class Engine(AsyncContextManagerMixin):
                     for served in list(self._catalog.served.values()):
                         await self._schedules.arm(served)
                 task_group.start_soon(heartbeat, self, self._heartbeat_interval)
-                task_group.start_soon(self._pick_up_requests)
+                task_group.start_soon(pick_up_requests, self)
                 try:
                     yield self
                 except BaseException as exc:  # re-raised below, unwrapped from the group
@@ -242,13 +249,9 @@ class Engine(AsyncContextManagerMixin):
         input = trigger_input(graph, _json(input, "the input"), self.clock.now())
         self._catalog.register(graph.workflow)
         execution_id = new_execution_id(self.clock.now())
-        handed_over = anyio.Event()
-        try:
-            supervisor = await self._begin(graph, input, execution_id, handed_over=handed_over)
-            await supervisor.wait_saved()
-        finally:
-            handed_over.set()  # the execution carries on (or stops) without us
-        return ExecutionHandle(supervisor)
+        # Its supervisor runs once this task yields: after the caller has the handle
+        # (and could subscribe to every event).
+        return ExecutionHandle(await self._begin(graph, input, execution_id))
 
     async def run(
         self,
@@ -434,18 +437,26 @@ class Engine(AsyncContextManagerMixin):
         self,
         machine: ExecutionMachine,
         first: Callable[[float], builtins.list[Command]],
-        handed_over: anyio.Event | None = None,
+        *,
+        saved: Checkpoint | None = None,
+        publisher: Publisher | None = None,
     ) -> ExecutionSupervisor:
+        """Run ``machine`` from ``first`` in a supervisor; ``saved`` is the checkpoint
+        of its start, saved already (see :meth:`ExecutionSupervisor.run`)."""
         task_group = self._require_open()
         assert self._services is not None
-        publisher = Publisher(self._middleware, self._engine_subscriptions)
-        supervisor = ExecutionSupervisor(machine, publisher, self._services, self._exited)
+        supervisor = ExecutionSupervisor(
+            machine, publisher or self._publisher(), self._services, self._exited
+        )
         self._live[machine.execution_id] = supervisor
         self._notify_watchers(machine.execution_id)
         task_group.start_soon(
-            supervisor.run, first, handed_over, name=f"prana execution {machine.execution_id}"
+            supervisor.run, first, saved, name=f"prana execution {machine.execution_id}"
         )
         return supervisor
+
+    def _publisher(self) -> Publisher:
+        return Publisher(self._middleware, self._engine_subscriptions)
 
     def _exited(self, supervisor: ExecutionSupervisor) -> None:
         if self._live.get(supervisor.execution_id) is supervisor:
@@ -524,40 +535,32 @@ class Engine(AsyncContextManagerMixin):
             self._idle = None
 
     async def _begin(
-        self,
-        graph: ExecutionGraph,
-        input: Any,
-        execution_id: str,
-        handed_over: anyio.Event | None = None,
-        **fields: Any,
+        self, graph: ExecutionGraph, input: Any, execution_id: str, **fields: Any
     ) -> ExecutionSupervisor:
-        """Store ``graph``'s definition (once) and launch a new execution of it;
-        ``fields`` go to its :class:`ExecutionMachine` (a child's parent, say). See
-        :meth:`ExecutionSupervisor.run` for ``handed_over``."""
-        await self._catalog.save(graph, self._require_store(), self.clock.now())
+        """Store ``graph``'s definition (once), start a new execution of it, save it,
+        and launch its supervisor; ``fields`` go to its :class:`ExecutionMachine` (a
+        child's parent, say).
+
+        Raises :class:`StoreError` if it could not be saved, :class:`Lost` if an
+        execution with that id exists (another engine started it).
+        """
+        store = self._require_store()
+        self._require_open()
+        await self._catalog.save(graph, store, self.clock.now())
         machine = ExecutionMachine(
             graph, execution_id=execution_id, input=input, env=self._env, **fields
         )
-        return self._launch(machine, machine.start, handed_over)
+        publisher = self._publisher()
+        machine.notices = publisher.listening
+        commands = machine.start(self.clock.now())
+        checkpoint = machine.checkpoint()
+        assert self._services is not None
+        if not await self._services.writer.save(checkpoint):
+            raise Lost(f"execution {execution_id} exists already: another engine started it")
+        return self._launch(machine, lambda now: commands, saved=checkpoint, publisher=publisher)
 
     async def _fire_timer(self, timer: Suspension | ScheduleSlot) -> None:
         await fire_timer(self, timer)
-
-    async def _pick_up_requests(self) -> None:
-        """Apply the cancel and pause requests other engines leave for executions
-        running here; hear of children that ended (with the heartbeat)."""
-        interval = min(1.0, self._heartbeat_interval)
-        beats = max(1, round(self._heartbeat_interval / interval))
-        count = 0
-        while True:
-            await anyio.sleep(interval)
-            try:
-                await deliver_requests(self)
-                count += 1
-                if self._recover and count % beats == 0:
-                    await reconcile(self)
-            except PranaError as exc:
-                logger.warning("could not look for requests and ended children: %s", exc)
 
     def _timer_entries(
         self, supervisor: ExecutionSupervisor, execution_index: int

@@ -53,9 +53,4 @@ class ExecutionHandle:
         on when an engine next starts on the same store). Cancelling the wait does not
         cancel the execution.
         """
-        supervisor = self._supervisor
-        if supervisor.last_stop is not None:
-            return supervisor.last_stop
-        if supervisor.failure is not None:
-            raise supervisor.failure
-        return await supervisor.wait_stop()
+        return await self._supervisor.wait_stop()

@@ -132,10 +132,9 @@ class Schedules:
             workflow, _ = self._armed[(workflow_id, trigger)]
             graph = engine.compile(workflow, trigger=trigger)
             input = trigger_input(graph, {"scheduled_at": iso_time(at)}, at)
-            supervisor = await engine._begin(graph, input, execution_id)
             try:
-                await supervisor.wait_saved()
-            except PranaError:  # another engine started it first
+                await engine._begin(graph, input, execution_id)
+            except PranaError:  # another engine started it first (or the store failed)
                 return
             logger.info(
                 "schedule %s of %s started execution %s", trigger, workflow_id, execution_id
