@@ -90,7 +90,9 @@ async def start_child(
     ``max_depth``.
     """
     child_id = child_execution_id(dispatch.context)
-    if child_id in engine._live:  # launched once saved
+    live = engine._live.get(child_id)
+    if live is not None:
+        await live.wait_saved()
         return child_id
     store = engine._require_store()
     if await store.load_execution(child_id) is not None:
@@ -115,7 +117,7 @@ async def start_child(
         child_input = trigger_input(graph, request.input, engine.clock.now())
     except TriggerError as exc:
         raise NodeError(str(exc), code="invalid_input") from None
-    await engine._begin(
+    supervisor = await engine._begin(
         graph,
         child_input,
         child_id,
@@ -124,6 +126,7 @@ async def start_child(
         mode=request.mode,
         depth=depth,
     )
+    await supervisor.wait_saved()
     return child_id
 
 

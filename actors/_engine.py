@@ -28,14 +28,7 @@ from prana._errors import ExecutionNotFound, InvalidTransition, PranaError
 from prana._loading import WorkflowSource
 from prana._machine import ExecutionMachine
 from prana._model import Workflow
-from prana._records import (
-    DEADLINE_INDEX,
-    Checkpoint,
-    Execution,
-    ExecutionStatus,
-    StoredExecution,
-    Suspension,
-)
+from prana._records import DEADLINE_INDEX, Execution, ExecutionStatus, StoredExecution, Suspension
 from prana._registry import ActionRegistry
 from prana._subworkflows import DEFAULT_MAX_DEPTH
 from prana._triggers import trigger_input
@@ -249,9 +242,13 @@ class Engine(AsyncContextManagerMixin):
         input = trigger_input(graph, _json(input, "the input"), self.clock.now())
         self._catalog.register(graph.workflow)
         execution_id = new_execution_id(self.clock.now())
-        # Its supervisor runs once this task yields: after the caller has the handle
-        # (and could subscribe to every event).
-        return ExecutionHandle(await self._begin(graph, input, execution_id))
+        handed_over = anyio.Event()
+        try:
+            supervisor = await self._begin(graph, input, execution_id, handed_over=handed_over)
+            await supervisor.wait_saved()
+        finally:
+            handed_over.set()  # the execution carries on (or stops) without us
+        return ExecutionHandle(supervisor)
 
     async def run(
         self,
@@ -437,26 +434,18 @@ class Engine(AsyncContextManagerMixin):
         self,
         machine: ExecutionMachine,
         first: Callable[[float], builtins.list[Command]],
-        *,
-        saved: Checkpoint | None = None,
-        publisher: Publisher | None = None,
+        handed_over: anyio.Event | None = None,
     ) -> ExecutionSupervisor:
-        """Run ``machine`` from ``first`` in a supervisor; ``saved`` is the checkpoint
-        of its start, saved already (see :meth:`ExecutionSupervisor.run`)."""
         task_group = self._require_open()
         assert self._services is not None
-        supervisor = ExecutionSupervisor(
-            machine, publisher or self._publisher(), self._services, self._exited
-        )
+        publisher = Publisher(self._middleware, self._engine_subscriptions)
+        supervisor = ExecutionSupervisor(machine, publisher, self._services, self._exited)
         self._live[machine.execution_id] = supervisor
         self._notify_watchers(machine.execution_id)
         task_group.start_soon(
-            supervisor.run, first, saved, name=f"prana execution {machine.execution_id}"
+            supervisor.run, first, handed_over, name=f"prana execution {machine.execution_id}"
         )
         return supervisor
-
-    def _publisher(self) -> Publisher:
-        return Publisher(self._middleware, self._engine_subscriptions)
 
     def _exited(self, supervisor: ExecutionSupervisor) -> None:
         if self._live.get(supervisor.execution_id) is supervisor:
@@ -535,29 +524,21 @@ class Engine(AsyncContextManagerMixin):
             self._idle = None
 
     async def _begin(
-        self, graph: ExecutionGraph, input: Any, execution_id: str, **fields: Any
+        self,
+        graph: ExecutionGraph,
+        input: Any,
+        execution_id: str,
+        handed_over: anyio.Event | None = None,
+        **fields: Any,
     ) -> ExecutionSupervisor:
-        """Store ``graph``'s definition (once), start a new execution of it, save it,
-        and launch its supervisor; ``fields`` go to its :class:`ExecutionMachine` (a
-        child's parent, say).
-
-        Raises :class:`StoreError` if it could not be saved, :class:`Lost` if an
-        execution with that id exists (another engine started it).
-        """
-        store = self._require_store()
-        self._require_open()
-        await self._catalog.save(graph, store, self.clock.now())
+        """Store ``graph``'s definition (once) and launch a new execution of it;
+        ``fields`` go to its :class:`ExecutionMachine` (a child's parent, say). See
+        :meth:`ExecutionSupervisor.run` for ``handed_over``."""
+        await self._catalog.save(graph, self._require_store(), self.clock.now())
         machine = ExecutionMachine(
             graph, execution_id=execution_id, input=input, env=self._env, **fields
         )
-        publisher = self._publisher()
-        machine.notices = publisher.listening
-        commands = machine.start(self.clock.now())
-        checkpoint = machine.checkpoint()
-        assert self._services is not None
-        if not await self._services.writer.save(checkpoint):
-            raise Lost(f"execution {execution_id} exists already: another engine started it")
-        return self._launch(machine, lambda now: commands, saved=checkpoint, publisher=publisher)
+        return self._launch(machine, machine.start, handed_over)
 
     async def _fire_timer(self, timer: Suspension | ScheduleSlot) -> None:
         await fire_timer(self, timer)

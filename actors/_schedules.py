@@ -132,9 +132,10 @@ class Schedules:
             workflow, _ = self._armed[(workflow_id, trigger)]
             graph = engine.compile(workflow, trigger=trigger)
             input = trigger_input(graph, {"scheduled_at": iso_time(at)}, at)
+            supervisor = await engine._begin(graph, input, execution_id)
             try:
-                await engine._begin(graph, input, execution_id)
-            except PranaError:  # another engine started it first (or the store failed)
+                await supervisor.wait_saved()
+            except PranaError:  # another engine started it first
                 return
             logger.info(
                 "schedule %s of %s started execution %s", trigger, workflow_id, execution_id

@@ -156,11 +156,15 @@ class ExecutionSupervisor:
         self._called: deque[NodeResult] = deque()
         # Where a step left off to open the worker task group: see _carry_out.
         self._resuming: tuple[Called | None] | None = None
+        self._starting = False
+        self._handed_over: anyio.Event | None = None
         self._sequence = 0
         self._settled_nodes: set[str] | None = None  # for progress, once listened to
         self._node_count = len(machine.graph.nodes)
         self._stop_waiters: list[anyio.Event] = []
         self._saved_once = False
+        # Made only for a wait_saved that comes before the first save.
+        self._saved_event: anyio.Event | None = None
         self._exited = False
         self.last_stop: Execution | None = None
         self.failure: PranaError | None = None
@@ -207,27 +211,44 @@ class ExecutionSupervisor:
         assert self.last_stop is not None
         return self.last_stop
 
+    async def wait_saved(self) -> None:
+        """Wait until the execution has first been saved.
+
+        Raises :class:`PranaError` if the supervisor stopped before that.
+        """
+        if not (self._saved_once or self._exited):
+            if self._saved_event is None:
+                self._saved_event = anyio.Event()
+            await self._saved_event.wait()
+        if not self._saved_once:
+            raise self.failure or Stopped(
+                f"execution {self.execution_id} stopped before it was saved"
+            )
+
+    def _set_saved_event(self) -> None:
+        if self._saved_event is not None:
+            self._saved_event.set()
+            self._saved_event = None
+
     async def run(
-        self, first: Callable[[float], list[Command]], saved: Checkpoint | None = None
+        self, first: Callable[[float], list[Command]], handed_over: anyio.Event | None = None
     ) -> None:
         """Carry the execution from ``first`` (the machine's start, recovery, resume
         or wake) until it waits or ends. Cancellation (the engine stopping) leaves it
         as last saved, ready to carry on elsewhere.
 
-        ``saved`` is the checkpoint of a start that whoever started the execution
-        saved already (and handed its handle out before this task ran, so that a
-        subscriber sees every event): ``first`` then returns the start's commands.
-        """
+        With ``handed_over``, nothing runs and no event is published after the first
+        save until it is set: whoever started the execution hands its handle out
+        first, so that a subscriber sees every event."""
         machine = self.machine
         try:
+            self._starting = machine.status == "pending"
+            self._handed_over = handed_over
             machine.notices = self.publisher.listening
             commands = first(self._services.clock.now())
-            if saved is not None:
-                self._saved(saved, True)
-                self._announce_start()
             # Without worker tasks, until an async action needs one: most steps
             # call synchronous actions only, and a task group costs time and memory.
-            left = await self._drive(commands, None, save=saved is None)
+            left = await self._drive(commands, None, save=True)
             if left is not None:
                 async with anyio.create_task_group() as workers:
                     await self._drive(left, workers, save=False)
@@ -254,6 +275,7 @@ class ExecutionSupervisor:
                     f"(it was {machine.status}); it carries on when an engine starts on the same store"
                 )
             self._exited = True
+            self._set_saved_event()
             for waiter in self._stop_waiters:
                 waiter.set()
             self._stop_waiters.clear()
@@ -290,6 +312,12 @@ class ExecutionSupervisor:
                         await anyio.lowlevel.checkpoint()  # the step's yield
                     self._saved(checkpoint, applied)
                     del checkpoint
+                if self._handed_over is not None:
+                    await self._handed_over.wait()
+                    self._handed_over = None
+                if self._starting:
+                    self._starting = False
+                    self._announce_start()
             save = True
             left = self._carry_out(commands, workers)
             if left is not None:
@@ -392,6 +420,7 @@ class ExecutionSupervisor:
             services.timers.add(suspension)
         if not self._saved_once:
             self._saved_once = True
+            self._set_saved_event()
             if machine.deadline is not None and not machine.finished:
                 services.timers.add(Suspension.deadline(machine.execution_id, machine.deadline))
 

@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable
 
 import anyio
-import anyio.lowlevel
 import attrs
 from anyio.abc import TaskStatus
 
@@ -113,21 +112,6 @@ class CheckpointWriter:
         batch.checkpoints.append(checkpoint)
         self._wake.set()
         return batch
-
-    async def save(self, checkpoint: Checkpoint) -> bool:
-        """Save ``checkpoint``, on the spot (:meth:`commit_now`) or with the next batch
-        (:meth:`submit`), and say whether it was applied (see :meth:`Batch.applied`).
-
-        Raises :class:`StoreError` if the store could not save it. Cancelled while
-        waiting for its batch, the checkpoint may still be saved.
-        """
-        applied = self.commit_now(checkpoint)
-        if applied is not None:
-            await anyio.lowlevel.checkpoint()
-            return applied
-        batch = self.submit(checkpoint)
-        await batch.done.wait()
-        return batch.applied(checkpoint)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit batches until cancelled: each takes the checkpoints handed in while
