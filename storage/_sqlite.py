@@ -23,7 +23,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -176,14 +176,12 @@ class SQLiteStore:
         else:
             while self._wal.held_up():
                 await self._wal.wait_checkpointed()
-            deadline = time.monotonic() + self.busy_timeout
-            pause = 0.001
-            while (attempt := await self._write_on_loop(function, transaction)) is LOCKED:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise locked_error("write to", self.path, self.busy_timeout)
-                await anyio.sleep(min(pause, left))
-                pause = min(pause * 2, 0.05)
+            pauses = self._lock_pauses()
+            while True:
+                attempt = await self._write_on_loop(function, transaction)
+                if attempt is not LOCKED:
+                    break
+                await anyio.sleep(next(pauses))  # another process holds the lock
             result = attempt
         self._wal.committed()
         return result
@@ -199,15 +197,21 @@ class SQLiteStore:
 
     def _write_waiting(self, function: Callable[[sqlite3.Connection], T], transaction: bool) -> T:
         """:meth:`_write_now`, waiting for the write lock on this (the store's) thread."""
+        pauses = self._lock_pauses()
+        while (result := self._write_now(function, transaction)) is LOCKED:
+            time.sleep(next(pauses))
+        return result
+
+    def _lock_pauses(self) -> Iterator[float]:
+        """How long to wait before each new try of a write that found the file locked:
+        1 ms, doubling up to 50 ms. Raises :class:`StoreError` once ``busy_timeout``
+        has passed since it was made."""
         deadline = time.monotonic() + self.busy_timeout
         pause = 0.001
-        while (result := self._write_now(function, transaction)) is LOCKED:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise locked_error("write to", self.path, self.busy_timeout)
-            time.sleep(min(pause, left))
+        while (left := deadline - time.monotonic()) > 0:
+            yield min(pause, left)
             pause = min(pause * 2, 0.05)
-        return result
+        raise locked_error("write to", self.path, self.busy_timeout)
 
     def _write_now(
         self, function: Callable[[sqlite3.Connection], T], transaction: bool
@@ -222,8 +226,10 @@ class SQLiteStore:
             if transaction:
                 db.execute("BEGIN IMMEDIATE")
             result = function(db)
+            if transaction:
+                db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if not db.in_transaction:
+            if not db.in_transaction:  # nothing was written
                 return self._locked_or_raise(exc)
             db.execute("ROLLBACK")
             raise self._error(exc, "write to") from None
@@ -231,13 +237,6 @@ class SQLiteStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        if transaction:
-            try:
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise self._error(exc, "write to") from None
         self._wal.commits += 1
         return result
 
@@ -266,12 +265,16 @@ class SQLiteStore:
         """:meth:`commit` at once, on the calling thread (the event loop's), when nothing
         stands in the way: no disk sync to wait for (not ``synchronous=FULL``), the
         store not opening or closing, no lock held by another connection, the WAL not
-        far too long (see :mod:`._sqlite_wal`). ``None``,
-        having done nothing, otherwise."""
+        far too long (see :mod:`._sqlite_wal`). ``None``, having done nothing,
+        otherwise."""
+        return self._save_now(*rows.saving(checkpoints, owner, lease_expires, now))
+
+    def _save_now(
+        self, save: Callable[[sqlite3.Connection], set[str]], transaction: bool
+    ) -> set[str] | None:
         assert self._limiter is not None
         if self.synchronous == "FULL" or self._limiter.borrowed_tokens or self._wal.held_up():
             return None
-        save, transaction = rows.saving(checkpoints, owner, lease_expires, now)
         lost = self._write_now(save, transaction)
         if isinstance(lost, _Locked):
             return None
@@ -282,9 +285,9 @@ class SQLiteStore:
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
     ) -> set[str]:
         """Apply checkpoints in one transaction; return the ids it does not own."""
-        lost = self.commit_now(checkpoints, owner=owner, lease_expires=lease_expires, now=now)
+        save, transaction = rows.saving(checkpoints, owner, lease_expires, now)
+        lost = self._save_now(save, transaction)
         if lost is None:
-            save, transaction = rows.saving(checkpoints, owner, lease_expires, now)
             lost = await self._write(save, transaction=transaction)
         return lost
 

@@ -45,13 +45,13 @@ class WalKeeper:
         self.commits = 0
         self.every = _WAL_CHECK_FIRST  # commits between checkpoints, learnt
         self.maintained = False
-        self._checkpointing = False
         self._grew = anyio.Event()
-        self._checkpointed = anyio.Event()
+        # While a checkpoint runs beside the commits: set when it ends.
+        self._beside: anyio.Event | None = None
 
     def committed(self) -> None:
         """After a write, on the event loop: wake :meth:`maintain` when it is time."""
-        if self.maintained and self.commits >= self.every and not self._checkpointing:
+        if self.maintained and self.commits >= self.every and self._beside is None:
             self._grew.set()
 
     def due(self) -> bool:
@@ -62,12 +62,12 @@ class WalKeeper:
     def held_up(self) -> bool:
         """Whether commits must wait (:meth:`wait_checkpointed`): the WAL is far too
         long and the checkpoint under way beside keeps a commit from checkpointing."""
-        return self._checkpointing and self.commits >= self.every * _WAL_LIMIT
+        return self._beside is not None and self.commits >= self.every * _WAL_LIMIT
 
     async def wait_checkpointed(self) -> None:
         """Wait for the checkpoint under way beside the commits to end."""
-        if self._checkpointing:
-            await self._checkpointed.wait()
+        if self._beside is not None:
+            await self._beside.wait()
 
     async def maintain(
         self,
@@ -84,15 +84,14 @@ class WalKeeper:
                 self._grew = anyio.Event()
                 if self.commits < self.every:
                     continue  # a commit checkpointed meanwhile
-                self._checkpointing = True
+                beside = self._beside = anyio.Event()
                 try:
                     counted = await anyio.to_thread.run_sync(
                         self._checkpoint_beside, connection(), self.commits, limiter=limiter
                     )
                 finally:
-                    self._checkpointing = False
-                    self._checkpointed.set()
-                    self._checkpointed = anyio.Event()
+                    self._beside = None
+                    beside.set()
                 # The commits counted before the WAL was let start over are in it.
                 self.commits = max(0, self.commits - counted)
         finally:
