@@ -237,14 +237,9 @@ class Engine(AsyncContextManagerMixin):
         :class:`PranaError` if the engine is not open, ``input`` is not JSON data, or
         the execution could not be saved.
         """
-        self._require_store()
-        graph = self.compile(workflow, trigger=trigger)
-        input = trigger_input(graph, _json(input, "the input"), self.clock.now())
-        self._catalog.register(graph.workflow)
-        execution_id = new_execution_id(self.clock.now())
         handed_over = anyio.Event()
         try:
-            supervisor = await self._begin(graph, input, execution_id, handed_over=handed_over)
+            supervisor = await self._begin_new(workflow, input, trigger, handed_over)
             await supervisor.wait_saved()
         finally:
             handed_over.set()  # the execution carries on (or stops) without us
@@ -265,8 +260,11 @@ class Engine(AsyncContextManagerMixin):
         follows the execution until its children end. Raises
         :class:`WorkflowValidationError` if the workflow is invalid.
         """
-        handle = await self.start(workflow, input, trigger=trigger)
-        return await self._past_children(await handle.result())
+        # No handle goes out, so nothing to hand over and no need to hear of the
+        # first save apart: waiting for the stop covers both (and costs one event).
+        supervisor = await self._begin_new(workflow, input, trigger)
+        stopped = supervisor.stop_waiter()
+        return await self._past_children(await supervisor.wait_stop(stopped))
 
     async def resume(
         self, execution_id: str, data: Any = None, *, node: str | None = None
@@ -522,6 +520,22 @@ class Engine(AsyncContextManagerMixin):
         if self._idle is not None and not self._live and not self._family.telling:
             self._idle.set()
             self._idle = None
+
+    async def _begin_new(
+        self,
+        workflow: Workflow | WorkflowSource,
+        input: Any,
+        trigger: str | None,
+        handed_over: anyio.Event | None = None,
+    ) -> ExecutionSupervisor:
+        """Check ``input`` against the trigger and launch a new execution (see
+        :meth:`start`)."""
+        self._require_store()
+        graph = self.compile(workflow, trigger=trigger)
+        input = trigger_input(graph, _json(input, "the input"), self.clock.now())
+        self._catalog.register(graph.workflow)
+        execution_id = new_execution_id(self.clock.now())
+        return await self._begin(graph, input, execution_id, handed_over=handed_over)
 
     async def _begin(
         self,
