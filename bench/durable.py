@@ -93,8 +93,8 @@ async def w4(db: str, synchronous: str) -> dict[str, float]:
 
 async def w4_busy(db: str, synchronous: str) -> dict[str, float]:
     """W4 while another task of the app keeps the event loop busy about half the
-    time (2 ms of work, then it yields): the store's thread must commit while the
-    loop runs Python, not only while it waits."""
+    time (2 ms of work, then it yields): commits and the WAL's checkpoints must get
+    their turn while the loop runs Python, not only while it waits."""
     return await _w4(db, synchronous, busy=True)
 
 

@@ -180,9 +180,7 @@ def print_durable(peers: bool) -> None:
                 [synchronous],
                 tune_gc=tuned,
                 repeats=3,
-                # FULL commits sync on the store's thread, which a busy loop starves
-                # (decision 0026): minutes per run.
-                busy=synchronous == "NORMAL",
+                busy=True,
             )
         if peers:
             for peer, module in (("LangGraph", "langgraph.checkpoint.sqlite"), ("DBOS", "dbos")):

@@ -1,17 +1,17 @@
 """The SQLite store: prana's embedded default (DESIGN §7, §8).
 
-The stdlib ``sqlite3`` module runs on worker threads through anyio
-(``anyio.to_thread.run_sync`` with limiters of one, owned by the store), so the same
-code serves asyncio and trio and the event loop never waits for the disk. The
-exception is writes with ``synchronous=NORMAL`` (decisions 0018, 0026, 0028): they go
-only to the WAL in the page cache and never sync, so they run on the loop's thread,
-and wait for another connection's lock there, asleep. On a worker thread, every
-statement would wait for Python's lock while the loop runs, which on a busy loop
-took seconds. The database runs in WAL mode with ``busy_timeout`` and foreign keys;
-every write is one transaction (``BEGIN IMMEDIATE``, or a single statement). The WAL
-is checkpointed as it grows, while an engine uses the store by
-:meth:`SQLiteStore.maintain`, on a connection and thread of its own beside the
-commits (decision 0024).
+Opening, closing and reads run the stdlib ``sqlite3`` module on worker threads
+through anyio (``anyio.to_thread.run_sync`` with limiters of one, owned by the
+store), so the same code serves asyncio and trio. Writes run on the loop's thread
+(decisions 0018, 0026, 0028, 0029), and wait for another connection's lock there,
+asleep: with ``synchronous=NORMAL`` they go only to the WAL in the page cache and
+never sync; with ``FULL`` the loop waits for the disk's sync, once per batch. On a
+worker thread, every statement would wait for Python's lock while the loop runs,
+which on a busy loop took seconds. The database runs in WAL mode with
+``busy_timeout`` and foreign keys; every write is one transaction (``BEGIN
+IMMEDIATE``, or a single statement). The WAL is checkpointed as it grows, while an
+engine uses the store by :meth:`SQLiteStore.maintain`, on a connection and thread of
+its own beside the commits (decision 0024).
 
 Opening, and what its refusals say, is in :mod:`._sqlite_file`.
 """
@@ -165,24 +165,19 @@ class SQLiteStore:
         ``transaction`` the one statement it runs), waiting up to ``busy_timeout`` for
         another connection's write lock.
 
-        With ``synchronous=NORMAL`` it runs on the event loop's thread and waits for a
-        lock there, asleep: nothing syncs, and on a thread every statement would wait
-        for Python's lock while the loop runs, which on a busy loop takes seconds
-        (decisions 0026, 0028). ``FULL`` writes sync, on the store's thread.
+        It runs on the event loop's thread, and waits for a lock there, asleep: on a
+        thread every statement would wait for Python's lock while the loop runs, which
+        on a busy loop takes seconds (decisions 0026, 0028). With ``synchronous=FULL``
+        the loop waits for the disk's sync too (decision 0029).
         """
-        result: T
-        if self.synchronous == "FULL":
-            result = await self._call(self._write_waiting, function, transaction)
-        else:
-            while self._wal.held_up():
-                await self._wal.wait_checkpointed()
-            pauses = self._lock_pauses()
-            while True:
-                attempt = await self._write_on_loop(function, transaction)
-                if attempt is not LOCKED:
-                    break
-                await anyio.sleep(next(pauses))  # another process holds the lock
-            result = attempt
+        while self._wal.held_up():
+            await self._wal.wait_checkpointed()
+        pauses = self._lock_pauses()
+        while True:
+            result = await self._write_on_loop(function, transaction)
+            if result is not LOCKED:
+                break
+            await anyio.sleep(next(pauses))  # another process holds the lock
         self._wal.committed()
         return result
 
@@ -194,13 +189,6 @@ class SQLiteStore:
             return self._write_now(function, transaction)
         async with self._limiter:  # the store opening or closing on its thread
             return self._write_now(function, transaction)
-
-    def _write_waiting(self, function: Callable[[sqlite3.Connection], T], transaction: bool) -> T:
-        """:meth:`_write_now`, waiting for the write lock on this (the store's) thread."""
-        pauses = self._lock_pauses()
-        while (result := self._write_now(function, transaction)) is LOCKED:
-            time.sleep(next(pauses))
-        return result
 
     def _lock_pauses(self) -> Iterator[float]:
         """How long to wait before each new try of a write that found the file locked:
@@ -263,17 +251,16 @@ class SQLiteStore:
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
     ) -> set[str] | None:
         """:meth:`commit` at once, on the calling thread (the event loop's), when nothing
-        stands in the way: no disk sync to wait for (not ``synchronous=FULL``), the
-        store not opening or closing, no lock held by another connection, the WAL not
-        far too long (see :mod:`._sqlite_wal`). ``None``, having done nothing,
-        otherwise."""
+        stands in the way: the store not opening or closing, no lock held by another
+        connection, the WAL not far too long (see :mod:`._sqlite_wal`). ``None``,
+        having done nothing, otherwise."""
         return self._save_now(*rows.saving(checkpoints, owner, lease_expires, now))
 
     def _save_now(
         self, save: Callable[[sqlite3.Connection], set[str]], transaction: bool
     ) -> set[str] | None:
         assert self._limiter is not None
-        if self.synchronous == "FULL" or self._limiter.borrowed_tokens or self._wal.held_up():
+        if self._limiter.borrowed_tokens or self._wal.held_up():
             return None
         lost = self._write_now(save, transaction)
         if isinstance(lost, _Locked):

@@ -778,22 +778,28 @@ async def test_an_execution_is_started_once_whoever_saves_it_first(
 
 
 @pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
-async def test_a_sqlite_commit_on_the_spot_is_done_only_without_a_disk_sync(
+async def test_a_sqlite_commit_on_the_spot_waits_for_nobody(
     tmp_path: Path, synchronous: str
 ) -> None:
-    # commit_now commits on the calling thread only when that is quick; otherwise it
-    # changes nothing and the caller goes through commit.
+    # commit_now commits on the calling thread (FULL syncs there too), unless another
+    # connection holds the write lock: then it changes nothing, and the caller goes
+    # through commit, which waits for the lock.
     store = SQLiteStore(tmp_path / "s.db", synchronous=synchronous)  # type: ignore[arg-type]
     await store.open()
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
     try:
         await save_workflow(store)
+        other.execute("BEGIN IMMEDIATE")
+        assert (
+            store.commit_now([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0) is None
+        )
+        other.execute("ROLLBACK")
+        assert await store.load_execution("e1") is None
         lost = store.commit_now([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+        assert lost == set()
         stored = await store.load_execution("e1")
-        if synchronous == "FULL":
-            assert (lost, stored) == (None, None)
-        else:
-            assert lost == set()
-            assert stored is not None
-            assert (stored.status, stored.owner) == ("running", ME)
+        assert stored is not None
+        assert (stored.status, stored.owner) == ("running", ME)
     finally:
+        other.close()
         await store.aclose()
