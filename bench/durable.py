@@ -6,6 +6,7 @@
     python bench/durable.py w4-busy DB SYNC      -> the same while the app keeps the loop busy
     python bench/durable.py w5-suspend DB SYNC   -> 1000 executions waiting at node 5
     python bench/durable.py w5-resume DB SYNC    -> resume them all, 5 more nodes each
+    python bench/durable.py w5-resume-busy DB SYNC -> the same while the app keeps the loop busy
 
 Each prints one line of JSON. ``bench/run.py`` runs them and prints the table.
 """
@@ -143,7 +144,23 @@ async def w5_suspend(db: str, synchronous: str) -> dict[str, float]:
 
 
 async def w5_resume(db: str, synchronous: str) -> dict[str, float]:
-    async with prana.Engine(store=store_url(db, synchronous), env={}) as engine:
+    return await _w5_resume(db, synchronous, busy=False)
+
+
+async def w5_resume_busy(db: str, synchronous: str) -> dict[str, float]:
+    """W5's resume while another task of the app keeps the event loop busy (as
+    :func:`w4_busy`): every resume reads its execution from the store first."""
+    return await _w5_resume(db, synchronous, busy=True)
+
+
+async def _w5_resume(db: str, synchronous: str, *, busy: bool) -> dict[str, float]:
+    stop = anyio.Event()
+    async with (
+        prana.Engine(store=store_url(db, synchronous), env={}) as engine,
+        anyio.create_task_group() as app,
+    ):
+        if busy:
+            app.start_soon(_keep_busy, stop)
         started = time.perf_counter()
         waiting = await engine.list(status="suspended", limit=10 * EXECUTIONS)
         finished: list[prana.Execution] = []
@@ -155,6 +172,7 @@ async def w5_resume(db: str, synchronous: str) -> dict[str, float]:
             for execution in waiting:
                 group.start_soon(resume, execution.id)
         elapsed = time.perf_counter() - started
+        stop.set()
     assert len(finished) == EXECUTIONS
     assert all(execution.status == "completed" for execution in finished)
     assert all(len(execution.node_runs) == 11 for execution in finished)
@@ -172,6 +190,7 @@ def main() -> None:
         "w4-busy": w4_busy,
         "w5-suspend": w5_suspend,
         "w5-resume": w5_resume,
+        "w5-resume-busy": w5_resume_busy,
     }[role]
     print(json.dumps(anyio.run(work, db, synchronous, backend=backend)))
 

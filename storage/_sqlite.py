@@ -1,13 +1,13 @@
 """The SQLite store: prana's embedded default (DESIGN §7, §8).
 
-Opening, closing and reads run the stdlib ``sqlite3`` module on worker threads
-through anyio (``anyio.to_thread.run_sync`` with limiters of one, owned by the
-store), so the same code serves asyncio and trio. Writes run on the loop's thread
-(decisions 0018, 0026, 0028, 0029), and wait for another connection's lock there,
-asleep: with ``synchronous=NORMAL`` they go only to the WAL in the page cache and
-never sync; with ``FULL`` the loop waits for the disk's sync, once per batch. On a
-worker thread, every statement would wait for Python's lock while the loop runs,
-which on a busy loop took seconds. The database runs in WAL mode with
+Opening and closing run the stdlib ``sqlite3`` module on a worker thread through
+anyio (``anyio.to_thread.run_sync`` with a limiter of one, owned by the store), so
+the same code serves asyncio and trio. Reads and writes run on the loop's thread
+(decisions 0018, 0026, 0028, 0029, 0030); writes wait for another connection's
+lock there, asleep. With ``synchronous=NORMAL`` writes go only to the WAL in the
+page cache and never sync; with ``FULL`` the loop waits for the disk's sync, once
+per batch. On a worker thread, every statement would wait for Python's lock while
+the loop runs, which on a busy loop took seconds or minutes. The database runs in WAL mode with
 ``busy_timeout`` and foreign keys; every write is one transaction (``BEGIN
 IMMEDIATE``, or a single statement). The WAL is checkpointed as it grows, while an
 engine uses the store by :meth:`SQLiteStore.maintain`, on a connection and thread of
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from prana._errors import StoreError
@@ -80,7 +81,6 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._limiter: anyio.CapacityLimiter | None = None
-        self._read_limiter: anyio.CapacityLimiter | None = None
         self._checkpoint_limiter: anyio.CapacityLimiter | None = None
         self._checkpointer: sqlite3.Connection | None = None
         self._wal = WalKeeper()
@@ -104,7 +104,6 @@ class SQLiteStore:
         database this code can use and write.
         """
         self._limiter = anyio.CapacityLimiter(1)
-        self._read_limiter = anyio.CapacityLimiter(1)
         self._checkpoint_limiter = anyio.CapacityLimiter(1)
         await self._call(self._open)
 
@@ -125,16 +124,19 @@ class SQLiteStore:
 
     async def aclose(self) -> None:
         """Checkpoint the WAL into the database and close it."""
+        # Reads run on this (the loop's) thread, never across an await: closing
+        # their connection here cannot cut one short.
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         if self._db is not None:
             await self._call(self._close)
 
     def _close(self) -> None:
         db, self._db = self._db, None
-        reader, self._reader = self._reader, None
         checkpointer, self._checkpointer = self._checkpointer, None
-        for connection in (reader, checkpointer):
-            if connection is not None:
-                connection.close()
+        if checkpointer is not None:
+            checkpointer.close()
         if db is None:
             return
         try:
@@ -148,7 +150,12 @@ class SQLiteStore:
         return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
     async def _call_read(self, function: Callable[[sqlite3.Connection], T]) -> T:
-        return await anyio.to_thread.run_sync(self._read, function, limiter=self._read_limiter)
+        """Run a read on the event loop's thread, after letting other tasks run: on a
+        thread, it would wait for Python's lock after every row while the loop runs
+        Python, which a busy loop makes last minutes (decision 0030). A read is a few
+        indexed lookups, or a listing of up to ``limit`` executions."""
+        await anyio.lowlevel.checkpoint()
+        return self._read(function)
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:

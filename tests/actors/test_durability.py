@@ -94,6 +94,46 @@ async def test_a_waiting_execution_survives_a_restart_and_resumes_by_token(tmp_p
     assert stored_rows(db)["suspensions"] == []
 
 
+async def test_the_store_answers_while_the_app_keeps_the_loop_busy(tmp_path: Path) -> None:
+    # An app task that computes and yields without ever letting the loop idle: a store
+    # that read or wrote on a worker thread would wait for Python's lock after every
+    # row, for as long as the loop stays busy (decisions 0028-0030).
+    db = tmp_path / "prana.db"
+    async with open_engine(path=db) as engine:
+        waiting = [await engine.run(approval_workflow(), {"amount": n}) for n in range(3)]
+    tokens = [execution.suspensions[0].token for execution in waiting]
+    assert all(token is not None for token in tokens)
+
+    busy = anyio.Event()
+    stop = anyio.Event()
+    spins = 0
+
+    async def keep_busy() -> None:
+        nonlocal spins
+        busy.set()
+        while not stop.is_set():
+            sum(range(20_000))  # about a millisecond of Python
+            spins += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with open_engine(path=db) as engine, anyio.create_task_group() as app:
+        app.start_soon(keep_busy)
+        await busy.wait()
+        # A bound on starving, not on speed: it takes well under a second here, and
+        # took about a minute with reads on a thread.
+        with anyio.fail_after(20):
+            listed = await engine.list(status="suspended")
+            first = await engine.resume_token(str(tokens[0]), {"approved": True})
+            second = await engine.resume(waiting[1].id, {"approved": False})
+            third = await engine.get(waiting[2].id)
+        stop.set()
+    assert spins > 0
+    assert sorted(execution.id for execution in listed) == sorted(e.id for e in waiting)
+    assert (first.status, first.output) == ("completed", {"paid": 0})
+    assert (second.status, second.output) == ("completed", {"refused": True})
+    assert (third.status, third.order) == ("suspended", ["start", "ask", "approval"])
+
+
 async def test_resume_by_id_and_node(tmp_path: Path) -> None:
     async with open_engine(path=tmp_path / "p.db") as engine:
         waiting = await engine.run(approval_workflow(), {"amount": 7})
