@@ -162,11 +162,9 @@ def durable_figures(
         if "live_after" in suspended:  # executions still in memory once all wait
             figures["w5_live_after"] = max(figures.get("w5_live_after", 0), suspended["live_after"])
         if busy:  # a copy of the same waiting executions
-            for suffix in ("", "-wal"):
-                if (folder / f"w5-{n}.db{suffix}").exists():
-                    shutil.copyfile(
-                        folder / f"w5-{n}.db{suffix}", folder / f"w5-busy-{n}.db{suffix}"
-                    )
+            for ending in (".db", ".db-wal"):
+                if (folder / f"w5-{n}{ending}").exists():
+                    shutil.copyfile(folder / f"w5-{n}{ending}", folder / f"w5-busy-{n}{ending}")
             w5_busy.append(run("w5-resume-busy", f"w5-busy-{n}.db"))
         w5.append(run("w5-resume", f"w5-{n}.db"))
     figures["w5_seconds"] = median_of(w5, "seconds")["seconds"]
