@@ -153,9 +153,16 @@ class SQLiteStore:
         """Run a read on the event loop's thread, after letting other tasks run: on a
         thread, it would wait for Python's lock after every row while the loop runs
         Python, which a busy loop makes last minutes (decision 0030). A read is a few
-        indexed lookups, or a listing of up to ``limit`` executions."""
+        indexed lookups, or a listing of up to ``limit`` executions. A file locked by
+        another process is waited for asleep, as a write waits."""
         await anyio.lowlevel.checkpoint()
-        return self._read(function)
+        pauses: Iterator[float] | None = None
+        while True:
+            result = self._read(function)
+            if result is not LOCKED:
+                return result
+            pauses = pauses or self._lock_pauses("read")
+            await anyio.sleep(next(pauses))
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -197,16 +204,16 @@ class SQLiteStore:
         async with self._limiter:  # the store opening or closing on its thread
             return self._write_now(function, transaction)
 
-    def _lock_pauses(self) -> Iterator[float]:
-        """How long to wait before each new try of a write that found the file locked:
-        1 ms, doubling up to 50 ms. Raises :class:`StoreError` once ``busy_timeout``
-        has passed since it was made."""
+    def _lock_pauses(self, doing: str = "write to") -> Iterator[float]:
+        """How long to wait before each new try of a write (or read) that found the
+        file locked: 1 ms, doubling up to 50 ms. Raises :class:`StoreError` once
+        ``busy_timeout`` has passed since it was made."""
         deadline = time.monotonic() + self.busy_timeout
         pause = 0.001
         while (left := deadline - time.monotonic()) > 0:
             yield min(pause, left)
             pause = min(pause * 2, 0.05)
-        raise locked_error("write to", self.path, self.busy_timeout)
+        raise locked_error(doing, self.path, self.busy_timeout)
 
     def _write_now(
         self, function: Callable[[sqlite3.Connection], T], transaction: bool
@@ -235,22 +242,35 @@ class SQLiteStore:
         self._wal.commits += 1
         return result
 
-    def _locked_or_raise(self, exc: sqlite3.Error) -> _Locked:
-        """``LOCKED`` if ``exc`` says another connection holds the write lock; raise
-        the :class:`StoreError` it means otherwise."""
+    def _locked_or_raise(self, exc: sqlite3.Error, doing: str = "write to") -> _Locked:
+        """``LOCKED`` if ``exc`` says another connection holds the lock; raise the
+        :class:`StoreError` it means otherwise."""
         if isinstance(exc, sqlite3.OperationalError):
             lowered = str(exc).lower()
             if "locked" in lowered or "busy" in lowered:
                 return LOCKED
-        raise self._error(exc, "write to") from None
+        raise self._error(exc, doing) from None
 
-    def _read(self, function: Callable[[sqlite3.Connection], T]) -> T:
-        if self._reader is None:
+    def _read(self, function: Callable[[sqlite3.Connection], T]) -> T | _Locked:
+        """Run the read as one read transaction, so that its queries see one state of
+        the file even while another process commits: ``LOCKED`` if another
+        connection keeps it from reading."""
+        reader = self._reader
+        if reader is None:
             raise StoreError(f"the store {self.path} is not open")
         try:
-            return function(self._reader)
+            reader.execute("BEGIN")
+            result = function(reader)
+            reader.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise self._error(exc, "read") from None
+            if reader.in_transaction:
+                reader.execute("ROLLBACK")
+            return self._locked_or_raise(exc, "read")
+        except BaseException:
+            if reader.in_transaction:
+                reader.execute("ROLLBACK")
+            raise
+        return result
 
     # ------------------------------------------------------------------ writes
 

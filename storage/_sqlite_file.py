@@ -84,11 +84,12 @@ def open_connections(
         _check_writable(db, path, busy_timeout)
         db.execute("PRAGMA busy_timeout = 0")  # the store waits for locks on its own
         # Reads have their own connection (WAL lets them run beside a write), so
-        # they never wait behind a commit.
+        # they never wait behind a commit. They run on the loop's thread, so they
+        # too wait for another process's lock on their own, asleep (decision 0030).
         reader = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
-        reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        reader.execute("PRAGMA busy_timeout = 0")
         reader.execute("PRAGMA query_only = ON")
         # Checkpoints have one too, so that they run beside commits; it syncs as the
         # writer does.

@@ -482,6 +482,57 @@ async def test_sqlite_gives_up_on_a_lock_held_past_busy_timeout(tmp_path: Path) 
         await store.aclose()
 
 
+async def test_a_sqlite_read_sees_one_state_of_the_file(tmp_path: Path) -> None:
+    # The queries of one read (an execution's row, then its runs, ...) see the file
+    # as it was when the read began, even if another process commits in between.
+    path = tmp_path / "snapshot.db"
+    store = SQLiteStore(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await save_workflow(store)
+
+        def count_twice(db: sqlite3.Connection) -> tuple[int, int]:
+            before = db.execute("SELECT count(*) FROM workflows").fetchone()[0]
+            other.execute(
+                "INSERT INTO workflows (hash, id, version, definition, created_at) "
+                "VALUES ('h2', 'w2', 1, x'7b7d', 0)"
+            )
+            return before, db.execute("SELECT count(*) FROM workflows").fetchone()[0]
+
+        assert await store._call_read(count_twice) == (1, 1)
+        assert await store.find_workflow("w2") is not None  # the next read sees it
+    finally:
+        other.close()
+        await store.aclose()
+
+
+async def test_a_sqlite_read_waits_for_a_lock_asleep_and_gives_up_clearly(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "read.db", busy_timeout=0.05)
+    await store.open()
+    tries = 0
+
+    def locked_twice(db: sqlite3.Connection) -> str:
+        nonlocal tries
+        tries += 1
+        if tries <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return "read"
+
+    def always_locked(db: sqlite3.Connection) -> str:
+        raise sqlite3.OperationalError("database is locked")
+
+    try:
+        assert await store._call_read(locked_twice) == "read"
+        assert tries == 3
+        with pytest.raises(prana.StoreError, match="cannot read .*locked for longer than busy"):
+            await store._call_read(always_locked)
+    finally:
+        await store.aclose()
+
+
 async def test_sqlite_keeps_the_wal_bounded(tmp_path: Path) -> None:
     path = tmp_path / "wal.db"
     store = SQLiteStore(path)
