@@ -527,7 +527,7 @@ async def test_a_sqlite_read_waits_for_a_lock_asleep_and_gives_up_clearly(
     try:
         assert await store._call_read(locked_twice) == "read"
         assert tries == 3
-        with pytest.raises(prana.StoreError, match="cannot read .*locked for longer than busy"):
+        with pytest.raises(prana.StoreError, match=r"cannot read .*locked for longer than busy"):
             await store._call_read(always_locked)
     finally:
         await store.aclose()
