@@ -151,8 +151,8 @@ class SQLiteStore:
 
     async def _call_read(self, function: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read on the event loop's thread, after letting other tasks run: on a
-        thread, it would wait for Python's lock after every row while the loop runs
-        Python, which a busy loop makes last minutes (decision 0030). A read is a few
+        thread, it would wait up to 5 ms for Python's lock after every row while the
+        loop runs Python, which added up to minutes (decision 0030). A read is a few
         indexed lookups, or a listing of up to ``limit`` executions. A file locked by
         another process is waited for asleep, as a write waits."""
         await anyio.lowlevel.checkpoint()

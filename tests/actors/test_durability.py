@@ -96,8 +96,8 @@ async def test_a_waiting_execution_survives_a_restart_and_resumes_by_token(tmp_p
 
 async def test_the_store_answers_while_the_app_keeps_the_loop_busy(tmp_path: Path) -> None:
     # An app task that computes and yields without ever letting the loop idle: a store
-    # that read or wrote on a worker thread would wait for Python's lock after every
-    # row, for as long as the loop stays busy (decisions 0028-0030).
+    # that read or wrote on a worker thread would wait up to 5 ms for Python's lock
+    # after every row while the loop stays busy (decisions 0028-0030).
     db = tmp_path / "prana.db"
     async with open_engine(path=db) as engine:
         waiting = [await engine.run(approval_workflow(), {"amount": n}) for n in range(3)]
