@@ -6,12 +6,13 @@ the same code serves asyncio and trio. Reads and writes run on the loop's thread
 (decisions 0018, 0026, 0028, 0029, 0030); writes wait for another connection's
 lock there, asleep. With ``synchronous=NORMAL`` writes go only to the WAL in the
 page cache and never sync; with ``FULL`` the loop waits for the disk's sync, once
-per batch. On a worker thread, every statement would wait for Python's lock while
-the loop runs, which on a busy loop took seconds or minutes. The database runs in WAL mode with
-``busy_timeout`` and foreign keys; every write is one transaction (``BEGIN
-IMMEDIATE``, or a single statement). The WAL is checkpointed as it grows, while an
-engine uses the store by :meth:`SQLiteStore.maintain`, on a connection and thread of
-its own beside the commits (decision 0024).
+per batch. On a worker thread, every statement and row would wait up to 5 ms for
+Python's lock while the loop runs Python, which on a busy loop added up to seconds
+or minutes. The database runs in WAL mode with ``busy_timeout`` and foreign keys;
+every write is one transaction (``BEGIN IMMEDIATE``, or a single statement), every
+read one read transaction. The WAL is checkpointed as it grows, while an engine uses
+the store by :meth:`SQLiteStore.maintain`, on a connection and thread of its own
+beside the commits (decision 0024).
 
 Opening, and what its refusals say, is in :mod:`._sqlite_file`.
 """
@@ -180,9 +181,9 @@ class SQLiteStore:
         another connection's write lock.
 
         It runs on the event loop's thread, and waits for a lock there, asleep: on a
-        thread every statement would wait for Python's lock while the loop runs, which
-        on a busy loop takes seconds (decisions 0026, 0028). With ``synchronous=FULL``
-        the loop waits for the disk's sync too (decision 0029).
+        thread every statement would wait up to 5 ms for Python's lock while the loop
+        runs Python (decisions 0026, 0028). With ``synchronous=FULL`` the loop waits
+        for the disk's sync too (decision 0029).
         """
         while self._wal.held_up():
             await self._wal.wait_checkpointed()
