@@ -24,7 +24,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -157,13 +157,10 @@ class SQLiteStore:
         indexed lookups, or a listing of up to ``limit`` executions. A file locked by
         another process is waited for asleep, as a write waits."""
         await anyio.lowlevel.checkpoint()
-        pauses: Iterator[float] | None = None
-        while True:
-            result = self._read(function)
-            if result is not LOCKED:
-                return result
-            pauses = pauses or self._lock_pauses("read")
-            await anyio.sleep(next(pauses))
+        return await self._until_unlocked(lambda: self._read_on_loop(function), "read")
+
+    async def _read_on_loop(self, function: Callable[[sqlite3.Connection], T]) -> T | _Locked:
+        return self._read(function)
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -187,14 +184,21 @@ class SQLiteStore:
         """
         while self._wal.held_up():
             await self._wal.wait_checkpointed()
-        pauses = self._lock_pauses()
-        while True:
-            result = await self._write_on_loop(function, transaction)
-            if result is not LOCKED:
-                break
-            await anyio.sleep(next(pauses))  # another process holds the lock
+        result = await self._until_unlocked(
+            lambda: self._write_on_loop(function, transaction), "write to"
+        )
         self._wal.committed()
         return result
+
+    async def _until_unlocked(self, attempt: Callable[[], Awaitable[T | _Locked]], doing: str) -> T:
+        """``attempt()`` until another process's lock no longer stops it, asleep
+        between the tries (see :meth:`_lock_pauses`)."""
+        pauses = self._lock_pauses(doing)
+        while True:
+            result = await attempt()
+            if result is not LOCKED:
+                return result
+            await anyio.sleep(next(pauses))
 
     async def _write_on_loop(
         self, function: Callable[[sqlite3.Connection], T], transaction: bool
@@ -205,10 +209,10 @@ class SQLiteStore:
         async with self._limiter:  # the store opening or closing on its thread
             return self._write_now(function, transaction)
 
-    def _lock_pauses(self, doing: str = "write to") -> Iterator[float]:
+    def _lock_pauses(self, doing: str) -> Iterator[float]:
         """How long to wait before each new try of a write (or read) that found the
         file locked: 1 ms, doubling up to 50 ms. Raises :class:`StoreError` once
-        ``busy_timeout`` has passed since it was made."""
+        ``busy_timeout`` has passed since the first pause was asked for."""
         deadline = time.monotonic() + self.busy_timeout
         pause = 0.001
         while (left := deadline - time.monotonic()) > 0:
