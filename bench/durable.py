@@ -13,6 +13,7 @@ Each prints one line of JSON. ``bench/run.py`` runs them and prints the table.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import json
@@ -22,6 +23,7 @@ import sqlite3
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -99,26 +101,36 @@ async def w4_busy(db: str, synchronous: str) -> dict[str, float]:
     return await _w4(db, synchronous, busy=True)
 
 
-async def _keep_busy(stop: anyio.Event) -> None:
-    while not stop.is_set():
-        started = time.perf_counter()
-        while time.perf_counter() - started < 0.002:
-            pass
-        await anyio.lowlevel.checkpoint()
+@contextlib.asynccontextmanager
+async def _app_load(busy: bool) -> AsyncIterator[None]:
+    """With ``busy``, another task of the app keeps the event loop busy while inside:
+    2 ms of work, then a yield, again and again."""
+    stop = anyio.Event()
+
+    async def keep_busy() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            while time.perf_counter() - started < 0.002:
+                pass
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as app:
+        if busy:
+            app.start_soon(keep_busy)
+        try:
+            yield
+        finally:
+            stop.set()
 
 
 async def _w4(db: str, synchronous: str, *, busy: bool) -> dict[str, float]:
     chain = chain_workflow(9)  # trigger + 9: a 10-node chain
     async with prana.Engine(store=store_url(db, synchronous), env={}) as engine:
         await engine.run(chain)  # warm up: the definition is stored
-        async with anyio.create_task_group() as app:
-            stop = anyio.Event()
-            if busy:
-                app.start_soon(_keep_busy, stop)
+        async with _app_load(busy):
             started = time.perf_counter()
             results = await run_all(engine, chain, EXECUTIONS)
             elapsed = time.perf_counter() - started
-            stop.set()
         assert all(result.status == "completed" for result in results)
         writer = engine._services.writer if engine._services else None
         batches = writer.batches if writer else 0
@@ -154,13 +166,10 @@ async def w5_resume_busy(db: str, synchronous: str) -> dict[str, float]:
 
 
 async def _w5_resume(db: str, synchronous: str, *, busy: bool) -> dict[str, float]:
-    stop = anyio.Event()
     async with (
         prana.Engine(store=store_url(db, synchronous), env={}) as engine,
-        anyio.create_task_group() as app,
+        _app_load(busy),
     ):
-        if busy:
-            app.start_soon(_keep_busy, stop)
         started = time.perf_counter()
         waiting = await engine.list(status="suspended", limit=10 * EXECUTIONS)
         finished: list[prana.Execution] = []
@@ -172,7 +181,6 @@ async def _w5_resume(db: str, synchronous: str, *, busy: bool) -> dict[str, floa
             for execution in waiting:
                 group.start_soon(resume, execution.id)
         elapsed = time.perf_counter() - started
-        stop.set()
     assert len(finished) == EXECUTIONS
     assert all(execution.status == "completed" for execution in finished)
     assert all(len(execution.node_runs) == 11 for execution in finished)
