@@ -28,7 +28,9 @@ that an engine never takes one whose state another engine has moved on from.
 Version 5 moved the routing state and iteration count out of ``executions`` (its
 ``paths`` and ``iteration_count`` columns are left empty) into state rows, and
 ``revision`` now counts the changes to an execution's row: a plain step of a running
-execution, which changes only its state row, leaves it alone.
+execution, which changes only its state row, leaves it alone. Version 6 stores JSON
+(definitions, inputs, variables, outputs, errors, contexts) as text instead of blobs,
+so that SQLite's JSON functions read every row (decision 0031).
 """
 
 from __future__ import annotations
@@ -147,6 +149,17 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT id, {STATE_ROW}, '', iteration_count, 0, 'state', paths, updated_at
         FROM executions;
     UPDATE executions SET paths = '{{}}', iteration_count = 0;
+    """,
+    # 5 -> 6
+    """
+    UPDATE workflows SET definition = CAST(definition AS TEXT);
+    UPDATE executions SET input = CAST(input AS TEXT), vars = CAST(vars AS TEXT),
+        paths = CAST(paths AS TEXT), error = CAST(error AS TEXT),
+        request = CAST(request AS TEXT);
+    UPDATE node_executions SET output = CAST(output AS TEXT), error = CAST(error AS TEXT),
+        inputs = CAST(inputs AS TEXT);
+    UPDATE node_contexts SET context = CAST(context AS TEXT);
+    UPDATE suspensions SET wake_data = CAST(wake_data AS TEXT);
     """,
 )
 

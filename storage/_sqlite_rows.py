@@ -62,15 +62,19 @@ _SAVE_STATE_IF_OWNED = (
     "WHERE EXISTS (SELECT 1 FROM executions WHERE id = ?1 AND owner = ?5) "
     f"{_STATE_UPSERT}"
 )
-_INSERT_RUN = (
-    f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) VALUES ({', '.join('?' * 13)})"
-)
+# The placeholders of a run's values (_run_values: its execution's id, then
+# RUN_COLUMNS). Its error and inputs, most often absent, come as '' and are stored as
+# NULL: Python's
+# sqlite3 module binds None only after looking it up in its adapter registry, which
+# costs more than the statement's nullif (JSON text is never empty).
+_RUN_VALUES = ", ".join(["?"] * 8 + ["nullif(?, '')"] * 2 + ["?"] * 3)
+_INSERT_RUN = f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) VALUES ({_RUN_VALUES})"
 # The commonest step, one node run, as one statement (so as one transaction of its
 # own): the run and the state, if the engine owns the execution. The state row is
 # the only one that may already exist; a run is never written twice.
 _SAVE_ONE_RUN_STEP = (
     f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) "
-    f"SELECT * FROM (VALUES ({', '.join('?' * 13)}), "
+    f"SELECT * FROM (VALUES ({_RUN_VALUES}), "
     f"(?, {STATE_ROW}, '', ?, 0, 'state', NULL, ?, NULL, NULL, NULL, ?, NULL)) "
     "WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND owner = ?) "
     f"{_STATE_UPSERT} WHERE excluded.execution_index = {STATE_ROW}"
@@ -227,8 +231,8 @@ def _run_values(execution_id: str, run: NodeRun) -> tuple[Any, ...]:
         run.status,
         run.port,
         codec.dumps(run.output),
-        codec.dumps_error(run.error),
-        codec.dumps(run.inputs) if run.inputs else None,
+        "" if run.error is None else codec.dumps_error(run.error),
+        codec.dumps(run.inputs) if run.inputs else "",
         run.started_at,
         run.finished_at,
         run.duration_ms,
@@ -286,7 +290,7 @@ def _apply_execution_row(
                 checkpoint.status,
                 codec.dumps(checkpoint.input),
                 codec.dumps(checkpoint.vars or {}),
-                b"{}",  # paths and iteration_count: kept in the state row since version 5
+                "{}",  # paths and iteration_count: kept in the state row since version 5
                 0,
                 error,
                 checkpoint.started_at,

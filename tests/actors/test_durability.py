@@ -94,6 +94,45 @@ async def test_a_waiting_execution_survives_a_restart_and_resumes_by_token(tmp_p
     assert stored_rows(db)["suspensions"] == []
 
 
+async def test_the_audit_trail_on_disk_is_json_that_sqlite_can_query(tmp_path: Path) -> None:
+    db = tmp_path / "prana.db"
+    failing = make_workflow(
+        {
+            "start": "manual.trigger",
+            "ask": ("data.set", {"values": {"amount": "{{ input.amount }}"}}),
+            "stop": ("core.fail", {"message": "no stock", "code": "out_of_stock"}),
+        },
+        ["start -> ask", "ask -> stop"],
+        id="shop",
+    )
+    async with open_engine(path=db) as engine:
+        failed = await engine.run(failing, {"amount": 7})
+    assert failed.status == "failed"
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT node_key, json_extract(output, '$.amount'), json_extract(error, '$.code'), "
+            "json_extract(inputs, '$[0][0]') FROM node_executions WHERE execution_id = ? AND status != 'state' "
+            "ORDER BY execution_index",
+            (failed.id,),
+        ).fetchall()
+        trigger, variables = connection.execute(
+            "SELECT json_extract(input, '$.amount'), json_valid(vars) FROM executions"
+        ).fetchone()
+    # An error or inputs (where a run's input came from) that is absent is NULL.
+    assert rows == [
+        ("start", 7, None, None),
+        ("ask", 7, None, "main"),
+        ("stop", None, "out_of_stock", "main"),
+    ]
+    with sqlite3.connect(db) as connection:
+        assert connection.execute(
+            "SELECT count(*) FROM node_executions WHERE error = '' OR inputs = ''"
+        ).fetchone() == (0,)
+    assert (trigger, variables) == (7, 1)
+
+
 async def test_the_store_answers_while_the_app_keeps_the_loop_busy(tmp_path: Path) -> None:
     # An app task that computes and yields without ever letting the loop idle: a store
     # that read or wrote on a worker thread would wait up to 5 ms for Python's lock

@@ -400,7 +400,7 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
         db.execute(
             "INSERT INTO node_executions (execution_id, execution_index, node_key, run_index, "
             "attempt, status, port, output) VALUES ('old', 0, 'start', 0, 1, 'completed', "
-            "'main', '{\"n\": 1}')"
+            "'main', CAST('{\"n\": 1}' AS BLOB))"  # JSON was a blob before version 6
         )
         db.execute(
             "INSERT INTO suspensions (execution_id, execution_index, node_key, run_index, kind, "
@@ -434,8 +434,13 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
     assert found is not None
     assert (found.node_key, found.child_execution_id) == ("wait", None)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 6
         assert db.execute("SELECT count(*) FROM schedules").fetchone()[0] == 0
+        # Since version 6 JSON is text, which SQLite's JSON functions read.
+        assert db.execute(
+            "SELECT typeof(output), json_extract(output, '$.n') FROM node_executions "
+            "WHERE node_key = 'start'"
+        ).fetchone() == ("text", 1)
 
 
 async def test_sqlite_commit_waits_while_another_process_holds_the_write_lock(
