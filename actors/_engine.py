@@ -259,11 +259,16 @@ class Engine(AsyncContextManagerMixin):
         or woken. Waiting only for ``sync`` child executions does not count: ``run``
         follows the execution until its children end. Raises
         :class:`WorkflowValidationError` if the workflow is invalid.
+
+        Cancelling ``run`` only stops the waiting: the execution carries on in the
+        engine, as one begun with :meth:`start` does (start it that way to keep a
+        handle on it).
         """
-        # No handle goes out, so nothing to hand over and no need to hear of the
-        # first save apart: waiting for the stop covers both (and costs one event).
-        supervisor = await self._begin_new(workflow, input, trigger)
+        # The execution runs in this task for as long as it can (see
+        # ExecutionSupervisor.run_here); no handle goes out, so nothing to hand over.
+        supervisor = await self._begin_new(workflow, input, trigger, here=True)
         stopped = supervisor.stop_waiter()
+        await supervisor.run_here(supervisor.machine.start, self._carry_on)
         return await self._past_children(await supervisor.wait_stop(stopped))
 
     async def resume(
@@ -431,19 +436,32 @@ class Engine(AsyncContextManagerMixin):
     def _launch(
         self,
         machine: ExecutionMachine,
-        first: Callable[[float], builtins.list[Command]],
+        first: Callable[[float], builtins.list[Command]] | None,
         handed_over: anyio.Event | None = None,
     ) -> ExecutionSupervisor:
+        """A supervisor for ``machine``, running from ``first`` in a task of the
+        engine's; without ``first``, not running yet (see ``run_here``)."""
         task_group = self._require_open()
         assert self._services is not None
         publisher = Publisher(self._middleware, self._engine_subscriptions)
         supervisor = ExecutionSupervisor(machine, publisher, self._services, self._exited)
         self._live[machine.execution_id] = supervisor
         self._notify_watchers(machine.execution_id)
-        task_group.start_soon(
-            supervisor.run, first, handed_over, name=f"prana execution {machine.execution_id}"
-        )
+        if first is not None:
+            task_group.start_soon(
+                supervisor.run, first, handed_over, name=f"prana execution {machine.execution_id}"
+            )
         return supervisor
+
+    def _carry_on(self, supervisor: ExecutionSupervisor, *args: Any) -> bool:
+        """Start a task that carries on ``supervisor``'s execution where ``run_here``
+        handed it off; ``False`` if the engine has stopped."""
+        if self._task_group is None:
+            return False
+        self._task_group.start_soon(
+            supervisor.carry_on, *args, name=f"prana execution {supervisor.execution_id}"
+        )
+        return True
 
     def _exited(self, supervisor: ExecutionSupervisor) -> None:
         if self._live.get(supervisor.execution_id) is supervisor:
@@ -527,15 +545,17 @@ class Engine(AsyncContextManagerMixin):
         input: Any,
         trigger: str | None,
         handed_over: anyio.Event | None = None,
+        *,
+        here: bool = False,
     ) -> ExecutionSupervisor:
         """Check ``input`` against the trigger and launch a new execution (see
-        :meth:`start`)."""
+        :meth:`start`); with ``here``, leave it to the caller to run."""
         self._require_store()
         graph = self.compile(workflow, trigger=trigger)
         input = trigger_input(graph, _json(input, "the input"), self.clock.now())
         self._catalog.register(graph.workflow)
         execution_id = new_execution_id(self.clock.now())
-        return await self._begin(graph, input, execution_id, handed_over=handed_over)
+        return await self._begin(graph, input, execution_id, handed_over=handed_over, here=here)
 
     async def _begin(
         self,
@@ -543,16 +563,18 @@ class Engine(AsyncContextManagerMixin):
         input: Any,
         execution_id: str,
         handed_over: anyio.Event | None = None,
+        here: bool = False,
         **fields: Any,
     ) -> ExecutionSupervisor:
-        """Store ``graph``'s definition (once) and launch a new execution of it;
-        ``fields`` go to its :class:`ExecutionMachine` (a child's parent, say). See
+        """Store ``graph``'s definition (once) and launch a new execution of it (with
+        ``here``, leave it to the caller to run); ``fields`` go to its
+        :class:`ExecutionMachine` (a child's parent, say). See
         :meth:`ExecutionSupervisor.run` for ``handed_over``."""
         await self._catalog.save(graph, self._require_store(), self.clock.now())
         machine = ExecutionMachine(
             graph, execution_id=execution_id, input=input, env=self._env, **fields
         )
-        return self._launch(machine, machine.start, handed_over)
+        return self._launch(machine, None if here else machine.start, handed_over)
 
     async def _fire_timer(self, timer: Suspension | ScheduleSlot) -> None:
         await fire_timer(self, timer)

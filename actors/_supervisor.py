@@ -1,4 +1,8 @@
-"""The execution supervisor: one task per live execution (DESIGN §7).
+"""The execution supervisor: one per live execution, each in a task (DESIGN §7).
+
+``Engine.run`` drives its execution in the caller's own task while the execution
+needs nothing but synchronous actions and commits, and hands it to a task of the
+engine's the moment it needs more, or the caller is cancelled (decision 0032).
 
 It is the only owner of its execution's state machine. Its loop: take what arrived
 in its inbox (node results from its workers, resume and wake requests from the
@@ -58,7 +62,7 @@ from ._clock import Clock
 from ._subscription import Publisher
 from ._timers import TimerActor
 from ._worker import Called, call_now, run_node
-from ._writer import CheckpointWriter
+from ._writer import Batch, CheckpointWriter
 
 logger = logging.getLogger("prana.engine")
 
@@ -166,6 +170,7 @@ class ExecutionSupervisor:
         # Made only for a wait_saved that comes before the first save.
         self._saved_event: anyio.Event | None = None
         self._exited = False
+        self._cut: tuple[Any, ...] = ()
         self.last_stop: Execution | None = None
         self.failure: PranaError | None = None
         self.leftovers: list[WakeRequest | ChildOutcome] = []
@@ -240,50 +245,114 @@ class ExecutionSupervisor:
         With ``handed_over``, nothing runs and no event is published after the first
         save until it is set: whoever started the execution hands its handle out
         first, so that a subscriber sees every event."""
-        machine = self.machine
         try:
-            self._starting = machine.status == "pending"
-            self._handed_over = handed_over
-            machine.notices = self.publisher.listening
-            commands = first(self._services.clock.now())
-            # Without worker tasks, until an async action needs one: most steps
-            # call synchronous actions only, and a task group costs time and memory.
-            left = await self._drive(commands, None, save=True)
-            if left is not None:
-                async with anyio.create_task_group() as workers:
-                    await self._drive(left, workers, save=False)
-                    workers.cancel_scope.cancel()
-            # Let the tasks the last step woke run before anyone hears that the
-            # execution stopped: the timer actor arming a new deadline, say, so that
-            # a test moving a virtual clock right after run() returns finds it.
-            await anyio.lowlevel.checkpoint()
+            await self._drive_all(self._first_commands(first, handed_over), save=True)
         except Exception as exc:
-            expected = _prana_error(exc)
-            if expected is not None:  # the store failed, or ownership was lost
-                self.failure = expected
-            else:  # a bug in prana: stop this execution, keep the engine
-                logger.exception("supervisor of execution %s crashed", machine.execution_id)
-                self.failure = PranaError(
-                    f"execution {machine.execution_id} stopped on an internal error: {exc}"
-                )
-                self.failure.__cause__ = exc
+            self._fail(exc)
         finally:
-            self.publisher.close()
-            if self.failure is None and self.last_stop is None:
-                self.failure = Stopped(
-                    f"the engine stopped before execution {machine.execution_id} finished "
-                    f"(it was {machine.status}); it carries on when an engine starts on the same store"
-                )
-            self._exited = True
-            self._set_saved_event()
-            for waiter in self._stop_waiters:
-                waiter.set()
-            self._stop_waiters.clear()
-            self._reject_pending()
-            self._on_exit(self)
-            if self._send is not None and self._receive is not None:
-                self._send.close()
-                self._receive.close()
+            self._exit()
+
+    async def run_here(
+        self, first: Callable[[float], list[Command]], hand_off: Callable[..., bool]
+    ) -> None:
+        """Like :meth:`run`, in the caller's task, for as long as the execution needs
+        no task of its own: its actions so far are synchronous, and it waits for
+        nothing but its commits. When it needs one (an async action to run in a
+        worker task, a timer or a child to wait for), or when the caller is
+        cancelled, ``hand_off(supervisor, *args)`` starts a task that carries it on
+        from that very point (``supervisor.carry_on(*args)``), or returns ``False``
+        if it cannot (the engine has stopped), and the supervisor exits.
+        Cancellation is re-raised; it never stops the execution.
+
+        A task per execution costs time and memory that ``Engine.run`` need not pay
+        for most executions (decision 0032)."""
+        left_off: tuple[Any, ...] = ()
+        try:
+            try:
+                left = await self._drive(self._first_commands(first, None), None, save=True)
+            except anyio.get_cancelled_exc_class():
+                left_off, self._cut = self._cut, ()
+                raise
+            if left is not None:
+                left_off = (left,)
+                return
+            await anyio.lowlevel.checkpoint()  # as run() does before it exits
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            if not left_off or not hand_off(self, *left_off):
+                self._exit()
+
+    async def carry_on(
+        self,
+        commands: list[Command],
+        checkpoint: Checkpoint | None = None,
+        batch: Batch | None = None,
+    ) -> None:
+        """Carry on, in a task of its own, an execution that :meth:`run_here` handed
+        off: carry out ``commands`` once ``checkpoint`` (if any) is saved in
+        ``batch``."""
+        try:
+            if checkpoint is not None and batch is not None:
+                await batch.done.wait()
+                self._saved(checkpoint, batch.applied(checkpoint))
+            await self._drive_all(commands, save=False)
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._exit()
+
+    def _first_commands(
+        self, first: Callable[[float], list[Command]], handed_over: anyio.Event | None
+    ) -> list[Command]:
+        machine = self.machine
+        self._starting = machine.status == "pending"
+        self._handed_over = handed_over
+        machine.notices = self.publisher.listening
+        return first(self._services.clock.now())
+
+    async def _drive_all(self, commands: list[Command], *, save: bool) -> None:
+        # Without worker tasks, until an async action needs one: most steps call
+        # synchronous actions only, and a task group costs time and memory.
+        left = await self._drive(commands, None, save=save)
+        if left is not None:
+            async with anyio.create_task_group() as workers:
+                await self._drive(left, workers, save=False)
+                workers.cancel_scope.cancel()
+        # Let the tasks the last step woke run before anyone hears that the
+        # execution stopped: the timer actor arming a new deadline, say, so that
+        # a test moving a virtual clock right after run() returns finds it.
+        await anyio.lowlevel.checkpoint()
+
+    def _fail(self, exc: Exception) -> None:
+        expected = _prana_error(exc)
+        if expected is not None:  # the store failed, or ownership was lost
+            self.failure = expected
+        else:  # a bug in prana: stop this execution, keep the engine
+            logger.exception("supervisor of execution %s crashed", self.execution_id)
+            self.failure = PranaError(
+                f"execution {self.execution_id} stopped on an internal error: {exc}"
+            )
+            self.failure.__cause__ = exc
+
+    def _exit(self) -> None:
+        machine = self.machine
+        self.publisher.close()
+        if self.failure is None and self.last_stop is None:
+            self.failure = Stopped(
+                f"the engine stopped before execution {machine.execution_id} finished "
+                f"(it was {machine.status}); it carries on when an engine starts on the same store"
+            )
+        self._exited = True
+        self._set_saved_event()
+        for waiter in self._stop_waiters:
+            waiter.set()
+        self._stop_waiters.clear()
+        self._reject_pending()
+        self._on_exit(self)
+        if self._send is not None and self._receive is not None:
+            self._send.close()
+            self._receive.close()
 
     # ------------------------------------------------------------------ steps
 
@@ -292,8 +361,12 @@ class ExecutionSupervisor:
     ) -> list[Command] | None:
         """Steps until the execution waits or ends: save what changed, wait for the
         writer, carry out, take the next message. Without ``workers``, return the
-        commands left when one needs a worker task (the caller opens a task group
-        and drives on with them, ``save=False``: they were saved)."""
+        commands left when one needs a worker task, or ``[]`` when the execution
+        must wait for a message while running (the caller opens a task group and
+        drives on with them, ``save=False``: they were saved).
+
+        Where a cancellation cuts it short, ``_cut`` says how to carry on (the
+        arguments of :meth:`carry_on`)."""
         machine = self.machine
         while True:
             if save:
@@ -303,21 +376,29 @@ class ExecutionSupervisor:
                     applied = writer.commit_now(checkpoint)
                     if applied is None:
                         batch = writer.submit(checkpoint)
-                        await batch.done.wait()
-                        applied = batch.applied(checkpoint)
+                        try:
+                            await batch.done.wait()
+                        except BaseException:
+                            self._cut = (commands, checkpoint, batch)
+                            raise
+                        self._saved(checkpoint, batch.applied(checkpoint))
                         # Hold on to nothing of the step while waiting for the
                         # next: the batch keeps every checkpoint in it alive.
                         del batch
                     else:
-                        await anyio.lowlevel.checkpoint()  # the step's yield
-                    self._saved(checkpoint, applied)
+                        self._saved(checkpoint, applied)
+                        try:
+                            await anyio.lowlevel.checkpoint()  # the step's yield
+                        except BaseException:
+                            self._cut = (commands,)
+                            raise
                     del checkpoint
                 if self._handed_over is not None:
                     await self._handed_over.wait()
                     self._handed_over = None
-                if self._starting:
-                    self._starting = False
-                    self._announce_start()
+            if self._starting:
+                self._starting = False
+                self._announce_start()
             save = True
             left = self._carry_out(commands, workers)
             if left is not None:
@@ -334,8 +415,15 @@ class ExecutionSupervisor:
                 # off), yield here.
                 message = self._called.popleft()
                 if not self._services.durable:
-                    await anyio.lowlevel.checkpoint()
+                    try:
+                        await anyio.lowlevel.checkpoint()
+                    except BaseException:
+                        self._called.appendleft(message)
+                        self._cut = ([],)
+                        raise
             elif machine.status == "running":
+                if workers is None:
+                    return []  # a worker, timer or child will send it: drive on with workers
                 message = await self._inbox()[1].receive()
             else:
                 message = self._receive_nowait()

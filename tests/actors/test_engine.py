@@ -140,6 +140,83 @@ async def test_many_executions_run_at_once() -> None:
     assert len({result.id for result in results}) == 50
 
 
+@pytest.mark.parametrize(
+    "where",
+    [
+        "commit on the spot",  # alone in the engine
+        "commit in a batch",  # another execution is live
+        "durability off",
+        "async action",  # the execution has gone to a task of its own
+    ],
+)
+async def test_cancelling_run_leaves_the_execution_to_finish_in_the_engine(where: str) -> None:
+    # engine.run drives its execution in the caller's task while it can; a
+    # cancelled caller must hand it on exactly where it was, not drop or redo a node.
+    actions = prana.ActionRegistry()
+    calls: list[str] = []
+    caller = anyio.CancelScope()
+    release = anyio.Event()
+
+    @actions.action("test.step")
+    def step(ctx: prana.NodeContext) -> Any:
+        calls.append(ctx.idempotency_key.split(":", 1)[1])
+        if ctx.node_key == "b" and where != "async action":
+            caller.cancel()  # from inside the run, as a timeout of the caller's would
+        return ctx.input
+
+    @actions.action("test.wait")
+    async def wait(ctx: prana.NodeContext) -> Any:
+        calls.append(ctx.idempotency_key.split(":", 1)[1])
+        await release.wait()
+        return ctx.input
+
+    keys = ["a", "b", "c", "d"]
+    middle = "test.wait" if where == "async action" else "test.step"
+    workflow = make_workflow(
+        {"start": "manual.trigger", **dict.fromkeys(keys, "test.step"), "b": middle},
+        ["start -> a", "a -> b", "b -> c", "c -> d"],
+        actions=actions,
+        id="chain",
+    )
+    blocker = make_workflow(
+        {"start": "manual.trigger", "hold": "test.wait"}, ["start -> hold"], actions=actions
+    )
+    durability = "off" if where == "durability off" else "normal"
+    async with prana.testing.open_engine(actions=actions, durability=durability) as engine:
+        subscription = engine.events()
+        if where == "commit in a batch":
+            await engine.start(blocker)
+        with caller:
+            if where == "async action":
+                async with anyio.create_task_group() as group:
+                    group.start_soon(engine.run, workflow, {"n": 1})
+                    await anyio.wait_all_tasks_blocked()  # b waits for release
+                    caller.cancel()
+            else:
+                await engine.run(workflow, {"n": 1})
+        assert caller.cancelled_caught
+        release.set()
+        await engine.wait_idle()
+        (listed,) = await engine.list(workflow="chain")
+        execution = await engine.get(listed.id)
+    assert execution.status == "completed"
+    assert execution.order == ["start", *keys]
+    assert execution.output == {"n": 1}
+    assert sorted(call for call in calls if not call.startswith("hold")) == [
+        f"{key}:0" for key in keys
+    ]  # each node ran once
+    names = [
+        (type(event).__name__, getattr(event, "node_key", None))
+        async for event in subscription
+        if event.execution_id == execution.id
+    ]
+    assert names == [
+        ("ExecutionStarted", None),
+        *[(kind, key) for key in ["start", *keys] for kind in ("NodeStarted", "NodeCompleted")],
+        ("ExecutionCompleted", None),
+    ]
+
+
 async def test_finished_executions_can_be_read_back() -> None:
     async with prana.Engine() as engine:
         done = await engine.run(branching_workflow(), {"go": True})
