@@ -281,7 +281,9 @@ class Engine(AsyncContextManagerMixin):
         resumed without data or node is unpaused (:meth:`unpause`); with them, its
         node gets the data and it stays paused. Raises :class:`ExecutionNotFound` for
         an unknown id and :class:`InvalidTransition` when the execution is not waiting
-        there; either way nothing changes.
+        there; either way nothing changes. Cancelling ``resume`` leaves the execution
+        as it was, or, once the execution is taking the data, only stops the
+        waiting: it carries on in the engine, as with :meth:`run`.
         """
         data = _json(data, "resume data")
         supervisor = self._live.get(execution_id)
@@ -491,12 +493,15 @@ class Engine(AsyncContextManagerMixin):
 
         The taking is part of its first checkpoint (so it shares a commit with
         others): nothing runs before it is saved, and if another engine took the
-        execution first, the caller learns it then.
+        execution first, the caller learns it then. It runs in the caller's task
+        while it can, as :meth:`run`'s does.
         """
         machine.take_on_save = True
-        supervisor = self._launch(machine, lambda now: commands)
+        supervisor = self._launch(machine, None)
+        stopped = supervisor.stop_waiter()
+        await supervisor.run_here(lambda now: commands, self._carry_on)
         try:
-            return await supervisor.wait_stop(supervisor.stop_waiter())
+            return await supervisor.wait_stop(stopped)
         except Lost as exc:
             raise InvalidTransition(
                 f"execution {machine.execution_id} was resumed or taken by another engine just now"

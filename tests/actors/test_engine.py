@@ -217,6 +217,43 @@ async def test_cancelling_run_leaves_the_execution_to_finish_in_the_engine(where
     ]
 
 
+async def test_cancelling_resume_leaves_the_execution_to_finish_in_the_engine() -> None:
+    actions = prana.ActionRegistry()
+    calls: list[str] = []
+    caller = anyio.CancelScope()
+
+    @actions.action("test.step")
+    def step(ctx: prana.NodeContext) -> Any:
+        calls.append(ctx.node_key)
+        if ctx.node_key == "b":
+            caller.cancel()
+        return ctx.input
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "approval": "wait.webhook",
+            "a": "test.step",
+            "b": "test.step",
+            "c": "test.step",
+        },
+        ["start -> approval", "approval -> a", "a -> b", "b -> c"],
+        actions=actions,
+    )
+    async with prana.testing.open_engine(actions=actions) as engine:
+        waiting = await engine.run(workflow)
+        assert waiting.status == "suspended"
+        with caller:
+            await engine.resume(waiting.id, {"approved": True})
+        assert caller.cancelled_caught
+        await engine.wait_idle()
+        done = await engine.get(waiting.id)
+    assert done.status == "completed"
+    assert done.order == ["start", "approval", "a", "b", "c"]
+    assert done.output == {"approved": True}
+    assert calls == ["a", "b", "c"]
+
+
 async def test_finished_executions_can_be_read_back() -> None:
     async with prana.Engine() as engine:
         done = await engine.run(branching_workflow(), {"go": True})
