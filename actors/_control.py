@@ -33,7 +33,7 @@ from prana._machine import ExecutionMachine
 from prana._records import Execution, StoredExecution
 
 from ._children import reconcile
-from ._supervisor import ControlRequest, Lost, Stopped
+from ._supervision import ControlRequest, Lost, Stopped
 
 if TYPE_CHECKING:
     from ._engine import Engine

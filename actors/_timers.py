@@ -25,6 +25,7 @@ from prana._records import Suspension
 
 from ._clock import Clock
 from ._schedules import ScheduleSlot
+from ._supervision import WakeRequest
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -105,8 +106,6 @@ class TimerActor:
 async def fire_timer(engine: Engine, timer: Suspension | ScheduleSlot) -> None:
     """A deadline passed: wake the node, here or by taking its execution; or a
     schedule's time came."""
-    from ._supervisor import WakeRequest  # the supervisor module needs this one first
-
     if isinstance(timer, ScheduleSlot):
         if engine._schedules is not None:
             await engine._schedules.fire(timer)
