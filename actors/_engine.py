@@ -2,7 +2,8 @@
 
 ``async with Engine(...) as engine`` opens the store (refusing to start if it is not
 safe to use), then one task group with the checkpoint writer, the timer actor, the
-lease heartbeat and a supervisor task per live execution. At start-up it arms the
+lease heartbeat and a supervisor task per live execution (``run`` and ``resume``
+drive theirs in the caller's task while they can). At start-up it arms the
 timers kept in the store and takes over executions whose engine died. Leaving the
 block stops it: running executions stop at their last checkpoint and are released,
 so any engine on the same store carries them on.
