@@ -271,12 +271,11 @@ class Engine(AsyncContextManagerMixin):
         engine, as one begun with :meth:`start` does (start it that way to keep a
         handle on it).
         """
-        # The execution runs in this task for as long as it can (see
-        # ExecutionSupervisor.run_here); no handle goes out, so nothing to hand over.
+        # No handle goes out, so nothing to hand over.
         supervisor = await self._begin_new(workflow, input, trigger, here=True)
-        stopped = supervisor.stop_waiter()
-        await supervisor.run_here(supervisor.machine.start, self._carry_on)
-        return await self._past_children(await supervisor.wait_stop(stopped))
+        return await self._past_children(
+            await self._drive_here(supervisor, supervisor.machine.start)
+        )
 
     async def resume(
         self, execution_id: str, data: Any = None, *, node: str | None = None
@@ -462,6 +461,15 @@ class Engine(AsyncContextManagerMixin):
             )
         return supervisor
 
+    async def _drive_here(
+        self, supervisor: ExecutionSupervisor, first: Callable[[float], builtins.list[Command]]
+    ) -> Execution:
+        """Drive ``supervisor`` from ``first`` in this task for as long as it can (see
+        ``run_here``), then follow it to its next stop (``wait_stop``, which raises if
+        the supervisor stopped short of one)."""
+        await supervisor.run_here(first, self._carry_on)
+        return await supervisor.wait_stop()
+
     def _carry_on(self, supervisor: ExecutionSupervisor, *args: Any) -> bool:
         """Start a task that carries on ``supervisor``'s execution where ``run_here``
         handed it off; ``False`` if the engine has stopped."""
@@ -505,10 +513,8 @@ class Engine(AsyncContextManagerMixin):
         """
         machine.take_on_save = True
         supervisor = self._launch(machine, None)
-        stopped = supervisor.stop_waiter()
-        await supervisor.run_here(lambda now: commands, self._carry_on)
         try:
-            return await supervisor.wait_stop(stopped)
+            return await self._drive_here(supervisor, lambda now: commands)
         except Lost as exc:
             raise InvalidTransition(
                 f"execution {machine.execution_id} was resumed or taken by another engine just now"
