@@ -64,9 +64,8 @@ _SAVE_STATE_IF_OWNED = (
 )
 # The placeholders of a run's values (_run_values: its execution's id, then
 # RUN_COLUMNS). Its error and inputs, most often absent, come as '' and are stored as
-# NULL: Python's
-# sqlite3 module binds None only after looking it up in its adapter registry, which
-# costs more than the statement's nullif (JSON text is never empty).
+# NULL: Python's sqlite3 module binds None only after looking it up in its adapter
+# registry, which costs more than the statement's nullif (JSON text is never empty).
 _RUN_VALUES = ", ".join(["?"] * 8 + ["nullif(?, '')"] * 2 + ["?"] * 3)
 _INSERT_RUN = f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) VALUES ({_RUN_VALUES})"
 # The commonest step, one node run, as one statement (so as one transaction of its
