@@ -6,13 +6,11 @@ from ._engine import Engine as Engine
 from ._gc import tune_gc as tune_gc
 from ._handle import ExecutionHandle as ExecutionHandle
 from ._subscription import Subscription as Subscription
-from ._supervisor import ExecutionSupervisor as ExecutionSupervisor
 
 __all__ = (
     "Clock",
     "Engine",
     "ExecutionHandle",
-    "ExecutionSupervisor",
     "Subscription",
     "SystemClock",
     "tune_gc",

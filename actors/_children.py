@@ -7,16 +7,15 @@ child is saved before the worker reports back, so a parent never waits for a chi
 that does not exist.
 
 When a ``sync`` child ends, its supervisor tells the engine, which hands the outcome
-to the parent: in memory if it runs here, or by taking it from the store if it
-waits there. A parent that runs in another engine, or an outcome lost to a crash,
-is found by :func:`reconcile`, which the engine runs at start-up and with every
-heartbeat: every node waiting for a child that has ended hears of it.
+to the parent wherever it is (:meth:`LiveExecutions.deliver`). A parent that runs in
+another engine, or an outcome lost to a crash, is found by :meth:`ChildExecutions.reconcile`,
+which the engine runs at start-up and with every heartbeat: every node waiting for a
+child that has ended hears of it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import anyio
 
@@ -34,121 +33,182 @@ from prana._model import Workflow
 from prana._records import FINAL_STATUSES, ChildOutcome, Execution
 from prana._subworkflows import ExecuteWorkflow, child_execution_id
 from prana._triggers import TriggerError, trigger_input
+from prana.storage import Store
 
-if TYPE_CHECKING:
-    from ._engine import Engine
+from ._catalog import Catalog
+from ._clock import Clock
+from ._control import control
+from ._live import WATCH_POLL, LiveExecutions
 
 logger = logging.getLogger("prana.engine")
-# How often (seconds) a caller following a parent through its children looks again.
-_WATCH_POLL = 1.0
 
 
-class Family:
+class ChildExecutions:
     """What an engine does for its supervisors about children (the supervisor's
     ``Parent``): start them, report their end, cancel them."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self.telling = 0  # outcomes being handed to parents now
+    def __init__(
+        self,
+        *,
+        live: LiveExecutions,
+        store: Store,
+        catalog: Catalog,
+        clock: Clock,
+        max_depth: int,
+    ) -> None:
+        self._live = live
+        self._store = store
+        self._catalog = catalog
+        self._clock = clock
+        self._max_depth = max_depth
 
     async def start_child(
         self, parent: ExecutionMachine, dispatch: Dispatch, request: ExecuteWorkflow
     ) -> str:
-        """Start (or find) the child a node asks for; see :func:`start_child`."""
-        return await start_child(self._engine, parent, dispatch, request)
+        """Start the child execution ``request`` asks for and return its id once it is
+        saved; if this run of the node started it already, return that child's id.
+
+        Raises :class:`NodeError` (which fails the node) when the workflow is unknown
+        or invalid, or when starting it would nest executions deeper than the
+        engine's ``max_depth``.
+        """
+        child_id = child_execution_id(dispatch.context)
+        live = self._live.get(child_id)
+        if live is not None:
+            await live.wait_saved()
+            return child_id
+        if await self._store.load_execution(child_id) is not None:
+            return child_id  # started before this run was carried out again
+        depth = parent.depth + 1
+        if depth > self._max_depth:
+            raise NodeError(
+                f"starting workflow {request.workflow!r} would nest executions {depth} deep, "
+                f"past this engine's limit of {self._max_depth} (Engine(max_depth=...)); a "
+                "workflow that calls itself needs a condition that ends the recursion",
+                code="depth_limit",
+                details={"depth": depth, "max_depth": self._max_depth},
+            )
+        workflow = await self._find_workflow(request.workflow, request.version)
+        try:
+            graph = self._catalog.compile(workflow, trigger=request.trigger)
+        except WorkflowValidationError as exc:
+            raise NodeError(
+                f"workflow {request.workflow!r} cannot run: {exc}", code="invalid_workflow"
+            ) from None
+        try:
+            child_input = trigger_input(graph, request.input, self._clock.now())
+        except TriggerError as exc:
+            raise NodeError(str(exc), code="invalid_input") from None
+        supervisor = await self._live.start(
+            graph,
+            child_input,
+            child_id,
+            parent_execution_id=parent.execution_id,
+            root_execution_id=parent.root_execution_id or parent.execution_id,
+            mode=request.mode,
+            depth=depth,
+        )
+        await supervisor.wait_saved()
+        return child_id
+
+    async def _find_workflow(self, workflow_id: str, version: int | None) -> Workflow:
+        """A workflow the engine knows (registered, or stored by an earlier
+        execution): ``version``, or the highest. Raises :class:`NodeError` if there is
+        none."""
+        versions = self._catalog.registered.get(workflow_id, {})
+        if version is None and versions:
+            return versions[max(versions)]
+        if version is not None and version in versions:
+            return versions[version]
+        stored = await self._store.find_workflow(workflow_id, version)
+        if stored is not None:
+            return load_workflow(stored.definition, actions=self._catalog.actions)
+        which = f"{workflow_id!r}" + (f" version {version}" if version is not None else "")
+        raise NodeError(
+            f"no workflow {which} is registered with this engine or stored; register it "
+            "with engine.register(...) ('prana run' registers the workflow files next to "
+            "the one it runs)",
+            code="unknown_workflow",
+            details={"workflow": workflow_id, "version": version},
+        )
 
     def child_finished(self, child: Execution) -> None:
         """A ``sync`` child ended and is saved: tell its parent."""
-        task_group = self._engine._task_group
-        if task_group is not None and child.parent_execution_id is not None:
-            task_group.start_soon(self._tell, child.parent_execution_id, child)
+        if child.parent_execution_id is not None:
+            self._live.spawn(self.tell_parent, child.parent_execution_id, outcome_of(child))
 
     def cancel_children(self, execution_ids: tuple[str, ...], reason: str) -> None:
         """Cancel children whose parent stopped waiting for them."""
-        task_group = self._engine._task_group
-        if task_group is not None:
-            for execution_id in execution_ids:
-                task_group.start_soon(cancel_quietly, self._engine, execution_id, reason)
+        for execution_id in execution_ids:
+            self._live.spawn(self._cancel_quietly, execution_id, reason)
 
-    async def _tell(self, parent_id: str, child: Execution) -> None:
-        self.telling += 1
+    async def tell_parent(self, parent_id: str, outcome: ChildOutcome) -> None:
+        """Hand a child's outcome to the parent node waiting for it, wherever it
+        waits; a failure is logged (:meth:`reconcile` tries again)."""
         try:
-            await tell_parent_quietly(self._engine, parent_id, outcome_of(child))
-        finally:
-            self.telling -= 1
-            self._engine._check_idle()
+            await self._live.deliver(parent_id, outcome)
+        except PranaError as exc:
+            logger.warning(
+                "could not tell execution %s that child %s ended: %s",
+                parent_id,
+                outcome.child_execution_id,
+                exc,
+            )
 
+    async def reconcile(self) -> None:
+        """Tell every node waiting for a child that has ended (children that ended
+        while no process ran, or whose parent waits in the store); cancel the
+        ``sync`` children of parents that ended without them (a crash between
+        cancelling a parent and cancelling its children). Raises
+        :class:`StoreError` if the store cannot say."""
+        for suspension in await self._store.finished_children():
+            assert suspension.child_execution_id is not None
+            child = await self._store.load_execution(suspension.child_execution_id)
+            if child is not None:
+                await self.tell_parent(suspension.execution_id, outcome_of(child.to_execution()))
+        for child_id, parent_id, status in await self._store.abandoned_children():
+            await self._cancel_quietly(child_id, f"its parent execution {parent_id} is {status}")
 
-async def start_child(
-    engine: Engine, parent: ExecutionMachine, dispatch: Dispatch, request: ExecuteWorkflow
-) -> str:
-    """Start the child execution ``request`` asks for and return its id once it is
-    saved; if this run of the node started it already, return that child's id.
+    async def _cancel_quietly(self, execution_id: str, reason: str) -> None:
+        """Cancel a child whose parent stopped waiting for it, if it has not ended."""
+        try:
+            await control(self._live, self._store, execution_id, "cancel", reason)
+        except (InvalidTransition, ExecutionNotFound):
+            pass  # it ended already
+        except PranaError as exc:
+            logger.warning("could not cancel child execution %s: %s", execution_id, exc)
 
-    Raises :class:`NodeError` (which fails the node) when the workflow is unknown or
-    invalid, or when starting it would nest executions deeper than the engine's
-    ``max_depth``.
-    """
-    child_id = child_execution_id(dispatch.context)
-    live = engine._live.get(child_id)
-    if live is not None:
-        await live.wait_saved()
-        return child_id
-    store = engine._require_store()
-    if await store.load_execution(child_id) is not None:
-        return child_id  # started before this run was carried out again
-    depth = parent.depth + 1
-    if depth > engine.max_depth:
-        raise NodeError(
-            f"starting workflow {request.workflow!r} would nest executions {depth} deep, "
-            f"past this engine's limit of {engine.max_depth} (Engine(max_depth=...)); a "
-            "workflow that calls itself needs a condition that ends the recursion",
-            code="depth_limit",
-            details={"depth": depth, "max_depth": engine.max_depth},
-        )
-    workflow = await find_workflow(engine, request.workflow, request.version)
-    try:
-        graph = engine.compile(workflow, trigger=request.trigger)
-    except WorkflowValidationError as exc:
-        raise NodeError(
-            f"workflow {request.workflow!r} cannot run: {exc}", code="invalid_workflow"
-        ) from None
-    try:
-        child_input = trigger_input(graph, request.input, engine.clock.now())
-    except TriggerError as exc:
-        raise NodeError(str(exc), code="invalid_input") from None
-    supervisor = await engine._begin(
-        graph,
-        child_input,
-        child_id,
-        parent_execution_id=parent.execution_id,
-        root_execution_id=parent.root_execution_id or parent.execution_id,
-        mode=request.mode,
-        depth=depth,
-    )
-    await supervisor.wait_saved()
-    return child_id
+    async def past_children(self, execution: Execution) -> Execution:
+        """``execution``, or if it waits only for ``sync`` children that are still
+        moving (running, or ended and about to tell it), the execution when it next
+        stops otherwise or its children stop moving."""
+        while _waits_for_children_only(execution) and await self._children_moving(execution):
+            ids = [execution.id, *(s.child_execution_id or "" for s in execution.suspensions)]
+            changed = [self._live.watch(i) for i in ids]
+            with anyio.move_on_after(WATCH_POLL):
+                async with anyio.create_task_group() as group:
+                    for event in changed:
+                        group.start_soon(_cancel_when_set, event, group.cancel_scope)
+            supervisor = self._live.get(execution.id)
+            if supervisor is not None:
+                execution = await supervisor.wait_stop()
+            else:
+                execution = (await self._live.load(execution.id)).to_execution()
+        return execution
 
-
-async def find_workflow(engine: Engine, workflow_id: str, version: int | None) -> Workflow:
-    """A workflow the engine knows (registered, or stored by an earlier execution):
-    ``version``, or the highest. Raises :class:`NodeError` if there is none."""
-    versions = engine._catalog.registered.get(workflow_id, {})
-    if version is None and versions:
-        return versions[max(versions)]
-    if version is not None and version in versions:
-        return versions[version]
-    stored = await engine._require_store().find_workflow(workflow_id, version)
-    if stored is not None:
-        return load_workflow(stored.definition, actions=engine.actions)
-    which = f"{workflow_id!r}" + (f" version {version}" if version is not None else "")
-    raise NodeError(
-        f"no workflow {which} is registered with this engine or stored; register it "
-        "with engine.register(...) ('prana run' registers the workflow files next to "
-        "the one it runs)",
-        code="unknown_workflow",
-        details={"workflow": workflow_id, "version": version},
-    )
+    async def _children_moving(self, execution: Execution, depth: int = 0) -> bool:
+        for suspension in execution.suspensions:
+            child_id = suspension.child_execution_id or ""
+            if child_id in self._live:
+                return True
+            stored = await self._store.load_execution(child_id)
+            if stored is None or stored.status in FINAL_STATUSES:
+                return True  # ended (or not yet saved): the parent is about to hear
+            child = stored.to_execution()
+            deeper = depth < self._max_depth and _waits_for_children_only(child)
+            if deeper and await self._children_moving(child, depth + 1):
+                return True
+        return False
 
 
 def outcome_of(child: Execution) -> ChildOutcome:
@@ -159,101 +219,6 @@ def outcome_of(child: Execution) -> ChildOutcome:
         output=child.output if child.status == "completed" else None,
         error=child.error,
     )
-
-
-async def tell_parent(engine: Engine, parent_id: str, outcome: ChildOutcome) -> None:
-    """Hand a child's outcome to the parent node waiting for it, wherever it waits."""
-    supervisor = engine._live.get(parent_id)
-    if supervisor is not None:
-        supervisor.deliver(outcome)
-        return
-    stored = await engine._require_store().load_execution(parent_id)
-    if stored is None or stored.status not in ("suspended", "paused"):
-        return  # ended, or running in another engine (whose reconcile tells it)
-    if not any(s.child_execution_id == outcome.child_execution_id for s in stored.suspensions):
-        return
-    machine = await engine._restore(stored)
-    live = engine._live.get(parent_id)
-    if live is not None:  # taken meanwhile by another task of this engine
-        live.deliver(outcome)
-        return
-    commands = machine.child_ended(outcome, engine.clock.now())
-    if commands or machine.has_unsaved_changes:
-        machine.take_on_save = True
-        engine._launch(machine, lambda now: commands)
-
-
-async def tell_parent_quietly(engine: Engine, parent_id: str, outcome: ChildOutcome) -> None:
-    try:
-        await tell_parent(engine, parent_id, outcome)
-    except PranaError as exc:  # reconcile tries again with the next heartbeat
-        logger.warning(
-            "could not tell execution %s that child %s ended: %s",
-            parent_id,
-            outcome.child_execution_id,
-            exc,
-        )
-
-
-async def reconcile(engine: Engine) -> None:
-    """Tell every node waiting for a child that has ended (children that ended while
-    no process ran, or whose parent waits in the store); cancel the ``sync``
-    children of parents that ended without them (a crash between cancelling a
-    parent and cancelling its children)."""
-    store = engine._require_store()
-    for suspension in await store.finished_children():
-        assert suspension.child_execution_id is not None
-        child = await store.load_execution(suspension.child_execution_id)
-        if child is not None:
-            await tell_parent_quietly(
-                engine, suspension.execution_id, outcome_of(child.to_execution())
-            )
-    for child_id, parent_id, status in await store.abandoned_children():
-        await cancel_quietly(engine, child_id, f"its parent execution {parent_id} is {status}")
-
-
-async def cancel_quietly(engine: Engine, execution_id: str, reason: str) -> None:
-    """Cancel a child whose parent stopped waiting for it, if it has not ended."""
-    try:
-        await engine.cancel(execution_id, reason)
-    except (InvalidTransition, ExecutionNotFound):
-        pass  # it ended already
-    except PranaError as exc:
-        logger.warning("could not cancel child execution %s: %s", execution_id, exc)
-
-
-async def past_children(engine: Engine, execution: Execution) -> Execution:
-    """``execution``, or if it waits only for ``sync`` children that are still
-    moving (running, or ended and about to tell it), the execution when it next
-    stops otherwise or its children stop moving."""
-    while _waits_for_children_only(execution) and await _children_moving(engine, execution):
-        ids = [execution.id, *(s.child_execution_id or "" for s in execution.suspensions)]
-        changed = [engine._watchers.setdefault(i, anyio.Event()) for i in ids]
-        with anyio.move_on_after(_WATCH_POLL):
-            async with anyio.create_task_group() as group:
-                for event in changed:
-                    group.start_soon(_cancel_when_set, event, group.cancel_scope)
-        supervisor = engine._live.get(execution.id)
-        if supervisor is not None:
-            execution = await supervisor.wait_stop()
-        else:
-            execution = (await engine._load(execution.id)).to_execution()
-    return execution
-
-
-async def _children_moving(engine: Engine, execution: Execution, depth: int = 0) -> bool:
-    for suspension in execution.suspensions:
-        child_id = suspension.child_execution_id or ""
-        if child_id in engine._live:
-            return True
-        stored = await engine._require_store().load_execution(child_id)
-        if stored is None or stored.status in FINAL_STATUSES:
-            return True  # ended (or not yet saved): the parent is about to hear
-        child = stored.to_execution()
-        deeper = depth < engine.max_depth and _waits_for_children_only(child)
-        if deeper and await _children_moving(engine, child, depth + 1):
-            return True
-    return False
 
 
 def _waits_for_children_only(execution: Execution) -> bool:

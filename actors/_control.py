@@ -2,159 +2,119 @@
 
 An execution is in one of three places, and a request reaches it there:
 
-* in memory here: its supervisor gets the request in its inbox and applies it
-  between two steps;
-* waiting in the store (suspended, paused, failed): this engine takes it (the
-  taking is part of its next checkpoint, so two engines never both do) and applies
-  the request;
-* running in another engine: the request is left in the store; that engine picks
-  it up (:func:`deliver_requests`, about once a second) and applies it, and this one
-  follows the stored status until it has.
+* in memory here, or waiting in the store: :meth:`LiveExecutions.deliver` hands it to
+  the supervisor, or takes the execution from the store and applies it;
+* running in another engine: the request is left in the store; that engine picks it
+  up (:func:`deliver_requests`, about once a second) and applies it, and this one
+  follows the stored status until it has. If that engine is gone (its process died,
+  or its lease expired), this one claims the execution and applies the request
+  itself.
 
-Whether a request is legal is the state machine's decision; an illegal one raises
+This module is the "when" and "where" of control; whether a request is legal is the
+state machine's decision (:mod:`prana._control`): an illegal one raises
 :class:`InvalidTransition` and changes nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
-from typing import TYPE_CHECKING, Literal
+import time
 
 import anyio
-import anyio.lowlevel
 
-from prana._commands import Command
-from prana._control import ControlAction as Action
-from prana._control import check_allowed
-from prana._errors import PranaError
-from prana._machine import ExecutionMachine
-from prana._records import Execution, StoredExecution
+from prana._control import ControlAction, check_allowed
+from prana._records import ErrorInfo, Execution, StoredExecution
+from prana.storage import Store
 
-from ._children import reconcile
-from ._supervision import ControlRequest, Lost, Stopped
-
-if TYPE_CHECKING:
-    from ._engine import Engine
-
-logger = logging.getLogger("prana.engine")
+from ._live import LiveExecutions, Unrestorable
+from ._ownership import dead_owners
+from ._supervision import ControlRequest, Lost
 
 # How often (seconds) an engine that left a request for another looks for its effect.
 _FOLLOW_POLL = 0.05
 
 
 async def control(
-    engine: Engine, execution_id: str, action: Action, reason: str | None = None
+    live: LiveExecutions,
+    store: Store,
+    execution_id: str,
+    action: ControlAction,
+    reason: str | None = None,
 ) -> Execution:
     """Apply ``action`` to the execution wherever it is; return it once applied:
-    cancelled or paused, or (unpause, retry) when it next waits or ends."""
+    cancelled or paused, or (unpause, retry) when it next waits or ends.
+
+    Raises :class:`InvalidTransition` (changing nothing) if the execution cannot
+    take it, :class:`ExecutionNotFound` for an unknown id, and the
+    :class:`Unrestorable` error if it cannot be carried on here (but for a cancel,
+    which ends it without running anything).
+    """
     while True:
-        supervisor = engine._live.get(execution_id)
-        if supervisor is not None:
-            status = supervisor.machine.status
-            check_allowed(action, status, execution_id)
-            if action in ("cancel", "pause") and status == "running":
-                stopped = supervisor.stop_waiter()
-                request = ControlRequest(action=action, reason=reason)
-                supervisor.deliver(request)
-                await request.done.wait()
-                if isinstance(request.error, Stopped):
-                    continue  # it left memory meanwhile: find it in the store
-                if request.error is not None:
-                    raise request.error
-                return await supervisor.wait_stop(stopped)
-            with contextlib.suppress(PranaError):  # leaving memory: wait until it has
-                await supervisor.wait_stop()
-            await anyio.lowlevel.checkpoint()
-            continue
-        stored = await engine._load(execution_id)
-        check_allowed(action, stored.status, execution_id)
-        if stored.status == "running":
-            done = await _ask_owner(engine, stored, action, reason)
+        request = ControlRequest(action=action, reason=reason)
+        try:
+            found = await live.deliver(execution_id, request, claim=True)
+        except Unrestorable as exc:
+            if action != "cancel":
+                raise
+            cancelled = ErrorInfo(code="cancelled", message=reason or "cancelled")
+            if await live.end_unrestorable(exc, "cancelled", cancelled):
+                return (await live.load(execution_id)).to_execution()
+            continue  # changed meanwhile: look again
+        if isinstance(found, StoredExecution):  # running in another engine
+            check_allowed(action, found.status, execution_id)
+            done = await _ask_owner(live, store, found, action, reason)
             if done is not None:
                 return done
             continue
-        machine = await engine._restore(stored)
-        if execution_id in engine._live:
-            continue  # taken meanwhile by another task of this engine
-        first = _apply(machine, action, reason, engine.clock.now())
-        machine.take_on_save = True
-        taken = engine._launch(machine, functools.partial(_given, first))
-        try:
-            return await taken.wait_stop(taken.stop_waiter())
-        except Lost:
+        stopped = found.stop_waiter()
+        await request.done.wait()
+        if isinstance(request.error, Lost):
             continue  # another engine took it first: look again
-
-
-def _apply(
-    machine: ExecutionMachine, action: Action, reason: str | None, now: float
-) -> list[Command]:
-    if action == "cancel":
-        return machine.cancel(reason, now)
-    if action == "pause":
-        return machine.pause(now)
-    if action == "unpause":
-        return machine.unpause(now)
-    return machine.retry(now)
-
-
-def _given(commands: list[Command], now: float) -> list[Command]:
-    return commands
+        if request.error is not None:
+            raise request.error
+        try:
+            return await found.wait_stop(stopped)
+        except Lost:
+            continue
 
 
 async def _ask_owner(
-    engine: Engine, stored: StoredExecution, action: Action, reason: str | None
+    live: LiveExecutions,
+    store: Store,
+    stored: StoredExecution,
+    action: ControlAction,
+    reason: str | None,
 ) -> Execution | None:
     """Leave the request for the engine running the execution and follow it until
-    applied; ``None`` if the execution changed meanwhile (look again)."""
+    applied; ``None`` if the execution changed meanwhile, or its engine is gone
+    (look again)."""
     if action not in ("cancel", "pause"):
         return None
-    store = engine._require_store()
     if not await store.request_control(stored.id, {"action": action, "reason": reason}):
         return None
     while True:
         await anyio.sleep(_FOLLOW_POLL)
-        current = await engine._load(stored.id)
-        if current.request is not None and current.status == "running":
-            continue
+        current = await live.load(stored.id)
         if action == "cancel" and current.status == "cancelled":
             return current.to_execution()
         if action == "pause" and current.status == "paused":
             return current.to_execution()
-        if current.status == "running":
-            continue  # pausing: its running nodes are finishing
-        return None
+        if current.status != "running":
+            return None
+        expired = (current.lease_expires or 0.0) <= time.time()
+        if expired or dead_owners([current.owner]):
+            return None  # its engine is gone: take it over
+        # Still running: the request is not picked up yet, or (pausing) its
+        # running nodes are finishing.
 
 
-async def pick_up_requests(engine: Engine) -> None:
-    """Apply the cancel and pause requests other engines leave for executions
-    running in ``engine``; hear of children that ended (with the heartbeat). Runs
-    until cancelled."""
-    interval = min(1.0, engine._heartbeat_interval)
-    beats = max(1, round(engine._heartbeat_interval / interval))
-    count = 0
-    while True:
-        await anyio.sleep(interval)
-        try:
-            await deliver_requests(engine)
-            count += 1
-            if engine._recover and count % beats == 0:
-                await reconcile(engine)
-        except PranaError as exc:
-            logger.warning("could not look for requests and ended children: %s", exc)
-
-
-async def deliver_requests(engine: Engine) -> None:
+async def deliver_requests(live: LiveExecutions, store: Store, owner: str) -> None:
     """Hand the requests other engines left for executions running here to their
-    supervisors (a request delivered twice is applied once: see the supervisor)."""
-    store = engine._require_store()
-    for execution_id, request in await store.control_requests(engine.owner):
-        supervisor = engine._live.get(execution_id)
+    supervisors (a request delivered twice is applied once: see the supervisor).
+    Raises :class:`StoreError` if the store cannot say."""
+    for execution_id, request in await store.control_requests(owner):
+        supervisor = live.get(execution_id)
         if supervisor is not None:
-            wanted: Literal["cancel", "pause"] = (
-                "pause" if request.get("action") == "pause" else "cancel"
-            )
+            action: ControlAction = "pause" if request.get("action") == "pause" else "cancel"
             supervisor.deliver(
-                ControlRequest(action=wanted, reason=request.get("reason"), from_store=True)
+                ControlRequest(action=action, reason=request.get("reason"), from_store=True)
             )

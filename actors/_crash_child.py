@@ -62,7 +62,7 @@ async def _main(spec: dict[str, Any]) -> None:
     ) as engine:
         handle = await engine.start(spec["workflow"], spec.get("input"))
         print(handle.id, flush=True)
-        await engine._past_children(await handle.result())  # through sync children
+        await engine.follow(await handle.result())  # through sync children
 
 
 if __name__ == "__main__":

@@ -2,16 +2,18 @@
 
 ``async with Engine(...) as engine`` opens the store (refusing to start if it is not
 safe to use), then one task group with the checkpoint writer, the timer actor, the
-lease heartbeat and a supervisor task per live execution (``run`` and ``resume``
-drive theirs in the caller's task while they can). At start-up it arms the
-timers kept in the store and takes over executions whose engine died. Leaving the
-block stops it: running executions stop at their last checkpoint and are released,
-so any engine on the same store carries them on.
+background services (heartbeat, requests, children, the store's upkeep) and a
+supervisor task per live execution. At start-up, unless ``recover=False``, it arms
+the timers kept in the store and takes over executions whose engine died. Leaving
+the block stops it: running executions stop at their last checkpoint and are
+released, so any engine on the same store carries them on.
 
-The module runs past 600 lines because the class is the application's whole API:
-each public method is short and hands the work to the module that owns it
-(``_control``, ``_children``, ``_timers``, ``_ownership``, ``_catalog``); splitting
-the class would scatter the API, not the work.
+Its methods are the application's API; each hands the work to the object that owns
+it: :class:`LiveExecutions` (every execution, live or stored), :mod:`._control`,
+:class:`ChildExecutions`, :class:`Schedules`, the :class:`Catalog` of workflows.
+Background services follow one failure policy (:mod:`._services`): a store that
+fails for a while is retried and reported by :meth:`Engine.health`; only a bug of
+prana's ends the engine, with an :class:`InternalError`.
 """
 
 from __future__ import annotations
@@ -19,47 +21,55 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+import time
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import anyio
+import attrs
 import orjson
 from anyio import AsyncContextManagerMixin
-from anyio.abc import TaskGroup
 
-from prana._commands import Command
 from prana._compiler import ExecutionGraph
-from prana._errors import ExecutionNotFound, InvalidTransition, PranaError
+from prana._errors import ExecutionNotFound, InternalError, InvalidTransition, PranaError
 from prana._loading import WorkflowSource
-from prana._machine import ExecutionMachine
 from prana._model import Workflow
-from prana._records import DEADLINE_INDEX, Execution, ExecutionStatus, StoredExecution, Suspension
+from prana._records import Execution, ExecutionStatus, StoredExecution, Suspension
 from prana._registry import ActionRegistry
 from prana._subworkflows import DEFAULT_MAX_DEPTH
 from prana._triggers import trigger_input
 from prana.storage import MemoryStore, Store, open_store
-from prana.storage._sqlite import Synchronous
 
 from ._catalog import Catalog
-from ._children import Family, past_children, reconcile, tell_parent_quietly
+from ._children import ChildExecutions
 from ._clock import Clock, SystemClock, new_execution_id
-from ._control import control, pick_up_requests
+from ._control import control, deliver_requests
 from ._handle import DEFAULT_EVENT_BUFFER
 from ._handle import ExecutionHandle as ExecutionHandle
-from ._ownership import dead_owners, heartbeat, new_owner_id, recover_orphans
+from ._live import NOT_RUNNING, LiveExecutions
+from ._ownership import Leases, dead_owners, new_owner_id
 from ._schedules import Schedules, ScheduleSlot
+from ._services import BackgroundServices, EngineHealth
 from ._subscription import Middleware, Publisher, Subscription
-from ._supervision import Lost, ResumeRequest, Services, WakeRequest
+from ._supervision import LeaseLost, Lost, ResumeRequest
 from ._supervisor import ExecutionSupervisor
-from ._timers import TimerActor, fire_timer
+from ._timers import TimerActor, arm_due_timers, fire_timer
 from ._writer import CheckpointWriter
 
 logger = logging.getLogger("prana.engine")
 
-# How often (seconds) engine.wait reads the store again for a waiting execution.
-_WATCH_POLL = 1.0
 Durability = Literal["off", "normal", "full"]
+
+
+@attrs.frozen(kw_only=True)
+class EngineStatistics:
+    """Counts of what an engine has done: ``live_executions`` in memory now,
+    ``commits`` (transactions) and ``checkpoints`` saved since it started."""
+
+    live_executions: int
+    commits: int
+    checkpoints: int
 
 
 class Engine(AsyncContextManagerMixin):
@@ -110,79 +120,158 @@ class Engine(AsyncContextManagerMixin):
         self._middleware = tuple(middleware)
         self.clock: Clock = clock or SystemClock()
         self._lease = lease
-        self._heartbeat_interval = heartbeat if heartbeat is not None else lease / 3
+        self._heartbeat = heartbeat if heartbeat is not None else lease / 3
         self._recover = recover
+        self._run_schedules = schedules
         self.max_depth = max_depth
         self._catalog = Catalog(self.actions)
-        self._family = Family(self)
-        self._schedules = Schedules(self) if schedules else None
-        self._idle: anyio.Event | None = None
-        self._unrunnable: set[str] = set()
-        self._live: dict[str, ExecutionSupervisor] = {}
-        self._watchers: dict[str, anyio.Event] = {}
         self._engine_subscriptions: set[Subscription] = set()
-        self._task_group: TaskGroup | None = None
+        self._background = BackgroundServices()
         self._store: Store | None = None
-        self._services: Services | None = None
+        self._live: LiveExecutions | None = None
+        self._children: ChildExecutions | None = None
+        self._schedules: Schedules | None = None
+        self._writer: CheckpointWriter | None = None
+        self._timer_actor: TimerActor | None = None
         for workflow in workflows:
             self.register(workflow)
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[Engine]:
-        synchronous: Synchronous | None = "FULL" if self._durability == "full" else None
-        store = open_store(self._store_option, synchronous=synchronous)
+        store = open_store(
+            self._store_option, synchronous="FULL" if self._durability == "full" else None
+        )
         durability = self._durability or ("off" if isinstance(store, MemoryStore) else "normal")
         await store.open()
         self._store = store
-        writer = CheckpointWriter(
-            store,
-            owner=self.owner,
-            lease=self._lease,
-            now=self.clock.now,
-            alone=lambda: len(self._live) <= 1,
-        )
-        timers = TimerActor(self.clock, self._fire_timer)
-        self._services = Services(
-            clock=self.clock,
-            writer=writer,
-            timers=timers,
-            durable=durability != "off",
-            parent=self._family,
-        )
+        leases = Leases(store, owner=self.owner, term=self._lease)
+        writer = self._writer = CheckpointWriter(store, leases, self.clock.now)
+        timers = self._timer_actor = TimerActor(self.clock, self._fire_timer, self._background)
+        background = self._background
+        held: builtins.list[str] = []
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as task_group:
+                live = self._live = LiveExecutions(
+                    store=store,
+                    catalog=self._catalog,
+                    leases=leases,
+                    writer=writer,
+                    timers=timers,
+                    clock=self.clock,
+                    durable=durability != "off",
+                    env=self._env,
+                    publisher=lambda: Publisher(self._middleware, self._engine_subscriptions),
+                    parent=lambda live: ChildExecutions(
+                        live=live,
+                        store=store,
+                        catalog=self._catalog,
+                        clock=self.clock,
+                        max_depth=self.max_depth,
+                    ),
+                    task_group=task_group,
+                )
+                children = live.parent
+                assert isinstance(children, ChildExecutions)
+                self._children = children
+                if self._run_schedules:
+                    self._schedules = Schedules(
+                        live=live,
+                        store=store,
+                        catalog=self._catalog,
+                        clock=self.clock,
+                        timers=timers,
+                    )
                 await task_group.start(writer.run)
                 await task_group.start(timers.run)
-                task_group.start_soon(store.maintain)
-                self._task_group = task_group
-                for suspension in await store.timers():
-                    timers.add(suspension)
+                task_group.start_soon(background.keep, "store upkeep", store.maintain)
                 if self._recover:
-                    await recover_orphans(self, dead_owners(await store.owners()))
-                if self._recover:
-                    await reconcile(self)
+                    # Start-up: what other engines left behind.
+                    for suspension in await store.timers():
+                        timers.add(suspension)
+                    await self._take_orphans(leases)
+                    await children.reconcile()
                 if self._schedules is not None:
-                    for served in list(self._catalog.served.values()):
+                    for served in builtins.list(self._catalog.served.values()):
                         await self._schedules.arm(served)
-                task_group.start_soon(heartbeat, self, self._heartbeat_interval)
-                task_group.start_soon(pick_up_requests, self)
+                task_group.start_soon(
+                    background.every, "heartbeat", self._heartbeat, lambda: self._beat(leases)
+                )
+                task_group.start_soon(
+                    background.every,
+                    "control requests",
+                    min(1.0, self._heartbeat),
+                    lambda: deliver_requests(live, store, self.owner),
+                )
+                if self._recover:
+                    task_group.start_soon(
+                        background.every, "children", self._heartbeat, children.reconcile
+                    )
                 try:
                     yield self
                 except BaseException as exc:  # re-raised below, unwrapped from the group
                     body_error = exc
                 finally:
-                    self._task_group = None
+                    live.close()
+                    held = [
+                        supervisor.execution_id
+                        for supervisor in live.supervisors()
+                        if supervisor.machine.status == "running"
+                    ]
                     task_group.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            bug = _internal_error(group)
+            if bug is not None:  # a service's: it ended the engine
+                raise bug from None
+            if body_error is not None:
+                raise body_error from None
+            raise
         finally:
-            for subscription in list(self._engine_subscriptions):
+            for subscription in builtins.list(self._engine_subscriptions):
                 subscription.close()
             with anyio.move_on_after(10, shield=True):
-                await self._release_all()
+                if held:
+                    try:
+                        await leases.release(held)
+                    except PranaError:
+                        logger.warning(
+                            "could not release executions; their leases expire in %s s",
+                            self._lease,
+                        )
                 await store.aclose()
-            self._store = None
+            self._store = self._live = self._children = self._schedules = None
         if body_error is not None:
             raise body_error
+
+    async def _beat(self, leases: Leases) -> None:
+        """The heartbeat: renew the leases of the executions running here (one that
+        another engine took stops at once); unless ``recover=False``, take over those
+        of engines that died and arm the timers that come due before the next beat,
+        whichever engine set them."""
+        live, store = self._require_live(), self._require_store()
+        running = live.supervisors()
+        if running:
+            held, deadline = await leases.renew([s.execution_id for s in running])
+            for supervisor in running:
+                if supervisor.execution_id in held:
+                    supervisor.lease_until = deadline
+                elif live.get(supervisor.execution_id) is supervisor:
+                    supervisor.deliver(LeaseLost())
+        if self._recover and self._timer_actor is not None:
+            await self._take_orphans(leases)
+            await arm_due_timers(store, self._timer_actor, self.clock, self._heartbeat)
+
+    async def _take_orphans(self, leases: Leases) -> None:
+        """Take over running executions whose engine died (its lease expired, or its
+        process is gone) and carry them on."""
+        store = self._require_store()
+        taken = await store.claim_orphans(
+            owner=self.owner,
+            lease_expires=leases.expiry(),
+            now=time.time(),
+            dead_owners=dead_owners(await store.owners()),
+        )
+        await self._require_live().recover(taken)
 
     # ------------------------------------------------------------------ running
 
@@ -206,8 +295,8 @@ class Engine(AsyncContextManagerMixin):
         :class:`TriggerError` if another workflow answers one of its webhooks.
         """
         workflow, served = self._catalog.serve(workflow)
-        if served and self._schedules is not None and self._task_group is not None:
-            self._task_group.start_soon(self._schedules.arm_quietly, workflow)
+        if served and self._schedules is not None and self._live is not None:
+            self._live.spawn(self._schedules.arm_quietly, workflow)
         return workflow
 
     async def start_webhook(
@@ -246,7 +335,7 @@ class Engine(AsyncContextManagerMixin):
         """
         handed_over = anyio.Event()
         try:
-            supervisor = await self._begin_new(workflow, input, trigger, handed_over)
+            supervisor = await self._start_new(workflow, input, trigger, handed_over)
             await supervisor.wait_saved()
         finally:
             handed_over.set()  # the execution carries on (or stops) without us
@@ -267,15 +356,13 @@ class Engine(AsyncContextManagerMixin):
         follows the execution until its children end. Raises
         :class:`WorkflowValidationError` if the workflow is invalid.
 
-        Cancelling ``run`` only stops the waiting: the execution carries on in the
-        engine, as one begun with :meth:`start` does (start it that way to keep a
-        handle on it).
+        The execution runs in a task of the engine's; cancelling ``run`` only stops
+        the waiting: it carries on, as one begun with :meth:`start` does (start it
+        that way to keep a handle on it).
         """
-        # No handle goes out, so nothing to hand over.
-        supervisor = await self._begin_new(workflow, input, trigger, here=True)
-        return await self._past_children(
-            await self._drive_here(supervisor, supervisor.machine.start)
-        )
+        supervisor = await self._start_new(workflow, input, trigger)
+        execution = await supervisor.wait_stop(supervisor.stop_waiter())
+        return await self._require_children().past_children(execution)
 
     async def resume(
         self, execution_id: str, data: Any = None, *, node: str | None = None
@@ -285,29 +372,36 @@ class Engine(AsyncContextManagerMixin):
 
         ``node`` names the waiting node when there are several. A paused execution
         resumed without data or node is unpaused (:meth:`unpause`); with them, its
-        node gets the data and it stays paused. Raises :class:`ExecutionNotFound` for
-        an unknown id and :class:`InvalidTransition` when the execution is not waiting
-        there; either way nothing changes. Cancelling ``resume`` leaves the execution
-        as it was, or, once the execution is taking the data, only stops the
-        waiting: it carries on in the engine, as with :meth:`run`.
+        node gets the data and it stays paused. An execution whose engine is gone
+        (its process died, or its lease expired) is taken over first. Raises
+        :class:`ExecutionNotFound` for an unknown id and :class:`InvalidTransition`
+        when the execution is not waiting there (or runs in another engine); either
+        way nothing changes. Cancelling ``resume`` only stops the waiting once the
+        execution has taken the data.
         """
         data = _json(data, "resume data")
-        supervisor = self._live.get(execution_id)
-        if supervisor is not None:
-            stopped = supervisor.stop_waiter()  # before asking: it may end at once
-            request = ResumeRequest(node_key=node, data=data)
-            supervisor.deliver(request)
-            await request.done.wait()
+        live = self._require_live()
+        if data is None and node is None and await self._status(execution_id) == "paused":
+            return await self.unpause(execution_id)
+        request = ResumeRequest(node_key=node, data=data)
+        found = await live.deliver(execution_id, request, claim=True)
+        if isinstance(found, StoredExecution):
+            raise InvalidTransition(
+                f"execution {execution_id} is running in another engine ({found.owner}); "
+                "resume it there, or once it waits"
+            )
+        stopped = found.stop_waiter()
+        await request.done.wait()
+        try:
             if request.error is not None:
                 raise request.error
-            return await self._past_children(await supervisor.wait_stop(stopped))
-        stored = await self._load(execution_id)
-        if stored.status == "paused" and data is None and node is None:
-            return await self.unpause(execution_id)
-        self._check_waiting(stored)
-        machine = await self._restore(stored)
-        commands = machine.resume(node, data, self.clock.now())
-        return await self._past_children(await self._take_over(machine, commands))
+            execution = await found.wait_stop(stopped)
+        except Lost as exc:
+            raise InvalidTransition(
+                f"execution {execution_id} was resumed or taken by another engine just now; "
+                f"see where it stands with 'prana show {execution_id}'"
+            ) from exc
+        return await self._require_children().past_children(execution)
 
     async def resume_token(self, token: str, data: Any = None) -> Execution:
         """Resume the node waiting for ``token`` (a ``wait.webhook`` token) with
@@ -330,11 +424,14 @@ class Engine(AsyncContextManagerMixin):
         Running nodes are cancelled, waiting nodes stop waiting, and the ``sync``
         children it waits for are cancelled too. It works wherever the execution
         is: running here, waiting in the store, or running in another engine on the
-        same store (which applies it within about a second). Raises
-        :class:`InvalidTransition` (changing nothing) if it has ended, and
-        :class:`ExecutionNotFound` for an unknown id.
+        same store (which applies it within about a second; if that engine is gone,
+        this one takes the execution over). Raises :class:`InvalidTransition`
+        (changing nothing) if it has ended, and :class:`ExecutionNotFound` for an
+        unknown id.
         """
-        return await control(self, execution_id, "cancel", reason)
+        return await control(
+            self._require_live(), self._require_store(), execution_id, "cancel", reason
+        )
 
     async def pause(self, execution_id: str) -> Execution:
         """Pause a running or waiting execution and return it once ``paused``.
@@ -345,21 +442,28 @@ class Engine(AsyncContextManagerMixin):
         wherever the execution is, like :meth:`cancel`. Raises
         :class:`InvalidTransition` if it is not running or waiting.
         """
-        return await control(self, execution_id, "pause")
+        return await control(self._require_live(), self._require_store(), execution_id, "pause")
 
     async def unpause(self, execution_id: str) -> Execution:
         """Carry a paused execution on; return it when it next waits or ends.
 
         Raises :class:`InvalidTransition` if it is not paused.
         """
-        return await control(self, execution_id, "unpause")
+        execution = await control(
+            self._require_live(), self._require_store(), execution_id, "unpause"
+        )
+        return await self._require_children().past_children(execution)
 
     async def retry(self, execution_id: str) -> Execution:
         """Run a failed execution again from its failed node (a new attempt, same
-        idempotency key); completed nodes are kept. Returns it when it next waits or
-        ends. Raises :class:`InvalidTransition` if it has not failed.
+        idempotency key), with the nodes its failure cut short; completed nodes are
+        kept. Returns it when it next waits or ends. Raises
+        :class:`InvalidTransition` if it has not failed.
         """
-        return await control(self, execution_id, "retry")
+        execution = await control(
+            self._require_live(), self._require_store(), execution_id, "retry"
+        )
+        return await self._require_children().past_children(execution)
 
     async def wait(self, execution_id: str) -> Execution:
         """Wait until the execution ends (completed, failed, ...) and return it.
@@ -370,34 +474,14 @@ class Engine(AsyncContextManagerMixin):
         bound the wait with ``anyio.fail_after`` where that may never happen.
         Raises :class:`ExecutionNotFound` for an unknown id.
         """
-        return await self._wait_for(execution_id, lambda execution: execution.finished)
+        return await self._require_live().wait_for(
+            execution_id, lambda execution: execution.finished
+        )
 
-    async def _wait_for(self, execution_id: str, done: Callable[[Execution], bool]) -> Execution:
-        while True:
-            supervisor = self._live.get(execution_id)
-            if supervisor is not None:
-                try:
-                    execution = await supervisor.wait_stop()
-                except Lost:
-                    continue  # another task or engine carries it on: follow that
-                if done(execution):
-                    return execution
-                continue
-            changed = self._watchers.setdefault(execution_id, anyio.Event())
-            stored = await self._load(execution_id)
-            if stored.status != "running":
-                execution = stored.to_execution()
-                if done(execution):
-                    return execution
-            if execution_id in self._live:
-                continue
-            # Woken when a supervisor for it starts or exits here; the store is read
-            # again now and then in case another engine carried it on.
-            with anyio.move_on_after(_WATCH_POLL):
-                await changed.wait()
-
-    async def _past_children(self, execution: Execution) -> Execution:
-        return await past_children(self, execution)
+    async def follow(self, execution: Execution) -> Execution:
+        """``execution``, or, if it waits only for ``sync`` child executions that are
+        still moving, the execution once they stop (as :meth:`run` returns it)."""
+        return await self._require_children().past_children(execution)
 
     # ------------------------------------------------------------------ reading
 
@@ -406,10 +490,11 @@ class Engine(AsyncContextManagerMixin):
 
         Raises :class:`ExecutionNotFound` if there is none.
         """
-        supervisor = self._live.get(execution_id)
+        live = self._require_live()
+        supervisor = live.get(execution_id)
         if supervisor is not None:
             return supervisor.machine.snapshot()
-        return (await self._load(execution_id)).to_execution()
+        return (await live.load(execution_id)).to_execution()
 
     async def list(
         self,
@@ -417,7 +502,7 @@ class Engine(AsyncContextManagerMixin):
         status: ExecutionStatus | None = None,
         workflow: str | None = None,
         limit: int = 100,
-    ) -> list[Execution]:
+    ) -> builtins.list[Execution]:
         """Executions in the store, newest first, filtered; without their audit trails
         (use :meth:`get` for one)."""
         stored = await self._require_store().list_executions(
@@ -437,195 +522,88 @@ class Engine(AsyncContextManagerMixin):
     @property
     def live_count(self) -> int:
         """How many executions are in memory (running) now."""
-        return len(self._live)
+        return len(self._live) if self._live is not None else 0
+
+    def statistics(self) -> EngineStatistics:
+        """What the engine has done so far (see :class:`EngineStatistics`)."""
+        writer = self._writer
+        return EngineStatistics(
+            live_executions=self.live_count,
+            commits=writer.batches if writer is not None else 0,
+            checkpoints=writer.written if writer is not None else 0,
+        )
+
+    def health(self) -> EngineHealth:
+        """How the engine's background services are doing: each one's state
+        (``running``, or ``retrying`` after failures) and last error. ``ok`` is false
+        while any of them fails (a store locked by another process, a full disk):
+        they go on trying, and the executions wait."""
+        services = self._background.health()
+        return EngineHealth(
+            ok=all(service.state == "running" for service in services),
+            live_executions=self.live_count,
+            services=services,
+        )
+
+    async def wait_idle(self) -> None:
+        """Wait until no execution runs in this engine and nothing is being handed to
+        one (an ended child to its parent, say); the CLI calls it before leaving."""
+        await self._require_live().wait_idle()
 
     # ------------------------------------------------------------------ internals
 
-    def _launch(
-        self,
-        machine: ExecutionMachine,
-        first: Callable[[float], builtins.list[Command]] | None,
-        handed_over: anyio.Event | None = None,
-    ) -> ExecutionSupervisor:
-        """A supervisor for ``machine``, running from ``first`` in a task of the
-        engine's; without ``first``, not running yet (see ``run_here``)."""
-        task_group = self._require_open()
-        assert self._services is not None
-        publisher = Publisher(self._middleware, self._engine_subscriptions)
-        supervisor = ExecutionSupervisor(machine, publisher, self._services, self._exited)
-        self._live[machine.execution_id] = supervisor
-        self._notify_watchers(machine.execution_id)
-        if first is not None:
-            task_group.start_soon(
-                supervisor.run, first, handed_over, name=f"prana execution {machine.execution_id}"
-            )
-        return supervisor
-
-    async def _drive_here(
-        self, supervisor: ExecutionSupervisor, first: Callable[[float], builtins.list[Command]]
-    ) -> Execution:
-        """Drive ``supervisor`` from ``first`` in this task for as long as it can (see
-        ``run_here``), then follow it to its next stop (``wait_stop``, which raises if
-        the supervisor stopped short of one)."""
-        await supervisor.run_here(first, self._carry_on)
-        return await supervisor.wait_stop()
-
-    def _carry_on(self, supervisor: ExecutionSupervisor, *args: Any) -> bool:
-        """Start a task that carries on ``supervisor``'s execution where ``run_here``
-        handed it off; ``False`` if the engine has stopped."""
-        if self._task_group is None:
-            return False
-        self._task_group.start_soon(
-            supervisor.carry_on, *args, name=f"prana execution {supervisor.execution_id}"
-        )
-        return True
-
-    def _exited(self, supervisor: ExecutionSupervisor) -> None:
-        if self._live.get(supervisor.execution_id) is supervisor:
-            del self._live[supervisor.execution_id]
-        self._notify_watchers(supervisor.execution_id)
-        self._check_idle()
-        if self._task_group is None:
-            return
-        for message in supervisor.leftovers:  # came as it left memory: hand them on
-            if isinstance(message, WakeRequest):
-                for timer in self._timer_entries(supervisor, message.execution_index):
-                    self._task_group.start_soon(self._fire_timer, timer)
-            else:
-                self._task_group.start_soon(
-                    tell_parent_quietly, self, supervisor.execution_id, message
-                )
-
-    def _notify_watchers(self, execution_id: str) -> None:
-        changed = self._watchers.pop(execution_id, None)
-        if changed is not None:
-            changed.set()
-
-    async def _take_over(
-        self, machine: ExecutionMachine, commands: builtins.list[Command]
-    ) -> Execution:
-        """Take a waiting execution from the store and run it from ``commands``.
-
-        The taking is part of its first checkpoint (so it shares a commit with
-        others): nothing runs before it is saved, and if another engine took the
-        execution first, the caller learns it then. It runs in the caller's task
-        while it can, as :meth:`run`'s does.
-        """
-        machine.take_on_save = True
-        supervisor = self._launch(machine, None)
-        try:
-            return await self._drive_here(supervisor, lambda now: commands)
-        except Lost as exc:
-            raise InvalidTransition(
-                f"execution {machine.execution_id} was resumed or taken by another engine just now"
-            ) from exc
-
-    async def _load(self, execution_id: str) -> StoredExecution:
-        stored = await self._require_store().load_execution(execution_id)
-        if stored is None:
-            raise ExecutionNotFound(
-                f"no execution has id {execution_id!r}; list them with 'prana list'"
-            )
-        return stored
-
-    def _check_waiting(self, stored: StoredExecution) -> None:
-        if stored.status in ("suspended", "paused"):
-            return
-        if stored.status == "running":
-            raise InvalidTransition(
-                f"execution {stored.id} is running in another engine ({stored.owner}); "
-                "resume it there, or once it waits"
-            )
-        raise InvalidTransition(
-            f"execution {stored.id} is {stored.status}; only a waiting (suspended) execution can be resumed"
-        )
-
-    async def _restore(self, stored: StoredExecution) -> ExecutionMachine:
-        graph = await self._catalog.graph_for(stored, self._require_store())
-        return ExecutionMachine.restored(graph, stored, env=self._env)
-
-    async def wait_idle(self) -> None:
-        """Wait until no execution runs in this engine and no ended child is being
-        reported to its parent (the CLI calls it before leaving)."""
-        while self._live or self._family.telling:
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
-
-    def _check_idle(self) -> None:
-        if self._idle is not None and not self._live and not self._family.telling:
-            self._idle.set()
-            self._idle = None
-
-    async def _begin_new(
+    async def _start_new(
         self,
         workflow: Workflow | WorkflowSource,
         input: Any,
         trigger: str | None,
         handed_over: anyio.Event | None = None,
-        *,
-        here: bool = False,
     ) -> ExecutionSupervisor:
         """Check ``input`` against the trigger and launch a new execution (see
-        :meth:`start`); with ``here``, leave it to the caller to run."""
-        self._require_store()
+        :meth:`start`)."""
+        live = self._require_live()
         graph = self.compile(workflow, trigger=trigger)
         input = trigger_input(graph, _json(input, "the input"), self.clock.now())
         self._catalog.register(graph.workflow)
         execution_id = new_execution_id(self.clock.now())
-        return await self._begin(graph, input, execution_id, handed_over=handed_over, here=here)
+        return await live.start(graph, input, execution_id, handed_over=handed_over)
 
-    async def _begin(
-        self,
-        graph: ExecutionGraph,
-        input: Any,
-        execution_id: str,
-        handed_over: anyio.Event | None = None,
-        here: bool = False,
-        **fields: Any,
-    ) -> ExecutionSupervisor:
-        """Store ``graph``'s definition (once) and launch a new execution of it (with
-        ``here``, leave it to the caller to run); ``fields`` go to its
-        :class:`ExecutionMachine` (a child's parent, say). See
-        :meth:`ExecutionSupervisor.run` for ``handed_over``."""
-        await self._catalog.save(graph, self._require_store(), self.clock.now())
-        machine = ExecutionMachine(
-            graph, execution_id=execution_id, input=input, env=self._env, **fields
-        )
-        return self._launch(machine, None if here else machine.start, handed_over)
+    async def _status(self, execution_id: str) -> ExecutionStatus:
+        live = self._require_live()
+        supervisor = live.get(execution_id)
+        if supervisor is not None:
+            return supervisor.machine.status
+        return (await live.load(execution_id)).status
 
     async def _fire_timer(self, timer: Suspension | ScheduleSlot) -> None:
-        await fire_timer(self, timer)
+        await fire_timer(self._require_live(), self._schedules, timer)
 
-    def _timer_entries(
-        self, supervisor: ExecutionSupervisor, execution_index: int
-    ) -> builtins.list[Suspension]:
-        machine = supervisor.machine
-        if execution_index == DEADLINE_INDEX and machine.deadline is not None:
-            return [Suspension.deadline(machine.execution_id, machine.deadline)]
-        return [s for s in machine.suspensions if s.execution_index == execution_index]
+    def _require_live(self) -> LiveExecutions:
+        if self._live is None:
+            raise PranaError(NOT_RUNNING)
+        return self._live
 
-    async def _release_all(self) -> None:
-        if self._store is not None and self._live:
-            try:
-                await self._store.renew(list(self._live), owner=self.owner, lease_expires=0.0)
-            except PranaError:
-                logger.warning(
-                    "could not release executions; their leases expire in %s s", self._lease
-                )
-
-    def _require_open(self) -> TaskGroup:
-        if self._task_group is None:
-            raise PranaError(_NOT_RUNNING)
-        return self._task_group
+    def _require_children(self) -> ChildExecutions:
+        if self._children is None:
+            raise PranaError(NOT_RUNNING)
+        return self._children
 
     def _require_store(self) -> Store:
         if self._store is None:
-            raise PranaError(_NOT_RUNNING)
+            raise PranaError(NOT_RUNNING)
         return self._store
 
 
-_NOT_RUNNING = "the engine is not running; use it inside 'async with Engine(...) as engine:'"
+def _internal_error(group: BaseExceptionGroup[Any]) -> InternalError | None:
+    """The first :class:`InternalError` in ``group``, however deep."""
+    for exc in group.exceptions:
+        if isinstance(exc, InternalError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _internal_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 def _json(value: Any, what: str) -> Any:

@@ -1,31 +1,27 @@
-"""Who runs an execution: engine identities and dead-owner detection (DESIGN §8).
+"""Who runs an execution: engine identities, leases and dead owners (DESIGN §7, §8).
 
-An engine's owner id is ``host:pid:random``. An engine that finds executions owned
-by a process of its own host that no longer exists takes them at once instead of
-waiting for their leases to expire; anything else waits for the lease. Taken
-executions carry on from their last checkpoint (:func:`recover_orphans`); the
-:func:`heartbeat` renews the leases an engine holds.
+An engine's owner id is ``host:pid:random``. A running execution belongs to one
+engine until its lease expires (in real time: leases are between processes, decision
+0014); the engine renews the leases of the executions it runs with every heartbeat.
+An engine that finds executions owned by a process of its own host that no longer
+exists takes them at once instead of waiting for their leases to expire.
+
+Fencing: an engine knows until when, on its monotonic clock, it holds each execution
+it runs (:attr:`ExecutionSupervisor.lease_until`). Before it starts an action past that
+point (after a freeze, a long GC pause, a loop blocked by someone else), it asks the
+store whether it still holds the execution (:meth:`Leases.confirm`), and stops
+running it if not: an engine never starts an action of an execution another engine
+took over.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-import anyio
-
-from prana._errors import PranaError
-
-from ._timers import arm_due_timers
-
-if TYPE_CHECKING:
-    from ._engine import Engine
-
-logger = logging.getLogger("prana.engine")
+from prana.storage import Store
 
 
 def new_owner_id() -> str:
@@ -33,11 +29,13 @@ def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
-def dead_owners(owners: Iterable[str]) -> list[str]:
+def dead_owners(owners: Iterable[str | None]) -> list[str]:
     """The owners, among ``owners``, that are processes of this host no longer alive."""
     host = socket.gethostname()
     dead = []
     for owner in owners:
+        if owner is None:
+            continue
         owner_host, _, rest = owner.partition(":")
         pid_text = rest.partition(":")[0]
         if owner_host != host or not pid_text.isdigit():
@@ -54,42 +52,42 @@ def dead_owners(owners: Iterable[str]) -> list[str]:
     return dead
 
 
-async def recover_orphans(engine: Engine, dead: Iterable[str] = ()) -> None:
-    """Take over running executions whose engine died, and carry them on from their
-    last checkpoint. One that cannot run here (its workflow is missing or no longer
-    compiles) is released again and left alone from then on."""
-    store = engine._require_store()
-    taken = await store.claim_orphans(
-        owner=engine.owner,
-        lease_expires=time.time() + engine._lease,
-        now=time.time(),
-        dead_owners=dead,
-    )
-    for execution_id in taken:
-        if execution_id in engine._live or execution_id in engine._unrunnable:
-            continue
-        try:
-            stored = await engine._load(execution_id)
-            machine = await engine._restore(stored)
-        except PranaError as exc:
-            engine._unrunnable.add(execution_id)
-            logger.error("cannot carry on execution %s here: %s", execution_id, exc)
-            await store.renew([execution_id], owner=engine.owner, lease_expires=0.0)
-            continue
-        logger.info("carrying on execution %s from its last checkpoint", execution_id)
-        engine._launch(machine, machine.recover)
+class Leases:
+    """The leases one engine holds on the executions it runs, in one store.
 
+    A lease written now runs until :meth:`expiry` (wall-clock time, in the store);
+    the engine counts on it until :meth:`deadline` (its monotonic clock, taken
+    before the write, so never later than the lease really ends).
+    """
 
-async def heartbeat(engine: Engine, interval: float) -> None:
-    """Every ``interval`` seconds: renew the leases of the executions the engine
-    runs; take over those of engines that died, and arm the timers that come due
-    before the next beat, whichever engine set them."""
-    store = engine._require_store()
-    while True:
-        await anyio.sleep(interval)
-        await store.renew(
-            list(engine._live), owner=engine.owner, lease_expires=time.time() + engine._lease
-        )
-        if engine._recover:
-            await recover_orphans(engine)
-            await arm_due_timers(engine, interval)
+    def __init__(self, store: Store, *, owner: str, term: float) -> None:
+        self.owner = owner
+        self.term = term
+        self._store = store
+
+    def expiry(self) -> float:
+        """The wall-clock time a lease written now runs until."""
+        return time.time() + self.term
+
+    def deadline(self) -> float:
+        """How long, on the monotonic clock, a lease about to be written holds."""
+        return time.monotonic() + self.term
+
+    async def renew(self, execution_ids: Iterable[str]) -> tuple[set[str], float]:
+        """Extend the leases of ``execution_ids``; return those the engine still
+        holds, and until when (monotonic). Raises :class:`StoreError`."""
+        deadline = self.deadline()
+        held = await self._store.renew(execution_ids, owner=self.owner, lease_expires=self.expiry())
+        return held, deadline
+
+    async def confirm(self, execution_id: str) -> float | None:
+        """Ask the store whether the engine still holds ``execution_id`` (and extend
+        the lease if so): until when it does (monotonic), or ``None`` if another
+        engine took it. Raises :class:`StoreError`."""
+        held, deadline = await self.renew([execution_id])
+        return deadline if execution_id in held else None
+
+    async def release(self, execution_ids: Iterable[str]) -> None:
+        """Let the leases of ``execution_ids`` end now, so that another engine takes
+        them over at once. Raises :class:`StoreError`."""
+        await self._store.renew(execution_ids, owner=self.owner, lease_expires=0.0)

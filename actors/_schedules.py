@@ -21,10 +21,14 @@ from prana._cron import Cron
 from prana._errors import PranaError
 from prana._model import Workflow
 from prana._triggers import iso_time, schedule_triggers, trigger_input
-from prana.storage import ScheduleState
+from prana.storage import ScheduleState, Store
+
+from ._catalog import Catalog
+from ._clock import Clock
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._live import LiveExecutions
+    from ._timers import TimerActor
 
 logger = logging.getLogger("prana.engine")
 
@@ -53,14 +57,26 @@ def schedule_execution_id(workflow_id: str, trigger: str, at: float) -> str:
 class Schedules:
     """The schedule triggers an engine runs."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(
+        self,
+        *,
+        live: LiveExecutions,
+        store: Store,
+        catalog: Catalog,
+        clock: Clock,
+        timers: TimerActor,
+    ) -> None:
+        self._live = live
+        self._store = store
+        self._catalog = catalog
+        self._clock = clock
+        self._timers = timers
         self._armed: dict[tuple[str, str], tuple[Workflow, Cron]] = {}
 
     async def arm(self, workflow: Workflow) -> None:
         """Run ``workflow``'s schedule triggers (it is the version the engine serves)
         from where the store says they stand."""
-        for key, cron in schedule_triggers(workflow, self._engine.actions).items():
+        for key, cron in schedule_triggers(workflow, self._catalog.actions).items():
             self._armed[(workflow.id, key)] = (workflow, cron)
             state = await self._state(workflow.id, key, cron)
             if state.pending_at is not None:  # claimed before a crash: start it if unsaved
@@ -81,11 +97,10 @@ class Schedules:
         if armed is None:
             return
         workflow, cron = armed
-        engine = self._engine
-        now = engine.clock.now()
+        now = self._clock.now()
         latest = cron.latest_due(slot.wake_at, now) or slot.wake_at
         next_at = cron.next_after(max(now, slot.wake_at))
-        claimed = await engine._require_store().advance_schedule(
+        claimed = await self._store.advance_schedule(
             workflow.id,
             slot.trigger,
             due_at=slot.wake_at,
@@ -116,23 +131,22 @@ class Schedules:
     async def _state(
         self, workflow_id: str, trigger: str, cron: Cron, *, replace: bool = True
     ) -> ScheduleState:
-        return await self._engine._require_store().arm_schedule(
+        return await self._store.arm_schedule(
             workflow_id,
             trigger,
             spec=_spec(cron),
-            first_at=cron.next_after(self._engine.clock.now()),
+            first_at=cron.next_after(self._clock.now()),
             replace=replace,
         )
 
     async def _start(self, workflow_id: str, trigger: str, at: float) -> None:
-        engine = self._engine
-        store = engine._require_store()
+        store = self._store
         execution_id = schedule_execution_id(workflow_id, trigger, at)
         if await store.load_execution(execution_id) is None:
             workflow, _ = self._armed[(workflow_id, trigger)]
-            graph = engine.compile(workflow, trigger=trigger)
+            graph = self._catalog.compile(workflow, trigger=trigger)
             input = trigger_input(graph, {"scheduled_at": iso_time(at)}, at)
-            supervisor = await engine._begin(graph, input, execution_id)
+            supervisor = await self._live.start(graph, input, execution_id)
             try:
                 await supervisor.wait_saved()
             except PranaError:  # another engine started it first
@@ -143,9 +157,7 @@ class Schedules:
         await store.schedule_started(workflow_id, trigger, at)
 
     def _add(self, slot: ScheduleSlot) -> None:
-        services = self._engine._services
-        if services is not None:
-            services.timers.add(slot)
+        self._timers.add(slot)
 
 
 def _spec(cron: Cron) -> str:

@@ -1,36 +1,60 @@
 """What an execution supervisor takes and is lent, and how it stops short.
 
-Its inbox's messages (node results come from :mod:`prana._records`), the services
-an engine lends every supervisor, and the two errors of a supervisor that stopped
-before its execution reached a stop of its own.
+Its inbox's messages (node results and child outcomes are records of
+:mod:`prana._records`), how each applies to an execution's state machine, the
+services an engine lends every supervisor, and the errors of a supervisor that
+stopped before its execution reached a stop of its own.
+
+Requests (:class:`ResumeRequest`, :class:`ControlRequest`) are futures: whoever
+delivers one waits for its ``done`` event and then reads its ``error``. The same
+request is applied by the supervisor of a live execution, or by the engine to an
+execution it takes from the store (:func:`apply_message`), so both agree on what it
+means.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import attrs
 
+from prana._commands import Command
+from prana._control import ControlAction
 from prana._errors import PranaError
+from prana._machine import ExecutionMachine
 from prana._records import ChildOutcome, Execution, NodeResult
 
 if TYPE_CHECKING:
     from prana._commands import Dispatch
-    from prana._machine import ExecutionMachine
     from prana._subworkflows import ExecuteWorkflow
 
     from ._clock import Clock
+    from ._ownership import Leases
     from ._timers import TimerActor
     from ._writer import CheckpointWriter
 
 
 @attrs.define(eq=False)
 class ResumeRequest:
-    """Resume a waiting node of a live execution; ``error`` is set if it cannot be."""
+    """Resume a waiting node; ``error`` is set if it cannot be."""
 
     node_key: str | None
     data: Any
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    error: PranaError | None = None
+
+
+@attrs.define(eq=False)
+class ControlRequest:
+    """Cancel, pause, unpause or retry an execution; ``error`` is set if it cannot
+    be. ``from_store`` marks a request another engine left in the store (the
+    checkpoint that applies it clears it there)."""
+
+    action: ControlAction
+    reason: str | None = None
+    from_store: bool = False
     done: anyio.Event = attrs.field(factory=anyio.Event)
     error: PranaError | None = None
 
@@ -43,20 +67,50 @@ class WakeRequest:
     execution_index: int
 
 
-@attrs.define(eq=False)
-class ControlRequest:
-    """Cancel or pause a live execution; ``error`` is set if it cannot be.
-    ``from_store`` marks a request another engine left in the store (the checkpoint
-    that follows clears it there)."""
-
-    action: Literal["cancel", "pause"]
-    reason: str | None = None
-    from_store: bool = False
-    done: anyio.Event = attrs.field(factory=anyio.Event)
-    error: PranaError | None = None
+@attrs.frozen(kw_only=True)
+class LeaseLost:
+    """The engine no longer holds the execution: another engine took it."""
 
 
-Message = NodeResult | ResumeRequest | WakeRequest | ControlRequest | ChildOutcome
+@attrs.frozen(kw_only=True)
+class WorkerFailed:
+    """A worker stopped on ``error`` instead of reporting a result: it found the
+    lease lost before its action started, or met a bug."""
+
+    error: Exception
+
+
+Request = ResumeRequest | ControlRequest
+Message = (
+    NodeResult
+    | ResumeRequest
+    | ControlRequest
+    | WakeRequest
+    | ChildOutcome
+    | LeaseLost
+    | WorkerFailed
+)
+
+
+def apply_message(
+    machine: ExecutionMachine, message: Request | WakeRequest | ChildOutcome, now: float
+) -> list[Command]:
+    """What ``message`` does to ``machine``: its commands. Raises
+    :class:`InvalidTransition`, changing nothing, for a request the execution cannot
+    take now."""
+    if isinstance(message, WakeRequest):
+        return machine.wake(message.execution_index, now)
+    if isinstance(message, ChildOutcome):
+        return machine.child_ended(message, now)
+    if isinstance(message, ResumeRequest):
+        return machine.resume(message.node_key, message.data, now)
+    if message.action == "cancel":
+        return machine.cancel(message.reason, now)
+    if message.action == "pause":
+        return machine.pause(now)
+    if message.action == "unpause":
+        return machine.unpause(now)
+    return machine.retry(now)
 
 
 class Parent(Protocol):
@@ -79,18 +133,31 @@ class Parent(Protocol):
 
 @attrs.frozen(kw_only=True)
 class Services:
-    """What an engine lends its supervisors."""
+    """What an engine lends its supervisors; ``spawn`` starts a task in the engine's
+    task group (a worker)."""
 
     clock: Clock
     writer: CheckpointWriter
     timers: TimerActor
+    leases: Leases
     durable: bool
     parent: Parent
+    spawn: Callable[..., object]
 
 
 class Stopped(PranaError):
-    """The supervisor stopped before the execution reached a stop of its own."""
+    """The supervisor stopped before the execution reached a stop of its own: the
+    engine stopped, or the store failed."""
 
 
 class Lost(PranaError):
-    """Another engine owns the execution now: its checkpoint was not applied."""
+    """Another engine owns the execution now: this engine's lease expired (or the
+    other took the execution first), so it stopped running it."""
+
+
+def lost(execution_id: str) -> Lost:
+    """The error of a supervisor that lost its execution to another engine."""
+    return Lost(
+        f"execution {execution_id} is now run by another engine (this engine's lease "
+        "expired, or the other took the execution first); it stopped here"
+    )

@@ -14,23 +14,22 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from functools import partial
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from prana._errors import ExecutionNotFound
 from prana._records import Suspension
+from prana.storage import Store
 
 from ._clock import Clock
-from ._schedules import ScheduleSlot
+from ._live import LiveExecutions, Unrestorable
+from ._schedules import Schedules, ScheduleSlot
+from ._services import BackgroundServices
 from ._supervision import WakeRequest
-
-if TYPE_CHECKING:
-    from ._engine import Engine
-
-logger = logging.getLogger("prana.engine")
 
 
 class Timer(Protocol):
@@ -47,11 +46,14 @@ Fire = Callable[[Any], Awaitable[None]]
 
 
 class TimerActor:
-    """A heap of wake-up times on one clock."""
+    """A heap of wake-up times on one clock. ``fire(timer)`` is called for each timer
+    that comes due, in a task of its own, under the failure policy of background
+    services (``services``: a failure is tried again after a backoff)."""
 
-    def __init__(self, clock: Clock, fire: Fire) -> None:
+    def __init__(self, clock: Clock, fire: Fire, services: BackgroundServices) -> None:
         self._clock = clock
         self._fire = fire
+        self._services = services
         self._heap: list[tuple[float, int, Timer]] = []
         self._known: set[tuple[str, int]] = set()
         self._counter = itertools.count()
@@ -94,50 +96,31 @@ class TimerActor:
         while self._heap and self._heap[0][0] <= now:
             _, _, timer = heapq.heappop(self._heap)
             self._known.discard(timer.timer_key)
-            firing.start_soon(self._fire_one, timer)
-
-    async def _fire_one(self, timer: Timer) -> None:
-        try:
-            await self._fire(timer)
-        except Exception:
-            logger.exception("timer %s at %s failed", timer.timer_key[0], timer.wake_at)
+            firing.start_soon(self._services.retrying, "timers", partial(self._fire, timer))
 
 
-async def fire_timer(engine: Engine, timer: Suspension | ScheduleSlot) -> None:
-    """A deadline passed: wake the node, here or by taking its execution; or a
-    schedule's time came."""
+async def fire_timer(
+    live: LiveExecutions, schedules: Schedules | None, timer: Suspension | ScheduleSlot
+) -> None:
+    """A deadline passed: wake the node, here or by taking its execution from the
+    store (an execution that cannot be carried on here fails, with an error that
+    says why); or a schedule's time came. Raises :class:`StoreError` (tried again)."""
     if isinstance(timer, ScheduleSlot):
-        if engine._schedules is not None:
-            await engine._schedules.fire(timer)
+        if schedules is not None:
+            await schedules.fire(timer)
         return
-    execution_id = timer.execution_id
-    supervisor = engine._live.get(execution_id)
-    if supervisor is not None:
-        supervisor.deliver(WakeRequest(execution_index=timer.execution_index))
+    try:
+        await live.deliver(timer.execution_id, WakeRequest(execution_index=timer.execution_index))
+    except ExecutionNotFound:
         return
-    stored = await engine._require_store().load_execution(execution_id)
-    if stored is None or stored.status not in ("suspended", "paused"):
-        return  # gone, ended, or running elsewhere (where its timers are)
-    machine = await engine._restore(stored)
-    live = engine._live.get(execution_id)
-    if live is not None:  # taken meanwhile by another task of this engine
-        live.deliver(WakeRequest(execution_index=timer.execution_index))
-        return
-    commands = machine.wake(timer.execution_index, engine.clock.now())
-    if not commands and not machine.has_unsaved_changes:
-        return  # resumed already, paused, or not due after all
-    if engine._task_group is not None:
-        machine.take_on_save = True  # unless another engine took it meanwhile
-        engine._launch(machine, lambda now: commands)
+    except Unrestorable as exc:
+        await live.end_unrestorable(exc)
 
 
-async def arm_due_timers(engine: Engine, horizon: float) -> None:
+async def arm_due_timers(store: Store, timers: TimerActor, clock: Clock, horizon: float) -> None:
     """Arm the timers kept in the store that come due within ``horizon`` seconds (or
     are overdue), wherever they were set: a wait another engine set is fired here
     too if that engine has stopped. Where several engines fire one timer, the first
     to take the execution wakes it; the others find it taken and do nothing."""
-    services = engine._services
-    if services is None:
-        return
-    for suspension in await engine._require_store().timers(before=engine.clock.now() + horizon):
-        services.timers.add(suspension)
+    for suspension in await store.timers(before=clock.now() + horizon):
+        timers.add(suspension)

@@ -162,17 +162,15 @@ async def call_action(
     start_child: StartChild | None = None,
     called: Called | None = None,
 ) -> NodeResult:
-    """Run one action (after ``dispatch.not_before``, within ``dispatch.timeout``) and
-    describe the outcome; never raises except on cancellation. ``called`` carries on
-    an action :func:`call_now` began.
+    """Run one action now (within ``dispatch.timeout``) and describe the outcome;
+    never raises except on cancellation. ``called`` carries on an action
+    :func:`call_now` began.
 
     An action that returns :class:`prana.ExecuteWorkflow` has ``start_child`` start
     the child execution (it returns once the child is saved); the node then waits for
     the child (``sync``) or completes with its id (``fire_and_forget``).
     """
     if called is None:
-        if dispatch.not_before is not None:
-            await clock.sleep_until(dispatch.not_before)
         started_at, started = clock.now(), time.perf_counter()
     else:
         started_at, started = called.started_at, called.started
@@ -286,11 +284,20 @@ async def run_node(
     dispatch: Dispatch,
     results: ObjectSendStream[NodeResult],
     clock: Clock,
+    fence: Callable[[], Awaitable[None]],
     start_child: StartChild | None = None,
     called: Called | None = None,
 ) -> None:
-    """Worker task body: run the action (or finish what :func:`call_now` began) and
-    send its result to the supervisor."""
+    """Worker task body: run the action (after ``dispatch.not_before``), or finish
+    what :func:`call_now` began, and send its result to the supervisor.
+
+    ``fence()`` is awaited right before the action starts: it raises if the engine
+    no longer holds the execution (see :mod:`._ownership`), and the action does not
+    start."""
     async with results:
+        if called is None:
+            if dispatch.not_before is not None:
+                await clock.sleep_until(dispatch.not_before)
+            await fence()
         result = await call_action(dispatch, clock, start_child, called)
         await results.send(result)

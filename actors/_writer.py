@@ -1,26 +1,36 @@
 """The checkpoint writer: group commit for every supervisor of an engine (DESIGN §7).
 
-Supervisors hand it checkpoints (:meth:`CheckpointWriter.submit`) and wait for
-their batch. It takes every checkpoint waiting at that moment, up to
-``BATCH_LIMIT`` (the rest go in the next transactions), commits them in one
-transaction, and then answers each supervisor: saved,
-lost (another engine owns the execution now), or the store's error. Under load,
-many executions share one commit; alone, an execution waits for one commit per step.
+A supervisor saves each checkpoint with :meth:`CheckpointWriter.save` and waits for
+it. When it is the only one saving (:meth:`CheckpointWriter.saving`) and the writer is
+idle, the checkpoint is committed at once, in the supervisor's own task: alone, an
+execution pays for no hand-over to another task. Otherwise it joins the next batch
+(a commit that does not wait for the disk does not let other tasks run, so with
+several executions committing on the spot none would ever share a commit): the
+writer's task takes every checkpoint waiting at that moment, up to ``BATCH_LIMIT``
+(the rest go in the next transactions), commits them in one transaction, and then
+answers each supervisor: saved, lost (another engine owns the execution now), or the
+store's error. Under load, many executions share one commit.
+
+Either way a save lets other tasks run before it returns, so that a long chain of
+quick nodes never holds the event loop for more than one step.
 """
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import anyio
+import anyio.lowlevel
 import attrs
 from anyio.abc import TaskStatus
 
 from prana._errors import PranaError, StoreError
 from prana._records import Checkpoint
 from prana.storage import Store
+
+from ._ownership import Leases
 
 
 @attrs.define(eq=False)
@@ -45,66 +55,60 @@ class Batch:
 
 
 # The most checkpoints one transaction takes. When more are waiting (many executions
-# step in lock step), the rest go in the next ones, oldest first. A commit runs on the
-# event loop's thread (decision 0026), so this bounds how long one holds the loop
-# (a few milliseconds), and the size of one batch in memory.
+# step in lock step), the rest go in the next ones, oldest first. A commit may run on
+# the event loop's thread (the SQLite store's choice), so this bounds how long one
+# holds the loop (a few milliseconds), and the size of one batch in memory.
 BATCH_LIMIT = 256
 
 
 class CheckpointWriter:
-    """Commits checkpoints in batches; one per engine."""
+    """Commits checkpoints, in batches under load; one per engine."""
 
-    def __init__(
-        self,
-        store: Store,
-        *,
-        owner: str,
-        lease: float,
-        now: Callable[[], float],
-        alone: Callable[[], bool] = lambda: False,
-    ) -> None:
+    def __init__(self, store: Store, leases: Leases, now: Callable[[], float]) -> None:
         self._store = store
-        self._owner = owner
-        self._lease = lease
+        self._leases = leases
         self._now = now
-        self._alone = alone
         self._committing = False
+        self._savers = 0
         self._waiting: deque[Batch] = deque()
         self._wake = anyio.Event()
         self._closed = False
         self.batches = 0
         self.written = 0
 
-    def commit_now(self, checkpoint: Checkpoint) -> bool | None:
-        """Commit ``checkpoint`` on the spot when there is nothing to group it with:
-        ``alone()`` says one execution runs, and nothing else is waiting or being
-        committed. Whether it was applied (see :meth:`Batch.applied`), or ``None``,
-        having done nothing, when it must go through :meth:`submit`.
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """Count as a supervisor that saves checkpoints while inside."""
+        self._savers += 1
+        try:
+            yield
+        finally:
+            self._savers -= 1
 
-        Raises :class:`StoreError` if the store could not save it.
-        """
-        if self._closed or self._committing or self._waiting or not self._alone():
-            return None
-        lost = self._store.commit_now(
-            [checkpoint],
-            owner=self._owner,
-            lease_expires=time.time() + self._lease,
-            now=self._now(),
-        )
-        if lost is None:
-            return None
-        self.batches += 1
-        self.written += 1
-        return checkpoint.execution_id not in lost
+    async def save(self, checkpoint: Checkpoint) -> bool:
+        """Commit ``checkpoint`` and return whether it was applied (``False``: this
+        engine does not own its execution any more).
 
-    def submit(self, checkpoint: Checkpoint) -> Batch:
-        """Hand in ``checkpoint`` for the next transaction; wait for the batch's
-        ``done`` event, then ask it :meth:`Batch.applied`.
-
-        Raises :class:`StoreError` if the writer has stopped (the engine is closing).
+        Raises :class:`StoreError` if the store could not save it, or the engine is
+        stopping. Cancelled, the checkpoint may or may not have been saved.
         """
         if self._closed:
             raise StoreError("the engine is stopping: nothing more is saved")
+        if self._savers > 1 or self._committing or self._waiting:
+            batch = self._submit(checkpoint)
+            await batch.done.wait()
+            return batch.applied(checkpoint)
+        self._committing = True
+        try:
+            lost = await self._commit([checkpoint])
+        finally:
+            self._committing = False
+            if self._waiting:
+                self._wake.set()  # what came meanwhile is the writer's to commit
+        await anyio.lowlevel.checkpoint()
+        return checkpoint.execution_id not in lost
+
+    def _submit(self, checkpoint: Checkpoint) -> Batch:
         waiting = self._waiting
         if not waiting or len(waiting[-1].checkpoints) >= BATCH_LIMIT:
             waiting.append(Batch())
@@ -121,13 +125,16 @@ class CheckpointWriter:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
-                while self._waiting:
+                while self._waiting and not self._committing:
                     batch = self._waiting.popleft()
                     self._committing = True
                     try:
-                        await self._commit(batch)
+                        batch.lost = await self._commit(batch.checkpoints)
+                    except StoreError as exc:
+                        batch.error = exc
                     finally:
                         self._committing = False
+                    batch.done.set()
         finally:
             # Checkpoints handed in as the engine stops are not saved: say so.
             self._closed = True
@@ -135,17 +142,13 @@ class CheckpointWriter:
                 batch.error = StoreError("the engine stopped before this checkpoint was saved")
                 batch.done.set()
 
-    async def _commit(self, batch: Batch) -> None:
-        try:
-            batch.lost = await self._store.commit(
-                batch.checkpoints,
-                owner=self._owner,
-                lease_expires=time.time() + self._lease,
-                now=self._now(),
-            )
-        except StoreError as exc:
-            batch.error = exc
-        else:
-            self.batches += 1
-            self.written += len(batch.checkpoints)
-        batch.done.set()
+    async def _commit(self, checkpoints: Sequence[Checkpoint]) -> set[str]:
+        lost = await self._store.commit(
+            checkpoints,
+            owner=self._leases.owner,
+            lease_expires=self._leases.expiry(),
+            now=self._now(),
+        )
+        self.batches += 1
+        self.written += len(checkpoints)
+        return lost

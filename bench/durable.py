@@ -132,8 +132,7 @@ async def _w4(db: str, synchronous: str, *, busy: bool) -> dict[str, float]:
             results = await run_all(engine, chain, EXECUTIONS)
             elapsed = time.perf_counter() - started
         assert all(result.status == "completed" for result in results)
-        writer = engine._services.writer if engine._services else None
-        batches = writer.batches if writer else 0
+        batches = engine.statistics().commits
     nodes = EXECUTIONS * len(chain.nodes)
     with sqlite3.connect(db) as connection:
         count = connection.execute("SELECT count(*) FROM executions").fetchone()[0]

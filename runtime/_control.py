@@ -27,7 +27,14 @@ import attrs
 from ._commands import CancelChildren, CancelRuns, Command, ExecutionResumed, RunFinished
 from ._errors import InvalidTransition
 from ._flow import DONE, RUNNING, SUSPENDED
-from ._records import ErrorInfo, ExecutionStatus, NodeRun
+from ._records import (
+    Checkpoint,
+    ErrorInfo,
+    ExecutionStatus,
+    NodeRun,
+    StoredExecution,
+    waiting_run,
+)
 from ._waiting import ENDED_HOW, end_wait, next_attempt, retry_now
 
 if TYPE_CHECKING:
@@ -131,10 +138,16 @@ def unpause(machine: ExecutionMachine, now: float) -> list[Command]:
 
 
 def retry(machine: ExecutionMachine, now: float) -> list[Command]:
-    """Run a failed execution's failed node again, as its next attempt."""
+    """Run a failed execution's failed node again, as its next attempt, with the
+    nodes the failure cut short."""
     check_allowed("retry", machine.status, machine.execution_id)
     failed = _failed_run(machine)
-    if failed is None:
+    cut_short_keys = {
+        machine._nodes[index].key
+        for index, state in enumerate(machine._state)
+        if state in (RUNNING, SUSPENDED)
+    }
+    if failed is None and not cut_short_keys:
         raise InvalidTransition(
             f"execution {machine.execution_id} failed before any node did "
             f"({machine.error.message if machine.error else 'no error recorded'}); "
@@ -147,17 +160,13 @@ def retry(machine: ExecutionMachine, now: float) -> list[Command]:
     commands: list[Command] = []
     if machine.notices:
         commands.append(ExecutionResumed(cause="retry"))
-    cut_short_keys = {
-        machine._nodes[index].key
-        for index, state in enumerate(machine._state)
-        if state in (RUNNING, SUSPENDED)
-    }
     cut_short = []
     for run in reversed(machine._runs):  # each such node's latest attempt
         if run.node_key in cut_short_keys and run.status != "retried":
             cut_short_keys.discard(run.node_key)
             cut_short.append(run.execution_index)
-    for execution_index in sorted({failed.execution_index, *cut_short}):
+    again = {*cut_short} if failed is None else {failed.execution_index, *cut_short}
+    for execution_index in sorted(again):
         _run_again(machine, machine._runs[execution_index])
     return commands + machine._finish_event(now)
 
@@ -194,3 +203,62 @@ def _failed_run(machine: ExecutionMachine) -> NodeRun | None:
 def _run_again(machine: ExecutionMachine, run: NodeRun) -> None:
     index = machine._index[run.node_key]
     machine._dispatch(index, again=next_attempt(machine, index, run, run.attempt + 1))
+
+
+def unrestorable_checkpoint(
+    stored: StoredExecution, status: ExecutionStatus, error: ErrorInfo, now: float
+) -> Checkpoint:
+    """A checkpoint that ends ``stored`` with ``status`` and ``error`` without
+    restoring it (its workflow cannot be compiled any more, say), as :func:`stop`
+    would: its running and waiting runs are cancelled, its routing state is kept.
+    Retried once the workflow can be restored again, it runs the nodes cut short.
+
+    It takes the execution from the store (unless the engine holds it already:
+    running, claimed after its engine died), so it is applied only if nobody changed
+    it since it was read.
+    """
+    paths = dict(stored.active_paths)
+    waiting_inputs = paths.pop("waiting", {})
+    paths.pop("pausing", None)
+    cancelled = [
+        NodeRun(
+            node_key=node_key,
+            run_index=run_index,
+            execution_index=execution_index,
+            status="cancelled",
+            attempt=attempt,
+            finished_at=now,
+            inputs=tuple((str(port), int(source)) for port, source in inputs),
+        )
+        for execution_index, node_key, run_index, attempt, inputs in paths.pop("running", ())
+    ]
+    for suspension in stored.suspensions:
+        inputs = waiting_inputs.get(str(suspension.execution_index), ())
+        run = waiting_run(
+            suspension, stored.runs, tuple((str(port), int(source)) for port, source in inputs)
+        )
+        cancelled.append(attrs.evolve(run, status="cancelled", finished_at=now))
+    return Checkpoint(
+        execution_id=stored.id,
+        kind="change" if stored.status == "running" else "take",
+        workflow_id=stored.workflow_id,
+        workflow_version=stored.workflow_version,
+        workflow_hash=stored.workflow_hash,
+        status=status,
+        trigger=stored.trigger,
+        input=stored.input,
+        active_paths=paths,
+        iteration_count=stored.iteration_count,
+        error=error,
+        started_at=stored.started_at if stored.started_at is not None else now,
+        finished_at=now,
+        runs=tuple(sorted(cancelled, key=lambda run: run.execution_index)),
+        suspensions_removed=tuple(s.execution_index for s in stored.suspensions),
+        parent_execution_id=stored.parent_execution_id,
+        root_execution_id=stored.root_execution_id,
+        mode=stored.mode,
+        depth=stored.depth,
+        deadline=stored.deadline,
+        take_from=stored.status,
+        revision=stored.revision,
+    )

@@ -42,9 +42,6 @@ class Flow:
         # Whether to return notices (RunFinished, NodeSkipped): only worth building
         # when someone listens to events. Commands are returned regardless.
         self.notices = True
-        # Whether the next checkpoint takes the execution from the store (it was
-        # waiting there, released); set by whoever restored it to carry it on.
-        self.take_on_save = False
         self.iteration_count = 0
         nodes = graph.order
         count = len(nodes)

@@ -96,12 +96,9 @@ class ExecutionMachine(Flow):
         self.mode: ChildMode | None = mode
         self.depth = depth
         self.deadline: float | None = None
-        # The status the execution had in the store when it was taken from there.
-        self.take_from: ExecutionStatus = "suspended"
-        # Checkpoints applied in the store so far (a take checks it is still so).
+        # Changes applied to the execution's row in the store so far (a take checks
+        # it is still so).
         self.revision = 0
-        # Whether the next checkpoint clears a control request left in the store.
-        self.clear_request = False
         self.input = input
         self.env: Mapping[str, str] = env if env is not None else _EMPTY
         initial = graph.workflow.variables if vars is None else vars
@@ -159,7 +156,6 @@ class ExecutionMachine(Flow):
             depth=stored.depth,
         )
         machine.deadline = stored.deadline
-        machine.take_from = stored.status
         machine.revision = stored.revision
         restore(machine, stored)
         return machine
@@ -299,9 +295,16 @@ class ExecutionMachine(Flow):
         """
         return execution_data(self)
 
-    def checkpoint(self) -> Checkpoint:
-        """What changed since the last checkpoint, to be saved; marks it saved."""
-        return take_checkpoint(self)
+    def checkpoint(
+        self, *, take_from: ExecutionStatus | None = None, clear_request: bool = False
+    ) -> Checkpoint:
+        """What changed since the last checkpoint, to be saved; marks it saved.
+
+        ``take_from``: the execution was taken from the store, where it had this
+        status (the checkpoint is applied only if it still has). ``clear_request``:
+        it clears a control request left for the execution in the store.
+        """
+        return take_checkpoint(self, take_from=take_from, clear_request=clear_request)
 
     def never_ran(self) -> list[str]:
         """Keys of the nodes that were skipped and have not run at all, in skip order."""

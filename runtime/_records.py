@@ -222,32 +222,48 @@ class Execution:
         return [run for run in self.node_runs if run.node_key == node_key]
 
 
+CheckpointKind = Literal["start", "step", "change", "take"]
+
+
 @attrs.define(kw_only=True, eq=False)
 class Checkpoint:
     """What changed in an execution since its previous checkpoint (DESIGN §8).
 
-    A store applies it in one transaction. ``new`` marks the first checkpoint of an
-    execution (its row is created); ``take`` the first after taking a waiting
-    execution from the store (applied only if its status is still ``take_from`` and
-    no live engine owns it; it also clears a control request left for the
-    execution, as does ``clear_request``). The header fields, ``active_paths`` (the routing
-    state, bounded by the size of the workflow) and ``iteration_count`` replace what
-    the store had; ``vars`` is ``None`` when unchanged; ``node_contexts`` holds only
-    the contexts that changed; ``status_changed`` is false when the status (and with
-    it the error and the timestamps) is the one saved last; ``runs`` are the node runs that ended since the last
-    checkpoint, appended to the audit trail; suspensions are added and removed (by
-    execution index). Nothing in it grows with the length of the execution.
+    A store applies it in one transaction, as its ``kind`` says. The core decides the
+    kind, and what the checkpoint holds; a store only keeps it:
+
+    * ``start``: the execution's first checkpoint: its row is created, owned by the
+      engine if it runs (not applied if the row exists: another engine started it).
+    * ``step``: a running execution that stays running: node runs are appended, the
+      routing state, node contexts and suspensions change; its row (status, owner,
+      lease, variables, revision) is left alone.
+    * ``change``: its row changes too: the status (with the error and timestamps), the
+      variables, the deadline; a running execution stays owned by the engine, any
+      other is released; ``revision`` grows by one.
+    * ``take``: a ``change`` that takes the execution from the store, applied only if
+      its status there is still ``take_from``, its revision still ``revision`` and no
+      live engine owns it.
+
+    Applied only by the engine that owns the execution (``start`` and ``take`` make
+    it the owner). ``clear_request`` (``change``, ``take``) clears a control request
+    left for the execution in the store. ``active_paths`` (the routing state, bounded
+    by the size of the workflow) and ``iteration_count`` replace what the store had;
+    ``vars`` is ``None`` when unchanged; ``node_contexts`` holds only the contexts
+    that changed; ``status_changed`` is false when the status (and with it the error
+    and the timestamps) is the one saved last; ``runs`` are the node runs that ended
+    since the last checkpoint, appended to the audit trail; suspensions are added
+    and removed (by execution index). Nothing in it grows with the length of the
+    execution.
     """
 
     execution_id: str
+    kind: CheckpointKind
     workflow_id: str
     workflow_version: int
     workflow_hash: str = ""
     status: ExecutionStatus
     trigger: str
     input: Any = None
-    new: bool = False
-    take: bool = False
     status_changed: bool = True
     active_paths: Mapping[str, Any] = attrs.field(factory=dict)
     iteration_count: int = 0

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import InternalError
 from ._flow import DEAD, DELIVERED, DONE, OPEN, OPEN_REF, SKIPPED
-from ._records import Checkpoint, Execution, NodeRun, StoredExecution, waiting_run
+from ._records import (
+    Checkpoint,
+    CheckpointKind,
+    Execution,
+    ExecutionStatus,
+    NodeRun,
+    StoredExecution,
+    waiting_run,
+)
 
 if TYPE_CHECKING:
     from ._compiler import ExecutionGraph
@@ -106,6 +114,9 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
     paths = stored.active_paths
     runs, suspensions = stored.runs, stored.suspensions
     graph = machine.graph
+    if stored.status == "completed" and "format" not in paths:
+        _restore_completed(machine, stored)
+        return
     if paths.get("format") not in (1, FORMAT):
         raise InternalError(f"unknown routing state format {paths.get('format')!r}")
     states = [int(char) for char in paths["nodes"]]
@@ -198,6 +209,32 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
     _recount(machine, graph)
 
 
+def _restore_completed(machine: ExecutionMachine, stored: StoredExecution) -> None:
+    """A completed execution, whose checkpoint kept only the nodes it skipped
+    (:func:`kept_paths`): its audit trail and outcome, nothing left to run."""
+    machine.status = stored.status
+    machine.error = stored.error
+    machine.started_at = stored.started_at
+    machine.finished_at = stored.finished_at
+    machine.iteration_count = stored.iteration_count
+    machine._node_contexts = {key: dict(value) for key, value in stored.node_contexts.items()}
+    machine._vars_changed = False
+    machine._saved = True
+    machine._saved_status = stored.status
+    machine._runs = sorted(stored.runs, key=_by_execution_index)
+    for run in machine._runs:
+        index = machine._index[run.node_key]
+        machine._run_counts[index] = max(machine._run_counts[index], run.run_index + 1)
+        if run.status in ("completed", "failed"):
+            machine._latest[index] = run
+            machine._state[index] = DONE
+    machine._skipped = dict.fromkeys(stored.active_paths.get("skipped", ()))
+    for key in machine._skipped:
+        index = machine._index[key]
+        if machine._state[index] != DONE:
+            machine._state[index] = SKIPPED
+
+
 def _recount(machine: ExecutionMachine, graph: ExecutionGraph) -> None:
     """Edges settled and delivered per node, nodes unsettled per loop: one pass."""
     edge_state = machine._edge_state
@@ -274,8 +311,6 @@ def has_unsaved_changes(machine: ExecutionMachine) -> bool:
     """Whether a checkpoint of ``machine`` now would save anything new."""
     return bool(
         not machine._saved
-        or machine.take_on_save
-        or machine.clear_request
         or machine._saved_status != machine.status
         or machine._unsaved_runs
         or machine._suspensions_added
@@ -285,27 +320,63 @@ def has_unsaved_changes(machine: ExecutionMachine) -> bool:
     )
 
 
-def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
-    """What changed in ``machine`` since its last checkpoint; marks it saved."""
+def kept_paths(machine: ExecutionMachine) -> dict[str, Any]:
+    """The routing state a checkpoint keeps: all of it, but for a completed execution
+    only the nodes it skipped (nothing will run again, so nothing else is needed)."""
+    if machine.status == "completed":
+        return {"skipped": list(machine._skipped)}
+    return dump_paths(machine)
+
+
+def checkpoint_kind(
+    machine: ExecutionMachine, take_from: ExecutionStatus | None, clear_request: bool
+) -> CheckpointKind:
+    """What a store is to do with the next checkpoint (see :class:`Checkpoint`)."""
+    if not machine._saved:
+        return "start"
+    if take_from is not None:
+        return "take"
+    if (
+        machine.status != "running"
+        or machine._saved_status != machine.status
+        or machine._vars_changed
+        or clear_request
+    ):
+        return "change"
+    return "step"
+
+
+def take_checkpoint(
+    machine: ExecutionMachine,
+    *,
+    take_from: ExecutionStatus | None = None,
+    clear_request: bool = False,
+) -> Checkpoint:
+    """What changed in ``machine`` since its last checkpoint; marks it saved.
+
+    ``take_from`` (the status the execution has in the store) makes it a ``take``:
+    the first checkpoint of an execution taken from the store to carry it on.
+    ``clear_request`` clears a control request left for it in the store.
+    """
     workflow = machine.graph.workflow
+    kind = checkpoint_kind(machine, take_from, clear_request)
     changed = machine._contexts_changed
     contexts = (
         {key: dict(machine._node_contexts.get(key, {})) for key in changed} if changed else {}
     )
     checkpoint = Checkpoint(
         execution_id=machine.execution_id,
+        kind=kind,
         workflow_id=workflow.id,
         workflow_version=workflow.version,
         workflow_hash=machine.graph.hash,
         status=machine.status,
         trigger=machine.graph.trigger,
         input=machine.input,
-        new=not machine._saved,
-        take=machine.take_on_save,
         status_changed=machine._saved_status != machine.status,
-        active_paths=dump_paths(machine),
+        active_paths=kept_paths(machine),
         iteration_count=machine.iteration_count,
-        vars=dict(machine.vars) if machine._vars_changed else None,
+        vars=dict(machine.vars) if machine._vars_changed or kind == "start" else None,
         node_contexts=contexts,
         error=machine.error,
         started_at=machine.started_at,
@@ -318,15 +389,14 @@ def take_checkpoint(machine: ExecutionMachine) -> Checkpoint:
         mode=machine.mode,
         depth=machine.depth,
         deadline=machine.deadline,
-        take_from=machine.take_from,
+        take_from=take_from or machine.status,
         revision=machine.revision,
-        clear_request=machine.clear_request,
+        clear_request=clear_request,
     )
-    machine.clear_request = False
-    machine.revision += 1
+    if kind != "step":
+        machine.revision += 1  # a store counts the changes to an execution's row
     machine._saved = True
     machine._saved_status = machine.status
-    machine.take_on_save = False
     # Emptied in place: a checkpoint per step, with thousands of executions in
     # flight, should leave little for the garbage collector.
     machine._unsaved_runs.clear()

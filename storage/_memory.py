@@ -14,11 +14,16 @@ from typing import Any
 import anyio
 import attrs
 
-from prana._records import Checkpoint, ExecutionStatus, NodeRun, StoredExecution, Suspension
+from prana._records import (
+    FINAL_STATUSES,
+    Checkpoint,
+    ExecutionStatus,
+    NodeRun,
+    StoredExecution,
+    Suspension,
+)
 
-from ._protocol import ScheduleState, StoredWorkflow, is_step, kept_paths
-
-FINAL = ("completed", "failed", "cancelled", "timed_out")
+from ._protocol import ScheduleState, StoredWorkflow
 
 
 @attrs.define
@@ -46,27 +51,17 @@ class MemoryStore:
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
     ) -> set[str]:
         """Apply checkpoints owned by ``owner``; return the ids of the others."""
-        return self.commit_now(checkpoints, owner=owner, lease_expires=lease_expires, now=now)
-
-    async def maintain(self) -> None:
-        """Nothing to keep in shape: sleeps until cancelled."""
-        await anyio.sleep_forever()
-
-    def commit_now(
-        self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
-    ) -> set[str]:
-        """:meth:`commit`, on the spot (memory is always quick)."""
         lost: set[str] = set()
         for checkpoint in checkpoints:
             kept = self._executions.get(checkpoint.execution_id)
             if kept is None:
-                if not checkpoint.new:
+                if checkpoint.kind != "start":
                     lost.add(checkpoint.execution_id)
                     continue
-            elif checkpoint.new:  # started already, by this engine or another
+            elif checkpoint.kind == "start":  # started already, by this engine or another
                 lost.add(checkpoint.execution_id)
                 continue
-            elif checkpoint.take:
+            elif checkpoint.kind == "take":
                 execution = kept.execution
                 free = execution.owner in (None, owner) or (execution.lease_expires or 0.0) <= now
                 stale = execution.revision != checkpoint.revision
@@ -79,6 +74,10 @@ class MemoryStore:
             self._apply(kept, checkpoint, owner, lease_expires, now)
         return lost
 
+    async def maintain(self) -> None:
+        """Nothing to keep in shape: sleeps until cancelled."""
+        await anyio.sleep_forever()
+
     def _apply(
         self,
         kept: _Kept | None,
@@ -89,7 +88,7 @@ class MemoryStore:
     ) -> None:
         running = checkpoint.status == "running"
         previous = kept.execution if kept is not None else None
-        if previous is not None and is_step(checkpoint):  # the row itself stays as it was
+        if previous is not None and checkpoint.kind == "step":  # the row stays as it was
             lease, revision = previous.lease_expires, previous.revision
         else:
             lease = lease_expires if running else None
@@ -109,7 +108,7 @@ class MemoryStore:
                 **(previous.node_contexts if previous else {}),
                 **checkpoint.node_contexts,
             },
-            active_paths=kept_paths(checkpoint),
+            active_paths=checkpoint.active_paths,
             iteration_count=checkpoint.iteration_count,
             error=checkpoint.error,
             started_at=checkpoint.started_at,
@@ -123,7 +122,7 @@ class MemoryStore:
             depth=checkpoint.depth,
             deadline=checkpoint.deadline,
             request=None
-            if previous is None or checkpoint.take or checkpoint.clear_request
+            if previous is None or checkpoint.kind == "take" or checkpoint.clear_request
             else previous.request,
             revision=revision,
         )
@@ -205,7 +204,7 @@ class MemoryStore:
             for kept in self._executions.values()
             if kept.execution.deadline is not None
             and kept.execution.deadline <= limit
-            and kept.execution.status not in FINAL
+            and kept.execution.status not in FINAL_STATUSES
         ]
         return sorted(
             found,
@@ -222,7 +221,7 @@ class MemoryStore:
         for kept in self._executions.values():
             for suspension in kept.suspensions.values():
                 child = self._executions.get(suspension.child_execution_id or "")
-                if child is not None and child.execution.status in FINAL:
+                if child is not None and child.execution.status in FINAL_STATUSES:
                     found.append(suspension)
         return found
 
@@ -231,10 +230,14 @@ class MemoryStore:
         found = []
         for kept in self._executions.values():
             child = kept.execution
-            if child.mode != "sync" or child.status in FINAL or child.parent_execution_id is None:
+            if (
+                child.mode != "sync"
+                or child.status in FINAL_STATUSES
+                or child.parent_execution_id is None
+            ):
                 continue
             parent = self._executions.get(child.parent_execution_id)
-            if parent is not None and parent.execution.status in FINAL:
+            if parent is not None and parent.execution.status in FINAL_STATUSES:
                 found.append((child.id, parent.execution.id, parent.execution.status))
         return found
 
@@ -315,32 +318,39 @@ class MemoryStore:
             )
 
     async def claim_orphans(
-        self, *, owner: str, lease_expires: float, now: float, dead_owners: Iterable[str] = ()
+        self,
+        *,
+        owner: str,
+        lease_expires: float,
+        now: float,
+        dead_owners: Iterable[str] = (),
+        execution_ids: Iterable[str] | None = None,
     ) -> list[str]:
         """Take running executions whose lease expired or whose owner is dead."""
         dead = set(dead_owners)
+        only = None if execution_ids is None else set(execution_ids)
         taken = []
         for execution_id, kept in self._executions.items():
             execution = kept.execution
-            if execution.status != "running" or execution.owner == owner:
+            if execution.status != "running" or (only is not None and execution_id not in only):
                 continue
-            if (
-                execution.owner is None
-                or execution.owner in dead
-                or (execution.lease_expires or 0.0) <= now
-            ):
+            expired = (execution.lease_expires or 0.0) <= now
+            if execution.owner is None or execution.owner in dead or expired:
                 kept.execution = attrs.evolve(execution, owner=owner, lease_expires=lease_expires)
                 taken.append(execution_id)
         return sorted(taken)
 
     async def renew(
         self, execution_ids: Iterable[str], *, owner: str, lease_expires: float
-    ) -> None:
-        """Extend the leases ``owner`` holds."""
+    ) -> set[str]:
+        """Extend the leases ``owner`` holds; return the ids it holds."""
+        held: set[str] = set()
         for execution_id in execution_ids:
             kept = self._executions.get(execution_id)
             if kept is not None and kept.execution.owner == owner:
                 kept.execution = attrs.evolve(kept.execution, lease_expires=lease_expires)
+                held.add(execution_id)
+        return held
 
     async def owners(self) -> list[str]:
         """Owners of running executions."""

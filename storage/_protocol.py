@@ -3,11 +3,17 @@
 Supervisors never talk to a store directly: they hand checkpoints to the engine's
 checkpoint writer, which commits many at once (group commit). A store keeps and
 returns records and enforces ownership (leases); it decides nothing about what a
-workflow does.
+workflow does: what a checkpoint holds, and how it is applied (its kind), is
+decided by the core.
+
+Every method is async. How a backend does its I/O (on the event loop's thread, or on
+worker threads) is its own choice, written at the top of its module; callers see no
+difference.
 
 Ownership: an execution that is running belongs to one engine (``owner``) until its
 lease expires. A checkpoint is applied only by the owner; a waiting (suspended) or
-ended execution has no owner, and an engine takes one with :meth:`Store.claim`.
+ended execution has no owner, and an engine takes one with a ``take`` checkpoint, or
+one whose owner stopped with :meth:`Store.claim_orphans`.
 """
 
 from __future__ import annotations
@@ -41,28 +47,6 @@ class ScheduleState:
     spec: str = ""  # the cron expression and timezone it follows
 
 
-def kept_paths(checkpoint: Checkpoint) -> Mapping[str, Any]:
-    """The routing state a store keeps: all of it, but for a completed execution only
-    the nodes it skipped (nothing will run again, so nothing else is needed)."""
-    if checkpoint.status == "completed":
-        return {"skipped": list(checkpoint.active_paths.get("skipped", ()))}
-    return checkpoint.active_paths
-
-
-def is_step(checkpoint: Checkpoint) -> bool:
-    """Whether ``checkpoint`` is a plain step of a running execution that stays
-    running: it adds node runs and moves the routing state, and leaves the
-    execution's owner, lease and revision alone."""
-    return (
-        checkpoint.status == "running"
-        and not checkpoint.status_changed
-        and not checkpoint.new
-        and not checkpoint.take
-        and not checkpoint.clear_request
-        and checkpoint.vars is None
-    )
-
-
 @runtime_checkable
 class Store(Protocol):
     """A place to keep executions: :class:`MemoryStore` or :class:`SQLiteStore`.
@@ -89,18 +73,12 @@ class Store(Protocol):
     ) -> set[str]:
         """Apply every checkpoint in one transaction, all or none.
 
-        A running execution is owned by ``owner`` until ``lease_expires``; a waiting or
-        ended one is released. A plain step (:func:`is_step`) leaves the lease as it
-        was: :meth:`renew` extends it. Checkpoints of executions that ``owner`` no longer owns
-        are not applied; their ids are returned.
+        Each is applied as its ``kind`` says (see :class:`prana.Checkpoint`): a
+        running execution is owned by ``owner`` until ``lease_expires``, a waiting or
+        ended one is released; a ``step`` leaves the lease as it was (:meth:`renew`
+        extends it). Checkpoints of executions that ``owner`` does not own (or, for a
+        ``take``, cannot take) are not applied; their ids are returned.
         """
-        ...
-
-    def commit_now(
-        self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
-    ) -> set[str] | None:
-        """:meth:`commit` on the calling thread, if the store can do it quickly (no
-        disk sync or lock to wait for); ``None``, having changed nothing, if not."""
         ...
 
     async def save_workflow(self, workflow: StoredWorkflow) -> None:
@@ -190,16 +168,26 @@ class Store(Protocol):
         ...
 
     async def claim_orphans(
-        self, *, owner: str, lease_expires: float, now: float, dead_owners: Iterable[str] = ()
+        self,
+        *,
+        owner: str,
+        lease_expires: float,
+        now: float,
+        dead_owners: Iterable[str] = (),
+        execution_ids: Iterable[str] | None = None,
     ) -> list[str]:
-        """Take every running execution whose lease has expired (or whose owner is
-        known to be dead); return their ids."""
+        """Take every running execution (of ``execution_ids``, if given) whose lease
+        has expired, or whose owner is known to be dead, for ``owner`` until
+        ``lease_expires``; return their ids. Executions ``owner`` owns already count
+        once their lease has expired (an engine whose supervisor stopped short)."""
         ...
 
     async def renew(
         self, execution_ids: Iterable[str], *, owner: str, lease_expires: float
-    ) -> None:
-        """Extend the lease of executions ``owner`` runs."""
+    ) -> set[str]:
+        """Extend (or with ``lease_expires=0``, release) the lease of executions
+        ``owner`` runs; return the ids among ``execution_ids`` that ``owner`` owns
+        (the others were taken by another engine, or are no longer running)."""
         ...
 
     async def owners(self) -> list[str]:

@@ -33,7 +33,13 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from prana._errors import StoreError
-from prana._records import Checkpoint, ExecutionStatus, StoredExecution, Suspension
+from prana._records import (
+    FINAL_STATUSES,
+    Checkpoint,
+    ExecutionStatus,
+    StoredExecution,
+    Suspension,
+)
 
 from . import _codec as codec
 from . import _sqlite_rows as rows
@@ -41,6 +47,7 @@ from ._protocol import ScheduleState, StoredWorkflow
 from ._sqlite_file import locked_error, open_connections, parse_url, store_error
 from ._sqlite_rows import (
     SUSPENSION_COLUMNS,
+    chunks,
     execution_from_row,
     suspension_from_row,
 )
@@ -279,15 +286,6 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ writes
 
-    def commit_now(
-        self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
-    ) -> set[str] | None:
-        """:meth:`commit` at once, on the calling thread (the event loop's), when nothing
-        stands in the way: the store not opening or closing, no lock held by another
-        connection, the WAL not far too long (see :mod:`._sqlite_wal`). ``None``,
-        having done nothing, otherwise."""
-        return self._save_now(*rows.saving(checkpoints, owner, lease_expires, now))
-
     def _save_now(
         self, save: Callable[[sqlite3.Connection], set[str]], transaction: bool
     ) -> set[str] | None:
@@ -303,7 +301,12 @@ class SQLiteStore:
     async def commit(
         self, checkpoints: Sequence[Checkpoint], *, owner: str, lease_expires: float, now: float
     ) -> set[str]:
-        """Apply checkpoints in one transaction; return the ids it does not own."""
+        """Apply checkpoints in one transaction; return the ids it does not own.
+
+        It commits at once, without letting other tasks run, when nothing stands in
+        the way (the store not opening or closing, no lock held by another
+        connection, the WAL not far too long: see :mod:`._sqlite_wal`); otherwise it
+        waits for that, asleep."""
         save, transaction = rows.saving(checkpoints, owner, lease_expires, now)
         lost = self._save_now(save, transaction)
         if lost is None:
@@ -329,18 +332,26 @@ class SQLiteStore:
         await self._write(insert)
 
     async def claim_orphans(
-        self, *, owner: str, lease_expires: float, now: float, dead_owners: Iterable[str] = ()
+        self,
+        *,
+        owner: str,
+        lease_expires: float,
+        now: float,
+        dead_owners: Iterable[str] = (),
+        execution_ids: Iterable[str] | None = None,
     ) -> list[str]:
         """Take running executions whose lease expired or whose owner is dead."""
         dead = tuple(dead_owners)
-        marks = ", ".join("?" * len(dead)) or "NULL"
+        owners = ", ".join("?" * len(dead)) or "NULL"
+        only = None if execution_ids is None else list(execution_ids)
+        ids = "" if only is None else f"AND id IN ({', '.join('?' * len(only)) or 'NULL'}) "
 
         def take(db: sqlite3.Connection) -> list[str]:
             rows = db.execute(
-                "UPDATE executions SET owner = ?, lease_expires = ? "
-                "WHERE status = 'running' AND (owner IS NULL OR owner != ?) "
-                f"AND (owner IS NULL OR lease_expires <= ? OR owner IN ({marks})) RETURNING id",
-                (owner, lease_expires, owner, now, *dead),
+                "UPDATE executions SET owner = ?, lease_expires = ? WHERE status = 'running' "
+                f"{ids}AND (owner IS NULL OR lease_expires <= ? OR owner IN ({owners})) "
+                "RETURNING id",
+                (owner, lease_expires, *(only or ()), now, *dead),
             ).fetchall()
             return sorted(row[0] for row in rows)
 
@@ -348,22 +359,26 @@ class SQLiteStore:
 
     async def renew(
         self, execution_ids: Iterable[str], *, owner: str, lease_expires: float
-    ) -> None:
-        """Extend the leases ``owner`` holds."""
+    ) -> set[str]:
+        """Extend (or release) the leases ``owner`` holds; return the ids it holds."""
         ids = list(execution_ids)
         if not ids:
-            return
+            return set()
 
-        def extend(db: sqlite3.Connection) -> None:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                db.execute(
-                    f"UPDATE executions SET lease_expires = ? WHERE owner = ? "
-                    f"AND id IN ({', '.join('?' * len(chunk))})",
-                    (lease_expires, owner, *chunk),
+        def extend(db: sqlite3.Connection) -> set[str]:
+            held: set[str] = set()
+            for chunk in chunks(ids):
+                held.update(
+                    row[0]
+                    for row in db.execute(
+                        f"UPDATE executions SET lease_expires = ? WHERE owner = ? "
+                        f"AND id IN ({', '.join('?' * len(chunk))}) RETURNING id",
+                        (lease_expires, owner, *chunk),
+                    )
                 )
+            return held
 
-        await self._write(extend)
+        return await self._write(extend)
 
     # ------------------------------------------------------------------ reads
 
@@ -408,9 +423,7 @@ class SQLiteStore:
                 (*args, limit),
             ).fetchall()
             waiting: dict[str, list[Suspension]] = {}
-            ids = [row[0] for row in found]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
+            for chunk in chunks([row[0] for row in found]):
                 for suspension in db.execute(
                     f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE execution_id IN "
                     f"({', '.join('?' * len(chunk))}) ORDER BY execution_index",
@@ -445,8 +458,7 @@ class SQLiteStore:
             )
             found = [suspension_from_row(row) for row in rows]
             deadlines = db.execute(
-                "SELECT id, deadline FROM executions WHERE deadline <= ? "
-                "AND status NOT IN ('completed', 'failed', 'cancelled', 'timed_out')",
+                f"SELECT id, deadline FROM executions WHERE deadline <= ? AND status NOT IN {_FINAL}",
                 (limit,),
             )
             found += [Suspension.deadline(row[0], row[1]) for row in deadlines]
@@ -461,7 +473,7 @@ class SQLiteStore:
             rows = db.execute(
                 f"SELECT {', '.join('s.' + c for c in SUSPENSION_COLUMNS.split(', '))} "
                 "FROM suspensions s JOIN executions c ON c.id = s.child_execution_id "
-                "WHERE c.status IN ('completed', 'failed', 'cancelled', 'timed_out')"
+                f"WHERE c.status IN {_FINAL}"
             )
             return [suspension_from_row(row) for row in rows]
 
@@ -474,9 +486,7 @@ class SQLiteStore:
             found = db.execute(
                 "SELECT c.id, p.id, p.status FROM executions c "
                 "JOIN executions p ON p.id = c.parent_execution_id "
-                "WHERE c.status IN ('pending', 'running', 'suspended', 'paused') "
-                "AND c.mode = 'sync' "
-                "AND p.status IN ('completed', 'failed', 'cancelled', 'timed_out')"
+                f"WHERE c.status NOT IN {_FINAL} AND c.mode = 'sync' AND p.status IN {_FINAL}"
             )
             return [(row[0], row[1], row[2]) for row in found]
 
@@ -579,6 +589,10 @@ class SQLiteStore:
             return sorted(row[0] for row in rows)
 
         return await self._call_read(fetch)
+
+
+# The final statuses, as SQL: ('cancelled', 'completed', ...).
+_FINAL = "(" + ", ".join(f"'{status}'" for status in sorted(FINAL_STATUSES)) + ")"
 
 
 def _workflow_from_row(row: Sequence[Any]) -> StoredWorkflow:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 from prana._records import Checkpoint, NodeRun, StoredExecution, Suspension
 
 from . import _codec as codec
-from ._protocol import ScheduleState, is_step, kept_paths
+from ._protocol import ScheduleState
 from ._schema import STATE_ROW
 
 EXECUTION_COLUMNS = (
@@ -112,21 +112,21 @@ def save_one_run_step(
 
 
 def is_plain_step(checkpoint: Checkpoint) -> bool:
-    """Whether ``checkpoint`` is a step (see :func:`is_step`) that changes nothing but
-    node runs and the routing state: :func:`save_steps` saves it whole."""
+    """Whether ``checkpoint`` is a step that changes nothing but node runs and the
+    routing state: :func:`save_steps` saves it whole."""
     return (
-        not checkpoint.node_contexts
+        checkpoint.kind == "step"
+        and not checkpoint.node_contexts
         and not checkpoint.suspensions_added
         and not checkpoint.suspensions_removed
-        and is_step(checkpoint)
     )
 
 
 def save_steps(
     db: sqlite3.Connection, steps: Sequence[Checkpoint], owner: str, now: float
 ) -> set[str]:
-    """Save the node runs and routing state of ``steps`` (checkpoints of
-    :func:`is_step`) in the open transaction; return the ids of those not saved
+    """Save the node runs and routing state of ``steps`` (checkpoints of kind
+    ``step``) in the open transaction; return the ids of those not saved
     because this engine does not own them.
 
     Two statements run once per row each (``executemany``), with nothing but the
@@ -173,7 +173,7 @@ def apply_checkpoints(
     steps: list[Checkpoint] = []
     others: list[Checkpoint] = []
     for checkpoint in checkpoints:
-        if is_step(checkpoint):
+        if checkpoint.kind == "step":
             steps.append(checkpoint)
         elif _apply_header(db, checkpoint, owner, lease_expires, now):
             others.append(checkpoint)
@@ -238,10 +238,15 @@ def _run_values(execution_id: str, run: NodeRun) -> tuple[Any, ...]:
     )
 
 
+def chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
+    """``ids`` in lists short enough for SQLite's limit on variables."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
 def _owned(db: sqlite3.Connection, execution_ids: list[str], owner: str) -> set[str]:
     owned: set[str] = set()
-    for start in range(0, len(execution_ids), 500):  # within SQLite's variable limit
-        chunk = execution_ids[start : start + 500]
+    for chunk in chunks(execution_ids):
         rows = db.execute(
             f"SELECT id FROM executions WHERE owner = ? AND id IN ({', '.join('?' * len(chunk))})",
             (owner, *chunk),
@@ -262,7 +267,7 @@ def _apply_header(
         (
             checkpoint.execution_id,
             checkpoint.iteration_count,
-            codec.dumps(kept_paths(checkpoint)),
+            codec.dumps(checkpoint.active_paths),
             now,
         ),
     )
@@ -273,11 +278,12 @@ def _apply_execution_row(
     db: sqlite3.Connection, checkpoint: Checkpoint, owner: str, lease_expires: float, now: float
 ) -> bool:
     running = checkpoint.status == "running"
-    clear = checkpoint.take or checkpoint.clear_request
+    take = checkpoint.kind == "take"
+    clear = take or checkpoint.clear_request
     row_owner = owner if running else None
     row_lease = lease_expires if running else None
     error = codec.dumps_error(checkpoint.error)
-    if checkpoint.new:
+    if checkpoint.kind == "start":
         cursor = db.execute(
             _INSERT_EXECUTION,
             (
@@ -308,7 +314,7 @@ def _apply_execution_row(
         )
         # Not 1: started already, by this engine or another.
         return cursor.rowcount == 1
-    if checkpoint.status_changed or checkpoint.take:
+    if checkpoint.status_changed or take:
         assignments = (
             "status = ?, error = ?, started_at = ?, finished_at = ?, deadline = ?, "
             "updated_at = ?, owner = ?, lease_expires = ?"
@@ -332,7 +338,7 @@ def _apply_execution_row(
     if clear:
         assignments += ", request = NULL"
     assignments += ", revision = revision + 1"
-    if checkpoint.take:
+    if take:
         # Take a waiting execution that no live engine owns, in this same step, if
         # nobody has changed it since it was loaded.
         cursor = db.execute(

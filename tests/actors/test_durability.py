@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 import prana
 from prana._records import Checkpoint
+from prana.actors._ownership import Leases
 from prana.actors._writer import BATCH_LIMIT, CheckpointWriter
 from prana.storage import SQLiteStore
 from prana.testing import VirtualClock, open_engine
@@ -438,13 +440,13 @@ async def test_many_checkpoints_at_once_are_committed_in_bounded_batches(tmp_pat
             committed.append([checkpoint.execution_id for checkpoint in checkpoints])
             return {"e7"}
 
-    writer = CheckpointWriter(
-        Recording(tmp_path / "unused.db"), owner="me", lease=30.0, now=time.time
-    )
+    store = Recording(tmp_path / "unused.db")
+    writer = CheckpointWriter(store, Leases(store, owner="me", term=30.0), time.time)
     ids = [f"e{n}" for n in range(2 * BATCH_LIMIT + 5)]
     checkpoints = [
         Checkpoint(
             execution_id=execution_id,
+            kind="step",
             workflow_id="w",
             workflow_version=1,
             workflow_hash="h",
@@ -453,15 +455,23 @@ async def test_many_checkpoints_at_once_are_committed_in_bounded_batches(tmp_pat
         )
         for execution_id in ids
     ]
+    applied: dict[str, bool] = {}
+    handed_in: list[str] = []  # in the order the savers got to it
+
+    async def save(checkpoint: Checkpoint) -> None:
+        handed_in.append(checkpoint.execution_id)
+        applied[checkpoint.execution_id] = await writer.save(checkpoint)
+
     async with anyio.create_task_group() as group:
         await group.start(writer.run)
-        batches = [writer.submit(checkpoint) for checkpoint in checkpoints]
-        for batch in batches:
-            await batch.done.wait()
+        with contextlib.ExitStack() as savers_in_flight:
+            for _ in checkpoints:  # as many executions as checkpoints save at once
+                savers_in_flight.enter_context(writer.saving())
+            async with anyio.create_task_group() as savers:
+                for checkpoint in checkpoints:
+                    savers.start_soon(save, checkpoint)
         group.cancel_scope.cancel()
     assert [len(ids) for ids in committed] == [BATCH_LIMIT, BATCH_LIMIT, 5]
-    assert [execution_id for batch in committed for execution_id in batch] == ids
-    applied = [
-        batch.applied(checkpoint) for batch, checkpoint in zip(batches, checkpoints, strict=True)
-    ]
-    assert applied == [execution_id != "e7" for execution_id in ids]
+    assert [execution_id for batch in committed for execution_id in batch] == handed_in
+    assert sorted(handed_in) == sorted(ids)
+    assert applied == {execution_id: execution_id != "e7" for execution_id in ids}

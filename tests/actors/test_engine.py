@@ -150,8 +150,9 @@ async def test_many_executions_run_at_once() -> None:
     ],
 )
 async def test_cancelling_run_leaves_the_execution_to_finish_in_the_engine(where: str) -> None:
-    # engine.run drives its execution in the caller's task while it can; a
-    # cancelled caller must hand it on exactly where it was, not drop or redo a node.
+    # engine.run waits for its execution's supervisor, which runs in a task of the
+    # engine's: a cancelled caller stops waiting, and the execution carries on,
+    # neither dropping nor redoing a node, whatever its saves were doing.
     actions = prana.ActionRegistry()
     calls: list[str] = []
     caller = anyio.CancelScope()

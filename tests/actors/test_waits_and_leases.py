@@ -107,9 +107,9 @@ async def test_concurrent_executions_share_commits() -> None:
         async with anyio.create_task_group() as group:
             for n in range(50):
                 group.start_soon(run, engine, n)
-        writer = engine._services.writer  # type: ignore[union-attr]
-        assert writer.written >= 50 * 6
-        assert writer.batches < writer.written / 4  # many checkpoints per transaction
+        statistics = engine.statistics()
+        assert statistics.checkpoints >= 50 * 6
+        assert statistics.commits < statistics.checkpoints / 4  # many per transaction
     assert outputs == {n: n for n in range(50)}
 
 

@@ -95,7 +95,9 @@ def database() -> sqlite3.Connection:
     variables=st.dictionaries(keys, json_values, max_size=3),
     contexts=st.dictionaries(keys, st.dictionaries(keys, json_values, max_size=3), max_size=3),
     error=st.one_of(st.none(), errors),
-    status=st.sampled_from(["running", "suspended", "failed"]),
+    # A store keeps what the core gives it, whatever the status (the core decides
+    # what a completed execution's routing state keeps).
+    status=st.sampled_from(["running", "suspended", "completed", "failed"]),
     iterations=st.integers(0, 10_000),
     parent=st.one_of(
         st.none(), st.tuples(keys, keys, st.sampled_from(["sync", "fire_and_forget"]))
@@ -125,7 +127,7 @@ def test_an_execution_round_trips_through_its_rows(
         status=status,  # type: ignore[arg-type]
         trigger="start",
         input=input,
-        new=True,
+        kind="start",
         active_paths={"format": 1, "nodes": "0123", "edges": {"3": 7}},
         iteration_count=iterations,
         vars=variables,

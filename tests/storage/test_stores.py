@@ -38,8 +38,14 @@ def run(index: int, key: str, status: str = "completed", **fields: Any) -> prana
 
 
 def checkpoint(execution_id: str = "e1", **fields: Any) -> Checkpoint:
+    """A checkpoint of ``kind`` (by default a step if it leaves a running execution
+    running, else a change)."""
+    unchanged = fields.get("status", "running") == "running" and not fields.get(
+        "status_changed", True
+    )
     base: dict[str, Any] = {
         "execution_id": execution_id,
+        "kind": "step" if unchanged and fields.get("vars") is None else "change",
         "workflow_id": "w",
         "workflow_version": 1,
         "workflow_hash": "h1",
@@ -91,7 +97,7 @@ async def test_checkpoints_build_up_an_execution(kind: str, tmp_path: Path) -> N
         lost = await store.commit(
             [
                 checkpoint(
-                    new=True,
+                    kind="start",
                     input={"amount": 5},
                     vars={"v": 1},
                     runs=(
@@ -153,7 +159,7 @@ async def test_checkpoints_build_up_an_execution(kind: str, tmp_path: Path) -> N
 async def test_only_the_owner_applies_checkpoints(kind: str, tmp_path: Path) -> None:
     async with opened(kind, tmp_path) as store:
         await save_workflow(store)
-        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=100.0, now=1.0)
+        await store.commit([checkpoint(kind="start")], owner=ME, lease_expires=100.0, now=1.0)
         lost = await store.commit(
             [checkpoint(status="completed")], owner=OTHER, lease_expires=100.0, now=2.0
         )
@@ -175,13 +181,13 @@ async def test_a_batch_of_steps_applies_only_the_owned_ones(
     async with opened(kind, tmp_path) as store:
         await save_workflow(store)
         await store.commit(
-            [checkpoint(execution_id, new=True) for execution_id in mine],
+            [checkpoint(execution_id, kind="start") for execution_id in mine],
             owner=ME,
             lease_expires=100.0,
             now=1.0,
         )
         await store.commit(
-            [checkpoint("theirs", new=True)], owner=OTHER, lease_expires=100.0, now=1.0
+            [checkpoint("theirs", kind="start")], owner=OTHER, lease_expires=100.0, now=1.0
         )
         error = prana.ErrorInfo(code="x", message="m", details={"a": [1]})
         steps = [
@@ -219,7 +225,7 @@ async def test_a_step_of_one_node_run_is_saved_only_by_the_owner(kind: str, tmp_
     # is refused and writes nothing; the owner's adds the run and moves the state.
     async with opened(kind, tmp_path) as store:
         await save_workflow(store)
-        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=100.0, now=1.0)
+        await store.commit([checkpoint(kind="start")], owner=ME, lease_expires=100.0, now=1.0)
         paths = {"format": 2, "nodes": "31", "next": 1}
         step = {"status_changed": False, "iteration_count": 2, "active_paths": paths}
         theirs = checkpoint(runs=(run(0, "a", output="theirs"),), **step)
@@ -245,14 +251,14 @@ async def test_a_waiting_execution_is_not_taken_with_a_state_others_moved_on_fro
     # changes nothing; a take from what is there now goes through.
     async with opened(kind, tmp_path) as store:
         await save_workflow(store)
-        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+        await store.commit([checkpoint(kind="start")], owner=ME, lease_expires=9.0, now=1.0)
         await store.commit([checkpoint(status="suspended")], owner=ME, lease_expires=9.0, now=2.0)
         loaded = await store.load_execution("e1")
         assert loaded is not None
         assert loaded.revision == 2
 
         def take(revision: int, **fields: Any) -> Checkpoint:
-            return checkpoint(take=True, revision=revision, **fields)
+            return checkpoint(kind="take", revision=revision, **fields)
 
         assert await store.commit([take(2)], owner=OTHER, lease_expires=9.0, now=3.0) == set()
         await store.commit(
@@ -277,9 +283,9 @@ async def test_orphans_and_waiting_executions_are_taken_once(kind: str, tmp_path
         await save_workflow(store)
         await store.commit(
             [
-                checkpoint("live", new=True),
-                checkpoint("expired", new=True),
-                checkpoint("dead", new=True),
+                checkpoint("live", kind="start"),
+                checkpoint("expired", kind="start"),
+                checkpoint("dead", kind="start"),
             ],
             owner=OTHER,
             lease_expires=100.0,
@@ -288,7 +294,7 @@ async def test_orphans_and_waiting_executions_are_taken_once(kind: str, tmp_path
         await store.renew(["expired"], owner=OTHER, lease_expires=5.0)
         await store.renew(["live"], owner=ME, lease_expires=5.0)  # not mine: no effect
         await store.commit(
-            [checkpoint("waiting", new=True, status="suspended")],
+            [checkpoint("waiting", kind="start", status="suspended")],
             owner=ME,
             lease_expires=100.0,
             now=1.0,
@@ -303,10 +309,10 @@ async def test_orphans_and_waiting_executions_are_taken_once(kind: str, tmp_path
         )
         assert taken == ["dead", "live"]
         # A waiting execution is taken with a checkpoint, once.
-        take = checkpoint("waiting", take=True, revision=1)
+        take = checkpoint("waiting", kind="take", revision=1)
         assert await store.commit([take], owner=OTHER, lease_expires=200.0, now=10.0) == set()
         assert await store.commit([take], owner=ME, lease_expires=200.0, now=10.0) == {"waiting"}
-        nope = checkpoint("nope", take=True)
+        nope = checkpoint("nope", kind="take")
         assert await store.commit([nope], owner=ME, lease_expires=200.0, now=10.0) == {"nope"}
         stored = await store.load_execution("waiting")
         assert stored is not None
@@ -321,19 +327,19 @@ async def test_lists_timers_and_suspensions(kind: str, tmp_path: Path) -> None:
             [
                 checkpoint(
                     "a",
-                    new=True,
+                    kind="start",
                     status="suspended",
                     started_at=1.0,
                     suspensions_added=(waiting("a", 1, "t1", 30.0),),
                 ),
                 checkpoint(
                     "b",
-                    new=True,
+                    kind="start",
                     status="suspended",
                     started_at=2.0,
                     suspensions_added=(waiting("b", 1, None, 10.0), waiting("b", 2, "t2", None)),
                 ),
-                checkpoint("c", new=True, status="completed", started_at=3.0, workflow_id="w"),
+                checkpoint("c", kind="start", status="completed", started_at=3.0, workflow_id="w"),
             ],
             owner=ME,
             lease_expires=100.0,
@@ -350,7 +356,7 @@ async def test_lists_timers_and_suspensions(kind: str, tmp_path: Path) -> None:
         assert [e.id for e in await store.list_executions(status="suspended", limit=1)] == ["b"]
         assert await store.list_executions(workflow_id="other") == []
         await store.commit(
-            [checkpoint("b", status="running", take=True, revision=1, suspensions_removed=(1,))],
+            [checkpoint("b", status="running", kind="take", revision=1, suspensions_removed=(1,))],
             owner=ME,
             lease_expires=100.0,
             now=5.0,
@@ -364,7 +370,7 @@ async def test_sqlite_keeps_everything_across_reopening(tmp_path: Path) -> None:
     await store.open()
     await save_workflow(store)
     await store.commit(
-        [checkpoint(new=True, runs=(run(0, "start", output="x"),))],
+        [checkpoint(kind="start", runs=(run(0, "start", output="x"),))],
         owner=ME,
         lease_expires=9.0,
         now=1.0,
@@ -456,7 +462,7 @@ async def test_sqlite_commit_waits_while_another_process_holds_the_write_lock(
         async with anyio.create_task_group() as group:
             group.start_soon(
                 functools.partial(store.commit, owner=ME, lease_expires=9.0, now=1.0),
-                [checkpoint(new=True)],
+                [checkpoint(kind="start")],
             )
             await anyio.wait_all_tasks_blocked()
             assert await store.load_execution("e1") is None  # not written, not lost
@@ -478,9 +484,9 @@ async def test_sqlite_gives_up_on_a_lock_held_past_busy_timeout(tmp_path: Path) 
     other.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(prana.StoreError, match="locked for longer than busy_timeout"):
-            await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+            await store.commit([checkpoint(kind="start")], owner=ME, lease_expires=9.0, now=1.0)
         other.execute("ROLLBACK")
-        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+        await store.commit([checkpoint(kind="start")], owner=ME, lease_expires=9.0, now=1.0)
         assert (await store.load_execution("e1")) is not None
     finally:
         other.close()
@@ -543,7 +549,7 @@ async def test_sqlite_keeps_the_wal_bounded(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     await store.open()
     await save_workflow(store)
-    await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+    await store.commit([checkpoint(kind="start")], owner=ME, lease_expires=9.0, now=1.0)
     big = {"format": 1, "skipped": [], "blob": "x" * 20_000}
     for index in range(1500):  # about 20 MB through the WAL
         await store.commit(
@@ -569,7 +575,7 @@ async def test_sqlite_maintained_beside_its_commits_keeps_the_wal_bounded(tmp_pa
     async with anyio.create_task_group() as group:
         group.start_soon(store.maintain)
         await save_workflow(store)
-        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+        await store.commit([checkpoint(kind="start")], owner=ME, lease_expires=9.0, now=1.0)
         for index in range(1500):  # about 20 MB through the WAL
             step = checkpoint(
                 status_changed=False,
@@ -629,7 +635,7 @@ async def test_sqlite_checkpoint_beside_commits_lets_the_wal_start_over(tmp_path
     store._wal.maintained, store._wal.every = True, 10_000  # as if maintain() ran
     try:
         await save_workflow(store)
-        await store.commit([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
+        await store.commit([checkpoint(kind="start")], owner=ME, lease_expires=9.0, now=1.0)
         for index in range(200):
             step = checkpoint(status_changed=False, runs=(run(index, f"n{index}", output=index),))
             await store.commit([step], owner=ME, lease_expires=9.0, now=1.0)
@@ -681,7 +687,11 @@ async def test_sqlite_refuses_a_corrupt_database(tmp_path: Path) -> None:
     await store.open()
     await save_workflow(store)
     await store.commit(
-        [checkpoint(new=True, runs=tuple(run(i, f"n{i}", output="x" * 500) for i in range(50)))],
+        [
+            checkpoint(
+                kind="start", runs=tuple(run(i, f"n{i}", output="x" * 500) for i in range(50))
+            )
+        ],
         owner=ME,
         lease_expires=9.0,
         now=1.0,
@@ -723,7 +733,7 @@ async def test_sqlite_reports_a_full_disk_and_loses_nothing(tmp_path: Path) -> N
     await store.open()
     await save_workflow(store)
     await store.commit(
-        [checkpoint(new=True, runs=(run(0, "start"),))], owner=ME, lease_expires=9.0, now=1.0
+        [checkpoint(kind="start", runs=(run(0, "start"),))], owner=ME, lease_expires=9.0, now=1.0
     )
     big = tuple(run(i, f"n{i}", output="x" * 4000) for i in range(1, 60))
     with pytest.raises(prana.StoreError, match="full; free space and start again"):
@@ -821,41 +831,13 @@ async def test_an_execution_is_started_once_whoever_saves_it_first(
 ) -> None:
     async with opened(kind, tmp_path) as store:
         await save_workflow(store)
-        first = checkpoint("same", status="running", new=True)
+        first = checkpoint("same", status="running", kind="start")
         assert await store.commit([first], owner=ME, lease_expires=1e12, now=1.0) == set()
-        again = checkpoint("same", status="running", new=True)
-        other = checkpoint("other", status="running", new=True)
+        again = checkpoint("same", status="running", kind="start")
+        other = checkpoint("other", status="running", kind="start")
         lost = await store.commit([again, other], owner=OTHER, lease_expires=1e12, now=2.0)
         assert lost == {"same"}  # refused alone; the rest of the batch is kept
         kept = await store.load_execution("same")
         assert kept is not None
         assert kept.owner == ME
         assert await store.load_execution("other") is not None
-
-
-@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
-async def test_a_sqlite_commit_on_the_spot_waits_for_nobody(
-    tmp_path: Path, synchronous: str
-) -> None:
-    # commit_now commits on the calling thread (FULL syncs there too), unless another
-    # connection holds the write lock: then it changes nothing, and the caller goes
-    # through commit, which waits for the lock.
-    store = SQLiteStore(tmp_path / "s.db", synchronous=synchronous)  # type: ignore[arg-type]
-    await store.open()
-    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
-    try:
-        await save_workflow(store)
-        other.execute("BEGIN IMMEDIATE")
-        assert (
-            store.commit_now([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0) is None
-        )
-        other.execute("ROLLBACK")
-        assert await store.load_execution("e1") is None
-        lost = store.commit_now([checkpoint(new=True)], owner=ME, lease_expires=9.0, now=1.0)
-        assert lost == set()
-        stored = await store.load_execution("e1")
-        assert stored is not None
-        assert (stored.status, stored.owner) == ("running", ME)
-    finally:
-        other.close()
-        await store.aclose()

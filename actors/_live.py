@@ -1,0 +1,443 @@
+"""The executions live in one engine, and the one way to reach an execution (DESIGN §7).
+
+An execution is in memory here (a supervisor runs it), waiting in the store, or
+running in another engine. Everything that concerns one execution (a resume, a
+control request, a timer, a child that ended, recovery) reaches it through
+:meth:`LiveExecutions.deliver`:
+
+* live here: the message goes to its supervisor's inbox. A supervisor leaves this
+  table in the same step as it decides to stop, so a message delivered is always
+  taken; one that comes later finds the execution in the store.
+* waiting in the store (suspended, paused, failed): the execution is restored, the
+  message applied to it, and a supervisor launched that takes it from the store with
+  its first checkpoint (applied only if nobody changed it since it was read: two
+  engines never both take it).
+* running, but its engine is gone (its process is dead, or its lease expired): with
+  ``claim``, the engine claims it first, carries it on from its last checkpoint, and
+  then delivers the message.
+* otherwise it is returned as stored: the caller decides (leave a request for its
+  engine, or do nothing).
+
+Nothing else reaches into the table of supervisors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from prana._commands import Command
+from prana._compiler import ExecutionGraph
+from prana._control import check_allowed, unrestorable_checkpoint
+from prana._errors import ExecutionNotFound, InvalidTransition, PranaError
+from prana._machine import ExecutionMachine
+from prana._records import ChildOutcome, ErrorInfo, Execution, ExecutionStatus, StoredExecution
+from prana.storage import Store
+
+from ._catalog import Catalog
+from ._clock import Clock
+from ._ownership import Leases, dead_owners
+from ._subscription import Publisher
+from ._supervision import (
+    ControlRequest,
+    Lost,
+    Parent,
+    ResumeRequest,
+    Services,
+    WakeRequest,
+    apply_message,
+)
+from ._supervisor import ExecutionSupervisor
+
+if TYPE_CHECKING:
+    from ._timers import TimerActor
+    from ._writer import CheckpointWriter
+
+logger = logging.getLogger("prana.engine")
+
+# How often (seconds) a caller following an execution it cannot watch here (waiting
+# in the store, or running in another engine) reads the store again.
+WATCH_POLL = 1.0
+_WAITING: tuple[ExecutionStatus, ...] = ("suspended", "paused")
+# What comes for an execution from outside it (its workers send node results).
+Outside = ResumeRequest | ControlRequest | WakeRequest | ChildOutcome
+
+
+class Unrestorable(PranaError):
+    """An execution in the store cannot be carried on here: its workflow is missing
+    or no longer compiles with this engine's actions, or its saved state does not
+    fit its workflow. ``stored`` is the execution; the cause is ``__cause__``."""
+
+    def __init__(self, stored: StoredExecution, cause: PranaError) -> None:
+        super().__init__(
+            f"execution {stored.id} ({stored.workflow_id} v{stored.workflow_version}) "
+            f"cannot be carried on by this engine: {cause}"
+        )
+        self.stored = stored
+        self.__cause__ = cause
+
+
+class LiveExecutions:
+    """The supervisors of one engine, by execution id; see the module's docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        catalog: Catalog,
+        leases: Leases,
+        writer: CheckpointWriter,
+        timers: TimerActor,
+        clock: Clock,
+        durable: bool,
+        env: Mapping[str, str],
+        publisher: Callable[[], Publisher],
+        parent: Callable[[LiveExecutions], Parent],
+        task_group: TaskGroup,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._leases = leases
+        # What supervisors are lent; ``parent`` does for them what concerns children.
+        self._services = Services(
+            clock=clock,
+            writer=writer,
+            timers=timers,
+            leases=leases,
+            durable=durable,
+            parent=parent(self),
+            spawn=task_group.start_soon,
+        )
+        self._env = env
+        self._publisher = publisher
+        self._task_group = task_group
+        self._supervisors: dict[str, ExecutionSupervisor] = {}
+        self._running: set[ExecutionSupervisor] = set()  # tasks not ended yet
+        self._watchers: dict[str, anyio.Event] = {}
+        self._busy = 0
+        self._idle: anyio.Event | None = None
+        self._open = True
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, execution_id: str) -> ExecutionSupervisor | None:
+        """The supervisor of ``execution_id`` if it is live here."""
+        return self._supervisors.get(execution_id)
+
+    def __contains__(self, execution_id: object) -> bool:
+        return execution_id in self._supervisors
+
+    def __len__(self) -> int:
+        return len(self._supervisors)
+
+    def supervisors(self) -> list[ExecutionSupervisor]:
+        """Every supervisor live now."""
+        return list(self._supervisors.values())
+
+    def watch(self, execution_id: str) -> anyio.Event:
+        """An event set when a supervisor for ``execution_id`` starts or leaves here."""
+        return self._watchers.setdefault(execution_id, anyio.Event())
+
+    async def load(self, execution_id: str) -> StoredExecution:
+        """The execution as stored. Raises :class:`ExecutionNotFound`."""
+        stored = await self._store.load_execution(execution_id)
+        if stored is None:
+            raise ExecutionNotFound(
+                f"no execution has id {execution_id!r}; list them with 'prana list'"
+            )
+        return stored
+
+    async def wait_for(self, execution_id: str, done: Callable[[Execution], bool]) -> Execution:
+        """Follow ``execution_id`` wherever it runs until ``done(execution)`` holds
+        at one of its stops; return it then. Raises :class:`ExecutionNotFound`."""
+        while True:
+            supervisor = self._supervisors.get(execution_id)
+            if supervisor is not None:
+                try:
+                    execution = await supervisor.wait_stop()
+                except Lost:
+                    continue  # another engine carries it on: follow that
+                if done(execution):
+                    return execution
+                continue
+            changed = self.watch(execution_id)
+            stored = await self.load(execution_id)
+            if stored.status != "running":
+                execution = stored.to_execution()
+                if done(execution):
+                    return execution
+            if execution_id in self._supervisors:
+                continue
+            # Woken when a supervisor for it starts or leaves here; the store is
+            # read again now and then in case another engine carried it on.
+            with anyio.move_on_after(WATCH_POLL):
+                await changed.wait()
+
+    async def wait_idle(self) -> None:
+        """Wait until no execution runs here and nothing is being handed to one."""
+        while self._running or self._busy:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Count as work in flight (for :meth:`wait_idle`) while inside."""
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            self._check_idle()
+
+    def close(self) -> None:
+        """Launch nothing more: the engine is stopping."""
+        self._open = False
+
+    def spawn(self, function: Callable[..., Any], *args: Any) -> bool:
+        """Run ``function(*args)`` in a task of the engine's, counted as work in
+        flight; ``False`` (nothing runs) once the engine is stopping."""
+        if not self._open:
+            return False
+
+        async def counted() -> None:
+            with self.busy():
+                await function(*args)
+
+        self._task_group.start_soon(counted)
+        return True
+
+    # ------------------------------------------------------------------ starting
+
+    @property
+    def parent(self) -> Parent:
+        """What the engine does about children for its supervisors."""
+        return self._services.parent
+
+    async def start(
+        self,
+        graph: ExecutionGraph,
+        input: Any,
+        execution_id: str,
+        *,
+        handed_over: anyio.Event | None = None,
+        **fields: Any,
+    ) -> ExecutionSupervisor:
+        """Store ``graph``'s definition (once) and launch a new execution of it;
+        ``fields`` go to its :class:`ExecutionMachine` (a child's parent, say). See
+        :meth:`ExecutionSupervisor.run` for ``handed_over``."""
+        self._require_open()
+        await self._catalog.save(graph, self._store, self._services.clock.now())
+        machine = ExecutionMachine(
+            graph, execution_id=execution_id, input=input, env=self._env, **fields
+        )
+        return self._launch(machine, machine.start, handed_over=handed_over)
+
+    # ------------------------------------------------------------------ the one operation
+
+    async def deliver(
+        self, execution_id: str, message: Outside, *, claim: bool = False
+    ) -> ExecutionSupervisor | StoredExecution:
+        """Hand ``message`` to the execution wherever it is (see the module's
+        docstring); return the supervisor that now runs it, or the execution as
+        stored when it is not this engine's to run (nothing was done).
+
+        Raises :class:`ExecutionNotFound` for an unknown id; for a request
+        (resume, control) that the execution cannot take, :class:`InvalidTransition`,
+        changing nothing; :class:`Unrestorable` if it cannot be carried on here.
+        Returns without letting other tasks run once the message is delivered, so
+        the caller can register a stop waiter before the supervisor acts on it.
+        """
+        while True:
+            supervisor = self._supervisors.get(execution_id)
+            if supervisor is not None:
+                supervisor.deliver(message)
+                return supervisor
+            stored = await self.load(execution_id)
+            if execution_id in self._supervisors:
+                continue  # launched here meanwhile
+            if stored.status == "running":
+                if claim and await self._claim(stored):
+                    continue  # carried on here now: deliver to it
+                return stored
+            if isinstance(message, (ResumeRequest, ControlRequest)):
+                _check_request(message, stored)
+            elif stored.status not in _WAITING:
+                return stored  # a timer or child outcome for an execution that moved on
+            machine = await self._restore(stored)
+            if execution_id in self._supervisors:
+                continue
+            commands = self._apply(machine, message)
+            if not commands and not machine.has_unsaved_changes:
+                return stored  # nothing to do: the timer was not due, say
+            return self._launch(machine, _given(commands), take_from=stored.status)
+
+    def _apply(self, machine: ExecutionMachine, message: Outside) -> list[Command]:
+        commands = apply_message(machine, message, self._services.clock.now())  # may raise
+        if isinstance(message, (ResumeRequest, ControlRequest)):
+            message.done.set()
+        return commands
+
+    async def recover(self, execution_ids: Iterable[str]) -> None:
+        """Carry on, from their last checkpoint, running executions this engine has
+        just claimed (their engine died). One that cannot be restored here fails,
+        with an error that says why."""
+        for execution_id in execution_ids:
+            if execution_id in self._supervisors:
+                continue
+            stored = await self.load(execution_id)
+            if stored.status != "running":
+                continue
+            try:
+                machine = await self._restore(stored)
+            except Unrestorable as exc:
+                await self.end_unrestorable(exc)
+                continue
+            if execution_id in self._supervisors:
+                continue
+            logger.info("carrying on execution %s from its last checkpoint", execution_id)
+            self._launch(machine, machine.recover, lease_until=self._leases.deadline())
+
+    async def _claim(self, stored: StoredExecution) -> bool:
+        """Claim a running execution whose engine is gone, and carry it on here."""
+        deadline = self._leases.deadline()
+        taken = await self._store.claim_orphans(
+            owner=self._leases.owner,
+            lease_expires=self._leases.expiry(),
+            now=time.time(),
+            dead_owners=dead_owners([stored.owner]),
+            execution_ids=[stored.id],
+        )
+        if not taken:
+            return False
+        await self.recover(taken)
+        if stored.id not in self._supervisors:
+            return False  # it could not be restored, and failed
+        self._supervisors[stored.id].lease_until = deadline
+        return True
+
+    async def end_unrestorable(
+        self,
+        problem: Unrestorable,
+        status: ExecutionStatus = "failed",
+        error: ErrorInfo | None = None,
+    ) -> bool:
+        """End an execution that cannot be restored here (failed with an error that
+        says why, unless ``status`` and ``error`` say otherwise), without running
+        anything: its waiting and running nodes are cancelled. ``False`` if another
+        engine took or changed it meanwhile. Raises :class:`StoreError`."""
+        stored = problem.stored
+        if error is None:
+            error = ErrorInfo(
+                code="cannot_restore",
+                message=f"{problem}; make the workflow's actions available to the engine "
+                f"and run it again with 'prana retry {stored.id}'",
+            )
+        checkpoint = unrestorable_checkpoint(stored, status, error, self._services.clock.now())
+        lost = await self._store.commit(
+            [checkpoint],
+            owner=self._leases.owner,
+            lease_expires=self._leases.expiry(),
+            now=self._services.clock.now(),
+        )
+        if stored.id in lost:
+            return False
+        logger.error("execution %s %s: %s", stored.id, status, error.message)
+        return True
+
+    # ------------------------------------------------------------------ supervisors
+
+    def _launch(
+        self,
+        machine: ExecutionMachine,
+        first: Callable[[float], list[Command]],
+        *,
+        take_from: ExecutionStatus | None = None,
+        lease_until: float | None = None,
+        handed_over: anyio.Event | None = None,
+    ) -> ExecutionSupervisor:
+        task_group = self._require_open()
+        supervisor = ExecutionSupervisor(
+            machine,
+            self._publisher(),
+            self._services,
+            on_leave=self._left,
+            on_exit=self._exited,
+            take_from=take_from,
+            lease_until=-float("inf") if lease_until is None else lease_until,
+        )
+        execution_id = machine.execution_id
+        self._supervisors[execution_id] = supervisor
+        self._running.add(supervisor)
+        self._notify(execution_id)
+        task_group.start_soon(
+            supervisor.run, first, handed_over, name=f"prana execution {execution_id}"
+        )
+        return supervisor
+
+    def _left(self, supervisor: ExecutionSupervisor) -> None:
+        if self._supervisors.get(supervisor.execution_id) is supervisor:
+            del self._supervisors[supervisor.execution_id]
+        self._notify(supervisor.execution_id)
+
+    def _exited(self, supervisor: ExecutionSupervisor) -> None:
+        self._running.discard(supervisor)
+        for message in supervisor.leftovers:  # came as it stopped short: hand them on
+            self.spawn(self._deliver_quietly, supervisor.execution_id, message)
+        self._check_idle()
+
+    async def _deliver_quietly(
+        self, execution_id: str, message: WakeRequest | ChildOutcome
+    ) -> None:
+        try:
+            await self.deliver(execution_id, message)
+        except PranaError as exc:
+            logger.warning("could not hand %s to execution %s: %s", message, execution_id, exc)
+
+    def _notify(self, execution_id: str) -> None:
+        changed = self._watchers.pop(execution_id, None)
+        if changed is not None:
+            changed.set()
+
+    def _check_idle(self) -> None:
+        if self._idle is not None and not self._running and not self._busy:
+            self._idle.set()
+            self._idle = None
+
+    async def _restore(self, stored: StoredExecution) -> ExecutionMachine:
+        try:
+            graph = await self._catalog.graph_for(stored, self._store)
+            return ExecutionMachine.restored(graph, stored, env=self._env)
+        except PranaError as exc:
+            raise Unrestorable(stored, exc) from exc
+
+    def _require_open(self) -> TaskGroup:
+        if not self._open:
+            raise PranaError(NOT_RUNNING)
+        return self._task_group
+
+
+NOT_RUNNING = "the engine is not running; use it inside 'async with Engine(...) as engine:'"
+
+
+def _given(commands: list[Command]) -> Callable[[float], list[Command]]:
+    """A supervisor's first commands, worked out already."""
+    return lambda now: commands
+
+
+def _check_request(request: ResumeRequest | ControlRequest, stored: StoredExecution) -> None:
+    """Raise :class:`InvalidTransition` if ``request`` cannot apply to ``stored``
+    (checked before restoring it: an ended execution is not restored)."""
+    if isinstance(request, ControlRequest):
+        check_allowed(request.action, stored.status, stored.id)
+    elif stored.status not in _WAITING:
+        raise InvalidTransition(
+            f"execution {stored.id} is {stored.status}; only a waiting (suspended) "
+            "execution can be resumed"
+        )
