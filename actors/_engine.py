@@ -169,6 +169,7 @@ class Engine(AsyncContextManagerMixin):
                         clock=self.clock,
                         max_depth=self.max_depth,
                     ),
+                    background=background,
                     task_group=task_group,
                 )
                 children = live.parent
@@ -184,7 +185,7 @@ class Engine(AsyncContextManagerMixin):
                     )
                 await task_group.start(writer.run)
                 await task_group.start(timers.run)
-                task_group.start_soon(background.keep, "store upkeep", store.maintain)
+                background.start_keeping(task_group, "store upkeep", store.maintain)
                 if self._recover:
                     # Start-up: what other engines left behind.
                     for suspension in await store.timers():
@@ -194,18 +195,18 @@ class Engine(AsyncContextManagerMixin):
                 if self._schedules is not None:
                     for served in builtins.list(self._catalog.served.values()):
                         await self._schedules.arm(served)
-                task_group.start_soon(
-                    background.every, "heartbeat", self._heartbeat, lambda: self._beat(leases)
+                background.start_every(
+                    task_group, "heartbeat", self._heartbeat, lambda: self._beat(leases)
                 )
-                task_group.start_soon(
-                    background.every,
+                background.start_every(
+                    task_group,
                     "control requests",
                     min(1.0, self._heartbeat),
                     lambda: deliver_requests(live, store, self.owner),
                 )
                 if self._recover:
-                    task_group.start_soon(
-                        background.every, "children", self._heartbeat, children.reconcile
+                    background.start_every(
+                        task_group, "children", self._heartbeat, children.reconcile
                     )
                 try:
                     yield self

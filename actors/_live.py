@@ -35,7 +35,7 @@ from anyio.abc import TaskGroup
 from prana._commands import Command
 from prana._compiler import ExecutionGraph
 from prana._control import check_allowed, unrestorable_checkpoint
-from prana._errors import ExecutionNotFound, InvalidTransition, PranaError
+from prana._errors import ExecutionNotFound, InvalidTransition, PranaError, StoreError
 from prana._machine import ExecutionMachine
 from prana._records import ChildOutcome, ErrorInfo, Execution, ExecutionStatus, StoredExecution
 from prana.storage import Store
@@ -43,6 +43,7 @@ from prana.storage import Store
 from ._catalog import Catalog
 from ._clock import Clock
 from ._ownership import Leases, dead_owners
+from ._services import BackgroundServices
 from ._subscription import Publisher
 from ._supervision import (
     ControlRequest,
@@ -99,11 +100,13 @@ class LiveExecutions:
         env: Mapping[str, str],
         publisher: Callable[[], Publisher],
         parent: Callable[[LiveExecutions], Parent],
+        background: BackgroundServices,
         task_group: TaskGroup,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._leases = leases
+        self._background = background
         # What supervisors are lent; ``parent`` does for them what concerns children.
         self._services = Services(
             clock=clock,
@@ -161,8 +164,8 @@ class LiveExecutions:
             if supervisor is not None:
                 try:
                     execution = await supervisor.wait_stop()
-                except Lost:
-                    continue  # another engine carries it on: follow that
+                except (Lost, StoreError):
+                    continue  # another engine, or this one later, carries it on
                 if done(execution):
                     return execution
                 continue
@@ -390,7 +393,24 @@ class LiveExecutions:
         self._running.discard(supervisor)
         for message in supervisor.leftovers:  # came as it stopped short: hand them on
             self.spawn(self._deliver_quietly, supervisor.execution_id, message)
+        executions = self._background.service("executions")
+        if isinstance(supervisor.failure, StoreError) and self._open:
+            # Stopped on the store (locked past busy_timeout, full): the execution is
+            # still this engine's, as last saved. Carry it on once the store works
+            # again (not counted as work in flight: nobody waits for it).
+            delay = executions.failed(supervisor.failure)
+            self._task_group.start_soon(self._carry_on_later, supervisor.execution_id, delay)
+        elif supervisor.last_stop is not None and executions.failures:
+            executions.succeeded()
         self._check_idle()
+
+    async def _carry_on_later(self, execution_id: str, delay: float) -> None:
+        await anyio.sleep(delay)
+        try:
+            await self.recover([execution_id])
+        except StoreError as exc:
+            delay = self._background.service("executions").failed(exc)
+            self._task_group.start_soon(self._carry_on_later, execution_id, delay)
 
     async def _deliver_quietly(
         self, execution_id: str, message: WakeRequest | ChildOutcome

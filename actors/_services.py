@@ -24,6 +24,7 @@ from typing import Literal
 
 import anyio
 import attrs
+from anyio.abc import TaskGroup
 
 from prana._errors import InternalError, PranaError
 
@@ -134,6 +135,24 @@ class BackgroundServices:
     def health(self) -> tuple[ServiceHealth, ...]:
         """How every service is doing."""
         return tuple(service.health() for service in self._services.values())
+
+    def start_every(
+        self,
+        task_group: TaskGroup,
+        name: str,
+        interval: float,
+        work: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Start :meth:`every` in ``task_group`` (the service is known from now on)."""
+        self.service(name)
+        task_group.start_soon(self.every, name, interval, work, name=f"prana {name}")
+
+    def start_keeping(
+        self, task_group: TaskGroup, name: str, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Start :meth:`keep` in ``task_group`` (the service is known from now on)."""
+        self.service(name)
+        task_group.start_soon(self.keep, name, work, name=f"prana {name}")
 
     async def every(self, name: str, interval: float, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work()`` every ``interval`` seconds until cancelled; a failure is

@@ -201,6 +201,7 @@ class ExecutionSupervisor:
         expected = _prana_error(exc)
         if expected is not None and not isinstance(expected, InternalError):
             self.failure = expected  # the store failed, or ownership was lost
+            logger.warning("execution %s stopped here: %s", self.execution_id, expected)
             return
         # A bug in prana: stop this execution (it carries on from its last
         # checkpoint in the next engine), keep the engine.
