@@ -37,7 +37,14 @@ from prana._compiler import ExecutionGraph
 from prana._control import check_allowed, unrestorable_checkpoint
 from prana._errors import ExecutionNotFound, InvalidTransition, PranaError, StoreError
 from prana._machine import ExecutionMachine
-from prana._records import ChildOutcome, ErrorInfo, Execution, ExecutionStatus, StoredExecution
+from prana._records import (
+    ChildOutcome,
+    ErrorInfo,
+    Execution,
+    ExecutionStatus,
+    StoredExecution,
+    Suspension,
+)
 from prana.storage import Store
 
 from ._catalog import Catalog
@@ -379,6 +386,11 @@ class LiveExecutions:
         self._supervisors[execution_id] = supervisor
         self._running.add(supervisor)
         self._notify(execution_id)
+        timers = self._services.timers
+        for suspension in machine.suspensions:  # taken from the store: its waits are ours
+            timers.add(suspension)
+        if machine.deadline is not None and machine.status != "pending" and not machine.finished:
+            timers.add(Suspension.deadline(execution_id, machine.deadline))
         task_group.start_soon(
             supervisor.run, first, handed_over, name=f"prana execution {execution_id}"
         )
