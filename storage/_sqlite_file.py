@@ -79,8 +79,12 @@ def open_connections(
     reader: sqlite3.Connection | None = None
     checkpointer: sqlite3.Connection | None = None
     try:
+        # Nothing changes in the file before it is known to be prana's (or new).
+        tables = _check_identity(db, path, busy_timeout)
         _configure(db, path, synchronous, busy_timeout, max_page_count)
-        _check_and_migrate(db, path, busy_timeout)
+        if tables:
+            _check_integrity(db, path, busy_timeout)
+        _migrate(db, path, busy_timeout)
         _check_writable(db, path, busy_timeout)
         db.execute("PRAGMA busy_timeout = 0")  # the store waits for locks on its own
         # Reads have their own connection (WAL lets them run beside a write), so
@@ -125,7 +129,6 @@ def _configure(
     max_page_count: int | None,
 ) -> None:
     try:
-        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         db.execute(f"PRAGMA synchronous = {synchronous}")
         db.execute("PRAGMA foreign_keys = ON")
@@ -142,49 +145,102 @@ def _configure(
         )
 
 
-def _check_and_migrate(db: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
-    try:
-        application_id = db.execute("PRAGMA application_id").fetchone()[0]
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = [
-            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        ]
-    except sqlite3.DatabaseError as exc:
-        raise store_error(exc, "read", path, busy_timeout) from None
+def _identity(db: sqlite3.Connection) -> tuple[int, int, list[str]]:
+    """The file's application id, schema version and tables."""
+    application_id = db.execute("PRAGMA application_id").fetchone()[0]
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return application_id, version, tables
+
+
+def _refusal(path: Path, application_id: int, version: int, tables: list[str]) -> str | None:
+    """Why prana must not use a file with this identity, if it must not."""
+    if application_id not in (0, APPLICATION_ID):
+        return (
+            f"{path} is a SQLite database of another program (its application id is "
+            f"{application_id:#x}); point prana at its own file"
+        )
     if application_id != APPLICATION_ID and tables:
         shown = ", ".join(sorted(tables)[:5])
-        raise StoreError(
+        return (
             f"{path} is a SQLite database of another program (tables: {shown}); "
             "point prana at its own file"
         )
     if version > LATEST:
-        raise StoreError(
+        return (
             f"{path} has schema version {version}, newer than this prana knows "
             f"({LATEST}); upgrade prana to use it"
         )
-    if tables and path.stat().st_size <= QUICK_CHECK_LIMIT:
-        try:
-            result = db.execute("PRAGMA quick_check").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise store_error(exc, "check", path, busy_timeout) from None
-        if result != "ok":
-            raise StoreError(
-                f"{path} is corrupt ({result}); restore it from a backup, or run "
-                "sqlite3's .recover on a copy"
-            )
-    for target in range(version + 1, LATEST + 1):
-        script = MIGRATIONS[target - 1]
-        try:
-            db.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA application_id = {APPLICATION_ID};\n"
-                f"PRAGMA user_version = {target};\nCOMMIT;"
-            )
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise store_error(
-                exc, f"migrate to schema version {target}", path, busy_timeout
-            ) from None
+    return None
+
+
+def _check_identity(db: sqlite3.Connection, path: Path, busy_timeout: float) -> list[str]:
+    """Refuse a file that is not prana's (nor new), or is newer than this code, before
+    anything in it changes; return its tables."""
+    try:
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        application_id, version, tables = _identity(db)
+    except sqlite3.DatabaseError as exc:
+        raise store_error(exc, "read", path, busy_timeout) from None
+    refusal = _refusal(path, application_id, version, tables)
+    if refusal is not None:
+        raise StoreError(refusal)
+    return tables
+
+
+def _check_integrity(db: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
+    if path.stat().st_size > QUICK_CHECK_LIMIT:
+        return
+    try:
+        result = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise store_error(exc, "check", path, busy_timeout) from None
+    if result != "ok":
+        raise StoreError(
+            f"{path} is corrupt ({result}); restore it from a backup, or run "
+            "sqlite3's .recover on a copy"
+        )
+
+
+def _migrate(db: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
+    """Bring the schema to the latest version, in one transaction that holds the
+    write lock from the reading of the version on: several processes may open a new
+    (or old) file at once, and only the first migrates it."""
+    try:
+        _, version, _ = _identity(db)
+        if version == LATEST:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        application_id, version, tables = _identity(db)  # as it is now, under the lock
+        refusal = _refusal(path, application_id, version, tables)
+        if refusal is not None:
+            db.execute("ROLLBACK")
+            raise StoreError(refusal)
+        for target in range(version + 1, LATEST + 1):
+            for statement in _statements(MIGRATIONS[target - 1]):
+                db.execute(statement)
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version = {LATEST}")
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise store_error(exc, f"migrate to schema version {LATEST}", path, busy_timeout) from None
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script, one by one (a script run whole would
+    commit the transaction it runs in)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements
 
 
 def _check_writable(db: sqlite3.Connection, path: Path, busy_timeout: float) -> None:

@@ -669,7 +669,24 @@ async def test_sqlite_refuses_files_it_cannot_use_safely(tmp_path: Path) -> None
     foreign = tmp_path / "foreign.db"
     with sqlite3.connect(foreign) as db:
         db.execute("CREATE TABLE invoices (id INTEGER)")
+    db.close()
     await open_fails(foreign, r"is a SQLite database of another program \(tables: invoices\)")
+    with sqlite3.connect(foreign) as db:  # left as it was: not switched to WAL
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    db.close()
+    assert not Path(f"{foreign}-wal").exists()
+
+    # Another program's file that has no tables yet is not prana's to take either.
+    claimed = tmp_path / "claimed.db"
+    with sqlite3.connect(claimed) as db:
+        db.execute("PRAGMA application_id = 1234")
+    db.close()
+    await open_fails(claimed, r"another program \(its application id is 0x4d2\)")
+    with sqlite3.connect(claimed) as db:
+        assert db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    db.close()
 
     newer = tmp_path / "newer.db"
     with sqlite3.connect(newer) as db:
