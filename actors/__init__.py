@@ -3,14 +3,20 @@
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._engine import Engine as Engine
+from ._engine import EngineStatistics as EngineStatistics
 from ._gc import tune_gc as tune_gc
 from ._handle import ExecutionHandle as ExecutionHandle
+from ._services import EngineHealth as EngineHealth
+from ._services import ServiceHealth as ServiceHealth
 from ._subscription import Subscription as Subscription
 
 __all__ = (
     "Clock",
     "Engine",
+    "EngineHealth",
+    "EngineStatistics",
     "ExecutionHandle",
+    "ServiceHealth",
     "Subscription",
     "SystemClock",
     "tune_gc",

@@ -14,6 +14,7 @@ import anyio
 
 from prana._compiler import ExecutionGraph, compile_workflow, triggers_of
 from prana._errors import PranaError
+from prana._limits import DEFAULT_LIMITS, Limits
 from prana._loading import WorkflowSource, load_workflow, workflow_to_dict
 from prana._model import Workflow
 from prana._records import StoredExecution
@@ -25,8 +26,9 @@ from prana.storage import Store, StoredWorkflow
 class Catalog:
     """Compiled and known workflows of one engine."""
 
-    def __init__(self, actions: ActionRegistry) -> None:
+    def __init__(self, actions: ActionRegistry, limits: Limits = DEFAULT_LIMITS) -> None:
         self.actions = actions
+        self.limits = limits
         self.registered: dict[str, dict[int, Workflow]] = {}
         self._graphs: dict[tuple[str, int, str | None], tuple[Workflow, ExecutionGraph]] = {}
         self._graphs_by_hash: dict[tuple[str, str], ExecutionGraph] = {}
@@ -41,7 +43,7 @@ class Catalog:
     def register(self, workflow: Workflow | WorkflowSource) -> Workflow:
         """Know ``workflow`` by its id and version."""
         if not isinstance(workflow, Workflow):
-            workflow = load_workflow(workflow, actions=self.actions)
+            workflow = load_workflow(workflow, actions=self.actions, limits=self.limits)
         self.registered.setdefault(workflow.id, {})[workflow.version] = workflow
         return workflow
 
@@ -98,7 +100,7 @@ class Catalog:
         :class:`WorkflowValidationError` listing every problem.
         """
         if not isinstance(workflow, Workflow):
-            workflow = load_workflow(workflow, actions=self.actions)
+            workflow = load_workflow(workflow, actions=self.actions, limits=self.limits)
         key = (workflow.id, workflow.version, trigger)
         cached = self._graphs.get(key)
         if cached is not None and (cached[0] is workflow or cached[0] == workflow):
@@ -139,7 +141,7 @@ class Catalog:
                 f"the workflow of execution {stored.id} ({stored.workflow_id} v{stored.workflow_version}) "
                 "is missing from the store"
             )
-        workflow = load_workflow(definition.definition, actions=self.actions)
+        workflow = load_workflow(definition.definition, actions=self.actions, limits=self.limits)
         graph = compile_workflow(workflow, self.actions, trigger=stored.trigger)
         if graph.hash != stored.workflow_hash:
             raise PranaError(

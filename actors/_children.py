@@ -122,7 +122,9 @@ class ChildExecutions:
             return versions[version]
         stored = await self._store.find_workflow(workflow_id, version)
         if stored is not None:
-            return load_workflow(stored.definition, actions=self._catalog.actions)
+            return load_workflow(
+                stored.definition, actions=self._catalog.actions, limits=self._catalog.limits
+            )
         which = f"{workflow_id!r}" + (f" version {version}" if version is not None else "")
         raise NodeError(
             f"no workflow {which} is registered with this engine or stored; register it "

@@ -28,11 +28,12 @@ from typing import Any, Literal
 
 import anyio
 import attrs
-import orjson
 from anyio import AsyncContextManagerMixin
 
 from prana._compiler import ExecutionGraph
 from prana._errors import ExecutionNotFound, InternalError, InvalidTransition, PranaError
+from prana._json import check_json
+from prana._limits import DEFAULT_LIMITS, Limits
 from prana._loading import WorkflowSource
 from prana._model import Workflow
 from prana._records import Execution, ExecutionStatus, StoredExecution, Suspension
@@ -109,6 +110,7 @@ class Engine(AsyncContextManagerMixin):
         workflows: Iterable[Workflow | WorkflowSource] = (),
         max_depth: int = DEFAULT_MAX_DEPTH,
         schedules: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         if durability not in (None, "off", "normal", "full"):
             raise ValueError(f"durability must be 'off', 'normal' or 'full', not {durability!r}")
@@ -124,7 +126,8 @@ class Engine(AsyncContextManagerMixin):
         self._recover = recover
         self._run_schedules = schedules
         self.max_depth = max_depth
-        self._catalog = Catalog(self.actions)
+        self.limits = limits
+        self._catalog = Catalog(self.actions, limits)
         self._engine_subscriptions: set[Subscription] = set()
         self._background = BackgroundServices()
         self._store: Store | None = None
@@ -161,6 +164,7 @@ class Engine(AsyncContextManagerMixin):
                     clock=self.clock,
                     durable=durability != "off",
                     env=self._env,
+                    limits=self.limits,
                     publisher=lambda: Publisher(self._middleware, self._engine_subscriptions),
                     parent=lambda live: ChildExecutions(
                         live=live,
@@ -380,7 +384,7 @@ class Engine(AsyncContextManagerMixin):
         way nothing changes. Cancelling ``resume`` only stops the waiting once the
         execution has taken the data.
         """
-        data = _json(data, "resume data")
+        data = check_json(data, what="the resume data", limits=self.limits)
         live = self._require_live()
         if data is None and node is None and await self._status(execution_id) == "paused":
             return await self.unpause(execution_id)
@@ -564,7 +568,8 @@ class Engine(AsyncContextManagerMixin):
         :meth:`start`)."""
         live = self._require_live()
         graph = self.compile(workflow, trigger=trigger)
-        input = trigger_input(graph, _json(input, "the input"), self.clock.now())
+        input = check_json(input, what="the input", limits=self.limits)
+        input = trigger_input(graph, input, self.clock.now())
         self._catalog.register(graph.workflow)
         execution_id = new_execution_id(self.clock.now())
         return await live.start(graph, input, execution_id, handed_over=handed_over)
@@ -605,13 +610,3 @@ def _internal_error(group: BaseExceptionGroup[Any]) -> InternalError | None:
             if found is not None:
                 return found
     return None
-
-
-def _json(value: Any, what: str) -> Any:
-    """A private copy of ``value``, which must be JSON data."""
-    if value is None or type(value) in (str, int, bool):
-        return value
-    try:
-        return orjson.loads(orjson.dumps(value))
-    except (orjson.JSONEncodeError, TypeError) as exc:
-        raise PranaError(f"{what} must be JSON data: {exc}") from None

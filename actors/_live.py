@@ -36,6 +36,7 @@ from prana._commands import Command
 from prana._compiler import ExecutionGraph
 from prana._control import check_allowed, unrestorable_checkpoint
 from prana._errors import ExecutionNotFound, InvalidTransition, PranaError, StoreError
+from prana._limits import Limits
 from prana._machine import ExecutionMachine
 from prana._records import (
     ChildOutcome,
@@ -105,6 +106,7 @@ class LiveExecutions:
         clock: Clock,
         durable: bool,
         env: Mapping[str, str],
+        limits: Limits,
         publisher: Callable[[], Publisher],
         parent: Callable[[LiveExecutions], Parent],
         background: BackgroundServices,
@@ -125,6 +127,7 @@ class LiveExecutions:
             spawn=task_group.start_soon,
         )
         self._env = env
+        self._limits = limits
         self._publisher = publisher
         self._task_group = task_group
         self._supervisors: dict[str, ExecutionSupervisor] = {}
@@ -245,7 +248,12 @@ class LiveExecutions:
         self._require_open()
         await self._catalog.save(graph, self._store, self._services.clock.now())
         machine = ExecutionMachine(
-            graph, execution_id=execution_id, input=input, env=self._env, **fields
+            graph,
+            execution_id=execution_id,
+            input=input,
+            env=self._env,
+            limits=self._limits,
+            **fields,
         )
         return self._launch(machine, machine.start, handed_over=handed_over)
 
@@ -445,7 +453,7 @@ class LiveExecutions:
     async def _restore(self, stored: StoredExecution) -> ExecutionMachine:
         try:
             graph = await self._catalog.graph_for(stored, self._store)
-            return ExecutionMachine.restored(graph, stored, env=self._env)
+            return ExecutionMachine.restored(graph, stored, env=self._env, limits=self._limits)
         except PranaError as exc:
             raise Unrestorable(stored, exc) from exc
 

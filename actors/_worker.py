@@ -11,7 +11,6 @@ another node received.
 from __future__ import annotations
 
 import inspect
-import math
 import secrets
 import time
 import traceback
@@ -25,6 +24,7 @@ from anyio.abc import ObjectSendStream
 from prana._commands import Dispatch
 from prana._context import NodeContext, Output, Suspend
 from prana._errors import NodeError
+from prana._json import InvalidData, check_json
 from prana._model import DEFAULT_PORT
 from prana._records import ErrorInfo, NodeResult, SuspendRequest
 from prana._subworkflows import ExecuteWorkflow
@@ -46,18 +46,15 @@ def _encode_mapping(value: Any) -> Any:
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
-def _json_copy(value: Any, what: str) -> Any:
-    if type(value) in _SCALARS:
-        if type(value) is float and not math.isfinite(value):
-            raise _OutputNotJson(f"{what} is {value}, which is not a JSON number")
+def _json_copy(value: Any, what: str, dispatch: Dispatch) -> Any:
+    """What an action gave, as the engine keeps it: a private copy, checked to be JSON
+    data within the limits (unless the action promises it is, ``json_output``)."""
+    if dispatch.action.json_output:
         return value
     try:
-        return orjson.loads(orjson.dumps(value, default=_encode_mapping))
-    except orjson.JSONEncodeError as exc:
-        raise _OutputNotJson(
-            f"{what} is not JSON data ({exc}); return strings, numbers, booleans, "
-            "null, lists and objects with string keys"
-        ) from None
+        return check_json(value, what=what, limits=dispatch.limits)
+    except InvalidData as exc:
+        raise _OutputNotJson(str(exc)) from None
 
 
 def _shared(value: Any) -> bool:
@@ -198,7 +195,9 @@ async def call_action(
                 raise NodeError(
                     "this engine cannot start child executions here", code="invalid_output"
                 )
-            request = attrs.evolve(value, input=_json_copy(value.input, "the child's input"))
+            request = attrs.evolve(
+                value, input=_json_copy(value.input, "the child's input", dispatch)
+            )
             child_id = await start_child(dispatch, request)
             if value.mode == "sync":
                 suspend = SuspendRequest(kind="workflow", child_execution_id=child_id)
@@ -234,7 +233,7 @@ def _outcome(
                 kind=value.kind,
                 wake_at=value.wake_at,
                 wake_port=value.wake_port,
-                wake_data=_json_copy(value.wake_data, "Suspend.wake_data"),
+                wake_data=_json_copy(value.wake_data, "Suspend.wake_data", dispatch),
                 resume_port=value.resume_port,
                 # A prefix: a token never starts with "-", which reads as an option.
                 token=f"wh_{secrets.token_urlsafe(24)}" if value.token else None,
@@ -247,13 +246,16 @@ def _outcome(
                 started_at,
                 started,
                 port=value.port,
-                data=_json_copy(value.data, "the output"),
+                data=_json_copy(value.data, "the output", dispatch),
                 node_context=None
                 if value.node_context is None
-                else _json_copy(dict(value.node_context), "Output.node_context"),
-                vars=None if value.vars is None else _json_copy(dict(value.vars), "Output.vars"),
+                else _json_copy(dict(value.node_context), "Output.node_context", dispatch),
+                vars=None
+                if value.vars is None
+                else _json_copy(dict(value.vars), "Output.vars", dispatch),
             )
-        return _result(dispatch, clock, started_at, started, data=_json_copy(value, "the output"))
+        data = _json_copy(value, "the output", dispatch)
+        return _result(dispatch, clock, started_at, started, data=data)
     except _OutputNotJson as exc:
         error = ErrorInfo(code="invalid_output", message=str(exc))
         return _result(dispatch, clock, started_at, started, error=error)

@@ -56,6 +56,8 @@ from ._events import NodeSkipped as NodeSkipped
 from ._events import NodeStarted as NodeStarted
 from ._events import NodeSuspended as NodeSuspended
 from ._expressions import render_template as render_template
+from ._json import InvalidData as InvalidData
+from ._limits import Limits as Limits
 from ._loading import load_workflow as load_workflow
 from ._loading import workflow_to_dict as workflow_to_dict
 from ._machine import ExecutionMachine as ExecutionMachine
@@ -76,7 +78,10 @@ from ._subworkflows import ExecuteWorkflow as ExecuteWorkflow
 from ._triggers import TriggerError as TriggerError
 from ._validation import check_workflow as check_workflow
 from .actors import Engine as Engine
+from .actors import EngineHealth as EngineHealth
+from .actors import EngineStatistics as EngineStatistics
 from .actors import ExecutionHandle as ExecutionHandle
+from .actors import ServiceHealth as ServiceHealth
 from .actors import Subscription as Subscription
 from .actors import tune_gc as tune_gc
 
@@ -89,6 +94,8 @@ __all__ = (
     "Connection",
     "Edge",
     "Engine",
+    "EngineHealth",
+    "EngineStatistics",
     "ErrorInfo",
     "Event",
     "EventsDropped",
@@ -112,7 +119,9 @@ __all__ = (
     "ForEachParams",
     "IfParams",
     "InternalError",
+    "InvalidData",
     "InvalidTransition",
+    "Limits",
     "LogParams",
     "Loop",
     "MergeParams",
@@ -131,6 +140,7 @@ __all__ = (
     "PranaError",
     "Problem",
     "RetrySettings",
+    "ServiceHealth",
     "SetParams",
     "SetVariablesParams",
     "StoreError",

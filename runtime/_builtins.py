@@ -32,8 +32,9 @@ _registry = ActionRegistry(builtins=False)
 
 
 def action(name: str, **options: Any) -> Callable[[F], F]:
-    """Register a built-in: built-ins never change their inputs in place."""
-    return _registry.action(name, isolate_inputs=False, **options)
+    """Register a built-in: built-ins never change their inputs in place, and output
+    only data that was checked already."""
+    return _registry.action(name, isolate_inputs=False, json_output=True, **options)
 
 
 # --------------------------------------------------------------------------- core

@@ -12,6 +12,7 @@ from __future__ import annotations
 import attrs
 
 from ._context import NodeContext
+from ._limits import DEFAULT_LIMITS, Limits
 from ._records import ExecutionStatus, NodeRun, Suspension
 from ._registry import Action
 
@@ -22,6 +23,7 @@ class Dispatch:
 
     ``not_before`` (a time) delays the start: a retry's backoff. ``timeout`` (seconds)
     cancels the action if it runs longer; the run then fails with code ``timeout``.
+    What the action gives must be JSON data within ``limits``.
     """
 
     run: NodeRun
@@ -29,6 +31,7 @@ class Dispatch:
     context: NodeContext
     not_before: float | None = None
     timeout: float | None = None
+    limits: Limits = DEFAULT_LIMITS
 
 
 @attrs.frozen(kw_only=True)

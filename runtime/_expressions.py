@@ -12,13 +12,22 @@ Rules of this module:
 * On an object, ``a.b`` looks up the key ``b`` first, so ``input.items`` is the
   ``items`` of the data, not ``dict.items``, and ``input._id`` is the key ``_id``.
 * Templates are parsed and checked once, when the workflow is compiled: syntax,
-  names, and references to nodes that do not exist.
+  names, and references to nodes that do not exist. Nothing of a template runs then
+  (Jinja's folding of constants is off), so no template can hold up loading.
+* Rendering has a budget of work (:class:`prana.Limits`): loop iterations, the size
+  of every string, list or object an operation builds (checked before the operations
+  that take a size, such as padding, and charged after the others), and the digits
+  of integers. A template past it fails with an :class:`ExpressionError` that names
+  the limit. What a template gives is JSON data (:mod:`prana._json`).
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import operator
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from itertools import chain, islice
 from types import MappingProxyType
 from typing import Any
@@ -28,14 +37,129 @@ import jinja2
 from jinja2 import meta, nodes
 from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from ._errors import ExpressionError, Problem, did_you_mean
+from ._json import InvalidData, check_json
+from ._limits import DEFAULT_LIMITS, Limits
 
 NAMES = ("input", "inputs", "nodes", "trigger", "vars", "env", "execution", "node", "loop")
+_LOG2_10 = 3.3219280948873626  # bits per decimal digit
 
-# Results bigger than this from `*` or `**` are refused instead of exhausting memory.
-MAX_SEQUENCE_LENGTH = 1_000_000
-MAX_POWER_EXPONENT = 1_000
+
+class _OverBudget(Exception):
+    """A template went past one of its limits; the message names it."""
+
+
+class _Budget:
+    """What one rendering may still do (see :class:`prana.Limits`)."""
+
+    __slots__ = ("iterations", "max_bits", "max_value", "work")
+
+    def __init__(self, limits: Limits) -> None:
+        self.iterations = limits.template_iterations
+        self.work = limits.template_work
+        self.max_value = limits.template_value
+        self.max_bits = int(limits.integer_digits * _LOG2_10)
+
+    def iterate(self) -> None:
+        self.iterations -= 1
+        if self.iterations < 0:
+            raise _OverBudget(
+                "it ran past its limit of loop iterations (Limits.template_iterations)"
+            )
+
+    def size(self, planned: int) -> None:
+        """Refuse a value of ``planned`` characters or items, or charge it."""
+        if planned > self.max_value:
+            raise _OverBudget(
+                f"it would build a value of {planned} characters or items, past its limit "
+                f"of {self.max_value} (Limits.template_value)"
+            )
+        self.work -= planned
+        if self.work < 0:
+            raise _OverBudget(
+                "it built more than its limit of characters and items in all (Limits.template_work)"
+            )
+
+    def made(self, value: Any) -> Any:
+        """Charge ``value`` (just built) and return it."""
+        if (isinstance(value, Sized) and not isinstance(value, Mapping | range)) or isinstance(
+            value, Mapping
+        ):
+            self.size(len(value))
+        elif type(value) is int and value.bit_length() > self.max_bits:
+            raise self.too_many_digits()
+        return value
+
+    def bits(self, planned: int) -> None:
+        if planned > self.max_bits:
+            raise self.too_many_digits()
+
+    def too_many_digits(self) -> _OverBudget:
+        digits = int(self.max_bits / _LOG2_10)
+        return _OverBudget(
+            f"it would compute an integer of more than {digits} digits (Limits.integer_digits)"
+        )
+
+
+_BUDGET: contextvars.ContextVar[_Budget] = contextvars.ContextVar("prana_template_budget")
+
+
+def _budget() -> _Budget:
+    try:
+        return _BUDGET.get()
+    except LookupError:  # rendered outside Template.render (by Jinja itself)
+        budget = _Budget(DEFAULT_LIMITS)
+        _BUDGET.set(budget)
+        return budget
+
+
+def _iterate(values: Any) -> Iterator[Any]:
+    """What every ``{% for %}`` iterates over: ``values``, each item charged."""
+    budget = _budget()
+    for value in values:
+        budget.iterate()
+        yield value
+
+
+def _made(value: Any) -> Any:
+    """What every ``~`` gives: charged."""
+    return _budget().made(value)
+
+
+class _Charged(NodeTransformer):
+    """Rewrites a parsed template so that its loops and concatenations are charged."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        node = self.generic_visit(node)  # type: ignore[assignment]
+        node.iter = nodes.Call(
+            nodes.Name("_prana_iterate", "load"), [node.iter], [], None, None, lineno=node.lineno
+        )
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        node = self.generic_visit(node)  # type: ignore[assignment]
+        return nodes.Call(
+            nodes.Name("_prana_made", "load"), [node], [], None, None, lineno=node.lineno
+        )
+
+
+# A number in a format spec or a printf-style conversion: a width or a precision.
+_FORMAT_NUMBERS = re.compile(
+    r"%[-#0 +]*(\d+)?(?:\.(\d+))?|[:<>^=]\s*[-+ #0]*(\d+)?(?:[,_])?(?:\.(\d+))?"
+)
+_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _widths(text: str) -> int:
+    """The largest width or precision a format string asks for (0 if none)."""
+    largest = 0
+    for match in _FORMAT_NUMBERS.finditer(text):
+        for number in match.groups():
+            if number:
+                largest = max(largest, int(number))
+    return largest
 
 
 def is_template(value: object) -> bool:
@@ -69,7 +193,14 @@ def _native_concat(values: Iterable[Any]) -> Any:
 
 
 class _CodeGenerator(NativeCodeGenerator):
-    """Keeps a lone constant (``{{ 5 }}``) native instead of folding it to a string."""
+    """Keeps a lone constant (``{{ 5 }}``) native instead of folding it to a string,
+    and computes nothing while compiling: an expression of constants (``{{ 'x' *
+    9 }}``, a filter on a literal) is worked out when rendered, within the budget."""
+
+    def _output_child_to_const(self, node: nodes.Expr, frame: Any, finalize: Any) -> str:
+        if isinstance(node, nodes.TemplateData):
+            return str(super()._output_child_to_const(node, frame, finalize))
+        raise nodes.Impossible()
 
     def _output_const_repr(self, group: Iterable[Any]) -> str:
         values = list(group)
@@ -79,11 +210,12 @@ class _CodeGenerator(NativeCodeGenerator):
 
 
 class _Environment(ImmutableSandboxedEnvironment):
-    """The sandboxed native environment every template runs in."""
+    """The sandboxed native environment every template runs in: every operation that
+    can build something big is charged to the rendering's budget."""
 
     code_generator_class = _CodeGenerator
     concat = staticmethod(_native_concat)
-    intercepted_binops = frozenset(["*", "**"])
+    intercepted_binops = frozenset(["*", "**", "%", "+", "//"])
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping) and not attribute.startswith("__"):
@@ -95,21 +227,52 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        budget = _budget()
         if operator_name == "**":
-            if isinstance(right, (int, float)) and abs(right) > MAX_POWER_EXPONENT:
-                raise OverflowError(f"exponent {right} is too large (limit {MAX_POWER_EXPONENT})")
-            return operator.pow(left, right)
-        for sequence, count in ((left, right), (right, left)):
-            if (
-                isinstance(sequence, (str, list, tuple))
-                and isinstance(count, int)
-                and len(sequence) * count > MAX_SEQUENCE_LENGTH
-            ):
-                raise OverflowError(
-                    f"result of '*' would have {len(sequence) * count} items "
-                    f"(limit {MAX_SEQUENCE_LENGTH})"
-                )
-        return operator.mul(left, right)
+            if type(left) is int and type(right) is int and right > 0:
+                budget.bits(max(left.bit_length(), 1) * right)
+            return budget.made(operator.pow(left, right))
+        if operator_name == "*":
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, (str, list, tuple)) and type(count) is int:
+                    budget.size(len(sequence) * max(count, 0))
+                    return sequence * count
+            if type(left) is int and type(right) is int:
+                budget.bits(left.bit_length() + right.bit_length())
+            return operator.mul(left, right)
+        if operator_name == "%" and isinstance(left, str):
+            budget.size(len(left) + _widths(left))
+            return budget.made(left % right)
+        if operator_name == "+":
+            return budget.made(operator.add(left, right))
+        return operator.floordiv(left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        budget = _budget()
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(__obj, "__name__", "")
+            if name in _PADDING_METHODS:
+                numbers = [value for value in args if type(value) is int]
+                budget.size(len(owner) * (max(numbers, default=8) if name == "expandtabs" else 1))
+                budget.size(max(numbers, default=0))
+            elif name == "replace" and len(args) >= 2 and isinstance(args[0], str):
+                old, new = args[0], args[1]
+                count = owner.count(old) if old else len(owner) + 1
+                budget.size(len(owner) + count * max(len(str(new)) - len(old), 0))
+        return budget.made(super().call(__context, __obj, *args, **kwargs))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            _budget().size(len(text) + _widths(text))
+            return wrapped(*args, **kwargs)
+
+        return checked
 
 
 class _NativeTemplate(jinja2.Template):
@@ -118,15 +281,39 @@ class _NativeTemplate(jinja2.Template):
         return self.environment.concat(self.root_render_func(context))
 
 
+def _charged_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` (a filter) with what it builds charged to the budget, and, for
+    the filters that take a size (a width for ``center``, ``indent``, ``wordwrap``;
+    the format string of ``format``), that size refused before it is built."""
+
+    @functools.wraps(function)
+    def charged(*args: Any, **kwargs: Any) -> Any:
+        budget = _budget()
+        values = [value for value in (*args, *kwargs.values()) if type(value) is int]
+        if name in ("center", "indent", "wordwrap") and values:
+            budget.size(max(values))
+        elif name == "format":
+            text = next((value for value in args if isinstance(value, str)), "")
+            budget.size(len(text) + _widths(text))
+        return budget.made(function(*args, **kwargs))
+
+    return charged
+
+
 def _make_environment() -> _Environment:
-    environment = _Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    environment = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, optimized=False)
     environment.template_class = _NativeTemplate
     environment.globals.pop("lipsum", None)
+    environment.filters = {
+        name: _charged_filter(name, function) for name, function in environment.filters.items()
+    }
+    environment.globals["_prana_iterate"] = _iterate
+    environment.globals["_prana_made"] = _made
     return environment
 
 
 _environment = _make_environment()
-_GLOBALS = frozenset(_environment.globals)
+_GLOBALS = frozenset(name for name in _environment.globals if not name.startswith("_prana"))
 
 
 class NodesView(Mapping[str, Mapping[str, Any]]):
@@ -175,22 +362,40 @@ class Template:
     parameter: str
     compiled: jinja2.Template = attrs.field(eq=False, repr=False)
 
-    def render(self, scope: Mapping[str, Any], node_key: str | None = None) -> Any:
-        """Evaluate with the names in ``scope``; raises :class:`ExpressionError`."""
+    def render(
+        self,
+        scope: Mapping[str, Any],
+        node_key: str | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> Any:
+        """Evaluate with the names in ``scope``, within ``limits``; raises
+        :class:`ExpressionError` (naming the limit, if it went past one)."""
+        token = _BUDGET.set(_Budget(limits))
         try:
-            return self.compiled.render(scope)
+            value = self.compiled.render(scope)
+            return check_json(value, what="its value", limits=limits)
         except Exception as exc:
             where = f"node {node_key!r}, " if node_key else ""
             raise ExpressionError(
-                f"{where}parameter {self.parameter!r}: template {self.text!r} failed: "
+                f"{where}parameter {self.parameter!r}: template {_shown(self.text)} failed: "
                 f"{_describe(exc)}",
                 template=self.text,
                 node_key=node_key,
                 parameter=self.parameter,
             ) from exc
+        finally:
+            _BUDGET.reset(token)
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 200 else repr(text[:200]) + "..."
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, (_OverBudget, InvalidData)):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "it nests too deeply"
     if isinstance(exc, jinja2.exceptions.SecurityError):
         return f"refused by the sandbox ({exc})"
     if isinstance(exc, jinja2.UndefinedError):
@@ -250,7 +455,8 @@ def compile_template(
             )
     if unknown:
         return None
-    return Template(text=text, parameter=parameter, compiled=_environment.from_string(tree))
+    charged = _Charged().visit(tree)
+    return Template(text=text, parameter=parameter, compiled=_environment.from_string(charged))
 
 
 @attrs.frozen
@@ -265,19 +471,21 @@ class CompiledParams:
         """Whether rendering does any work (otherwise ``value`` is the result)."""
         return bool(self.templates)
 
-    def render(self, scope: Mapping[str, Any], node_key: str) -> dict[str, Any]:
+    def render(
+        self, scope: Mapping[str, Any], node_key: str, limits: Limits = DEFAULT_LIMITS
+    ) -> dict[str, Any]:
         """The parameters with every template evaluated; raises :class:`ExpressionError`."""
-        rendered: dict[str, Any] = _render(self.value, scope, node_key)
+        rendered: dict[str, Any] = _render(self.value, scope, node_key, limits)
         return rendered
 
 
-def _render(value: Any, scope: Mapping[str, Any], node_key: str) -> Any:
+def _render(value: Any, scope: Mapping[str, Any], node_key: str, limits: Limits) -> Any:
     if isinstance(value, Template):
-        return value.render(scope, node_key)
+        return value.render(scope, node_key, limits)
     if isinstance(value, Mapping):
-        return {key: _render(item, scope, node_key) for key, item in value.items()}
+        return {key: _render(item, scope, node_key, limits) for key, item in value.items()}
     if isinstance(value, list):
-        return [_render(item, scope, node_key) for item in value]
+        return [_render(item, scope, node_key, limits) for item in value]
     return value
 
 
@@ -318,11 +526,14 @@ def compile_params(
     return CompiledParams(value=compiled, templates=tuple(templates))
 
 
-def render_template(text: str, scope: Mapping[str, Any] | None = None) -> Any:
+def render_template(
+    text: str, scope: Mapping[str, Any] | None = None, *, limits: Limits = DEFAULT_LIMITS
+) -> Any:
     """Evaluate one template with the given names, as a node parameter would be.
 
     Useful to try an expression in a test or a shell. Raises :class:`ExpressionError`
-    for a syntax error, an unknown name, or anything the sandbox refuses.
+    for a syntax error, an unknown name, anything the sandbox refuses, or a template
+    past ``limits``.
     """
     problems: list[Problem] = []
     scope = scope or {}
@@ -331,4 +542,4 @@ def render_template(text: str, scope: Mapping[str, Any] | None = None) -> Any:
     )
     if template is None:
         raise ExpressionError("; ".join(problem.message for problem in problems), template=text)
-    return template.render(scope)
+    return template.render(scope, limits=limits)

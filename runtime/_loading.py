@@ -11,9 +11,7 @@ left as strings: a workflow definition holds JSON values only.
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -24,8 +22,10 @@ import cattrs
 import yaml
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._convert import join_path, make_strict_converter, problems_from, type_name
+from ._convert import make_strict_converter, problems_from, type_name
 from ._errors import Problem, WorkflowValidationError, did_you_mean
+from ._json import InvalidData, check_json
+from ._limits import DEFAULT_LIMITS, Limits
 from ._model import (
     BACKOFF_CHOICES,
     ON_ERROR_CHOICES,
@@ -94,10 +94,47 @@ def _strict_resolvers() -> dict[str, list[tuple[str, re.Pattern[str]]]]:
 _StrictYamlLoader.yaml_implicit_resolvers = _strict_resolvers()
 
 
-def _parse_yaml(text: str) -> tuple[object, list[Problem]]:
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many values ``root`` stands for once every alias is written out in full;
+    stops counting past ``limit``. An alias is the same node met again, so each
+    node's size is worked out once."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, counted_children = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if counted_children:
+            sizes[id(node)] = min(limit + 1, 1 + sum(sizes[id(child)] for child in children))
+            continue
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _parse_yaml(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[object, list[Problem]]:
     loader = _StrictYamlLoader(text)
     try:
-        document = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None, []
+        if _expanded_size(node, limits.yaml_values) > limits.yaml_values:
+            return None, [
+                Problem(
+                    path="",
+                    message=f"its aliases (&name and *name) expand to more than "
+                    f"{limits.yaml_values} values (Limits.yaml_values); write the values "
+                    "out, or use fewer nested aliases",
+                )
+            ]
+        document = loader.construct_document(node)
+    except RecursionError:
+        return None, [Problem(path="", message="invalid YAML: it nests too deeply")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -128,6 +165,8 @@ def _parse_json(text: str) -> tuple[object, list[Problem]]:
 
     try:
         document = json.loads(text, object_pairs_hook=pairs_hook)
+    except RecursionError:
+        return None, [Problem(path="", message="invalid JSON: it nests too deeply")]
     except json.JSONDecodeError as exc:
         return None, [
             Problem(
@@ -137,14 +176,28 @@ def _parse_json(text: str) -> tuple[object, list[Problem]]:
     return document, problems
 
 
-def parse_text(text: str) -> tuple[object, list[Problem]]:
+def parse_text(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[object, list[Problem]]:
     """Parse JSON (text starting with ``{``) or YAML text into plain data."""
     if text.lstrip().startswith("{"):
-        return _parse_json(text)
-    return _parse_yaml(text)
+        return _as_json(*_parse_json(text), limits)
+    return _as_json(*_parse_yaml(text, limits), limits)
 
 
-def read_source(source: WorkflowSource) -> tuple[object, list[Problem], str | None]:
+def _as_json(
+    document: object, problems: list[Problem], limits: Limits
+) -> tuple[object, list[Problem]]:
+    """The document, which must be JSON data (no NaN, bounded depth and size)."""
+    if problems or document is None:
+        return document, problems
+    try:
+        return check_json(document, what="the workflow", limits=limits), problems
+    except InvalidData as exc:
+        return None, [*problems, Problem(path=exc.path.lstrip("."), message=exc.reason)]
+
+
+def read_source(
+    source: WorkflowSource, limits: Limits = DEFAULT_LIMITS
+) -> tuple[object, list[Problem], str | None]:
     """Turn a workflow source into plain data, the problems found, and a name for messages.
 
     A string holding a newline or starting with ``{`` is workflow text; any other
@@ -152,14 +205,15 @@ def read_source(source: WorkflowSource) -> tuple[object, list[Problem], str | No
     """
     if isinstance(source, Mapping):
         # A copy: the workflow must not change when the caller's dict does.
-        return copy.deepcopy(dict(source)), [], None
+        document, problems = _as_json(source, [], limits)
+        return document, problems, None
     if isinstance(source, bytes):
         try:
             source = source.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise WorkflowValidationError.single("", f"workflow text is not UTF-8: {exc}") from None
     if isinstance(source, str) and ("\n" in source or source.lstrip().startswith("{")):
-        document, problems = parse_text(source)
+        document, problems = parse_text(source, limits)
         return document, problems, None
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
@@ -180,9 +234,9 @@ def read_source(source: WorkflowSource) -> tuple[object, list[Problem], str | No
     except OSError as exc:
         raise WorkflowValidationError.single("", f"cannot read {path!r}: {exc.strerror}") from None
     if path.endswith(".json"):
-        document, problems = _parse_json(text)
+        document, problems = _as_json(*_parse_json(text), limits)
     else:
-        document, problems = parse_text(text)
+        document, problems = parse_text(text, limits)
     return document, problems, path
 
 
@@ -291,31 +345,6 @@ def _structure_part(
         return None
 
 
-def _check_json_value(value: object, path: str, problems: list[Problem]) -> None:
-    if value is None or isinstance(value, (str, bool, int)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            problems.append(Problem(path=path, message=f"{value} is not a JSON number"))
-        return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_json_value(item, f"{path}[{index}]", problems)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                problems.append(
-                    Problem(path=path, message=f"object keys must be strings, got {key!r}")
-                )
-                continue
-            _check_json_value(item, join_path(path, key), problems)
-        return
-    problems.append(
-        Problem(path=path, message=f"{type(value).__name__} is not a JSON value (use a string)")
-    )
-
-
 _TOP_LEVEL = (
     "id",
     "version",
@@ -386,7 +415,6 @@ def structure_workflow(document: object) -> LoadedDefinition:
         raw_variables = document["variables"]
         if isinstance(raw_variables, Mapping):
             variables = dict(raw_variables)
-            _check_json_value(variables, "variables", problems)
         elif raw_variables is not None:
             problems.append(
                 Problem(
@@ -412,7 +440,6 @@ def structure_workflow(document: object) -> LoadedDefinition:
             known_keys.add(raw_node["key"])
         node = _structure_part(raw_node, Node, path, problems)
         if node is not None:
-            _check_json_value(node.params, f"{path}.params", problems)
             nodes.append(node)
 
     connections: list[Connection] = []
@@ -452,18 +479,24 @@ def workflow_to_dict(workflow: Workflow) -> dict[str, Any]:
     return data
 
 
-def load_workflow(source: WorkflowSource, *, actions: ActionRegistry | None = None) -> Workflow:
+def load_workflow(
+    source: WorkflowSource,
+    *,
+    actions: ActionRegistry | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Workflow:
     """Load and validate a workflow from a path, a dict, or JSON/YAML text.
 
     Without ``actions`` the definition is checked on its own (shape, types, keys,
     connections, loops, templates); with an :class:`ActionRegistry` it is also checked
-    against the actions it uses (types, ports, parameters, triggers).
+    against the actions it uses (types, ports, parameters, triggers). The definition
+    must be JSON data within ``limits`` (a YAML file's aliases included).
 
     Raises :class:`WorkflowValidationError` listing every problem with its path.
     """
     from ._validation import check_workflow
 
-    document, problems, source_name = read_source(source)
+    document, problems, source_name = read_source(source, limits)
     if problems:
         raise WorkflowValidationError(problems, source=source_name)
     loaded = structure_workflow(document)

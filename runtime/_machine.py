@@ -48,6 +48,7 @@ from ._expressions import NodesView
 from ._flow import DONE, READY, RUNNING, Flow
 from ._inputs import deliveries as inputs_of
 from ._inputs import deliveries_of, iteration_results, scope
+from ._limits import DEFAULT_LIMITS, Limits
 from ._model import DEFAULT_PORT, ERROR_PORT
 from ._params import structure_params
 from ._records import (
@@ -87,8 +88,11 @@ class ExecutionMachine(Flow):
         root_execution_id: str | None = None,
         mode: ChildMode | None = None,
         depth: int = 0,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__(graph)
+        # What templates may build, and what data outputs may hold.
+        self.limits = limits
         self.execution_id = execution_id
         # Who started it: a parent execution's node (workflow.execute), or nobody.
         self.parent_execution_id = parent_execution_id
@@ -138,7 +142,12 @@ class ExecutionMachine(Flow):
 
     @classmethod
     def restored(
-        cls, graph: ExecutionGraph, stored: StoredExecution, *, env: Mapping[str, str] | None = None
+        cls,
+        graph: ExecutionGraph,
+        stored: StoredExecution,
+        *,
+        env: Mapping[str, str] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> ExecutionMachine:
         """A machine in the state a store kept (see :mod:`prana._snapshot`).
 
@@ -154,6 +163,7 @@ class ExecutionMachine(Flow):
             root_execution_id=stored.root_execution_id,
             mode=stored.mode,
             depth=stored.depth,
+            limits=limits,
         )
         machine.deadline = stored.deadline
         machine.revision = stored.revision
@@ -418,7 +428,7 @@ class ExecutionMachine(Flow):
                 params = None
             elif node.params.has_templates:
                 params = node.params.render(
-                    scope(self, node, node_input, inputs, node_context), node.key
+                    scope(self, node, node_input, inputs, node_context), node.key, self.limits
                 )
             else:
                 params = node.params.value
@@ -460,6 +470,7 @@ class ExecutionMachine(Flow):
                 context=context,
                 not_before=not_before,
                 timeout=node.timeout,
+                limits=self.limits,
             )
         )
 

@@ -46,6 +46,10 @@ class Action:
     engine builds it from the audit trail, so nothing grows in the node's context.
     ``isolate_inputs=False`` promises that the action never changes the data it is
     given in place, so the engine need not copy it first (the built-ins promise it).
+    ``json_output=True`` promises that what it outputs is made only of data the
+    engine checked already (its input, its rendered parameters), so the engine need
+    not check it again (the built-ins promise it too); otherwise every output is
+    checked to be JSON data (:mod:`prana._json`) and copied.
     """
 
     name: str
@@ -60,6 +64,7 @@ class Action:
     render_on_loop_back: bool = True
     collect_port: str | None = None
     isolate_inputs: bool = True
+    json_output: bool = False
     description: str = ""
     is_async: bool = attrs.field(default=False)
 
@@ -108,6 +113,7 @@ class ActionRegistry:
         render_on_loop_back: bool = True,
         collect_port: str | None = None,
         isolate_inputs: bool = True,
+        json_output: bool = False,
         description: str = "",
         replace: bool = False,
     ) -> Callable[[F], F]:
@@ -132,6 +138,7 @@ class ActionRegistry:
                     render_on_loop_back=render_on_loop_back,
                     collect_port=collect_port,
                     isolate_inputs=isolate_inputs,
+                    json_output=json_output,
                     description=description or (inspect.getdoc(function) or "").split("\n")[0],
                 ),
                 replace=replace,

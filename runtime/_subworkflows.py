@@ -119,6 +119,7 @@ def _check_mode(params: Mapping[str, Any]) -> Iterable[Problem]:
     params=ExecuteParams,
     check=_check_mode,
     isolate_inputs=False,
+    json_output=True,
     description="Run another workflow as a child execution: wait for its output (sync) "
     "or only start it (fire_and_forget)",
 )

@@ -41,7 +41,7 @@ class TriggerError(PranaError):
 
 def action(name: str, **options: Any) -> Callable[[F], F]:
     """Register a built-in trigger: it outputs the input its kind was shaped into."""
-    return _registry.action(name, isolate_inputs=False, **options)
+    return _registry.action(name, isolate_inputs=False, json_output=True, **options)
 
 
 def _fixed(names: Iterable[str]) -> Callable[[Mapping[str, Any]], Iterable[Problem]]:

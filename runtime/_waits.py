@@ -24,7 +24,7 @@ _registry = ActionRegistry(builtins=False)
 
 def action(name: str, **options: Any) -> Callable[[F], F]:
     """Register a built-in wait: it never changes its input in place."""
-    return _registry.action(name, isolate_inputs=False, **options)
+    return _registry.action(name, isolate_inputs=False, json_output=True, **options)
 
 
 def _duration(value: object, name: str) -> float:

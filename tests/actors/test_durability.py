@@ -203,7 +203,7 @@ async def test_resume_mistakes_are_clear_and_change_nothing(tmp_path: Path) -> N
             prana.InvalidTransition, match=r"node 'ask' is not waiting .*\(waiting: approval\)"
         ):
             await engine.resume(waiting.id, {}, node="ask")
-        with pytest.raises(prana.PranaError, match="resume data must be JSON"):
+        with pytest.raises(prana.InvalidData, match=r"the resume data\.when: .* is not JSON data"):
             await engine.resume(waiting.id, {"when": object()})
         assert stored_rows(db) == before
 

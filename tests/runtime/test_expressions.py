@@ -54,8 +54,8 @@ def test_sandbox_refuses_escapes(template: str) -> None:
     ("template", "message"),
     [
         ("{{ __import__('os') }}", "unknown name '__import__'"),
-        ("{{ 'a' * 10**9 }}", "limit 1000000"),
-        ("{{ 2 ** 10000 }}", "exponent 10000 is too large"),
+        ("{{ 'a' * 10**9 }}", "Limits.template_value"),
+        ("{{ 2 ** 100000 }}", "Limits.integer_digits"),
         ("{{ range(10**9) | list }}", "MAX_RANGE"),
         ("{{ missing }}", "unknown name 'missing'"),
         ("{{ data.nope }}", "has no attribute 'nope'"),
@@ -75,3 +75,76 @@ def test_expression_error_names_the_template() -> None:
     with pytest.raises(prana.ExpressionError) as caught:
         prana.render_template("{{ a.b }}", {"a": {}})
     assert caught.value.template == "{{ a.b }}"
+
+
+@pytest.mark.parametrize(
+    ("template", "limit"),
+    [
+        # Loops within loops: each range is small, together they never end.
+        (
+            "{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}{% endfor %}"
+            "{% endfor %}",
+            "Limits.template_iterations",
+        ),
+        (
+            "{% for a in data %}{% for b in data %}{% for c in data %}.{% endfor %}{% endfor %}"
+            "{% endfor %}",
+            "Limits.template_iterations",
+        ),
+        ("{{ ((2 ** 1000) ** 1000) ** 1000 }}", "Limits.integer_digits"),
+        ("{{ 2 ** (10 ** 6) }}", "Limits.integer_digits"),
+        ("{{ 'x' | center(10 ** 9) }}", "Limits.template_value"),
+        ("{{ 'x' | indent(10 ** 9) }}", "Limits.template_value"),
+        ("{{ 'x' | wordwrap(10 ** 9) }}", "Limits.template_value"),
+        ("{{ '%999999999d' | format(1) }}", "Limits.template_value"),
+        ("{{ '%999999999d' % 1 }}", "Limits.template_value"),
+        ("{{ '{:>999999999}'.format(1) }}", "Limits.template_value"),
+        ("{{ 'x'.ljust(10 ** 9) }}", "Limits.template_value"),
+        ("{{ 'x'.zfill(10 ** 9) }}", "Limits.template_value"),
+        ("{{ ('x' * 10 ** 6).replace('x', 'x' * 1000) }}", "Limits.template_value"),
+        # A string doubled again and again, with ~ and with +.
+        (
+            "{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
+            "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+            "Limits.template_value",
+        ),
+        (
+            "{% set ns = namespace(s=['a']) %}{% for i in range(64) %}"
+            "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s | length }}",
+            "Limits.template_value",
+        ),
+        ("{{ 'nan' | float }}", "nan has no JSON value"),
+    ],
+)
+def test_a_template_cannot_hold_the_loop_or_exhaust_memory(template: str, limit: str) -> None:
+    data = list(range(1000))
+    with pytest.raises(prana.ExpressionError, match=limit.replace(".", r"\.")):
+        prana.render_template(template, {"data": data})
+
+
+def test_the_budget_of_templates_is_configurable() -> None:
+    template = "{% for a in range(50) %}{{ a }}{% endfor %}"
+    assert prana.render_template(template)[:3] == "012"
+    small = prana.Limits(template_iterations=10)
+    with pytest.raises(prana.ExpressionError, match=r"Limits\.template_iterations"):
+        prana.render_template(template, limits=small)
+
+
+def test_nothing_of_a_template_runs_when_it_is_loaded() -> None:
+    # A constant expression (padding a literal to a gigabyte) is worked out when the
+    # node runs, within its budget, not when the workflow is loaded or validated.
+    workflow = prana.load_workflow(
+        {
+            "id": "pad",
+            "nodes": [
+                {"key": "start", "type": "manual.trigger"},
+                {
+                    "key": "pad",
+                    "type": "data.set",
+                    "params": {"values": "{{ 'x' | center(10 ** 9) }}"},
+                },
+            ],
+            "connections": [{"from": "start", "to": "pad"}],
+        }
+    )
+    assert prana.compile_workflow(workflow, prana.ActionRegistry()).trigger == "start"

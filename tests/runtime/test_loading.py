@@ -365,7 +365,41 @@ def test_non_json_values_in_params_are_refused() -> None:
         "id: x\nnodes:\n  - {key: start, type: manual.trigger, params: {tags: !!set {a: null}}}\n",
         actions=None,
     )
-    assert found == ["nodes[0].params.tags: set is not a JSON value (use a string)"]
+    assert found == [
+        "nodes[0].params.tags: a builtins.set is not JSON data; convert it first (a "
+        "datetime with .isoformat(), a UUID or a Decimal with str(), a set with list())"
+    ]
+    # NaN and the infinities have no JSON value, at any depth.
+    found = problems_of(
+        "id: x\nnodes:\n  - {key: start, type: manual.trigger, params: {a: [1, {b: .nan}]}}\n",
+        actions=None,
+    )
+    assert found == ["nodes[0].params.a[1].b: nan has no JSON value; use null or a string instead"]
+
+
+def test_yaml_aliases_that_expand_past_the_limit_are_refused_at_once() -> None:
+    # About 1 KB of YAML that expands to 10**18 values (a "billion laughs").
+    lines = ["id: x", "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 18)]
+    text = "\n".join(lines) + "\n"
+    assert len(text) < 1500
+    with pytest.raises(prana.WorkflowValidationError, match=r"expand to more than 1000000 values"):
+        prana.load_workflow(text)
+    with pytest.raises(prana.WorkflowValidationError, match=r"Limits\.yaml_values"):
+        prana.load_workflow(
+            "id: x\na: &a [1, 2, 3]\nb: [*a, *a]\n", limits=prana.Limits(yaml_values=5)
+        )
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_workflow_nested_too_deeply_is_refused_clearly(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"deep{suffix}"
+    path.write_text('{"id": "x", "variables": {"v": ' + "[" * 10_000 + "]" * 10_000 + "}}")
+    with pytest.raises(prana.WorkflowValidationError, match="nests too deeply"):
+        prana.load_workflow(path)
+    path.write_text('{"id": "x", "variables": {"v": ' + "[" * 150 + "]" * 150 + "}}")
+    with pytest.raises(prana.WorkflowValidationError, match=r"Limits\.json_depth"):
+        prana.load_workflow(path)
 
 
 def test_every_problem_is_reported_at_once() -> None:

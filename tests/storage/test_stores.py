@@ -521,7 +521,7 @@ async def test_a_sqlite_read_sees_one_state_of_the_file(tmp_path: Path) -> None:
 async def test_a_sqlite_read_waits_for_a_lock_asleep_and_gives_up_clearly(
     tmp_path: Path,
 ) -> None:
-    store = SQLiteStore(tmp_path / "read.db", busy_timeout=0.05)
+    store = SQLiteStore(tmp_path / "read.db")
     await store.open()
     tries = 0
 
@@ -538,6 +538,7 @@ async def test_a_sqlite_read_waits_for_a_lock_asleep_and_gives_up_clearly(
     try:
         assert await store._call_read(locked_twice) == "read"
         assert tries == 3
+        store.busy_timeout = 0.05
         with pytest.raises(prana.StoreError, match=r"cannot read .*locked for longer than busy"):
             await store._call_read(always_locked)
     finally:

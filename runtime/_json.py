@@ -1,0 +1,137 @@
+"""JSON data: the one rule for the values prana takes and keeps (DESIGN §5.2, §6).
+
+Inputs, node outputs, resume data, variables, node contexts and what templates build
+must be JSON data, at every depth alike:
+
+* ``None``, ``True``/``False``, strings, integers of at most 64 bits, finite floats;
+* lists (a tuple is taken as a list) and objects with string keys (any mapping);
+* a subclass of ``str``, ``int`` or ``float`` (an enum of them, say) is taken as its
+  plain value.
+
+Anything else is refused, naming where it is, never changed silently: NaN and the
+infinities (JSON has no value for them), datetimes, UUIDs, bytes, sets, other objects.
+Data also has bounded depth and size (:class:`prana.Limits`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import PranaError
+from ._limits import DEFAULT_LIMITS, Limits
+
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what JSON readers and the store take whole
+
+
+class InvalidData(PranaError):
+    """A value is not JSON data, or is past a limit (:class:`Limits`); the message
+    says where in it (``path``, such as ``.items[2].when``), what is wrong
+    (``reason``) and what to do."""
+
+    def __init__(self, what: str, path: str, reason: str) -> None:
+        super().__init__(f"{what}{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.path: list[str] = []
+
+
+class _Walk:
+    """One walk over a value: its size so far."""
+
+    __slots__ = ("depth_limit", "size", "size_limit")
+
+    def __init__(self, limits: Limits) -> None:
+        self.depth_limit = limits.json_depth
+        self.size_limit = limits.json_size
+        self.size = 0
+
+    def grow(self, by: int) -> None:
+        self.size += by
+        if self.size > self.size_limit:
+            raise _Refused(
+                f"it is larger than {self.size_limit} bytes as JSON (Limits.json_size); "
+                "keep large data elsewhere and pass a reference to it"
+            )
+
+    def copy(self, value: Any, depth: int) -> Any:
+        kind = type(value)
+        if kind is str:
+            self.grow(len(value) + 2)
+            return value
+        if kind is bool or value is None:
+            self.grow(4)
+            return value
+        if kind is int:
+            if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+                raise _Refused(
+                    f"an integer of {len(str(abs(value)))} digits is too large for JSON data "
+                    "(at most 64 bits); pass it as a string"
+                )
+            self.grow(8)
+            return value
+        if kind is float:
+            if not math.isfinite(value):
+                raise _Refused(f"{value} has no JSON value; use null or a string instead")
+            self.grow(8)
+            return value
+        if kind is dict or kind is list or kind is tuple or isinstance(value, Mapping):
+            if depth > self.depth_limit:
+                raise _Refused(
+                    f"it nests deeper than {self.depth_limit} levels (Limits.json_depth)"
+                )
+            self.grow(2)
+            if kind is list or kind is tuple:
+                return [self._item(item, depth, index) for index, item in enumerate(value)]
+            return {self._key(key): self._member(key, item, depth) for key, item in value.items()}
+        # A subclass of a scalar (an enum of one, say): its plain value.
+        if isinstance(value, str):
+            return self.copy(str.__str__(value), depth)
+        if isinstance(value, int):
+            return self.copy(int.__int__(value), depth)
+        if isinstance(value, float):
+            return self.copy(float.__float__(value), depth)
+        raise _Refused(
+            f"a {type(value).__module__}.{type(value).__qualname__} is not JSON data; "
+            "convert it first (a datetime with .isoformat(), a UUID or a Decimal with "
+            "str(), a set with list())"
+        )
+
+    def _item(self, item: Any, depth: int, index: int) -> Any:
+        try:
+            self.grow(1)
+            return self.copy(item, depth + 1)
+        except _Refused as exc:
+            exc.path.append(f"[{index}]")
+            raise
+
+    def _key(self, key: Any) -> str:
+        if type(key) is str:
+            return key
+        if isinstance(key, str):
+            return str(key)
+        raise _Refused(f"the key {key!r} is not a string (JSON keys are strings)")
+
+    def _member(self, key: str, item: Any, depth: int) -> Any:
+        try:
+            self.grow(len(key) + 4)
+            return self.copy(item, depth + 1)
+        except _Refused as exc:
+            exc.path.append(f".{key}" if key.isidentifier() else f"[{key!r}]")
+            raise
+
+
+def check_json(value: Any, *, what: str, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """A private copy of ``value`` if it is JSON data within ``limits`` (see the
+    module's docstring). Raises :class:`InvalidData` naming where it is not, as
+    ``what`` and a path (``the output.items[2].when: a datetime...``)."""
+    try:
+        return _Walk(limits).copy(value, 1)
+    except _Refused as exc:
+        raise InvalidData(what, "".join(reversed(exc.path)), exc.reason) from None
