@@ -1,7 +1,12 @@
 """The ``prana`` command line.
 
-Executions are kept in a SQLite file: ``--db PATH``, else the ``PRANA_DB``
-environment variable, else ``.prana/prana.db`` in the current folder.
+Executions are kept in a SQLite file (which one: :mod:`._cli_database`); every
+command says which it used. A command opens an engine of its own for as long as it
+runs, that leaves other executions alone (``recover=False``): it carries on only
+the executions it is told to, and those whose engine is gone (a crashed or
+interrupted ``prana run``). Interrupted (Ctrl-C), it releases what it runs and says
+how to carry it on. ``run``, ``resume`` and ``retry`` keep an execution going
+in-process through waits that end within ``--wait-up-to`` (a minute by default).
 
 Exit codes: 0 the execution completed or is waiting (or the command did its job),
 1 it failed, the workflow is invalid, or the execution or store could not be used;
@@ -28,18 +33,22 @@ import attrs
 import orjson
 
 from prana._compiler import compile_workflow, triggers_of
-from prana._errors import PranaError, WorkflowValidationError
+from prana._errors import ExecutionNotFound, PranaError, WorkflowValidationError
+from prana._json import InvalidData, check_json
 from prana._loading import load_workflow
 from prana._mermaid import to_mermaid
 from prana._model import Workflow
-from prana._records import Execution
+from prana._records import FINAL_STATUSES, Execution
 from prana._registry import ActionRegistry
+from prana._time import parse_duration
+from prana.storage import SQLiteStore
 
+from ._cli_database import DEFAULT_DB, find_database
 from ._engine import Engine
+from ._handle import ExecutionHandle
 from ._progress import LiveProgress, PlainProgress, render_list, render_report, use_color
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-DEFAULT_DB = Path(".prana") / "prana.db"
 _EXECUTION_ID = re.compile(r"^[0-9a-f]{32}$")
 T = TypeVar("T")
 
@@ -56,7 +65,18 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--db",
             metavar="PATH",
-            help=f"the SQLite file executions are kept in (default: $PRANA_DB, else {DEFAULT_DB})",
+            help="the SQLite file executions are kept in (default: $PRANA_DB, else the "
+            f"nearest {DEFAULT_DB} from here upward, else a new one here)",
+        )
+
+    def waits(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--wait-up-to",
+            metavar="DURATION",
+            default="1m",
+            type=_duration_option,
+            help="keep the execution going here through waits and retries that end "
+            "within this long (default 1m; 0 returns at the first wait)",
         )
 
     def actions(sub: argparse.ArgumentParser) -> None:
@@ -72,6 +92,16 @@ def _parser() -> argparse.ArgumentParser:
             metavar="DIR",
             help="a folder of workflow files that workflow.execute nodes may start by id "
             f"(default: {default})",
+        )
+
+    def timeout(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--timeout",
+            metavar="DURATION",
+            default="30s",
+            type=_duration_option,
+            help="how long to wait for another engine running the execution to apply it "
+            "(default 30s)",
         )
 
     def output(sub: argparse.ArgumentParser) -> None:
@@ -94,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         "--backend", choices=("asyncio", "trio"), default="asyncio", help="async library to run on"
     )
     workflows(run, "the folder of FILE")
+    waits(run)
     run.add_argument("--memory", action="store_true", help="keep nothing: run in memory only")
     run.add_argument("--quiet", action="store_true", help="no live progress")
 
@@ -145,12 +176,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     actions(resume)
     workflows(resume, "none")
+    waits(resume)
     store(resume)
     output(resume)
 
     cancel = commands.add_parser("cancel", help="cancel an execution that has not ended")
     cancel.add_argument("execution", metavar="ID", help="the execution id")
     cancel.add_argument("--reason", help="why (kept as the execution's error message)")
+    timeout(cancel)
     store(cancel)
     output(cancel)
 
@@ -158,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         "pause", help="pause an execution: running nodes finish, nothing new starts"
     )
     pause.add_argument("execution", metavar="ID", help="the execution id")
+    timeout(pause)
     store(pause)
     output(pause)
 
@@ -167,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("execution", metavar="ID", help="the execution id")
     actions(retry)
     workflows(retry, "none")
+    waits(retry)
     store(retry)
     output(retry)
     return parser
@@ -222,19 +257,38 @@ def parse_json_option(text: str | None, option: str) -> Any:
             raise UsageError(f"{option}: cannot read {path!r}: {exc.strerror}") from None
         source = path
     try:
-        return json.loads(text)
+        value = json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{source} nests too deeply to read") from None
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"{source} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    try:
+        return check_json(value, what=source)
+    except InvalidData as exc:
+        raise UsageError(str(exc)) from None
 
 
-def store_url(args: argparse.Namespace) -> str:
-    """The store the command uses: ``--db``, ``$PRANA_DB``, or the default file."""
+def _duration_option(text: str) -> float:
+    """A duration option: ``90s``, ``15m``, ``1h30m``, or a number of seconds."""
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def database(args: argparse.Namespace, *, create: bool = True) -> Path | None:
+    """The SQLite file the command uses (``None``: ``--memory``), said on stderr."""
     if getattr(args, "memory", False):
-        return "memory://"
-    path = Path(args.db or os.environ.get("PRANA_DB") or DEFAULT_DB).expanduser()
-    return f"sqlite:///{path}"
+        return None
+    path = find_database(args.db, create=create).resolve()
+    print(f"prana: using {path}", file=sys.stderr)
+    return path
 
 
 def _execution_json(execution: Execution) -> str:
@@ -267,32 +321,89 @@ def _report(execution: Execution, args: argparse.Namespace) -> int:
         sys.stdout.write(_execution_json(execution))
     else:
         sys.stdout.write(render_report(execution, color=use_color(sys.stdout)))
-    return EXIT_FAILED if execution.status in ("failed", "cancelled", "timed_out") else EXIT_OK
+    return EXIT_FAILED if execution.status in FINAL_STATUSES - {"completed"} else EXIT_OK
 
 
 async def _follow(
-    engine: Engine, start: Callable[[], Awaitable[Any]], args: argparse.Namespace
+    engine: Engine, start: Callable[[], Awaitable[ExecutionHandle]], args: argparse.Namespace
 ) -> Execution:
-    """Start something on ``engine`` and show its events live until it stops."""
+    """Start an execution on ``engine`` and show its events live until it stops, and
+    on through the waits that end within ``--wait-up-to``."""
+    quiet = args.json or getattr(args, "quiet", False)
+    subscription = engine.events()  # every event, from before the start on
     handle = await start()
-    if args.json or getattr(args, "quiet", False):
-        return await handle.result()  # type: ignore[no-any-return]
-    view: LiveProgress | PlainProgress
-    if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
+    args.following.append(handle.id)
+    view: LiveProgress | PlainProgress | None = None
+    if quiet:
+        subscription.close()
+    elif sys.stderr.isatty() and "NO_COLOR" not in os.environ:
         view = LiveProgress(sys.stderr, f"{handle.snapshot().workflow_id} {handle.id[:8]}")
     else:
         view = PlainProgress(sys.stderr)
-    events = handle.events()
-    try:
-        async with anyio.create_task_group() as ticker:
-            if isinstance(view, LiveProgress):
-                ticker.start_soon(view.tick)
-            async for event in events:
+
+    async def show() -> None:
+        async for event in subscription:
+            if view is not None and event.execution_id == handle.id:
                 view(event)
-            ticker.cancel_scope.cancel()
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(show)
+            if isinstance(view, LiveProgress):
+                ticker = anyio.CancelScope()
+                group.start_soon(_tick, view, ticker)
+            execution = await _through_short_waits(engine, await handle.result(), args, view)
+            subscription.close()  # the view shows what came before the end, then stops
+            if isinstance(view, LiveProgress):
+                ticker.cancel()
     finally:
-        view.close()
-    return await handle.result()  # type: ignore[no-any-return]
+        if view is not None:
+            view.close()
+    return execution
+
+
+async def _tick(view: LiveProgress, scope: anyio.CancelScope) -> None:
+    with scope:
+        await view.tick()
+
+
+def _moved_on(execution: Execution) -> Callable[[Execution], bool]:
+    """Whether a later stop of ``execution`` is past the waits it has now."""
+    waits = {suspension.execution_index for suspension in execution.suspensions}
+
+    def moved_on(later: Execution) -> bool:
+        return later.status != "suspended" or waits != {
+            suspension.execution_index for suspension in later.suspensions
+        }
+
+    return moved_on
+
+
+async def _through_short_waits(
+    engine: Engine,
+    execution: Execution,
+    args: argparse.Namespace,
+    view: LiveProgress | PlainProgress | None = None,
+) -> Execution:
+    """``execution``, or if it waits for a timer (a wait, a retry's backoff) that ends
+    within ``--wait-up-to``, the execution at its next stop after that, and so on."""
+    limit = getattr(args, "wait_up_to", 0.0)
+    while execution.status == "suspended":
+        due = [s for s in execution.suspensions if s.wake_at is not None]
+        if not due:
+            break
+        soonest = min(due, key=lambda suspension: suspension.wake_at or 0.0)
+        left = (soonest.wake_at or 0.0) - engine.clock.now()
+        if left > limit:
+            break
+        if view is not None:
+            print(
+                f"prana: waiting {max(left, 0.0):.1f} s for {soonest.node_key} "
+                f"({soonest.kind}) to end (--wait-up-to {limit:g} s)",
+                file=sys.stderr,
+            )
+        execution = await engine.wait(execution.id, until=_moved_on(execution))
+    return execution
 
 
 def _show_workflow_logs() -> None:
@@ -310,11 +421,14 @@ def _with_engine(
     work: Callable[[Engine], Awaitable[T]],
     workflows: Sequence[Workflow] = (),
 ) -> T:
+    path = database(args)
+    store = "memory://" if path is None else f"sqlite:///{path}"
+
     async def main() -> T:
         # Schedules are for a long-running engine; a command runs what it is told.
         async with Engine(
             actions=actions,
-            store=store_url(args),
+            store=store,
             recover=False,
             workflows=workflows,
             schedules=False,
@@ -324,6 +438,23 @@ def _with_engine(
             return done
 
     return anyio.run(main, backend=getattr(args, "backend", "asyncio"))
+
+
+def _reading(args: argparse.Namespace, read: Callable[[SQLiteStore], Awaitable[T]]) -> T:
+    """Read the database the command uses, opened for reading only: nothing is
+    created or changed."""
+    path = database(args, create=False)
+    assert path is not None
+
+    async def main() -> T:
+        store = SQLiteStore(path, read_only=True)
+        await store.open()
+        try:
+            return await read(store)
+        finally:
+            await store.aclose()
+
+    return anyio.run(main)
 
 
 def _command_run(args: argparse.Namespace) -> int:
@@ -373,22 +504,48 @@ def _command_resume(args: argparse.Namespace) -> int:
 
     async def work(engine: Engine) -> Execution:
         if by_id:
-            return await engine.resume(args.target, data, node=args.node)
-        return await engine.resume_token(args.target, data)
+            args.following.append(args.target)
+            execution = await engine.resume(args.target, data, node=args.node)
+        else:
+            execution = await engine.resume_token(args.target, data)
+            args.following.append(execution.id)
+        return await _through_short_waits(engine, execution, args)
 
     return _report(_with_engine(args, actions, work, known), args)
 
 
+async def _control(engine: Engine, args: argparse.Namespace, action: str) -> Execution:
+    """Cancel or pause, saying what it waits for when another engine runs the
+    execution, and giving up after ``--timeout``."""
+    current = await engine.get(args.execution)
+    if current.status == "running" and engine.live_count == 0:
+        print(
+            f"prana: execution {args.execution} is running; asking the engine that runs "
+            f"it to {action} it (waiting up to {args.timeout:g} s)",
+            file=sys.stderr,
+        )
+    with anyio.move_on_after(args.timeout) as waited:
+        if action == "cancel":
+            return await engine.cancel(args.execution, args.reason)
+        return await engine.pause(args.execution)
+    assert waited.cancelled_caught
+    raise PranaError(
+        f"gave up after {args.timeout:g} s: the engine running execution {args.execution} "
+        f"did not {action} it (it may be busy, or frozen); run this again, or once its "
+        "lease has run out ('prana show' says who runs it)"
+    )
+
+
 def _command_cancel(args: argparse.Namespace) -> int:
     execution = _with_engine(
-        args, ActionRegistry(), lambda engine: engine.cancel(args.execution, args.reason)
+        args, ActionRegistry(), lambda engine: _control(engine, args, "cancel")
     )
     _report(execution, args)
-    return EXIT_OK
+    return EXIT_OK  # cancelled as asked: not a failure of the command
 
 
 def _command_pause(args: argparse.Namespace) -> int:
-    execution = _with_engine(args, ActionRegistry(), lambda engine: engine.pause(args.execution))
+    execution = _with_engine(args, ActionRegistry(), lambda engine: _control(engine, args, "pause"))
     return _report(execution, args)
 
 
@@ -396,22 +553,34 @@ def _command_retry(args: argparse.Namespace) -> int:
     _show_workflow_logs()
     actions = load_actions(args.actions)
     known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
-    execution = _with_engine(args, actions, lambda engine: engine.retry(args.execution), known)
-    return _report(execution, args)
+
+    async def work(engine: Engine) -> Execution:
+        args.following.append(args.execution)
+        return await _through_short_waits(engine, await engine.retry(args.execution), args)
+
+    return _report(_with_engine(args, actions, work, known), args)
 
 
 def _command_show(args: argparse.Namespace) -> int:
-    execution = _with_engine(args, ActionRegistry(), lambda engine: engine.get(args.execution))
-    return _report(execution, args)
+    async def read(store: SQLiteStore) -> Execution:
+        stored = await store.load_execution(args.execution)
+        if stored is None:
+            raise ExecutionNotFound(
+                f"no execution has id {args.execution!r}; list them with 'prana list'"
+            )
+        return stored.to_execution()
+
+    return _report(_reading(args, read), args)
 
 
 def _command_list(args: argparse.Namespace) -> int:
-    executions = _with_engine(
-        args,
-        ActionRegistry(),
-        lambda engine: engine.list(status=args.status, workflow=args.workflow, limit=args.limit),
-    )
-    sys.stdout.write(render_list(executions, color=use_color(sys.stdout)))
+    async def read(store: SQLiteStore) -> list[Execution]:
+        found = await store.list_executions(
+            status=args.status, workflow_id=args.workflow, limit=args.limit
+        )
+        return [execution.to_execution() for execution in found]
+
+    sys.stdout.write(render_list(_reading(args, read), color=use_color(sys.stdout)))
     return EXIT_OK
 
 
@@ -444,6 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``prana`` command; return its exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.following = []  # the executions the command carries on: said if interrupted
     handlers = {
         "run": _command_run,
         "validate": _command_validate,
@@ -469,6 +639,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("prana: interrupted", file=sys.stderr)
+        for execution_id in dict.fromkeys(args.following):
+            print(
+                f"prana: execution {execution_id} stopped where it was, and no engine holds "
+                f"it: carry it on with 'prana resume {execution_id}', or cancel it with "
+                f"'prana cancel {execution_id}'",
+                file=sys.stderr,
+            )
         return 130
 
 

@@ -22,7 +22,7 @@ import builtins
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -375,10 +375,15 @@ class Engine(AsyncContextManagerMixin):
         """Resume a waiting node with ``data`` and return the execution when it next
         waits or ends.
 
-        ``node`` names the waiting node when there are several. A paused execution
-        resumed without data or node is unpaused (:meth:`unpause`); with them, its
-        node gets the data and it stays paused. An execution whose engine is gone
-        (its process died, or its lease expired) is taken over first. Raises
+        ``node`` names the waiting node when there are several. A node waiting for a
+        timer (``wait.interval``, ``wait.until``) resumed without data passes its
+        input on, as the timer would; a ``wait.webhook`` whose timeout has passed
+        refuses a resume (:class:`InvalidTransition`) and goes on through its
+        ``timeout`` port. A paused execution resumed without data or node is
+        unpaused (:meth:`unpause`); with them, its node gets the data and it stays
+        paused. A running execution whose engine is gone (its process died, or its
+        lease expired) is taken over: without data, it is carried on from its last
+        checkpoint and followed to its next stop. Raises
         :class:`ExecutionNotFound` for an unknown id and :class:`InvalidTransition`
         when the execution is not waiting there (or runs in another engine); either
         way nothing changes. Cancelling ``resume`` only stops the waiting once the
@@ -386,8 +391,12 @@ class Engine(AsyncContextManagerMixin):
         """
         data = check_json(data, what="the resume data", limits=self.limits)
         live = self._require_live()
-        if data is None and node is None and await self._status(execution_id) == "paused":
-            return await self.unpause(execution_id)
+        if data is None and node is None:
+            status = await self._status(execution_id)
+            if status == "paused":
+                return await self.unpause(execution_id)
+            if status == "running":
+                return await self._carry_on(execution_id)
         request = ResumeRequest(node_key=node, data=data)
         found = await live.deliver(execution_id, request, claim=True)
         if isinstance(found, StoredExecution):
@@ -405,6 +414,25 @@ class Engine(AsyncContextManagerMixin):
             raise InvalidTransition(
                 f"execution {execution_id} was resumed or taken by another engine just now; "
                 f"see where it stands with 'prana show {execution_id}'"
+            ) from exc
+        return await self._require_children().past_children(execution)
+
+    async def _carry_on(self, execution_id: str) -> Execution:
+        """Follow a running execution to its next stop, taking it over first if its
+        engine is gone (a crashed or interrupted ``prana run``)."""
+        found = await self._require_live().carry_on(execution_id)
+        if isinstance(found, StoredExecution):
+            if found.status == "running":
+                raise InvalidTransition(
+                    f"execution {execution_id} is running in another engine ({found.owner}); "
+                    "it carries on there: follow it with 'prana show'"
+                )
+            return found.to_execution()
+        try:
+            execution = await found.wait_stop()
+        except Lost as exc:
+            raise InvalidTransition(
+                f"execution {execution_id} was taken by another engine just now"
             ) from exc
         return await self._require_children().past_children(execution)
 
@@ -470,8 +498,12 @@ class Engine(AsyncContextManagerMixin):
         )
         return await self._require_children().past_children(execution)
 
-    async def wait(self, execution_id: str) -> Execution:
-        """Wait until the execution ends (completed, failed, ...) and return it.
+    async def wait(
+        self, execution_id: str, *, until: Callable[[Execution], bool] | None = None
+    ) -> Execution:
+        """Wait until the execution ends (completed, failed, ...) and return it; with
+        ``until``, return it at the first stop (an end, a wait, a pause) where
+        ``until(execution)`` holds.
 
         It follows the execution wherever it runs: in memory here, or waiting in the
         store until a timer or a resume carries it on (in this engine or another on
@@ -479,9 +511,8 @@ class Engine(AsyncContextManagerMixin):
         bound the wait with ``anyio.fail_after`` where that may never happen.
         Raises :class:`ExecutionNotFound` for an unknown id.
         """
-        return await self._require_live().wait_for(
-            execution_id, lambda execution: execution.finished
-        )
+        done = until or (lambda execution: execution.finished)
+        return await self._require_live().wait_for(execution_id, done)
 
     async def follow(self, execution: Execution) -> Execution:
         """``execution``, or, if it waits only for ``sync`` child executions that are

@@ -302,6 +302,21 @@ class LiveExecutions:
             message.done.set()
         return commands
 
+    async def carry_on(self, execution_id: str) -> ExecutionSupervisor | StoredExecution:
+        """The supervisor running ``execution_id`` here, if it runs here or its engine
+        is gone (then it is claimed and carried on from its last checkpoint);
+        otherwise the execution as stored (waiting, ended, or running elsewhere).
+        Raises :class:`ExecutionNotFound`, or :class:`Unrestorable`."""
+        while True:
+            supervisor = self._supervisors.get(execution_id)
+            if supervisor is not None:
+                return supervisor
+            stored = await self.load(execution_id)
+            if execution_id in self._supervisors:
+                continue
+            if stored.status != "running" or not await self._claim(stored):
+                return stored
+
     async def recover(self, execution_ids: Iterable[str]) -> None:
         """Carry on, from their last checkpoint, running executions this engine has
         just claimed (their engine died). One that cannot be restored here fails,
@@ -323,7 +338,9 @@ class LiveExecutions:
             self._launch(machine, machine.recover, lease_until=self._leases.deadline())
 
     async def _claim(self, stored: StoredExecution) -> bool:
-        """Claim a running execution whose engine is gone, and carry it on here."""
+        """Claim a running execution whose engine is gone, and carry it on here;
+        ``False`` if its engine is not gone. Raises :class:`Unrestorable` (the
+        execution is claimed, and left for the caller to end) if it cannot run here."""
         deadline = self._leases.deadline()
         taken = await self._store.claim_orphans(
             owner=self._leases.owner,
@@ -334,10 +351,10 @@ class LiveExecutions:
         )
         if not taken:
             return False
-        await self.recover(taken)
+        stored = await self.load(stored.id)  # as it stands now that it is ours
+        machine = await self._restore(stored)  # Unrestorable: the caller decides
         if stored.id not in self._supervisors:
-            return False  # it could not be restored, and failed
-        self._supervisors[stored.id].lease_until = deadline
+            self._launch(machine, machine.recover, lease_until=deadline)
         return True
 
     async def end_unrestorable(

@@ -25,6 +25,7 @@ from prana._control import ControlAction
 from prana._errors import PranaError
 from prana._machine import ExecutionMachine
 from prana._records import ChildOutcome, Execution, NodeResult
+from prana._waiting import WaitTimedOut
 
 if TYPE_CHECKING:
     from prana._commands import Dispatch
@@ -97,13 +98,20 @@ def apply_message(
 ) -> list[Command]:
     """What ``message`` does to ``machine``: its commands. Raises
     :class:`InvalidTransition`, changing nothing, for a request the execution cannot
-    take now."""
+    take now; a resume that comes after its wait timed out is refused in
+    ``message.error`` instead, and the wait ends through its timeout."""
     if isinstance(message, WakeRequest):
         return machine.wake(message.execution_index, now)
     if isinstance(message, ChildOutcome):
         return machine.child_ended(message, now)
     if isinstance(message, ResumeRequest):
-        return machine.resume(message.node_key, message.data, now)
+        try:
+            return machine.resume(message.node_key, message.data, now)
+        except WaitTimedOut as exc:
+            # Too late: refused, and the wait ends through its timeout now, as its
+            # timer (in whichever engine) would end it.
+            message.error = exc
+            return machine.wake(exc.execution_index, now)
     if message.action == "cancel":
         return machine.cancel(message.reason, now)
     if message.action == "pause":

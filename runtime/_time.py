@@ -47,3 +47,8 @@ def parse_datetime(value: object) -> float:
     if moment.tzinfo is None:
         raise ValueError(f"{value!r} has no timezone; add one, such as Z or +01:00")
     return moment.timestamp()
+
+
+def iso_time(moment: float) -> str:
+    """``moment`` (seconds since the epoch) as an ISO 8601 UTC datetime."""
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat()

@@ -13,7 +13,6 @@ see it as ``trigger`` (:func:`trigger_context`): ``trigger.body``,
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from ._errors import PranaError, Problem, did_you_mean
 from ._expressions import contains_template
 from ._model import Workflow
 from ._registry import Action, ActionRegistry, F
+from ._time import iso_time as iso_time
 
 if TYPE_CHECKING:
     from ._compiler import ExecutionGraph
@@ -259,11 +259,6 @@ def _slot(given: Any, params: Mapping[str, Any], now: float, where: str) -> dict
         "cron": params.get("cron"),
         "timezone": params.get("timezone", "UTC"),
     }
-
-
-def iso_time(moment: float) -> str:
-    """``moment`` (seconds since the epoch) as an ISO 8601 UTC datetime."""
-    return datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat()
 
 
 def _arguments(given: Any, params: Mapping[str, Any], where: str) -> dict[str, Any]:

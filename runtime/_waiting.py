@@ -15,9 +15,20 @@ from ._errors import InvalidTransition
 from ._flow import SUSPENDED
 from ._records import ChildOutcome, ErrorInfo, NodeResult, NodeRun, Suspension
 from ._retry import DURABLE_BACKOFF
+from ._time import iso_time
 
 if TYPE_CHECKING:
     from ._machine import ExecutionMachine
+
+
+class WaitTimedOut(InvalidTransition):
+    """A resume came for a wait whose timeout has passed: it is refused, and the wait
+    ends through its timeout (``execution_index`` says which wait), as its timer
+    would end it."""
+
+    def __init__(self, message: str, *, execution_index: int) -> None:
+        super().__init__(message)
+        self.execution_index = execution_index
 
 
 # How an execution that did not complete ended, in words.
@@ -65,6 +76,17 @@ def resume_waiting(
             "say which one to resume with node="
         )
     (suspension,) = waiting
+    wake_at = suspension.wake_at
+    if wake_at is not None and wake_at <= now and suspension.kind == "webhook":
+        raise WaitTimedOut(
+            f"the wait of node {suspension.node_key!r} in execution {machine.execution_id} "
+            f"timed out (at {iso_time(wake_at)}) before this resume came; it "
+            f"goes on through its {suspension.wake_port!r} port",
+            execution_index=suspension.execution_index,
+        )
+    if data is None and suspension.wake_at is not None and suspension.kind != "webhook":
+        # A timer's wait, ended early without data: as the timer would end it.
+        return end_wait(machine, suspension, suspension.wake_port, suspension.wake_data, now)
     return end_wait(machine, suspension, suspension.resume_port, data, now)
 
 

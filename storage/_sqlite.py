@@ -44,7 +44,7 @@ from prana._records import (
 from . import _codec as codec
 from . import _sqlite_rows as rows
 from ._protocol import ScheduleState, StoredWorkflow
-from ._sqlite_file import locked_error, open_connections, parse_url, store_error
+from ._sqlite_file import locked_error, open_connections, open_read_only, parse_url, store_error
 from ._sqlite_rows import (
     SUSPENSION_COLUMNS,
     chunks,
@@ -71,7 +71,8 @@ class SQLiteStore:
     survives a crash of the process, and of the machine except for the last moments
     before a power loss) or ``FULL`` (every commit is on disk before it returns).
     ``max_page_count`` caps the database's size, in pages; it exists for tests of a
-    full disk.
+    full disk. ``read_only`` opens an existing database for reading only: it never
+    creates, migrates or changes the file, and every write raises :class:`StoreError`.
     """
 
     def __init__(
@@ -81,8 +82,10 @@ class SQLiteStore:
         synchronous: Synchronous = "NORMAL",
         busy_timeout: float = 5.0,
         max_page_count: int | None = None,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self.synchronous: Synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.max_page_count = max_page_count
@@ -116,6 +119,9 @@ class SQLiteStore:
         await self._call(self._open)
 
     def _open(self) -> None:
+        if self.read_only:
+            self._reader = open_read_only(self.path, busy_timeout=self.busy_timeout)
+            return
         self._db, self._reader, self._checkpointer = open_connections(
             self.path,
             synchronous=self.synchronous,
@@ -128,6 +134,8 @@ class SQLiteStore:
         connection and thread of its own, until cancelled; an engine runs it. (See
         :mod:`._sqlite_wal`.)"""
         assert self._checkpoint_limiter is not None, "open the store first"
+        if self.read_only:
+            await anyio.sleep_forever()  # nothing is written, nothing to keep
         await self._wal.maintain(lambda: self._checkpointer, self._checkpoint_limiter)
 
     async def aclose(self) -> None:
@@ -170,6 +178,8 @@ class SQLiteStore:
         return self._read(function)
 
     def _connection(self) -> sqlite3.Connection:
+        if self.read_only:
+            raise StoreError(f"the store {self.path} is open for reading only")
         if self._db is None:
             raise StoreError(f"the store {self.path} is not open")
         return self._db

@@ -115,6 +115,46 @@ def open_connections(
     return db, reader, checkpointer
 
 
+def open_read_only(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
+    """A connection that only reads the prana database at ``path``, which must exist
+    and be at this code's schema version; nothing in the file changes. Raises
+    :class:`StoreError` saying why not."""
+    if not path.exists():
+        raise StoreError(
+            f"there is no database at {path}: nothing has run with it yet ('prana run' "
+            "creates it); give another with --db or PRANA_DB"
+        )
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a database file")
+    try:
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        raise store_error(exc, "open", path, busy_timeout) from None
+    try:
+        _check_identity(db, path, busy_timeout)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != LATEST:
+            raise StoreError(
+                f"{path} has schema version {version}; this prana reads version {LATEST}: "
+                "a command that writes to it (prana run, resume, ...) migrates it first"
+            )
+        db.execute("PRAGMA busy_timeout = 0")  # the store waits for locks on its own
+        db.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as exc:
+        db.close()
+        raise store_error(exc, "read", path, busy_timeout) from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 def _close_all(*connections: sqlite3.Connection | None) -> None:
     for connection in connections:
         if connection is not None:

@@ -223,3 +223,53 @@ async def test_a_request_for_an_execution_waiting_on_virtual_time_is_taken_once_
             done = await engine.wait(waiting.id)
     assert done.status == "completed"
     assert [run.node_key for run in done.node_runs] == ["start", "approval", "after"]
+
+
+async def test_a_resume_without_data_ends_a_timer_s_wait_as_the_timer_would() -> None:
+    clock = VirtualClock(start=T0)
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "pause": ("wait.interval", {"duration": "1h"}),
+            "after": "core.noop",
+        },
+        ["start -> pause", "pause -> after"],
+    )
+    async with open_engine(clock=clock) as engine:
+        waiting = await engine.run(workflow, {"order": 7})
+        done = await engine.resume(waiting.id)  # early, without data
+    assert done.status == "completed"
+    assert done.output == {"order": 7}  # the node's input, passed on
+
+
+@pytest.mark.parametrize("timer_fired", [False, True])
+async def test_a_late_resume_of_a_timed_out_webhook_wait_is_refused(
+    tmp_path: Any, timer_fired: bool
+) -> None:
+    clock = VirtualClock(start=T0)
+    path = tmp_path / "prana.db"
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "approval": ("wait.webhook", {"timeout": "1m"}),
+            "yes": "core.noop",
+            "late": ("data.set", {"values": {"timed_out": True}}),
+        },
+        ["start -> approval", "approval -> yes", "approval.timeout -> late"],
+    )
+    async with open_engine(path=path, clock=clock) as engine:
+        waiting = await engine.run(workflow, {"order": 7})
+        (suspension,) = waiting.suspensions
+    clock.advance(120)  # past the timeout, with no engine running
+    # An engine that recovers fires the timer; one that does not (a command) did not.
+    async with open_engine(path=path, clock=clock, recover=timer_fired) as engine:
+        await anyio.wait_all_tasks_blocked()
+        # Refused either way: the wait timed out (or, once its timer ended it, the
+        # token is gone).
+        refusal = "token not found" if timer_fired else r"timed out .* before this resume"
+        with pytest.raises((prana.InvalidTransition, prana.ExecutionNotFound), match=refusal):
+            await engine.resume_token(suspension.token or "", {"approved": True})
+        done = await engine.wait(waiting.id)
+    assert done.status == "completed"
+    assert done.order == ["start", "approval", "late"]
+    assert done.output == {"timed_out": True}

@@ -40,7 +40,9 @@ def test_run_completed_exits_0_and_reports(capsys: pytest.CaptureFixture[str]) -
     assert "log: order for DE priced at 1428.0" in err
 
 
-def test_run_failed_exits_1_and_shows_the_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_failed_exits_1_and_shows_the_error(
+    prana_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["run", ORDER, "--input", '{"amount": -5}', "--quiet", "--backend", "trio"])
     out, err = capsys.readouterr()
     assert code == 1
@@ -49,7 +51,7 @@ def test_run_failed_exits_1_and_shows_the_error(capsys: pytest.CaptureFixture[st
         "Error [invalid_order] at node 'reject': order amount must be a positive number, got -5"
         in out
     )
-    assert err == ""
+    assert err == f"prana: using {prana_db}\n"  # nothing else: quiet
 
 
 def test_run_json_prints_the_execution(capsys: pytest.CaptureFixture[str]) -> None:
@@ -242,11 +244,16 @@ def test_resume_by_id_and_node(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out)["output"] == {"paid": 0, "refused_by": "someone"}
 
 
-def test_show_and_resume_mistakes(capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_and_resume_mistakes(prana_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", "nope"]) == 1
-    assert "no execution has id 'nope'" in capsys.readouterr().err
+    assert f"there is no database at {prana_db} (from PRANA_DB)" in capsys.readouterr().err
+    assert main(["list"]) == 1
+    assert not prana_db.exists()  # list and show never create a file
+    capsys.readouterr()
     assert main(["resume", "0" * 32]) == 1
     assert "no execution has id" in capsys.readouterr().err
+    assert main(["show", "nope"]) == 1
+    assert "no execution has id 'nope'" in capsys.readouterr().err
     assert main(["resume", "some-token", "--node", "x"]) == 2
     assert "--node goes with an execution id" in capsys.readouterr().err
     assert main(["list"]) == 0
@@ -277,8 +284,8 @@ def test_db_option_and_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         == 0
     )
     capsys.readouterr()
-    assert main(["list"]) == 0
-    assert capsys.readouterr().out == "No executions.\n"
+    assert main(["list"]) == 1  # nothing was kept, so no file was made
+    assert "there is no database at" in capsys.readouterr().err
 
 
 FULFIL = str(EXAMPLES / "fulfil_order.yaml")
