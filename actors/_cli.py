@@ -45,8 +45,8 @@ from prana.storage import SQLiteStore
 
 from ._cli_database import DEFAULT_DB, find_database
 from ._engine import Engine
-from ._handle import ExecutionHandle
-from ._progress import LiveProgress, PlainProgress, render_list, render_report, use_color
+from ._follow import follow, through_short_waits
+from ._progress import render_list, render_report, use_color
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _EXECUTION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -324,88 +324,6 @@ def _report(execution: Execution, args: argparse.Namespace) -> int:
     return EXIT_FAILED if execution.status in FINAL_STATUSES - {"completed"} else EXIT_OK
 
 
-async def _follow(
-    engine: Engine, start: Callable[[], Awaitable[ExecutionHandle]], args: argparse.Namespace
-) -> Execution:
-    """Start an execution on ``engine`` and show its events live until it stops, and
-    on through the waits that end within ``--wait-up-to``."""
-    quiet = args.json or getattr(args, "quiet", False)
-    subscription = engine.events()  # every event, from before the start on
-    handle = await start()
-    args.following.append(handle.id)
-    view: LiveProgress | PlainProgress | None = None
-    if quiet:
-        subscription.close()
-    elif sys.stderr.isatty() and "NO_COLOR" not in os.environ:
-        view = LiveProgress(sys.stderr, f"{handle.snapshot().workflow_id} {handle.id[:8]}")
-    else:
-        view = PlainProgress(sys.stderr)
-
-    async def show() -> None:
-        async for event in subscription:
-            if view is not None and event.execution_id == handle.id:
-                view(event)
-
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(show)
-            if isinstance(view, LiveProgress):
-                ticker = anyio.CancelScope()
-                group.start_soon(_tick, view, ticker)
-            execution = await _through_short_waits(engine, await handle.result(), args, view)
-            subscription.close()  # the view shows what came before the end, then stops
-            if isinstance(view, LiveProgress):
-                ticker.cancel()
-    finally:
-        if view is not None:
-            view.close()
-    return execution
-
-
-async def _tick(view: LiveProgress, scope: anyio.CancelScope) -> None:
-    with scope:
-        await view.tick()
-
-
-def _moved_on(execution: Execution) -> Callable[[Execution], bool]:
-    """Whether a later stop of ``execution`` is past the waits it has now."""
-    waits = {suspension.execution_index for suspension in execution.suspensions}
-
-    def moved_on(later: Execution) -> bool:
-        return later.status != "suspended" or waits != {
-            suspension.execution_index for suspension in later.suspensions
-        }
-
-    return moved_on
-
-
-async def _through_short_waits(
-    engine: Engine,
-    execution: Execution,
-    args: argparse.Namespace,
-    view: LiveProgress | PlainProgress | None = None,
-) -> Execution:
-    """``execution``, or if it waits for a timer (a wait, a retry's backoff) that ends
-    within ``--wait-up-to``, the execution at its next stop after that, and so on."""
-    limit = getattr(args, "wait_up_to", 0.0)
-    while execution.status == "suspended":
-        due = [s for s in execution.suspensions if s.wake_at is not None]
-        if not due:
-            break
-        soonest = min(due, key=lambda suspension: suspension.wake_at or 0.0)
-        left = (soonest.wake_at or 0.0) - engine.clock.now()
-        if left > limit:
-            break
-        if view is not None:
-            print(
-                f"prana: waiting {max(left, 0.0):.1f} s for {soonest.node_key} "
-                f"({soonest.kind}) to end (--wait-up-to {limit:g} s)",
-                file=sys.stderr,
-            )
-        execution = await engine.wait(execution.id, until=_moved_on(execution))
-    return execution
-
-
 def _show_workflow_logs() -> None:
     """Let ``core.log`` messages reach the terminal."""
     handler = logging.StreamHandler(sys.stderr)
@@ -466,8 +384,12 @@ def _command_run(args: argparse.Namespace) -> int:
     known = _workflows_in(folder, actions, skip=Path(args.file), strict=bool(args.workflows))
 
     async def work(engine: Engine) -> Execution:
-        return await _follow(
-            engine, lambda: engine.start(workflow, input, trigger=args.trigger), args
+        return await follow(
+            engine,
+            lambda: engine.start(workflow, input, trigger=args.trigger),
+            quiet=args.json or args.quiet,
+            wait_up_to=args.wait_up_to,
+            following=args.following,
         )
 
     return _report(_with_engine(args, actions, work, known), args)
@@ -509,7 +431,7 @@ def _command_resume(args: argparse.Namespace) -> int:
         else:
             execution = await engine.resume_token(args.target, data)
             args.following.append(execution.id)
-        return await _through_short_waits(engine, execution, args)
+        return await through_short_waits(engine, execution, args.wait_up_to)
 
     return _report(_with_engine(args, actions, work, known), args)
 
@@ -556,7 +478,8 @@ def _command_retry(args: argparse.Namespace) -> int:
 
     async def work(engine: Engine) -> Execution:
         args.following.append(args.execution)
-        return await _through_short_waits(engine, await engine.retry(args.execution), args)
+        execution = await engine.retry(args.execution)
+        return await through_short_waits(engine, execution, args.wait_up_to)
 
     return _report(_with_engine(args, actions, work, known), args)
 

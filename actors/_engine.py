@@ -14,6 +14,11 @@ it: :class:`LiveExecutions` (every execution, live or stored), :mod:`._control`,
 Background services follow one failure policy (:mod:`._services`): a store that
 fails for a while is retried and reported by :meth:`Engine.health`; only a bug of
 prana's ends the engine, with an :class:`InternalError`.
+
+The module runs past 600 lines because the class is the application's whole API, and
+most of its lines are the docstrings of its methods (what each does, raises, and how
+it behaves on cancellation); each method is short and hands the work on. Splitting
+the class would scatter the API, not the work.
 """
 
 from __future__ import annotations

@@ -192,5 +192,6 @@ class ActionRegistry:
     def copy(self) -> ActionRegistry:
         """A registry with the same actions, to extend without changing this one."""
         other = ActionRegistry(builtins=False)
-        other._actions.update(self._actions)
+        for action in self._actions.values():
+            other.add(action)
         return other

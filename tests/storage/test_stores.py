@@ -511,7 +511,8 @@ async def test_a_sqlite_read_sees_one_state_of_the_file(tmp_path: Path) -> None:
             )
             return before, db.execute("SELECT count(*) FROM workflows").fetchone()[0]
 
-        assert await store._call_read(count_twice) == (1, 1)
+        assert store._runner is not None
+        assert await store._runner.read(count_twice) == (1, 1)
         assert await store.find_workflow("w2") is not None  # the next read sees it
     finally:
         other.close()
@@ -523,6 +524,8 @@ async def test_a_sqlite_read_waits_for_a_lock_asleep_and_gives_up_clearly(
 ) -> None:
     store = SQLiteStore(tmp_path / "read.db")
     await store.open()
+    runner = store._runner
+    assert runner is not None
     tries = 0
 
     def locked_twice(db: sqlite3.Connection) -> str:
@@ -536,11 +539,11 @@ async def test_a_sqlite_read_waits_for_a_lock_asleep_and_gives_up_clearly(
         raise sqlite3.OperationalError("database is locked")
 
     try:
-        assert await store._call_read(locked_twice) == "read"
+        assert await runner.read(locked_twice) == "read"
         assert tries == 3
-        store.busy_timeout = 0.05
+        runner.busy_timeout = 0.05
         with pytest.raises(prana.StoreError, match=r"cannot read .*locked for longer than busy"):
-            await store._call_read(always_locked)
+            await runner.read(always_locked)
     finally:
         await store.aclose()
 
@@ -633,7 +636,9 @@ async def test_sqlite_checkpoint_beside_commits_lets_the_wal_start_over(tmp_path
     path = tmp_path / "wal.db"
     store = SQLiteStore(path)
     await store.open()
-    store._wal.maintained, store._wal.every = True, 10_000  # as if maintain() ran
+    runner = store._runner
+    assert runner is not None
+    runner._wal.maintained, runner._wal.every = True, 10_000  # as if maintain() ran
     try:
         await save_workflow(store)
         await store.commit([checkpoint(kind="start")], owner=ME, lease_expires=9.0, now=1.0)
@@ -641,9 +646,9 @@ async def test_sqlite_checkpoint_beside_commits_lets_the_wal_start_over(tmp_path
             step = checkpoint(status_changed=False, runs=(run(index, f"n{index}", output=index),))
             await store.commit([step], owner=ME, lease_expires=9.0, now=1.0)
         assert Path(f"{path}-wal").stat().st_size > 500_000
-        assert store._checkpointer is not None
-        copying = _CommitDuringCopy(store._checkpointer, path)
-        counted = store._wal._checkpoint_beside(copying, 202)  # type: ignore[arg-type]
+        assert runner._checkpointer is not None
+        copying = _CommitDuringCopy(runner._checkpointer, path)
+        counted = runner._wal._checkpoint_beside(copying, 202)  # type: ignore[arg-type]
         assert counted == 202
         last = checkpoint(status_changed=False, runs=(run(200, "last", output=200),))
         await store.commit([last], owner=ME, lease_expires=9.0, now=1.0)
