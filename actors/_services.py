@@ -174,14 +174,8 @@ class BackgroundServices:
     async def keep(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work()`` (which runs until cancelled) again whenever it fails, after
         a backoff, until cancelled."""
-        service = self.service(name)
         while True:
-            try:
-                await work()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise as_bug(exc, name) from exc
-                await anyio.sleep(service.failed(exc))
+            await self.retrying(name, work)
 
     async def retrying(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         """Do ``work()`` once, trying again after a failure until it succeeds (or is

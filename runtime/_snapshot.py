@@ -124,15 +124,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
         raise InternalError(
             f"the saved state of execution {machine.execution_id} does not match its workflow"
         )
-    machine.status = stored.status
-    machine.error = stored.error
-    machine.started_at = stored.started_at
-    machine.finished_at = stored.finished_at
-    machine.iteration_count = stored.iteration_count
-    machine._node_contexts = {key: dict(value) for key, value in stored.node_contexts.items()}
-    machine._contexts_changed = set()
-    machine._vars_changed = False
-    machine._saved = True
+    _restore_header(machine, stored)
 
     slots: list[NodeRun | None] = [None] * paths["next"]
     for run in runs:
@@ -209,17 +201,23 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
     _recount(machine, graph)
 
 
-def _restore_completed(machine: ExecutionMachine, stored: StoredExecution) -> None:
-    """A completed execution, whose checkpoint kept only the nodes it skipped
-    (:func:`kept_paths`): its audit trail and outcome, nothing left to run."""
+def _restore_header(machine: ExecutionMachine, stored: StoredExecution) -> None:
+    """What every restored machine takes from the store, whatever its routing state."""
     machine.status = stored.status
     machine.error = stored.error
     machine.started_at = stored.started_at
     machine.finished_at = stored.finished_at
     machine.iteration_count = stored.iteration_count
     machine._node_contexts = {key: dict(value) for key, value in stored.node_contexts.items()}
+    machine._contexts_changed = set()
     machine._vars_changed = False
     machine._saved = True
+
+
+def _restore_completed(machine: ExecutionMachine, stored: StoredExecution) -> None:
+    """A completed execution, whose checkpoint kept only the nodes it skipped
+    (:func:`kept_paths`): its audit trail and outcome, nothing left to run."""
+    _restore_header(machine, stored)
     machine._saved_status = stored.status
     machine._runs = sorted(stored.runs, key=_by_execution_index)
     for run in machine._runs:
