@@ -343,3 +343,21 @@ def test_pause_resume_cancel_and_retry_from_the_command_line(
         ("reject", 1),
         ("reject", 2),
     ]
+
+
+def test_input_nested_too_deeply_is_a_clear_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 10_000 + "]" * 10_000)
+    assert main(["run", ORDER, "--input", f"@{deep}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"prana: error: {deep} nests too deeply to read" in err
+    assert "Traceback" not in err
+    deep.write_text("[" * 150 + "]" * 150)
+    assert main(["run", ORDER, "--input", f"@{deep}", "--quiet"]) == 2
+    assert "nests deeper than 100 levels (Limits.json_depth)" in capsys.readouterr().err
+    nan = tmp_path / "nan.json"
+    nan.write_text('{"amount": NaN}')
+    assert main(["run", ORDER, "--input", f"@{nan}", "--quiet"]) == 2
+    assert ".amount: nan has no JSON value" in capsys.readouterr().err
