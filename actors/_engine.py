@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
@@ -264,8 +265,13 @@ class Engine(AsyncContextManagerMixin):
             held, deadline = await leases.renew([s.execution_id for s in running])
             for supervisor in running:
                 if supervisor.execution_id in held:
-                    supervisor.lease_until = deadline
-                elif live.get(supervisor.execution_id) is supervisor:
+                    supervisor.lease_until = max(supervisor.lease_until, deadline)
+                elif (
+                    # Not one whose lease its own save wrote while the renewal ran (a
+                    # take), nor one that has not saved yet: those are fenced anyway.
+                    -math.inf < supervisor.lease_until <= deadline
+                    and live.get(supervisor.execution_id) is supervisor
+                ):
                     supervisor.deliver(LeaseLost())
         if self._recover and self._timer_actor is not None:
             await self._take_orphans(leases)

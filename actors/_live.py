@@ -342,11 +342,14 @@ class LiveExecutions:
         ``False`` if its engine is not gone. Raises :class:`Unrestorable` (the
         execution is claimed, and left for the caller to end) if it cannot run here."""
         deadline = self._leases.deadline()
+        gone = dead_owners([stored.owner])
+        if stored.owner == self._leases.owner:
+            gone.append(stored.owner)  # this engine's, and not live here: stopped short
         taken = await self._store.claim_orphans(
             owner=self._leases.owner,
             lease_expires=self._leases.expiry(),
             now=time.time(),
-            dead_owners=dead_owners([stored.owner]),
+            dead_owners=gone,
             execution_ids=[stored.id],
         )
         if not taken:

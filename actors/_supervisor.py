@@ -280,6 +280,10 @@ class ExecutionSupervisor:
                 message = await self._receive.receive()
             else:
                 message = self._receive_nowait()
+                while isinstance(message, LeaseLost):
+                    # Saved as waiting or ended, so released: the heartbeat that found
+                    # no lease to renew found what this step did.
+                    message = self._receive_nowait()
                 if message is None:
                     self._leave()  # waiting or ended, and nothing more came
                     return

@@ -189,3 +189,32 @@ async def test_cancelling_an_execution_that_cannot_be_restored_here_still_works(
     assert cancelled.error is not None
     assert cancelled.error.message == "no longer needed"
     assert cancelled.suspensions == ()
+
+
+async def test_a_busy_heartbeat_never_stops_the_engine_s_own_executions(tmp_path: Path) -> None:
+    # Executions start, are taken back from the store and wait again while the
+    # heartbeat renews leases again and again: none is told it lost its lease.
+    path = tmp_path / "prana.db"
+    workflow = make_workflow(
+        {"start": "manual.trigger", "approval": "wait.webhook", "after": "core.noop"},
+        ["start -> approval", "approval -> after"],
+    )
+    async with prana.Engine(store=f"sqlite:///{path}", heartbeat=0.001, env={}) as engine:
+        waiting: list[prana.Execution] = []
+        done: list[prana.Execution] = []
+
+        async def run(n: int) -> None:
+            waiting.append(await engine.run(workflow, n))
+
+        async def resume(execution_id: str) -> None:
+            done.append(await engine.resume(execution_id, "ok"))
+
+        async with anyio.create_task_group() as group:
+            for n in range(100):
+                group.start_soon(run, n)
+        async with anyio.create_task_group() as group:
+            for execution in waiting:
+                group.start_soon(resume, execution.id)
+        assert engine.health().ok
+    assert [execution.status for execution in waiting] == ["suspended"] * 100
+    assert [execution.status for execution in done] == ["completed"] * 100
