@@ -51,7 +51,7 @@ from prana.storage import Store
 from ._catalog import Catalog
 from ._clock import Clock
 from ._ownership import Leases, dead_owners
-from ._services import BackgroundServices
+from ._services import BackgroundServices, as_bug, is_transient
 from ._subscription import Publisher
 from ._supervision import (
     ControlRequest,
@@ -213,17 +213,26 @@ class LiveExecutions:
         """Launch nothing more: the engine is stopping."""
         self._open = False
 
-    def spawn(self, function: Callable[..., Any], *args: Any) -> bool:
-        """Run ``function(*args)`` in a task of the engine's, counted as work in
-        flight; ``False`` (nothing runs) once the engine is stopping."""
+    def spawn(self, function: Callable[..., Any], *args: Any, counted: bool = True) -> bool:
+        """Run ``function(*args)`` in a task of the engine's (counted as work in
+        flight, unless ``counted=False``); ``False`` (nothing runs) once the engine is
+        stopping. A :class:`PranaError` it raises is logged; a bug (anything else)
+        ends the engine with an :class:`InternalError`, as in every background
+        service."""
         if not self._open:
             return False
 
-        async def counted() -> None:
-            with self.busy():
-                await function(*args)
+        async def task() -> None:
+            with self.busy() if counted else contextlib.nullcontext():
+                name = getattr(function, "__name__", "a task")
+                try:
+                    await function(*args)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise as_bug(exc, name) from exc
+                    logger.warning("%s failed: %s", name, exc)
 
-        self._task_group.start_soon(counted)
+        self._task_group.start_soon(task)
         return True
 
     # ------------------------------------------------------------------ starting
@@ -439,18 +448,22 @@ class LiveExecutions:
             # still this engine's, as last saved. Carry it on once the store works
             # again (not counted as work in flight: nobody waits for it).
             delay = executions.failed(supervisor.failure)
-            self._task_group.start_soon(self._carry_on_later, supervisor.execution_id, delay)
+            self.spawn(self._carry_on_later, supervisor.execution_id, delay, counted=False)
         elif supervisor.last_stop is not None and executions.failures:
             executions.succeeded()
         self._check_idle()
 
     async def _carry_on_later(self, execution_id: str, delay: float) -> None:
+        """Carry on, after ``delay``, an execution whose supervisor stopped on the
+        store; again and again, while the store keeps failing."""
         await anyio.sleep(delay)
         try:
             await self.recover([execution_id])
         except StoreError as exc:
             delay = self._background.service("executions").failed(exc)
-            self._task_group.start_soon(self._carry_on_later, execution_id, delay)
+            self.spawn(self._carry_on_later, execution_id, delay, counted=False)
+        except ExecutionNotFound:
+            pass  # its first save failed: it never existed
 
     async def _deliver_quietly(
         self, execution_id: str, message: WakeRequest | ChildOutcome
