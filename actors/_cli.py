@@ -355,7 +355,18 @@ def _with_engine(
             await engine.wait_idle()  # a parent told of its child's end carries on
             return done
 
-    return anyio.run(main, backend=getattr(args, "backend", "asyncio"))
+    return _run(main, backend=getattr(args, "backend", "asyncio"))
+
+
+def _run(main: Callable[[], Awaitable[T]], backend: str = "asyncio") -> T:
+    """``anyio.run(main)``; Ctrl-C comes out as :class:`KeyboardInterrupt`, even
+    where task groups (on trio) wrap it in an exception group."""
+    try:
+        return anyio.run(main, backend=backend)
+    except BaseExceptionGroup as group:
+        if group.subgroup(KeyboardInterrupt) is not None:
+            raise KeyboardInterrupt from None
+        raise
 
 
 def _reading(args: argparse.Namespace, read: Callable[[SQLiteStore], Awaitable[T]]) -> T:
@@ -372,7 +383,7 @@ def _reading(args: argparse.Namespace, read: Callable[[SQLiteStore], Awaitable[T
         finally:
             await store.aclose()
 
-    return anyio.run(main)
+    return _run(main)
 
 
 def _command_run(args: argparse.Namespace) -> int:

@@ -63,19 +63,26 @@ def execution_id(log: Path) -> str:
 ACTIONS = ("--actions", "tests.cli.slow_actions:actions")
 
 
-@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize(
+    ("signal_name", "backend"),
+    [("SIGINT", "asyncio"), ("SIGINT", "trio"), ("SIGKILL", "asyncio")],
+)
 def test_an_interrupted_or_killed_run_is_carried_on_by_resume(
-    setting: tuple[Path, dict[str, str]], signal_name: str
+    setting: tuple[Path, dict[str, str]], signal_name: str, backend: str
 ) -> None:
     folder, env = setting
     log = folder / "slow.log"
-    running = prana("run", "slow.yaml", *ACTIONS, "--quiet", cwd=folder, env=env, background=True)
+    running = prana(
+        "run", "slow.yaml", *ACTIONS, "--quiet", "--backend", backend,
+        cwd=folder, env=env, background=True,
+    )  # fmt: skip
     assert isinstance(running, subprocess.Popen)
     started(log)
     running.send_signal(getattr(signal, signal_name))
     _, err = running.communicate(timeout=30)
     identifier = execution_id(log)
     if signal_name == "SIGINT":
+        assert "Traceback" not in err
         assert running.returncode == 130
         assert f"execution {identifier} stopped where it was" in err
         assert f"'prana resume {identifier}'" in err
