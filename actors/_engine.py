@@ -196,6 +196,8 @@ class Engine(AsyncContextManagerMixin):
                 await task_group.start(writer.run)
                 await task_group.start(timers.run)
                 background.start_keeping(task_group, "store upkeep", store.maintain)
+                background.service("timers")  # known from the start: each fired under it
+                background.service("executions")  # carried on after the store failed
                 if self._recover:
                     # Start-up: what other engines left behind.
                     for suspension in await store.timers():
