@@ -183,6 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="cancel an execution that has not ended")
     cancel.add_argument("execution", metavar="ID", help="the execution id")
     cancel.add_argument("--reason", help="why (kept as the execution's error message)")
+    actions(cancel)
+    workflows(cancel, "none")
     timeout(cancel)
     store(cancel)
     output(cancel)
@@ -191,6 +193,8 @@ def _parser() -> argparse.ArgumentParser:
         "pause", help="pause an execution: running nodes finish, nothing new starts"
     )
     pause.add_argument("execution", metavar="ID", help="the execution id")
+    actions(pause)
+    workflows(pause, "none")
     timeout(pause)
     store(pause)
     output(pause)
@@ -470,15 +474,17 @@ async def _control(engine: Engine, args: argparse.Namespace, action: str) -> Exe
 
 
 def _command_cancel(args: argparse.Namespace) -> int:
-    execution = _with_engine(
-        args, ActionRegistry(), lambda engine: _control(engine, args, "cancel")
-    )
+    actions = load_actions(args.actions)
+    known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
+    execution = _with_engine(args, actions, lambda engine: _control(engine, args, "cancel"), known)
     _report(execution, args)
     return EXIT_OK  # cancelled as asked: not a failure of the command
 
 
 def _command_pause(args: argparse.Namespace) -> int:
-    execution = _with_engine(args, ActionRegistry(), lambda engine: _control(engine, args, "pause"))
+    actions = load_actions(args.actions)
+    known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
+    execution = _with_engine(args, actions, lambda engine: _control(engine, args, "pause"), known)
     return _report(execution, args)
 
 

@@ -13,8 +13,8 @@ control request, a timer, a child that ended, recovery) reaches it through
   its first checkpoint (applied only if nobody changed it since it was read: two
   engines never both take it).
 * running, but its engine is gone (its process is dead, or its lease expired): with
-  ``claim``, the engine claims it first, carries it on from its last checkpoint, and
-  then delivers the message.
+  ``claim``, the engine claims it, restores it from its last checkpoint, applies the
+  message, and then (if it still runs) runs again what was in flight.
 * otherwise it is returned as stored: the caller decides (leave a request for its
   engine, or do nothing).
 
@@ -290,9 +290,17 @@ class LiveExecutions:
             if execution_id in self._supervisors:
                 continue  # launched here meanwhile
             if stored.status == "running":
-                if claim and await self._claim(stored):
-                    continue  # carried on here now: deliver to it
-                return stored
+                if not claim or not await self._claim(stored):
+                    return stored
+                # Ours now, from its last checkpoint: the request first, then (if it
+                # still runs) the runs its engine had in flight, again. So a cancel
+                # or a pause does not start them only to stop them.
+                stored = await self.load(execution_id)
+                machine = await self._restore(stored)  # Unrestorable: the caller decides
+                commands = self._apply(machine, message)
+                if machine.status == "running":
+                    commands += machine.recover(self._services.clock.now())
+                return self._launch(machine, _given(commands), lease_until=self._leases.deadline())
             if isinstance(message, (ResumeRequest, ControlRequest)):
                 _check_request(message, stored)
             elif stored.status not in _WAITING:
@@ -325,6 +333,9 @@ class LiveExecutions:
                 continue
             if stored.status != "running" or not await self._claim(stored):
                 return stored
+            stored = await self.load(execution_id)  # as it stands now that it is ours
+            machine = await self._restore(stored)  # Unrestorable: the caller decides
+            return self._launch(machine, machine.recover, lease_until=self._leases.deadline())
 
     async def recover(self, execution_ids: Iterable[str]) -> None:
         """Carry on, from their last checkpoint, running executions this engine has
@@ -347,10 +358,8 @@ class LiveExecutions:
             self._launch(machine, machine.recover, lease_until=self._leases.deadline())
 
     async def _claim(self, stored: StoredExecution) -> bool:
-        """Claim a running execution whose engine is gone, and carry it on here;
-        ``False`` if its engine is not gone. Raises :class:`Unrestorable` (the
-        execution is claimed, and left for the caller to end) if it cannot run here."""
-        deadline = self._leases.deadline()
+        """Claim a running execution whose engine is gone, for this engine to carry on;
+        ``False`` if its engine is not gone."""
         gone = dead_owners([stored.owner])
         if stored.owner == self._leases.owner:
             gone.append(stored.owner)  # this engine's, and not live here: stopped short
@@ -361,13 +370,7 @@ class LiveExecutions:
             dead_owners=gone,
             execution_ids=[stored.id],
         )
-        if not taken:
-            return False
-        stored = await self.load(stored.id)  # as it stands now that it is ours
-        machine = await self._restore(stored)  # Unrestorable: the caller decides
-        if stored.id not in self._supervisors:
-            self._launch(machine, machine.recover, lease_until=deadline)
-        return True
+        return bool(taken)
 
     async def end_unrestorable(
         self,

@@ -72,10 +72,13 @@ def stop(machine: ExecutionMachine, status: ExecutionStatus, error: ErrorInfo) -
     machine.status = status
     machine.error = error
     machine._pausing = False
-    stopped = sorted([*machine._running, *machine._suspended])
+    # Runs in flight, waiting, and in flight when the execution was last saved (a
+    # restored execution whose runs were not dispatched again yet).
+    stopped = sorted([*machine._running, *machine._suspended, *machine._redispatch])
     children: list[str] = []
     for execution_index in stopped:
         machine._running.pop(execution_index, None)
+        machine._redispatch.pop(execution_index, None)
         suspension = machine._suspended.pop(execution_index, None)
         if suspension is not None:
             machine._suspensions_removed.append(execution_index)
@@ -118,12 +121,14 @@ def pause(machine: ExecutionMachine, now: float) -> list[Command]:
 
 
 def unpause(machine: ExecutionMachine, now: float) -> list[Command]:
-    """Carry a paused execution on: what became ready runs, due timers fire."""
+    """Carry a paused execution on: what became ready runs, due timers fire, and runs
+    that were cut short when it was paused (its engine was gone) run again."""
     check_allowed("unpause", machine.status, machine.execution_id)
     machine.status = "running"
     commands: list[Command] = []
     if machine.notices:
         commands.append(ExecutionResumed(cause="unpause"))
+    machine._dispatch_again()
     for suspension in machine.suspensions:
         if suspension.wake_at is None or suspension.wake_at > now:
             continue

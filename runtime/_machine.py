@@ -238,10 +238,7 @@ class ExecutionMachine(Flow):
         """After a restore: run again the nodes that were running when the execution
         was last saved (same run index, same idempotency key), and whatever is ready."""
         self._now = now
-        for execution_index in sorted(self._redispatch):
-            run = self._redispatch[execution_index]
-            self._dispatch(self._index[run.node_key], again=run)
-        self._redispatch.clear()
+        self._dispatch_again()
         return self._finish_event(now)
 
     def cancel(self, reason: str | None, now: float) -> list[Command]:
@@ -358,6 +355,14 @@ class ExecutionMachine(Flow):
             self._ended_children.clear()
         commands, self._commands = self._commands, []
         return commands
+
+    def _dispatch_again(self) -> None:
+        """Dispatch again the runs that were in flight when the execution was last
+        saved (restored, and not carried on yet)."""
+        for execution_index in sorted(self._redispatch):
+            run = self._redispatch[execution_index]
+            self._dispatch(self._index[run.node_key], again=run)
+        self._redispatch.clear()
 
     def _dispatch_ready(self) -> None:
         ready, running = self._ready, self._running

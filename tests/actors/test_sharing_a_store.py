@@ -91,3 +91,47 @@ async def test_an_engine_that_leaves_lets_the_next_carry_its_executions_on_at_on
     assert done.status == "completed"
     assert done.order == ["start", "slow", "after"]
     assert starts == [f"{handle.id}:slow:0"] * 2  # cut short, then run again
+
+
+async def test_cancel_or_pause_of_an_execution_whose_engine_is_gone_starts_nothing_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "prana.db"
+    actions = prana.ActionRegistry()
+    starts: list[str] = []
+    hold = anyio.Event()
+
+    @actions.action("test.slow")
+    async def slow(ctx: prana.NodeContext) -> Any:
+        starts.append(ctx.idempotency_key)
+        if not hold.is_set():
+            await anyio.sleep_forever()  # cut short when its engine goes
+        return "done"
+
+    workflow = make_workflow(
+        {"start": "manual.trigger", "slow": "test.slow", "after": "core.noop"},
+        ["start -> slow", "slow -> after"],
+        actions=actions,
+    )
+    ids = []
+    for _ in range(2):
+        async with open_engine(path=path, actions=actions, recover=False) as gone:
+            ids.append((await gone.start(workflow)).id)
+            await anyio.wait_all_tasks_blocked()
+    starts.clear()
+    cancel_id, pause_id = ids
+    async with open_engine(path=path, actions=actions, recover=False) as command:
+        cancelled = await command.cancel(cancel_id, "not needed")
+        paused = await command.pause(pause_id)
+        assert starts == []  # neither ran its slow node again only to stop it
+        assert [(r.node_key, r.status) for r in cancelled.node_runs] == [
+            ("start", "completed"),
+            ("slow", "cancelled"),
+        ]
+        assert paused.status == "paused"
+        hold.set()
+        done = await command.unpause(pause_id)  # the node cut short runs again now
+    assert cancelled.status == "cancelled"
+    assert done.status == "completed"
+    assert done.order == ["start", "slow", "after"]
+    assert starts == [f"{pause_id}:slow:0"]

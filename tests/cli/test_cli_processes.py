@@ -164,3 +164,30 @@ def test_commands_find_the_nearest_database_upward_and_say_which(tmp_path: Path)
     assert elsewhere.returncode == 1
     assert "no .prana/prana.db here or in any folder above" in elsewhere.stderr
     assert not (tmp_path / ".prana").exists()
+
+
+@pytest.mark.parametrize("command", ["cancel", "pause"])
+def test_a_killed_run_s_execution_can_be_cancelled_or_paused_at_once(
+    setting: tuple[Path, dict[str, str]], command: str
+) -> None:
+    folder, env = setting
+    log = folder / "slow.log"
+    running = prana("run", "slow.yaml", *ACTIONS, "--quiet", cwd=folder, env=env, background=True)
+    assert isinstance(running, subprocess.Popen)
+    started(log)
+    running.kill()  # its lease would run for another 30 s: its process is gone, though
+    running.communicate(timeout=30)
+    identifier = execution_id(log)
+    done = prana(command, identifier, *ACTIONS, "--json", "--timeout", "10s", cwd=folder, env=env)
+    assert isinstance(done, subprocess.CompletedProcess)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["status"] == ("cancelled" if command == "cancel" else "paused")
+    # Not started again only to be stopped.
+    assert log.read_text().count(f"start {identifier}:work:0") == 1
+    if command == "pause":  # unpaused, the node that was cut short runs again
+        carried = prana("resume", identifier, *ACTIONS, "--json", cwd=folder, env=env)
+        assert isinstance(carried, subprocess.CompletedProcess)
+        assert carried.returncode == 0, carried.stderr
+        assert json.loads(carried.stdout)["status"] == "completed"
+        assert log.read_text().count(f"start {identifier}:work:0") == 2
