@@ -9,7 +9,6 @@ editor does for short waits: a workflow with a 2 s wait completes from the termi
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -19,7 +18,7 @@ from prana._records import Execution
 
 from ._engine import Engine
 from ._handle import ExecutionHandle
-from ._progress import LiveProgress, PlainProgress
+from ._progress import LiveProgress, PlainProgress, use_color
 
 
 async def follow(
@@ -39,7 +38,7 @@ async def follow(
     view: LiveProgress | PlainProgress | None = None
     if quiet:
         subscription.close()
-    elif sys.stderr.isatty() and "NO_COLOR" not in os.environ:
+    elif use_color(sys.stderr):
         view = LiveProgress(sys.stderr, f"{handle.snapshot().workflow_id} {handle.id[:8]}")
     else:
         view = PlainProgress(sys.stderr)

@@ -74,9 +74,10 @@ class NodeError(PranaError):
     """An action failed.
 
     Actions may raise it to choose the error ``code`` and ``details`` recorded for the
-    node; any other exception is recorded with code ``action_error``. The engine sets
-    :attr:`node_key`, :attr:`run_index` and :attr:`attempt`; the original exception, if
-    any, is the ``__cause__``.
+    node; any other exception is recorded with code ``action_error``. What is recorded
+    is an :class:`ErrorInfo` on the node's run, which says the node and run; the
+    ``node_key``, ``run_index`` and ``attempt`` given here are for the action's own
+    use. The original exception, if any, is the ``__cause__``.
     """
 
     def __init__(

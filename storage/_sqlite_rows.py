@@ -400,7 +400,7 @@ def _apply_details(db: sqlite3.Connection, checkpoint: Checkpoint) -> None:
         )
 
 
-def run_from_row(execution_id: str, row: Sequence[Any]) -> NodeRun:
+def run_from_row(row: Sequence[Any]) -> NodeRun:
     inputs = codec.loads(row[8]) or ()
     return NodeRun(
         node_key=row[1],
@@ -522,7 +522,7 @@ def load_execution(db: sqlite3.Connection, execution_id: str) -> StoredExecution
     if row is None:
         return None
     runs = tuple(
-        run_from_row(execution_id, run)
+        run_from_row(run)
         for run in db.execute(
             f"SELECT {RUN_COLUMNS} FROM node_executions WHERE execution_id = ? "
             f"AND execution_index < {STATE_ROW} ORDER BY execution_index",
