@@ -452,24 +452,39 @@ def _command_resume(args: argparse.Namespace) -> int:
 
 
 async def _control(engine: Engine, args: argparse.Namespace, action: str) -> Execution:
-    """Cancel or pause, saying what it waits for when another engine runs the
-    execution, and giving up after ``--timeout``."""
-    current = await engine.get(args.execution)
-    if current.status == "running" and engine.live_count == 0:
-        print(
-            f"prana: execution {args.execution} is running; asking the engine that runs "
-            f"it to {action} it (waiting up to {args.timeout:g} s)",
-            file=sys.stderr,
-        )
-    with anyio.move_on_after(args.timeout) as waited:
+    """Cancel or pause; if that takes a while (another engine runs the execution and
+    must apply it), say so, and give up after ``--timeout``."""
+    done: list[Execution] = []
+    finished = anyio.Event()
+
+    async def apply() -> None:
         if action == "cancel":
-            return await engine.cancel(args.execution, args.reason)
-        return await engine.pause(args.execution)
-    assert waited.cancelled_caught
+            done.append(await engine.cancel(args.execution, args.reason))
+        else:
+            done.append(await engine.pause(args.execution))
+        finished.set()
+
+    with anyio.move_on_after(args.timeout):
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(apply)
+                with anyio.move_on_after(min(1.0, args.timeout / 2)):
+                    await finished.wait()
+                if not done:
+                    print(
+                        f"prana: execution {args.execution} is running in another engine; "
+                        f"waiting for it to {action} the execution (up to {args.timeout:g} s)",
+                        file=sys.stderr,
+                    )
+        except BaseExceptionGroup as group:
+            (error,) = group.exceptions  # the request's own error: the only task that fails
+            raise error from None
+    if done:
+        return done[0]
     raise PranaError(
         f"gave up after {args.timeout:g} s: the engine running execution {args.execution} "
-        f"did not {action} it (it may be busy, or frozen); run this again, or once its "
-        "lease has run out ('prana show' says who runs it)"
+        f"did not {action} it (it may be busy, or frozen); run this again later: once "
+        "its lease has run out, this command takes the execution over"
     )
 
 

@@ -111,7 +111,7 @@ def test_a_command_never_waits_silently_for_a_frozen_engine(
         asked = prana("cancel", identifier, "--timeout", "1s", cwd=folder, env=env)
         assert isinstance(asked, subprocess.CompletedProcess)
         assert asked.returncode == 1
-        assert f"execution {identifier} is running; asking the engine that runs it" in asked.stderr
+        assert f"execution {identifier} is running in another engine; waiting" in asked.stderr
         assert "gave up after 1 s" in asked.stderr
     finally:
         running.send_signal(signal.SIGCONT)
