@@ -40,10 +40,10 @@ from prana._mermaid import to_mermaid
 from prana._model import Workflow
 from prana._records import FINAL_STATUSES, Execution
 from prana._registry import ActionRegistry
-from prana._time import parse_duration
 from prana.storage import SQLiteStore
 
-from ._cli_database import DEFAULT_DB, find_database
+from ._cli_database import find_database
+from ._cli_parser import command_parser
 from ._engine import Engine
 from ._follow import follow, through_short_waits
 from ._progress import render_list, render_report, use_color
@@ -55,160 +55,6 @@ T = TypeVar("T")
 
 class UsageError(Exception):
     """The command was used wrongly; exit code 2."""
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prana", description="Run durable workflow graphs.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def store(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--db",
-            metavar="PATH",
-            help="the SQLite file executions are kept in (default: $PRANA_DB, else the "
-            f"nearest {DEFAULT_DB} from here upward, else a new one here)",
-        )
-
-    def waits(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--wait-up-to",
-            metavar="DURATION",
-            default="1m",
-            type=_duration_option,
-            help="keep the execution going here through waits and retries that end "
-            "within this long (default 1m; 0 returns at the first wait)",
-        )
-
-    def actions(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--actions",
-            metavar="MODULE:NAME",
-            help="an ActionRegistry with your actions, as module:attribute or path.py:attribute",
-        )
-
-    def workflows(sub: argparse.ArgumentParser, default: str) -> None:
-        sub.add_argument(
-            "--workflows",
-            metavar="DIR",
-            help="a folder of workflow files that workflow.execute nodes may start by id "
-            f"(default: {default})",
-        )
-
-    def timeout(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--timeout",
-            metavar="DURATION",
-            default="30s",
-            type=_duration_option,
-            help="how long to wait for another engine running the execution to apply it "
-            "(default 30s)",
-        )
-
-    def output(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--json", action="store_true", help="print the execution as JSON instead of a report"
-        )
-
-    run = commands.add_parser("run", help="run a workflow and show what happens")
-    run.add_argument("file", metavar="FILE", help="workflow file (YAML or JSON)")
-    actions(run)
-    store(run)
-    output(run)
-    run.add_argument(
-        "--input", metavar="JSON|@FILE", help="the execution's input: JSON text or @file.json"
-    )
-    run.add_argument(
-        "--trigger", metavar="KEY", help="which trigger to start from, if there are several"
-    )
-    run.add_argument(
-        "--backend", choices=("asyncio", "trio"), default="asyncio", help="async library to run on"
-    )
-    workflows(run, "the folder of FILE")
-    waits(run)
-    run.add_argument("--memory", action="store_true", help="keep nothing: run in memory only")
-    run.add_argument("--quiet", action="store_true", help="no live progress")
-
-    validate = commands.add_parser("validate", help="check a workflow and list every problem")
-    validate.add_argument("file", metavar="FILE", help="workflow file (YAML or JSON)")
-    actions(validate)
-
-    graph = commands.add_parser("graph", help="print a workflow as a Mermaid flowchart")
-    graph.add_argument("file", metavar="FILE", help="workflow file (YAML or JSON)")
-    actions(graph)
-
-    listing = commands.add_parser("list", help="list executions, newest first")
-    store(listing)
-    listing.add_argument(
-        "--status",
-        choices=(
-            "running",
-            "suspended",
-            "paused",
-            "completed",
-            "failed",
-            "cancelled",
-            "timed_out",
-        ),
-        help="only executions with this status",
-    )
-    listing.add_argument("--workflow", metavar="ID", help="only executions of this workflow")
-    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-
-    show = commands.add_parser("show", help="show one execution: status, timeline, output")
-    show.add_argument("execution", metavar="ID", help="the execution id")
-    store(show)
-    output(show)
-
-    resume = commands.add_parser(
-        "resume", help="resume a waiting or paused execution and show what happens"
-    )
-    resume.add_argument(
-        "target",
-        metavar="ID|TOKEN",
-        help="an execution id (a paused one without --data is unpaused), or a wait.webhook "
-        "resume token",
-    )
-    resume.add_argument(
-        "--data", metavar="JSON|@FILE", help="the data to resume with: JSON text or @file.json"
-    )
-    resume.add_argument(
-        "--node", metavar="KEY", help="which waiting node, if several wait (with an id)"
-    )
-    actions(resume)
-    workflows(resume, "none")
-    waits(resume)
-    store(resume)
-    output(resume)
-
-    cancel = commands.add_parser("cancel", help="cancel an execution that has not ended")
-    cancel.add_argument("execution", metavar="ID", help="the execution id")
-    cancel.add_argument("--reason", help="why (kept as the execution's error message)")
-    actions(cancel)
-    workflows(cancel, "none")
-    timeout(cancel)
-    store(cancel)
-    output(cancel)
-
-    pause = commands.add_parser(
-        "pause", help="pause an execution: running nodes finish, nothing new starts"
-    )
-    pause.add_argument("execution", metavar="ID", help="the execution id")
-    actions(pause)
-    workflows(pause, "none")
-    timeout(pause)
-    store(pause)
-    output(pause)
-
-    retry = commands.add_parser(
-        "retry", help="run a failed execution again from its failed node and show what happens"
-    )
-    retry.add_argument("execution", metavar="ID", help="the execution id")
-    actions(retry)
-    workflows(retry, "none")
-    waits(retry)
-    store(retry)
-    output(retry)
-    return parser
 
 
 def load_actions(spec: str | None) -> ActionRegistry:
@@ -272,18 +118,6 @@ def parse_json_option(text: str | None, option: str) -> Any:
         return check_json(value, what=source)
     except InvalidData as exc:
         raise UsageError(str(exc)) from None
-
-
-def _duration_option(text: str) -> float:
-    """A duration option: ``90s``, ``15m``, ``1h30m``, or a number of seconds."""
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def database(args: argparse.Namespace, *, create: bool = True) -> Path | None:
@@ -566,7 +400,7 @@ def _command_graph(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``prana`` command; return its exit code."""
-    parser = _parser()
+    parser = command_parser()
     args = parser.parse_args(argv)
     args.following = []  # the executions the command carries on: said if interrupted
     handlers = {

@@ -19,7 +19,7 @@ import attrs
 
 from ._errors import Problem, WorkflowValidationError, did_you_mean
 from ._expressions import CompiledParams
-from ._graph import GraphEdge, exit_scope, find_loops, loop_chain, reachable_from
+from ._graph import GraphEdge, exit_scope, find_loops, loop_chains, reachable_from
 from ._loading import workflow_to_dict
 from ._model import ERROR_PORT, Connection, Node, RetrySettings, Workflow
 from ._registry import Action, ActionRegistry
@@ -185,7 +185,7 @@ def _build(
     triggers: list[str],
 ) -> ExecutionGraph:
     all_edges = [
-        GraphEdge(index=index, source=connection.from_, target=connection.to)
+        GraphEdge(number=index, source=connection.from_, target=connection.to)
         for index, connection in enumerate(workflow.connections)
     ]
     reachable = reachable_from(trigger, all_edges)
@@ -209,10 +209,11 @@ def _build(
         if connection.from_ in reachable
     ]
     graph_edges = [
-        GraphEdge(index=position, source=connection.from_, target=connection.to)
+        GraphEdge(number=position, source=connection.from_, target=connection.to)
         for position, (_, connection) in enumerate(kept)
     ]
     shapes, _ = find_loops(keys, graph_edges)
+    chains = loop_chains(shapes)
     back = {index for shape in shapes for index in shape.back_edges}
     order = {key: position for position, key in enumerate(keys)}
 
@@ -225,12 +226,19 @@ def _build(
             target=connection.to,
             target_port=connection.to_port,
             loop_back=position in back,
-            exit_scope=exit_scope(connection.from_, connection.to, shapes),
+            exit_scope=exit_scope(connection.from_, connection.to, shapes, chains),
         )
         for position, (connection_index, connection) in enumerate(kept)
     )
 
     loops = _build_loops(shapes, edges, order)
+    # Each node's edges, by one pass over the edges (in connection order).
+    leaving: dict[str, dict[str, list[Edge]]] = {}
+    entering: dict[str, list[Edge]] = {}
+    looping_back: dict[str, list[Edge]] = {}
+    for edge in edges:
+        leaving.setdefault(edge.source, {}).setdefault(edge.source_port, []).append(edge)
+        (looping_back if edge.loop_back else entering).setdefault(edge.target, []).append(edge)
     compiled: dict[str, CompiledNode] = {}
     for index, node in enumerate(definition_nodes):
         action = actions[node.key]
@@ -238,11 +246,8 @@ def _build(
         output_ports = action.output_ports(node.params)
         if on_error == "error_port" and ERROR_PORT not in output_ports:
             output_ports = (*output_ports, ERROR_PORT)
-        by_port: dict[str, list[Edge]] = {}
-        for edge in edges:
-            if edge.source == node.key:
-                by_port.setdefault(edge.source_port, []).append(edge)
-        chain = tuple(loop_chain(node.key, shapes))
+        by_port = leaving.get(node.key, {})
+        chain = tuple(chains.get(node.key, ()))
         compiled[node.key] = CompiledNode(
             key=node.key,
             index=index,
@@ -256,10 +261,8 @@ def _build(
             on_error=on_error,
             retry=node.settings.retry,
             timeout=node.settings.timeout,
-            incoming=tuple(
-                edge for edge in edges if edge.target == node.key and not edge.loop_back
-            ),
-            back_edges=tuple(edge for edge in edges if edge.target == node.key and edge.loop_back),
+            incoming=tuple(entering.get(node.key, ())),
+            back_edges=tuple(looping_back.get(node.key, ())),
             outgoing=tuple((port, tuple(port_edges)) for port, port_edges in by_port.items()),
             outgoing_by_port=MappingProxyType(
                 {port: tuple(port_edges) for port, port_edges in by_port.items()}

@@ -12,15 +12,16 @@ entered at several nodes is ambiguous and reported as a problem.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import attrs
 
 
-@attrs.frozen(kw_only=True)
-class GraphEdge:
-    """An edge as the algorithms see it: its connection index and its endpoints."""
+class GraphEdge(NamedTuple):
+    """An edge as the algorithms see it: its number (the connection's index) and its
+    endpoints (a named tuple: graphs of many thousands of edges are built in one go)."""
 
-    index: int
+    number: int
     source: str
     target: str
 
@@ -112,6 +113,27 @@ def strongly_connected_components(
     return components
 
 
+def is_acyclic(nodes: Sequence[str], edges: Iterable[GraphEdge]) -> bool:
+    """Whether the graph has no cycle (Kahn's algorithm: every node can be taken away
+    once nothing leads into it)."""
+    known = set(nodes)
+    waiting = dict.fromkeys(nodes, 0)
+    successors: dict[str, list[str]] = {}
+    for edge in edges:
+        if edge.source in known and edge.target in known:
+            waiting[edge.target] += 1
+            successors.setdefault(edge.source, []).append(edge.target)
+    free = [node for node, count in waiting.items() if count == 0]
+    taken = 0
+    while free:
+        taken += 1
+        for target in successors.get(free.pop(), ()):
+            waiting[target] -= 1
+            if waiting[target] == 0:
+                free.append(target)
+    return taken == len(waiting)
+
+
 def find_loops(
     nodes: Sequence[str], edges: Sequence[GraphEdge]
 ) -> tuple[list[LoopShape], list[LoopEntryConflict]]:
@@ -119,6 +141,8 @@ def find_loops(
 
     ``nodes`` is in definition order, which decides the order of loops and entries.
     """
+    if is_acyclic(nodes, edges):
+        return [], []  # most workflows: no component to look for
     order = {node: position for position, node in enumerate(nodes)}
     loops: list[LoopShape] = []
     conflicts: list[LoopEntryConflict] = []
@@ -129,20 +153,24 @@ def find_loops(
         active = [
             e
             for e in edges
-            if e.index not in removed and e.source in member_set and e.target in member_set
+            if e.number not in removed and e.source in member_set and e.target in member_set
         ]
+        self_looped = {e.source for e in active if e.source == e.target}
+        # Edges into each node, from anywhere (the ones not removed yet): a component's
+        # entering edges are found from its members, never by scanning every edge.
+        into: dict[str, list[GraphEdge]] = {}
+        for e in edges:
+            if e.number not in removed and e.target in member_set:
+                into.setdefault(e.target, []).append(e)
         for component in strongly_connected_components(members, active):
-            component_set = set(component)
-            if len(component) == 1 and not any(
-                e.source == e.target == component[0] for e in active
-            ):
+            if len(component) == 1 and component[0] not in self_looped:
                 continue
+            component_set = set(component)
             entering = [
                 e
-                for e in edges
-                if e.index not in removed
-                and e.target in component_set
-                and e.source not in component_set
+                for member in component
+                for e in into.get(member, ())
+                if e.source not in component_set
             ]
             entries = sorted({e.target for e in entering}, key=order.__getitem__)
             if not entries:
@@ -152,13 +180,13 @@ def find_loops(
                     LoopEntryConflict(
                         nodes=tuple(sorted(component, key=order.__getitem__)),
                         entries=tuple(entries),
-                        edges=tuple(sorted(e.index for e in entering if e.target != entries[0])),
+                        edges=tuple(sorted(e.number for e in entering if e.target != entries[0])),
                     )
                 )
                 continue
             entry = entries[0]
             back_edges = tuple(
-                sorted(e.index for e in active if e.target == entry and e.source in component_set)
+                sorted(e.number for e in into.get(entry, ()) if e.source in component_set)
             )
             loops.append(
                 LoopShape(
@@ -172,13 +200,22 @@ def find_loops(
     return loops, conflicts
 
 
-def loop_chain(node: str, loops: Sequence[LoopShape]) -> list[int]:
-    """Indexes of the loops containing ``node``, innermost first."""
-    containing = [index for index, loop in enumerate(loops) if node in loop.nodes]
-    return sorted(containing, key=lambda index: len(loops[index].nodes))
+def loop_chains(loops: Sequence[LoopShape]) -> dict[str, list[int]]:
+    """For each node in a loop, the indexes of the loops containing it, innermost
+    first (a node in no loop is not a key)."""
+    chains: dict[str, list[int]] = {}
+    for index, loop in enumerate(loops):
+        for node in loop.nodes:
+            chains.setdefault(node, []).append(index)
+    for chain in chains.values():
+        chain.sort(key=lambda index: len(loops[index].nodes))
+    return chains
 
 
-def exit_scope(source: str, target: str, loops: Sequence[LoopShape]) -> int | None:
-    """The outermost loop an edge leaves (contains ``source`` but not ``target``)."""
-    left = [index for index in loop_chain(source, loops) if target not in loops[index].nodes]
+def exit_scope(
+    source: str, target: str, loops: Sequence[LoopShape], chains: dict[str, list[int]]
+) -> int | None:
+    """The outermost loop an edge leaves (contains ``source`` but not ``target``);
+    ``chains`` is :func:`loop_chains` of ``loops``."""
+    left = [index for index in chains.get(source, ()) if target not in loops[index].nodes]
     return left[-1] if left else None

@@ -39,7 +39,7 @@ def to_mermaid(workflow: Workflow, actions: ActionRegistry | None = None) -> str
     """
     keys = [node.key for node in workflow.nodes]
     edges = [
-        GraphEdge(index=index, source=connection.from_, target=connection.to)
+        GraphEdge(number=index, source=connection.from_, target=connection.to)
         for index, connection in enumerate(workflow.connections)
     ]
     loops, _ = find_loops(keys, edges)

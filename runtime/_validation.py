@@ -211,26 +211,35 @@ def _check_connections(
 ) -> None:
     nodes = {node.key: node for node in workflow.nodes}
     seen: dict[tuple[str, str, str, str], int] = {}
+    outputs: dict[str, tuple[str, ...]] = {}  # each node's ports, worked out once
+    inputs: dict[str, tuple[str, ...]] = {}
+    valid_ports: set[str] = set()
     for index, connection in enumerate(workflow.connections):
-        path = f"connections[{index}]"
         for field, key in (("from", connection.from_), ("to", connection.to)):
             if key not in all_keys:
                 problems.append(
                     Problem(
-                        path=f"{path}.{field}",
+                        path=f"connections[{index}].{field}",
                         message=f"no node has key {key!r}{did_you_mean(key, node_paths)}",
                     )
                 )
         for field, port in (("from_port", connection.from_port), ("to_port", connection.to_port)):
-            if not KEY_PATTERN.match(port):
-                problems.append(
-                    Problem(path=f"{path}.{field}", message=f"{port!r} is not a valid port name")
-                )
+            if port not in valid_ports:
+                if KEY_PATTERN.match(port):
+                    valid_ports.add(port)
+                else:
+                    problems.append(
+                        Problem(
+                            path=f"connections[{index}].{field}",
+                            message=f"{port!r} is not a valid port name",
+                        )
+                    )
         identity = (connection.from_, connection.from_port, connection.to, connection.to_port)
         if identity in seen:
             problems.append(
                 Problem(
-                    path=path, message=f"duplicate of connections[{seen[identity]}] ({connection})"
+                    path=f"connections[{index}]",
+                    message=f"duplicate of connections[{seen[identity]}] ({connection})",
                 )
             )
         else:
@@ -240,9 +249,12 @@ def _check_connections(
         source, target = actions.get(connection.from_), actions.get(connection.to)
         if source is not None:
             node = nodes[connection.from_]
-            ports = source.output_ports(node.params)
-            if effective_on_error(node, workflow) == "error_port":
-                ports = (*ports, ERROR_PORT)
+            ports = outputs.get(node.key)
+            if ports is None:
+                ports = source.output_ports(node.params)
+                if effective_on_error(node, workflow) == "error_port":
+                    ports = (*ports, ERROR_PORT)
+                outputs[node.key] = ports
             if connection.from_port not in ports:
                 hint = did_you_mean(connection.from_port, ports)
                 advice = (
@@ -252,7 +264,7 @@ def _check_connections(
                 )
                 problems.append(
                     Problem(
-                        path=f"{path}.from_port",
+                        path=f"connections[{index}].from_port",
                         message=f"node {connection.from_!r} ({node.type}) has no output port "
                         f"{connection.from_port!r}{hint}; its ports are {', '.join(ports)}{advice}",
                     )
@@ -262,17 +274,19 @@ def _check_connections(
             if target.trigger is not None:
                 problems.append(
                     Problem(
-                        path=f"{path}.to",
+                        path=f"connections[{index}].to",
                         message=f"node {connection.to!r} is a trigger ({node.type}); "
                         "nothing can connect into a trigger",
                     )
                 )
                 continue
-            ports = target.input_ports(node.params)
+            ports = inputs.get(node.key)
+            if ports is None:
+                ports = inputs[node.key] = target.input_ports(node.params)
             if connection.to_port not in ports:
                 problems.append(
                     Problem(
-                        path=f"{path}.to_port",
+                        path=f"connections[{index}].to_port",
                         message=f"node {connection.to!r} ({node.type}) has no input port "
                         f"{connection.to_port!r}{did_you_mean(connection.to_port, ports)}; "
                         f"its ports are {', '.join(ports)}",
@@ -285,7 +299,7 @@ def _check_loops(
 ) -> None:
     keys = list(node_paths)
     edges = [
-        GraphEdge(index=index, source=connection.from_, target=connection.to)
+        GraphEdge(number=index, source=connection.from_, target=connection.to)
         for index, connection in enumerate(workflow.connections)
         if connection.from_ in node_paths and connection.to in node_paths
     ]
