@@ -189,9 +189,10 @@ def _build(
         for index, connection in enumerate(workflow.connections)
     ]
     reachable = reachable_from(trigger, all_edges)
-    from_any_trigger: set[str] = set()
+    from_any_trigger = set(reachable)
     for key in triggers:
-        from_any_trigger |= reachable_from(key, all_edges)
+        if key != trigger:
+            from_any_trigger |= reachable_from(key, all_edges)
     warnings = tuple(
         Problem(
             path=f"nodes[{index}]",

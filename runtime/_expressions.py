@@ -489,6 +489,9 @@ def _render(value: Any, scope: Mapping[str, Any], node_key: str, limits: Limits)
     return value
 
 
+_NO_PARAMS = CompiledParams(value=MappingProxyType({}), templates=())
+
+
 def compile_params(
     params: Mapping[str, Any],
     *,
@@ -497,6 +500,8 @@ def compile_params(
     path: str,
 ) -> CompiledParams:
     """Compile every template in a node's parameters, recording problems with paths."""
+    if not params:
+        return _NO_PARAMS
     templates: list[Template] = []
 
     def walk(value: Any, parameter: str, value_path: str) -> Any:

@@ -86,10 +86,9 @@ class _Walk:
                 raise _Refused(
                     f"it nests deeper than {self.depth_limit} levels (Limits.json_depth)"
                 )
-            self.grow(2)
             if kind is list or kind is tuple:
-                return [self._item(item, depth, index) for index, item in enumerate(value)]
-            return {self._key(key): self._member(key, item, depth) for key, item in value.items()}
+                return self._list(value, depth)
+            return self._object(value, depth)
         # A subclass of a scalar (an enum of one, say): its plain value.
         if isinstance(value, str):
             return self.copy(str.__str__(value), depth)
@@ -103,28 +102,56 @@ class _Walk:
             "str(), a set with list())"
         )
 
-    def _item(self, item: Any, depth: int, index: int) -> Any:
-        try:
-            self.grow(1)
-            return self.copy(item, depth + 1)
-        except _Refused as exc:
-            exc.path.append(f"[{index}]")
-            raise
+    # Containers take their plain strings, integers, booleans and nulls in place, and
+    # count their size at the end: most values are those, and a call for each would
+    # cost more than the rest of the walk.
 
-    def _key(self, key: Any) -> str:
-        if type(key) is str:
-            return key
-        if isinstance(key, str):
-            return str(key)
-        raise _Refused(f"the key {key!r} is not a string (JSON keys are strings)")
+    def _list(self, value: Any, depth: int) -> list[Any]:
+        copied: list[Any] = []
+        size = 2
+        for index, item in enumerate(value):
+            kind = type(item)
+            if kind is str:
+                size += len(item) + 3
+            elif (kind is int and _INT_RANGE[0] <= item <= _INT_RANGE[1]) or (
+                kind is bool or item is None
+            ):
+                size += 9
+            else:
+                try:
+                    item = self.copy(item, depth + 1)
+                except _Refused as exc:
+                    exc.path.append(f"[{index}]")
+                    raise
+            copied.append(item)
+        self.grow(size)
+        return copied
 
-    def _member(self, key: str, item: Any, depth: int) -> Any:
-        try:
-            self.grow(len(key) + 4)
-            return self.copy(item, depth + 1)
-        except _Refused as exc:
-            exc.path.append(f".{key}" if key.isidentifier() else f"[{key!r}]")
-            raise
+    def _object(self, value: Any, depth: int) -> dict[str, Any]:
+        copied: dict[str, Any] = {}
+        size = 2
+        for key, item in value.items():
+            if type(key) is not str:
+                if not isinstance(key, str):
+                    raise _Refused(f"the key {key!r} is not a string (JSON keys are strings)")
+                key = str.__str__(key)
+            kind = type(item)
+            if kind is str:
+                size += len(key) + len(item) + 6
+            elif (kind is int and _INT_RANGE[0] <= item <= _INT_RANGE[1]) or (
+                kind is bool or item is None
+            ):
+                size += len(key) + 12
+            else:
+                size += len(key) + 4
+                try:
+                    item = self.copy(item, depth + 1)
+                except _Refused as exc:
+                    exc.path.append(f".{key}" if key.isidentifier() else f"[{key!r}]")
+                    raise
+            copied[key] = item
+        self.grow(size)
+        return copied
 
 
 def check_json(value: Any, *, what: str, limits: Limits = DEFAULT_LIMITS) -> Any:
