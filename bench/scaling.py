@@ -1,0 +1,420 @@
+"""How prana's cost grows with the work (issue 17), one role per process so that
+memory and bytes written are its own:
+
+    python bench/scaling.py chain N          -> durable chain of N nodes: us per node, bytes written per node
+    python bench/scaling.py compile N        -> load + compile an N-node chain and an N-branch fan-out
+    python bench/scaling.py w4 N [async]     -> N concurrent 10-node chains, durable: nodes/s, peak RSS
+    python bench/scaling.py loop N           -> a 2-node loop run N times, durable: RSS at the end
+    python bench/scaling.py for-each N       -> core.for_each over N items: us per iteration, bytes per iteration
+    python bench/scaling.py timers-make DB N -> N executions waiting with a timeout, on DB
+    python bench/scaling.py timers-start DB  -> start an engine on DB: seconds, RSS, longest loop stall
+    python bench/scaling.py ticker-w4        -> a 1 ms ticker's lateness while W4 runs
+    python bench/scaling.py ticker-resume    -> the same while 1000 waiting executions are resumed
+    python bench/scaling.py outputs SIZE     -> a 10-node chain passing SIZE-byte outputs: longest stall
+    python bench/scaling.py disk SIZE        -> bytes on disk per execution of 10 nodes with SIZE-byte outputs
+
+Each prints one line of JSON. ``bench/run.py --only scaling`` runs them all and
+prints each figure next to its goal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import resource
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workloads import chain_workflow  # noqa: E402
+
+import prana  # noqa: E402
+
+
+def written() -> int:
+    """Bytes this process has passed to write(2) so far."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
+def rss_mb() -> float:
+    """The resident memory now, in MiB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def database() -> Any:
+    with tempfile.TemporaryDirectory(prefix="prana-bench-") as folder:
+        yield Path(folder) / "bench.db"
+
+
+class Ticker:
+    """A task of the app that wants to run every millisecond: how late it runs."""
+
+    def __init__(self) -> None:
+        self.lateness: list[float] = []
+
+    async def run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await anyio.sleep(0.001)
+            self.lateness.append((time.perf_counter() - before - 0.001) * 1000)
+
+    def figures(self) -> dict[str, float]:
+        late = sorted(self.lateness) or [0.0]
+        return {
+            "p50_ms": statistics.median(late),
+            "p99_ms": late[min(len(late) - 1, int(len(late) * 0.99))],
+            "max_ms": late[-1],
+        }
+
+
+@contextlib.asynccontextmanager
+async def ticking() -> AsyncIterator[Ticker]:
+    ticker = Ticker()
+    async with anyio.create_task_group() as app:
+        app.start_soon(ticker.run)
+        try:
+            yield ticker
+        finally:
+            app.cancel_scope.cancel()
+
+
+async def run_all(engine: prana.Engine, workflow: prana.Workflow, count: int) -> list[Any]:
+    results: list[Any] = []
+
+    async def one(n: int) -> None:
+        results.append(await engine.run(workflow, {"n": n}))
+
+    async with anyio.create_task_group() as group:
+        for n in range(count):
+            group.start_soon(one, n)
+    return results
+
+
+# --------------------------------------------------------------------------- roles
+
+
+async def chain(size: str) -> dict[str, float]:
+    length = int(size)
+    workflow = chain_workflow(length - 1)
+    with database() as db:
+        async with prana.Engine(store=f"sqlite:///{db}", env={}) as engine:
+            await engine.run(chain_workflow(9))  # warm up
+            before, started = written(), time.perf_counter()
+            result = await engine.run(workflow)
+            elapsed, wrote = time.perf_counter() - started, written() - before
+    assert result.status == "completed"
+    return {"us_per_node": elapsed / length * 1e6, "bytes_per_node": wrote / length}
+
+
+def fan_out(width: int) -> dict[str, Any]:
+    nodes = [{"key": "start", "type": "manual.trigger"}, {"key": "join", "type": "data.merge"}]
+    nodes += [{"key": f"b{i}", "type": "core.noop"} for i in range(width)]
+    connections = [{"from": "start", "to": f"b{i}"} for i in range(width)]
+    connections += [{"from": f"b{i}", "to": "join"} for i in range(width)]
+    return {"id": "fan", "nodes": nodes, "connections": connections}
+
+
+def chain_document(length: int) -> dict[str, Any]:
+    nodes = [{"key": "start", "type": "manual.trigger"}]
+    nodes += [{"key": f"n{i}", "type": "core.noop"} for i in range(length)]
+    keys = [node["key"] for node in nodes]
+    return {
+        "id": "chain",
+        "nodes": nodes,
+        "connections": [{"from": a, "to": b} for a, b in itertools.pairwise(keys)],
+    }
+
+
+async def compile_(size: str) -> dict[str, float]:
+    figures = {}
+    for name, document in (("chain", chain_document(int(size))), ("fan", fan_out(int(size)))):
+        times = []
+        for _ in range(3):
+            actions = prana.ActionRegistry()
+            started = time.perf_counter()
+            workflow = prana.load_workflow(document, actions=actions)
+            prana.compile_workflow(workflow, actions)
+            times.append(time.perf_counter() - started)
+        figures[f"{name}_s"] = statistics.median(times)
+    return figures
+
+
+def async_actions() -> prana.ActionRegistry:
+    actions = prana.ActionRegistry()
+
+    @actions.action("bench.step")
+    async def step(ctx: prana.NodeContext) -> Any:
+        return ctx.input
+
+    return actions
+
+
+def async_chain(actions: prana.ActionRegistry, length: int) -> prana.Workflow:
+    nodes = [{"key": "start", "type": "manual.trigger"}]
+    nodes += [{"key": f"n{i}", "type": "bench.step"} for i in range(length)]
+    keys = [node["key"] for node in nodes]
+    return prana.load_workflow(
+        {
+            "id": "async_chain",
+            "nodes": nodes,
+            "connections": [{"from": a, "to": b} for a, b in itertools.pairwise(keys)],
+        },
+        actions=actions,
+    )
+
+
+async def w4(count: str, kind: str = "sync") -> dict[str, float]:
+    actions = async_actions()
+    workflow = async_chain(actions, 9) if kind == "async" else chain_workflow(9)
+    executions = int(count)
+    with database() as db:
+        async with prana.Engine(store=f"sqlite:///{db}", actions=actions, env={}) as engine:
+            await engine.run(workflow)
+            started = time.perf_counter()
+            results = await run_all(engine, workflow, executions)
+            elapsed = time.perf_counter() - started
+    assert all(result.status == "completed" for result in results)
+    return {
+        "nodes_per_second": executions * 10 / elapsed,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_kib_per_execution": peak_rss_mb() * 1024 / executions,
+    }
+
+
+async def loop(count: str) -> dict[str, float]:
+    iterations = int(count)
+    workflow = prana.load_workflow(
+        {
+            "id": "loop",
+            "settings": {"max_iterations": iterations + 10},
+            "variables": {"i": 0},
+            "nodes": [
+                {"key": "start", "type": "manual.trigger"},
+                {"key": "count", "type": "workflow.set_variables", "params": {"values": {"i": "{{ vars.i + 1 }}"}}},
+                {"key": "more", "type": "logic.if", "params": {"condition": f"{{{{ vars.i < {iterations} }}}}"}},
+                {"key": "end", "type": "core.noop"},
+            ],
+            "connections": [
+                {"from": "start", "to": "count"},
+                {"from": "count", "to": "more"},
+                {"from": "more", "from_port": "true", "to": "count"},
+                {"from": "more", "from_port": "false", "to": "end"},
+            ],
+        }
+    )
+    with database() as db:
+        async with prana.Engine(store=f"sqlite:///{db}", env={}) as engine:
+            before = rss_mb()
+            started = time.perf_counter()
+            handle = await engine.start(workflow)
+            result = await handle.result()
+            elapsed = time.perf_counter() - started
+            after = rss_mb()
+    assert result.status == "completed", result.error
+    return {
+        "rss_growth_mb": after - before,
+        "peak_rss_mb": peak_rss_mb(),
+        "us_per_iteration": elapsed / iterations * 1e6,
+    }
+
+
+async def for_each(count: str) -> dict[str, float]:
+    items = int(count)
+    workflow = prana.load_workflow(
+        {
+            "id": "each",
+            "nodes": [
+                {"key": "start", "type": "manual.trigger"},
+                {"key": "each", "type": "core.for_each", "params": {"items": "{{ input.items }}"}},
+                {"key": "body", "type": "core.noop"},
+                {"key": "after", "type": "core.noop"},
+            ],
+            "connections": [
+                {"from": "start", "to": "each"},
+                {"from": "each", "from_port": "loop", "to": "body"},
+                {"from": "body", "to": "each"},
+                {"from": "each", "from_port": "done", "to": "after"},
+            ],
+            "settings": {"max_iterations": items + 10},
+        }
+    )
+    data = {"items": [{"id": n, "name": f"item {n}"} for n in range(items)]}
+    async with prana.Engine(env={}) as memory:
+        started = time.perf_counter()
+        done = await memory.run(workflow, data)
+        in_memory = time.perf_counter() - started
+    assert done.status == "completed"
+    with database() as db:
+        async with prana.Engine(store=f"sqlite:///{db}", env={}) as engine:
+            before = written()
+            done = await engine.run(workflow, data)
+            wrote = written() - before
+    assert done.status == "completed"
+    return {"us_per_iteration": in_memory / items * 1e6, "bytes_per_iteration": wrote / items}
+
+
+def waiting_workflow() -> prana.Workflow:
+    return prana.load_workflow(
+        {
+            "id": "waiting",
+            "nodes": [
+                {"key": "start", "type": "manual.trigger"},
+                {"key": "approval", "type": "wait.webhook", "params": {"timeout": "1d"}},
+            ],
+            "connections": [{"from": "start", "to": "approval"}],
+        }
+    )
+
+
+async def timers_make(db: str, count: str) -> dict[str, float]:
+    workflow = waiting_workflow()
+    async with prana.Engine(store=f"sqlite:///{db}", env={}) as engine:
+        for start in range(0, int(count), 5000):
+            results = await run_all(engine, workflow, min(5000, int(count) - start))
+            assert all(result.status == "suspended" for result in results)
+    return {"waiting": int(count)}
+
+
+async def timers_start(db: str) -> dict[str, float]:
+    before = rss_mb()
+    async with ticking() as ticker:
+        await anyio.sleep(0.01)
+        ticker.lateness.clear()
+        started = time.perf_counter()
+        async with prana.Engine(store=f"sqlite:///{db}", env={}):
+            elapsed = time.perf_counter() - started
+            await anyio.sleep(0.05)
+    return {
+        "start_s": elapsed,
+        "rss_mb": rss_mb(),
+        "rss_growth_mb": rss_mb() - before,
+        "stall_max_ms": ticker.figures()["max_ms"],
+    }
+
+
+async def ticker_w4() -> dict[str, float]:
+    workflow = chain_workflow(9)
+    with database() as db:
+        async with prana.Engine(store=f"sqlite:///{db}", env={}) as engine:
+            await engine.run(workflow)
+            async with ticking() as ticker:
+                started = time.perf_counter()
+                await run_all(engine, workflow, 1000)
+                elapsed = time.perf_counter() - started
+    return {**ticker.figures(), "nodes_per_second": 10_000 / elapsed}
+
+
+async def ticker_resume() -> dict[str, float]:
+    workflow = prana.load_workflow(
+        {
+            "id": "w5",
+            "nodes": [
+                {"key": "start", "type": "manual.trigger"},
+                {"key": "approval", "type": "wait.webhook"},
+                *({"key": f"b{i}", "type": "core.noop"} for i in range(5)),
+            ],
+            "connections": [
+                {"from": a, "to": b}
+                for a, b in itertools.pairwise(["start", "approval", *(f"b{i}" for i in range(5))])
+            ],
+        }
+    )
+    with database() as db:
+        async with prana.Engine(store=f"sqlite:///{db}", env={}) as engine:
+            waiting = await run_all(engine, workflow, 1000)
+            async with ticking() as ticker:
+                async with anyio.create_task_group() as group:
+                    for execution in waiting:
+                        group.start_soon(engine.resume, execution.id, {"ok": True})
+    return ticker.figures()
+
+
+def big_actions(size: int) -> prana.ActionRegistry:
+    actions = prana.ActionRegistry()
+
+    @actions.action("bench.big")
+    def big(ctx: prana.NodeContext) -> Any:
+        return {"blob": "x" * size, "node": ctx.node_key}
+
+    return actions
+
+
+def big_chain(actions: prana.ActionRegistry) -> prana.Workflow:
+    keys = ["start", *(f"n{i}" for i in range(10))]
+    return prana.load_workflow(
+        {
+            "id": "big",
+            "nodes": [{"key": "start", "type": "manual.trigger"}]
+            + [{"key": key, "type": "bench.big"} for key in keys[1:]],
+            "connections": [{"from": a, "to": b} for a, b in itertools.pairwise(keys)],
+        },
+        actions=actions,
+    )
+
+
+async def outputs(size: str) -> dict[str, float]:
+    actions = big_actions(int(size))
+    workflow = big_chain(actions)
+    with database() as db:
+        async with prana.Engine(store=f"sqlite:///{db}", actions=actions, env={}) as engine:
+            async with ticking() as ticker:
+                done = await engine.run(workflow)
+    assert done.status == "completed"
+    return ticker.figures()
+
+
+async def disk(size: str) -> dict[str, float]:
+    actions = big_actions(int(size))
+    workflow = big_chain(actions)
+    with database() as db:
+        async with prana.Engine(store=f"sqlite:///{db}", actions=actions, env={}) as engine:
+            await run_all(engine, workflow, 200)
+        with sqlite3.connect(db) as connection:
+            connection.execute("VACUUM")
+        connection.close()
+        return {"bytes_per_execution": db.stat().st_size / 200}
+
+
+ROLES = {
+    "chain": chain,
+    "compile": compile_,
+    "w4": w4,
+    "loop": loop,
+    "for-each": for_each,
+    "timers-make": timers_make,
+    "timers-start": timers_start,
+    "ticker-w4": ticker_w4,
+    "ticker-resume": ticker_resume,
+    "outputs": outputs,
+    "disk": disk,
+}
+
+
+def main() -> None:
+    role, *arguments = sys.argv[1:]
+    print(json.dumps(anyio.run(ROLES[role], *arguments)))
+
+
+if __name__ == "__main__":
+    main()
