@@ -99,15 +99,16 @@ class ChildExecutions:
             child_input = trigger_input(graph, request.input, self._clock.now())
         except TriggerError as exc:
             raise NodeError(str(exc), code="invalid_input") from None
-        supervisor = await self._live.start(
-            graph,
-            child_input,
-            child_id,
-            parent_execution_id=parent.execution_id,
-            root_execution_id=parent.root_execution_id or parent.execution_id,
-            mode=request.mode,
-            depth=depth,
-        )
+        async with self._live.turn():
+            supervisor = await self._live.start(
+                graph,
+                child_input,
+                child_id,
+                parent_execution_id=parent.execution_id,
+                root_execution_id=parent.root_execution_id or parent.execution_id,
+                mode=request.mode,
+                depth=depth,
+            )
         await supervisor.wait_saved()
         return child_id
 

@@ -62,6 +62,7 @@ from ._subscription import Middleware, Publisher, Subscription
 from ._supervision import LeaseLost, Lost, ResumeRequest
 from ._supervisor import ExecutionSupervisor
 from ._timers import TimerActor, arm_due_timers, fire_timer
+from ._turns import DEFAULT_STEPS_AT_ONCE
 from ._writer import CheckpointWriter
 
 logger = logging.getLogger("prana.engine")
@@ -99,6 +100,10 @@ class Engine(AsyncContextManagerMixin):
     executions (default: a third of ``lease``). ``recover=False`` leaves other
     engines' abandoned executions alone. ``workflows`` are served as by
     :meth:`register`; ``schedules=False`` does not run their schedule triggers.
+    ``steps_at_once`` is how many of its executions take a step (start, are
+    restored, take a node's result in, commit) between two rounds of the event loop,
+    so that the application's own tasks keep running while a thousand executions
+    work (decision 0039): more gives more throughput, fewer a shorter hold of the loop.
     """
 
     def __init__(
@@ -117,9 +122,12 @@ class Engine(AsyncContextManagerMixin):
         max_depth: int = DEFAULT_MAX_DEPTH,
         schedules: bool = True,
         limits: Limits = DEFAULT_LIMITS,
+        steps_at_once: int = DEFAULT_STEPS_AT_ONCE,
     ) -> None:
         if durability not in (None, "off", "normal", "full"):
             raise ValueError(f"durability must be 'off', 'normal' or 'full', not {durability!r}")
+        if steps_at_once < 1:
+            raise ValueError(f"steps_at_once must be at least 1, not {steps_at_once!r}")
         self.actions = actions if actions is not None else ActionRegistry()
         self.owner = new_owner_id()
         self._store_option = store
@@ -133,6 +141,7 @@ class Engine(AsyncContextManagerMixin):
         self._run_schedules = schedules
         self.max_depth = max_depth
         self.limits = limits
+        self._steps_at_once = steps_at_once
         self._catalog = Catalog(self.actions, limits)
         self._engine_subscriptions: set[Subscription] = set()
         self._background = BackgroundServices()
@@ -181,6 +190,7 @@ class Engine(AsyncContextManagerMixin):
                     ),
                     background=background,
                     task_group=task_group,
+                    steps_at_once=self._steps_at_once,
                 )
                 children = live.parent
                 assert isinstance(children, ChildExecutions)
@@ -609,14 +619,15 @@ class Engine(AsyncContextManagerMixin):
         handed_over: anyio.Event | None = None,
     ) -> ExecutionSupervisor:
         """Check ``input`` against the trigger and launch a new execution (see
-        :meth:`start`)."""
+        :meth:`start`), under a turn."""
         live = self._require_live()
-        graph = self.compile(workflow, trigger=trigger)
-        input = check_json(input, what="the input", limits=self.limits)
-        input = trigger_input(graph, input, self.clock.now())
-        self._catalog.register(graph.workflow)
-        execution_id = new_execution_id(self.clock.now())
-        return await live.start(graph, input, execution_id, handed_over=handed_over)
+        async with live.turn():
+            graph = self.compile(workflow, trigger=trigger)
+            input = check_json(input, what="the input", limits=self.limits)
+            input = trigger_input(graph, input, self.clock.now())
+            self._catalog.register(graph.workflow)
+            execution_id = new_execution_id(self.clock.now())
+            return await live.start(graph, input, execution_id, handed_over=handed_over)
 
     async def _status(self, execution_id: str) -> ExecutionStatus:
         live = self._require_live()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -63,6 +63,7 @@ from ._supervision import (
     apply_message,
 )
 from ._supervisor import ExecutionSupervisor
+from ._turns import DEFAULT_STEPS_AT_ONCE, Turns
 
 if TYPE_CHECKING:
     from ._timers import TimerActor
@@ -111,6 +112,7 @@ class LiveExecutions:
         parent: Callable[[LiveExecutions], Parent],
         background: BackgroundServices,
         task_group: TaskGroup,
+        steps_at_once: int = DEFAULT_STEPS_AT_ONCE,
     ) -> None:
         self._store = store
         self._catalog = catalog
@@ -125,6 +127,7 @@ class LiveExecutions:
             durable=durable,
             parent=parent(self),
             spawn=task_group.start_soon,
+            turns=Turns(steps_at_once),
         )
         self._env = env
         self._limits = limits
@@ -253,7 +256,8 @@ class LiveExecutions:
     ) -> ExecutionSupervisor:
         """Store ``graph``'s definition (once) and launch a new execution of it;
         ``fields`` go to its :class:`ExecutionMachine` (a child's parent, say). See
-        :meth:`ExecutionSupervisor.run` for ``handed_over``."""
+        :meth:`ExecutionSupervisor.run` for ``handed_over``. Call it under a turn
+        (:meth:`turn`), with the rest of the work of starting an execution."""
         self._require_open()
         await self._catalog.save(graph, self._store, self._services.clock.now())
         machine = ExecutionMachine(
@@ -265,6 +269,19 @@ class LiveExecutions:
             **fields,
         )
         return self._launch(machine, machine.start, handed_over=handed_over)
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Inside, the caller holds one of the turns executions step in (see
+        :mod:`._turns`): starting an execution is a step too, so that a thousand
+        started at once are set up a few dozen at a time, with the loop's other tasks
+        run in between."""
+        turns = self._services.turns
+        await turns.take()
+        try:
+            yield
+        finally:
+            turns.give_back()
 
     # ------------------------------------------------------------------ the one operation
 
@@ -286,32 +303,42 @@ class LiveExecutions:
             if supervisor is not None:
                 supervisor.deliver(message)
                 return supervisor
+            async with self.turn():  # taking an execution in is a step
+                taken = await self._take(execution_id, message, claim)
+            if taken is not None:
+                return taken
+
+    async def _take(
+        self, execution_id: str, message: Outside, claim: bool
+    ) -> ExecutionSupervisor | StoredExecution | None:
+        """:meth:`deliver` to an execution that is not live here; ``None`` if it was
+        launched here meanwhile (deliver to that supervisor)."""
+        stored = await self.load(execution_id)
+        if execution_id in self._supervisors:
+            return None
+        if stored.status == "running":
+            if not claim or not await self._claim(stored):
+                return stored
+            # Ours now, from its last checkpoint: the request first, then (if it
+            # still runs) the runs its engine had in flight, again. So a cancel or a
+            # pause does not start them only to stop them.
             stored = await self.load(execution_id)
-            if execution_id in self._supervisors:
-                continue  # launched here meanwhile
-            if stored.status == "running":
-                if not claim or not await self._claim(stored):
-                    return stored
-                # Ours now, from its last checkpoint: the request first, then (if it
-                # still runs) the runs its engine had in flight, again. So a cancel
-                # or a pause does not start them only to stop them.
-                stored = await self.load(execution_id)
-                machine = await self._restore(stored)  # Unrestorable: the caller decides
-                commands = self._apply(machine, message)
-                if machine.status == "running":
-                    commands += machine.recover(self._services.clock.now())
-                return self._launch(machine, _given(commands), lease_until=self._leases.deadline())
-            if isinstance(message, (ResumeRequest, ControlRequest)):
-                _check_request(message, stored)
-            elif stored.status not in _WAITING:
-                return stored  # a timer or child outcome for an execution that moved on
-            machine = await self._restore(stored)
-            if execution_id in self._supervisors:
-                continue
+            machine = await self._restore(stored)  # Unrestorable: the caller decides
             commands = self._apply(machine, message)
-            if not commands and not machine.has_unsaved_changes:
-                return stored  # nothing to do: the timer was not due, say
-            return self._launch(machine, _given(commands), take_from=stored.status)
+            if machine.status == "running":
+                commands += machine.recover(self._services.clock.now())
+            return self._launch(machine, _given(commands), lease_until=self._leases.deadline())
+        if isinstance(message, (ResumeRequest, ControlRequest)):
+            _check_request(message, stored)
+        elif stored.status not in _WAITING:
+            return stored  # a timer or child outcome for an execution that moved on
+        machine = await self._restore(stored)
+        if execution_id in self._supervisors:
+            return None
+        commands = self._apply(machine, message)
+        if not commands and not machine.has_unsaved_changes:
+            return stored  # nothing to do: the timer was not due, say
+        return self._launch(machine, _given(commands), take_from=stored.status)
 
     def _apply(self, machine: ExecutionMachine, message: Outside) -> list[Command]:
         commands = apply_message(machine, message, self._services.clock.now())  # may raise
@@ -328,14 +355,20 @@ class LiveExecutions:
             supervisor = self._supervisors.get(execution_id)
             if supervisor is not None:
                 return supervisor
-            stored = await self.load(execution_id)
-            if execution_id in self._supervisors:
-                continue
-            if stored.status != "running" or not await self._claim(stored):
-                return stored
-            stored = await self.load(execution_id)  # as it stands now that it is ours
-            machine = await self._restore(stored)  # Unrestorable: the caller decides
-            return self._launch(machine, machine.recover, lease_until=self._leases.deadline())
+            async with self.turn():
+                taken = await self._carry_on(execution_id)
+            if taken is not None:
+                return taken
+
+    async def _carry_on(self, execution_id: str) -> ExecutionSupervisor | StoredExecution | None:
+        stored = await self.load(execution_id)
+        if execution_id in self._supervisors:
+            return None
+        if stored.status != "running" or not await self._claim(stored):
+            return stored
+        stored = await self.load(execution_id)  # as it stands now that it is ours
+        machine = await self._restore(stored)  # Unrestorable: the caller decides
+        return self._launch(machine, machine.recover, lease_until=self._leases.deadline())
 
     async def recover(self, execution_ids: Iterable[str]) -> None:
         """Carry on, from their last checkpoint, running executions this engine has
@@ -344,18 +377,19 @@ class LiveExecutions:
         for execution_id in execution_ids:
             if execution_id in self._supervisors:
                 continue
-            stored = await self.load(execution_id)
-            if stored.status != "running":
-                continue
-            try:
-                machine = await self._restore(stored)
-            except Unrestorable as exc:
-                await self.end_unrestorable(exc)
-                continue
-            if execution_id in self._supervisors:
-                continue
-            logger.info("carrying on execution %s from its last checkpoint", execution_id)
-            self._launch(machine, machine.recover, lease_until=self._leases.deadline())
+            async with self.turn():
+                stored = await self.load(execution_id)
+                if stored.status != "running":
+                    continue
+                try:
+                    machine = await self._restore(stored)
+                except Unrestorable as exc:
+                    await self.end_unrestorable(exc)
+                    continue
+                if execution_id in self._supervisors:
+                    continue
+                logger.info("carrying on execution %s from its last checkpoint", execution_id)
+                self._launch(machine, machine.recover, lease_until=self._leases.deadline())
 
     async def _claim(self, stored: StoredExecution) -> bool:
         """Claim a running execution whose engine is gone, for this engine to carry on;

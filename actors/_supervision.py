@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._clock import Clock
     from ._ownership import Leases
     from ._timers import TimerActor
+    from ._turns import Turns
     from ._writer import CheckpointWriter
 
 
@@ -142,7 +143,7 @@ class Parent(Protocol):
 @attrs.frozen(kw_only=True)
 class Services:
     """What an engine lends its supervisors; ``spawn`` starts a task in the engine's
-    task group (a worker)."""
+    task group (a worker); a supervisor steps only while it holds one of ``turns``."""
 
     clock: Clock
     writer: CheckpointWriter
@@ -151,6 +152,7 @@ class Services:
     durable: bool
     parent: Parent
     spawn: Callable[..., object]
+    turns: Turns
 
 
 class Stopped(PranaError):

@@ -14,6 +14,10 @@ time it out (decision 0022). Before an action starts, here or in a worker, the
 supervisor makes sure the engine still holds the execution (fencing: see
 :mod:`._ownership`).
 
+A supervisor steps only while it holds one of the engine's turns, and gives it back
+whenever it waits for something other than its own commit (:mod:`._turns`), so that
+a thousand executions do not all step in one round of the event loop.
+
 When nothing can run (every node left is waiting) or the execution has ended, the
 supervisor saves it and leaves memory: it tells the engine at once, in the same step
 as it finds its inbox empty, so that whatever comes for the execution afterwards
@@ -23,11 +27,12 @@ happens; the supervisor only decides when.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import anyio.lowlevel
@@ -121,6 +126,7 @@ class ExecutionSupervisor:
         self._saved_event = anyio.Event()
         self._left = False
         self._exited = False
+        self._turn = False  # whether it holds one of the engine's turns to step
         self.lease_until = lease_until
         self.last_stop: Execution | None = None
         self.failure: PranaError | None = None
@@ -183,9 +189,13 @@ class ExecutionSupervisor:
         save until it is set: whoever started the execution hands its handle out
         first, so that a subscriber sees every event."""
         try:
+            await self._services.turns.take()
+            self._turn = True
             with self._services.writer.saving():
                 starting = self.machine.status == "pending"
                 await self._drive(first(self._services.clock.now()), starting, handed_over)
+            self._services.turns.give_back()
+            self._turn = False
             # Let the tasks the last step woke run before anyone hears that the
             # execution stopped: the timer actor arming a new deadline, say, so that
             # a test moving a virtual clock right after run() returns finds it.
@@ -193,9 +203,22 @@ class ExecutionSupervisor:
         except Exception as exc:
             self._fail(exc)
         finally:
+            if self._turn:
+                self._services.turns.give_back()
+                self._turn = False
             for scope in self._worker_scopes.values():
                 scope.cancel()  # stopped short: its runs in flight are not needed
             self._exit()
+
+    @contextlib.asynccontextmanager
+    async def _without_turn(self) -> AsyncIterator[None]:
+        """Inside, the supervisor waits without its turn (see :mod:`._turns`)."""
+        turns = self._services.turns
+        turns.give_back()
+        self._turn = False
+        yield
+        await turns.take()
+        self._turn = True
 
     def _fail(self, exc: Exception) -> None:
         expected = _prana_error(exc)
@@ -259,7 +282,8 @@ class ExecutionSupervisor:
                 await self._save(checkpoint)
                 del checkpoint  # hold on to nothing of the step while waiting
                 if handed_over is not None:
-                    await handed_over.wait()
+                    async with self._without_turn():
+                        await handed_over.wait()
                     handed_over = None
             if starting:
                 starting = False
@@ -277,7 +301,10 @@ class ExecutionSupervisor:
                 if not self._services.durable:
                     await anyio.lowlevel.checkpoint()
             elif machine.status == "running":
-                message = await self._receive.receive()
+                message = self._receive_nowait()
+                if message is None:
+                    async with self._without_turn():
+                        message = await self._receive.receive()
             else:
                 message = self._receive_nowait()
                 while isinstance(message, LeaseLost):

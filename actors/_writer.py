@@ -58,7 +58,7 @@ class Batch:
 # step in lock step), the rest go in the next ones, oldest first. A commit may run on
 # the event loop's thread (the SQLite store's choice), so this bounds how long one
 # holds the loop (a few milliseconds), and the size of one batch in memory.
-BATCH_LIMIT = 256
+BATCH_LIMIT = 64
 
 
 class CheckpointWriter:

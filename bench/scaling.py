@@ -38,9 +38,9 @@ import anyio.lowlevel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workloads import chain_workflow  # noqa: E402
+from workloads import chain_workflow
 
-import prana  # noqa: E402
+import prana
 
 
 def written() -> int:
@@ -211,8 +211,16 @@ async def loop(count: str) -> dict[str, float]:
             "variables": {"i": 0},
             "nodes": [
                 {"key": "start", "type": "manual.trigger"},
-                {"key": "count", "type": "workflow.set_variables", "params": {"values": {"i": "{{ vars.i + 1 }}"}}},
-                {"key": "more", "type": "logic.if", "params": {"condition": f"{{{{ vars.i < {iterations} }}}}"}},
+                {
+                    "key": "count",
+                    "type": "workflow.set_variables",
+                    "params": {"values": {"i": "{{ vars.i + 1 }}"}},
+                },
+                {
+                    "key": "more",
+                    "type": "logic.if",
+                    "params": {"condition": f"{{{{ vars.i < {iterations} }}}}"},
+                },
                 {"key": "end", "type": "core.noop"},
             ],
             "connections": [
@@ -343,10 +351,9 @@ async def ticker_resume() -> dict[str, float]:
     with database() as db:
         async with prana.Engine(store=f"sqlite:///{db}", env={}) as engine:
             waiting = await run_all(engine, workflow, 1000)
-            async with ticking() as ticker:
-                async with anyio.create_task_group() as group:
-                    for execution in waiting:
-                        group.start_soon(engine.resume, execution.id, {"ok": True})
+            async with ticking() as ticker, anyio.create_task_group() as group:
+                for execution in waiting:
+                    group.start_soon(engine.resume, execution.id, {"ok": True})
     return ticker.figures()
 
 
@@ -377,9 +384,11 @@ async def outputs(size: str) -> dict[str, float]:
     actions = big_actions(int(size))
     workflow = big_chain(actions)
     with database() as db:
-        async with prana.Engine(store=f"sqlite:///{db}", actions=actions, env={}) as engine:
-            async with ticking() as ticker:
-                done = await engine.run(workflow)
+        async with (
+            prana.Engine(store=f"sqlite:///{db}", actions=actions, env={}) as engine,
+            ticking() as ticker,
+        ):
+            done = await engine.run(workflow)
     assert done.status == "completed"
     return ticker.figures()
 
