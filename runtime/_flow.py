@@ -17,6 +17,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 
+from ._blocks import BLOCK_BITS, block_count
 from ._commands import Command, NodeSkipped
 from ._compiler import CompiledNode, Edge, ExecutionGraph
 from ._errors import InternalError
@@ -59,6 +60,12 @@ class Flow:
         # Edges for checkpoints: the sending run's execution index (delivered), -1
         # (dead) or OPEN_REF. Kept as edges settle, so saving never scans.
         self._edge_refs = array("l", (OPEN_REF,)) * len(graph.edges)
+        # A large workflow's node states, edges and run counts are saved in blocks
+        # (see :mod:`._blocks`): the numbers of the blocks changed since the last
+        # checkpoint. Kept for every workflow (a small one has just block 0): a set
+        # addition costs less than asking whether it is needed.
+        self._blocks = block_count(count, len(graph.edges))
+        self._blocks_changed: set[int] = set()
         self._unsettled = array("l", [len(loop.nodes) for loop in graph.loops])
         self._exit_buffer: list[dict[int, NodeRun]] = [{} for _ in graph.loops]
         self._loop_depth = tuple(self._depth(loop.id) for loop in graph.loops)
@@ -103,6 +110,7 @@ class Flow:
         self._edge_state[edge.index] = DELIVERED
         self._edge_run[edge.index] = run
         self._edge_refs[edge.index] = run.execution_index
+        self._blocks_changed.add(edge.index >> BLOCK_BITS)
         target = self._index[edge.target]
         if edge.loop_back:
             self._back_settled[target] += 1
@@ -115,6 +123,7 @@ class Flow:
     def _kill(self, edge: Edge) -> None:
         self._edge_state[edge.index] = DEAD
         self._edge_refs[edge.index] = -1
+        self._blocks_changed.add(edge.index >> BLOCK_BITS)
         target = self._index[edge.target]
         if edge.loop_back:
             self._back_settled[target] += 1
@@ -133,6 +142,9 @@ class Flow:
         elif all_settled:
             self._state[index] = SKIPPED
             self._to_skip.append(index)
+        else:
+            return
+        self._blocks_changed.add(index >> BLOCK_BITS)
 
     def _skip(self, index: int) -> None:
         node = self._nodes[index]
@@ -187,6 +199,7 @@ class Flow:
             self._reset_loop(loop_id)
             self._loop_inputs[entry] = deliveries
             self._state[entry] = READY
+            self._blocks_changed.add(entry >> BLOCK_BITS)
             self._activated.append(entry)
             return
         if self._back_settled[entry] != len(back_edges):
@@ -205,15 +218,18 @@ class Flow:
         graph = self.graph
         loop = graph.loops[loop_id]
         entry = self._index[loop.entry]
+        changed = self._blocks_changed
         for key in loop.nodes:
             index = self._index[key]
             self._state[index] = PENDING
+            changed.add(index >> BLOCK_BITS)
             self._back_settled[index] = self._back_delivered[index] = 0
             if index != entry:
                 self._settled[index] = self._delivered[index] = 0
         for edge_index in loop.inside_edges:
             self._edge_state[edge_index] = OPEN
             self._edge_refs[edge_index] = OPEN_REF
+            changed.add(edge_index >> BLOCK_BITS)
             self._edge_run[edge_index] = None
         size = len(loop.nodes)
         self._unsettled[loop_id] = size

@@ -31,6 +31,7 @@ from typing import Any
 
 import attrs
 
+from ._blocks import BLOCK_BITS
 from ._commands import (
     Command,
     Dispatch,
@@ -183,6 +184,7 @@ class ExecutionMachine(Flow):
             self.deadline = now + timeout
         trigger = self._index[self.graph.trigger]
         self._state[trigger] = READY
+        self._blocks_changed.add(trigger >> BLOCK_BITS)
         self._activated.append(trigger)
         return self._finish_event(now)
 
@@ -421,6 +423,7 @@ class ExecutionMachine(Flow):
             else:
                 deliveries = deliveries_of(self, run.inputs)
         self._state[index] = RUNNING
+        self._blocks_changed.add(index >> BLOCK_BITS)  # the state, the run count
         self._running[execution_index] = run
 
         inputs = NodeContext.inputs_from(deliveries)
@@ -575,6 +578,7 @@ class ExecutionMachine(Flow):
         self._runs[run.execution_index] = run
         self._latest[index] = run
         self._state[index] = DONE
+        self._blocks_changed.add(index >> BLOCK_BITS)
         self._unsaved_runs.append(run)
         if self.notices:
             self._commands.append(RunFinished(run=run))

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import attrs
 
+from ._blocks import joined
+
 ExecutionStatus = Literal[
     "pending", "running", "suspended", "paused", "completed", "failed", "cancelled", "timed_out"
 ]
@@ -248,6 +250,9 @@ class Checkpoint:
     it the owner). ``clear_request`` (``change``, ``take``) clears a control request
     left for the execution in the store. ``active_paths`` (the routing state, bounded
     by the size of the workflow) and ``iteration_count`` replace what the store had;
+    in a large workflow, most of the routing state is in blocks, and ``paths_blocks``
+    holds those that changed, by number: each replaces the store's block of that
+    number, and ``None`` drops it;
     ``vars`` is ``None`` when unchanged; ``node_contexts`` holds only the contexts
     that changed; ``status_changed`` is false when the status (and with it the error
     and the timestamps) is the one saved last; ``runs`` are the node runs that ended
@@ -266,6 +271,7 @@ class Checkpoint:
     input: Any = None
     status_changed: bool = True
     active_paths: Mapping[str, Any] = attrs.field(factory=dict)
+    paths_blocks: Mapping[int, Any] = attrs.field(factory=dict)
     iteration_count: int = 0
     vars: Mapping[str, Any] | None = None
     node_contexts: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
@@ -300,6 +306,7 @@ class StoredExecution:
     vars: Mapping[str, Any] = attrs.field(factory=dict)
     node_contexts: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     active_paths: Mapping[str, Any] = attrs.field(factory=dict)
+    paths_blocks: Mapping[int, Any] = attrs.field(factory=dict)
     iteration_count: int = 0
     error: ErrorInfo | None = None
     started_at: float | None = None
@@ -357,7 +364,10 @@ class StoredExecution:
                     "workflow": dict(self.vars),
                     "node": {key: dict(value) for key, value in self.node_contexts.items()},
                 },
-                "active_paths": dict(self.active_paths),
+                # Listings leave the blocks out, as they leave the audit trail out.
+                "active_paths": joined(self.active_paths, self.paths_blocks)
+                if self.paths_blocks
+                else dict(self.active_paths),
                 "iteration_count": self.iteration_count,
             },
             deadline=self.deadline,

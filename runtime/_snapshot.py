@@ -9,7 +9,9 @@ bookkeeping. It is JSON, it names runs instead of copying their outputs, and its
 size depends on the workflow, never on how long the execution has run.
 
 Counters (edges settled and delivered per node, nodes unsettled per loop) are not
-saved: they follow from the edge and node states and are recomputed on restore.
+saved: they follow from the edge and node states and are recomputed on restore. In
+a large workflow the entries per node and per edge are saved in blocks, only those a
+step changed (:mod:`._blocks`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._blocks import BLOCK_BITS, BLOCKED_FORMAT, WHOLE_FORMAT, joined
 from ._errors import InternalError
 from ._flow import DEAD, DELIVERED, DONE, OPEN, OPEN_REF, SKIPPED
 from ._records import (
@@ -35,7 +38,6 @@ if TYPE_CHECKING:
     from ._compiler import ExecutionGraph
     from ._machine import ExecutionMachine
 
-FORMAT = 2
 # Node states as the digits of the "nodes" string.
 _DIGITS = bytes.maketrans(bytes(range(10)), b"0123456789")
 
@@ -43,22 +45,28 @@ _DIGITS = bytes.maketrans(bytes(range(10)), b"0123456789")
 _by_execution_index = operator.attrgetter("execution_index")
 
 
-def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
+def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, Any]:
     """The routing state of ``machine`` as JSON data (arrays as tuples, which the
     collector stops tracking once it sees they hold only numbers and strings).
 
     Always: ``nodes`` (one digit per node, its state), ``edges`` (per edge, the
     execution index of the run that sent on it, ``-1`` if dead, ``-2`` if open),
-    ``run_counts`` and ``next`` (the next execution index). The rest only when it
-    holds something: a step of a long chain saves little more than its counters.
+    ``run_counts`` and ``next`` (the next execution index); in a large workflow,
+    unless ``whole``, the first three are in blocks (:func:`dump_blocks`) and
+    ``blocks`` says how many. The rest only when it holds something: a step of a
+    long chain saves little more than its counters.
     """
-    paths: dict[str, Any] = {
-        "format": FORMAT,
-        "nodes": machine._state.translate(_DIGITS).decode(),
-        "edges": tuple(machine._edge_refs),
-        "run_counts": tuple(machine._run_counts),
-        "next": len(machine._runs),
-    }
+    paths: dict[str, Any]
+    if machine._blocks and not whole:
+        paths = {"format": BLOCKED_FORMAT, "blocks": machine._blocks, "next": len(machine._runs)}
+    else:
+        paths = {
+            "format": WHOLE_FORMAT,
+            "nodes": machine._state.translate(_DIGITS).decode(),
+            "edges": tuple(machine._edge_refs),
+            "run_counts": tuple(machine._run_counts),
+            "next": len(machine._runs),
+        }
     if machine._ready:
         paths["ready"] = list(machine._ready)
     if machine._running or machine._redispatch:
@@ -103,6 +111,34 @@ def dump_paths(machine: ExecutionMachine) -> dict[str, Any]:
     return paths
 
 
+def dump_blocks(machine: ExecutionMachine, kind: CheckpointKind) -> dict[int, Any]:
+    """The blocks of the routing state a checkpoint of ``kind`` saves: none in a
+    small workflow; all of them first; then those changed since the last checkpoint;
+    and once the execution has completed, every one, as ``None`` (nothing will run
+    again: the store drops them)."""
+    changed = machine._blocks_changed
+    count = machine._blocks
+    if not count:
+        changed.clear()
+        return {}
+    if machine.status == "completed":
+        changed.clear()
+        return {} if kind == "start" else dict.fromkeys(range(count))
+    numbers = range(count) if kind == "start" else sorted(changed)
+    changed.clear()
+    states, edges, run_counts = machine._state, machine._edge_refs, machine._run_counts
+    blocks: dict[int, Any] = {}
+    for number in numbers:
+        start = number << BLOCK_BITS
+        end = start + (1 << BLOCK_BITS)
+        blocks[number] = {
+            "nodes": states[start:end].translate(_DIGITS).decode(),
+            "edges": tuple(edges[start:end]),
+            "run_counts": tuple(run_counts[start:end]),
+        }
+    return blocks
+
+
 def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
     """Put a freshly built machine back in the state a store kept.
 
@@ -117,8 +153,17 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
     if stored.status == "completed" and "format" not in paths:
         _restore_completed(machine, stored)
         return
-    if paths.get("format") not in (1, FORMAT):
+    if paths.get("format") not in (1, WHOLE_FORMAT, BLOCKED_FORMAT):
         raise InternalError(f"unknown routing state format {paths.get('format')!r}")
+    if paths["format"] != BLOCKED_FORMAT and machine._blocks:
+        # Saved whole, by an earlier version: the next checkpoint saves every block.
+        machine._blocks_changed.update(range(machine._blocks))
+    try:
+        paths = joined(paths, stored.paths_blocks)
+    except (KeyError, TypeError) as exc:
+        raise InternalError(
+            f"the saved state of execution {machine.execution_id} is missing a block: {exc}"
+        ) from None
     states = [int(char) for char in paths["nodes"]]
     if len(states) != len(graph.order) or len(paths["run_counts"]) != len(graph.order):
         raise InternalError(
@@ -300,7 +345,7 @@ def execution_data(machine: ExecutionMachine) -> dict[str, Any]:
             "node": {key: dict(value) for key, value in machine._node_contexts.items()},
         },
         "active_nodes": active,
-        "active_paths": dump_paths(machine),
+        "active_paths": dump_paths(machine, whole=True),
         "iteration_count": machine.iteration_count,
     }
 
@@ -373,6 +418,7 @@ def take_checkpoint(
         input=machine.input,
         status_changed=machine._saved_status != machine.status,
         active_paths=kept_paths(machine),
+        paths_blocks=dump_blocks(machine, kind),
         iteration_count=machine.iteration_count,
         vars=dict(machine.vars) if machine._vars_changed or kind == "start" else None,
         node_contexts=contexts,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._blocks import BLOCK_BITS
 from ._commands import Command, NodeSuspended, RunRetrying
 from ._errors import InvalidTransition
 from ._flow import SUSPENDED
@@ -152,6 +153,7 @@ def retry(
     )
     machine._runs[again.execution_index] = attrs.evolve(again, status="suspended")
     machine._state[index] = SUSPENDED
+    machine._blocks_changed.add(index >> BLOCK_BITS)
     machine._suspended[again.execution_index] = suspension
     machine._suspensions_added.append(suspension)
 
@@ -200,6 +202,7 @@ def suspend_run(machine: ExecutionMachine, index: int, run: NodeRun, result: Nod
     waiting = attrs.evolve(run, status="suspended", started_at=result.started_at)
     machine._runs[run.execution_index] = waiting
     machine._state[index] = SUSPENDED
+    machine._blocks_changed.add(index >> BLOCK_BITS)
     machine._suspended[run.execution_index] = suspension
     machine._suspensions_added.append(suspension)
     if machine.notices:

@@ -31,6 +31,7 @@ class _Kept:
     execution: StoredExecution
     runs: dict[int, NodeRun] = attrs.field(factory=dict)
     suspensions: dict[int, Suspension] = attrs.field(factory=dict)
+    paths_blocks: dict[int, Any] = attrs.field(factory=dict)
 
 
 class MemoryStore:
@@ -131,6 +132,11 @@ class MemoryStore:
         kept.execution = execution
         for run in checkpoint.runs:
             kept.runs[run.execution_index] = run
+        for number, block in checkpoint.paths_blocks.items():
+            if block is None:
+                kept.paths_blocks.pop(number, None)
+            else:
+                kept.paths_blocks[number] = block
         for index in checkpoint.suspensions_removed:
             kept.suspensions.pop(index, None)
         for suspension in checkpoint.suspensions_added:
@@ -155,6 +161,7 @@ class MemoryStore:
                 kept.execution,
                 runs=tuple(kept.runs[index] for index in sorted(kept.runs)),
                 suspensions=tuple(kept.suspensions[index] for index in sorted(kept.suspensions)),
+                paths_blocks=kept.paths_blocks,
             )
         )
 

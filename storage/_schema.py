@@ -14,6 +14,7 @@ Tables:
   count (``run_index``) and the time of its last checkpoint (``finished_at``). The
   state row sorts after every run of its execution, so the run a step appends and
   the state it updates share a B-tree page: a step writes one page (decision 0025).
+  A large workflow's routing state has block rows after the state row.
 * ``node_contexts``: each node's persistent context, written when it changes.
 * ``suspensions``: the nodes waiting, with their resume token and deadline (and the
   child execution a ``workflow.execute`` node waits for).
@@ -30,7 +31,11 @@ Version 5 moved the routing state and iteration count out of ``executions`` (its
 ``revision`` now counts the changes to an execution's row: a plain step of a running
 execution, which changes only its state row, leaves it alone. Version 6 stores JSON
 (definitions, inputs, variables, outputs, errors, contexts) as text instead of blobs,
-so that SQLite's JSON functions read every row (decision 0031).
+so that SQLite's JSON functions read every row (decision 0031). Since version 7 the
+routing state of a workflow of more than 64 nodes or edges is kept in blocks, rows
+after the state row (block ``k`` at execution index ``STATE_ROW + 1 + k``), each
+rewritten only when a step changes it (decision 0040); earlier versions refuse the
+file rather than misread such an execution.
 """
 
 from __future__ import annotations
@@ -160,6 +165,11 @@ MIGRATIONS: tuple[str, ...] = (
         inputs = CAST(inputs AS TEXT);
     UPDATE node_contexts SET context = CAST(context AS TEXT);
     UPDATE suspensions SET wake_data = CAST(wake_data AS TEXT);
+    """,
+    # 6 -> 7: nothing to change in the file; a large workflow's routing state may
+    # now have block rows after its state row, which earlier versions do not read.
+    """
+    -- (no change)
     """,
 )
 

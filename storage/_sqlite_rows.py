@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -119,6 +119,7 @@ def is_plain_step(checkpoint: Checkpoint) -> bool:
         and not checkpoint.node_contexts
         and not checkpoint.suspensions_added
         and not checkpoint.suspensions_removed
+        and not checkpoint.paths_blocks
     )
 
 
@@ -362,8 +363,11 @@ def _apply_execution_row(
 
 
 def _apply_details(db: sqlite3.Connection, checkpoint: Checkpoint) -> None:
-    """Node contexts and suspensions of an applied checkpoint."""
+    """Node contexts, blocks of the routing state and suspensions of an applied
+    checkpoint."""
     execution_id = checkpoint.execution_id
+    if checkpoint.paths_blocks:
+        _save_blocks(db, execution_id, checkpoint.paths_blocks)
     if checkpoint.node_contexts:
         db.executemany(
             "INSERT OR REPLACE INTO node_contexts (execution_id, node_key, context) VALUES (?, ?, ?)",
@@ -396,6 +400,27 @@ def _apply_details(db: sqlite3.Connection, checkpoint: Checkpoint) -> None:
                     s.child_execution_id,
                 )
                 for s in checkpoint.suspensions_added
+            ],
+        )
+
+
+def _save_blocks(db: sqlite3.Connection, execution_id: str, blocks: Mapping[int, Any]) -> None:
+    """Blocks of a large routing state, each a row after the state row (block ``k``
+    at execution index ``STATE_ROW + 1 + k``); ``None`` drops one."""
+    kept = [(number, block) for number, block in blocks.items() if block is not None]
+    if kept:
+        db.executemany(
+            f"INSERT OR REPLACE INTO node_executions ({_STATE_COLUMNS}) "
+            "VALUES (?, ?, '', 0, 0, 'state', ?)",
+            [(execution_id, STATE_ROW + 1 + number, codec.dumps(block)) for number, block in kept],
+        )
+    if len(kept) < len(blocks):
+        db.executemany(
+            "DELETE FROM node_executions WHERE execution_id = ? AND execution_index = ?",
+            [
+                (execution_id, STATE_ROW + 1 + number)
+                for number, block in blocks.items()
+                if block is None
             ],
         )
 
@@ -441,6 +466,7 @@ def execution_from_row(
     runs: tuple[NodeRun, ...] = (),
     contexts: dict[str, Any] | None = None,
     suspensions: tuple[Suspension, ...] = (),
+    paths_blocks: dict[int, Any] | None = None,
 ) -> StoredExecution:
     return StoredExecution(
         id=row[0],
@@ -467,6 +493,7 @@ def execution_from_row(
         request=codec.loads(row[21]),
         revision=row[22],
         node_contexts=contexts or {},
+        paths_blocks=paths_blocks or {},
         runs=runs,
         suspensions=suspensions,
     )
@@ -521,14 +548,18 @@ def load_execution(db: sqlite3.Connection, execution_id: str) -> StoredExecution
     row = db.execute(f"{SELECT_EXECUTION} WHERE e.id = ?", (execution_id,)).fetchone()
     if row is None:
         return None
-    runs = tuple(
-        run_from_row(run)
-        for run in db.execute(
-            f"SELECT {RUN_COLUMNS} FROM node_executions WHERE execution_id = ? "
-            f"AND execution_index < {STATE_ROW} ORDER BY execution_index",
-            (execution_id,),
-        )
-    )
+    runs: list[NodeRun] = []
+    blocks: dict[int, Any] = {}
+    # The runs, then (past the state row) the blocks of a large routing state.
+    for run in db.execute(
+        f"SELECT {RUN_COLUMNS} FROM node_executions WHERE execution_id = ? "
+        f"AND execution_index != {STATE_ROW} ORDER BY execution_index",
+        (execution_id,),
+    ):
+        if run[0] < STATE_ROW:
+            runs.append(run_from_row(run))
+        else:
+            blocks[run[0] - STATE_ROW - 1] = codec.loads(run[6])
     contexts = {
         key: codec.loads(context)
         for key, context in db.execute(
@@ -544,4 +575,6 @@ def load_execution(db: sqlite3.Connection, execution_id: str) -> StoredExecution
             (execution_id,),
         )
     )
-    return execution_from_row(row, runs=runs, contexts=contexts, suspensions=suspensions)
+    return execution_from_row(
+        row, runs=tuple(runs), contexts=contexts, suspensions=suspensions, paths_blocks=blocks
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from prana._records import Checkpoint
 from prana.actors._ownership import Leases
 from prana.actors._writer import BATCH_LIMIT, CheckpointWriter
 from prana.storage import SQLiteStore
+from prana.storage._schema import STATE_ROW
 from prana.testing import VirtualClock, open_engine
 from tests.helpers import make_workflow
 
@@ -348,6 +351,66 @@ async def test_a_wait_inside_a_loop_keeps_the_loop_going_after_a_restart(tmp_pat
         {"item": "c", "answer": "maybe"},
     ]
     assert [run.run_index for run in execution.runs_of("confirm")] == [0, 1, 2]
+
+
+def block_rows(db: Path, execution_id: str) -> int:
+    """How many blocks of a large routing state the store keeps for an execution."""
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        (count,) = connection.execute(
+            "SELECT count(*) FROM node_executions WHERE execution_id = ? AND execution_index > ?",
+            (execution_id, STATE_ROW),
+        ).fetchone()
+    return int(count)
+
+
+async def test_a_large_loop_waiting_mid_way_carries_on_exactly_after_each_restart(
+    tmp_path: Path,
+) -> None:
+    # 75 nodes: the routing state is saved in blocks, each step saving the blocks
+    # it changed; after each restart the loop carries on from them.
+    db = tmp_path / "prana.db"
+    body = [f"step{index}" for index in range(70)]
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "each": ("core.for_each", {"items": "{{ input.items }}"}),
+            "confirm": "wait.webhook",
+            **dict.fromkeys(body, "core.noop"),
+            "note": ("data.set", {"values": {"item": "{{ loop.item }}", "answer": "{{ input }}"}}),
+            "after": "core.noop",
+        },
+        [
+            "start -> each",
+            "each.loop -> confirm",
+            f"confirm -> {body[0]}",
+            *(f"{a} -> {b}" for a, b in itertools.pairwise(body)),
+            f"{body[-1]} -> note",
+            "note -> each",
+            "each.done -> after",
+        ],
+    )
+    async with open_engine(path=db) as engine:
+        execution = await engine.run(workflow, {"items": ["a", "b", "c"]})
+    for answer in ("yes", "no", "maybe"):
+        assert block_rows(db, execution.id) == 2  # 75 nodes, 76 edges: blocks of 64
+        async with open_engine(path=db) as engine:
+            token = execution.suspensions[0].token
+            assert token is not None
+            execution = await engine.resume_token(token, answer)
+    assert execution.status == "completed"
+    assert execution.output == [
+        {"item": "a", "answer": "yes"},
+        {"item": "b", "answer": "no"},
+        {"item": "c", "answer": "maybe"},
+    ]
+    assert [run.run_index for run in execution.runs_of("step69")] == [0, 1, 2]
+    assert execution.order == [
+        "start",
+        *(["each", "confirm", *body, "note"] * 3),
+        "each",
+        "after",
+    ]
+    assert block_rows(db, execution.id) == 0  # completed: nothing will run again
 
 
 async def test_an_execution_continues_on_the_version_it_started_with(tmp_path: Path) -> None:

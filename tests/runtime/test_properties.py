@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import prana
+from prana._blocks import BLOCK, joined
 from prana._commands import Dispatch, NodeSkipped
-from prana._records import NodeResult, StoredExecution
+from prana._records import Checkpoint, NodeResult, StoredExecution
 
 ACTIONS = prana.ActionRegistry()
 
@@ -144,8 +145,10 @@ def test_any_definition_compiles_or_raises_a_validation_error(document: Any) -> 
 
 
 @st.composite
-def acyclic_workflows(draw: st.DrawFn) -> tuple[dict[str, Any], int]:
-    count = draw(st.integers(2, 9))
+def acyclic_workflows(
+    draw: st.DrawFn, min_count: int = 2, max_count: int = 9
+) -> tuple[dict[str, Any], int]:
+    count = draw(st.integers(min_count, max_count))
     nodes: list[dict[str, Any]] = [{"key": "n0", "type": "manual.trigger"}]
     for index in range(1, count):
         kind = draw(st.sampled_from(["noop", "pick", "merge_any", "merge_all", "if", "fail"]))
@@ -361,6 +364,94 @@ def test_a_restored_machine_carries_on_exactly_like_the_original(
     restored = prana.ExecutionMachine.restored(graph, stored)
     if not restored.finished:
         run_in_order(restored, restored.recover(100.0))
+
+    def outcome(machine: prana.ExecutionMachine) -> list[tuple[Any, ...]]:
+        return [
+            (run.node_key, run.run_index, run.status, run.port, run.output)
+            for run in machine.snapshot().node_runs
+        ]
+
+    assert restored.status == uninterrupted.status
+    assert outcome(restored) == outcome(uninterrupted)
+    assert restored.never_ran() == uninterrupted.never_ran()
+
+
+def as_stored(data: Any) -> Any:
+    return json.loads(json.dumps(data))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    acyclic_workflows(min_count=BLOCK + 6, max_count=3 * BLOCK), st.integers(0, 60), st.booleans()
+)
+def test_a_large_workflow_saves_the_blocks_its_steps_change_and_restores_from_them(
+    generated: tuple[dict[str, Any], int], stop_after: int, saved_whole: bool
+) -> None:
+    # In a workflow of more than BLOCK nodes the routing state is saved in blocks,
+    # each step saving those it changed: what a store keeps (the last of each
+    # block) is always the whole state, and an execution restored from it, or from
+    # the whole state as earlier versions saved it, carries on exactly.
+    document, _ = generated
+    graph = prana.compile_workflow(prana.load_workflow(document, actions=ACTIONS), ACTIONS)
+    blocks = (max(len(graph.nodes), len(graph.edges)) + BLOCK - 1) // BLOCK
+
+    def fresh() -> prana.ExecutionMachine:
+        return prana.ExecutionMachine(graph, execution_id="e", input={"x": 1})
+
+    uninterrupted = fresh()
+    run_in_order(uninterrupted, uninterrupted.start(0.0))
+
+    machine = fresh()
+    kept: dict[int, Any] = {}
+
+    def save() -> Checkpoint:
+        checkpoint = machine.checkpoint()
+        for number, block in checkpoint.paths_blocks.items():
+            if block is None:
+                del kept[number]
+            else:
+                kept[number] = as_stored(block)
+        if machine.status != "completed":
+            whole = machine.snapshot().execution_data["active_paths"]
+            assert as_stored(joined(checkpoint.active_paths, kept)) == as_stored(whole)
+        return checkpoint
+
+    in_flight = [command for command in machine.start(0.0) if isinstance(command, Dispatch)]
+    checkpoint = save()
+    assert sorted(checkpoint.paths_blocks) == list(range(blocks))
+    for step in range(stop_after):
+        if not in_flight or machine.finished:
+            break
+        commands = machine.handle(result_for(in_flight.pop(0)), float(step + 1))
+        in_flight.extend(command for command in commands if isinstance(command, Dispatch))
+        checkpoint = save()
+    if machine.status == "completed":
+        assert kept == {}  # nothing will run again: the store drops them
+        return
+
+    whole = as_stored(machine.snapshot().execution_data["active_paths"])
+    stored = StoredExecution(
+        id="e",
+        workflow_id=graph.workflow.id,
+        workflow_version=graph.workflow.version,
+        workflow_hash=graph.hash,
+        trigger=graph.trigger,
+        status=machine.status,
+        input={"x": 1},
+        active_paths=whole if saved_whole else as_stored(checkpoint.active_paths),
+        paths_blocks={} if saved_whole else kept,
+        error=machine.error,
+        started_at=machine.started_at,
+        finished_at=machine.finished_at,
+        runs=tuple(run for run in machine.snapshot().node_runs if run.status != "running"),
+    )
+    restored = prana.ExecutionMachine.restored(graph, stored)
+    if not restored.finished:
+        commands = restored.recover(100.0)
+        next_checkpoint = restored.checkpoint()
+        if saved_whole:  # from then on it is saved in blocks: every block at once
+            assert sorted(next_checkpoint.paths_blocks) == list(range(blocks))
+        run_in_order(restored, commands)
 
     def outcome(machine: prana.ExecutionMachine) -> list[tuple[Any, ...]]:
         return [

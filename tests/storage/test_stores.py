@@ -220,6 +220,41 @@ async def test_a_batch_of_steps_applies_only_the_owned_ones(
 
 
 @STORES
+async def test_blocks_of_a_large_routing_state_are_replaced_one_by_one_and_dropped(
+    kind: str, tmp_path: Path
+) -> None:
+    # A store keeps the last of each block beside the routing state, in every kind
+    # of checkpoint; None drops one; another engine's blocks are refused.
+    paths = {"format": 3, "blocks": 3, "next": 1}
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        first = {0: {"nodes": "3"}, 1: {"nodes": "0"}, 2: {"nodes": "0"}}
+        start = checkpoint(kind="start", active_paths=paths, paths_blocks=first)
+        await store.commit([start], owner=ME, lease_expires=100.0, now=1.0)
+        step = {"status_changed": False, "active_paths": paths}
+        one_run = checkpoint(runs=(run(0, "a"),), paths_blocks={1: {"nodes": "1"}}, **step)
+        assert await store.commit([one_run], owner=ME, lease_expires=100.0, now=2.0) == set()
+        theirs = checkpoint(paths_blocks={0: {"nodes": "9"}}, **step)
+        assert await store.commit([theirs], owner=OTHER, lease_expires=100.0, now=3.0) == {"e1"}
+        stored = await store.load_execution("e1")
+        assert stored is not None
+        assert stored.paths_blocks == {0: {"nodes": "3"}, 1: {"nodes": "1"}, 2: {"nodes": "0"}}
+        assert [r.node_key for r in stored.runs] == ["a"]  # the blocks are not runs
+        waits = checkpoint(
+            status="suspended", active_paths=paths, paths_blocks={2: {"nodes": "5"}, 0: None}
+        )
+        await store.commit([waits], owner=ME, lease_expires=100.0, now=4.0)
+        stored = await store.load_execution("e1")
+        assert stored is not None
+        assert (stored.status, stored.paths_blocks) == (
+            "suspended",
+            {1: {"nodes": "1"}, 2: {"nodes": "5"}},
+        )
+        (listed,) = await store.list_executions()
+        assert listed.to_execution().execution_data["active_paths"] == paths  # as it is
+
+
+@STORES
 async def test_a_step_of_one_node_run_is_saved_only_by_the_owner(kind: str, tmp_path: Path) -> None:
     # The commonest checkpoint (SQLite saves it in one statement): another engine's
     # is refused and writes nothing; the owner's adds the run and moves the state.
@@ -440,7 +475,7 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
     assert found is not None
     assert (found.node_key, found.child_execution_id) == ("wait", None)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 6
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 7
         assert db.execute("SELECT count(*) FROM schedules").fetchone()[0] == 0
         # Since version 6 JSON is text, which SQLite's JSON functions read.
         assert db.execute(
