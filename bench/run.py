@@ -249,6 +249,99 @@ def print_durable(peers: bool) -> None:
         print(f"  {'met    ' if met else 'not met'}  {goal}")
 
 
+def print_scaling(repeats: int) -> None:
+    """Issue 17: how cost grows with the work, each figure next to its goal. Every
+    figure is the median of ``repeats`` runs, each role in a new process."""
+
+    def median(role: str, *args: str) -> dict[str, float]:
+        runs = [_child("scaling.py", role, *args) for _ in range(repeats)]
+        return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+    goals: list[tuple[str, str, bool]] = []
+
+    def goal(what: str, figure: str, met: bool) -> None:
+        goals.append((what, figure, met))
+        print(f"  {'met    ' if met else 'not met'}  {what}: {figure}", flush=True)
+
+    print("\nDurable chains, one execution at a time (µs and bytes written per node):")
+    sizes = (10, 100, 1000, 10_000)
+    chains = {size: median("chain", str(size)) for size in sizes}
+    print(f"  {'nodes':>8}" + "".join(f"{size:>10}" for size in sizes))
+    print(f"  {'µs':>8}" + "".join(f"{chains[n]['us_per_node']:>10.0f}" for n in sizes))
+    print(f"  {'KB':>8}" + "".join(f"{chains[n]['bytes_per_node'] / 1000:>10.1f}" for n in sizes))
+    times = [chains[n]["us_per_node"] for n in sizes]
+    goal("µs per node flat within 1.5x from 10 to 10 000 nodes",
+         f"{max(times) / min(times):.2f}x", max(times) <= 1.5 * min(times))  # fmt: skip
+    grown = max(chains[n]["bytes_per_node"] for n in (1000, 10_000)) / chains[100]["bytes_per_node"]
+    goal("bytes per node do not grow with the workflow (1 000 and 10 000 within 2x of 100)",
+         f"{grown:.2f}x", grown <= 2.0)  # fmt: skip
+
+    print("\nLoading and compiling:")
+    compiled = median("compile", "10000")
+    for name, key in (("10 000-node chain", "chain_s"), ("10 000-branch fan-out", "fan_s")):
+        goal(f"load + compile a {name} < 0.5 s", f"{compiled[key]:.2f} s", compiled[key] < 0.5)
+
+    print("\nMany executions at once (10-node chains, durable):")
+    counts = (100, 1000, 10_000)
+    w4 = {count: median("w4", str(count)) for count in counts}
+    print(f"  {'in flight':>10}" + "".join(f"{count:>10}" for count in counts))
+    print(f"  {'nodes/s':>10}" + "".join(f"{w4[n]['nodes_per_second']:>10.0f}" for n in counts))
+    print(f"  {'GC share':>10}" + "".join(f"{w4[n]['gc_share']:>10.0%}" for n in counts))
+    print(
+        f"  {'KiB/exec':>10}" + "".join(f"{w4[n]['rss_kib_per_execution']:>10.1f}" for n in counts)
+    )
+    kept = w4[10_000]["nodes_per_second"] / w4[1000]["nodes_per_second"]
+    goal("10 000 in flight keep >= 80% of the 1 000 figure", f"{kept:.0%}", kept >= 0.8)
+    per_execution = w4[10_000]["rss_kib_per_execution"]
+    goal("<= 10 KiB of memory per live execution", f"{per_execution:.1f} KiB", per_execution <= 10)
+    share = w4[1000]["gc_share"]
+    goal("the garbage collector's share at 1 000 in flight <= 10%", f"{share:.0%}", share <= 0.1)
+    asynchronous = median("w4", "1000", "async")["nodes_per_second"]
+    goal("with async def actions >= 10 000 nodes/s", f"{asynchronous:.0f}", asynchronous >= 10_000)
+
+    print("\nLong loops:")
+    looped = median("loop", "100000")
+    goal("RSS after 100 000 iterations of a 2-node loop grows <= 10 MiB",
+         f"+{looped['rss_growth_mb']:.0f} MiB", looped["rss_growth_mb"] <= 10)  # fmt: skip
+    each = {count: median("for-each", str(count)) for count in (1000, 10_000)}
+    for key, unit, scale in (("us_per_iteration", "µs", 1), ("bytes_per_iteration", "KB", 1000)):
+        small, large = each[1000][key] / scale, each[10_000][key] / scale
+        goal(f"core.for_each {unit} per iteration flat from 1 000 to 10 000 items (1.5x)",
+             f"{small:.1f} -> {large:.1f} {unit}", large <= 1.5 * small)  # fmt: skip
+
+    print("\n100 000 executions waiting with a timeout:")
+    with tempfile.TemporaryDirectory(prefix="prana-bench-") as folder:
+        db = str(Path(folder) / "timers.db")
+        _child("scaling.py", "timers-make", db, "100000")
+        started = median("timers-start", db)
+    goal("engine start < 0.2 s", f"{started['start_s']:.2f} s", started["start_s"] < 0.2)
+    goal("RSS < 60 MiB", f"{started['rss_mb']:.0f} MiB", started["rss_mb"] < 60)
+    goal("longest loop stall while starting < 20 ms", f"{started['stall_max_ms']:.0f} ms",
+         started["stall_max_ms"] < 20)  # fmt: skip
+
+    print("\nThe app's 1 ms ticker (lateness):")
+    ticking = median("ticker-w4")
+    goal("while W4 runs (1 000 at once), p99 <= 20 ms",
+         f"p50 {ticking['p50_ms']:.1f} / p99 {ticking['p99_ms']:.1f} / max {ticking['max_ms']:.0f} ms",
+         ticking["p99_ms"] <= 20)  # fmt: skip
+    goal("... and W4 still >= 10 000 nodes/s", f"{ticking['nodes_per_second']:.0f}",
+         ticking["nodes_per_second"] >= 10_000)  # fmt: skip
+    resumed = median("ticker-resume")
+    goal("while 1 000 waiting executions are resumed, max <= 20 ms",
+         f"max {resumed['max_ms']:.0f} ms (p99 {resumed['p99_ms']:.1f})", resumed["max_ms"] <= 20)  # fmt: skip
+    for size, label in (("1000000", "1 MB"), ("10000000", "10 MB")):
+        big = median("outputs", size)
+        goal(f"a 10-node chain passing {label} outputs, max <= 20 ms", f"{big['max_ms']:.0f} ms",
+             big["max_ms"] <= 20)  # fmt: skip
+
+    print("\nDisk per execution (10 nodes, VACUUMed):")
+    small, large = (median("disk", size)["bytes_per_execution"] for size in ("512", "900"))
+    goal("900-byte outputs take < 1.5x the disk of 512-byte ones (no step at the page size)",
+         f"{small / 1000:.1f} -> {large / 1000:.1f} KB", large < 1.5 * small)  # fmt: skip
+    met = sum(1 for _, _, ok in goals if ok)
+    print(f"\nGoals (issue 17): {met} of {len(goals)} met")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -257,7 +350,9 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="fewer repetitions (less stable figures)"
     )
-    parser.add_argument("--only", choices=("memory", "durable"), help="run one part only")
+    parser.add_argument(
+        "--only", choices=("memory", "durable", "scaling"), help="run one part only"
+    )
     parser.add_argument(
         "--no-peers", action="store_true", help="skip LangGraph and DBOS even when installed"
     )
@@ -268,6 +363,12 @@ def main() -> None:
         f"prana {prana.__version__} on Python {platform.python_version()}, {platform.machine()}, "
         f"{len(os.sched_getaffinity(0))} cores\n"
     )
+    if options.only == "scaling":
+        print(
+            "How cost grows with the work (asyncio, SQLite NORMAL, each role in its own process):"
+        )
+        print_scaling(repeats=1 if options.quick else 3)
+        return
     if options.only != "durable":
         print(
             f"In memory: {rounds * 10} runs of each workload in {rounds} interleaved rounds; medians\n"

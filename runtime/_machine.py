@@ -66,7 +66,14 @@ from ._records import (
     Suspension,
 )
 from ._retry import next_wait
-from ._snapshot import execution_data, has_unsaved_changes, restore, snapshot, take_checkpoint
+from ._snapshot import (
+    execution_data,
+    has_unsaved_changes,
+    restore,
+    set_node_context,
+    snapshot,
+    take_checkpoint,
+)
 from ._subworkflows import child_ended
 from ._triggers import trigger_context
 from ._waiting import end_wait, resume_waiting, retry, retry_now, suspend_run
@@ -135,7 +142,8 @@ class ExecutionMachine(Flow):
         # What changed since the last checkpoint.
         self._unsaved_runs: list[NodeRun] = []
         self._vars_changed = bool(self.vars)
-        self._contexts_changed: set[str] = set()
+        # The fields of each node context changed since the last checkpoint.
+        self._contexts_changed: dict[str, set[str]] = {}
         self._suspensions_added: list[Suspension] = []
         self._suspensions_removed: list[int] = []
         self._saved = False
@@ -514,8 +522,7 @@ class ExecutionMachine(Flow):
             inputs=run.inputs,
         )
         if result.node_context is not None:
-            self._node_contexts[node.key] = dict(result.node_context)
-            self._contexts_changed.add(node.key)
+            set_node_context(self, node.key, dict(result.node_context))
         if result.vars:
             self.vars.update(result.vars)
             self._vars_changed = True

@@ -253,8 +253,9 @@ class Checkpoint:
     in a large workflow, most of the routing state is in blocks, and ``paths_blocks``
     holds those that changed, by number: each replaces the store's block of that
     number, and ``None`` drops it;
-    ``vars`` is ``None`` when unchanged; ``node_contexts`` holds only the contexts
-    that changed; ``status_changed`` is false when the status (and with it the error
+    ``vars`` is ``None`` when unchanged; ``node_contexts`` holds only the fields of
+    node contexts that changed (each replaces the store's field of that name) and
+    ``node_context_drops`` the fields that are gone; ``status_changed`` is false when the status (and with it the error
     and the timestamps) is the one saved last; ``runs`` are the node runs that ended
     since the last checkpoint, appended to the audit trail; suspensions are added
     and removed (by execution index). Nothing in it grows with the length of the
@@ -275,6 +276,7 @@ class Checkpoint:
     iteration_count: int = 0
     vars: Mapping[str, Any] | None = None
     node_contexts: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    node_context_drops: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     error: ErrorInfo | None = None
     started_at: float | None = None
     finished_at: float | None = None

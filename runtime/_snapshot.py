@@ -254,7 +254,7 @@ def _restore_header(machine: ExecutionMachine, stored: StoredExecution) -> None:
     machine.finished_at = stored.finished_at
     machine.iteration_count = stored.iteration_count
     machine._node_contexts = {key: dict(value) for key, value in stored.node_contexts.items()}
-    machine._contexts_changed = set()
+    machine._contexts_changed = {}
     machine._vars_changed = False
     machine._saved = True
 
@@ -350,6 +350,25 @@ def execution_data(machine: ExecutionMachine) -> dict[str, Any]:
     }
 
 
+def set_node_context(machine: ExecutionMachine, node_key: str, fields: dict[str, Any]) -> None:
+    """Replace a node's context, noting which of its fields changed: a checkpoint
+    saves only those, so that a large value an action keeps in its context (the items
+    of ``core.for_each``) is written once, not at every run. A field holding the very
+    object it held before is unchanged: actions do not change their inputs in place
+    (``isolate_inputs``). A context without fields is no context, as in a store."""
+    before = machine._node_contexts.get(node_key)
+    if fields:
+        machine._node_contexts[node_key] = fields
+    else:
+        machine._node_contexts.pop(node_key, None)
+    changed = machine._contexts_changed.setdefault(node_key, set())
+    if before is None:
+        changed.update(fields)
+        return
+    changed.update(field for field, value in fields.items() if before.get(field) is not value)
+    changed.update(field for field in before if field not in fields)
+
+
 def has_unsaved_changes(machine: ExecutionMachine) -> bool:
     """Whether a checkpoint of ``machine`` now would save anything new."""
     return bool(
@@ -404,9 +423,14 @@ def take_checkpoint(
     workflow = machine.graph.workflow
     kind = checkpoint_kind(machine, take_from, clear_request)
     changed = machine._contexts_changed
-    contexts = (
-        {key: dict(machine._node_contexts.get(key, {})) for key in changed} if changed else {}
-    )
+    contexts: dict[str, dict[str, Any]] = {}
+    dropped: dict[str, tuple[str, ...]] = {}
+    for key, fields in changed.items():
+        now = machine._node_contexts.get(key, {})
+        contexts[key] = {field: now[field] for field in fields if field in now}
+        gone = tuple(field for field in fields if field not in now)
+        if gone:
+            dropped[key] = gone
     checkpoint = Checkpoint(
         execution_id=machine.execution_id,
         kind=kind,
@@ -422,6 +446,7 @@ def take_checkpoint(
         iteration_count=machine.iteration_count,
         vars=dict(machine.vars) if machine._vars_changed or kind == "start" else None,
         node_contexts=contexts,
+        node_context_drops=dropped,
         error=machine.error,
         started_at=machine.started_at,
         finished_at=machine.finished_at,

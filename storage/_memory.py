@@ -105,10 +105,7 @@ class MemoryStore:
             vars=checkpoint.vars
             if checkpoint.vars is not None
             else (previous.vars if previous else {}),
-            node_contexts={
-                **(previous.node_contexts if previous else {}),
-                **checkpoint.node_contexts,
-            },
+            node_contexts=_contexts(previous, checkpoint),
             active_paths=checkpoint.active_paths,
             iteration_count=checkpoint.iteration_count,
             error=checkpoint.error,
@@ -368,3 +365,16 @@ class MemoryStore:
                 if kept.execution.status == "running" and kept.execution.owner is not None
             }
         )
+
+
+def _contexts(
+    previous: StoredExecution | None, checkpoint: Checkpoint
+) -> dict[str, Mapping[str, Any]]:
+    """The node contexts kept, with the fields ``checkpoint`` changes and drops."""
+    contexts = dict(previous.node_contexts) if previous is not None else {}
+    for key in {*checkpoint.node_contexts, *checkpoint.node_context_drops}:
+        fields = {**contexts.get(key, {}), **checkpoint.node_contexts.get(key, {})}
+        for field in checkpoint.node_context_drops.get(key, ()):
+            fields.pop(field, None)
+        contexts[key] = fields
+    return contexts

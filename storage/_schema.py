@@ -15,7 +15,8 @@ Tables:
   state row sorts after every run of its execution, so the run a step appends and
   the state it updates share a B-tree page: a step writes one page (decision 0025).
   A large workflow's routing state has block rows after the state row.
-* ``node_contexts``: each node's persistent context, written when it changes.
+* ``node_context_fields``: each node's persistent context, a row per field, written
+  when it changes (``node_contexts``, a row per context, until version 7).
 * ``suspensions``: the nodes waiting, with their resume token and deadline (and the
   child execution a ``workflow.execute`` node waits for).
 
@@ -31,11 +32,12 @@ Version 5 moved the routing state and iteration count out of ``executions`` (its
 ``revision`` now counts the changes to an execution's row: a plain step of a running
 execution, which changes only its state row, leaves it alone. Version 6 stores JSON
 (definitions, inputs, variables, outputs, errors, contexts) as text instead of blobs,
-so that SQLite's JSON functions read every row (decision 0031). Since version 7 the
-routing state of a workflow of more than 64 nodes or edges is kept in blocks, rows
-after the state row (block ``k`` at execution index ``STATE_ROW + 1 + k``), each
-rewritten only when a step changes it (decision 0040); earlier versions refuse the
-file rather than misread such an execution.
+so that SQLite's JSON functions read every row (decision 0031). Version 7 keeps
+node contexts field by field, so that a step rewrites only the fields it changed
+(``core.for_each`` keeps its items in its context), and the routing state of a
+workflow of more than 64 nodes or edges in blocks, rows after the state row (block
+``k`` at execution index ``STATE_ROW + 1 + k``), each rewritten only when a step
+changes it (decision 0040).
 """
 
 from __future__ import annotations
@@ -166,10 +168,23 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE node_contexts SET context = CAST(context AS TEXT);
     UPDATE suspensions SET wake_data = CAST(wake_data AS TEXT);
     """,
-    # 6 -> 7: nothing to change in the file; a large workflow's routing state may
-    # now have block rows after its state row, which earlier versions do not read.
+    # 6 -> 7: node contexts field by field (a large workflow's routing state may
+    # also have block rows after its state row, in node_executions as it is).
     """
-    -- (no change)
+    CREATE TABLE node_context_fields (
+        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+        node_key TEXT NOT NULL,
+        field TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (execution_id, node_key, field)
+    ) WITHOUT ROWID;
+    INSERT INTO node_context_fields (execution_id, node_key, field, value)
+        SELECT c.execution_id, c.node_key, f.key,
+            CASE f.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
+                WHEN 'null' THEN 'null' WHEN 'object' THEN f.value WHEN 'array' THEN f.value
+                ELSE json_quote(f.value) END
+        FROM node_contexts AS c, json_each(c.context) AS f;
+    DROP TABLE node_contexts;
     """,
 )
 

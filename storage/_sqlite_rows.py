@@ -117,6 +117,7 @@ def is_plain_step(checkpoint: Checkpoint) -> bool:
     return (
         checkpoint.kind == "step"
         and not checkpoint.node_contexts
+        and not checkpoint.node_context_drops
         and not checkpoint.suspensions_added
         and not checkpoint.suspensions_removed
         and not checkpoint.paths_blocks
@@ -370,10 +371,21 @@ def _apply_details(db: sqlite3.Connection, checkpoint: Checkpoint) -> None:
         _save_blocks(db, execution_id, checkpoint.paths_blocks)
     if checkpoint.node_contexts:
         db.executemany(
-            "INSERT OR REPLACE INTO node_contexts (execution_id, node_key, context) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO node_context_fields (execution_id, node_key, field, value) "
+            "VALUES (?, ?, ?, ?)",
             [
-                (execution_id, key, codec.dumps(context))
-                for key, context in checkpoint.node_contexts.items()
+                (execution_id, key, field, codec.dumps(value))
+                for key, fields in checkpoint.node_contexts.items()
+                for field, value in fields.items()
+            ],
+        )
+    if checkpoint.node_context_drops:
+        db.executemany(
+            "DELETE FROM node_context_fields WHERE execution_id = ? AND node_key = ? AND field = ?",
+            [
+                (execution_id, key, field)
+                for key, fields in checkpoint.node_context_drops.items()
+                for field in fields
             ],
         )
     if checkpoint.suspensions_removed:
@@ -560,13 +572,12 @@ def load_execution(db: sqlite3.Connection, execution_id: str) -> StoredExecution
             runs.append(run_from_row(run))
         else:
             blocks[run[0] - STATE_ROW - 1] = codec.loads(run[6])
-    contexts = {
-        key: codec.loads(context)
-        for key, context in db.execute(
-            "SELECT node_key, context FROM node_contexts WHERE execution_id = ?",
-            (execution_id,),
-        )
-    }
+    contexts: dict[str, dict[str, Any]] = {}
+    for key, field, value in db.execute(
+        "SELECT node_key, field, value FROM node_context_fields WHERE execution_id = ?",
+        (execution_id,),
+    ):
+        contexts.setdefault(key, {})[field] = codec.loads(value)
     suspensions = tuple(
         suspension_from_row(suspension)
         for suspension in db.execute(

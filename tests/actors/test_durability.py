@@ -16,7 +16,7 @@ import prana
 from prana._records import Checkpoint
 from prana.actors._ownership import Leases
 from prana.actors._writer import BATCH_LIMIT, CheckpointWriter
-from prana.storage import SQLiteStore
+from prana.storage import MemoryStore, SQLiteStore
 from prana.storage._schema import STATE_ROW
 from prana.testing import VirtualClock, open_engine
 from tests.helpers import make_workflow
@@ -411,6 +411,35 @@ async def test_a_large_loop_waiting_mid_way_carries_on_exactly_after_each_restar
         "after",
     ]
     assert block_rows(db, execution.id) == 0  # completed: nothing will run again
+
+
+async def test_for_each_saves_its_items_once_and_its_cursor_at_every_iteration() -> None:
+    # A node context is saved field by field, only the fields that changed: the
+    # items core.for_each keeps in its context are written once, not per iteration.
+    saved: list[Checkpoint] = []
+
+    class Recording(MemoryStore):
+        async def commit(self, checkpoints: Any, **options: Any) -> set[str]:
+            saved.extend(checkpoints)
+            return await super().commit(checkpoints, **options)
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "each": ("core.for_each", {"items": "{{ input }}"}),
+            "double": ("data.set", {"values": {"twice": "{{ loop.item * 2 }}"}}),
+            "after": "core.noop",
+        },
+        ["start -> each", "each.loop -> double", "double -> each", "each.done -> after"],
+    )
+    items = list(range(20))
+    async with prana.Engine(store=Recording(), durability="normal", env={}) as engine:
+        done = await engine.run(workflow, items)
+    assert done.output == [{"twice": 2 * item} for item in items]
+    fields = [checkpoint.node_contexts.get("each", {}) for checkpoint in saved]
+    assert [written["items"] for written in fields if "items" in written] == [items]
+    assert [written["index"] for written in fields if "index" in written] == [*items, 20]
+    assert [written["item"] for written in fields if "item" in written] == [*items, None]
 
 
 async def test_an_execution_continues_on_the_version_it_started_with(tmp_path: Path) -> None:

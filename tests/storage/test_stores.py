@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sqlite3
 import subprocess
@@ -424,6 +425,18 @@ async def test_sqlite_keeps_everything_across_reopening(tmp_path: Path) -> None:
         assert db.execute("PRAGMA application_id").fetchone()[0] == 0x7072616E
 
 
+OLD_CONTEXT = {
+    "items": [1, {"a": "x"}],
+    "index": 3,
+    "done": False,
+    "ok": True,
+    "item": None,
+    "name": 'q"t é',
+    "ratio": 1.5,
+    "empty": {},
+}
+
+
 async def test_a_version_1_database_migrates_forward_keeping_its_executions(
     tmp_path: Path,
 ) -> None:
@@ -448,6 +461,10 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
             "token, wake_port, resume_port) VALUES ('old', 1, 'wait', 0, 'webhook', 'tok', "
             "'timeout', 'main')"
         )
+        db.execute(
+            "INSERT INTO node_contexts VALUES ('old', 'each', CAST(? AS BLOB))",
+            (json.dumps(OLD_CONTEXT),),
+        )
     db.close()
     store = SQLiteStore(path)
     await store.open()
@@ -461,6 +478,8 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
     # The routing state and iteration count moved to the state row (version 5).
     assert stored.active_paths == {"format": 2, "nodes": "31", "next": 2}
     assert stored.iteration_count == 7
+    # Node contexts are kept field by field (version 7), every kind of JSON value.
+    assert stored.node_contexts == {"each": OLD_CONTEXT}
     assert [(run.node_key, run.output) for run in stored.runs] == [("start", {"n": 1})]
     assert [(e.id, e.active_paths, e.iteration_count) for e in listed] == [
         ("old", stored.active_paths, 7)
