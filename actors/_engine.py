@@ -30,6 +30,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Literal
 
 import anyio
@@ -164,7 +165,13 @@ class Engine(AsyncContextManagerMixin):
         self._store = store
         leases = Leases(store, owner=self.owner, term=self._lease)
         writer = self._writer = CheckpointWriter(store, leases, self.clock.now)
-        timers = self._timer_actor = TimerActor(self.clock, self._fire_timer, self._background)
+        timers = self._timer_actor = TimerActor(
+            self.clock,
+            self._fire_timer,
+            self._background,
+            # Other engines' waits too, unless told to leave them alone.
+            load=partial(_stored_timers, store) if self._recover else None,
+        )
         background = self._background
         held: builtins.list[str] = []
         body_error: BaseException | None = None
@@ -210,8 +217,6 @@ class Engine(AsyncContextManagerMixin):
                 background.service("executions")  # carried on after the store failed
                 if self._recover:
                     # Start-up: what other engines left behind.
-                    for suspension in await store.timers():
-                        timers.add(suspension)
                     await self._take_orphans(leases)
                     await children.reconcile()
                 if self._schedules is not None:
@@ -665,3 +670,9 @@ def _internal_error(group: BaseExceptionGroup[Any]) -> InternalError | None:
             if found is not None:
                 return found
     return None
+
+
+async def _stored_timers(
+    store: Store, after: tuple[float, str, int] | None, limit: int
+) -> list[Suspension]:
+    return await store.timers(after=after, limit=limit)

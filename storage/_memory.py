@@ -193,31 +193,44 @@ class MemoryStore:
                     return suspension
         return None
 
-    async def timers(self, *, before: float | None = None) -> list[Suspension]:
+    async def timers(
+        self,
+        *,
+        before: float | None = None,
+        after: tuple[float, str, int] | None = None,
+        limit: int | None = None,
+    ) -> list[Suspension]:
         """Waiting nodes with a deadline, and the deadlines of executions that have
-        not ended, earliest first."""
-        limit = math.inf if before is None else before
+        not ended, earliest first (see :meth:`prana.storage.Store.timers`)."""
+        latest = math.inf if before is None else before
         found = [
             suspension
             for kept in self._executions.values()
             for suspension in kept.suspensions.values()
-            if suspension.wake_at is not None and suspension.wake_at <= limit
+            if suspension.wake_at is not None and suspension.wake_at <= latest
         ]
         found += [
             Suspension.deadline(kept.execution.id, kept.execution.deadline)
             for kept in self._executions.values()
             if kept.execution.deadline is not None
-            and kept.execution.deadline <= limit
+            and kept.execution.deadline <= latest
             and kept.execution.status not in FINAL_STATUSES
         ]
-        return sorted(
-            found,
+        found.sort(
             key=lambda suspension: (
                 suspension.wake_at or 0.0,
                 suspension.execution_id,
                 suspension.execution_index,
-            ),
+            )
         )
+        if after is not None:
+            found = [
+                suspension
+                for suspension in found
+                if (suspension.wake_at or 0.0, suspension.execution_id, suspension.execution_index)
+                > after
+            ]
+        return found if limit is None else found[:limit]
 
     async def finished_children(self) -> list[Suspension]:
         """Nodes waiting for a child execution that has ended."""

@@ -107,10 +107,19 @@ class Store(Protocol):
         """The waiting node that this resume token belongs to, or ``None``."""
         ...
 
-    async def timers(self, *, before: float | None = None) -> list[Suspension]:
-        """Waiting nodes with a deadline (before ``before``, if given), and the
+    async def timers(
+        self,
+        *,
+        before: float | None = None,
+        after: tuple[float, str, int] | None = None,
+        limit: int | None = None,
+    ) -> list[Suspension]:
+        """Waiting nodes with a deadline (at or before ``before``, if given), and the
         deadlines of executions that have not ended (:meth:`Suspension.deadline`),
-        earliest first."""
+        earliest first: by time, then execution id, then execution index. With
+        ``after`` (such a triple), only those that sort after it; with ``limit``, the
+        first ``limit``. An engine holds only the earliest few hundred in memory, so
+        a store should find them without reading the others (an index by time)."""
         ...
 
     async def finished_children(self) -> list[Suspension]:

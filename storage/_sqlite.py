@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from prana._errors import StoreError
 from prana._records import (
+    DEADLINE_INDEX,
     FINAL_STATUSES,
     Checkpoint,
     ExecutionStatus,
@@ -273,22 +274,40 @@ class SQLiteStore:
 
         return await self._read(fetch)
 
-    async def timers(self, *, before: float | None = None) -> list[Suspension]:
+    async def timers(
+        self,
+        *,
+        before: float | None = None,
+        after: tuple[float, str, int] | None = None,
+        limit: int | None = None,
+    ) -> list[Suspension]:
         """Waiting nodes with a deadline, and the deadlines of executions that have
-        not ended, earliest first."""
+        not ended, earliest first (see :meth:`prana.storage.Store.timers`): each
+        found through its index by time."""
 
         def fetch(db: sqlite3.Connection) -> list[Suspension]:
-            limit = math.inf if before is None else before
+            latest = math.inf if before is None else before
+            page = "" if limit is None else f" LIMIT {int(limit)}"
+            wake, past = "wake_at <= ?", [latest]
+            deadline, deadline_past = "deadline <= ?", [latest]
+            past_after: list[Any] = list(after or ())
+            if after is not None:
+                wake += " AND (wake_at, execution_id, execution_index) > (?, ?, ?)"
+                deadline += f" AND (deadline, id, {DEADLINE_INDEX}) > (?, ?, ?)"
             rows = db.execute(
-                f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE wake_at <= ?", (limit,)
+                f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE {wake} "
+                f"ORDER BY wake_at, execution_id, execution_index{page}",
+                [*past, *past_after],
             )
             found = [suspension_from_row(row) for row in rows]
             deadlines = db.execute(
-                f"SELECT id, deadline FROM executions WHERE deadline <= ? AND status NOT IN {_FINAL}",
-                (limit,),
+                f"SELECT id, deadline FROM executions WHERE {deadline} "
+                f"AND status NOT IN {_FINAL} ORDER BY deadline, id{page}",
+                [*deadline_past, *past_after],
             )
             found += [Suspension.deadline(row[0], row[1]) for row in deadlines]
-            return sorted(found, key=_by_wake)
+            found.sort(key=_by_wake)
+            return found if limit is None else found[:limit]
 
         return await self._read(fetch)
 

@@ -22,6 +22,7 @@ from prana.testing import VirtualClock, open_engine
 from tests.helpers import make_workflow
 
 DAY = 86400.0
+MOMENT = 1_900_000_000.0  # 2030-03-17T17:46:40Z
 
 
 def approval_workflow(timeout: str | None = None) -> prana.Workflow:
@@ -238,6 +239,55 @@ async def test_a_three_day_wait_is_over_when_the_clock_jumps() -> None:
     assert done.output == {"order": 1}
     wait_run = done.runs_of("wait")[0]
     assert wait_run.duration_ms == pytest.approx(3 * DAY * 1000)
+
+
+async def test_many_timers_fire_at_their_time_after_a_restart_though_few_are_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An engine holds only the earliest few stored timers (here 4) and loads the next
+    # ones from the store as those fire; timers set meanwhile, earlier or later than
+    # those held, and executions' deadlines fire too, each once, at its time.
+    monkeypatch.setattr("prana.actors._timers.HELD", 4)
+    db = tmp_path / "prana.db"
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "wait": ("wait.interval", {"duration": "{{ input }}m"}),
+            "after": "core.noop",
+        },
+        ["start -> wait", "wait -> after"],
+    )
+    timing_out = make_workflow(
+        {"start": "manual.trigger", "hold": "wait.webhook"},
+        ["start -> hold"],
+        settings={"timeout": "95m"},
+    )
+    minutes = [50, 10, 30, 30, 30, 70, 20, 90, 30, 60, 40, 80, 30, 100, 5]
+    clock = VirtualClock(start=MOMENT)
+    async with open_engine(path=db, clock=clock) as engine:
+        waiting = {(await engine.run(workflow, minute)).id: minute for minute in minutes}
+        timed = (await engine.run(timing_out)).id
+    clock = VirtualClock(start=MOMENT)
+    async with open_engine(path=db, clock=clock) as engine:
+        for minute in (1, 35, 200):  # set while the engine runs
+            waiting[(await engine.run(workflow, minute)).id] = minute
+        for _ in range(100):
+            await anyio.wait_all_tasks_blocked()
+            if clock.jump() is None:
+                break
+        ended = {execution_id: await engine.get(execution_id) for execution_id in waiting}
+        deadline = await engine.get(timed)
+    assert {
+        execution_id: (execution.status, execution.finished_at)
+        for execution_id, execution in ended.items()
+    } == {
+        execution_id: ("completed", MOMENT + minute * 60)
+        for execution_id, minute in waiting.items()
+    }
+    assert all(
+        [run.node_key for run in e.node_runs] == ["start", "wait", "after"] for e in ended.values()
+    )
+    assert (deadline.status, deadline.finished_at) == ("timed_out", MOMENT + 95 * 60)
 
 
 async def test_a_deadline_that_passed_while_no_engine_ran_fires_at_start(tmp_path: Path) -> None:

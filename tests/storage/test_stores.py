@@ -400,6 +400,47 @@ async def test_lists_timers_and_suspensions(kind: str, tmp_path: Path) -> None:
         assert [s.execution_id for s in await store.timers()] == ["a"]
 
 
+@STORES
+async def test_timers_come_page_by_page_in_time_order(kind: str, tmp_path: Path) -> None:
+    # An engine holds only the earliest timers and asks for the next ones after the
+    # last it holds: pages in (time, execution, node) order, ties and executions'
+    # deadlines included, with nothing left out or given twice.
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        times = {"e1": 30.0, "e2": 10.0, "e3": 30.0, "e4": 20.0, "e5": 30.0, "e6": 5.0}
+        await store.commit(
+            [
+                checkpoint(
+                    execution_id,
+                    kind="start",
+                    status="suspended",
+                    suspensions_added=(
+                        waiting(execution_id, 2, None, at),
+                        waiting(execution_id, 1, None, at),
+                    ),
+                    deadline=at if execution_id in ("e3", "e4") else None,
+                )
+                for execution_id, at in times.items()
+            ],
+            owner=ME,
+            lease_expires=100.0,
+            now=1.0,
+        )
+        everything = [(s.wake_at, s.execution_id, s.execution_index) for s in await store.timers()]
+        assert everything == sorted(
+            [(at, e, index) for e, at in times.items() for index in (1, 2)]
+            + [(30.0, "e3", -1), (20.0, "e4", -1)]
+        )
+        paged: list[tuple[float, str, int]] = []
+        while True:
+            page = await store.timers(after=paged[-1] if paged else None, limit=3)
+            paged += [(s.wake_at or 0.0, s.execution_id, s.execution_index) for s in page]
+            if len(page) < 3:
+                break
+        assert paged == everything
+        assert len(await store.timers(before=20.0, after=(10.0, "e2", 1), limit=10)) == 4
+
+
 async def test_sqlite_keeps_everything_across_reopening(tmp_path: Path) -> None:
     path = tmp_path / "keep.db"
     store = SQLiteStore(path)
