@@ -23,7 +23,7 @@ from ._graph import GraphEdge, exit_scope, find_loops, loop_chains, reachable_fr
 from ._loading import workflow_to_dict
 from ._model import ERROR_PORT, Connection, Node, RetrySettings, Workflow
 from ._registry import Action, ActionRegistry
-from ._validation import analyse_workflow, effective_on_error
+from ._validation import checked_analysis, effective_on_error
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -140,7 +140,7 @@ def compile_workflow(
     ``trigger`` picks the trigger node when the workflow has several. Raises
     :class:`WorkflowValidationError` listing every problem.
     """
-    analysis = analyse_workflow(workflow, registry)
+    analysis = checked_analysis(workflow, registry)
     problems = list(analysis.problems)
     triggers = triggers_of(workflow, registry)
     chosen = _choose_trigger(triggers, trigger, workflow, problems)

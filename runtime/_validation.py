@@ -9,6 +9,7 @@ triggers. Every problem is collected; nothing stops at the first.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -119,7 +120,36 @@ def check_workflow(
     workflow: Workflow, registry: ActionRegistry | None, *, known_node_keys: Iterable[str] = ()
 ) -> list[Problem]:
     """Every problem of ``workflow`` (against ``registry`` when given)."""
-    return list(analyse_workflow(workflow, registry, known_node_keys=known_node_keys).problems)
+    known_node_keys = frozenset(known_node_keys)
+    analysis = analyse_workflow(workflow, registry, known_node_keys=known_node_keys)
+    if (
+        registry is not None
+        and not analysis.problems
+        and known_node_keys <= {node.key for node in workflow.nodes}
+    ):
+        _recent[id(workflow)] = (weakref.ref(workflow), analysis)
+        while len(_recent) > _RECENT:
+            del _recent[next(iter(_recent))]
+    return list(analysis.problems)
+
+
+# The analyses of the workflows checked last (load_workflow checks a workflow against
+# its registry), by the workflow's identity: compiling one of them right after does
+# not check it again, as long as the registry gives each node the same action.
+_RECENT = 64
+_recent: dict[int, tuple[weakref.ref[Workflow], Analysis]] = {}
+
+
+def checked_analysis(workflow: Workflow, registry: ActionRegistry) -> Analysis:
+    """The analysis of ``workflow`` against ``registry``: the one made when it was
+    loaded, if its actions are still the registry's; otherwise a new one."""
+    recent = _recent.get(id(workflow))
+    if recent is not None and recent[0]() is workflow:
+        analysis = recent[1]
+        actions = analysis.actions
+        if all(registry.get(node.type) is actions.get(node.key) for node in workflow.nodes):
+            return analysis
+    return analyse_workflow(workflow, registry)
 
 
 def _check_header(

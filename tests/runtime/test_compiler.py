@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import pytest
 
@@ -106,3 +108,27 @@ def test_engine_caches_graphs_by_id_and_version() -> None:
     assert engine.compile(workflow) is engine.compile(workflow)
     changed = make_workflow({"start": "manual.trigger", "a": "core.noop"}, ["start -> a"])
     assert set(engine.compile(changed).nodes) == {"start", "a"}
+
+
+def test_compiling_checks_again_against_actions_replaced_since_loading() -> None:
+    # Compiling right after loading reuses the load's checks, but only while the
+    # registry still has the same actions.
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.pick", outputs=("yes", "no"))
+    def pick(ctx: prana.NodeContext) -> prana.Output:
+        return prana.Output(ctx.input, port="yes")
+
+    workflow = make_workflow(
+        {"start": "manual.trigger", "pick": "test.pick", "after": "core.noop"},
+        ["start -> pick", "pick.no -> after"],
+        actions=actions,
+    )
+    assert prana.compile_workflow(workflow, actions).nodes["pick"].key == "pick"
+
+    @actions.action("test.pick", outputs=("yes",), replace=True)
+    def pick_again(ctx: prana.NodeContext) -> Any:
+        return ctx.input
+
+    with pytest.raises(prana.WorkflowValidationError, match="'no'"):
+        prana.compile_workflow(workflow, actions)
