@@ -17,6 +17,8 @@ Tables:
   A large workflow's routing state has block rows after the state row.
 * ``node_context_fields``: each node's persistent context, a row per field, written
   when it changes (``node_contexts``, a row per context, until version 7).
+* ``run_outputs``: the outputs longer than 700 bytes of JSON, by number; the run's
+  row keeps the number (``output_id``) and no output (since version 7).
 * ``suspensions``: the nodes waiting, with their resume token and deadline (and the
   child execution a ``workflow.execute`` node waits for).
 
@@ -37,7 +39,8 @@ node contexts field by field, so that a step rewrites only the fields it changed
 (``core.for_each`` keeps its items in its context), and the routing state of a
 workflow of more than 64 nodes or edges in blocks, rows after the state row (block
 ``k`` at execution index ``STATE_ROW + 1 + k``), each rewritten only when a step
-changes it (decision 0040).
+changes it (decision 0040), and a run's output longer than 700 bytes in
+``run_outputs``, so that it does not take an overflow page of its own (decision 0043).
 """
 
 from __future__ import annotations
@@ -185,6 +188,11 @@ MIGRATIONS: tuple[str, ...] = (
                 ELSE json_quote(f.value) END
         FROM node_contexts AS c, json_each(c.context) AS f;
     DROP TABLE node_contexts;
+    CREATE TABLE run_outputs (
+        number INTEGER PRIMARY KEY,
+        output TEXT NOT NULL
+    );
+    ALTER TABLE node_executions ADD COLUMN output_id INTEGER;
     """,
 )
 

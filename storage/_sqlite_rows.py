@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -12,15 +12,22 @@ from prana._records import Checkpoint, NodeRun, StoredExecution, Suspension
 from . import _codec as codec
 from ._protocol import ScheduleState
 from ._schema import STATE_ROW
+from ._sqlite_runs import (
+    OUTPUT,
+    RUN_COLUMNS,
+    RUN_VALUES,
+    insert_run_values,
+    insert_runs,
+    is_long,
+    outputs_apart,
+    run_from_row,
+    run_values,
+)
 
 EXECUTION_COLUMNS = (
     "id, workflow_id, workflow_version, workflow_hash, trigger, status, input, vars, paths, "
     "iteration_count, error, started_at, finished_at, updated_at, parent_execution_id, "
     "root_execution_id, owner, lease_expires, mode, depth, deadline, request, revision"
-)
-RUN_COLUMNS = (
-    "execution_index, node_key, run_index, attempt, status, port, output, error, inputs, "
-    "started_at, finished_at, duration_ms"
 )
 SUSPENSION_COLUMNS = (
     "execution_id, execution_index, node_key, run_index, kind, token, wake_at, wake_port, "
@@ -62,19 +69,13 @@ _SAVE_STATE_IF_OWNED = (
     "WHERE EXISTS (SELECT 1 FROM executions WHERE id = ?1 AND owner = ?5) "
     f"{_STATE_UPSERT}"
 )
-# The placeholders of a run's values (_run_values: its execution's id, then
-# RUN_COLUMNS). Its error and inputs, most often absent, come as '' and are stored as
-# NULL: Python's sqlite3 module binds None only after looking it up in its adapter
-# registry, which costs more than the statement's nullif (JSON text is never empty).
-_RUN_VALUES = ", ".join(["?"] * 8 + ["nullif(?, '')"] * 2 + ["?"] * 3)
-_INSERT_RUN = f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) VALUES ({_RUN_VALUES})"
 # The commonest step, one node run, as one statement (so as one transaction of its
 # own): the run and the state, if the engine owns the execution. The state row is
 # the only one that may already exist; a run is never written twice.
 _SAVE_ONE_RUN_STEP = (
     f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) "
-    f"SELECT * FROM (VALUES ({_RUN_VALUES}), "
-    f"(?, {STATE_ROW}, '', ?, 0, 'state', NULL, ?, NULL, NULL, NULL, ?, NULL)) "
+    f"SELECT * FROM (VALUES ({RUN_VALUES}), "
+    f"(?, {STATE_ROW}, '', ?, 0, 'state', NULL, ?, NULL, NULL, NULL, ?, NULL, NULL)) "
     "WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND owner = ?) "
     f"{_STATE_UPSERT} WHERE excluded.execution_index = {STATE_ROW}"
 )
@@ -90,16 +91,21 @@ def is_one_run_step(checkpoint: Checkpoint) -> bool:
 
 
 def save_one_run_step(
-    db: sqlite3.Connection, checkpoint: Checkpoint, owner: str, now: float
+    db: sqlite3.Connection,
+    checkpoint: Checkpoint,
+    run: tuple[Any, ...],
+    owner: str,
+    now: float,
 ) -> set[str]:
-    """Save a checkpoint of :func:`is_one_run_step` in one statement (in autocommit
-    mode, one transaction); return its execution's id if this engine does not own
-    it (nothing is saved), or nothing."""
+    """Save a checkpoint of :func:`is_one_run_step`, whose run's values are ``run``
+    (an output kept in its row), in one statement (in autocommit mode, one
+    transaction); return its execution's id if this engine does not own it (nothing
+    is saved), or nothing."""
     execution_id = checkpoint.execution_id
     cursor = db.execute(
         _SAVE_ONE_RUN_STEP,
         (
-            *_run_values(execution_id, checkpoint.runs[0]),
+            *run,
             execution_id,
             checkpoint.iteration_count,
             codec.dumps(checkpoint.active_paths),
@@ -125,7 +131,11 @@ def is_plain_step(checkpoint: Checkpoint) -> bool:
 
 
 def save_steps(
-    db: sqlite3.Connection, steps: Sequence[Checkpoint], owner: str, now: float
+    db: sqlite3.Connection,
+    steps: Sequence[Checkpoint],
+    owner: str,
+    now: float,
+    runs: Sequence[tuple[Any, ...]] | None = None,
 ) -> set[str]:
     """Save the node runs and routing state of ``steps`` (checkpoints of kind
     ``step``) in the open transaction; return the ids of those not saved
@@ -133,7 +143,8 @@ def save_steps(
 
     Two statements run once per row each (``executemany``), with nothing but the
     values built in Python: on the loop's thread that is the cheapest way SQLite
-    takes a batch (decision 0027).
+    takes a batch (decision 0027). ``runs``: the values of the steps' runs, if made
+    already.
     """
     cursor = db.executemany(
         _SAVE_STATE_IF_OWNED,
@@ -153,7 +164,10 @@ def save_steps(
         ids = [checkpoint.execution_id for checkpoint in steps]
         owned = _owned(db, ids, owner)
         lost = {execution_id for execution_id in ids if execution_id not in owned}
-    _insert_runs(db, (checkpoint for checkpoint in steps if checkpoint.execution_id not in lost))
+    if runs is None:
+        insert_runs(db, (step for step in steps if step.execution_id not in lost))
+    elif not lost:
+        insert_run_values(db, runs)
     return lost
 
 
@@ -185,7 +199,7 @@ def apply_checkpoints(
     if steps:
         lost |= save_steps(db, steps, owner, now)
         applied += (checkpoint for checkpoint in steps if checkpoint.execution_id not in lost)
-    _insert_runs(db, others)
+    insert_runs(db, others)
     for checkpoint in applied:
         _apply_details(db, checkpoint)
     return lost
@@ -198,8 +212,15 @@ def saving(
     those this engine does not own, and whether it needs a transaction around it."""
     if len(checkpoints) == 1 and is_one_run_step(checkpoints[0]):
         # The commonest checkpoint of a lone execution: one statement, so a
-        # transaction of its own, without BEGIN and COMMIT.
-        return partial(save_one_run_step, checkpoint=checkpoints[0], owner=owner, now=now), False
+        # transaction of its own, without BEGIN and COMMIT; two if its output is
+        # kept apart.
+        checkpoint = checkpoints[0]
+        run = run_values(checkpoint.execution_id, checkpoint.runs[0])
+        if not is_long(run[OUTPUT]):
+            return partial(
+                save_one_run_step, checkpoint=checkpoint, run=run, owner=owner, now=now
+            ), False
+        return partial(save_steps, steps=checkpoints, owner=owner, now=now, runs=[run]), True
     if all(is_plain_step(checkpoint) for checkpoint in checkpoints):
         return partial(save_steps, steps=checkpoints, owner=owner, now=now), True
     return partial(
@@ -209,35 +230,6 @@ def saving(
         lease_expires=lease_expires,
         now=now,
     ), True
-
-
-def _insert_runs(db: sqlite3.Connection, checkpoints: Iterable[Checkpoint]) -> None:
-    db.executemany(
-        _INSERT_RUN,
-        [
-            _run_values(checkpoint.execution_id, run)
-            for checkpoint in checkpoints
-            for run in checkpoint.runs
-        ],
-    )
-
-
-def _run_values(execution_id: str, run: NodeRun) -> tuple[Any, ...]:
-    return (
-        execution_id,
-        run.execution_index,
-        run.node_key,
-        run.run_index,
-        run.attempt,
-        run.status,
-        run.port,
-        codec.dumps(run.output),
-        "" if run.error is None else codec.dumps_error(run.error),
-        codec.dumps(run.inputs) if run.inputs else "",
-        run.started_at,
-        run.finished_at,
-        run.duration_ms,
-    )
 
 
 def chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
@@ -437,24 +429,6 @@ def _save_blocks(db: sqlite3.Connection, execution_id: str, blocks: Mapping[int,
         )
 
 
-def run_from_row(row: Sequence[Any]) -> NodeRun:
-    inputs = codec.loads(row[8]) or ()
-    return NodeRun(
-        node_key=row[1],
-        run_index=row[2],
-        execution_index=row[0],
-        attempt=row[3],
-        status=row[4],
-        port=row[5],
-        output=codec.loads(row[6]),
-        error=codec.loads_error(row[7]),
-        inputs=tuple((port, source) for port, source in inputs),
-        started_at=row[9],
-        finished_at=row[10],
-        duration_ms=row[11],
-    )
-
-
 def suspension_from_row(row: Sequence[Any]) -> Suspension:
     return Suspension(
         execution_id=row[0],
@@ -560,18 +534,20 @@ def load_execution(db: sqlite3.Connection, execution_id: str) -> StoredExecution
     row = db.execute(f"{SELECT_EXECUTION} WHERE e.id = ?", (execution_id,)).fetchone()
     if row is None:
         return None
-    runs: list[NodeRun] = []
+    run_rows: list[Sequence[Any]] = []
     blocks: dict[int, Any] = {}
     # The runs, then (past the state row) the blocks of a large routing state.
-    for run in db.execute(
+    for found in db.execute(
         f"SELECT {RUN_COLUMNS} FROM node_executions WHERE execution_id = ? "
         f"AND execution_index != {STATE_ROW} ORDER BY execution_index",
         (execution_id,),
     ):
-        if run[0] < STATE_ROW:
-            runs.append(run_from_row(run))
+        if found[0] < STATE_ROW:
+            run_rows.append(found)
         else:
-            blocks[run[0] - STATE_ROW - 1] = codec.loads(run[6])
+            blocks[found[0] - STATE_ROW - 1] = codec.loads(found[6])
+    apart = outputs_apart(db, [run[12] for run in run_rows if run[12] is not None])
+    runs = [run_from_row(run, apart.get(run[12])) for run in run_rows]
     contexts: dict[str, dict[str, Any]] = {}
     for key, field, value in db.execute(
         "SELECT node_key, field, value FROM node_context_fields WHERE execution_id = ?",

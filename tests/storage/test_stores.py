@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import orjson
 import pytest
 
 import prana
@@ -439,6 +440,42 @@ async def test_timers_come_page_by_page_in_time_order(kind: str, tmp_path: Path)
                 break
         assert paged == everything
         assert len(await store.timers(before=20.0, after=(10.0, "e2", 1), limit=10)) == 4
+
+
+async def test_long_outputs_are_kept_apart_and_come_back_whole(tmp_path: Path) -> None:
+    # An output longer than a row of node_executions holds without an overflow page
+    # of its own is kept in run_outputs; it loads back the same, in any kind of step.
+    sizes = [1, 650, 690, 700, 710, 900, 5_000, 300_000]
+    outputs = {size: {"text": "é" * (size // 2)} for size in sizes}
+    async with opened("sqlite", tmp_path) as store:
+        await save_workflow(store)
+        await store.commit([checkpoint(kind="start")], owner=ME, lease_expires=100.0, now=1.0)
+        for index, size in enumerate(sizes):  # one run per step: one statement
+            step = checkpoint(
+                runs=(run(index, f"n{size}", output=outputs[size]),), status_changed=False
+            )
+            assert await store.commit([step], owner=ME, lease_expires=100.0, now=2.0) == set()
+        together = checkpoint(  # several at once, in the execution's last checkpoint
+            status="completed",
+            runs=tuple(
+                run(len(sizes) + i, f"m{size}", output=outputs[size])
+                for i, size in enumerate(sizes)
+            ),
+        )
+        assert await store.commit([together], owner=ME, lease_expires=100.0, now=3.0) == set()
+        stored = await store.load_execution("e1")
+    assert stored is not None
+    assert [(r.node_key, r.output) for r in stored.runs] == [
+        (f"{prefix}{size}", outputs[size]) for prefix in "nm" for size in sizes
+    ]
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        kept_apart = db.execute("SELECT count(*) FROM run_outputs").fetchone()[0]
+        in_rows = db.execute(
+            "SELECT max(length(CAST(output AS BLOB))) FROM node_executions WHERE status != 'state'"
+        ).fetchone()[0]
+    db.close()
+    assert kept_apart == 2 * sum(1 for size in sizes if len(orjson.dumps(outputs[size])) > 700)
+    assert in_rows <= 700
 
 
 async def test_sqlite_keeps_everything_across_reopening(tmp_path: Path) -> None:
