@@ -80,6 +80,10 @@ from ._supervision import (
 )
 from ._worker import Called, call_now, run_node
 
+# Seconds of synchronous actions in one step after which the supervisor lets the loop
+# run before it goes on.
+LONG_STEP = 0.004
+
 logger = logging.getLogger("prana.engine")
 
 
@@ -288,7 +292,9 @@ class ExecutionSupervisor:
             if starting:
                 starting = False
                 self._announce_start()
+            began = time.perf_counter()
             await self._carry_out(commands)
+            took = time.perf_counter() - began
             if machine.status != "running":
                 # Waiters learn of it when the supervisor exits (and the execution
                 # has left memory), unless a message arrives first and it carries on.
@@ -296,9 +302,11 @@ class ExecutionSupervisor:
             message: Message | None
             if self._called:
                 # A synchronous action's result, from the last step. Its save was the
-                # step's yield to other tasks; without one (durability off), yield here.
+                # step's yield to other tasks; without one (durability off), or after
+                # an action that took long (copying megabytes of input, say), yield
+                # here too, so that saving what it made does not add to the stall.
                 message = self._called.popleft()
-                if not self._services.durable:
+                if not self._services.durable or took > LONG_STEP:
                     await anyio.lowlevel.checkpoint()
             elif machine.status == "running":
                 message = self._receive_nowait()

@@ -38,6 +38,8 @@ from ._sqlite_rows import (
 from ._sqlite_runner import Runner
 
 T = TypeVar("T")
+# A commit whose outputs hold more bytes than this runs on the runner's thread.
+HEAVY_COMMIT = 1 << 18
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
 
@@ -133,11 +135,15 @@ class SQLiteStore:
         the way (the store not opening or closing, no lock held by another
         connection, the WAL not far too long: see :mod:`._sqlite_wal`); otherwise it
         waits for that, asleep."""
-        save, transaction = rows.saving(checkpoints, owner, lease_expires, now)
+        saving = rows.saving(checkpoints, owner, lease_expires, now)
         runner = self._require_runner()
-        lost = runner.write_now(save, transaction=transaction)
+        if saving.size > HEAVY_COMMIT:
+            # Megabytes to copy into pages: on the runner's thread, where SQLite lets
+            # the loop run meanwhile (decision 0044).
+            return await runner.write(saving.save, transaction=saving.transaction, on_thread=True)
+        lost = runner.write_now(saving.save, transaction=saving.transaction)
         if lost is None:
-            lost = await runner.write(save, transaction=transaction)
+            lost = await runner.write(saving.save, transaction=saving.transaction)
         return lost
 
     async def save_workflow(self, workflow: StoredWorkflow) -> None:

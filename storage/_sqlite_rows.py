@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+import attrs
+
 from prana._records import Checkpoint, NodeRun, StoredExecution, Suspension
 
 from . import _codec as codec
@@ -16,7 +18,6 @@ from ._sqlite_runs import (
     OUTPUT,
     RUN_COLUMNS,
     RUN_VALUES,
-    insert_run_values,
     insert_runs,
     is_long,
     outputs_apart,
@@ -135,7 +136,7 @@ def save_steps(
     steps: Sequence[Checkpoint],
     owner: str,
     now: float,
-    runs: Sequence[tuple[Any, ...]] | None = None,
+    runs: Mapping[str, list[tuple[Any, ...]]] | None = None,
 ) -> set[str]:
     """Save the node runs and routing state of ``steps`` (checkpoints of kind
     ``step``) in the open transaction; return the ids of those not saved
@@ -143,8 +144,8 @@ def save_steps(
 
     Two statements run once per row each (``executemany``), with nothing but the
     values built in Python: on the loop's thread that is the cheapest way SQLite
-    takes a batch (decision 0027). ``runs``: the values of the steps' runs, if made
-    already.
+    takes a batch (decision 0027). ``runs``: the values of the steps' runs by
+    execution (:func:`encoded_runs`), if made already.
     """
     cursor = db.executemany(
         _SAVE_STATE_IF_OWNED,
@@ -164,10 +165,7 @@ def save_steps(
         ids = [checkpoint.execution_id for checkpoint in steps]
         owned = _owned(db, ids, owner)
         lost = {execution_id for execution_id in ids if execution_id not in owned}
-    if runs is None:
-        insert_runs(db, (step for step in steps if step.execution_id not in lost))
-    elif not lost:
-        insert_run_values(db, runs)
+    insert_runs(db, [step for step in steps if step.execution_id not in lost], runs)
     return lost
 
 
@@ -177,9 +175,11 @@ def apply_checkpoints(
     owner: str,
     lease_expires: float,
     now: float,
+    runs: Mapping[str, list[tuple[Any, ...]]] | None = None,
 ) -> set[str]:
     """Apply ``checkpoints`` (at most one per execution) in the open transaction;
     return the ids of those not applied because this engine does not own them.
+    ``runs``: as for :func:`save_steps`.
 
     Plain steps of running executions, most of any batch, are applied together
     (:func:`save_steps`). They leave the execution's row alone: its lease is renewed
@@ -197,39 +197,58 @@ def apply_checkpoints(
             lost.add(checkpoint.execution_id)
     applied = list(others)
     if steps:
-        lost |= save_steps(db, steps, owner, now)
+        lost |= save_steps(db, steps, owner, now, runs)
         applied += (checkpoint for checkpoint in steps if checkpoint.execution_id not in lost)
-    insert_runs(db, others)
+    insert_runs(db, others, runs)
     for checkpoint in applied:
         _apply_details(db, checkpoint)
     return lost
 
 
+@attrs.frozen
+class Saving:
+    """How to save a batch of checkpoints (:func:`saving`)."""
+
+    save: Callable[[sqlite3.Connection], set[str]]  # returns the ids not ours
+    transaction: bool  # whether it needs a transaction around it
+    size: int  # bytes of the outputs it writes
+
+
 def saving(
     checkpoints: Sequence[Checkpoint], owner: str, lease_expires: float, now: float
-) -> tuple[Callable[[sqlite3.Connection], set[str]], bool]:
-    """How to save ``checkpoints``: a function that saves them and returns the ids of
-    those this engine does not own, and whether it needs a transaction around it."""
+) -> Saving:
+    """How to save ``checkpoints``. Their runs' values are made here, once, however
+    many times the save is tried."""
+    runs = {
+        checkpoint.execution_id: [
+            run_values(checkpoint.execution_id, run) for run in checkpoint.runs
+        ]
+        for checkpoint in checkpoints
+        if checkpoint.runs
+    }
+    size = sum(len(run[OUTPUT]) for values in runs.values() for run in values)
     if len(checkpoints) == 1 and is_one_run_step(checkpoints[0]):
         # The commonest checkpoint of a lone execution: one statement, so a
         # transaction of its own, without BEGIN and COMMIT; two if its output is
         # kept apart.
         checkpoint = checkpoints[0]
-        run = run_values(checkpoint.execution_id, checkpoint.runs[0])
+        (run,) = runs[checkpoint.execution_id]
         if not is_long(run[OUTPUT]):
-            return partial(
-                save_one_run_step, checkpoint=checkpoint, run=run, owner=owner, now=now
-            ), False
-        return partial(save_steps, steps=checkpoints, owner=owner, now=now, runs=[run]), True
+            one = partial(save_one_run_step, checkpoint=checkpoint, run=run, owner=owner, now=now)
+            return Saving(one, False, size)
     if all(is_plain_step(checkpoint) for checkpoint in checkpoints):
-        return partial(save_steps, steps=checkpoints, owner=owner, now=now), True
-    return partial(
+        return Saving(
+            partial(save_steps, steps=checkpoints, owner=owner, now=now, runs=runs), True, size
+        )
+    save = partial(
         apply_checkpoints,
         checkpoints=checkpoints,
         owner=owner,
         lease_expires=lease_expires,
         now=now,
-    ), True
+        runs=runs,
+    )
+    return Saving(save, True, size)
 
 
 def chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:

@@ -141,18 +141,30 @@ class Runner:
         return result
 
     async def write(
-        self, function: Callable[[sqlite3.Connection], T], *, transaction: bool = True
+        self,
+        function: Callable[[sqlite3.Connection], T],
+        *,
+        transaction: bool = True,
+        on_thread: bool = False,
     ) -> T:
         """Run ``function`` as one transaction (``BEGIN IMMEDIATE``, or without
         ``transaction`` the one statement it runs), waiting up to ``busy_timeout``
-        for another connection's write lock, asleep. Raises :class:`StoreError`."""
+        for another connection's write lock, asleep. Raises :class:`StoreError`.
+
+        ``on_thread``: on the runner's thread, for a write of megabytes, which SQLite
+        copies into pages without Python's lock: the loop runs meanwhile, and the
+        other writes wait for it (they take the runner's limiter)."""
         while self._wal.held_up():
             await self._wal.wait_checkpointed()
-        result = await self._until_unlocked(
-            lambda: self._write_on_loop(function, transaction), "write to"
-        )
+        writing = self._write_on_thread if on_thread else self._write_on_loop
+        result = await self._until_unlocked(lambda: writing(function, transaction), "write to")
         self._wal.committed()
         return result
+
+    async def _write_on_thread(
+        self, function: Callable[[sqlite3.Connection], T], transaction: bool
+    ) -> T | _Locked:
+        return await self._call(self._write_now, function, transaction)
 
     async def _write_on_loop(
         self, function: Callable[[sqlite3.Connection], T], transaction: bool

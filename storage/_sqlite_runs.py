@@ -4,7 +4,7 @@ and a row back to a :class:`NodeRun`."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from prana._records import Checkpoint, NodeRun
@@ -29,14 +29,23 @@ RUN_VALUES = ", ".join(["?"] * 7 + ["nullif(?, '')"] * 3 + ["?"] * 3 + ["nullif(
 INSERT_RUN = f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) VALUES ({RUN_VALUES})"
 
 
-def insert_runs(db: sqlite3.Connection, checkpoints: Iterable[Checkpoint]) -> None:
-    """Insert the runs of ``checkpoints``."""
+def insert_runs(
+    db: sqlite3.Connection,
+    checkpoints: Iterable[Checkpoint],
+    made: Mapping[str, list[tuple[Any, ...]]] | None = None,
+) -> None:
+    """Insert the runs of ``checkpoints``, whose values (by execution) may be
+    ``made`` already."""
     insert_run_values(
         db,
         [
-            run_values(checkpoint.execution_id, run)
+            values
             for checkpoint in checkpoints
-            for run in checkpoint.runs
+            for values in (
+                made[checkpoint.execution_id]
+                if made is not None and checkpoint.execution_id in made
+                else [run_values(checkpoint.execution_id, run) for run in checkpoint.runs]
+            )
         ],
     )
 

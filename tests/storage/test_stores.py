@@ -478,6 +478,39 @@ async def test_long_outputs_are_kept_apart_and_come_back_whole(tmp_path: Path) -
     assert in_rows <= 700
 
 
+async def test_a_commit_of_megabytes_and_small_ones_at_the_same_time_all_land(
+    tmp_path: Path,
+) -> None:
+    # A commit of megabytes runs on the store's thread while the loop goes on; the
+    # small commits made meanwhile wait for it, and every one is saved.
+    big = {"blob": "x" * 3_000_000}
+    ids = [f"e{n}" for n in range(20)]
+    async with opened("sqlite", tmp_path) as store:
+        await save_workflow(store)
+        await store.commit(
+            [checkpoint(execution_id, kind="start") for execution_id in ["big", *ids]],
+            owner=ME,
+            lease_expires=100.0,
+            now=1.0,
+        )
+
+        async def step(execution_id: str, output: Any) -> None:
+            step = checkpoint(
+                execution_id, runs=(run(0, "n", output=output),), status_changed=False
+            )
+            assert await store.commit([step], owner=ME, lease_expires=100.0, now=2.0) == set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(step, "big", big)
+            for n, execution_id in enumerate(ids):
+                group.start_soon(step, execution_id, n)
+        loaded = {e: await store.load_execution(e) for e in ["big", *ids]}
+    assert {e: [r.output for r in stored.runs] for e, stored in loaded.items() if stored} == {
+        "big": [big],
+        **{execution_id: [n] for n, execution_id in enumerate(ids)},
+    }
+
+
 async def test_sqlite_keeps_everything_across_reopening(tmp_path: Path) -> None:
     path = tmp_path / "keep.db"
     store = SQLiteStore(path)
