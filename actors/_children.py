@@ -99,11 +99,12 @@ class ChildExecutions:
             child_input = trigger_input(graph, request.input, self._clock.now())
         except TriggerError as exc:
             raise NodeError(str(exc), code="invalid_input") from None
-        async with self._live.turn():
+        async with self._live.turn() as turn:
             supervisor = await self._live.start(
                 graph,
                 child_input,
                 child_id,
+                turn,
                 parent_execution_id=parent.execution_id,
                 root_execution_id=parent.root_execution_id or parent.execution_id,
                 mode=request.mode,

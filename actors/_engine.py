@@ -626,13 +626,13 @@ class Engine(AsyncContextManagerMixin):
         """Check ``input`` against the trigger and launch a new execution (see
         :meth:`start`), under a turn."""
         live = self._require_live()
-        async with live.turn():
+        async with live.turn() as turn:
             graph = self.compile(workflow, trigger=trigger)
             input = check_json(input, what="the input", limits=self.limits)
             input = trigger_input(graph, input, self.clock.now())
             self._catalog.register(graph.workflow)
             execution_id = new_execution_id(self.clock.now())
-            return await live.start(graph, input, execution_id, handed_over=handed_over)
+            return await live.start(graph, input, execution_id, turn, handed_over=handed_over)
 
     async def _status(self, execution_id: str) -> ExecutionStatus:
         live = self._require_live()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -63,7 +63,7 @@ from ._supervision import (
     apply_message,
 )
 from ._supervisor import ExecutionSupervisor
-from ._turns import DEFAULT_STEPS_AT_ONCE, Turns
+from ._turns import DEFAULT_STEPS_AT_ONCE, Turn, Turns
 
 if TYPE_CHECKING:
     from ._timers import TimerActor
@@ -250,14 +250,16 @@ class LiveExecutions:
         graph: ExecutionGraph,
         input: Any,
         execution_id: str,
+        turn: Turn,
         *,
         handed_over: anyio.Event | None = None,
         **fields: Any,
     ) -> ExecutionSupervisor:
-        """Store ``graph``'s definition (once) and launch a new execution of it;
-        ``fields`` go to its :class:`ExecutionMachine` (a child's parent, say). See
-        :meth:`ExecutionSupervisor.run` for ``handed_over``. Call it under a turn
-        (:meth:`turn`), with the rest of the work of starting an execution."""
+        """Store ``graph``'s definition (once) and launch a new execution of it, which
+        takes ``turn`` (see :meth:`turn`: the rest of the work of starting an execution
+        is done under it too); ``fields`` go to its :class:`ExecutionMachine` (a
+        child's parent, say). See :meth:`ExecutionSupervisor.run` for
+        ``handed_over``."""
         self._require_open()
         await self._catalog.save(graph, self._store, self._services.clock.now())
         machine = ExecutionMachine(
@@ -268,20 +270,14 @@ class LiveExecutions:
             limits=self._limits,
             **fields,
         )
-        return self._launch(machine, machine.start, handed_over=handed_over)
+        return self._launch(machine, machine.start, turn, handed_over=handed_over)
 
-    @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
+    def turn(self) -> contextlib.AbstractAsyncContextManager[Turn]:
         """Inside, the caller holds one of the turns executions step in (see
         :mod:`._turns`): starting an execution is a step too, so that a thousand
         started at once are set up a few dozen at a time, with the loop's other tasks
-        run in between."""
-        turns = self._services.turns
-        await turns.take()
-        try:
-            yield
-        finally:
-            turns.give_back()
+        run in between. An execution launched inside takes the turn with it."""
+        return self._services.turns.held()
 
     # ------------------------------------------------------------------ the one operation
 
@@ -303,13 +299,13 @@ class LiveExecutions:
             if supervisor is not None:
                 supervisor.deliver(message)
                 return supervisor
-            async with self.turn():  # taking an execution in is a step
-                taken = await self._take(execution_id, message, claim)
+            async with self.turn() as turn:  # taking an execution in is a step
+                taken = await self._take(execution_id, message, claim, turn)
             if taken is not None:
                 return taken
 
     async def _take(
-        self, execution_id: str, message: Outside, claim: bool
+        self, execution_id: str, message: Outside, claim: bool, turn: Turn
     ) -> ExecutionSupervisor | StoredExecution | None:
         """:meth:`deliver` to an execution that is not live here; ``None`` if it was
         launched here meanwhile (deliver to that supervisor)."""
@@ -327,7 +323,9 @@ class LiveExecutions:
             commands = self._apply(machine, message)
             if machine.status == "running":
                 commands += machine.recover(self._services.clock.now())
-            return self._launch(machine, _given(commands), lease_until=self._leases.deadline())
+            return self._launch(
+                machine, _given(commands), turn, lease_until=self._leases.deadline()
+            )
         if isinstance(message, (ResumeRequest, ControlRequest)):
             _check_request(message, stored)
         elif stored.status not in _WAITING:
@@ -338,7 +336,7 @@ class LiveExecutions:
         commands = self._apply(machine, message)
         if not commands and not machine.has_unsaved_changes:
             return stored  # nothing to do: the timer was not due, say
-        return self._launch(machine, _given(commands), take_from=stored.status)
+        return self._launch(machine, _given(commands), turn, take_from=stored.status)
 
     def _apply(self, machine: ExecutionMachine, message: Outside) -> list[Command]:
         commands = apply_message(machine, message, self._services.clock.now())  # may raise
@@ -355,12 +353,14 @@ class LiveExecutions:
             supervisor = self._supervisors.get(execution_id)
             if supervisor is not None:
                 return supervisor
-            async with self.turn():
-                taken = await self._carry_on(execution_id)
+            async with self.turn() as turn:
+                taken = await self._carry_on(execution_id, turn)
             if taken is not None:
                 return taken
 
-    async def _carry_on(self, execution_id: str) -> ExecutionSupervisor | StoredExecution | None:
+    async def _carry_on(
+        self, execution_id: str, turn: Turn
+    ) -> ExecutionSupervisor | StoredExecution | None:
         stored = await self.load(execution_id)
         if execution_id in self._supervisors:
             return None
@@ -368,7 +368,7 @@ class LiveExecutions:
             return stored
         stored = await self.load(execution_id)  # as it stands now that it is ours
         machine = await self._restore(stored)  # Unrestorable: the caller decides
-        return self._launch(machine, machine.recover, lease_until=self._leases.deadline())
+        return self._launch(machine, machine.recover, turn, lease_until=self._leases.deadline())
 
     async def recover(self, execution_ids: Iterable[str]) -> None:
         """Carry on, from their last checkpoint, running executions this engine has
@@ -377,7 +377,7 @@ class LiveExecutions:
         for execution_id in execution_ids:
             if execution_id in self._supervisors:
                 continue
-            async with self.turn():
+            async with self.turn() as turn:
                 stored = await self.load(execution_id)
                 if stored.status != "running":
                     continue
@@ -389,7 +389,7 @@ class LiveExecutions:
                 if execution_id in self._supervisors:
                     continue
                 logger.info("carrying on execution %s from its last checkpoint", execution_id)
-                self._launch(machine, machine.recover, lease_until=self._leases.deadline())
+                self._launch(machine, machine.recover, turn, lease_until=self._leases.deadline())
 
     async def _claim(self, stored: StoredExecution) -> bool:
         """Claim a running execution whose engine is gone, for this engine to carry on;
@@ -441,6 +441,7 @@ class LiveExecutions:
         self,
         machine: ExecutionMachine,
         first: Callable[[float], list[Command]],
+        turn: Turn,
         *,
         take_from: ExecutionStatus | None = None,
         lease_until: float | None = None,
@@ -465,6 +466,7 @@ class LiveExecutions:
             timers.add(suspension)
         if machine.deadline is not None and machine.status != "pending" and not machine.finished:
             timers.add(Suspension.deadline(execution_id, machine.deadline))
+        turn.hand_over()  # the supervisor starts with it: see ExecutionSupervisor.run
         task_group.start_soon(
             supervisor.run, first, handed_over, name=f"prana execution {execution_id}"
         )

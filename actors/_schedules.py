@@ -146,8 +146,8 @@ class Schedules:
             workflow, _ = self._armed[(workflow_id, trigger)]
             graph = self._catalog.compile(workflow, trigger=trigger)
             input = trigger_input(graph, {"scheduled_at": iso_time(at)}, at)
-            async with self._live.turn():
-                supervisor = await self._live.start(graph, input, execution_id)
+            async with self._live.turn() as turn:
+                supervisor = await self._live.start(graph, input, execution_id, turn)
             try:
                 await supervisor.wait_saved()
             except PranaError:  # another engine started it first

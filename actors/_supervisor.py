@@ -130,7 +130,9 @@ class ExecutionSupervisor:
         self._saved_event = anyio.Event()
         self._left = False
         self._exited = False
-        self._turn = False  # whether it holds one of the engine's turns to step
+        # Whether it holds one of the engine's turns to step: it starts with the one
+        # it was launched under.
+        self._turn = True
         self.lease_until = lease_until
         self.last_stop: Execution | None = None
         self.failure: PranaError | None = None
@@ -191,10 +193,10 @@ class ExecutionSupervisor:
 
         With ``handed_over``, nothing runs and no event is published after the first
         save until it is set: whoever started the execution hands its handle out
-        first, so that a subscriber sees every event."""
+        first, so that a subscriber sees every event.
+
+        It starts holding the turn it was launched under (:class:`._turns.Turn`)."""
         try:
-            await self._services.turns.take()
-            self._turn = True
             with self._services.writer.saving():
                 starting = self.machine.status == "pending"
                 await self._drive(first(self._services.clock.now()), starting, handed_over)

@@ -19,7 +19,9 @@ back and takes it again would step on and on in the same round.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
+from collections.abc import AsyncIterator
 
 import anyio
 import anyio.lowlevel
@@ -56,9 +58,38 @@ class Turns:
                 self._waiting.remove(handed)
             raise
 
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[Turn]:
+        """Inside, the caller holds a turn: given back at the end of the block, unless
+        handed over (:meth:`Turn.hand_over`)."""
+        await self.take()
+        turn = Turn()
+        try:
+            yield turn
+        finally:
+            if not turn.handed_over:
+                self.give_back()
+
     def give_back(self) -> None:
         """Give a turn back: to the longest waiter, if any."""
         if self._waiting:
             self._waiting.popleft().set()
         else:
             self._free += 1
+
+
+class Turn:
+    """A turn taken with :meth:`Turns.held`. Handed over to the supervisor of an
+    execution the holder launches, it is that supervisor's to give back: the
+    execution's first step follows its start without queueing again, so that a
+    thousand executions started at once do not all sit in memory, half started,
+    waiting for a second turn."""
+
+    __slots__ = ("handed_over",)
+
+    def __init__(self) -> None:
+        self.handed_over = False
+
+    def hand_over(self) -> None:
+        """The turn is someone else's to give back now."""
+        self.handed_over = True
