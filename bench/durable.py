@@ -31,7 +31,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import anyio.lowlevel
-from workloads import chain_workflow
+from workloads import ACTIONS, chain_workflow, node_type
 
 import prana
 
@@ -45,12 +45,14 @@ def store_url(db: str, synchronous: str) -> str:
 def suspending_chain() -> prana.Workflow:
     """5 nodes, a wait, 5 nodes: W5's workflow."""
     nodes = [{"key": "start", "type": "manual.trigger"}]
-    nodes += [{"key": f"a{i}", "type": "core.noop"} for i in range(4)]
+    nodes += [{"key": f"a{i}", "type": node_type()} for i in range(4)]
     nodes += [{"key": "wait", "type": "wait.webhook"}]
-    nodes += [{"key": f"b{i}", "type": "core.noop"} for i in range(5)]
+    nodes += [{"key": f"b{i}", "type": node_type()} for i in range(5)]
     keys = [node["key"] for node in nodes]
     connections = [{"from": a, "to": b} for a, b in itertools.pairwise(keys)]
-    return prana.load_workflow({"id": "w5", "nodes": nodes, "connections": connections})
+    return prana.load_workflow(
+        {"id": "w5", "nodes": nodes, "connections": connections}, actions=ACTIONS
+    )
 
 
 async def run_all(
@@ -69,11 +71,11 @@ async def run_all(
 
 
 async def w2(db: str, synchronous: str) -> dict[str, float]:
-    chain = chain_workflow(100)
+    chain = chain_workflow(100, node_type())
     memory_times, durable_times = [], []
     async with (
-        prana.Engine(env={}) as memory,
-        prana.Engine(store=store_url(db, synchronous), env={}) as durable,
+        prana.Engine(actions=ACTIONS, env={}) as memory,
+        prana.Engine(store=store_url(db, synchronous), actions=ACTIONS, env={}) as durable,
     ):
         for engine in (memory, durable):
             for _ in range(10):
@@ -124,8 +126,8 @@ async def _app_load(busy: bool) -> AsyncIterator[None]:
 
 
 async def _w4(db: str, synchronous: str, *, busy: bool) -> dict[str, float]:
-    chain = chain_workflow(9)  # trigger + 9: a 10-node chain
-    async with prana.Engine(store=store_url(db, synchronous), env={}) as engine:
+    chain = chain_workflow(9, node_type())  # trigger + 9: a 10-node chain
+    async with prana.Engine(store=store_url(db, synchronous), actions=ACTIONS, env={}) as engine:
         await engine.run(chain)  # warm up: the definition is stored
         async with _app_load(busy):
             started = time.perf_counter()
@@ -147,7 +149,7 @@ async def _w4(db: str, synchronous: str, *, busy: bool) -> dict[str, float]:
 
 async def w5_suspend(db: str, synchronous: str) -> dict[str, float]:
     workflow = suspending_chain()
-    async with prana.Engine(store=store_url(db, synchronous), env={}) as engine:
+    async with prana.Engine(store=store_url(db, synchronous), actions=ACTIONS, env={}) as engine:
         results = await run_all(engine, workflow, EXECUTIONS)
         assert all(result.status == "suspended" for result in results)
         live = engine.live_count
@@ -166,7 +168,7 @@ async def w5_resume_busy(db: str, synchronous: str) -> dict[str, float]:
 
 async def _w5_resume(db: str, synchronous: str, *, busy: bool) -> dict[str, float]:
     async with (
-        prana.Engine(store=store_url(db, synchronous), env={}) as engine,
+        prana.Engine(store=store_url(db, synchronous), actions=ACTIONS, env={}) as engine,
         _app_load(busy),
     ):
         started = time.perf_counter()

@@ -109,9 +109,15 @@ async def bench_backend(rounds: int) -> dict[str, float]:
     return figures
 
 
-def _child(script: str, *args: str, tune_gc: bool = False) -> dict[str, Any]:
+def _child(
+    script: str, *args: str, tune_gc: bool = False, like_peers: bool = False
+) -> dict[str, Any]:
     """Run a benchmark role in its own process; return the JSON it prints."""
-    environment = {**os.environ, "PRANA_BENCH_TUNE_GC": "1" if tune_gc else "0"}
+    environment = {
+        **os.environ,
+        "PRANA_BENCH_TUNE_GC": "1" if tune_gc else "0",
+        "PRANA_BENCH_LIKE_PEERS": "1" if like_peers else "0",
+    }
     done = subprocess.run(
         [sys.executable, str(HERE / script), *args],
         capture_output=True,
@@ -134,6 +140,7 @@ def durable_figures(
     suffix: list[str],
     *,
     tune_gc: bool = False,
+    like_peers: bool = False,
     repeats: int = 1,
     busy: bool = False,
 ) -> dict[str, float]:
@@ -143,7 +150,9 @@ def durable_figures(
     machine's speed drifts from one second to the next)."""
 
     def run(role: str, db: str) -> dict[str, Any]:
-        return _child(script, *prefix, role, str(folder / db), *suffix, tune_gc=tune_gc)
+        return _child(
+            script, *prefix, role, str(folder / db), *suffix, tune_gc=tune_gc, like_peers=like_peers
+        )
 
     def median_of(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
         return sorted(runs, key=lambda figures: figures[key])[len(runs) // 2]
@@ -176,8 +185,16 @@ def durable_figures(
 def print_durable(peers: bool) -> None:
     rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="prana-bench-") as root:
-        for synchronous, tuned in (("NORMAL", False), ("FULL", False), ("NORMAL", True)):
-            name = f"prana {synchronous}" + (" +gc" if tuned else "")
+        configurations = (
+            ("NORMAL", False, False),
+            ("FULL", False, False),
+            ("NORMAL", True, False),
+            ("FULL", False, True),
+        )
+        for synchronous, tuned, like_peers in configurations:
+            name = (
+                f"prana {synchronous}" + (" +gc" if tuned else "") + (" x+1" if like_peers else "")
+            )
             folder = Path(root) / name.replace(" +", "-").replace(" ", "-")
             folder.mkdir()
             print(f"  measuring {name} ...", flush=True)
@@ -187,8 +204,9 @@ def print_durable(peers: bool) -> None:
                 [],
                 [synchronous],
                 tune_gc=tuned,
+                like_peers=like_peers,
                 repeats=3,
-                busy=True,
+                busy=not like_peers,
             )
         if peers:
             for peer, module in (("LangGraph", "langgraph.checkpoint.sqlite"), ("DBOS", "dbos")):
@@ -218,14 +236,17 @@ def print_durable(peers: bool) -> None:
         )
         print(f"{label:38}{cells}")
     ours = rows["prana NORMAL"]
+    like = rows["prana FULL x+1"]
     print("\n(prana NORMAL +gc: the process calls prana.tune_gc() first; see docs/durability.md)")
-    for name in names[3:]:
+    print("(prana FULL x+1: the peers' workload, nodes that compute x + 1, at their setting)")
+    for name in names[4:]:
         theirs = rows[name]
         print(
-            f"\nprana NORMAL vs {name}: W2 {theirs['w2_ms'] / ours['w2_ms']:.1f}x faster, "
-            f"W4 {ours['w4_nodes_per_second'] / theirs['w4_nodes_per_second']:.1f}x the throughput, "
-            f"W5 {theirs['w5_seconds'] / ours['w5_seconds']:.1f}x faster, "
-            f"{theirs['w4_bytes_per_execution'] / ours['w4_bytes_per_execution']:.1f}x less disk"
+            f"\nLike for like, prana FULL x+1 vs {name}: "
+            f"W2 {theirs['w2_ms'] / like['w2_ms']:.1f}x faster, "
+            f"W4 {like['w4_nodes_per_second'] / theirs['w4_nodes_per_second']:.1f}x the throughput, "
+            f"W5 {theirs['w5_seconds'] / like['w5_seconds']:.1f}x faster, "
+            f"{theirs['w4_bytes_per_execution'] / like['w4_bytes_per_execution']:.1f}x less disk"
         )
     ratio = ours["w2_ms"] / ours["w1_ms"]
     goals = [

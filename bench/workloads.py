@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import prana
 
+# The peers' workload: each node computes x + 1 (``bench.plus_one``), where prana's own
+# workloads pass their input through (``core.noop``).
+ACTIONS = prana.ActionRegistry()
 
-def chain_workflow(length: int) -> prana.Workflow:
-    """W1: a trigger and ``length`` trivial nodes in a line."""
+
+@ACTIONS.action("bench.plus_one")
+def plus_one(ctx: prana.NodeContext) -> dict[str, int]:
+    """``{"n": n + 1}`` for an input ``{"n": n}`` (0 when there is none)."""
+    n = ctx.input.get("n", 0) if isinstance(ctx.input, dict) else 0
+    return {"n": n + 1}
+
+
+def node_type() -> str:
+    """``bench.plus_one`` when ``PRANA_BENCH_LIKE_PEERS=1`` (like for like with the
+    peers), else ``core.noop``."""
+    return "bench.plus_one" if os.environ.get("PRANA_BENCH_LIKE_PEERS") == "1" else "core.noop"
+
+
+def chain_workflow(length: int, node: str = "core.noop") -> prana.Workflow:
+    """W1: a trigger and ``length`` trivial nodes in a line (``node`` each)."""
     nodes = [{"key": "start", "type": "manual.trigger"}]
-    nodes += [{"key": f"n{index}", "type": "core.noop"} for index in range(length)]
+    nodes += [{"key": f"n{index}", "type": node} for index in range(length)]
     keys = [node["key"] for node in nodes]
     connections = [{"from": source, "to": target} for source, target in itertools.pairwise(keys)]
-    return prana.load_workflow({"id": f"chain{length}", "nodes": nodes, "connections": connections})
+    return prana.load_workflow(
+        {"id": f"chain{length}", "nodes": nodes, "connections": connections}, actions=ACTIONS
+    )
 
 
 def branches_workflow(branches: int, length: int) -> prana.Workflow:
