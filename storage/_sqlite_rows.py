@@ -71,24 +71,35 @@ _SAVE_STATE_IF_OWNED = (
     f"{_STATE_UPSERT}"
 )
 # The commonest step, one node run, as one statement (so as one transaction of its
-# own): the run and the state, if the engine owns the execution. The state row is
-# the only one that may already exist; a run is never written twice.
-_SAVE_ONE_RUN_STEP = (
+# own): the run, the state and the blocks of a large routing state it changed (up to
+# ONE_STATEMENT_BLOCKS), if the engine owns the execution. The state row and the
+# blocks are the only rows that may already exist; a run is never written twice.
+ONE_STATEMENT_BLOCKS = 3
+_STATE_VALUES = f"(?, {STATE_ROW}, '', ?, 0, 'state', NULL, ?, NULL, NULL, NULL, ?, NULL, NULL)"
+_BLOCK_VALUES = "(?, ?, '', 0, 0, 'state', NULL, ?, NULL, NULL, NULL, NULL, NULL, NULL)"
+_SAVE_ONE_RUN_STEP = [
     f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) "
-    f"SELECT * FROM (VALUES ({RUN_VALUES}), "
-    f"(?, {STATE_ROW}, '', ?, 0, 'state', NULL, ?, NULL, NULL, NULL, ?, NULL, NULL)) "
+    f"SELECT * FROM (VALUES ({RUN_VALUES}), {', '.join([_STATE_VALUES] + [_BLOCK_VALUES] * blocks)}) "
     "WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND owner = ?) "
-    f"{_STATE_UPSERT} WHERE excluded.execution_index = {STATE_ROW}"
-)
+    f"{_STATE_UPSERT} WHERE excluded.execution_index >= {STATE_ROW}"
+    for blocks in range(ONE_STATEMENT_BLOCKS + 1)
+]
 _INSERT_SUSPENSION = (
     f"INSERT INTO suspensions ({SUSPENSION_COLUMNS}) VALUES ({', '.join('?' * 12)})"
 )
 
 
 def is_one_run_step(checkpoint: Checkpoint) -> bool:
-    """Whether ``checkpoint`` is a step that adds one node run and nothing else:
-    :func:`save_one_run_step` saves it in one statement."""
-    return len(checkpoint.runs) == 1 and is_plain_step(checkpoint)
+    """Whether ``checkpoint`` is a step that adds one node run and changes nothing
+    else but a few blocks of the routing state: :func:`save_one_run_step` saves it
+    in one statement."""
+    blocks = checkpoint.paths_blocks
+    return (
+        len(checkpoint.runs) == 1
+        and is_plain_step(checkpoint, blocks=True)
+        and len(blocks) <= ONE_STATEMENT_BLOCKS
+        and None not in blocks.values()
+    )
 
 
 def save_one_run_step(
@@ -103,14 +114,20 @@ def save_one_run_step(
     transaction); return its execution's id if this engine does not own it (nothing
     is saved), or nothing."""
     execution_id = checkpoint.execution_id
+    blocks = checkpoint.paths_blocks
     cursor = db.execute(
-        _SAVE_ONE_RUN_STEP,
+        _SAVE_ONE_RUN_STEP[len(blocks)],
         (
             *run,
             execution_id,
             checkpoint.iteration_count,
             codec.dumps(checkpoint.active_paths),
             now,
+            *(
+                value
+                for number, block in blocks.items()
+                for value in (execution_id, STATE_ROW + 1 + number, codec.dumps(block))
+            ),
             execution_id,
             owner,
         ),
@@ -118,16 +135,17 @@ def save_one_run_step(
     return set() if cursor.rowcount > 0 else {execution_id}
 
 
-def is_plain_step(checkpoint: Checkpoint) -> bool:
+def is_plain_step(checkpoint: Checkpoint, *, blocks: bool = False) -> bool:
     """Whether ``checkpoint`` is a step that changes nothing but node runs and the
-    routing state: :func:`save_steps` saves it whole."""
+    routing state (with ``blocks``, its blocks too): :func:`save_steps` saves it
+    whole, without its blocks."""
     return (
         checkpoint.kind == "step"
         and not checkpoint.node_contexts
         and not checkpoint.node_context_drops
         and not checkpoint.suspensions_added
         and not checkpoint.suspensions_removed
-        and not checkpoint.paths_blocks
+        and (blocks or not checkpoint.paths_blocks)
     )
 
 
