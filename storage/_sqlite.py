@@ -29,12 +29,14 @@ from . import _codec as codec
 from . import _sqlite_rows as rows
 from ._protocol import ScheduleState, StoredWorkflow
 from ._sqlite_file import parse_url
-from ._sqlite_rows import (
+from ._sqlite_reads import (
+    SELECT_EXECUTION,
     SUSPENSION_COLUMNS,
-    chunks,
     execution_from_row,
+    load_execution,
     suspension_from_row,
 )
+from ._sqlite_rows import chunks
 from ._sqlite_runner import Runner
 
 T = TypeVar("T")
@@ -230,7 +232,7 @@ class SQLiteStore:
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
         """Everything kept of an execution, or ``None``."""
 
-        return await self._read(lambda db: rows.load_execution(db, execution_id))
+        return await self._read(lambda db: load_execution(db, execution_id))
 
     async def list_executions(
         self,
@@ -252,7 +254,7 @@ class SQLiteStore:
                 args.append(workflow_id)
             clause = f"WHERE {' AND '.join(where)}" if where else ""
             found = db.execute(
-                f"{rows.SELECT_EXECUTION} {clause} ORDER BY e.started_at DESC, e.id DESC LIMIT ?",
+                f"{SELECT_EXECUTION} {clause} ORDER BY e.started_at DESC, e.id DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
             waiting: dict[str, list[Suspension]] = {}

@@ -1,4 +1,5 @@
-"""Rows of the SQLite store: applying checkpoints, and turning rows into records."""
+"""Rows of the SQLite store: applying checkpoints (reading them back is in
+:mod:`._sqlite_reads`, node runs in :mod:`._sqlite_runs`)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,18 @@ from typing import Any
 
 import attrs
 
-from prana._records import Checkpoint, NodeRun, StoredExecution, Suspension
+from prana._records import Checkpoint
 
 from . import _codec as codec
 from ._protocol import ScheduleState
 from ._schema import STATE_ROW
+from ._sqlite_reads import SUSPENSION_COLUMNS
 from ._sqlite_runs import (
     OUTPUT,
     RUN_COLUMNS,
     RUN_VALUES,
     insert_runs,
     is_long,
-    outputs_apart,
-    run_from_row,
     run_values,
 )
 
@@ -30,25 +30,9 @@ EXECUTION_COLUMNS = (
     "iteration_count, error, started_at, finished_at, updated_at, parent_execution_id, "
     "root_execution_id, owner, lease_expires, mode, depth, deadline, request, revision"
 )
-SUSPENSION_COLUMNS = (
-    "execution_id, execution_index, node_key, run_index, kind, token, wake_at, wake_port, "
-    "wake_data, resume_port, started_at, child_execution_id"
-)
-
-
 _INSERT_EXECUTION = (
     f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 23)}) "
     "ON CONFLICT (id) DO NOTHING"
-)
-# An execution's row with its state row's routing state, iteration count and time of
-# the last checkpoint, in the order of EXECUTION_COLUMNS.
-SELECT_EXECUTION = (
-    "SELECT e.id, e.workflow_id, e.workflow_version, e.workflow_hash, e.trigger, e.status, "
-    "e.input, e.vars, coalesce(s.output, e.paths), coalesce(s.run_index, e.iteration_count), "
-    "e.error, e.started_at, e.finished_at, coalesce(s.finished_at, e.updated_at), "
-    "e.parent_execution_id, e.root_execution_id, e.owner, e.lease_expires, e.mode, e.depth, "
-    "e.deadline, e.request, e.revision FROM executions e LEFT JOIN node_executions s "
-    f"ON s.execution_id = e.id AND s.execution_index = {STATE_ROW}"
 )
 _STATE_COLUMNS = "execution_id, execution_index, node_key, run_index, attempt, status, output"
 _STATE_UPSERT = (
@@ -466,62 +450,6 @@ def _save_blocks(db: sqlite3.Connection, execution_id: str, blocks: Mapping[int,
         )
 
 
-def suspension_from_row(row: Sequence[Any]) -> Suspension:
-    return Suspension(
-        execution_id=row[0],
-        execution_index=row[1],
-        node_key=row[2],
-        run_index=row[3],
-        kind=row[4],
-        token=row[5],
-        wake_at=row[6],
-        wake_port=row[7],
-        wake_data=codec.loads(row[8]),
-        resume_port=row[9],
-        started_at=row[10],
-        child_execution_id=row[11],
-    )
-
-
-def execution_from_row(
-    row: Sequence[Any],
-    *,
-    runs: tuple[NodeRun, ...] = (),
-    contexts: dict[str, Any] | None = None,
-    suspensions: tuple[Suspension, ...] = (),
-    paths_blocks: dict[int, Any] | None = None,
-) -> StoredExecution:
-    return StoredExecution(
-        id=row[0],
-        workflow_id=row[1],
-        workflow_version=row[2],
-        workflow_hash=row[3],
-        trigger=row[4],
-        status=row[5],
-        input=codec.loads(row[6]),
-        vars=codec.loads(row[7]) or {},
-        active_paths=codec.loads(row[8]) or {},
-        iteration_count=row[9],
-        error=codec.loads_error(row[10]),
-        started_at=row[11],
-        finished_at=row[12],
-        updated_at=row[13],
-        parent_execution_id=row[14],
-        root_execution_id=row[15],
-        owner=row[16],
-        lease_expires=row[17],
-        mode=row[18],
-        depth=row[19],
-        deadline=row[20],
-        request=codec.loads(row[21]),
-        revision=row[22],
-        node_contexts=contexts or {},
-        paths_blocks=paths_blocks or {},
-        runs=runs,
-        suspensions=suspensions,
-    )
-
-
 def arm_schedule(
     db: sqlite3.Connection,
     workflow_id: str,
@@ -564,41 +492,3 @@ def advance_schedule(
         (next_at, pending_at, workflow_id, trigger, due_at, spec, spec),
     )
     return cursor.rowcount == 1
-
-
-def load_execution(db: sqlite3.Connection, execution_id: str) -> StoredExecution | None:
-    """Everything kept of an execution, or ``None``."""
-    row = db.execute(f"{SELECT_EXECUTION} WHERE e.id = ?", (execution_id,)).fetchone()
-    if row is None:
-        return None
-    run_rows: list[Sequence[Any]] = []
-    blocks: dict[int, Any] = {}
-    # The runs, then (past the state row) the blocks of a large routing state.
-    for found in db.execute(
-        f"SELECT {RUN_COLUMNS} FROM node_executions WHERE execution_id = ? "
-        f"AND execution_index != {STATE_ROW} ORDER BY execution_index",
-        (execution_id,),
-    ):
-        if found[0] < STATE_ROW:
-            run_rows.append(found)
-        else:
-            blocks[found[0] - STATE_ROW - 1] = codec.loads(found[6])
-    apart = outputs_apart(db, [run[12] for run in run_rows if run[12] is not None])
-    runs = [run_from_row(run, apart.get(run[12])) for run in run_rows]
-    contexts: dict[str, dict[str, Any]] = {}
-    for key, field, value in db.execute(
-        "SELECT node_key, field, value FROM node_context_fields WHERE execution_id = ?",
-        (execution_id,),
-    ):
-        contexts.setdefault(key, {})[field] = codec.loads(value)
-    suspensions = tuple(
-        suspension_from_row(suspension)
-        for suspension in db.execute(
-            f"SELECT {SUSPENSION_COLUMNS} FROM suspensions WHERE execution_id = ? "
-            "ORDER BY execution_index",
-            (execution_id,),
-        )
-    )
-    return execution_from_row(
-        row, runs=tuple(runs), contexts=contexts, suspensions=suspensions, paths_blocks=blocks
-    )

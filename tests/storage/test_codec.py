@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 import prana
 from prana._records import Checkpoint
 from prana.storage._schema import MIGRATIONS
-from prana.storage._sqlite_rows import apply_checkpoints, load_execution
+from prana.storage._sqlite_reads import load_execution
+from prana.storage._sqlite_rows import apply_checkpoints
 
 json_values = st.recursive(
     st.one_of(
