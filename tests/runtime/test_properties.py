@@ -309,6 +309,23 @@ def run_in_order(
     return in_flight
 
 
+def assert_same_outcome(
+    restored: prana.ExecutionMachine, uninterrupted: prana.ExecutionMachine
+) -> None:
+    """A restored machine ended as the one never interrupted did: status, runs (in
+    order, with ports and outputs) and the nodes that never ran."""
+
+    def outcome(machine: prana.ExecutionMachine) -> list[tuple[Any, ...]]:
+        return [
+            (run.node_key, run.run_index, run.status, run.port, run.output)
+            for run in machine.snapshot().node_runs
+        ]
+
+    assert restored.status == uninterrupted.status
+    assert outcome(restored) == outcome(uninterrupted)
+    assert restored.never_ran() == uninterrupted.never_ran()
+
+
 def as_format_1(paths: dict[str, Any]) -> dict[str, Any]:
     """Routing state as the first format saved it: settled edges by index, and
     every key present."""
@@ -365,15 +382,7 @@ def test_a_restored_machine_carries_on_exactly_like_the_original(
     if not restored.finished:
         run_in_order(restored, restored.recover(100.0))
 
-    def outcome(machine: prana.ExecutionMachine) -> list[tuple[Any, ...]]:
-        return [
-            (run.node_key, run.run_index, run.status, run.port, run.output)
-            for run in machine.snapshot().node_runs
-        ]
-
-    assert restored.status == uninterrupted.status
-    assert outcome(restored) == outcome(uninterrupted)
-    assert restored.never_ran() == uninterrupted.never_ran()
+    assert_same_outcome(restored, uninterrupted)
 
 
 def as_stored(data: Any) -> Any:
@@ -453,12 +462,4 @@ def test_a_large_workflow_saves_the_blocks_its_steps_change_and_restores_from_th
             assert sorted(next_checkpoint.paths_blocks) == list(range(blocks))
         run_in_order(restored, commands)
 
-    def outcome(machine: prana.ExecutionMachine) -> list[tuple[Any, ...]]:
-        return [
-            (run.node_key, run.run_index, run.status, run.port, run.output)
-            for run in machine.snapshot().node_runs
-        ]
-
-    assert restored.status == uninterrupted.status
-    assert outcome(restored) == outcome(uninterrupted)
-    assert restored.never_ran() == uninterrupted.never_ran()
+    assert_same_outcome(restored, uninterrupted)
