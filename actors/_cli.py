@@ -149,6 +149,7 @@ def _execution_json(execution: Execution) -> str:
         "suspensions": execution.suspensions,
         "output": execution.output,
         "node_runs": execution.node_runs,
+        "runs_left_out": execution.runs_left_out,
         "vars": execution.vars,
     }
     return orjson.dumps(data, default=encode, option=orjson.OPT_INDENT_2).decode() + "\n"

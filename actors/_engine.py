@@ -550,15 +550,26 @@ class Engine(AsyncContextManagerMixin):
     # ------------------------------------------------------------------ reading
 
     async def get(self, execution_id: str) -> Execution:
-        """The execution with this id, with its audit trail: live, or from the store.
+        """The execution with this id, with its whole audit trail: live, or from the
+        store.
 
         Raises :class:`ExecutionNotFound` if there is none.
         """
         live = self._require_live()
         supervisor = live.get(execution_id)
-        if supervisor is not None:
-            return supervisor.machine.snapshot()
-        return (await live.load(execution_id)).to_execution()
+        if supervisor is None:
+            return (await live.load(execution_id)).to_execution()
+        execution = supervisor.machine.snapshot()
+        if not execution.runs_left_out:
+            return execution
+        # The runs the live execution let go of are in the store (each went out in a
+        # checkpoint before); the ones in memory are as new or newer.
+        stored = await live.load(execution_id)
+        runs = {run.execution_index: run for run in stored.runs}
+        runs.update((run.execution_index, run) for run in execution.node_runs)
+        return attrs.evolve(
+            execution, node_runs=tuple(runs[index] for index in sorted(runs)), runs_left_out=0
+        )
 
     async def list(
         self,

@@ -179,6 +179,14 @@ def render_report(execution: Execution, *, color: bool) -> str:
         f"{style.status(execution.status)} {when}",
         "",
     ]
+    if execution.runs_left_out:
+        lines.append(
+            style(
+                f"({execution.runs_left_out} earlier runs not shown: "
+                f"prana show {execution.id} lists them all)",
+                "2",
+            )
+        )
     lines.extend(timeline(execution.node_runs, style))
     if execution.skipped:
         lines.append(style(f"Skipped: {', '.join(execution.skipped)}", "2"))

@@ -166,7 +166,7 @@ def retry(machine: ExecutionMachine, now: float) -> list[Command]:
     if machine.notices:
         commands.append(ExecutionResumed(cause="retry"))
     cut_short = []
-    for run in reversed(machine._runs):  # each such node's latest attempt
+    for run in reversed(machine._runs.values()):  # each such node's latest attempt
         if run.node_key in cut_short_keys and run.status != "retried":
             cut_short_keys.discard(run.node_key)
             cut_short.append(run.execution_index)
@@ -197,7 +197,7 @@ def time_out(machine: ExecutionMachine, now: float) -> list[Command]:
 
 def _failed_run(machine: ExecutionMachine) -> NodeRun | None:
     """The run that failed the execution: the last failed run not routed on."""
-    for run in reversed(machine._runs):
+    for run in reversed(machine._runs.values()):
         if run.status == "failed" and run.port is None:
             index = machine._index[run.node_key]
             if machine._state[index] == DONE:

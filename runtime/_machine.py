@@ -67,6 +67,7 @@ from ._records import (
 )
 from ._retry import next_wait
 from ._snapshot import (
+    RUNS_HELD,
     execution_data,
     has_unsaved_changes,
     restore,
@@ -124,11 +125,14 @@ class ExecutionMachine(Flow):
         count = len(graph.order)
         self._run_counts = array("l", (0,)) * count
         self._latest: list[NodeRun | None] = [None] * count
-        # The runs of each loop entry, by execution index (for_each collects from them).
+        # A collecting loop entry's runs (core.for_each), by execution index.
         self._entry_runs: dict[int, list[int]] = {}
         self._activation: dict[int, int] = {}
         self._node_contexts: dict[str, dict[str, Any]] = {}
-        self._runs: list[NodeRun] = []
+        # The audit trail in memory, by execution index (see forget_saved_runs).
+        self._runs: dict[int, NodeRun] = {}
+        self._next_index = 0
+        self._runs_allowed = 2 * RUNS_HELD
         self._running: dict[int, NodeRun] = {}
         self._suspended: dict[int, Suspension] = {}
         self._ready: list[int] = []
@@ -174,8 +178,6 @@ class ExecutionMachine(Flow):
             depth=stored.depth,
             limits=limits,
         )
-        machine.deadline = stored.deadline
-        machine.revision = stored.revision
         restore(machine, stored)
         return machine
 
@@ -280,8 +282,7 @@ class ExecutionMachine(Flow):
 
     @property
     def has_unsaved_changes(self) -> bool:
-        """Whether anything changed since the last checkpoint (beyond what commands
-        returned alongside say)."""
+        """Whether anything changed since the last checkpoint."""
         return has_unsaved_changes(self)
 
     @property
@@ -291,8 +292,7 @@ class ExecutionMachine(Flow):
 
     @property
     def has_new_suspensions(self) -> bool:
-        """Whether a node started waiting since the last checkpoint (its resume token
-        must be saved before anyone can use it)."""
+        """Whether a node started waiting since the last checkpoint (to be saved)."""
         return bool(self._suspensions_added)
 
     @property
@@ -403,7 +403,8 @@ class ExecutionMachine(Flow):
             loop_back = loop_inputs is not None
             run_index = self._run_counts[index]
             self._run_counts[index] = run_index + 1
-            execution_index = len(self._runs)
+            execution_index = self._next_index
+            self._next_index = execution_index + 1
             if node.is_trigger:
                 deliveries: dict[str, tuple[Any, ...]] = {DEFAULT_PORT: (self.input,)}
                 lineage: tuple[tuple[str, int], ...] = ()
@@ -411,6 +412,7 @@ class ExecutionMachine(Flow):
                 deliveries, lineage = inputs_of(self, node, loop_inputs)
             if node.back_edges and not loop_back:
                 self._activation[index] = run_index
+                self._entry_runs.pop(index, None)  # a new activation collects anew
             run = NodeRun(
                 node_key=node.key,
                 run_index=run_index,
@@ -418,8 +420,8 @@ class ExecutionMachine(Flow):
                 status="running",
                 inputs=lineage,
             )
-            self._runs.append(run)
-            if node.back_edges:
+            self._runs[execution_index] = run
+            if node.back_edges and node.action.collect_port is not None:
                 self._entry_runs.setdefault(index, []).append(execution_index)
         else:
             # The same run again, after a restart: same indexes, same inputs.

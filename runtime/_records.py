@@ -163,7 +163,10 @@ class Execution:
     """An execution as a user sees it: status, output, audit trail, error.
 
     Returned by ``engine.run`` and ``handle.result()``. ``node_runs`` is the audit
-    trail in execution order; ``output`` is the output of the last node run that
+    trail in execution order. A live execution holds only the runs its next steps
+    need once it has made a few thousand: ``runs_left_out`` says how many of the
+    trail's runs ``node_runs`` leaves out (the store has them all, and
+    :meth:`Engine.get` reads them). ``output`` is the output of the last node run that
     completed; ``outputs`` maps each node to the output of its latest completed run;
     ``skipped`` lists the nodes that never ran because every path to them died;
     ``suspensions`` the nodes waiting now (with their resume token and deadline).
@@ -177,6 +180,7 @@ class Execution:
     input: Any = None
     vars: Mapping[str, Any] = attrs.field(factory=dict)
     node_runs: tuple[NodeRun, ...] = ()
+    runs_left_out: int = 0
     skipped: tuple[str, ...] = ()
     suspensions: tuple[Suspension, ...] = ()
     error: ErrorInfo | None = None

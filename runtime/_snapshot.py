@@ -44,6 +44,10 @@ _DIGITS = bytes.maketrans(bytes(range(10)), b"0123456789")
 
 _by_execution_index = operator.attrgetter("execution_index")
 
+# How many of its latest runs a live execution holds at least; past twice that, the
+# older saved ones are left to the store (:func:`forget_saved_runs`).
+RUNS_HELD = 1000
+
 
 def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, Any]:
     """The routing state of ``machine`` as JSON data (arrays as tuples, which the
@@ -58,14 +62,14 @@ def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, A
     """
     paths: dict[str, Any]
     if machine._blocks and not whole:
-        paths = {"format": BLOCKED_FORMAT, "blocks": machine._blocks, "next": len(machine._runs)}
+        paths = {"format": BLOCKED_FORMAT, "blocks": machine._blocks, "next": machine._next_index}
     else:
         paths = {
             "format": WHOLE_FORMAT,
             "nodes": machine._state.translate(_DIGITS).decode(),
             "edges": tuple(machine._edge_refs),
             "run_counts": tuple(machine._run_counts),
-            "next": len(machine._runs),
+            "next": machine._next_index,
         }
     if machine._ready:
         paths["ready"] = list(machine._ready)
@@ -198,12 +202,19 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
         raise InternalError(
             f"execution {machine.execution_id} is missing node runs {missing[:5]} of its audit trail"
         )
-    machine._runs = [run for run in slots if run is not None]
-    for run in machine._runs:
+    machine._runs = {run.execution_index: run for run in slots if run is not None}
+    machine._next_index = len(slots)
+    activation = {int(node): start for node, start in paths.get("activation", {}).items()}
+    for run in machine._runs.values():
         if run.status == "retried":
             continue  # an attempt that failed; the run goes on under a later index
         index = machine._index[run.node_key]
-        if machine._nodes[index].back_edges:
+        node = machine._nodes[index]
+        if (
+            node.back_edges
+            and node.action.collect_port is not None
+            and run.run_index > activation.get(index, 0)
+        ):
             machine._entry_runs.setdefault(index, []).append(run.execution_index)
         if run.status in ("completed", "failed"):
             machine._latest[index] = run
@@ -211,9 +222,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
     machine._state = bytearray(states)
     machine._run_counts = array("l", paths["run_counts"])
     machine._ready = list(paths.get("ready", ()))
-    machine._activation = {
-        int(node): run_index for node, run_index in paths.get("activation", {}).items()
-    }
+    machine._activation = activation
     machine._skipped = dict.fromkeys(paths.get("skipped", ()))
     machine._to_skip.extend(paths.get("to_skip", ()))
     machine._quiescent.extend(paths.get("quiescent", ()))
@@ -248,6 +257,8 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
 
 def _restore_header(machine: ExecutionMachine, stored: StoredExecution) -> None:
     """What every restored machine takes from the store, whatever its routing state."""
+    machine.deadline = stored.deadline
+    machine.revision = stored.revision
     machine.status = stored.status
     machine.error = stored.error
     machine.started_at = stored.started_at
@@ -264,8 +275,11 @@ def _restore_completed(machine: ExecutionMachine, stored: StoredExecution) -> No
     (:func:`kept_paths`): its audit trail and outcome, nothing left to run."""
     _restore_header(machine, stored)
     machine._saved_status = stored.status
-    machine._runs = sorted(stored.runs, key=_by_execution_index)
-    for run in machine._runs:
+    machine._runs = {
+        run.execution_index: run for run in sorted(stored.runs, key=_by_execution_index)
+    }
+    machine._next_index = max(machine._runs, default=-1) + 1
+    for run in machine._runs.values():
         index = machine._index[run.node_key]
         machine._run_counts[index] = max(machine._run_counts[index], run.run_index + 1)
         if run.status in ("completed", "failed"):
@@ -315,7 +329,8 @@ def snapshot(machine: ExecutionMachine) -> Execution:
         trigger=machine.graph.trigger,
         input=machine.input,
         vars=dict(machine.vars),
-        node_runs=tuple(machine._runs),
+        node_runs=tuple(machine._runs.values()),
+        runs_left_out=machine._next_index - len(machine._runs),
         skipped=tuple(machine.never_ran()),
         suspensions=tuple(machine.suspensions),
         error=machine.error,
@@ -468,9 +483,54 @@ def take_checkpoint(
     machine._saved_status = machine.status
     # Emptied in place: a checkpoint per step, with thousands of executions in
     # flight, should leave little for the garbage collector.
+    if len(machine._runs) > machine._runs_allowed:
+        forget_saved_runs(machine)
     machine._unsaved_runs.clear()
     machine._vars_changed = False
     changed.clear()
     machine._suspensions_added.clear()
     machine._suspensions_removed.clear()
     return checkpoint
+
+
+def forget_saved_runs(machine: ExecutionMachine) -> None:
+    """Let go of the saved runs the execution's next steps do not need (decision 0045).
+
+    Called as a checkpoint is taken, when the machine holds more than twice what it
+    needed last time. A supervisor waits for each save before its next step, so every
+    run but the ones this checkpoint carries is in the store already. Kept: those;
+    the latest :data:`RUNS_HELD` runs; the runs in flight or waiting, with the runs
+    whose outputs are their inputs; each node's latest ended and latest completed
+    run (templates, ``Execution.outputs``, a retry); a collecting loop entry's runs
+    of its current activation, with what came back to them. A long loop's live
+    execution then holds what its next steps need, whatever the number of
+    iterations.
+    """
+    runs = machine._runs
+    keep = {run.execution_index for run in machine._unsaved_runs}
+
+    def with_sources(run: NodeRun) -> None:
+        keep.add(run.execution_index)
+        keep.update(source for _, source in run.inputs)
+
+    for run in (*machine._running.values(), *machine._redispatch.values()):
+        with_sources(run)
+    for execution_index in machine._suspended:
+        with_sources(runs[execution_index])
+    for latest in machine._latest:
+        if latest is not None:
+            with_sources(latest)  # a retry of the execution runs it again
+    for index, entries in machine._entry_runs.items():
+        start = machine._activation.get(index, 0)
+        entries[:] = [entry for entry in entries if runs[entry].run_index > start]
+        for entry in entries:
+            with_sources(runs[entry])
+    completed: set[str] = set()
+    for position, run in enumerate(reversed(runs.values())):
+        if position < RUNS_HELD:
+            keep.add(run.execution_index)
+        if run.status == "completed" and run.node_key not in completed:
+            completed.add(run.node_key)
+            keep.add(run.execution_index)
+    machine._runs = {index: run for index, run in runs.items() if index in keep}
+    machine._runs_allowed = 2 * max(RUNS_HELD, len(keep))

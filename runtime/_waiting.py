@@ -97,12 +97,13 @@ def next_attempt(machine: ExecutionMachine, index: int, run: NodeRun, attempt: i
     again = NodeRun(
         node_key=run.node_key,
         run_index=run.run_index,
-        execution_index=len(machine._runs),
+        execution_index=machine._next_index,
         status="running",
         attempt=attempt,
         inputs=run.inputs,
     )
-    machine._runs.append(again)
+    machine._next_index += 1
+    machine._runs[again.execution_index] = again
     runs = machine._entry_runs.get(index)
     if runs is not None:
         runs[runs.index(run.execution_index)] = again.execution_index

@@ -361,3 +361,30 @@ def test_input_nested_too_deeply_is_a_clear_usage_error(
     nan.write_text('{"amount": NaN}')
     assert main(["run", ORDER, "--input", f"@{nan}", "--quiet"]) == 2
     assert ".amount: nan has no JSON value" in capsys.readouterr().err
+
+
+def test_a_long_run_says_how_many_runs_it_does_not_show_and_show_lists_them_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(
+        "id: loop\nvariables: {i: 0}\nsettings: {max_iterations: 1600}\nnodes:\n"
+        "  - {key: start, type: manual.trigger}\n"
+        "  - {key: count, type: workflow.set_variables, params: {values: {i: '{{ vars.i + 1 }}'}}}\n"
+        "  - {key: more, type: logic.if, params: {condition: '{{ vars.i < 1500 }}'}}\n"
+        "connections:\n  - {from: start, to: count}\n  - {from: count, to: more}\n"
+        "  - {from: more, from_port: 'true', to: count}\n"
+    )
+    assert main(["run", str(loop), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    execution_id = out.split()[1]
+    left_out = int(out.split("earlier runs not shown")[0].rsplit("(", 1)[1])
+    assert f"prana show {execution_id} lists them all" in out
+    timeline = [line for line in out.splitlines() if line[:6].strip().isdigit()]
+    assert left_out > 0
+    assert left_out + len(timeline) == 3001
+
+    assert main(["show", execution_id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["runs_left_out"] == 0
+    assert shown["order"] == ["start", *(["count", "more"] * 1500)]

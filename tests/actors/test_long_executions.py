@@ -1,0 +1,168 @@
+"""A long execution holds what its next steps need: once it has made a few thousand
+runs, the older saved ones stay in the store (decision 0045). What a user sees of
+it stays exact: outputs, a retry, a restart, and the whole audit trail from
+``engine.get``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import prana
+from prana.testing import open_engine
+from tests.helpers import make_workflow
+
+ITERATIONS = 1500  # 3 000 runs: past the 2 000 a live execution holds before it lets go
+
+
+def counting_loop(
+    actions: prana.ActionRegistry,
+    last: str,
+    nodes: dict[str, Any] | None = None,
+    connections: tuple[str, ...] = (),
+) -> prana.Workflow:
+    """start -> count <-> more, ITERATIONS times, then ``last`` and end, with more
+    ``nodes`` and ``connections``."""
+    return make_workflow(
+        {
+            "start": "manual.trigger",
+            "count": ("workflow.set_variables", {"values": {"i": "{{ vars.i + 1 }}"}}),
+            "more": ("logic.if", {"condition": f"{{{{ vars.i < {ITERATIONS} }}}}"}),
+            last: "test.last",
+            **(nodes or {}),
+            "end": ("data.set", {"values": {"i": "{{ vars.i }}"}}),
+        },
+        [
+            "start -> count",
+            "count -> more",
+            "more.true -> count",
+            f"more.false -> {last}",
+            f"{last} -> end",
+            *connections,
+        ],
+        actions=actions,
+        variables={"i": 0},
+        settings={"max_iterations": ITERATIONS + 10},
+    )
+
+
+LOOP_ORDER = ["start", *(["count", "more"] * ITERATIONS)]
+
+
+async def test_a_long_loop_leaves_old_runs_to_the_store_and_get_reads_the_whole_trail(
+    tmp_path: Path,
+) -> None:
+    actions = prana.ActionRegistry()
+    entered, release = anyio.Event(), anyio.Event()
+
+    @actions.action("test.last")
+    async def hold(ctx: prana.NodeContext) -> Any:
+        entered.set()
+        await release.wait()
+        return {"held": ctx.input}
+
+    workflow = counting_loop(actions, "hold")
+    async with open_engine(path=tmp_path / "prana.db", actions=actions) as engine:
+        handle = await engine.start(workflow, {"n": 1})
+        await entered.wait()
+        live = await engine.get(handle.id)  # live: memory and store together
+        assert live.runs_left_out == 0
+        assert live.order == [*LOOP_ORDER, "hold"]
+        assert [run.run_index for run in live.runs_of("count")] == list(range(ITERATIONS))
+        assert [run.execution_index for run in live.node_runs] == list(range(len(live.order)))
+        assert live.node_runs[-1].status == "running"
+        release.set()
+        done = await handle.result()
+
+        # What the run returns leaves the old runs out, and says how many.
+        assert done.status == "completed"
+        assert done.runs_left_out > 0
+        assert len(done.node_runs) + done.runs_left_out == len(LOOP_ORDER) + 2
+        assert done.order[-2:] == ["hold", "end"]
+        assert done.output == {"i": ITERATIONS}
+        assert done.vars == {"i": ITERATIONS}
+        assert done.outputs["hold"] == {"held": {"n": 1}}
+        assert done.outputs["start"] == {"n": 1}  # the trigger's run, thousands back
+        assert "start" in done.order
+
+        whole = await engine.get(done.id)  # from the store
+        assert whole.runs_left_out == 0
+        assert whole.order == [*LOOP_ORDER, "hold", "end"]
+        assert whole.node_runs[-2].output == {"held": {"n": 1}}
+
+
+async def test_retrying_after_a_long_loop_gives_the_failed_node_its_old_inputs(
+    tmp_path: Path,
+) -> None:
+    # The failed node's inputs come from a node that ran once at the start,
+    # thousands of runs back, and from the loop's last run: both are still there
+    # for the retry.
+    actions = prana.ActionRegistry()
+    calls: list[Any] = []
+
+    @actions.action("test.last")
+    def flaky(ctx: prana.NodeContext) -> Any:
+        calls.append(ctx.input_list())
+        if len(calls) == 1:
+            raise prana.NodeError("not yet", code="planned")
+        return sorted(ctx.input_list(), key=str)
+
+    workflow = counting_loop(
+        actions,
+        "flaky",
+        {"tag": ("data.set", {"values": {"tag": "first"}})},
+        ("start -> tag", "tag -> flaky"),
+    )
+    async with open_engine(path=tmp_path / "prana.db", actions=actions) as engine:
+        failed = await engine.run(workflow, {"order": 7})
+        assert failed.status == "failed"
+        assert failed.runs_left_out > 0
+        again = await engine.retry(failed.id)
+    assert again.status == "completed"
+    assert calls[1] == calls[0]
+    assert sorted(calls[0], key=str) == [{"order": 7}, {"tag": "first"}]
+    assert again.output == {"i": ITERATIONS}
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_for_each_over_thousands_of_items_collects_every_result(
+    tmp_path: Path, restart: bool
+) -> None:
+    # The last item waits for an answer: with a restart, the engine that carries on
+    # holds only the runs it needs and still collects every item's result.
+    count = 2500
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "each": ("core.for_each", {"items": "{{ input }}"}),
+            "last": ("logic.if", {"condition": f"{{{{ loop.item == {count - 1} }}}}"}),
+            "ask": "wait.webhook",
+            "double": ("data.set", {"values": {"twice": "{{ loop.item * 2 }}"}}),
+            "after": "core.noop",
+        },
+        [
+            "start -> each",
+            "each.loop -> last",
+            "last.true -> ask",
+            "last.false -> double",
+            "ask -> double",
+            "double -> each",
+            "each.done -> after",
+        ],
+        settings={"max_iterations": count + 10},
+    )
+    db = tmp_path / "prana.db"
+    async with open_engine(path=db) as engine:
+        waiting = await engine.run(workflow, list(range(count)))
+        assert waiting.status == "suspended"
+        if not restart:
+            done = await engine.resume(waiting.id, {"answer": "yes"})
+    if restart:
+        async with open_engine(path=db) as engine:
+            done = await engine.resume(waiting.id, {"answer": "yes"})
+    assert done.status == "completed"
+    assert done.output == [{"twice": 2 * item} for item in range(count)]
+    assert done.runs_left_out > 0
