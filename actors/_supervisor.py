@@ -483,7 +483,7 @@ class ExecutionSupervisor:
             with scope:
                 await run_node(
                     dispatch,
-                    self._send.clone(),
+                    self._send.send_nowait,
                     self._services.clock,
                     self.fence,
                     self._start_child,

@@ -19,7 +19,6 @@ from typing import Any
 
 import attrs
 import orjson
-from anyio.abc import ObjectSendStream
 
 from prana._commands import Dispatch
 from prana._context import NodeContext, Output, Suspend
@@ -284,22 +283,21 @@ def _result(
 
 async def run_node(
     dispatch: Dispatch,
-    results: ObjectSendStream[NodeResult],
+    deliver: Callable[[NodeResult], None],
     clock: Clock,
     fence: Callable[[], Awaitable[None]],
     start_child: StartChild | None = None,
     called: Called | None = None,
 ) -> None:
     """Worker task body: run the action (after ``dispatch.not_before``), or finish
-    what :func:`call_now` began, and send its result to the supervisor.
+    what :func:`call_now` began, and ``deliver`` its result to the supervisor (whose
+    inbox never blocks a sender).
 
     ``fence()`` is awaited right before the action starts: it raises if the engine
     no longer holds the execution (see :mod:`._ownership`), and the action does not
     start."""
-    async with results:
-        if called is None:
-            if dispatch.not_before is not None:
-                await clock.sleep_until(dispatch.not_before)
-            await fence()
-        result = await call_action(dispatch, clock, start_child, called)
-        await results.send(result)
+    if called is None:
+        if dispatch.not_before is not None:
+            await clock.sleep_until(dispatch.not_before)
+        await fence()
+    deliver(await call_action(dispatch, clock, start_child, called))
