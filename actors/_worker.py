@@ -63,6 +63,53 @@ def _shared(value: Any) -> bool:
     return not (isinstance(value, (Mapping, list, tuple)) and not value)
 
 
+# Up to this size as JSON, data is copied by a round trip through orjson, the fastest
+# way for most data. Past it, a copy that shares the strings is tried first: a
+# megabyte string is then not copied at all, where the round trip would hold the
+# loop for milliseconds to make a new one.
+_SMALL = 64 * 1024
+# Copying one object or list in Python costs about what reading this many bytes of
+# JSON does: the shared copy is given up for data with more containers than that.
+_BYTES_PER_CONTAINER = 600
+
+
+def _copy(value: Any) -> Any:
+    """A private copy of JSON data (mappings become dicts, tuples lists)."""
+    encoded = orjson.dumps(value, default=_encode_mapping)
+    if len(encoded) > _SMALL:
+        try:
+            return _Sharing(len(encoded) // _BYTES_PER_CONTAINER).copy(value)
+        except _TooMany:
+            pass
+    return orjson.loads(encoded)
+
+
+class _TooMany(Exception):
+    pass
+
+
+class _Sharing:
+    """A copy of the containers of JSON data that shares its strings and numbers (they
+    cannot change), for at most ``budget`` containers."""
+
+    __slots__ = ("budget",)
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+
+    def copy(self, value: Any) -> Any:
+        if type(value) in _SCALARS:
+            return value
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooMany
+        if isinstance(value, Mapping):
+            return {key: self.copy(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.copy(item) for item in value]
+        raise _TooMany  # a subclass of a scalar, say: as the round trip makes it
+
+
 def isolate(context: NodeContext) -> NodeContext:
     """The context with private copies of the data it shares with the execution.
 
@@ -76,11 +123,8 @@ def isolate(context: NodeContext) -> NodeContext:
     copy_inputs = any(_shared(value) for values in deliveries.values() for value in values)
     if not (copy_params or copy_inputs or _shared(context.vars) or _shared(context.node_context)):
         return context
-    fresh_deliveries, fresh_vars, fresh_context, fresh_params = orjson.loads(
-        orjson.dumps(
-            [deliveries, context.vars, context.node_context, params if copy_params else None],
-            default=_encode_mapping,
-        )
+    fresh_deliveries, fresh_vars, fresh_context, fresh_params = _copy(
+        [deliveries, context.vars, context.node_context, params if copy_params else None]
     )
     inputs = NodeContext.inputs_from(fresh_deliveries)
     return attrs.evolve(

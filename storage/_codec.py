@@ -33,6 +33,15 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value, default=_unstructure, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def dumps_output(value: Any, longest_text: int) -> str | bytes:
+    """JSON of a node's output: text, or past ``longest_text`` bytes the UTF-8 bytes
+    orjson made, for a statement to store as text (``CAST(? AS TEXT)``). Decoding
+    them here would make a second copy of a large output on the event loop; SQLite
+    takes the bytes as they are, on the thread that writes them."""
+    encoded = orjson.dumps(value, default=_unstructure, option=orjson.OPT_NON_STR_KEYS)
+    return encoded if len(encoded) > longest_text else encoded.decode()
+
+
 def _unstructure(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)

@@ -50,16 +50,10 @@ def insert_runs(
     )
 
 
-def is_long(output: str) -> bool:
-    """Whether an output's JSON text is too long for its run's row, in bytes (UTF-8:
-    SQLite's text); ``isascii`` is a flag CPython keeps, so most texts are not
-    encoded to tell."""
-    size = len(output)
-    if size > INLINE_OUTPUT:
-        return True
-    return (
-        size > INLINE_OUTPUT // 4 and not output.isascii() and len(output.encode()) > INLINE_OUTPUT
-    )
+def is_long(output: str | bytes) -> bool:
+    """Whether an output (from :func:`run_values`) is kept in ``run_outputs``: a long
+    one stays UTF-8 bytes, which the statement stores as text."""
+    return type(output) is bytes
 
 
 def insert_run_values(db: sqlite3.Connection, runs: Sequence[tuple[Any, ...]]) -> None:
@@ -71,7 +65,9 @@ def insert_run_values(db: sqlite3.Connection, runs: Sequence[tuple[Any, ...]]) -
 
 def output_apart(db: sqlite3.Connection, run: tuple[Any, ...]) -> tuple[Any, ...]:
     """Keep ``run``'s output in ``run_outputs``; its values with the output's number."""
-    number = db.execute("INSERT INTO run_outputs (output) VALUES (?)", (run[OUTPUT],)).lastrowid
+    number = db.execute(
+        "INSERT INTO run_outputs (output) VALUES (CAST(? AS TEXT))", (run[OUTPUT],)
+    ).lastrowid
     return (*run[:OUTPUT], "", *run[OUTPUT + 1 : -1], number)
 
 
@@ -85,7 +81,7 @@ def run_values(execution_id: str, run: NodeRun) -> tuple[Any, ...]:
         run.attempt,
         run.status,
         run.port,
-        codec.dumps(run.output),
+        codec.dumps_output(run.output, INLINE_OUTPUT),
         "" if run.error is None else codec.dumps_error(run.error),
         codec.dumps(run.inputs) if run.inputs else "",
         run.started_at,

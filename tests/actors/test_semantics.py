@@ -655,26 +655,37 @@ async def test_output_that_is_not_json_fails_the_node_clearly() -> None:
     assert "not JSON" in result.error.message
 
 
-async def test_outputs_are_copied_so_one_node_cannot_change_anothers_data() -> None:
+@pytest.mark.parametrize("blob", [0, 100_000], ids=["small", "large"])
+async def test_outputs_are_copied_so_one_node_cannot_change_anothers_data(blob: int) -> None:
+    # A large input (past 64 KB as JSON) is copied sharing its strings, which
+    # cannot change; its objects and lists are the action's own all the same.
     actions = prana.ActionRegistry()
+
+    @actions.action("test.source")
+    def source(ctx: prana.NodeContext) -> Any:
+        return {"a": 1, "blob": "x" * blob, "rows": [{"n": 1}, [2]]}
 
     @actions.action("test.mutate")
     def mutate(ctx: prana.NodeContext) -> Any:
-        ctx.input["changed"] = True  # a careless action
-        return ctx.input
+        data = ctx.input  # a careless action changes what it was given
+        data["changed"] = True
+        data["rows"][0]["n"] = 99
+        data["rows"][1].append(3)
+        return data
 
     workflow = make_workflow(
-        {
-            "start": "manual.trigger",
-            "source": ("data.set", {"values": {"a": 1}}),
-            "mutate": "test.mutate",
-        },
+        {"start": "manual.trigger", "source": "test.source", "mutate": "test.mutate"},
         ["start -> source", "source -> mutate"],
         actions=actions,
     )
     result = await run(workflow, actions=actions)
-    assert result.outputs["source"] == {"a": 1}
-    assert result.outputs["mutate"] == {"a": 1, "changed": True}
+    assert result.outputs["source"] == {"a": 1, "blob": "x" * blob, "rows": [{"n": 1}, [2]]}
+    assert result.outputs["mutate"] == {
+        "a": 1,
+        "blob": "x" * blob,
+        "rows": [{"n": 99}, [2, 3]],
+        "changed": True,
+    }
 
 
 async def test_sync_and_async_actions_get_the_full_context() -> None:

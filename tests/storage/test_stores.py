@@ -473,8 +473,15 @@ async def test_long_outputs_are_kept_apart_and_come_back_whole(tmp_path: Path) -
         in_rows = db.execute(
             "SELECT max(length(CAST(output AS BLOB))) FROM node_executions WHERE status != 'state'"
         ).fetchone()[0]
+        # Kept apart as text, which SQLite's JSON functions read (not as a blob).
+        apart = db.execute(
+            "SELECT DISTINCT typeof(output), length(json_extract(output, '$.text')) "
+            "FROM run_outputs ORDER BY 2"
+        ).fetchall()
     db.close()
-    assert kept_apart == 2 * sum(1 for size in sizes if len(orjson.dumps(outputs[size])) > 700)
+    long = [size for size in sizes if len(orjson.dumps(outputs[size])) > 700]
+    assert apart == [("text", size // 2) for size in long]
+    assert kept_apart == 2 * len(long)
     assert in_rows <= 700
 
 
