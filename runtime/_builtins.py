@@ -184,17 +184,63 @@ class IfParams:
     condition: Any
 
 
+_CONDITION_VALUES = {"true": True, "false": False, "1": True, "0": False}
+CONDITION_RULE = (
+    "a condition must be true or false: a boolean, 1 or 0, or the text "
+    "'true', 'false' (any case), '1' or '0'"
+)
+
+
+def condition_value(value: Any) -> bool | None:
+    """What a condition means (see :data:`CONDITION_RULE`), or ``None`` if it is
+    neither true nor false. Texts count because webhook queries and headers carry
+    ``"false"`` and ``"0"``, which Python would take as true."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return value == 1
+    if isinstance(value, str):
+        return _CONDITION_VALUES.get(value.strip().lower())
+    return None
+
+
+def condition_of(value: Any, where: str) -> bool:
+    """``value`` as a condition; a node fails with ``invalid_condition`` if it is
+    neither true nor false."""
+    meaning = condition_value(value)
+    if meaning is None:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise NodeError(
+            f"{where} is {shown}, which is neither true nor false: {CONDITION_RULE}",
+            code="invalid_condition",
+            details={"value": value if len(repr(value)) <= 1000 else shown},
+        )
+    return meaning
+
+
+def _check_if(params: Mapping[str, Any]) -> Iterable[Problem]:
+    condition = params.get("condition")
+    if not contains_template(condition) and condition_value(condition) is None:
+        yield Problem(
+            path="condition", message=f"{condition!r} is not a condition: {CONDITION_RULE}"
+        )
+
+
 @action(
     "logic.if",
     outputs=("true", "false"),
     default_port="true",
     params=IfParams,
+    check=_check_if,
     description="Route the input to 'true' or 'false' by a condition",
 )
 def if_(ctx: NodeContext) -> Output:
-    """Passes its input to ``true`` when ``condition`` is truthy, else to ``false``."""
+    """Passes its input to ``true`` when ``condition`` is true, to ``false`` when it is
+    false (:data:`CONDITION_RULE`); any other value fails the node."""
     params: IfParams = ctx.params
-    return Output(ctx.input, port="true" if params.condition else "false")
+    return Output(
+        ctx.input, port="true" if condition_of(params.condition, "the condition") else "false"
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -255,6 +301,15 @@ def _check_switch(params: Mapping[str, Any]) -> Iterable[Problem]:
         if len(tests) != 1:
             yield Problem(path=path, message="a case needs exactly one of equals, in, condition")
         elif (
+            tests == ["condition"]
+            and not contains_template(case["condition"])
+            and condition_value(case["condition"]) is None
+        ):
+            yield Problem(
+                path=f"{path}.condition",
+                message=f"{case['condition']!r} is not a condition: {CONDITION_RULE}",
+            )
+        elif (
             tests == ["in"]
             and not contains_template(case["in"])
             and not isinstance(case["in"], list)
@@ -271,8 +326,9 @@ def _check_switch(params: Mapping[str, Any]) -> Iterable[Problem]:
     description="Route the input to the port of the first matching case, else 'default'",
 )
 def switch(ctx: NodeContext) -> Output:
-    """Compares ``value`` with each case in order (``equals``, ``in``, or a truthy
-    ``condition``); the first match's port gets the input, ``default`` if none matches.
+    """Compares ``value`` with each case in order (``equals``, ``in``, or a true
+    ``condition``, as ``logic.if`` reads one); the first match's port gets the input,
+    ``default`` if none matches.
     """
     params: SwitchParams = ctx.params
     for case in params.cases:
@@ -286,7 +342,7 @@ def switch(ctx: NodeContext) -> Output:
                 )
             matched = params.value in options
         else:
-            matched = bool(case.get("condition"))
+            matched = condition_of(case.get("condition"), f"case {case['port']!r}'s condition")
         if matched:
             return Output(ctx.input, port=case["port"])
     return Output(ctx.input, port=SWITCH_DEFAULT_PORT)

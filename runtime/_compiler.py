@@ -257,7 +257,7 @@ def _build(
             params=params[node.key],
             input_ports=action.input_ports(node.params),
             output_ports=output_ports,
-            default_port=action.default_port,
+            default_port=action.default_port_of(node.params),
             join_any=action.join_mode(node.params) == "any",
             on_error=on_error,
             retry=node.settings.retry,

@@ -33,7 +33,9 @@ TRIGGER_KINDS = ("manual", "webhook", "schedule", "function")
 class Action:
     """A registered action: its function, ports, parameters and role.
 
-    ``trigger`` is the trigger kind for trigger actions (``manual``, ``webhook``,
+    A plain return (not an :class:`Output` naming a port) goes to ``default_port``,
+    the first output port unless given. ``trigger`` is the trigger kind for trigger
+    actions (``manual``, ``webhook``,
     ``schedule``, ``function``) and ``None`` for the rest. ``join`` says whether the
     node waits for all its inputs (``all``, the default) or runs on the first one to
     arrive (``any``). ``check`` returns extra problems with parameters that the
@@ -56,7 +58,7 @@ class Action:
     function: ActionFunction
     inputs: PortSpec = (DEFAULT_PORT,)
     outputs: PortSpec = (DEFAULT_PORT,)
-    default_port: str = DEFAULT_PORT
+    default_port: str | None = None
     params: type | None = None
     trigger: str | None = None
     join: JoinSpec = "all"
@@ -79,6 +81,14 @@ class Action:
         """The output ports of a node of this action with these parameters."""
         ports = self.outputs(params) if callable(self.outputs) else self.outputs
         return tuple(ports)
+
+    def default_port_of(self, params: Mapping[str, Any]) -> str:
+        """Where a plain return goes for a node of this action with these parameters:
+        ``default_port``, else the first output port."""
+        if self.default_port is not None:
+            return self.default_port
+        ports = self.output_ports(params)
+        return ports[0] if ports else DEFAULT_PORT
 
     def join_mode(self, params: Mapping[str, Any]) -> str:
         """``all`` or ``any`` for a node of this action with these parameters."""
@@ -105,7 +115,7 @@ class ActionRegistry:
         *,
         inputs: PortSpec = (DEFAULT_PORT,),
         outputs: PortSpec = (DEFAULT_PORT,),
-        default_port: str = DEFAULT_PORT,
+        default_port: str | None = None,
         params: type | None = None,
         trigger: str | None = None,
         join: JoinSpec = "all",
@@ -159,6 +169,16 @@ class ActionRegistry:
             raise ValueError(
                 f"trigger kind {action.trigger!r} of {action.name!r} must be one of "
                 f"{', '.join(TRIGGER_KINDS)}"
+            )
+        if (
+            action.default_port is not None
+            and not callable(action.outputs)
+            and action.default_port not in action.outputs
+        ):
+            raise ValueError(
+                f"default_port {action.default_port!r} of {action.name!r} is not one of its "
+                f"outputs ({', '.join(action.outputs) or 'none'}); leave it out to use the "
+                "first output"
             )
         if action.params is not None and not attrs.has(action.params):
             raise ValueError(f"params of {action.name!r} must be an attrs class")
