@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -28,6 +28,7 @@ from ._json import InvalidData, check_json
 from ._limits import DEFAULT_LIMITS, Limits
 from ._model import (
     BACKOFF_CHOICES,
+    DEFAULT_PORT,
     ON_ERROR_CHOICES,
     Connection,
     Node,
@@ -369,8 +370,11 @@ class LoadedDefinition:
 def structure_workflow(document: object) -> LoadedDefinition:
     """Structure plain data into a :class:`Workflow`, collecting every problem.
 
-    Nodes and connections that cannot be structured are left out of the result and
-    reported; the rest is kept so that later checks can report their problems too.
+    A node or connection that cannot be structured is reported and kept as what can
+    be read of it (:func:`_salvaged_node`, :func:`_salvaged_connection`), in its
+    place: the later checks then report its other problems (a duplicate key, an
+    unknown action) at the right paths. What they find again where a problem was
+    reported already is left out (:func:`new_problems`).
     """
     problems: list[Problem] = []
     if not isinstance(document, Mapping):
@@ -439,8 +443,7 @@ def structure_workflow(document: object) -> LoadedDefinition:
         if isinstance(raw_node, Mapping) and isinstance(raw_node.get("key"), str):
             known_keys.add(raw_node["key"])
         node = _structure_part(raw_node, Node, path, problems)
-        if node is not None:
-            nodes.append(node)
+        nodes.append(node if node is not None else _salvaged_node(raw_node))
 
     connections: list[Connection] = []
     raw_connections = document.get("connections", [])
@@ -455,8 +458,9 @@ def structure_workflow(document: object) -> LoadedDefinition:
         raw_connections = []
     for index, raw_connection in enumerate(raw_connections):
         connection = _structure_part(raw_connection, Connection, f"connections[{index}]", problems)
-        if connection is not None:
-            connections.append(connection)
+        connections.append(
+            connection if connection is not None else _salvaged_connection(raw_connection)
+        )
 
     workflow = Workflow(
         id=workflow_id,
@@ -471,6 +475,54 @@ def structure_workflow(document: object) -> LoadedDefinition:
     return LoadedDefinition(
         workflow=workflow, problems=tuple(problems), known_node_keys=frozenset(known_keys)
     )
+
+
+def _text(raw: object, name: str, default: str = "") -> str:
+    value = raw.get(name) if isinstance(raw, Mapping) else None
+    return value if isinstance(value, str) else default
+
+
+def _salvaged_node(raw: object) -> Node:
+    """What can be read of a node that could not be structured: its key, type and
+    parameters where they have the right types, default settings."""
+    params = raw.get("params") if isinstance(raw, Mapping) else None
+    return Node(
+        key=_text(raw, "key"),
+        type=_text(raw, "type"),
+        name=_text(raw, "name"),
+        params=dict(params) if isinstance(params, Mapping) else {},
+    )
+
+
+def _salvaged_connection(raw: object) -> Connection:
+    """What can be read of a connection that could not be structured."""
+    return Connection(
+        from_=_text(raw, "from"),
+        to=_text(raw, "to"),
+        from_port=_text(raw, "from_port", DEFAULT_PORT),
+        to_port=_text(raw, "to_port", DEFAULT_PORT),
+    )
+
+
+def new_problems(found: Iterable[Problem], reported: Iterable[Problem]) -> list[Problem]:
+    """The problems of ``found`` not at or under a path of ``reported``: a part that
+    could not be structured is reported once, not again by the checks of what was
+    salvaged of it."""
+    paths = {problem.path for problem in reported}
+    if not paths:
+        return list(found)
+
+    def known(path: str) -> bool:
+        while path:
+            if path in paths:
+                return True
+            cut = max(path.rfind("."), path.rfind("["))
+            if cut <= 0:
+                return False
+            path = path[:cut]
+        return False
+
+    return [problem for problem in found if not known(problem.path)]
 
 
 def workflow_to_dict(workflow: Workflow) -> dict[str, Any]:
@@ -502,15 +554,8 @@ def load_workflow(
     loaded = structure_workflow(document)
     problems = list(loaded.problems)
     if loaded.workflow is not None:
-        # A part that could not be structured is reported once, not again by the checks.
-        reported = {problem.path for problem in problems}
-        problems.extend(
-            problem
-            for problem in check_workflow(
-                loaded.workflow, actions, known_node_keys=loaded.known_node_keys
-            )
-            if problem.path not in reported
-        )
+        found = check_workflow(loaded.workflow, actions, known_node_keys=loaded.known_node_keys)
+        problems.extend(new_problems(found, loaded.problems))
     if problems or loaded.workflow is None:
         raise WorkflowValidationError(problems, source=source_name)
     return loaded.workflow

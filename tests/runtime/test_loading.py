@@ -422,6 +422,42 @@ def test_every_problem_is_reported_at_once() -> None:
     assert str(error).splitlines()[0] == "4 problems:"
 
 
+def test_a_part_that_cannot_be_read_hides_none_of_the_other_problems() -> None:
+    # A node or connection with a malformed field is reported, and what can be read
+    # of it is still checked: its duplicate key, an unknown action after it, at
+    # their own paths. Nothing is reported twice.
+    assert problems_of(
+        {
+            "id": "x",
+            "nodes": [
+                {"key": "start", "type": "manual.trigger"},
+                {"key": "start", "type": "logic.if", "params": 5},
+                "not a node",
+                {"key": "b", "type": "no.such"},
+                {"key": "c", "type": "core.noop", "settings": {"timeout": "abc"}},
+                {"type": "core.noop"},
+            ],
+            "connections": [
+                {"from": "start", "to": "zz", "from_port": 3},
+                "start -> b",
+                {"from": "start", "to": "b"},
+                {"from": "start", "to": "c", "to_port": "side"},
+            ],
+        }
+    ) == [
+        "nodes[1].params: expected an object, got a number (5)",
+        "nodes[2]: expected an object, got a string",
+        "nodes[4].settings.timeout: 'abc' is not a duration; write it like 90s, 15m, 2h, 3d or 1h30m",
+        "nodes[5].key: required field is missing",
+        "connections[0].from_port: expected a string, got a number (3)",
+        "connections[1]: expected an object, got a string",
+        "nodes[1].key: duplicate node key 'start' (also nodes[0])",
+        "nodes[3].type: unknown action 'no.such'",
+        "connections[0].to: no node has key 'zz'",
+        "connections[3].to_port: node 'c' (core.noop) has no input port 'side'; its ports are main",
+    ]
+
+
 def test_files_that_cannot_be_read(tmp_path: Path) -> None:
     assert problems_of(tmp_path / "missing.yaml") == [
         f"workflow file not found: '{tmp_path / 'missing.yaml'}'"
