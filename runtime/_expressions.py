@@ -223,7 +223,7 @@ class _Environment(ImmutableSandboxedEnvironment):
                 return obj[attribute]
             except KeyError:
                 if isinstance(obj, NodesView):
-                    return self.undefined(hint=obj.missing_hint(attribute))
+                    return obj.missing(attribute)
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
@@ -320,20 +320,24 @@ class NodesView(Mapping[str, Mapping[str, Any]]):
     """``nodes`` in a template: each node that has run, by key, built on access.
 
     ``nodes.<key>`` is ``{output, status, port, duration_ms, context}`` of the node's
-    latest run; ``get`` builds that record from the engine's state.
+    latest run; ``get`` builds that record from the engine's state. Of a node of the
+    workflow that has no run, it is undefined (:class:`_NotRun`), saying why:
+    ``skipped(key)`` tells whether every path to it died.
     """
 
-    __slots__ = ("_get", "_keys", "_known")
+    __slots__ = ("_get", "_keys", "_known", "_skipped")
 
     def __init__(
         self,
         get: Callable[[str], Mapping[str, Any] | None],
         keys: Callable[[], Iterable[str]],
         known: Iterable[str] = (),
+        skipped: Callable[[str], bool] = lambda key: False,
     ) -> None:
         self._get = get
         self._keys = keys
         self._known = frozenset(known)
+        self._skipped = skipped
 
     def __getitem__(self, key: str) -> Mapping[str, Any]:
         record = self._get(key)
@@ -347,11 +351,29 @@ class NodesView(Mapping[str, Mapping[str, Any]]):
     def __len__(self) -> int:
         return sum(1 for _ in self._keys())
 
-    def missing_hint(self, key: str) -> str:
-        """Why ``nodes.<key>`` has no value: unknown node, or one that has not run."""
-        if key in self._known:
-            return f"node {key!r} has not run (yet) in this execution"
-        return f"there is no node {key!r}{did_you_mean(key, self._known)}"
+    def missing(self, key: str) -> jinja2.Undefined:
+        """``nodes.<key>`` of a node without a run, or of no node at all."""
+        if key not in self._known:
+            return jinja2.StrictUndefined(
+                hint=f"there is no node {key!r}{did_you_mean(key, self._known)}"
+            )
+        why = (
+            "was skipped in this execution (every path to it died)"
+            if self._skipped(key)
+            else "has not run (yet) in this execution"
+        )
+        return _NotRun(
+            hint=f"node {key!r} {why}; where that can be, write "
+            f"nodes.{key}.output | default(...) or test nodes.{key} is defined"
+        )
+
+
+class _NotRun(jinja2.ChainableUndefined, jinja2.StrictUndefined):
+    """``nodes.<key>`` of a node that has no run: ``| default(...)`` and ``is
+    defined`` see an undefined value, through any ``.output.field`` after it; any
+    other use fails, saying why the node has no run."""
+
+    __slots__ = ()
 
 
 @attrs.frozen

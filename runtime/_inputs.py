@@ -85,7 +85,10 @@ def scope(
     view = machine._nodes_view
     if view is None:  # made once, for the first node with templates
         view = machine._nodes_view = NodesView(
-            lambda key: node_record(machine, key), lambda: completed_keys(machine), machine._index
+            lambda key: node_record(machine, key),
+            lambda: completed_keys(machine),
+            machine._index,
+            lambda key: key in machine._skipped,
         )
     return {
         "input": node_input,
