@@ -123,6 +123,26 @@ def _check_for_each(params: Mapping[str, Any]) -> Iterable[Problem]:
         yield Problem(path="items", message="must be a list or a template giving a list")
 
 
+def _cursor(ctx: NodeContext) -> tuple[list[Any], int, int, int]:
+    """Where a ``core.for_each`` is, from its node context, as a loop-back arrives."""
+    cursor = ctx.node_context
+    items, batch_size = cursor.get("items"), cursor.get("batch_size")
+    index, iteration = cursor.get("index"), cursor.get("iteration")
+    if not (
+        isinstance(items, list)
+        and all(type(number) is int for number in (batch_size, index, iteration))
+        and batch_size >= 1  # type: ignore[operator]
+    ):
+        raise NodeError(
+            f"node {ctx.node_key!r} came back from its loop without its cursor (items, "
+            "index, batch_size, iteration in its node context): something changed or "
+            "cleared that context; start the loop again from its input",
+            code="cursor_lost",
+            details={"node_context_fields": sorted(cursor)},
+        )
+    return items, batch_size, index, iteration  # type: ignore[return-value]
+
+
 @action(
     "core.for_each",
     outputs=("loop", "done"),
@@ -142,7 +162,7 @@ def for_each(ctx: NodeContext) -> Output:
     ``index`` (of the first item of the current batch), ``iteration``, ``item`` (the
     current item, or list for batches) and ``done``.
     """
-    if not ctx.loop_back or not ctx.node_context:
+    if not ctx.loop_back:
         params: ForEachParams = ctx.params
         if not isinstance(params.items, list):
             raise NodeError(
@@ -156,10 +176,9 @@ def for_each(ctx: NodeContext) -> Output:
         batch_size = params.batch_size
         index, iteration = 0, 0
     else:
-        cursor = ctx.node_context
-        items, batch_size = cursor["items"], cursor["batch_size"]
-        index = cursor["index"] + batch_size
-        iteration = cursor["iteration"] + 1
+        items, batch_size, index, iteration = _cursor(ctx)
+        index += batch_size
+        iteration += 1
     cursor_out: dict[str, Any] = {
         "items": items,
         "batch_size": batch_size,

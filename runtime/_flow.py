@@ -177,8 +177,8 @@ class Flow:
         entry = self._index[loop.entry]
         back_edges = self._nodes[entry].back_edges
         if self._back_delivered[entry] and self._back_settled[entry] == len(back_edges):
-            self.iteration_count += 1
-            if self.iteration_count > self._max_iterations:
+            if self.iteration_count >= self._max_iterations:
+                # The iteration past the limit does not start, and is not counted.
                 self._fail_execution(
                     ErrorInfo(
                         code="loop_limit_exceeded",
@@ -190,6 +190,7 @@ class Flow:
                     )
                 )
                 return
+            self.iteration_count += 1
             deliveries = []
             for edge in back_edges:
                 if self._edge_state[edge.index] == DELIVERED:

@@ -106,7 +106,13 @@ class ExecuteParams:
     trigger: str | None = None
 
 
-def _check_mode(params: Mapping[str, Any]) -> Iterable[Problem]:
+_NO_WORKFLOW = "give the id of the workflow to run (a registered workflow's id)"
+
+
+def _check_execute(params: Mapping[str, Any]) -> Iterable[Problem]:
+    workflow = params.get("workflow")
+    if isinstance(workflow, str) and not workflow.strip():
+        yield Problem(path="workflow", message=f"is empty: {_NO_WORKFLOW}")
     mode = params.get("mode", "sync")
     if not contains_template(mode) and mode not in MODES:
         yield Problem(
@@ -117,7 +123,7 @@ def _check_mode(params: Mapping[str, Any]) -> Iterable[Problem]:
 @_registry.action(
     "workflow.execute",
     params=ExecuteParams,
-    check=_check_mode,
+    check=_check_execute,
     isolate_inputs=False,
     json_output=True,
     description="Run another workflow as a child execution: wait for its output (sync) "
@@ -128,6 +134,8 @@ def execute_workflow(ctx: NodeContext) -> ExecuteWorkflow:
     input). In ``sync`` mode the node waits and outputs the child's output; in
     ``fire_and_forget`` mode it outputs the child's id at once."""
     params: ExecuteParams = ctx.params
+    if not params.workflow.strip():
+        raise NodeError(f"the workflow parameter is empty: {_NO_WORKFLOW}", code="invalid_params")
     if params.mode not in MODES:
         raise NodeError(
             f"mode must be 'sync' or 'fire_and_forget', not {params.mode!r}",

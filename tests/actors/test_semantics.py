@@ -325,6 +325,7 @@ async def test_loop_limit_exceeded_fails_with_its_error() -> None:
     assert "max_iterations (5)" in result.error.message
     assert len(result.runs_of("again")) == 6
     assert "body" in result.order
+    assert result.iteration_count == 5  # the iteration past the limit never started
 
 
 def for_each_workflow(batch_size: int = 1) -> prana.Workflow:
