@@ -159,8 +159,38 @@ def _report(execution: Execution, args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(_execution_json(execution))
     else:
-        sys.stdout.write(render_report(execution, color=use_color(sys.stdout)))
+        children = _waiting_children(execution, args)
+        sys.stdout.write(render_report(execution, color=use_color(sys.stdout), children=children))
     return EXIT_FAILED if execution.status in FINAL_STATUSES - {"completed"} else EXIT_OK
+
+
+# How many child executions a report looks into, at most, to say what they wait for.
+_CHILDREN_SHOWN = 20
+
+
+def _waiting_children(execution: Execution, args: argparse.Namespace) -> dict[str, Execution]:
+    """The child executions ``execution`` waits for, and theirs, read from the
+    database: the report says what each waits for and how to answer it."""
+    if not any(suspension.child_execution_id for suspension in execution.suspensions):
+        return {}
+    if database(args, create=False) is None:
+        return {}
+
+    async def read(store: SQLiteStore) -> dict[str, Execution]:
+        found: dict[str, Execution] = {}
+        waiting = [execution]
+        while waiting and len(found) < _CHILDREN_SHOWN:
+            for suspension in waiting.pop().suspensions:
+                child_id = suspension.child_execution_id
+                if child_id is None or child_id in found:
+                    continue
+                stored = await store.load_execution(child_id)
+                if stored is not None:
+                    found[child_id] = stored.to_execution()
+                    waiting.append(found[child_id])
+        return found
+
+    return _reading(args, read)
 
 
 def _show_workflow_logs() -> None:

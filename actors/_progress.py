@@ -11,7 +11,7 @@ import datetime
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 import anyio
@@ -164,8 +164,13 @@ class LiveProgress:
         self._drawn = 0
 
 
-def render_report(execution: Execution, *, color: bool) -> str:
-    """The report ``prana run`` prints: status, timeline, skipped nodes, error, output."""
+def render_report(
+    execution: Execution, *, color: bool, children: Mapping[str, Execution] | None = None
+) -> str:
+    """The report ``prana run`` prints: status, timeline, skipped nodes, error, what
+    it waits for and how to answer it, output. ``children``: the child executions it
+    waits for (and theirs), by id, where known."""
+    children = children or {}
     style = _Style(color)
     when = (
         f"in {_ms(execution.duration_ms)}"
@@ -196,19 +201,48 @@ def render_report(execution: Execution, *, color: bool) -> str:
         lines.extend(["", style(f"Error [{error.code}]{where}: {error.message}", "31")])
     if execution.suspensions:
         lines.extend(["", "Waiting:"])
-        for suspension in execution.suspensions:
-            lines.append(
-                f"  {suspension.node_key} ({suspension.kind})" + _waiting_detail(suspension)
-            )
-            if suspension.token is not None:
-                lines.append(f"    resume with: prana resume {suspension.token} --data '{{...}}'")
-            else:
-                lines.append(
-                    f"    resume with: prana resume {execution.id} --node {suspension.node_key} --data '{{...}}'"
-                )
+        lines.extend(_waiting_lines(execution, children, "  "))
     if execution.status == "completed":
         lines.extend(["", "Output:", json.dumps(execution.output, indent=2, ensure_ascii=False)])
     return "\n".join(lines) + "\n"
+
+
+def _waiting_lines(
+    execution: Execution, children: Mapping[str, Execution], indent: str, depth: int = 0
+) -> list[str]:
+    """What each waiting node of ``execution`` waits for, and how to answer it: a
+    node waiting for a child execution is answered by answering the child."""
+    lines = []
+    for suspension in execution.suspensions:
+        lines.append(
+            f"{indent}{suspension.node_key} ({suspension.kind})" + _waiting_detail(suspension)
+        )
+        child_id = suspension.child_execution_id
+        if child_id is not None:
+            child = children.get(child_id)
+            if child is None:
+                lines.append(
+                    f"{indent}  waits for child execution {child_id}: prana show {child_id}"
+                )
+            elif child.suspensions and depth < 5:
+                lines.append(
+                    f"{indent}  waits for child execution {child_id} ({child.workflow_id}), "
+                    "which waits at:"
+                )
+                lines.extend(_waiting_lines(child, children, indent + "    ", depth + 1))
+            else:
+                lines.append(
+                    f"{indent}  waits for child execution {child_id} ({child.workflow_id}), "
+                    f"which is {child.status}: prana show {child_id}"
+                )
+        elif suspension.token is not None:
+            lines.append(f"{indent}  resume with: prana resume {suspension.token} --data '{{...}}'")
+        else:
+            lines.append(
+                f"{indent}  resume with: prana resume {execution.id} --node "
+                f"{suspension.node_key} --data '{{...}}'"
+            )
+    return lines
 
 
 def _waiting_detail(suspension: Suspension) -> str:

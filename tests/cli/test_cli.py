@@ -312,6 +312,27 @@ def test_a_parent_waits_for_its_child_across_commands(
     assert done["output"] == {"shipped": True, "paid": 5000}
 
 
+def test_the_report_of_a_parent_says_what_its_child_waits_for_and_how_to_answer(
+    prana_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", FULFIL, "--input", '{"amount": 5000}', "--quiet"]) == 0
+    out = capsys.readouterr().out
+    waiting = out.split("Waiting:\n")[1].splitlines()
+    assert waiting[0] == "  pay (workflow)"
+    assert waiting[1].startswith("    waits for child execution ")
+    assert waiting[1].endswith(" (approval), which waits at:")
+    assert waiting[2].startswith("      approval (webhook): token wh_")
+    token = waiting[2].split("token ")[1].split(";")[0]
+    assert waiting[3] == f"        resume with: prana resume {token} --data '{{...}}'"
+    assert f"prana resume {out.split()[1]}" not in out  # the parent cannot be answered
+
+    # What it says works: the child completes, and the parent with it.
+    assert main(["resume", token, "--data", '{"approved": true, "by": "ann"}']) == 0
+    capsys.readouterr()
+    assert main(["show", out.split()[1]]) == 0
+    assert "of fulfil_order v1: completed in" in capsys.readouterr().out
+
+
 def test_pause_resume_cancel_and_retry_from_the_command_line(
     prana_db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,10 +31,11 @@ async def test_order_routing_prices_and_flags_big_orders() -> None:
     small = await run(workflow, {"amount": 100, "country": "US"})
     assert small.output == {"country": "US", "region": "us", "net": 100, "tax": 7.0, "total": 107.0}
     assert "flag_review" not in small.order
-    invalid = await run(workflow, {"amount": "lots"})
-    assert invalid.status == "failed"
-    assert invalid.error is not None
-    assert invalid.error.code == "invalid_order"
+    for order in ({"amount": "lots"}, {"country": "DE"}):  # no amount: its own guard too
+        invalid = await run(workflow, order)
+        assert invalid.status == "failed"
+        assert invalid.error is not None
+        assert invalid.error.code == "invalid_order"
 
 
 async def test_batch_invoices_bills_in_batches_of_three() -> None:
