@@ -243,7 +243,11 @@ async def call_action(
             )
             child_id = await start_child(dispatch, request)
             if value.mode == "sync":
-                suspend = SuspendRequest(kind="workflow", child_execution_id=child_id)
+                # The node's timeout bounds its wait for the child, too.
+                until = None if dispatch.timeout is None else started_at + dispatch.timeout
+                suspend = SuspendRequest(
+                    kind="workflow", child_execution_id=child_id, wake_at=until
+                )
                 return _result(dispatch, clock, started_at, started, suspend=suspend)
             value = {"execution_id": child_id, "workflow": value.workflow}
     except _OutputNotJson as exc:

@@ -77,7 +77,7 @@ from ._snapshot import (
 )
 from ._subworkflows import child_ended
 from ._triggers import trigger_context
-from ._waiting import end_wait, resume_waiting, retry, retry_now, suspend_run
+from ._waiting import resume_waiting, retry, suspend_run, wake_run
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -242,9 +242,7 @@ class ExecutionMachine(Flow):
             return []
         if self.status not in ("running", "suspended"):
             return []  # a paused execution's due timers fire when it is unpaused
-        if suspension.kind == "retry":
-            return retry_now(self, suspension, now)
-        return end_wait(self, suspension, suspension.wake_port, suspension.wake_data, now)
+        return wake_run(self, suspension, now)
 
     def recover(self, now: float) -> list[Command]:
         """After a restore: run again the nodes that were running when the execution

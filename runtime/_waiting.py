@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._blocks import BLOCK_BITS
-from ._commands import Command, NodeSuspended, RunRetrying
+from ._commands import CancelChildren, Command, NodeSuspended, RunRetrying
 from ._errors import InvalidTransition
 from ._flow import SUSPENDED
 from ._records import ChildOutcome, ErrorInfo, NodeResult, NodeRun, Suspension
@@ -159,6 +159,17 @@ def retry(
     machine._suspensions_added.append(suspension)
 
 
+def wake_run(machine: ExecutionMachine, suspension: Suspension, now: float) -> list[Command]:
+    """A waiting run's deadline passed: a durable retry runs its next attempt, a wait
+    for a child times out, any other wait ends with its wake data on its wake port."""
+    if suspension.kind == "retry":
+        return retry_now(machine, suspension, now)
+    if suspension.child_execution_id is not None:
+        time_out_child(machine, suspension, now)
+        return machine._finish_event(now)
+    return end_wait(machine, suspension, suspension.wake_port, suspension.wake_data, now)
+
+
 def retry_now(machine: ExecutionMachine, suspension: Suspension, now: float) -> list[Command]:
     machine._now = now
     del machine._suspended[suspension.execution_index]
@@ -181,7 +192,11 @@ def suspend_run(machine: ExecutionMachine, index: int, run: NodeRun, result: Nod
         if error is not None:
             machine._fail_run(index, run, error, result)
             return
-    if request.wake_at is not None and request.wake_at <= machine._now:
+    if (
+        request.wake_at is not None
+        and request.wake_at <= machine._now
+        and request.child_execution_id is None
+    ):
         # The deadline has passed already: no need to wait.
         woken = attrs.evolve(result, data=request.wake_data, suspend=None)
         machine._complete_run(index, run, wake_port, woken)
@@ -212,6 +227,8 @@ def suspend_run(machine: ExecutionMachine, index: int, run: NodeRun, result: Nod
         outcome = machine._ended_children.pop(request.child_execution_id, None)
         if outcome is not None:  # the child ended before its parent heard it started
             settle_child(machine, suspension, outcome, machine._now)
+        elif request.wake_at is not None and request.wake_at <= machine._now:
+            time_out_child(machine, suspension, machine._now)  # its timeout passed already
 
 
 def end_wait(
@@ -247,6 +264,29 @@ def settle_child(
             "status": outcome.status,
             "error": outcome.error.to_dict() if outcome.error is not None else None,
         },
+    )
+    machine._fail_run(index, run, error, attrs.evolve(waited, error=error))
+
+
+def time_out_child(machine: ExecutionMachine, suspension: Suspension, now: float) -> None:
+    """The node's ``timeout`` passed while it waited for its ``sync`` child: the
+    child is cancelled and the node fails with ``timeout`` (no event finishing)."""
+    index, run, waited = _stop_waiting(machine, suspension, now)
+    node = machine._nodes[index]
+    child_id = suspension.child_execution_id
+    assert child_id is not None
+    timeout = node.timeout or 0.0
+    error = ErrorInfo(
+        code="timeout",
+        message=f"node {node.key!r} waited longer than its timeout ({timeout:g} s) for "
+        f"child execution {child_id}, which was cancelled",
+        details={"timeout": timeout, "child_execution_id": child_id},
+    )
+    machine._commands.append(
+        CancelChildren(
+            execution_ids=(child_id,),
+            reason=f"its parent's node {node.key!r} timed out after {timeout:g} s",
+        )
     )
     machine._fail_run(index, run, error, attrs.evolve(waited, error=error))
 

@@ -234,3 +234,59 @@ async def test_a_parent_waiting_on_disk_hears_of_its_child_in_a_new_engine(
         done = await engine.wait(waiting.id)
     assert done.status == "completed"
     assert done.output == "yes"
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_node_timeout_bounds_its_wait_for_a_sync_child(
+    tmp_path: Path, restart: bool
+) -> None:
+    # The child waits for an answer that never comes: when the node's timeout passes
+    # (in the same engine, or in the next one), the child is cancelled and the node
+    # fails with 'timeout', which its on_error routes like any failure.
+    approval = make_workflow(
+        {"start": "manual.trigger", "approve": "wait.webhook"}, ["start -> approve"], id="approval"
+    )
+    parent = make_workflow(
+        {
+            "start": "manual.trigger",
+            "call": {
+                "type": "workflow.execute",
+                "params": {"workflow": "approval"},
+                "settings": {"timeout": "1h", "on_error": "error_port"},
+            },
+            "after": "core.noop",
+            "late": ("data.set", {"values": {"late": "{{ input.code }}"}}),
+        },
+        ["start -> call", "call -> after", "call.error -> late"],
+        id="parent",
+    )
+    clock = VirtualClock(start=T0)
+    path = tmp_path / "prana.db"
+    async with open_engine(path=path, clock=clock, workflows=[approval]) as engine:
+        waiting = await engine.run(parent)
+        (child,) = await engine.list(workflow="approval")
+        assert [(s.node_key, s.wake_at) for s in waiting.suspensions] == [("call", T0 + 3600)]
+        clock.set(T0 + 3599)
+        assert (await engine.get(waiting.id)).status == "suspended"
+        if not restart:
+            clock.set(T0 + 3600)
+            done = await engine.wait(waiting.id)
+            child_now = await engine.wait(child.id)
+    if restart:
+        clock.set(T0 + 3600)
+        async with open_engine(path=path, clock=clock, workflows=[approval]) as engine:
+            done = await engine.wait(waiting.id)
+            child_now = await engine.wait(child.id)
+    assert done.status == "completed"
+    assert done.order == ["start", "call", "late"]
+    assert done.outputs["late"] == {"late": "timeout"}
+    (call,) = done.runs_of("call")
+    assert call.status == "failed"
+    assert call.error is not None
+    assert call.error.message == (
+        f"node 'call' waited longer than its timeout (3600 s) for child execution {child.id}, "
+        "which was cancelled"
+    )
+    assert child_now.status == "cancelled"
+    assert child_now.error is not None
+    assert child_now.error.message == "its parent's node 'call' timed out after 3600 s"
