@@ -51,7 +51,7 @@ from prana.storage import MemoryStore, Store, open_store
 
 from ._catalog import Catalog
 from ._children import ChildExecutions
-from ._clock import Clock, SystemClock, new_execution_id
+from ._clock import Clock, SystemClock, VirtualClock, new_execution_id
 from ._control import control, deliver_requests
 from ._handle import DEFAULT_EVENT_BUFFER
 from ._handle import ExecutionHandle as ExecutionHandle
@@ -210,6 +210,8 @@ class Engine(AsyncContextManagerMixin):
                         clock=self.clock,
                         timers=timers,
                     )
+                if isinstance(self.clock, VirtualClock) and self.clock.autojump:
+                    task_group.start_soon(self.clock.keep_time)
                 await task_group.start(writer.run)
                 await task_group.start(timers.run)
                 background.start_keeping(task_group, "store upkeep", store.maintain)
