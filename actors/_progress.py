@@ -207,6 +207,10 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
+# The longest a wait's data is shown in a report (``prana show --json`` shows it whole).
+_DATA_SHOWN = 400
+
+
 def _waiting_lines(
     execution: Execution, children: Mapping[str, Execution], indent: str, depth: int = 0
 ) -> list[str]:
@@ -217,6 +221,11 @@ def _waiting_lines(
         lines.append(
             f"{indent}{suspension.node_key} ({suspension.kind})" + _waiting_detail(suspension)
         )
+        if suspension.data is not None:
+            shown = json.dumps(suspension.data, ensure_ascii=False)
+            if len(shown) > _DATA_SHOWN:
+                shown = shown[: _DATA_SHOWN - 3] + "..."
+            lines.append(f"{indent}  data: {shown}")
         child_id = suspension.child_execution_id
         if child_id is not None:
             child = children.get(child_id)

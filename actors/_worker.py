@@ -284,6 +284,7 @@ def _outcome(
                 resume_port=value.resume_port,
                 # A prefix: a token never starts with "-", which reads as an option.
                 token=f"wh_{secrets.token_urlsafe(24)}" if value.token else None,
+                data=_json_copy(value.data, "Suspend.data", dispatch),
             )
             return _result(dispatch, clock, started_at, started, suspend=suspend)
         if isinstance(value, Output):

@@ -99,6 +99,9 @@ class Suspend:
 
     ``kind`` names the wait for people and tools (``interval``, ``until``,
     ``webhook``...). ``token=True`` asks the engine for an unguessable resume token.
+    ``data`` is what whoever answers the wait needs to know (an approval's prompt, a
+    form's fields): JSON data, kept with the wait, shown by ``prana show`` and carried
+    by the ``NodeSuspended`` event and ``Execution.suspensions``.
     """
 
     kind: str
@@ -107,3 +110,4 @@ class Suspend:
     wake_data: Any = None
     resume_port: str | None = None
     token: bool = False
+    data: Any = None

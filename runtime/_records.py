@@ -82,11 +82,14 @@ class SuspendRequest:
     resume_port: str | None = None
     token: str | None = None
     child_execution_id: str | None = None
+    data: Any = None
 
 
 @attrs.frozen(kw_only=True)
 class Suspension:
-    """A node waiting to be resumed or woken: kept with the execution until then."""
+    """A node waiting to be resumed or woken: kept with the execution until then.
+    ``data`` is what the action said whoever answers needs to know
+    (:attr:`prana.Suspend.data`)."""
 
     execution_id: str
     node_key: str
@@ -100,6 +103,7 @@ class Suspension:
     resume_port: str
     started_at: float | None = None
     child_execution_id: str | None = None
+    data: Any = None
 
     @property
     def timer_key(self) -> tuple[str, int]:

@@ -116,6 +116,7 @@ class WebhookParams:
     """Parameters of ``wait.webhook``."""
 
     timeout: Any = None
+    data: Any = None
 
 
 @action(
@@ -128,14 +129,20 @@ class WebhookParams:
 def wait_webhook(ctx: NodeContext) -> Suspend:
     """Waits for ``engine.resume_token(token, data)`` (the token is in the execution's
     ``suspensions``); the data goes out on ``main``. With ``timeout``, if nobody
-    resumes it in time, the input goes out on ``timeout`` instead.
+    resumes it in time, the input goes out on ``timeout`` instead. ``data`` is kept
+    with the wait for whoever answers it (a prompt, a form's fields).
     """
     params: WebhookParams = ctx.params
     wake_at = None
     if params.timeout is not None:
         wake_at = ctx.now + _duration(params.timeout, "timeout")
     return Suspend(
-        kind="webhook", token=True, wake_at=wake_at, wake_port="timeout", wake_data=ctx.input
+        kind="webhook",
+        token=True,
+        wake_at=wake_at,
+        wake_port="timeout",
+        wake_data=ctx.input,
+        data=params.data,
     )
 
 

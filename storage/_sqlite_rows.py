@@ -69,7 +69,7 @@ _SAVE_ONE_RUN_STEP = [
     for blocks in range(ONE_STATEMENT_BLOCKS + 1)
 ]
 _INSERT_SUSPENSION = (
-    f"INSERT INTO suspensions ({SUSPENSION_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+    f"INSERT INTO suspensions ({SUSPENSION_COLUMNS}) VALUES ({', '.join('?' * 13)})"
 )
 
 
@@ -423,6 +423,7 @@ def _apply_details(db: sqlite3.Connection, checkpoint: Checkpoint) -> None:
                     s.resume_port,
                     s.started_at,
                     s.child_execution_id,
+                    codec.dumps(s.data),
                 )
                 for s in checkpoint.suspensions_added
             ],

@@ -218,3 +218,64 @@ async def test_an_execution_running_alone_keeps_the_wal_bounded(tmp_path: Path) 
     assert done.status == "completed"
     assert len(done.node_runs) == 301
     assert wal < 16 * 1024 * 1024
+
+
+async def test_a_wait_keeps_the_data_its_action_gave_for_whoever_answers(
+    tmp_path: Path,
+) -> None:
+    # What an approver needs to see travels with the wait: in the execution's
+    # suspensions, in the NodeSuspended event, and through a restart.
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.ask")
+    def ask(ctx: prana.NodeContext) -> prana.Suspend:
+        return prana.Suspend(
+            kind="approval", token=True, data={"prompt": f"Pay {ctx.input['amount']}?"}
+        )
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "ask": "test.ask",
+            "form": (
+                "wait.webhook",
+                {"data": {"fields": ["by"], "about": "{{ input.amount }}"}},
+            ),
+        },
+        ["start -> ask", "ask -> form"],
+        actions=actions,
+    )
+    path = tmp_path / "prana.db"
+    async with open_engine(path=path, actions=actions) as engine:
+        events = engine.events()
+        waiting = await engine.run(workflow, {"amount": 120})
+        events.close()
+        seen = [event async for event in events if isinstance(event, prana.NodeSuspended)]
+        assert [s.data for s in waiting.suspensions] == [{"prompt": "Pay 120?"}]
+        assert [event.suspension.data for event in seen] == [{"prompt": "Pay 120?"}]
+        token = waiting.suspensions[0].token
+        assert token is not None
+        await engine.resume_token(token, {"amount": 120})
+    async with open_engine(path=path, actions=actions) as engine:
+        again = await engine.get(waiting.id)
+    assert [(s.node_key, s.data) for s in again.suspensions] == [
+        ("form", {"fields": ["by"], "about": 120})
+    ]
+
+
+async def test_data_on_a_wait_must_be_json() -> None:
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.ask")
+    def ask(ctx: prana.NodeContext) -> prana.Suspend:
+        return prana.Suspend(kind="approval", token=True, data={"when": object()})
+
+    workflow = make_workflow(
+        {"start": "manual.trigger", "ask": "test.ask"}, ["start -> ask"], actions=actions
+    )
+    async with prana.Engine(actions=actions, env={}) as engine:
+        failed = await engine.run(workflow)
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert failed.error.code == "invalid_output"
+    assert "Suspend.data.when" in failed.error.message

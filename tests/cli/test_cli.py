@@ -409,3 +409,23 @@ def test_a_long_run_says_how_many_runs_it_does_not_show_and_show_lists_them_all(
     shown = json.loads(capsys.readouterr().out)
     assert shown["runs_left_out"] == 0
     assert shown["order"] == ["start", *(["count", "more"] * 1500)]
+
+
+def test_show_prints_what_a_waiting_node_asks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    form = tmp_path / "form.yaml"
+    form.write_text(
+        "id: form\nnodes:\n  - {key: start, type: manual.trigger}\n"
+        "  - key: approve\n    type: wait.webhook\n"
+        "    params: {data: {prompt: 'Pay {{ input.amount }}?', fields: [by]}}\n"
+        "connections:\n  - {from: start, to: approve}\n"
+    )
+    assert main(["run", str(form), "--input", '{"amount": 120}', "--quiet"]) == 0
+    execution_id = capsys.readouterr().out.split()[1]
+    assert main(["show", execution_id]) == 0
+    shown = capsys.readouterr().out
+    assert '    data: {"prompt": "Pay 120?", "fields": ["by"]}' in shown.splitlines()
+    assert main(["show", execution_id, "--json"]) == 0
+    (waiting,) = json.loads(capsys.readouterr().out)["suspensions"]
+    assert waiting["data"] == {"prompt": "Pay 120?", "fields": ["by"]}

@@ -75,6 +75,7 @@ def waiting(
         wake_data={"x": [1, None]},
         resume_port="main",
         started_at=2.0,
+        data={"prompt": "Approve?", "fields": ["by"]} if index % 2 else None,
     )
 
 
@@ -610,9 +611,10 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
         0,
     )
     assert found is not None
-    assert (found.node_key, found.child_execution_id) == ("wait", None)
+    # A wait saved before version 8 has no data.
+    assert (found.node_key, found.child_execution_id, found.data) == ("wait", None, None)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 7
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 8
         assert db.execute("SELECT count(*) FROM schedules").fetchone()[0] == 0
         # Since version 6 JSON is text, which SQLite's JSON functions read.
         assert db.execute(
