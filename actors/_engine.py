@@ -59,7 +59,7 @@ from ._live import NOT_RUNNING, LiveExecutions
 from ._ownership import Leases, dead_owners, new_owner_id
 from ._schedules import Schedules, ScheduleSlot
 from ._services import BackgroundServices, EngineHealth
-from ._subscription import Middleware, Publisher, Subscription
+from ._subscription import Middleware, Publisher, Subscription, as_link
 from ._supervision import LeaseLost, Lost, ResumeRequest
 from ._supervisor import ExecutionSupervisor
 from ._timers import TimerActor, arm_due_timers, fire_timer
@@ -93,8 +93,11 @@ class Engine(AsyncContextManagerMixin):
 
     ``actions`` is the registry of actions (by default every built-in action). ``env``
     is what templates see as ``env`` (default: this process's environment; pass
-    ``{}`` to hide it). ``middleware`` are callables that receive every event; they
-    must not block. ``clock`` is the workflows' clock (a
+    ``{}`` to hide it). ``middleware`` is a chain every event passes through
+    before it reaches the subscribers: ``hook(event, next)`` passes it on, changed
+    or not, with ``next(event)``, or stops it by not calling ``next``; a hook of one
+    argument only looks. A hook that raises is logged and skipped. Hooks must not
+    block. ``clock`` is the workflows' clock (a
     :class:`prana.testing.VirtualClock` in tests). ``lease`` is how long, in
     seconds, an engine that stops answering keeps its executions before another
     takes them; ``heartbeat`` how often it renews its leases and looks for abandoned
@@ -134,7 +137,7 @@ class Engine(AsyncContextManagerMixin):
         self._store_option = store
         self._durability = durability
         self._env: Mapping[str, str] = dict(os.environ) if env is None else dict(env)
-        self._middleware = tuple(middleware)
+        self._middleware = tuple(as_link(hook) for hook in middleware)
         self.clock: Clock = clock or SystemClock()
         self._lease = lease
         self._heartbeat = heartbeat if heartbeat is not None else lease / 3

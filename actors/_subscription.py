@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
 
@@ -12,7 +14,39 @@ from prana._events import Event, EventsDropped
 
 logger = logging.getLogger("prana.engine")
 
-Middleware = Callable[[Event], None]
+# ``middleware(event, next)``: passes the event on (as it came, or changed) with
+# ``next(event)``, or stops it by not calling ``next``. A hook of one argument,
+# ``middleware(event)``, only looks: the event goes on after it.
+Next = Callable[[Event], None]
+Middleware = Callable[[Event, Next], None] | Callable[[Event], None]
+ChainLink = Callable[[Event, Next], None]
+
+
+def as_link(hook: Middleware) -> ChainLink:
+    """``hook`` as a link of the middleware chain: a hook of one argument looks at
+    the event and passes it on."""
+    if _arguments(hook) >= 2:
+        return hook  # type: ignore[return-value]
+    looks: Callable[[Event], None] = hook  # type: ignore[assignment]
+
+    def link(event: Event, next_: Next) -> None:
+        try:
+            looks(event)
+        finally:
+            next_(event)
+
+    return link
+
+
+def _arguments(hook: Any) -> int:
+    """How many positional arguments ``hook`` takes at most."""
+    try:
+        parameters = inspect.signature(hook).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return 2
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
 
 
 class Subscription:
@@ -80,10 +114,11 @@ class Subscription:
 
 
 class Publisher:
-    """Fans one execution's events out to its subscriptions and the middleware."""
+    """Passes one execution's events through the middleware chain, then out to its
+    subscriptions."""
 
     def __init__(
-        self, middleware: Iterable[Middleware], engine_subscriptions: set[Subscription]
+        self, middleware: Iterable[ChainLink], engine_subscriptions: set[Subscription]
     ) -> None:
         self._middleware = tuple(middleware)
         self._engine_subscriptions = engine_subscriptions
@@ -95,19 +130,35 @@ class Publisher:
         return bool(self.subscriptions or self._engine_subscriptions or self._middleware)
 
     def publish(self, event: Event) -> None:
-        """Deliver ``event`` to every subscriber and middleware hook, in that order.
+        """Pass ``event`` through the middleware, in order, each of which may change it
+        or stop it; what comes out of the last reaches every subscriber.
 
-        A middleware hook that raises is logged and skipped; it never stops the engine.
+        A middleware that raises is logged and contained: if it had not passed the
+        event on, the event goes on as it came to it. It never stops the engine.
         """
-        for subscription in self.subscriptions:
-            subscription.publish(event)
-        for subscription in self._engine_subscriptions:
-            subscription.publish(event)
-        for hook in self._middleware:
-            try:
-                hook(event)
-            except Exception:
-                logger.exception("middleware %r failed on %s", hook, type(event).__name__)
+        self._pass(0, event)
+
+    def _pass(self, position: int, event: Event) -> None:
+        if position == len(self._middleware):
+            for subscription in self.subscriptions:
+                subscription.publish(event)
+            for subscription in self._engine_subscriptions:
+                subscription.publish(event)
+            return
+        hook = self._middleware[position]
+        passed = False
+
+        def next_(onward: Event) -> None:
+            nonlocal passed
+            passed = True
+            self._pass(position + 1, onward)
+
+        try:
+            hook(event, next_)
+        except Exception:
+            logger.exception("middleware %r failed on %s", hook, type(event).__name__)
+            if not passed:
+                self._pass(position + 1, event)
 
     def close(self) -> None:
         """End every subscription to this execution."""

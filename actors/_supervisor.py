@@ -33,6 +33,7 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -550,7 +551,7 @@ class ExecutionSupervisor:
     def _progress(self) -> float:
         return len(self._settled_nodes) / self._node_count if self._node_count else 1.0
 
-    def _publish(self, kind: type[events.Event], now: float, **fields: object) -> None:
+    def _publish(self, kind: type[events.Event], now: float, **fields: Any) -> None:
         self._sequence += 1
         event = kind(
             execution_id=self.machine.execution_id, sequence=self._sequence, time=now, **fields

@@ -9,6 +9,9 @@ skipped at least once, from 0.0 to 1.0.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import attrs
 
 from ._records import ErrorInfo, ExecutionStatus, NodeRun, Suspension
@@ -16,11 +19,13 @@ from ._records import ErrorInfo, ExecutionStatus, NodeRun, Suspension
 
 @attrs.frozen(kw_only=True)
 class Event:
-    """Base of every event."""
+    """Base of every event. ``attributes`` are what middleware added on the way
+    (``next(attrs.evolve(event, attributes={**event.attributes, "tenant": t}))``)."""
 
     execution_id: str
     sequence: int
     time: float
+    attributes: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)

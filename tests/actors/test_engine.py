@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import attrs
 import pytest
 
 import prana
@@ -106,6 +107,47 @@ async def test_middleware_sees_every_event_and_a_failing_hook_is_contained(
     assert seen.count("NodeCompleted") == 3
     assert "middleware" in caplog.text
     assert "hook bug" in caplog.text
+
+
+async def test_middleware_is_a_chain_that_can_enrich_or_stop_events(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each hook gets the event and next: the first drops node starts, the second
+    # adds a tenant, a broken one is skipped, a looking one sees what came through,
+    # and subscribers get what comes out of the chain.
+    looked: list[tuple[str, Any]] = []
+
+    def quiet(event: prana.Event, next_: Any) -> None:
+        if not isinstance(event, prana.NodeStarted):
+            next_(event)
+
+    def tenant(event: prana.Event, next_: Any) -> None:
+        next_(attrs.evolve(event, attributes={**event.attributes, "tenant": "acme"}))
+
+    def broken(event: prana.Event, next_: Any) -> None:
+        raise RuntimeError("hook bug")
+
+    def twice_broken(event: prana.Event, next_: Any) -> None:
+        next_(event)
+        raise RuntimeError("after passing it on")
+
+    def look(event: prana.Event) -> None:
+        looked.append((type(event).__name__, dict(event.attributes)))
+
+    async with prana.Engine(middleware=[quiet, tenant, broken, twice_broken, look]) as engine:
+        subscription = engine.events()
+        result = await engine.run(branching_workflow(), {"go": False})
+        subscription.close()
+        heard = [event async for event in subscription]
+    assert result.status == "completed"
+    assert [name for name, _ in looked] == [type(event).__name__ for event in heard]
+    assert "NodeStarted" not in [name for name, _ in looked]
+    assert [name for name, _ in looked].count("NodeCompleted") == 3
+    assert all(attributes == {"tenant": "acme"} for _, attributes in looked)
+    assert all(event.attributes == {"tenant": "acme"} for event in heard)
+    failures = [str(record.exc_info[1]) for record in caplog.records if record.exc_info]
+    assert failures.count("hook bug") == len(heard)
+    assert failures.count("after passing it on") == len(heard)
 
 
 async def test_engine_wide_subscription_sees_every_execution() -> None:
