@@ -43,7 +43,18 @@ from ._errors import ExpressionError, Problem, did_you_mean
 from ._json import InvalidData, check_json
 from ._limits import DEFAULT_LIMITS, Limits
 
-NAMES = ("input", "inputs", "nodes", "trigger", "vars", "env", "execution", "node", "loop")
+NAMES = (
+    "input",
+    "inputs",
+    "nodes",
+    "trigger",
+    "vars",
+    "env",
+    "execution",
+    "node",
+    "loop",
+    "run",
+)
 _LOG2_10 = 3.3219280948873626  # bits per decimal digit
 
 

@@ -72,6 +72,8 @@ def deliveries_of(machine: ExecutionMachine, lineage: Lineage) -> Deliveries:
 def scope(
     machine: ExecutionMachine,
     node: CompiledNode,
+    run: NodeRun,
+    loop_back: bool,
     node_input: Any,
     inputs: Mapping[str, Any],
     node_context: Mapping[str, Any],
@@ -79,9 +81,16 @@ def scope(
     """The names a node's templates see (DESIGN §6)."""
     loop_context: Any = None
     if node.expression_loop is not None:
-        loop_context = machine._node_contexts.get(
-            machine.graph.loops[node.expression_loop].entry, {}
-        )
+        # The loop around the node: its entry's context (a core.for_each cursor), the
+        # entry's key and the iteration of the loop's current pass (0, 1, ...).
+        entry = machine.graph.loops[node.expression_loop].entry
+        index = machine._index[entry]
+        iteration = machine._run_counts[index] - 1 - machine._activation.get(index, 0)
+        loop_context = {
+            **machine._node_contexts.get(entry, {}),
+            "entry": entry,
+            "iteration": iteration,
+        }
     view = machine._nodes_view
     if view is None:  # made once, for the first node with templates
         view = machine._nodes_view = NodesView(
@@ -106,6 +115,7 @@ def scope(
         },
         "node": node_context,
         "loop": loop_context,
+        "run": {"index": run.run_index, "attempt": run.attempt, "loop_back": loop_back},
     }
 
 

@@ -444,7 +444,9 @@ class ExecutionMachine(Flow):
                 params = None
             elif node.params.has_templates:
                 params = node.params.render(
-                    scope(self, node, node_input, inputs, node_context), node.key, self.limits
+                    scope(self, node, run, loop_back, node_input, inputs, node_context),
+                    node.key,
+                    self.limits,
                 )
             else:
                 params = node.params.value

@@ -316,7 +316,7 @@ def test_templates_are_checked_when_loading() -> None:
     assert found == [
         "nodes[1].params.values.x: template syntax error: unexpected end of template, expected 'end of print statement'.",
         "nodes[1].params.values.y: unknown name 'inupt' in template (did you mean 'input'?); "
-        "templates can use input, inputs, nodes, trigger, vars, env, execution, node, loop",
+        "templates can use input, inputs, nodes, trigger, vars, env, execution, node, loop, run",
         "nodes[1].params.values.z: template refers to unknown node 'strat' (did you mean 'start'?)",
     ]
 
