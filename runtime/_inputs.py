@@ -9,13 +9,16 @@ iteration results.
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._context import NodeContext
 from ._expressions import NodesView
 from ._flow import DELIVERED
+from ._json import sized_copy
 from ._model import DEFAULT_PORT
+from ._params import structure_params
 from ._records import NodeRun
 
 if TYPE_CHECKING:
@@ -117,6 +120,52 @@ def scope(
         "loop": loop_context,
         "run": {"index": run.run_index, "attempt": run.attempt, "loop_back": loop_back},
     }
+
+
+class InvalidParams(Exception):
+    """Rendered parameters that do not fit the action's params class."""
+
+
+def rendered_params(
+    machine: ExecutionMachine,
+    node: CompiledNode,
+    run: NodeRun,
+    loop_back: bool,
+    node_input: Any,
+    inputs: Mapping[str, Any],
+    node_context: Mapping[str, Any],
+) -> tuple[Any, Any]:
+    """The parameters a run is given (an instance of the action's params class, if
+    it has one) and what its record keeps of them (:func:`recorded_params`). Raises
+    :class:`ExpressionError` or :class:`InvalidParams`."""
+    action = node.action
+    if loop_back and not action.render_on_loop_back:
+        return None, None
+    params: Any
+    if node.params.has_templates:
+        names = scope(machine, node, run, loop_back, node_input, inputs, node_context)
+        params = node.params.render(names, node.key, machine.limits)
+    else:
+        params = node.params.value
+    recorded = recorded_params(params, machine.limits.recorded_params)
+    if action.params is not None and params is not None:
+        try:
+            params = structure_params(action.params, params)
+        except ValueError as exc:
+            raise InvalidParams(str(exc)) from None
+    return params, recorded
+
+
+def recorded_params(params: Any, most: int) -> Any:
+    """What a run's record keeps of its rendered ``params``: them, or past ``most``
+    bytes of JSON the start of their JSON text ending in ``...``; ``None`` for none."""
+    if not params or not most:
+        return None
+    # A plain copy (constant parameters are read-only views) and about its size.
+    copy, size = sized_copy(params)
+    if size <= most:
+        return copy
+    return json.dumps(copy, ensure_ascii=False)[:most] + "..."
 
 
 def node_record(machine: ExecutionMachine, key: str) -> Mapping[str, Any] | None:

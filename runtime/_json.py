@@ -154,6 +154,13 @@ class _Walk:
         return copied
 
 
+def sized_copy(value: Any) -> tuple[Any, int]:
+    """A plain copy of JSON data already checked, and about how many bytes of JSON
+    it takes."""
+    walk = _Walk(DEFAULT_LIMITS)
+    return walk.copy(value, 1), walk.size
+
+
 def check_json(value: Any, *, what: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     """A private copy of ``value`` if it is JSON data within ``limits`` (see the
     module's docstring). Raises :class:`InvalidData` naming where it is not, as

@@ -37,6 +37,9 @@ class Limits:
 
     Workflow files: ``yaml_values`` values a YAML document may expand to through its
     aliases (``&a`` and ``*a``).
+
+    The audit trail: ``recorded_params`` bytes of JSON of the rendered parameters each
+    node run keeps (the start of their text past it; 0 keeps none).
     """
 
     template_iterations: int = 100_000
@@ -46,12 +49,15 @@ class Limits:
     json_depth: int = 100
     json_size: int = 64 * 1024 * 1024
     yaml_values: int = 1_000_000
+    recorded_params: int = 4096
 
     def __attrs_post_init__(self) -> None:
         for field in attrs.fields(Limits):
             value = getattr(self, field.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Limits.{field.name} must be a positive integer, not {value!r}")
+            least = 0 if field.name == "recorded_params" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                what = "a whole number, 0 or more" if least == 0 else "a positive integer"
+                raise ValueError(f"Limits.{field.name} must be {what}, not {value!r}")
         if self.json_depth > MAX_JSON_DEPTH:
             raise ValueError(
                 f"Limits.json_depth can be at most {MAX_JSON_DEPTH} (the store's JSON writer "

@@ -47,11 +47,10 @@ from ._control import retry as retry_failed
 from ._errors import ExpressionError, InternalError
 from ._expressions import NodesView
 from ._flow import DONE, READY, RUNNING, Flow
+from ._inputs import InvalidParams, deliveries_of, iteration_results, rendered_params
 from ._inputs import deliveries as inputs_of
-from ._inputs import deliveries_of, iteration_results, scope
 from ._limits import DEFAULT_LIMITS, Limits
 from ._model import DEFAULT_PORT, ERROR_PORT
-from ._params import structure_params
 from ._records import (
     DEADLINE_INDEX,
     Checkpoint,
@@ -438,31 +437,21 @@ class ExecutionMachine(Flow):
         node_input = inputs.get(DEFAULT_PORT)
         node_context = self._node_contexts.get(node.key, _EMPTY)
         action = node.action
-        params: Any
         try:
-            if loop_back and not action.render_on_loop_back:
-                params = None
-            elif node.params.has_templates:
-                params = node.params.render(
-                    scope(self, node, run, loop_back, node_input, inputs, node_context),
-                    node.key,
-                    self.limits,
-                )
-            else:
-                params = node.params.value
-            if action.params is not None and params is not None:
-                try:
-                    params = structure_params(action.params, params)
-                except ValueError as exc:
-                    raise _InvalidParams(str(exc)) from None
+            params, recorded = rendered_params(
+                self, node, run, loop_back, node_input, inputs, node_context
+            )
         except ExpressionError as exc:
             self._fail_before_run(
                 index, run, "expression_error", str(exc), {"template": exc.template}
             )
             return
-        except _InvalidParams as exc:
+        except InvalidParams as exc:
             self._fail_before_run(index, run, "invalid_params", f"invalid parameters: {exc}", None)
             return
+        if recorded is not None:  # kept with the run's record
+            run = attrs.evolve(run, params=recorded)
+            self._runs[execution_index] = self._running[execution_index] = run
 
         context = NodeContext(
             execution_id=self.execution_id,
@@ -522,6 +511,7 @@ class ExecutionMachine(Flow):
             finished_at=result.finished_at,
             duration_ms=result.duration_ms,
             inputs=run.inputs,
+            params=run.params,
         )
         if result.node_context is not None:
             set_node_context(self, node.key, dict(result.node_context))
@@ -568,6 +558,7 @@ class ExecutionMachine(Flow):
             finished_at=result.finished_at if result else None,
             duration_ms=result.duration_ms if result else None,
             inputs=run.inputs,
+            params=run.params,
         )
         self._record(index, failed)
         if port is None:
@@ -594,7 +585,3 @@ class ExecutionMachine(Flow):
 
     def _fail_execution(self, error: ErrorInfo) -> None:
         stop(self, "failed", error)
-
-
-class _InvalidParams(Exception):
-    pass

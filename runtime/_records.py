@@ -54,6 +54,10 @@ class NodeRun:
     A node with ``settings.retry`` may take several attempts at one run: each failed
     attempt that was tried again is a record of its own with status ``retried``
     (``attempt`` 1, 2, ...), followed by the attempt that ended the run.
+
+    ``params`` are the parameters the run was given, templates rendered (``None`` for
+    a node without any); past ``Limits.recorded_params`` bytes of JSON, the start of
+    their JSON text, ending in ``...``.
     """
 
     node_key: str
@@ -68,6 +72,7 @@ class NodeRun:
     finished_at: float | None = None
     duration_ms: float | None = None
     inputs: tuple[tuple[str, int], ...] = ()
+    params: Any = None
 
 
 @attrs.frozen(kw_only=True)

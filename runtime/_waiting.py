@@ -132,6 +132,7 @@ def retry(
         finished_at=result.finished_at,
         duration_ms=result.duration_ms,
         inputs=run.inputs,
+        params=run.params,
     )
     machine._runs[run.execution_index] = failed
     machine._unsaved_runs.append(failed)

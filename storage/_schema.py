@@ -41,7 +41,8 @@ workflow of more than 64 nodes or edges in blocks, rows after the state row (blo
 ``k`` at execution index ``STATE_ROW + 1 + k``), each rewritten only when a step
 changes it (decision 0040), and a run's output longer than 700 bytes in
 ``run_outputs``, so that it does not take an overflow page of its own (decision 0043).
-Version 8 added a suspension's ``data`` (``Suspend(data=...)``).
+Version 8 added a suspension's ``data`` (``Suspend(data=...)``) and a node run's
+rendered ``params``.
 """
 
 from __future__ import annotations
@@ -195,9 +196,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE node_executions ADD COLUMN output_id INTEGER;
     """,
-    # 7 -> 8: what a waiting node's action said whoever answers it needs to know.
+    # 7 -> 8: what a waiting node's action said whoever answers it needs to know, and
+    # the parameters each node run was given.
     """
     ALTER TABLE suspensions ADD COLUMN data TEXT;
+    ALTER TABLE node_executions ADD COLUMN params TEXT;
     """,
 )
 

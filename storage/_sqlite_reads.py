@@ -11,7 +11,7 @@ from prana._records import NodeRun, StoredExecution, Suspension
 
 from . import _codec as codec
 from ._schema import STATE_ROW
-from ._sqlite_runs import RUN_COLUMNS, outputs_apart, run_from_row
+from ._sqlite_runs import OUTPUT_ID, RUN_COLUMNS, outputs_apart, run_from_row
 
 SUSPENSION_COLUMNS = (
     "execution_id, execution_index, node_key, run_index, kind, token, wake_at, wake_port, "
@@ -105,8 +105,8 @@ def load_execution(db: sqlite3.Connection, execution_id: str) -> StoredExecution
             run_rows.append(found)
         else:
             blocks[found[0] - STATE_ROW - 1] = codec.loads(found[6])
-    apart = outputs_apart(db, [run[12] for run in run_rows if run[12] is not None])
-    runs = [run_from_row(run, apart.get(run[12])) for run in run_rows]
+    apart = outputs_apart(db, [run[OUTPUT_ID] for run in run_rows if run[OUTPUT_ID] is not None])
+    runs = [run_from_row(run, apart.get(run[OUTPUT_ID])) for run in run_rows]
     contexts: dict[str, dict[str, Any]] = {}
     for key, field, value in db.execute(
         "SELECT node_key, field, value FROM node_context_fields WHERE execution_id = ?",

@@ -59,8 +59,10 @@ _SAVE_STATE_IF_OWNED = (
 # ONE_STATEMENT_BLOCKS), if the engine owns the execution. The state row and the
 # blocks are the only rows that may already exist; a run is never written twice.
 ONE_STATEMENT_BLOCKS = 3
-_STATE_VALUES = f"(?, {STATE_ROW}, '', ?, 0, 'state', NULL, ?, NULL, NULL, NULL, ?, NULL, NULL)"
-_BLOCK_VALUES = "(?, ?, '', 0, 0, 'state', NULL, ?, NULL, NULL, NULL, NULL, NULL, NULL)"
+_STATE_VALUES = (
+    f"(?, {STATE_ROW}, '', ?, 0, 'state', NULL, ?, NULL, NULL, NULL, ?, NULL, NULL, NULL)"
+)
+_BLOCK_VALUES = "(?, ?, '', 0, 0, 'state', NULL, ?, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
 _SAVE_ONE_RUN_STEP = [
     f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) "
     f"SELECT * FROM (VALUES ({RUN_VALUES}), {', '.join([_STATE_VALUES] + [_BLOCK_VALUES] * blocks)}) "

@@ -13,19 +13,22 @@ from . import _codec as codec
 
 RUN_COLUMNS = (
     "execution_index, node_key, run_index, attempt, status, port, output, error, inputs, "
-    "started_at, finished_at, duration_ms, output_id"
+    "started_at, finished_at, duration_ms, params, output_id"
 )
+OUTPUT_ID = 13  # where a row of RUN_COLUMNS has its output's number
 # A run's output longer than this (JSON text, in bytes) is kept in ``run_outputs``,
 # by number, and its row keeps the number: a row of node_executions longer than about
 # 1 KB would take an overflow page of its own, 4 KB for a 1 KB output (decision 0043).
 INLINE_OUTPUT = 700
 OUTPUT = 7  # where the output is in run_values
 # The placeholders of a run's values (run_values: its execution's id, then
-# RUN_COLUMNS). Its error and inputs, most often absent, and its output when kept
-# apart, come as '' and are stored as NULL, and no output number as 0: Python's sqlite3
-# module binds None only after looking it up in its adapter registry, which costs more
-# than the statement's nullif (JSON text is never empty).
-RUN_VALUES = ", ".join(["?"] * 7 + ["nullif(?, '')"] * 3 + ["?"] * 3 + ["nullif(?, 0)"])
+# RUN_COLUMNS). Its error, inputs and params, most often absent, and its output when
+# kept apart, come as '' and are stored as NULL, and no output number as 0: Python's
+# sqlite3 module binds None only after looking it up in its adapter registry, which
+# costs more than the statement's nullif (JSON text is never empty).
+RUN_VALUES = ", ".join(
+    ["?"] * 7 + ["nullif(?, '')"] * 3 + ["?"] * 3 + ["nullif(?, '')", "nullif(?, 0)"]
+)
 INSERT_RUN = f"INSERT INTO node_executions (execution_id, {RUN_COLUMNS}) VALUES ({RUN_VALUES})"
 
 
@@ -87,6 +90,7 @@ def run_values(execution_id: str, run: NodeRun) -> tuple[Any, ...]:
         run.started_at,
         run.finished_at,
         run.duration_ms,
+        "" if run.params is None else codec.dumps(run.params),
         0,  # the number of its output in run_outputs: none (see output_apart)
     )
 
@@ -122,4 +126,5 @@ def run_from_row(row: Sequence[Any], output: str | None = None) -> NodeRun:
         started_at=row[9],
         finished_at=row[10],
         duration_ms=row[11],
+        params=codec.loads(row[12]),
     )
