@@ -19,7 +19,7 @@ from prana._loading import WorkflowSource, load_workflow, workflow_to_dict
 from prana._model import Workflow
 from prana._records import StoredExecution
 from prana._registry import ActionRegistry
-from prana._triggers import TriggerError, webhook_path, webhook_routes
+from prana._triggers import TriggerError, event_triggers, webhook_path, webhook_routes
 from prana.storage import Store, StoredWorkflow
 
 
@@ -39,6 +39,8 @@ class Catalog:
         # of each id answers its webhook requests and runs its schedules.
         self.served: dict[str, Workflow] = {}
         self._routes: dict[tuple[str, str], tuple[str, str]] = {}
+        # Event name to the served workflows (id, trigger key) that start on it.
+        self._listeners: dict[str, list[tuple[str, str]]] = {}
 
     def register(self, workflow: Workflow | WorkflowSource) -> Workflow:
         """Know ``workflow`` by its id and version."""
@@ -68,8 +70,16 @@ class Catalog:
                 )
         self._routes = {route: to for route, to in self._routes.items() if to[0] != workflow.id}
         self._routes.update({route: (workflow.id, key) for route, key in routes.items()})
+        for name, listening in list(self._listeners.items()):
+            self._listeners[name] = [to for to in listening if to[0] != workflow.id]
+        for name, keys in event_triggers(workflow, self.actions).items():
+            self._listeners.setdefault(name, []).extend((workflow.id, key) for key in keys)
         self.served[workflow.id] = workflow
         return workflow, True
+
+    def listeners(self, event: str) -> list[tuple[Workflow, str]]:
+        """The served workflows, and their triggers, that start on ``event``."""
+        return [(self.served[id], key) for id, key in self._listeners.get(event, ())]
 
     def webhook(self, method: str, path: str) -> tuple[Workflow, str]:
         """The served workflow and trigger that answer a request. Raises

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import heapq
 import itertools
 import math
@@ -260,6 +261,13 @@ async def _until_all_wait_asyncio(loop: asyncio.AbstractEventLoop) -> None:
         rounds += 1
         if rounds % 64 == 0:
             await asyncio.sleep(0.001)  # a long stretch of work: look less often
+
+
+def event_execution_id(key: str, event: str, workflow_id: str, trigger: str) -> str:
+    """The id of the execution a published event starts with an idempotency key: the
+    same for the same key, event, workflow and trigger (32 hex digits)."""
+    seed = "\x1f".join(("event", key, event, workflow_id, trigger)).encode()
+    return hashlib.blake2b(seed, digest_size=16).hexdigest()
 
 
 def new_execution_id(now: float) -> str:

@@ -51,7 +51,7 @@ from prana.storage import MemoryStore, Store, open_store
 
 from ._catalog import Catalog
 from ._children import ChildExecutions
-from ._clock import Clock, SystemClock, VirtualClock, new_execution_id
+from ._clock import Clock, SystemClock, VirtualClock, event_execution_id, new_execution_id
 from ._control import control, deliver_requests
 from ._handle import DEFAULT_EVENT_BUFFER
 from ._handle import ExecutionHandle as ExecutionHandle
@@ -325,8 +325,9 @@ class Engine(AsyncContextManagerMixin):
 
     def register(self, workflow: Workflow | WorkflowSource) -> Workflow:
         """Serve a workflow: ``workflow.execute`` nodes find it by id, its webhook
-        triggers answer :meth:`start_webhook`, and its schedule triggers run while the
-        engine is open (unless ``Engine(schedules=False)``). The highest version
+        triggers answer :meth:`start_webhook`, its event triggers :meth:`publish`, and
+        its schedule triggers run while the engine is open (unless
+        ``Engine(schedules=False)``). The highest version
         registered of an id is the one served.
 
         Raises :class:`WorkflowValidationError` if it is invalid, and
@@ -371,13 +372,58 @@ class Engine(AsyncContextManagerMixin):
         :class:`PranaError` if the engine is not open, ``input`` is not JSON data, or
         the execution could not be saved.
         """
+        return await self._start(workflow, input, trigger)
+
+    async def publish(
+        self, event: str, data: Any = None, *, idempotency_key: str | None = None
+    ) -> builtins.list[str]:
+        """Start one execution of every registered workflow whose ``event.trigger``
+        listens to ``event``, with ``trigger.event`` and ``trigger.data``; return
+        their ids once each is saved (none if nothing listens).
+
+        With ``idempotency_key``, the ids follow from the key, the event, the workflow
+        and the trigger: publishing again with the same key starts nothing new and
+        returns the same ids, in this engine or any other on the same store.
+        """
+        started = []
+        for workflow, trigger in self._catalog.listeners(event):
+            execution_id = None
+            if idempotency_key is not None:
+                execution_id = event_execution_id(idempotency_key, event, workflow.id, trigger)
+                if await self._exists(execution_id):
+                    started.append(execution_id)
+                    continue
+            published = {"event": event, "data": data}
+            try:
+                handle = await self._start(workflow, published, trigger, execution_id)
+            except PranaError:
+                if execution_id is None or not await self._exists(execution_id):
+                    raise
+                started.append(execution_id)  # started at the same moment by another
+                continue
+            started.append(handle.id)
+        return started
+
+    async def _start(
+        self,
+        workflow: Workflow | WorkflowSource,
+        input: Any,
+        trigger: str | None,
+        execution_id: str | None = None,
+    ) -> ExecutionHandle:
         handed_over = anyio.Event()
         try:
-            supervisor = await self._start_new(workflow, input, trigger, handed_over)
+            supervisor = await self._start_new(workflow, input, trigger, handed_over, execution_id)
             await supervisor.wait_saved()
         finally:
             handed_over.set()  # the execution carries on (or stops) without us
         return ExecutionHandle(supervisor)
+
+    async def _exists(self, execution_id: str) -> bool:
+        live = self._require_live()
+        if live.get(execution_id) is not None:
+            return True
+        return await self._require_store().load_execution(execution_id) is not None
 
     async def run(
         self,
@@ -638,6 +684,7 @@ class Engine(AsyncContextManagerMixin):
         input: Any,
         trigger: str | None,
         handed_over: anyio.Event | None = None,
+        execution_id: str | None = None,
     ) -> ExecutionSupervisor:
         """Check ``input`` against the trigger and launch a new execution (see
         :meth:`start`), under a turn."""
@@ -647,7 +694,7 @@ class Engine(AsyncContextManagerMixin):
             input = check_json(input, what="the input", limits=self.limits)
             input = trigger_input(graph, input, self.clock.now())
             self._catalog.register(graph.workflow)
-            execution_id = new_execution_id(self.clock.now())
+            execution_id = execution_id or new_execution_id(self.clock.now())
             return await live.start(graph, input, execution_id, turn, handed_over=handed_over)
 
     async def _status(self, execution_id: str) -> ExecutionStatus:

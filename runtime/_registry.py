@@ -26,7 +26,7 @@ ActionFunction = Callable[[NodeContext], Any]
 F = TypeVar("F", bound=ActionFunction)
 
 ACTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-TRIGGER_KINDS = ("manual", "webhook", "schedule", "function")
+TRIGGER_KINDS = ("manual", "webhook", "schedule", "function", "event")
 
 
 @attrs.frozen(kw_only=True)

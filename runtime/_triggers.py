@@ -2,17 +2,20 @@
 
 ``manual.trigger`` starts from any input. ``webhook.trigger`` starts from an HTTP
 request (method, path, headers, query, body); ``schedule.trigger`` from a cron slot
-(scheduled time, expression, timezone); ``function.trigger`` from named arguments.
+(scheduled time, expression, timezone); ``function.trigger`` from named arguments;
+``event.trigger`` from an event published by name (``engine.publish``).
 The engine shapes what it is given into the kind's input before anything starts
 (:func:`trigger_input`), so bad data is refused with nothing saved, and templates
 see it as ``trigger`` (:func:`trigger_context`): ``trigger.body``,
 ``trigger.headers``, ``trigger.query``, ``trigger.scheduled_at``, ``trigger.cron``,
-``trigger.arguments``, and for every kind ``trigger.kind``, ``trigger.node`` and
-``trigger.data`` (the whole input).
+``trigger.arguments``, ``trigger.event`` (and ``trigger.data``, the event's data), and
+for every kind ``trigger.kind``, ``trigger.node`` and ``trigger.data`` (the whole
+input, but for events).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +176,36 @@ function_trigger = action(
     description="Start an execution like a function call, with named arguments",
 )(_passes_input)
 
+# --------------------------------------------------------------------------- event
+
+EVENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
+
+
+@attrs.frozen(kw_only=True)
+class EventTriggerParams:
+    """Parameters of ``event.trigger``: the name of the event it starts on."""
+
+    event: str
+
+
+def _check_event(params: Mapping[str, Any]) -> Iterable[Problem]:
+    fixed = list(_fixed(("event",))(params))
+    yield from fixed
+    event = params.get("event")
+    if not fixed and isinstance(event, str) and not EVENT_NAME.match(event):
+        yield Problem(
+            path="event", message=f"{event!r} is not an event name; write it like 'order.created'"
+        )
+
+
+event_trigger = action(
+    "event.trigger",
+    trigger="event",
+    params=EventTriggerParams,
+    check=_check_event,
+    description="Start an execution when an event is published (engine.publish)",
+)(_passes_input)
+
 TRIGGER_ACTIONS: tuple[Action, ...] = tuple(_registry[name] for name in _registry)
 
 
@@ -192,13 +225,16 @@ def trigger_input(graph: ExecutionGraph, given: Any, now: float) -> Any:
         return _slot(given, params, now, where)
     if kind == "function":
         return _arguments(given, params, where)
+    if kind == "event":
+        published = _mapping(given, ("event", "data"), where, "{'event': name, 'data': ...}")
+        return {"event": published.get("event", params.get("event")), "data": published.get("data")}
     return given
 
 
 def trigger_context(kind: str, node: str, input: Any) -> dict[str, Any]:
     """What templates see as ``trigger``."""
     context: dict[str, Any] = {"kind": kind, "node": node, "data": input}
-    if kind in ("webhook", "schedule") and isinstance(input, Mapping):
+    if kind in ("webhook", "schedule", "event") and isinstance(input, Mapping):
         context.update(input)
     elif kind == "function":
         context["arguments"] = input
@@ -291,6 +327,16 @@ def webhook_routes(workflow: Workflow, actions: ActionRegistry) -> dict[tuple[st
         if action is not None and action.trigger == "webhook":
             routes[webhook_route(node.params, workflow.id)] = node.key
     return routes
+
+
+def event_triggers(workflow: Workflow, actions: ActionRegistry) -> dict[str, list[str]]:
+    """The events ``workflow``'s event triggers start on: name to trigger keys."""
+    found: dict[str, list[str]] = {}
+    for node in workflow.nodes:
+        action = actions.get(node.type)
+        if action is not None and action.trigger == "event":
+            found.setdefault(str(node.params.get("event")), []).append(node.key)
+    return found
 
 
 def schedule_triggers(workflow: Workflow, actions: ActionRegistry) -> dict[str, Cron]:

@@ -33,7 +33,7 @@ def test_every_public_name_is_exported_and_documented(module: object) -> None:
 def test_builtin_actions_are_registered_and_documented() -> None:
     actions = prana.ActionRegistry()
     expected = {
-        "manual.trigger", "webhook.trigger", "schedule.trigger", "function.trigger",
+        "manual.trigger", "webhook.trigger", "schedule.trigger", "function.trigger", "event.trigger",
         "core.noop", "core.log", "core.fail", "core.for_each",
         "logic.if", "logic.switch", "data.set", "data.merge", "workflow.set_variables",
         "wait.interval", "wait.until", "wait.webhook", "workflow.execute",
