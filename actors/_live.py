@@ -339,7 +339,7 @@ class LiveExecutions:
         return self._launch(machine, _given(commands), turn, take_from=stored.status)
 
     def _apply(self, machine: ExecutionMachine, message: Outside) -> list[Command]:
-        commands = apply_message(machine, message, self._services.clock.now())  # may raise
+        commands = apply_message(machine, message, self._services.clock)  # may raise
         if isinstance(message, (ResumeRequest, ControlRequest)):
             message.done.set()
         return commands

@@ -27,6 +27,9 @@ from prana._machine import ExecutionMachine
 from prana._records import ChildOutcome, Execution, NodeResult
 from prana._waiting import WaitTimedOut
 
+from ._clock import Clock
+from ._worker import answer_resume
+
 if TYPE_CHECKING:
     from prana._commands import Dispatch
     from prana._subworkflows import ExecuteWorkflow
@@ -95,19 +98,22 @@ Message = (
 
 
 def apply_message(
-    machine: ExecutionMachine, message: Request | WakeRequest | ChildOutcome, now: float
+    machine: ExecutionMachine, message: Request | WakeRequest | ChildOutcome, clock: Clock
 ) -> list[Command]:
     """What ``message`` does to ``machine``: its commands. Raises
     :class:`InvalidTransition`, changing nothing, for a request the execution cannot
-    take now; a resume that comes after its wait timed out is refused in
-    ``message.error`` instead, and the wait ends through its timeout."""
+    take now (or whose data the node's resume step refused); a resume that comes after
+    its wait timed out is refused in ``message.error`` instead, and the wait ends
+    through its timeout."""
+    now = clock.now()
     if isinstance(message, WakeRequest):
         return machine.wake(message.execution_index, now)
     if isinstance(message, ChildOutcome):
         return machine.child_ended(message, now)
     if isinstance(message, ResumeRequest):
         try:
-            return machine.resume(message.node_key, message.data, now)
+            answered = answer_resume(machine, message.node_key, message.data, clock)
+            return machine.resume(message.node_key, message.data, now, answered)
         except WaitTimedOut as exc:
             # Too late: refused, and the wait ends through its timeout now, as its
             # timer (in whichever engine) would end it.

@@ -356,7 +356,7 @@ class ExecutionSupervisor:
         if isinstance(message, WorkerFailed):
             raise message.error
         if isinstance(message, (WakeRequest, ChildOutcome)):
-            return apply_message(machine, message, now)
+            return apply_message(machine, message, self._services.clock)
         if isinstance(message, ControlRequest) and message.from_store:
             if machine.status != "running":
                 # Applied already (a request is picked up until its clearing
@@ -366,7 +366,7 @@ class ExecutionSupervisor:
                 return []
             self._clear_request = True
         try:
-            commands = apply_message(machine, message, now)
+            commands = apply_message(machine, message, self._services.clock)
         except InvalidTransition as exc:
             message.error = exc
             commands = []

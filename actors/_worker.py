@@ -15,15 +15,17 @@ import secrets
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 import orjson
 
 from prana._commands import Dispatch
-from prana._context import NodeContext, Output, Suspend
-from prana._errors import NodeError
+from prana._context import NodeContext, Output, Resume, Suspend
+from prana._errors import NodeError, ResumeRefused
 from prana._json import InvalidData, check_json
+from prana._machine import ExecutionMachine
 from prana._model import DEFAULT_PORT
 from prana._records import ErrorInfo, NodeResult, SuspendRequest
 from prana._subworkflows import ExecuteWorkflow
@@ -136,6 +138,61 @@ def isolate(context: NodeContext) -> NodeContext:
         node_context=fresh_context,
         deliveries={port: tuple(values) for port, values in fresh_deliveries.items()},
     )
+
+
+def answer_resume(
+    machine: ExecutionMachine, node_key: str | None, data: Any, clock: Clock
+) -> NodeResult | None:
+    """What the waiting node's action makes of being resumed with ``data``: ``None``
+    if it has no resume step (the data is the output), else the step's outcome as a
+    result (an output, an error, or a new wait). Raises what
+    :meth:`ExecutionMachine.resumable` raises, and :class:`ResumeRefused` if the step
+    refuses the data."""
+    now = clock.now()
+    suspension, run = machine.resumable(node_key, now)
+    node = machine.graph.nodes[suspension.node_key]
+    on_resume = node.action.on_resume
+    if on_resume is None:
+        return None
+    workflow_id = machine.graph.workflow.id
+    resume = Resume(
+        execution_id=machine.execution_id,
+        workflow_id=workflow_id,
+        node_key=node.key,
+        run_index=run.run_index,
+        attempt=run.attempt,
+        data=data,
+        suspension=suspension,
+        vars=MappingProxyType(dict(machine.vars)),
+        node_context=machine.node_context(node.key),
+        now=now,
+    )
+    context = NodeContext(
+        execution_id=machine.execution_id,
+        workflow_id=workflow_id,
+        node_key=node.key,
+        node_type=node.node.type,
+        run_index=run.run_index,
+        attempt=run.attempt,
+        now=now,
+    )
+    dispatch = Dispatch(run=run, action=node.action, context=context, limits=machine.limits)
+    started = time.perf_counter()
+    try:
+        value = on_resume(resume)
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()
+            raise NodeError(
+                f"on_resume of {node.action.name!r} returned an awaitable; it must be a plain "
+                "function",
+                code="invalid_output",
+            )
+    except ResumeRefused:
+        raise
+    except Exception as exc:  # the step's failure is the node's
+        return _result(dispatch, clock, now, started, error=error_from_exception(exc))
+    return _outcome(dispatch, clock, now, started, value)
 
 
 def error_from_exception(exc: BaseException) -> ErrorInfo:

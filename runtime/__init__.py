@@ -29,6 +29,7 @@ from ._compiler import Loop as Loop
 from ._compiler import compile_workflow as compile_workflow
 from ._context import NodeContext as NodeContext
 from ._context import Output as Output
+from ._context import Resume as Resume
 from ._context import Suspend as Suspend
 from ._errors import ExecutionNotFound as ExecutionNotFound
 from ._errors import ExpressionError as ExpressionError
@@ -37,6 +38,7 @@ from ._errors import InvalidTransition as InvalidTransition
 from ._errors import NodeError as NodeError
 from ._errors import PranaError as PranaError
 from ._errors import Problem as Problem
+from ._errors import ResumeRefused as ResumeRefused
 from ._errors import StoreError as StoreError
 from ._errors import WorkflowValidationError as WorkflowValidationError
 from ._events import Event as Event
@@ -139,6 +141,8 @@ __all__ = (
     "Output",
     "PranaError",
     "Problem",
+    "Resume",
+    "ResumeRefused",
     "RetrySettings",
     "ServiceHealth",
     "SetParams",

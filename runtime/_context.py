@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from ._model import DEFAULT_PORT
+from ._records import Suspension
 
 
 @attrs.frozen(kw_only=True)
@@ -111,3 +112,27 @@ class Suspend:
     resume_port: str | None = None
     token: bool = False
     data: Any = None
+
+
+@attrs.frozen(kw_only=True)
+class Resume:
+    """What an action's resume step (``on_resume``) is given when its waiting node is
+    resumed: the ``data`` it was resumed with, the wait (``suspension``: its kind, its
+    own ``data``, its token), the run, the workflow variables and the node's context.
+
+    The step returns what the node outputs (a value, on the wait's resume port, or an
+    :class:`Output`), or a :class:`Suspend` to wait again; it raises
+    :class:`NodeError` to fail the node, or :class:`ResumeRefused` to refuse the data
+    (the node still waits, and whoever resumed it gets the error).
+    """
+
+    execution_id: str
+    workflow_id: str
+    node_key: str
+    run_index: int
+    attempt: int
+    data: Any
+    suspension: Suspension
+    vars: Mapping[str, Any] = attrs.field(factory=dict)
+    node_context: Mapping[str, Any] = attrs.field(factory=dict)
+    now: float = 0.0

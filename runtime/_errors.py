@@ -106,6 +106,12 @@ class InvalidTransition(PranaError):
     """An operation does not apply to an execution in its current status; nothing changed."""
 
 
+class ResumeRefused(InvalidTransition):
+    """An action's resume step (``on_resume``) refused the data it was resumed with:
+    nothing changed, and the node still waits. Raise it from ``on_resume`` with a
+    message saying what is wrong and what to send instead."""
+
+
 class StoreError(PranaError):
     """The store could not read or write; the message says which file and why."""
 

@@ -76,7 +76,7 @@ from ._snapshot import (
 )
 from ._subworkflows import child_ended
 from ._triggers import trigger_context
-from ._waiting import resume_waiting, retry, suspend_run, wake_run
+from ._waiting import resumable, resume_waiting, retry, suspend_run, wake_run
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -222,14 +222,23 @@ class ExecutionMachine(Flow):
                 self._complete_run(index, run, port, result)
         return self._finish_event(now)
 
-    def resume(self, node_key: str | None, data: Any, now: float) -> list[Command]:
-        """Complete a waiting node with ``data`` on its resume port.
+    def resume(
+        self, node_key: str | None, data: Any, now: float, answered: NodeResult | None = None
+    ) -> list[Command]:
+        """Complete a waiting node with ``data`` on its resume port, or as its action's
+        resume step ``answered`` (a result: output, error or a new wait).
 
         ``node_key`` may be omitted when one node is waiting. Raises
         :class:`InvalidTransition`, changing nothing, when the execution has ended or
         no such node is waiting.
         """
-        return resume_waiting(self, node_key, data, now)
+        return resume_waiting(self, node_key, data, now, answered)
+
+    def resumable(self, node_key: str | None, now: float) -> tuple[Suspension, NodeRun]:
+        """The wait a resume of ``node_key`` would end, and its run (see :meth:`resume`
+        for what it raises)."""
+        suspension = resumable(self, node_key, now)
+        return suspension, self._runs[suspension.execution_index]
 
     def wake(self, execution_index: int, now: float) -> list[Command]:
         """A timer fired for a waiting run: it completes with its wake data, if its

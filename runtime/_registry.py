@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
-from ._context import NodeContext
+from ._context import NodeContext, Resume
 from ._errors import Problem, did_you_mean
 from ._model import DEFAULT_PORT
 
@@ -48,6 +48,9 @@ class Action:
     engine builds it from the audit trail, so nothing grows in the node's context.
     ``isolate_inputs=False`` promises that the action never changes the data it is
     given in place, so the engine need not copy it first (the built-ins promise it).
+    ``on_resume``, for an action that waits, is its resume step: a plain function
+    called with a :class:`prana.Resume` when its waiting node is resumed, whose
+    outcome replaces the resume data as the node's (see :class:`prana.Resume`).
     ``json_output=True`` promises that what it outputs is made only of data the
     engine checked already (its input, its rendered parameters), so the engine need
     not check it again (the built-ins promise it too); otherwise every output is
@@ -68,6 +71,7 @@ class Action:
     isolate_inputs: bool = True
     json_output: bool = False
     description: str = ""
+    on_resume: Callable[[Resume], Any] | None = None
     is_async: bool = attrs.field(default=False)
 
     def input_ports(self, params: Mapping[str, Any]) -> tuple[str, ...]:
@@ -125,6 +129,7 @@ class ActionRegistry:
         isolate_inputs: bool = True,
         json_output: bool = False,
         description: str = "",
+        on_resume: Callable[[Resume], Any] | None = None,
         replace: bool = False,
     ) -> Callable[[F], F]:
         """Register the decorated function as the action ``name``; return it unchanged.
@@ -150,6 +155,7 @@ class ActionRegistry:
                     isolate_inputs=isolate_inputs,
                     json_output=json_output,
                     description=description or (inspect.getdoc(function) or "").split("\n")[0],
+                    on_resume=on_resume,
                 ),
                 replace=replace,
             )
@@ -184,6 +190,13 @@ class ActionRegistry:
             raise ValueError(f"params of {action.name!r} must be an attrs class")
         if not callable(action.function):
             raise ValueError(f"action {action.name!r} needs a callable")
+        if action.on_resume is not None and (
+            not callable(action.on_resume) or inspect.iscoroutinefunction(action.on_resume)
+        ):
+            raise ValueError(
+                f"on_resume of {action.name!r} must be a plain function: it runs as the resume "
+                "is applied (do asynchronous work in the nodes after it)"
+            )
         function = action.function
         is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
             getattr(function, "__call__", None)  # noqa: B004 - async callable objects

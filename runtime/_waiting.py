@@ -39,10 +39,27 @@ _NOT_RESUMABLE = ("retry", "workflow")
 
 
 def resume_waiting(
-    machine: ExecutionMachine, node_key: str | None, data: Any, now: float
+    machine: ExecutionMachine,
+    node_key: str | None,
+    data: Any,
+    now: float,
+    answered: NodeResult | None = None,
 ) -> list[Command]:
     """Complete the waiting node ``node_key`` (or the only one) with ``data`` on its
-    resume port; see :meth:`ExecutionMachine.resume`."""
+    resume port, or as its action's resume step ``answered``; see
+    :meth:`ExecutionMachine.resume`."""
+    suspension = resumable(machine, node_key, now)
+    if answered is not None:
+        return answer_wait(machine, suspension, answered, now)
+    if data is None and suspension.wake_at is not None and suspension.kind != "webhook":
+        # A timer's wait, ended early without data: as the timer would end it.
+        return end_wait(machine, suspension, suspension.wake_port, suspension.wake_data, now)
+    return end_wait(machine, suspension, suspension.resume_port, data, now)
+
+
+def resumable(machine: ExecutionMachine, node_key: str | None, now: float) -> Suspension:
+    """The wait a resume of ``node_key`` (or of the only waiting node) would end.
+    Raises :class:`InvalidTransition` (:class:`WaitTimedOut` if its time is up)."""
     if machine.status not in ("running", "suspended", "paused"):
         raise InvalidTransition(
             f"execution {machine.execution_id} is {machine.status}; only an execution with a "
@@ -85,10 +102,35 @@ def resume_waiting(
             f"goes on through its {suspension.wake_port!r} port",
             execution_index=suspension.execution_index,
         )
-    if data is None and suspension.wake_at is not None and suspension.kind != "webhook":
-        # A timer's wait, ended early without data: as the timer would end it.
-        return end_wait(machine, suspension, suspension.wake_port, suspension.wake_data, now)
-    return end_wait(machine, suspension, suspension.resume_port, data, now)
+    return suspension
+
+
+def answer_wait(
+    machine: ExecutionMachine, suspension: Suspension, answered: NodeResult, now: float
+) -> list[Command]:
+    """End a wait as its action's resume step made of the resume data (see
+    ``Action.on_resume``): complete the run (on the resume port unless it names
+    another), fail it (a resume step is not retried), or wait again."""
+    index, run, waited = _stop_waiting(machine, suspension, now)
+    result = attrs.evolve(
+        answered,
+        attempt=run.attempt,
+        started_at=waited.started_at,
+        finished_at=now,
+        duration_ms=waited.duration_ms,
+    )
+    if result.error is not None:
+        machine._fail_run(index, run, result.error, None)
+    elif result.suspend is not None:
+        suspend_run(machine, index, run, result)
+    else:
+        port = result.port or suspension.resume_port
+        error = machine._check_port(machine._nodes[index], port, run)
+        if error is not None:
+            machine._fail_run(index, run, error, None)
+        else:
+            machine._complete_run(index, run, port, result)
+    return machine._finish_event(now)
 
 
 def next_attempt(machine: ExecutionMachine, index: int, run: NodeRun, attempt: int) -> NodeRun:
