@@ -40,6 +40,7 @@ from prana._mermaid import to_mermaid
 from prana._model import Workflow
 from prana._records import FINAL_STATUSES, Execution
 from prana._registry import ActionRegistry
+from prana._rerun import ORIGINAL
 from prana.storage import SQLiteStore
 
 from ._cli_database import find_database
@@ -381,6 +382,20 @@ def _command_retry(args: argparse.Namespace) -> int:
     return _report(_with_engine(args, actions, work, known), args)
 
 
+def _command_rerun(args: argparse.Namespace) -> int:
+    _show_workflow_logs()
+    actions = load_actions(args.actions)
+    known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
+    input = ORIGINAL if args.input is None else parse_json_option(args.input, "--input")
+
+    async def work(engine: Engine) -> Execution:
+        execution = await engine.rerun(args.execution, from_node=args.from_node, input=input)
+        args.following.append(execution.id)
+        return await through_short_waits(engine, execution, args.wait_up_to)
+
+    return _report(_with_engine(args, actions, work, known), args)
+
+
 def _command_show(args: argparse.Namespace) -> int:
     async def read(store: SQLiteStore) -> Execution:
         stored = await store.load_execution(args.execution)
@@ -444,6 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cancel": _command_cancel,
         "pause": _command_pause,
         "retry": _command_retry,
+        "rerun": _command_rerun,
     }
     try:
         return handlers[args.command](args)

@@ -161,6 +161,26 @@ def command_parser() -> argparse.ArgumentParser:
     waits(retry)
     store(retry)
     output(retry)
+
+    rerun = commands.add_parser(
+        "rerun",
+        help="run an execution again from a node, as a new execution that keeps the "
+        "outputs of everything before it, and show what happens",
+    )
+    rerun.add_argument("execution", metavar="ID", help="the execution id")
+    rerun.add_argument(
+        "--from", dest="from_node", metavar="NODE", required=True, help="the node to run from"
+    )
+    rerun.add_argument(
+        "--input",
+        metavar="JSON|@FILE",
+        help="a new input for the trigger (default: the original's)",
+    )
+    actions(rerun)
+    workflows(rerun, "none")
+    waits(rerun)
+    store(rerun)
+    output(rerun)
     return parser
 
 

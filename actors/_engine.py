@@ -42,9 +42,11 @@ from prana._errors import ExecutionNotFound, InternalError, InvalidTransition, P
 from prana._json import check_json
 from prana._limits import DEFAULT_LIMITS, Limits
 from prana._loading import WorkflowSource
+from prana._machine import ExecutionMachine
 from prana._model import Workflow
 from prana._records import Execution, ExecutionStatus, StoredExecution, Suspension
 from prana._registry import ActionRegistry
+from prana._rerun import ORIGINAL, rerun_state
 from prana._subworkflows import DEFAULT_MAX_DEPTH
 from prana._triggers import trigger_input
 from prana.storage import MemoryStore, Store, open_store
@@ -445,6 +447,32 @@ class Engine(AsyncContextManagerMixin):
         that way to keep a handle on it).
         """
         supervisor = await self._start_new(workflow, input, trigger)
+        execution = await supervisor.wait_stop(supervisor.stop_waiter())
+        return await self._require_children().past_children(execution)
+
+    async def rerun(self, execution_id: str, *, from_node: str, input: Any = ORIGINAL) -> Execution:
+        """Run an execution again from ``from_node`` as a new execution of the same
+        workflow version, and return it when it ends or waits (as :meth:`run` does).
+
+        Every node that is not downstream of ``from_node`` keeps its latest run of the
+        original, output and port, copied into the new trail; ``from_node`` and what
+        follows it run again (after a fix to an action, say), and so do the nodes the
+        original never ended (a failure that stopped it). The variables and node
+        contexts are the original's; ``input`` replaces the trigger's input that
+        templates see. Raises :class:`ExecutionNotFound` for an unknown id and
+        :class:`InvalidTransition` for a node the workflow does not have, one inside a
+        loop (rerun from its entry) or an original still running.
+        """
+        live = self._require_live()
+        original = await live.load(execution_id)
+        graph = await self._catalog.graph_for(original, self._require_store())
+        async with live.turn() as turn:
+            now = self.clock.now()
+            state = rerun_state(graph, original, from_node, new_execution_id(now), now, input)
+            machine = ExecutionMachine.restored(
+                graph, state, env=self._env, limits=self.limits, new=True
+            )
+            supervisor = await live.start_in_state(machine, turn)
         execution = await supervisor.wait_stop(supervisor.stop_waiter())
         return await self._require_children().past_children(execution)
 

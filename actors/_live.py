@@ -272,6 +272,14 @@ class LiveExecutions:
         )
         return self._launch(machine, machine.start, turn, handed_over=handed_over)
 
+    async def start_in_state(self, machine: ExecutionMachine, turn: Turn) -> ExecutionSupervisor:
+        """Launch a new execution whose machine was made in a state (a rerun's, see
+        :mod:`prana._rerun`): its definition is stored (once), and it carries on from
+        that state, saved first."""
+        self._require_open()
+        await self._catalog.save(machine.graph, self._store, self._services.clock.now())
+        return self._launch(machine, machine.recover, turn)
+
     def turn(self) -> contextlib.AbstractAsyncContextManager[Turn]:
         """Inside, the caller holds one of the turns executions step in (see
         :mod:`._turns`): starting an execution is a step too, so that a thousand

@@ -160,8 +160,10 @@ class ExecutionMachine(Flow):
         *,
         env: Mapping[str, str] | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        new: bool = False,
     ) -> ExecutionMachine:
-        """A machine in the state a store kept (see :mod:`prana._snapshot`).
+        """A machine in the state a store kept (see :mod:`prana._snapshot`); with
+        ``new``, a new execution in that state, not saved yet (a rerun's).
 
         Call :meth:`recover` to carry on: runs that were in flight run again.
         """
@@ -177,7 +179,7 @@ class ExecutionMachine(Flow):
             depth=stored.depth,
             limits=limits,
         )
-        restore(machine, stored)
+        restore(machine, stored, new=new)
         return machine
 
     # ------------------------------------------------------------------ events in

@@ -143,13 +143,15 @@ def dump_blocks(machine: ExecutionMachine, kind: CheckpointKind) -> dict[int, An
     return blocks
 
 
-def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
+def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = False) -> None:
     """Put a freshly built machine back in the state a store kept.
 
     ``stored.runs`` are the ended runs of the audit trail; the runs in flight and
     waiting come from its routing state and suspensions. Raises
     :class:`InternalError` if the pieces do not fit together (a checkpoint that does
-    not match its workflow).
+    not match its workflow). With ``new``, the machine is a new execution in that
+    state: its first checkpoint starts it in the store, with every run, variable and
+    context field it holds (a rerun, :mod:`prana._rerun`).
     """
     paths = stored.active_paths
     runs, suspensions = stored.runs, stored.suspensions
@@ -253,6 +255,15 @@ def restore(machine: ExecutionMachine, stored: StoredExecution) -> None:
         for node, entries in paths.get("loop_inputs", {}).items()
     }
     _recount(machine, graph)
+    if new:
+        machine._saved = False
+        machine._saved_status = None
+        machine._unsaved_runs = list(machine._runs.values())
+        machine._vars_changed = True
+        machine._contexts_changed = {
+            key: set(fields) for key, fields in stored.node_contexts.items()
+        }
+        machine._blocks_changed.update(range(machine._blocks))
 
 
 def _restore_header(machine: ExecutionMachine, stored: StoredExecution) -> None:

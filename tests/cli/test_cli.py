@@ -429,3 +429,18 @@ def test_show_prints_what_a_waiting_node_asks(
     assert main(["show", execution_id, "--json"]) == 0
     (waiting,) = json.loads(capsys.readouterr().out)["suspensions"]
     assert waiting["data"] == {"prompt": "Pay 120?", "fields": ["by"]}
+
+
+def test_rerun_from_a_node_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", ORDER, "--input", '{"amount": -5}', "--quiet", "--json"]) == 1
+    failed = json.loads(capsys.readouterr().out)
+    order = '{"amount": 10, "country": "US"}'
+    code = main(["rerun", failed["id"], "--from", "valid", "--input", order, "--json"])
+    again = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert again["id"] != failed["id"]
+    assert again["status"] == "completed"
+    assert again["order"][:3] == ["start", "valid", "region"]
+    assert again["output"]["total"] == 10.7
+    assert main(["rerun", failed["id"], "--from", "nowhere"]) == 1
+    assert "has no node 'nowhere'" in capsys.readouterr().err

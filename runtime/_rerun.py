@@ -1,0 +1,167 @@
+"""Running an execution again from a chosen node (``engine.rerun``).
+
+A rerun is a new execution of the same workflow version. Every node that is not
+downstream of the chosen node (not reachable from it) and whose latest run in the
+original ended on a port keeps that run: it is copied into the new execution's trail
+and its output goes out again on the port it took, so the chosen node and what follows
+it see the data they saw the first time. The chosen node, everything downstream of it,
+and the nodes of the original that never ended on a port (a failure that stopped the
+execution, a run cut short) run in the new execution. Nodes the original skipped stay
+skipped. The variables and node contexts are the original's as it stands. A new
+input replaces the trigger's (its output, and ``trigger.*`` in templates).
+
+What this module makes is the state a store would keep for such an execution
+(:class:`StoredExecution`), which the state machine restores like any other.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._blocks import WHOLE_FORMAT, joined
+from ._errors import InvalidTransition
+from ._flow import DONE, OPEN_REF, PENDING, READY, SKIPPED
+from ._records import NodeRun, StoredExecution
+
+if TYPE_CHECKING:
+    from ._compiler import ExecutionGraph
+
+
+class _Original:
+    """The original execution's input (a rerun's default)."""
+
+    def __repr__(self) -> str:
+        return "ORIGINAL"
+
+
+ORIGINAL: Any = _Original()
+
+
+def downstream_of(graph: ExecutionGraph, key: str) -> set[str]:
+    """``key`` and every node reachable from it."""
+    found = {key}
+    waiting = [key]
+    while waiting:
+        node = graph.nodes[waiting.pop()]
+        for _, edges in node.outgoing:
+            for edge in edges:
+                if edge.target not in found:
+                    found.add(edge.target)
+                    waiting.append(edge.target)
+    return found
+
+
+def rerun_state(
+    graph: ExecutionGraph,
+    original: StoredExecution,
+    from_node: str,
+    execution_id: str,
+    now: float,
+    input: Any = ORIGINAL,
+) -> StoredExecution:
+    """The state of a new execution that reruns ``original`` from ``from_node`` (see
+    the module's docstring). Raises :class:`InvalidTransition` if it cannot be done:
+    an unknown node, one inside a loop (rerun from the loop's entry), an original
+    that is still running."""
+    if original.status in ("pending", "running"):
+        raise InvalidTransition(
+            f"execution {original.id} is {original.status}; rerun it once it waits or ends"
+        )
+    node = graph.nodes.get(from_node)
+    if node is None:
+        raise InvalidTransition(
+            f"workflow {graph.workflow.id!r} (v{graph.workflow.version}) has no node "
+            f"{from_node!r} that its trigger {graph.trigger!r} reaches"
+        )
+    inside = [
+        graph.loops[loop].entry for loop in node.loops if graph.loops[loop].entry != from_node
+    ]
+    if inside:
+        raise InvalidTransition(
+            f"node {from_node!r} is inside the loop entered at {inside[0]!r}: rerun from "
+            f"{inside[0]!r}, or from a node before the loop"
+        )
+    fresh = downstream_of(graph, from_node)
+    paths = joined(dict(original.active_paths), original.paths_blocks)
+    skipped = [key for key in paths.get("skipped", ()) if key not in fresh]
+    latest: dict[str, NodeRun] = {}
+    for run in sorted(original.runs, key=lambda run: run.execution_index):
+        if run.status in ("completed", "failed"):
+            latest[run.node_key] = run
+    kept = [
+        run
+        for key, run in latest.items()
+        if key not in fresh and key in graph.nodes and run.port is not None
+    ]
+    kept.sort(key=lambda run: run.execution_index)
+    copies = {
+        run.node_key: attrs.evolve(run, execution_index=position, inputs=())
+        for position, run in enumerate(kept)
+    }
+    if input is not ORIGINAL and graph.trigger in copies:  # the trigger gives the new input
+        copies[graph.trigger] = attrs.evolve(copies[graph.trigger], output=input)
+
+    order = graph.order
+    index = {compiled.key: position for position, compiled in enumerate(order)}
+    states = [PENDING] * len(order)
+    run_counts = [0] * len(order)
+    for key, run in copies.items():
+        states[index[key]] = DONE
+        run_counts[index[key]] = run.run_index + 1
+    for key in skipped:
+        if key in index and key not in copies:
+            states[index[key]] = SKIPPED
+    edges = []
+    for edge in graph.edges:
+        source = copies.get(edge.source)
+        if source is not None:
+            edges.append(source.execution_index if source.port == edge.source_port else -1)
+        elif edge.source in skipped:
+            edges.append(-1)
+        else:
+            edges.append(OPEN_REF)
+    ready, to_skip = [], []
+    for position, compiled in enumerate(order):
+        if states[position] != PENDING:
+            continue
+        if compiled.is_trigger:
+            if compiled.key == from_node:
+                states[position] = READY
+                ready.append(position)
+            continue
+        incoming = [edges[edge.index] for edge in compiled.incoming]
+        settled = sum(ref != OPEN_REF for ref in incoming)
+        delivered = sum(ref >= 0 for ref in incoming)
+        if delivered and (settled == len(incoming) or compiled.join_any):
+            states[position] = READY  # as the state machine would make it (Flow._check)
+            ready.append(position)
+        elif settled == len(incoming):
+            states[position] = SKIPPED
+            to_skip.append(position)
+    contexts = {key: fields for key, fields in original.node_contexts.items() if key not in fresh}
+    return StoredExecution(
+        id=execution_id,
+        workflow_id=original.workflow_id,
+        workflow_version=original.workflow_version,
+        workflow_hash=original.workflow_hash,
+        trigger=original.trigger,
+        status="running",
+        input=original.input if input is ORIGINAL else input,
+        vars=original.vars,
+        node_contexts=contexts,
+        active_paths={
+            "format": WHOLE_FORMAT,
+            "nodes": "".join(str(state) for state in states),
+            "edges": tuple(edges),
+            "run_counts": tuple(run_counts),
+            "next": len(copies),
+            "ready": ready,
+            "skipped": skipped,
+            "to_skip": to_skip,
+        },
+        started_at=now,
+        runs=tuple(copies.values()),
+        root_execution_id=execution_id,
+    )

@@ -1,0 +1,119 @@
+"""``engine.rerun(id, from_node=...)``: a new execution of the same workflow version
+that keeps the outputs of everything not downstream of the chosen node and runs from
+there (after a fix to an action, say)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import prana
+from prana.testing import open_engine
+from tests.helpers import make_workflow
+
+
+def shop(calls: list[str], fixed: dict[str, bool]) -> tuple[prana.ActionRegistry, prana.Workflow]:
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.price")
+    def price(ctx: prana.NodeContext) -> Any:
+        calls.append("price")
+        return {"total": ctx.input["n"] * 2}
+
+    @actions.action("test.charge")
+    def charge(ctx: prana.NodeContext) -> Any:
+        calls.append("charge")
+        if not fixed["charge"]:
+            raise prana.NodeError("the card service is down", code="unavailable")
+        return {"charged": ctx.input["total"]}
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "price": "test.price",
+            "charge": "test.charge",
+            "mail": ("data.set", {"values": {"mailed": "{{ input.charged }}"}}),
+            "audit": ("data.set", {"values": {"n": "{{ trigger.data.n }}"}}),
+        },
+        ["start -> price", "price -> charge", "charge -> mail", "start -> audit"],
+        actions=actions,
+    )
+    return actions, workflow
+
+
+async def test_a_rerun_keeps_what_came_before_and_runs_from_the_chosen_node(
+    tmp_path: Path,
+) -> None:
+    calls: list[str] = []
+    fixed = {"charge": False}
+    actions, workflow = shop(calls, fixed)
+    path = tmp_path / "prana.db"
+    async with open_engine(path=path, actions=actions) as engine:
+        failed = await engine.run(workflow, {"n": 5})
+        assert failed.status == "failed"
+        assert failed.order == ["start", "price", "charge"]
+        fixed["charge"] = True  # the fix
+        calls.clear()
+        again = await engine.rerun(failed.id, from_node="charge")
+    assert calls == ["charge"]  # price kept its output; it did not run again
+    assert again.id != failed.id
+    assert again.status == "completed"
+    assert (again.workflow_id, again.workflow_version) == (
+        failed.workflow_id,
+        failed.workflow_version,
+    )
+    assert again.outputs["price"] == failed.outputs["price"] == {"total": 10}
+    assert again.outputs["charge"] == {"charged": 10}
+    assert again.outputs["mail"] == {"mailed": 10}
+    assert again.outputs["audit"] == {"n": 5}  # never ran in the original: it runs now
+    async with open_engine(path=path, actions=actions) as engine:  # both on disk
+        original = await engine.get(failed.id)
+        stored = await engine.get(again.id)
+    assert original.status == "failed"
+    assert [(r.node_key, r.status) for r in stored.node_runs] == [
+        ("start", "completed"),
+        ("price", "completed"),
+        ("audit", "completed"),
+        ("charge", "completed"),
+        ("mail", "completed"),
+    ]
+
+
+async def test_a_rerun_with_a_new_input_gives_it_to_what_runs_again() -> None:
+    calls: list[str] = []
+    actions, workflow = shop(calls, {"charge": True})
+    async with prana.Engine(actions=actions, env={}) as engine:
+        done = await engine.run(workflow, {"n": 5})
+        again = await engine.rerun(done.id, from_node="price", input={"n": 7})
+    assert calls == ["price", "charge", "price", "charge"]
+    assert again.outputs["charge"] == {"charged": 14}
+    assert again.outputs["audit"] == {"n": 5}  # kept: not downstream of 'price'
+
+
+async def test_what_cannot_be_rerun_is_refused_clearly() -> None:
+    calls: list[str] = []
+    actions, workflow = shop(calls, {"charge": True})
+    looping = make_workflow(
+        {
+            "start": "manual.trigger",
+            "count": ("workflow.set_variables", {"values": {"i": "{{ vars.i + 1 }}"}}),
+            "body": "core.noop",
+            "more": ("logic.if", {"condition": "{{ vars.i < 3 }}"}),
+        },
+        ["start -> count", "count -> body", "body -> more", "more.true -> count"],
+        variables={"i": 0},
+    )
+    async with prana.Engine(actions=actions, env={}) as engine:
+        done = await engine.run(workflow, {"n": 1})
+        with pytest.raises(prana.InvalidTransition, match="has no node 'chrage'"):
+            await engine.rerun(done.id, from_node="chrage")
+        with pytest.raises(prana.ExecutionNotFound):
+            await engine.rerun("0" * 32, from_node="charge")
+        loop = await engine.run(looping)
+        with pytest.raises(prana.InvalidTransition, match="inside the loop entered at 'count'"):
+            await engine.rerun(loop.id, from_node="body")
+        again = await engine.rerun(loop.id, from_node="count")  # from the entry is fine
+    assert again.status == "completed"
+    assert again.vars == {"i": 4}  # the original's variables, as they stood
