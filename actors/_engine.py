@@ -37,6 +37,7 @@ import anyio
 import attrs
 from anyio import AsyncContextManagerMixin
 
+from prana._commands import Dispatch
 from prana._compiler import ExecutionGraph
 from prana._errors import ExecutionNotFound, InternalError, InvalidTransition, PranaError
 from prana._json import check_json
@@ -44,9 +45,9 @@ from prana._limits import DEFAULT_LIMITS, Limits
 from prana._loading import WorkflowSource
 from prana._machine import ExecutionMachine
 from prana._model import Workflow
-from prana._records import Execution, ExecutionStatus, StoredExecution, Suspension
+from prana._records import Execution, ExecutionStatus, NodeRun, StoredExecution, Suspension
 from prana._registry import ActionRegistry
-from prana._rerun import ORIGINAL, rerun_state
+from prana._rerun import ORIGINAL, one_node_state, rerun_state
 from prana._subworkflows import DEFAULT_MAX_DEPTH
 from prana._triggers import trigger_input
 from prana.storage import MemoryStore, Store, open_store
@@ -66,6 +67,7 @@ from ._supervision import LeaseLost, Lost, ResumeRequest
 from ._supervisor import ExecutionSupervisor
 from ._timers import TimerActor, arm_due_timers, fire_timer
 from ._turns import DEFAULT_STEPS_AT_ONCE
+from ._worker import call_action
 from ._writer import CheckpointWriter
 
 logger = logging.getLogger("prana.engine")
@@ -475,6 +477,37 @@ class Engine(AsyncContextManagerMixin):
             supervisor = await live.start_in_state(machine, turn)
         execution = await supervisor.wait_stop(supervisor.stop_waiter())
         return await self._require_children().past_children(execution)
+
+    async def run_node(
+        self,
+        workflow: Workflow | WorkflowSource,
+        node_key: str,
+        *,
+        input: Any = None,
+        nodes: Mapping[str, Any] | None = None,
+        trigger: str | None = None,
+    ) -> NodeRun:
+        """Run one node of ``workflow`` alone, once, and return its run: for trying an
+        action out. ``input`` is the execution's input (the trigger's output), ``nodes``
+        the outputs of other nodes, which its templates read (``nodes.<key>.output``)
+        and its connections from them deliver. Nothing is saved and nothing after the
+        node runs; ``retry`` does not apply, and a child workflow cannot be started.
+        Raises :class:`ValueError` for a node the workflow does not have, or one whose
+        connections bring it nothing.
+        """
+        graph = self.compile(workflow, trigger=trigger)
+        now = self.clock.now()
+        input = check_json(input, what="the input", limits=self.limits)
+        outputs = check_json(dict(nodes or {}), what="nodes", limits=self.limits)
+        state = one_node_state(graph, node_key, input, outputs, new_execution_id(now), now)
+        machine = ExecutionMachine.restored(
+            graph, state, env=self._env, limits=self.limits, new=True
+        )
+        for command in machine.recover(now):
+            if isinstance(command, Dispatch) and command.run.node_key == node_key:
+                machine.handle(await call_action(command, self.clock), self.clock.now())
+                break
+        return machine.snapshot().runs_of(node_key)[-1]
 
     async def resume(
         self, execution_id: str, data: Any = None, *, node: str | None = None

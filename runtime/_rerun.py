@@ -1,4 +1,5 @@
-"""Running an execution again from a chosen node (``engine.rerun``).
+"""Running an execution again from a chosen node (``engine.rerun``), or one node
+alone (``engine.run_node``).
 
 A rerun is a new execution of the same workflow version. Every node that is not
 downstream of the chosen node (not reachable from it) and whose latest run in the
@@ -16,6 +17,7 @@ What this module makes is the state a store would keep for such an execution
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -160,6 +162,79 @@ def rerun_state(
             "ready": ready,
             "skipped": skipped,
             "to_skip": to_skip,
+        },
+        started_at=now,
+        runs=tuple(copies.values()),
+        root_execution_id=execution_id,
+    )
+
+
+def one_node_state(
+    graph: ExecutionGraph,
+    node_key: str,
+    input: Any,
+    nodes: Mapping[str, Any],
+    execution_id: str,
+    now: float,
+) -> StoredExecution:
+    """The state of an execution about to run ``node_key`` alone (``engine.run_node``):
+    the trigger has output ``input``, the nodes of ``nodes`` have output what it maps
+    them to, and the node's connections from them deliver it. Raises
+    :class:`ValueError` for a node the graph does not have, or one that would get
+    no input."""
+    node = graph.nodes.get(node_key)
+    if node is None:
+        raise ValueError(
+            f"workflow {graph.workflow.id!r} has no node {node_key!r} that its trigger "
+            f"{graph.trigger!r} reaches"
+        )
+    unknown = sorted(key for key in nodes if key not in graph.nodes)
+    if unknown:
+        raise ValueError(f"nodes= names nodes the workflow does not have: {', '.join(unknown)}")
+    given = {graph.trigger: input, **nodes}
+    into = {edge.source: edge.source_port for edge in node.incoming}
+    if not node.is_trigger and not any(source in given for source in into):
+        raise ValueError(
+            f"node {node_key!r} gets its input from {', '.join(sorted(into))}: give the "
+            "output of one of them in nodes="
+        )
+    order = graph.order
+    copies: dict[str, NodeRun] = {}
+    for compiled in order:
+        if compiled.key in given and compiled.key != node_key:
+            copies[compiled.key] = NodeRun(
+                node_key=compiled.key,
+                run_index=0,
+                execution_index=len(copies),
+                status="completed",
+                port=into.get(compiled.key, compiled.default_port),
+                output=given[compiled.key],
+            )
+    index = {compiled.key: position for position, compiled in enumerate(order)}
+    states = [PENDING] * len(order)
+    for key in copies:
+        states[index[key]] = DONE
+    states[index[node_key]] = READY
+    edges = [OPEN_REF] * len(graph.edges)
+    for edge in node.incoming:
+        source = copies.get(edge.source)
+        edges[edge.index] = source.execution_index if source is not None else -1
+    return StoredExecution(
+        id=execution_id,
+        workflow_id=graph.workflow.id,
+        workflow_version=graph.workflow.version,
+        workflow_hash=graph.hash,
+        trigger=graph.trigger,
+        status="running",
+        input=input,
+        vars=graph.workflow.variables,
+        active_paths={
+            "format": WHOLE_FORMAT,
+            "nodes": "".join(str(state) for state in states),
+            "edges": tuple(edges),
+            "run_counts": tuple(int(state == DONE) for state in states),
+            "next": len(copies),
+            "ready": [index[node_key]],
         },
         started_at=now,
         runs=tuple(copies.values()),

@@ -117,3 +117,32 @@ async def test_what_cannot_be_rerun_is_refused_clearly() -> None:
         again = await engine.rerun(loop.id, from_node="count")  # from the entry is fine
     assert again.status == "completed"
     assert again.vars == {"i": 4}  # the original's variables, as they stood
+
+
+async def test_run_node_runs_one_node_with_given_upstream_outputs() -> None:
+    calls: list[str] = []
+    actions, workflow = shop(calls, {"charge": True})
+    async with prana.Engine(actions=actions, env={}) as engine:
+        charged = await engine.run_node(workflow, "charge", nodes={"price": {"total": 3}})
+        mailed = await engine.run_node(workflow, "mail", nodes={"charge": {"charged": 9}})
+        audited = await engine.run_node(workflow, "audit", input={"n": 4})
+        assert await engine.list() == []  # nothing saved
+        with pytest.raises(ValueError, match="gets its input from price: give the output"):
+            await engine.run_node(workflow, "charge")
+        with pytest.raises(ValueError, match="has no node 'chrage'"):
+            await engine.run_node(workflow, "chrage")
+    assert calls == ["charge"]  # one node each time, nothing after it
+    assert (charged.status, charged.output, charged.port) == ("completed", {"charged": 3}, "main")
+    assert mailed.output == {"mailed": 9}
+    assert mailed.params == {"values": {"mailed": 9}}
+    assert audited.output == {"n": 4}
+
+
+async def test_run_node_shows_how_an_action_fails() -> None:
+    calls: list[str] = []
+    actions, workflow = shop(calls, {"charge": False})
+    async with prana.Engine(actions=actions, env={}) as engine:
+        failed = await engine.run_node(workflow, "charge", nodes={"price": {"total": 3}})
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert (failed.error.code, failed.error.message) == ("unavailable", "the card service is down")
