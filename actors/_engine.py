@@ -23,7 +23,6 @@ the class would scatter the API, not the work.
 
 from __future__ import annotations
 
-import builtins
 import logging
 import math
 import os
@@ -180,7 +179,7 @@ class Engine(AsyncContextManagerMixin):
             load=partial(_stored_timers, store) if self._recover else None,
         )
         background = self._background
-        held: builtins.list[str] = []
+        held: list[str] = []
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as task_group:
@@ -229,7 +228,7 @@ class Engine(AsyncContextManagerMixin):
                     await self._take_orphans(leases)
                     await children.reconcile()
                 if self._schedules is not None:
-                    for served in builtins.list(self._catalog.served.values()):
+                    for served in list(self._catalog.served.values()):
                         await self._schedules.arm(served)
                 background.start_every(
                     task_group, "heartbeat", self._heartbeat, lambda: self._beat(leases)
@@ -264,7 +263,7 @@ class Engine(AsyncContextManagerMixin):
                 raise body_error from None
             raise
         finally:
-            for subscription in builtins.list(self._engine_subscriptions):
+            for subscription in list(self._engine_subscriptions):
                 subscription.close()
             with anyio.move_on_after(10, shield=True):
                 if held:
@@ -380,7 +379,7 @@ class Engine(AsyncContextManagerMixin):
 
     async def publish(
         self, event: str, data: Any = None, *, idempotency_key: str | None = None
-    ) -> builtins.list[str]:
+    ) -> list[str]:
         """Start one execution of every registered workflow whose ``event.trigger``
         listens to ``event``, with ``trigger.event`` and ``trigger.data``; return
         their ids once each is saved (none if nothing listens).
@@ -683,13 +682,13 @@ class Engine(AsyncContextManagerMixin):
             execution, node_runs=tuple(runs[index] for index in sorted(runs)), runs_left_out=0
         )
 
-    async def list(
+    async def list_executions(
         self,
         *,
         status: ExecutionStatus | None = None,
         workflow: str | None = None,
         limit: int = 100,
-    ) -> builtins.list[Execution]:
+    ) -> list[Execution]:
         """Executions in the store, newest first, filtered; without their audit trails
         (use :meth:`get` for one)."""
         stored = await self._require_store().list_executions(

@@ -172,7 +172,7 @@ async def _w5_resume(db: str, synchronous: str, *, busy: bool) -> dict[str, floa
         _app_load(busy),
     ):
         started = time.perf_counter()
-        waiting = await engine.list(status="suspended", limit=10 * EXECUTIONS)
+        waiting = await engine.list_executions(status="suspended", limit=10 * EXECUTIONS)
         finished: list[prana.Execution] = []
 
         async def resume(execution_id: str) -> None:

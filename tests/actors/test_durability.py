@@ -82,7 +82,7 @@ async def test_a_waiting_execution_survives_a_restart_and_resumes_by_token(tmp_p
     assert len(suspension.token) >= 32
 
     async with open_engine(path=db) as engine:
-        listed = await engine.list(status="suspended")
+        listed = await engine.list_executions(status="suspended")
         assert [execution.id for execution in listed] == [waiting.id]
         assert listed[0].suspensions[0].token == suspension.token
         done = await engine.resume_token(suspension.token, {"approved": True})
@@ -167,7 +167,7 @@ async def test_the_store_answers_while_the_app_keeps_the_loop_busy(tmp_path: Pat
         # A bound on starving, not on speed: it takes well under a second here, and
         # took about a minute with reads on a thread.
         with anyio.fail_after(20):
-            listed = await engine.list(status="suspended")
+            listed = await engine.list_executions(status="suspended")
             first = await engine.resume_token(str(tokens[0]), {"approved": True})
             second = await engine.resume(waiting[1].id, {"approved": False})
             third = await engine.get(waiting[2].id)

@@ -240,7 +240,7 @@ async def test_cancelling_run_leaves_the_execution_to_finish_in_the_engine(where
         assert caller.cancelled_caught
         release.set()
         await engine.wait_idle()
-        (listed,) = await engine.list(workflow="chain")
+        (listed,) = await engine.list_executions(workflow="chain")
         execution = await engine.get(listed.id)
     assert execution.status == "completed"
     assert execution.order == ["start", *keys]
@@ -310,8 +310,8 @@ async def test_finished_executions_can_be_read_back() -> None:
         assert again.order == done.order
         assert again.output == done.output
         assert again.skipped == ("no",)
-        assert [e.id for e in await engine.list(status="failed")] == [failed.id]
-        assert {e.id for e in await engine.list(workflow="test")} == {done.id, failed.id}
+        assert [e.id for e in await engine.list_executions(status="failed")] == [failed.id]
+        assert {e.id for e in await engine.list_executions(workflow="test")} == {done.id, failed.id}
         with pytest.raises(prana.ExecutionNotFound, match="no execution has id 'nope'"):
             await engine.get("nope")
 

@@ -57,7 +57,7 @@ async def test_a_repeated_publish_with_an_idempotency_key_starts_nothing_new(
             await engine.wait(execution_id)
     async with open_engine(path=path, workflows=workflows) as engine:  # another engine
         later = await engine.publish("order.created", {"amount": 1}, idempotency_key="o-17")
-        everything = await engine.list(limit=100)
+        everything = await engine.list_executions(limit=100)
     assert len(first) == 2
     assert again == first == later
     assert set(other).isdisjoint(first)

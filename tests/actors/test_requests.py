@@ -169,7 +169,7 @@ async def test_cancelling_a_parent_as_its_child_ends_gives_one_documented_outcom
             outcomes.append(exc)
         await engine.wait_idle()
         parent_now = await engine.get(handle.id)
-        (child_run,) = await engine.list(workflow="child")
+        (child_run,) = await engine.list_executions(workflow="child")
     (outcome,) = outcomes
     if isinstance(outcome, prana.InvalidTransition):
         assert parent_now.status == "completed"  # the child's end came first

@@ -126,7 +126,7 @@ async def test_run_node_runs_one_node_with_given_upstream_outputs() -> None:
         charged = await engine.run_node(workflow, "charge", nodes={"price": {"total": 3}})
         mailed = await engine.run_node(workflow, "mail", nodes={"charge": {"charged": 9}})
         audited = await engine.run_node(workflow, "audit", input={"n": 4})
-        assert await engine.list() == []  # nothing saved
+        assert await engine.list_executions() == []  # nothing saved
         with pytest.raises(ValueError, match="gets its input from price: give the output"):
             await engine.run_node(workflow, "charge")
         with pytest.raises(ValueError, match="has no node 'chrage'"):

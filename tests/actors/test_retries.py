@@ -188,7 +188,7 @@ async def test_a_long_backoff_is_a_durable_timer_that_survives_a_restart(tmp_pat
             await engine.resume(waiting.id, {"x": 1})
         async with open_engine(actions=actions, clock=clock, path=path) as again:
             # The first engine is still open; a second one on the file sees the same.
-            listed = await again.list(status="suspended")
+            listed = await again.list_executions(status="suspended")
             assert [execution.id for execution in listed] == [waiting.id]
     clock.advance(3599)
     async with open_engine(actions=actions, clock=clock, path=path) as engine:

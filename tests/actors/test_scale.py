@@ -35,7 +35,7 @@ async def test_a_thousand_waiting_executions_resume_after_a_restart(tmp_path: Pa
     assert len(tokens) == COUNT
 
     async with open_engine(path=db) as engine:
-        listed = await engine.list(status="suspended", limit=2 * COUNT)
+        listed = await engine.list_executions(status="suspended", limit=2 * COUNT)
         assert {execution.suspensions[0].token for execution in listed} == set(tokens)
         done = []
 
@@ -49,5 +49,5 @@ async def test_a_thousand_waiting_executions_resume_after_a_restart(tmp_path: Pa
         assert {execution.status for execution in done} == {"completed"}
         assert sorted(execution.output["shipped"] for execution in done) == list(range(COUNT))
         assert {execution.output["by"] for execution in done} == {"ops"}
-        assert await engine.list(status="suspended") == []
+        assert await engine.list_executions(status="suspended") == []
         assert engine.live_count == 0

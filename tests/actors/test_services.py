@@ -92,7 +92,7 @@ async def test_an_execution_stopped_by_a_locked_store_carries_on_once_it_is_free
         ) as engine:
             with pytest.raises(prana.StoreError, match="locked for longer than busy_timeout"):
                 await engine.run(workflow)
-            (stopped,) = await engine.list()
+            (stopped,) = await engine.list_executions()
             assert stopped.status == "running"  # as last saved
             with anyio.fail_after(10):
                 done = await engine.wait(stopped.id)

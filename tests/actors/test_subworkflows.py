@@ -42,7 +42,7 @@ async def test_a_sync_child_runs_and_its_output_becomes_the_nodes() -> None:
     parent = caller({"workflow": "doubler", "input": {"n": "{{ input }}"}})
     async with prana.Engine(workflows=[doubler()], env={}) as engine:
         result = await engine.run(parent, 21)
-        (child,) = await engine.list(workflow="doubler")
+        (child,) = await engine.list_executions(workflow="doubler")
     assert result.status == "completed"
     assert result.order == ["start", "call", "after"]
     assert result.outputs["call"] == {"doubled": 42}
@@ -117,8 +117,8 @@ async def test_children_nest_and_record_their_root() -> None:
     top = caller({"workflow": "middle", "input": {"n": "{{ input }}"}}, id="top")
     async with prana.Engine(workflows=[doubler(), middle], env={}) as engine:
         result = await engine.run(top, 5)
-        (mid,) = await engine.list(workflow="middle")
-        (leaf,) = await engine.list(workflow="doubler")
+        (mid,) = await engine.list_executions(workflow="middle")
+        (leaf,) = await engine.list_executions(workflow="doubler")
     assert result.output == {"doubled": 10}
     assert (mid.parent_execution_id, mid.root_execution_id) == (result.id, result.id)
     assert (leaf.parent_execution_id, leaf.root_execution_id) == (mid.id, result.id)
@@ -138,7 +138,7 @@ async def test_sync_children_in_parallel_branches_each_complete_their_node() -> 
     )
     async with prana.Engine(workflows=[doubler()], env={}) as engine:
         result = await engine.run(parent)
-        children = await engine.list(workflow="doubler")
+        children = await engine.list_executions(workflow="doubler")
     assert result.status == "completed"
     assert result.outputs["left"] == {"doubled": 2}
     assert result.outputs["right"] == {"doubled": 4}
@@ -152,7 +152,7 @@ async def test_a_child_that_waits_suspends_its_parent_until_it_ends() -> None:
     parent = caller({"workflow": "approval"})
     async with prana.Engine(workflows=[approval], env={}) as engine:
         waiting = await engine.run(parent)
-        (child,) = await engine.list(workflow="approval")
+        (child,) = await engine.list_executions(workflow="approval")
         assert waiting.status == "suspended"
         assert [(s.node_key, s.kind, s.child_execution_id) for s in waiting.suspensions] == [
             ("call", "workflow", child.id)
@@ -171,7 +171,7 @@ async def test_cancelling_a_parent_cancels_its_sync_child() -> None:
     )
     async with prana.Engine(workflows=[approval], env={}) as engine:
         waiting = await engine.run(caller({"workflow": "approval"}))
-        (child,) = await engine.list(workflow="approval")
+        (child,) = await engine.list_executions(workflow="approval")
         cancelled = await engine.cancel(waiting.id, "customer gave up")
         with anyio.fail_after(5):
             child_now = await engine.wait(child.id)
@@ -191,7 +191,7 @@ async def test_a_workflow_that_calls_itself_stops_at_the_depth_limit() -> None:
     recursive = caller({"workflow": "recursive", "input": "{{ input + 1 }}"}, id="recursive")
     async with prana.Engine(workflows=[recursive], env={}, max_depth=3) as engine:
         result = await engine.run(recursive, 0)
-        executions = await engine.list(workflow="recursive")
+        executions = await engine.list_executions(workflow="recursive")
     assert result.status == "failed"
     assert result.error is not None
     assert result.error.code == "child_failed"
@@ -227,7 +227,7 @@ async def test_a_parent_waiting_on_disk_hears_of_its_child_in_a_new_engine(
     path = tmp_path / "prana.db"
     async with open_engine(path=path, clock=clock, workflows=[approval]) as engine:
         waiting = await engine.run(caller({"workflow": "approval"}))
-        (child,) = await engine.list(workflow="approval")
+        (child,) = await engine.list_executions(workflow="approval")
     assert waiting.status == "suspended"
     async with open_engine(path=path, clock=clock) as engine:
         await engine.resume_token(child.suspensions[0].token or "", "yes")
@@ -264,7 +264,7 @@ async def test_a_node_timeout_bounds_its_wait_for_a_sync_child(
     path = tmp_path / "prana.db"
     async with open_engine(path=path, clock=clock, workflows=[approval]) as engine:
         waiting = await engine.run(parent)
-        (child,) = await engine.list(workflow="approval")
+        (child,) = await engine.list_executions(workflow="approval")
         assert [(s.node_key, s.wake_at) for s in waiting.suspensions] == [("call", T0 + 3600)]
         clock.set(T0 + 3599)
         assert (await engine.get(waiting.id)).status == "suspended"

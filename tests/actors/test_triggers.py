@@ -81,7 +81,7 @@ async def test_a_request_nobody_answers_is_refused_with_what_is_answered() -> No
             await engine.start_webhook("invoices", body={})
         with pytest.raises(prana.TriggerError) as wrong_method:
             await engine.start_webhook("orders", method="GET")
-        assert await engine.list() == []
+        assert await engine.list_executions() == []
     assert str(unknown.value) == (
         "no served workflow answers POST /invoices; webhooks answered: POST /orders"
     )
@@ -140,7 +140,7 @@ async def test_a_function_trigger_takes_named_arguments_with_defaults() -> None:
             await engine.run(function_workflow(), {"customer": "ann", "amount": 1, "ammount": 2})
         with pytest.raises(prana.TriggerError, match="starts from named arguments"):
             await engine.run(function_workflow(), [1, 2])
-        stored = await engine.list()
+        stored = await engine.list_executions()
     assert done.output == {"text": "ann owes 12 EUR"}
     assert done.input == {"customer": "ann", "amount": 12, "currency": "EUR"}
     assert "is missing argument 'amount'" in str(missing.value)
@@ -211,7 +211,10 @@ async def completed(events: prana.Subscription, count: int) -> list[str]:
 
 async def outputs(engine: prana.Engine) -> list[Any]:
     """The scheduled times the report's executions saw, in order."""
-    found = [await engine.get(execution.id) for execution in await engine.list(workflow="report")]
+    found = [
+        await engine.get(execution.id)
+        for execution in await engine.list_executions(workflow="report")
+    ]
     return sorted(execution.output["at"] for execution in found)
 
 

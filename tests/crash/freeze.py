@@ -100,12 +100,12 @@ async def main(db: str, jobs: int) -> None:
     async with prana.Engine(
         actions=actions, store=f"sqlite:///{db}", env={}, lease=LEASE, heartbeat=0.2
     ) as engine:
-        if not await engine.list(limit=1):
+        if not await engine.list_executions(limit=1):
             for job in range(jobs):
                 await engine.start(retrying, {"job": job})
             await engine.start(freezer, {"job": jobs})
         while True:
-            executions = await engine.list(limit=10_000)
+            executions = await engine.list_executions(limit=10_000)
             if all(execution.finished for execution in executions):
                 break
             await anyio.sleep(0.05)

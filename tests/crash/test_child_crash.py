@@ -70,7 +70,7 @@ async def test_killed_around_a_sync_child_the_next_engine_finishes_parent_and_ch
     async with prana.Engine(actions=actions, store=db, workflows=[child]) as engine:
         with anyio.fail_after(20):
             done = await engine.wait(parent_id)
-        children = await engine.list(workflow="child")
+        children = await engine.list_executions(workflow="child")
     assert done.status == "completed"
     assert done.order == ["start", "call", "after"]
     assert done.outputs["call"] == {"n": 7}

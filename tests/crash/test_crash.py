@@ -51,7 +51,7 @@ def results(db: Path) -> dict[int, dict[str, Any]]:
     async def read() -> dict[int, dict[str, Any]]:
         found = {}
         async with prana.Engine(store=f"sqlite:///{db}", recover=False) as engine:
-            for summary in await engine.list(limit=10_000):
+            for summary in await engine.list_executions(limit=10_000):
                 execution = await engine.get(summary.id)
                 found[execution.input["job"]] = {
                     "id": execution.id,

@@ -76,7 +76,7 @@ def test_a_frozen_engine_wakes_and_starts_nothing_another_took_over(
 
     async def outcomes() -> list[prana.Execution]:
         async with prana.Engine(store=f"sqlite:///{db}", recover=False) as engine:
-            return [await engine.get(e.id) for e in await engine.list(limit=100)]
+            return [await engine.get(e.id) for e in await engine.list_executions(limit=100)]
 
     executions = anyio.run(outcomes)
     assert len(executions) == JOBS + 1

@@ -135,14 +135,15 @@ async def main(db: str, jobs: int) -> None:
         actions=actions, store=f"sqlite:///{db}", middleware=[acked], env={}
     ) as engine:
         known = {
-            execution.input["job"]: execution.id for execution in await engine.list(limit=10_000)
+            execution.input["job"]: execution.id
+            for execution in await engine.list_executions(limit=10_000)
         }
         for job in range(jobs):
             if job not in known:
                 handle = await engine.start(workflows[job % len(workflows)], {"job": job})
                 known[job] = handle.id
         while True:
-            unfinished = [e for e in await engine.list(limit=10_000) if not e.finished]
+            unfinished = [e for e in await engine.list_executions(limit=10_000) if not e.finished]
             if not unfinished:
                 break
             for execution in unfinished:
