@@ -46,7 +46,7 @@ def chain(actions: prana.ActionRegistry, **top: Any) -> prana.Workflow:
 
 async def test_cancel_stops_a_running_execution_and_a_second_cancel_is_refused() -> None:
     actions, _, ran = gated_actions()
-    seen: list[prana.Event] = []
+    seen: list[prana.events.Event] = []
     async with prana.Engine(actions=actions, env={}, middleware=[seen.append]) as engine:
         handle = await engine.start(chain(actions), 1)
         await anyio.wait_all_tasks_blocked()
@@ -72,7 +72,7 @@ async def test_cancel_stops_a_running_execution_and_a_second_cancel_is_refused()
         cancelled.node_runs,
         cancelled.error,
     )
-    assert isinstance(seen[-1], prana.ExecutionCancelled)
+    assert isinstance(seen[-1], prana.events.ExecutionCancelled)
 
 
 async def test_cancel_a_waiting_execution_in_the_store_and_its_token_is_gone(
@@ -238,7 +238,7 @@ async def test_a_workflow_timeout_ends_the_execution_timed_out_even_across_a_res
         waiting = await engine.run(workflow)
     assert waiting.status == "suspended"
     assert waiting.deadline == T0 + 3600
-    seen: list[prana.Event] = []
+    seen: list[prana.events.Event] = []
     async with open_engine(path=path, clock=clock, middleware=[seen.append]) as engine:
         clock.advance(3601)
         with anyio.fail_after(5):
@@ -251,7 +251,7 @@ async def test_a_workflow_timeout_ends_the_execution_timed_out_even_across_a_res
         ("start", "completed"),
         ("nap", "cancelled"),
     ]
-    assert any(isinstance(event, prana.ExecutionTimedOut) for event in seen)
+    assert any(isinstance(event, prana.events.ExecutionTimedOut) for event in seen)
 
 
 async def test_a_timeout_stops_running_nodes() -> None:

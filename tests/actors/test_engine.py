@@ -66,10 +66,10 @@ async def test_failed_execution_ends_with_execution_failed_event() -> None:
         handle = await engine.start(workflow)
         received = [event async for event in handle.events()]
     failed = received[-1]
-    assert isinstance(failed, prana.ExecutionFailed)
+    assert isinstance(failed, prana.events.ExecutionFailed)
     assert failed.error is not None
     assert (failed.error.code, failed.error.node_key) == ("out_of_stock", "stop")
-    assert isinstance(received[-2], prana.NodeFailed)
+    assert isinstance(received[-2], prana.events.NodeFailed)
 
 
 async def test_a_slow_subscriber_never_holds_the_engine_and_learns_what_it_missed() -> None:
@@ -81,10 +81,10 @@ async def test_a_slow_subscriber_never_holds_the_engine_and_learns_what_it_misse
         result = await handle.result()  # finishes without anyone reading
         received = [event async for event in subscription]
     assert result.status == "completed"
-    assert isinstance(received[0], prana.EventsDropped)
+    assert isinstance(received[0], prana.events.EventsDropped)
     assert received[0].count == 1 + 2 * 31 + 1 - 5
     assert len(received) == 6
-    assert isinstance(received[-1], prana.ExecutionCompleted)
+    assert isinstance(received[-1], prana.events.ExecutionCompleted)
     assert received[0].sequence == received[1].sequence
 
 
@@ -93,10 +93,10 @@ async def test_middleware_sees_every_event_and_a_failing_hook_is_contained(
 ) -> None:
     seen: list[str] = []
 
-    def record(event: prana.Event) -> None:
+    def record(event: prana.events.Event) -> None:
         seen.append(type(event).__name__)
 
-    def broken(event: prana.Event) -> None:
+    def broken(event: prana.events.Event) -> None:
         raise RuntimeError("hook bug")
 
     async with prana.Engine(middleware=[broken, record]) as engine:
@@ -117,21 +117,21 @@ async def test_middleware_is_a_chain_that_can_enrich_or_stop_events(
     # and subscribers get what comes out of the chain.
     looked: list[tuple[str, Any]] = []
 
-    def quiet(event: prana.Event, next_: Any) -> None:
-        if not isinstance(event, prana.NodeStarted):
+    def quiet(event: prana.events.Event, next_: Any) -> None:
+        if not isinstance(event, prana.events.NodeStarted):
             next_(event)
 
-    def tenant(event: prana.Event, next_: Any) -> None:
+    def tenant(event: prana.events.Event, next_: Any) -> None:
         next_(attrs.evolve(event, attributes={**event.attributes, "tenant": "acme"}))
 
-    def broken(event: prana.Event, next_: Any) -> None:
+    def broken(event: prana.events.Event, next_: Any) -> None:
         raise RuntimeError("hook bug")
 
-    def twice_broken(event: prana.Event, next_: Any) -> None:
+    def twice_broken(event: prana.events.Event, next_: Any) -> None:
         next_(event)
         raise RuntimeError("after passing it on")
 
-    def look(event: prana.Event) -> None:
+    def look(event: prana.events.Event) -> None:
         looked.append((type(event).__name__, dict(event.attributes)))
 
     async with prana.Engine(middleware=[quiet, tenant, broken, twice_broken, look]) as engine:
@@ -157,7 +157,7 @@ async def test_engine_wide_subscription_sees_every_execution() -> None:
         second = await engine.run(branching_workflow(), {"go": False})
     events = [event async for event in subscription]
     finished = [
-        event.execution_id for event in events if isinstance(event, prana.ExecutionCompleted)
+        event.execution_id for event in events if isinstance(event, prana.events.ExecutionCompleted)
     ]
     assert finished == [first.id, second.id]
 

@@ -62,7 +62,7 @@ async def test_a_resume_right_after_the_execution_says_it_waits_is_taken(store: 
     async with engine_on(store) as engine:
         handle = await engine.start(approval_workflow())
         async for event in handle.events():
-            if isinstance(event, prana.ExecutionSuspended):
+            if isinstance(event, prana.events.ExecutionSuspended):
                 # The supervisor has published this, and is leaving memory.
                 done = await engine.resume(handle.id, {"approved": True})
         again = await engine.get(handle.id)
@@ -101,7 +101,7 @@ async def test_a_cancel_while_a_retry_waits_in_memory_stops_it_before_the_next_a
     async with prana.Engine(actions=actions, clock=clock, env={}) as engine:
         handle = await engine.start(retrying(actions, "1s"))
         async for event in handle.events():
-            if isinstance(event, prana.NodeRetrying):
+            if isinstance(event, prana.events.NodeRetrying):
                 break  # the first attempt failed; the next waits a second, in memory
         cancelled = await engine.cancel(handle.id, "enough")
         clock.advance(10)

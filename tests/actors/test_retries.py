@@ -61,7 +61,9 @@ async def test_a_flaky_node_is_tried_again_until_it_succeeds() -> None:
         handle = await engine.start(workflow, 7)
         events = handle.events()
         done = await drive(clock, handle)
-        retrying_events = [event async for event in events if isinstance(event, prana.NodeRetrying)]
+        retrying_events = [
+            event async for event in events if isinstance(event, prana.events.NodeRetrying)
+        ]
     assert done.status == "completed"
     assert done.output == {"ok": 7}
     assert done.order == ["start", "call", "call", "call", "after"]
@@ -301,7 +303,7 @@ async def test_a_plain_function_returning_an_awaitable_is_awaited_under_its_time
 
         async def follow() -> None:
             async for event in events:
-                if isinstance(event, prana.NodeStarted):
+                if isinstance(event, prana.events.NodeStarted):
                     started.append(event.node_key)
 
         async with anyio.create_task_group() as group:

@@ -202,7 +202,7 @@ async def completed(events: prana.Subscription, count: int) -> list[str]:
     ids = []
     with anyio.fail_after(10):
         async for event in events:
-            if isinstance(event, prana.ExecutionCompleted):
+            if isinstance(event, prana.events.ExecutionCompleted):
                 ids.append(event.execution_id)
                 if len(ids) == count:
                     return ids

@@ -250,7 +250,7 @@ async def test_a_wait_keeps_the_data_its_action_gave_for_whoever_answers(
         events = engine.events()
         waiting = await engine.run(workflow, {"amount": 120})
         events.close()
-        seen = [event async for event in events if isinstance(event, prana.NodeSuspended)]
+        seen = [event async for event in events if isinstance(event, prana.events.NodeSuspended)]
         assert [s.data for s in waiting.suspensions] == [{"prompt": "Pay 120?"}]
         assert [event.suspension.data for event in seen] == [{"prompt": "Pay 120?"}]
         token = waiting.suspensions[0].token

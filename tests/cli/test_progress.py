@@ -8,7 +8,7 @@ import prana
 from prana.actors._progress import LiveProgress, PlainProgress
 
 
-def node_events() -> list[prana.Event]:
+def node_events() -> list[prana.events.Event]:
     run = prana.NodeRun(
         node_key="fetch",
         run_index=0,
@@ -18,13 +18,15 @@ def node_events() -> list[prana.Event]:
         duration_ms=12.5,
     )
     return [
-        prana.NodeStarted(
+        prana.events.NodeStarted(
             execution_id="e", sequence=1, time=0.0, node_key="fetch", run_index=0, execution_index=1
         ),
-        prana.NodeCompleted(
+        prana.events.NodeCompleted(
             execution_id="e", sequence=2, time=0.0125, node_key="fetch", run=run, progress=0.5
         ),
-        prana.NodeSkipped(execution_id="e", sequence=3, time=0.013, node_key="other", progress=1.0),
+        prana.events.NodeSkipped(
+            execution_id="e", sequence=3, time=0.013, node_key="other", progress=1.0
+        ),
     ]
 
 
@@ -71,7 +73,7 @@ def test_a_retry_shows_as_a_failed_attempt_and_the_next_one() -> None:
         attempt=1,
         error=prana.ErrorInfo(code="action_error", message="OSError: reset"),
     )
-    retrying = prana.NodeRetrying(
+    retrying = prana.events.NodeRetrying(
         execution_id="e",
         sequence=2,
         time=10.0,

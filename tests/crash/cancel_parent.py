@@ -33,8 +33,8 @@ PARENT = {
 async def main(db: str) -> None:
     cancelling: list[str] = []
 
-    def crash(event: prana.Event) -> None:
-        if isinstance(event, prana.ExecutionCancelled) and event.execution_id in cancelling:
+    def crash(event: prana.events.Event) -> None:
+        if isinstance(event, prana.events.ExecutionCancelled) and event.execution_id in cancelling:
             os.kill(os.getpid(), signal.SIGKILL)
 
     async with prana.Engine(

@@ -39,8 +39,8 @@ async def effect(ctx: prana.NodeContext) -> dict[str, Any]:
     return {"job": job, "seen": [*seen, f"{ctx.node_key}#{ctx.run_index}"]}
 
 
-def acked(event: prana.Event) -> None:
-    if isinstance(event, prana.NodeCompleted) and event.node_key.startswith("e"):
+def acked(event: prana.events.Event) -> None:
+    if isinstance(event, prana.events.NodeCompleted) and event.node_key.startswith("e"):
         log(f"acked {event.execution_id}:{event.node_key}:{event.run.run_index}")
 
 

@@ -89,7 +89,9 @@ async def test_order_intake_takes_orders_from_each_of_its_triggers() -> None:
         clock.set(1_900_054_800.0)  # 2030-03-18T09:00Z: past 02:00 in Berlin
         with anyio.fail_after(10):
             async for event in events:
-                if isinstance(event, prana.ExecutionCompleted) and event.execution_id not in (
+                if isinstance(
+                    event, prana.events.ExecutionCompleted
+                ) and event.execution_id not in (
                     hooked.id,
                     called.id,
                 ):

@@ -23,7 +23,7 @@ def test_graph_indexes_edges_both_ways() -> None:
         },
         ["start -> check", "check.true -> a", "check.false -> b", "check.true -> b"],
     )
-    graph = prana.compile_workflow(workflow, ACTIONS)
+    graph = prana.lowlevel.compile_workflow(workflow, ACTIONS)
     assert [str(edge) for edge in graph.outgoing("check", "true")] == [
         "check.true -> a.main",
         "check.true -> b.main",
@@ -39,7 +39,7 @@ def test_graph_indexes_edges_both_ways() -> None:
 
 
 def test_graph_is_frozen() -> None:
-    graph = prana.compile_workflow(make_workflow({"start": "manual.trigger"}, []), ACTIONS)
+    graph = prana.lowlevel.compile_workflow(make_workflow({"start": "manual.trigger"}, []), ACTIONS)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         graph.trigger = "x"  # type: ignore[misc]
     with pytest.raises(TypeError):
@@ -64,7 +64,7 @@ def test_loops_and_their_loop_back_edges_are_found() -> None:
             "rows.done -> after",
         ],
     )
-    graph = prana.compile_workflow(workflow, ACTIONS)
+    graph = prana.lowlevel.compile_workflow(workflow, ACTIONS)
     outer, inner = graph.loops
     assert (outer.entry, outer.nodes, outer.parent) == ("rows", ("rows", "cells", "cell"), None)
     assert (inner.entry, inner.nodes, inner.parent) == ("cells", ("cells", "cell"), 0)
@@ -79,7 +79,7 @@ def test_unreachable_nodes_are_warnings_and_left_out() -> None:
     workflow = make_workflow(
         {"start": "manual.trigger", "a": "core.noop", "island": "core.noop"}, ["start -> a"]
     )
-    graph = prana.compile_workflow(workflow, ACTIONS)
+    graph = prana.lowlevel.compile_workflow(workflow, ACTIONS)
     assert [str(warning) for warning in graph.warnings] == [
         "nodes[2]: node 'island' is never run: no trigger leads to it"
     ]
@@ -96,8 +96,11 @@ def test_each_trigger_compiles_the_part_it_reaches() -> None:
         },
         ["web -> shared", "cli -> shared", "web -> web_only"],
     )
-    assert set(prana.compile_workflow(workflow, ACTIONS, trigger="cli").nodes) == {"cli", "shared"}
-    web = prana.compile_workflow(workflow, ACTIONS, trigger="web")
+    assert set(prana.lowlevel.compile_workflow(workflow, ACTIONS, trigger="cli").nodes) == {
+        "cli",
+        "shared",
+    }
+    web = prana.lowlevel.compile_workflow(workflow, ACTIONS, trigger="web")
     assert set(web.nodes) == {"web", "shared", "web_only"}
     assert web.warnings == ()
 
@@ -124,11 +127,11 @@ def test_compiling_checks_again_against_actions_replaced_since_loading() -> None
         ["start -> pick", "pick.no -> after"],
         actions=actions,
     )
-    assert prana.compile_workflow(workflow, actions).nodes["pick"].key == "pick"
+    assert prana.lowlevel.compile_workflow(workflow, actions).nodes["pick"].key == "pick"
 
     @actions.action("test.pick", outputs=("yes",), replace=True)
     def pick_again(ctx: prana.NodeContext) -> Any:
         return ctx.input
 
     with pytest.raises(prana.WorkflowValidationError, match="'no'"):
-        prana.compile_workflow(workflow, actions)
+        prana.lowlevel.compile_workflow(workflow, actions)

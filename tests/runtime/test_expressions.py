@@ -29,7 +29,7 @@ import prana
 )
 def test_templates_give_native_values_or_text(template: str, expected: Any) -> None:
     scope = {"x": "123", "n": 5, "data": {"items": [1, 2], "_id": "a1"}}
-    result = prana.render_template(template, scope)
+    result = prana.lowlevel.render_template(template, scope)
     assert result == expected
     assert type(result) is type(expected)
 
@@ -47,7 +47,7 @@ def test_templates_give_native_values_or_text(template: str, expected: Any) -> N
 )
 def test_sandbox_refuses_escapes(template: str) -> None:
     with pytest.raises(prana.ExpressionError, match="sandbox"):
-        prana.render_template(template, {"data": {"items": [1]}})
+        prana.lowlevel.render_template(template, {"data": {"items": [1]}})
 
 
 @pytest.mark.parametrize(
@@ -68,12 +68,12 @@ def test_errors_are_expression_errors(template: str, message: str) -> None:
     with pytest.raises(
         prana.ExpressionError, match=message.replace("(", r"\(").replace("*", r"\*")
     ):
-        prana.render_template(template, {"data": {"items": [1]}})
+        prana.lowlevel.render_template(template, {"data": {"items": [1]}})
 
 
 def test_expression_error_names_the_template() -> None:
     with pytest.raises(prana.ExpressionError) as caught:
-        prana.render_template("{{ a.b }}", {"a": {}})
+        prana.lowlevel.render_template("{{ a.b }}", {"a": {}})
     assert caught.value.template == "{{ a.b }}"
 
 
@@ -119,15 +119,15 @@ def test_expression_error_names_the_template() -> None:
 def test_a_template_cannot_hold_the_loop_or_exhaust_memory(template: str, limit: str) -> None:
     data = list(range(1000))
     with pytest.raises(prana.ExpressionError, match=limit.replace(".", r"\.")):
-        prana.render_template(template, {"data": data})
+        prana.lowlevel.render_template(template, {"data": data})
 
 
 def test_the_budget_of_templates_is_configurable() -> None:
     template = "{% for a in range(50) %}{{ a }}{% endfor %}"
-    assert prana.render_template(template)[:3] == "012"
+    assert prana.lowlevel.render_template(template)[:3] == "012"
     small = prana.Limits(template_iterations=10)
     with pytest.raises(prana.ExpressionError, match=r"Limits\.template_iterations"):
-        prana.render_template(template, limits=small)
+        prana.lowlevel.render_template(template, limits=small)
 
 
 def test_nothing_of_a_template_runs_when_it_is_loaded() -> None:
@@ -147,4 +147,4 @@ def test_nothing_of_a_template_runs_when_it_is_loaded() -> None:
             "connections": [{"from": "start", "to": "pad"}],
         }
     )
-    assert prana.compile_workflow(workflow, prana.ActionRegistry()).trigger == "start"
+    assert prana.lowlevel.compile_workflow(workflow, prana.ActionRegistry()).trigger == "start"

@@ -240,14 +240,14 @@ def test_several_triggers_without_a_chosen_one() -> None:
         actions=ACTIONS,
     )
     with pytest.raises(prana.WorkflowValidationError) as caught:
-        prana.compile_workflow(workflow, ACTIONS)
+        prana.lowlevel.compile_workflow(workflow, ACTIONS)
     assert [str(p) for p in caught.value.problems] == [
         "trigger: the workflow has 2 triggers (one, two); choose one: engine.run(..., trigger='KEY') "
         "or 'prana run --trigger KEY'"
     ]
     with pytest.raises(prana.WorkflowValidationError, match="'a' is not a trigger"):
-        prana.compile_workflow(workflow, ACTIONS, trigger="a")
-    assert prana.compile_workflow(workflow, ACTIONS, trigger="two").trigger == "two"
+        prana.lowlevel.compile_workflow(workflow, ACTIONS, trigger="a")
+    assert prana.lowlevel.compile_workflow(workflow, ACTIONS, trigger="two").trigger == "two"
 
 
 def test_parameters_are_checked_against_the_action() -> None:

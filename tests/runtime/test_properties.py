@@ -132,7 +132,7 @@ def test_any_definition_compiles_or_raises_a_validation_error(document: Any) -> 
     source = document if isinstance(document, dict) else json.dumps(document) + "\n"
     try:
         workflow = prana.load_workflow(source, actions=ACTIONS)
-        prana.compile_workflow(workflow, ACTIONS)
+        prana.lowlevel.compile_workflow(workflow, ACTIONS)
     except prana.WorkflowValidationError as error:
         problems = error.problems
     else:
@@ -228,8 +228,8 @@ def test_machine_runs_only_ready_nodes_and_always_ends(
     generated: tuple[dict[str, Any], int], random: Any
 ) -> None:
     document, concurrency = generated
-    graph = prana.compile_workflow(prana.load_workflow(document, actions=ACTIONS), ACTIONS)
-    machine = prana.ExecutionMachine(graph, execution_id="e", input={"x": 1})
+    graph = prana.lowlevel.compile_workflow(prana.load_workflow(document, actions=ACTIONS), ACTIONS)
+    machine = prana.lowlevel.ExecutionMachine(graph, execution_id="e", input={"x": 1})
 
     # An independent model of edge states: delivered, dead, or open.
     edge_state: dict[int, str] = {}
@@ -295,7 +295,7 @@ def test_machine_runs_only_ready_nodes_and_always_ends(
 
 
 def run_in_order(
-    machine: prana.ExecutionMachine, commands: list[Any], steps: int | None = None
+    machine: prana.lowlevel.ExecutionMachine, commands: list[Any], steps: int | None = None
 ) -> list[Dispatch]:
     """Carry out dispatches first in, first out, for ``steps`` results (or to the
     end); return the dispatches still in flight."""
@@ -310,12 +310,12 @@ def run_in_order(
 
 
 def assert_same_outcome(
-    restored: prana.ExecutionMachine, uninterrupted: prana.ExecutionMachine
+    restored: prana.lowlevel.ExecutionMachine, uninterrupted: prana.lowlevel.ExecutionMachine
 ) -> None:
     """A restored machine ended as the one never interrupted did: status, runs (in
     order, with ports and outputs) and the nodes that never ran."""
 
-    def outcome(machine: prana.ExecutionMachine) -> list[tuple[Any, ...]]:
+    def outcome(machine: prana.lowlevel.ExecutionMachine) -> list[tuple[Any, ...]]:
         return [
             (run.node_key, run.run_index, run.status, run.port, run.output)
             for run in machine.snapshot().node_runs
@@ -350,10 +350,10 @@ def test_a_restored_machine_carries_on_exactly_like_the_original(
     generated: tuple[dict[str, Any], int], stop_after: int, first_format: bool
 ) -> None:
     document, _ = generated
-    graph = prana.compile_workflow(prana.load_workflow(document, actions=ACTIONS), ACTIONS)
+    graph = prana.lowlevel.compile_workflow(prana.load_workflow(document, actions=ACTIONS), ACTIONS)
 
-    def fresh() -> prana.ExecutionMachine:
-        return prana.ExecutionMachine(graph, execution_id="e", input={"x": 1})
+    def fresh() -> prana.lowlevel.ExecutionMachine:
+        return prana.lowlevel.ExecutionMachine(graph, execution_id="e", input={"x": 1})
 
     uninterrupted = fresh()
     run_in_order(uninterrupted, uninterrupted.start(0.0))
@@ -378,7 +378,7 @@ def test_a_restored_machine_carries_on_exactly_like_the_original(
         finished_at=interrupted.finished_at,
         runs=ended,
     )
-    restored = prana.ExecutionMachine.restored(graph, stored)
+    restored = prana.lowlevel.ExecutionMachine.restored(graph, stored)
     if not restored.finished:
         run_in_order(restored, restored.recover(100.0))
 
@@ -401,11 +401,11 @@ def test_a_large_workflow_saves_the_blocks_its_steps_change_and_restores_from_th
     # block) is always the whole state, and an execution restored from it, or from
     # the whole state as earlier versions saved it, carries on exactly.
     document, _ = generated
-    graph = prana.compile_workflow(prana.load_workflow(document, actions=ACTIONS), ACTIONS)
+    graph = prana.lowlevel.compile_workflow(prana.load_workflow(document, actions=ACTIONS), ACTIONS)
     blocks = (max(len(graph.nodes), len(graph.edges)) + BLOCK - 1) // BLOCK
 
-    def fresh() -> prana.ExecutionMachine:
-        return prana.ExecutionMachine(graph, execution_id="e", input={"x": 1})
+    def fresh() -> prana.lowlevel.ExecutionMachine:
+        return prana.lowlevel.ExecutionMachine(graph, execution_id="e", input={"x": 1})
 
     uninterrupted = fresh()
     run_in_order(uninterrupted, uninterrupted.start(0.0))
@@ -454,7 +454,7 @@ def test_a_large_workflow_saves_the_blocks_its_steps_change_and_restores_from_th
         finished_at=machine.finished_at,
         runs=tuple(run for run in machine.snapshot().node_runs if run.status != "running"),
     )
-    restored = prana.ExecutionMachine.restored(graph, stored)
+    restored = prana.lowlevel.ExecutionMachine.restored(graph, stored)
     if not restored.finished:
         commands = restored.recover(100.0)
         next_checkpoint = restored.checkpoint()
