@@ -309,7 +309,7 @@ class Checkpoint:
 @attrs.frozen(kw_only=True)
 class StoredExecution:
     """Everything a store keeps of an execution: enough to restore its state machine
-    (:meth:`prana.ExecutionMachine.restored`) and to show it (:meth:`to_execution`)."""
+    (:meth:`prana.lowlevel.ExecutionMachine.restored`) and to show it (:meth:`to_execution`)."""
 
     id: str
     workflow_id: str
