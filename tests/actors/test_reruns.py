@@ -146,3 +146,45 @@ async def test_run_node_shows_how_an_action_fails() -> None:
     assert failed.status == "failed"
     assert failed.error is not None
     assert (failed.error.code, failed.error.message) == ("unavailable", "the card service is down")
+
+
+async def test_a_rerun_of_a_large_workflow_is_saved_and_carries_on_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    # 100 nodes: the routing state is saved in blocks. The rerun waits half way; a new
+    # engine carries it on from disk.
+    actions = prana.ActionRegistry()
+    broken = {"on": True}
+
+    @actions.action("test.step")
+    def step(ctx: prana.NodeContext) -> Any:
+        if ctx.node_key == "n60" and broken["on"]:
+            raise prana.NodeError("broken", code="broken")
+        return ctx.input + 1
+
+    keys = [f"n{index}" for index in range(100)]
+    workflow = make_workflow(
+        {"start": "manual.trigger", **dict.fromkeys(keys, "test.step"), "hold": "wait.webhook"},
+        [
+            *(f"{a} -> {b}" for a, b in zip(["start", *keys[:79]], keys[:80], strict=True)),
+            "n79 -> hold",
+            *(f"{a} -> {b}" for a, b in zip(["hold", *keys[80:99]], keys[80:], strict=True)),
+        ],
+        actions=actions,
+    )
+    path = tmp_path / "prana.db"
+    async with open_engine(path=path, actions=actions) as engine:
+        failed = await engine.run(workflow, 0)
+        assert failed.status == "failed"
+        broken["on"] = False
+        waiting = await engine.rerun(failed.id, from_node="n60")
+        assert waiting.status == "suspended"
+    async with open_engine(path=path, actions=actions) as engine:
+        token = waiting.suspensions[0].token
+        assert token is not None
+        done = await engine.resume_token(token, 1000)
+        whole = await engine.get(done.id)
+    assert done.status == "completed"
+    assert done.output == 1020
+    assert [run.node_key for run in whole.node_runs] == ["start", *keys[:80], "hold", *keys[80:]]
+    assert whole.runs_of("n59")[0].output == failed.runs_of("n59")[0].output == 60
