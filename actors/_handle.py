@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from prana._records import Execution, ExecutionStatus
 
 from ._subscription import Subscription
@@ -15,6 +17,10 @@ class ExecutionHandle:
 
     def __init__(self, supervisor: ExecutionSupervisor) -> None:
         self._supervisor = supervisor
+        # The execution's events from its start, kept for the first events() call
+        # while the handle lives (bounded like any subscription).
+        self._first: Subscription | None = self._subscribe(DEFAULT_EVENT_BUFFER)
+        weakref.finalize(self, self._first.close)
 
     @property
     def id(self) -> str:
@@ -31,13 +37,21 @@ class ExecutionHandle:
         return self._supervisor.machine.snapshot()
 
     def events(self, *, limit: int = DEFAULT_EVENT_BUFFER) -> Subscription:
-        """Subscribe to this execution's events from now on; iteration ends when the
-        execution waits or ends.
+        """Subscribe to this execution's events; iteration ends when the execution
+        waits or ends.
 
-        Call it before the first ``await`` after :meth:`Engine.start` to see every
-        event from ``ExecutionStarted`` on. At most ``limit`` unread events are kept;
-        a reader that falls further behind gets an ``EventsDropped`` event.
+        The first call sees every event from ``ExecutionStarted`` on, however long
+        after :meth:`Engine.start` it comes; later calls see the events from then on.
+        At most ``limit`` unread events are kept; a reader that falls further behind
+        gets an ``EventsDropped`` event.
         """
+        first, self._first = self._first, None
+        if first is not None:
+            first.set_limit(limit)
+            return first
+        return self._subscribe(limit)
+
+    def _subscribe(self, limit: int) -> Subscription:
         publisher = self._supervisor.publisher
         subscription = Subscription(limit, on_close=publisher.subscriptions.discard)
         if self._supervisor.last_stop is not None or self._supervisor.failure is not None:

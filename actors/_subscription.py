@@ -68,6 +68,15 @@ class Subscription:
         self._wakeup: anyio.Event | None = None
         self._on_close = on_close
 
+    def set_limit(self, limit: int) -> None:
+        """Keep at most ``limit`` unread events from now on (the oldest go first)."""
+        if limit < 1:
+            raise ValueError("a subscription needs room for at least one event")
+        self._limit = limit
+        while len(self._buffer) > limit:
+            self._buffer.popleft()
+            self._dropped += 1
+
     def publish(self, event: Event) -> None:
         """Add an event without waiting; drops the oldest when the buffer is full."""
         if self._closed:

@@ -72,6 +72,22 @@ async def test_failed_execution_ends_with_execution_failed_event() -> None:
     assert isinstance(received[-2], prana.events.NodeFailed)
 
 
+async def test_a_handle_keeps_the_first_events_for_a_subscriber_who_comes_late() -> None:
+    chain = {"start": "manual.trigger", **{f"n{i}": "core.noop" for i in range(3)}}
+    workflow = make_workflow(chain, ["start -> n0", "n0 -> n1", "n1 -> n2"])
+    async with prana.Engine() as engine:
+        handle = await engine.start(workflow)
+        done = await handle.result()  # the execution ends before anyone subscribes
+        first = [event async for event in handle.events()]
+        later = [event async for event in handle.events()]  # from now on: nothing left
+    assert done.status == "completed"
+    assert isinstance(first[0], prana.events.ExecutionStarted)
+    assert isinstance(first[-1], prana.events.ExecutionCompleted)
+    assert [event.sequence for event in first] == list(range(1, len(first) + 1))
+    assert sum(isinstance(event, prana.events.NodeCompleted) for event in first) == 4
+    assert later == []
+
+
 async def test_a_slow_subscriber_never_holds_the_engine_and_learns_what_it_missed() -> None:
     chain = {"start": "manual.trigger", **{f"n{i}": "core.noop" for i in range(30)}}
     workflow = make_workflow(chain, ["start -> n0", *(f"n{i} -> n{i + 1}" for i in range(29))])
