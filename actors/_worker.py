@@ -351,7 +351,7 @@ def _outcome(
                 started_at,
                 started,
                 port=value.port,
-                data=_json_copy(value.data, "the output", dispatch),
+                data=_shaped(value.data, dispatch),
                 node_context=None
                 if value.node_context is None
                 else _json_copy(dict(value.node_context), "Output.node_context", dispatch),
@@ -359,11 +359,29 @@ def _outcome(
                 if value.vars is None
                 else _json_copy(dict(value.vars), "Output.vars", dispatch),
             )
-        data = _json_copy(value, "the output", dispatch)
+        data = _shaped(value, dispatch)
         return _result(dispatch, clock, started_at, started, data=data)
     except _OutputNotJson as exc:
         error = ErrorInfo(code="invalid_output", message=str(exc))
         return _result(dispatch, clock, started_at, started, error=error)
+
+
+def _shaped(value: Any, dispatch: Dispatch) -> Any:
+    """The output as the engine keeps it (see :func:`_json_copy`), checked against the
+    shape its action declares (an instance of a declared attrs class becomes its
+    fields). Raises :class:`_OutputNotJson` if it does not fit."""
+    shape = dispatch.action.fixed_output_shape
+    if shape is not None and shape.cls is not None and isinstance(value, shape.cls):
+        instance: Any = value
+        value = attrs.asdict(instance)
+    data = _json_copy(value, "the output", dispatch)
+    if shape is not None:
+        problem = shape.problem(data)
+        if problem is not None:
+            raise _OutputNotJson(
+                f"the output does not have the shape {dispatch.action.name!r} declares: {problem}"
+            )
+    return data
 
 
 def _result(

@@ -22,6 +22,7 @@ from ._expressions import contains_template
 from ._loading import KEY_PATTERN
 from ._model import DEFAULT_PORT, ERROR_PORT
 from ._registry import Action, ActionRegistry, F
+from ._shapes import OutputShape, fields_shape
 from ._subworkflows import SUBWORKFLOW_ACTIONS
 from ._triggers import TRIGGER_ACTIONS
 from ._waits import WAIT_ACTIONS
@@ -378,7 +379,20 @@ class SetParams:
     keep_input: bool = False
 
 
-@action("data.set", params=SetParams, description="Output a value built from templates")
+def _set_shape(params: Mapping[str, Any]) -> OutputShape | None:
+    """An object of ``values`` (without ``keep_input``) has exactly their keys."""
+    values = params.get("values")
+    if params.get("keep_input") or not isinstance(values, Mapping):
+        return None
+    return fields_shape(*values)
+
+
+@action(
+    "data.set",
+    params=SetParams,
+    output=_set_shape,
+    description="Output a value built from templates",
+)
 def set_(ctx: NodeContext) -> Any:
     """Outputs ``values`` (any JSON value, usually an object of templates); with
     ``keep_input`` an object of values is laid over the input object."""

@@ -42,6 +42,7 @@ from jinja2.visitor import NodeTransformer
 from ._errors import ExpressionError, Problem, did_you_mean
 from ._json import InvalidData, check_json
 from ._limits import DEFAULT_LIMITS, Limits
+from ._reads import node_references, output_reads
 
 NAMES = (
     "input",
@@ -394,6 +395,8 @@ class Template:
     text: str
     parameter: str
     compiled: jinja2.Template = attrs.field(eq=False, repr=False)
+    # The output fields it reads of other nodes: (node, field) of nodes.<node>.output.<field>
+    output_reads: tuple[tuple[str, str], ...] = ()
 
     def render(
         self,
@@ -436,22 +439,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _node_references(tree: nodes.Template) -> set[str]:
-    found: set[str] = set()
-    for getattr_node in tree.find_all(nodes.Getattr):
-        if isinstance(getattr_node.node, nodes.Name) and getattr_node.node.name == "nodes":
-            found.add(getattr_node.attr)
-    for getitem_node in tree.find_all(nodes.Getitem):
-        if (
-            isinstance(getitem_node.node, nodes.Name)
-            and getitem_node.node.name == "nodes"
-            and isinstance(getitem_node.arg, nodes.Const)
-            and isinstance(getitem_node.arg.value, str)
-        ):
-            found.add(getitem_node.arg.value)
-    return found
-
-
 def compile_template(
     text: str,
     parameter: str,
@@ -479,7 +466,7 @@ def compile_template(
         )
     if node_keys is not None:
         keys = set(node_keys)
-        for key in sorted(_node_references(tree) - keys):
+        for key in sorted(node_references(tree) - keys):
             problems.append(
                 Problem(
                     path=path,
@@ -488,8 +475,14 @@ def compile_template(
             )
     if unknown:
         return None
+    reads = tuple(sorted(output_reads(tree)))
     charged = _Charged().visit(tree)
-    return Template(text=text, parameter=parameter, compiled=_environment.from_string(charged))
+    return Template(
+        text=text,
+        parameter=parameter,
+        compiled=_environment.from_string(charged),
+        output_reads=reads,
+    )
 
 
 @attrs.frozen

@@ -19,6 +19,7 @@ import attrs
 from ._context import NodeContext, Resume
 from ._errors import Problem, did_you_mean
 from ._model import DEFAULT_PORT
+from ._shapes import OutputShape, OutputSpec, shape_of
 
 PortSpec = Sequence[str] | Callable[[Mapping[str, Any]], Sequence[str]]
 JoinSpec = Literal["all", "any"] | Callable[[Mapping[str, Any]], str]
@@ -51,6 +52,10 @@ class Action:
     ``on_resume``, for an action that waits, is its resume step: a plain function
     called with a :class:`prana.Resume` when its waiting node is resumed, whose
     outcome replaces the resume data as the node's (see :class:`prana.Resume`).
+    ``output`` declares the shape of its outputs (an attrs class, a ``TypedDict``, a
+    JSON schema of an object, or a function of a node's parameters giving one): a
+    template reading a field it does not have is refused when the workflow loads,
+    and an output that does not fit it fails the node (:mod:`prana._shapes`).
     ``json_output=True`` promises that what it outputs is made only of data the
     engine checked already (its input, its rendered parameters), so the engine need
     not check it again (the built-ins promise it too); otherwise every output is
@@ -72,6 +77,7 @@ class Action:
     json_output: bool = False
     description: str = ""
     on_resume: Callable[[Resume], Any] | None = None
+    output: OutputSpec | None = None
     is_async: bool = attrs.field(default=False)
 
     def input_ports(self, params: Mapping[str, Any]) -> tuple[str, ...]:
@@ -85,6 +91,23 @@ class Action:
         """The output ports of a node of this action with these parameters."""
         ports = self.outputs(params) if callable(self.outputs) else self.outputs
         return tuple(ports)
+
+    @property
+    def fixed_output_shape(self) -> OutputShape | None:
+        """The shape its outputs must have whatever the parameters (declared as a class
+        or schema), or ``None``."""
+        if self.output is None or _of_params(self.output):
+            return None
+        return shape_of(self.output)
+
+    def output_shape(self, params: Mapping[str, Any]) -> OutputShape | None:
+        """The shape of the output of a node of this action with these parameters, if
+        known (see :mod:`prana._shapes`)."""
+        if self.output is None:
+            return None
+        if _of_params(self.output):
+            return shape_of(self.output(params))  # type: ignore[operator]
+        return shape_of(self.output)
 
     def default_port_of(self, params: Mapping[str, Any]) -> str:
         """Where a plain return goes for a node of this action with these parameters:
@@ -130,6 +153,7 @@ class ActionRegistry:
         json_output: bool = False,
         description: str = "",
         on_resume: Callable[[Resume], Any] | None = None,
+        output: OutputSpec | None = None,
         replace: bool = False,
     ) -> Callable[[F], F]:
         """Register the decorated function as the action ``name``; return it unchanged.
@@ -156,6 +180,7 @@ class ActionRegistry:
                     json_output=json_output,
                     description=description or (inspect.getdoc(function) or "").split("\n")[0],
                     on_resume=on_resume,
+                    output=output,
                 ),
                 replace=replace,
             )
@@ -190,6 +215,11 @@ class ActionRegistry:
             raise ValueError(f"params of {action.name!r} must be an attrs class")
         if not callable(action.function):
             raise ValueError(f"action {action.name!r} needs a callable")
+        if action.output is not None and not _of_params(action.output):
+            try:
+                shape_of(action.output)
+            except ValueError as exc:
+                raise ValueError(f"output of {action.name!r}: {exc}") from None
         if action.on_resume is not None and (
             not callable(action.on_resume) or inspect.iscoroutinefunction(action.on_resume)
         ):
@@ -228,3 +258,9 @@ class ActionRegistry:
         for action in self._actions.values():
             other.add(action)
         return other
+
+
+def _of_params(spec: object) -> bool:
+    """Whether an ``output=`` declaration is a function of a node's parameters (not a
+    class or a schema)."""
+    return callable(spec) and not isinstance(spec, type)

@@ -27,6 +27,7 @@ from ._errors import NodeError, Problem
 from ._expressions import contains_template
 from ._records import ChildMode, ChildOutcome, Suspension
 from ._registry import Action, ActionRegistry
+from ._shapes import OutputShape, fields_shape
 from ._waiting import settle_child
 
 if TYPE_CHECKING:
@@ -120,10 +121,20 @@ def _check_execute(params: Mapping[str, Any]) -> Iterable[Problem]:
         )
 
 
+def _execute_shape(params: Mapping[str, Any]) -> OutputShape | None:
+    """``fire_and_forget`` outputs the child's id and workflow; ``sync`` its output."""
+    return (
+        fields_shape("execution_id", "workflow")
+        if params.get("mode") == "fire_and_forget"
+        else None
+    )
+
+
 @_registry.action(
     "workflow.execute",
     params=ExecuteParams,
     check=_check_execute,
+    output=_execute_shape,
     isolate_inputs=False,
     json_output=True,
     description="Run another workflow as a child execution: wait for its output (sync) "

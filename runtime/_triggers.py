@@ -27,6 +27,7 @@ from ._errors import PranaError, Problem, did_you_mean
 from ._expressions import contains_template
 from ._model import Workflow
 from ._registry import Action, ActionRegistry, F
+from ._shapes import fields_shape
 from ._time import iso_time as iso_time
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ webhook_trigger = action(
     trigger="webhook",
     params=WebhookTriggerParams,
     check=_check_webhook,
+    output=fields_shape(*_REQUEST_FIELDS),
     description="Start an execution for an HTTP request (headers, query, body)",
 )(_passes_input)
 
@@ -141,6 +143,7 @@ schedule_trigger = action(
     trigger="schedule",
     params=ScheduleTriggerParams,
     check=_check_schedule,
+    output=fields_shape("scheduled_at", "cron", "timezone"),
     description="Start an execution on a cron schedule",
 )(_passes_input)
 
@@ -203,6 +206,7 @@ event_trigger = action(
     trigger="event",
     params=EventTriggerParams,
     check=_check_event,
+    output=fields_shape("event", "data"),
     description="Start an execution when an event is published (engine.publish)",
 )(_passes_input)
 

@@ -101,6 +101,7 @@ def analyse_workflow(
         actions.setdefault(node.key, action)
         _check_node_params(action, node, path, problems)
 
+    _check_output_reads(workflow, compiled, actions, problems)
     _check_connections(workflow, node_paths, all_keys, actions, registry is not None, problems)
     _check_loops(workflow, node_paths, problems)
     # Only when every node's action is known: an unknown one might have been a trigger.
@@ -213,6 +214,39 @@ def _check_node_settings(node: Node, path: str, problems: list[Problem]) -> None
                 message=f"must not be shorter than delay ({retry.max_delay} s < {retry.delay} s)",
             )
         )
+
+
+def _check_output_reads(
+    workflow: Workflow,
+    compiled: Mapping[str, CompiledParams],
+    actions: Mapping[str, Action],
+    problems: list[Problem],
+) -> None:
+    """A template that reads ``nodes.x.output.field`` where ``x``'s action declares
+    the shape of its output, without ``field``, is a problem."""
+    params = {node.key: node.params for node in workflow.nodes}
+    types = {node.key: node.type for node in workflow.nodes}
+    for index, node in enumerate(workflow.nodes):
+        templates = compiled[node.key].templates if node.key in compiled else ()
+        for template in templates:
+            for source, field in template.output_reads:
+                action = actions.get(source)
+                if action is None:
+                    continue
+                try:
+                    shape = action.output_shape(params[source])
+                except Exception:  # a shape the node's own checks report as broken
+                    continue
+                if shape is None or field in shape.fields:
+                    continue
+                problems.append(
+                    Problem(
+                        path=f"nodes[{index}].params.{template.parameter}",
+                        message=f"node {source!r} ({types[source]}) has no output field "
+                        f"{field!r}{did_you_mean(field, shape.fields)}; its output has "
+                        f"{', '.join(sorted(shape.fields)) or 'no fields'}",
+                    )
+                )
 
 
 def _check_node_params(action: Action, node: Node, path: str, problems: list[Problem]) -> None:
