@@ -76,7 +76,7 @@ from ._snapshot import (
 )
 from ._subworkflows import child_ended
 from ._triggers import trigger_context
-from ._waiting import resumable, resume_waiting, retry, suspend_run, wake_run
+from ._waiting import resumable, resume_waiting, retry, take_result, wake_run
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -210,18 +210,7 @@ class ExecutionMachine(Flow):
             return []
         self._now = now
         index = self._index[result.node_key]
-        node = self._nodes[index]
-        if result.error is not None:
-            self._fail_run(index, run, result.error, result)
-        elif result.suspend is not None:
-            suspend_run(self, index, run, result)
-        else:
-            port = result.port or node.default_port
-            error = self._check_port(node, port, run)
-            if error is not None:
-                self._fail_run(index, run, error, result)
-            else:
-                self._complete_run(index, run, port, result)
+        take_result(self, index, run, result, self._nodes[index].default_port, retry_with=result)
         return self._finish_event(now)
 
     def resume(

@@ -119,18 +119,33 @@ def answer_wait(
         finished_at=now,
         duration_ms=waited.duration_ms,
     )
+    take_result(machine, index, run, result, suspension.resume_port, retry_with=None)
+    return machine._finish_event(now)
+
+
+def take_result(
+    machine: ExecutionMachine,
+    index: int,
+    run: NodeRun,
+    result: NodeResult,
+    default_port: str,
+    *,
+    retry_with: NodeResult | None,
+) -> None:
+    """Apply what a run came to: it failed (``retry_with`` the result its retries
+    count from, if they apply), waits, or completes on the port it names, else
+    ``default_port``."""
     if result.error is not None:
-        machine._fail_run(index, run, result.error, None)
+        machine._fail_run(index, run, result.error, retry_with)
     elif result.suspend is not None:
         suspend_run(machine, index, run, result)
     else:
-        port = result.port or suspension.resume_port
+        port = result.port or default_port
         error = machine._check_port(machine._nodes[index], port, run)
         if error is not None:
-            machine._fail_run(index, run, error, None)
+            machine._fail_run(index, run, error, retry_with)
         else:
             machine._complete_run(index, run, port, result)
-    return machine._finish_event(now)
 
 
 def next_attempt(machine: ExecutionMachine, index: int, run: NodeRun, attempt: int) -> NodeRun:
