@@ -9,7 +9,6 @@ and always use real time.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import heapq
@@ -19,10 +18,13 @@ import os
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import anyio.lowlevel
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class Clock(Protocol):
@@ -198,6 +200,8 @@ _NEAR = 0.1
 
 
 def _current_task() -> object:
+    import asyncio  # here: an app on trio never needs it
+
     try:
         return asyncio.current_task()
     except RuntimeError:  # not asyncio: trio
@@ -209,6 +213,8 @@ def _current_task() -> object:
 async def _until_all_wait() -> None:
     """Return once every other task (but the time keepers) waits for something, and
     no real-time deadline of the event loop is about to pass."""
+    import asyncio
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -232,6 +238,8 @@ async def _until_all_wait_trio() -> None:
 
 
 async def _until_all_wait_asyncio(loop: asyncio.AbstractEventLoop) -> None:
+    import asyncio
+
     # A task that waits has a future it waits on (asyncio's ``_fut_waiter``, which
     # anyio's own wait_all_tasks_blocked reads too); the loop's real-time timers are
     # its ``_scheduled`` heap.
