@@ -313,6 +313,12 @@ class ExecutionSupervisor:
                     await anyio.lowlevel.checkpoint()
             elif machine.status == "running":
                 message = self._receive_nowait()
+                if message is None and self._worker_scopes:
+                    # A worker started this step may well finish within the round (an
+                    # async action that has nothing to wait for): look once more
+                    # before giving the turn back and queueing for it again.
+                    await anyio.lowlevel.checkpoint()
+                    message = self._receive_nowait()
                 if message is None:
                     async with self._without_turn():
                         message = await self._receive.receive()
