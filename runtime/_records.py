@@ -94,7 +94,8 @@ class SuspendRequest:
 class Suspension:
     """A node waiting to be resumed or woken: kept with the execution until then.
     ``data`` is what the action said whoever answers needs to know
-    (:attr:`prana.Suspend.data`)."""
+    (:attr:`prana.Suspend.data`); ``params`` are the waiting run's parameters as its
+    record keeps them (:attr:`NodeRun.params`), for when it ends."""
 
     execution_id: str
     node_key: str
@@ -109,6 +110,7 @@ class Suspension:
     started_at: float | None = None
     child_execution_id: str | None = None
     data: Any = None
+    params: Any = None
 
     @property
     def timer_key(self) -> tuple[str, int]:
@@ -412,4 +414,5 @@ def waiting_run(
         attempt=retried + 1,
         started_at=suspension.started_at,
         inputs=inputs,
+        params=suspension.params,
     )

@@ -273,6 +273,7 @@ def suspend_run(machine: ExecutionMachine, index: int, run: NodeRun, result: Nod
         started_at=result.started_at,
         child_execution_id=request.child_execution_id,
         data=request.data,
+        params=run.params,
     )
     waiting = attrs.evolve(run, status="suspended", started_at=result.started_at)
     machine._runs[run.execution_index] = waiting

@@ -42,7 +42,7 @@ workflow of more than 64 nodes or edges in blocks, rows after the state row (blo
 changes it (decision 0040), and a run's output longer than 700 bytes in
 ``run_outputs``, so that it does not take an overflow page of its own (decision 0043).
 Version 8 added a suspension's ``data`` (``Suspend(data=...)``) and a node run's
-rendered ``params``.
+rendered ``params`` (for a run that waits, with its suspension).
 """
 
 from __future__ import annotations
@@ -200,6 +200,7 @@ MIGRATIONS: tuple[str, ...] = (
     # the parameters each node run was given.
     """
     ALTER TABLE suspensions ADD COLUMN data TEXT;
+    ALTER TABLE suspensions ADD COLUMN params TEXT;
     ALTER TABLE node_executions ADD COLUMN params TEXT;
     """,
 )

@@ -15,7 +15,7 @@ from ._sqlite_runs import OUTPUT_ID, RUN_COLUMNS, outputs_apart, run_from_row
 
 SUSPENSION_COLUMNS = (
     "execution_id, execution_index, node_key, run_index, kind, token, wake_at, wake_port, "
-    "wake_data, resume_port, started_at, child_execution_id, data"
+    "wake_data, resume_port, started_at, child_execution_id, data, params"
 )
 
 
@@ -46,6 +46,7 @@ def suspension_from_row(row: Sequence[Any]) -> Suspension:
         started_at=row[10],
         child_execution_id=row[11],
         data=codec.loads(row[12]),
+        params=codec.loads(row[13]),
     )
 
 

@@ -71,7 +71,7 @@ _SAVE_ONE_RUN_STEP = [
     for blocks in range(ONE_STATEMENT_BLOCKS + 1)
 ]
 _INSERT_SUSPENSION = (
-    f"INSERT INTO suspensions ({SUSPENSION_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+    f"INSERT INTO suspensions ({SUSPENSION_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 )
 
 
@@ -426,6 +426,7 @@ def _apply_details(db: sqlite3.Connection, checkpoint: Checkpoint) -> None:
                     s.started_at,
                     s.child_execution_id,
                     codec.dumps(s.data),
+                    codec.dumps(s.params),
                 )
                 for s in checkpoint.suspensions_added
             ],

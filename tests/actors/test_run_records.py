@@ -47,3 +47,22 @@ async def test_recording_parameters_can_be_turned_off() -> None:
     async with prana.Engine(limits=prana.Limits(recorded_params=0), env={}) as engine:
         done = await engine.run(greeting(), {"name": "ann"})
     assert all(run.params is None for run in done.node_runs)
+
+
+async def test_a_run_that_waits_keeps_its_parameters_until_it_ends(tmp_path: Path) -> None:
+    # The execution leaves memory while it waits, and a new engine ends the wait.
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "ask": ("wait.webhook", {"timeout": "1h", "data": {"prompt": "ok {{ input.name }}?"}}),
+        },
+        ["start -> ask"],
+    )
+    path = tmp_path / "prana.db"
+    async with open_engine(path=path) as engine:
+        waiting = await engine.run(workflow, {"name": "ann"})
+    async with open_engine(path=path) as engine:
+        done = await engine.resume(waiting.id, {"yes": True})
+    (ask,) = done.runs_of("ask")
+    assert ask.status == "completed"
+    assert ask.params == {"timeout": "1h", "data": {"prompt": "ok ann?"}}

@@ -76,6 +76,7 @@ def waiting(
         resume_port="main",
         started_at=2.0,
         data={"prompt": "Approve?", "fields": ["by"]} if index % 2 else None,
+        params={"timeout": "1h"} if index % 2 else None,
     )
 
 
