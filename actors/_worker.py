@@ -163,6 +163,7 @@ def answer_resume(
         attempt=run.attempt,
         data=data,
         suspension=suspension,
+        params=suspension.params,
         vars=MappingProxyType(dict(machine.vars)),
         node_context=machine.node_context(node.key),
         now=now,

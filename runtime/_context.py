@@ -118,7 +118,9 @@ class Suspend:
 class Resume:
     """What an action's resume step (``on_resume``) is given when its waiting node is
     resumed: the ``data`` it was resumed with, the wait (``suspension``: its kind, its
-    own ``data``, its token), the run, the workflow variables and the node's context.
+    own ``data``, its token), the run, the parameters it was given as its record keeps
+    them (``params``: rendered, JSON data; see ``Limits.recorded_params``), the
+    workflow variables and the node's context.
 
     The step returns what the node outputs (a value, on the wait's resume port, or an
     :class:`Output`), or a :class:`Suspend` to wait again; it raises
@@ -133,6 +135,7 @@ class Resume:
     attempt: int
     data: Any
     suspension: Suspension
+    params: Any = None
     vars: Mapping[str, Any] = attrs.field(factory=dict)
     node_context: Mapping[str, Any] = attrs.field(factory=dict)
     now: float = 0.0

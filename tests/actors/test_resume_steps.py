@@ -16,6 +16,7 @@ from tests.helpers import make_workflow
 
 def checked_approval(actions: prana.ActionRegistry) -> prana.Workflow:
     def on_resume(resume: prana.Resume) -> Any:
+        assert resume.params == {"limit": 100}  # what the run was given, as recorded
         answer = resume.data
         if not isinstance(answer, dict) or "approved" not in answer:
             raise prana.ResumeRefused(
@@ -36,7 +37,11 @@ def checked_approval(actions: prana.ActionRegistry) -> prana.Workflow:
     return make_workflow(
         {
             "start": "manual.trigger",
-            "approve": {"type": "test.approve", "settings": {"on_error": "error_port"}},
+            "approve": {
+                "type": "test.approve",
+                "params": {"limit": "{{ 50 * 2 }}"},
+                "settings": {"on_error": "error_port"},
+            },
             "pay": "core.noop",
             "drop": "core.noop",
             "refused": "core.noop",
