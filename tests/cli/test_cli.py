@@ -323,7 +323,8 @@ def test_the_report_of_a_parent_says_what_its_child_waits_for_and_how_to_answer(
     assert waiting[1].endswith(" (approval), which waits at:")
     assert waiting[2].startswith("      approval (webhook): token wh_")
     token = waiting[2].split("token ")[1].split(";")[0]
-    assert waiting[3] == f"        resume with: prana resume {token} --data '{{...}}'"
+    assert waiting[3].startswith('        data: {"prompt": "Pay 5000? (limit 1000)"')
+    assert waiting[4] == f"        resume with: prana resume {token} --data '{{...}}'"
     assert f"prana resume {out.split()[1]}" not in out  # the parent cannot be answered
 
     # What it says works: the child completes, and the parent with it.

@@ -85,6 +85,8 @@ async def test_order_intake_takes_orders_from_each_of_its_triggers() -> None:
             "orders", headers={"X-Shop": "berlin"}, body={"amount": 40}
         )
         called = await engine.run(workflow, {"amount": 15}, trigger="call")
+        (published,) = await engine.publish("order.placed", {"amount": 7, "shop": "app"})
+        placed = await engine.wait(published)
         hooked = await web.result()
         clock.set(1_900_054_800.0)  # 2030-03-18T09:00Z: past 02:00 in Berlin
         with anyio.fail_after(10):
@@ -94,11 +96,13 @@ async def test_order_intake_takes_orders_from_each_of_its_triggers() -> None:
                 ) and event.execution_id not in (
                     hooked.id,
                     called.id,
+                    placed.id,
                 ):
                     swept = await engine.get(event.execution_id)
                     break
     assert hooked.output == {"accepted": 40, "shop": "berlin", "via": "webhook"}
     assert called.output == {"accepted": 15, "shop": "direct", "via": "function"}
+    assert placed.output == {"accepted": 7, "shop": "app", "via": "event"}
     assert swept.order == ["nightly", "sweep", "accept"]
     assert swept.output == {
         "accepted": 0,
