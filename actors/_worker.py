@@ -73,10 +73,18 @@ _SMALL = 64 * 1024
 # Copying one object or list in Python costs about what reading this many bytes of
 # JSON does: the shared copy is given up for data with more containers than that.
 _BYTES_PER_CONTAINER = 600
+# Data of at most this many objects and lists is looked over first: if its strings
+# are long, it is copied sharing them without being encoded at all.
+_FEW = 64
 
 
 def _copy(value: Any) -> Any:
     """A private copy of JSON data (mappings become dicts, tuples lists)."""
+    if _characters_in_few_containers(value) > _SMALL:
+        try:
+            return _Sharing(_FEW).copy(value)
+        except _TooMany:
+            pass
     encoded = orjson.dumps(value, default=_encode_mapping)
     if len(encoded) > _SMALL:
         try:
@@ -84,6 +92,34 @@ def _copy(value: Any) -> Any:
         except _TooMany:
             pass
     return orjson.loads(encoded)
+
+
+def _characters_in_few_containers(value: Any) -> int:
+    """How many characters the strings of ``value`` hold, if it has at most
+    ``_FEW`` objects and lists (else 0: not worth looking further)."""
+    characters = containers = 0
+    waiting = [value]
+    while waiting:
+        item = waiting.pop()
+        kind = type(item)
+        if kind is str:
+            characters += len(item)
+            continue
+        if kind is dict:
+            items: Any = item.values()
+        elif kind is list or kind is tuple:
+            items = item
+        elif kind in _SCALARS:
+            continue
+        elif isinstance(item, Mapping):
+            items = item.values()
+        else:
+            continue
+        containers += 1
+        if containers > _FEW:
+            return 0
+        waiting.extend(items)
+    return characters
 
 
 class _TooMany(Exception):
