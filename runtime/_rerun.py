@@ -25,6 +25,7 @@ import attrs
 from ._blocks import WHOLE_FORMAT, joined
 from ._errors import InvalidTransition
 from ._flow import DONE, OPEN_REF, PENDING, READY, SKIPPED
+from ._graph import GraphEdge, reachable_from
 from ._records import NodeRun, StoredExecution
 
 if TYPE_CHECKING:
@@ -39,20 +40,6 @@ class _Original:
 
 
 ORIGINAL: Any = _Original()
-
-
-def downstream_of(graph: ExecutionGraph, key: str) -> set[str]:
-    """``key`` and every node reachable from it."""
-    found = {key}
-    waiting = [key]
-    while waiting:
-        node = graph.nodes[waiting.pop()]
-        for _, edges in node.outgoing:
-            for edge in edges:
-                if edge.target not in found:
-                    found.add(edge.target)
-                    waiting.append(edge.target)
-    return found
 
 
 def rerun_state(
@@ -85,7 +72,9 @@ def rerun_state(
             f"node {from_node!r} is inside the loop entered at {inside[0]!r}: rerun from "
             f"{inside[0]!r}, or from a node before the loop"
         )
-    fresh = downstream_of(graph, from_node)
+    fresh = reachable_from(
+        from_node, (GraphEdge(edge.index, edge.source, edge.target) for edge in graph.edges)
+    )
     paths = joined(dict(original.active_paths), original.paths_blocks)
     skipped = [key for key in paths.get("skipped", ()) if key not in fresh]
     latest: dict[str, NodeRun] = {}
