@@ -79,6 +79,9 @@ class Action:
     on_resume: Callable[[Resume], Any] | None = None
     output: OutputSpec | None = None
     is_async: bool = attrs.field(default=False)
+    # The shape every output must have, worked out from ``output`` once, when the
+    # action is registered (None for none, or one that depends on the parameters).
+    fixed_output_shape: OutputShape | None = attrs.field(default=None)
 
     def input_ports(self, params: Mapping[str, Any]) -> tuple[str, ...]:
         """The input ports of a node of this action with these parameters."""
@@ -92,22 +95,13 @@ class Action:
         ports = self.outputs(params) if callable(self.outputs) else self.outputs
         return tuple(ports)
 
-    @property
-    def fixed_output_shape(self) -> OutputShape | None:
-        """The shape its outputs must have whatever the parameters (declared as a class
-        or schema), or ``None``."""
-        if self.output is None or _of_params(self.output):
-            return None
-        return shape_of(self.output)
-
     def output_shape(self, params: Mapping[str, Any]) -> OutputShape | None:
         """The shape of the output of a node of this action with these parameters, if
         known (see :mod:`prana._shapes`)."""
-        if self.output is None:
-            return None
-        if _of_params(self.output):
-            return shape_of(self.output(params))  # type: ignore[operator]
-        return shape_of(self.output)
+        output = self.output
+        if output is not None and _of_params(output):
+            return shape_of(output(params))  # type: ignore[operator]
+        return self.fixed_output_shape
 
     def default_port_of(self, params: Mapping[str, Any]) -> str:
         """Where a plain return goes for a node of this action with these parameters:
@@ -215,9 +209,10 @@ class ActionRegistry:
             raise ValueError(f"params of {action.name!r} must be an attrs class")
         if not callable(action.function):
             raise ValueError(f"action {action.name!r} needs a callable")
-        if action.output is not None and not _of_params(action.output):
+        fixed_shape = None
+        if not _of_params(action.output):
             try:
-                shape_of(action.output)
+                fixed_shape = shape_of(action.output)
             except ValueError as exc:
                 raise ValueError(f"output of {action.name!r}: {exc}") from None
         if action.on_resume is not None and (
@@ -231,7 +226,9 @@ class ActionRegistry:
         is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
             getattr(function, "__call__", None)  # noqa: B004 - async callable objects
         )
-        self._actions[action.name] = attrs.evolve(action, is_async=is_async)
+        self._actions[action.name] = attrs.evolve(
+            action, is_async=is_async, fixed_output_shape=fixed_shape
+        )
 
     def get(self, name: str) -> Action | None:
         """The action registered as ``name``, or ``None``."""
