@@ -491,6 +491,9 @@ class CompiledParams:
 
     value: Mapping[str, Any]
     templates: tuple[Template, ...]
+    # Without templates, what a run's record keeps of ``value`` is the same for every
+    # run: kept here by the limit it was made for, once per compiled workflow.
+    constant_records: dict[int, Any] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     @property
     def has_templates(self) -> bool:

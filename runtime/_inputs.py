@@ -142,12 +142,17 @@ def rendered_params(
     if loop_back and not action.render_on_loop_back:
         return None, None
     params: Any
+    most = machine.limits.recorded_params
     if node.params.has_templates:
         names = scope(machine, node, run, loop_back, node_input, inputs, node_context)
         params = node.params.render(names, node.key, machine.limits)
+        recorded = recorded_params(params, most)
     else:
         params = node.params.value
-    recorded = recorded_params(params, machine.limits.recorded_params)
+        records = node.params.constant_records
+        if most not in records:
+            records[most] = recorded_params(params, most)
+        recorded = records[most]
     if action.params is not None and params is not None:
         try:
             params = structure_params(action.params, params)

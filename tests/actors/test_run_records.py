@@ -66,3 +66,15 @@ async def test_a_run_that_waits_keeps_its_parameters_until_it_ends(tmp_path: Pat
     (ask,) = done.runs_of("ask")
     assert ask.status == "completed"
     assert ask.params == {"timeout": "1h", "data": {"prompt": "ok ann?"}}
+
+
+async def test_constant_parameters_are_recorded_for_every_run() -> None:
+    workflow = make_workflow(
+        {"start": "manual.trigger", "fixed": ("data.set", {"values": {"n": 1}})},
+        ["start -> fixed"],
+    )
+    async with prana.Engine(env={}) as engine:
+        first = await engine.run(workflow)
+        second = await engine.run(workflow)
+    for done in (first, second):
+        assert done.runs_of("fixed")[0].params == {"values": {"n": 1}}
