@@ -24,6 +24,7 @@ Nothing else reaches into the table of supervisors.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -126,7 +127,7 @@ class LiveExecutions:
             leases=leases,
             durable=durable,
             parent=parent(self),
-            spawn=task_group.start_soon,
+            start_worker=functools.partial(task_group.create_task, name="prana node worker"),
             turns=Turns(steps_at_once),
         )
         self._env = env

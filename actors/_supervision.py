@@ -14,11 +14,12 @@ means.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import attrs
+from anyio import TaskHandle
 
 from prana._commands import Command
 from prana._control import ControlAction
@@ -148,8 +149,8 @@ class Parent(Protocol):
 
 @attrs.frozen(kw_only=True)
 class Services:
-    """What an engine lends its supervisors; ``spawn`` starts a task in the engine's
-    task group (a worker); a supervisor steps only while it holds one of ``turns``."""
+    """What an engine lends its supervisors; ``start_worker`` runs a worker in a task of
+    the engine's task group; a supervisor steps only while it holds one of ``turns``."""
 
     clock: Clock
     writer: CheckpointWriter
@@ -157,7 +158,7 @@ class Services:
     leases: Leases
     durable: bool
     parent: Parent
-    spawn: Callable[..., object]
+    start_worker: Callable[[Coroutine[Any, Any, None]], TaskHandle[None]]
     turns: Turns
 
 

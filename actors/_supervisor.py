@@ -37,6 +37,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+from anyio import TaskHandle
 
 from prana import _events as events
 from prana._commands import (
@@ -122,7 +123,7 @@ class ExecutionSupervisor:
         self._send, self._receive = anyio.create_memory_object_stream[Message](math.inf)
         # Results of synchronous actions called in the last step, taken before the inbox.
         self._called: deque[NodeResult] = deque()
-        self._worker_scopes: dict[int, anyio.CancelScope] = {}
+        self._workers: dict[int, TaskHandle[None]] = {}
         self._sequence = 0
         self._settled_nodes: set[str] = set()
         self._node_count = len(machine.graph.nodes)
@@ -213,8 +214,8 @@ class ExecutionSupervisor:
             if self._turn:
                 self._services.turns.give_back()
                 self._turn = False
-            for scope in self._worker_scopes.values():
-                scope.cancel()  # stopped short: its runs in flight are not needed
+            for worker in self._workers.values():
+                worker.cancel()  # stopped short: its runs in flight are not needed
             self._exit()
 
     @contextlib.asynccontextmanager
@@ -313,7 +314,7 @@ class ExecutionSupervisor:
                     await anyio.lowlevel.checkpoint()
             elif machine.status == "running":
                 message = self._receive_nowait()
-                if message is None and self._worker_scopes:
+                if message is None and self._workers:
                     # A worker started this step may well finish within the round (an
                     # async action that has nothing to wait for): look once more
                     # before giving the turn back and queueing for it again.
@@ -463,9 +464,9 @@ class ExecutionSupervisor:
                 self._start_worker(command, called)
             elif isinstance(command, CancelRuns):
                 for execution_index in command.execution_indexes:
-                    scope = self._worker_scopes.get(execution_index)
-                    if scope is not None:
-                        scope.cancel()
+                    worker = self._workers.get(execution_index)
+                    if worker is not None:
+                        worker.cancel()
             elif isinstance(command, CancelChildren):
                 self._services.parent.cancel_children(command.execution_ids, command.reason)
             else:
@@ -475,32 +476,29 @@ class ExecutionSupervisor:
                     self._announce(command)
 
     def _start_worker(self, dispatch: Dispatch, called: Called | None) -> None:
-        scope = anyio.CancelScope()
-        self._worker_scopes[dispatch.run.execution_index] = scope
-        self._services.spawn(self._work, dispatch, called, scope)
+        self._workers[dispatch.run.execution_index] = self._services.start_worker(
+            self._work(dispatch, called)
+        )
 
-    async def _work(
-        self, dispatch: Dispatch, called: Called | None, scope: anyio.CancelScope
-    ) -> None:
-        """A worker task, in the engine's task group under a cancel scope of its own
-        (cancelled by :class:`CancelRuns`, or when the supervisor stops short): a
-        task group per execution would cost every execution, most of which never
-        start a worker. Whatever goes wrong in it is the supervisor's to raise."""
+    async def _work(self, dispatch: Dispatch, called: Called | None) -> None:
+        """A worker task, in the engine's task group, cancelled through its handle (by
+        :class:`CancelRuns`, or when the supervisor stops short): a task group per
+        execution would cost every execution, most of which never start a worker.
+        Whatever goes wrong in it is the supervisor's to raise."""
         try:
-            with scope:
-                await run_node(
-                    dispatch,
-                    self._send.send_nowait,
-                    self._services.clock,
-                    self.fence,
-                    self._start_child,
-                    called,
-                )
+            await run_node(
+                dispatch,
+                self._send.send_nowait,
+                self._services.clock,
+                self.fence,
+                self._start_child,
+                called,
+            )
         except Exception as exc:  # the lease is lost (fencing), or a bug
             if not self._exited:
                 self._send.send_nowait(WorkerFailed(error=exc))
         finally:
-            self._worker_scopes.pop(dispatch.run.execution_index, None)
+            self._workers.pop(dispatch.run.execution_index, None)
 
     async def _start_child(self, dispatch: Dispatch, request: ExecuteWorkflow) -> str:
         return await self._services.parent.start_child(self.machine, dispatch, request)

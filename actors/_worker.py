@@ -26,13 +26,13 @@ from prana._context import NodeContext, Output, Resume, Suspend
 from prana._errors import NodeError, ResumeRefused
 from prana._json import InvalidData, check_json
 from prana._machine import ExecutionMachine
-from prana._model import DEFAULT_PORT
 from prana._records import ErrorInfo, NodeResult, SuspendRequest
 from prana._subworkflows import ExecuteWorkflow
 
 from ._clock import Clock
 
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+_CONTAINERS = frozenset((dict, list, tuple, MappingProxyType))
 StartChild = Callable[[Dispatch, ExecuteWorkflow], Awaitable[str]]
 _TRACEBACK_LIMIT = 4000
 
@@ -60,31 +60,32 @@ def _json_copy(value: Any, what: str, dispatch: Dispatch) -> Any:
 
 def _shared(value: Any) -> bool:
     """Whether an action could change ``value`` in place (so it needs its own copy)."""
-    if type(value) in _SCALARS:
+    kind = type(value)
+    if kind in _SCALARS:
         return False
+    if kind in _CONTAINERS:
+        return bool(value)
     return not (isinstance(value, (Mapping, list, tuple)) and not value)
 
 
-# Up to this size as JSON, data is copied by a round trip through orjson, the fastest
-# way for most data. Past it, a copy that shares the strings is tried first: a
-# megabyte string is then not copied at all, where the round trip would hold the
-# loop for milliseconds to make a new one.
+# Data of at most this many objects and lists is copied in Python, sharing its strings
+# and numbers (they cannot change): for small data that is as fast as anything, and a
+# megabyte string in it is not copied at all.
+_FEW = 64
+# Past that, data is copied by a round trip through orjson, unless it is larger than
+# this as JSON: a copy that shares the strings is tried first then.
 _SMALL = 64 * 1024
 # Copying one object or list in Python costs about what reading this many bytes of
 # JSON does: the shared copy is given up for data with more containers than that.
 _BYTES_PER_CONTAINER = 600
-# Data of at most this many objects and lists is looked over first: if its strings
-# are long, it is copied sharing them without being encoded at all.
-_FEW = 64
 
 
 def _copy(value: Any) -> Any:
     """A private copy of JSON data (mappings become dicts, tuples lists)."""
-    if _characters_in_few_containers(value) > _SMALL:
-        try:
-            return _Sharing(_FEW).copy(value)
-        except _TooMany:
-            pass
+    try:
+        return _Sharing(_FEW).copy(value)
+    except _TooMany:
+        pass
     encoded = orjson.dumps(value, default=_encode_mapping)
     if len(encoded) > _SMALL:
         try:
@@ -92,34 +93,6 @@ def _copy(value: Any) -> Any:
         except _TooMany:
             pass
     return orjson.loads(encoded)
-
-
-def _characters_in_few_containers(value: Any) -> int:
-    """How many characters the strings of ``value`` hold, if it has at most
-    ``_FEW`` objects and lists (else 0: not worth looking further)."""
-    characters = containers = 0
-    waiting = [value]
-    while waiting:
-        item = waiting.pop()
-        kind = type(item)
-        if kind is str:
-            characters += len(item)
-            continue
-        if kind is dict:
-            items: Any = item.values()
-        elif kind is list or kind is tuple:
-            items = item
-        elif kind in _SCALARS:
-            continue
-        elif isinstance(item, Mapping):
-            items = item.values()
-        else:
-            continue
-        containers += 1
-        if containers > _FEW:
-            return 0
-        waiting.extend(items)
-    return characters
 
 
 class _TooMany(Exception):
@@ -136,16 +109,20 @@ class _Sharing:
         self.budget = budget
 
     def copy(self, value: Any) -> Any:
-        if type(value) in _SCALARS:
+        kind = type(value)
+        if kind in _SCALARS:
             return value
         self.budget -= 1
         if self.budget < 0:
             raise _TooMany
-        if isinstance(value, Mapping):
-            return {key: self.copy(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.copy(item) for item in value]
-        raise _TooMany  # a subclass of a scalar, say: as the round trip makes it
+        copy = self.copy
+        if kind is dict or (kind is not list and isinstance(value, Mapping)):
+            return {
+                key: item if type(item) in _SCALARS else copy(item) for key, item in value.items()
+            }
+        if kind is list or kind is tuple:
+            return [item if type(item) in _SCALARS else copy(item) for item in value]
+        raise _TooMany  # a subclass of a scalar or a list, say: as the round trip makes it
 
 
 def isolate(context: NodeContext) -> NodeContext:
@@ -155,24 +132,26 @@ def isolate(context: NodeContext) -> NodeContext:
     node without templates belong to the compiled workflow. An action that changes
     what it was given must not change them.
     """
-    params = context.params
-    copy_params = isinstance(params, (Mapping, list)) and _shared(params)
-    deliveries = context.deliveries
-    copy_inputs = any(_shared(value) for values in deliveries.values() for value in values)
-    if not (copy_params or copy_inputs or _shared(context.vars) or _shared(context.node_context)):
+    params, deliveries = context.params, context.deliveries
+    vars, node_context = context.vars, context.node_context
+    shared = [
+        deliveries
+        if any(_shared(value) for values in deliveries.values() for value in values)
+        else None,
+        vars if _shared(vars) else None,
+        node_context if _shared(node_context) else None,
+        params if isinstance(params, (Mapping, list)) and _shared(params) else None,
+    ]
+    if all(piece is None for piece in shared):
         return context
-    fresh_deliveries, fresh_vars, fresh_context, fresh_params = _copy(
-        [deliveries, context.vars, context.node_context, params if copy_params else None]
-    )
-    inputs = NodeContext.inputs_from(fresh_deliveries)
-    return attrs.evolve(
-        context,
-        params=fresh_params if copy_params else params,
-        input=inputs.get(DEFAULT_PORT),
-        inputs=inputs,
-        vars=fresh_vars,
-        node_context=fresh_context,
-        deliveries={port: tuple(values) for port, values in fresh_deliveries.items()},
+    fresh = _copy(shared)  # one copy of all: one round trip through orjson, if any
+    return context.with_data(
+        deliveries=deliveries
+        if fresh[0] is None
+        else {port: tuple(values) for port, values in fresh[0].items()},
+        vars=vars if fresh[1] is None else fresh[1],
+        node_context=node_context if fresh[2] is None else fresh[2],
+        params=params if fresh[3] is None else fresh[3],
     )
 
 

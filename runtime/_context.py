@@ -52,6 +52,35 @@ class NodeContext:
             for port, values in deliveries.items()
         }
 
+    def with_data(
+        self,
+        *,
+        params: Any,
+        deliveries: Mapping[str, tuple[Any, ...]],
+        vars: Mapping[str, Any],
+        node_context: Mapping[str, Any],
+    ) -> NodeContext:
+        """The same context with other data (the private copies a worker makes);
+        ``input`` and ``inputs`` follow from ``deliveries``."""
+        inputs = NodeContext.inputs_from(deliveries)
+        return NodeContext(
+            execution_id=self.execution_id,
+            workflow_id=self.workflow_id,
+            node_key=self.node_key,
+            node_type=self.node_type,
+            run_index=self.run_index,
+            attempt=self.attempt,
+            params=params,
+            input=inputs.get(DEFAULT_PORT),
+            inputs=inputs,
+            vars=vars,
+            node_context=node_context,
+            trigger=self.trigger,
+            loop_back=self.loop_back,
+            deliveries=deliveries,
+            now=self.now,
+        )
+
     @property
     def idempotency_key(self) -> str:
         """``execution_id:node_key:run_index``: the same for every attempt and re-run.
