@@ -33,33 +33,18 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import anyio
 import anyio.lowlevel
 from anyio import TaskHandle
 
-from prana import _events as events
-from prana._commands import (
-    CancelChildren,
-    CancelRuns,
-    Command,
-    Dispatch,
-    ExecutionFinished,
-    ExecutionPaused,
-    ExecutionResumed,
-    ExecutionSuspended,
-    NodeSkipped,
-    NodeSuspended,
-    RunFinished,
-    RunRetrying,
-)
+from prana._commands import CancelChildren, CancelRuns, Command, Dispatch
 from prana._errors import InternalError, InvalidTransition, PranaError
+from prana._journal import ENDED
 from prana._machine import ExecutionMachine
 from prana._records import (
     Checkpoint,
     ChildOutcome,
-    ErrorInfo,
     Execution,
     ExecutionStatus,
     NodeResult,
@@ -124,9 +109,6 @@ class ExecutionSupervisor:
         # Results of synchronous actions called in the last step, taken before the inbox.
         self._called: deque[NodeResult] = deque()
         self._workers: dict[int, TaskHandle[None]] = {}
-        self._sequence = 0
-        self._settled_nodes: set[str] = set()
-        self._node_count = len(machine.graph.nodes)
         self._stop_waiters: list[anyio.Event] = []
         self._saved_once = False
         self._saved_event = anyio.Event()
@@ -200,8 +182,7 @@ class ExecutionSupervisor:
         It starts holding the turn it was launched under (:class:`._turns.Turn`)."""
         try:
             with self._services.writer.saving():
-                starting = self.machine.status == "pending"
-                await self._drive(first(self._services.clock.now()), starting, handed_over)
+                await self._drive(first(self._services.clock.now()), handed_over)
             self._services.turns.give_back()
             self._turn = False
             # Let the tasks the last step woke run before anyone hears that the
@@ -278,9 +259,7 @@ class ExecutionSupervisor:
 
     # ------------------------------------------------------------------ steps
 
-    async def _drive(
-        self, commands: list[Command], starting: bool, handed_over: anyio.Event | None
-    ) -> None:
+    async def _drive(self, commands: list[Command], handed_over: anyio.Event | None) -> None:
         """Steps until the execution waits or ends and nothing more came: save what
         changed, carry out, take the next message."""
         machine = self.machine
@@ -293,9 +272,6 @@ class ExecutionSupervisor:
                     async with self._without_turn():
                         await handed_over.wait()
                     handed_over = None
-            if starting:
-                starting = False
-                self._announce_start()
             began = time.perf_counter()
             await self._carry_out(commands)
             took = time.perf_counter() - began
@@ -355,7 +331,7 @@ class ExecutionSupervisor:
     def _take(self, message: Message) -> list[Command]:
         machine = self.machine
         now = self._services.clock.now()
-        machine.notices = self.publisher.listening
+        machine.journal.listening = self.publisher.listening
         if isinstance(message, NodeResult):
             return machine.handle(message, now)
         if isinstance(message, LeaseLost):
@@ -426,31 +402,10 @@ class ExecutionSupervisor:
             raise lost(self.execution_id)
         self.lease_until = holds_until
 
-    def _announce_start(self) -> None:
-        if self.publisher.listening:
-            workflow = self.machine.graph.workflow
-            self._publish(
-                events.ExecutionStarted,
-                self._services.clock.now(),
-                workflow_id=workflow.id,
-                workflow_version=workflow.version,
-                node_count=self._node_count,
-            )
-
     async def _carry_out(self, commands: list[Command]) -> None:
-        listening = self.publisher.listening
         clock = self._services.clock
         for command in commands:
             if isinstance(command, Dispatch):
-                if listening:
-                    run = command.run
-                    self._publish(
-                        events.NodeStarted,
-                        clock.now(),
-                        node_key=run.node_key,
-                        run_index=run.run_index,
-                        execution_index=run.execution_index,
-                    )
                 called: Called | None = None
                 if command.not_before is None and not command.action.is_async:
                     # No task for a synchronous action: its result is taken in (and
@@ -470,10 +425,9 @@ class ExecutionSupervisor:
             elif isinstance(command, CancelChildren):
                 self._services.parent.cancel_children(command.execution_ids, command.reason)
             else:
-                if isinstance(command, ExecutionFinished) and self.machine.mode == "sync":
+                if isinstance(command, ENDED) and self.machine.mode == "sync":
                     self._services.parent.child_finished(self.machine.snapshot())
-                if listening:
-                    self._announce(command)
+                self.publisher.publish(command)
 
     def _start_worker(self, dispatch: Dispatch, called: Called | None) -> None:
         self._workers[dispatch.run.execution_index] = self._services.start_worker(
@@ -502,65 +456,6 @@ class ExecutionSupervisor:
 
     async def _start_child(self, dispatch: Dispatch, request: ExecuteWorkflow) -> str:
         return await self._services.parent.start_child(self.machine, dispatch, request)
-
-    # ------------------------------------------------------------------ events
-
-    def _announce(self, command: Command) -> None:
-        now = self._services.clock.now()
-        if isinstance(command, RunFinished):
-            run = command.run
-            self._settled_nodes.add(run.node_key)
-            kind = events.NodeCompleted if run.status == "completed" else events.NodeFailed
-            self._publish(kind, now, node_key=run.node_key, run=run, progress=self._progress())
-        elif isinstance(command, RunRetrying):
-            run = command.run
-            self._publish(
-                events.NodeRetrying,
-                now,
-                node_key=run.node_key,
-                run=run,
-                next_attempt=command.next_attempt,
-                at=command.at,
-            )
-        elif isinstance(command, NodeSkipped):
-            self._settled_nodes.add(command.node_key)
-            self._publish(
-                events.NodeSkipped, now, node_key=command.node_key, progress=self._progress()
-            )
-        elif isinstance(command, NodeSuspended):
-            suspension = command.suspension
-            self._publish(
-                events.NodeSuspended,
-                now,
-                node_key=suspension.node_key,
-                suspension=suspension,
-            )
-        elif isinstance(command, ExecutionSuspended):
-            self._publish(events.ExecutionSuspended, now, suspensions=command.suspensions)
-        elif isinstance(command, ExecutionPaused):
-            self._publish(events.ExecutionPaused, now)
-        elif isinstance(command, ExecutionResumed):
-            self._publish(events.ExecutionResumed, now, cause=command.cause)
-        elif isinstance(command, ExecutionFinished):
-            error: ErrorInfo | None = self.machine.error
-            if command.status == "completed":
-                self._publish(events.ExecutionCompleted, now)
-            elif command.status == "cancelled":
-                self._publish(events.ExecutionCancelled, now, error=error)
-            elif command.status == "timed_out":
-                self._publish(events.ExecutionTimedOut, now, error=error)
-            else:
-                self._publish(events.ExecutionFailed, now, error=error, status=command.status)
-
-    def _progress(self) -> float:
-        return len(self._settled_nodes) / self._node_count if self._node_count else 1.0
-
-    def _publish(self, kind: type[events.Event], now: float, **fields: Any) -> None:
-        self._sequence += 1
-        event = kind(
-            execution_id=self.machine.execution_id, sequence=self._sequence, time=now, **fields
-        )
-        self.publisher.publish(event)
 
 
 def _prana_error(exc: BaseException) -> PranaError | None:

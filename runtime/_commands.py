@@ -1,10 +1,9 @@
 """What the state machine asks of its supervisor, and tells it (DESIGN §7).
 
 Commands (:class:`Dispatch`, :class:`CancelRuns`, :class:`CancelChildren`) are to be
-carried out in order; notices (:class:`RunFinished`, :class:`RunRetrying`,
-:class:`NodeSkipped`, :class:`NodeSuspended`, :class:`ExecutionSuspended`,
-:class:`ExecutionPaused`, :class:`ExecutionResumed`, :class:`ExecutionFinished`) say
-what happened.
+carried out in order; the public events among them (:mod:`prana.events`, made by the
+machine's :mod:`journal <prana._journal>`) say what happened, and are published in
+that order.
 """
 
 from __future__ import annotations
@@ -12,8 +11,9 @@ from __future__ import annotations
 import attrs
 
 from ._context import NodeContext
+from ._events import Event
 from ._limits import DEFAULT_LIMITS, Limits
-from ._records import ExecutionStatus, NodeRun, Suspension
+from ._records import NodeRun
 from ._registry import Action
 
 
@@ -51,75 +51,4 @@ class CancelChildren:
     reason: str
 
 
-@attrs.frozen(kw_only=True)
-class RunFinished:
-    """Notice: a node run ended (completed, failed, or cancelled)."""
-
-    run: NodeRun
-
-
-@attrs.frozen(kw_only=True)
-class RunRetrying:
-    """Notice: a node run failed and will be tried again at ``at`` (``run`` is the
-    failed attempt, as recorded)."""
-
-    run: NodeRun
-    next_attempt: int
-    at: float
-
-
-@attrs.frozen(kw_only=True)
-class NodeSkipped:
-    """Notice: a node will not run in this iteration; every path into it died."""
-
-    node_key: str
-
-
-@attrs.frozen(kw_only=True)
-class ExecutionFinished:
-    """Notice: the execution reached a final status."""
-
-    status: ExecutionStatus
-
-
-@attrs.frozen(kw_only=True)
-class NodeSuspended:
-    """Notice: a node is waiting (to be resumed, or for its deadline)."""
-
-    suspension: Suspension
-
-
-@attrs.frozen(kw_only=True)
-class ExecutionSuspended:
-    """Notice: nothing can run until a waiting node is resumed or woken; the
-    execution can be saved and leave memory."""
-
-    suspensions: tuple[Suspension, ...]
-
-
-@attrs.frozen(kw_only=True)
-class ExecutionPaused:
-    """Notice: the execution is paused; nothing new runs until it is unpaused."""
-
-
-@attrs.frozen(kw_only=True)
-class ExecutionResumed:
-    """Notice: a paused execution was unpaused (``cause="unpause"``) or a failed one
-    is being retried (``cause="retry"``)."""
-
-    cause: str
-
-
-Command = (
-    Dispatch
-    | CancelRuns
-    | CancelChildren
-    | ExecutionPaused
-    | ExecutionResumed
-    | RunFinished
-    | RunRetrying
-    | NodeSkipped
-    | NodeSuspended
-    | ExecutionSuspended
-    | ExecutionFinished
-)
+Command = Dispatch | CancelRuns | CancelChildren | Event

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from ._commands import CancelChildren, CancelRuns, Command, ExecutionResumed, RunFinished
+from ._commands import CancelChildren, CancelRuns, Command
 from ._errors import InvalidTransition
 from ._flow import DONE, RUNNING, SUSPENDED
 from ._records import (
@@ -87,8 +87,7 @@ def stop(machine: ExecutionMachine, status: ExecutionStatus, error: ErrorInfo) -
         cancelled = attrs.evolve(machine._runs[execution_index], status="cancelled")
         machine._runs[execution_index] = cancelled
         machine._unsaved_runs.append(cancelled)
-        if machine.notices:
-            machine._commands.append(RunFinished(run=cancelled))
+        machine.journal.run_ended(machine._commands, machine._now, cancelled)
     if stopped:
         machine._commands.append(CancelRuns(execution_indexes=tuple(stopped)))
     if children:
@@ -126,8 +125,7 @@ def unpause(machine: ExecutionMachine, now: float) -> list[Command]:
     check_allowed("unpause", machine.status, machine.execution_id)
     machine.status = "running"
     commands: list[Command] = []
-    if machine.notices:
-        commands.append(ExecutionResumed(cause="unpause"))
+    machine.journal.resumed(commands, now, "unpause")
     machine._dispatch_again()
     for suspension in machine.suspensions:
         if suspension.wake_at is None or suspension.wake_at > now:
@@ -163,8 +161,7 @@ def retry(machine: ExecutionMachine, now: float) -> list[Command]:
     machine.error = None
     machine.finished_at = None
     commands: list[Command] = []
-    if machine.notices:
-        commands.append(ExecutionResumed(cause="retry"))
+    machine.journal.resumed(commands, now, "retry")
     cut_short = []
     for run in reversed(machine._runs.values()):  # each such node's latest attempt
         if run.node_key in cut_short_keys and run.status != "retried":

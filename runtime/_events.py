@@ -1,8 +1,12 @@
 """Typed events: what subscribers and middleware hear about executions (DESIGN §9).
 
-Every event carries the execution id, a sequence number (1, 2, ... with no gaps;
-it starts again at 1 when a waiting execution is resumed) and the time it happened
-(seconds since the epoch, on the engine's clock). Node events
+Every event carries the execution id, a sequence number and the time it happened
+(seconds since the epoch, on the engine's clock). An execution's events are numbered
+1, 2, ... with no gaps over its whole life: the number is saved with the execution,
+so a waiting execution resumed later, or carried on by another engine, goes on where
+it stopped (a rerun is a new execution, numbered from 1). Events are made by the
+execution's state machine and published once the step that made them is saved
+(:mod:`prana._journal`). Node events
 carry ``progress``: the share of the execution's nodes that have finished or been
 skipped at least once, from 0.0 to 1.0.
 """

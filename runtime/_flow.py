@@ -18,9 +18,10 @@ from array import array
 from collections import deque
 
 from ._blocks import BLOCK_BITS, block_count
-from ._commands import Command, NodeSkipped
+from ._commands import Command
 from ._compiler import CompiledNode, Edge, ExecutionGraph
 from ._errors import InternalError
+from ._journal import Journal
 from ._records import ErrorInfo, ExecutionStatus, NodeRun
 
 # Node states within the current iteration of the loops around it.
@@ -37,12 +38,11 @@ class Flow:
     """Edge and node bookkeeping of one execution, and the rules that move it."""
 
     status: ExecutionStatus
+    journal: Journal
+    _now: float
 
     def __init__(self, graph: ExecutionGraph) -> None:
         self.graph = graph
-        # Whether to return notices (RunFinished, NodeSkipped): only worth building
-        # when someone listens to events. Commands are returned regardless.
-        self.notices = True
         self.iteration_count = 0
         nodes = graph.order
         count = len(nodes)
@@ -149,8 +149,7 @@ class Flow:
     def _skip(self, index: int) -> None:
         node = self._nodes[index]
         self._skipped[node.key] = None
-        if self.notices:
-            self._commands.append(NodeSkipped(node_key=node.key))
+        self.journal.skipped(self._commands, self._now, node.key)
         for _, edges in node.outgoing:
             for edge in edges:
                 if edge.exit_scope is None:

@@ -32,14 +32,7 @@ from typing import Any
 import attrs
 
 from ._blocks import BLOCK_BITS
-from ._commands import (
-    Command,
-    Dispatch,
-    ExecutionFinished,
-    ExecutionPaused,
-    ExecutionSuspended,
-    RunFinished,
-)
+from ._commands import Command, Dispatch
 from ._compiler import CompiledNode, ExecutionGraph
 from ._context import NodeContext
 from ._control import cancel, pause, stop, time_out, unpause
@@ -49,6 +42,7 @@ from ._expressions import NodesView
 from ._flow import DONE, READY, RUNNING, Flow
 from ._inputs import InvalidParams, deliveries_of, iteration_results, rendered_params
 from ._inputs import deliveries as inputs_of
+from ._journal import Journal
 from ._limits import DEFAULT_LIMITS, Limits
 from ._model import DEFAULT_PORT, ERROR_PORT
 from ._records import (
@@ -99,6 +93,7 @@ class ExecutionMachine(Flow):
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__(graph)
+        self.journal = Journal(execution_id, len(graph.nodes))
         # What templates may build, and what data outputs may hold.
         self.limits = limits
         self.execution_id = execution_id
@@ -189,8 +184,10 @@ class ExecutionMachine(Flow):
         if self.status != "pending":
             raise InternalError(f"execution {self.execution_id} was already started")
         self.status = "running"
-        self.started_at = now
-        timeout = self.graph.workflow.settings.timeout
+        self.started_at = self._now = now
+        workflow = self.graph.workflow
+        self.journal.started(self._commands, now, workflow.id, workflow.version)
+        timeout = workflow.settings.timeout
         if timeout is not None:
             self.deadline = now + timeout
         trigger = self._index[self.graph.trigger]
@@ -223,6 +220,7 @@ class ExecutionMachine(Flow):
         :class:`InvalidTransition`, changing nothing, when the execution has ended or
         no such node is waiting.
         """
+        self._now = now
         return resume_waiting(self, node_key, data, now, answered)
 
     def resumable(self, node_key: str | None, now: float) -> tuple[Suspension, NodeRun]:
@@ -234,6 +232,7 @@ class ExecutionMachine(Flow):
     def wake(self, execution_index: int, now: float) -> list[Command]:
         """A timer fired for a waiting run: it completes with its wake data, if its
         deadline has passed and it is still waiting (otherwise nothing happens)."""
+        self._now = now
         if execution_index == DEADLINE_INDEX:
             return time_out(self, now)
         suspension = self._suspended.get(execution_index)
@@ -247,27 +246,35 @@ class ExecutionMachine(Flow):
         """After a restore: run again the nodes that were running when the execution
         was last saved (same run index, same idempotency key), and whatever is ready."""
         self._now = now
+        if not self._saved:  # a new execution in a state (a rerun): it starts here
+            workflow = self.graph.workflow
+            self.journal.started(self._commands, now, workflow.id, workflow.version)
         self._dispatch_again()
         return self._finish_event(now)
 
     def cancel(self, reason: str | None, now: float) -> list[Command]:
         """End the execution ``cancelled``; see :mod:`prana._control`."""
+        self._now = now
         return cancel(self, reason, now)
 
     def pause(self, now: float) -> list[Command]:
         """Dispatch nothing new; paused once running nodes finish."""
+        self._now = now
         return pause(self, now)
 
     def unpause(self, now: float) -> list[Command]:
         """Carry a paused execution on."""
+        self._now = now
         return unpause(self, now)
 
     def retry(self, now: float) -> list[Command]:
         """Run a failed execution's failed node again."""
+        self._now = now
         return retry_failed(self, now)
 
     def child_ended(self, outcome: ChildOutcome, now: float) -> list[Command]:
         """A child execution ended: the node waiting for it completes or fails."""
+        self._now = now
         return child_ended(self, outcome, now)
 
     # ------------------------------------------------------------------ reading
@@ -345,19 +352,16 @@ class ExecutionMachine(Flow):
                 if self._pausing:
                     self._pausing = False
                     self.status = "paused"
-                    if self.notices:
-                        self._commands.append(ExecutionPaused())
+                    self.journal.paused(self._commands, now)
                 elif not self._ready:
                     if self._suspended:
                         self.status = "suspended"
-                        self._commands.append(
-                            ExecutionSuspended(suspensions=tuple(self.suspensions))
-                        )
+                        self.journal.suspended(self._commands, now, tuple(self.suspensions))
                     else:
                         self.status = "completed"
         if self.finished and self.finished_at is None:
             self.finished_at = now
-            self._commands.append(ExecutionFinished(status=self.status))
+            self.journal.ended(self._commands, now, self.status, self.error)
         if not self._running and self._ended_children:
             self._ended_children.clear()
         commands, self._commands = self._commands, []
@@ -470,6 +474,7 @@ class ExecutionMachine(Flow):
             deliveries=deliveries,
             now=self._now if not_before is None else not_before,
         )
+        self.journal.node_started(self._commands, self._now, run)
         self._commands.append(
             Dispatch(
                 run=run,
@@ -580,8 +585,7 @@ class ExecutionMachine(Flow):
         self._state[index] = DONE
         self._blocks_changed.add(index >> BLOCK_BITS)
         self._unsaved_runs.append(run)
-        if self.notices:
-            self._commands.append(RunFinished(run=run))
+        self.journal.run_ended(self._commands, self._now, run)
 
     def _fail_execution(self, error: ErrorInfo) -> None:
         stop(self, "failed", error)

@@ -112,6 +112,8 @@ def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, A
         paths["activated"] = list(machine._activated)
     if machine._pausing:
         paths["pausing"] = True
+    if machine.journal.sequence:
+        paths["events"] = machine.journal.sequence
     return paths
 
 
@@ -255,6 +257,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = F
         for node, entries in paths.get("loop_inputs", {}).items()
     }
     _recount(machine, graph)
+    _restore_journal(machine, 0 if new else paths.get("events", 0))
     if new:
         machine._saved = False
         machine._saved_status = None
@@ -301,6 +304,14 @@ def _restore_completed(machine: ExecutionMachine, stored: StoredExecution) -> No
         index = machine._index[key]
         if machine._state[index] != DONE:
             machine._state[index] = SKIPPED
+    _restore_journal(machine, stored.active_paths.get("events", 0))
+
+
+def _restore_journal(machine: ExecutionMachine, sequence: int) -> None:
+    """The number of the last event, and the nodes that had settled (ended a run or
+    been skipped), as the execution's events go on from them."""
+    settled = [run.node_key for run in machine._latest if run is not None]
+    machine.journal.restored(sequence, [*settled, *machine._skipped])
 
 
 def _recount(machine: ExecutionMachine, graph: ExecutionGraph) -> None:
@@ -412,7 +423,7 @@ def kept_paths(machine: ExecutionMachine) -> dict[str, Any]:
     """The routing state a checkpoint keeps: all of it, but for a completed execution
     only the nodes it skipped (nothing will run again, so nothing else is needed)."""
     if machine.status == "completed":
-        return {"skipped": list(machine._skipped)}
+        return {"skipped": list(machine._skipped), "events": machine.journal.sequence}
     return dump_paths(machine)
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._blocks import BLOCK_BITS
-from ._commands import CancelChildren, Command, NodeSuspended, RunRetrying
+from ._commands import CancelChildren, Command
 from ._errors import InvalidTransition
 from ._flow import SUSPENDED
 from ._records import ChildOutcome, ErrorInfo, NodeResult, NodeRun, Suspension
@@ -195,8 +195,7 @@ def retry(
     machine._unsaved_runs.append(failed)
     again = next_attempt(machine, index, run, result.attempt + 1)
     at = machine._now + wait
-    if machine.notices:
-        machine._commands.append(RunRetrying(run=failed, next_attempt=again.attempt, at=at))
+    machine.journal.retrying(machine._commands, machine._now, failed, again.attempt, at)
     if wait <= DURABLE_BACKOFF:
         machine._dispatch(index, again=again, not_before=at if wait > 0 else None)
         return
@@ -281,8 +280,7 @@ def suspend_run(machine: ExecutionMachine, index: int, run: NodeRun, result: Nod
     machine._blocks_changed.add(index >> BLOCK_BITS)
     machine._suspended[run.execution_index] = suspension
     machine._suspensions_added.append(suspension)
-    if machine.notices:
-        machine._commands.append(NodeSuspended(suspension=suspension))
+    machine.journal.node_suspended(machine._commands, machine._now, suspension)
     if request.child_execution_id is not None:
         outcome = machine._ended_children.pop(request.child_execution_id, None)
         if outcome is not None:  # the child ended before its parent heard it started

@@ -100,6 +100,38 @@ async def test_a_waiting_execution_survives_a_restart_and_resumes_by_token(tmp_p
     assert stored_rows(db)["suspensions"] == []
 
 
+async def test_event_numbers_and_progress_go_on_where_they_stopped_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "prana.db"
+    async with open_engine(path=db) as engine:
+        handle = await engine.start(approval_workflow(), {"amount": 5})
+        before = [event async for event in handle.events()]
+    assert isinstance(before[-1], prana.events.ExecutionSuspended)
+    assert [event.sequence for event in before] == list(range(1, len(before) + 1))
+
+    async with open_engine(path=db) as engine:
+        subscription = engine.events()
+        done = await engine.resume(handle.id, {"approved": True})
+        async with open_engine(path=db) as rerunning:
+            rerun_events = rerunning.events()
+            rerun = await rerunning.rerun(handle.id, from_node="decide")
+    after = [event async for event in subscription]
+    assert done.status == rerun.status == "completed"
+    # Numbered on from the last event before the restart, with no gap.
+    assert [event.sequence for event in after] == list(
+        range(len(before) + 1, len(before) + 1 + len(after))
+    )
+    assert isinstance(after[-1], prana.events.ExecutionCompleted)
+    # start and ask had finished: the share of settled nodes goes on from 2 of 7.
+    progress = [event.progress for event in after if hasattr(event, "progress")]
+    assert progress == [3 / 7, 4 / 7, 5 / 7, 6 / 7, 1.0]
+    # A rerun is a new execution: its events start at 1.
+    first, *_ = [event async for event in rerun_events]
+    assert isinstance(first, prana.events.ExecutionStarted)
+    assert (first.execution_id, first.sequence) == (rerun.id, 1)
+
+
 async def test_the_audit_trail_on_disk_is_json_that_sqlite_can_query(tmp_path: Path) -> None:
     db = tmp_path / "prana.db"
     failing = make_workflow(

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 import prana
 from prana._blocks import BLOCK, joined
-from prana._commands import Dispatch, NodeSkipped
+from prana._commands import Dispatch
 from prana._records import Checkpoint, NodeResult, StoredExecution
+from prana.events import NodeSkipped
 
 ACTIONS = prana.ActionRegistry()
 
