@@ -16,8 +16,11 @@ child that has ended hears of it.
 from __future__ import annotations
 
 import logging
+from collections import deque
+from typing import Any
 
 import anyio
+import attrs
 
 from prana._commands import Dispatch
 from prana._errors import (
@@ -33,6 +36,7 @@ from prana._model import Workflow
 from prana._records import FINAL_STATUSES, ChildOutcome, Execution
 from prana._subworkflows import ExecuteWorkflow, child_execution_id
 from prana._triggers import TriggerError, trigger_input
+from prana._waiting import ENDED_HOW
 from prana.storage import Store
 
 from ._catalog import Catalog
@@ -61,6 +65,10 @@ class ChildExecutions:
         self._catalog = catalog
         self._clock = clock
         self._max_depth = max_depth
+        # Batches being run (workflow.execute with items), by parent and run; and
+        # by child id, where a child's outcome goes.
+        self._batches: dict[tuple[str, int], _Batch] = {}
+        self._batch_of: dict[str, _Batch] = {}
 
     async def start_child(
         self, parent: ExecutionMachine, dispatch: Dispatch, request: ExecuteWorkflow
@@ -72,7 +80,11 @@ class ChildExecutions:
         or invalid, or when starting it would nest executions deeper than the
         engine's ``max_depth``.
         """
-        child_id = child_execution_id(dispatch.context)
+        return await self._start(parent, request, child_execution_id(dispatch.context))
+
+    async def _start(
+        self, parent: ExecutionMachine, request: ExecuteWorkflow, child_id: str
+    ) -> str:
         live = self._live.get(child_id)
         if live is not None:
             await live.wait_saved()
@@ -148,7 +160,13 @@ class ChildExecutions:
 
     async def tell_parent(self, parent_id: str, outcome: ChildOutcome) -> None:
         """Hand a child's outcome to the parent node waiting for it, wherever it
-        waits; a failure is logged (:meth:`reconcile` tries again)."""
+        waits; a failure is logged (:meth:`reconcile` tries again). A child of a
+        batch this engine runs tells the batch."""
+        batch = self._batch_of.get(outcome.child_execution_id)
+        if batch is not None:
+            batch.outcomes.append(outcome)
+            batch.changed.set()
+            return
         try:
             await self._live.deliver(parent_id, outcome)
         except PranaError as exc:
@@ -172,6 +190,152 @@ class ChildExecutions:
                 await self.tell_parent(suspension.execution_id, outcome_of(child.to_execution()))
         for child_id, parent_id, status in await self._store.abandoned_children():
             await self._cancel_quietly(child_id, f"its parent execution {parent_id} is {status}")
+
+    # ------------------------------------------------------------------ batches
+
+    async def run_children(
+        self,
+        parent: ExecutionMachine,
+        dispatch: Dispatch,
+        request: ExecuteWorkflow,
+        deadline: float | None,
+    ) -> list[Any]:
+        """Start one child per item of ``request.items`` and return, in item order,
+        their outputs (``sync``: at most ``request.concurrency`` run at once) or their
+        ids (``fire_and_forget``: all started at once).
+
+        The node run waits for its batch in memory, as a run in flight. Each child's
+        id follows from the run and the item, so a run carried on after a crash finds
+        the children started before it (and those that ended) and starts only the
+        rest. A child that does not complete fails the node with an error naming its
+        item (the others still running are cancelled), and so does ``deadline``
+        passing (the node's timeout). Raises :class:`NodeError` for those.
+        """
+        items = list(request.items or ())
+        ids = [child_execution_id(dispatch.context, item) for item in range(len(items))]
+        single = attrs.evolve(request, items=None)
+        if request.mode == "fire_and_forget":
+            for item, child_id in enumerate(ids):
+                await self._start(parent, attrs.evolve(single, input=items[item]), child_id)
+            return [{"execution_id": child_id, "workflow": request.workflow} for child_id in ids]
+        key = (parent.execution_id, dispatch.run.execution_index)
+        batch = _Batch(node_key=dispatch.run.node_key)
+        self._batches[key] = batch
+        self._batch_of.update(dict.fromkeys(ids, batch))
+        try:
+            if deadline is None:
+                return await self._run_batch(parent, single, items, ids, batch)
+            with self._clock.cancel_at(deadline) as scope:
+                outputs = await self._run_batch(parent, single, items, ids, batch)
+            if not scope.cancelled_caught:
+                return outputs
+            timeout = dispatch.timeout or 0.0
+            raise NodeError(
+                f"node {batch.node_key!r} waited longer than its timeout ({timeout:g} s) for "
+                f"its batch of {len(ids)} children; the {len(batch.running)} still running "
+                "were cancelled",
+                code="timeout",
+                details={"timeout": timeout, "cancelled": sorted(batch.running)},
+            )
+        except NodeError as exc:
+            self._cancel_running(batch, f"its parent's node {batch.node_key!r} failed: {exc}")
+            raise
+        finally:
+            del self._batches[key]
+            for child_id in ids:
+                self._batch_of.pop(child_id, None)
+
+    async def _run_batch(
+        self,
+        parent: ExecutionMachine,
+        request: ExecuteWorkflow,
+        items: list[Any],
+        ids: list[str],
+        batch: _Batch,
+    ) -> list[Any]:
+        outputs: list[Any] = [None] * len(ids)
+        running = batch.running  # child id -> item
+        started = ended = 0
+        while ended < len(ids):
+            while started < len(ids) and len(running) < request.concurrency:
+                item, child_id = started, ids[started]
+                started += 1
+                outcome = await self._start_or_find(
+                    parent, attrs.evolve(request, input=items[item]), child_id
+                )
+                if outcome is None:
+                    running[child_id] = item
+                else:
+                    outputs[item] = self._settled(batch, item, outcome)
+                    ended += 1
+            while running and not batch.outcomes:
+                await self._wait_for_outcomes(batch)
+            while batch.outcomes:
+                outcome = batch.outcomes.popleft()
+                item_or_none = running.pop(outcome.child_execution_id, None)
+                if item_or_none is not None:
+                    outputs[item_or_none] = self._settled(batch, item_or_none, outcome)
+                    ended += 1
+        return outputs
+
+    async def _start_or_find(
+        self, parent: ExecutionMachine, request: ExecuteWorkflow, child_id: str
+    ) -> ChildOutcome | None:
+        """Start the child, or find it started before: ``None`` while it runs, its
+        outcome if it has ended."""
+        if child_id not in self._live:
+            stored = await self._store.load_execution(child_id)
+            if stored is not None:
+                return (
+                    outcome_of(stored.to_execution()) if stored.status in FINAL_STATUSES else None
+                )
+        await self._start(parent, request, child_id)
+        return None
+
+    async def _wait_for_outcomes(self, batch: _Batch) -> None:
+        """Until a child of the batch tells it it ended, or (every ``WATCH_POLL``
+        seconds) the store says so of a child this engine does not run: one that
+        another engine carries on, or whose word was lost to a crash."""
+        batch.changed = anyio.Event()
+        with anyio.move_on_after(WATCH_POLL):
+            await batch.changed.wait()
+            return
+        for child_id in list(batch.running):
+            if child_id in self._live:
+                continue
+            stored = await self._store.load_execution(child_id)
+            if stored is not None and stored.status in FINAL_STATUSES:
+                batch.outcomes.append(outcome_of(stored.to_execution()))
+
+    def _settled(self, batch: _Batch, item: int, outcome: ChildOutcome) -> Any:
+        """The output of a child that completed; a child that did not fails the node
+        (:meth:`run_children` then cancels the others still running)."""
+        if outcome.status == "completed":
+            return outcome.output
+        how = ENDED_HOW.get(outcome.status, outcome.status)
+        if outcome.error is not None:
+            how += f": {outcome.error.message}"
+        raise NodeError(
+            f"item {item} of the batch: child execution {outcome.child_execution_id} {how}",
+            code=f"child_{outcome.status}",
+            details={
+                "item": item,
+                "child_execution_id": outcome.child_execution_id,
+                "status": outcome.status,
+                "error": outcome.error.to_dict() if outcome.error is not None else None,
+            },
+        )
+
+    def _cancel_running(self, batch: _Batch, reason: str) -> None:
+        if batch.running:
+            self.cancel_children(tuple(batch.running), reason)
+
+    def cancel_batch(self, execution_id: str, execution_index: int, reason: str) -> None:
+        """The run ``execution_index`` of ``execution_id`` was cancelled: cancel the
+        children still running of the batch it was running, if any."""
+        batch = self._batches.get((execution_id, execution_index))
+        if batch is not None:
+            self._cancel_running(batch, reason)
 
     async def _cancel_quietly(self, execution_id: str, reason: str) -> None:
         """Cancel a child whose parent stopped waiting for it, if it has not ended."""
@@ -213,6 +377,17 @@ class ChildExecutions:
             if deeper and await self._children_moving(child, depth + 1):
                 return True
         return False
+
+
+@attrs.define(eq=False)
+class _Batch:
+    """A batch of children being run: those running (id -> item), and the outcomes
+    that came and are not taken in yet."""
+
+    node_key: str
+    running: dict[str, int] = attrs.field(factory=dict)
+    outcomes: deque[ChildOutcome] = attrs.field(factory=deque)
+    changed: anyio.Event = attrs.field(factory=anyio.Event)
 
 
 def outcome_of(child: Execution) -> ChildOutcome:

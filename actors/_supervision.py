@@ -138,6 +138,20 @@ class Parent(Protocol):
         """Start (or find, when the node runs again) the child a node asks for."""
         ...
 
+    async def run_children(
+        self,
+        parent: ExecutionMachine,
+        dispatch: Dispatch,
+        request: ExecuteWorkflow,
+        deadline: float | None,
+    ) -> list[Any]:
+        """Run the batch of children a node asks for (one per item); their outputs."""
+        ...
+
+    def cancel_batch(self, execution_id: str, execution_index: int, reason: str) -> None:
+        """Cancel the children still running of the batch a run was running, if any."""
+        ...
+
     def child_finished(self, child: Execution) -> None:
         """A ``sync`` child ended and is saved: tell its parent."""
         ...

@@ -33,6 +33,7 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -65,7 +66,7 @@ from ._supervision import (
     apply_message,
     lost,
 )
-from ._worker import Called, call_now, run_node
+from ._worker import Called, Children, call_now, run_node
 
 # Seconds of synchronous actions in one step after which the supervisor lets the loop
 # run before it goes on.
@@ -109,6 +110,7 @@ class ExecutionSupervisor:
         # Results of synchronous actions called in the last step, taken before the inbox.
         self._called: deque[NodeResult] = deque()
         self._workers: dict[int, TaskHandle[None]] = {}
+        self._children = Children(self._start_child, self._run_children)
         self._stop_waiters: list[anyio.Event] = []
         self._saved_once = False
         self._saved_event = anyio.Event()
@@ -422,6 +424,10 @@ class ExecutionSupervisor:
                     worker = self._workers.get(execution_index)
                     if worker is not None:
                         worker.cancel()
+                        # A batch of children it was running is not needed either.
+                        self._services.parent.cancel_batch(
+                            self.execution_id, execution_index, command.reason
+                        )
             elif isinstance(command, CancelChildren):
                 self._services.parent.cancel_children(command.execution_ids, command.reason)
             else:
@@ -445,7 +451,7 @@ class ExecutionSupervisor:
                 self._send.send_nowait,
                 self._services.clock,
                 self.fence,
-                self._start_child,
+                self._children,
                 called,
             )
         except Exception as exc:  # the lease is lost (fencing), or a bug
@@ -456,6 +462,11 @@ class ExecutionSupervisor:
 
     async def _start_child(self, dispatch: Dispatch, request: ExecuteWorkflow) -> str:
         return await self._services.parent.start_child(self.machine, dispatch, request)
+
+    async def _run_children(
+        self, dispatch: Dispatch, request: ExecuteWorkflow, deadline: float | None
+    ) -> list[Any]:
+        return await self._services.parent.run_children(self.machine, dispatch, request, deadline)
 
 
 def _prana_error(exc: BaseException) -> PranaError | None:

@@ -34,6 +34,20 @@ from ._clock import Clock
 _SCALARS = frozenset((str, int, float, bool, type(None)))
 _CONTAINERS = frozenset((dict, list, tuple, MappingProxyType))
 StartChild = Callable[[Dispatch, ExecuteWorkflow], Awaitable[str]]
+RunChildren = Callable[[Dispatch, ExecuteWorkflow, "float | None"], Awaitable[list[Any]]]
+
+
+@attrs.frozen
+class Children:
+    """How a worker starts what an action that returned :class:`ExecuteWorkflow`
+    asks for: one child (``start``: its id, once saved), or one per item
+    (``run_batch``: their outputs, or ids, in item order; it fails the node as a
+    child fails, or once the deadline given passes)."""
+
+    start: StartChild
+    run_batch: RunChildren
+
+
 _TRACEBACK_LIMIT = 4000
 
 
@@ -272,16 +286,17 @@ def call_now(dispatch: Dispatch, clock: Clock) -> NodeResult | Called:
 async def call_action(
     dispatch: Dispatch,
     clock: Clock,
-    start_child: StartChild | None = None,
+    children: Children | None = None,
     called: Called | None = None,
 ) -> NodeResult:
     """Run one action now (within ``dispatch.timeout``) and describe the outcome;
     never raises except on cancellation. ``called`` carries on an action
     :func:`call_now` began.
 
-    An action that returns :class:`prana.ExecuteWorkflow` has ``start_child`` start
-    the child execution (it returns once the child is saved); the node then waits for
-    the child (``sync``) or completes with its id (``fire_and_forget``).
+    An action that returns :class:`prana.ExecuteWorkflow` has ``children`` start the
+    child execution (it returns once the child is saved); the node then waits for
+    the child (``sync``) or completes with its id (``fire_and_forget``). With items,
+    ``children`` runs the batch and the node completes with what it gives.
     """
     if called is None:
         started_at, started = clock.now(), time.perf_counter()
@@ -307,17 +322,23 @@ async def call_action(
                     ),
                 )
         if isinstance(value, ExecuteWorkflow):
-            if start_child is None:
+            if children is None:
                 raise NodeError(
                     "this engine cannot start child executions here", code="invalid_output"
                 )
+            until = None if dispatch.timeout is None else started_at + dispatch.timeout
+            if value.items is not None:
+                items = _json_copy(list(value.items), "the items", dispatch)
+                value = await children.run_batch(
+                    dispatch, attrs.evolve(value, items=items, input=None), until
+                )
+                return _outcome(dispatch, clock, started_at, started, value)
             request = attrs.evolve(
                 value, input=_json_copy(value.input, "the child's input", dispatch)
             )
-            child_id = await start_child(dispatch, request)
+            child_id = await children.start(dispatch, request)
             if value.mode == "sync":
                 # The node's timeout bounds its wait for the child, too.
-                until = None if dispatch.timeout is None else started_at + dispatch.timeout
                 suspend = SuspendRequest(
                     kind="workflow", child_execution_id=child_id, wake_at=until
                 )
@@ -426,7 +447,7 @@ async def run_node(
     deliver: Callable[[NodeResult], None],
     clock: Clock,
     fence: Callable[[], Awaitable[None]],
-    start_child: StartChild | None = None,
+    children: Children | None = None,
     called: Called | None = None,
 ) -> None:
     """Worker task body: run the action (after ``dispatch.not_before``), or finish
@@ -440,4 +461,4 @@ async def run_node(
         if dispatch.not_before is not None:
             await clock.sleep_until(dispatch.not_before)
         await fence()
-    deliver(await call_action(dispatch, clock, start_child, called))
+    deliver(await call_action(dispatch, clock, children, called))

@@ -37,9 +37,11 @@ class Dispatch:
 @attrs.frozen(kw_only=True)
 class CancelRuns:
     """Command: cancel the workers of these runs (by execution index); the execution
-    has failed and their results no longer matter."""
+    has ended and their results no longer matter (``reason`` says how, for children
+    a run started)."""
 
     execution_indexes: tuple[int, ...]
+    reason: str = "its parent execution stopped"
 
 
 @attrs.frozen(kw_only=True)

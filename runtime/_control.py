@@ -88,15 +88,11 @@ def stop(machine: ExecutionMachine, status: ExecutionStatus, error: ErrorInfo) -
         machine._runs[execution_index] = cancelled
         machine._unsaved_runs.append(cancelled)
         machine.journal.run_ended(machine._commands, machine._now, cancelled)
+    reason = f"parent execution {machine.execution_id} {ENDED_HOW.get(status, status)}"
     if stopped:
-        machine._commands.append(CancelRuns(execution_indexes=tuple(stopped)))
+        machine._commands.append(CancelRuns(execution_indexes=tuple(stopped), reason=reason))
     if children:
-        machine._commands.append(
-            CancelChildren(
-                execution_ids=tuple(children),
-                reason=f"parent execution {machine.execution_id} {ENDED_HOW.get(status, status)}",
-            )
-        )
+        machine._commands.append(CancelChildren(execution_ids=tuple(children), reason=reason))
 
 
 def cancel(machine: ExecutionMachine, reason: str | None, now: float) -> list[Command]:
