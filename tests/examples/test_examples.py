@@ -51,6 +51,21 @@ async def test_batch_invoices_bills_in_batches_of_three() -> None:
     ]
 
 
+async def test_pay_invoices_pays_each_invoice_in_a_child_in_invoice_order() -> None:
+    approval = prana.load_workflow(EXAMPLES / "approval.yaml")
+    workflow = prana.load_workflow(EXAMPLES / "pay_invoices.yaml")
+    invoices = json.loads((EXAMPLES / "invoices.json").read_text())
+    async with prana.Engine(workflows=[approval], env={}) as engine:
+        result = await engine.run(workflow, invoices)
+        children = await engine.list_executions(workflow="approval")
+    assert result.status == "completed"
+    assert [payment["paid"] for payment in result.output["payments"]] == [
+        invoice["amount"] for invoice in invoices["invoices"]
+    ]
+    assert result.output["total"] == 1004
+    assert len(children) == 7
+
+
 async def test_paginate_stops_at_the_last_page_or_the_limit() -> None:
     workflow = prana.load_workflow(EXAMPLES / "paginate.yaml")
     pages = json.loads((EXAMPLES / "pages.json").read_text())
