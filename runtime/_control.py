@@ -74,16 +74,14 @@ def stop(machine: ExecutionMachine, status: ExecutionStatus, error: ErrorInfo) -
     machine._pausing = False
     # Runs in flight, waiting, and in flight when the execution was last saved (a
     # restored execution whose runs were not dispatched again yet).
-    stopped = sorted([*machine._running, *machine._suspended, *machine._redispatch])
+    stopped = sorted([*machine._running, *machine.waits, *machine._redispatch])
     children: list[str] = []
     for execution_index in stopped:
         machine._running.pop(execution_index, None)
         machine._redispatch.pop(execution_index, None)
-        suspension = machine._suspended.pop(execution_index, None)
-        if suspension is not None:
-            machine._suspensions_removed.append(execution_index)
-            if suspension.child_execution_id is not None:
-                children.append(suspension.child_execution_id)
+        suspension = machine.waits.remove(execution_index)
+        if suspension is not None and suspension.child_execution_id is not None:
+            children.append(suspension.child_execution_id)
         cancelled = attrs.evolve(machine._runs[execution_index], status="cancelled")
         machine._runs[execution_index] = cancelled
         machine._unsaved_runs.append(cancelled)

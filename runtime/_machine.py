@@ -71,6 +71,7 @@ from ._snapshot import (
 from ._subworkflows import child_ended
 from ._triggers import trigger_context
 from ._waiting import resumable, resume_waiting, retry, take_result, wake_run
+from ._waitlist import WaitList
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -128,12 +129,11 @@ class ExecutionMachine(Flow):
         self._next_index = 0
         self._runs_allowed = 2 * RUNS_HELD
         self._running: dict[int, NodeRun] = {}
-        self._suspended: dict[int, Suspension] = {}
+        self.waits = WaitList()
         self._ready: list[int] = []
         self._redispatch: dict[int, NodeRun] = {}
         self._concurrency = graph.workflow.settings.concurrency
         self._pausing = False
-        self._ended_children: dict[str, ChildOutcome] = {}
         self._nodes_view: NodesView | None = None  # what templates see as nodes
         self._now = 0.0
 
@@ -142,8 +142,6 @@ class ExecutionMachine(Flow):
         self._vars_changed = bool(self.vars)
         # The fields of each node context changed since the last checkpoint.
         self._contexts_changed: dict[str, set[str]] = {}
-        self._suspensions_added: list[Suspension] = []
-        self._suspensions_removed: list[int] = []
         self._saved = False
         self._saved_status: str | None = None
 
@@ -235,7 +233,7 @@ class ExecutionMachine(Flow):
         self._now = now
         if execution_index == DEADLINE_INDEX:
             return time_out(self, now)
-        suspension = self._suspended.get(execution_index)
+        suspension = self.waits.get(execution_index)
         if suspension is None or suspension.wake_at is None or suspension.wake_at > now:
             return []
         if self.status not in ("running", "suspended"):
@@ -297,12 +295,12 @@ class ExecutionMachine(Flow):
     @property
     def has_new_suspensions(self) -> bool:
         """Whether a node started waiting since the last checkpoint (to be saved)."""
-        return bool(self._suspensions_added)
+        return self.waits.has_new
 
     @property
     def suspensions(self) -> list[Suspension]:
         """The nodes waiting now, in the order they started waiting."""
-        return [self._suspended[index] for index in sorted(self._suspended)]
+        return self.waits.in_order()
 
     def snapshot(self) -> Execution:
         """The execution as a user sees it now."""
@@ -354,7 +352,7 @@ class ExecutionMachine(Flow):
                     self.status = "paused"
                     self.journal.paused(self._commands, now)
                 elif not self._ready:
-                    if self._suspended:
+                    if self.waits:
                         self.status = "suspended"
                         self.journal.suspended(self._commands, now, tuple(self.suspensions))
                     else:
@@ -362,8 +360,8 @@ class ExecutionMachine(Flow):
         if self.finished and self.finished_at is None:
             self.finished_at = now
             self.journal.ended(self._commands, now, self.status, self.error)
-        if not self._running and self._ended_children:
-            self._ended_children.clear()
+        if not self._running:
+            self.waits.forget_early()
         commands, self._commands = self._commands, []
         return commands
 

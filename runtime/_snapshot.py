@@ -81,9 +81,9 @@ def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, A
             (run.execution_index, run.node_key, run.run_index, run.attempt, run.inputs)
             for run in in_flight
         )
-    if machine._suspended:
+    if machine.waits:
         paths["waiting"] = {
-            str(index): machine._runs[index].inputs for index in sorted(machine._suspended)
+            str(index): machine._runs[index].inputs for index in sorted(machine.waits)
         }
     if any(machine._exit_buffer):
         paths["exits"] = {
@@ -200,7 +200,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = F
     for suspension in suspensions:
         inputs = paths.get("waiting", {}).get(str(suspension.execution_index), [])
         slots[suspension.execution_index] = waiting_run(suspension, runs, _tuples(inputs))
-        machine._suspended[suspension.execution_index] = suspension
+    machine.waits.restored(suspensions)
     missing = [index for index, run in enumerate(slots) if run is None]
     if missing:
         raise InternalError(
@@ -373,9 +373,7 @@ def execution_data(machine: ExecutionMachine) -> dict[str, Any]:
         run.node_key: run.run_index
         for run in (*machine._running.values(), *machine._redispatch.values())
     }
-    active |= {
-        suspension.node_key: suspension.run_index for suspension in machine._suspended.values()
-    }
+    active |= {suspension.node_key: suspension.run_index for suspension in machine.waits.in_order()}
     return {
         "context_data": {
             "workflow": dict(machine.vars),
@@ -412,8 +410,7 @@ def has_unsaved_changes(machine: ExecutionMachine) -> bool:
         not machine._saved
         or machine._saved_status != machine.status
         or machine._unsaved_runs
-        or machine._suspensions_added
-        or machine._suspensions_removed
+        or machine.waits.has_changes
         or machine._vars_changed
         or machine._contexts_changed
     )
@@ -468,6 +465,7 @@ def take_checkpoint(
         gone = tuple(field for field in fields if field not in now)
         if gone:
             dropped[key] = gone
+    added, removed = machine.waits.take_changes()
     checkpoint = Checkpoint(
         execution_id=machine.execution_id,
         kind=kind,
@@ -488,8 +486,8 @@ def take_checkpoint(
         started_at=machine.started_at,
         finished_at=machine.finished_at,
         runs=tuple(machine._unsaved_runs),
-        suspensions_added=tuple(machine._suspensions_added),
-        suspensions_removed=tuple(machine._suspensions_removed),
+        suspensions_added=added,
+        suspensions_removed=removed,
         parent_execution_id=machine.parent_execution_id,
         root_execution_id=machine.root_execution_id,
         mode=machine.mode,
@@ -510,8 +508,6 @@ def take_checkpoint(
     machine._unsaved_runs.clear()
     machine._vars_changed = False
     changed.clear()
-    machine._suspensions_added.clear()
-    machine._suspensions_removed.clear()
     return checkpoint
 
 
@@ -537,7 +533,7 @@ def forget_saved_runs(machine: ExecutionMachine) -> None:
 
     for run in (*machine._running.values(), *machine._redispatch.values()):
         with_sources(run)
-    for execution_index in machine._suspended:
+    for execution_index in machine.waits:
         with_sources(runs[execution_index])
     for latest in machine._latest:
         if latest is not None:

@@ -25,7 +25,7 @@ from ._commands import Command
 from ._context import NodeContext
 from ._errors import NodeError, Problem
 from ._expressions import contains_template
-from ._records import ChildMode, ChildOutcome, Suspension
+from ._records import ChildMode, ChildOutcome
 from ._registry import Action, ActionRegistry
 from ._shapes import OutputShape, fields_shape
 from ._waiting import settle_child
@@ -83,22 +83,15 @@ def child_ended(machine: ExecutionMachine, outcome: ChildOutcome, now: float) ->
     (its worker may be about to report that it waits for that child) and otherwise
     ignored (the parent ended, or heard of it already).
     """
-    suspension = _waiting_for(machine, outcome.child_execution_id)
+    suspension = machine.waits.for_child(outcome.child_execution_id)
     if suspension is None:
         if machine._running and not machine.finished:
-            machine._ended_children[outcome.child_execution_id] = outcome
+            machine.waits.keep_early(outcome)
         return []
     if machine.finished:
         return []
     settle_child(machine, suspension, outcome, now)
     return machine._finish_event(now)
-
-
-def _waiting_for(machine: ExecutionMachine, child_id: str) -> Suspension | None:
-    for suspension in machine._suspended.values():
-        if suspension.child_execution_id == child_id:
-            return suspension
-    return None
 
 
 # --------------------------------------------------------------------------- the action

@@ -67,10 +67,10 @@ def resumable(machine: ExecutionMachine, node_key: str | None, now: float) -> Su
         )
     waiting = [
         s
-        for s in machine._suspended.values()
+        for s in machine.waits.in_order()
         if s.kind not in _NOT_RESUMABLE and (node_key is None or s.node_key == node_key)
     ]
-    others = [s for s in machine._suspended.values() if s.kind in _NOT_RESUMABLE]
+    others = [s for s in machine.waits.in_order() if s.kind in _NOT_RESUMABLE]
     if not waiting and others and (node_key is None or node_key == others[0].node_key):
         what = (
             f"it waits for its child execution {others[0].child_execution_id} to end"
@@ -82,7 +82,7 @@ def resumable(machine: ExecutionMachine, node_key: str | None, now: float) -> Su
             f"for data: {what}, and carries on by itself"
         )
     if not waiting:
-        keys = ", ".join(s.node_key for s in machine._suspended.values()) or "none"
+        keys = ", ".join(s.node_key for s in machine.waits.in_order()) or "none"
         what = f"node {node_key!r} is not" if node_key else "no node is"
         raise InvalidTransition(
             f"{what} waiting in execution {machine.execution_id} (waiting: {keys})"
@@ -212,8 +212,7 @@ def retry(
     machine._runs[again.execution_index] = attrs.evolve(again, status="suspended")
     machine._state[index] = SUSPENDED
     machine._blocks_changed.add(index >> BLOCK_BITS)
-    machine._suspended[again.execution_index] = suspension
-    machine._suspensions_added.append(suspension)
+    machine.waits.add(suspension)
 
 
 def wake_run(machine: ExecutionMachine, suspension: Suspension, now: float) -> list[Command]:
@@ -229,8 +228,7 @@ def wake_run(machine: ExecutionMachine, suspension: Suspension, now: float) -> l
 
 def retry_now(machine: ExecutionMachine, suspension: Suspension, now: float) -> list[Command]:
     machine._now = now
-    del machine._suspended[suspension.execution_index]
-    machine._suspensions_removed.append(suspension.execution_index)
+    machine.waits.remove(suspension.execution_index)
     machine.status = "running"
     run = attrs.evolve(machine._runs[suspension.execution_index], status="running")
     machine._runs[run.execution_index] = run
@@ -278,11 +276,10 @@ def suspend_run(machine: ExecutionMachine, index: int, run: NodeRun, result: Nod
     machine._runs[run.execution_index] = waiting
     machine._state[index] = SUSPENDED
     machine._blocks_changed.add(index >> BLOCK_BITS)
-    machine._suspended[run.execution_index] = suspension
-    machine._suspensions_added.append(suspension)
+    machine.waits.add(suspension)
     machine.journal.node_suspended(machine._commands, machine._now, suspension)
     if request.child_execution_id is not None:
-        outcome = machine._ended_children.pop(request.child_execution_id, None)
+        outcome = machine.waits.take_early(request.child_execution_id)
         if outcome is not None:  # the child ended before its parent heard it started
             settle_child(machine, suspension, outcome, machine._now)
         elif request.wake_at is not None and request.wake_at <= machine._now:
@@ -355,8 +352,7 @@ def _stop_waiting(
     """Remove ``suspension``; return its node's index, its run, and a result for the
     run (no data yet) timed from when the wait began."""
     machine._now = now
-    del machine._suspended[suspension.execution_index]
-    machine._suspensions_removed.append(suspension.execution_index)
+    machine.waits.remove(suspension.execution_index)
     if machine.status == "suspended":
         machine.status = "running"
     run = machine._runs[suspension.execution_index]
