@@ -82,9 +82,8 @@ def stop(machine: ExecutionMachine, status: ExecutionStatus, error: ErrorInfo) -
         suspension = machine.waits.remove(execution_index)
         if suspension is not None and suspension.child_execution_id is not None:
             children.append(suspension.child_execution_id)
-        cancelled = attrs.evolve(machine._runs[execution_index], status="cancelled")
-        machine._runs[execution_index] = cancelled
-        machine._unsaved_runs.append(cancelled)
+        cancelled = attrs.evolve(machine.trail[execution_index], status="cancelled")
+        machine.trail.record(cancelled)
         machine.journal.run_ended(machine._commands, machine._now, cancelled)
     reason = f"parent execution {machine.execution_id} {ENDED_HOW.get(status, status)}"
     if stopped:
@@ -157,13 +156,13 @@ def retry(machine: ExecutionMachine, now: float) -> list[Command]:
     commands: list[Command] = []
     machine.journal.resumed(commands, now, "retry")
     cut_short = []
-    for run in reversed(machine._runs.values()):  # each such node's latest attempt
+    for run in machine.trail.newest_first():  # each such node's latest attempt
         if run.node_key in cut_short_keys and run.status != "retried":
             cut_short_keys.discard(run.node_key)
             cut_short.append(run.execution_index)
     again = {*cut_short} if failed is None else {failed.execution_index, *cut_short}
     for execution_index in sorted(again):
-        _run_again(machine, machine._runs[execution_index])
+        _run_again(machine, machine.trail[execution_index])
     return commands + machine._finish_event(now)
 
 
@@ -188,7 +187,7 @@ def time_out(machine: ExecutionMachine, now: float) -> list[Command]:
 
 def _failed_run(machine: ExecutionMachine) -> NodeRun | None:
     """The run that failed the execution: the last failed run not routed on."""
-    for run in reversed(machine._runs.values()):
+    for run in machine.trail.newest_first():
         if run.status == "failed" and run.port is None:
             index = machine._index[run.node_key]
             if machine._state[index] == DONE:

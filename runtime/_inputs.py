@@ -68,7 +68,7 @@ def deliveries_of(machine: ExecutionMachine, lineage: Lineage) -> Deliveries:
     """The data on each port of a run again, from its recorded lineage."""
     collected: dict[str, list[Any]] = {}
     for port, source in lineage:
-        collected.setdefault(port, []).append(machine._runs[source].output)
+        collected.setdefault(port, []).append(machine.trail[source].output)
     return {port: tuple(values) for port, values in collected.items()}
 
 
@@ -178,7 +178,7 @@ def node_record(machine: ExecutionMachine, key: str) -> Mapping[str, Any] | None
     index = machine._index.get(key)
     if index is None:
         return None
-    run = machine._latest[index]
+    run = machine.trail.latest(index)
     if run is None:
         return None
     return {
@@ -193,7 +193,7 @@ def node_record(machine: ExecutionMachine, key: str) -> Mapping[str, Any] | None
 
 def completed_keys(machine: ExecutionMachine) -> list[str]:
     """Keys of the nodes that have a run to show in templates."""
-    return [node.key for node in machine._nodes if machine._latest[node.index] is not None]
+    return [node.key for node in machine._nodes if machine.trail.latest(node.index) is not None]
 
 
 def iteration_results(machine: ExecutionMachine, index: int) -> list[Any]:
@@ -202,7 +202,7 @@ def iteration_results(machine: ExecutionMachine, index: int) -> list[Any]:
     start = machine._activation.get(index, 0)
     results = []
     for execution_index in machine._entry_runs.get(index, ()):
-        run = machine._runs[execution_index]
+        run = machine.trail[execution_index]
         if run.run_index <= start:
             continue
         returned = deliveries_of(machine, run.inputs)

@@ -60,7 +60,6 @@ from ._records import (
 )
 from ._retry import next_wait
 from ._snapshot import (
-    RUNS_HELD,
     execution_data,
     has_unsaved_changes,
     restore,
@@ -69,6 +68,7 @@ from ._snapshot import (
     take_checkpoint,
 )
 from ._subworkflows import child_ended
+from ._trail import Trail
 from ._triggers import trigger_context
 from ._waiting import resumable, resume_waiting, retry, take_result, wake_run
 from ._waitlist import WaitList
@@ -119,15 +119,11 @@ class ExecutionMachine(Flow):
 
         count = len(graph.order)
         self._run_counts = array("l", (0,)) * count
-        self._latest: list[NodeRun | None] = [None] * count
         # A collecting loop entry's runs (core.for_each), by execution index.
         self._entry_runs: dict[int, list[int]] = {}
         self._activation: dict[int, int] = {}
         self._node_contexts: dict[str, dict[str, Any]] = {}
-        # The audit trail in memory, by execution index (see forget_saved_runs).
-        self._runs: dict[int, NodeRun] = {}
-        self._next_index = 0
-        self._runs_allowed = 2 * RUNS_HELD
+        self.trail = Trail(count)
         self._running: dict[int, NodeRun] = {}
         self.waits = WaitList()
         self._ready: list[int] = []
@@ -138,7 +134,6 @@ class ExecutionMachine(Flow):
         self._now = 0.0
 
         # What changed since the last checkpoint.
-        self._unsaved_runs: list[NodeRun] = []
         self._vars_changed = bool(self.vars)
         # The fields of each node context changed since the last checkpoint.
         self._contexts_changed: dict[str, set[str]] = {}
@@ -225,7 +220,7 @@ class ExecutionMachine(Flow):
         """The wait a resume of ``node_key`` would end, and its run (see :meth:`resume`
         for what it raises)."""
         suspension = resumable(self, node_key, now)
-        return suspension, self._runs[suspension.execution_index]
+        return suspension, self.trail[suspension.execution_index]
 
     def wake(self, execution_index: int, now: float) -> list[Command]:
         """A timer fired for a waiting run: it completes with its wake data, if its
@@ -402,8 +397,7 @@ class ExecutionMachine(Flow):
             loop_back = loop_inputs is not None
             run_index = self._run_counts[index]
             self._run_counts[index] = run_index + 1
-            execution_index = self._next_index
-            self._next_index = execution_index + 1
+            execution_index = self.trail.new_index()
             if node.is_trigger:
                 deliveries: dict[str, tuple[Any, ...]] = {DEFAULT_PORT: (self.input,)}
                 lineage: tuple[tuple[str, int], ...] = ()
@@ -419,7 +413,7 @@ class ExecutionMachine(Flow):
                 status="running",
                 inputs=lineage,
             )
-            self._runs[execution_index] = run
+            self.trail.put(run)
             if node.back_edges and node.action.collect_port is not None:
                 self._entry_runs.setdefault(index, []).append(execution_index)
         else:
@@ -453,7 +447,8 @@ class ExecutionMachine(Flow):
             return
         if recorded is not None:  # kept with the run's record
             run = attrs.evolve(run, params=recorded)
-            self._runs[execution_index] = self._running[execution_index] = run
+            self._running[execution_index] = run
+            self.trail.put(run)
 
         context = NodeContext(
             execution_id=self.execution_id,
@@ -578,11 +573,9 @@ class ExecutionMachine(Flow):
         self._fail_run(index, run, error, None)
 
     def _record(self, index: int, run: NodeRun) -> None:
-        self._runs[run.execution_index] = run
-        self._latest[index] = run
+        self.trail.ended(index, run)
         self._state[index] = DONE
         self._blocks_changed.add(index >> BLOCK_BITS)
-        self._unsaved_runs.append(run)
         self.journal.run_ended(self._commands, self._now, run)
 
     def _fail_execution(self, error: ErrorInfo) -> None:

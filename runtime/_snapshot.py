@@ -33,6 +33,7 @@ from ._records import (
     StoredExecution,
     waiting_run,
 )
+from ._trail import RUNS_HELD
 
 if TYPE_CHECKING:
     from ._compiler import ExecutionGraph
@@ -43,10 +44,6 @@ _DIGITS = bytes.maketrans(bytes(range(10)), b"0123456789")
 
 
 _by_execution_index = operator.attrgetter("execution_index")
-
-# How many of its latest runs a live execution holds at least; past twice that, the
-# older saved ones are left to the store (:func:`forget_saved_runs`).
-RUNS_HELD = 1000
 
 
 def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, Any]:
@@ -62,14 +59,18 @@ def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, A
     """
     paths: dict[str, Any]
     if machine._blocks and not whole:
-        paths = {"format": BLOCKED_FORMAT, "blocks": machine._blocks, "next": machine._next_index}
+        paths = {
+            "format": BLOCKED_FORMAT,
+            "blocks": machine._blocks,
+            "next": machine.trail.next_index,
+        }
     else:
         paths = {
             "format": WHOLE_FORMAT,
             "nodes": machine._state.translate(_DIGITS).decode(),
             "edges": tuple(machine._edge_refs),
             "run_counts": tuple(machine._run_counts),
-            "next": machine._next_index,
+            "next": machine.trail.next_index,
         }
     if machine._ready:
         paths["ready"] = list(machine._ready)
@@ -83,7 +84,7 @@ def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, A
         )
     if machine.waits:
         paths["waiting"] = {
-            str(index): machine._runs[index].inputs for index in sorted(machine.waits)
+            str(index): machine.trail[index].inputs for index in sorted(machine.waits)
         }
     if any(machine._exit_buffer):
         paths["exits"] = {
@@ -206,10 +207,9 @@ def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = F
         raise InternalError(
             f"execution {machine.execution_id} is missing node runs {missing[:5]} of its audit trail"
         )
-    machine._runs = {run.execution_index: run for run in slots if run is not None}
-    machine._next_index = len(slots)
+    machine.trail.restored((run for run in slots if run is not None), len(slots))
     activation = {int(node): start for node, start in paths.get("activation", {}).items()}
-    for run in machine._runs.values():
+    for run in machine.trail:
         if run.status == "retried":
             continue  # an attempt that failed; the run goes on under a later index
         index = machine._index[run.node_key]
@@ -221,7 +221,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = F
         ):
             machine._entry_runs.setdefault(index, []).append(run.execution_index)
         if run.status in ("completed", "failed"):
-            machine._latest[index] = run
+            machine.trail.restored_latest(index, run)
 
     machine._state = bytearray(states)
     machine._run_counts = array("l", paths["run_counts"])
@@ -247,13 +247,13 @@ def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = F
             machine._edge_state[position] = DEAD
         else:
             machine._edge_state[position] = DELIVERED
-            machine._edge_run[position] = machine._runs[source]
+            machine._edge_run[position] = machine.trail[source]
     for loop, buffer in paths.get("exits", {}).items():
         machine._exit_buffer[int(loop)] = {
-            int(edge): machine._runs[source] for edge, source in buffer.items()
+            int(edge): machine.trail[source] for edge, source in buffer.items()
         }
     machine._loop_inputs = {
-        int(node): [(graph.edges[edge], machine._runs[source]) for edge, source in entries]
+        int(node): [(graph.edges[edge], machine.trail[source]) for edge, source in entries]
         for node, entries in paths.get("loop_inputs", {}).items()
     }
     _recount(machine, graph)
@@ -261,7 +261,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = F
     if new:
         machine._saved = False
         machine._saved_status = None
-        machine._unsaved_runs = list(machine._runs.values())
+        machine.trail.all_unsaved()
         machine._vars_changed = True
         machine._contexts_changed = {
             key: set(fields) for key, fields in stored.node_contexts.items()
@@ -289,15 +289,13 @@ def _restore_completed(machine: ExecutionMachine, stored: StoredExecution) -> No
     (:func:`kept_paths`): its audit trail and outcome, nothing left to run."""
     _restore_header(machine, stored)
     machine._saved_status = stored.status
-    machine._runs = {
-        run.execution_index: run for run in sorted(stored.runs, key=_by_execution_index)
-    }
-    machine._next_index = max(machine._runs, default=-1) + 1
-    for run in machine._runs.values():
+    runs = sorted(stored.runs, key=_by_execution_index)
+    machine.trail.restored(runs, runs[-1].execution_index + 1 if runs else 0)
+    for run in runs:
         index = machine._index[run.node_key]
         machine._run_counts[index] = max(machine._run_counts[index], run.run_index + 1)
         if run.status in ("completed", "failed"):
-            machine._latest[index] = run
+            machine.trail.restored_latest(index, run)
             machine._state[index] = DONE
     machine._skipped = dict.fromkeys(stored.active_paths.get("skipped", ()))
     for key in machine._skipped:
@@ -310,7 +308,7 @@ def _restore_completed(machine: ExecutionMachine, stored: StoredExecution) -> No
 def _restore_journal(machine: ExecutionMachine, sequence: int) -> None:
     """The number of the last event, and the nodes that had settled (ended a run or
     been skipped), as the execution's events go on from them."""
-    settled = [run.node_key for run in machine._latest if run is not None]
+    settled = [run.node_key for run in machine.trail.latest_runs()]
     machine.journal.restored(sequence, [*settled, *machine._skipped])
 
 
@@ -351,8 +349,8 @@ def snapshot(machine: ExecutionMachine) -> Execution:
         trigger=machine.graph.trigger,
         input=machine.input,
         vars=dict(machine.vars),
-        node_runs=tuple(machine._runs.values()),
-        runs_left_out=machine._next_index - len(machine._runs),
+        node_runs=tuple(machine.trail),
+        runs_left_out=machine.trail.left_out,
         skipped=tuple(machine.never_ran()),
         suspensions=tuple(machine.suspensions),
         error=machine.error,
@@ -409,7 +407,7 @@ def has_unsaved_changes(machine: ExecutionMachine) -> bool:
     return bool(
         not machine._saved
         or machine._saved_status != machine.status
-        or machine._unsaved_runs
+        or machine.trail.has_unsaved
         or machine.waits.has_changes
         or machine._vars_changed
         or machine._contexts_changed
@@ -485,7 +483,7 @@ def take_checkpoint(
         error=machine.error,
         started_at=machine.started_at,
         finished_at=machine.finished_at,
-        runs=tuple(machine._unsaved_runs),
+        runs=machine.trail.unsaved(),
         suspensions_added=added,
         suspensions_removed=removed,
         parent_execution_id=machine.parent_execution_id,
@@ -501,11 +499,9 @@ def take_checkpoint(
         machine.revision += 1  # a store counts the changes to an execution's row
     machine._saved = True
     machine._saved_status = machine.status
-    # Emptied in place: a checkpoint per step, with thousands of executions in
-    # flight, should leave little for the garbage collector.
-    if len(machine._runs) > machine._runs_allowed:
+    if machine.trail.holds_too_many:
         forget_saved_runs(machine)
-    machine._unsaved_runs.clear()
+    machine.trail.saved()
     machine._vars_changed = False
     changed.clear()
     return checkpoint
@@ -524,8 +520,8 @@ def forget_saved_runs(machine: ExecutionMachine) -> None:
     execution then holds what its next steps need, whatever the number of
     iterations.
     """
-    runs = machine._runs
-    keep = {run.execution_index for run in machine._unsaved_runs}
+    runs = machine.trail
+    keep = runs.unsaved_indexes()
 
     def with_sources(run: NodeRun) -> None:
         keep.add(run.execution_index)
@@ -535,20 +531,18 @@ def forget_saved_runs(machine: ExecutionMachine) -> None:
         with_sources(run)
     for execution_index in machine.waits:
         with_sources(runs[execution_index])
-    for latest in machine._latest:
-        if latest is not None:
-            with_sources(latest)  # a retry of the execution runs it again
+    for latest in runs.latest_runs():
+        with_sources(latest)  # a retry of the execution runs it again
     for index, entries in machine._entry_runs.items():
         start = machine._activation.get(index, 0)
         entries[:] = [entry for entry in entries if runs[entry].run_index > start]
         for entry in entries:
             with_sources(runs[entry])
     completed: set[str] = set()
-    for position, run in enumerate(reversed(runs.values())):
+    for position, run in enumerate(runs.newest_first()):
         if position < RUNS_HELD:
             keep.add(run.execution_index)
         if run.status == "completed" and run.node_key not in completed:
             completed.add(run.node_key)
             keep.add(run.execution_index)
-    machine._runs = {index: run for index, run in runs.items() if index in keep}
-    machine._runs_allowed = 2 * max(RUNS_HELD, len(keep))
+    runs.keep_only(keep)

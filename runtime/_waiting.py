@@ -154,13 +154,12 @@ def next_attempt(machine: ExecutionMachine, index: int, run: NodeRun, attempt: i
     again = NodeRun(
         node_key=run.node_key,
         run_index=run.run_index,
-        execution_index=machine._next_index,
+        execution_index=machine.trail.new_index(),
         status="running",
         attempt=attempt,
         inputs=run.inputs,
     )
-    machine._next_index += 1
-    machine._runs[again.execution_index] = again
+    machine.trail.put(again)
     runs = machine._entry_runs.get(index)
     if runs is not None:
         runs[runs.index(run.execution_index)] = again.execution_index
@@ -191,8 +190,7 @@ def retry(
         inputs=run.inputs,
         params=run.params,
     )
-    machine._runs[run.execution_index] = failed
-    machine._unsaved_runs.append(failed)
+    machine.trail.record(failed)
     again = next_attempt(machine, index, run, result.attempt + 1)
     at = machine._now + wait
     machine.journal.retrying(machine._commands, machine._now, failed, again.attempt, at)
@@ -209,7 +207,7 @@ def retry(
         wake_port=node.default_port,
         resume_port=node.default_port,
     )
-    machine._runs[again.execution_index] = attrs.evolve(again, status="suspended")
+    machine.trail.put(attrs.evolve(again, status="suspended"))
     machine._state[index] = SUSPENDED
     machine._blocks_changed.add(index >> BLOCK_BITS)
     machine.waits.add(suspension)
@@ -230,8 +228,8 @@ def retry_now(machine: ExecutionMachine, suspension: Suspension, now: float) -> 
     machine._now = now
     machine.waits.remove(suspension.execution_index)
     machine.status = "running"
-    run = attrs.evolve(machine._runs[suspension.execution_index], status="running")
-    machine._runs[run.execution_index] = run
+    run = attrs.evolve(machine.trail[suspension.execution_index], status="running")
+    machine.trail.put(run)
     machine._dispatch(machine._index[run.node_key], again=run)
     return machine._finish_event(now)
 
@@ -273,7 +271,7 @@ def suspend_run(machine: ExecutionMachine, index: int, run: NodeRun, result: Nod
         params=run.params,
     )
     waiting = attrs.evolve(run, status="suspended", started_at=result.started_at)
-    machine._runs[run.execution_index] = waiting
+    machine.trail.put(waiting)
     machine._state[index] = SUSPENDED
     machine._blocks_changed.add(index >> BLOCK_BITS)
     machine.waits.add(suspension)
@@ -355,7 +353,7 @@ def _stop_waiting(
     machine.waits.remove(suspension.execution_index)
     if machine.status == "suspended":
         machine.status = "running"
-    run = machine._runs[suspension.execution_index]
+    run = machine.trail[suspension.execution_index]
     started = suspension.started_at if suspension.started_at is not None else now
     result = NodeResult(
         node_key=run.node_key,
