@@ -90,7 +90,7 @@ def scope(
         index = machine._index[entry]
         iteration = machine._run_counts[index] - 1 - machine._activation.get(index, 0)
         loop_context = {
-            **machine._node_contexts.get(entry, {}),
+            **machine.contexts.get(entry),
             "entry": entry,
             "iteration": iteration,
         }
@@ -187,7 +187,7 @@ def node_record(machine: ExecutionMachine, key: str) -> Mapping[str, Any] | None
         "port": run.port,
         "duration_ms": run.duration_ms,
         "run_index": run.run_index,
-        "context": machine._node_contexts.get(key, {}),
+        "context": machine.contexts.get(key) or {},
     }
 
 

@@ -35,6 +35,7 @@ from ._blocks import BLOCK_BITS
 from ._commands import Command, Dispatch
 from ._compiler import CompiledNode, ExecutionGraph
 from ._context import NodeContext
+from ._contexts import NodeContexts
 from ._control import cancel, pause, stop, time_out, unpause
 from ._control import retry as retry_failed
 from ._errors import ExpressionError, InternalError
@@ -63,7 +64,6 @@ from ._snapshot import (
     execution_data,
     has_unsaved_changes,
     restore,
-    set_node_context,
     snapshot,
     take_checkpoint,
 )
@@ -122,7 +122,7 @@ class ExecutionMachine(Flow):
         # A collecting loop entry's runs (core.for_each), by execution index.
         self._entry_runs: dict[int, list[int]] = {}
         self._activation: dict[int, int] = {}
-        self._node_contexts: dict[str, dict[str, Any]] = {}
+        self.contexts = NodeContexts()
         self.trail = Trail(count)
         self._running: dict[int, NodeRun] = {}
         self.waits = WaitList()
@@ -135,8 +135,6 @@ class ExecutionMachine(Flow):
 
         # What changed since the last checkpoint.
         self._vars_changed = bool(self.vars)
-        # The fields of each node context changed since the last checkpoint.
-        self._contexts_changed: dict[str, set[str]] = {}
         self._saved = False
         self._saved_status: str | None = None
 
@@ -326,7 +324,7 @@ class ExecutionMachine(Flow):
 
     def node_context(self, node_key: str) -> Mapping[str, Any]:
         """The persistent context of one node (empty if it has none)."""
-        return self._node_contexts.get(node_key, _EMPTY)
+        return self.contexts.get(node_key)
 
     # ------------------------------------------------------------------ event processing
 
@@ -431,7 +429,7 @@ class ExecutionMachine(Flow):
 
         inputs = NodeContext.inputs_from(deliveries)
         node_input = inputs.get(DEFAULT_PORT)
-        node_context = self._node_contexts.get(node.key, _EMPTY)
+        node_context = self.contexts.get(node.key)
         action = node.action
         try:
             params, recorded = rendered_params(
@@ -512,7 +510,7 @@ class ExecutionMachine(Flow):
             params=run.params,
         )
         if result.node_context is not None:
-            set_node_context(self, node.key, dict(result.node_context))
+            self.contexts.set(node.key, dict(result.node_context))
         if result.vars:
             self.vars.update(result.vars)
             self._vars_changed = True

@@ -263,9 +263,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = F
         machine._saved_status = None
         machine.trail.all_unsaved()
         machine._vars_changed = True
-        machine._contexts_changed = {
-            key: set(fields) for key, fields in stored.node_contexts.items()
-        }
+        machine.contexts.restored(stored.node_contexts, unsaved=True)
         machine._blocks_changed.update(range(machine._blocks))
 
 
@@ -278,8 +276,7 @@ def _restore_header(machine: ExecutionMachine, stored: StoredExecution) -> None:
     machine.started_at = stored.started_at
     machine.finished_at = stored.finished_at
     machine.iteration_count = stored.iteration_count
-    machine._node_contexts = {key: dict(value) for key, value in stored.node_contexts.items()}
-    machine._contexts_changed = {}
+    machine.contexts.restored(stored.node_contexts, unsaved=False)
     machine._vars_changed = False
     machine._saved = True
 
@@ -375,31 +372,12 @@ def execution_data(machine: ExecutionMachine) -> dict[str, Any]:
     return {
         "context_data": {
             "workflow": dict(machine.vars),
-            "node": {key: dict(value) for key, value in machine._node_contexts.items()},
+            "node": machine.contexts.copy(),
         },
         "active_nodes": active,
         "active_paths": dump_paths(machine, whole=True),
         "iteration_count": machine.iteration_count,
     }
-
-
-def set_node_context(machine: ExecutionMachine, node_key: str, fields: dict[str, Any]) -> None:
-    """Replace a node's context, noting which of its fields changed: a checkpoint
-    saves only those, so that a large value an action keeps in its context (the items
-    of ``core.for_each``) is written once, not at every run. A field holding the very
-    object it held before is unchanged: actions do not change their inputs in place
-    (``isolate_inputs``). A context without fields is no context, as in a store."""
-    before = machine._node_contexts.get(node_key)
-    if fields:
-        machine._node_contexts[node_key] = fields
-    else:
-        machine._node_contexts.pop(node_key, None)
-    changed = machine._contexts_changed.setdefault(node_key, set())
-    if before is None:
-        changed.update(fields)
-        return
-    changed.update(field for field, value in fields.items() if before.get(field) is not value)
-    changed.update(field for field in before if field not in fields)
 
 
 def has_unsaved_changes(machine: ExecutionMachine) -> bool:
@@ -410,7 +388,7 @@ def has_unsaved_changes(machine: ExecutionMachine) -> bool:
         or machine.trail.has_unsaved
         or machine.waits.has_changes
         or machine._vars_changed
-        or machine._contexts_changed
+        or machine.contexts.has_changes
     )
 
 
@@ -454,15 +432,7 @@ def take_checkpoint(
     """
     workflow = machine.graph.workflow
     kind = checkpoint_kind(machine, take_from, clear_request)
-    changed = machine._contexts_changed
-    contexts: dict[str, dict[str, Any]] = {}
-    dropped: dict[str, tuple[str, ...]] = {}
-    for key, fields in changed.items():
-        now = machine._node_contexts.get(key, {})
-        contexts[key] = {field: now[field] for field in fields if field in now}
-        gone = tuple(field for field in fields if field not in now)
-        if gone:
-            dropped[key] = gone
+    contexts, dropped = machine.contexts.take_changes()
     added, removed = machine.waits.take_changes()
     checkpoint = Checkpoint(
         execution_id=machine.execution_id,
@@ -503,7 +473,6 @@ def take_checkpoint(
         forget_saved_runs(machine)
     machine.trail.saved()
     machine._vars_changed = False
-    changed.clear()
     return checkpoint
 
 
