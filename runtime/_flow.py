@@ -131,6 +131,14 @@ class Flow:
         self._settled[target] += 1
         self._check(target)
 
+    def settle_made_state(self) -> None:
+        """After a state made outside the machine (a rerun's): every node whose inputs
+        have all settled becomes ready or is skipped, by the rule the machine applies
+        as edges settle, and in the same order (decision 0053)."""
+        for node in self._nodes:
+            if not node.is_trigger:
+                self._check(node.index)
+
     def _check(self, index: int) -> None:
         if self._state[index] != PENDING:
             return

@@ -113,24 +113,13 @@ def rerun_state(
             edges.append(-1)
         else:
             edges.append(OPEN_REF)
-    ready, to_skip = [], []
-    for position, compiled in enumerate(order):
-        if states[position] != PENDING:
-            continue
-        if compiled.is_trigger:
-            if compiled.key == from_node:
-                states[position] = READY
-                ready.append(position)
-            continue
-        incoming = [edges[edge.index] for edge in compiled.incoming]
-        settled = sum(ref != OPEN_REF for ref in incoming)
-        delivered = sum(ref >= 0 for ref in incoming)
-        if delivered and (settled == len(incoming) or compiled.join_any):
-            states[position] = READY  # as the state machine would make it (Flow._check)
-            ready.append(position)
-        elif settled == len(incoming):
-            states[position] = SKIPPED
-            to_skip.append(position)
+    # What is ready now follows from the edges, by the machine's own rule, as it
+    # restores this state (Flow.settle_made_state); but for the trigger, which has
+    # no edges in.
+    ready = []
+    if graph.nodes[from_node].is_trigger and states[index[from_node]] == PENDING:
+        states[index[from_node]] = READY
+        ready.append(index[from_node])
     contexts = {key: fields for key, fields in original.node_contexts.items() if key not in fresh}
     return StoredExecution(
         id=execution_id,
@@ -150,7 +139,6 @@ def rerun_state(
             "next": len(copies),
             "ready": ready,
             "skipped": skipped,
-            "to_skip": to_skip,
         },
         started_at=now,
         runs=tuple(copies.values()),

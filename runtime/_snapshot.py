@@ -259,6 +259,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = F
     _recount(machine, graph)
     _restore_journal(machine, 0 if new else paths.get("events", 0))
     if new:
+        machine.settle_made_state()
         machine._saved = False
         machine._saved_status = None
         machine.trail.all_unsaved()
