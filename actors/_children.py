@@ -89,7 +89,7 @@ class ChildExecutions:
         if live is not None:
             await live.wait_saved()
             return child_id
-        if await self._store.load_execution(child_id) is not None:
+        if await self._store.execution_status(child_id) is not None:
             return child_id  # started before this run was carried out again
         depth = parent.depth + 1
         if depth > self._max_depth:
@@ -284,13 +284,17 @@ class ChildExecutions:
         """Start the child, or find it started before: ``None`` while it runs, its
         outcome if it has ended."""
         if child_id not in self._live:
-            stored = await self._store.load_execution(child_id)
-            if stored is not None:
-                return (
-                    outcome_of(stored.to_execution()) if stored.status in FINAL_STATUSES else None
-                )
+            status = await self._store.execution_status(child_id)
+            if status in FINAL_STATUSES:
+                return await self._outcome(child_id)
+            if status is not None:
+                return None  # running or waiting, in the store or another engine
         await self._start(parent, request, child_id)
         return None
+
+    async def _outcome(self, child_id: str) -> ChildOutcome | None:
+        stored = await self._store.load_execution(child_id)
+        return None if stored is None else outcome_of(stored.to_execution())
 
     async def _wait_for_outcomes(self, batch: _Batch) -> None:
         """Until a child of the batch tells it it ended, or (every ``WATCH_POLL``
@@ -303,9 +307,10 @@ class ChildExecutions:
         for child_id in list(batch.running):
             if child_id in self._live:
                 continue
-            stored = await self._store.load_execution(child_id)
-            if stored is not None and stored.status in FINAL_STATUSES:
-                batch.outcomes.append(outcome_of(stored.to_execution()))
+            if await self._store.execution_status(child_id) in FINAL_STATUSES:
+                outcome = await self._outcome(child_id)
+                if outcome is not None:
+                    batch.outcomes.append(outcome)
 
     def _settled(self, batch: _Batch, item: int, outcome: ChildOutcome) -> Any:
         """The output of a child that completed; a child that did not fails the node

@@ -426,7 +426,7 @@ class Engine(AsyncContextManagerMixin):
         live = self._require_live()
         if live.get(execution_id) is not None:
             return True
-        return await self._require_store().load_execution(execution_id) is not None
+        return await self._require_store().execution_status(execution_id) is not None
 
     async def run(
         self,

@@ -148,6 +148,11 @@ class MemoryStore:
         found = self._workflows.get(workflow_hash)
         return copy.deepcopy(found) if found is not None else None
 
+    async def execution_status(self, execution_id: str) -> ExecutionStatus | None:
+        """An execution's status as saved, or ``None``."""
+        kept = self._executions.get(execution_id)
+        return None if kept is None else kept.execution.status
+
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
         """Everything kept of an execution, or ``None``."""
         kept = self._executions.get(execution_id)

@@ -93,6 +93,11 @@ class Store(Protocol):
         """Everything kept of an execution, or ``None`` if unknown."""
         ...
 
+    async def execution_status(self, execution_id: str) -> ExecutionStatus | None:
+        """An execution's status as saved, or ``None`` if unknown: what
+        :meth:`load_execution` would say of it, without reading its audit trail."""
+        ...
+
     async def list_executions(
         self,
         *,

@@ -234,6 +234,16 @@ class SQLiteStore:
 
         return await self._read(lambda db: load_execution(db, execution_id))
 
+    async def execution_status(self, execution_id: str) -> ExecutionStatus | None:
+        """An execution's status as saved, or ``None``."""
+
+        def fetch(db: sqlite3.Connection) -> ExecutionStatus | None:
+            row = db.execute("SELECT status FROM executions WHERE id = ?", (execution_id,))
+            found = row.fetchone()
+            return None if found is None else found[0]
+
+        return await self._read(fetch)
+
     async def list_executions(
         self,
         *,

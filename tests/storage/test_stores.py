@@ -98,6 +98,7 @@ async def test_checkpoints_build_up_an_execution(kind: str, tmp_path: Path) -> N
         error = prana.ErrorInfo(
             code="x", message="m", details={"a": [1]}, node_key="b", run_index=0
         )
+        assert await store.execution_status("e1") is None
         lost = await store.commit(
             [
                 checkpoint(
@@ -116,6 +117,7 @@ async def test_checkpoints_build_up_an_execution(kind: str, tmp_path: Path) -> N
             now=1.0,
         )
         assert lost == set()
+        assert await store.execution_status("e1") == "running"
         await store.commit(
             [
                 checkpoint(
@@ -135,6 +137,7 @@ async def test_checkpoints_build_up_an_execution(kind: str, tmp_path: Path) -> N
         stored = await store.load_execution("e1")
         assert stored is not None
         assert (stored.status, stored.owner, stored.lease_expires) == ("suspended", None, None)
+        assert await store.execution_status("e1") == "suspended"
         assert stored.input == {"amount": 5}
         assert stored.vars == {"v": 1}
         assert stored.node_contexts == {"each": {"index": 1}}
