@@ -495,20 +495,7 @@ class ExecutionMachine(Flow):
         data = result.data
         if port == node.action.collect_port:
             data = iteration_results(self, index)
-        done = NodeRun(
-            node_key=node.key,
-            run_index=run.run_index,
-            execution_index=run.execution_index,
-            status="completed",
-            attempt=result.attempt,
-            port=port,
-            output=data,
-            started_at=result.started_at,
-            finished_at=result.finished_at,
-            duration_ms=result.duration_ms,
-            inputs=run.inputs,
-            params=run.params,
-        )
+        done = run.ended("completed", result, port=port, output=data)
         if result.node_context is not None:
             self.contexts.set(node.key, dict(result.node_context))
         if result.vars:
@@ -541,21 +528,8 @@ class ExecutionMachine(Flow):
             if on_error == "stop"
             else (ERROR_PORT if on_error == "error_port" else node.default_port)
         )
-        failed = NodeRun(
-            node_key=node.key,
-            run_index=run.run_index,
-            execution_index=run.execution_index,
-            status="failed",
-            attempt=result.attempt if result else run.attempt,
-            port=port,
-            output=error.to_dict() if port is not None else None,
-            error=error,
-            started_at=result.started_at if result else None,
-            finished_at=result.finished_at if result else None,
-            duration_ms=result.duration_ms if result else None,
-            inputs=run.inputs,
-            params=run.params,
-        )
+        output = error.to_dict() if port is not None else None
+        failed = run.ended("failed", result, port=port, output=output, error=error)
         self._record(index, failed)
         if port is None:
             self._fail_execution(error)

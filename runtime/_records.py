@@ -74,6 +74,33 @@ class NodeRun:
     inputs: tuple[tuple[str, int], ...] = ()
     params: Any = None
 
+    def ended(
+        self,
+        status: RunStatus,
+        result: NodeResult | None,
+        *,
+        port: str | None = None,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+    ) -> NodeRun:
+        """This run's record once it ended with ``status``: its attempt and times are
+        ``result``'s (none for a run that failed before its action ran)."""
+        return NodeRun(
+            node_key=self.node_key,
+            run_index=self.run_index,
+            execution_index=self.execution_index,
+            status=status,
+            attempt=self.attempt if result is None else result.attempt,
+            port=port,
+            output=output,
+            error=error,
+            started_at=None if result is None else result.started_at,
+            finished_at=None if result is None else result.finished_at,
+            duration_ms=None if result is None else result.duration_ms,
+            inputs=self.inputs,
+            params=self.params,
+        )
+
 
 @attrs.frozen(kw_only=True)
 class SuspendRequest:

@@ -177,19 +177,7 @@ def retry(
     """Record the failed attempt and start the next: at once, after a wait in
     memory, or (for a long wait) as a durable timer, the node waiting meanwhile."""
     node = machine._nodes[index]
-    failed = NodeRun(
-        node_key=node.key,
-        run_index=run.run_index,
-        execution_index=run.execution_index,
-        status="retried",
-        attempt=result.attempt,
-        error=error,
-        started_at=result.started_at,
-        finished_at=result.finished_at,
-        duration_ms=result.duration_ms,
-        inputs=run.inputs,
-        params=run.params,
-    )
+    failed = run.ended("retried", result, error=error)
     machine.trail.record(failed)
     again = next_attempt(machine, index, run, result.attempt + 1)
     at = machine._now + wait
