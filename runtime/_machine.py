@@ -74,6 +74,8 @@ from ._waiting import resumable, resume_waiting, retry, take_result, wake_run
 from ._waitlist import WaitList
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# What a run is given, by input port: one value per connection that delivered.
+Deliveries = dict[str, tuple[Any, ...]]
 
 
 class ExecutionMachine(Flow):
@@ -389,51 +391,22 @@ class ExecutionMachine(Flow):
     def _dispatch(
         self, index: int, again: NodeRun | None = None, not_before: float | None = None
     ) -> None:
+        """Start a run of node ``index`` (or ``again``, a run in flight when the
+        execution was last saved): render its parameters and hand it to a worker, or
+        fail it if they cannot be rendered."""
         node = self._nodes[index]
         if again is None:
-            loop_inputs = self._loop_inputs.pop(index, None)
-            loop_back = loop_inputs is not None
-            run_index = self._run_counts[index]
-            self._run_counts[index] = run_index + 1
-            execution_index = self.trail.new_index()
-            if node.is_trigger:
-                deliveries: dict[str, tuple[Any, ...]] = {DEFAULT_PORT: (self.input,)}
-                lineage: tuple[tuple[str, int], ...] = ()
-            else:
-                deliveries, lineage = inputs_of(self, node, loop_inputs)
-            if node.back_edges and not loop_back:
-                self._activation[index] = run_index
-                self._entry_runs.pop(index, None)  # a new activation collects anew
-            run = NodeRun(
-                node_key=node.key,
-                run_index=run_index,
-                execution_index=execution_index,
-                status="running",
-                inputs=lineage,
-            )
-            self.trail.put(run)
-            if node.back_edges and node.action.collect_port is not None:
-                self._entry_runs.setdefault(index, []).append(execution_index)
+            run, deliveries, loop_back = self._new_run(index)
         else:
-            # The same run again, after a restart: same indexes, same inputs.
-            run = again
-            execution_index, run_index = run.execution_index, run.run_index
-            loop_back = node.back_edges != () and self._activation.get(index) != run_index
-            if node.is_trigger:
-                deliveries = {DEFAULT_PORT: (self.input,)}
-            else:
-                deliveries = deliveries_of(self, run.inputs)
+            run, deliveries, loop_back = self._same_run(index, again)
         self._state[index] = RUNNING
         self._blocks_changed.add(index >> BLOCK_BITS)  # the state, the run count
-        self._running[execution_index] = run
-
+        self._running[run.execution_index] = run
         inputs = NodeContext.inputs_from(deliveries)
-        node_input = inputs.get(DEFAULT_PORT)
         node_context = self.contexts.get(node.key)
-        action = node.action
         try:
             params, recorded = rendered_params(
-                self, node, run, loop_back, node_input, inputs, node_context
+                self, node, run, loop_back, inputs.get(DEFAULT_PORT), inputs, node_context
             )
         except ExpressionError as exc:
             self._fail_before_run(
@@ -445,18 +418,17 @@ class ExecutionMachine(Flow):
             return
         if recorded is not None:  # kept with the run's record
             run = attrs.evolve(run, params=recorded)
-            self._running[execution_index] = run
+            self._running[run.execution_index] = run
             self.trail.put(run)
-
         context = NodeContext(
             execution_id=self.execution_id,
             workflow_id=self.graph.workflow.id,
             node_key=node.key,
             node_type=node.node.type,
-            run_index=run_index,
+            run_index=run.run_index,
             attempt=run.attempt,
             params=params,
-            input=node_input,
+            input=inputs.get(DEFAULT_PORT),
             inputs=inputs,
             vars=MappingProxyType(dict(self.vars)) if self.vars else _EMPTY,
             node_context=MappingProxyType(dict(node_context)) if node_context else _EMPTY,
@@ -469,13 +441,50 @@ class ExecutionMachine(Flow):
         self._commands.append(
             Dispatch(
                 run=run,
-                action=action,
+                action=node.action,
                 context=context,
                 not_before=not_before,
                 timeout=node.timeout,
                 limits=self.limits,
             )
         )
+
+    def _new_run(self, index: int) -> tuple[NodeRun, Deliveries, bool]:
+        """A new run of node ``index``, recorded as running: with what it is given on
+        each port, and whether a loop-back connection started it."""
+        node = self._nodes[index]
+        loop_inputs = self._loop_inputs.pop(index, None)
+        loop_back = loop_inputs is not None
+        run_index = self._run_counts[index]
+        self._run_counts[index] = run_index + 1
+        if node.is_trigger:
+            deliveries: Deliveries = {DEFAULT_PORT: (self.input,)}
+            lineage: tuple[tuple[str, int], ...] = ()
+        else:
+            deliveries, lineage = inputs_of(self, node, loop_inputs)
+        if node.back_edges and not loop_back:
+            self._activation[index] = run_index
+            self._entry_runs.pop(index, None)  # a new activation collects anew
+        run = NodeRun(
+            node_key=node.key,
+            run_index=run_index,
+            execution_index=self.trail.new_index(),
+            status="running",
+            inputs=lineage,
+        )
+        self.trail.put(run)
+        if node.back_edges and node.action.collect_port is not None:
+            self._entry_runs.setdefault(index, []).append(run.execution_index)
+        return run, deliveries, loop_back
+
+    def _same_run(self, index: int, run: NodeRun) -> tuple[NodeRun, Deliveries, bool]:
+        """A run in flight when the execution was last saved, again after a restart:
+        same indexes, same inputs."""
+        node = self._nodes[index]
+        loop_back = node.back_edges != () and self._activation.get(index) != run.run_index
+        if node.is_trigger:
+            return run, {DEFAULT_PORT: (self.input,)}, loop_back
+        return run, deliveries_of(self, run.inputs), loop_back
 
     # ------------------------------------------------------------------ results
 
