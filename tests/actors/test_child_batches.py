@@ -11,6 +11,7 @@ import anyio.lowlevel
 import pytest
 
 import prana
+import prana.actors._children
 from prana.testing import VirtualClock, open_engine
 from tests.helpers import make_workflow
 
@@ -247,3 +248,23 @@ async def test_bad_batch_params_are_reported_when_the_workflow_loads(
             },
             ["start -> each"],
         )
+
+
+async def test_a_batch_hears_of_a_child_another_engine_ended_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A child ended by another engine cannot tell this one's batch directly: the
+    # batch reads its children's state from the store every WATCH_POLL seconds.
+    monkeypatch.setattr(prana.actors._children, "WATCH_POLL", 0.01)
+    path = tmp_path / "prana.db"
+    clock = VirtualClock(start=T0)
+    async with open_engine(path=path, clock=clock, workflows=[approval()]) as engine:
+        handle = await engine.start(batch({"workflow": "approval"}), ["a", "b"])
+        first, second = await waiting_children(engine, 2)
+        async with open_engine(path=path, clock=clock, recover=False) as other:
+            for child in (first, second):
+                await other.resume_token(child.suspensions[0].token or "", child.input * 2)
+        with anyio.fail_after(5):
+            done = await engine.wait(handle.id)
+    assert done.status == "completed"
+    assert done.outputs["each"] == ["aa", "bb"]
