@@ -205,9 +205,10 @@ class ChildExecutions:
         ids (``fire_and_forget``: all started at once).
 
         The node run waits for its batch in memory, as a run in flight. Each child's
-        id follows from the run and the item, so a run carried on after a crash finds
-        the children started before it (and those that ended) and starts only the
-        rest. A child that does not complete fails the node with an error naming its
+        id follows from the run, its attempt and the item, so a run carried on after a
+        crash finds the children started before it (and those that ended) and starts
+        only the rest; a retry (a new attempt) reuses the outputs of the items whose
+        child completed in an earlier attempt. A child that does not complete fails the node with an error naming its
         item (the others still running are cancelled), and so does ``deadline``
         passing (the node's timeout). Raises :class:`NodeError` for those.
         """
@@ -224,9 +225,9 @@ class ChildExecutions:
         self._batch_of.update(dict.fromkeys(ids, batch))
         try:
             if deadline is None:
-                return await self._run_batch(parent, single, items, ids, batch)
+                return await self._run_batch(parent, dispatch, single, items, ids, batch)
             with self._clock.cancel_at(deadline) as scope:
-                outputs = await self._run_batch(parent, single, items, ids, batch)
+                outputs = await self._run_batch(parent, dispatch, single, items, ids, batch)
             if not scope.cancelled_caught:
                 return outputs
             timeout = dispatch.timeout or 0.0
@@ -248,6 +249,7 @@ class ChildExecutions:
     async def _run_batch(
         self,
         parent: ExecutionMachine,
+        dispatch: Dispatch,
         request: ExecuteWorkflow,
         items: list[Any],
         ids: list[str],
@@ -260,9 +262,11 @@ class ChildExecutions:
             while started < len(ids) and len(running) < request.concurrency:
                 item, child_id = started, ids[started]
                 started += 1
-                outcome = await self._start_or_find(
-                    parent, attrs.evolve(request, input=items[item]), child_id
-                )
+                outcome = await self._completed_before(dispatch, item)
+                if outcome is None:
+                    outcome = await self._start_or_find(
+                        parent, attrs.evolve(request, input=items[item]), child_id
+                    )
                 if outcome is None:
                     running[child_id] = item
                 else:
@@ -290,6 +294,16 @@ class ChildExecutions:
             if status is not None:
                 return None  # running or waiting, in the store or another engine
         await self._start(parent, request, child_id)
+        return None
+
+    async def _completed_before(self, dispatch: Dispatch, item: int) -> ChildOutcome | None:
+        """The outcome of a child an earlier attempt of the run started for ``item``
+        that completed, if any: a retry of a batch runs only the items that did not
+        complete."""
+        for attempt in range(dispatch.context.attempt - 1, 0, -1):
+            child_id = child_execution_id(dispatch.context, item, attempt=attempt)
+            if await self._store.execution_status(child_id) == "completed":
+                return await self._outcome(child_id)
         return None
 
     async def _outcome(self, child_id: str) -> ChildOutcome | None:

@@ -64,12 +64,14 @@ class ExecuteWorkflow:
     concurrency: int = 10
 
 
-def child_execution_id(context: NodeContext, item: int | None = None) -> str:
+def child_execution_id(
+    context: NodeContext, item: int | None = None, *, attempt: int | None = None
+) -> str:
     """The id of the child started by this run and attempt of a node (for ``item``
-    of a batch): the same every time the run is carried out again, unique to it
-    otherwise. Like every execution id, 32 hex digits; the first 12 are those of the
-    parent's id (its start time)."""
-    key = f"{context.idempotency_key}:{context.attempt}"
+    of a batch; ``attempt``: an earlier attempt's): the same every time the run is
+    carried out again, unique to it otherwise. Like every execution id, 32 hex
+    digits; the first 12 are those of the parent's id (its start time)."""
+    key = f"{context.idempotency_key}:{context.attempt if attempt is None else attempt}"
     if item is not None:
         key += f":{item}"
     digest = hashlib.blake2b(key.encode(), digest_size=10).hexdigest()

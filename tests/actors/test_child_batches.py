@@ -268,3 +268,34 @@ async def test_a_batch_hears_of_a_child_another_engine_ended_from_the_store(
             done = await engine.wait(handle.id)
     assert done.status == "completed"
     assert done.outputs["each"] == ["aa", "bb"]
+
+
+async def test_a_retry_of_a_batch_runs_again_only_the_items_that_did_not_complete() -> None:
+    calls: list[str] = []
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.flaky")
+    def flaky(ctx: prana.NodeContext) -> Any:
+        calls.append(ctx.input)
+        if ctx.input == "b" and calls.count("b") == 1:
+            raise prana.NodeError("not yet", code="busy")
+        return ctx.input.upper()
+
+    child = make_workflow(
+        {"start": "manual.trigger", "work": "test.flaky"},
+        ["start -> work"],
+        actions=actions,
+        id="flaky",
+    )
+    clock = VirtualClock(start=T0, autojump=True)
+    async with prana.Engine(workflows=[child], actions=actions, clock=clock, env={}) as engine:
+        result = await engine.run(
+            batch({"workflow": "flaky"}, retry={"max_attempts": 2, "delay": "1s"}),
+            ["a", "b", "c"],
+        )
+        children = await engine.list_executions(workflow="flaky")
+    assert result.status == "completed"
+    assert result.outputs["each"] == ["A", "B", "C"]
+    assert sorted(calls) == ["a", "b", "b", "c"]  # a and c completed the first time
+    assert [r.status for r in result.runs_of("each")] == ["retried", "completed"]
+    assert sorted(c.status for c in children) == ["completed"] * 3 + ["failed"]
