@@ -110,7 +110,6 @@ class ExecutionSupervisor:
         # Results of synchronous actions called in the last step, taken before the inbox.
         self._called: deque[NodeResult] = deque()
         self._workers: dict[int, TaskHandle[None]] = {}
-        self._children = Children(self._start_child, self._run_children)
         self._stop_waiters: list[anyio.Event] = []
         self._saved_once = False
         self._saved_event = anyio.Event()
@@ -451,7 +450,9 @@ class ExecutionSupervisor:
                 self._send.send_nowait,
                 self._services.clock,
                 self.fence,
-                self._children,
+                # Made for each worker: kept on the supervisor, its bound methods would
+                # tie the supervisor in a cycle only the garbage collector can free.
+                Children(self._start_child, self._run_children),
                 called,
             )
         except Exception as exc:  # the lease is lost (fencing), or a bug
