@@ -112,7 +112,9 @@ class ExecutionSupervisor:
         self._workers: dict[int, TaskHandle[None]] = {}
         self._stop_waiters: list[anyio.Event] = []
         self._saved_once = False
-        self._saved_event = anyio.Event()
+        # Made when someone waits for the first save before it happened (most never
+        # do): an event per execution is objects the collector walks for nothing.
+        self._saved_event: anyio.Event | None = None
         self._left = False
         self._exited = False
         # Whether it holds one of the engine's turns to step: it starts with the one
@@ -162,7 +164,12 @@ class ExecutionSupervisor:
 
         Raises :class:`PranaError` if the supervisor stopped before that.
         """
-        await self._saved_event.wait()
+        if self._saved_once or self._exited:
+            await anyio.lowlevel.checkpoint()
+        else:
+            if self._saved_event is None:
+                self._saved_event = anyio.Event()
+            await self._saved_event.wait()
         if not self._saved_once:
             raise self.failure or Stopped(
                 f"execution {self.execution_id} stopped before it was saved"
@@ -239,7 +246,8 @@ class ExecutionSupervisor:
                 f"(it was {machine.status}); it carries on when an engine starts on the same store"
             )
         self._exited = True
-        self._saved_event.set()
+        if self._saved_event is not None:
+            self._saved_event.set()
         for waiter in self._stop_waiters:
             waiter.set()
         self._stop_waiters.clear()
@@ -388,7 +396,8 @@ class ExecutionSupervisor:
             services.timers.add(suspension)
         if not self._saved_once:
             self._saved_once = True
-            self._saved_event.set()
+            if self._saved_event is not None:
+                self._saved_event.set()
             machine = self.machine
             if machine.deadline is not None and not machine.finished:
                 services.timers.add(Suspension.deadline(machine.execution_id, machine.deadline))
