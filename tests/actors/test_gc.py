@@ -6,14 +6,19 @@ import subprocess
 import sys
 
 
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by a new interpreter (a collector of its own)."""
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+
+
 def test_tune_gc_raises_thresholds_and_freezes() -> None:
     script = (
         "import gc, prana; before = gc.get_threshold(); prana.tune_gc(); "
         "print(before, gc.get_threshold(), gc.get_freeze_count() > 0)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
+    done = run_python(script)
     assert done.stdout.strip() == "(700, 10, 10) (50000, 20, 100) True"
 
 
@@ -26,9 +31,7 @@ def test_importing_and_using_prana_leaves_the_collector_alone() -> None:
         "anyio.run(main)\n"
         "print(gc.get_threshold(), gc.get_freeze_count())\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
+    done = run_python(script)
     assert done.stdout.strip() == "(700, 10, 10) 0"
 
 
@@ -51,7 +54,5 @@ def test_executions_that_end_leave_nothing_for_the_collector_to_find() -> None:
         "        print(gc.collect())\n"
         "anyio.run(main)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
+    done = run_python(script)
     assert done.stdout.strip() == "0"
