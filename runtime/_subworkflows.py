@@ -138,11 +138,24 @@ def _check_execute(params: Mapping[str, Any]) -> Iterable[Problem]:
     concurrency = params.get("concurrency", 10)
     if not contains_template(concurrency) and not _positive(concurrency):
         yield Problem(path="concurrency", message=_concurrency_problem(concurrency))
-    if batch_mode is None and "items" in params:
+    if batch_mode is None:
+        if "items" in params:
+            yield Problem(
+                path="items",
+                message="items are started one child each only with batch_mode: single; "
+                "add it, or give the child's input as input",
+            )
+        if "concurrency" in params:
+            yield Problem(
+                path="concurrency",
+                message="concurrency bounds the children of batch_mode: single; add it, or "
+                "leave concurrency out",
+            )
+    elif "input" in params:
         yield Problem(
-            path="items",
-            message="items are started one child each only with batch_mode: single; "
-            "add it, or give the child's input as input",
+            path="input",
+            message="with batch_mode: single each child's input is its item; leave input "
+            "out (build the items with a template to shape each child's input)",
         )
 
 

@@ -235,6 +235,8 @@ async def test_a_batch_without_a_list_fails_the_node_saying_what_to_give() -> No
         ({"batch_mode": "many"}, "batch_mode must be 'single'"),
         ({"batch_mode": "single", "concurrency": 0}, "a whole number of at least 1, not 0"),
         ({"items": [1, 2]}, "only with batch_mode: single"),
+        ({"concurrency": 2}, "concurrency bounds the children of batch_mode: single"),
+        ({"batch_mode": "single", "input": {"a": 1}}, "each child's input is its item"),
     ],
 )
 async def test_bad_batch_params_are_reported_when_the_workflow_loads(
