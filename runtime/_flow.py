@@ -131,6 +131,22 @@ class Flow:
         self._settled[target] += 1
         self._check(target)
 
+    def set_state(self, index: int, state: int) -> None:
+        """Node ``index`` is now in ``state`` (its block of the routing state changed)."""
+        self._state[index] = state
+        self._blocks_changed.add(index >> BLOCK_BITS)
+
+    def delivered_to(self, node: CompiledNode) -> list[tuple[Edge, NodeRun]]:
+        """The connections into ``node`` that delivered, with the run that sent on each."""
+        edge_state, edge_run = self._edge_state, self._edge_run
+        delivered = []
+        for edge in node.incoming:
+            if edge_state[edge.index] == DELIVERED:
+                source_run = edge_run[edge.index]
+                assert source_run is not None
+                delivered.append((edge, source_run))
+        return delivered
+
     def settle_made_state(self) -> None:
         """After a state made outside the machine (a rerun's): every node whose inputs
         have all settled becomes ready or is skipped, by the rule the machine applies

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._context import NodeContext
 from ._expressions import NodesView
-from ._flow import DELIVERED
 from ._json import sized_copy
 from ._model import DEFAULT_PORT
 from ._params import structure_params
@@ -40,23 +39,12 @@ def deliveries(
 ) -> tuple[Deliveries, Lineage]:
     """The data delivered to ``node`` on each port (from ``loop_inputs`` when a loop
     iteration starts it), and where each value came from."""
-    incoming = node.incoming
-    if loop_inputs is None and len(incoming) == 1:
-        (edge,) = incoming
-        if machine._edge_state[edge.index] != DELIVERED:
-            return {}, ()
-        source_run = machine._edge_run[edge.index]
-        assert source_run is not None
-        port = edge.target_port
-        return {port: (source_run.output,)}, ((port, source_run.execution_index),)
     if loop_inputs is None:
-        edge_state, edge_run = machine._edge_state, machine._edge_run
-        loop_inputs = []
-        for edge in incoming:
-            if edge_state[edge.index] == DELIVERED:
-                source_run = edge_run[edge.index]
-                assert source_run is not None
-                loop_inputs.append((edge, source_run))
+        loop_inputs = machine.delivered_to(node)
+    if len(loop_inputs) == 1:
+        ((edge, sent),) = loop_inputs
+        port = edge.target_port
+        return {port: (sent.output,)}, ((port, sent.execution_index),)
     collected: dict[str, list[Any]] = {}
     for edge, sent in loop_inputs:
         collected.setdefault(edge.target_port, []).append(sent.output)

@@ -31,7 +31,6 @@ from typing import Any
 
 import attrs
 
-from ._blocks import BLOCK_BITS
 from ._commands import Command, Dispatch
 from ._compiler import CompiledNode, ExecutionGraph
 from ._context import NodeContext
@@ -184,8 +183,7 @@ class ExecutionMachine(Flow):
         if timeout is not None:
             self.deadline = now + timeout
         trigger = self._index[self.graph.trigger]
-        self._state[trigger] = READY
-        self._blocks_changed.add(trigger >> BLOCK_BITS)
+        self.set_state(trigger, READY)
         self._activated.append(trigger)
         return self._finish_event(now)
 
@@ -399,8 +397,7 @@ class ExecutionMachine(Flow):
             run, deliveries, loop_back = self._new_run(index)
         else:
             run, deliveries, loop_back = self._same_run(index, again)
-        self._state[index] = RUNNING
-        self._blocks_changed.add(index >> BLOCK_BITS)  # the state, the run count
+        self.set_state(index, RUNNING)  # its block also holds the run count
         self._running[run.execution_index] = run
         inputs = NodeContext.inputs_from(deliveries)
         node_context = self.contexts.get(node.key)
@@ -555,8 +552,7 @@ class ExecutionMachine(Flow):
 
     def _record(self, index: int, run: NodeRun) -> None:
         self.trail.ended(index, run)
-        self._state[index] = DONE
-        self._blocks_changed.add(index >> BLOCK_BITS)
+        self.set_state(index, DONE)
         self.journal.run_ended(self._commands, self._now, run)
 
     def _fail_execution(self, error: ErrorInfo) -> None:

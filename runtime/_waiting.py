@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._blocks import BLOCK_BITS
 from ._commands import CancelChildren, Command
 from ._errors import InvalidTransition
 from ._flow import SUSPENDED
@@ -196,8 +195,7 @@ def retry(
         resume_port=node.default_port,
     )
     machine.trail.put(attrs.evolve(again, status="suspended"))
-    machine._state[index] = SUSPENDED
-    machine._blocks_changed.add(index >> BLOCK_BITS)
+    machine.set_state(index, SUSPENDED)
     machine.waits.add(suspension)
 
 
@@ -260,8 +258,7 @@ def suspend_run(machine: ExecutionMachine, index: int, run: NodeRun, result: Nod
     )
     waiting = attrs.evolve(run, status="suspended", started_at=result.started_at)
     machine.trail.put(waiting)
-    machine._state[index] = SUSPENDED
-    machine._blocks_changed.add(index >> BLOCK_BITS)
+    machine.set_state(index, SUSPENDED)
     machine.waits.add(suspension)
     machine.journal.node_suspended(machine._commands, machine._now, suspension)
     if request.child_execution_id is not None:
