@@ -208,16 +208,22 @@ class ChildExecutions:
         id follows from the run, its attempt and the item, so a run carried on after a
         crash finds the children started before it (and those that ended) and starts
         only the rest; a retry (a new attempt) reuses the outputs of the items whose
-        child completed in an earlier attempt. A child that does not complete fails the node with an error naming its
-        item (the others still running are cancelled), and so does ``deadline``
-        passing (the node's timeout). Raises :class:`NodeError` for those.
+        child completed in an earlier attempt (of ``fire_and_forget``, every child an
+        earlier attempt started). A child that does not complete fails the node with
+        an error naming its item (the others still running are cancelled), and so
+        does ``deadline`` passing (the node's timeout). Raises :class:`NodeError` for
+        those.
         """
         items = list(request.items or ())
         ids = [child_execution_id(dispatch.context, item) for item in range(len(items))]
         single = attrs.evolve(request, items=None)
         if request.mode == "fire_and_forget":
             for item, child_id in enumerate(ids):
-                await self._start(parent, attrs.evolve(single, input=items[item]), child_id)
+                earlier = await self._started_before(dispatch, item)
+                if earlier is not None:
+                    ids[item] = earlier
+                else:
+                    await self._start(parent, attrs.evolve(single, input=items[item]), child_id)
             return [{"execution_id": child_id, "workflow": request.workflow} for child_id in ids]
         key = (parent.execution_id, dispatch.run.execution_index)
         batch = _Batch(node_key=dispatch.run.node_key)
@@ -304,6 +310,14 @@ class ChildExecutions:
             child_id = child_execution_id(dispatch.context, item, attempt=attempt)
             if await self._store.execution_status(child_id) == "completed":
                 return await self._outcome(child_id)
+        return None
+
+    async def _started_before(self, dispatch: Dispatch, item: int) -> str | None:
+        """The id of a child an earlier attempt of the run started for ``item``, if any."""
+        for attempt in range(dispatch.context.attempt - 1, 0, -1):
+            child_id = child_execution_id(dispatch.context, item, attempt=attempt)
+            if await self._store.execution_status(child_id) is not None:
+                return child_id
         return None
 
     async def _outcome(self, child_id: str) -> ChildOutcome | None:
