@@ -301,3 +301,45 @@ async def test_a_retry_of_a_batch_runs_again_only_the_items_that_did_not_complet
     assert sorted(calls) == ["a", "b", "b", "c"]  # a and c completed the first time
     assert [r.status for r in result.runs_of("each")] == ["retried", "completed"]
     assert sorted(c.status for c in children) == ["completed"] * 3 + ["failed"]
+
+
+async def test_a_retried_fire_and_forget_batch_starts_no_child_twice() -> None:
+    # The first attempt starts item 0's child, then cannot start item 1's (its input
+    # does not fit the child's trigger); the retry finds item 0's child and starts
+    # only item 1's.
+    listener = make_workflow(
+        {"on": ("event.trigger", {"event": "job"}), "hold": "wait.webhook"},
+        ["on -> hold"],
+        id="listener",
+    )
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.spawn")
+    def spawn(ctx: prana.NodeContext) -> prana.ExecuteWorkflow:
+        second = "not an event" if ctx.attempt == 1 else {"event": "job", "data": 2}
+        return prana.ExecuteWorkflow(
+            workflow="listener",
+            mode="fire_and_forget",
+            items=[{"event": "job", "data": 1}, second],
+        )
+
+    parent = make_workflow(
+        {
+            "start": "manual.trigger",
+            "spawn": {
+                "type": "test.spawn",
+                "settings": {"retry": {"max_attempts": 2, "delay": "1s"}},
+            },
+        },
+        ["start -> spawn"],
+        actions=actions,
+    )
+    clock = VirtualClock(start=T0, autojump=True)
+    async with prana.Engine(workflows=[listener], actions=actions, clock=clock, env={}) as engine:
+        result = await engine.run(parent)
+        children = await engine.list_executions(workflow="listener")
+    assert result.status == "completed"
+    first, second = result.outputs["spawn"]
+    assert len(children) == 2
+    assert {child.id for child in children} == {first["execution_id"], second["execution_id"]}
+    assert [r.status for r in result.runs_of("spawn")] == ["retried", "completed"]
