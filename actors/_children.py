@@ -91,6 +91,12 @@ class ChildExecutions:
             return child_id
         if await self._store.execution_status(child_id) is not None:
             return child_id  # started before this run was carried out again
+        return await self._create(parent, request, child_id)
+
+    async def _create(
+        self, parent: ExecutionMachine, request: ExecuteWorkflow, child_id: str
+    ) -> str:
+        """Start a child that does not exist yet; its id once it is saved."""
         depth = parent.depth + 1
         if depth > self._max_depth:
             raise NodeError(
@@ -293,14 +299,16 @@ class ChildExecutions:
     ) -> ChildOutcome | None:
         """Start the child, or find it started before: ``None`` while it runs, its
         outcome if it has ended."""
-        if child_id not in self._live:
-            status = await self._store.execution_status(child_id)
-            if status in FINAL_STATUSES:
-                return await self._outcome(child_id)
-            if status is not None:
-                return None  # running or waiting, in the store or another engine
-        await self._start(parent, request, child_id)
-        return None
+        live = self._live.get(child_id)
+        if live is not None:
+            await live.wait_saved()
+            return None
+        status = await self._store.execution_status(child_id)
+        if status in FINAL_STATUSES:
+            return await self._outcome(child_id)
+        if status is None:
+            await self._create(parent, request, child_id)
+        return None  # running or waiting: here, in the store or in another engine
 
     async def _completed_before(self, dispatch: Dispatch, item: int) -> ChildOutcome | None:
         """The outcome of a child an earlier attempt of the run started for ``item``
