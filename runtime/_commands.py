@@ -41,7 +41,7 @@ class CancelRuns:
     a run started)."""
 
     execution_indexes: tuple[int, ...]
-    reason: str = "its parent execution stopped"
+    reason: str
 
 
 @attrs.frozen(kw_only=True)
