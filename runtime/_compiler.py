@@ -100,6 +100,8 @@ class ExecutionGraph:
     trigger_kind: str
     nodes: Mapping[str, CompiledNode]
     order: tuple[CompiledNode, ...]
+    # Each node's number (its position in ``order``), by key.
+    index: Mapping[str, int]
     edges: tuple[Edge, ...]
     loops: tuple[Loop, ...]
     warnings: tuple[Problem, ...]
@@ -278,6 +280,7 @@ def _build(
         trigger_kind=actions[trigger].trigger or "manual",
         nodes=MappingProxyType(compiled),
         order=tuple(compiled.values()),
+        index=order,
         edges=edges,
         loops=loops,
         warnings=warnings,

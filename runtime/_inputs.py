@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._context import NodeContext
-from ._expressions import NodesView
 from ._json import sized_copy
 from ._model import DEFAULT_PORT
 from ._params import structure_params
@@ -40,7 +39,7 @@ def deliveries(
     """The data delivered to ``node`` on each port (from ``loop_inputs`` when a loop
     iteration starts it), and where each value came from."""
     if loop_inputs is None:
-        loop_inputs = machine.delivered_to(node)
+        loop_inputs = machine.flow.delivered_to(node)
     if len(loop_inputs) == 1:
         ((edge, sent),) = loop_inputs
         port = edge.target_port
@@ -75,25 +74,15 @@ def scope(
         # The loop around the node: its entry's context (a core.for_each cursor), the
         # entry's key and the iteration of the loop's current pass (0, 1, ...).
         entry = machine.graph.loops[node.expression_loop].entry
-        index = machine._index[entry]
-        iteration = machine._run_counts[index] - 1 - machine._activation.get(index, 0)
         loop_context = {
             **machine.contexts.get(entry),
             "entry": entry,
-            "iteration": iteration,
+            "iteration": machine.flow.iteration(machine.graph.index[entry]),
         }
-    view = machine._nodes_view
-    if view is None:  # made once, for the first node with templates
-        view = machine._nodes_view = NodesView(
-            lambda key: node_record(machine, key),
-            lambda: completed_keys(machine),
-            machine._index,
-            lambda key: key in machine._skipped,
-        )
     return {
         "input": node_input,
         "inputs": inputs,
-        "nodes": view,
+        "nodes": machine.nodes_view,
         "trigger": machine.trigger_data,
         "vars": machine.vars,
         "env": machine.env,
@@ -102,7 +91,7 @@ def scope(
             "workflow": machine.graph.workflow.id,
             "workflow_version": machine.graph.workflow.version,
             "started_at": _iso(machine.started_at),
-            "iteration_count": machine.iteration_count,
+            "iteration_count": machine.flow.iteration_count,
         },
         "node": node_context,
         "loop": loop_context,
@@ -163,7 +152,7 @@ def recorded_params(params: Any, most: int) -> Any:
 
 def node_record(machine: ExecutionMachine, key: str) -> Mapping[str, Any] | None:
     """``nodes.<key>`` in a template: the node's latest ended run, or ``None``."""
-    index = machine._index.get(key)
+    index = machine.graph.index.get(key)
     if index is None:
         return None
     run = machine.trail.latest(index)
@@ -181,18 +170,16 @@ def node_record(machine: ExecutionMachine, key: str) -> Mapping[str, Any] | None
 
 def completed_keys(machine: ExecutionMachine) -> list[str]:
     """Keys of the nodes that have a run to show in templates."""
-    return [node.key for node in machine._nodes if machine.trail.latest(node.index) is not None]
+    trail = machine.trail
+    return [node.key for node in machine.graph.order if trail.latest(node.index) is not None]
 
 
 def iteration_results(machine: ExecutionMachine, index: int) -> list[Any]:
     """What came back on the loop-back connections of a loop entry, one entry per
     iteration of its current activation, from the runs' recorded inputs."""
-    start = machine._activation.get(index, 0)
     results = []
-    for execution_index in machine._entry_runs.get(index, ()):
+    for execution_index in machine.flow.collected(index):
         run = machine.trail[execution_index]
-        if run.run_index <= start:
-            continue
         returned = deliveries_of(machine, run.inputs)
         results.append(NodeContext.inputs_from(returned).get(DEFAULT_PORT))
     return results

@@ -19,28 +19,55 @@ Rules of this module:
   iteration starts, clearing the loop's inside edges; or the loop has finished and
   the edges leaving it deliver what was last sent on them, or die.
 * A delivered edge holds the :class:`NodeRun` that sent on it, not a copy of data.
+* Waits (§5.3, §5.5): a node that suspends waits for data (a resume), a deadline (its
+  timer), its ``sync`` child's end, or, after a failure with a long backoff, its next
+  attempt; a resume for a wait whose timeout has passed is refused
+  (:class:`WaitTimedOut`) and the wait ends through its timeout.
+* Control (§5.7), each legal only from some statuses (:data:`prana._control.ALLOWED`),
+  else :class:`InvalidTransition` and nothing changes: ``cancel`` ends the execution
+  ``cancelled`` (runs in flight are cancelled, waits end, ``sync`` children are
+  cancelled too); ``pause`` dispatches nothing new and the execution is ``paused``
+  once its running nodes finish (waiting nodes may still be resumed; timers that come
+  due fire at the unpause); ``unpause`` carries on; ``retry`` runs a failed
+  execution's failed node again as a new attempt (same run index, so the same
+  idempotency key), with the nodes the failure cut short; past ``settings.timeout``
+  the execution ends ``timed_out`` like a cancel.
+
+The module is past 600 lines because it is one concept: the rules above act on the
+same few pieces of state (the runs in flight, the ready stack, the status) in one
+event at a time, and split across modules they could only share that state by
+reaching into each other's. The state that stands on its own is in parts with their
+own methods: :class:`Flow` (readiness and loops), :class:`Trail` (the audit trail),
+:class:`WaitList`, :class:`NodeContexts` and :class:`Journal` (the events).
 """
 
 from __future__ import annotations
 
 import copy
-from array import array
+import operator
 from collections.abc import Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
 import attrs
 
-from ._commands import Command, Dispatch
+from ._commands import CancelChildren, CancelRuns, Command, Dispatch
 from ._compiler import CompiledNode, ExecutionGraph
 from ._context import NodeContext
 from ._contexts import NodeContexts
-from ._control import cancel, pause, stop, time_out, unpause
-from ._control import retry as retry_failed
-from ._errors import ExpressionError, InternalError
+from ._control import check_allowed
+from ._errors import ExpressionError, InternalError, InvalidTransition
 from ._expressions import NodesView
-from ._flow import DONE, READY, RUNNING, Flow
-from ._inputs import InvalidParams, deliveries_of, iteration_results, rendered_params
+from ._flow import DONE, READY, RUNNING, SUSPENDED, Flow
+from ._inputs import (
+    InvalidParams,
+    completed_keys,
+    deliveries_of,
+    iteration_results,
+    node_record,
+    rendered_params,
+)
 from ._inputs import deliveries as inputs_of
 from ._journal import Journal
 from ._limits import DEFAULT_LIMITS, Limits
@@ -58,26 +85,29 @@ from ._records import (
     StoredExecution,
     Suspension,
 )
-from ._retry import next_wait
+from ._retry import DURABLE_BACKOFF, next_wait
 from ._snapshot import (
+    checkpoint_kind,
+    checkpoint_of,
     execution_data,
+    forget_saved_runs,
     has_unsaved_changes,
-    restore,
+    restore_paths,
     snapshot,
-    take_checkpoint,
 )
-from ._subworkflows import child_ended
+from ._time import iso_time
 from ._trail import Trail
 from ._triggers import trigger_context
-from ._waiting import resumable, resume_waiting, retry, take_result, wake_run
+from ._waiting import ENDED_HOW, NOT_RESUMABLE, WaitTimedOut, ended_how
 from ._waitlist import WaitList
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_by_execution_index = operator.attrgetter("execution_index")
 # What a run is given, by input port: one value per connection that delivered.
 Deliveries = dict[str, tuple[Any, ...]]
 
 
-class ExecutionMachine(Flow):
+class ExecutionMachine:
     """The state of one execution and the rules that move it forward."""
 
     def __init__(
@@ -94,8 +124,12 @@ class ExecutionMachine(Flow):
         depth: int = 0,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
-        super().__init__(graph)
+        self.graph = graph
         self.journal = Journal(execution_id, len(graph.nodes))
+        # Readiness and loops: which nodes are ready, skipped or run again.
+        self.flow = Flow(graph, self.journal)
+        self._nodes = graph.order
+        self._index = graph.index
         # What templates may build, and what data outputs may hold.
         self.limits = limits
         self.execution_id = execution_id
@@ -118,13 +152,8 @@ class ExecutionMachine(Flow):
         self.finished_at: float | None = None
         self.trigger_data = trigger_context(graph.trigger_kind, graph.trigger, input)
 
-        count = len(graph.order)
-        self._run_counts = array("l", (0,)) * count
-        # A collecting loop entry's runs (core.for_each), by execution index.
-        self._entry_runs: dict[int, list[int]] = {}
-        self._activation: dict[int, int] = {}
         self.contexts = NodeContexts()
-        self.trail = Trail(count)
+        self.trail = Trail(len(graph.order))
         self._running: dict[int, NodeRun] = {}
         self.waits = WaitList()
         self._ready: list[int] = []
@@ -134,10 +163,13 @@ class ExecutionMachine(Flow):
         self._nodes_view: NodesView | None = None  # what templates see as nodes
         self._now = 0.0
 
+        # What the event being processed has to be carried out.
+        self._commands: list[Command] = []
+
         # What changed since the last checkpoint.
         self._vars_changed = bool(self.vars)
         self._saved = False
-        self._saved_status: str | None = None
+        self._saved_status: ExecutionStatus | None = None
 
     @classmethod
     def restored(
@@ -166,8 +198,35 @@ class ExecutionMachine(Flow):
             depth=stored.depth,
             limits=limits,
         )
-        restore(machine, stored, new=new)
+        machine._restore(stored, new)
         return machine
+
+    def _restore(self, stored: StoredExecution, new: bool) -> None:
+        """Take the state a store kept (see :mod:`prana._snapshot`). With ``new``, a
+        new execution in that state: its first checkpoint starts it in the store, with
+        every run, variable and context field it holds (a rerun, :mod:`prana._rerun`)."""
+        self.deadline = stored.deadline
+        self.revision = stored.revision
+        self.status = stored.status
+        self.error = stored.error
+        self.started_at = stored.started_at
+        self.finished_at = stored.finished_at
+        self.flow.iteration_count = stored.iteration_count
+        self.contexts.restored(stored.node_contexts, unsaved=new)
+        self._vars_changed = new
+        self._saved = not new
+        restored = restore_paths(self, stored)
+        if restored is None:  # completed: nothing left to run
+            self._saved_status = stored.status
+            return
+        for run in restored.in_flight:
+            self._redispatch[run.execution_index] = run
+        self._ready = list(restored.ready)
+        self._pausing = restored.pausing
+        if new:
+            self.flow.settle_made_state()
+            self.trail.all_unsaved()
+            self.flow.all_changed()
 
     # ------------------------------------------------------------------ events in
 
@@ -183,8 +242,7 @@ class ExecutionMachine(Flow):
         if timeout is not None:
             self.deadline = now + timeout
         trigger = self._index[self.graph.trigger]
-        self.set_state(trigger, READY)
-        self._activated.append(trigger)
+        self.flow.started(trigger)
         return self._finish_event(now)
 
     def handle(self, result: NodeResult, now: float) -> list[Command]:
@@ -198,7 +256,7 @@ class ExecutionMachine(Flow):
             return []
         self._now = now
         index = self._index[result.node_key]
-        take_result(self, index, run, result, self._nodes[index].default_port, retry_with=result)
+        self._take_result(index, run, result, self._nodes[index].default_port, retry_with=result)
         return self._finish_event(now)
 
     def resume(
@@ -212,12 +270,18 @@ class ExecutionMachine(Flow):
         no such node is waiting.
         """
         self._now = now
-        return resume_waiting(self, node_key, data, now, answered)
+        suspension = self._resumable(node_key, now)
+        if answered is not None:
+            return self._answer_wait(suspension, answered, now)
+        if data is None and suspension.wake_at is not None and suspension.kind != "webhook":
+            # A timer's wait, ended early without data: as the timer would end it.
+            return self._end_wait(suspension, suspension.wake_port, suspension.wake_data, now)
+        return self._end_wait(suspension, suspension.resume_port, data, now)
 
     def resumable(self, node_key: str | None, now: float) -> tuple[Suspension, NodeRun]:
         """The wait a resume of ``node_key`` would end, and its run (see :meth:`resume`
         for what it raises)."""
-        suspension = resumable(self, node_key, now)
+        suspension = self._resumable(node_key, now)
         return suspension, self.trail[suspension.execution_index]
 
     def wake(self, execution_index: int, now: float) -> list[Command]:
@@ -225,13 +289,13 @@ class ExecutionMachine(Flow):
         deadline has passed and it is still waiting (otherwise nothing happens)."""
         self._now = now
         if execution_index == DEADLINE_INDEX:
-            return time_out(self, now)
+            return self._time_out(now)
         suspension = self.waits.get(execution_index)
         if suspension is None or suspension.wake_at is None or suspension.wake_at > now:
             return []
         if self.status not in ("running", "suspended"):
             return []  # a paused execution's due timers fire when it is unpaused
-        return wake_run(self, suspension, now)
+        return self._wake_run(suspension, now)
 
     def recover(self, now: float) -> list[Command]:
         """After a restore: run again the nodes that were running when the execution
@@ -244,29 +308,91 @@ class ExecutionMachine(Flow):
         return self._finish_event(now)
 
     def cancel(self, reason: str | None, now: float) -> list[Command]:
-        """End the execution ``cancelled``; see :mod:`prana._control`."""
+        """End the execution ``cancelled`` with ``reason``: runs in flight are cancelled,
+        waiting nodes stop waiting, ``sync`` children are cancelled too."""
+        check_allowed("cancel", self.status, self.execution_id)
         self._now = now
-        return cancel(self, reason, now)
+        if self.started_at is None:
+            self.started_at = now
+        self._stop("cancelled", ErrorInfo(code="cancelled", message=reason or "cancelled"))
+        return self._finish_event(now)
 
     def pause(self, now: float) -> list[Command]:
         """Dispatch nothing new; paused once running nodes finish."""
+        if self._pausing:
+            raise InvalidTransition(f"execution {self.execution_id} is being paused already")
+        check_allowed("pause", self.status, self.execution_id)
         self._now = now
-        return pause(self, now)
+        self._pausing = True
+        self.status = "running"
+        return self._finish_event(now)
 
     def unpause(self, now: float) -> list[Command]:
         """Carry a paused execution on."""
+        check_allowed("unpause", self.status, self.execution_id)
         self._now = now
-        return unpause(self, now)
+        self.status = "running"
+        commands: list[Command] = []
+        self.journal.resumed(commands, now, "unpause")
+        self._dispatch_again()
+        for suspension in self.suspensions:
+            if suspension.wake_at is None or suspension.wake_at > now:
+                continue
+            if suspension.kind == "retry":
+                commands += self._retry_now(suspension, now)
+            else:
+                port, data = suspension.wake_port, suspension.wake_data
+                commands += self._end_wait(suspension, port, data, now)
+            if self.finished:
+                return commands
+        return commands + self._finish_event(now)
 
     def retry(self, now: float) -> list[Command]:
         """Run a failed execution's failed node again."""
+        check_allowed("retry", self.status, self.execution_id)
+        failed = self._failed_run()
+        cut_short_keys = {
+            self._nodes[index].key for index in self.flow.nodes_in(RUNNING, SUSPENDED)
+        }
+        if failed is None and not cut_short_keys:
+            raise InvalidTransition(
+                f"execution {self.execution_id} failed before any node did "
+                f"({self.error.message if self.error else 'no error recorded'}); "
+                "there is no node to run again: start a new execution"
+            )
         self._now = now
-        return retry_failed(self, now)
+        self.status = "running"
+        self.error = None
+        self.finished_at = None
+        commands: list[Command] = []
+        self.journal.resumed(commands, now, "retry")
+        cut_short = []
+        for run in self.trail.newest_first():  # each such node's latest attempt
+            if run.node_key in cut_short_keys and run.status != "retried":
+                cut_short_keys.discard(run.node_key)
+                cut_short.append(run.execution_index)
+        again = {*cut_short} if failed is None else {failed.execution_index, *cut_short}
+        for execution_index in sorted(again):
+            self._run_again(self.trail[execution_index])
+        return commands + self._finish_event(now)
 
     def child_ended(self, outcome: ChildOutcome, now: float) -> list[Command]:
-        """A child execution ended: the node waiting for it completes or fails."""
+        """A child execution ended: the node waiting for it completes or fails.
+
+        An outcome for a child no node waits for is kept while a node run is in flight
+        (its worker may be about to report that it waits for that child) and otherwise
+        ignored (the parent ended, or heard of it already).
+        """
         self._now = now
-        return child_ended(self, outcome, now)
+        suspension = self.waits.for_child(outcome.child_execution_id)
+        if suspension is None:
+            if self._running and not self.finished:
+                self.waits.keep_early(outcome)
+            return []
+        if self.finished:
+            return []
+        self._settle_child(suspension, outcome, now)
+        return self._finish_event(now)
 
     # ------------------------------------------------------------------ reading
 
@@ -279,6 +405,36 @@ class ExecutionMachine(Flow):
     def has_unsaved_changes(self) -> bool:
         """Whether anything changed since the last checkpoint."""
         return has_unsaved_changes(self)
+
+    @property
+    def in_flight(self) -> list[NodeRun]:
+        """The runs in flight, and those in flight when the execution was last saved
+        that have not been dispatched again yet, by execution index."""
+        runs = [*self._running.values(), *self._redispatch.values()]
+        if len(runs) > 1:
+            runs.sort(key=_by_execution_index)
+        return runs
+
+    @property
+    def ready(self) -> tuple[int, ...]:
+        """The nodes ready to run, by index, the next to run last."""
+        return tuple(self._ready)
+
+    @property
+    def saved(self) -> bool:
+        """Whether the execution is in the store (a checkpoint was taken, or it was
+        restored from there)."""
+        return self._saved
+
+    @property
+    def saved_status(self) -> ExecutionStatus | None:
+        """The status the last checkpoint saved (``None``: none since restored)."""
+        return self._saved_status
+
+    @property
+    def vars_changed(self) -> bool:
+        """Whether the variables changed since the last checkpoint."""
+        return self._vars_changed
 
     @property
     def pausing(self) -> bool:
@@ -316,11 +472,34 @@ class ExecutionMachine(Flow):
         status (the checkpoint is applied only if it still has). ``clear_request``:
         it clears a control request left for the execution in the store.
         """
-        return take_checkpoint(self, take_from=take_from, clear_request=clear_request)
+        kind = checkpoint_kind(self, take_from, clear_request)
+        checkpoint = checkpoint_of(self, kind, take_from=take_from, clear_request=clear_request)
+        if kind != "step":
+            self.revision += 1  # a store counts the changes to an execution's row
+        self._saved = True
+        self._saved_status = self.status
+        self._vars_changed = False
+        if self.trail.holds_too_many:
+            forget_saved_runs(self)
+        self.trail.saved()
+        return checkpoint
 
     def never_ran(self) -> list[str]:
         """Keys of the nodes that were skipped and have not run at all, in skip order."""
-        return [key for key in self._skipped if not self._run_counts[self._index[key]]]
+        return self.flow.never_ran()
+
+    @property
+    def nodes_view(self) -> NodesView:
+        """What templates see as ``nodes``: each node's latest ended run."""
+        view = self._nodes_view
+        if view is None:  # made once, for the first node with templates
+            view = self._nodes_view = NodesView(
+                partial(node_record, self),
+                partial(completed_keys, self),
+                self._index,
+                self.flow.is_skipped,
+            )
+        return view
 
     def node_context(self, node_key: str) -> Mapping[str, Any]:
         """The persistent context of one node (empty if it has none)."""
@@ -332,11 +511,7 @@ class ExecutionMachine(Flow):
         self._now = now
         self._propagate()
         if self.status in ("running", "paused"):
-            activated = self._activated
-            if activated:
-                activated.reverse()
-                self._ready.extend(activated)
-                activated.clear()
+            self._ready.extend(self.flow.take_activated())
         if self.status == "running":
             self._dispatch_ready()
             if not self._running and self.status == "running":
@@ -372,17 +547,22 @@ class ExecutionMachine(Flow):
             if self._pausing:
                 return
             index = ready.pop()
-            if self._state[index] != READY:
+            if self.flow.state(index) != READY:
                 continue
             self._dispatch(index)
-            if self._to_skip or self._quiescent or self._activated:
+            if self.flow.has_work:
                 # The node failed before it could run (a template, say) and that
                 # changed what is ready; settle that before dispatching more.
                 self._propagate()
-                if self._activated:
-                    self._activated.reverse()
-                    ready.extend(self._activated)
-                    self._activated.clear()
+                ready.extend(self.flow.take_activated())
+
+    def _propagate(self) -> None:
+        """Let what the event changed flow on (a running execution's): skips, and
+        loops that came to rest; a loop past its limit fails the execution."""
+        if self.status == "running":
+            error = self.flow.propagate(self._commands, self._now)
+            if error is not None:
+                self._fail_execution(error)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -397,7 +577,7 @@ class ExecutionMachine(Flow):
             run, deliveries, loop_back = self._new_run(index)
         else:
             run, deliveries, loop_back = self._same_run(index, again)
-        self.set_state(index, RUNNING)  # its block also holds the run count
+        self.flow.set_state(index, RUNNING)  # its block also holds the run count
         self._running[run.execution_index] = run
         inputs = NodeContext.inputs_from(deliveries)
         node_context = self.contexts.get(node.key)
@@ -450,18 +630,16 @@ class ExecutionMachine(Flow):
         """A new run of node ``index``, recorded as running: with what it is given on
         each port, and whether a loop-back connection started it."""
         node = self._nodes[index]
-        loop_inputs = self._loop_inputs.pop(index, None)
+        loop_inputs = self.flow.take_loop_inputs(index)
         loop_back = loop_inputs is not None
-        run_index = self._run_counts[index]
-        self._run_counts[index] = run_index + 1
+        run_index = self.flow.count_run(index)
         if node.is_trigger:
             deliveries: Deliveries = {DEFAULT_PORT: (self.input,)}
             lineage: tuple[tuple[str, int], ...] = ()
         else:
             deliveries, lineage = inputs_of(self, node, loop_inputs)
         if node.back_edges and not loop_back:
-            self._activation[index] = run_index
-            self._entry_runs.pop(index, None)  # a new activation collects anew
+            self.flow.entered(index, run_index)
         run = NodeRun(
             node_key=node.key,
             run_index=run_index,
@@ -470,15 +648,15 @@ class ExecutionMachine(Flow):
             inputs=lineage,
         )
         self.trail.put(run)
-        if node.back_edges and node.action.collect_port is not None:
-            self._entry_runs.setdefault(index, []).append(run.execution_index)
+        if loop_back and node.action.collect_port is not None:
+            self.flow.collect(index, run.execution_index)  # an iteration came back
         return run, deliveries, loop_back
 
     def _same_run(self, index: int, run: NodeRun) -> tuple[NodeRun, Deliveries, bool]:
         """A run in flight when the execution was last saved, again after a restart:
         same indexes, same inputs."""
         node = self._nodes[index]
-        loop_back = node.back_edges != () and self._activation.get(index) != run.run_index
+        loop_back = node.back_edges != () and self.flow.is_loop_back(index, run.run_index)
         if node.is_trigger:
             return run, {DEFAULT_PORT: (self.input,)}, loop_back
         return run, deliveries_of(self, run.inputs), loop_back
@@ -508,8 +686,7 @@ class ExecutionMachine(Flow):
             self.vars.update(result.vars)
             self._vars_changed = True
         self._record(index, done)
-        self._route(node, port, done)
-        self._settle(index)
+        self.flow.node_ended(node, port, done)
 
     def _fail_run(
         self, index: int, run: NodeRun, error: ErrorInfo, result: NodeResult | None
@@ -526,7 +703,7 @@ class ExecutionMachine(Flow):
                 attempt=result.attempt,
             )
             if wait is not None:
-                retry(self, index, run, error, result, wait)
+                self._retry_later(index, run, error, result, wait)
                 return
         on_error = node.on_error
         port = (
@@ -540,8 +717,7 @@ class ExecutionMachine(Flow):
         if port is None:
             self._fail_execution(error)
             return
-        self._route(node, port, failed)
-        self._settle(index)
+        self.flow.node_ended(node, port, failed)
 
     def _fail_before_run(
         self, index: int, run: NodeRun, code: str, message: str, details: Any
@@ -552,8 +728,346 @@ class ExecutionMachine(Flow):
 
     def _record(self, index: int, run: NodeRun) -> None:
         self.trail.ended(index, run)
-        self.set_state(index, DONE)
+        self.flow.set_state(index, DONE)
         self.journal.run_ended(self._commands, self._now, run)
 
     def _fail_execution(self, error: ErrorInfo) -> None:
-        stop(self, "failed", error)
+        self._stop("failed", error)
+
+    # ------------------------------------------------------------------ waits and control
+
+    def _resumable(self, node_key: str | None, now: float) -> Suspension:
+        """The wait a resume of ``node_key`` (or of the only waiting node) would end.
+        Raises :class:`InvalidTransition` (:class:`WaitTimedOut` if its time is up)."""
+        if self.status not in ("running", "suspended", "paused"):
+            raise InvalidTransition(
+                f"execution {self.execution_id} is {self.status}; only an execution with a "
+                "waiting node can be resumed"
+            )
+        waiting = [
+            s
+            for s in self.waits.in_order()
+            if s.kind not in NOT_RESUMABLE and (node_key is None or s.node_key == node_key)
+        ]
+        others = [s for s in self.waits.in_order() if s.kind in NOT_RESUMABLE]
+        if not waiting and others and (node_key is None or node_key == others[0].node_key):
+            what = (
+                f"it waits for its child execution {others[0].child_execution_id} to end"
+                if others[0].kind == "workflow"
+                else "it waits to be tried again after a failure"
+            )
+            raise InvalidTransition(
+                f"node {others[0].node_key!r} of execution {self.execution_id} is not waiting "
+                f"for data: {what}, and carries on by itself"
+            )
+        if not waiting:
+            keys = ", ".join(s.node_key for s in self.waits.in_order()) or "none"
+            what = f"node {node_key!r} is not" if node_key else "no node is"
+            raise InvalidTransition(
+                f"{what} waiting in execution {self.execution_id} (waiting: {keys})"
+            )
+        if len(waiting) > 1:
+            keys = ", ".join(sorted(s.node_key for s in waiting))
+            raise InvalidTransition(
+                f"several nodes are waiting in execution {self.execution_id} ({keys}); "
+                "say which one to resume with node="
+            )
+        (suspension,) = waiting
+        wake_at = suspension.wake_at
+        if wake_at is not None and wake_at <= now and suspension.kind == "webhook":
+            raise WaitTimedOut(
+                f"the wait of node {suspension.node_key!r} in execution {self.execution_id} "
+                f"timed out (at {iso_time(wake_at)}) before this resume came; it "
+                f"goes on through its {suspension.wake_port!r} port",
+                execution_index=suspension.execution_index,
+            )
+        return suspension
+
+    def _answer_wait(
+        self, suspension: Suspension, answered: NodeResult, now: float
+    ) -> list[Command]:
+        """End a wait as its action's resume step made of the resume data (see
+        ``Action.on_resume``): complete the run (on the resume port unless it names
+        another), fail it (a resume step is not retried), or wait again."""
+        index, run, waited = self._stop_waiting(suspension, now)
+        result = attrs.evolve(
+            answered,
+            attempt=run.attempt,
+            started_at=waited.started_at,
+            finished_at=now,
+            duration_ms=waited.duration_ms,
+        )
+        self._take_result(index, run, result, suspension.resume_port, retry_with=None)
+        return self._finish_event(now)
+
+    def _take_result(
+        self,
+        index: int,
+        run: NodeRun,
+        result: NodeResult,
+        default_port: str,
+        *,
+        retry_with: NodeResult | None,
+    ) -> None:
+        """Apply what a run came to: it failed (``retry_with`` the result its retries
+        count from, if they apply), waits, or completes on the port it names, else
+        ``default_port``."""
+        if result.error is not None:
+            self._fail_run(index, run, result.error, retry_with)
+        elif result.suspend is not None:
+            self._suspend_run(index, run, result)
+        else:
+            port = result.port or default_port
+            error = self._check_port(self._nodes[index], port, run)
+            if error is not None:
+                self._fail_run(index, run, error, retry_with)
+            else:
+                self._complete_run(index, run, port, result)
+
+    def _next_attempt(self, index: int, run: NodeRun, attempt: int) -> NodeRun:
+        """A new attempt of ``run`` (same run index and inputs), recorded in place of it
+        as the node's run; the caller dispatches or suspends it."""
+        again = NodeRun(
+            node_key=run.node_key,
+            run_index=run.run_index,
+            execution_index=self.trail.new_index(),
+            status="running",
+            attempt=attempt,
+            inputs=run.inputs,
+        )
+        self.trail.put(again)
+        self.flow.recollect(index, run.execution_index, again.execution_index)
+        return again
+
+    def _retry_later(
+        self,
+        index: int,
+        run: NodeRun,
+        error: ErrorInfo,
+        result: NodeResult,
+        wait: float,
+    ) -> None:
+        """Record the failed attempt and start the next: at once, after a wait in
+        memory, or (for a long wait) as a durable timer, the node waiting meanwhile."""
+        node = self._nodes[index]
+        failed = run.ended("retried", result, error=error)
+        self.trail.record(failed)
+        again = self._next_attempt(index, run, result.attempt + 1)
+        at = self._now + wait
+        self.journal.retrying(self._commands, self._now, failed, again.attempt, at)
+        if wait <= DURABLE_BACKOFF:
+            self._dispatch(index, again=again, not_before=at if wait > 0 else None)
+            return
+        suspension = Suspension(
+            execution_id=self.execution_id,
+            node_key=node.key,
+            run_index=again.run_index,
+            execution_index=again.execution_index,
+            kind="retry",
+            wake_at=at,
+            wake_port=node.default_port,
+            resume_port=node.default_port,
+        )
+        self.trail.put(attrs.evolve(again, status="suspended"))
+        self.flow.set_state(index, SUSPENDED)
+        self.waits.add(suspension)
+
+    def _wake_run(self, suspension: Suspension, now: float) -> list[Command]:
+        """A waiting run's deadline passed: a durable retry runs its next attempt, a wait
+        for a child times out, any other wait ends with its wake data on its wake port."""
+        if suspension.kind == "retry":
+            return self._retry_now(suspension, now)
+        if suspension.child_execution_id is not None:
+            self._time_out_child(suspension, now)
+            return self._finish_event(now)
+        return self._end_wait(suspension, suspension.wake_port, suspension.wake_data, now)
+
+    def _retry_now(self, suspension: Suspension, now: float) -> list[Command]:
+        self._now = now
+        self.waits.remove(suspension.execution_index)
+        self.status = "running"
+        run = attrs.evolve(self.trail[suspension.execution_index], status="running")
+        self.trail.put(run)
+        self._dispatch(self._index[run.node_key], again=run)
+        return self._finish_event(now)
+
+    def _suspend_run(self, index: int, run: NodeRun, result: NodeResult) -> None:
+        node = self._nodes[index]
+        request = result.suspend
+        assert request is not None
+        wake_port = request.wake_port or node.default_port
+        resume_port = request.resume_port or node.default_port
+        for port in (wake_port, resume_port):
+            error = self._check_port(node, port, run)
+            if error is not None:
+                self._fail_run(index, run, error, result)
+                return
+        if (
+            request.wake_at is not None
+            and request.wake_at <= self._now
+            and request.child_execution_id is None
+        ):
+            # The deadline has passed already: no need to wait.
+            woken = attrs.evolve(result, data=request.wake_data, suspend=None)
+            self._complete_run(index, run, wake_port, woken)
+            return
+        suspension = Suspension(
+            execution_id=self.execution_id,
+            node_key=node.key,
+            run_index=run.run_index,
+            execution_index=run.execution_index,
+            kind=request.kind,
+            token=request.token,
+            wake_at=request.wake_at,
+            wake_port=wake_port,
+            wake_data=request.wake_data,
+            resume_port=resume_port,
+            started_at=result.started_at,
+            child_execution_id=request.child_execution_id,
+            data=request.data,
+            params=run.params,
+        )
+        waiting = attrs.evolve(run, status="suspended", started_at=result.started_at)
+        self.trail.put(waiting)
+        self.flow.set_state(index, SUSPENDED)
+        self.waits.add(suspension)
+        self.journal.node_suspended(self._commands, self._now, suspension)
+        if request.child_execution_id is not None:
+            outcome = self.waits.take_early(request.child_execution_id)
+            if outcome is not None:  # the child ended before its parent heard it started
+                self._settle_child(suspension, outcome, self._now)
+            elif request.wake_at is not None and request.wake_at <= self._now:
+                self._time_out_child(suspension, self._now)  # its timeout passed already
+
+    def _end_wait(
+        self,
+        suspension: Suspension,
+        port: str,
+        data: Any,
+        now: float,
+        *,
+        finish: bool = True,
+    ) -> list[Command]:
+        """Complete a waiting run with ``data`` on ``port``. A paused execution stays
+        paused: the data is routed, and what it makes ready runs once unpaused."""
+        index, run, waited = self._stop_waiting(suspension, now)
+        result = attrs.evolve(waited, data=data, port=port)
+        self._complete_run(index, run, port, result)
+        return self._finish_event(now) if finish else []
+
+    def _settle_child(self, suspension: Suspension, outcome: ChildOutcome, now: float) -> None:
+        """End the wait of ``suspension`` with the child's outcome (no event finishing)."""
+        if outcome.status == "completed":
+            self._end_wait(suspension, suspension.resume_port, outcome.output, now, finish=False)
+            return
+        index, run, waited = self._stop_waiting(suspension, now)
+        error = ErrorInfo(
+            code=f"child_{outcome.status}",
+            message=f"child execution {outcome.child_execution_id} {ended_how(outcome)}",
+            details={
+                "child_execution_id": outcome.child_execution_id,
+                "status": outcome.status,
+                "error": outcome.error.to_dict() if outcome.error is not None else None,
+            },
+        )
+        self._fail_run(index, run, error, attrs.evolve(waited, error=error))
+
+    def _time_out_child(self, suspension: Suspension, now: float) -> None:
+        """The node's ``timeout`` passed while it waited for its ``sync`` child: the
+        child is cancelled and the node fails with ``timeout`` (no event finishing)."""
+        index, run, waited = self._stop_waiting(suspension, now)
+        node = self._nodes[index]
+        child_id = suspension.child_execution_id
+        assert child_id is not None
+        timeout = node.timeout or 0.0
+        error = ErrorInfo(
+            code="timeout",
+            message=f"node {node.key!r} waited longer than its timeout ({timeout:g} s) for "
+            f"child execution {child_id}, which was cancelled",
+            details={"timeout": timeout, "child_execution_id": child_id},
+        )
+        self._commands.append(
+            CancelChildren(
+                execution_ids=(child_id,),
+                reason=f"its parent's node {node.key!r} timed out after {timeout:g} s",
+            )
+        )
+        self._fail_run(index, run, error, attrs.evolve(waited, error=error))
+
+    def _stop_waiting(self, suspension: Suspension, now: float) -> tuple[int, NodeRun, NodeResult]:
+        """Remove ``suspension``; return its node's index, its run, and a result for the
+        run (no data yet) timed from when the wait began."""
+        self._now = now
+        self.waits.remove(suspension.execution_index)
+        if self.status == "suspended":
+            self.status = "running"
+        run = self.trail[suspension.execution_index]
+        started = suspension.started_at if suspension.started_at is not None else now
+        result = NodeResult(
+            node_key=run.node_key,
+            run_index=run.run_index,
+            execution_index=run.execution_index,
+            attempt=run.attempt,
+            started_at=started,
+            finished_at=now,
+            duration_ms=max(0.0, (now - started) * 1000.0),
+        )
+        return self._index[run.node_key], run, result
+
+    def _stop(self, status: ExecutionStatus, error: ErrorInfo) -> None:
+        """End the execution with ``status``: runs in flight and waiting are cancelled.
+
+        The routing state is left as it is (ready nodes stay on the stack), so a failed
+        execution can be retried from where it stopped.
+        """
+        self.status = status
+        self.error = error
+        self._pausing = False
+        # Runs in flight, waiting, and in flight when the execution was last saved (a
+        # restored execution whose runs were not dispatched again yet).
+        stopped = sorted([*self._running, *self.waits, *self._redispatch])
+        children: list[str] = []
+        for execution_index in stopped:
+            self._running.pop(execution_index, None)
+            self._redispatch.pop(execution_index, None)
+            suspension = self.waits.remove(execution_index)
+            if suspension is not None and suspension.child_execution_id is not None:
+                children.append(suspension.child_execution_id)
+            cancelled = attrs.evolve(self.trail[execution_index], status="cancelled")
+            self.trail.record(cancelled)
+            self.journal.run_ended(self._commands, self._now, cancelled)
+        reason = f"parent execution {self.execution_id} {ENDED_HOW.get(status, status)}"
+        if stopped:
+            self._commands.append(CancelRuns(execution_indexes=tuple(stopped), reason=reason))
+        if children:
+            self._commands.append(CancelChildren(execution_ids=tuple(children), reason=reason))
+
+    def _time_out(self, now: float) -> list[Command]:
+        """End the execution ``timed_out`` if its deadline has passed (else nothing)."""
+        if self.finished or self.deadline is None or now < self.deadline:
+            return []
+        self._now = now
+        timeout = self.graph.workflow.settings.timeout or 0.0
+        self._stop(
+            "timed_out",
+            ErrorInfo(
+                code="timed_out",
+                message=f"execution {self.execution_id} ran past its timeout "
+                f"({timeout:g} s, settings.timeout) and was stopped",
+                details={"timeout": timeout},
+            ),
+        )
+        return self._finish_event(now)
+
+    def _failed_run(self) -> NodeRun | None:
+        """The run that failed the execution: the last failed run not routed on."""
+        for run in self.trail.newest_first():
+            if run.status == "failed" and run.port is None:
+                index = self._index[run.node_key]
+                if self.flow.state(index) == DONE:
+                    return run
+        return None
+
+    def _run_again(self, run: NodeRun) -> None:
+        index = self._index[run.node_key]
+        self._dispatch(index, again=self._next_attempt(index, run, run.attempt + 1))

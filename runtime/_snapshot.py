@@ -17,13 +17,13 @@ step changed (:mod:`._blocks`).
 from __future__ import annotations
 
 import operator
-from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._blocks import BLOCK_BITS, BLOCKED_FORMAT, WHOLE_FORMAT, joined
+import attrs
+
+from ._blocks import BLOCKED_FORMAT, WHOLE_FORMAT, joined
 from ._errors import InternalError
-from ._flow import DEAD, DELIVERED, DONE, OPEN, OPEN_REF, SKIPPED
 from ._records import (
     Checkpoint,
     CheckpointKind,
@@ -36,7 +36,6 @@ from ._records import (
 from ._trail import RUNS_HELD
 
 if TYPE_CHECKING:
-    from ._compiler import ExecutionGraph
     from ._machine import ExecutionMachine
 
 # Node states as the digits of the "nodes" string.
@@ -53,31 +52,17 @@ def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, A
     Always: ``nodes`` (one digit per node, its state), ``edges`` (per edge, the
     execution index of the run that sent on it, ``-1`` if dead, ``-2`` if open),
     ``run_counts`` and ``next`` (the next execution index); in a large workflow,
-    unless ``whole``, the first three are in blocks (:func:`dump_blocks`) and
+    unless ``whole``, the first three are in blocks (:meth:`Flow.dump_blocks`) and
     ``blocks`` says how many. The rest only when it holds something: a step of a
     long chain saves little more than its counters.
     """
-    paths: dict[str, Any]
-    if machine._blocks and not whole:
-        paths = {
-            "format": BLOCKED_FORMAT,
-            "blocks": machine._blocks,
-            "next": machine.trail.next_index,
-        }
-    else:
-        paths = {
-            "format": WHOLE_FORMAT,
-            "nodes": machine._state.translate(_DIGITS).decode(),
-            "edges": tuple(machine._edge_refs),
-            "run_counts": tuple(machine._run_counts),
-            "next": machine.trail.next_index,
-        }
-    if machine._ready:
-        paths["ready"] = list(machine._ready)
-    if machine._running or machine._redispatch:
-        in_flight = [*machine._running.values(), *machine._redispatch.values()]
-        if len(in_flight) > 1:
-            in_flight.sort(key=_by_execution_index)
+    paths: dict[str, Any] = {}
+    machine.flow.dump(paths, whole=whole)
+    paths["next"] = machine.trail.next_index
+    if machine.ready:
+        paths["ready"] = list(machine.ready)
+    in_flight = machine.in_flight
+    if in_flight:
         paths["running"] = tuple(
             (run.execution_index, run.node_key, run.run_index, run.attempt, run.inputs)
             for run in in_flight
@@ -86,105 +71,54 @@ def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, A
         paths["waiting"] = {
             str(index): machine.trail[index].inputs for index in sorted(machine.waits)
         }
-    if any(machine._exit_buffer):
-        paths["exits"] = {
-            str(loop): {str(edge): run.execution_index for edge, run in buffer.items()}
-            for loop, buffer in enumerate(machine._exit_buffer)
-            if buffer
-        }
-    if machine._loop_inputs:
-        paths["loop_inputs"] = {
-            str(node): [[edge.index, run.execution_index] for edge, run in entries]
-            for node, entries in machine._loop_inputs.items()
-        }
-    if machine._activation:
-        paths["activation"] = {
-            str(node): run_index for node, run_index in machine._activation.items()
-        }
-    if machine._skipped:
-        paths["skipped"] = list(machine._skipped)
-    # Rarely anything: work left when the execution failed mid-event, kept so that a
-    # retry carries on exactly; and a pause waiting for running nodes.
-    if machine._to_skip:
-        paths["to_skip"] = list(machine._to_skip)
-    if machine._quiescent:
-        paths["quiescent"] = list(machine._quiescent)
-    if machine._activated:
-        paths["activated"] = list(machine._activated)
-    if machine._pausing:
+    if machine.pausing:  # a pause waiting for running nodes
         paths["pausing"] = True
     if machine.journal.sequence:
         paths["events"] = machine.journal.sequence
     return paths
 
 
-def dump_blocks(machine: ExecutionMachine, kind: CheckpointKind) -> dict[int, Any]:
-    """The blocks of the routing state a checkpoint of ``kind`` saves: none in a
-    small workflow; all of them first; then those changed since the last checkpoint;
-    and once the execution has completed, every one, as ``None`` (nothing will run
-    again: the store drops them)."""
-    changed = machine._blocks_changed
-    count = machine._blocks
-    if not count:
-        changed.clear()
-        return {}
-    if machine.status == "completed":
-        changed.clear()
-        return {} if kind == "start" else dict.fromkeys(range(count))
-    numbers = range(count) if kind == "start" else sorted(changed)
-    changed.clear()
-    states, edges, run_counts = machine._state, machine._edge_refs, machine._run_counts
-    blocks: dict[int, Any] = {}
-    for number in numbers:
-        start = number << BLOCK_BITS
-        end = start + (1 << BLOCK_BITS)
-        blocks[number] = {
-            "nodes": states[start:end].translate(_DIGITS).decode(),
-            "edges": tuple(edges[start:end]),
-            "run_counts": tuple(run_counts[start:end]),
-        }
-    return blocks
+@attrs.frozen
+class RestoredPaths:
+    """What a saved routing state gives back to the machine itself, once its parts
+    (flow, trail, waits, journal) have taken theirs."""
+
+    in_flight: tuple[NodeRun, ...] = ()
+    ready: tuple[int, ...] = ()
+    pausing: bool = False
 
 
-def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = False) -> None:
-    """Put a freshly built machine back in the state a store kept.
+def restore_paths(machine: ExecutionMachine, stored: StoredExecution) -> RestoredPaths | None:
+    """Give the parts of a freshly built ``machine`` the state a store kept.
 
     ``stored.runs`` are the ended runs of the audit trail; the runs in flight and
     waiting come from its routing state and suspensions. Raises
     :class:`InternalError` if the pieces do not fit together (a checkpoint that does
-    not match its workflow). With ``new``, the machine is a new execution in that
-    state: its first checkpoint starts it in the store, with every run, variable and
-    context field it holds (a rerun, :mod:`prana._rerun`).
+    not match its workflow). ``None`` for a completed execution: nothing is left to
+    run.
     """
     paths = stored.active_paths
     runs, suspensions = stored.runs, stored.suspensions
-    graph = machine.graph
     if stored.status == "completed" and "format" not in paths:
         _restore_completed(machine, stored)
-        return
+        return None
     if paths.get("format") not in (1, WHOLE_FORMAT, BLOCKED_FORMAT):
         raise InternalError(f"unknown routing state format {paths.get('format')!r}")
-    if paths["format"] != BLOCKED_FORMAT and machine._blocks:
-        # Saved whole, by an earlier version: the next checkpoint saves every block.
-        machine._blocks_changed.update(range(machine._blocks))
+    if paths["format"] != BLOCKED_FORMAT:
+        machine.flow.all_changed()  # saved whole, by an earlier version
     try:
         paths = joined(paths, stored.paths_blocks)
     except (KeyError, TypeError) as exc:
         raise InternalError(
             f"the saved state of execution {machine.execution_id} is missing a block: {exc}"
         ) from None
-    states = [int(char) for char in paths["nodes"]]
-    if len(states) != len(graph.order) or len(paths["run_counts"]) != len(graph.order):
-        raise InternalError(
-            f"the saved state of execution {machine.execution_id} does not match its workflow"
-        )
-    _restore_header(machine, stored)
 
     slots: list[NodeRun | None] = [None] * paths["next"]
     for run in runs:
         slots[run.execution_index] = run
+    in_flight = []
     for execution_index, node_key, run_index, attempt, inputs in paths.get("running", ()):
-        if node_key not in machine._index:
+        if node_key not in machine.graph.index:
             raise InternalError(
                 f"execution {machine.execution_id} was running unknown node {node_key!r}"
             )
@@ -197,7 +131,7 @@ def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = F
             inputs=_tuples(inputs),
         )
         slots[execution_index] = run
-        machine._redispatch[execution_index] = run
+        in_flight.append(run)
     for suspension in suspensions:
         inputs = paths.get("waiting", {}).get(str(suspension.execution_index), [])
         slots[suspension.execution_index] = waiting_run(suspension, runs, _tuples(inputs))
@@ -207,99 +141,33 @@ def restore(machine: ExecutionMachine, stored: StoredExecution, *, new: bool = F
         raise InternalError(
             f"execution {machine.execution_id} is missing node runs {missing[:5]} of its audit trail"
         )
-    machine.trail.restored((run for run in slots if run is not None), len(slots))
-    activation = {int(node): start for node, start in paths.get("activation", {}).items()}
-    for run in machine.trail:
-        if run.status == "retried":
-            continue  # an attempt that failed; the run goes on under a later index
-        index = machine._index[run.node_key]
-        node = machine._nodes[index]
-        if (
-            node.back_edges
-            and node.action.collect_port is not None
-            and run.run_index > activation.get(index, 0)
-        ):
-            machine._entry_runs.setdefault(index, []).append(run.execution_index)
+    trail = machine.trail
+    trail.restored((run for run in slots if run is not None), len(slots))
+    for run in trail:
         if run.status in ("completed", "failed"):
-            machine.trail.restored_latest(index, run)
-
-    machine._state = bytearray(states)
-    machine._run_counts = array("l", paths["run_counts"])
-    machine._ready = list(paths.get("ready", ()))
-    machine._activation = activation
-    machine._skipped = dict.fromkeys(paths.get("skipped", ()))
-    machine._to_skip.extend(paths.get("to_skip", ()))
-    machine._quiescent.extend(paths.get("quiescent", ()))
-    machine._activated.extend(paths.get("activated", ()))
-    machine._pausing = bool(paths.get("pausing"))
-    edges = paths["edges"]
-    if isinstance(edges, dict):  # format 1: only the settled edges, by index
-        edges = [edges.get(str(position), OPEN_REF) for position in range(len(graph.edges))]
-    if len(edges) != len(graph.edges):
-        raise InternalError(
-            f"the saved state of execution {machine.execution_id} does not match its workflow"
-        )
-    for position, source in enumerate(edges):
-        if source == OPEN_REF:
-            continue
-        machine._edge_refs[position] = source
-        if source < 0:
-            machine._edge_state[position] = DEAD
-        else:
-            machine._edge_state[position] = DELIVERED
-            machine._edge_run[position] = machine.trail[source]
-    for loop, buffer in paths.get("exits", {}).items():
-        machine._exit_buffer[int(loop)] = {
-            int(edge): machine.trail[source] for edge, source in buffer.items()
-        }
-    machine._loop_inputs = {
-        int(node): [(graph.edges[edge], machine.trail[source]) for edge, source in entries]
-        for node, entries in paths.get("loop_inputs", {}).items()
-    }
-    _recount(machine, graph)
-    _restore_journal(machine, 0 if new else paths.get("events", 0))
-    if new:
-        machine.settle_made_state()
-        machine._saved = False
-        machine._saved_status = None
-        machine.trail.all_unsaved()
-        machine._vars_changed = True
-        machine.contexts.restored(stored.node_contexts, unsaved=True)
-        machine._blocks_changed.update(range(machine._blocks))
-
-
-def _restore_header(machine: ExecutionMachine, stored: StoredExecution) -> None:
-    """What every restored machine takes from the store, whatever its routing state."""
-    machine.deadline = stored.deadline
-    machine.revision = stored.revision
-    machine.status = stored.status
-    machine.error = stored.error
-    machine.started_at = stored.started_at
-    machine.finished_at = stored.finished_at
-    machine.iteration_count = stored.iteration_count
-    machine.contexts.restored(stored.node_contexts, unsaved=False)
-    machine._vars_changed = False
-    machine._saved = True
+            trail.restored_latest(machine.graph.index[run.node_key], run)
+    try:
+        machine.flow.restore(paths, trail, trail.__getitem__)
+    except InternalError as exc:
+        raise InternalError(f"execution {machine.execution_id}: {exc}") from None
+    _restore_journal(machine, paths.get("events", 0))
+    return RestoredPaths(
+        in_flight=tuple(in_flight),
+        ready=tuple(paths.get("ready", ())),
+        pausing=bool(paths.get("pausing")),
+    )
 
 
 def _restore_completed(machine: ExecutionMachine, stored: StoredExecution) -> None:
     """A completed execution, whose checkpoint kept only the nodes it skipped
     (:func:`kept_paths`): its audit trail and outcome, nothing left to run."""
-    _restore_header(machine, stored)
-    machine._saved_status = stored.status
     runs = sorted(stored.runs, key=_by_execution_index)
-    machine.trail.restored(runs, runs[-1].execution_index + 1 if runs else 0)
+    trail = machine.trail
+    trail.restored(runs, runs[-1].execution_index + 1 if runs else 0)
     for run in runs:
-        index = machine._index[run.node_key]
-        machine._run_counts[index] = max(machine._run_counts[index], run.run_index + 1)
         if run.status in ("completed", "failed"):
-            machine.trail.restored_latest(index, run)
-            machine._state[index] = DONE
-    machine._skipped = dict.fromkeys(stored.active_paths.get("skipped", ()))
-    for key in machine._skipped:
-        index = machine._index[key]
-        if machine._state[index] != DONE:
-            machine._state[index] = SKIPPED
+            trail.restored_latest(machine.graph.index[run.node_key], run)
+    machine.flow.restore_completed(runs, stored.active_paths.get("skipped", ()))
     _restore_journal(machine, stored.active_paths.get("events", 0))
 
 
@@ -307,29 +175,7 @@ def _restore_journal(machine: ExecutionMachine, sequence: int) -> None:
     """The number of the last event, and the nodes that had settled (ended a run or
     been skipped), as the execution's events go on from them."""
     settled = [run.node_key for run in machine.trail.latest_runs()]
-    machine.journal.restored(sequence, [*settled, *machine._skipped])
-
-
-def _recount(machine: ExecutionMachine, graph: ExecutionGraph) -> None:
-    """Edges settled and delivered per node, nodes unsettled per loop: one pass."""
-    edge_state = machine._edge_state
-    index_of = machine._index
-    for edge in graph.edges:
-        state = edge_state[edge.index]
-        if state == OPEN:
-            continue
-        target = index_of[edge.target]
-        if edge.loop_back:
-            machine._back_settled[target] += 1
-            machine._back_delivered[target] += state == DELIVERED
-        else:
-            machine._settled[target] += 1
-            machine._delivered[target] += state == DELIVERED
-    states = machine._state
-    for loop in graph.loops:
-        machine._unsettled[loop.id] = sum(
-            states[index_of[key]] not in (DONE, SKIPPED) for key in loop.nodes
-        )
+    machine.journal.restored(sequence, [*settled, *machine.flow.skipped])
 
 
 def _tuples(pairs: Sequence[Sequence[Any]]) -> tuple[tuple[str, int], ...]:
@@ -354,7 +200,7 @@ def snapshot(machine: ExecutionMachine) -> Execution:
         error=machine.error,
         started_at=machine.started_at,
         finished_at=machine.finished_at,
-        iteration_count=machine.iteration_count,
+        iteration_count=machine.flow.iteration_count,
         execution_data=execution_data(machine),
         deadline=machine.deadline,
         parent_execution_id=machine.parent_execution_id,
@@ -365,10 +211,7 @@ def snapshot(machine: ExecutionMachine) -> Execution:
 
 def execution_data(machine: ExecutionMachine) -> dict[str, Any]:
     """The persistent working state (seed 000): contexts, active nodes and paths."""
-    active = {
-        run.node_key: run.run_index
-        for run in (*machine._running.values(), *machine._redispatch.values())
-    }
+    active = {run.node_key: run.run_index for run in machine.in_flight}
     active |= {suspension.node_key: suspension.run_index for suspension in machine.waits.in_order()}
     return {
         "context_data": {
@@ -377,18 +220,18 @@ def execution_data(machine: ExecutionMachine) -> dict[str, Any]:
         },
         "active_nodes": active,
         "active_paths": dump_paths(machine, whole=True),
-        "iteration_count": machine.iteration_count,
+        "iteration_count": machine.flow.iteration_count,
     }
 
 
 def has_unsaved_changes(machine: ExecutionMachine) -> bool:
     """Whether a checkpoint of ``machine`` now would save anything new."""
     return bool(
-        not machine._saved
-        or machine._saved_status != machine.status
+        not machine.saved
+        or machine.saved_status != machine.status
         or machine.trail.has_unsaved
         or machine.waits.has_changes
-        or machine._vars_changed
+        or machine.vars_changed
         or machine.contexts.has_changes
     )
 
@@ -397,7 +240,7 @@ def kept_paths(machine: ExecutionMachine) -> dict[str, Any]:
     """The routing state a checkpoint keeps: all of it, but for a completed execution
     only the nodes it skipped (nothing will run again, so nothing else is needed)."""
     if machine.status == "completed":
-        return {"skipped": list(machine._skipped), "events": machine.journal.sequence}
+        return {"skipped": machine.flow.skipped, "events": machine.journal.sequence}
     return dump_paths(machine)
 
 
@@ -405,37 +248,33 @@ def checkpoint_kind(
     machine: ExecutionMachine, take_from: ExecutionStatus | None, clear_request: bool
 ) -> CheckpointKind:
     """What a store is to do with the next checkpoint (see :class:`Checkpoint`)."""
-    if not machine._saved:
+    if not machine.saved:
         return "start"
     if take_from is not None:
         return "take"
     if (
         machine.status != "running"
-        or machine._saved_status != machine.status
-        or machine._vars_changed
+        or machine.saved_status != machine.status
+        or machine.vars_changed
         or clear_request
     ):
         return "change"
     return "step"
 
 
-def take_checkpoint(
+def checkpoint_of(
     machine: ExecutionMachine,
+    kind: CheckpointKind,
     *,
-    take_from: ExecutionStatus | None = None,
-    clear_request: bool = False,
+    take_from: ExecutionStatus | None,
+    clear_request: bool,
 ) -> Checkpoint:
-    """What changed in ``machine`` since its last checkpoint; marks it saved.
-
-    ``take_from`` (the status the execution has in the store) makes it a ``take``:
-    the first checkpoint of an execution taken from the store to carry it on.
-    ``clear_request`` clears a control request left for it in the store.
-    """
+    """A checkpoint of ``kind``: what changed in ``machine`` since its last one, which
+    its parts then count as saved (the machine marks itself saved)."""
     workflow = machine.graph.workflow
-    kind = checkpoint_kind(machine, take_from, clear_request)
     contexts, dropped = machine.contexts.take_changes()
     added, removed = machine.waits.take_changes()
-    checkpoint = Checkpoint(
+    return Checkpoint(
         execution_id=machine.execution_id,
         kind=kind,
         workflow_id=workflow.id,
@@ -444,11 +283,13 @@ def take_checkpoint(
         status=machine.status,
         trigger=machine.graph.trigger,
         input=machine.input,
-        status_changed=machine._saved_status != machine.status,
+        status_changed=machine.saved_status != machine.status,
         active_paths=kept_paths(machine),
-        paths_blocks=dump_blocks(machine, kind),
-        iteration_count=machine.iteration_count,
-        vars=dict(machine.vars) if machine._vars_changed or kind == "start" else None,
+        paths_blocks=machine.flow.dump_blocks(
+            every=kind == "start", completed=machine.status == "completed"
+        ),
+        iteration_count=machine.flow.iteration_count,
+        vars=dict(machine.vars) if machine.vars_changed or kind == "start" else None,
         node_contexts=contexts,
         node_context_drops=dropped,
         error=machine.error,
@@ -466,15 +307,6 @@ def take_checkpoint(
         revision=machine.revision,
         clear_request=clear_request,
     )
-    if kind != "step":
-        machine.revision += 1  # a store counts the changes to an execution's row
-    machine._saved = True
-    machine._saved_status = machine.status
-    if machine.trail.holds_too_many:
-        forget_saved_runs(machine)
-    machine.trail.saved()
-    machine._vars_changed = False
-    return checkpoint
 
 
 def forget_saved_runs(machine: ExecutionMachine) -> None:
@@ -497,16 +329,14 @@ def forget_saved_runs(machine: ExecutionMachine) -> None:
         keep.add(run.execution_index)
         keep.update(source for _, source in run.inputs)
 
-    for run in (*machine._running.values(), *machine._redispatch.values()):
+    for run in machine.in_flight:
         with_sources(run)
     for execution_index in machine.waits:
         with_sources(runs[execution_index])
     for latest in runs.latest_runs():
         with_sources(latest)  # a retry of the execution runs it again
-    for index, entries in machine._entry_runs.items():
-        start = machine._activation.get(index, 0)
-        entries[:] = [entry for entry in entries if runs[entry].run_index > start]
-        for entry in entries:
+    for index in machine.flow.collecting():
+        for entry in machine.flow.collected(index):
             with_sources(runs[entry])
     completed: set[str] = set()
     for position, run in enumerate(runs.newest_first()):

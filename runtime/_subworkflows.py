@@ -21,17 +21,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ._commands import Command
 from ._context import NodeContext
 from ._errors import NodeError, Problem
 from ._expressions import contains_template
-from ._records import ChildMode, ChildOutcome
+from ._records import ChildMode
 from ._registry import Action, ActionRegistry
 from ._shapes import OutputShape, fields_shape
-from ._waiting import settle_child
 
 if TYPE_CHECKING:
-    from ._machine import ExecutionMachine
+    pass
 
 MODES: tuple[ChildMode, ...] = ("sync", "fire_and_forget")
 DEFAULT_MAX_DEPTH = 16
@@ -76,24 +74,6 @@ def child_execution_id(
         key += f":{item}"
     digest = hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
     return f"{context.execution_id[:12]}{digest}"
-
-
-def child_ended(machine: ExecutionMachine, outcome: ChildOutcome, now: float) -> list[Command]:
-    """A child execution ended: the node waiting for it completes or fails.
-
-    An outcome for a child no node waits for is kept while a node run is in flight
-    (its worker may be about to report that it waits for that child) and otherwise
-    ignored (the parent ended, or heard of it already).
-    """
-    suspension = machine.waits.for_child(outcome.child_execution_id)
-    if suspension is None:
-        if machine._running and not machine.finished:
-            machine.waits.keep_early(outcome)
-        return []
-    if machine.finished:
-        return []
-    settle_child(machine, suspension, outcome, now)
-    return machine._finish_event(now)
 
 
 # --------------------------------------------------------------------------- the action
