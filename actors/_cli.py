@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import attrs
 import orjson
 
 from prana._compiler import compile_workflow, triggers_of
@@ -131,29 +130,7 @@ def database(args: argparse.Namespace, *, create: bool = True) -> Path | None:
 
 
 def _execution_json(execution: Execution) -> str:
-    def encode(value: Any) -> Any:
-        if attrs.has(type(value)):
-            return attrs.asdict(value)
-        raise TypeError
-
-    data = {
-        **{
-            name: getattr(execution, name)
-            for name in ("id", "workflow_id", "workflow_version", "status", "trigger")
-        },
-        "error": execution.error,
-        "started_at": execution.started_at,
-        "finished_at": execution.finished_at,
-        "duration_ms": execution.duration_ms,
-        "order": execution.order,
-        "skipped": execution.skipped,
-        "suspensions": execution.suspensions,
-        "output": execution.output,
-        "node_runs": execution.node_runs,
-        "runs_left_out": execution.runs_left_out,
-        "vars": execution.vars,
-    }
-    return orjson.dumps(data, default=encode, option=orjson.OPT_INDENT_2).decode() + "\n"
+    return orjson.dumps(execution.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
 def _report(execution: Execution, args: argparse.Namespace) -> int:

@@ -278,6 +278,13 @@ def event_execution_id(key: str, event: str, workflow_id: str, trigger: str) -> 
     return hashlib.blake2b(seed, digest_size=16).hexdigest()
 
 
+def keyed_execution_id(key: str, workflow_id: str, trigger: str) -> str:
+    """The id of the execution ``Engine.start`` starts with an idempotency key: the
+    same for the same key, workflow and trigger (32 hex digits)."""
+    seed = "\x1f".join(("start", key, workflow_id, trigger)).encode()
+    return hashlib.blake2b(seed, digest_size=16).hexdigest()
+
+
 def new_execution_id(now: float) -> str:
     """A new execution id: 32 hex digits, sortable by creation time.
 

@@ -38,7 +38,13 @@ from anyio import AsyncContextManagerMixin
 
 from prana._commands import Dispatch
 from prana._compiler import ExecutionGraph
-from prana._errors import ExecutionNotFound, InternalError, InvalidTransition, PranaError
+from prana._errors import (
+    ExecutionExists,
+    ExecutionNotFound,
+    InternalError,
+    InvalidTransition,
+    PranaError,
+)
 from prana._json import check_json
 from prana._limits import DEFAULT_LIMITS, Limits
 from prana._loading import WorkflowSource
@@ -53,7 +59,14 @@ from prana.storage import MemoryStore, Store, open_store
 
 from ._catalog import Catalog
 from ._children import ChildExecutions
-from ._clock import Clock, SystemClock, VirtualClock, event_execution_id, new_execution_id
+from ._clock import (
+    Clock,
+    SystemClock,
+    VirtualClock,
+    event_execution_id,
+    keyed_execution_id,
+    new_execution_id,
+)
 from ._control import control, deliver_requests
 from ._handle import DEFAULT_EVENT_BUFFER
 from ._handle import ExecutionHandle as ExecutionHandle
@@ -364,10 +377,16 @@ class Engine(AsyncContextManagerMixin):
         input: Any = None,
         *,
         trigger: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ExecutionHandle:
         """Start an execution in the background and return its handle, once the
         execution is saved (before its first node runs): an engine that crashes after
         ``start`` returned finds it when it starts again.
+
+        With ``idempotency_key``, the execution's id follows from the key, the
+        workflow and the trigger: a second start with the same key (in this engine or
+        any other on the same store) starts nothing and raises
+        :class:`ExecutionExists` naming the execution the first one started.
 
         The workflow's definition is stored (once per version). Raises
         :class:`WorkflowValidationError` before anything starts if the workflow is
@@ -375,7 +394,21 @@ class Engine(AsyncContextManagerMixin):
         :class:`PranaError` if the engine is not open, ``input`` is not JSON data, or
         the execution could not be saved.
         """
-        return await self._start(workflow, input, trigger)
+        if idempotency_key is None:
+            return await self._start(workflow, input, trigger)
+        graph = self.compile(workflow, trigger=trigger)
+        execution_id = keyed_execution_id(idempotency_key, graph.workflow.id, graph.trigger)
+        if not await self._exists(execution_id):
+            try:
+                return await self._start(workflow, input, trigger, execution_id)
+            except PranaError:
+                if not await self._exists(execution_id):
+                    raise  # not a start at the same moment by another
+        raise ExecutionExists(
+            f"execution {execution_id} was started with idempotency key "
+            f"{idempotency_key!r} already; nothing new started",
+            execution_id=execution_id,
+        )
 
     async def publish(
         self, event: str, data: Any = None, *, idempotency_key: str | None = None

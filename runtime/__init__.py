@@ -27,6 +27,7 @@ from ._context import NodeContext as NodeContext
 from ._context import Output as Output
 from ._context import Resume as Resume
 from ._context import Suspend as Suspend
+from ._errors import ExecutionExists as ExecutionExists
 from ._errors import ExecutionNotFound as ExecutionNotFound
 from ._errors import ExpressionError as ExpressionError
 from ._errors import InvalidTransition as InvalidTransition
@@ -71,6 +72,7 @@ __all__ = (
     "ErrorInfo",
     "ExecuteWorkflow",
     "Execution",
+    "ExecutionExists",
     "ExecutionHandle",
     "ExecutionNotFound",
     "ExpressionError",

@@ -102,6 +102,15 @@ class ExecutionNotFound(PranaError):
     """No execution has the given id (or resume token)."""
 
 
+class ExecutionExists(PranaError):
+    """An execution with this idempotency key was started already: nothing new
+    started; :attr:`execution_id` is the one that was."""
+
+    def __init__(self, message: str, *, execution_id: str) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+
+
 class InvalidTransition(PranaError):
     """An operation does not apply to an execution in its current status; nothing changed."""
 

@@ -265,6 +265,38 @@ class Execution:
         """Every run of one node, in order."""
         return [run for run in self.node_runs if run.node_key == node_key]
 
+    def to_dict(self, *, runs: bool = True) -> dict[str, Any]:
+        """The execution as JSON data (what ``prana show --json`` prints and the
+        daemon's API returns); without the audit trail unless ``runs``."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "workflow_id": self.workflow_id,
+            "workflow_version": self.workflow_version,
+            "status": self.status,
+            "trigger": self.trigger,
+            "input": self.input,
+            "error": attrs.asdict(self.error) if self.error is not None else None,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_ms": self.duration_ms,
+            "deadline": self.deadline,
+            "parent_execution_id": self.parent_execution_id,
+            "root_execution_id": self.root_execution_id,
+            "mode": self.mode,
+            "suspensions": [attrs.asdict(suspension) for suspension in self.suspensions],
+        }
+        if runs:
+            data |= {
+                "order": self.order,
+                "skipped": list(self.skipped),
+                "output": self.output,
+                "node_runs": [attrs.asdict(run) for run in self.node_runs],
+                "runs_left_out": self.runs_left_out,
+                "vars": dict(self.vars),
+                "iteration_count": self.iteration_count,
+            }
+        return data
+
 
 CheckpointKind = Literal["start", "step", "change", "take"]
 

@@ -1,6 +1,7 @@
 """Every error prana raises, in one place. The ones an application catches are also
 at the top of the package (``prana.NodeError``, ...)."""
 
+from ._errors import ExecutionExists as ExecutionExists
 from ._errors import ExecutionNotFound as ExecutionNotFound
 from ._errors import ExpressionError as ExpressionError
 from ._errors import InternalError as InternalError
@@ -15,6 +16,7 @@ from ._json import InvalidData as InvalidData
 from ._triggers import TriggerError as TriggerError
 
 __all__ = (
+    "ExecutionExists",
     "ExecutionNotFound",
     "ExpressionError",
     "InternalError",

@@ -375,3 +375,23 @@ async def test_invalid_workflow_is_refused_before_anything_starts() -> None:
                     ],
                 }
             )
+
+
+async def test_a_start_with_an_idempotency_key_starts_once(tmp_path: Any) -> None:
+    workflow = branching_workflow()
+    async with prana.Engine(store=tmp_path / "prana.db") as engine:
+        first = await engine.start(workflow, {"go": True}, idempotency_key="order-7")
+        await first.result()
+        with pytest.raises(prana.ExecutionExists) as again:
+            await engine.start(workflow, {"go": False}, idempotency_key="order-7")
+        other = await engine.start(workflow, {"go": False}, idempotency_key="order-8")
+        await other.result()
+    assert again.value.execution_id == first.id
+    assert "order-7" in str(again.value)
+    async with prana.Engine(store=tmp_path / "prana.db") as engine:
+        with pytest.raises(prana.ExecutionExists):
+            await engine.start(workflow, {"go": False}, idempotency_key="order-7")
+        stored = await engine.list_executions()
+        kept = await engine.get(first.id)
+    assert sorted(execution.id for execution in stored) == sorted([first.id, other.id])
+    assert kept.order == ["start", "check", "yes"]  # the first start's input, not the second
