@@ -25,6 +25,7 @@ import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -421,6 +422,62 @@ def _command_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _command_serve(args: argparse.Namespace) -> int:
+    try:
+        from prana.server import ServeConfig, serve
+    except ImportError as exc:
+        raise UsageError(
+            f"prana serve needs the serve extra ({exc.name} is missing): "
+            "pip install 'prana-runtime[serve]'"
+        ) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    actions = load_actions(args.actions)
+    workflows = []
+    for given in args.workflows:
+        path = Path(given)
+        if path.is_dir():
+            workflows += _workflows_in(path, actions)
+        elif path.is_file():
+            workflows.append(load_workflow(path, actions=actions))
+        else:
+            raise UsageError(f"--workflows {given}: no such file or folder")
+    config = ServeConfig(
+        store=f"sqlite:///{database(args)}",
+        actions=actions,
+        workflows=workflows,
+        host=args.host,
+        port=args.port,
+        tokens=_tokens(args.token_file),
+        max_body=args.max_body,
+        grace=args.grace,
+    )
+    problems = config.problems()
+    if problems:
+        raise UsageError("; ".join(problems))
+    if args.check:
+        print(f"prana: the configuration is valid ({len(workflows)} workflows)", file=sys.stderr)
+        return EXIT_OK
+
+    def ready(url: str) -> None:
+        print(f"prana: serving at {url}", file=sys.stderr, flush=True)
+
+    _run(partial(serve, config, ready=ready), backend=args.backend)
+    return EXIT_OK
+
+
+def _tokens(token_file: str | None) -> list[str]:
+    """The API tokens: the lines of ``token_file`` and ``$PRANA_TOKENS`` (comma-separated),
+    blank lines and ``#`` comments left out."""
+    tokens = [token.strip() for token in os.environ.get("PRANA_TOKENS", "").split(",")]
+    if token_file is not None:
+        try:
+            lines = Path(token_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"--token-file: cannot read {token_file!r}: {exc.strerror}") from None
+        tokens += [line.strip() for line in lines if not line.lstrip().startswith("#")]
+    return [token for token in tokens if token]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``prana`` command; return its exit code."""
     parser = command_parser()
@@ -437,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pause": _command_pause,
         "retry": _command_retry,
         "rerun": _command_rerun,
+        "serve": _command_serve,
     }
     try:
         return handlers[args.command](args)

@@ -181,6 +181,44 @@ def command_parser() -> argparse.ArgumentParser:
     waits(rerun)
     store(rerun)
     output(rerun)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the daemon: the engine and its HTTP API, webhooks, timers and schedules",
+    )
+    serve.add_argument(
+        "--workflows",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="a workflow file, or a folder of them, to serve (may be given again)",
+    )
+    actions(serve)
+    store(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0: any)")
+    serve.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="API tokens, one per line (also: $PRANA_TOKENS, comma-separated); requests "
+        "under /api must carry one as 'Authorization: Bearer TOKEN'",
+    )
+    serve.add_argument(
+        "--max-body",
+        metavar="BYTES",
+        type=int,
+        default=1 << 20,
+        help="the largest request body taken (default 1 MiB)",
+    )
+    serve.add_argument(
+        "--grace",
+        metavar="DURATION",
+        default="10s",
+        type=_duration_option,
+        help="on SIGTERM, how long requests in progress may take to finish (default 10s)",
+    )
+    serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    serve.add_argument("--check", action="store_true", help="check the configuration and exit")
     return parser
 
 

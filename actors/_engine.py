@@ -354,6 +354,12 @@ class Engine(AsyncContextManagerMixin):
             self._live.spawn(self._schedules.arm_quietly, workflow)
         return workflow
 
+    def served(self) -> list[Workflow]:
+        """The workflows this engine serves (the highest version registered of each
+        id), by id."""
+        served = self._catalog.served
+        return [served[workflow_id] for workflow_id in sorted(served)]
+
     async def start_webhook(
         self,
         path: str,

@@ -29,7 +29,7 @@ def test_regular_install_imports_from_anywhere(tmp_path: Path) -> None:
         capture_output=True,
     )
     packages = {path.name for path in (target / "prana").iterdir() if path.is_dir()}
-    assert packages - {"__pycache__"} == {"actors", "storage"}
+    assert packages - {"__pycache__"} == {"actors", "server", "storage"}
     assert (target / "prana" / "py.typed").exists()
     script = (
         "import prana, prana.actors, prana.storage; "

@@ -16,17 +16,25 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME, ACTORS, STORAGE = ROOT / "runtime", ROOT / "actors", ROOT / "storage"
+SERVER = ROOT / "server"
 FORBIDDEN = {"anyio", "trio", "asyncio", "sqlite3", "socket", "threading", "subprocess", "orjson"}
 # The facade re-exports the engine; everything else in runtime/ is the pure core.
 FACADES = {"__init__.py", "__main__.py", "testing.py"}
 CORE = sorted(path for path in RUNTIME.glob("*.py") if path.name not in FACADES)
-PACKAGES = sorted([*RUNTIME.glob("*.py"), *ACTORS.glob("*.py"), *STORAGE.glob("*.py")])
+PACKAGES = sorted(
+    [*RUNTIME.glob("*.py"), *ACTORS.glob("*.py"), *STORAGE.glob("*.py"), *SERVER.glob("*.py")]
+)
 
 
 def imported_modules(path: Path) -> set[str]:
     """Every module ``path`` imports, by its full dotted name (relative imports
     resolved against the package the file installs as)."""
-    package = {RUNTIME: "prana", ACTORS: "prana.actors", STORAGE: "prana.storage"}[path.parent]
+    package = {
+        RUNTIME: "prana",
+        ACTORS: "prana.actors",
+        STORAGE: "prana.storage",
+        SERVER: "prana.server",
+    }[path.parent]
     tree = ast.parse(path.read_text())
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -60,6 +68,16 @@ def test_storage_knows_nothing_of_the_actors(path: Path) -> None:
 def test_actors_use_a_store_through_its_public_api(path: Path) -> None:
     private = {m for m in imported_modules(path) if m.startswith("prana.storage._")}
     assert not private
+
+
+@pytest.mark.parametrize("path", sorted(SERVER.glob("*.py")), ids=lambda path: path.name)
+def test_the_server_uses_the_engine_s_public_api_only(path: Path) -> None:
+    prana_modules = {m for m in imported_modules(path) if m.startswith("prana")}
+    private = {
+        m for m in prana_modules if not m.startswith("prana.server") and "._" in f".{m}"
+    }
+    assert not private
+    assert not {m for m in prana_modules if m.startswith(("prana.actors", "prana.storage"))}
 
 
 def test_the_layer_checks_see_absolute_imports(tmp_path: Path) -> None:

@@ -1,0 +1,12 @@
+"""prana's daemon: ``prana serve`` and its HTTP API (DESIGN §12).
+
+Needs the ``serve`` extra (``pip install "prana-runtime[serve]"``). It is built on
+the engine's public API only: :func:`create_app` is a Starlette app over an open
+:class:`prana.Engine`, and :func:`serve` runs one with Hypercorn until SIGTERM.
+"""
+
+from ._app import create_app as create_app
+from ._daemon import ServeConfig as ServeConfig
+from ._daemon import serve as serve
+
+__all__ = ("ServeConfig", "create_app", "serve")

@@ -1,0 +1,294 @@
+"""The daemon's HTTP API: a Starlette app over one :class:`prana.Engine` (DESIGN §12).
+
+It decides no workflow semantics: each route reads a request, calls one method of the
+engine's public API and writes its answer as JSON. Routes:
+
+* ``GET /healthz`` (the process answers), ``GET /readyz`` (``engine.health()``);
+* ``GET /api/workflows``, ``GET /api/workflows/{id}``: the workflows served;
+* ``POST /api/workflows/{id}/executions``: start one, the body its input;
+  ``Idempotency-Key`` starts it once; ``?wait=SECONDS`` answers when it stops (ends
+  or waits) or when the wait is up, whichever is first;
+* ``GET /api/executions`` (``?status=&workflow=&limit=``), ``GET /api/executions/{id}``;
+* ``POST /api/executions/{id}/{cancel,pause,unpause,retry}``;
+* ``POST /api/resume/{token}``: answer a node waiting for ``token``, the body its data;
+* ``METHOD /hooks/{path}``: the served workflow whose ``webhook.trigger`` answers it
+  starts, with the request's headers, query and body as ``trigger.*``.
+
+Under ``/api`` a request carries ``Authorization: Bearer TOKEN`` with one of the
+daemon's tokens (when it has any). Bodies are JSON, at most ``max_body`` bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+import anyio
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import prana
+
+from ._problems import HTTPProblem, problem_of, problem_response
+
+JSON = "application/json"
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
+MAX_WAIT = 300.0  # the longest ?wait= a request may hold a connection, in seconds
+_CONTROLS = ("cancel", "pause", "unpause", "retry")
+_STATUSES = ("pending", "running", "suspended", "paused", "completed", "failed", "cancelled")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type=JSON)
+
+
+class Api:
+    """The routes' shared state: the engine, the tokens, the limits."""
+
+    def __init__(self, engine: prana.Engine, *, tokens: Collection[str], max_body: int) -> None:
+        self.engine = engine
+        self.tokens = tuple(token.encode() for token in tokens)
+        self.max_body = max_body
+
+    # ------------------------------------------------------------------ plumbing
+
+    def route(self, handler: Handler, *, private: bool = True) -> Handler:
+        """``handler`` with the API's rules around it: the token check (``private``)
+        and every error answered as problem details."""
+
+        async def answer(request: Request) -> Response:
+            try:
+                if private:
+                    self._authorize(request)
+                return await handler(request)
+            except Exception as exc:
+                return problem_response(problem_of(exc), request.url.path)
+
+        return answer
+
+    def _authorize(self, request: Request) -> None:
+        if not self.tokens:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and any(
+            hmac.compare_digest(given.strip().encode(), token) for token in self.tokens
+        ):
+            return
+        raise HTTPProblem(
+            401,
+            "Unauthorized",
+            "this API needs a token: send 'Authorization: Bearer TOKEN' with one of the "
+            "daemon's tokens (prana serve --token-file)",
+        )
+
+    async def body(self, request: Request) -> Any:
+        """The request's JSON body (``None`` if empty). Refuses one past ``max_body``
+        bytes (413) or that is not JSON (400)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise self._too_large()
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise self._too_large()
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPProblem(400, "Invalid JSON", f"the body is not JSON: {exc}") from None
+
+    def _too_large(self) -> HTTPProblem:
+        return HTTPProblem(
+            413,
+            "Body too large",
+            f"the body is larger than {self.max_body} bytes, the most this daemon takes "
+            "(prana serve --max-body)",
+        )
+
+    # ------------------------------------------------------------------ health
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        health = self.engine.health()
+        services = [
+            {"name": s.name, "state": s.state, "last_error": s.last_error} for s in health.services
+        ]
+        body = {"ok": health.ok, "live_executions": health.live_executions, "services": services}
+        return json_response(body, 200 if health.ok else 503)
+
+    # ------------------------------------------------------------------ workflows
+
+    async def list_workflows(self, request: Request) -> Response:
+        served = [
+            {"id": w.id, "version": w.version, "name": w.name, "description": w.description}
+            for w in self.engine.served()
+        ]
+        return json_response({"workflows": served})
+
+    async def get_workflow(self, request: Request) -> Response:
+        workflow = self._served(request.path_params["workflow_id"])
+        return json_response(prana.workflow_to_dict(workflow))
+
+    def _served(self, workflow_id: str) -> prana.Workflow:
+        served = self.engine.served()
+        for workflow in served:
+            if workflow.id == workflow_id:
+                return workflow
+        ids = ", ".join(w.id for w in served) or "none"
+        raise HTTPProblem(
+            404, "Not found", f"no workflow {workflow_id!r} is served here (served: {ids})"
+        )
+
+    # ------------------------------------------------------------------ executions
+
+    async def start(self, request: Request) -> Response:
+        workflow = self._served(request.path_params["workflow_id"])
+        wait = _wait_option(request)
+        key = request.headers.get("idempotency-key")
+        trigger = request.query_params.get("trigger")
+        data = await self.body(request)
+        try:
+            handle = await self.engine.start(workflow, data, trigger=trigger, idempotency_key=key)
+        except prana.errors.ExecutionExists as exists:  # the key's first start
+            execution = await self._stopped(exists.execution_id, wait)
+            return json_response(execution.to_dict(), 200)
+        execution = await self._stopped(handle.id, wait)
+        return json_response(execution.to_dict(), 201)
+
+    async def _stopped(self, execution_id: str, wait: float) -> prana.Execution:
+        """The execution once it stops (ends or waits), or as it is after ``wait``
+        seconds."""
+        if wait > 0:
+            with anyio.move_on_after(wait):
+                return await self.engine.wait(
+                    execution_id, until=lambda execution: execution.status != "running"
+                )
+        return await self.engine.get(execution_id)
+
+    async def list_executions(self, request: Request) -> Response:
+        query = request.query_params
+        status = query.get("status")
+        if status is not None and status not in _STATUSES:
+            raise HTTPProblem(
+                400,
+                "Invalid query",
+                f"status must be one of {', '.join(_STATUSES)}, not {status!r}",
+            )
+        limit = _int_option(request, "limit", 100, 1, 1000)
+        executions = await self.engine.list_executions(
+            status=status,  # type: ignore[arg-type]
+            workflow=query.get("workflow"),
+            limit=limit,
+        )
+        return json_response({"executions": [e.to_dict(runs=False) for e in executions]})
+
+    async def get_execution(self, request: Request) -> Response:
+        execution = await self.engine.get(request.path_params["execution_id"])
+        return json_response(execution.to_dict())
+
+    async def control(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        execution_id = request.path_params["execution_id"]
+        if action not in _CONTROLS:
+            raise HTTPProblem(
+                404, "Not found", f"no control {action!r}; use one of {', '.join(_CONTROLS)}"
+            )
+        if action == "cancel":
+            data = await self.body(request)
+            reason = data.get("reason") if isinstance(data, dict) else None
+            execution = await self.engine.cancel(execution_id, reason)
+        else:
+            execution = await getattr(self.engine, action)(execution_id)
+        return json_response(execution.to_dict())
+
+    async def resume_token(self, request: Request) -> Response:
+        data = await self.body(request)
+        execution = await self.engine.resume_token(request.path_params["token"], data)
+        return json_response(execution.to_dict())
+
+    # ------------------------------------------------------------------ webhooks
+
+    async def hook(self, request: Request) -> Response:
+        body = await self.body(request)
+        try:
+            handle = await self.engine.start_webhook(
+                request.path_params["path"],
+                method=request.method,
+                headers=dict(request.headers),
+                query=dict(request.query_params),
+                body=body,
+            )
+        except prana.TriggerError as exc:
+            raise HTTPProblem(404, "No webhook here", str(exc)) from None
+        return json_response({"execution_id": handle.id, "status": handle.status}, 202)
+
+
+def _wait_option(request: Request) -> float:
+    text = request.query_params.get("wait")
+    if text is None:
+        return 0.0
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = math.nan
+    if not 0 <= wait <= MAX_WAIT:
+        raise HTTPProblem(
+            400,
+            "Invalid query",
+            f"wait is how many seconds to wait for the execution to stop: a number from 0 "
+            f"to {MAX_WAIT:g}, not {text!r}",
+        )
+    return wait
+
+
+def _int_option(request: Request, name: str, default: int, least: int, most: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not least <= int(text) <= most:
+        raise HTTPProblem(
+            400, "Invalid query", f"{name} must be a whole number from {least} to {most}"
+        )
+    return int(text)
+
+
+def create_app(
+    engine: prana.Engine,
+    *,
+    tokens: Collection[str] = (),
+    max_body: int = DEFAULT_MAX_BODY,
+) -> Starlette:
+    """The daemon's app over an open ``engine``: with ``tokens``, requests under
+    ``/api`` must carry one; bodies are refused past ``max_body`` bytes."""
+    api = Api(engine, tokens=tokens, max_body=max_body)
+    hook_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    routes = [
+        Route("/healthz", api.route(api.healthz, private=False)),
+        Route("/readyz", api.route(api.readyz, private=False)),
+        Route("/api/workflows", api.route(api.list_workflows)),
+        Route("/api/workflows/{workflow_id}", api.route(api.get_workflow)),
+        Route(
+            "/api/workflows/{workflow_id}/executions",
+            api.route(api.start),
+            methods=["POST"],
+        ),
+        Route("/api/executions", api.route(api.list_executions)),
+        Route("/api/executions/{execution_id}", api.route(api.get_execution)),
+        Route("/api/executions/{execution_id}/{action}", api.route(api.control), methods=["POST"]),
+        Route("/api/resume/{token}", api.route(api.resume_token), methods=["POST"]),
+        Route("/hooks/{path:path}", api.route(api.hook, private=False), methods=hook_methods),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,111 @@
+"""``prana serve``: one engine and its HTTP API in one long-running process (DESIGN §12).
+
+The process opens an :class:`prana.Engine` (taking over executions whose engine
+died, arming timers and schedules), serves :func:`create_app` with Hypercorn in the
+same task group, on asyncio or trio, and runs until SIGTERM or SIGINT. Then it stops
+accepting connections, lets requests in progress finish (up to ``grace`` seconds),
+and leaves the engine: every execution stops at its last checkpoint and its lease is
+released, so the next daemon on the same store carries it on at once. It exits 0.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import anyio
+import attrs
+import sniffio
+from hypercorn.config import Config
+
+import prana
+
+from ._app import DEFAULT_MAX_BODY, create_app
+
+logger = logging.getLogger("prana.server")
+
+
+@attrs.frozen(kw_only=True)
+class ServeConfig:
+    """What ``prana serve`` runs: the store, the actions and workflows, where it
+    listens, its tokens and limits."""
+
+    store: str
+    actions: prana.ActionRegistry = attrs.field(factory=prana.ActionRegistry)
+    workflows: Sequence[prana.Workflow] = ()
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tokens: Collection[str] = ()
+    max_body: int = DEFAULT_MAX_BODY
+    grace: float = 10.0
+
+    def problems(self) -> list[str]:
+        """What is wrong with the configuration, each with what to do."""
+        found = []
+        if not self.tokens and not _is_loopback(self.host):
+            found.append(
+                f"--host {self.host} serves the API beyond this machine without a token: give "
+                "tokens with --token-file (or PRANA_TOKENS), or listen on 127.0.0.1"
+            )
+        if not 0 <= self.port <= 65535:
+            found.append(f"--port {self.port} is not a port number (0 to 65535)")
+        return found
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve(config: ServeConfig, *, ready: Callable[[str], Any] | None = None) -> None:
+    """Run the daemon until SIGTERM or SIGINT (or until cancelled); ``ready`` is called
+    with the URL it answers at once it accepts connections."""
+    async with prana.Engine(store=config.store, actions=config.actions) as engine:
+        for workflow in config.workflows:
+            engine.register(workflow)
+        app = create_app(engine, tokens=config.tokens, max_body=config.max_body)
+        listener = socket.create_server((config.host, config.port))
+        host, port = listener.getsockname()[:2]
+        url = f"http://{host}:{port}"
+        hypercorn = Config()
+        # The server takes the socket over (and closes it when it stops).
+        hypercorn.bind = [f"fd://{listener.detach()}"]
+        hypercorn.graceful_timeout = config.grace
+        hypercorn.accesslog = None
+        stop = anyio.Event()
+        async with anyio.create_task_group() as group:
+            group.start_soon(_stop_on_signals, stop)
+            logger.info("serving %s at %s", config.store, url)
+            if ready is not None:
+                ready(url)  # the socket listens: connections wait for the server
+            await _serve_app(app, hypercorn, stop)
+            group.cancel_scope.cancel()  # the signal watcher, if the server ended by itself
+        logger.info("stopped serving; releasing the executions in flight")
+
+
+async def _stop_on_signals(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for received in signals:
+            logger.info("%s: stopping", signal.Signals(received).name)
+            stop.set()
+            return
+
+
+async def _serve_app(app: Any, config: Config, stop: anyio.Event) -> None:
+    """Serve ``app`` until ``stop`` is set, then let requests in progress finish."""
+    if sniffio.current_async_library() == "trio":
+        from hypercorn.trio import serve as serve_on_trio
+
+        await serve_on_trio(app, config, shutdown_trigger=stop.wait)
+    else:
+        from hypercorn.asyncio import serve as serve_on_asyncio
+
+        await serve_on_asyncio(app, config, shutdown_trigger=stop.wait)

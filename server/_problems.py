@@ -1,0 +1,80 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``).
+
+Every error the API returns says what is wrong and what to do, with a status a client
+can act on. The engine's errors map to statuses here, in one place; anything else is
+a bug of prana's: it is logged with its traceback, and the client gets a 500 that
+says so without the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+import prana
+from prana import errors
+
+logger = logging.getLogger("prana.server")
+
+PROBLEM = "application/problem+json"
+
+
+class HTTPProblem(Exception):
+    """A request the API refuses: its status, a short title and what to do."""
+
+    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+
+def problem_response(problem: HTTPProblem, instance: str) -> Response:
+    body = {
+        "type": "about:blank",
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": instance,
+        **problem.extra,
+    }
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    return Response(
+        orjson.dumps(body), status_code=problem.status, media_type=PROBLEM, headers=headers
+    )
+
+
+def problem_of(exc: BaseException) -> HTTPProblem:
+    """The problem a client is told of for an error of the engine's."""
+    if isinstance(exc, HTTPProblem):
+        return exc
+    if isinstance(exc, errors.WorkflowValidationError):
+        return HTTPProblem(
+            422,
+            "Invalid workflow",
+            str(exc),
+            problems=[{"path": p.path, "message": p.message} for p in exc.problems],
+        )
+    if isinstance(exc, errors.ExecutionNotFound):
+        return HTTPProblem(404, "Not found", str(exc))
+    if isinstance(exc, errors.InvalidTransition):
+        return HTTPProblem(409, "Not possible now", str(exc))
+    if isinstance(exc, errors.ExecutionExists):
+        return HTTPProblem(409, "Started already", str(exc), execution_id=exc.execution_id)
+    if isinstance(exc, (errors.TriggerError, errors.InvalidData)):
+        return HTTPProblem(422, "Invalid input", str(exc))
+    if isinstance(exc, errors.StoreError):
+        logger.warning("store error: %s", exc)
+        return HTTPProblem(503, "Store unavailable", f"{exc}; the request can be tried again later")
+    if isinstance(exc, prana.PranaError):
+        return HTTPProblem(400, "Refused", str(exc))
+    logger.error("error answering a request", exc_info=exc)
+    return HTTPProblem(
+        500,
+        "Internal error",
+        "prana failed to answer this request; the daemon's log has the details",
+    )

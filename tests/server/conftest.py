@@ -1,0 +1,53 @@
+"""The daemon's tests run a real server (Hypercorn on a loopback port) in the test's
+own event loop, on both backends, over a SQLite file in a temporary folder."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import anyio
+
+import prana
+from prana.server import ServeConfig, serve
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def example(name: str) -> prana.Workflow:
+    return prana.load_workflow(EXAMPLES / name)
+
+
+@asynccontextmanager
+async def daemon(
+    db: Path,
+    workflows: Sequence[prana.Workflow] = (),
+    *,
+    tokens: Sequence[str] = (),
+    max_body: int = 1 << 20,
+    actions: prana.ActionRegistry | None = None,
+) -> AsyncIterator[str]:
+    """A daemon serving ``workflows`` over the SQLite file ``db``; its URL."""
+    config = ServeConfig(
+        store=f"sqlite:///{db}",
+        actions=actions or prana.ActionRegistry(),
+        workflows=workflows,
+        port=0,
+        tokens=tokens,
+        max_body=max_body,
+        grace=1.0,
+    )
+    started = anyio.Event()
+    urls: list[str] = []
+
+    def ready(url: str) -> None:
+        urls.append(url)
+        started.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(partial(serve, config, ready=ready))
+        await started.wait()
+        yield urls[0]
+        group.cancel_scope.cancel()

@@ -1,0 +1,153 @@
+"""The daemon's HTTP API as a client sees it: starting, reading, answering and
+controlling executions, webhooks, tokens, limits and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.server.client import request
+from tests.server.conftest import daemon, example
+
+PROBLEM = "application/problem+json"
+
+
+async def test_a_webhook_starts_an_execution_with_the_request_as_its_trigger(
+    tmp_path: Path,
+) -> None:
+    async with daemon(tmp_path / "d.db", [example("order_intake.yaml")]) as url:
+        started = await request(
+            url, "POST", "/hooks/orders?source=shop", {"amount": 40}, headers={"X-Shop": "berlin"}
+        )
+        assert started.status == 202
+        execution_id = started.json()["execution_id"]
+        done = await request(url, "GET", f"/api/executions/{execution_id}")
+    execution = done.json()
+    assert execution["workflow_id"] == "order_intake"
+    assert execution["trigger"] == "web"
+    assert execution["input"]["body"] == {"amount": 40}
+    assert execution["input"]["headers"]["x-shop"] == "berlin"
+    assert execution["input"]["query"] == {"source": "shop"}
+
+
+async def test_a_request_no_webhook_answers_is_refused_with_the_routes_served(
+    tmp_path: Path,
+) -> None:
+    async with daemon(tmp_path / "d.db", [example("order_intake.yaml")]) as url:
+        reply = await request(url, "POST", "/hooks/nothing", {})
+    assert reply.status == 404
+    assert reply.headers["content-type"] == PROBLEM
+    assert "POST /orders" in reply.json()["detail"]
+
+
+async def test_start_waits_for_the_result_when_asked(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        reply = await request(
+            url, "POST", "/api/workflows/approval/executions?wait=10", {"amount": 40}
+        )
+    assert reply.status == 201
+    execution = reply.json()
+    assert execution["status"] == "completed"
+    assert execution["order"] == ["start", "large", "auto_pay"]
+    assert execution["output"] == {"paid": 40, "approved_by": "automatic"}
+
+
+async def test_an_idempotency_key_starts_one_execution(tmp_path: Path) -> None:
+    key = {"Idempotency-Key": "payment-17"}
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        path = "/api/workflows/approval/executions?wait=10"
+        first = await request(url, "POST", path, {"amount": 40}, headers=key)
+        again = await request(url, "POST", path, {"amount": 70}, headers=key)
+        listed = await request(url, "GET", "/api/executions")
+    assert (first.status, again.status) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["output"] == {"paid": 40, "approved_by": "automatic"}
+    assert [e["id"] for e in listed.json()["executions"]] == [first.json()["id"]]
+
+
+async def test_a_waiting_node_is_answered_by_its_token(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        started = await request(
+            url, "POST", "/api/workflows/approval/executions?wait=10", {"amount": 4000}
+        )
+        waiting = started.json()
+        (suspension,) = waiting["suspensions"]
+        listed = await request(url, "GET", "/api/executions?status=suspended")
+        answered = await request(
+            url, "POST", f"/api/resume/{suspension['token']}", {"approved": True, "by": "ann"}
+        )
+        used = await request(url, "POST", f"/api/resume/{suspension['token']}", {})
+    assert waiting["status"] == "suspended"
+    assert suspension["node_key"] == "approval"
+    assert suspension["data"]["prompt"] == "Pay 4000? (limit 1000)"
+    assert [e["id"] for e in listed.json()["executions"]] == [waiting["id"]]
+    assert answered.status == 200
+    assert answered.json()["status"] == "completed"
+    assert answered.json()["output"] == {"paid": 4000, "approved_by": "ann"}
+    assert used.status == 404
+    assert "expired or was used" in used.json()["detail"]
+
+
+async def test_control_pauses_unpauses_and_cancels(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        started = await request(
+            url, "POST", "/api/workflows/approval/executions?wait=10", {"amount": 4000}
+        )
+        execution_id = started.json()["id"]
+        base = f"/api/executions/{execution_id}"
+        paused = await request(url, "POST", f"{base}/pause")
+        unpaused = await request(url, "POST", f"{base}/unpause")
+        cancelled = await request(url, "POST", f"{base}/cancel", {"reason": "not needed"})
+        again = await request(url, "POST", f"{base}/cancel")
+        unknown = await request(url, "POST", f"{base}/explode")
+    assert paused.json()["status"] == "paused"
+    assert unpaused.json()["status"] == "suspended"
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["error"]["message"] == "not needed"
+    assert again.status == 409
+    assert again.headers["content-type"] == PROBLEM
+    assert "cancelled" in again.json()["detail"]
+    assert unknown.status == 404
+
+
+async def test_the_api_needs_a_token_when_the_daemon_has_some(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")], tokens=["s3cret"]) as url:
+        without = await request(url, "GET", "/api/workflows")
+        wrong = await request(
+            url, "GET", "/api/workflows", headers={"Authorization": "Bearer guess"}
+        )
+        right = await request(
+            url, "GET", "/api/workflows", headers={"Authorization": "Bearer s3cret"}
+        )
+        health = await request(url, "GET", "/healthz")
+        ready = await request(url, "GET", "/readyz")
+    assert (without.status, wrong.status, right.status) == (401, 401, 200)
+    assert without.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer TOKEN" in without.json()["detail"]
+    assert [w["id"] for w in right.json()["workflows"]] == ["approval"]
+    assert (health.status, ready.status) == (200, 200)
+    assert ready.json()["ok"] is True
+
+
+async def test_bad_requests_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")], max_body=100) as url:
+        start = "/api/workflows/approval/executions"
+        large = await request(url, "POST", start, {"note": "x" * 200})
+        not_json = await request(url, "POST", start, raw=b"{amount: 4")
+        bad_wait = await request(url, "POST", f"{start}?wait=forever", {"amount": 1})
+        no_workflow = await request(url, "POST", "/api/workflows/payroll/executions", {})
+        no_execution = await request(url, "GET", "/api/executions/" + "0" * 32)
+        bad_status = await request(url, "GET", "/api/executions?status=done")
+        listed = await request(url, "GET", "/api/executions")
+    for reply in (large, not_json, bad_wait, no_workflow, no_execution, bad_status):
+        assert reply.headers["content-type"] == PROBLEM
+        assert reply.json()["status"] == reply.status
+    assert large.status == 413
+    assert "100 bytes" in large.json()["detail"]
+    assert not_json.status == 400
+    assert bad_wait.status == 400
+    assert "from 0 to 300" in bad_wait.json()["detail"]
+    assert no_workflow.status == 404
+    assert "served: approval" in no_workflow.json()["detail"]
+    assert no_execution.status == 404
+    assert bad_status.status == 400
+    assert listed.json()["executions"] == []  # nothing bad was started
