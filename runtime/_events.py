@@ -31,6 +31,10 @@ class Event:
     time: float
     attributes: Mapping[str, Any] = attrs.field(factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The event as JSON data, its kind (the class name) as ``type``."""
+        return {"type": type(self).__name__, **attrs.asdict(self)}
+
 
 @attrs.frozen(kw_only=True)
 class ExecutionStarted(Event):

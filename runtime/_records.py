@@ -208,6 +208,8 @@ class Execution:
     completed; ``outputs`` maps each node to the output of its latest completed run;
     ``skipped`` lists the nodes that never ran because every path to them died;
     ``suspensions`` the nodes waiting now (with their resume token and deadline).
+    ``last_event`` is the sequence number of its last event (0: none yet): a
+    subscriber that read this execution goes on with the events numbered after it.
     """
 
     id: str
@@ -230,6 +232,7 @@ class Execution:
     parent_execution_id: str | None = None
     root_execution_id: str | None = None
     mode: ChildMode | None = None
+    last_event: int = 0
 
     @property
     def output(self) -> Any:
@@ -284,6 +287,7 @@ class Execution:
             "root_execution_id": self.root_execution_id,
             "mode": self.mode,
             "suspensions": [attrs.asdict(suspension) for suspension in self.suspensions],
+            "last_event": self.last_event,
         }
         if runs:
             data |= {
@@ -421,6 +425,7 @@ class StoredExecution:
         ran = {run.node_key for run in self.runs}
         skipped = [key for key in self.active_paths.get("skipped", ()) if key not in ran]
         return Execution(
+            last_event=self.active_paths.get("events", 0),
             id=self.id,
             workflow_id=self.workflow_id,
             workflow_version=self.workflow_version,

@@ -206,6 +206,7 @@ def snapshot(machine: ExecutionMachine) -> Execution:
         parent_execution_id=machine.parent_execution_id,
         root_execution_id=machine.root_execution_id,
         mode=machine.mode,
+        last_event=machine.journal.sequence,
     )
 
 

@@ -11,33 +11,39 @@ engine's public API and writes its answer as JSON. Routes:
 * ``GET /api/executions`` (``?status=&workflow=&limit=``), ``GET /api/executions/{id}``;
 * ``POST /api/executions/{id}/{cancel,pause,unpause,retry}``;
 * ``POST /api/resume/{token}``: answer a node waiting for ``token``, the body its data;
+* ``GET /api/executions/{id}/events``, ``GET /api/events``: live events as
+  server-sent events, resumable with ``Last-Event-ID`` (:mod:`._streams`);
 * ``METHOD /hooks/{path}``: the served workflow whose ``webhook.trigger`` answers it
   starts, with the request's headers, query and body as ``trigger.*``.
 
 Under ``/api`` a request carries ``Authorization: Bearer TOKEN`` with one of the
-daemon's tokens (when it has any). Bodies are JSON, at most ``max_body`` bytes.
+daemon's tokens (when it has any). Bodies are JSON, at most ``max_body`` bytes; at
+most ``max_streams`` event streams are open at once.
 """
 
 from __future__ import annotations
 
 import hmac
 import math
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 import prana
 
 from ._problems import HTTPProblem, problem_of, problem_response
+from ._streams import EventLog, all_stream, execution_stream
 
 JSON = "application/json"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
+DEFAULT_MAX_STREAMS = 1000
 MAX_WAIT = 300.0  # the longest ?wait= a request may hold a connection, in seconds
 _CONTROLS = ("cancel", "pause", "unpause", "retry")
 _STATUSES = ("pending", "running", "suspended", "paused", "completed", "failed", "cancelled")
@@ -52,10 +58,23 @@ def json_response(data: Any, status: int = 200) -> Response:
 class Api:
     """The routes' shared state: the engine, the tokens, the limits."""
 
-    def __init__(self, engine: prana.Engine, *, tokens: Collection[str], max_body: int) -> None:
+    def __init__(
+        self, engine: prana.Engine, *, tokens: Collection[str], max_body: int, max_streams: int
+    ) -> None:
         self.engine = engine
         self.tokens = tuple(token.encode() for token in tokens)
         self.max_body = max_body
+        self.max_streams = max_streams
+        self.streams = 0
+        self.log = EventLog(engine)
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """While the app is served: the event log listens for its streams."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.log.run)
+            yield
+            self.log.close()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -214,6 +233,36 @@ class Api:
             execution = await getattr(self.engine, action)(execution_id)
         return json_response(execution.to_dict())
 
+    async def execution_events(self, request: Request) -> Response:
+        execution_id = request.path_params["execution_id"]
+        await self.engine.get(execution_id)  # 404 before the stream starts
+        last = request.headers.get("last-event-id")
+        return self._stream(execution_stream(self.log, self.engine, execution_id, last))
+
+    async def all_events(self, request: Request) -> Response:
+        return self._stream(all_stream(self.log, request.headers.get("last-event-id")))
+
+    def _stream(self, chunks: AsyncGenerator[bytes, None]) -> Response:
+        if self.streams >= self.max_streams:
+            raise HTTPProblem(
+                503,
+                "Too many streams",
+                f"{self.streams} event streams are open, the most this daemon serves "
+                "(prana serve --max-streams); try again later",
+            )
+
+        async def counted() -> AsyncIterator[bytes]:
+            self.streams += 1
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                self.streams -= 1
+                await chunks.aclose()
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(counted(), media_type="text/event-stream", headers=headers)
+
     async def resume_token(self, request: Request) -> Response:
         data = await self.body(request)
         execution = await self.engine.resume_token(request.path_params["token"], data)
@@ -270,10 +319,13 @@ def create_app(
     *,
     tokens: Collection[str] = (),
     max_body: int = DEFAULT_MAX_BODY,
+    max_streams: int = DEFAULT_MAX_STREAMS,
 ) -> Starlette:
     """The daemon's app over an open ``engine``: with ``tokens``, requests under
-    ``/api`` must carry one; bodies are refused past ``max_body`` bytes."""
-    api = Api(engine, tokens=tokens, max_body=max_body)
+    ``/api`` must carry one; bodies are refused past ``max_body`` bytes, event
+    streams past ``max_streams`` at once. :func:`close_streams` ends the streams
+    (before a server's graceful shutdown, which waits for open requests)."""
+    api = Api(engine, tokens=tokens, max_body=max_body, max_streams=max_streams)
     hook_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     routes = [
         Route("/healthz", api.route(api.healthz, private=False)),
@@ -287,8 +339,17 @@ def create_app(
         ),
         Route("/api/executions", api.route(api.list_executions)),
         Route("/api/executions/{execution_id}", api.route(api.get_execution)),
+        Route("/api/executions/{execution_id}/events", api.route(api.execution_events)),
+        Route("/api/events", api.route(api.all_events)),
         Route("/api/executions/{execution_id}/{action}", api.route(api.control), methods=["POST"]),
         Route("/api/resume/{token}", api.route(api.resume_token), methods=["POST"]),
         Route("/hooks/{path:path}", api.route(api.hook, private=False), methods=hook_methods),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=api.lifespan)
+    app.state.event_log = api.log
+    return app
+
+
+def close_streams(app: Starlette) -> None:
+    """End the event streams of an app made by :func:`create_app`."""
+    app.state.event_log.close()

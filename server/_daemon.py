@@ -24,7 +24,7 @@ from hypercorn.config import Config
 
 import prana
 
-from ._app import DEFAULT_MAX_BODY, create_app
+from ._app import DEFAULT_MAX_BODY, DEFAULT_MAX_STREAMS, close_streams, create_app
 
 logger = logging.getLogger("prana.server")
 
@@ -41,6 +41,7 @@ class ServeConfig:
     port: int = 8080
     tokens: Collection[str] = ()
     max_body: int = DEFAULT_MAX_BODY
+    max_streams: int = DEFAULT_MAX_STREAMS
     grace: float = 10.0
 
     def problems(self) -> list[str]:
@@ -65,13 +66,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def serve(config: ServeConfig, *, ready: Callable[[str], Any] | None = None) -> None:
-    """Run the daemon until SIGTERM or SIGINT (or until cancelled); ``ready`` is called
-    with the URL it answers at once it accepts connections."""
+async def serve(
+    config: ServeConfig,
+    *,
+    ready: Callable[[str], Any] | None = None,
+    stop: anyio.Event | None = None,
+) -> None:
+    """Run the daemon until SIGTERM or SIGINT, or until ``stop`` is set; ``ready`` is
+    called with the URL it answers at once it accepts connections."""
     async with prana.Engine(store=config.store, actions=config.actions) as engine:
         for workflow in config.workflows:
             engine.register(workflow)
-        app = create_app(engine, tokens=config.tokens, max_body=config.max_body)
+        app = create_app(
+            engine,
+            tokens=config.tokens,
+            max_body=config.max_body,
+            max_streams=config.max_streams,
+        )
         listener = socket.create_server((config.host, config.port))
         host, port = listener.getsockname()[:2]
         url = f"http://{host}:{port}"
@@ -80,7 +91,7 @@ async def serve(config: ServeConfig, *, ready: Callable[[str], Any] | None = Non
         hypercorn.bind = [f"fd://{listener.detach()}"]
         hypercorn.graceful_timeout = config.grace
         hypercorn.accesslog = None
-        stop = anyio.Event()
+        stop = stop or anyio.Event()
         async with anyio.create_task_group() as group:
             group.start_soon(_stop_on_signals, stop)
             logger.info("serving %s at %s", config.store, url)
@@ -100,12 +111,24 @@ async def _stop_on_signals(stop: anyio.Event) -> None:
 
 
 async def _serve_app(app: Any, config: Config, stop: anyio.Event) -> None:
-    """Serve ``app`` until ``stop`` is set, then let requests in progress finish."""
+    """Serve ``app`` until ``stop`` is set, then end its event streams and let the
+    other requests in progress finish."""
+
+    async def shutdown() -> None:
+        await stop.wait()
+        close_streams(app)
+
     if sniffio.current_async_library() == "trio":
         from hypercorn.trio import serve as serve_on_trio
 
-        await serve_on_trio(app, config, shutdown_trigger=stop.wait)
+        await serve_on_trio(app, config, shutdown_trigger=shutdown)
     else:
+        import asyncio
+
         from hypercorn.asyncio import serve as serve_on_asyncio
 
-        await serve_on_asyncio(app, config, shutdown_trigger=stop.wait)
+        # In a task of its own: Hypercorn stops through an asyncio.TaskGroup, whose
+        # cancelling and uncancelling of its host task would reach the cancel scopes
+        # of this one.
+        server = asyncio.create_task(serve_on_asyncio(app, config, shutdown_trigger=shutdown))
+        await server

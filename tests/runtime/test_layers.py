@@ -73,9 +73,7 @@ def test_actors_use_a_store_through_its_public_api(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted(SERVER.glob("*.py")), ids=lambda path: path.name)
 def test_the_server_uses_the_engine_s_public_api_only(path: Path) -> None:
     prana_modules = {m for m in imported_modules(path) if m.startswith("prana")}
-    private = {
-        m for m in prana_modules if not m.startswith("prana.server") and "._" in f".{m}"
-    }
+    private = {m for m in prana_modules if not m.startswith("prana.server") and "._" in f".{m}"}
     assert not private
     assert not {m for m in prana_modules if m.startswith(("prana.actors", "prana.storage"))}
 

@@ -25,7 +25,12 @@ class Reply:
 
 
 def _request(
-    url: str, method: str, path: str, body: Any, headers: Mapping[str, str] | None, raw: bytes | None
+    url: str,
+    method: str,
+    path: str,
+    body: Any,
+    headers: Mapping[str, str] | None,
+    raw: bytes | None,
 ) -> tuple[h11.Request, bytes]:
     parts = urlsplit(url)
     data = raw if raw is not None else (b"" if body is None else orjson.dumps(body))
@@ -39,7 +44,8 @@ def _request(
 @asynccontextmanager
 async def _connection(url: str) -> AsyncIterator[anyio.abc.ByteStream]:
     parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None
+    assert parts.hostname is not None
+    assert parts.port is not None
     async with await anyio.connect_tcp(parts.hostname, parts.port) as stream:
         yield stream
 
@@ -75,3 +81,70 @@ async def request(
                 chunks.append(bytes(event.data))
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return Reply(status, received, b"".join(chunks))
+
+
+@attrs.frozen
+class ServerEvent:
+    """One server-sent event: its id, its name and its data (JSON)."""
+
+    id: str | None
+    event: str
+    data: Any
+
+
+def _parse_events(text: str) -> tuple[list[ServerEvent], str]:
+    """The complete events in ``text`` and what is left of it."""
+    found = []
+    while "\n\n" in text:
+        block, text = text.split("\n\n", 1)
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line.startswith(":"):
+                continue  # a comment (keep-alive)
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        if "event" in fields:
+            found.append(
+                ServerEvent(fields.get("id"), fields["event"], orjson.loads(fields["data"]))
+            )
+    return found, text
+
+
+async def read_events(
+    url: str,
+    path: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    until: Any = None,
+    started: anyio.Event | None = None,
+) -> tuple[int, list[ServerEvent]]:
+    """Open an event stream; read it until the server ends it, or until
+    ``until(events)`` holds (then hang up). The status and the events read;
+    ``started`` is set once the stream's first bytes came (it listens)."""
+    connection = h11.Connection(h11.CLIENT)
+    message, _ = _request(url, "GET", path, None, headers, None)
+    received: list[ServerEvent] = []
+    status, text = 0, ""
+    async with _connection(url) as stream:
+        await stream.send(connection.send(message) + connection.send(h11.EndOfMessage()))
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    connection.receive_data(await stream.receive())
+                except anyio.EndOfStream:
+                    connection.receive_data(b"")
+                continue
+            if isinstance(event, h11.Response):
+                status = event.status_code
+                if status != 200:
+                    return status, []
+            elif isinstance(event, h11.Data):
+                if started is not None:
+                    started.set()
+                found, text = _parse_events(text + bytes(event.data).decode())
+                received += found
+                if until is not None and until(received):
+                    return status, received
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                return status, received

@@ -39,7 +39,7 @@ async def daemon(
         max_body=max_body,
         grace=1.0,
     )
-    started = anyio.Event()
+    started, stop = anyio.Event(), anyio.Event()
     urls: list[str] = []
 
     def ready(url: str) -> None:
@@ -47,7 +47,9 @@ async def daemon(
         started.set()
 
     async with anyio.create_task_group() as group:
-        group.start_soon(partial(serve, config, ready=ready))
+        group.start_soon(partial(serve, config, ready=ready, stop=stop))
         await started.wait()
-        yield urls[0]
-        group.cancel_scope.cancel()
+        try:
+            yield urls[0]
+        finally:
+            stop.set()  # as SIGTERM would: the daemon stops by itself

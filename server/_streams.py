@@ -1,0 +1,268 @@
+"""Live events as server-sent events, resumable with ``Last-Event-ID``.
+
+An :class:`EventLog` keeps the engine's recent events in memory, numbered by their
+position in the log, while anyone streams them (and for ``linger`` seconds after the
+last stream closes, so that a client that reconnects finds what it missed). It
+listens to the engine only then: building events costs the engine, and with nobody
+streaming it builds none.
+
+Two kinds of stream read it:
+
+* one execution's (:func:`execution_stream`): each event's id is its sequence
+  number, which the engine saves with the execution, so it goes on where it was
+  whichever engine carries the execution on. The stream begins with a ``snapshot``
+  event (the execution as it is, ``id`` its last event's number), unless the client
+  sends ``Last-Event-ID`` and the log still holds every event after it: then those
+  are sent again instead. It ends after the execution's end.
+* every execution's (:func:`all_stream`): ids are ``EPOCH-POSITION``, positions in
+  this process's log. It begins with an ``open`` event saying where it starts. A
+  client that resumes from a position the log no longer holds (or from before this
+  process started) gets a ``reset`` event instead: reload what it shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+import anyio
+import orjson
+
+import prana
+from prana import events
+
+logger = logging.getLogger("prana.server")
+
+ENDED = (
+    events.ExecutionCompleted,
+    events.ExecutionFailed,
+    events.ExecutionCancelled,
+    events.ExecutionTimedOut,
+)
+KEEP_ALIVE = 15.0  # seconds between comments on a quiet stream
+OPENED = b": listening\n\n"  # the first bytes of a stream: from now on, nothing is missed
+
+
+def sse(event: str, data: Any, id: str | int | None = None) -> bytes:
+    """One server-sent event."""
+    head = f"id: {id}\n" if id is not None else ""
+    return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
+class EventLog:
+    """The engine's recent events (at most ``size``), while streams read them."""
+
+    def __init__(self, engine: prana.Engine, *, size: int = 10_000, linger: float = 60.0) -> None:
+        self._engine = engine
+        self._size = size
+        self._linger = linger
+        # (position, event) of the newest events; None marks events the log missed.
+        self._entries: deque[tuple[int, events.Event | None]] = deque(maxlen=size)
+        self.position = 0  # the position of the newest entry
+        self.epoch = os.urandom(4).hex()
+        self._appended = anyio.Event()
+        self._readers = 0
+        self._readers_changed = anyio.Event()
+        self._subscription: prana.Subscription | None = None
+        self.closed = False
+
+    # ------------------------------------------------------------------ listening
+
+    async def run(self) -> None:
+        """Listen to the engine while there are readers, and ``linger`` seconds
+        more (run in the daemon's task group until it stops)."""
+        while not self.closed:
+            subscription = self._subscription
+            if subscription is None:
+                await self._readers_changed.wait()
+                continue
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._listen, subscription)
+                await self._until_idle()
+                group.cancel_scope.cancel()
+            subscription.close()
+            self._subscription = None
+            self._entries.clear()
+
+    async def _listen(self, subscription: prana.Subscription) -> None:
+        async for event in subscription:
+            self._append(None if isinstance(event, events.EventsDropped) else event)
+
+    async def _until_idle(self) -> None:
+        while not self.closed:
+            if self._readers:
+                await self._readers_changed.wait()
+                continue
+            with anyio.move_on_after(self._linger) as idle:
+                await self._readers_changed.wait()
+            if idle.cancelled_caught and not self._readers:
+                return
+
+    def _append(self, event: events.Event | None) -> None:
+        self.position += 1
+        self._entries.append((self.position, event))
+        self._appended.set()
+        self._appended = anyio.Event()
+
+    def _reader_change(self, by: int) -> None:
+        self._readers += by
+        self._readers_changed.set()
+        self._readers_changed = anyio.Event()
+
+    def acquire(self) -> None:
+        """A stream starts reading: the log listens from now on, before the stream
+        reads anything."""
+        if self._subscription is None and not self.closed:
+            self._subscription = self._engine.events(limit=self._size)
+        self._reader_change(+1)
+
+    def release(self) -> None:
+        """A stream stopped reading."""
+        self._reader_change(-1)
+
+    def close(self) -> None:
+        """End every stream (the daemon stops)."""
+        self.closed = True
+        self._appended.set()
+        self._readers_changed.set()
+
+    # ------------------------------------------------------------------ reading
+
+    def covers(self, after: int) -> bool:
+        """Whether the log holds every entry after position ``after``."""
+        oldest = self._entries[0][0] if self._entries else self.position + 1
+        return oldest <= after + 1 and after <= self.position
+
+    def since(self, after: int) -> list[tuple[int, events.Event | None]]:
+        """The entries after position ``after`` the log holds, oldest first."""
+        found = []
+        for entry in reversed(self._entries):
+            if entry[0] <= after:
+                break
+            found.append(entry)
+        found.reverse()
+        return found
+
+    async def follow(
+        self, after: int
+    ) -> AsyncGenerator[tuple[int, events.Event | None] | None, None]:
+        """The entries after position ``after`` as they come (an entry ``(position,
+        None)`` where the log missed some), and ``None`` after each ``KEEP_ALIVE``
+        seconds without any. Ends when the log closes."""
+        while not self.closed:
+            if self.position > after:
+                if not self.covers(after):
+                    after = self.position
+                    yield (after, None)
+                    continue
+                for entry in self.since(after):
+                    after = entry[0]
+                    yield entry
+                continue
+            with anyio.move_on_after(KEEP_ALIVE) as quiet:
+                await self._appended.wait()
+            if quiet.cancelled_caught:
+                yield None
+
+
+async def execution_stream(
+    log: EventLog, engine: prana.Engine, execution_id: str, last_event_id: str | None
+) -> AsyncGenerator[bytes, None]:
+    """One execution's events as server-sent events (see the module docstring)."""
+    log.acquire()
+    try:
+        yield OPENED
+        start = log.position
+        execution = await engine.get(execution_id)
+        sent = execution.last_event
+        replay = _replay(log, execution, _int(last_event_id))
+        if replay is None:
+            yield sse("snapshot", execution.to_dict(), sent)
+        else:
+            for kept in replay:
+                yield sse(type(kept).__name__, kept.to_dict(), kept.sequence)
+        if execution.finished:
+            return
+        async with aclosing(log.follow(start)) as entries:
+            async for entry in entries:
+                if entry is None:
+                    yield b": keep-alive\n\n"
+                    continue
+                event = entry[1]
+                if event is None:  # the log missed events: start again from the state
+                    now = await engine.get(execution_id)
+                    sent = now.last_event
+                    yield sse("snapshot", now.to_dict(), sent)
+                    if now.finished:
+                        return
+                    continue
+                if event.execution_id != execution_id or event.sequence <= sent:
+                    continue
+                sent = event.sequence
+                yield sse(type(event).__name__, event.to_dict(), event.sequence)
+                if isinstance(event, ENDED):
+                    return
+    finally:
+        log.release()
+
+
+def _replay(
+    log: EventLog, execution: prana.Execution, resumed: int | None
+) -> list[events.Event] | None:
+    """The events of ``execution`` after number ``resumed`` up to its last, if the
+    log holds every one of them (else ``None``: send a snapshot)."""
+    if resumed is None or resumed > execution.last_event:
+        return None
+    kept = [
+        event
+        for _, event in log.since(0)
+        if event is not None
+        and event.execution_id == execution.id
+        and resumed < event.sequence <= execution.last_event
+    ]
+    if [event.sequence for event in kept] != list(range(resumed + 1, execution.last_event + 1)):
+        return None
+    return kept
+
+
+async def all_stream(log: EventLog, last_event_id: str | None) -> AsyncGenerator[bytes, None]:
+    """Every execution's events as server-sent events (see the module docstring)."""
+    log.acquire()
+    try:
+        yield OPENED
+        start = log.position
+        if last_event_id is not None:
+            epoch, _, number = last_event_id.partition("-")
+            after = _int(number)
+            if epoch == log.epoch and after is not None and log.covers(after):
+                start = after
+            else:
+                last_event_id = None
+                yield sse("reset", _MISSED, f"{log.epoch}-{start}")
+        if last_event_id is None:
+            yield sse("open", {"epoch": log.epoch, "position": start}, f"{log.epoch}-{start}")
+        async with aclosing(log.follow(start)) as entries:
+            async for entry in entries:
+                if entry is None:
+                    yield b": keep-alive\n\n"
+                    continue
+                position, event = entry
+                if event is None:
+                    yield sse("reset", _MISSED, f"{log.epoch}-{position}")
+                else:
+                    yield sse(type(event).__name__, event.to_dict(), f"{log.epoch}-{position}")
+    finally:
+        log.release()
+
+
+_MISSED = {"reason": "events were missed: reload what you show"}
+
+
+def _int(text: str | None) -> int | None:
+    if text is None or not text.strip().isdigit():
+        return None
+    return int(text.strip())
