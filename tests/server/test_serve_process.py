@@ -1,0 +1,146 @@
+"""``prana serve`` as an operator runs it: a real process, stopped with SIGTERM while
+executions run, then started again on the same database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.crash
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW = """
+id: held
+version: 1
+nodes:
+  - {key: hook, type: webhook.trigger, params: {path: held}}
+  - {key: mark, type: mark.step}
+  - {key: hold, type: hold.step}
+  - {key: after, type: mark.step}
+connections:
+  - {from: hook, to: mark}
+  - {from: mark, to: hold}
+  - {from: hold, to: after}
+"""
+EXECUTIONS = 4
+
+
+class Daemon:
+    """A ``prana serve`` process: its URL and what it wrote on stderr."""
+
+    def __init__(self, folder: Path, backend: str) -> None:
+        self.process, self.url = start_daemon(folder, backend)
+        self.stderr: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        with self.process.stderr:
+            self.stderr.extend(self.process.stderr)
+
+    def stop(self) -> int:
+        """SIGTERM; the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        self._reader.join(timeout=5)
+        return code
+
+
+def start_daemon(folder: Path, backend: str) -> tuple[subprocess.Popen[str], str]:
+    env = {
+        **os.environ,
+        "DAEMON_LOG": str(folder / "log"),
+        "DAEMON_HOLD": str(folder / "hold"),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "prana", "serve",
+            "--db", str(folder / "d.db"),
+            "--workflows", str(folder / "held.yaml"),
+            "--actions", "tests.server.daemon_actions:actions",
+            "--port", "0", "--grace", "2s", "--backend", backend,
+        ],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "serving at " in line:
+            return process, line.split("serving at ")[1].strip()
+    raise AssertionError(f"the daemon did not start (exit code {process.wait()})")
+
+
+def call(url: str, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, method=method)
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def lines(folder: Path, what: str) -> list[str]:
+    log = folder / "log"
+    text = log.read_text() if log.exists() else ""
+    return [line.split()[1] for line in text.splitlines() if line.startswith(what)]
+
+
+def until(condition: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigterm_mid_run_then_a_restart_loses_nothing_and_runs_no_completed_node_again(
+    tmp_path: Path, backend: str
+) -> None:
+    (tmp_path / "held.yaml").write_text(WORKFLOW)
+    (tmp_path / "hold").touch()
+    daemon = Daemon(tmp_path, backend)
+    url = daemon.url
+    started = [
+        call(url, "POST", "/hooks/held", {"n": n})["execution_id"] for n in range(EXECUTIONS)
+    ]
+    until(lambda: len(lines(tmp_path, "hold")) == EXECUTIONS, "every execution to be held")
+    stopping = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - stopping < 10
+    assert "Traceback" not in "".join(daemon.stderr)
+    assert any("SIGTERM: stopping" in line for line in daemon.stderr)
+
+    (tmp_path / "hold").unlink()
+    daemon = Daemon(tmp_path, backend)
+    url = daemon.url
+    try:
+
+        def all_completed() -> bool:
+            listed = call(url, "GET", "/api/executions")["executions"]
+            return sorted(e["id"] for e in listed if e["status"] == "completed") == sorted(
+                started
+            )
+
+        until(all_completed, "every execution to complete after the restart")
+        executions = [call(url, "GET", f"/api/executions/{id}") for id in started]
+    finally:
+        assert daemon.stop() == 0
+    assert "Traceback" not in "".join(daemon.stderr)
+    for execution in executions:
+        assert execution["order"] == ["hook", "mark", "hold", "after"]
+        assert execution["output"] == {"held": {"n": int(execution["input"]["body"]["n"])}}
+    # The node that completed before the stop ran once; the one cut short ran again.
+    assert sorted(lines(tmp_path, "mark")) == sorted(started * 2)  # mark and after
+    assert sorted(lines(tmp_path, "hold")) == sorted(started * 2)
