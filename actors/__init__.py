@@ -4,6 +4,7 @@ from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._engine import Engine as Engine
 from ._engine import EngineStatistics as EngineStatistics
+from ._explain import Explanation as Explanation
 from ._gc import tune_gc as tune_gc
 from ._handle import ExecutionHandle as ExecutionHandle
 from ._services import EngineHealth as EngineHealth
@@ -16,6 +17,7 @@ __all__ = (
     "EngineHealth",
     "EngineStatistics",
     "ExecutionHandle",
+    "Explanation",
     "ServiceHealth",
     "Subscription",
     "SystemClock",

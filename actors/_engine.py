@@ -68,6 +68,7 @@ from ._clock import (
     new_execution_id,
 )
 from ._control import control, deliver_requests
+from ._explain import Explanation, explain
 from ._handle import DEFAULT_EVENT_BUFFER
 from ._handle import ExecutionHandle as ExecutionHandle
 from ._live import NOT_RUNNING, LiveExecutions
@@ -720,6 +721,17 @@ class Engine(AsyncContextManagerMixin):
         return attrs.evolve(
             execution, node_runs=tuple(runs[index] for index in sorted(runs)), runs_left_out=0
         )
+
+    async def explain(self, execution_id: str) -> Explanation:
+        """Why the execution is where it is, in words: what it waits for (data with
+        its token, a timer, a retry, a child) and until when, whether it is paused,
+        which engine runs it and until when its lease holds, or that its engine is
+        gone. Raises :class:`ExecutionNotFound` for an unknown id."""
+        live = self._require_live()
+        stored = await live.load(execution_id)
+        supervisor = live.get(execution_id)
+        here = supervisor.machine.snapshot() if supervisor is not None else None
+        return explain(stored, live=here, wall_clock=time.time(), heartbeat=self._heartbeat)
 
     async def list_executions(
         self,

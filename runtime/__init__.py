@@ -57,6 +57,7 @@ from .actors import Engine as Engine
 from .actors import EngineHealth as EngineHealth
 from .actors import EngineStatistics as EngineStatistics
 from .actors import ExecutionHandle as ExecutionHandle
+from .actors import Explanation as Explanation
 from .actors import ServiceHealth as ServiceHealth
 from .actors import Subscription as Subscription
 from .actors import tune_gc as tune_gc
@@ -75,6 +76,7 @@ __all__ = (
     "ExecutionExists",
     "ExecutionHandle",
     "ExecutionNotFound",
+    "Explanation",
     "ExpressionError",
     "InvalidData",
     "InvalidTransition",

@@ -8,7 +8,8 @@ engine's public API and writes its answer as JSON. Routes:
 * ``POST /api/workflows/{id}/executions``: start one, the body its input;
   ``Idempotency-Key`` starts it once; ``?wait=SECONDS`` answers when it stops (ends
   or waits) or when the wait is up, whichever is first;
-* ``GET /api/executions`` (``?status=&workflow=&limit=``), ``GET /api/executions/{id}``;
+* ``GET /api/executions`` (``?status=&workflow=&limit=``), ``GET /api/executions/{id}``,
+  ``GET /api/executions/{id}/explain`` (why it is where it is, in words);
 * ``POST /api/executions/{id}/{cancel,pause,unpause,retry}``;
 * ``POST /api/resume/{token}``: answer a node waiting for ``token``, the body its data;
 * ``GET /api/executions/{id}/events``, ``GET /api/events``: live events as
@@ -218,6 +219,18 @@ class Api:
         execution = await self.engine.get(request.path_params["execution_id"])
         return json_response(execution.to_dict())
 
+    async def explain(self, request: Request) -> Response:
+        explanation = await self.engine.explain(request.path_params["execution_id"])
+        return json_response(
+            {
+                "execution_id": explanation.execution_id,
+                "status": explanation.status,
+                "moving": explanation.moving,
+                "reasons": list(explanation.reasons),
+                "text": str(explanation),
+            }
+        )
+
     async def control(self, request: Request) -> Response:
         action = request.path_params["action"]
         execution_id = request.path_params["execution_id"]
@@ -340,6 +353,7 @@ def create_app(
         Route("/api/executions", api.route(api.list_executions)),
         Route("/api/executions/{execution_id}", api.route(api.get_execution)),
         Route("/api/executions/{execution_id}/events", api.route(api.execution_events)),
+        Route("/api/executions/{execution_id}/explain", api.route(api.explain)),
         Route("/api/events", api.route(api.all_events)),
         Route("/api/executions/{execution_id}/{action}", api.route(api.control), methods=["POST"]),
         Route("/api/resume/{token}", api.route(api.resume_token), methods=["POST"]),

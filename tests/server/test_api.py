@@ -151,3 +151,19 @@ async def test_bad_requests_are_refused_with_what_to_do(tmp_path: Path) -> None:
     assert no_execution.status == 404
     assert bad_status.status == 400
     assert listed.json()["executions"] == []  # nothing bad was started
+
+
+async def test_explain_says_in_words_why_an_execution_waits(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        started = await request(
+            url, "POST", "/api/workflows/approval/executions?wait=10", {"amount": 4000}
+        )
+        execution = started.json()
+        explained = await request(url, "GET", f"/api/executions/{execution['id']}/explain")
+    (token,) = [s["token"] for s in execution["suspensions"]]
+    body = explained.json()
+    assert (body["status"], body["moving"]) == ("suspended", False)
+    (reason,) = body["reasons"]
+    assert reason.startswith("node 'approval' waits for data until ")
+    assert f"POST /api/resume/{token}" in reason
+    assert body["text"] == reason

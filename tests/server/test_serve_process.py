@@ -129,9 +129,7 @@ def test_sigterm_mid_run_then_a_restart_loses_nothing_and_runs_no_completed_node
 
         def all_completed() -> bool:
             listed = call(url, "GET", "/api/executions")["executions"]
-            return sorted(e["id"] for e in listed if e["status"] == "completed") == sorted(
-                started
-            )
+            return sorted(e["id"] for e in listed if e["status"] == "completed") == sorted(started)
 
         until(all_completed, "every execution to complete after the restart")
         executions = [call(url, "GET", f"/api/executions/{id}") for id in started]
