@@ -49,14 +49,22 @@ class Catalog:
         self.registered.setdefault(workflow.id, {})[workflow.version] = workflow
         return workflow
 
+    def checked(self, workflow: Workflow | WorkflowSource) -> Workflow:
+        """``workflow`` loaded and compiled for each of its triggers, without
+        registering it. Raises :class:`WorkflowValidationError`."""
+        if not isinstance(workflow, Workflow):
+            workflow = load_workflow(workflow, actions=self.actions, limits=self.limits)
+        for key in triggers_of(workflow, self.actions):
+            self.compile(workflow, trigger=key)
+        return workflow
+
     def serve(self, workflow: Workflow | WorkflowSource) -> tuple[Workflow, bool]:
         """Register ``workflow`` and answer its triggers, unless a higher version of it
         is served already; return it and whether it is now served. Raises
         :class:`WorkflowValidationError` if any of its triggers does not compile, and
         :class:`TriggerError` if another workflow answers one of its webhooks."""
-        workflow = self.register(workflow)
-        for key in triggers_of(workflow, self.actions):
-            self.compile(workflow, trigger=key)
+        workflow = self.checked(workflow)
+        self.registered.setdefault(workflow.id, {})[workflow.version] = workflow
         current = self.served.get(workflow.id)
         if current is not None and current.version > workflow.version:
             return workflow, False

@@ -355,6 +355,12 @@ class Engine(AsyncContextManagerMixin):
             self._live.spawn(self._schedules.arm_quietly, workflow)
         return workflow
 
+    def validate(self, workflow: Workflow | WorkflowSource) -> Workflow:
+        """Check a workflow against this engine's actions, for each of its triggers,
+        without serving it; return it loaded. Raises :class:`WorkflowValidationError`
+        listing every problem."""
+        return self._catalog.checked(workflow)
+
     def served(self) -> list[Workflow]:
         """The workflows this engine serves (the highest version registered of each
         id), by id."""

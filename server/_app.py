@@ -3,14 +3,20 @@
 It decides no workflow semantics: each route reads a request, calls one method of the
 engine's public API and writes its answer as JSON. Routes:
 
-* ``GET /healthz`` (the process answers), ``GET /readyz`` (``engine.health()``);
+* ``GET /healthz`` (the process answers), ``GET /readyz`` (``engine.health()``),
+  ``GET /api/openapi.json`` (this API as OpenAPI 3.1);
 * ``GET /api/workflows``, ``GET /api/workflows/{id}``: the workflows served;
+  ``POST /api/workflows`` serves one more (its definition as JSON), ``POST
+  /api/workflows/validate`` only checks it (422 with every problem and its path);
 * ``POST /api/workflows/{id}/executions``: start one, the body its input;
   ``Idempotency-Key`` starts it once; ``?wait=SECONDS`` answers when it stops (ends
   or waits) or when the wait is up, whichever is first;
 * ``GET /api/executions`` (``?status=&workflow=&limit=``), ``GET /api/executions/{id}``,
   ``GET /api/executions/{id}/explain`` (why it is where it is, in words);
-* ``POST /api/executions/{id}/{cancel,pause,unpause,retry}``;
+* ``POST /api/executions/{id}/{cancel,pause,unpause,retry}``, and ``.../rerun``
+  (``{"from_node": KEY, "input": ...}``: a new execution from that node);
+* ``POST /api/bulk/{cancel,pause,unpause,retry}``: on every execution a filter
+  selects (``{"status": ..., "workflow": ..., "limit": ...}``);
 * ``POST /api/resume/{token}``: answer a node waiting for ``token``, the body its data;
 * ``GET /api/executions/{id}/events``, ``GET /api/events``: live events as
   server-sent events, resumable with ``Last-Event-ID`` (:mod:`._streams`);
@@ -28,6 +34,7 @@ import hmac
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -39,6 +46,7 @@ from starlette.routing import Route
 
 import prana
 
+from ._openapi import openapi_document
 from ._problems import HTTPProblem, problem_of, problem_response
 from ._streams import EventLog, all_stream, execution_stream
 
@@ -46,7 +54,8 @@ JSON = "application/json"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
 DEFAULT_MAX_STREAMS = 1000
 MAX_WAIT = 300.0  # the longest ?wait= a request may hold a connection, in seconds
-_CONTROLS = ("cancel", "pause", "unpause", "retry")
+_CONTROLS = ("cancel", "pause", "unpause", "retry", "rerun")
+BULK_MOST = 1000  # the most executions one bulk request changes
 _STATUSES = ("pending", "running", "suspended", "paused", "completed", "failed", "cancelled")
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -68,6 +77,7 @@ class Api:
         self.max_streams = max_streams
         self.streams = 0
         self.log = EventLog(engine)
+        self._document = openapi_document()
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -141,6 +151,9 @@ class Api:
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
 
+    async def openapi(self, request: Request) -> Response:
+        return json_response(self._document)
+
     async def readyz(self, request: Request) -> Response:
         health = self.engine.health()
         services = [
@@ -157,6 +170,27 @@ class Api:
             for w in self.engine.served()
         ]
         return json_response({"workflows": served})
+
+    async def register_workflow(self, request: Request) -> Response:
+        workflow = self.engine.register(self._definition(await self.body(request)))
+        served = any(w is workflow for w in self.engine.served())
+        return json_response(
+            {"id": workflow.id, "version": workflow.version, "served": served}, 201
+        )
+
+    async def validate_workflow(self, request: Request) -> Response:
+        workflow = self.engine.validate(self._definition(await self.body(request)))
+        return json_response({"valid": True, "id": workflow.id, "version": workflow.version})
+
+    @staticmethod
+    def _definition(body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise HTTPProblem(
+                400,
+                "Invalid workflow",
+                "send the workflow's definition as a JSON object (id, version, nodes, connections)",
+            )
+        return body
 
     async def get_workflow(self, request: Request) -> Response:
         workflow = self._served(request.path_params["workflow_id"])
@@ -238,13 +272,64 @@ class Api:
             raise HTTPProblem(
                 404, "Not found", f"no control {action!r}; use one of {', '.join(_CONTROLS)}"
             )
-        if action == "cancel":
-            data = await self.body(request)
-            reason = data.get("reason") if isinstance(data, dict) else None
-            execution = await self.engine.cancel(execution_id, reason)
-        else:
-            execution = await getattr(self.engine, action)(execution_id)
+        data = await self.body(request)
+        options = data if isinstance(data, dict) else {}
+        if action == "rerun":
+            from_node = options.get("from_node")
+            if not isinstance(from_node, str):
+                raise HTTPProblem(
+                    400,
+                    "Invalid rerun",
+                    'say which node to run from: {"from_node": "KEY"} (and "input" to '
+                    "give the trigger a new input)",
+                )
+            rerun = partial(self.engine.rerun, execution_id, from_node=from_node)
+            execution = await (rerun(input=options["input"]) if "input" in options else rerun())
+            return json_response(execution.to_dict(), 201)
+        execution = await self._control(action, execution_id, options.get("reason"))
         return json_response(execution.to_dict())
+
+    async def _control(self, action: str, execution_id: str, reason: str | None) -> prana.Execution:
+        if action == "cancel":
+            return await self.engine.cancel(execution_id, reason)
+        control: Callable[[str], Awaitable[prana.Execution]] = getattr(self.engine, action)
+        return await control(execution_id)
+
+    async def bulk(self, request: Request) -> Response:
+        """One control (cancel, pause, unpause, retry) on every execution a filter
+        selects (``status``, ``workflow``; at most ``limit``, default and most
+        :data:`BULK_MOST`); each one's outcome, changed or refused and why."""
+        action = request.path_params["action"]
+        if action not in _CONTROLS or action == "rerun":
+            raise HTTPProblem(
+                404,
+                "Not found",
+                f"no bulk control {action!r}; use one of cancel, pause, unpause, retry",
+            )
+        data = await self.body(request)
+        chosen = data if isinstance(data, dict) else {}
+        status = chosen.get("status")
+        if status is not None and status not in _STATUSES:
+            raise HTTPProblem(
+                400, "Invalid filter", f"status must be one of {', '.join(_STATUSES)}"
+            )
+        limit = chosen.get("limit", BULK_MOST)
+        if not isinstance(limit, int) or not 1 <= limit <= BULK_MOST:
+            raise HTTPProblem(
+                400, "Invalid filter", f"limit must be a whole number from 1 to {BULK_MOST}"
+            )
+        selected = await self.engine.list_executions(
+            status=status, workflow=chosen.get("workflow"), limit=limit
+        )
+        outcomes = []
+        for execution in selected:
+            try:
+                changed = await self._control(action, execution.id, chosen.get("reason"))
+            except prana.PranaError as exc:
+                outcomes.append({"id": execution.id, "changed": False, "error": str(exc)})
+            else:
+                outcomes.append({"id": execution.id, "changed": True, "status": changed.status})
+        return json_response({"action": action, "executions": outcomes})
 
     async def execution_events(self, request: Request) -> Response:
         execution_id = request.path_params["execution_id"]
@@ -343,7 +428,10 @@ def create_app(
     routes = [
         Route("/healthz", api.route(api.healthz, private=False)),
         Route("/readyz", api.route(api.readyz, private=False)),
+        Route("/api/openapi.json", api.route(api.openapi, private=False)),
         Route("/api/workflows", api.route(api.list_workflows)),
+        Route("/api/workflows", api.route(api.register_workflow), methods=["POST"]),
+        Route("/api/workflows/validate", api.route(api.validate_workflow), methods=["POST"]),
         Route("/api/workflows/{workflow_id}", api.route(api.get_workflow)),
         Route(
             "/api/workflows/{workflow_id}/executions",
@@ -357,6 +445,7 @@ def create_app(
         Route("/api/events", api.route(api.all_events)),
         Route("/api/executions/{execution_id}/{action}", api.route(api.control), methods=["POST"]),
         Route("/api/resume/{token}", api.route(api.resume_token), methods=["POST"]),
+        Route("/api/bulk/{action}", api.route(api.bulk), methods=["POST"]),
         Route("/hooks/{path:path}", api.route(api.hook, private=False), methods=hook_methods),
     ]
     app = Starlette(routes=routes, lifespan=api.lifespan)

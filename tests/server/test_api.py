@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from starlette.routing import Route
+
+import prana
+from prana.server import create_app
 from tests.server.client import request
 from tests.server.conftest import daemon, example
 
@@ -167,3 +171,89 @@ async def test_explain_says_in_words_why_an_execution_waits(tmp_path: Path) -> N
     assert reason.startswith("node 'approval' waits for data until ")
     assert f"POST /api/resume/{token}" in reason
     assert body["text"] == reason
+
+
+async def test_workflows_are_validated_and_served_through_the_api(tmp_path: Path) -> None:
+    definition = {
+        "id": "greet",
+        "version": 1,
+        "nodes": [
+            {"key": "start", "type": "manual.trigger"},
+            {"key": "say", "type": "data.set", "params": {"values": {"hi": "{{ input.name }}"}}},
+        ],
+        "connections": [{"from": "start", "to": "say"}],
+    }
+    broken = {
+        **definition,
+        "nodes": [*definition["nodes"], {"key": "say", "type": "no.such"}],
+        "connections": [{"from": "start", "to": "nowhere"}],
+    }
+    async with daemon(tmp_path / "d.db") as url:
+        checked = await request(url, "POST", "/api/workflows/validate", definition)
+        refused = await request(url, "POST", "/api/workflows/validate", broken)
+        not_served = await request(url, "GET", "/api/workflows")
+        served = await request(url, "POST", "/api/workflows", definition)
+        listed = await request(url, "GET", "/api/workflows")
+        shown = await request(url, "GET", "/api/workflows/greet")
+        ran = await request(url, "POST", "/api/workflows/greet/executions?wait=10", {"name": "Ada"})
+    assert checked.json() == {"valid": True, "id": "greet", "version": 1}
+    assert refused.status == 422
+    paths = {problem["path"] for problem in refused.json()["problems"]}
+    assert {"nodes[2].key", "nodes[2].type", "connections[0].to"} <= paths
+    assert not_served.json()["workflows"] == []
+    assert (served.status, served.json()) == (201, {"id": "greet", "version": 1, "served": True})
+    assert [w["id"] for w in listed.json()["workflows"]] == ["greet"]
+    assert shown.json()["nodes"][1]["key"] == "say"
+    assert ran.json()["output"] == {"hi": "Ada"}
+
+
+async def test_rerun_from_a_node_and_control_in_bulk(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        start = "/api/workflows/approval/executions?wait=10"
+        small = (await request(url, "POST", start, {"amount": 40})).json()
+        waiting = [(await request(url, "POST", start, {"amount": a})).json() for a in (2000, 3000)]
+        rerun = await request(
+            url,
+            "POST",
+            f"/api/executions/{small['id']}/rerun",
+            {"from_node": "large", "input": {"amount": 50}},
+        )
+        no_node = await request(url, "POST", f"/api/executions/{small['id']}/rerun", {})
+        cancelled = await request(
+            url, "POST", "/api/bulk/cancel", {"status": "suspended", "reason": "closing"}
+        )
+        again = await request(url, "POST", "/api/bulk/retry", {"workflow": "approval"})
+        listed = await request(url, "GET", "/api/executions?status=cancelled")
+    assert rerun.status == 201
+    assert rerun.json()["id"] != small["id"]
+    assert rerun.json()["output"] == {"paid": 50, "approved_by": "automatic"}
+    assert no_node.status == 400
+    assert "from_node" in no_node.json()["detail"]
+    assert sorted(e["id"] for e in cancelled.json()["executions"]) == sorted(
+        w["id"] for w in waiting
+    )
+    assert all(e["changed"] and e["status"] == "cancelled" for e in cancelled.json()["executions"])
+    # Nothing failed: a retry of each is refused, and says why.
+    outcomes = again.json()["executions"]
+    assert len(outcomes) == 4
+    assert not any(outcome["changed"] for outcome in outcomes)
+    assert all("only a failed execution can be retried" in o["error"] for o in outcomes)
+    assert sorted(e["id"] for e in listed.json()["executions"]) == sorted(w["id"] for w in waiting)
+
+
+async def test_the_openapi_document_describes_every_route(tmp_path: Path) -> None:
+    app = create_app(prana.Engine())  # not opened: only its routes are read
+    served = {
+        (method.lower(), route.path)
+        for route in app.routes
+        if isinstance(route, Route) and not route.path.startswith("/hooks")
+        for method in (route.methods or ()) - {"HEAD"}
+    }
+    async with daemon(tmp_path / "d.db", tokens=["t"]) as url:
+        reply = await request(url, "GET", "/api/openapi.json")  # no token needed
+    document = reply.json()
+    described = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert document["openapi"].startswith("3.1")
+    assert described == served
+    start = document["paths"]["/api/workflows/{workflow_id}/executions"]["post"]
+    assert "Idempotency-Key" in [p["name"] for p in start["parameters"]]
