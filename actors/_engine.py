@@ -728,6 +728,11 @@ class Engine(AsyncContextManagerMixin):
             execution, node_runs=tuple(runs[index] for index in sorted(runs)), runs_left_out=0
         )
 
+    async def count_executions(self, *, workflow: str | None = None) -> dict[ExecutionStatus, int]:
+        """How many executions the store holds with each status (of one workflow, or
+        of all); statuses no execution has are left out."""
+        return await self._require_store().count_executions(workflow_id=workflow)
+
     async def explain(self, execution_id: str) -> Explanation:
         """Why the execution is where it is, in words: what it waits for (data with
         its token, a timer, a retry, a child) and until when, whether it is paused,

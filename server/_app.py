@@ -4,6 +4,7 @@ It decides no workflow semantics: each route reads a request, calls one method o
 engine's public API and writes its answer as JSON. Routes:
 
 * ``GET /healthz`` (the process answers), ``GET /readyz`` (``engine.health()``),
+  ``GET /metrics`` (Prometheus: :mod:`._metrics`),
   ``GET /api/openapi.json`` (this API as OpenAPI 3.1);
 * ``GET /api/workflows``, ``GET /api/workflows/{id}``: the workflows served;
   ``POST /api/workflows`` serves one more (its definition as JSON), ``POST
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from functools import partial
@@ -46,6 +48,8 @@ from starlette.routing import Route
 
 import prana
 
+from ._metrics import CONTENT_TYPE as METRICS_TYPE
+from ._metrics import Metrics
 from ._openapi import openapi_document
 from ._problems import HTTPProblem, problem_of, problem_response
 from ._streams import EventLog, all_stream, execution_stream
@@ -78,6 +82,7 @@ class Api:
         self.streams = 0
         self.log = EventLog(engine)
         self._document = openapi_document()
+        self.metrics = Metrics(engine)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -89,19 +94,30 @@ class Api:
 
     # ------------------------------------------------------------------ plumbing
 
-    def route(self, handler: Handler, *, private: bool = True) -> Handler:
-        """``handler`` with the API's rules around it: the token check (``private``)
-        and every error answered as problem details."""
+    def route(
+        self,
+        path: str,
+        handler: Handler,
+        *,
+        methods: list[str] | None = None,
+        private: bool = True,
+    ) -> Route:
+        """The route of ``path`` to ``handler`` with the API's rules around it: the
+        token check (``private``), every error answered as problem details, and the
+        request counted in the metrics."""
 
         async def answer(request: Request) -> Response:
+            started = time.perf_counter()
             try:
                 if private:
                     self._authorize(request)
-                return await handler(request)
+                response = await handler(request)
             except Exception as exc:
-                return problem_response(problem_of(exc), request.url.path)
+                response = problem_response(problem_of(exc), request.url.path)
+            self.metrics.answered(path, request.method, response.status_code, started)
+            return response
 
-        return answer
+        return Route(path, answer, methods=methods)
 
     def _authorize(self, request: Request) -> None:
         if not self.tokens:
@@ -150,6 +166,9 @@ class Api:
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
+
+    async def metrics_page(self, request: Request) -> Response:
+        return Response(await self.metrics.page(), media_type=METRICS_TYPE)
 
     async def openapi(self, request: Request) -> Response:
         return json_response(self._document)
@@ -424,29 +443,27 @@ def create_app(
     streams past ``max_streams`` at once. :func:`close_streams` ends the streams
     (before a server's graceful shutdown, which waits for open requests)."""
     api = Api(engine, tokens=tokens, max_body=max_body, max_streams=max_streams)
-    hook_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    hooks = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    post = ["POST"]
     routes = [
-        Route("/healthz", api.route(api.healthz, private=False)),
-        Route("/readyz", api.route(api.readyz, private=False)),
-        Route("/api/openapi.json", api.route(api.openapi, private=False)),
-        Route("/api/workflows", api.route(api.list_workflows)),
-        Route("/api/workflows", api.route(api.register_workflow), methods=["POST"]),
-        Route("/api/workflows/validate", api.route(api.validate_workflow), methods=["POST"]),
-        Route("/api/workflows/{workflow_id}", api.route(api.get_workflow)),
-        Route(
-            "/api/workflows/{workflow_id}/executions",
-            api.route(api.start),
-            methods=["POST"],
-        ),
-        Route("/api/executions", api.route(api.list_executions)),
-        Route("/api/executions/{execution_id}", api.route(api.get_execution)),
-        Route("/api/executions/{execution_id}/events", api.route(api.execution_events)),
-        Route("/api/executions/{execution_id}/explain", api.route(api.explain)),
-        Route("/api/events", api.route(api.all_events)),
-        Route("/api/executions/{execution_id}/{action}", api.route(api.control), methods=["POST"]),
-        Route("/api/resume/{token}", api.route(api.resume_token), methods=["POST"]),
-        Route("/api/bulk/{action}", api.route(api.bulk), methods=["POST"]),
-        Route("/hooks/{path:path}", api.route(api.hook, private=False), methods=hook_methods),
+        api.route("/healthz", api.healthz, private=False),
+        api.route("/readyz", api.readyz, private=False),
+        api.route("/metrics", api.metrics_page, private=False),
+        api.route("/api/openapi.json", api.openapi, private=False),
+        api.route("/api/workflows", api.list_workflows),
+        api.route("/api/workflows", api.register_workflow, methods=post),
+        api.route("/api/workflows/validate", api.validate_workflow, methods=post),
+        api.route("/api/workflows/{workflow_id}", api.get_workflow),
+        api.route("/api/workflows/{workflow_id}/executions", api.start, methods=post),
+        api.route("/api/executions", api.list_executions),
+        api.route("/api/executions/{execution_id}", api.get_execution),
+        api.route("/api/executions/{execution_id}/events", api.execution_events),
+        api.route("/api/executions/{execution_id}/explain", api.explain),
+        api.route("/api/events", api.all_events),
+        api.route("/api/executions/{execution_id}/{action}", api.control, methods=post),
+        api.route("/api/resume/{token}", api.resume_token, methods=post),
+        api.route("/api/bulk/{action}", api.bulk, methods=post),
+        api.route("/hooks/{path:path}", api.hook, methods=hooks, private=False),
     ]
     app = Starlette(routes=routes, lifespan=api.lifespan)
     app.state.event_log = api.log

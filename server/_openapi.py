@@ -60,6 +60,14 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
         _json({"type": "object"}, "the engine's health"),
     ),
     ("get", "/api/openapi.json"): ("This document", [], None, 200, _json({}, "OpenAPI 3.1")),
+    ("get", "/metrics"): (
+        "Prometheus metrics: executions by status, live executions, commits, "
+        "services, HTTP requests",
+        [],
+        None,
+        200,
+        {"description": "text/plain", "content": {"text/plain": {}}},
+    ),
     ("get", "/api/workflows"): (
         "The workflows served",
         [],

@@ -167,6 +167,17 @@ class MemoryStore:
             )
         )
 
+    async def count_executions(
+        self, *, workflow_id: str | None = None
+    ) -> dict[ExecutionStatus, int]:
+        """How many executions have each status."""
+        counts: dict[ExecutionStatus, int] = {}
+        for kept in self._executions.values():
+            execution = kept.execution
+            if workflow_id is None or execution.workflow_id == workflow_id:
+                counts[execution.status] = counts.get(execution.status, 0) + 1
+        return counts
+
     async def list_executions(
         self,
         *,

@@ -108,6 +108,13 @@ class Store(Protocol):
         """Executions (without their audit trails), newest first, filtered."""
         ...
 
+    async def count_executions(
+        self, *, workflow_id: str | None = None
+    ) -> dict[ExecutionStatus, int]:
+        """How many executions have each status (of one workflow, or all); statuses
+        no execution has are left out."""
+        ...
+
     async def find_token(self, token: str) -> Suspension | None:
         """The waiting node that this resume token belongs to, or ``None``."""
         ...

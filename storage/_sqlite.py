@@ -244,6 +244,23 @@ class SQLiteStore:
 
         return await self._read(fetch)
 
+    async def count_executions(
+        self, *, workflow_id: str | None = None
+    ) -> dict[ExecutionStatus, int]:
+        """How many executions have each status."""
+
+        def fetch(db: sqlite3.Connection) -> dict[ExecutionStatus, int]:
+            if workflow_id is None:
+                rows = db.execute("SELECT status, count(*) FROM executions GROUP BY status")
+            else:
+                rows = db.execute(
+                    "SELECT status, count(*) FROM executions WHERE workflow_id = ? GROUP BY status",
+                    (workflow_id,),
+                )
+            return dict(rows.fetchall())
+
+        return await self._read(fetch)
+
     async def list_executions(
         self,
         *,

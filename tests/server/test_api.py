@@ -257,3 +257,25 @@ async def test_the_openapi_document_describes_every_route(tmp_path: Path) -> Non
     assert described == served
     start = document["paths"]["/api/workflows/{workflow_id}/executions"]["post"]
     assert "Idempotency-Key" in [p["name"] for p in start["parameters"]]
+
+
+async def test_metrics_count_executions_by_status_and_requests(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")], tokens=["t"]) as url:
+        token = {"Authorization": "Bearer t"}
+        start = "/api/workflows/approval/executions?wait=10"
+        for amount in (40, 50, 4000):
+            await request(url, "POST", start, {"amount": amount}, headers=token)
+        await request(url, "GET", "/api/workflows")  # refused: no token
+        reply = await request(url, "GET", "/metrics")
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/plain")
+    lines = set(reply.body.decode().splitlines())
+    assert 'prana_executions{status="completed"} 2.0' in lines
+    assert 'prana_executions{status="suspended"} 1.0' in lines
+    assert "prana_live_executions 0.0" in lines
+    assert 'prana_service_up{service="heartbeat"} 1.0' in lines
+    route = 'route="/api/workflows/{workflow_id}/executions"'
+    assert f'prana_http_requests_total{{method="POST",{route},status="201"}} 3.0' in lines
+    assert 'prana_http_requests_total{method="GET",route="/api/workflows",status="401"} 1.0' in (
+        lines
+    )

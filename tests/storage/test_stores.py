@@ -1042,3 +1042,20 @@ async def test_an_execution_is_started_once_whoever_saves_it_first(
         assert kept is not None
         assert kept.owner == ME
         assert await store.load_execution("other") is not None
+
+
+@STORES
+async def test_executions_are_counted_by_status(kind: str, tmp_path: Path) -> None:
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        assert await store.count_executions() == {}
+        starts = [
+            checkpoint(f"e{n}", kind="start", workflow_id=workflow, status=status)
+            for n, (workflow, status) in enumerate(
+                [("w", "running"), ("w", "completed"), ("w", "completed"), ("v", "failed")]
+            )
+        ]
+        await store.commit(starts, owner=ME, lease_expires=100.0, now=1.0)
+        assert await store.count_executions() == {"running": 1, "completed": 2, "failed": 1}
+        assert await store.count_executions(workflow_id="w") == {"running": 1, "completed": 2}
+        assert await store.count_executions(workflow_id="nothing") == {}

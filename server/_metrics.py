@@ -1,0 +1,99 @@
+"""``/metrics``: the daemon and its engine in Prometheus's text format.
+
+The engine's figures are read when the page is asked for (executions by status from
+the store, live executions, commits and checkpoints, each background service's
+health); the HTTP figures are counted as requests are answered. Each app has its own
+registry, so that two apps in one process (tests) do not mix their figures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+import prana
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _EngineFigures(Collector):
+    """What the engine says of itself, as read for the current scrape."""
+
+    def __init__(self) -> None:
+        self.counts: Mapping[str, int] = {}
+        self.statistics: prana.EngineStatistics | None = None
+        self.health: prana.EngineHealth | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        by_status = GaugeMetricFamily(
+            "prana_executions", "Executions in the store, by status", labels=["status"]
+        )
+        for status, count in sorted(self.counts.items()):
+            by_status.add_metric([status], count)
+        yield by_status
+        if self.statistics is not None:
+            yield GaugeMetricFamily(
+                "prana_live_executions",
+                "Executions in this engine's memory now",
+                value=self.statistics.live_executions,
+            )
+            yield CounterMetricFamily(
+                "prana_store_commits", "Store transactions", value=self.statistics.commits
+            )
+            yield CounterMetricFamily(
+                "prana_checkpoints", "Checkpoints saved", value=self.statistics.checkpoints
+            )
+        if self.health is not None:
+            up = GaugeMetricFamily(
+                "prana_service_up", "1 while a background service runs without errors",
+                labels=["service"],
+            )  # fmt: skip
+            failures = GaugeMetricFamily(
+                "prana_service_failures", "A background service's failures in a row",
+                labels=["service"],
+            )  # fmt: skip
+            for service in self.health.services:
+                up.add_metric([service.name], float(service.state == "running"))
+                failures.add_metric([service.name], service.failures)
+            yield up
+            yield failures
+
+
+class Metrics:
+    """The figures of one app: HTTP requests as they are answered, the engine's
+    when scraped."""
+
+    def __init__(self, engine: prana.Engine) -> None:
+        self._engine = engine
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._figures = _EngineFigures()
+        self.registry.register(self._figures)
+        self._requests = Counter(
+            "prana_http_requests",
+            "HTTP requests answered, by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self._durations = Histogram(
+            "prana_http_request_duration_seconds",
+            "Time to answer an HTTP request (to its first byte, for streams)",
+            ["route"],
+            registry=self.registry,
+        )
+
+    def answered(self, route: str, method: str, status: int, started: float) -> None:
+        """A request to ``route`` was answered, ``started`` on ``time.perf_counter()``."""
+        self._requests.labels(route, method, str(status)).inc()
+        self._durations.labels(route).observe(time.perf_counter() - started)
+
+    async def page(self) -> bytes:
+        """The metrics page, with the engine's figures read now."""
+        counts = await self._engine.count_executions()
+        self._figures.counts = {str(status): count for status, count in counts.items()}
+        self._figures.statistics = self._engine.statistics()
+        self._figures.health = self._engine.health()
+        return generate_latest(self.registry)
