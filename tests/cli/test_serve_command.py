@@ -1,0 +1,61 @@
+"""``prana serve``'s options as an operator meets them: --check, tokens, and what it
+refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from prana.actors._cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_check_validates_the_configuration_and_exits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["serve", "--workflows", str(EXAMPLES / "approval.yaml"), "--check"])
+    _, err = capsys.readouterr()
+    assert code == 0
+    assert "the configuration is valid (1 workflows)" in err
+
+
+def test_an_invalid_workflow_fails_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        "id: bad\nversion: 1\nnodes:\n  - {key: start, type: manual.trigger}\n"
+        "  - {key: x, type: no.such}\nconnections:\n  - {from: start, to: x}\n"
+    )
+    code = main(["serve", "--workflows", str(tmp_path), "--check"])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "nodes[1].type: unknown action 'no.such'" in err
+
+
+def test_serving_beyond_this_machine_needs_a_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PRANA_TOKENS", raising=False)
+    refused = main(["serve", "--host", "0.0.0.0", "--check"])
+    _, err = capsys.readouterr()
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# the operators' tokens\nfirst-token\n\n")
+    allowed = main(["serve", "--host", "0.0.0.0", "--token-file", str(tokens), "--check"])
+    missing = main(["serve", "--token-file", str(tmp_path / "nothing"), "--check"])
+    _, missing_err = capsys.readouterr()
+    assert refused == 2
+    assert "serves the API beyond this machine without a token" in err
+    assert allowed == 0
+    assert missing == 2
+    assert "--token-file: cannot read" in missing_err
+
+
+def test_a_missing_folder_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["serve", "--workflows", str(tmp_path / "nowhere"), "--check"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "no such file or folder" in err
