@@ -1,0 +1,230 @@
+"""The daemon under load (issue 19): a real ``prana serve`` process on loopback, and
+HTTP clients in this process, each on one kept-alive connection.
+
+    python bench/serve.py [--clients 50] [--seconds 10] [--backend asyncio]
+
+Figures, each printed next to its goal, and as JSON on the last line:
+
+* webhook-started 10-node executions per second, sustained: the clients post to a
+  webhook for ``--seconds``; the rate counts the executions that completed, until
+  the last one did;
+* request to completion, p50 and p99: the clients start executions with
+  ``?wait=`` (the answer comes when the execution has completed);
+* resumes by token per second: executions waiting for data, answered by the clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import h11
+import orjson
+
+NODES = 10
+
+
+def workflow(trigger: dict[str, Any], id: str, wait: bool = False) -> str:
+    nodes = [{"key": "start", **trigger}]
+    nodes += [{"key": f"n{i}", "type": "core.noop"} for i in range(1, NODES)]
+    if wait:
+        nodes.insert(1, {"key": "ask", "type": "wait.webhook"})
+    keys = [node["key"] for node in nodes]
+    connections = [{"from": a, "to": b} for a, b in zip(keys, keys[1:], strict=False)]
+    return json.dumps({"id": id, "version": 1, "nodes": nodes, "connections": connections})
+
+
+class Connection:
+    """One kept-alive HTTP/1.1 connection."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, host: str) -> None:
+        self._stream = stream
+        self._host = host
+        self._h11 = h11.Connection(h11.CLIENT)
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        data = b"" if body is None else orjson.dumps(body)
+        headers = [("host", self._host), ("content-length", str(len(data)))]
+        if body is not None:
+            headers.append(("content-type", "application/json"))
+        message = h11.Request(method=method, target=path, headers=headers)
+        await self._stream.send(
+            self._h11.send(message) + self._h11.send(h11.Data(data=data))
+            + self._h11.send(h11.EndOfMessage())
+        )  # fmt: skip
+        status, chunks = 0, []
+        while True:
+            event = self._h11.next_event()
+            if event is h11.NEED_DATA:
+                self._h11.receive_data(await self._stream.receive())
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                self._h11.start_next_cycle()
+                return status, b"".join(chunks)
+
+
+async def connect(url: str) -> Connection:
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    stream = await anyio.connect_tcp(parts.hostname, parts.port)
+    return Connection(stream, parts.netloc)
+
+
+async def webhook_rate(url: str, clients: int, seconds: float) -> dict[str, float]:
+    sent = 0
+    began = time.perf_counter()
+    end = began + seconds
+
+    async def client() -> None:
+        nonlocal sent
+        connection = await connect(url)
+        while time.perf_counter() < end:
+            status, _ = await connection.request("POST", "/hooks/bench", {"n": sent})
+            assert status == 202, status
+            sent += 1
+
+    async with anyio.create_task_group() as group:
+        for _ in range(clients):
+            group.start_soon(client)
+    # Until every execution started has completed.
+    connection = await connect(url)
+    while True:
+        _, body = await connection.request("GET", "/metrics")
+        completed = _metric(body, 'prana_executions{status="completed"}')
+        if completed >= sent:
+            break
+        await anyio.sleep(0.01)
+    elapsed = time.perf_counter() - began
+    return {"webhook_per_second": sent / elapsed, "webhook_started": sent}
+
+
+async def completion_latency(url: str, clients: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    end = time.perf_counter() + seconds
+
+    async def client() -> None:
+        connection = await connect(url)
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            status, body = await connection.request(
+                "POST", "/api/workflows/bench_api/executions?wait=30", {"n": 1}
+            )
+            assert status == 201, (status, body)
+            latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for _ in range(clients):
+            group.start_soon(client)
+    latencies.sort()
+    return {
+        "waited_per_second": len(latencies) / (time.perf_counter() - began),
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+async def resume_rate(url: str, clients: int, count: int) -> dict[str, float]:
+    tokens: list[str] = []
+
+    async def starter(share: int) -> None:
+        connection = await connect(url)
+        for _ in range(share):
+            _, body = await connection.request(
+                "POST", "/api/workflows/bench_wait/executions?wait=30", {"n": 1}
+            )
+            tokens.append(orjson.loads(body)["suspensions"][0]["token"])
+
+    async with anyio.create_task_group() as group:
+        for _ in range(clients):
+            group.start_soon(starter, count // clients)
+    began = time.perf_counter()
+
+    async def answerer(mine: list[str]) -> None:
+        connection = await connect(url)
+        for token in mine:
+            status, body = await connection.request("POST", f"/api/resume/{token}", {"ok": True})
+            assert status == 200, (status, body)
+
+    async with anyio.create_task_group() as group:
+        for index in range(clients):
+            group.start_soon(answerer, tokens[index::clients])
+    return {"resumes_per_second": len(tokens) / (time.perf_counter() - began)}
+
+
+def _metric(page: bytes, name: str) -> float:
+    for line in page.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def start_daemon(folder: Path, backend: str) -> tuple[subprocess.Popen[str], str]:
+    for name, text in (
+        ("hook.json", workflow({"type": "webhook.trigger", "params": {"path": "bench"}}, "bench")),
+        ("api.json", workflow({"type": "manual.trigger"}, "bench_api")),
+        ("wait.json", workflow({"type": "manual.trigger"}, "bench_wait", wait=True)),
+    ):
+        (folder / name).write_text(text)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prana", "serve", "--db", str(folder / "bench.db"),
+         "--workflows", str(folder), "--port", "0", "--backend", backend],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PRANA_TOKENS": ""},
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "serving at " in line:
+            return process, line.split("serving at ")[1].strip()
+    raise RuntimeError(f"the daemon did not start ({process.wait()})")
+
+
+async def measure(url: str, clients: int, seconds: float) -> dict[str, float]:
+    figures = await webhook_rate(url, clients, seconds)
+    figures |= await completion_latency(url, clients, seconds)
+    figures |= await resume_rate(url, clients, 1000)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        daemon, url = start_daemon(Path(folder), options.backend)
+        try:
+            figures = anyio.run(measure, url, options.clients, options.seconds)
+        finally:
+            daemon.terminate()
+            daemon.communicate(timeout=30)
+    print(f"daemon on {options.backend}, {options.clients} clients, {NODES}-node workflows")
+    rate = figures["webhook_per_second"]
+    print(f"  {'met    ' if rate >= 1000 else 'not met'}  webhook-started executions/s "
+          f">= 1 000: {rate:.0f}")  # fmt: skip
+    p99 = figures["p99_ms"]
+    print(f"  {'met    ' if p99 < 50 else 'not met'}  request to completion p99 < 50 ms: "
+          f"{p99:.1f} ms (p50 {figures['p50_ms']:.1f} ms, {figures['waited_per_second']:.0f}/s)")  # fmt: skip
+    print(f"           resumes by token/s: {figures['resumes_per_second']:.0f}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
