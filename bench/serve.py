@@ -16,9 +16,9 @@ Figures, each printed next to its goal, and as JSON on the last line:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +40,7 @@ def workflow(trigger: dict[str, Any], id: str, wait: bool = False) -> str:
     if wait:
         nodes.insert(1, {"key": "ask", "type": "wait.webhook"})
     keys = [node["key"] for node in nodes]
-    connections = [{"from": a, "to": b} for a, b in zip(keys, keys[1:], strict=False)]
+    connections = [{"from": a, "to": b} for a, b in itertools.pairwise(keys)]
     return json.dumps({"id": id, "version": 1, "nodes": nodes, "connections": connections})
 
 
