@@ -8,6 +8,9 @@ interrupted ``prana run``). Interrupted (Ctrl-C), it releases what it runs and s
 how to carry it on. ``run``, ``resume`` and ``retry`` keep an execution going
 in-process through waits that end within ``--wait-up-to`` (a minute by default).
 
+With ``--url`` (or ``$PRANA_URL``) the commands that read or steer executions go
+through a daemon's HTTP API instead (:mod:`._cli_remote`).
+
 Exit codes: 0 the execution completed or is waiting (or the command did its job),
 1 it failed, the workflow is invalid, or the execution or store could not be used;
 2 the command was used wrongly (bad option, unreadable input, actions that cannot be
@@ -28,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import anyio
 import orjson
@@ -45,6 +49,7 @@ from prana.storage import SQLiteStore
 
 from ._cli_database import find_database
 from ._cli_parser import command_parser
+from ._cli_remote import Remote, execution_from, path_of
 from ._engine import Engine
 from ._follow import follow, through_short_waits
 from ._progress import render_list, render_report, use_color
@@ -274,6 +279,14 @@ def _workflows_in(
 
 
 def _command_resume(args: argparse.Namespace) -> int:
+    if args.remote is not None:
+        data = parse_json_option(args.data, "--data")
+        if _EXECUTION_ID.match(args.target):
+            body = {"data": data, "node": args.node}
+            execution = args.remote.execution(path_of(args.target, "resume"), body)
+        else:
+            execution = args.remote.execution(f"/api/resume/{quote(args.target)}", data)
+        return _report(execution, args)
     _show_workflow_logs()
     actions = load_actions(args.actions)
     data = parse_json_option(args.data, "--data")
@@ -332,7 +345,15 @@ async def _control(engine: Engine, args: argparse.Namespace, action: str) -> Exe
     )
 
 
+def _remote_control(args: argparse.Namespace, action: str) -> Execution:
+    body = {"reason": args.reason} if action == "cancel" else None
+    return args.remote.execution(path_of(args.execution, action), body)  # type: ignore[no-any-return]
+
+
 def _command_cancel(args: argparse.Namespace) -> int:
+    if args.remote is not None:
+        _report(_remote_control(args, "cancel"), args)
+        return EXIT_OK
     actions = load_actions(args.actions)
     known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
     execution = _with_engine(args, actions, lambda engine: _control(engine, args, "cancel"), known)
@@ -341,6 +362,8 @@ def _command_cancel(args: argparse.Namespace) -> int:
 
 
 def _command_pause(args: argparse.Namespace) -> int:
+    if args.remote is not None:
+        return _report(_remote_control(args, "pause"), args)
     actions = load_actions(args.actions)
     known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
     execution = _with_engine(args, actions, lambda engine: _control(engine, args, "pause"), known)
@@ -348,6 +371,8 @@ def _command_pause(args: argparse.Namespace) -> int:
 
 
 def _command_retry(args: argparse.Namespace) -> int:
+    if args.remote is not None:
+        return _report(_remote_control(args, "retry"), args)
     _show_workflow_logs()
     actions = load_actions(args.actions)
     known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
@@ -361,6 +386,11 @@ def _command_retry(args: argparse.Namespace) -> int:
 
 
 def _command_rerun(args: argparse.Namespace) -> int:
+    if args.remote is not None:
+        body: dict[str, Any] = {"from_node": args.from_node}
+        if args.input is not None:
+            body["input"] = parse_json_option(args.input, "--input")
+        return _report(args.remote.execution(path_of(args.execution, "rerun"), body), args)
     _show_workflow_logs()
     actions = load_actions(args.actions)
     known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
@@ -375,6 +405,9 @@ def _command_rerun(args: argparse.Namespace) -> int:
 
 
 def _command_show(args: argparse.Namespace) -> int:
+    if args.remote is not None:
+        return _report(execution_from(args.remote.get(path_of(args.execution))), args)
+
     async def read(store: SQLiteStore) -> Execution:
         stored = await store.load_execution(args.execution)
         if stored is None:
@@ -387,6 +420,14 @@ def _command_show(args: argparse.Namespace) -> int:
 
 
 def _command_list(args: argparse.Namespace) -> int:
+    if args.remote is not None:
+        listed = args.remote.get(
+            "/api/executions", status=args.status, workflow=args.workflow, limit=args.limit
+        )["executions"]
+        executions = [execution_from(execution) for execution in listed]
+        sys.stdout.write(render_list(executions, color=use_color(sys.stdout)))
+        return EXIT_OK
+
     async def read(store: SQLiteStore) -> list[Execution]:
         found = await store.list_executions(
             status=args.status, workflow_id=args.workflow, limit=args.limit
@@ -420,6 +461,21 @@ def _command_graph(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.file, actions=actions)
     sys.stdout.write(to_mermaid(workflow, actions))
     return EXIT_OK
+
+
+def _command_status(args: argparse.Namespace) -> int:
+    if args.remote is None:
+        raise UsageError("status asks a daemon: give its address with --url (or $PRANA_URL)")
+    status = args.remote.get("/api/status")
+    counts = ", ".join(f"{count} {name}" for name, count in sorted(status["executions"].items()))
+    print(f"daemon at {args.remote.url}: {'ok' if status['ok'] else 'NOT OK'}")
+    print(f"  live executions: {status['live_executions']}")
+    print(f"  executions: {counts or 'none'}")
+    print(f"  workflows served: {status['workflows']}")
+    for service in status["services"]:
+        error = f" ({service['last_error']})" if service["last_error"] else ""
+        print(f"  service {service['name']}: {service['state']}{error}")
+    return EXIT_OK if status["ok"] else EXIT_FAILED
 
 
 def _command_serve(args: argparse.Namespace) -> int:
@@ -483,6 +539,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = command_parser()
     args = parser.parse_args(argv)
     args.following = []  # the executions the command carries on: said if interrupted
+    url = args.url or os.environ.get("PRANA_URL")
+    remote_commands = ("list", "show", "status", "resume", "cancel", "pause", "retry", "rerun")
+    args.remote = (
+        Remote(url, os.environ.get("PRANA_TOKEN"))
+        if url and args.command in remote_commands
+        else None
+    )
     handlers = {
         "run": _command_run,
         "validate": _command_validate,
@@ -495,6 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "retry": _command_retry,
         "rerun": _command_rerun,
         "serve": _command_serve,
+        "status": _command_status,
     }
     try:
         return handlers[args.command](args)

@@ -12,6 +12,13 @@ from ._cli_database import DEFAULT_DB
 def command_parser() -> argparse.ArgumentParser:
     """The parser of the ``prana`` command: every command and its options."""
     parser = argparse.ArgumentParser(prog="prana", description="Run durable workflow graphs.")
+    parser.add_argument(
+        "--url",
+        metavar="URL",
+        help="a daemon (prana serve) to send list, show, status, resume, cancel, pause, "
+        "retry and rerun to, instead of using the database (default: $PRANA_URL); "
+        "$PRANA_TOKEN is its API token",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def store(sub: argparse.ArgumentParser) -> None:
@@ -106,6 +113,10 @@ def command_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--workflow", metavar="ID", help="only executions of this workflow")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
+    commands.add_parser(
+        "status", help="a daemon's health, live executions and executions by status (--url)"
+    )
 
     show = commands.add_parser("show", help="show one execution: status, timeline, output")
     show.add_argument("execution", metavar="ID", help="the execution id")

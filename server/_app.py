@@ -14,8 +14,10 @@ engine's public API and writes its answer as JSON. Routes:
   or waits) or when the wait is up, whichever is first;
 * ``GET /api/executions`` (``?status=&workflow=&limit=``), ``GET /api/executions/{id}``,
   ``GET /api/executions/{id}/explain`` (why it is where it is, in words);
-* ``POST /api/executions/{id}/{cancel,pause,unpause,retry}``, and ``.../rerun``
+* ``POST /api/executions/{id}/{cancel,pause,unpause,retry}``, ``.../resume``
+  (``{"data": ..., "node": KEY}``: as ``engine.resume``), and ``.../rerun``
   (``{"from_node": KEY, "input": ...}``: a new execution from that node);
+* ``GET /api/status``: health, live executions, executions by status;
 * ``POST /api/bulk/{cancel,pause,unpause,retry}``: on every execution a filter
   selects (``{"status": ..., "workflow": ..., "limit": ...}``);
 * ``POST /api/resume/{token}``: answer a node waiting for ``token``, the body its data;
@@ -58,7 +60,7 @@ JSON = "application/json"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
 DEFAULT_MAX_STREAMS = 1000
 MAX_WAIT = 300.0  # the longest ?wait= a request may hold a connection, in seconds
-_CONTROLS = ("cancel", "pause", "unpause", "retry", "rerun")
+_CONTROLS = ("cancel", "pause", "unpause", "retry", "rerun", "resume")
 BULK_MOST = 1000  # the most executions one bulk request changes
 _STATUSES = ("pending", "running", "suspended", "paused", "completed", "failed", "cancelled")
 
@@ -172,6 +174,22 @@ class Api:
 
     async def openapi(self, request: Request) -> Response:
         return json_response(self._document)
+
+    async def status(self, request: Request) -> Response:
+        health = self.engine.health()
+        counts = await self.engine.count_executions()
+        return json_response(
+            {
+                "ok": health.ok,
+                "live_executions": health.live_executions,
+                "executions": counts,
+                "workflows": len(self.engine.served()),
+                "services": [
+                    {"name": s.name, "state": s.state, "last_error": s.last_error}
+                    for s in health.services
+                ],
+            }
+        )
 
     async def readyz(self, request: Request) -> Response:
         health = self.engine.health()
@@ -305,6 +323,10 @@ class Api:
             rerun = partial(self.engine.rerun, execution_id, from_node=from_node)
             execution = await (rerun(input=options["input"]) if "input" in options else rerun())
             return json_response(execution.to_dict(), 201)
+        if action == "resume":
+            node = options.get("node")
+            execution = await self.engine.resume(execution_id, options.get("data"), node=node)
+            return json_response(execution.to_dict())
         execution = await self._control(action, execution_id, options.get("reason"))
         return json_response(execution.to_dict())
 
@@ -319,7 +341,7 @@ class Api:
         selects (``status``, ``workflow``; at most ``limit``, default and most
         :data:`BULK_MOST`); each one's outcome, changed or refused and why."""
         action = request.path_params["action"]
-        if action not in _CONTROLS or action == "rerun":
+        if action not in _CONTROLS or action in ("rerun", "resume"):
             raise HTTPProblem(
                 404,
                 "Not found",
@@ -450,6 +472,7 @@ def create_app(
         api.route("/readyz", api.readyz, private=False),
         api.route("/metrics", api.metrics_page, private=False),
         api.route("/api/openapi.json", api.openapi, private=False),
+        api.route("/api/status", api.status),
         api.route("/api/workflows", api.list_workflows),
         api.route("/api/workflows", api.register_workflow, methods=post),
         api.route("/api/workflows/validate", api.validate_workflow, methods=post),

@@ -68,6 +68,13 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
         200,
         {"description": "text/plain", "content": {"text/plain": {}}},
     ),
+    ("get", "/api/status"): (
+        "The daemon's health, live executions, executions by status, workflows served",
+        [],
+        None,
+        200,
+        _json({"type": "object"}, "{ok, live_executions, executions, workflows, services}"),
+    ),
     ("get", "/api/workflows"): (
         "The workflows served",
         [],
@@ -143,9 +150,9 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
         {"description": "text/event-stream", "content": {"text/event-stream": {}}},
     ),
     ("post", "/api/executions/{execution_id}/{action}"): (
-        "cancel (body: {reason}), pause, unpause, retry; rerun (body: {from_node, "
-        "input}) starts a new execution from a node",
-        [_EXECUTION_ID, _path("action", "cancel, pause, unpause, retry or rerun")],
+        "cancel (body: {reason}), pause, unpause, retry, resume (body: {data, node}); "
+        "rerun (body: {from_node, input}) starts a new execution from a node",
+        [_EXECUTION_ID, _path("action", "cancel, pause, unpause, retry, resume or rerun")],
         {"type": "object"},
         200,
         _json(_EXECUTION, "the execution (rerun: the new one, 201)"),
