@@ -480,13 +480,13 @@ def _command_status(args: argparse.Namespace) -> int:
 
 def _command_serve(args: argparse.Namespace) -> int:
     try:
-        from prana.server import ServeConfig, serve
+        from prana.server import ServeConfig, configure_logging, serve
     except ImportError as exc:
         raise UsageError(
             f"prana serve needs the serve extra ({exc.name} is missing): "
             "pip install 'prana-runtime[serve]'"
         ) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    configure_logging(args.log_format)
     actions = load_actions(args.actions)
     workflows = []
     for given in args.workflows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from prana._time import parse_duration
+from prana._version import __version__
 
 from ._cli_database import DEFAULT_DB
 
@@ -12,6 +13,7 @@ from ._cli_database import DEFAULT_DB
 def command_parser() -> argparse.ArgumentParser:
     """The parser of the ``prana`` command: every command and its options."""
     parser = argparse.ArgumentParser(prog="prana", description="Run durable workflow graphs.")
+    parser.add_argument("--version", action="version", version=f"prana {__version__}")
     parser.add_argument(
         "--url",
         metavar="URL",
@@ -229,6 +231,12 @@ def command_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long requests in progress may take to finish (default 10s)",
     )
     serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the logs on stderr: text lines, or one JSON object per line",
+    )
     serve.add_argument("--check", action="store_true", help="check the configuration and exit")
     return parser
 

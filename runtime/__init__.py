@@ -53,6 +53,7 @@ from ._records import Suspension as Suspension
 from ._registry import ActionRegistry as ActionRegistry
 from ._subworkflows import ExecuteWorkflow as ExecuteWorkflow
 from ._triggers import TriggerError as TriggerError
+from ._version import __version__ as __version__
 from .actors import Engine as Engine
 from .actors import EngineHealth as EngineHealth
 from .actors import EngineStatistics as EngineStatistics
@@ -61,8 +62,6 @@ from .actors import Explanation as Explanation
 from .actors import ServiceHealth as ServiceHealth
 from .actors import Subscription as Subscription
 from .actors import tune_gc as tune_gc
-
-__version__ = "0.1.0"
 
 __all__ = (
     "ActionRegistry",

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import attrs
+import orjson
 import sniffio
 from hypercorn.config import Config
 
@@ -91,6 +92,8 @@ async def serve(
         hypercorn.bind = [f"fd://{listener.detach()}"]
         hypercorn.graceful_timeout = config.grace
         hypercorn.accesslog = None
+        # Hypercorn's messages go through the process's logging setup, as prana's do.
+        hypercorn.errorlog = logging.getLogger("hypercorn.error")
         stop = stop or anyio.Event()
         async with anyio.create_task_group() as group:
             group.start_soon(_stop_on_signals, stop)
@@ -100,6 +103,35 @@ async def serve(
             await _serve_app(app, hypercorn, stop)
             group.cancel_scope.cancel()  # the signal watcher, if the server ended by itself
         logger.info("stopped serving; releasing the executions in flight")
+
+
+class JSONLines(logging.Formatter):
+    """Log records as one JSON object per line: time, level, logger, message, and
+    the traceback of an error."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def configure_logging(log_format: str = "text") -> None:
+    """Send the daemon's logs (prana's, Hypercorn's) to stderr, as text lines or as
+    ``json`` lines."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JSONLines())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
 
 
 async def _stop_on_signals(stop: anyio.Event) -> None:

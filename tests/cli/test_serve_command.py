@@ -3,6 +3,7 @@ refuses."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,35 @@ def test_a_missing_folder_is_a_usage_error(
     _, err = capsys.readouterr()
     assert code == 2
     assert "no such file or folder" in err
+
+
+def test_json_logs_are_one_object_per_line_with_the_traceback() -> None:
+    import json
+    import logging
+
+    from prana.server._daemon import JSONLines
+
+    try:
+        raise ValueError("the store is full")
+    except ValueError:
+        record = logging.LogRecord(
+            "prana.server", logging.ERROR, __file__, 1, "cannot save %s", ("e1",), sys.exc_info()
+        )
+    line = JSONLines().format(record)
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert (entry["level"], entry["logger"], entry["message"]) == (
+        "error",
+        "prana.server",
+        "cannot save e1",
+    )
+    assert "ValueError: the store is full" in entry["error"]
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import prana
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"prana {prana.__version__}"
