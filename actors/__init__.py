@@ -7,6 +7,7 @@ from ._engine import EngineStatistics as EngineStatistics
 from ._explain import Explanation as Explanation
 from ._gc import tune_gc as tune_gc
 from ._handle import ExecutionHandle as ExecutionHandle
+from ._schedules import ScheduleInfo as ScheduleInfo
 from ._services import EngineHealth as EngineHealth
 from ._services import ServiceHealth as ServiceHealth
 from ._subscription import Subscription as Subscription
@@ -18,6 +19,7 @@ __all__ = (
     "EngineStatistics",
     "ExecutionHandle",
     "Explanation",
+    "ScheduleInfo",
     "ServiceHealth",
     "Subscription",
     "SystemClock",

@@ -73,7 +73,7 @@ from ._handle import DEFAULT_EVENT_BUFFER
 from ._handle import ExecutionHandle as ExecutionHandle
 from ._live import NOT_RUNNING, LiveExecutions
 from ._ownership import Leases, dead_owners, new_owner_id
-from ._schedules import Schedules, ScheduleSlot
+from ._schedules import ScheduleInfo, Schedules, ScheduleSlot
 from ._services import BackgroundServices, EngineHealth
 from ._subscription import Middleware, Publisher, Subscription, as_link
 from ._supervision import LeaseLost, Lost, ResumeRequest
@@ -727,6 +727,61 @@ class Engine(AsyncContextManagerMixin):
         return attrs.evolve(
             execution, node_runs=tuple(runs[index] for index in sorted(runs)), runs_left_out=0
         )
+
+    # ------------------------------------------------------------------ schedules
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """The schedule triggers the store keeps (of every engine on it), with when
+        each fires next and whether it is paused, by workflow and trigger."""
+        rows = await self._require_store().list_schedules()
+        return [
+            ScheduleInfo(
+                workflow_id=row.workflow_id,
+                trigger=row.trigger,
+                cron=row.state.spec,
+                next_at=row.state.next_at,
+                paused=row.state.paused,
+            )
+            for row in rows
+        ]
+
+    async def pause_schedule(self, workflow_id: str, trigger: str) -> ScheduleInfo:
+        """Pause a schedule trigger: its times pass without starting anything, in
+        every engine on the store, until :meth:`resume_schedule`. Raises
+        :class:`PranaError` if there is no such schedule."""
+        return await self._set_paused(workflow_id, trigger, True)
+
+    async def resume_schedule(self, workflow_id: str, trigger: str) -> ScheduleInfo:
+        """Resume a paused schedule trigger: it fires at its next time (the times
+        that passed while it was paused are not made up)."""
+        return await self._set_paused(workflow_id, trigger, False)
+
+    async def fire_schedule(self, workflow_id: str, trigger: str) -> ExecutionHandle:
+        """Start an execution of a served workflow's schedule trigger now, out of its
+        times (which stay as they are). Raises :class:`PranaError` if the workflow
+        is not served or ``trigger`` is not one of its schedule triggers."""
+        served = self._catalog.served.get(workflow_id)
+        if served is None or self._schedules is None:
+            raise PranaError(
+                f"workflow {workflow_id!r} is not served by this engine with its schedules "
+                "(Engine(workflows=...), engine.register; not schedules=False)"
+            )
+        return ExecutionHandle(await self._schedules.fire_now(served, trigger))
+
+    async def _set_paused(self, workflow_id: str, trigger: str, paused: bool) -> ScheduleInfo:
+        if not await self._require_store().pause_schedule(workflow_id, trigger, paused):
+            known = ", ".join(f"{s.workflow_id}/{s.trigger}" for s in await self.schedules())
+            raise PranaError(
+                f"no schedule {trigger!r} of workflow {workflow_id!r} is kept in the store "
+                f"(schedules: {known or 'none'}); a schedule exists once an engine serves "
+                "its workflow"
+            )
+        (found,) = [
+            s
+            for s in await self.schedules()
+            if (s.workflow_id, s.trigger) == (workflow_id, trigger)
+        ]
+        return found
 
     async def count_executions(self, *, workflow: str | None = None) -> dict[ExecutionStatus, int]:
         """How many executions the store holds with each status (of one workflow, or

@@ -24,13 +24,27 @@ from prana._triggers import iso_time, schedule_triggers, trigger_input
 from prana.storage import ScheduleState, Store
 
 from ._catalog import Catalog
-from ._clock import Clock
+from ._clock import Clock, new_execution_id
 
 if TYPE_CHECKING:
     from ._live import LiveExecutions
+    from ._supervisor import ExecutionSupervisor
     from ._timers import TimerActor
 
 logger = logging.getLogger("prana.engine")
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleInfo:
+    """A schedule trigger as an operator sees it (:meth:`prana.Engine.schedules`):
+    its workflow and trigger, its cron expression and timezone (``cron``), when it
+    fires next, and whether it is paused (its times pass without starting anything)."""
+
+    workflow_id: str
+    trigger: str
+    cron: str
+    next_at: float
+    paused: bool
 
 
 @attrs.frozen
@@ -126,6 +140,16 @@ class Schedules:
             self._add(ScheduleSlot(workflow.id, slot.trigger, state.next_at))
             return
         self._add(ScheduleSlot(workflow.id, slot.trigger, next_at))
+        state = await self._state(workflow.id, slot.trigger, cron, replace=False)
+        if state.paused:  # the time passes: nothing to start
+            await self._store.schedule_started(workflow.id, slot.trigger, latest)
+            logger.info(
+                "schedule %s of %s is paused: its time %s passed without a start",
+                slot.trigger,
+                workflow.id,
+                iso_time(latest),
+            )
+            return
         await self._start(workflow.id, slot.trigger, latest)
 
     async def _state(
@@ -156,6 +180,22 @@ class Schedules:
                 "schedule %s of %s started execution %s", trigger, workflow_id, execution_id
             )
         await store.schedule_started(workflow_id, trigger, at)
+
+    async def fire_now(self, workflow: Workflow, trigger: str) -> ExecutionSupervisor:
+        """Start an execution of a schedule trigger now, out of its times (which stay
+        as they are); its ``trigger.scheduled_at`` is now."""
+        if trigger not in schedule_triggers(workflow, self._catalog.actions):
+            raise PranaError(
+                f"{trigger!r} is not a schedule trigger of workflow {workflow.id!r}; its "
+                f"schedules: {', '.join(schedule_triggers(workflow, self._catalog.actions))}"
+            )
+        now = self._clock.now()
+        graph = self._catalog.compile(workflow, trigger=trigger)
+        input = trigger_input(graph, {"scheduled_at": iso_time(now)}, now)
+        async with self._live.turn() as turn:
+            supervisor = await self._live.start(graph, input, new_execution_id(now), turn)
+        await supervisor.wait_saved()
+        return supervisor
 
     def _add(self, slot: ScheduleSlot) -> None:
         self._timers.add(slot)

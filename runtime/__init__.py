@@ -59,6 +59,7 @@ from .actors import EngineHealth as EngineHealth
 from .actors import EngineStatistics as EngineStatistics
 from .actors import ExecutionHandle as ExecutionHandle
 from .actors import Explanation as Explanation
+from .actors import ScheduleInfo as ScheduleInfo
 from .actors import ServiceHealth as ServiceHealth
 from .actors import Subscription as Subscription
 from .actors import tune_gc as tune_gc
@@ -90,6 +91,7 @@ __all__ = (
     "Resume",
     "ResumeRefused",
     "RetrySettings",
+    "ScheduleInfo",
     "ServiceHealth",
     "StoreError",
     "Subscription",

@@ -23,6 +23,8 @@ engine's public API and writes its answer as JSON. Routes:
 * ``POST /api/resume/{token}``: answer a node waiting for ``token``, the body its data;
 * ``GET /api/executions/{id}/events``, ``GET /api/events``: live events as
   server-sent events, resumable with ``Last-Event-ID`` (:mod:`._streams`);
+* ``GET /api/schedules`` (each schedule trigger with its next time, paused or not),
+  ``POST /api/schedules/{workflow}/{trigger}/{pause,resume,fire}``;
 * ``METHOD /hooks/{path}``: the served workflow whose ``webhook.trigger`` answers it
   starts, with the request's headers, query and body as ``trigger.*``.
 
@@ -407,6 +409,28 @@ class Api:
         execution = await self.engine.resume_token(request.path_params["token"], data)
         return json_response(execution.to_dict())
 
+    # ------------------------------------------------------------------ schedules
+
+    async def list_schedules(self, request: Request) -> Response:
+        schedules = [_schedule(s) for s in await self.engine.schedules()]
+        return json_response({"schedules": schedules})
+
+    async def schedule_action(self, request: Request) -> Response:
+        workflow_id = request.path_params["workflow_id"]
+        trigger = request.path_params["trigger"]
+        action = request.path_params["action"]
+        if action == "fire":
+            handle = await self.engine.fire_schedule(workflow_id, trigger)
+            return json_response({"execution_id": handle.id, "status": handle.status}, 202)
+        if action == "pause":
+            return json_response(_schedule(await self.engine.pause_schedule(workflow_id, trigger)))
+        if action == "resume":
+            info = await self.engine.resume_schedule(workflow_id, trigger)
+            return json_response(_schedule(info))
+        raise HTTPProblem(
+            404, "Not found", f"no schedule action {action!r}; use pause, resume or fire"
+        )
+
     # ------------------------------------------------------------------ webhooks
 
     async def hook(self, request: Request) -> Response:
@@ -422,6 +446,16 @@ class Api:
         except prana.TriggerError as exc:
             raise HTTPProblem(404, "No webhook here", str(exc)) from None
         return json_response({"execution_id": handle.id, "status": handle.status}, 202)
+
+
+def _schedule(info: prana.ScheduleInfo) -> dict[str, Any]:
+    return {
+        "workflow_id": info.workflow_id,
+        "trigger": info.trigger,
+        "cron": info.cron,
+        "next_at": info.next_at,
+        "paused": info.paused,
+    }
 
 
 def _wait_option(request: Request) -> float:
@@ -486,6 +520,10 @@ def create_app(
         api.route("/api/executions/{execution_id}/{action}", api.control, methods=post),
         api.route("/api/resume/{token}", api.resume_token, methods=post),
         api.route("/api/bulk/{action}", api.bulk, methods=post),
+        api.route("/api/schedules", api.list_schedules),
+        api.route(
+            "/api/schedules/{workflow_id}/{trigger}/{action}", api.schedule_action, methods=post
+        ),
         api.route("/hooks/{path:path}", api.hook, methods=hooks, private=False),
     ]
     app = Starlette(routes=routes, lifespan=api.lifespan)

@@ -171,6 +171,24 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
         200,
         _json(_EXECUTION, "the execution when it next waits or ends"),
     ),
+    ("get", "/api/schedules"): (
+        "The schedule triggers, with when each fires next and whether it is paused",
+        [],
+        None,
+        200,
+        _json({"type": "object"}, "{schedules: [{workflow_id, trigger, cron, next_at, paused}]}"),
+    ),
+    ("post", "/api/schedules/{workflow_id}/{trigger}/{action}"): (
+        "pause or resume a schedule (in every engine on the store), or fire it now",
+        [
+            _WORKFLOW_ID,
+            _path("trigger", "the schedule trigger's node key"),
+            _path("action", "pause, resume or fire"),
+        ],
+        None,
+        200,
+        _json({"type": "object"}, "the schedule; fire: {execution_id, status} (202)"),
+    ),
     ("post", "/api/bulk/{action}"): (
         "cancel, pause, unpause or retry every execution a filter selects",
         [_path("action", "cancel, pause, unpause or retry")],

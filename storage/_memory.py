@@ -23,7 +23,7 @@ from prana._records import (
     Suspension,
 )
 
-from ._protocol import ScheduleState, StoredWorkflow
+from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
 
 
 @attrs.define
@@ -316,7 +316,8 @@ class MemoryStore:
         if kept is not None and (kept[0] == spec or not replace):
             return kept[1]
         pending_at = kept[1].pending_at if kept is not None else None
-        state = ScheduleState(next_at=first_at, pending_at=pending_at, spec=spec)
+        paused = kept[1].paused if kept is not None else False
+        state = ScheduleState(next_at=first_at, pending_at=pending_at, spec=spec, paused=paused)
         self._schedules[(workflow_id, trigger)] = (spec, state)
         return state
 
@@ -339,6 +340,21 @@ class MemoryStore:
             kept[0],
             attrs.evolve(kept[1], next_at=next_at, pending_at=pending_at),
         )
+        return True
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        """Every schedule trigger, by workflow id and trigger."""
+        return [
+            ScheduleRow(workflow_id=workflow_id, trigger=trigger, state=state)
+            for (workflow_id, trigger), (_, state) in sorted(self._schedules.items())
+        ]
+
+    async def pause_schedule(self, workflow_id: str, trigger: str, paused: bool) -> bool:
+        """Pause or resume a schedule trigger; false if there is none."""
+        kept = self._schedules.get((workflow_id, trigger))
+        if kept is None:
+            return False
+        self._schedules[(workflow_id, trigger)] = (kept[0], attrs.evolve(kept[1], paused=paused))
         return True
 
     async def schedule_started(self, workflow_id: str, trigger: str, pending_at: float) -> None:

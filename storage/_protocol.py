@@ -45,6 +45,16 @@ class ScheduleState:
     next_at: float
     pending_at: float | None = None
     spec: str = ""  # the cron expression and timezone it follows
+    paused: bool = False  # its times pass without starting anything
+
+
+@attrs.frozen
+class ScheduleRow:
+    """A schedule trigger as the store keeps it: which, and where it stands."""
+
+    workflow_id: str
+    trigger: str
+    state: ScheduleState
 
 
 @runtime_checkable
@@ -182,6 +192,15 @@ class Store(Protocol):
         note ``pending_at`` until its execution is saved. False if another engine
         claimed it first, or the schedule changed (its ``spec``, when given, is not
         the one kept)."""
+        ...
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        """Every schedule trigger the store keeps, by workflow id and trigger."""
+        ...
+
+    async def pause_schedule(self, workflow_id: str, trigger: str, paused: bool) -> bool:
+        """Pause a schedule trigger (its times pass without starting anything) or
+        resume it; false if the store keeps no such schedule."""
         ...
 
     async def schedule_started(self, workflow_id: str, trigger: str, pending_at: float) -> None:

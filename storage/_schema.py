@@ -42,7 +42,8 @@ workflow of more than 64 nodes or edges in blocks, rows after the state row (blo
 changes it (decision 0040), and a run's output longer than 700 bytes in
 ``run_outputs``, so that it does not take an overflow page of its own (decision 0043).
 Version 8 added a suspension's ``data`` (``Suspend(data=...)``) and a node run's
-rendered ``params`` (for a run that waits, with its suspension).
+rendered ``params`` (for a run that waits, with its suspension). Version 9 added a
+schedule's ``paused`` flag.
 """
 
 from __future__ import annotations
@@ -202,6 +203,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE suspensions ADD COLUMN data TEXT;
     ALTER TABLE suspensions ADD COLUMN params TEXT;
     ALTER TABLE node_executions ADD COLUMN params TEXT;
+    """,
+    # 8 -> 9: a schedule paused by an operator.
+    """
+    ALTER TABLE schedules ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
     """,
 )
 

@@ -27,7 +27,7 @@ from prana._records import (
 
 from . import _codec as codec
 from . import _sqlite_rows as rows
-from ._protocol import ScheduleState, StoredWorkflow
+from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
 from ._sqlite_file import parse_url
 from ._sqlite_reads import (
     SELECT_EXECUTION,
@@ -446,6 +446,39 @@ class SQLiteStore:
                 db, workflow_id, trigger, due_at, next_at, pending_at, spec
             ),
         )
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        """Every schedule trigger, by workflow id and trigger."""
+
+        def fetch(db: sqlite3.Connection) -> list[ScheduleRow]:
+            found = db.execute(
+                "SELECT workflow_id, trigger, spec, next_at, pending_at, paused FROM schedules "
+                "ORDER BY workflow_id, trigger"
+            )
+            return [
+                ScheduleRow(
+                    workflow_id=row[0],
+                    trigger=row[1],
+                    state=ScheduleState(
+                        next_at=row[3], pending_at=row[4], spec=row[2], paused=bool(row[5])
+                    ),
+                )
+                for row in found
+            ]
+
+        return await self._read(fetch)
+
+    async def pause_schedule(self, workflow_id: str, trigger: str, paused: bool) -> bool:
+        """Pause or resume a schedule trigger; false if there is none."""
+
+        def change(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE schedules SET paused = ? WHERE workflow_id = ? AND trigger = ?",
+                (int(paused), workflow_id, trigger),
+            )
+            return cursor.rowcount > 0
+
+        return await self._write(change)
 
     async def schedule_started(self, workflow_id: str, trigger: str, pending_at: float) -> None:
         """Forget the pending firing at ``pending_at``: its execution is saved."""

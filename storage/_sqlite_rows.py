@@ -465,19 +465,21 @@ def arm_schedule(
     """The schedule's row, made anew if it is missing or (with ``replace``) its spec
     changed."""
     row = db.execute(
-        "SELECT spec, next_at, pending_at FROM schedules WHERE workflow_id = ? AND trigger = ?",
+        "SELECT spec, next_at, pending_at, paused FROM schedules "
+        "WHERE workflow_id = ? AND trigger = ?",
         (workflow_id, trigger),
     ).fetchone()
     if row is not None and (row[0] == spec or not replace):
-        return ScheduleState(next_at=row[1], pending_at=row[2], spec=row[0])
+        return ScheduleState(next_at=row[1], pending_at=row[2], spec=row[0], paused=bool(row[3]))
     pending_at = row[2] if row is not None else None
+    paused = bool(row[3]) if row is not None else False
     db.execute(
         "INSERT INTO schedules (workflow_id, trigger, spec, next_at, pending_at) "
         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (workflow_id, trigger) "
         "DO UPDATE SET spec = excluded.spec, next_at = excluded.next_at",
         (workflow_id, trigger, spec, first_at, pending_at),
     )
-    return ScheduleState(next_at=first_at, pending_at=pending_at, spec=spec)
+    return ScheduleState(next_at=first_at, pending_at=pending_at, spec=spec, paused=paused)
 
 
 def advance_schedule(

@@ -395,3 +395,35 @@ async def test_engines_without_schedules_leave_them_alone() -> None:
     clock = VirtualClock(start=MOMENT)
     async with prana.Engine(env={}, clock=clock, workflows=[report()], schedules=False):
         assert await sleeping_until(clock, None) is None
+
+
+async def test_a_paused_schedule_lets_its_times_pass_and_fires_again_once_resumed(
+    tmp_path: Any,
+) -> None:
+    clock = VirtualClock(start=MOMENT)
+    async with open_engine(path=tmp_path / "p.db", clock=clock, workflows=[report()]) as engine:
+        events = engine.events()
+        (armed,) = await engine.schedules()
+        paused = await engine.pause_schedule("report", "tick")
+        assert await sleeping_until(clock, QUARTER) == QUARTER
+        clock.set(QUARTER)  # its time passes while it is paused
+        assert await sleeping_until(clock, QUARTER + 900) == QUARTER + 900
+        assert await engine.list_executions() == []
+        resumed = await engine.resume_schedule("report", "tick")
+        clock.set(QUARTER + 900)
+        (fired,) = await completed(events, 1)
+        handle = await engine.fire_schedule("report", "tick")  # now, out of its times
+        by_hand = await handle.result()
+        with pytest.raises(prana.PranaError, match="no schedule 'tock' of workflow 'report'"):
+            await engine.pause_schedule("report", "tock")
+        with pytest.raises(prana.PranaError, match="'note' is not a schedule trigger"):
+            await engine.fire_schedule("report", "note")
+    assert armed == prana.ScheduleInfo(
+        workflow_id="report", trigger="tick", cron="*/15 * * * * UTC", next_at=QUARTER,
+        paused=False,
+    )  # fmt: skip
+    assert paused.paused
+    assert (resumed.paused, resumed.next_at) == (False, QUARTER + 900)
+    assert fired == schedule_execution_id("report", "tick", QUARTER + 900)
+    assert by_hand.output["at"] == iso(QUARTER + 900)  # the clock's now
+    assert by_hand.id != fired

@@ -279,3 +279,29 @@ async def test_metrics_count_executions_by_status_and_requests(tmp_path: Path) -
     assert 'prana_http_requests_total{method="GET",route="/api/workflows",status="401"} 1.0' in (
         lines
     )
+
+
+async def test_schedules_are_listed_paused_resumed_and_fired(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("order_intake.yaml")]) as url:
+        listed = await request(url, "GET", "/api/schedules")
+        base = "/api/schedules/order_intake/nightly"
+        paused = await request(url, "POST", f"{base}/pause")
+        resumed = await request(url, "POST", f"{base}/resume")
+        fired = await request(url, "POST", f"{base}/fire")
+        unknown = await request(url, "POST", "/api/schedules/order_intake/web/pause")
+        execution_id = fired.json()["execution_id"]
+        started = (await request(url, "GET", f"/api/executions/{execution_id}")).json()
+    (schedule,) = listed.json()["schedules"]
+    assert (schedule["workflow_id"], schedule["trigger"], schedule["paused"]) == (
+        "order_intake",
+        "nightly",
+        False,
+    )
+    assert schedule["cron"] == "0 2 * * * Europe/Berlin"
+    assert schedule["next_at"] > 0
+    assert paused.json()["paused"] is True
+    assert resumed.json()["paused"] is False
+    assert fired.status == 202
+    assert started["trigger"] == "nightly"
+    assert unknown.status == 400
+    assert "no schedule 'web' of workflow 'order_intake'" in unknown.json()["detail"]

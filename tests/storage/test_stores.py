@@ -618,7 +618,7 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
     # A wait saved before version 8 has no data.
     assert (found.node_key, found.child_execution_id, found.data) == ("wait", None, None)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 8
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 9
         assert db.execute("SELECT count(*) FROM schedules").fetchone()[0] == 0
         # Since version 6 JSON is text, which SQLite's JSON functions read.
         assert db.execute(
@@ -1059,3 +1059,25 @@ async def test_executions_are_counted_by_status(kind: str, tmp_path: Path) -> No
         assert await store.count_executions() == {"running": 1, "completed": 2, "failed": 1}
         assert await store.count_executions(workflow_id="w") == {"running": 1, "completed": 2}
         assert await store.count_executions(workflow_id="nothing") == {}
+
+
+@STORES
+async def test_schedules_are_listed_and_paused(kind: str, tmp_path: Path) -> None:
+    async with opened(kind, tmp_path) as store:
+        await store.arm_schedule("w", "tick", spec="@hourly UTC", first_at=10.0)
+        await store.arm_schedule("v", "tock", spec="@daily UTC", first_at=20.0)
+        assert await store.pause_schedule("w", "tick", True)
+        assert not await store.pause_schedule("w", "nothing", True)
+        # A new spec (another version of the workflow) keeps the pause.
+        again = await store.arm_schedule("w", "tick", spec="*/5 * * * * UTC", first_at=15.0)
+        listed = await store.list_schedules()
+        assert await store.pause_schedule("w", "tick", False)
+        resumed = await store.list_schedules()
+    assert again.paused
+    assert [
+        (row.workflow_id, row.trigger, row.state.paused, row.state.next_at) for row in listed
+    ] == [
+        ("v", "tock", False, 20.0),
+        ("w", "tick", True, 15.0),
+    ]
+    assert [row.state.paused for row in resumed] == [False, False]
