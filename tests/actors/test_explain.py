@@ -14,6 +14,24 @@ MOMENT = 1_900_000_000.0  # 2030-03-17T17:46:40Z
 LATER = "2030-03-17T18:46:40+00:00"  # an hour after
 
 
+def holding(
+    started: anyio.Event, release: anyio.Event
+) -> tuple[prana.Workflow, prana.ActionRegistry]:
+    """A workflow whose node ``hold`` sets ``started`` and runs until ``release``."""
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.hold")
+    async def hold(ctx: prana.NodeContext) -> str:
+        started.set()
+        await release.wait()
+        return "held"
+
+    workflow = make_workflow(
+        {"start": "manual.trigger", "hold": "test.hold"}, ["start -> hold"], actions=actions
+    )
+    return workflow, actions
+
+
 def waiting_on(node: tuple[str, dict]) -> prana.Workflow:
     return make_workflow(
         {"start": "manual.trigger", "wait": node, "after": "core.noop"},
@@ -79,17 +97,7 @@ async def test_an_ended_execution_says_how_and_when_and_one_running_here_which_n
 ) -> None:
     clock = VirtualClock(start=MOMENT)
     started, release = anyio.Event(), anyio.Event()
-    actions = prana.ActionRegistry()
-
-    @actions.action("test.hold")
-    async def hold(ctx: prana.NodeContext) -> str:
-        started.set()
-        await release.wait()
-        return "held"
-
-    workflow = make_workflow(
-        {"start": "manual.trigger", "hold": "test.hold"}, ["start -> hold"], actions=actions
-    )
+    workflow, actions = holding(started, release)
     async with prana.Engine(clock=clock, actions=actions) as engine:
         handle = await engine.start(workflow)
         await started.wait()
@@ -109,17 +117,7 @@ async def test_an_execution_of_another_engine_says_whose_lease_until_when(
     path = tmp_path / "prana.db"
     clock = VirtualClock(start=MOMENT)
     started, release = anyio.Event(), anyio.Event()
-    actions = prana.ActionRegistry()
-
-    @actions.action("test.hold")
-    async def hold(ctx: prana.NodeContext) -> str:
-        started.set()
-        await release.wait()
-        return "held"
-
-    workflow = make_workflow(
-        {"start": "manual.trigger", "hold": "test.hold"}, ["start -> hold"], actions=actions
-    )
+    workflow, actions = holding(started, release)
     # Leases are in real time; the first engine renews its lease far too rarely, as
     # if its process had frozen, and its lease is short.
     async with open_engine(

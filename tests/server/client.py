@@ -4,7 +4,7 @@ one request per connection, parsed with h11 (the server's own HTTP library)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +50,19 @@ async def _connection(url: str) -> AsyncIterator[anyio.abc.ByteStream]:
         yield stream
 
 
+async def _events(connection: h11.Connection, stream: anyio.abc.ByteStream) -> AsyncIterator[Any]:
+    """What the server sends, as h11 events, reading as they need."""
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            try:
+                connection.receive_data(await stream.receive())
+            except anyio.EndOfStream:
+                connection.receive_data(b"")
+            continue
+        yield event
+
+
 async def request(
     url: str,
     method: str,
@@ -66,21 +79,16 @@ async def request(
         await stream.send(connection.send(message) + connection.send(h11.Data(data=data)))
         await stream.send(connection.send(h11.EndOfMessage()))
         status, received, chunks = 0, {}, []
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                try:
-                    connection.receive_data(await stream.receive())
-                except anyio.EndOfStream:
-                    connection.receive_data(b"")
-                continue
-            if isinstance(event, h11.Response):
-                status = event.status_code
-                received = {name.decode(): value.decode() for name, value in event.headers}
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                return Reply(status, received, b"".join(chunks))
+        async with aclosing(_events(connection, stream)) as events:
+            async for event in events:
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                    received = {name.decode(): value.decode() for name, value in event.headers}
+                elif isinstance(event, h11.Data):
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    break
+        return Reply(status, received, b"".join(chunks))
 
 
 @attrs.frozen
@@ -127,24 +135,19 @@ async def read_events(
     status, text = 0, ""
     async with _connection(url) as stream:
         await stream.send(connection.send(message) + connection.send(h11.EndOfMessage()))
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                try:
-                    connection.receive_data(await stream.receive())
-                except anyio.EndOfStream:
-                    connection.receive_data(b"")
-                continue
-            if isinstance(event, h11.Response):
-                status = event.status_code
-                if status != 200:
-                    return status, []
-            elif isinstance(event, h11.Data):
-                if started is not None:
-                    started.set()
-                found, text = _parse_events(text + bytes(event.data).decode())
-                received += found
-                if until is not None and until(received):
-                    return status, received
-            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                return status, received
+        async with aclosing(_events(connection, stream)) as events:
+            async for event in events:
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                    if status != 200:
+                        return status, []
+                elif isinstance(event, h11.Data):
+                    if started is not None:
+                        started.set()
+                    found, text = _parse_events(text + bytes(event.data).decode())
+                    received += found
+                    if until is not None and until(received):
+                        return status, received
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    break
+    return status, received
