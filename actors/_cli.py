@@ -506,6 +506,8 @@ def _command_serve(args: argparse.Namespace) -> int:
         tokens=_tokens(args.token_file),
         max_body=args.max_body,
         grace=args.grace,
+        webhook_secrets=_webhook_secrets(args.webhook_secrets),
+        signing_key=_signing_key(args.signing_key_file),
     )
     problems = config.problems()
     if problems:
@@ -521,16 +523,44 @@ def _command_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _lines(path: str, option: str) -> list[str]:
+    """The lines of an option's file, blank lines and ``#`` comments left out."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot read {path!r}: {exc.strerror}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _webhook_secrets(path: str | None) -> dict[str, str]:
+    """``--webhook-secrets``: webhook path to secret."""
+    secrets = {}
+    for line in _lines(path, "--webhook-secrets") if path else []:
+        hook, _, secret = line.partition(" ")
+        if not secret.strip():
+            raise UsageError(
+                f"--webhook-secrets: {line!r} should be a webhook path, a space, its secret"
+            )
+        secrets[hook.strip("/")] = secret.strip()
+    return secrets
+
+
+def _signing_key(path: str | None) -> str | None:
+    """``--signing-key-file`` (its first line), else ``$PRANA_SIGNING_KEY``."""
+    if path is not None:
+        lines = _lines(path, "--signing-key-file")
+        if not lines:
+            raise UsageError(f"--signing-key-file: {path!r} holds no key")
+        return lines[0]
+    return os.environ.get("PRANA_SIGNING_KEY") or None
+
+
 def _tokens(token_file: str | None) -> list[str]:
     """The API tokens: the lines of ``token_file`` and ``$PRANA_TOKENS`` (comma-separated),
     blank lines and ``#`` comments left out."""
     tokens = [token.strip() for token in os.environ.get("PRANA_TOKENS", "").split(",")]
     if token_file is not None:
-        try:
-            lines = Path(token_file).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise UsageError(f"--token-file: cannot read {token_file!r}: {exc.strerror}") from None
-        tokens += [line.strip() for line in lines if not line.lstrip().startswith("#")]
+        tokens += _lines(token_file, "--token-file")
     return [token for token in tokens if token]
 
 

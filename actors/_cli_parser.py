@@ -230,6 +230,18 @@ def command_parser() -> argparse.ArgumentParser:
         type=_duration_option,
         help="on SIGTERM, how long requests in progress may take to finish (default 10s)",
     )
+    serve.add_argument(
+        "--webhook-secrets",
+        metavar="FILE",
+        help="webhooks that take signed requests only: lines of 'PATH SECRET'; a request "
+        "sends X-Prana-Signature: sha256=HMAC-SHA256(secret, body)",
+    )
+    serve.add_argument(
+        "--signing-key-file",
+        metavar="FILE",
+        help="a key to sign each wait's resume_path with (also $PRANA_SIGNING_KEY): a "
+        "signed path answers the wait without an API token",
+    )
     serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     serve.add_argument(
         "--log-format",

@@ -26,7 +26,11 @@ engine's public API and writes its answer as JSON. Routes:
 * ``GET /api/schedules`` (each schedule trigger with its next time, paused or not),
   ``POST /api/schedules/{workflow}/{trigger}/{pause,resume,fire}``;
 * ``METHOD /hooks/{path}``: the served workflow whose ``webhook.trigger`` answers it
-  starts, with the request's headers, query and body as ``trigger.*``.
+  starts, with the request's headers, query and body as ``trigger.*``; a webhook
+  given a secret takes requests signed with it only (``X-Prana-Signature:
+  sha256=HMAC``);
+* ``POST /resume/{token}?signature=...``: a wait's signed ``resume_path``, which
+  answers it without an API token (with a signing key).
 
 Under ``/api`` a request carries ``Authorization: Bearer TOKEN`` with one of the
 daemon's tokens (when it has any). Bodies are JSON, at most ``max_body`` bytes; at
@@ -35,10 +39,18 @@ most ``max_streams`` event streams are open at once.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Mapping,
+)
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -77,10 +89,21 @@ class Api:
     """The routes' shared state: the engine, the tokens, the limits."""
 
     def __init__(
-        self, engine: prana.Engine, *, tokens: Collection[str], max_body: int, max_streams: int
+        self,
+        engine: prana.Engine,
+        *,
+        tokens: Collection[str],
+        max_body: int,
+        max_streams: int,
+        webhook_secrets: Mapping[str, str],
+        signing_key: str | None,
     ) -> None:
         self.engine = engine
         self.tokens = tuple(token.encode() for token in tokens)
+        self.webhook_secrets = {
+            path.strip("/"): secret.encode() for path, secret in webhook_secrets.items()
+        }
+        self.signing_key = signing_key.encode() if signing_key else None
         self.max_body = max_body
         self.max_streams = max_streams
         self.streams = 0
@@ -141,6 +164,18 @@ class Api:
     async def body(self, request: Request) -> Any:
         """The request's JSON body (``None`` if empty). Refuses one past ``max_body``
         bytes (413) or that is not JSON (400)."""
+        return self._json(await self.raw_body(request))
+
+    def _json(self, raw: bytes) -> Any:
+        if not raw.strip():
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPProblem(400, "Invalid JSON", f"the body is not JSON: {exc}") from None
+
+    async def raw_body(self, request: Request) -> bytes:
+        """The request's body as it came; refuses one past ``max_body`` bytes (413)."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise self._too_large()
@@ -150,13 +185,19 @@ class Api:
             if size > self.max_body:
                 raise self._too_large()
             chunks.append(chunk)
-        raw = b"".join(chunks)
-        if not raw.strip():
-            return None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise HTTPProblem(400, "Invalid JSON", f"the body is not JSON: {exc}") from None
+        return b"".join(chunks)
+
+    def view(self, execution: prana.Execution) -> dict[str, Any]:
+        """An execution as the API shows it: ``to_dict``, and with a signing key,
+        each wait's ``resume_path``, signed, which answers it without an API token."""
+        data = execution.to_dict()
+        if self.signing_key is not None:
+            for suspension in data["suspensions"]:
+                token = suspension.get("token")
+                if token is not None:
+                    signature = _sign(self.signing_key, token.encode())
+                    suspension["resume_path"] = f"/resume/{token}?signature={signature}"
+        return data
 
     def _too_large(self) -> HTTPProblem:
         return HTTPProblem(
@@ -257,9 +298,9 @@ class Api:
             handle = await self.engine.start(workflow, data, trigger=trigger, idempotency_key=key)
         except prana.errors.ExecutionExists as exists:  # the key's first start
             execution = await self._stopped(exists.execution_id, wait)
-            return json_response(execution.to_dict(), 200)
+            return json_response(self.view(execution), 200)
         execution = await self._stopped(handle.id, wait)
-        return json_response(execution.to_dict(), 201)
+        return json_response(self.view(execution), 201)
 
     async def _stopped(self, execution_id: str, wait: float) -> prana.Execution:
         """The execution once it stops (ends or waits), or as it is after ``wait``
@@ -290,7 +331,7 @@ class Api:
 
     async def get_execution(self, request: Request) -> Response:
         execution = await self.engine.get(request.path_params["execution_id"])
-        return json_response(execution.to_dict())
+        return json_response(self.view(execution))
 
     async def explain(self, request: Request) -> Response:
         explanation = await self.engine.explain(request.path_params["execution_id"])
@@ -324,13 +365,13 @@ class Api:
                 )
             rerun = partial(self.engine.rerun, execution_id, from_node=from_node)
             execution = await (rerun(input=options["input"]) if "input" in options else rerun())
-            return json_response(execution.to_dict(), 201)
+            return json_response(self.view(execution), 201)
         if action == "resume":
             node = options.get("node")
             execution = await self.engine.resume(execution_id, options.get("data"), node=node)
-            return json_response(execution.to_dict())
+            return json_response(self.view(execution))
         execution = await self._control(action, execution_id, options.get("reason"))
-        return json_response(execution.to_dict())
+        return json_response(self.view(execution))
 
     async def _control(self, action: str, execution_id: str, reason: str | None) -> prana.Execution:
         if action == "cancel":
@@ -407,7 +448,23 @@ class Api:
     async def resume_token(self, request: Request) -> Response:
         data = await self.body(request)
         execution = await self.engine.resume_token(request.path_params["token"], data)
-        return json_response(execution.to_dict())
+        return json_response(self.view(execution))
+
+    async def signed_resume(self, request: Request) -> Response:
+        """Answer a wait by its signed path (:meth:`view`): no API token needed."""
+        token = request.path_params["token"]
+        given = request.query_params.get("signature", "")
+        if self.signing_key is None or not hmac.compare_digest(
+            given.encode(), _sign(self.signing_key, token.encode()).encode()
+        ):
+            raise HTTPProblem(
+                403,
+                "Not signed",
+                "this resume link is not signed by this daemon; ask whoever runs it for the "
+                "wait's resume_path, or use POST /api/resume/TOKEN with an API token",
+            )
+        execution = await self.engine.resume_token(token, await self.body(request))
+        return json_response(self.view(execution))
 
     # ------------------------------------------------------------------ schedules
 
@@ -434,7 +491,18 @@ class Api:
     # ------------------------------------------------------------------ webhooks
 
     async def hook(self, request: Request) -> Response:
-        body = await self.body(request)
+        raw = await self.raw_body(request)
+        secret = self.webhook_secrets.get(request.path_params["path"].strip("/"))
+        if secret is not None:
+            given = request.headers.get("x-prana-signature", "")
+            if not hmac.compare_digest(given.encode(), f"sha256={_sign(secret, raw)}".encode()):
+                raise HTTPProblem(
+                    401,
+                    "Unsigned webhook",
+                    "this webhook takes signed requests only: send X-Prana-Signature: "
+                    "sha256=HEX, the HMAC-SHA256 of the body with the webhook's secret",
+                )
+        body = self._json(raw)
         try:
             handle = await self.engine.start_webhook(
                 request.path_params["path"],
@@ -446,6 +514,10 @@ class Api:
         except prana.TriggerError as exc:
             raise HTTPProblem(404, "No webhook here", str(exc)) from None
         return json_response({"execution_id": handle.id, "status": handle.status}, 202)
+
+
+def _sign(key: bytes, message: bytes) -> str:
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def _schedule(info: prana.ScheduleInfo) -> dict[str, Any]:
@@ -493,12 +565,25 @@ def create_app(
     tokens: Collection[str] = (),
     max_body: int = DEFAULT_MAX_BODY,
     max_streams: int = DEFAULT_MAX_STREAMS,
+    webhook_secrets: Mapping[str, str] | None = None,
+    signing_key: str | None = None,
 ) -> Starlette:
     """The daemon's app over an open ``engine``: with ``tokens``, requests under
     ``/api`` must carry one; bodies are refused past ``max_body`` bytes, event
     streams past ``max_streams`` at once. :func:`close_streams` ends the streams
-    (before a server's graceful shutdown, which waits for open requests)."""
-    api = Api(engine, tokens=tokens, max_body=max_body, max_streams=max_streams)
+    (before a server's graceful shutdown, which waits for open requests).
+
+    ``webhook_secrets`` (webhook path to secret) makes those webhooks take signed
+    requests only; with ``signing_key``, each wait gets a signed ``resume_path``
+    that answers it without an API token."""
+    api = Api(
+        engine,
+        tokens=tokens,
+        max_body=max_body,
+        max_streams=max_streams,
+        webhook_secrets=webhook_secrets or {},
+        signing_key=signing_key,
+    )
     hooks = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     post = ["POST"]
     routes = [
@@ -525,6 +610,7 @@ def create_app(
             "/api/schedules/{workflow_id}/{trigger}/{action}", api.schedule_action, methods=post
         ),
         api.route("/hooks/{path:path}", api.hook, methods=hooks, private=False),
+        api.route("/resume/{token}", api.signed_resume, methods=post, private=False),
     ]
     app = Starlette(routes=routes, lifespan=api.lifespan)
     app.state.event_log = api.log

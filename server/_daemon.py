@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import signal
 import socket
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -44,6 +44,8 @@ class ServeConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_streams: int = DEFAULT_MAX_STREAMS
     grace: float = 10.0
+    webhook_secrets: Mapping[str, str] = attrs.field(factory=dict)
+    signing_key: str | None = None
 
     def problems(self) -> list[str]:
         """What is wrong with the configuration, each with what to do."""
@@ -83,6 +85,8 @@ async def serve(
             tokens=config.tokens,
             max_body=config.max_body,
             max_streams=config.max_streams,
+            webhook_secrets=config.webhook_secrets,
+            signing_key=config.signing_key,
         )
         listener = socket.create_server((config.host, config.port))
         host, port = listener.getsockname()[:2]

@@ -189,6 +189,13 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
         200,
         _json({"type": "object"}, "the schedule; fire: {execution_id, status} (202)"),
     ),
+    ("post", "/resume/{token}"): (
+        "Answer a wait by its signed resume_path (no API token); the body is its data",
+        [_path("token", "the wait's token"), _query("signature", "from resume_path", {})],
+        _ANY,
+        200,
+        _json(_EXECUTION, "the execution when it next waits or ends"),
+    ),
     ("post", "/api/bulk/{action}"): (
         "cancel, pause, unpause or retry every execution a filter selects",
         [_path("action", "cancel, pause, unpause or retry")],

@@ -92,3 +92,18 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"prana {prana.__version__}"
+
+
+def test_webhook_secrets_and_the_signing_key_come_from_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets, key = tmp_path / "secrets", tmp_path / "key"
+    secrets.write_text("# path secret\n/orders s3cret\n")
+    key.write_text("k3y\n")
+    good = main(["serve", "--webhook-secrets", str(secrets), "--signing-key-file", str(key),
+                 "--check"])  # fmt: skip
+    secrets.write_text("orders\n")
+    bad = main(["serve", "--webhook-secrets", str(secrets), "--check"])
+    _, err = capsys.readouterr()
+    assert (good, bad) == (0, 2)
+    assert "'orders' should be a webhook path, a space, its secret" in err

@@ -28,6 +28,8 @@ async def daemon(
     tokens: Sequence[str] = (),
     max_body: int = 1 << 20,
     actions: prana.ActionRegistry | None = None,
+    webhook_secrets: dict[str, str] | None = None,
+    signing_key: str | None = None,
 ) -> AsyncIterator[str]:
     """A daemon serving ``workflows`` over the SQLite file ``db``; its URL."""
     config = ServeConfig(
@@ -38,6 +40,8 @@ async def daemon(
         tokens=tokens,
         max_body=max_body,
         grace=1.0,
+        webhook_secrets=webhook_secrets or {},
+        signing_key=signing_key,
     )
     started, stop = anyio.Event(), anyio.Event()
     urls: list[str] = []

@@ -3,6 +3,8 @@ controlling executions, webhooks, tokens, limits and errors."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 from starlette.routing import Route
@@ -305,3 +307,47 @@ async def test_schedules_are_listed_paused_resumed_and_fired(tmp_path: Path) -> 
     assert started["trigger"] == "nightly"
     assert unknown.status == 400
     assert "no schedule 'web' of workflow 'order_intake'" in unknown.json()["detail"]
+
+
+async def test_a_webhook_with_a_secret_takes_signed_requests_only(tmp_path: Path) -> None:
+    body = b'{"amount": 40}'
+    good = "sha256=" + hmac.new(b"hook-secret", body, hashlib.sha256).hexdigest()
+    bad = "sha256=" + hmac.new(b"guess", body, hashlib.sha256).hexdigest()
+    shop = {"X-Shop": "berlin", "Content-Type": "application/json"}
+    workflows = [example("order_intake.yaml")]
+    async with daemon(
+        tmp_path / "d.db", workflows, webhook_secrets={"/orders": "hook-secret"}
+    ) as url:
+        unsigned = await request(url, "POST", "/hooks/orders", raw=body, headers=shop)
+        forged = await request(
+            url, "POST", "/hooks/orders", raw=body, headers={**shop, "X-Prana-Signature": bad}
+        )
+        signed = await request(
+            url, "POST", "/hooks/orders", raw=body, headers={**shop, "X-Prana-Signature": good}
+        )
+        listed = await request(url, "GET", "/api/executions")
+    assert (unsigned.status, forged.status, signed.status) == (401, 401, 202)
+    assert "X-Prana-Signature: sha256=HEX" in unsigned.json()["detail"]
+    assert [e["id"] for e in listed.json()["executions"]] == [signed.json()["execution_id"]]
+
+
+async def test_a_signed_resume_path_answers_a_wait_without_an_api_token(tmp_path: Path) -> None:
+    token = {"Authorization": "Bearer t"}
+    async with daemon(
+        tmp_path / "d.db", [example("approval.yaml")], tokens=["t"], signing_key="k3y"
+    ) as url:
+        start = "/api/workflows/approval/executions?wait=10"
+        waiting = (await request(url, "POST", start, {"amount": 4000}, headers=token)).json()
+        (suspension,) = waiting["suspensions"]
+        path = suspension["resume_path"]
+        tampered = path[:-4] + ("0000" if not path.endswith("0000") else "1111")
+        refused = await request(url, "POST", tampered, {"approved": True})
+        answered = await request(url, "POST", path, {"approved": True, "by": "ann"})
+    assert (
+        path
+        == f"/resume/{suspension['token']}?signature="
+        + hmac.new(b"k3y", suspension["token"].encode(), hashlib.sha256).hexdigest()
+    )
+    assert refused.status == 403
+    assert answered.status == 200
+    assert answered.json()["output"] == {"paid": 4000, "approved_by": "ann"}
