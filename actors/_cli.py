@@ -480,13 +480,19 @@ def _command_status(args: argparse.Namespace) -> int:
 
 def _command_serve(args: argparse.Namespace) -> int:
     try:
-        from prana.server import ServeConfig, configure_logging, serve
+        from prana.server import ServeConfig, configure_logging, configure_tracing, serve
     except ImportError as exc:
         raise UsageError(
             f"prana serve needs the serve extra ({exc.name} is missing): "
             "pip install 'prana-runtime[serve]'"
         ) from None
     configure_logging(args.log_format)
+    try:
+        endpoint = configure_tracing()
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    if endpoint is not None:
+        logging.getLogger("prana.server").info("sending spans to %s", endpoint)
     actions = load_actions(args.actions)
     workflows = []
     for given in args.workflows:

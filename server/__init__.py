@@ -8,6 +8,7 @@ the engine's public API only: :func:`create_app` is a Starlette app over an open
 from ._app import create_app as create_app
 from ._daemon import ServeConfig as ServeConfig
 from ._daemon import configure_logging as configure_logging
+from ._daemon import configure_tracing as configure_tracing
 from ._daemon import serve as serve
 
-__all__ = ("ServeConfig", "configure_logging", "create_app", "serve")
+__all__ = ("ServeConfig", "configure_logging", "configure_tracing", "create_app", "serve")

@@ -57,6 +57,7 @@ from typing import Any
 
 import anyio
 import orjson
+from opentelemetry.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -69,6 +70,7 @@ from ._metrics import Metrics
 from ._openapi import openapi_document
 from ._problems import HTTPProblem, problem_of, problem_response
 from ._streams import EventLog, all_stream, execution_stream
+from ._tracing import Tracing
 
 JSON = "application/json"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
@@ -97,6 +99,7 @@ class Api:
         max_streams: int,
         webhook_secrets: Mapping[str, str],
         signing_key: str | None,
+        tracer_provider: TracerProvider | None,
     ) -> None:
         self.engine = engine
         self.tokens = tuple(token.encode() for token in tokens)
@@ -110,14 +113,17 @@ class Api:
         self.log = EventLog(engine)
         self._document = openapi_document()
         self.metrics = Metrics(engine)
+        self.tracing = Tracing(engine, tracer_provider)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         """While the app is served: the event log listens for its streams."""
         async with anyio.create_task_group() as group:
             group.start_soon(self.log.run)
+            group.start_soon(self.tracing.run)
             yield
             self.log.close()
+            group.cancel_scope.cancel()  # the spans of executions that stopped go out now
 
     # ------------------------------------------------------------------ plumbing
 
@@ -299,6 +305,7 @@ class Api:
         except prana.errors.ExecutionExists as exists:  # the key's first start
             execution = await self._stopped(exists.execution_id, wait)
             return json_response(self.view(execution), 200)
+        self.tracing.started_by(handle.id, request.headers)
         execution = await self._stopped(handle.id, wait)
         return json_response(self.view(execution), 201)
 
@@ -513,6 +520,7 @@ class Api:
             )
         except prana.TriggerError as exc:
             raise HTTPProblem(404, "No webhook here", str(exc)) from None
+        self.tracing.started_by(handle.id, request.headers)
         return json_response({"execution_id": handle.id, "status": handle.status}, 202)
 
 
@@ -567,6 +575,7 @@ def create_app(
     max_streams: int = DEFAULT_MAX_STREAMS,
     webhook_secrets: Mapping[str, str] | None = None,
     signing_key: str | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
     """The daemon's app over an open ``engine``: with ``tokens``, requests under
     ``/api`` must carry one; bodies are refused past ``max_body`` bytes, event
@@ -575,7 +584,8 @@ def create_app(
 
     ``webhook_secrets`` (webhook path to secret) makes those webhooks take signed
     requests only; with ``signing_key``, each wait gets a signed ``resume_path``
-    that answers it without an API token."""
+    that answers it without an API token. Spans go to ``tracer_provider`` (default:
+    OpenTelemetry's global one; none are made while that is the API's no-op one)."""
     api = Api(
         engine,
         tokens=tokens,
@@ -583,6 +593,7 @@ def create_app(
         max_streams=max_streams,
         webhook_secrets=webhook_secrets or {},
         signing_key=signing_key,
+        tracer_provider=tracer_provider,
     )
     hooks = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     post = ["POST"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -22,6 +23,7 @@ import attrs
 import orjson
 import sniffio
 from hypercorn.config import Config
+from opentelemetry.trace import TracerProvider
 
 import prana
 
@@ -46,6 +48,7 @@ class ServeConfig:
     grace: float = 10.0
     webhook_secrets: Mapping[str, str] = attrs.field(factory=dict)
     signing_key: str | None = None
+    tracer_provider: TracerProvider | None = None  # default: OpenTelemetry's global one
 
     def problems(self) -> list[str]:
         """What is wrong with the configuration, each with what to do."""
@@ -87,6 +90,7 @@ async def serve(
             max_streams=config.max_streams,
             webhook_secrets=config.webhook_secrets,
             signing_key=config.signing_key,
+            tracer_provider=config.tracer_provider,
         )
         listener = socket.create_server((config.host, config.port))
         host, port = listener.getsockname()[:2]
@@ -136,6 +140,31 @@ def configure_logging(log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+
+
+def configure_tracing() -> str | None:
+    """With ``$OTEL_EXPORTER_OTLP_ENDPOINT`` set and the ``otel`` extra installed,
+    send spans there (OTLP over HTTP, the SDK's ``OTEL_*`` settings apply); the
+    endpoint, or ``None`` if spans go nowhere. Raises :class:`RuntimeError` saying
+    what to install when the endpoint is set but the SDK is missing."""
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
+        return None
+    try:
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        raise RuntimeError(
+            f"OTEL_EXPORTER_OTLP_ENDPOINT is set, but {exc.name} is missing: "
+            "pip install 'prana-runtime[otel]'"
+        ) from None
+    provider = TracerProvider(resource=Resource.create({"service.name": "prana"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return endpoint
 
 
 async def _stop_on_signals(stop: anyio.Event) -> None:

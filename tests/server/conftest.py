@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -30,6 +31,7 @@ async def daemon(
     actions: prana.ActionRegistry | None = None,
     webhook_secrets: dict[str, str] | None = None,
     signing_key: str | None = None,
+    tracer_provider: Any = None,
 ) -> AsyncIterator[str]:
     """A daemon serving ``workflows`` over the SQLite file ``db``; its URL."""
     config = ServeConfig(
@@ -42,6 +44,7 @@ async def daemon(
         grace=1.0,
         webhook_secrets=webhook_secrets or {},
         signing_key=signing_key,
+        tracer_provider=tracer_provider,
     )
     started, stop = anyio.Event(), anyio.Event()
     urls: list[str] = []
