@@ -48,19 +48,15 @@ from prana._rerun import ORIGINAL
 from prana.storage import SQLiteStore
 
 from ._cli_database import find_database
-from ._cli_parser import command_parser
+from ._cli_parser import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, command_parser
 from ._cli_remote import Remote, execution_from, path_of
+from ._cli_serve import command_status, signing_key, tokens, webhook_secrets
 from ._engine import Engine
 from ._follow import follow, through_short_waits
 from ._progress import render_list, render_report, use_color
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _EXECUTION_ID = re.compile(r"^[0-9a-f]{32}$")
 T = TypeVar("T")
-
-
-class UsageError(Exception):
-    """The command was used wrongly; exit code 2."""
 
 
 def load_actions(spec: str | None) -> ActionRegistry:
@@ -463,21 +459,6 @@ def _command_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _command_status(args: argparse.Namespace) -> int:
-    if args.remote is None:
-        raise UsageError("status asks a daemon: give its address with --url (or $PRANA_URL)")
-    status = args.remote.get("/api/status")
-    counts = ", ".join(f"{count} {name}" for name, count in sorted(status["executions"].items()))
-    print(f"daemon at {args.remote.url}: {'ok' if status['ok'] else 'NOT OK'}")
-    print(f"  live executions: {status['live_executions']}")
-    print(f"  executions: {counts or 'none'}")
-    print(f"  workflows served: {status['workflows']}")
-    for service in status["services"]:
-        error = f" ({service['last_error']})" if service["last_error"] else ""
-        print(f"  service {service['name']}: {service['state']}{error}")
-    return EXIT_OK if status["ok"] else EXIT_FAILED
-
-
 def _command_serve(args: argparse.Namespace) -> int:
     try:
         from prana.server import ServeConfig, configure_logging, configure_tracing, serve
@@ -509,11 +490,11 @@ def _command_serve(args: argparse.Namespace) -> int:
         workflows=workflows,
         host=args.host,
         port=args.port,
-        tokens=_tokens(args.token_file),
+        tokens=tokens(args.token_file),
         max_body=args.max_body,
         grace=args.grace,
-        webhook_secrets=_webhook_secrets(args.webhook_secrets),
-        signing_key=_signing_key(args.signing_key_file),
+        webhook_secrets=webhook_secrets(args.webhook_secrets),
+        signing_key=signing_key(args.signing_key_file),
     )
     problems = config.problems()
     if problems:
@@ -527,47 +508,6 @@ def _command_serve(args: argparse.Namespace) -> int:
 
     _run(partial(serve, config, ready=ready), backend=args.backend)
     return EXIT_OK
-
-
-def _lines(path: str, option: str) -> list[str]:
-    """The lines of an option's file, blank lines and ``#`` comments left out."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UsageError(f"{option}: cannot read {path!r}: {exc.strerror}") from None
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-def _webhook_secrets(path: str | None) -> dict[str, str]:
-    """``--webhook-secrets``: webhook path to secret."""
-    secrets = {}
-    for line in _lines(path, "--webhook-secrets") if path else []:
-        hook, _, secret = line.partition(" ")
-        if not secret.strip():
-            raise UsageError(
-                f"--webhook-secrets: {line!r} should be a webhook path, a space, its secret"
-            )
-        secrets[hook.strip("/")] = secret.strip()
-    return secrets
-
-
-def _signing_key(path: str | None) -> str | None:
-    """``--signing-key-file`` (its first line), else ``$PRANA_SIGNING_KEY``."""
-    if path is not None:
-        lines = _lines(path, "--signing-key-file")
-        if not lines:
-            raise UsageError(f"--signing-key-file: {path!r} holds no key")
-        return lines[0]
-    return os.environ.get("PRANA_SIGNING_KEY") or None
-
-
-def _tokens(token_file: str | None) -> list[str]:
-    """The API tokens: the lines of ``token_file`` and ``$PRANA_TOKENS`` (comma-separated),
-    blank lines and ``#`` comments left out."""
-    tokens = [token.strip() for token in os.environ.get("PRANA_TOKENS", "").split(",")]
-    if token_file is not None:
-        tokens += _lines(token_file, "--token-file")
-    return [token for token in tokens if token]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -594,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "retry": _command_retry,
         "rerun": _command_rerun,
         "serve": _command_serve,
-        "status": _command_status,
+        "status": command_status,
     }
     try:
         return handlers[args.command](args)

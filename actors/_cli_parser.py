@@ -9,6 +9,13 @@ from prana._version import __version__
 
 from ._cli_database import DEFAULT_DB
 
+# The exit codes of every command (see the README).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """The command was used wrongly; exit code 2."""
+
 
 def command_parser() -> argparse.ArgumentParser:
     """The parser of the ``prana`` command: every command and its options."""

@@ -39,9 +39,7 @@ most ``max_streams`` event streams are open at once.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import math
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -56,7 +54,6 @@ from functools import partial
 from typing import Any
 
 import anyio
-import orjson
 from opentelemetry.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -69,6 +66,15 @@ from ._metrics import CONTENT_TYPE as METRICS_TYPE
 from ._metrics import Metrics
 from ._openapi import openapi_document
 from ._problems import HTTPProblem, problem_of, problem_response
+from ._requests import (
+    BodyReader,
+    authorize,
+    int_option,
+    json_response,
+    parse_json,
+    sign,
+    wait_option,
+)
 from ._streams import EventLog, all_stream, execution_stream
 from ._tracing import Tracing
 
@@ -81,10 +87,6 @@ BULK_MOST = 1000  # the most executions one bulk request changes
 _STATUSES = ("pending", "running", "suspended", "paused", "completed", "failed", "cancelled")
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type=JSON)
 
 
 class Api:
@@ -107,7 +109,7 @@ class Api:
             path.strip("/"): secret.encode() for path, secret in webhook_secrets.items()
         }
         self.signing_key = signing_key.encode() if signing_key else None
-        self.max_body = max_body
+        self.bodies = BodyReader(max_body)
         self.max_streams = max_streams
         self.streams = 0
         self.log = EventLog(engine)
@@ -143,7 +145,7 @@ class Api:
             started = time.perf_counter()
             try:
                 if private:
-                    self._authorize(request)
+                    authorize(request, self.tokens)
                 response = await handler(request)
             except Exception as exc:
                 response = problem_response(problem_of(exc), request.url.path)
@@ -151,47 +153,6 @@ class Api:
             return response
 
         return Route(path, answer, methods=methods)
-
-    def _authorize(self, request: Request) -> None:
-        if not self.tokens:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and any(
-            hmac.compare_digest(given.strip().encode(), token) for token in self.tokens
-        ):
-            return
-        raise HTTPProblem(
-            401,
-            "Unauthorized",
-            "this API needs a token: send 'Authorization: Bearer TOKEN' with one of the "
-            "daemon's tokens (prana serve --token-file)",
-        )
-
-    async def body(self, request: Request) -> Any:
-        """The request's JSON body (``None`` if empty). Refuses one past ``max_body``
-        bytes (413) or that is not JSON (400)."""
-        return self._json(await self.raw_body(request))
-
-    def _json(self, raw: bytes) -> Any:
-        if not raw.strip():
-            return None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise HTTPProblem(400, "Invalid JSON", f"the body is not JSON: {exc}") from None
-
-    async def raw_body(self, request: Request) -> bytes:
-        """The request's body as it came; refuses one past ``max_body`` bytes (413)."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise self._too_large()
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body:
-                raise self._too_large()
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def view(self, execution: prana.Execution) -> dict[str, Any]:
         """An execution as the API shows it: ``to_dict``, and with a signing key,
@@ -201,17 +162,9 @@ class Api:
             for suspension in data["suspensions"]:
                 token = suspension.get("token")
                 if token is not None:
-                    signature = _sign(self.signing_key, token.encode())
+                    signature = sign(self.signing_key, token.encode())
                     suspension["resume_path"] = f"/resume/{token}?signature={signature}"
         return data
-
-    def _too_large(self) -> HTTPProblem:
-        return HTTPProblem(
-            413,
-            "Body too large",
-            f"the body is larger than {self.max_body} bytes, the most this daemon takes "
-            "(prana serve --max-body)",
-        )
 
     # ------------------------------------------------------------------ health
 
@@ -258,14 +211,14 @@ class Api:
         return json_response({"workflows": served})
 
     async def register_workflow(self, request: Request) -> Response:
-        workflow = self.engine.register(self._definition(await self.body(request)))
+        workflow = self.engine.register(self._definition(await self.bodies.json(request)))
         served = any(w is workflow for w in self.engine.served())
         return json_response(
             {"id": workflow.id, "version": workflow.version, "served": served}, 201
         )
 
     async def validate_workflow(self, request: Request) -> Response:
-        workflow = self.engine.validate(self._definition(await self.body(request)))
+        workflow = self.engine.validate(self._definition(await self.bodies.json(request)))
         return json_response({"valid": True, "id": workflow.id, "version": workflow.version})
 
     @staticmethod
@@ -296,10 +249,10 @@ class Api:
 
     async def start(self, request: Request) -> Response:
         workflow = self._served(request.path_params["workflow_id"])
-        wait = _wait_option(request)
+        wait = wait_option(request, MAX_WAIT)
         key = request.headers.get("idempotency-key")
         trigger = request.query_params.get("trigger")
-        data = await self.body(request)
+        data = await self.bodies.json(request)
         try:
             handle = await self.engine.start(workflow, data, trigger=trigger, idempotency_key=key)
         except prana.errors.ExecutionExists as exists:  # the key's first start
@@ -328,7 +281,7 @@ class Api:
                 "Invalid query",
                 f"status must be one of {', '.join(_STATUSES)}, not {status!r}",
             )
-        limit = _int_option(request, "limit", 100, 1, 1000)
+        limit = int_option(request, "limit", 100, 1, 1000)
         executions = await self.engine.list_executions(
             status=status,  # type: ignore[arg-type]
             workflow=query.get("workflow"),
@@ -359,7 +312,7 @@ class Api:
             raise HTTPProblem(
                 404, "Not found", f"no control {action!r}; use one of {', '.join(_CONTROLS)}"
             )
-        data = await self.body(request)
+        data = await self.bodies.json(request)
         options = data if isinstance(data, dict) else {}
         if action == "rerun":
             from_node = options.get("from_node")
@@ -397,7 +350,7 @@ class Api:
                 "Not found",
                 f"no bulk control {action!r}; use one of cancel, pause, unpause, retry",
             )
-        data = await self.body(request)
+        data = await self.bodies.json(request)
         chosen = data if isinstance(data, dict) else {}
         status = chosen.get("status")
         if status is not None and status not in _STATUSES:
@@ -453,7 +406,7 @@ class Api:
         return StreamingResponse(counted(), media_type="text/event-stream", headers=headers)
 
     async def resume_token(self, request: Request) -> Response:
-        data = await self.body(request)
+        data = await self.bodies.json(request)
         execution = await self.engine.resume_token(request.path_params["token"], data)
         return json_response(self.view(execution))
 
@@ -462,7 +415,7 @@ class Api:
         token = request.path_params["token"]
         given = request.query_params.get("signature", "")
         if self.signing_key is None or not hmac.compare_digest(
-            given.encode(), _sign(self.signing_key, token.encode()).encode()
+            given.encode(), sign(self.signing_key, token.encode()).encode()
         ):
             raise HTTPProblem(
                 403,
@@ -470,7 +423,7 @@ class Api:
                 "this resume link is not signed by this daemon; ask whoever runs it for the "
                 "wait's resume_path, or use POST /api/resume/TOKEN with an API token",
             )
-        execution = await self.engine.resume_token(token, await self.body(request))
+        execution = await self.engine.resume_token(token, await self.bodies.json(request))
         return json_response(self.view(execution))
 
     # ------------------------------------------------------------------ schedules
@@ -498,18 +451,18 @@ class Api:
     # ------------------------------------------------------------------ webhooks
 
     async def hook(self, request: Request) -> Response:
-        raw = await self.raw_body(request)
+        raw = await self.bodies.raw(request)
         secret = self.webhook_secrets.get(request.path_params["path"].strip("/"))
         if secret is not None:
             given = request.headers.get("x-prana-signature", "")
-            if not hmac.compare_digest(given.encode(), f"sha256={_sign(secret, raw)}".encode()):
+            if not hmac.compare_digest(given.encode(), f"sha256={sign(secret, raw)}".encode()):
                 raise HTTPProblem(
                     401,
                     "Unsigned webhook",
                     "this webhook takes signed requests only: send X-Prana-Signature: "
                     "sha256=HEX, the HMAC-SHA256 of the body with the webhook's secret",
                 )
-        body = self._json(raw)
+        body = parse_json(raw)
         try:
             handle = await self.engine.start_webhook(
                 request.path_params["path"],
@@ -524,10 +477,6 @@ class Api:
         return json_response({"execution_id": handle.id, "status": handle.status}, 202)
 
 
-def _sign(key: bytes, message: bytes) -> str:
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
-
-
 def _schedule(info: prana.ScheduleInfo) -> dict[str, Any]:
     return {
         "workflow_id": info.workflow_id,
@@ -536,35 +485,6 @@ def _schedule(info: prana.ScheduleInfo) -> dict[str, Any]:
         "next_at": info.next_at,
         "paused": info.paused,
     }
-
-
-def _wait_option(request: Request) -> float:
-    text = request.query_params.get("wait")
-    if text is None:
-        return 0.0
-    try:
-        wait = float(text)
-    except ValueError:
-        wait = math.nan
-    if not 0 <= wait <= MAX_WAIT:
-        raise HTTPProblem(
-            400,
-            "Invalid query",
-            f"wait is how many seconds to wait for the execution to stop: a number from 0 "
-            f"to {MAX_WAIT:g}, not {text!r}",
-        )
-    return wait
-
-
-def _int_option(request: Request, name: str, default: int, least: int, most: int) -> int:
-    text = request.query_params.get(name)
-    if text is None:
-        return default
-    if not text.isdigit() or not least <= int(text) <= most:
-        raise HTTPProblem(
-            400, "Invalid query", f"{name} must be a whole number from {least} to {most}"
-        )
-    return int(text)
 
 
 def create_app(

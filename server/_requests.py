@@ -1,0 +1,120 @@
+"""Reading requests the API's way: tokens, bodies within their limit, JSON, query
+options, signatures; and answering with JSON. Each refusal is an
+:class:`HTTPProblem` that says what to send instead."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ._problems import HTTPProblem
+
+JSON = "application/json"
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type=JSON)
+
+
+def authorize(request: Request, tokens: Sequence[bytes]) -> None:
+    """Refuse (401) a request without ``Authorization: Bearer`` and one of ``tokens``
+    (when there are any)."""
+    if not tokens:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and any(
+        hmac.compare_digest(given.strip().encode(), token) for token in tokens
+    ):
+        return
+    raise HTTPProblem(
+        401,
+        "Unauthorized",
+        "this API needs a token: send 'Authorization: Bearer TOKEN' with one of the "
+        "daemon's tokens (prana serve --token-file)",
+    )
+
+
+class BodyReader:
+    """Reads request bodies of at most ``max_body`` bytes (413 past that)."""
+
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
+
+    async def raw(self, request: Request) -> bytes:
+        """The body as it came."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise self._too_large()
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise self._too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json(self, request: Request) -> Any:
+        """The body as JSON (``None`` if empty); 400 if it is not JSON."""
+        return parse_json(await self.raw(request))
+
+    def _too_large(self) -> HTTPProblem:
+        return HTTPProblem(
+            413,
+            "Body too large",
+            f"the body is larger than {self.max_body} bytes, the most this daemon takes "
+            "(prana serve --max-body)",
+        )
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` as JSON (``None`` if empty); 400 if it is not JSON."""
+    if not raw.strip():
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPProblem(400, "Invalid JSON", f"the body is not JSON: {exc}") from None
+
+
+def sign(key: bytes, message: bytes) -> str:
+    """The HMAC-SHA256 of ``message`` with ``key``, in hex."""
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def wait_option(request: Request, most: float) -> float:
+    """``?wait=SECONDS``: from 0 to ``most`` (0 when not given)."""
+    text = request.query_params.get("wait")
+    if text is None:
+        return 0.0
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = math.nan
+    if not 0 <= wait <= most:
+        raise HTTPProblem(
+            400,
+            "Invalid query",
+            f"wait is how many seconds to wait for the execution to stop: a number from 0 "
+            f"to {most:g}, not {text!r}",
+        )
+    return wait
+
+
+def int_option(request: Request, name: str, default: int, least: int, most: int) -> int:
+    """``?NAME=N``: a whole number from ``least`` to ``most`` (``default`` when not
+    given)."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not least <= int(text) <= most:
+        raise HTTPProblem(
+            400, "Invalid query", f"{name} must be a whole number from {least} to {most}"
+        )
+    return int(text)
