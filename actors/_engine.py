@@ -805,11 +805,27 @@ class Engine(AsyncContextManagerMixin):
         status: ExecutionStatus | None = None,
         workflow: str | None = None,
         limit: int = 100,
+        started_after: float | None = None,
+        started_before: float | None = None,
+        older_than: Execution | tuple[float, str] | None = None,
     ) -> list[Execution]:
-        """Executions in the store, newest first, filtered; without their audit trails
-        (use :meth:`get` for one)."""
+        """Executions in the store, newest first, filtered (started at or after
+        ``started_after``, before ``started_before``, seconds since the epoch);
+        without their audit trails (use :meth:`get` for one). The next page: the
+        executions ``older_than`` the last one of this page (or its start time and
+        id)."""
+        older = (
+            (older_than.started_at or 0.0, older_than.id)
+            if isinstance(older_than, Execution)
+            else older_than
+        )
         stored = await self._require_store().list_executions(
-            status=status, workflow_id=workflow, limit=limit
+            status=status,
+            workflow_id=workflow,
+            limit=limit,
+            started_after=started_after,
+            started_before=started_before,
+            older_than=older,
         )
         return [execution.to_execution() for execution in stored]
 

@@ -12,7 +12,8 @@ engine's public API and writes its answer as JSON. Routes:
 * ``POST /api/workflows/{id}/executions``: start one, the body its input;
   ``Idempotency-Key`` starts it once; ``?wait=SECONDS`` answers when it stops (ends
   or waits) or when the wait is up, whichever is first;
-* ``GET /api/executions`` (``?status=&workflow=&limit=``), ``GET /api/executions/{id}``,
+* ``GET /api/executions`` (``?status=&workflow=&since=&until=&limit=&cursor=``; the
+  answer's ``next_cursor`` gives the next page), ``GET /api/executions/{id}``,
   ``GET /api/executions/{id}/explain`` (why it is where it is, in words);
 * ``POST /api/executions/{id}/{cancel,pause,unpause,retry}``, ``.../resume``
   (``{"data": ..., "node": KEY}``: as ``engine.resume``), and ``.../rerun``
@@ -69,10 +70,13 @@ from ._problems import HTTPProblem, problem_of, problem_response
 from ._requests import (
     BodyReader,
     authorize,
+    cursor_of,
+    cursor_option,
     int_option,
     json_response,
     parse_json,
     sign,
+    time_option,
     wait_option,
 )
 from ._streams import EventLog, all_stream, execution_stream
@@ -286,8 +290,15 @@ class Api:
             status=status,  # type: ignore[arg-type]
             workflow=query.get("workflow"),
             limit=limit,
+            started_after=time_option(request, "since"),
+            started_before=time_option(request, "until"),
+            older_than=cursor_option(request),
         )
-        return json_response({"executions": [e.to_dict(runs=False) for e in executions]})
+        last = executions[-1] if len(executions) == limit else None
+        following = None if last is None else cursor_of(last.started_at or 0.0, last.id)
+        return json_response(
+            {"executions": [e.to_dict(runs=False) for e in executions], "next_cursor": following}
+        )
 
     async def get_execution(self, request: Request) -> Response:
         execution = await self.engine.get(request.path_params["execution_id"])

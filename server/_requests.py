@@ -4,6 +4,7 @@ options, signatures; and answering with JSON. Each refusal is an
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import math
@@ -118,3 +119,46 @@ def int_option(request: Request, name: str, default: int, least: int, most: int)
             400, "Invalid query", f"{name} must be a whole number from {least} to {most}"
         )
     return int(text)
+
+
+def time_option(request: Request, name: str) -> float | None:
+    """``?NAME=``: a moment, as seconds since the epoch or an ISO 8601 date and time
+    (UTC unless it says otherwise)."""
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPProblem(
+            400,
+            "Invalid query",
+            f"{name} must be a moment: seconds since the epoch, or an ISO 8601 date and "
+            f"time like 2026-12-06T18:00:00Z, not {text!r}",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def cursor_of(started_at: float, execution_id: str) -> str:
+    """The cursor of the page after the execution that started at ``started_at``."""
+    return f"{started_at!r}~{execution_id}"
+
+
+def cursor_option(request: Request) -> tuple[float, str] | None:
+    """``?cursor=``, as :func:`cursor_of` made it."""
+    text = request.query_params.get("cursor")
+    if text is None:
+        return None
+    started, _, execution_id = text.partition("~")
+    try:
+        return float(started), execution_id
+    except ValueError:
+        raise HTTPProblem(
+            400, "Invalid query", "cursor must be a next_cursor of an earlier answer"
+        ) from None

@@ -184,14 +184,24 @@ class MemoryStore:
         status: ExecutionStatus | None = None,
         workflow_id: str | None = None,
         limit: int = 100,
+        started_after: float | None = None,
+        started_before: float | None = None,
+        older_than: tuple[float, str] | None = None,
     ) -> list[StoredExecution]:
-        """Executions without their audit trails, newest first, filtered."""
-        found = [
-            kept.execution
-            for kept in self._executions.values()
-            if (status is None or kept.execution.status == status)
-            and (workflow_id is None or kept.execution.workflow_id == workflow_id)
-        ]
+        """Executions without their audit trails, newest first, filtered, a page at a
+        time (see :meth:`Store.list_executions`)."""
+
+        def chosen(execution: StoredExecution) -> bool:
+            started = execution.started_at or 0.0
+            return (
+                (status is None or execution.status == status)
+                and (workflow_id is None or execution.workflow_id == workflow_id)
+                and (started_after is None or started >= started_after)
+                and (started_before is None or started < started_before)
+                and (older_than is None or (started, execution.id) < older_than)
+            )
+
+        found = [kept.execution for kept in self._executions.values() if chosen(kept.execution)]
         found.sort(key=lambda execution: (execution.started_at or 0.0, execution.id), reverse=True)
         return [
             attrs.evolve(

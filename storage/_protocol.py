@@ -114,8 +114,14 @@ class Store(Protocol):
         status: ExecutionStatus | None = None,
         workflow_id: str | None = None,
         limit: int = 100,
+        started_after: float | None = None,
+        started_before: float | None = None,
+        older_than: tuple[float, str] | None = None,
     ) -> list[StoredExecution]:
-        """Executions (without their audit trails), newest first, filtered."""
+        """Executions (without their audit trails), newest first (by start time, then
+        id), filtered: started at or after ``started_after``, before
+        ``started_before``; ``older_than`` (the start time and id of the last one of
+        the previous page) gives the next page."""
         ...
 
     async def count_executions(

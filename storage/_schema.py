@@ -43,7 +43,8 @@ changes it (decision 0040), and a run's output longer than 700 bytes in
 ``run_outputs``, so that it does not take an overflow page of its own (decision 0043).
 Version 8 added a suspension's ``data`` (``Suspend(data=...)``) and a node run's
 rendered ``params`` (for a run that waits, with its suspension). Version 9 added a
-schedule's ``paused`` flag.
+schedule's ``paused`` flag, and an index of executions by start time (pages of
+listings).
 """
 
 from __future__ import annotations
@@ -204,9 +205,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE suspensions ADD COLUMN params TEXT;
     ALTER TABLE node_executions ADD COLUMN params TEXT;
     """,
-    # 8 -> 9: a schedule paused by an operator.
+    # 8 -> 9: a schedule paused by an operator; executions listed a page at a time.
     """
     ALTER TABLE schedules ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX executions_by_start ON executions (started_at, id);
     """,
 )
 

@@ -267,8 +267,12 @@ class SQLiteStore:
         status: ExecutionStatus | None = None,
         workflow_id: str | None = None,
         limit: int = 100,
+        started_after: float | None = None,
+        started_before: float | None = None,
+        older_than: tuple[float, str] | None = None,
     ) -> list[StoredExecution]:
-        """Executions without their audit trails, newest first, filtered."""
+        """Executions without their audit trails, newest first, filtered, a page at a
+        time (see :meth:`Store.list_executions`)."""
 
         def fetch(db: sqlite3.Connection) -> list[StoredExecution]:
             where: list[str] = []
@@ -279,6 +283,15 @@ class SQLiteStore:
             if workflow_id is not None:
                 where.append("e.workflow_id = ?")
                 args.append(workflow_id)
+            if started_after is not None:
+                where.append("e.started_at >= ?")
+                args.append(started_after)
+            if started_before is not None:
+                where.append("e.started_at < ?")
+                args.append(started_before)
+            if older_than is not None:
+                where.append("(e.started_at < ? OR (e.started_at = ? AND e.id < ?))")
+                args.extend((older_than[0], older_than[0], older_than[1]))
             clause = f"WHERE {' AND '.join(where)}" if where else ""
             found = db.execute(
                 f"{SELECT_EXECUTION} {clause} ORDER BY e.started_at DESC, e.id DESC LIMIT ?",

@@ -351,3 +351,28 @@ async def test_a_signed_resume_path_answers_a_wait_without_an_api_token(tmp_path
     assert refused.status == 403
     assert answered.status == 200
     assert answered.json()["output"] == {"paid": 4000, "approved_by": "ann"}
+
+
+async def test_executions_are_listed_a_page_at_a_time(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        start = "/api/workflows/approval/executions?wait=10"
+        started = [
+            (await request(url, "POST", start, {"amount": n})).json()["id"] for n in range(5)
+        ]
+        pages, cursor = [], None
+        while True:
+            path = "/api/executions?limit=2" + (f"&cursor={cursor}" if cursor else "")
+            page = (await request(url, "GET", path)).json()
+            pages.append([e["id"] for e in page["executions"]])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        none_yet = await request(url, "GET", "/api/executions?until=2000-01-01T00:00:00Z")
+        since = await request(url, "GET", "/api/executions?since=2000-01-01T00:00:00")
+        bad = await request(url, "GET", "/api/executions?since=yesterday")
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert sorted(id for page in pages for id in page) == sorted(started)
+    assert none_yet.json()["executions"] == []
+    assert len(since.json()["executions"]) == 5
+    assert bad.status == 400
+    assert "ISO 8601" in bad.json()["detail"]

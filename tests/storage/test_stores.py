@@ -1081,3 +1081,26 @@ async def test_schedules_are_listed_and_paused(kind: str, tmp_path: Path) -> Non
         ("w", "tick", True, 15.0),
     ]
     assert [row.state.paused for row in resumed] == [False, False]
+
+
+@STORES
+async def test_executions_are_listed_a_page_at_a_time_between_two_moments(
+    kind: str, tmp_path: Path
+) -> None:
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        starts = [checkpoint(f"e{n}", kind="start", started_at=float(10 + n % 4)) for n in range(8)]
+        await store.commit(starts, owner=ME, lease_expires=100.0, now=1.0)
+        pages, older = [], None
+        while True:
+            page = await store.list_executions(limit=3, older_than=older)
+            if not page:
+                break
+            pages.append([(e.started_at, e.id) for e in page])
+            older = (page[-1].started_at or 0.0, page[-1].id)
+        between = await store.list_executions(started_after=11.0, started_before=13.0)
+    listed = [entry for page in pages for entry in page]
+    assert [len(page) for page in pages] == [3, 3, 2]
+    assert listed == sorted(listed, reverse=True)  # newest first, ties by id
+    assert len(set(listed)) == 8
+    assert sorted(e.id for e in between) == ["e1", "e2", "e5", "e6"]
