@@ -165,3 +165,7 @@ class EventsDropped(Event):
     """
 
     count: int
+
+
+# The events that end an execution (one of them is its last event).
+EXECUTION_ENDED = (ExecutionCompleted, ExecutionFailed, ExecutionCancelled, ExecutionTimedOut)

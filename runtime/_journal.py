@@ -20,12 +20,7 @@ from typing import Any
 from . import _events as events
 from ._records import ErrorInfo, ExecutionStatus, NodeRun, Suspension
 
-ENDED = (
-    events.ExecutionCompleted,
-    events.ExecutionFailed,
-    events.ExecutionCancelled,
-    events.ExecutionTimedOut,
-)
+ENDED = events.EXECUTION_ENDED
 
 
 class Journal:

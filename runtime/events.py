@@ -1,6 +1,7 @@
 """The events an engine publishes about executions (DESIGN §9): what
 ``handle.events()``, ``engine.events()`` and middleware see."""
 
+from ._events import EXECUTION_ENDED as EXECUTION_ENDED
 from ._events import Event as Event
 from ._events import EventsDropped as EventsDropped
 from ._events import ExecutionCancelled as ExecutionCancelled
@@ -19,6 +20,7 @@ from ._events import NodeStarted as NodeStarted
 from ._events import NodeSuspended as NodeSuspended
 
 __all__ = (
+    "EXECUTION_ENDED",
     "Event",
     "EventsDropped",
     "ExecutionCancelled",

@@ -37,12 +37,7 @@ from prana import events
 
 logger = logging.getLogger("prana.server")
 
-ENDED = (
-    events.ExecutionCompleted,
-    events.ExecutionFailed,
-    events.ExecutionCancelled,
-    events.ExecutionTimedOut,
-)
+ENDED = events.EXECUTION_ENDED
 KEEP_ALIVE = 15.0  # seconds between comments on a quiet stream
 OPENED = b": listening\n\n"  # the first bytes of a stream: from now on, nothing is missed
 

@@ -28,14 +28,7 @@ from prana import events
 
 logger = logging.getLogger("prana.server")
 
-_STOPS = (
-    events.ExecutionCompleted,
-    events.ExecutionFailed,
-    events.ExecutionCancelled,
-    events.ExecutionTimedOut,
-    events.ExecutionSuspended,
-    events.ExecutionPaused,
-)
+_STOPS = (*events.EXECUTION_ENDED, events.ExecutionSuspended, events.ExecutionPaused)
 
 
 def _ns(seconds: float) -> int:
