@@ -132,11 +132,18 @@ class Publisher:
         self._middleware = tuple(middleware)
         self._engine_subscriptions = engine_subscriptions
         self.subscriptions: set[Subscription] = set()
+        # While an execution is handed over to whoever started it (its handle, which
+        # will keep its events, is not given out yet), someone is about to listen.
+        self.handing_over = False
 
-    @property
     def listening(self) -> bool:
         """Whether anyone hears events (so they are worth building)."""
-        return bool(self.subscriptions or self._engine_subscriptions or self._middleware)
+        return bool(
+            self.handing_over
+            or self.subscriptions
+            or self._engine_subscriptions
+            or self._middleware
+        )
 
     def publish(self, event: Event) -> None:
         """Pass ``event`` through the middleware, in order, each of which may change it

@@ -98,6 +98,7 @@ class ExecutionSupervisor:
     ) -> None:
         self.machine = machine
         self.publisher = publisher
+        machine.journal.listen(publisher.listening)
         self._services = services
         self._on_leave = on_leave
         self._on_exit = on_exit
@@ -190,6 +191,7 @@ class ExecutionSupervisor:
         It starts holding the turn it was launched under (:class:`._turns.Turn`)."""
         try:
             with self._services.writer.saving():
+                self.publisher.handing_over = handed_over is not None
                 await self._drive(first(self._services.clock.now()), handed_over)
             self._services.turns.give_back()
             self._turn = False
@@ -281,6 +283,7 @@ class ExecutionSupervisor:
                     async with self._without_turn():
                         await handed_over.wait()
                     handed_over = None
+                    self.publisher.handing_over = False
             began = time.perf_counter()
             await self._carry_out(commands)
             took = time.perf_counter() - began
@@ -340,7 +343,6 @@ class ExecutionSupervisor:
     def _take(self, message: Message) -> list[Command]:
         machine = self.machine
         now = self._services.clock.now()
-        machine.journal.listening = self.publisher.listening
         if isinstance(message, NodeResult):
             return machine.handle(message, now)
         if isinstance(message, LeaseLost):

@@ -7,14 +7,14 @@ gaps, and the number is saved with the execution: it goes on where it stopped wh
 the execution is restored, in this engine or another.
 
 Building an event costs more than the rest of some steps, so an event is built only
-while someone listens (:attr:`Journal.listening`); it is numbered either way, so the
+while someone listens (:meth:`Journal.listen`); it is numbered either way, so the
 numbers do not depend on who listened when. An execution's end is always built: its
 supervisor tells a waiting parent from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import _events as events
@@ -27,17 +27,20 @@ class Journal:
     """Numbers and builds one execution's events; knows which nodes have settled
     (finished or been skipped at least once), for ``progress``."""
 
-    __slots__ = ("_node_count", "_settled", "execution_id", "listening", "sequence")
+    __slots__ = ("_listening", "_node_count", "_settled", "execution_id", "sequence")
 
     def __init__(self, execution_id: str, node_count: int) -> None:
         self.execution_id = execution_id
-        # Whether anyone listens: set by whoever publishes the events before each
-        # step. The first step's are always built: whoever starts an execution hands
-        # out its handle, which keeps them, before they are published.
-        self.listening = True
+        # Whether anyone listens (see :meth:`listen`): until told, everyone might.
+        self._listening: Callable[[], bool] = _always
         self.sequence = 0  # the number of the last event
         self._node_count = node_count
         self._settled: set[str] = set()
+
+    def listen(self, listening: Callable[[], bool]) -> None:
+        """From now on, build each event only if ``listening()`` says someone listens
+        (whoever publishes the events tells, once)."""
+        self._listening = listening
 
     def restored(self, sequence: int, settled: Iterable[str]) -> None:
         """Carry on from a saved execution: its last event's number, the nodes that
@@ -142,7 +145,11 @@ class Journal:
     def _next(self) -> bool:
         """Number the next event; whether to build it."""
         self.sequence += 1
-        return self.listening
+        return self._listening()
 
     def _header(self, now: float) -> dict[str, Any]:
         return {"execution_id": self.execution_id, "sequence": self.sequence, "time": now}
+
+
+def _always() -> bool:
+    return True
