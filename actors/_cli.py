@@ -50,7 +50,7 @@ from prana.storage import SQLiteStore
 from ._cli_database import find_database
 from ._cli_parser import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, command_parser
 from ._cli_remote import Remote, execution_from, path_of
-from ._cli_serve import command_status, signing_key, tokens, webhook_secrets
+from ._cli_serve import command_logs, command_status, signing_key, tokens, webhook_secrets
 from ._engine import Engine
 from ._follow import follow, through_short_waits
 from ._progress import render_list, render_report, use_color
@@ -516,7 +516,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.following = []  # the executions the command carries on: said if interrupted
     url = args.url or os.environ.get("PRANA_URL")
-    remote_commands = ("list", "show", "status", "resume", "cancel", "pause", "retry", "rerun")
+    remote_commands = (
+        "list",
+        "show",
+        "status",
+        "logs",
+        "resume",
+        "cancel",
+        "pause",
+        "retry",
+        "rerun",
+    )
     args.remote = (
         Remote(url, os.environ.get("PRANA_TOKEN"))
         if url and args.command in remote_commands
@@ -535,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rerun": _command_rerun,
         "serve": _command_serve,
         "status": command_status,
+        "logs": command_logs,
     }
     try:
         return handlers[args.command](args)

@@ -24,8 +24,8 @@ def command_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--url",
         metavar="URL",
-        help="a daemon (prana serve) to send list, show, status, resume, cancel, pause, "
-        "retry and rerun to, instead of using the database (default: $PRANA_URL); "
+        help="a daemon (prana serve) to send list, show, status, logs, resume, cancel, "
+        "pause, retry and rerun to, instead of using the database (default: $PRANA_URL); "
         "$PRANA_TOKEN is its API token",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -126,6 +126,10 @@ def command_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "status", help="a daemon's health, live executions and executions by status (--url)"
     )
+    logs = commands.add_parser(
+        "logs", help="follow an execution's events on a daemon until it ends (--url)"
+    )
+    logs.add_argument("execution", metavar="ID", help="the execution id")
 
     show = commands.add_parser("show", help="show one execution: status, timeline, output")
     show.add_argument("execution", metavar="ID", help="the execution id")

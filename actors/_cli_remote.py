@@ -1,8 +1,8 @@
 """The ``prana`` command against a daemon: its HTTP API instead of the database.
 
 With ``--url URL`` (or ``$PRANA_URL``) the commands that read or steer executions
-(``list``, ``show``, ``status``, ``resume``, ``cancel``, ``pause``, ``retry``,
-``rerun``) send their request to ``prana serve`` at that address, with
+(``list``, ``show``, ``status``, ``logs``, ``resume``, ``cancel``, ``pause``,
+``retry``, ``rerun``) send their request to ``prana serve`` at that address, with
 ``$PRANA_TOKEN`` as the API token when it needs one. The answers are shown as the
 local commands show them. Plain ``urllib``: the command is synchronous and needs no
 HTTP library of its own.
@@ -13,17 +13,29 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import attrs
 import cattrs
 
+from prana import events
 from prana._errors import ExecutionNotFound, InvalidTransition, PranaError
 from prana._records import Execution
 
 _EXECUTION_FIELDS = {field.name for field in attrs.fields(Execution)}
 _converter = cattrs.Converter()
+
+
+def event_from(data: dict[str, Any]) -> events.Event | None:
+    """A :mod:`prana.events` event from what the API streams for one (``to_dict``);
+    ``None`` for a kind this version does not know."""
+    kind = getattr(events, str(data.get("type")), None)
+    if not (isinstance(kind, type) and issubclass(kind, events.Event)):
+        return None
+    names = {field.name for field in attrs.fields(kind)}
+    return _converter.structure({k: v for k, v in data.items() if k in names}, kind)
 
 
 def execution_from(data: dict[str, Any]) -> Execution:
@@ -44,6 +56,31 @@ class Remote:
     def get(self, path: str, **query: Any) -> Any:
         chosen = {name: value for name, value in query.items() if value is not None}
         return self._call("GET", f"{path}?{urlencode(chosen)}" if chosen else path)
+
+    def stream(self, path: str) -> Iterator[tuple[str, Any]]:
+        """The server-sent events at ``path``, as (name, data), until the server ends
+        the stream."""
+        request = urllib.request.Request(self.url + path)
+        request.add_header("Accept", "text/event-stream")
+        if self._token:
+            request.add_header("Authorization", f"Bearer {self._token}")
+        try:
+            reply = urllib.request.urlopen(request, timeout=None)
+        except urllib.error.HTTPError as exc:
+            raise _refusal(exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise PranaError(f"cannot reach the daemon at {self.url} ({exc})") from None
+        with reply:
+            name, data = "", ""
+            for raw in reply:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    data = line[6:]
+                elif not line and name:
+                    yield name, json.loads(data)
+                    name, data = "", ""
 
     def post(self, path: str, body: Any = None) -> Any:
         return self._call("POST", path, body)

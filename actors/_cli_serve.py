@@ -1,13 +1,19 @@
 """``prana serve``'s options read from files and the environment (tokens, webhook
-secrets, the signing key), and ``prana status``, which asks a daemon how it is."""
+secrets, the signing key); ``prana status``, which asks a daemon how it is; and
+``prana logs``, which follows an execution's events on a daemon."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
+from prana import events
+
 from ._cli_parser import EXIT_FAILED, EXIT_OK, UsageError
+from ._cli_remote import event_from, path_of
+from ._progress import PlainProgress
 
 
 def _lines(path: str, option: str) -> list[str]:
@@ -64,3 +70,30 @@ def command_status(args: argparse.Namespace) -> int:
         error = f" ({service['last_error']})" if service["last_error"] else ""
         print(f"  service {service['name']}: {service['state']}{error}")
     return EXIT_OK if status["ok"] else EXIT_FAILED
+
+
+def command_logs(args: argparse.Namespace) -> int:
+    if args.remote is None:
+        raise UsageError("logs follows a daemon's live events: give its address with --url")
+    progress = PlainProgress(sys.stdout)
+    status = "running"
+    for name, data in args.remote.stream(path_of(args.execution, "events")):
+        if name == "snapshot":
+            status = data["status"]
+            print(
+                f"execution {data['id']} of {data['workflow_id']} v{data['workflow_version']}: "
+                f"{status} (event {data['last_event']})",
+                flush=True,
+            )
+            continue
+        event = event_from(data)
+        if event is None:
+            continue
+        progress(event)
+        if isinstance(event, events.ExecutionSuspended):
+            waiting = ", ".join(s.node_key for s in event.suspensions)
+            print(f"waiting: {waiting}", flush=True)
+        if isinstance(event, events.EXECUTION_ENDED):
+            status = event.status
+            print(f"ended {status}", flush=True)
+    return EXIT_FAILED if status in ("failed", "timed_out") else EXIT_OK

@@ -73,3 +73,38 @@ async def test_control_through_the_daemon_and_what_a_wrong_url_says(
     assert ended["error"]["message"] == "not needed"
     assert "only an execution that has not ended can be cancelled" in err_again
     assert "cannot reach the daemon at http://127.0.0.1:9" in err_unreachable
+
+
+async def test_logs_follows_an_execution_to_its_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        start = "/api/workflows/approval/executions?wait=10"
+        waiting = (await request(url, "POST", start, {"amount": 4000})).json()
+        (suspension,) = waiting["suspensions"]
+        printed = ""
+        async with anyio.create_task_group() as group:
+            codes: list[int] = []
+
+            async def follow() -> None:
+                codes.append(await prana("--url", url, "logs", waiting["id"]))
+
+            group.start_soon(follow)
+            with anyio.fail_after(10):
+                while "(event" not in printed:  # the stream has begun
+                    await anyio.sleep(0.01)
+                    printed += capsys.readouterr().out
+            await request(url, "POST", f"/api/resume/{suspension['token']}", {"approved": True})
+        printed += capsys.readouterr().out
+        ended = await prana("--url", url, "logs", waiting["id"])
+        again = capsys.readouterr().out
+    lines = printed.splitlines()
+    assert codes == [0]
+    assert lines[0] == (
+        f"execution {waiting['id']} of approval v1: suspended (event {waiting['last_event']})"
+    )
+    assert "approval             completed -> main" in printed
+    assert "pay                  completed -> main" in printed
+    assert lines[-1] == "ended completed"
+    assert ended == 0
+    assert again.splitlines()[0].startswith(f"execution {waiting['id']} of approval v1: completed")
