@@ -10,7 +10,9 @@ Figures, each printed next to its goal, and as JSON on the last line:
   the last one did;
 * request to completion, p50 and p99: the clients start executions with
   ``?wait=`` (the answer comes when the execution has completed);
-* resumes by token per second: executions waiting for data, answered by the clients.
+* resumes by token per second: executions waiting for data, answered by the clients;
+* 1 000 event streams, one per waiting execution: how long they take to open, and
+  how long after the answers begin every stream has seen its execution's end.
 """
 
 from __future__ import annotations
@@ -195,10 +197,78 @@ def start_daemon(folder: Path, backend: str) -> tuple[subprocess.Popen[str], str
     raise RuntimeError(f"the daemon did not start ({process.wait()})")
 
 
+async def streams(url: str, clients: int, count: int) -> dict[str, float]:
+    """``count`` executions wait; one event stream each is opened; all are answered:
+    seconds until every stream has seen its execution's end."""
+    tokens: dict[str, str] = {}
+
+    async def starter(share: int) -> None:
+        connection = await connect(url)
+        for _ in range(share):
+            _, body = await connection.request(
+                "POST", "/api/workflows/bench_wait/executions?wait=30", {"n": 1}
+            )
+            execution = orjson.loads(body)
+            tokens[execution["id"]] = execution["suspensions"][0]["token"]
+
+    async with anyio.create_task_group() as group:
+        for _ in range(clients):
+            group.start_soon(starter, count // clients)
+    opened, ended = 0, 0
+    all_open = anyio.Event()
+
+    async def stream(execution_id: str) -> None:
+        nonlocal opened, ended
+        parts = urlsplit(url)
+        assert parts.hostname is not None
+        assert parts.port is not None
+        async with await anyio.connect_tcp(parts.hostname, parts.port) as sock:
+            request = (
+                f"GET /api/executions/{execution_id}/events HTTP/1.1\r\n"
+                f"host: {parts.netloc}\r\nconnection: close\r\n\r\n"
+            )
+            await sock.send(request.encode())
+            seen, counted = b"", False
+            while b"event: ExecutionCompleted" not in seen:
+                try:
+                    seen = seen[-200:] + await sock.receive()
+                except anyio.EndOfStream:
+                    break
+                if not counted and b"event: snapshot" in seen:
+                    counted = True
+                    opened += 1
+                    if opened == len(tokens):
+                        all_open.set()
+        ended += 1
+
+    began = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for execution_id in tokens:
+            group.start_soon(stream, execution_id)
+        await all_open.wait()
+        opening = time.perf_counter() - began
+        answered = time.perf_counter()
+
+        async def answerer(mine: list[str]) -> None:
+            connection = await connect(url)
+            for token in mine:
+                await connection.request("POST", f"/api/resume/{token}", {"ok": True})
+
+        values = list(tokens.values())
+        for index in range(clients):
+            group.start_soon(answerer, values[index::clients])
+    return {
+        "streams": float(ended),
+        "streams_open_s": opening,
+        "streams_to_end_s": time.perf_counter() - answered,
+    }
+
+
 async def measure(url: str, clients: int, seconds: float) -> dict[str, float]:
     figures = await webhook_rate(url, clients, seconds)
     figures |= await completion_latency(url, clients, seconds)
     figures |= await resume_rate(url, clients, 1000)
+    figures |= await streams(url, clients, 1000)
     return figures
 
 
@@ -223,6 +293,9 @@ def main() -> None:
     print(f"  {'met    ' if p99 < 50 else 'not met'}  request to completion p99 < 50 ms: "
           f"{p99:.1f} ms (p50 {figures['p50_ms']:.1f} ms, {figures['waited_per_second']:.0f}/s)")  # fmt: skip
     print(f"           resumes by token/s: {figures['resumes_per_second']:.0f}")
+    print(f"           {figures['streams']:.0f} event streams, one per waiting execution: "
+          f"open in {figures['streams_open_s']:.2f} s; all ended "
+          f"{figures['streams_to_end_s']:.2f} s after the answers began")  # fmt: skip
     print(json.dumps(figures))
 
 

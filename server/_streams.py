@@ -30,6 +30,7 @@ from contextlib import aclosing
 from typing import Any
 
 import anyio
+import attrs
 import orjson
 
 import prana
@@ -48,6 +49,24 @@ def sse(event: str, data: Any, id: str | int | None = None) -> bytes:
     return f"{head}event: {event}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
 
 
+@attrs.define
+class _Watch:
+    """The events of one execution that a stream of it has not read yet: it wakes
+    only for its own execution's events, not for every event of the log."""
+
+    execution_id: str
+    entries: deque[tuple[int, events.Event | None]] = attrs.field(factory=deque)
+    changed: anyio.Event = attrs.field(factory=anyio.Event)
+
+    def add(self, entry: tuple[int, events.Event | None], most: int) -> None:
+        if len(self.entries) >= most:  # a reader this far behind starts again
+            self.entries.clear()
+            entry = (entry[0], None)
+        self.entries.append(entry)
+        self.changed.set()
+        self.changed = anyio.Event()
+
+
 class EventLog:
     """The engine's recent events (at most ``size``), while streams read them."""
 
@@ -60,6 +79,7 @@ class EventLog:
         self.position = 0  # the position of the newest entry
         self.epoch = os.urandom(4).hex()
         self._appended = anyio.Event()
+        self._watches: dict[str, list[_Watch]] = {}
         self._readers = 0
         self._readers_changed = anyio.Event()
         self._subscription: prana.Subscription | None = None
@@ -99,9 +119,30 @@ class EventLog:
 
     def _append(self, event: events.Event | None) -> None:
         self.position += 1
-        self._entries.append((self.position, event))
+        entry = (self.position, event)
+        self._entries.append(entry)
         self._appended.set()
         self._appended = anyio.Event()
+        if event is None:
+            for watches in self._watches.values():
+                for watching in watches:
+                    watching.add(entry, self._size)
+        else:
+            for watching in self._watches.get(event.execution_id, ()):
+                watching.add(entry, self._size)
+
+    def watch(self, execution_id: str) -> _Watch:
+        """Keep ``execution_id``'s events for a stream of it, from now on."""
+        watching = _Watch(execution_id)
+        self._watches.setdefault(execution_id, []).append(watching)
+        return watching
+
+    def unwatch(self, watching: _Watch) -> None:
+        """A stream stopped reading."""
+        watches = self._watches.get(watching.execution_id, [])
+        watches.remove(watching)
+        if not watches:
+            self._watches.pop(watching.execution_id, None)
 
     def _reader_change(self, by: int) -> None:
         self._readers += by
@@ -124,6 +165,9 @@ class EventLog:
         self.closed = True
         self._appended.set()
         self._readers_changed.set()
+        for watches in self._watches.values():
+            for watching in watches:
+                watching.changed.set()
 
     # ------------------------------------------------------------------ reading
 
@@ -141,6 +185,23 @@ class EventLog:
             found.append(entry)
         found.reverse()
         return found
+
+    async def follow_watch(
+        self, watching: _Watch, after: int
+    ) -> AsyncGenerator[tuple[int, events.Event | None] | None, None]:
+        """Like :meth:`follow`, for one execution's events (:meth:`watch`): each is
+        let go of once read."""
+        entries = watching.entries
+        while not self.closed:
+            if entries:
+                entry = entries.popleft()
+                if entry[0] > after:
+                    yield entry
+                continue
+            with anyio.move_on_after(KEEP_ALIVE) as quiet:
+                await watching.changed.wait()
+            if quiet.cancelled_caught:
+                yield None
 
     async def follow(
         self, after: int
@@ -169,6 +230,7 @@ async def execution_stream(
 ) -> AsyncGenerator[bytes, None]:
     """One execution's events as server-sent events (see the module docstring)."""
     log.acquire()
+    watching = log.watch(execution_id)
     try:
         yield OPENED
         start = log.position
@@ -182,7 +244,7 @@ async def execution_stream(
                 yield sse(type(kept).__name__, kept.to_dict(), kept.sequence)
         if execution.finished:
             return
-        async with aclosing(log.follow(start)) as entries:
+        async with aclosing(log.follow_watch(watching, start)) as entries:
             async for entry in entries:
                 if entry is None:
                     yield b": keep-alive\n\n"
@@ -202,6 +264,7 @@ async def execution_stream(
                 if isinstance(event, ENDED):
                     return
     finally:
+        log.unwatch(watching)
         log.release()
 
 
