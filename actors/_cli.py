@@ -140,7 +140,15 @@ def _report(execution: Execution, args: argparse.Namespace) -> int:
         sys.stdout.write(_execution_json(execution))
     else:
         children = _waiting_children(execution, args)
-        sys.stdout.write(render_report(execution, color=use_color(sys.stdout), children=children))
+        sys.stdout.write(
+            render_report(
+                execution,
+                color=use_color(sys.stdout),
+                children=children,
+                every_run=getattr(args, "every_run", False),
+                verbose=getattr(args, "verbose", False),
+            )
+        )
     return EXIT_FAILED if execution.status in FINAL_STATUSES - {"completed"} else EXIT_OK
 
 

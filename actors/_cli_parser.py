@@ -77,6 +77,17 @@ def command_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--json", action="store_true", help="print the execution as JSON instead of a report"
         )
+        sub.add_argument(
+            "--all",
+            dest="every_run",
+            action="store_true",
+            help="show every run of a long timeline (it is folded past 40 runs)",
+        )
+        sub.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show each run's parameters, where its input came from, and its output",
+        )
 
     run = commands.add_parser("run", help="run a workflow and show what happens")
     run.add_argument("file", metavar="FILE", help="workflow file (YAML or JSON)")

@@ -165,11 +165,18 @@ class LiveProgress:
 
 
 def render_report(
-    execution: Execution, *, color: bool, children: Mapping[str, Execution] | None = None
+    execution: Execution,
+    *,
+    color: bool,
+    children: Mapping[str, Execution] | None = None,
+    every_run: bool = False,
+    verbose: bool = False,
 ) -> str:
     """The report ``prana run`` prints: status, timeline, skipped nodes, error, what
     it waits for and how to answer it, output. ``children``: the child executions it
-    waits for (and theirs), by id, where known."""
+    waits for (and theirs), by id, where known. A timeline of more than
+    :data:`FOLD_PAST` runs shows its first and last ones, unless ``every_run``;
+    ``verbose`` adds each run's parameters, input sources and output."""
     children = children or {}
     style = _Style(color)
     when = (
@@ -192,7 +199,16 @@ def render_report(
                 "2",
             )
         )
-    lines.extend(timeline(execution.node_runs, style))
+    lines.extend(
+        timeline(
+            execution.node_runs,
+            style,
+            started_at=execution.started_at,
+            every_run=every_run,
+            verbose=verbose,
+            execution_id=execution.id,
+        )
+    )
     if execution.skipped:
         lines.append(style(f"Skipped: {', '.join(execution.skipped)}", "2"))
     if execution.error is not None:
@@ -303,17 +319,71 @@ def render_list(executions: Sequence[Execution], *, color: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timeline(runs: tuple[NodeRun, ...], style: Any) -> list[str]:
-    """The audit trail as a table: node, run, status, port, duration."""
+# A timeline longer than this shows its first and last runs (``--all``: every one).
+FOLD_PAST = 40
+_FOLD_KEEP = 15  # runs shown at each end of a folded timeline
+_SHOWN = 200  # the most characters of a value a verbose timeline shows
+
+
+def timeline(
+    runs: tuple[NodeRun, ...],
+    style: Any,
+    *,
+    started_at: float | None = None,
+    every_run: bool = False,
+    verbose: bool = False,
+    execution_id: str = "ID",
+) -> list[str]:
+    """The audit trail as a table: node, run, attempt, status, port, when it started
+    (after the execution), duration; the error of each failed or retried run below
+    it; with ``verbose``, its parameters, input sources and output."""
     width = max([len("node"), *(len(run.node_key) for run in runs)])
     header = (
-        f"  {'#':>3}  {'node':<{width}}  {'run':>3}  {'status':<9}  {'port':<10}  {'duration':>10}"
+        f"  {'#':>3}  {'node':<{width}}  {'run':>3}  {'try':>3}  {'status':<9}  {'port':<10}  "
+        f"{'started':>10}  {'duration':>10}"
     )
     rows = [style(header, "1")]
-    for run in runs:
+    shown: list[NodeRun | None] = list(runs)
+    if len(runs) > FOLD_PAST and not every_run:
+        shown = [*runs[:_FOLD_KEEP], None, *runs[-_FOLD_KEEP:]]
+    for run in shown:
+        if run is None:
+            folded = len(runs) - 2 * _FOLD_KEEP
+            rows.append(
+                style(f"  ... {folded} runs not shown (prana show {execution_id} --all)", "2")
+            )
+            continue
         status = style.status(run.status) + " " * (9 - len(run.status))
-        rows.append(
-            f"  {run.execution_index:>3}  {run.node_key:<{width}}  {run.run_index:>3}  {status}  "
-            f"{run.port or '-':<10}  {_ms(run.duration_ms):>10}"
+        began = (
+            "+" + _ms((run.started_at - started_at) * 1000)
+            if run.started_at is not None and started_at is not None
+            else "-"
         )
+        rows.append(
+            f"  {run.execution_index:>3}  {run.node_key:<{width}}  {run.run_index:>3}  "
+            f"{run.attempt:>3}  {status}  {run.port or '-':<10}  {began:>10}  "
+            f"{_ms(run.duration_ms):>10}"
+        )
+        if run.error is not None and run.status in ("failed", "retried"):
+            rows.append(style(f"       [{run.error.code}] {run.error.message}", "31"))
+        if verbose:
+            rows.extend(_details(run))
     return rows
+
+
+def _details(run: NodeRun) -> list[str]:
+    """A run's parameters, where its input came from, and its output, shortened."""
+    details = []
+    if run.params is not None:
+        details.append(f"       params: {_short(run.params)}")
+    if run.inputs:
+        sources = ", ".join(f"{port} <- #{source}" for port, source in run.inputs)
+        details.append(f"       input:  {sources}")
+    if run.status == "completed":
+        details.append(f"       output: {_short(run.output)}")
+    return details
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."

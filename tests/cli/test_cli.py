@@ -397,7 +397,7 @@ def test_a_long_run_says_how_many_runs_it_does_not_show_and_show_lists_them_all(
         "connections:\n  - {from: start, to: count}\n  - {from: count, to: more}\n"
         "  - {from: more, from_port: 'true', to: count}\n"
     )
-    assert main(["run", str(loop), "--quiet"]) == 0
+    assert main(["run", str(loop), "--quiet", "--all"]) == 0
     out = capsys.readouterr().out
     execution_id = out.split()[1]
     left_out = int(out.split("earlier runs not shown")[0].rsplit("(", 1)[1])
@@ -405,6 +405,13 @@ def test_a_long_run_says_how_many_runs_it_does_not_show_and_show_lists_them_all(
     timeline = [line for line in out.splitlines() if line[:6].strip().isdigit()]
     assert left_out > 0
     assert left_out + len(timeline) == 3001
+
+    # Without --all, a long timeline shows its first and last runs.
+    assert main(["show", execution_id]) == 0
+    folded = capsys.readouterr().out
+    rows = [line for line in folded.splitlines() if line[:6].strip().isdigit()]
+    assert len(rows) == 30
+    assert f"... 2971 runs not shown (prana show {execution_id} --all)" in folded
 
     assert main(["show", execution_id, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)

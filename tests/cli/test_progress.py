@@ -92,3 +92,43 @@ def test_a_retry_shows_as_a_failed_attempt_and_the_next_one() -> None:
     live = LiveProgress(live_stream, "shop")
     live(retrying)
     assert "attempt 1 failed, trying again" in live_stream.getvalue()
+
+
+def test_a_report_shows_attempts_start_times_errors_and_with_verbose_what_ran() -> None:
+    from prana.actors._progress import render_report
+
+    error = prana.ErrorInfo(code="http_503", message="the service is down")
+    runs = (
+        prana.NodeRun(node_key="start", run_index=0, execution_index=0, status="completed",
+                      port="main", output={"n": 1}, started_at=100.0, finished_at=100.001,
+                      duration_ms=1.0),
+        prana.NodeRun(node_key="call", run_index=0, execution_index=1, status="retried",
+                      attempt=1, error=error, inputs=(("main", 0),), params={"url": "x"},
+                      started_at=100.002, finished_at=100.012, duration_ms=10.0),
+        prana.NodeRun(node_key="call", run_index=0, execution_index=2, status="completed",
+                      attempt=2, port="main", output={"ok": True}, inputs=(("main", 0),),
+                      params={"url": "x"}, started_at=101.0, finished_at=101.02,
+                      duration_ms=20.0),
+    )  # fmt: skip
+    execution = prana.Execution(
+        id="e1", workflow_id="w", workflow_version=1, status="completed", trigger="start",
+        node_runs=runs, started_at=100.0, finished_at=101.02,
+    )  # fmt: skip
+    plain = render_report(execution, color=False)
+    verbose = render_report(execution, color=False, verbose=True)
+    rows = [line.split() for line in plain.splitlines() if line[:6].strip().isdigit()]
+    assert [row[1:4] for row in rows] == [
+        ["start", "0", "1"],
+        ["call", "0", "1"],
+        ["call", "0", "2"],
+    ]
+    assert [row[-4:] for row in rows] == [
+        ["+0.00", "ms", "1.00", "ms"],
+        ["+2.00", "ms", "10.00", "ms"],
+        ["+1.00", "s", "20.00", "ms"],
+    ]
+    assert "       [http_503] the service is down" in plain
+    assert "params:" not in plain
+    assert '       params: {"url": "x"}' in verbose
+    assert "       input:  main <- #0" in verbose
+    assert '       output: {"ok": true}' in verbose
