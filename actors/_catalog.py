@@ -10,9 +10,11 @@ served: the highest version of each answers its webhook requests.
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 
-from prana._compiler import ExecutionGraph, compile_workflow, triggers_of
+from prana._compiler import ExecutionGraph, compile_workflow, definition_hash, triggers_of
 from prana._errors import PranaError
 from prana._limits import DEFAULT_LIMITS, Limits
 from prana._loading import WorkflowSource, load_workflow, workflow_to_dict
@@ -21,6 +23,8 @@ from prana._records import StoredExecution
 from prana._registry import ActionRegistry
 from prana._triggers import TriggerError, event_triggers, webhook_path, webhook_routes
 from prana.storage import Store, StoredWorkflow
+
+logger = logging.getLogger("prana.engine")
 
 
 class Catalog:
@@ -142,6 +146,35 @@ class Catalog:
             )
         )
         self._saved_hashes.add(graph.hash)
+
+    async def keep(self, workflow: Workflow, store: Store, now: float) -> None:
+        """Keep ``workflow`` in the store as the definition every engine on it serves
+        for its id (it must be served here already)."""
+        await store.keep_workflow(
+            StoredWorkflow(
+                hash=definition_hash(workflow),
+                id=workflow.id,
+                version=workflow.version,
+                definition=workflow_to_dict(workflow),
+                created_at=now,
+            )
+        )
+
+    async def serve_kept(self, store: Store) -> list[Workflow]:
+        """Serve the definitions kept in the store (:meth:`keep`); one that no longer
+        loads with this engine's actions is left out, and logged."""
+        served = []
+        for kept in await store.kept_workflows():
+            try:
+                served.append(self.serve(kept.definition)[0])
+            except PranaError as exc:
+                logger.error(
+                    "workflow %s v%s kept in the store is not served: %s",
+                    kept.id,
+                    kept.version,
+                    exc,
+                )
+        return served
 
     async def graph_for(self, stored: StoredExecution, store: Store) -> ExecutionGraph:
         """The graph of the definition ``stored`` started on. Raises

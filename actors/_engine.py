@@ -241,6 +241,7 @@ class Engine(AsyncContextManagerMixin):
                     # Start-up: what other engines left behind.
                     await self._take_orphans(leases)
                     await children.reconcile()
+                await self._catalog.serve_kept(store)
                 if self._schedules is not None:
                     for served in list(self._catalog.served.values()):
                         await self._schedules.arm(served)
@@ -366,6 +367,15 @@ class Engine(AsyncContextManagerMixin):
         id), by id."""
         served = self._catalog.served
         return [served[workflow_id] for workflow_id in sorted(served)]
+
+    async def keep_serving(self, workflow: Workflow | WorkflowSource) -> Workflow:
+        """Serve a workflow as :meth:`register` does, and keep it in the store: every
+        engine that opens the store serves it from then on (this one after a restart
+        too; the daemon's ``POST /api/workflows``), until another definition of its id
+        is kept. Raises as :meth:`register` does."""
+        served = self.register(workflow)
+        await self._catalog.keep(served, self._require_store(), self.clock.now())
+        return served
 
     async def start_webhook(
         self,

@@ -215,7 +215,7 @@ class Api:
         return json_response({"workflows": served})
 
     async def register_workflow(self, request: Request) -> Response:
-        workflow = self.engine.register(self._definition(await self.bodies.json(request)))
+        workflow = await self.engine.keep_serving(self._definition(await self.bodies.json(request)))
         served = any(w is workflow for w in self.engine.served())
         return json_response(
             {"id": workflow.id, "version": workflow.version, "served": served}, 201

@@ -39,6 +39,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._workflows: dict[str, StoredWorkflow] = {}
+        self._kept: dict[str, str] = {}  # workflow id to the hash of its kept definition
         self._executions: dict[str, _Kept] = {}
         self._schedules: dict[tuple[str, str], tuple[str, ScheduleState]] = {}
 
@@ -142,6 +143,15 @@ class MemoryStore:
     async def save_workflow(self, workflow: StoredWorkflow) -> None:
         """Keep a definition, once per hash."""
         self._workflows.setdefault(workflow.hash, copy.deepcopy(workflow))
+
+    async def keep_workflow(self, workflow: StoredWorkflow) -> None:
+        """Keep a definition as the one served for its id."""
+        await self.save_workflow(workflow)
+        self._kept[workflow.id] = workflow.hash
+
+    async def kept_workflows(self) -> list[StoredWorkflow]:
+        """The definitions kept to be served, by id."""
+        return [copy.deepcopy(self._workflows[self._kept[id]]) for id in sorted(self._kept)]
 
     async def load_workflow(self, workflow_hash: str) -> StoredWorkflow | None:
         """The definition with this hash, or ``None``."""

@@ -95,6 +95,15 @@ class Store(Protocol):
         """Keep a workflow definition (once per hash)."""
         ...
 
+    async def keep_workflow(self, workflow: StoredWorkflow) -> None:
+        """Keep a definition (once per hash) as the one every engine on the store
+        serves for its id, in place of any kept before."""
+        ...
+
+    async def kept_workflows(self) -> list[StoredWorkflow]:
+        """The definitions kept to be served, by id."""
+        ...
+
     async def load_workflow(self, workflow_hash: str) -> StoredWorkflow | None:
         """The definition with this hash, or ``None``."""
         ...

@@ -43,8 +43,10 @@ changes it (decision 0040), and a run's output longer than 700 bytes in
 ``run_outputs``, so that it does not take an overflow page of its own (decision 0043).
 Version 8 added a suspension's ``data`` (``Suspend(data=...)``) and a node run's
 rendered ``params`` (for a run that waits, with its suspension). Version 9 added a
-schedule's ``paused`` flag, and an index of executions by start time (pages of
-listings).
+schedule's ``paused`` flag, an index of executions by start time (pages of
+listings), and ``kept_workflows``: the definition each engine on the store serves
+by id (those added through ``Engine.keep_serving``, the daemon's ``POST
+/api/workflows``).
 """
 
 from __future__ import annotations
@@ -209,6 +211,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE schedules ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX executions_by_start ON executions (started_at, id);
+    CREATE TABLE kept_workflows (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL REFERENCES workflows (hash)
+    ) WITHOUT ROWID;
     """,
 )
 

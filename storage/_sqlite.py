@@ -166,6 +166,41 @@ class SQLiteStore:
 
         await self._write(insert)
 
+    async def keep_workflow(self, workflow: StoredWorkflow) -> None:
+        """Keep a definition as the one served for its id."""
+
+        def keep(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR IGNORE INTO workflows (hash, id, version, definition, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    workflow.hash,
+                    workflow.id,
+                    workflow.version,
+                    codec.dumps(workflow.definition),
+                    workflow.created_at,
+                ),
+            )
+            db.execute(
+                "INSERT INTO kept_workflows (id, hash) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET hash = excluded.hash",
+                (workflow.id, workflow.hash),
+            )
+
+        await self._write(keep)
+
+    async def kept_workflows(self) -> list[StoredWorkflow]:
+        """The definitions kept to be served, by id."""
+
+        def fetch(db: sqlite3.Connection) -> list[StoredWorkflow]:
+            rows = db.execute(
+                "SELECT w.hash, w.id, w.version, w.definition, w.created_at "
+                "FROM kept_workflows k JOIN workflows w ON w.hash = k.hash ORDER BY k.id"
+            )
+            return [_workflow_from_row(row) for row in rows]
+
+        return await self._read(fetch)
+
     async def claim_orphans(
         self,
         *,

@@ -376,3 +376,27 @@ async def test_executions_are_listed_a_page_at_a_time(tmp_path: Path) -> None:
     assert len(since.json()["executions"]) == 5
     assert bad.status == 400
     assert "ISO 8601" in bad.json()["detail"]
+
+
+async def test_a_workflow_served_through_the_api_is_served_again_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    definition = {
+        "id": "greet",
+        "version": 2,
+        "nodes": [
+            {"key": "start", "type": "manual.trigger"},
+            {"key": "say", "type": "data.set", "params": {"values": {"hi": "{{ input.name }}"}}},
+        ],
+        "connections": [{"from": "start", "to": "say"}],
+    }
+    async with daemon(tmp_path / "d.db") as url:
+        assert (await request(url, "POST", "/api/workflows", definition)).status == 201
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        listed = await request(url, "GET", "/api/workflows")
+        ran = await request(url, "POST", "/api/workflows/greet/executions?wait=10", {"name": "Bo"})
+    assert [(w["id"], w["version"]) for w in listed.json()["workflows"]] == [
+        ("approval", 1),
+        ("greet", 2),
+    ]
+    assert ran.json()["output"] == {"hi": "Bo"}

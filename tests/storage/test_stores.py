@@ -1104,3 +1104,21 @@ async def test_executions_are_listed_a_page_at_a_time_between_two_moments(
     assert listed == sorted(listed, reverse=True)  # newest first, ties by id
     assert len(set(listed)) == 8
     assert sorted(e.id for e in between) == ["e1", "e2", "e5", "e6"]
+
+
+@STORES
+async def test_a_kept_workflow_is_the_one_kept_last_for_its_id(kind: str, tmp_path: Path) -> None:
+    def definition(version: int) -> StoredWorkflow:
+        return StoredWorkflow(
+            hash=f"h{version}", id="w", version=version, definition={"v": version},
+            created_at=float(version),
+        )  # fmt: skip
+
+    async with opened(kind, tmp_path) as store:
+        assert await store.kept_workflows() == []
+        await store.keep_workflow(definition(1))
+        await store.keep_workflow(definition(2))
+        kept = await store.kept_workflows()
+        loaded = await store.load_workflow("h1")
+    assert [(w.id, w.version, w.definition) for w in kept] == [("w", 2, {"v": 2})]
+    assert loaded is not None  # the older definition stays, for its executions
