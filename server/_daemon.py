@@ -49,6 +49,8 @@ class ServeConfig:
     webhook_secrets: Mapping[str, str] = attrs.field(factory=dict)
     signing_key: str | None = None
     tracer_provider: TracerProvider | None = None  # default: OpenTelemetry's global one
+    # The workflows' clock, as Engine(clock=...) takes it (tests: a VirtualClock).
+    clock: Any = None
 
     def problems(self) -> list[str]:
         """What is wrong with the configuration, each with what to do."""
@@ -80,7 +82,9 @@ async def serve(
 ) -> None:
     """Run the daemon until SIGTERM or SIGINT, or until ``stop`` is set; ``ready`` is
     called with the URL it answers at once it accepts connections."""
-    async with prana.Engine(store=config.store, actions=config.actions) as engine:
+    async with prana.Engine(
+        store=config.store, actions=config.actions, clock=config.clock
+    ) as engine:
         for workflow in config.workflows:
             engine.register(workflow)
         app = create_app(

@@ -32,6 +32,7 @@ async def daemon(
     webhook_secrets: dict[str, str] | None = None,
     signing_key: str | None = None,
     tracer_provider: Any = None,
+    clock: Any = None,
 ) -> AsyncIterator[str]:
     """A daemon serving ``workflows`` over the SQLite file ``db``; its URL."""
     config = ServeConfig(
@@ -45,6 +46,7 @@ async def daemon(
         webhook_secrets=webhook_secrets or {},
         signing_key=signing_key,
         tracer_provider=tracer_provider,
+        clock=clock,
     )
     started, stop = anyio.Event(), anyio.Event()
     urls: list[str] = []

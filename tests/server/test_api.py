@@ -7,6 +7,7 @@ import hashlib
 import hmac
 from pathlib import Path
 
+import anyio
 from starlette.routing import Route
 
 import prana
@@ -400,3 +401,35 @@ async def test_a_workflow_served_through_the_api_is_served_again_after_a_restart
         ("greet", 2),
     ]
     assert ran.json()["output"] == {"hi": "Bo"}
+
+
+async def test_a_served_schedule_fires_under_the_daemon_s_virtual_clock(tmp_path: Path) -> None:
+    from prana.testing import VirtualClock
+
+    clock = VirtualClock(start=1_900_000_000.0)  # 2030-03-17T17:46:40Z
+    report = {
+        "id": "report",
+        "version": 1,
+        "nodes": [
+            {"key": "tick", "type": "schedule.trigger", "params": {"cron": "*/15 * * * *"}},
+            {
+                "key": "note",
+                "type": "data.set",
+                "params": {"values": {"at": "{{ trigger.scheduled_at }}"}},
+            },
+        ],
+        "connections": [{"from": "tick", "to": "note"}],
+    }
+    async with daemon(tmp_path / "d.db", clock=clock) as url:
+        await request(url, "POST", "/api/workflows", report)
+        (schedule,) = (await request(url, "GET", "/api/schedules")).json()["schedules"]
+        clock.set(schedule["next_at"])
+        with anyio.fail_after(10):
+            while not (
+                listed := (await request(url, "GET", "/api/executions")).json()["executions"]
+            ):
+                await anyio.wait_all_tasks_blocked()
+        done = (await request(url, "GET", f"/api/executions/{listed[0]['id']}")).json()
+    assert schedule["next_at"] == 1_900_000_800.0  # 18:00
+    assert done["trigger"] == "tick"
+    assert done["output"] == {"at": "2030-03-17T18:00:00+00:00"}
