@@ -425,10 +425,10 @@ async def test_a_served_schedule_fires_under_the_daemon_s_virtual_clock(tmp_path
         (schedule,) = (await request(url, "GET", "/api/schedules")).json()["schedules"]
         clock.set(schedule["next_at"])
         with anyio.fail_after(10):
-            while not (
-                listed := (await request(url, "GET", "/api/executions")).json()["executions"]
-            ):
+            listed: list[dict] = []
+            while not listed or listed[0]["status"] != "completed":
                 await anyio.wait_all_tasks_blocked()
+                listed = (await request(url, "GET", "/api/executions")).json()["executions"]
         done = (await request(url, "GET", f"/api/executions/{listed[0]['id']}")).json()
     assert schedule["next_at"] == 1_900_000_800.0  # 18:00
     assert done["trigger"] == "tick"
