@@ -2,6 +2,7 @@
 HTTP clients in this process, each on one kept-alive connection.
 
     python bench/serve.py [--clients 50] [--seconds 10] [--backend asyncio]
+    python bench/serve.py --engine-figures    # W4 with and without the app beside it
 
 Figures, each printed next to its goal, and as JSON on the last line:
 
@@ -21,6 +22,7 @@ import argparse
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -272,12 +274,71 @@ async def measure(url: str, clients: int, seconds: float) -> dict[str, float]:
     return figures
 
 
+async def w4_beside_a_server(served: bool, executions: int = 1000) -> float:
+    """W4 (``executions`` 10-node chains at once, durable) in this process: node
+    executions per second, with the daemon's app served beside the engine or not."""
+    import socket
+
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+    from scaling import run_all
+    from workloads import chain_workflow
+
+    import prana
+    from prana.server import create_app
+
+    workflow = chain_workflow(9)
+    with tempfile.TemporaryDirectory() as folder:
+        async with (
+            prana.Engine(store=f"sqlite:///{folder}/w4.db", env={}) as engine,
+            anyio.create_task_group() as group,
+        ):
+            stop = anyio.Event()
+            if served:
+                listener = socket.create_server(("127.0.0.1", 0))
+                config = Config()
+                config.bind = [f"fd://{listener.detach()}"]
+                config.accesslog = None
+                group.start_soon(
+                    lambda: hypercorn_serve(create_app(engine), config, shutdown_trigger=stop.wait)
+                )
+            await engine.run(workflow)
+            started = time.perf_counter()
+            results = await run_all(engine, workflow, executions)
+            elapsed = time.perf_counter() - started
+            stop.set()
+    assert all(result.status == "completed" for result in results)
+    return executions * NODES / elapsed
+
+
+def engine_figures(rounds: int) -> None:
+    """W4 with and without the daemon's app in the process, interleaved."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    alone, beside = [], []
+    for _ in range(rounds):
+        alone.append(anyio.run(w4_beside_a_server, False))
+        beside.append(anyio.run(w4_beside_a_server, True))
+    print(f"W4 nodes/s, engine alone: {', '.join(f'{f:.0f}' for f in alone)}")
+    print(f"W4 nodes/s, the daemon's app served beside it: {', '.join(f'{f:.0f}' for f in beside)}")
+    ratio = statistics.median(beside) / statistics.median(alone)
+    print(f"  {'met    ' if ratio >= 0.95 else 'not met'}  W4 unchanged with the server in "
+          f"the process (median within 5%): {ratio:.0%}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument(
+        "--engine-figures",
+        action="store_true",
+        help="only W4 with and without the daemon's app in the process (asyncio)",
+    )
     options = parser.parse_args()
+    if options.engine_figures:
+        engine_figures(rounds=3)
+        return
     with tempfile.TemporaryDirectory() as folder:
         daemon, url = start_daemon(Path(folder), options.backend)
         try:
