@@ -89,6 +89,16 @@ class Catalog:
         self.served[workflow.id] = workflow
         return workflow, True
 
+    def unserve(self, workflow_id: str) -> bool:
+        """Stop answering ``workflow_id``'s webhooks and events (its definitions stay
+        known, for its executions); false if it was not served."""
+        if self.served.pop(workflow_id, None) is None:
+            return False
+        self._routes = {route: to for route, to in self._routes.items() if to[0] != workflow_id}
+        for name, listening in list(self._listeners.items()):
+            self._listeners[name] = [to for to in listening if to[0] != workflow_id]
+        return True
+
     def listeners(self, event: str) -> list[tuple[Workflow, str]]:
         """The served workflows, and their triggers, that start on ``event``."""
         return [(self.served[id], key) for id, key in self._listeners.get(event, ())]

@@ -377,6 +377,16 @@ class Engine(AsyncContextManagerMixin):
         await self._catalog.keep(served, self._require_store(), self.clock.now())
         return served
 
+    async def stop_serving(self, workflow_id: str) -> bool:
+        """Serve ``workflow_id`` no more: its webhooks, events and schedules start
+        nothing in this engine, and it is no longer kept in the store
+        (:meth:`keep_serving`). Its executions carry on. False if it was not served."""
+        served = self._catalog.unserve(workflow_id)
+        if self._schedules is not None:
+            self._schedules.disarm(workflow_id)
+        kept = await self._require_store().forget_kept_workflow(workflow_id)
+        return served or kept
+
     async def start_webhook(
         self,
         path: str,

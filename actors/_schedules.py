@@ -105,6 +105,11 @@ class Schedules:
         except PranaError as exc:
             logger.error("cannot run the schedules of workflow %s: %s", workflow.id, exc)
 
+    def disarm(self, workflow_id: str) -> None:
+        """Fire ``workflow_id``'s schedules no more (from this engine)."""
+        for key in [key for key in self._armed if key[0] == workflow_id]:
+            del self._armed[key]
+
     async def fire(self, slot: ScheduleSlot) -> None:
         """A schedule's time came: claim it, start its execution, arm the next."""
         armed = self._armed.get((slot.workflow_id, slot.trigger))

@@ -7,7 +7,8 @@ engine's public API and writes its answer as JSON. Routes:
   ``GET /metrics`` (Prometheus: :mod:`._metrics`),
   ``GET /api/openapi.json`` (this API as OpenAPI 3.1);
 * ``GET /api/workflows``, ``GET /api/workflows/{id}``: the workflows served;
-  ``POST /api/workflows`` serves one more (its definition as JSON), ``POST
+  ``POST /api/workflows`` serves one more (its definition as JSON; ``DELETE
+  /api/workflows/{id}`` serves it no more), ``POST
   /api/workflows/validate`` only checks it (422 with every problem and its path);
 * ``POST /api/workflows/{id}/executions``: start one, the body its input;
   ``Idempotency-Key`` starts it once; ``?wait=SECONDS`` answers when it stops (ends
@@ -234,6 +235,12 @@ class Api:
                 "send the workflow's definition as a JSON object (id, version, nodes, connections)",
             )
         return body
+
+    async def stop_serving(self, request: Request) -> Response:
+        workflow_id = request.path_params["workflow_id"]
+        if not await self.engine.stop_serving(workflow_id):
+            self._served(workflow_id)  # 404, naming the ones served
+        return Response(status_code=204)
 
     async def get_workflow(self, request: Request) -> Response:
         workflow = self._served(request.path_params["workflow_id"])
@@ -538,6 +545,7 @@ def create_app(
         api.route("/api/workflows", api.register_workflow, methods=post),
         api.route("/api/workflows/validate", api.validate_workflow, methods=post),
         api.route("/api/workflows/{workflow_id}", api.get_workflow),
+        api.route("/api/workflows/{workflow_id}", api.stop_serving, methods=["DELETE"]),
         api.route("/api/workflows/{workflow_id}/executions", api.start, methods=post),
         api.route("/api/executions", api.list_executions),
         api.route("/api/executions/{execution_id}", api.get_execution),

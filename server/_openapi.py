@@ -103,6 +103,14 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
         200,
         _json({"type": "object"}, "the definition"),
     ),
+    ("delete", "/api/workflows/{workflow_id}"): (
+        "Serve a workflow no more (webhooks, events and schedules start nothing; it is "
+        "no longer kept in the store); its executions carry on",
+        [_WORKFLOW_ID],
+        None,
+        204,
+        {"description": "no longer served"},
+    ),
     ("post", "/api/workflows/{workflow_id}/executions"): (
         "Start an execution, the body its input. Idempotency-Key starts it once (200 "
         "with the first one's execution); wait answers once it stops",

@@ -153,6 +153,10 @@ class MemoryStore:
         """The definitions kept to be served, by id."""
         return [copy.deepcopy(self._workflows[self._kept[id]]) for id in sorted(self._kept)]
 
+    async def forget_kept_workflow(self, workflow_id: str) -> bool:
+        """Serve ``workflow_id`` no more; false if none was kept."""
+        return self._kept.pop(workflow_id, None) is not None
+
     async def load_workflow(self, workflow_hash: str) -> StoredWorkflow | None:
         """The definition with this hash, or ``None``."""
         found = self._workflows.get(workflow_hash)

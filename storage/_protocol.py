@@ -104,6 +104,11 @@ class Store(Protocol):
         """The definitions kept to be served, by id."""
         ...
 
+    async def forget_kept_workflow(self, workflow_id: str) -> bool:
+        """Serve ``workflow_id`` no more (its definitions stay, for its executions);
+        false if none was kept."""
+        ...
+
     async def load_workflow(self, workflow_hash: str) -> StoredWorkflow | None:
         """The definition with this hash, or ``None``."""
         ...

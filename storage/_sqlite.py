@@ -201,6 +201,15 @@ class SQLiteStore:
 
         return await self._read(fetch)
 
+    async def forget_kept_workflow(self, workflow_id: str) -> bool:
+        """Serve ``workflow_id`` no more; false if none was kept."""
+
+        def forget(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("DELETE FROM kept_workflows WHERE id = ?", (workflow_id,))
+            return cursor.rowcount > 0
+
+        return await self._write(forget)
+
     async def claim_orphans(
         self,
         *,

@@ -433,3 +433,22 @@ async def test_a_served_schedule_fires_under_the_daemon_s_virtual_clock(tmp_path
     assert schedule["next_at"] == 1_900_000_800.0  # 18:00
     assert done["trigger"] == "tick"
     assert done["output"] == {"at": "2030-03-17T18:00:00+00:00"}
+
+
+async def test_a_workflow_served_no_more_answers_nothing_even_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    intake = prana.workflow_to_dict(example("order_intake.yaml"))
+    shop = {"X-Shop": "berlin"}
+    async with daemon(tmp_path / "d.db") as url:
+        await request(url, "POST", "/api/workflows", intake)
+        answered = await request(url, "POST", "/hooks/orders", {"amount": 1}, headers=shop)
+        stopped = await request(url, "DELETE", "/api/workflows/order_intake")
+        refused = await request(url, "POST", "/hooks/orders", {"amount": 2}, headers=shop)
+        again = await request(url, "DELETE", "/api/workflows/order_intake")
+        kept_run = await request(url, "GET", f"/api/executions/{answered.json()['execution_id']}")
+    async with daemon(tmp_path / "d.db") as url:
+        listed = await request(url, "GET", "/api/workflows")
+    assert (answered.status, stopped.status, refused.status, again.status) == (202, 204, 404, 404)
+    assert kept_run.json()["workflow_id"] == "order_intake"  # its executions stay
+    assert listed.json()["workflows"] == []

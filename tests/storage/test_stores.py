@@ -1122,3 +1122,16 @@ async def test_a_kept_workflow_is_the_one_kept_last_for_its_id(kind: str, tmp_pa
         loaded = await store.load_workflow("h1")
     assert [(w.id, w.version, w.definition) for w in kept] == [("w", 2, {"v": 2})]
     assert loaded is not None  # the older definition stays, for its executions
+
+
+@STORES
+async def test_a_kept_workflow_is_forgotten_and_its_definition_stays(
+    kind: str, tmp_path: Path
+) -> None:
+    kept = StoredWorkflow(hash="h1", id="w", version=1, definition={"v": 1}, created_at=1.0)
+    async with opened(kind, tmp_path) as store:
+        await store.keep_workflow(kept)
+        assert await store.forget_kept_workflow("w")
+        assert not await store.forget_kept_workflow("w")
+        assert await store.kept_workflows() == []
+        assert await store.load_workflow("h1") is not None
