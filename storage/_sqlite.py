@@ -151,36 +151,13 @@ class SQLiteStore:
     async def save_workflow(self, workflow: StoredWorkflow) -> None:
         """Keep a definition, once per hash."""
 
-        def insert(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT OR IGNORE INTO workflows (hash, id, version, definition, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    workflow.hash,
-                    workflow.id,
-                    workflow.version,
-                    codec.dumps(workflow.definition),
-                    workflow.created_at,
-                ),
-            )
-
-        await self._write(insert)
+        await self._write(lambda db: _insert_definition(db, workflow))
 
     async def keep_workflow(self, workflow: StoredWorkflow) -> None:
         """Keep a definition as the one served for its id."""
 
         def keep(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT OR IGNORE INTO workflows (hash, id, version, definition, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    workflow.hash,
-                    workflow.id,
-                    workflow.version,
-                    codec.dumps(workflow.definition),
-                    workflow.created_at,
-                ),
-            )
+            _insert_definition(db, workflow)
             db.execute(
                 "INSERT INTO kept_workflows (id, hash) VALUES (?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET hash = excluded.hash",
@@ -563,6 +540,21 @@ class SQLiteStore:
 
 # The final statuses, as SQL: ('cancelled', 'completed', ...).
 _FINAL = "(" + ", ".join(f"'{status}'" for status in sorted(FINAL_STATUSES)) + ")"
+
+
+def _insert_definition(db: sqlite3.Connection, workflow: StoredWorkflow) -> None:
+    """Keep a definition, once per hash."""
+    db.execute(
+        "INSERT OR IGNORE INTO workflows (hash, id, version, definition, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (
+            workflow.hash,
+            workflow.id,
+            workflow.version,
+            codec.dumps(workflow.definition),
+            workflow.created_at,
+        ),
+    )
 
 
 def _workflow_from_row(row: Sequence[Any]) -> StoredWorkflow:
