@@ -116,10 +116,6 @@ class Flow:
         self._run_counts[index] = run_index + 1
         return run_index
 
-    def has_run(self, index: int) -> bool:
-        """Whether node ``index`` has run (or started to) in this execution."""
-        return self._run_counts[index] > 0
-
     @property
     def skipped(self) -> list[str]:
         """Keys of the nodes skipped so far, in skip order (a node skipped in several
@@ -179,11 +175,10 @@ class Flow:
 
     # ------------------------------------------------------------------ events
 
-    def node_ended(self, node: CompiledNode, port: str | None, run: NodeRun) -> None:
+    def node_ended(self, node: CompiledNode, port: str, run: NodeRun) -> None:
         """Node ``node``'s run ended and goes on through ``port``: the edges on that
         port deliver ``run``, the others die, and the node settles in its loops."""
-        if port is not None:
-            self._route(node, port, run)
+        self._route(node, port, run)
         self._settle(node.index)
 
     def propagate(self, commands: list[Command], now: float) -> ErrorInfo | None:

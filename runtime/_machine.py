@@ -416,9 +416,9 @@ class ExecutionMachine:
         return runs
 
     @property
-    def ready(self) -> tuple[int, ...]:
-        """The nodes ready to run, by index, the next to run last."""
-        return tuple(self._ready)
+    def ready(self) -> list[int]:
+        """The nodes ready to run, by index, the next to run last (a copy)."""
+        return list(self._ready)
 
     @property
     def saved(self) -> bool:

@@ -59,8 +59,9 @@ def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, A
     paths: dict[str, Any] = {}
     machine.flow.dump(paths, whole=whole)
     paths["next"] = machine.trail.next_index
-    if machine.ready:
-        paths["ready"] = list(machine.ready)
+    ready = machine.ready
+    if ready:
+        paths["ready"] = ready
     in_flight = machine.in_flight
     if in_flight:
         paths["running"] = tuple(

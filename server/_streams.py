@@ -198,9 +198,7 @@ class EventLog:
                 if entry[0] > after:
                     yield entry
                 continue
-            with anyio.move_on_after(KEEP_ALIVE) as quiet:
-                await watching.changed.wait()
-            if quiet.cancelled_caught:
+            if not await _came(watching.changed):
                 yield None
 
     async def follow(
@@ -219,10 +217,15 @@ class EventLog:
                     after = entry[0]
                     yield entry
                 continue
-            with anyio.move_on_after(KEEP_ALIVE) as quiet:
-                await self._appended.wait()
-            if quiet.cancelled_caught:
+            if not await _came(self._appended):
                 yield None
+
+
+async def _came(changed: anyio.Event) -> bool:
+    """Wait for ``changed`` for ``KEEP_ALIVE`` seconds at most; whether it came."""
+    with anyio.move_on_after(KEEP_ALIVE):
+        await changed.wait()
+    return changed.is_set()
 
 
 async def execution_stream(

@@ -13,12 +13,25 @@ import anyio
 
 import prana
 from prana.server import ServeConfig, serve
+from tests.server.client import request
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def example(name: str) -> prana.Workflow:
     return prana.load_workflow(EXAMPLES / name)
+
+
+async def start_waiting(
+    url: str, workflow: str = "approval", headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Start an execution of ``workflow`` (an approval of 4 000 by default) and
+    return it once it waits."""
+    path = f"/api/workflows/{workflow}/executions?wait=10"
+    reply = await request(url, "POST", path, {"amount": 4000}, headers=headers)
+    execution = reply.json()
+    assert execution["status"] == "suspended"
+    return dict(execution)
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ from starlette.routing import Route
 import prana
 from prana.server import create_app
 from tests.server.client import request
-from tests.server.conftest import daemon, example
+from tests.server.conftest import daemon, example, start_waiting
 
 PROBLEM = "application/problem+json"
 
@@ -73,10 +73,7 @@ async def test_an_idempotency_key_starts_one_execution(tmp_path: Path) -> None:
 
 async def test_a_waiting_node_is_answered_by_its_token(tmp_path: Path) -> None:
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
-        started = await request(
-            url, "POST", "/api/workflows/approval/executions?wait=10", {"amount": 4000}
-        )
-        waiting = started.json()
+        waiting = await start_waiting(url)
         (suspension,) = waiting["suspensions"]
         listed = await request(url, "GET", "/api/executions?status=suspended")
         answered = await request(
@@ -96,10 +93,7 @@ async def test_a_waiting_node_is_answered_by_its_token(tmp_path: Path) -> None:
 
 async def test_control_pauses_unpauses_and_cancels(tmp_path: Path) -> None:
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
-        started = await request(
-            url, "POST", "/api/workflows/approval/executions?wait=10", {"amount": 4000}
-        )
-        execution_id = started.json()["id"]
+        execution_id = (await start_waiting(url))["id"]
         base = f"/api/executions/{execution_id}"
         paused = await request(url, "POST", f"{base}/pause")
         unpaused = await request(url, "POST", f"{base}/unpause")
@@ -162,10 +156,7 @@ async def test_bad_requests_are_refused_with_what_to_do(tmp_path: Path) -> None:
 
 async def test_explain_says_in_words_why_an_execution_waits(tmp_path: Path) -> None:
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
-        started = await request(
-            url, "POST", "/api/workflows/approval/executions?wait=10", {"amount": 4000}
-        )
-        execution = started.json()
+        execution = await start_waiting(url)
         explained = await request(url, "GET", f"/api/executions/{execution['id']}/explain")
     (token,) = [s["token"] for s in execution["suspensions"]]
     body = explained.json()
@@ -337,8 +328,7 @@ async def test_a_signed_resume_path_answers_a_wait_without_an_api_token(tmp_path
     async with daemon(
         tmp_path / "d.db", [example("approval.yaml")], tokens=["t"], signing_key="k3y"
     ) as url:
-        start = "/api/workflows/approval/executions?wait=10"
-        waiting = (await request(url, "POST", start, {"amount": 4000}, headers=token)).json()
+        waiting = await start_waiting(url, headers=token)
         (suspension,) = waiting["suspensions"]
         path = suspension["resume_path"]
         tampered = path[:-4] + ("0000" if not path.endswith("0000") else "1111")

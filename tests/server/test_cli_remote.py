@@ -10,7 +10,7 @@ import pytest
 
 from prana.actors._cli import main
 from tests.server.client import request
-from tests.server.conftest import daemon, example
+from tests.server.conftest import daemon, example, start_waiting
 
 
 async def prana(*argv: str) -> int:
@@ -25,8 +25,7 @@ async def test_list_show_resume_and_status_go_through_the_daemon(
     monkeypatch.setenv("PRANA_DB", str(tmp_path / "unused.db"))
     token = {"Authorization": "Bearer s3cret"}
     async with daemon(tmp_path / "d.db", [example("approval.yaml")], tokens=["s3cret"]) as url:
-        start = "/api/workflows/approval/executions?wait=10"
-        waiting = (await request(url, "POST", start, {"amount": 4000}, headers=token)).json()
+        waiting = await start_waiting(url, headers=token)
         (suspension,) = waiting["suspensions"]
         listed = await prana("--url", url, "list", "--status", "suspended")
         out_list = capsys.readouterr().out
@@ -56,8 +55,7 @@ async def test_control_through_the_daemon_and_what_a_wrong_url_says(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
-        start = "/api/workflows/approval/executions?wait=10"
-        waiting = (await request(url, "POST", start, {"amount": 4000})).json()
+        waiting = await start_waiting(url)
         paused = await prana("--url", url, "pause", waiting["id"])
         cancelled = await prana("--url", url, "cancel", waiting["id"], "--reason", "not needed")
         out = capsys.readouterr().out
@@ -79,8 +77,7 @@ async def test_logs_follows_an_execution_to_its_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
-        start = "/api/workflows/approval/executions?wait=10"
-        waiting = (await request(url, "POST", start, {"amount": 4000})).json()
+        waiting = await start_waiting(url)
         (suspension,) = waiting["suspensions"]
         printed = ""
         async with anyio.create_task_group() as group:

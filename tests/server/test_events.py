@@ -10,7 +10,7 @@ import anyio
 import prana
 from tests.helpers import make_workflow
 from tests.server.client import ServerEvent, read_events, request
-from tests.server.conftest import daemon, example
+from tests.server.conftest import daemon, example, start_waiting
 
 
 def two_waits() -> prana.Workflow:
@@ -24,14 +24,6 @@ def two_waits() -> prana.Workflow:
         ["start -> first", "first -> second", "second -> done"],
         id="two_waits",
     )
-
-
-async def start_waiting(url: str, workflow: str) -> dict:
-    path = f"/api/workflows/{workflow}/executions?wait=10"
-    reply = await request(url, "POST", path, {"amount": 4000})
-    execution = reply.json()
-    assert execution["status"] == "suspended"
-    return execution
 
 
 def named(events: list[ServerEvent]) -> list[str]:
