@@ -186,10 +186,21 @@ def _configure(
 
 
 def _identity(db: sqlite3.Connection) -> tuple[int, int, list[str]]:
-    """The file's application id, schema version and tables."""
-    application_id = db.execute("PRAGMA application_id").fetchone()[0]
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    """The file's application id, schema version and tables, read in one transaction:
+    read statement by statement, they could straddle another process's migration and
+    show its tables without its application id."""
+    own = not db.in_transaction
+    if own:
+        db.execute("BEGIN")
+    try:
+        application_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = [
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+    finally:
+        if own:
+            db.execute("COMMIT")
     return application_id, version, tables
 
 
