@@ -11,9 +11,11 @@ from ._schedules import ScheduleInfo as ScheduleInfo
 from ._services import EngineHealth as EngineHealth
 from ._services import ServiceHealth as ServiceHealth
 from ._subscription import Subscription as Subscription
+from ._tally import Durations as Durations
 
 __all__ = (
     "Clock",
+    "Durations",
     "Engine",
     "EngineHealth",
     "EngineStatistics",

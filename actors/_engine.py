@@ -78,6 +78,7 @@ from ._services import BackgroundServices, EngineHealth
 from ._subscription import Middleware, Publisher, Subscription, as_link
 from ._supervision import LeaseLost, Lost, ResumeRequest
 from ._supervisor import ExecutionSupervisor
+from ._tally import Durations, Tally
 from ._timers import TimerActor, arm_due_timers, fire_timer
 from ._turns import DEFAULT_STEPS_AT_ONCE
 from ._worker import call_action
@@ -91,11 +92,17 @@ Durability = Literal["off", "normal", "full"]
 @attrs.frozen(kw_only=True)
 class EngineStatistics:
     """Counts of what an engine has done: ``live_executions`` in memory now,
-    ``commits`` (transactions) and ``checkpoints`` saved since it started."""
+    ``commits`` (transactions) and ``checkpoints`` saved since it started; since the
+    engine was made, ``node_runs`` by outcome (``completed``, ``failed``,
+    ``suspended``), how long the runs took (``node_run_times``, the action's own
+    time) and how long the store took to commit (``commit_times``)."""
 
     live_executions: int
     commits: int
     checkpoints: int
+    node_runs: Mapping[str, int]
+    node_run_times: Durations
+    commit_times: Durations
 
 
 class Engine(AsyncContextManagerMixin):
@@ -166,6 +173,7 @@ class Engine(AsyncContextManagerMixin):
         self._catalog = Catalog(self.actions, limits)
         self._engine_subscriptions: set[Subscription] = set()
         self._background = BackgroundServices()
+        self._tally = Tally()
         self._store: Store | None = None
         self._live: LiveExecutions | None = None
         self._children: ChildExecutions | None = None
@@ -184,7 +192,7 @@ class Engine(AsyncContextManagerMixin):
         await store.open()
         self._store = store
         leases = Leases(store, owner=self.owner, term=self._lease)
-        writer = self._writer = CheckpointWriter(store, leases, self.clock.now)
+        writer = self._writer = CheckpointWriter(store, leases, self.clock.now, self._tally)
         timers = self._timer_actor = TimerActor(
             self.clock,
             self._fire_timer,
@@ -207,6 +215,7 @@ class Engine(AsyncContextManagerMixin):
                     durable=durability != "off",
                     env=self._env,
                     limits=self.limits,
+                    tally=self._tally,
                     publisher=lambda: Publisher(self._middleware, self._engine_subscriptions),
                     parent=lambda live: ChildExecutions(
                         live=live,
@@ -870,6 +879,9 @@ class Engine(AsyncContextManagerMixin):
             live_executions=self.live_count,
             commits=writer.batches if writer is not None else 0,
             checkpoints=writer.written if writer is not None else 0,
+            node_runs=self._tally.node_runs,
+            node_run_times=self._tally.node_run_times,
+            commit_times=self._tally.commit_times,
         )
 
     def health(self) -> EngineHealth:

@@ -64,6 +64,7 @@ from ._supervision import (
     apply_message,
 )
 from ._supervisor import ExecutionSupervisor
+from ._tally import Tally
 from ._turns import DEFAULT_STEPS_AT_ONCE, Turn, Turns
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class LiveExecutions:
         parent: Callable[[LiveExecutions], Parent],
         background: BackgroundServices,
         task_group: TaskGroup,
+        tally: Tally,
         steps_at_once: int = DEFAULT_STEPS_AT_ONCE,
     ) -> None:
         self._store = store
@@ -129,6 +131,7 @@ class LiveExecutions:
             parent=parent(self),
             start_worker=functools.partial(task_group.create_task, name="prana node worker"),
             turns=Turns(steps_at_once),
+            tally=tally,
         )
         self._env = env
         self._limits = limits

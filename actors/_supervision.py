@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from ._clock import Clock
     from ._ownership import Leases
+    from ._tally import Tally
     from ._timers import TimerActor
     from ._turns import Turns
     from ._writer import CheckpointWriter
@@ -174,6 +175,7 @@ class Services:
     parent: Parent
     start_worker: Callable[[Coroutine[Any, Any, None]], TaskHandle[None]]
     turns: Turns
+    tally: Tally
 
 
 class Stopped(PranaError):

@@ -344,6 +344,7 @@ class ExecutionSupervisor:
         machine = self.machine
         now = self._services.clock.now()
         if isinstance(message, NodeResult):
+            self._services.tally.node_ran(message)
             return machine.handle(message, now)
         if isinstance(message, LeaseLost):
             raise lost(self.execution_id)

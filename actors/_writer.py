@@ -18,6 +18,7 @@ quick nodes never holds the event loop for more than one step.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
@@ -31,6 +32,7 @@ from prana._records import Checkpoint
 from prana.storage import Store
 
 from ._ownership import Leases
+from ._tally import Tally
 
 
 @attrs.define(eq=False)
@@ -64,8 +66,11 @@ BATCH_LIMIT = 64
 class CheckpointWriter:
     """Commits checkpoints, in batches under load; one per engine."""
 
-    def __init__(self, store: Store, leases: Leases, now: Callable[[], float]) -> None:
+    def __init__(
+        self, store: Store, leases: Leases, now: Callable[[], float], tally: Tally | None = None
+    ) -> None:
         self._store = store
+        self._tally = tally if tally is not None else Tally()
         self._leases = leases
         self._now = now
         self._committing = False
@@ -143,12 +148,14 @@ class CheckpointWriter:
                 batch.done.set()
 
     async def _commit(self, checkpoints: Sequence[Checkpoint]) -> set[str]:
+        began = time.perf_counter()
         lost = await self._store.commit(
             checkpoints,
             owner=self._leases.owner,
             lease_expires=self._leases.expiry(),
             now=self._now(),
         )
+        self._tally.committed(time.perf_counter() - began)
         self.batches += 1
         self.written += len(checkpoints)
         return lost

@@ -54,6 +54,7 @@ from ._registry import ActionRegistry as ActionRegistry
 from ._subworkflows import ExecuteWorkflow as ExecuteWorkflow
 from ._triggers import TriggerError as TriggerError
 from ._version import __version__ as __version__
+from .actors import Durations as Durations
 from .actors import Engine as Engine
 from .actors import EngineHealth as EngineHealth
 from .actors import EngineStatistics as EngineStatistics
@@ -67,6 +68,7 @@ from .actors import tune_gc as tune_gc
 __all__ = (
     "ActionRegistry",
     "Connection",
+    "Durations",
     "Engine",
     "EngineHealth",
     "EngineStatistics",

@@ -1,8 +1,8 @@
 """``/metrics``: the daemon and its engine in Prometheus's text format.
 
 The engine's figures are read when the page is asked for (executions by status from
-the store, live executions, commits and checkpoints, each background service's
-health); the HTTP figures are counted as requests are answered. Each app has its own
+the store, live executions, commits and checkpoints, node runs by outcome and their
+durations, the store's commit times, each background service's health); the HTTP figures are counted as requests are answered. Each app has its own
 registry, so that two apps in one process (tests) do not mix their figures.
 """
 
@@ -12,7 +12,12 @@ import time
 from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 import prana
@@ -47,6 +52,23 @@ class _EngineFigures(Collector):
             yield CounterMetricFamily(
                 "prana_checkpoints", "Checkpoints saved", value=self.statistics.checkpoints
             )
+            runs = CounterMetricFamily(
+                "prana_node_runs", "Node runs reported by their workers, by outcome",
+                labels=["outcome"],
+            )  # fmt: skip
+            for outcome, count in sorted(self.statistics.node_runs.items()):
+                runs.add_metric([outcome], count)
+            yield runs
+            yield _histogram(
+                "prana_node_run_duration_seconds",
+                "How long node runs' actions took",
+                self.statistics.node_run_times,
+            )
+            yield _histogram(
+                "prana_store_commit_duration_seconds",
+                "How long the store took to commit a transaction of checkpoints",
+                self.statistics.commit_times,
+            )
         if self.health is not None:
             up = GaugeMetricFamily(
                 "prana_service_up", "1 while a background service runs without errors",
@@ -61,6 +83,16 @@ class _EngineFigures(Collector):
                 failures.add_metric([service.name], service.failures)
             yield up
             yield failures
+
+
+def _histogram(name: str, documentation: str, durations: prana.Durations) -> Metric:
+    buckets: list[tuple[str, float]] = []
+    below = 0
+    for bound, count in zip(durations.bounds, durations.counts, strict=False):
+        below += count
+        buckets.append((repr(bound), below))
+    buckets.append(("+Inf", durations.count))
+    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=durations.total)
 
 
 class Metrics:

@@ -111,6 +111,11 @@ async def test_concurrent_executions_share_commits() -> None:
         assert statistics.checkpoints >= 50 * 6
         assert statistics.commits < statistics.checkpoints / 4  # many per transaction
     assert outputs == {n: n for n in range(50)}
+    # Every node run counted, with its duration; every transaction timed.
+    assert statistics.node_runs == {"completed": 50 * 6, "failed": 0, "suspended": 0}
+    assert statistics.node_run_times.count == 50 * 6
+    assert statistics.commit_times.count == statistics.commits
+    assert statistics.commit_times.total > 0
 
 
 async def test_a_newer_prana_migrates_the_schema_forward(

@@ -267,6 +267,14 @@ async def test_metrics_count_executions_by_status_and_requests(tmp_path: Path) -
     assert 'prana_executions{status="completed"} 2.0' in lines
     assert 'prana_executions{status="suspended"} 1.0' in lines
     assert "prana_live_executions 0.0" in lines
+    # Two paid at once (trigger, if, pay: 3 runs each), one waits (trigger, if, wait).
+    assert 'prana_node_runs_total{outcome="completed"} 8.0' in lines
+    assert 'prana_node_runs_total{outcome="suspended"} 1.0' in lines
+    assert 'prana_node_runs_total{outcome="failed"} 0.0' in lines
+    assert "prana_node_run_duration_seconds_count 9.0" in lines
+    assert 'prana_node_run_duration_seconds_bucket{le="+Inf"} 9.0' in lines
+    commits = next(line for line in lines if line.startswith("prana_store_commits_total"))
+    assert f"prana_store_commit_duration_seconds_count {commits.split()[1]}" in lines
     assert 'prana_service_up{service="heartbeat"} 1.0' in lines
     route = 'route="/api/workflows/{workflow_id}/executions"'
     assert f'prana_http_requests_total{{method="POST",{route},status="201"}} 3.0' in lines
