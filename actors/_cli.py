@@ -492,8 +492,9 @@ def _command_serve(args: argparse.Namespace) -> int:
             workflows.append(load_workflow(path, actions=actions))
         else:
             raise UsageError(f"--workflows {given}: no such file or folder")
+    db = find_database(args.db, create=True).resolve()
     config = ServeConfig(
-        store=f"sqlite:///{database(args)}",
+        store=f"sqlite:///{db}",
         actions=actions,
         workflows=workflows,
         host=args.host,
@@ -508,6 +509,7 @@ def _command_serve(args: argparse.Namespace) -> int:
     if problems:
         raise UsageError("; ".join(problems))
     if args.check:
+        print(f"prana: {SQLiteStore(db).check()}", file=sys.stderr)  # or StoreError
         print(f"prana: the configuration is valid ({len(workflows)} workflows)", file=sys.stderr)
         return EXIT_OK
 

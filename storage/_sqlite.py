@@ -28,7 +28,7 @@ from prana._records import (
 from . import _codec as codec
 from . import _sqlite_rows as rows
 from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
-from ._sqlite_file import parse_url
+from ._sqlite_file import describe_file, parse_url
 from ._sqlite_reads import (
     SELECT_EXECUTION,
     SUSPENSION_COLUMNS,
@@ -81,6 +81,12 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
+
+    def check(self) -> str:
+        """What opening the store would find, in words, changing nothing (a new file,
+        a prana database at a schema version); raises :class:`StoreError` saying why
+        it cannot be used (another program's database, a newer schema, read-only)."""
+        return describe_file(self.path, busy_timeout=self.busy_timeout)
 
     # ------------------------------------------------------------------ lifetime
 

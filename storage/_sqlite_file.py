@@ -124,20 +124,8 @@ def open_read_only(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
             f"there is no database at {path}: nothing has run with it yet ('prana run' "
             "creates it); give another with --db or PRANA_DB"
         )
-    if path.is_dir():
-        raise StoreError(f"{path} is a directory, not a database file")
+    db = _open_existing_read_only(path, busy_timeout=busy_timeout)
     try:
-        db = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro",
-            uri=True,
-            timeout=busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-    except sqlite3.Error as exc:
-        raise store_error(exc, "open", path, busy_timeout) from None
-    try:
-        _check_identity(db, path, busy_timeout)
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version != LATEST:
             raise StoreError(
@@ -153,6 +141,51 @@ def open_read_only(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _open_existing_read_only(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
+    """A read-only connection to the existing file at ``path``, refused unless it is
+    a prana database this code can read or migrate."""
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a database file")
+    try:
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        raise store_error(exc, "open", path, busy_timeout) from None
+    try:
+        _check_identity(db, path, busy_timeout)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def describe_file(path: Path, *, busy_timeout: float) -> str:
+    """What opening ``path`` would find, changing nothing: a new database, or a prana
+    database at a schema version (older ones are migrated on opening). Raises
+    :class:`StoreError` saying why the file cannot be used."""
+    if not path.exists():
+        return f"{path} does not exist yet: it is created on start"
+    if not path.is_dir() and not os.access(path, os.W_OK):
+        raise StoreError(f"cannot write {path}: it is read-only; give prana a file it can write")
+    db = _open_existing_read_only(path, busy_timeout=busy_timeout)
+    try:
+        _, version, tables = _identity(db)
+    except sqlite3.Error as exc:
+        raise store_error(exc, "read", path, busy_timeout) from None
+    finally:
+        db.close()
+    if not tables:
+        return f"{path} is empty: prana's tables are created on start"
+    if version < LATEST:
+        return f"{path} is at schema version {version}: it is migrated to {LATEST} on start"
+    return f"{path} is a prana database at schema version {version}"
 
 
 def _close_all(*connections: sqlite3.Connection | None) -> None:

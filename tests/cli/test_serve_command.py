@@ -3,6 +3,7 @@ refuses."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -14,12 +15,31 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_check_validates_the_configuration_and_exits(
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["serve", "--workflows", str(EXAMPLES / "approval.yaml"), "--check"])
+    db = tmp_path / "flows.db"
+    workflow = str(EXAMPLES / "approval.yaml")
+    code = main(["serve", "--db", str(db), "--workflows", workflow, "--check"])
     _, err = capsys.readouterr()
     assert code == 0
+    assert f"{db} does not exist yet: it is created on start" in err
     assert "the configuration is valid (1 workflows)" in err
+    assert not db.exists()  # the check changes nothing
+
+
+def test_check_refuses_a_database_prana_cannot_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE customers (name TEXT)")
+    connection.close()
+    before = other.read_bytes()
+    code = main(["serve", "--db", str(other), "--check"])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "is a SQLite database of another program (tables: customers)" in err
+    assert other.read_bytes() == before
 
 
 def test_an_invalid_workflow_fails_the_check(
