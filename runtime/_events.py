@@ -86,8 +86,10 @@ class ExecutionPaused(Event):
 
 @attrs.frozen(kw_only=True)
 class ExecutionResumed(Event):
-    """A paused execution carries on (``cause="unpause"``), or a failed one runs its
-    failed node again (``cause="retry"``)."""
+    """A paused execution carries on (``cause="unpause"``), a failed one runs its
+    failed node again (``cause="retry"``), or a suspended one carries on because a
+    wait ended: resumed with a token, its timer fired, its child ended
+    (``cause="wait"``; the waiting node's completion follows)."""
 
     cause: str
 

@@ -1001,6 +1001,7 @@ class ExecutionMachine:
         self.waits.remove(suspension.execution_index)
         if self.status == "suspended":
             self.status = "running"
+            self.journal.resumed(self._commands, now, "wait")
         run = self.trail[suspension.execution_index]
         started = suspension.started_at if suspension.started_at is not None else now
         result = NodeResult(

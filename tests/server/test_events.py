@@ -60,6 +60,7 @@ async def test_a_stream_starts_with_the_execution_and_follows_it_to_its_end(
     assert snapshot.data["status"] == "suspended"
     assert int(snapshot.id) == execution["last_event"]
     assert named(events[1:]) == [
+        "ExecutionResumed",  # by the token
         "NodeCompleted",  # approval
         "NodeSkipped",  # its timeout's branch
         "NodeStarted",
@@ -71,8 +72,9 @@ async def test_a_stream_starts_with_the_execution_and_follows_it_to_its_end(
     ]
     numbers = [int(event.id) for event in events]
     assert numbers == list(range(numbers[0], numbers[0] + len(events)))
-    assert events[1].data["node_key"] == "approval"
-    assert events[1].data["run"]["output"] == {"approved": True}
+    assert events[1].data["cause"] == "wait"
+    assert events[2].data["node_key"] == "approval"
+    assert events[2].data["run"]["output"] == {"approved": True}
     # An ended execution's stream is its snapshot alone.
     assert ended[0] == 200
     assert [(e.event, e.data["status"], int(e.id)) for e in ended[1]] == [
@@ -109,16 +111,23 @@ async def test_a_stream_resumed_with_last_event_id_gets_every_event_it_missed(
         _, stale = await read_events(url, path, headers={"Last-Event-ID": "1"})
     assert named(first_part) == [
         "snapshot",
+        "ExecutionResumed",
         "NodeCompleted",
         "NodeStarted",
         "NodeSuspended",
         "ExecutionSuspended",
     ]
-    assert named(rest) == ["NodeCompleted", "NodeStarted", "NodeCompleted", "ExecutionCompleted"]
+    assert named(rest) == [
+        "ExecutionResumed",
+        "NodeCompleted",
+        "NodeStarted",
+        "NodeCompleted",
+        "ExecutionCompleted",
+    ]
     assert [int(event.id) for event in rest] == list(
         range(int(last_seen) + 1, int(last_seen) + 1 + len(rest))
     )
-    assert rest[0].data["run"]["output"] == {"n": 2}
+    assert rest[1].data["run"]["output"] == {"n": 2}
     # Events before the log began listening are not held: a snapshot instead.
     assert [(e.event, e.data["status"]) for e in stale] == [("snapshot", "completed")]
 
@@ -143,7 +152,7 @@ async def test_numbers_go_on_across_a_restart_of_the_daemon(tmp_path: Path) -> N
             await listening.wait()
             await request(url, "POST", f"/api/resume/{token}", {"approved": False})
     # The client was up to date: no snapshot, and the events go on from its number.
-    assert streamed[0].event == "NodeCompleted"
+    assert named(streamed[:2]) == ["ExecutionResumed", "NodeCompleted"]
     assert [int(event.id) for event in streamed] == list(
         range(execution["last_event"] + 1, execution["last_event"] + 1 + len(streamed))
     )
