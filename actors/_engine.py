@@ -757,6 +757,17 @@ class Engine(AsyncContextManagerMixin):
             execution, node_runs=tuple(runs[index] for index in sorted(runs)), runs_left_out=0
         )
 
+    async def workflow_of(self, execution_id: str) -> Workflow:
+        """The workflow an execution runs, at the very version it started on (which
+        may no longer be served). Raises :class:`ExecutionNotFound` if there is no
+        such execution, :class:`PranaError` if its definition is missing from the store."""
+        live = self._require_live()
+        supervisor = live.get(execution_id)
+        if supervisor is not None:
+            return supervisor.machine.graph.workflow
+        stored = await live.load(execution_id)
+        return (await self._catalog.graph_for(stored, self._require_store())).workflow
+
     # ------------------------------------------------------------------ schedules
 
     async def schedules(self) -> list[ScheduleInfo]:

@@ -32,7 +32,8 @@ engine's public API and writes its answer as JSON. Routes:
   given a secret takes requests signed with it only (``X-Prana-Signature:
   sha256=HMAC``);
 * ``POST /resume/{token}?signature=...``: a wait's signed ``resume_path``, which
-  answers it without an API token (with a signing key).
+  answers it without an API token (with a signing key);
+* ``/ui``: the web view (:mod:`._ui`).
 
 Under ``/api`` a request carries ``Authorization: Bearer TOKEN`` with one of the
 daemon's tokens (when it has any). Bodies are JSON, at most ``max_body`` bytes; at
@@ -82,6 +83,7 @@ from ._requests import (
 )
 from ._streams import EventLog, all_stream, execution_stream
 from ._tracing import Tracing
+from ._ui import Ui
 
 JSON = "application/json"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
@@ -397,12 +399,14 @@ class Api:
         execution_id = request.path_params["execution_id"]
         await self.engine.get(execution_id)  # 404 before the stream starts
         last = request.headers.get("last-event-id")
-        return self._stream(execution_stream(self.log, self.engine, execution_id, last))
+        return self.stream(execution_stream(self.log, self.engine, execution_id, last))
 
     async def all_events(self, request: Request) -> Response:
-        return self._stream(all_stream(self.log, request.headers.get("last-event-id")))
+        return self.stream(all_stream(self.log, request.headers.get("last-event-id")))
 
-    def _stream(self, chunks: AsyncGenerator[bytes, None]) -> Response:
+    def stream(self, chunks: AsyncGenerator[bytes, None]) -> Response:
+        """``chunks`` as a response of server-sent events, counted among the open
+        streams (503 past ``max_streams``)."""
         if self.streams >= self.max_streams:
             raise HTTPProblem(
                 503,
@@ -562,7 +566,8 @@ def create_app(
         api.route("/hooks/{path:path}", api.hook, methods=hooks, private=False),
         api.route("/resume/{token}", api.signed_resume, methods=post, private=False),
     ]
-    app = Starlette(routes=routes, lifespan=api.lifespan)
+    ui = Ui(engine, tokens=api.tokens, bodies=api.bodies, log=api.log, stream=api.stream)
+    app = Starlette(routes=[*routes, *ui.routes()], lifespan=api.lifespan)
     app.state.event_log = api.log
     return app
 

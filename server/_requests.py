@@ -124,7 +124,11 @@ def int_option(request: Request, name: str, default: int, least: int, most: int)
 def time_option(request: Request, name: str) -> float | None:
     """``?NAME=``: a moment, as seconds since the epoch or an ISO 8601 date and time
     (UTC unless it says otherwise)."""
-    text = request.query_params.get(name)
+    return moment_of(name, request.query_params.get(name))
+
+
+def moment_of(name: str, text: str | None) -> float | None:
+    """``text`` (the value of ``name``) as a moment (see :func:`time_option`)."""
     if text is None:
         return None
     try:
@@ -152,7 +156,11 @@ def cursor_of(started_at: float, execution_id: str) -> str:
 
 def cursor_option(request: Request) -> tuple[float, str] | None:
     """``?cursor=``, as :func:`cursor_of` made it."""
-    text = request.query_params.get("cursor")
+    return cursor_from(request.query_params.get("cursor"))
+
+
+def cursor_from(text: str | None) -> tuple[float, str] | None:
+    """A cursor :func:`cursor_of` made, read back."""
     if text is None:
         return None
     started, _, execution_id = text.partition("~")

@@ -201,6 +201,17 @@ class EventLog:
             if not await _came(watching.changed):
                 yield None
 
+    async def take_all(self, watching: _Watch) -> list[tuple[int, events.Event | None]] | None:
+        """Every entry of ``watching`` not read yet, once there is one; ``[]`` after
+        ``KEEP_ALIVE`` seconds without any; ``None`` once the log is closed."""
+        if not watching.entries and not self.closed:
+            await _came(watching.changed)
+        if self.closed:
+            return None
+        taken = list(watching.entries)
+        watching.entries.clear()
+        return taken
+
     async def follow(
         self, after: int
     ) -> AsyncGenerator[tuple[int, events.Event | None] | None, None]:

@@ -93,7 +93,7 @@ async def request(
 
 @attrs.frozen
 class ServerEvent:
-    """One server-sent event: its id, its name and its data (JSON)."""
+    """One server-sent event: its id, its name and its data (JSON, or else text)."""
 
     id: str | None
     event: str
@@ -106,15 +106,22 @@ def _parse_events(text: str) -> tuple[list[ServerEvent], str]:
     while "\n\n" in text:
         block, text = text.split("\n\n", 1)
         fields: dict[str, str] = {}
+        data: list[str] = []
         for line in block.splitlines():
             if line.startswith(":"):
                 continue  # a comment (keep-alive)
             name, _, value = line.partition(": ")
-            fields[name] = value
+            if name == "data":
+                data.append(value)
+            else:
+                fields[name] = value
         if "event" in fields:
-            found.append(
-                ServerEvent(fields.get("id"), fields["event"], orjson.loads(fields["data"]))
-            )
+            text_data = "\n".join(data)
+            try:
+                value = orjson.loads(text_data)
+            except orjson.JSONDecodeError:
+                value = text_data
+            found.append(ServerEvent(fields.get("id"), fields["event"], value))
     return found, text
 
 
