@@ -298,13 +298,15 @@ class Api:
         executions = await self.engine.list_executions(
             status=status,  # type: ignore[arg-type]
             workflow=query.get("workflow"),
-            limit=limit,
+            limit=limit + 1,  # one more says whether there is a next page
             started_after=time_option(request, "since"),
             started_before=time_option(request, "until"),
             older_than=cursor_option(request),
         )
-        last = executions[-1] if len(executions) == limit else None
-        following = None if last is None else cursor_of(last.started_at or 0.0, last.id)
+        following = None
+        if len(executions) > limit:
+            executions = executions[:limit]
+            following = cursor_of(executions[-1].started_at or 0.0, executions[-1].id)
         return json_response(
             {"executions": [e.to_dict(runs=False) for e in executions], "next_cursor": following}
         )

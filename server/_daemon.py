@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -80,8 +81,9 @@ async def serve(
     ready: Callable[[str], Any] | None = None,
     stop: anyio.Event | None = None,
 ) -> None:
-    """Run the daemon until SIGTERM or SIGINT, or until ``stop`` is set; ``ready`` is
-    called with the URL it answers at once it accepts connections."""
+    """Run the daemon until SIGTERM or SIGINT (when run in the main thread), or until
+    ``stop`` is set; ``ready`` is called with the URL it answers at once it accepts
+    connections."""
     async with prana.Engine(
         store=config.store, actions=config.actions, clock=config.clock
     ) as engine:
@@ -108,7 +110,8 @@ async def serve(
         hypercorn.errorlog = logging.getLogger("hypercorn.error")
         stop = stop or anyio.Event()
         async with anyio.create_task_group() as group:
-            group.start_soon(_stop_on_signals, stop)
+            if threading.current_thread() is threading.main_thread():
+                group.start_soon(_stop_on_signals, stop)  # only that thread gets them
             logger.info("serving %s at %s", config.store, url)
             if ready is not None:
                 ready(url)  # the socket listens: connections wait for the server

@@ -185,4 +185,5 @@ def layout(workflow: prana.Workflow) -> Layout:
         end = (head.x, head.y + head.inputs[connection.to_port])
         edges.append(Edge(connection, start, end, (connection.from_, connection.to) in back))
     width = MARGIN * 2 + len(columns) * (NODE_WIDTH + COLUMN_GAP) - COLUMN_GAP
-    return Layout(boxes, edges, width, tallest + ROW_GAP + 30.0)
+    below = 30.0 if back else 0.0  # room for the loops drawn under their nodes
+    return Layout(boxes, edges, width, tallest + below)

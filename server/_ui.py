@@ -47,7 +47,8 @@ from ._svg import STATES, graph_svg, node_states, timeline_svg
 HERE = Path(__file__).parent
 SESSION = "prana_session"
 LIVE_INTERVAL = 0.25  # seconds between two renders of a run's live part
-PAGE = 50  # runs per page
+PAGE = 50  # runs per page, unless the user chooses one of PAGE_SIZES
+PAGE_SIZES = (50, 100, 200, 500)
 HISTORY = 500  # the runs a workflow's history is drawn from
 STATUSES = ("running", "suspended", "paused", "completed", "failed", "cancelled", "pending")
 CONTROLS = ("cancel", "pause", "unpause", "retry")
@@ -207,22 +208,28 @@ class Ui:
         status = query.get("status")
         if status is not None and status not in STATUSES:
             raise HTTPProblem(400, "Invalid filter", f"status must be one of {', '.join(STATUSES)}")
+        size = int(query["size"]) if query.get("size", "").isdigit() else PAGE
+        if size not in PAGE_SIZES:
+            raise HTTPProblem(
+                400, "Invalid page size", f"show {', '.join(map(str, PAGE_SIZES))} runs a page"
+            )
         executions = await self.engine.list_executions(
             status=status,  # type: ignore[arg-type]
             workflow=query.get("workflow"),
-            limit=PAGE,
+            limit=size + 1,  # one more says whether there is a next page
             started_after=moment_of("since", query.get("since")),
             started_before=moment_of("until", query.get("until")),
             older_than=cursor_from(query.get("cursor")),
         )
         following = None
-        if len(executions) == PAGE:
+        if len(executions) > size:
+            executions = executions[:size]
             last = executions[-1]
             cursor = cursor_of(last.started_at or 0.0, last.id)
             following = urllib.parse.urlencode({**query, "cursor": cursor})
         return self.render(
             request, "runs.html", executions=executions, query=query, next_page=following,
-            statuses=STATUSES, workflows=[w.id for w in self.engine.served()],
+            statuses=STATUSES, workflows=[w.id for w in self.engine.served()], sizes=PAGE_SIZES,
             first_page=urllib.parse.urlencode({k: v for k, v in query.items() if k != "cursor"}),
         )  # fmt: skip
 
