@@ -7,7 +7,9 @@
   wide graph (ten branches of a hundred nodes joined by merges, with IF nodes); and
   the page of a run of the 1 000-node chain (every node completed);
 * the runs page answers in under 200 ms with ``--executions`` in the store: the first
-  page, a page filtered by status, one filtered by workflow, and the tenth page on.
+  page, a page filtered by status (one that every run has, one that none has), one
+  filtered by workflow, and the tenth page on; and the workflows page, which counts
+  each workflow's runs by status.
 
 Each figure is the median and the slowest of ``--repeat`` requests, next to its goal;
 the last line is the figures as JSON.
@@ -155,8 +157,10 @@ def main() -> None:
             runs = {
                 "first page": f"{url}/ui/runs",
                 "status=completed": f"{url}/ui/runs?status=completed",
+                "status=failed (none)": f"{url}/ui/runs?status=failed",
                 "workflow=one": f"{url}/ui/runs?workflow=one",
                 "tenth page": tenth,
+                "workflows page (counts by status)": f"{url}/ui/workflows",
             }
             for name, address in runs.items():
                 median, slowest = timed(lambda a=address: fetch(a), options.repeat)

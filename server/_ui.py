@@ -291,7 +291,17 @@ class Ui:
         return self.render(request, "run.html", drawer=drawer, **parts)
 
     def _drawer(self, execution: prana.Execution, node_key: str) -> dict[str, Any]:
-        runs = [run for run in execution.node_runs if run.node_key == node_key]
+        by_index = {run.execution_index: run for run in execution.node_runs}
+        runs = []
+        for run in execution.node_runs:
+            if run.node_key == node_key:
+                # What it was given: the outputs of the runs its input came from.
+                given = [
+                    (port, by_index[index].node_key, by_index[index].output)
+                    for port, index in run.inputs
+                    if index in by_index
+                ]
+                runs.append((run, given))
         waits = [s for s in execution.suspensions if s.node_key == node_key]
         return {"node_key": node_key, "runs": runs, "waits": waits}
 

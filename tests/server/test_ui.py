@@ -277,3 +277,40 @@ def test_the_graph_is_laid_out_in_columns_with_loops_drawn_back() -> None:
     assert columns == {"start": 0, "step": 1, "check": 2, "done": 3}
     assert back == [("check", "step")]
     assert set(drawn.boxes["check"].outputs) == {"true", "false"}
+
+
+async def test_a_failed_nodes_drawer_shows_its_input_error_and_traceback(
+    tmp_path: Path,
+) -> None:
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.reserve")
+    def reserve(ctx: Any) -> Any:
+        raise ValueError(f"no stock for {ctx.input['sku']}")
+
+    workflow = prana.load_workflow(
+        {
+            "id": "shop",
+            "nodes": [
+                {"key": "start", "type": "manual.trigger"},
+                {"key": "order", "type": "data.set", "params": {"values": {"sku": "A-1"}}},
+                {"key": "reserve", "type": "test.reserve"},
+            ],
+            "connections": [{"from": "start", "to": "order"}, {"from": "order", "to": "reserve"}],
+        },
+        actions=actions,
+    )
+    async with daemon(tmp_path / "d.db", [workflow], actions=actions) as url:
+        start = "/api/workflows/shop/executions?wait=10"
+        failed = (await request(url, "POST", start, {})).json()
+        page = (await request(url, "GET", f"/ui/runs/{failed['id']}?node=reserve")).body.decode()
+    assert failed["status"] == "failed"
+    assert 'data-key="reserve" data-state="failed"' in page
+    assert "✗ failed" in page
+    assert "<h4>Input, from order</h4>" in page
+    assert "&#34;sku&#34;: &#34;A-1&#34;" in page
+    assert "action_error: ValueError: no stock for A-1" in page
+    assert "<h4>Traceback</h4>" in page
+    assert "in reserve" in page  # the action's own frame
+    assert f'action="/ui/runs/{failed["id"]}/retry"' in page  # offered: it failed
+    assert f'action="/ui/runs/{failed["id"]}/pause"' not in page
