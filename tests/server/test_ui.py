@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 import prana
 from tests.server.client import Reply, read_events, request
@@ -314,3 +315,26 @@ async def test_a_failed_nodes_drawer_shows_its_input_error_and_traceback(
     assert "in reserve" in page  # the action's own frame
     assert f'action="/ui/runs/{failed["id"]}/retry"' in page  # offered: it failed
     assert f'action="/ui/runs/{failed["id"]}/pause"' not in page
+
+
+async def test_a_run_is_rerun_from_a_chosen_node(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        start = "/api/workflows/approval/executions?wait=10"
+        first = (await request(url, "POST", start, {"amount": 30})).json()
+        page = await request(url, "GET", f"/ui/runs/{first['id']}")
+        token = csrf_of(page)
+        reply = await post_form(
+            url, f"/ui/runs/{first['id']}/rerun", {"csrf": token, "node": "auto_pay"}
+        )
+        rerun_id = reply.headers["location"].split("?")[0].rsplit("/", 1)[1]
+        with anyio.fail_after(10):
+            while (again := await execution(url, rerun_id))["status"] == "running":
+                await anyio.lowlevel.checkpoint()  # the daemon is in this loop
+        shown = (await request(url, "GET", reply.headers["location"])).body.decode()
+    assert 'data-key="auto_pay"' in page.body.decode()
+    assert rerun_id != first["id"]
+    assert again["status"] == "completed"
+    assert again["output"] == first["output"]
+    ran = [run["node_key"] for run in again["node_runs"] if run.get("status") == "completed"]
+    assert "auto_pay" in ran
+    assert f"a rerun of {first['id']}" in shown
