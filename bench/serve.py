@@ -184,9 +184,15 @@ def start_daemon(folder: Path, backend: str) -> tuple[subprocess.Popen[str], str
         ("wait.json", workflow({"type": "manual.trigger"}, "bench_wait", wait=True)),
     ):
         (folder / name).write_text(text)
+    return spawn_daemon(folder / "bench.db", folder, "--backend", backend)
+
+
+def spawn_daemon(db: Path, workflows: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """A ``prana serve`` process over ``db`` serving the workflows in the folder
+    ``workflows``, on a free loopback port, without tokens; and its URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "prana", "serve", "--db", str(folder / "bench.db"),
-         "--workflows", str(folder), "--port", "0", "--backend", backend],
+        [sys.executable, "-m", "prana", "serve", "--db", str(db), "--workflows",
+         str(workflows), "--port", "0", *options],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,

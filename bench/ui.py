@@ -22,7 +22,6 @@ import itertools
 import json
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,8 @@ import prana
 from prana.server._layout import layout
 from prana.server._svg import graph_svg
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve import spawn_daemon
 
 
 def chain(n: int) -> dict[str, Any]:
@@ -87,19 +87,6 @@ def fetch(url: str) -> bytes:
         return bytes(reply.read())
 
 
-def start_daemon(folder: Path) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prana", "serve", "--db", str(folder / "bench.db"),
-         "--workflows", str(folder / "flows"), "--port", "0"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "serving at " in line:
-            return process, line.split("serving at ")[1].strip()
-    raise RuntimeError(f"the daemon did not start ({process.wait()})")
-
-
 async def fill(db: Path, executions: int, workflows: list[dict[str, Any]]) -> str:
     """``executions`` runs of a one-node workflow, and one of the 1 000-node chain
     (whose id is returned)."""
@@ -136,7 +123,7 @@ def main() -> None:
         began = time.perf_counter()
         big = anyio.run(fill, folder / "bench.db", options.executions, list(shapes.values()))
         print(f"  ({options.executions} executions stored in {time.perf_counter() - began:.0f} s)")
-        daemon, url = start_daemon(folder)
+        daemon, url = spawn_daemon(folder / "bench.db", folder / "flows")
         try:
             pages = {
                 "workflow page, chain of 1 000": f"{url}/ui/workflows/chain1000",

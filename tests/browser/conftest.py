@@ -22,7 +22,8 @@ import anyio.from_thread
 import pytest
 
 import prana
-from prana.server import ServeConfig, serve
+from prana.server import serve
+from tests.server.conftest import serve_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -89,14 +90,7 @@ def daemon(
     tokens: Sequence[str] = (),
 ) -> Iterator[str]:
     """A daemon on a loopback port in a thread of its own; its URL."""
-    config = ServeConfig(
-        store=f"sqlite:///{db}",
-        actions=actions or prana.ActionRegistry(),
-        workflows=workflows,
-        port=0,
-        tokens=tokens,
-        grace=1.0,
-    )
+    config = serve_config(db, workflows, actions=actions, tokens=tokens)
     with anyio.from_thread.start_blocking_portal("asyncio") as portal:
         stop = portal.call(anyio.Event)
         urls: list[str] = []

@@ -34,6 +34,24 @@ async def start_waiting(
     return dict(execution)
 
 
+def serve_config(
+    db: Path,
+    workflows: Sequence[prana.Workflow],
+    *,
+    actions: prana.ActionRegistry | None = None,
+    **options: Any,
+) -> ServeConfig:
+    """The configuration of a test's daemon: on a free loopback port, over ``db``."""
+    return ServeConfig(
+        store=f"sqlite:///{db}",
+        actions=actions or prana.ActionRegistry(),
+        workflows=workflows,
+        port=0,
+        grace=1.0,
+        **options,
+    )
+
+
 @asynccontextmanager
 async def daemon(
     db: Path,
@@ -48,14 +66,12 @@ async def daemon(
     clock: Any = None,
 ) -> AsyncIterator[str]:
     """A daemon serving ``workflows`` over the SQLite file ``db``; its URL."""
-    config = ServeConfig(
-        store=f"sqlite:///{db}",
-        actions=actions or prana.ActionRegistry(),
-        workflows=workflows,
-        port=0,
+    config = serve_config(
+        db,
+        workflows,
         tokens=tokens,
         max_body=max_body,
-        grace=1.0,
+        actions=actions,
         webhook_secrets=webhook_secrets or {},
         signing_key=signing_key,
         tracer_provider=tracer_provider,
