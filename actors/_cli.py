@@ -45,7 +45,7 @@ from prana._model import Workflow
 from prana._records import FINAL_STATUSES, Execution
 from prana._registry import ActionRegistry
 from prana._rerun import ORIGINAL
-from prana.storage import SQLiteStore
+from prana.storage import PostgresStore, SQLiteStore, open_store
 
 from ._cli_database import find_database
 from ._cli_parser import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, command_parser
@@ -492,9 +492,13 @@ def _command_serve(args: argparse.Namespace) -> int:
             workflows.append(load_workflow(path, actions=actions))
         else:
             raise UsageError(f"--workflows {given}: no such file or folder")
-    db = find_database(args.db, create=True).resolve()
+    given = args.db or os.environ.get("PRANA_DB")
+    if given and "://" in given:  # a store URL: sqlite:///..., postgresql://...
+        store = open_store(given)
+    else:
+        store = SQLiteStore(find_database(args.db, create=True).resolve())
     config = ServeConfig(
-        store=f"sqlite:///{db}",
+        store=store,
         actions=actions,
         workflows=workflows,
         host=args.host,
@@ -509,7 +513,9 @@ def _command_serve(args: argparse.Namespace) -> int:
     if problems:
         raise UsageError("; ".join(problems))
     if args.check:
-        print(f"prana: {SQLiteStore(db).check()}", file=sys.stderr)  # or StoreError
+        if not isinstance(store, (SQLiteStore, PostgresStore)):
+            raise UsageError(f"prana serve keeps executions in SQLite or PostgreSQL, not {given}")
+        print(f"prana: {store.check()}", file=sys.stderr)  # or StoreError
         print(f"prana: the configuration is valid ({len(workflows)} workflows)", file=sys.stderr)
         return EXIT_OK
 

@@ -38,7 +38,7 @@ class ServeConfig:
     """What ``prana serve`` runs: the store, the actions and workflows, where it
     listens, its tokens and limits."""
 
-    store: str
+    store: Any  # a store URL or a prana.storage.Store, as Engine(store=...) takes it
     actions: prana.ActionRegistry = attrs.field(factory=prana.ActionRegistry)
     workflows: Sequence[prana.Workflow] = ()
     host: str = "127.0.0.1"

@@ -4,6 +4,7 @@ from prana._records import StoredExecution as StoredExecution
 
 from ._memory import MemoryStore as MemoryStore
 from ._open import open_store as open_store
+from ._postgres import PostgresStore as PostgresStore
 from ._protocol import ScheduleRow as ScheduleRow
 from ._protocol import ScheduleState as ScheduleState
 from ._protocol import Store as Store
@@ -12,6 +13,7 @@ from ._sqlite import SQLiteStore as SQLiteStore
 
 __all__ = (
     "MemoryStore",
+    "PostgresStore",
     "SQLiteStore",
     "ScheduleRow",
     "ScheduleState",

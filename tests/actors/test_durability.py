@@ -560,8 +560,8 @@ async def test_a_store_file_that_is_not_prana_is_refused(tmp_path: Path) -> None
 
 
 async def test_engine_rejects_an_unknown_store_url() -> None:
-    with pytest.raises(prana.StoreError, match="unknown store 'postgres://x'"):
-        async with prana.Engine(store="postgres://x"):
+    with pytest.raises(prana.StoreError, match="unknown store 'mongodb://x'"):
+        async with prana.Engine(store="mongodb://x"):
             pass
 
 

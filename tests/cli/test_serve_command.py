@@ -25,6 +25,10 @@ def test_check_validates_the_configuration_and_exits(
     assert f"{db} does not exist yet: it is created on start" in err
     assert "the configuration is valid (1 workflows)" in err
     assert not db.exists()  # the check changes nothing
+    as_url = main(["serve", "--db", f"sqlite:///{db}", "--check"])
+    _, err = capsys.readouterr()
+    assert as_url == 0
+    assert f"{db} does not exist yet" in err
 
 
 def test_check_refuses_a_database_prana_cannot_use(

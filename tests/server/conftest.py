@@ -35,15 +35,16 @@ async def start_waiting(
 
 
 def serve_config(
-    db: Path,
+    db: Path | str,
     workflows: Sequence[prana.Workflow],
     *,
     actions: prana.ActionRegistry | None = None,
     **options: Any,
 ) -> ServeConfig:
-    """The configuration of a test's daemon: on a free loopback port, over ``db``."""
+    """The configuration of a test's daemon: on a free loopback port, over ``db`` (a
+    SQLite file, or a store URL)."""
     return ServeConfig(
-        store=f"sqlite:///{db}",
+        store=db if isinstance(db, str) else f"sqlite:///{db}",
         actions=actions or prana.ActionRegistry(),
         workflows=workflows,
         port=0,
@@ -54,7 +55,7 @@ def serve_config(
 
 @asynccontextmanager
 async def daemon(
-    db: Path,
+    db: Path | str,
     workflows: Sequence[prana.Workflow] = (),
     *,
     tokens: Sequence[str] = (),

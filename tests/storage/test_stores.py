@@ -19,15 +19,29 @@ import pytest
 
 import prana
 from prana._records import Checkpoint
-from prana.storage import MemoryStore, ScheduleState, SQLiteStore, Store, StoredWorkflow
+from prana.storage import (
+    MemoryStore,
+    PostgresStore,
+    ScheduleState,
+    SQLiteStore,
+    Store,
+    StoredWorkflow,
+)
 from prana.storage._schema import LATEST, MIGRATIONS
+from tests import postgres
 
 ME, OTHER = "host:1:me", "host:2:other"
 
 
 @asynccontextmanager
 async def opened(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
-    store: Store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "s.db")
+    store: Store
+    if kind == "memory":
+        store = MemoryStore()
+    elif kind == "postgres":
+        store = PostgresStore(postgres.database())
+    else:
+        store = SQLiteStore(tmp_path / "s.db")
     await store.open()
     try:
         yield store
@@ -80,7 +94,7 @@ def waiting(
     )
 
 
-STORES = pytest.mark.parametrize("kind", ["memory", "sqlite"])
+STORES = pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
 
 
 async def save_workflow(store: Store) -> None:

@@ -1,0 +1,240 @@
+"""Rows of the PostgreSQL store: applying a checkpoint, and making records of rows
+(the store's transactions are in :mod:`._postgres`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prana._records import Checkpoint, NodeRun, StoredExecution, Suspension
+
+from . import _codec as codec
+from ._protocol import ScheduleState, StoredWorkflow
+
+Connection = Any  # psycopg.Connection: psycopg is an optional extra
+
+EXECUTION_COLUMNS = (
+    "id, workflow_id, workflow_version, workflow_hash, trigger, status, input, vars, paths, "
+    "iteration_count, error, started_at, finished_at, updated_at, parent_execution_id, "
+    "root_execution_id, owner, lease_expires, mode, depth, deadline, request, revision"
+)
+
+
+# The execution's columns, its JSON ones as text (decoded by orjson, not psycopg).
+TEXT_COLUMNS = ", ".join(
+    f"{name}::text" if name in ("input", "vars", "paths", "error", "request") else name
+    for name in EXECUTION_COLUMNS.split(", ")
+)
+
+
+def may_apply(checkpoint: Checkpoint, row: Sequence[Any] | None, owner: str, now: float) -> bool:
+    """Whether ``owner`` may apply ``checkpoint`` to the execution's ``row``."""
+    if row is None:
+        return checkpoint.kind == "start"
+    if checkpoint.kind == "start":  # started already, by this engine or another
+        return False
+    _, held_by, lease, status, revision = row[:5]
+    if checkpoint.kind == "take":
+        free = held_by in (None, owner) or (lease or 0.0) <= now
+        return status == checkpoint.take_from and free and revision == checkpoint.revision
+    return bool(held_by == owner)
+
+
+def apply_checkpoint(
+    db: Connection,
+    checkpoint: Checkpoint,
+    row: Sequence[Any] | None,
+    owner: str,
+    lease_expires: float,
+    now: float,
+) -> None:
+    running = checkpoint.status == "running"
+    execution_id = checkpoint.execution_id
+    vars_json = codec.dumps(dict(checkpoint.vars)) if checkpoint.vars is not None else None
+    values = (
+        checkpoint.workflow_id, checkpoint.workflow_version, checkpoint.workflow_hash,
+        checkpoint.trigger, checkpoint.status, codec.dumps(dict(checkpoint.active_paths)),
+        checkpoint.iteration_count, codec.dumps_error(checkpoint.error), checkpoint.started_at,
+        checkpoint.finished_at, now, checkpoint.parent_execution_id,
+        checkpoint.root_execution_id, owner if running else None, checkpoint.mode,
+        checkpoint.depth, checkpoint.deadline,
+    )  # fmt: skip
+    if row is None:
+        db.execute(
+            f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES "
+            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, NULL, 1)",
+            (
+                execution_id, *values[:5], codec.dumps(checkpoint.input), vars_json or "{}",
+                *values[5:14], lease_expires if running else None, *values[14:],
+            ),
+        )  # fmt: skip
+    else:
+        step = checkpoint.kind == "step"
+        db.execute(
+            "UPDATE executions SET workflow_id = %s, workflow_version = %s, "
+            "workflow_hash = %s, trigger = %s, status = %s, paths = %s, "
+            "iteration_count = %s, error = %s, started_at = %s, finished_at = %s, "
+            "updated_at = %s, parent_execution_id = %s, root_execution_id = %s, owner = %s, "
+            "mode = %s, depth = %s, deadline = %s, vars = COALESCE(%s::json, vars), "
+            "lease_expires = CASE WHEN %s THEN lease_expires ELSE %s END, "
+            "revision = CASE WHEN %s THEN revision ELSE revision + 1 END, "
+            "request = CASE WHEN %s THEN NULL ELSE request END WHERE id = %s",
+            (
+                *values, vars_json, step, lease_expires if running else None, step,
+                checkpoint.kind == "take" or checkpoint.clear_request, execution_id,
+            ),
+        )  # fmt: skip
+    with db.cursor() as cursor:
+        if checkpoint.runs:
+            cursor.executemany(
+                "INSERT INTO node_runs (execution_id, execution_index, record) "
+                "VALUES (%s, %s, %s) ON CONFLICT (execution_id, execution_index) "
+                "DO UPDATE SET record = excluded.record",
+                [(execution_id, run.execution_index, codec.dumps(run)) for run in checkpoint.runs],
+            )
+        dropped = [n for n, block in checkpoint.paths_blocks.items() if block is None]
+        if dropped:
+            cursor.execute(
+                "DELETE FROM paths_blocks WHERE execution_id = %s AND number = ANY(%s)",
+                (execution_id, dropped),
+            )
+        blocks = [(n, b) for n, b in checkpoint.paths_blocks.items() if b is not None]
+        if blocks:
+            cursor.executemany(
+                "INSERT INTO paths_blocks (execution_id, number, block) VALUES (%s, %s, %s) "
+                "ON CONFLICT (execution_id, number) DO UPDATE SET block = excluded.block",
+                [(execution_id, n, codec.dumps(b)) for n, b in blocks],
+            )
+        fields = [
+            (execution_id, key, field, codec.dumps(value))
+            for key, changed in checkpoint.node_contexts.items()
+            for field, value in changed.items()
+        ]
+        if fields:
+            cursor.executemany(
+                "INSERT INTO node_context_fields (execution_id, node_key, field, value) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (execution_id, node_key, field) "
+                "DO UPDATE SET value = excluded.value",
+                fields,
+            )
+        drops = [
+            (execution_id, key, field)
+            for key, gone in checkpoint.node_context_drops.items()
+            for field in gone
+        ]
+        if drops:
+            cursor.executemany(
+                "DELETE FROM node_context_fields "
+                "WHERE execution_id = %s AND node_key = %s AND field = %s",
+                drops,
+            )
+        if checkpoint.suspensions_removed:
+            cursor.execute(
+                "DELETE FROM suspensions WHERE execution_id = %s AND execution_index = ANY(%s)",
+                (execution_id, list(checkpoint.suspensions_removed)),
+            )
+        if checkpoint.suspensions_added:
+            cursor.executemany(
+                "INSERT INTO suspensions (execution_id, execution_index, token, wake_at, "
+                "child_execution_id, record) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (execution_id, execution_index) DO UPDATE SET token = "
+                "excluded.token, wake_at = excluded.wake_at, child_execution_id = "
+                "excluded.child_execution_id, record = excluded.record",
+                [
+                    (
+                        execution_id,
+                        s.execution_index,
+                        s.token,
+                        s.wake_at,
+                        s.child_execution_id,
+                        codec.dumps(s),
+                    )
+                    for s in checkpoint.suspensions_added
+                ],
+            )
+
+
+def insert_workflow(db: Connection, workflow: StoredWorkflow) -> None:
+    db.execute(
+        "INSERT INTO workflows (hash, id, version, definition, created_at) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (hash) DO NOTHING",
+        (
+            workflow.hash,
+            workflow.id,
+            workflow.version,
+            codec.dumps(dict(workflow.definition)),
+            workflow.created_at,
+        ),
+    )
+
+
+def workflow_from_row(row: Sequence[Any]) -> StoredWorkflow:
+    return StoredWorkflow(
+        hash=row[0], id=row[1], version=row[2], definition=codec.loads(row[3]), created_at=row[4]
+    )
+
+
+def schedule_from_row(row: Sequence[Any]) -> ScheduleState:
+    spec, next_at, pending_at, paused = row
+    return ScheduleState(next_at=next_at, pending_at=pending_at, spec=spec, paused=paused)
+
+
+def suspensions_of(db: Connection, ids: list[str]) -> dict[str, tuple[Suspension, ...]]:
+    """The waits of the executions ``ids``, by execution, in execution-index order."""
+    if not ids:
+        return {}
+    rows = db.execute(
+        "SELECT execution_id, record::text FROM suspensions WHERE execution_id = ANY(%s) "
+        "ORDER BY execution_id, execution_index",
+        (ids,),
+    ).fetchall()
+    found: dict[str, list[Suspension]] = {}
+    for execution_id, record in rows:
+        found.setdefault(execution_id, []).append(codec.structure(codec.loads(record), Suspension))
+    return {execution_id: tuple(waits) for execution_id, waits in found.items()}
+
+
+def execution_from_row(
+    row: Sequence[Any],
+    *,
+    runs: tuple[NodeRun, ...] = (),
+    suspensions: tuple[Suspension, ...] = (),
+    blocks: Mapping[int, Any] | None = None,
+    contexts: Mapping[str, Mapping[str, Any]] | None = None,
+) -> StoredExecution:
+    (
+        execution_id, workflow_id, workflow_version, workflow_hash, trigger, status, input_,
+        vars_, paths, iteration_count, error, started_at, finished_at, updated_at,
+        parent_execution_id, root_execution_id, owner, lease_expires, mode, depth, deadline,
+        request, revision,
+    ) = row  # fmt: skip
+    return StoredExecution(
+        id=execution_id,
+        workflow_id=workflow_id,
+        workflow_version=workflow_version,
+        workflow_hash=workflow_hash,
+        trigger=trigger,
+        status=status,
+        input=codec.loads(input_),
+        vars=codec.loads(vars_),
+        node_contexts=contexts or {},
+        active_paths=codec.loads(paths),
+        paths_blocks=blocks or {},
+        iteration_count=iteration_count,
+        error=codec.loads_error(error),
+        started_at=started_at,
+        finished_at=finished_at,
+        updated_at=updated_at,
+        parent_execution_id=parent_execution_id,
+        root_execution_id=root_execution_id,
+        owner=owner,
+        lease_expires=lease_expires,
+        runs=runs,
+        suspensions=suspensions,
+        mode=mode,
+        depth=depth,
+        deadline=deadline,
+        request=codec.loads(request),
+        revision=revision,
+    )

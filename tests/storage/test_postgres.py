@@ -1,0 +1,148 @@
+"""The PostgreSQL store as a user meets it: URLs, the databases it refuses, many
+processes opening a new database at once, and an engine that stops and starts again
+over it (the contract every store keeps is in test_stores.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+import prana
+from prana.storage import PostgresStore
+from tests import postgres
+
+WAITING = {
+    "id": "approve",
+    "nodes": [
+        {"key": "start", "type": "manual.trigger"},
+        {"key": "ask", "type": "wait.webhook"},
+        {"key": "done", "type": "data.set", "params": {"values": {"by": "{{ input.by }}"}}},
+    ],
+    "connections": [{"from": "start", "to": "ask"}, {"from": "ask", "to": "done"}],
+}
+
+
+def sql(url: str, *statements: str) -> list[Any]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        rows: list[Any] = []
+        for statement in statements:
+            cursor = db.execute(statement)
+            rows = cursor.fetchall() if cursor.description else []
+        return rows
+
+
+async def test_urls_say_what_is_wrong_with_them() -> None:
+    for bad, message in [
+        ("postgresql://u@h/db?schema=my-schema", "schema must be a plain name"),
+        ("postgresql://u@h/db?pool=0", "pool must be a whole number from 1 to 100"),
+        ("mysql://u@h/db", "not a PostgreSQL store URL"),
+    ]:
+        with pytest.raises(prana.StoreError, match=message):
+            PostgresStore(bad)
+    store = prana.storage.open_store("postgresql://u@h/db?schema=flows&pool=4")
+    assert isinstance(store, PostgresStore)
+    assert (store.schema, store.pool_size) == ("flows", 4)
+
+
+async def test_an_unreachable_server_is_a_clear_error() -> None:
+    postgres.require()
+    url = "postgresql://prana@/prana?host=/nonexistent-folder&connect_timeout=1"
+    with pytest.raises(prana.StoreError, match="cannot connect to PostgreSQL"):
+        async with prana.Engine(store=url):
+            pass
+
+
+async def test_a_schema_of_another_programs_tables_is_refused_and_left_alone() -> None:
+    url = postgres.database()
+    sql(url, "CREATE SCHEMA prana", "CREATE TABLE prana.customers (name TEXT)")
+    with pytest.raises(prana.StoreError, match=r"another program's tables \(customers\)"):
+        async with prana.Engine(store=url):
+            pass
+    tables = sql(
+        url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'prana'"
+    )
+    assert tables == [("customers",)]
+    # In a schema of its own, on the same database, it starts.
+    async with prana.Engine(store=url + "&schema=flows") as engine:
+        done = await engine.run(prana.load_workflow(WAITING))
+    assert done.status == "suspended"
+
+
+async def test_a_newer_schema_is_refused() -> None:
+    url = postgres.database()
+    async with prana.Engine(store=url):
+        pass
+    sql(url, "UPDATE prana.prana_schema SET version = 99")
+    with pytest.raises(prana.StoreError, match="schema version 99, newer than this prana"):
+        async with prana.Engine(store=url):
+            pass
+
+
+async def test_many_stores_open_a_new_database_at_once() -> None:
+    url = postgres.database()
+    stores = [PostgresStore(url) for _ in range(6)]
+    async with anyio.create_task_group() as group:
+        for store in stores:
+            group.start_soon(store.open)
+    for store in stores:
+        await store.aclose()
+    assert sql(url, "SELECT version FROM prana.prana_schema") == [(1,)]
+
+
+async def test_an_execution_waits_across_engines_and_finishes_once() -> None:
+    url = postgres.database()
+    workflow = prana.load_workflow(WAITING)
+    async with prana.Engine(store=url) as engine:
+        waiting = await engine.run(workflow, {"amount": 5})
+    (token,) = [s.token for s in waiting.suspensions]
+    assert token is not None
+    async with prana.Engine(store=url) as engine:  # another engine, later
+        listed = await engine.list_executions(status="suspended")
+        resumed = await engine.resume_token(token, {"by": "ann"})
+        finished = await engine.wait(resumed.id, until=lambda e: e.finished)
+    assert [e.id for e in listed] == [waiting.id]
+    assert finished.status == "completed"
+    assert finished.output == {"by": "ann"}
+    assert [run.node_key for run in finished.node_runs] == ["start", "ask", "done"]
+    assert finished.input == {"amount": 5}
+
+
+def test_serve_check_looks_at_a_postgres_database_without_changing_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from prana.actors._cli import main
+
+    url = postgres.database()
+    fresh = main(["serve", "--db", url, "--check"])
+    _, said = capsys.readouterr()
+    untouched = sql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'prana'")
+    sql(url, "CREATE SCHEMA prana", "CREATE TABLE prana.customers (name TEXT)")
+    refused = main(["serve", "--db", url, "--check"])
+    _, refusal = capsys.readouterr()
+    assert fresh == 0
+    assert "has no prana tables in schema 'prana' yet: they are created on start" in said
+    assert "the configuration is valid" in said
+    assert untouched == [(0,)]
+    assert refused == 1
+    assert "holds another program's tables (customers)" in refusal
+
+
+async def test_the_daemon_serves_executions_kept_in_postgres() -> None:
+    from tests.server.client import request
+    from tests.server.conftest import daemon, example, start_waiting
+
+    url = postgres.database()
+    async with daemon(url, [example("approval.yaml")]) as address:
+        waiting = await start_waiting(address)
+        (token,) = [s["token"] for s in waiting["suspensions"]]
+    async with daemon(url, [example("approval.yaml")]) as address:  # restarted
+        answered = await request(address, "POST", f"/api/resume/{token}", {"approved": True})
+        listed = (await request(address, "GET", "/api/executions?status=completed")).json()
+        page = (await request(address, "GET", f"/ui/runs/{waiting['id']}")).body.decode()
+    assert answered.json()["status"] == "completed"
+    assert [e["id"] for e in listed["executions"]] == [waiting["id"]]
+    assert 'data-key="pay" data-state="completed"' in page
