@@ -1,4 +1,5 @@
-"""A workload for the frozen-engine test: ``python -m tests.crash.freeze DB LOG JOBS BACKEND``.
+"""A workload for the frozen-engine test: ``python -m tests.crash.freeze DB LOG JOBS BACKEND``
+(DB: a SQLite file, or a store URL).
 
 It starts JOBS executions whose ``call`` node fails its first attempt and waits half
 a second, in memory, to try again; then one execution whose ``freeze`` node stops
@@ -98,7 +99,11 @@ def workflows() -> tuple[prana.Workflow, prana.Workflow]:
 async def main(db: str, jobs: int) -> None:
     retrying, freezer = workflows()
     async with prana.Engine(
-        actions=actions, store=f"sqlite:///{db}", env={}, lease=LEASE, heartbeat=0.2
+        actions=actions,
+        store=db if "://" in db else f"sqlite:///{db}",
+        env={},
+        lease=LEASE,
+        heartbeat=0.2,
     ) as engine:
         if not await engine.list_executions(limit=1):
             for job in range(jobs):

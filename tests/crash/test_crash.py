@@ -21,6 +21,7 @@ import pytest
 
 import prana
 from prana.testing import kill_at
+from tests import postgres
 
 pytestmark = pytest.mark.crash
 
@@ -28,29 +29,32 @@ ROOT = Path(__file__).resolve().parents[2]
 JOBS = 40
 
 
-def start_workload(db: Path, log: Path) -> subprocess.Popen[str]:
+def start_workload(db: Path | str, log: Path, lease: float = 30.0) -> subprocess.Popen[str]:
+    """The workload on the SQLite file ``db``, or the store at the URL ``db``."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.crash.workload", str(db), str(log), str(JOBS)],
         cwd=ROOT,
+        env={**os.environ, "PRANA_LEASE": str(lease)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def finish_workload(db: Path, log: Path) -> None:
+def finish_workload(db: Path | str, log: Path) -> None:
     process = start_workload(db, log)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert out.strip().endswith("DONE")
 
 
-def results(db: Path) -> dict[int, dict[str, Any]]:
+def results(db: Path | str) -> dict[int, dict[str, Any]]:
     """Each job's outcome, with its audit trail apart from timings and ids."""
 
     async def read() -> dict[int, dict[str, Any]]:
         found = {}
-        async with prana.Engine(store=f"sqlite:///{db}", recover=False) as engine:
+        store = db if isinstance(db, str) else f"sqlite:///{db}"
+        async with prana.Engine(store=store, recover=False) as engine:
             for summary in await engine.list_executions(limit=10_000):
                 execution = await engine.get(summary.id)
                 found[execution.input["job"]] = {
@@ -100,8 +104,14 @@ def test_killed_again_and_again_every_execution_ends_as_if_it_never_was(tmp_path
             break
     finish_workload(db, log)
     assert kills >= 3
+    assert_as_if_never_crashed(reference, results(db), log)
 
-    crashed = results(db)
+
+def assert_as_if_never_crashed(
+    reference: dict[int, dict[str, Any]], crashed: dict[int, dict[str, Any]], log: Path
+) -> None:
+    """Every job ended as in ``reference``; no node whose result was acknowledged
+    (``log``) started again, and every acknowledged result is kept."""
     assert crashed.keys() == reference.keys()
     for job, outcome in reference.items():
         survived = crashed[job]
@@ -128,6 +138,49 @@ def test_killed_again_and_again_every_execution_ends_as_if_it_never_was(tmp_path
     assert starts_after_ack == []
     assert set(acked_at) <= completed
     assert {key.split(":")[0] for key in acked_at} <= ids
+
+
+def test_three_processes_on_one_postgres_killed_and_frozen_end_as_if_never(
+    tmp_path: Path,
+) -> None:
+    reference_db, crashing_db = postgres.database(), postgres.database()
+    reference_log, log = tmp_path / "reference.log", tmp_path / "crashing.log"
+    finish_workload(reference_db, reference_log)
+    reference = results(reference_db)
+    assert all(job["status"] == "completed" for job in reference.values())
+
+    chance = random.Random(int(os.environ.get("PRANA_CRASH_SEED", "11")))
+    lease = 1.0  # a frozen process's executions are taken over a second on
+    running = [start_workload(crashing_db, log, lease) for _ in range(3)]
+    kills = 0
+    try:
+        for _ in range(6):  # SIGKILL one at random, and start another in its place
+            time.sleep(chance.uniform(0.3, 0.8))
+            victim = chance.choice(running)
+            if victim.poll() is None:
+                victim.send_signal(signal.SIGKILL)
+                kills += 1
+            victim.communicate(timeout=60)
+            running.remove(victim)
+            running.append(start_workload(crashing_db, log, lease))
+        # Freeze one past its lease; the others take its executions over.
+        frozen = chance.choice(running)
+        frozen.send_signal(signal.SIGSTOP)
+        time.sleep(3 * lease)
+        frozen.send_signal(signal.SIGCONT)
+        for process in running:
+            out, err = process.communicate(timeout=120)
+            if process.returncode == 0:
+                assert out.strip().endswith("DONE")
+            else:  # a process that woke to find it had lost its executions may say so
+                assert "is now run by another engine" in err, err
+    finally:
+        for process in running:
+            if process.poll() is None:
+                process.kill()
+    assert kills >= 3
+    finish_workload(crashing_db, log)  # whatever is left (nothing, if all went well)
+    assert_as_if_never_crashed(reference, results(crashing_db), log)
 
 
 CHAIN = {

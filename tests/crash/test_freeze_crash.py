@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 import prana
+from tests import postgres
 
 pytestmark = pytest.mark.crash
 
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 JOBS = 10
 
 
-def workload(db: Path, log: Path, backend: str, *, freeze: bool) -> subprocess.Popen[str]:
+def workload(db: Path | str, log: Path, backend: str, *, freeze: bool) -> subprocess.Popen[str]:
     env = {**os.environ, "PRANA_FREEZE": "1" if freeze else "0"}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.crash.freeze", str(db), str(log), str(JOBS), backend],
@@ -46,11 +47,13 @@ def wait_until(condition: object, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_frozen_engine_wakes_and_starts_nothing_another_took_over(
-    tmp_path: Path, backend: str
+    tmp_path: Path, backend: str, store: str
 ) -> None:
-    db, log = tmp_path / "prana.db", tmp_path / "actions.log"
+    log = tmp_path / "actions.log"
+    db = postgres.database() if store == "postgres" else tmp_path / "prana.db"
     frozen = workload(db, log, backend, freeze=True)
     try:
         wait_until(lambda: log.exists() and "frozen" in log.read_text(), "the freeze")
@@ -75,7 +78,8 @@ def test_a_frozen_engine_wakes_and_starts_nothing_another_took_over(
     assert first == {str(frozen.pid)}
 
     async def outcomes() -> list[prana.Execution]:
-        async with prana.Engine(store=f"sqlite:///{db}", recover=False) as engine:
+        url = db if isinstance(db, str) else f"sqlite:///{db}"
+        async with prana.Engine(store=url, recover=False) as engine:
             return [await engine.get(e.id) for e in await engine.list_executions(limit=100)]
 
     executions = anyio.run(outcomes)

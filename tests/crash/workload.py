@@ -1,8 +1,9 @@
 """A durable workload for crash tests: ``python -m tests.crash.workload DB LOG JOBS``.
 
-It runs JOBS executions on the SQLite file DB (chains, branches, loops, timer waits
-and webhook waits), starting the jobs the file does not have yet and carrying on
-those it has. Every side effect appends ``start <idempotency key>`` to LOG before it
+It runs JOBS executions on the SQLite file DB, or the store at the URL DB (chains,
+branches, loops, timer waits and webhook waits), starting the jobs the store does
+not have yet (each once, however many processes run this at once: by an idempotency
+key) and carrying on those it has. ``$PRANA_LEASE`` sets the engine's lease. Every side effect appends ``start <idempotency key>`` to LOG before it
 happens; every node result saved (its NodeCompleted event, published after its
 checkpoint) appends ``acked <key>``. Prints DONE when every job has ended.
 """
@@ -10,6 +11,7 @@ checkpoint) appends ``acked <key>``. Prints DONE when every job has ended.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,8 +133,14 @@ def flows() -> list[prana.Workflow]:
 
 async def main(db: str, jobs: int) -> None:
     workflows = flows()
+    lease = float(os.environ.get("PRANA_LEASE", "30"))
     async with prana.Engine(
-        actions=actions, store=f"sqlite:///{db}", middleware=[acked], env={}
+        actions=actions,
+        store=db if "://" in db else f"sqlite:///{db}",
+        middleware=[acked],
+        env={},
+        lease=lease,
+        heartbeat=min(lease / 3, 10.0),
     ) as engine:
         known = {
             execution.input["job"]: execution.id
@@ -140,8 +148,9 @@ async def main(db: str, jobs: int) -> None:
         }
         for job in range(jobs):
             if job not in known:
-                handle = await engine.start(workflows[job % len(workflows)], {"job": job})
-                known[job] = handle.id
+                workflow = workflows[job % len(workflows)]
+                with contextlib.suppress(prana.errors.ExecutionExists):  # another process's
+                    await engine.start(workflow, {"job": job}, idempotency_key=f"job{job}")
         while True:
             unfinished = [e for e in await engine.list_executions(limit=10_000) if not e.finished]
             if not unfinished:
