@@ -73,7 +73,10 @@ class CheckpointWriter:
         self._tally = tally if tally is not None else Tally()
         self._leases = leases
         self._now = now
-        self._committing = False
+        # Transactions in flight, and how many the store takes at once (SQLite: one
+        # writer; PostgreSQL: several, each on a connection of its own).
+        self._committing = 0
+        self._at_once = max(1, store.commits_at_once)
         self._savers = 0
         self._waiting: deque[Batch] = deque()
         self._wake = anyio.Event()
@@ -103,11 +106,11 @@ class CheckpointWriter:
             batch = self._submit(checkpoint)
             await batch.done.wait()
             return batch.applied(checkpoint)
-        self._committing = True
+        self._committing += 1
         try:
             lost = await self._commit([checkpoint])
         finally:
-            self._committing = False
+            self._committing -= 1
             if self._waiting:
                 self._wake.set()  # what came meanwhile is the writer's to commit
         await anyio.lowlevel.checkpoint()
@@ -127,25 +130,35 @@ class CheckpointWriter:
         the one before was committing, up to ``BATCH_LIMIT``."""
         task_status.started()
         try:
-            while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                while self._waiting and not self._committing:
-                    batch = self._waiting.popleft()
-                    self._committing = True
-                    try:
-                        batch.lost = await self._commit(batch.checkpoints)
-                    except StoreError as exc:
-                        batch.error = exc
-                    finally:
-                        self._committing = False
-                    batch.done.set()
+            async with anyio.create_task_group() as group:
+                while True:
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+                    while self._waiting and self._committing < self._at_once:
+                        batch = self._waiting.popleft()
+                        self._committing += 1
+                        if self._at_once == 1:
+                            await self._commit_batch(batch)  # no task: one at a time
+                        else:
+                            group.start_soon(self._commit_batch, batch)
         finally:
             # Checkpoints handed in as the engine stops are not saved: say so.
             self._closed = True
             for batch in self._waiting:
                 batch.error = StoreError("the engine stopped before this checkpoint was saved")
                 batch.done.set()
+
+    async def _commit_batch(self, batch: Batch) -> None:
+        """Commit ``batch`` (counted in ``_committing`` already) and answer its savers."""
+        try:
+            batch.lost = await self._commit(batch.checkpoints)
+        except StoreError as exc:
+            batch.error = exc
+        finally:
+            self._committing -= 1
+            if self._waiting:
+                self._wake.set()
+        batch.done.set()
 
     async def _commit(self, checkpoints: Sequence[Checkpoint]) -> set[str]:
         began = time.perf_counter()

@@ -31,6 +31,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import anyio.lowlevel
+import anyio.to_thread
 from workloads import ACTIONS, chain_workflow, node_type
 
 import prana
@@ -39,7 +40,8 @@ EXECUTIONS = 1000
 
 
 def store_url(db: str, synchronous: str) -> str:
-    return f"sqlite:///{db}?synchronous={synchronous}"
+    """A SQLite file's URL with ``synchronous``; a store URL (PostgreSQL) as it is."""
+    return db if "://" in db else f"sqlite:///{db}?synchronous={synchronous}"
 
 
 def suspending_chain() -> prana.Workflow:
@@ -136,15 +138,34 @@ async def _w4(db: str, synchronous: str, *, busy: bool) -> dict[str, float]:
         assert all(result.status == "completed" for result in results)
         batches = engine.statistics().commits
     nodes = EXECUTIONS * len(chain.nodes)
-    with sqlite3.connect(db) as connection:
-        count = connection.execute("SELECT count(*) FROM executions").fetchone()[0]
-    return {
+    figures = {
         "seconds": elapsed,
         "nodes_per_second": nodes / elapsed,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "bytes_per_execution": os.path.getsize(db) / count,
         "commits": batches,
     }
+    if "://" not in db:
+        with sqlite3.connect(db) as connection:
+            count = connection.execute("SELECT count(*) FROM executions").fetchone()[0]
+        figures["bytes_per_execution"] = os.path.getsize(db) / count
+    return figures
+
+
+async def w4_share(db: str, synchronous: str) -> dict[str, float]:
+    """W4's 10-node chains, ``$PRANA_BENCH_SHARE`` of them, in one of several
+    processes on one store: each says READY, waits for a line on its input, so that
+    they start together, and says when it began and ended (epoch seconds)."""
+    chain = chain_workflow(9, node_type())
+    count = int(os.environ["PRANA_BENCH_SHARE"])
+    async with prana.Engine(store=store_url(db, synchronous), actions=ACTIONS, env={}) as engine:
+        await engine.run(chain)  # warm up: the definition is stored
+        print("READY", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)
+        began = time.time()
+        results = await run_all(engine, chain, count)
+        ended = time.time()
+    assert all(result.status == "completed" for result in results)
+    return {"began": began, "ended": ended, "nodes": count * len(chain.nodes)}
 
 
 async def w5_suspend(db: str, synchronous: str) -> dict[str, float]:
@@ -197,6 +218,7 @@ def main() -> None:
         "w2": w2,
         "w4": w4,
         "w4-busy": w4_busy,
+        "w4-share": w4_share,
         "w5-suspend": w5_suspend,
         "w5-resume": w5_resume,
         "w5-resume-busy": w5_resume_busy,

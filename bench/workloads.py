@@ -19,10 +19,22 @@ def plus_one(ctx: prana.NodeContext) -> dict[str, int]:
     return {"n": n + 1}
 
 
+@ACTIONS.action("bench.plus_one_async")
+async def plus_one_async(ctx: prana.NodeContext) -> dict[str, int]:
+    """``bench.plus_one`` as an ``async def`` action (what real actions are)."""
+    n = ctx.input.get("n", 0) if isinstance(ctx.input, dict) else 0
+    return {"n": n + 1}
+
+
 def node_type() -> str:
     """``bench.plus_one`` when ``PRANA_BENCH_LIKE_PEERS=1`` (like for like with the
-    peers), else ``core.noop``."""
-    return "bench.plus_one" if os.environ.get("PRANA_BENCH_LIKE_PEERS") == "1" else "core.noop"
+    peers; ``bench.plus_one_async`` with ``PRANA_BENCH_ASYNC=1`` too), else
+    ``core.noop``."""
+    if os.environ.get("PRANA_BENCH_LIKE_PEERS") != "1":
+        return "core.noop"
+    return (
+        "bench.plus_one_async" if os.environ.get("PRANA_BENCH_ASYNC") == "1" else "bench.plus_one"
+    )
 
 
 def chain_workflow(length: int, node: str = "core.noop") -> prana.Workflow:

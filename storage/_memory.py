@@ -37,6 +37,8 @@ class _Kept:
 class MemoryStore:
     """Keeps executions in dicts, with the ownership rules of every store."""
 
+    commits_at_once = 1
+
     def __init__(self) -> None:
         self._workflows: dict[str, StoredWorkflow] = {}
         self._kept: dict[str, str] = {}  # workflow id to the hash of its kept definition

@@ -41,6 +41,7 @@ from ._postgres_rows import (
     execution_from_row,
     insert_workflow,
     may_apply,
+    ownership_after,
     schedule_from_row,
     suspensions_of,
     workflow_from_row,
@@ -79,6 +80,8 @@ class PostgresStore:
         self._conninfo, self.schema, self.pool_size = parse_url(url)
         self._pool: Any = None
         self._limiter = anyio.CapacityLimiter(self.pool_size)
+        # Commits on half the pool's connections at most: reads keep the others.
+        self.commits_at_once = max(1, self.pool_size // 2)
 
     def __repr__(self) -> str:
         parts = urllib.parse.urlsplit(self.url)
@@ -187,18 +190,18 @@ class PostgresStore:
             rows = db.execute(f"{_OWNERSHIP} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
             kept = {row[0]: row for row in rows.fetchall()}
             lost: set[str] = set()
-            for n, checkpoint in enumerate(checkpoints):
-                execution_id = checkpoint.execution_id
-                row = kept.get(execution_id)
-                if not may_apply(checkpoint, row, owner, now):
-                    lost.add(execution_id)
-                    continue
-                apply_checkpoint(db, checkpoint, row, owner, lease_expires, now)
-                if any(c.execution_id == execution_id for c in checkpoints[n + 1 :]):
-                    # Another checkpoint of it follows: it is checked against this one.
-                    kept[execution_id] = db.execute(
-                        f"{_OWNERSHIP} WHERE id = %s", (execution_id,)
-                    ).fetchone()
+            # The statements go out one after another without waiting for each
+            # answer (pipeline mode): a batch costs a few round trips, not dozens.
+            with db.pipeline():
+                for checkpoint in checkpoints:
+                    execution_id = checkpoint.execution_id
+                    row = kept.get(execution_id)
+                    if not may_apply(checkpoint, row, owner, now):
+                        lost.add(execution_id)
+                        continue
+                    apply_checkpoint(db, checkpoint, row, owner, lease_expires, now)
+                    # A later checkpoint of it in the batch is checked against this one.
+                    kept[execution_id] = ownership_after(checkpoint, row, owner, lease_expires)
             return lost
 
         return await self._run(work)

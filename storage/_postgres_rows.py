@@ -40,6 +40,21 @@ def may_apply(checkpoint: Checkpoint, row: Sequence[Any] | None, owner: str, now
     return bool(held_by == owner)
 
 
+def ownership_after(
+    checkpoint: Checkpoint, row: Sequence[Any] | None, owner: str, lease_expires: float
+) -> tuple[Any, ...]:
+    """The ownership columns of the execution's row once ``checkpoint`` is applied
+    (as the ownership query reads them: id, owner, lease, status, revision)."""
+    running = checkpoint.status == "running"
+    held_by = owner if running else None
+    lease = lease_expires if running else None
+    if row is None:
+        return (checkpoint.execution_id, held_by, lease, checkpoint.status, 1)
+    if checkpoint.kind == "step":
+        return (checkpoint.execution_id, held_by, row[2], checkpoint.status, row[4])
+    return (checkpoint.execution_id, held_by, lease, checkpoint.status, row[4] + 1)
+
+
 def apply_checkpoint(
     db: Connection,
     checkpoint: Checkpoint,

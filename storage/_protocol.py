@@ -64,6 +64,11 @@ class Store(Protocol):
     Every method raises :class:`prana.StoreError` when the store cannot do its job.
     """
 
+    #: How many :meth:`commit` calls may run at once (each its own transaction): 1
+    #: for a store with one writer (SQLite). The engine never has two checkpoints of
+    #: one execution in flight, so concurrent commits touch different executions.
+    commits_at_once: int
+
     async def open(self) -> None:
         """Make the store ready (create or check its schema). Raises StoreError and
         changes nothing if the store is not one prana can use safely."""

@@ -56,6 +56,8 @@ class SQLiteStore:
     creates, migrates or changes the file, and every write raises :class:`StoreError`.
     """
 
+    commits_at_once = 1  # SQLite has one writer
+
     def __init__(
         self,
         path: str | os.PathLike[str],

@@ -48,8 +48,9 @@ def require() -> None:
 
 
 @contextmanager
-def cluster(folder: Path) -> Iterator[str]:
-    """A running cluster in ``folder``; the URL of its ``postgres`` database."""
+def cluster(folder: Path, *, fsync: bool = False) -> Iterator[str]:
+    """A running cluster in ``folder``; the URL of its ``postgres`` database. With
+    ``fsync`` (benchmarks), commits reach the disk as on a production server."""
     folder.mkdir(parents=True, exist_ok=True)
     as_user: list[str] = []
     if os.geteuid() == 0:  # the server refuses to run as root
@@ -61,7 +62,8 @@ def cluster(folder: Path) -> Iterator[str]:
          "--no-sync", "-E", "UTF8"],
         check=True, capture_output=True,
     )  # fmt: skip
-    options = f"-k {folder} -c listen_addresses='' -c fsync=off -c max_connections=200"
+    durable = "on" if fsync else "off"
+    options = f"-k {folder} -c listen_addresses='' -c fsync={durable} -c max_connections=200"
     subprocess.run(
         [*as_user, _bin("pg_ctl"), "-D", str(data), "-o", options, "-l",
          str(folder / "server.log"), "-w", "start"],
