@@ -34,6 +34,7 @@ from prana._records import (
 )
 
 from . import _codec as codec
+from ._filters import execution_filter
 from ._postgres_rows import (
     TEXT_COLUMNS,
     Connection,
@@ -277,33 +278,40 @@ class PostgresStore:
         """Everything kept of an execution, or ``None``."""
 
         def work(db: Connection) -> StoredExecution | None:
-            row = db.execute(
-                f"SELECT {TEXT_COLUMNS} FROM executions WHERE id = %s", (execution_id,)
-            ).fetchone()
-            if row is None:
+            key = (execution_id,)
+            with db.pipeline():  # the five queries in one round trip
+                row = db.execute(f"SELECT {TEXT_COLUMNS} FROM executions WHERE id = %s", key)
+                runs = db.execute(
+                    "SELECT record::text FROM node_runs WHERE execution_id = %s "
+                    "ORDER BY execution_index",
+                    key,
+                )
+                blocks = db.execute(
+                    "SELECT number, block::text FROM paths_blocks WHERE execution_id = %s", key
+                )
+                fields = db.execute(
+                    "SELECT node_key, field, value::text FROM node_context_fields "
+                    "WHERE execution_id = %s ORDER BY node_key, field",
+                    key,
+                )
+                waits = db.execute(
+                    "SELECT record::text FROM suspensions WHERE execution_id = %s "
+                    "ORDER BY execution_index",
+                    key,
+                )
+            found = row.fetchone()
+            if found is None:
                 return None
-            runs = db.execute(
-                "SELECT record::text FROM node_runs WHERE execution_id = %s "
-                "ORDER BY execution_index",
-                (execution_id,),
-            ).fetchall()
-            blocks = db.execute(
-                "SELECT number, block::text FROM paths_blocks WHERE execution_id = %s",
-                (execution_id,),
-            ).fetchall()
-            fields = db.execute(
-                "SELECT node_key, field, value::text FROM node_context_fields "
-                "WHERE execution_id = %s ORDER BY node_key, field",
-                (execution_id,),
-            ).fetchall()
             contexts: dict[str, dict[str, Any]] = {}
-            for node_key, field, value in fields:
+            for node_key, field, value in fields.fetchall():
                 contexts.setdefault(node_key, {})[field] = codec.loads(value)
             return execution_from_row(
-                row,
-                runs=tuple(codec.structure(codec.loads(r[0]), NodeRun) for r in runs),
-                suspensions=suspensions_of(db, [execution_id]).get(execution_id, ()),
-                blocks={number: codec.loads(block) for number, block in blocks},
+                found,
+                runs=tuple(codec.structure(codec.loads(r[0]), NodeRun) for r in runs.fetchall()),
+                suspensions=tuple(
+                    codec.structure(codec.loads(w[0]), Suspension) for w in waits.fetchall()
+                ),
+                blocks={number: codec.loads(block) for number, block in blocks.fetchall()},
                 contexts=contexts,
             )
 
@@ -329,27 +337,19 @@ class PostgresStore:
         older_than: tuple[float, str] | None = None,
     ) -> list[StoredExecution]:
         """Executions without their audit trails, newest first, a page at a time."""
-        where: list[str] = ["TRUE"]
-        values: list[Any] = []
-        if status is not None:
-            where.append("status = %s")
-            values.append(status)
-        if workflow_id is not None:
-            where.append("workflow_id = %s")
-            values.append(workflow_id)
-        if started_after is not None:
-            where.append("COALESCE(started_at, 0) >= %s")
-            values.append(started_after)
-        if started_before is not None:
-            where.append("COALESCE(started_at, 0) < %s")
-            values.append(started_before)
-        if older_than is not None:
-            where.append("(COALESCE(started_at, 0), id) < (%s, %s)")
-            values += [older_than[0], older_than[1]]
+        clause, values = execution_filter(
+            status=status,
+            workflow_id=workflow_id,
+            started_after=started_after,
+            started_before=started_before,
+            older_than=older_than,
+            mark="%s",
+            started="COALESCE(started_at, 0)",
+        )
 
         def work(db: Connection) -> list[StoredExecution]:
             rows = db.execute(
-                f"SELECT {TEXT_COLUMNS} FROM executions WHERE {' AND '.join(where)} "
+                f"SELECT {TEXT_COLUMNS} FROM executions {clause} "
                 "ORDER BY COALESCE(started_at, 0) DESC, id DESC LIMIT %s",
                 (*values, limit),
             ).fetchall()

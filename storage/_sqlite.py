@@ -27,6 +27,7 @@ from prana._records import (
 
 from . import _codec as codec
 from . import _sqlite_rows as rows
+from ._filters import execution_filter
 from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
 from ._sqlite_file import describe_file, parse_url
 from ._sqlite_reads import (
@@ -304,24 +305,16 @@ class SQLiteStore:
         time (see :meth:`Store.list_executions`)."""
 
         def fetch(db: sqlite3.Connection) -> list[StoredExecution]:
-            where: list[str] = []
-            args: list[Any] = []
-            if status is not None:
-                where.append("e.status = ?")
-                args.append(status)
-            if workflow_id is not None:
-                where.append("e.workflow_id = ?")
-                args.append(workflow_id)
-            if started_after is not None:
-                where.append("e.started_at >= ?")
-                args.append(started_after)
-            if started_before is not None:
-                where.append("e.started_at < ?")
-                args.append(started_before)
-            if older_than is not None:
-                where.append("(e.started_at < ? OR (e.started_at = ? AND e.id < ?))")
-                args.extend((older_than[0], older_than[0], older_than[1]))
-            clause = f"WHERE {' AND '.join(where)}" if where else ""
+            clause, args = execution_filter(
+                status=status,
+                workflow_id=workflow_id,
+                started_after=started_after,
+                started_before=started_before,
+                older_than=older_than,
+                mark="?",
+                started="e.started_at",
+                prefix="e.",
+            )
             found = db.execute(
                 f"{SELECT_EXECUTION} {clause} ORDER BY e.started_at DESC, e.id DESC LIMIT ?",
                 (*args, limit),
