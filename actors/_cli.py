@@ -45,7 +45,7 @@ from prana._model import Workflow
 from prana._records import FINAL_STATUSES, Execution
 from prana._registry import ActionRegistry
 from prana._rerun import ORIGINAL
-from prana.storage import PostgresStore, SQLiteStore, open_store
+from prana.storage import PostgresStore, SQLiteStore, Store, open_store
 
 from ._cli_database import find_database
 from ._cli_parser import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, command_parser
@@ -122,11 +122,19 @@ def parse_json_option(text: str | None, option: str) -> Any:
         raise UsageError(str(exc)) from None
 
 
-def database(args: argparse.Namespace, *, create: bool = True) -> Path | None:
-    """The SQLite file the command uses (``None``: ``--memory``), said on stderr."""
+def database(args: argparse.Namespace, *, create: bool = True) -> Path | str | None:
+    """The SQLite file the command uses, or the store URL it was given
+    (``postgresql://...``), said on stderr; ``None``: ``--memory``."""
     if getattr(args, "memory", False):
         return None
-    path = find_database(args.db, create=create).resolve()
+    given = args.db or os.environ.get("PRANA_DB")
+    if given and "://" in given:
+        if given.startswith("sqlite:"):
+            given = str(SQLiteStore.from_url(given).path)  # the file, as --db PATH
+        else:
+            print(f"prana: using {open_store(given)!r}", file=sys.stderr)
+            return given
+    path = find_database(given, create=create).resolve()
     print(f"prana: using {path}", file=sys.stderr)
     return path
 
@@ -164,7 +172,7 @@ def _waiting_children(execution: Execution, args: argparse.Namespace) -> dict[st
     if database(args, create=False) is None:
         return {}
 
-    async def read(store: SQLiteStore) -> dict[str, Execution]:
+    async def read(store: Store) -> dict[str, Execution]:
         found: dict[str, Execution] = {}
         waiting = [execution]
         while waiting and len(found) < _CHILDREN_SHOWN:
@@ -197,7 +205,7 @@ def _with_engine(
     workflows: Sequence[Workflow] = (),
 ) -> T:
     path = database(args)
-    store = "memory://" if path is None else f"sqlite:///{path}"
+    store = "memory://" if path is None else path if isinstance(path, str) else f"sqlite:///{path}"
 
     async def main() -> T:
         # Schedules are for a long-running engine; a command runs what it is told.
@@ -226,14 +234,14 @@ def _run(main: Callable[[], Awaitable[T]], backend: str = "asyncio") -> T:
         raise
 
 
-def _reading(args: argparse.Namespace, read: Callable[[SQLiteStore], Awaitable[T]]) -> T:
-    """Read the database the command uses, opened for reading only: nothing is
-    created or changed."""
+def _reading(args: argparse.Namespace, read: Callable[[Store], Awaitable[T]]) -> T:
+    """Read the database the command uses; a SQLite file is opened for reading only:
+    nothing is created or changed."""
     path = database(args, create=False)
     assert path is not None
 
     async def main() -> T:
-        store = SQLiteStore(path, read_only=True)
+        store = open_store(path) if isinstance(path, str) else SQLiteStore(path, read_only=True)
         await store.open()
         try:
             return await read(store)
@@ -412,7 +420,7 @@ def _command_show(args: argparse.Namespace) -> int:
     if args.remote is not None:
         return _report(execution_from(args.remote.get(path_of(args.execution))), args)
 
-    async def read(store: SQLiteStore) -> Execution:
+    async def read(store: Store) -> Execution:
         stored = await store.load_execution(args.execution)
         if stored is None:
             raise ExecutionNotFound(
@@ -432,7 +440,7 @@ def _command_list(args: argparse.Namespace) -> int:
         sys.stdout.write(render_list(executions, color=use_color(sys.stdout)))
         return EXIT_OK
 
-    async def read(store: SQLiteStore) -> list[Execution]:
+    async def read(store: Store) -> list[Execution]:
         found = await store.list_executions(
             status=args.status, workflow_id=args.workflow, limit=args.limit
         )

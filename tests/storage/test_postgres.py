@@ -146,3 +146,25 @@ async def test_the_daemon_serves_executions_kept_in_postgres() -> None:
     assert answered.json()["status"] == "completed"
     assert [e["id"] for e in listed["executions"]] == [waiting["id"]]
     assert 'data-key="pay" data-state="completed"' in page
+
+
+def test_the_cli_runs_lists_and_shows_executions_kept_in_postgres(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prana.actors._cli import main
+
+    url = postgres.database()
+    flow = tmp_path / "approve.json"
+    flow.write_text(__import__("json").dumps(WAITING))
+    ran = main(["run", str(flow), "--db", url, "--input", '{"amount": 3}'])
+    ran_out, ran_err = capsys.readouterr()
+    listed = main(["list", "--db", url, "--status", "suspended"])
+    list_out, _ = capsys.readouterr()
+    assert ran == 0, ran_err
+    assert "PostgresStore(" in ran_err  # it says which store it used
+    (execution_id,) = [line.split()[0] for line in list_out.splitlines()[1:] if line.strip()]
+    shown = main(["show", execution_id, "--db", url])
+    show_out, _ = capsys.readouterr()
+    assert shown == 0
+    assert "suspended" in show_out
+    assert "ask" in show_out
