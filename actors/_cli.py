@@ -128,13 +128,10 @@ def database(args: argparse.Namespace, *, create: bool = True) -> Path | str | N
     if getattr(args, "memory", False):
         return None
     given = args.db or os.environ.get("PRANA_DB")
-    if given and "://" in given:
-        if given.startswith("sqlite:"):
-            given = str(SQLiteStore.from_url(given).path)  # the file, as --db PATH
-        else:
-            print(f"prana: using {open_store(given)!r}", file=sys.stderr)
-            return given
-    path = find_database(given, create=create).resolve()
+    if given and "://" in given and not given.startswith("sqlite:"):
+        print(f"prana: using {open_store(given)!r}", file=sys.stderr)
+        return given
+    path = find_database(args.db, create=create).resolve()
     print(f"prana: using {path}", file=sys.stderr)
     return path
 

@@ -1,6 +1,6 @@
 """Which database a ``prana`` command uses: one rule, for every command.
 
-1. ``--db PATH``, if given;
+1. ``--db PATH`` (or ``--db sqlite:///PATH``), if given;
 2. else the ``PRANA_DB`` environment variable, if set;
 3. else the nearest ``.prana/prana.db``, from the current folder upward (as git finds
    its repository), so that commands run anywhere in a project share one;
@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from prana._errors import StoreError
+from prana.storage import SQLiteStore
 
 DEFAULT_DB = Path(".prana") / "prana.db"
 
@@ -26,6 +27,8 @@ def find_database(given: str | None, *, create: bool) -> Path:
     :class:`StoreError` if a reading command (``create=False``) finds none."""
     chosen = given or os.environ.get("PRANA_DB")
     if chosen:
+        if chosen.startswith("sqlite:"):  # a URL: its file
+            chosen = str(SQLiteStore.from_url(chosen).path)
         path = Path(chosen).expanduser()
         if not create and not path.exists():
             how = "--db" if given else "PRANA_DB"

@@ -157,10 +157,11 @@ def test_the_cli_runs_lists_and_shows_executions_kept_in_postgres(
     flow = tmp_path / "approve.json"
     flow.write_text(__import__("json").dumps(WAITING))
     ran = main(["run", str(flow), "--db", url, "--input", '{"amount": 3}'])
-    ran_out, ran_err = capsys.readouterr()
+    _, ran_err = capsys.readouterr()
     listed = main(["list", "--db", url, "--status", "suspended"])
     list_out, _ = capsys.readouterr()
     assert ran == 0, ran_err
+    assert listed == 0
     assert "PostgresStore(" in ran_err  # it says which store it used
     (execution_id,) = [line.split()[0] for line in list_out.splitlines()[1:] if line.strip()]
     shown = main(["show", execution_id, "--db", url])
