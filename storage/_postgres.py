@@ -38,7 +38,7 @@ from ._filters import execution_filter
 from ._postgres_rows import (
     TEXT_COLUMNS,
     Connection,
-    apply_checkpoint,
+    Writes,
     execution_from_row,
     insert_workflow,
     may_apply,
@@ -191,8 +191,10 @@ class PostgresStore:
             rows = db.execute(f"{_OWNERSHIP} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
             kept = {row[0]: row for row in rows.fetchall()}
             lost: set[str] = set()
-            # The statements go out one after another without waiting for each
-            # answer (pipeline mode): a batch costs a few round trips, not dozens.
+            # Each statement goes out once for the batch (Writes), and they go out one
+            # after another without waiting for each answer (pipeline mode): a batch
+            # costs a few round trips and a few calls, not some per checkpoint.
+            writes = Writes(db)
             with db.pipeline():
                 for checkpoint in checkpoints:
                     execution_id = checkpoint.execution_id
@@ -200,9 +202,10 @@ class PostgresStore:
                     if not may_apply(checkpoint, row, owner, now):
                         lost.add(execution_id)
                         continue
-                    apply_checkpoint(db, checkpoint, row, owner, lease_expires, now)
+                    writes.add(checkpoint, row, owner, lease_expires, now)
                     # A later checkpoint of it in the batch is checked against this one.
                     kept[execution_id] = ownership_after(checkpoint, row, owner, lease_expires)
+                writes.write()
             return lost
 
         return await self._run(work)

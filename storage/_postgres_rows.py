@@ -55,119 +55,129 @@ def ownership_after(
     return (checkpoint.execution_id, held_by, lease, checkpoint.status, row[4] + 1)
 
 
-def apply_checkpoint(
-    db: Connection,
-    checkpoint: Checkpoint,
-    row: Sequence[Any] | None,
-    owner: str,
-    lease_expires: float,
-    now: float,
-) -> None:
-    running = checkpoint.status == "running"
-    execution_id = checkpoint.execution_id
-    vars_json = codec.dumps(dict(checkpoint.vars)) if checkpoint.vars is not None else None
-    values = (
-        checkpoint.workflow_id, checkpoint.workflow_version, checkpoint.workflow_hash,
-        checkpoint.trigger, checkpoint.status, codec.dumps(dict(checkpoint.active_paths)),
-        checkpoint.iteration_count, codec.dumps_error(checkpoint.error), checkpoint.started_at,
-        checkpoint.finished_at, now, checkpoint.parent_execution_id,
-        checkpoint.root_execution_id, owner if running else None, checkpoint.mode,
-        checkpoint.depth, checkpoint.deadline,
-    )  # fmt: skip
-    if row is None:
-        db.execute(
-            f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES "
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s, NULL, 1)",
-            (
-                execution_id, *values[:5], codec.dumps(checkpoint.input), vars_json or "{}",
-                *values[5:14], lease_expires if running else None, *values[14:],
-            ),
+_INSERT_EXECUTION = (
+    f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES "
+    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+    "%s, NULL, 1)"
+)
+_UPDATE_EXECUTION = (
+    "UPDATE executions SET workflow_id = %s, workflow_version = %s, "
+    "workflow_hash = %s, trigger = %s, status = %s, paths = %s, "
+    "iteration_count = %s, error = %s, started_at = %s, finished_at = %s, "
+    "updated_at = %s, parent_execution_id = %s, root_execution_id = %s, owner = %s, "
+    "mode = %s, depth = %s, deadline = %s, vars = COALESCE(%s::json, vars), "
+    "lease_expires = CASE WHEN %s THEN lease_expires ELSE %s END, "
+    "revision = CASE WHEN %s THEN revision ELSE revision + 1 END, "
+    "request = CASE WHEN %s THEN NULL ELSE request END WHERE id = %s"
+)
+# In the order they are written: an execution's row before what hangs off it, and
+# what a checkpoint removes before what it adds.
+_STATEMENTS = (
+    _INSERT_EXECUTION,
+    _UPDATE_EXECUTION,
+    "INSERT INTO node_runs (execution_id, execution_index, record) VALUES (%s, %s, %s) "
+    "ON CONFLICT (execution_id, execution_index) DO UPDATE SET record = excluded.record",
+    "DELETE FROM paths_blocks WHERE execution_id = %s AND number = %s",
+    "INSERT INTO paths_blocks (execution_id, number, block) VALUES (%s, %s, %s) "
+    "ON CONFLICT (execution_id, number) DO UPDATE SET block = excluded.block",
+    "DELETE FROM node_context_fields WHERE execution_id = %s AND node_key = %s AND field = %s",
+    "INSERT INTO node_context_fields (execution_id, node_key, field, value) "
+    "VALUES (%s, %s, %s, %s) ON CONFLICT (execution_id, node_key, field) "
+    "DO UPDATE SET value = excluded.value",
+    "DELETE FROM suspensions WHERE execution_id = %s AND execution_index = %s",
+    "INSERT INTO suspensions (execution_id, execution_index, token, wake_at, "
+    "child_execution_id, record) VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (execution_id, execution_index) DO UPDATE SET token = excluded.token, "
+    "wake_at = excluded.wake_at, child_execution_id = excluded.child_execution_id, "
+    "record = excluded.record",
+)
+(
+    _NEW, _CHANGED, _RUNS, _BLOCK_DROPS, _BLOCKS, _FIELD_DROPS, _FIELDS, _WAIT_DROPS, _WAITS,
+) = range(len(_STATEMENTS))  # fmt: skip
+
+
+class Writes:
+    """The rows a batch of checkpoints writes, gathered by statement, so that each
+    statement goes out once for the whole batch (``executemany``) rather than once
+    per checkpoint. Two checkpoints of one execution are written one after the other
+    (:meth:`add` writes what it holds first)."""
+
+    def __init__(self, db: Connection) -> None:
+        self._db = db
+        self._rows: list[list[tuple[Any, ...]]] = [[] for _ in _STATEMENTS]
+        self._executions: set[str] = set()
+
+    def add(
+        self,
+        checkpoint: Checkpoint,
+        row: Sequence[Any] | None,
+        owner: str,
+        lease_expires: float,
+        now: float,
+    ) -> None:
+        """Gather what applying ``checkpoint`` to the execution's ``row`` writes."""
+        execution_id = checkpoint.execution_id
+        if execution_id in self._executions:
+            self.write()
+        self._executions.add(execution_id)
+        rows = self._rows
+        running = checkpoint.status == "running"
+        vars_json = codec.dumps(dict(checkpoint.vars)) if checkpoint.vars is not None else None
+        values = (
+            checkpoint.workflow_id, checkpoint.workflow_version, checkpoint.workflow_hash,
+            checkpoint.trigger, checkpoint.status, codec.dumps(dict(checkpoint.active_paths)),
+            checkpoint.iteration_count, codec.dumps_error(checkpoint.error),
+            checkpoint.started_at, checkpoint.finished_at, now, checkpoint.parent_execution_id,
+            checkpoint.root_execution_id, owner if running else None, checkpoint.mode,
+            checkpoint.depth, checkpoint.deadline,
         )  # fmt: skip
-    else:
-        step = checkpoint.kind == "step"
-        db.execute(
-            "UPDATE executions SET workflow_id = %s, workflow_version = %s, "
-            "workflow_hash = %s, trigger = %s, status = %s, paths = %s, "
-            "iteration_count = %s, error = %s, started_at = %s, finished_at = %s, "
-            "updated_at = %s, parent_execution_id = %s, root_execution_id = %s, owner = %s, "
-            "mode = %s, depth = %s, deadline = %s, vars = COALESCE(%s::json, vars), "
-            "lease_expires = CASE WHEN %s THEN lease_expires ELSE %s END, "
-            "revision = CASE WHEN %s THEN revision ELSE revision + 1 END, "
-            "request = CASE WHEN %s THEN NULL ELSE request END WHERE id = %s",
-            (
-                *values, vars_json, step, lease_expires if running else None, step,
-                checkpoint.kind == "take" or checkpoint.clear_request, execution_id,
-            ),
-        )  # fmt: skip
-    with db.cursor() as cursor:
-        if checkpoint.runs:
-            cursor.executemany(
-                "INSERT INTO node_runs (execution_id, execution_index, record) "
-                "VALUES (%s, %s, %s) ON CONFLICT (execution_id, execution_index) "
-                "DO UPDATE SET record = excluded.record",
-                [(execution_id, run.execution_index, codec.dumps(run)) for run in checkpoint.runs],
-            )
-        dropped = [n for n, block in checkpoint.paths_blocks.items() if block is None]
-        if dropped:
-            cursor.execute(
-                "DELETE FROM paths_blocks WHERE execution_id = %s AND number = ANY(%s)",
-                (execution_id, dropped),
-            )
-        blocks = [(n, b) for n, b in checkpoint.paths_blocks.items() if b is not None]
-        if blocks:
-            cursor.executemany(
-                "INSERT INTO paths_blocks (execution_id, number, block) VALUES (%s, %s, %s) "
-                "ON CONFLICT (execution_id, number) DO UPDATE SET block = excluded.block",
-                [(execution_id, n, codec.dumps(b)) for n, b in blocks],
-            )
-        fields = [
-            (execution_id, key, field, codec.dumps(value))
-            for key, changed in checkpoint.node_contexts.items()
-            for field, value in changed.items()
+        lease = lease_expires if running else None
+        if row is None:
+            rows[_NEW].append(
+                (
+                    execution_id, *values[:5], codec.dumps(checkpoint.input), vars_json or "{}",
+                    *values[5:14], lease, *values[14:],
+                )
+            )  # fmt: skip
+        else:
+            step = checkpoint.kind == "step"
+            clear = checkpoint.kind == "take" or checkpoint.clear_request
+            rows[_CHANGED].append((*values, vars_json, step, lease, step, clear, execution_id))
+        rows[_RUNS] += [
+            (execution_id, run.execution_index, codec.dumps(run)) for run in checkpoint.runs
         ]
-        if fields:
-            cursor.executemany(
-                "INSERT INTO node_context_fields (execution_id, node_key, field, value) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (execution_id, node_key, field) "
-                "DO UPDATE SET value = excluded.value",
-                fields,
-            )
-        drops = [
+        for number, block in checkpoint.paths_blocks.items():
+            if block is None:
+                rows[_BLOCK_DROPS].append((execution_id, number))
+            else:
+                rows[_BLOCKS].append((execution_id, number, codec.dumps(block)))
+        rows[_FIELD_DROPS] += [
             (execution_id, key, field)
             for key, gone in checkpoint.node_context_drops.items()
             for field in gone
         ]
-        if drops:
-            cursor.executemany(
-                "DELETE FROM node_context_fields "
-                "WHERE execution_id = %s AND node_key = %s AND field = %s",
-                drops,
+        rows[_FIELDS] += [
+            (execution_id, key, field, codec.dumps(value))
+            for key, changed in checkpoint.node_contexts.items()
+            for field, value in changed.items()
+        ]
+        rows[_WAIT_DROPS] += [(execution_id, index) for index in checkpoint.suspensions_removed]
+        rows[_WAITS] += [
+            (
+                execution_id, s.execution_index, s.token, s.wake_at, s.child_execution_id,
+                codec.dumps(s),
             )
-        if checkpoint.suspensions_removed:
-            cursor.execute(
-                "DELETE FROM suspensions WHERE execution_id = %s AND execution_index = ANY(%s)",
-                (execution_id, list(checkpoint.suspensions_removed)),
-            )
-        if checkpoint.suspensions_added:
-            cursor.executemany(
-                "INSERT INTO suspensions (execution_id, execution_index, token, wake_at, "
-                "child_execution_id, record) VALUES (%s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (execution_id, execution_index) DO UPDATE SET token = "
-                "excluded.token, wake_at = excluded.wake_at, child_execution_id = "
-                "excluded.child_execution_id, record = excluded.record",
-                [
-                    (
-                        execution_id,
-                        s.execution_index,
-                        s.token,
-                        s.wake_at,
-                        s.child_execution_id,
-                        codec.dumps(s),
-                    )
-                    for s in checkpoint.suspensions_added
-                ],
-            )
+            for s in checkpoint.suspensions_added
+        ]  # fmt: skip
+
+    def write(self) -> None:
+        """Send what is gathered, each statement once, and start gathering anew."""
+        with self._db.cursor() as cursor:
+            for statement, rows in zip(_STATEMENTS, self._rows, strict=True):
+                if rows:
+                    cursor.executemany(statement, rows)
+                    rows.clear()
+        self._executions.clear()
 
 
 def insert_workflow(db: Connection, workflow: StoredWorkflow) -> None:
