@@ -60,14 +60,14 @@ _INSERT_EXECUTION = (
     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
     "%s, NULL, 1)"
 )
+# A change (or take) of a row: every column the checkpoint has, the revision grows.
 _UPDATE_EXECUTION = (
     "UPDATE executions SET workflow_id = %s, workflow_version = %s, "
     "workflow_hash = %s, trigger = %s, status = %s, paths = %s, "
     "iteration_count = %s, error = %s, started_at = %s, finished_at = %s, "
     "updated_at = %s, parent_execution_id = %s, root_execution_id = %s, owner = %s, "
     "mode = %s, depth = %s, deadline = %s, vars = COALESCE(%s::json, vars), "
-    "lease_expires = CASE WHEN %s THEN lease_expires ELSE %s END, "
-    "revision = CASE WHEN %s THEN revision ELSE revision + 1 END, "
+    "lease_expires = %s, revision = revision + 1, "
     "request = CASE WHEN %s THEN NULL ELSE request END WHERE id = %s"
 )
 # In the order they are written: an execution's row before what hangs off it, and
@@ -75,6 +75,8 @@ _UPDATE_EXECUTION = (
 _STATEMENTS = (
     _INSERT_EXECUTION,
     _UPDATE_EXECUTION,
+    # A step changes only the routing state of the row (Checkpoint's ``step``).
+    "UPDATE executions SET paths = %s, iteration_count = %s, updated_at = %s WHERE id = %s",
     "INSERT INTO node_runs (execution_id, execution_index, record) VALUES (%s, %s, %s) "
     "ON CONFLICT (execution_id, execution_index) DO UPDATE SET record = excluded.record",
     "DELETE FROM paths_blocks WHERE execution_id = %s AND number = %s",
@@ -92,7 +94,8 @@ _STATEMENTS = (
     "record = excluded.record",
 )
 (
-    _NEW, _CHANGED, _RUNS, _BLOCK_DROPS, _BLOCKS, _FIELD_DROPS, _FIELDS, _WAIT_DROPS, _WAITS,
+    _NEW, _CHANGED, _STEPS, _RUNS, _BLOCK_DROPS, _BLOCKS, _FIELD_DROPS, _FIELDS, _WAIT_DROPS,
+    _WAITS,
 ) = range(len(_STATEMENTS))  # fmt: skip
 
 
@@ -121,28 +124,11 @@ class Writes:
             self.write()
         self._executions.add(execution_id)
         rows = self._rows
-        running = checkpoint.status == "running"
-        vars_json = codec.dumps(dict(checkpoint.vars)) if checkpoint.vars is not None else None
-        values = (
-            checkpoint.workflow_id, checkpoint.workflow_version, checkpoint.workflow_hash,
-            checkpoint.trigger, checkpoint.status, codec.dumps(dict(checkpoint.active_paths)),
-            checkpoint.iteration_count, codec.dumps_error(checkpoint.error),
-            checkpoint.started_at, checkpoint.finished_at, now, checkpoint.parent_execution_id,
-            checkpoint.root_execution_id, owner if running else None, checkpoint.mode,
-            checkpoint.depth, checkpoint.deadline,
-        )  # fmt: skip
-        lease = lease_expires if running else None
-        if row is None:
-            rows[_NEW].append(
-                (
-                    execution_id, *values[:5], codec.dumps(checkpoint.input), vars_json or "{}",
-                    *values[5:14], lease, *values[14:],
-                )
-            )  # fmt: skip
+        if row is not None and checkpoint.kind == "step":
+            paths = codec.dumps(dict(checkpoint.active_paths))
+            rows[_STEPS].append((paths, checkpoint.iteration_count, now, execution_id))
         else:
-            step = checkpoint.kind == "step"
-            clear = checkpoint.kind == "take" or checkpoint.clear_request
-            rows[_CHANGED].append((*values, vars_json, step, lease, step, clear, execution_id))
+            self._row(checkpoint, row, owner, lease_expires, now)
         rows[_RUNS] += [
             (execution_id, run.execution_index, codec.dumps(run)) for run in checkpoint.runs
         ]
@@ -169,6 +155,38 @@ class Writes:
             )
             for s in checkpoint.suspensions_added
         ]  # fmt: skip
+
+    def _row(
+        self,
+        checkpoint: Checkpoint,
+        row: Sequence[Any] | None,
+        owner: str,
+        lease_expires: float,
+        now: float,
+    ) -> None:
+        """The execution's row, new or changed (not a step's: see :meth:`add`)."""
+        execution_id = checkpoint.execution_id
+        running = checkpoint.status == "running"
+        vars_json = codec.dumps(dict(checkpoint.vars)) if checkpoint.vars is not None else None
+        values = (
+            checkpoint.workflow_id, checkpoint.workflow_version, checkpoint.workflow_hash,
+            checkpoint.trigger, checkpoint.status, codec.dumps(dict(checkpoint.active_paths)),
+            checkpoint.iteration_count, codec.dumps_error(checkpoint.error),
+            checkpoint.started_at, checkpoint.finished_at, now, checkpoint.parent_execution_id,
+            checkpoint.root_execution_id, owner if running else None, checkpoint.mode,
+            checkpoint.depth, checkpoint.deadline,
+        )  # fmt: skip
+        lease = lease_expires if running else None
+        if row is None:
+            self._rows[_NEW].append(
+                (
+                    execution_id, *values[:5], codec.dumps(checkpoint.input), vars_json or "{}",
+                    *values[5:14], lease, *values[14:],
+                )
+            )  # fmt: skip
+        else:
+            clear = checkpoint.kind == "take" or checkpoint.clear_request
+            self._rows[_CHANGED].append((*values, vars_json, lease, clear, execution_id))
 
     def write(self) -> None:
         """Send what is gathered, each statement once, and start gathering anew."""
