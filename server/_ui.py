@@ -162,12 +162,20 @@ class Ui:
         return form
 
     def render(self, request: Request, template: str, status: int = 200, **values: Any) -> Response:
-        values.setdefault("said", request.query_params.get("said"))
-        values.setdefault("trouble", request.query_params.get("trouble"))
+        said = request.query_params.get("said", "")
+        seal = request.query_params.get("seal", "")
+        if said and hmac.compare_digest(seal.encode(), sign(self._secret, said.encode()).encode()):
+            values.setdefault("said", said)  # only what this daemon said: no text from links
         body = self.templates.get_template(template).render(
             request=request, csrf=getattr(request.state, "csrf", ""), **values
         )
         return HTMLResponse(body, status)
+
+    def back(self, path: str, said: str, **query: str) -> Response:
+        """A redirect to ``path`` (with ``query``) that shows ``said`` there, sealed so
+        that a link made elsewhere cannot put words on the page."""
+        sealed = {**query, "said": said, "seal": sign(self._secret, said.encode())}
+        return RedirectResponse(f"{path}?{urllib.parse.urlencode(sealed)}", 303)
 
     def _error(self, request: Request, status: int, detail: str) -> Response:
         if request.headers.get("hx-request"):
@@ -254,10 +262,7 @@ class Ui:
             else:
                 changed += 1
         said = f"{action}: {changed} changed, {refused} refused"
-        back = urllib.parse.urlencode(
-            {"status": status or "", "workflow": workflow or "", "said": said}
-        )
-        return RedirectResponse(f"/ui/runs?{back}", 303)
+        return self.back("/ui/runs", said, status=status or "", workflow=workflow or "")
 
     async def _control(self, action: str, execution_id: str) -> prana.Execution:
         if action == "cancel":
@@ -352,15 +357,15 @@ class Ui:
         back = f"/ui/runs/{execution_id}"
         if action == "rerun":
             rerun = await self.engine.rerun(execution_id, from_node=form.get("node", ""))
-            return RedirectResponse(f"/ui/runs/{rerun.id}?said=a+rerun+of+{execution_id}", 303)
+            return self.back(f"/ui/runs/{rerun.id}", f"a rerun of {execution_id}")
         if action == "resume":
             data = _parse_data(form.get("data", ""))
             await self.engine.resume(execution_id, data, node=form.get("node") or None)
-            return RedirectResponse(f"{back}?said=answered", 303)
+            return self.back(back, "answered")
         if action not in CONTROLS:
             raise HTTPProblem(404, "Not found", f"no control {action!r}")
         await self._control(action, execution_id)
-        return RedirectResponse(f"{back}?said={action}", 303)
+        return self.back(back, action)
 
     # ------------------------------------------------------------------ workflows
 
@@ -428,7 +433,7 @@ class Ui:
         form = await self.form(request)
         data = _parse_data(form.get("input", ""))
         handle = await self.engine.start(workflow, data, trigger=form.get("trigger") or None)
-        return RedirectResponse(f"/ui/runs/{handle.id}?said=started", 303)
+        return self.back(f"/ui/runs/{handle.id}", "started")
 
     async def schedule(self, request: Request) -> Response:
         params = request.path_params
@@ -441,7 +446,7 @@ class Ui:
             await self.engine.fire_schedule(workflow_id, trigger)
         else:
             raise HTTPProblem(404, "Not found", f"no schedule action {action!r}")
-        return RedirectResponse(f"/ui/workflows/{workflow_id}?said={trigger}+{action}d", 303)
+        return self.back(f"/ui/workflows/{workflow_id}", f"{trigger} {action}d")
 
     async def home(self, request: Request) -> Response:
         return RedirectResponse("/ui/runs", 303)

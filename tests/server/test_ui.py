@@ -223,8 +223,10 @@ async def test_bulk_cancel_changes_what_the_filter_selects(tmp_path: Path) -> No
         reply = await post_form(url, "/ui/runs/bulk", fields)
         shown = (await request(url, "GET", reply.headers["location"])).body.decode()
         statuses = [(await execution(url, e["id"]))["status"] for e in [*waiting, done]]
+        forged = await request(url, "GET", "/ui/runs?said=Send+your+token+to+x.example")
     assert statuses == ["cancelled", "cancelled", "cancelled", "completed"]
     assert "cancel: 3 changed, 0 refused" in shown
+    assert "Send your token" not in forged.body.decode()  # only what the daemon said
 
 
 async def test_the_live_part_of_a_run_follows_it_to_its_end(tmp_path: Path) -> None:
