@@ -38,10 +38,21 @@ async def open_engine(
     :class:`VirtualClock` unless ``clock`` is given and no environment variables
     for templates unless ``env`` is. The folder is removed afterwards.
 
-    ``engine.store_path`` is the file, to open a second engine on it.
+    With ``$PRANA_TEST_STORE`` set to a ``postgresql://`` URL, the engine keeps its
+    executions there instead, in a new PostgreSQL schema of its own: the same tests
+    then run on PostgreSQL. ``engine.store_path`` is the file (or the URL, or
+    ``path`` as given), to open a second engine on it.
     """
     with tempfile.TemporaryDirectory(prefix="prana-test-") as folder:
-        file = Path(path) if path is not None else Path(folder) / "prana.db"
+        shared = os.environ.get("PRANA_TEST_STORE", "")
+        file: Path | str
+        if path is not None:
+            file = path if isinstance(path, str) and "://" in path else Path(path)
+        elif shared.startswith(("postgresql:", "postgres:")):
+            joiner = "&" if "?" in shared else "?"
+            file = f"{shared}{joiner}schema=test_{os.urandom(6).hex()}"
+        else:
+            file = Path(folder) / "prana.db"
         engine = Engine(
             actions=actions,
             store=file,

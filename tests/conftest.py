@@ -40,3 +40,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("single_backend")
     chosen = [param for param in BACKENDS if marker is None or param.values[0] == marker.args[0]]
     metafunc.parametrize("anyio_backend", chosen)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``PRANA_TEST_STORE=postgres-cluster``: the engines of ``open_engine`` keep their
+    executions in a throwaway PostgreSQL cluster (tests/postgres.py), so that the
+    engine's tests run on PostgreSQL too."""
+    import os
+
+    if os.environ.get("PRANA_TEST_STORE") == "postgres-cluster":
+        from tests import postgres
+
+        os.environ["PRANA_TEST_STORE"] = postgres.database()

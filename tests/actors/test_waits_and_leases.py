@@ -109,7 +109,8 @@ async def test_concurrent_executions_share_commits() -> None:
                 group.start_soon(run, engine, n)
         statistics = engine.statistics()
         assert statistics.checkpoints >= 50 * 6
-        assert statistics.commits < statistics.checkpoints / 4  # many per transaction
+        # Many per transaction (fewer on a store that takes several commits at once).
+        assert statistics.commits < statistics.checkpoints / 2, statistics
     assert outputs == {n: n for n in range(50)}
     # Every node run counted, with its duration; every transaction timed.
     assert statistics.node_runs == {"completed": 50 * 6, "failed": 0, "suspended": 0}
