@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 import anyio
 import anyio.lowlevel
 import attrs
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from prana._errors import PranaError, StoreError
 from prana._records import Checkpoint
@@ -130,23 +130,31 @@ class CheckpointWriter:
         the one before was committing, up to ``BATCH_LIMIT``."""
         task_status.started()
         try:
-            async with anyio.create_task_group() as group:
-                while True:
-                    await self._wake.wait()
-                    self._wake = anyio.Event()
-                    while self._waiting and self._committing < self._at_once:
-                        batch = self._waiting.popleft()
-                        self._committing += 1
-                        if self._at_once == 1:
-                            await self._commit_batch(batch)  # no task: one at a time
-                        else:
-                            group.start_soon(self._commit_batch, batch)
+            if self._at_once == 1:
+                await self._commit_waiting(None)  # one at a time, in this task
+            else:
+                async with anyio.create_task_group() as group:
+                    await self._commit_waiting(group)
         finally:
             # Checkpoints handed in as the engine stops are not saved: say so.
             self._closed = True
             for batch in self._waiting:
                 batch.error = StoreError("the engine stopped before this checkpoint was saved")
                 batch.done.set()
+
+    async def _commit_waiting(self, group: TaskGroup | None) -> None:
+        """Commit the batches waiting, as they come: in this task, or with a
+        ``group``, up to ``_at_once`` at a time in tasks of their own."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._waiting and self._committing < self._at_once:
+                batch = self._waiting.popleft()
+                self._committing += 1
+                if group is None:
+                    await self._commit_batch(batch)
+                else:
+                    group.start_soon(self._commit_batch, batch)
 
     async def _commit_batch(self, batch: Batch) -> None:
         """Commit ``batch`` (counted in ``_committing`` already) and answer its savers."""
