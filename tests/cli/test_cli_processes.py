@@ -82,7 +82,7 @@ def test_an_interrupted_or_killed_run_is_carried_on_by_resume(
     _, err = running.communicate(timeout=30)
     identifier = execution_id(log)
     if signal_name == "SIGINT":
-        assert "Traceback" not in err
+        assert "Traceback" not in err, err  # all of it, to say where
         assert running.returncode == 130
         assert f"execution {identifier} stopped where it was" in err
         assert f"'prana resume {identifier}'" in err
