@@ -42,6 +42,8 @@ class Catalog:
         # The workflows the engine serves (registered on purpose): the highest version
         # of each id answers its webhook requests and runs its schedules.
         self.served: dict[str, Workflow] = {}
+        # The definitions served because they are kept in the store: id to hash.
+        self._kept: dict[str, str] = {}
         self._routes: dict[tuple[str, str], tuple[str, str]] = {}
         # Event name to the served workflows (id, trigger key) that start on it.
         self._listeners: dict[str, list[tuple[str, str]]] = {}
@@ -160,31 +162,49 @@ class Catalog:
     async def keep(self, workflow: Workflow, store: Store, now: float) -> None:
         """Keep ``workflow`` in the store as the definition every engine on it serves
         for its id (it must be served here already)."""
-        await store.keep_workflow(
-            StoredWorkflow(
-                hash=definition_hash(workflow),
-                id=workflow.id,
-                version=workflow.version,
-                definition=workflow_to_dict(workflow),
-                created_at=now,
-            )
+        kept = StoredWorkflow(
+            hash=definition_hash(workflow),
+            id=workflow.id,
+            version=workflow.version,
+            definition=workflow_to_dict(workflow),
+            created_at=now,
         )
+        await store.keep_workflow(kept)
+        self._kept[workflow.id] = kept.hash
 
-    async def serve_kept(self, store: Store) -> list[Workflow]:
-        """Serve the definitions kept in the store (:meth:`keep`); one that no longer
-        loads with this engine's actions is left out, and logged."""
-        served = []
-        for kept in await store.kept_workflows():
+    async def forget_kept(self, workflow_id: str, store: Store) -> bool:
+        """Keep ``workflow_id`` in the store no more; false if it was not kept."""
+        self._kept.pop(workflow_id, None)
+        return await store.forget_kept_workflow(workflow_id)
+
+    async def sync_kept(self, store: Store) -> tuple[list[Workflow], list[str]]:
+        """Serve what the store keeps now (:meth:`keep`, by this engine or another):
+        the definitions newly kept, and no longer the ids no longer kept. Returns the
+        workflows now served and the ids served no more. A definition that does not
+        load with this engine's actions is left out, and logged (once)."""
+        kept = {stored.id: stored for stored in await store.kept_workflows()}
+        served: list[Workflow] = []
+        for workflow_id, stored in kept.items():
+            if self._kept.get(workflow_id) == stored.hash:
+                continue
+            self._kept[workflow_id] = stored.hash
             try:
-                served.append(self.serve(kept.definition)[0])
+                workflow, now_served = self.serve(stored.definition)
             except PranaError as exc:
                 logger.error(
                     "workflow %s v%s kept in the store is not served: %s",
-                    kept.id,
-                    kept.version,
+                    stored.id,
+                    stored.version,
                     exc,
                 )
-        return served
+            else:
+                if now_served:  # not if a higher version is served here already
+                    served.append(workflow)
+        gone = [workflow_id for workflow_id in self._kept if workflow_id not in kept]
+        for workflow_id in gone:
+            del self._kept[workflow_id]
+            self.unserve(workflow_id)
+        return served, gone
 
     async def graph_for(self, stored: StoredExecution, store: Store) -> ExecutionGraph:
         """The graph of the definition ``stored`` started on. Raises

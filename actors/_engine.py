@@ -250,10 +250,15 @@ class Engine(AsyncContextManagerMixin):
                     # Start-up: what other engines left behind.
                     await self._take_orphans(leases)
                     await children.reconcile()
-                await self._catalog.serve_kept(store)
+                await self._catalog.sync_kept(store)
                 if self._schedules is not None:
                     for served in list(self._catalog.served.values()):
                         await self._schedules.arm(served)
+                # What other engines on the store start or stop serving (the daemon's
+                # POST and DELETE /api/workflows), served here too within a beat.
+                background.start_every(
+                    task_group, "kept workflows", min(5.0, self._heartbeat), self._sync_kept
+                )
                 background.start_every(
                     task_group, "heartbeat", self._heartbeat, lambda: self._beat(leases)
                 )
@@ -393,8 +398,18 @@ class Engine(AsyncContextManagerMixin):
         served = self._catalog.unserve(workflow_id)
         if self._schedules is not None:
             self._schedules.disarm(workflow_id)
-        kept = await self._require_store().forget_kept_workflow(workflow_id)
+        kept = await self._catalog.forget_kept(workflow_id, self._require_store())
         return served or kept
+
+    async def _sync_kept(self) -> None:
+        """Serve the workflows other engines keep in the store, and stop serving those
+        they stopped keeping."""
+        served, gone = await self._catalog.sync_kept(self._require_store())
+        if self._schedules is not None:
+            for workflow_id in gone:
+                self._schedules.disarm(workflow_id)
+            for workflow in served:
+                await self._schedules.arm_quietly(workflow)
 
     async def start_webhook(
         self,
