@@ -47,7 +47,7 @@ from prana._registry import ActionRegistry
 from prana._rerun import ORIGINAL
 from prana.storage import PostgresStore, SQLiteStore, Store, open_store
 
-from ._cli_database import find_database
+from ._cli_database import find_database, store_for_reading
 from ._cli_parser import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, command_parser
 from ._cli_remote import Remote, execution_from, path_of
 from ._cli_serve import command_logs, command_status, signing_key, tokens, webhook_secrets
@@ -238,7 +238,7 @@ def _reading(args: argparse.Namespace, read: Callable[[Store], Awaitable[T]]) ->
     assert path is not None
 
     async def main() -> T:
-        store = open_store(path) if isinstance(path, str) else SQLiteStore(path, read_only=True)
+        store = store_for_reading(path)
         await store.open()
         try:
             return await read(store)

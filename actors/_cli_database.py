@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from prana._errors import StoreError
-from prana.storage import SQLiteStore
+from prana.storage import PostgresStore, SQLiteStore, Store
 
 DEFAULT_DB = Path(".prana") / "prana.db"
 
@@ -47,3 +47,11 @@ def find_database(given: str | None, *, create: bool) -> Path:
             "yet; give a database with --db or PRANA_DB"
         )
     return folder / DEFAULT_DB
+
+
+def store_for_reading(database: Path | str) -> Store:
+    """The store of a command that only reads: the SQLite file, or the store URL,
+    opened so that nothing is created or changed."""
+    if isinstance(database, str):
+        return PostgresStore(database, read_only=True)
+    return SQLiteStore(database, read_only=True)

@@ -47,7 +47,7 @@ from ._postgres_rows import (
     suspensions_of,
     workflow_from_row,
 )
-from ._postgres_schema import FINAL, describe, migrate
+from ._postgres_schema import FINAL, describe, migrate, require_latest
 from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
 
 T = TypeVar("T")
@@ -76,8 +76,11 @@ def parse_url(url: str) -> tuple[str, str, int]:
 class PostgresStore:
     """Keeps executions in PostgreSQL (see the module docstring)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        """``read_only``: for reading what is there (``prana list``, ``show``): opening
+        creates and migrates nothing, and refuses a database prana has not used."""
         self.url = url
+        self.read_only = read_only
         self._conninfo, self.schema, self.pool_size = parse_url(url)
         self._pool: Any = None
         self._limiter = anyio.CapacityLimiter(self.pool_size)
@@ -146,7 +149,10 @@ class PostgresStore:
             ) from None
         self._pool = pool
         try:
-            await self._run(lambda db: migrate(db, self.schema, repr(self)))
+            if self.read_only:
+                await self._run(lambda db: require_latest(db, self.schema, repr(self)))
+            else:
+                await self._run(lambda db: migrate(db, self.schema, repr(self)))
         except BaseException:
             await self.aclose()
             raise

@@ -181,3 +181,14 @@ def describe(db: Any, schema: str, name: str) -> str:
     if version < LATEST:
         return f"{name} is at schema version {version}: it is migrated to {LATEST} on start"
     return f"{name} is a prana database at schema version {version} (schema {schema!r})"
+
+
+def require_latest(db: Any, schema: str, name: str) -> None:
+    """Refuse to read ``schema`` unless prana's tables are there at this code's
+    version (:func:`describe` says what is there instead); changes nothing."""
+    said = describe(db, schema, name)
+    if "is a prana database" not in said:
+        raise StoreError(
+            f"{said}; a command that writes to it (prana run, resume, ...) "
+            "creates or migrates it first"
+        )

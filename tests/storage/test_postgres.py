@@ -169,3 +169,17 @@ def test_the_cli_runs_lists_and_shows_executions_kept_in_postgres(
     assert shown == 0
     assert "suspended" in show_out
     assert "ask" in show_out
+
+
+def test_reading_commands_change_nothing_in_a_database_prana_never_used(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from prana.actors._cli import main
+
+    url = postgres.database()
+    code = main(["list", "--db", url])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "has no prana tables in schema 'prana' yet" in err
+    assert "a command that writes to it (prana run, resume, ...) creates" in err
+    assert sql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'prana'") == [(0,)]
