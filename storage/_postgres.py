@@ -94,6 +94,11 @@ class PostgresStore:
     def check(self) -> str:
         """What opening the store would find, in words, changing nothing (``prana
         serve --check``); raises :class:`StoreError` saying why it cannot be used."""
+        return self._on_one_connection(lambda db: describe(db, self.schema, repr(self)))
+
+    def _on_one_connection(self, use: Callable[[Connection], T]) -> T:
+        """``use`` a connection of its own; a :class:`StoreError` with libpq's own
+        words if there is none (psycopg missing, a wrong URL, a server that is down)."""
         try:
             import psycopg
         except ImportError:
@@ -102,7 +107,7 @@ class PostgresStore:
             ) from None
         try:
             with psycopg.connect(self._conninfo, connect_timeout=10) as db:
-                return describe(db, self.schema, repr(self))
+                return use(db)
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to PostgreSQL at {self!r}: {str(exc).strip()}; check the URL, "
@@ -114,24 +119,10 @@ class PostgresStore:
     async def open(self) -> None:
         """Connect, and create or migrate the schema. Raises :class:`StoreError`
         saying why the database cannot be used."""
-        try:
-            import psycopg
-            import psycopg_pool
-        except ImportError:
-            raise StoreError(
-                "the PostgreSQL store needs psycopg: pip install 'prana-runtime[postgres]'"
-            ) from None
+        # One connection first: if there is none, its error says why, at once.
+        await anyio.to_thread.run_sync(self._on_one_connection, lambda db: None)
+        import psycopg_pool
 
-        def reach() -> None:  # one connection first: its error says what is wrong, at once
-            psycopg.connect(self._conninfo, connect_timeout=10).close()
-
-        try:
-            await anyio.to_thread.run_sync(reach)
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot connect to PostgreSQL at {self!r}: {str(exc).strip()}; check the URL, "
-                "that the server runs, and that its user may connect"
-            ) from None
         pool = psycopg_pool.ConnectionPool(
             self._conninfo,
             min_size=1,
