@@ -38,7 +38,7 @@ from starlette.staticfiles import StaticFiles
 
 import prana
 
-from ._layout import layout
+from ._layout import Layout, layout
 from ._problems import HTTPProblem, problem_of
 from ._requests import BodyReader, cursor_from, cursor_of, moment_of, sign
 from ._streams import EventLog
@@ -50,6 +50,7 @@ LIVE_INTERVAL = 0.25  # seconds between two renders of a run's live part
 PAGE = 50  # runs per page, unless the user chooses one of PAGE_SIZES
 PAGE_SIZES = (50, 100, 200, 500)
 HISTORY = 500  # the runs a workflow's history is drawn from
+LAYOUTS_KEPT = 64
 STATUSES = ("running", "suspended", "paused", "completed", "failed", "cancelled", "pending")
 CONTROLS = ("cancel", "pause", "unpause", "retry")
 
@@ -90,6 +91,10 @@ class Ui:
         self.log = log
         self.stream = stream
         self._secret = secrets.token_bytes(32)  # forms made before a restart are stale
+        # Layouts of the workflows drawn lately, by the workflow object (the engine
+        # hands out one per definition): the live part of a run's page is drawn
+        # again several times a second, and the layout does not change with it.
+        self._layouts: dict[int, tuple[prana.Workflow, Layout]] = {}
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -281,12 +286,23 @@ class Ui:
         return {
             "execution": execution,
             "workflow": workflow,
-            "graph": graph_svg(layout(workflow), states, link),
+            "graph": graph_svg(self._layout(workflow), states, link),
             "timeline": timeline_svg(execution),
             "progress": round(100 * settled / max(1, len(workflow.nodes))),
             "explanation": explanation,
             "waiting": [s for s in execution.suspensions if s.node_key != ""],
         }
+
+    def _layout(self, workflow: prana.Workflow) -> Layout:
+        """``workflow``'s layout, made once while it is drawn (the latest 64 kept)."""
+        kept = self._layouts.get(id(workflow))
+        if kept is not None and kept[0] is workflow:
+            return kept[1]
+        if len(self._layouts) >= LAYOUTS_KEPT:
+            del self._layouts[next(iter(self._layouts))]  # the oldest
+        made = layout(workflow)
+        self._layouts[id(workflow)] = (workflow, made)
+        return made
 
     async def run(self, request: Request) -> Response:
         execution = await self.engine.get(request.path_params["execution_id"])
@@ -389,7 +405,7 @@ class Ui:
         targets = {c.to for c in workflow.connections}
         return self.render(
             request, "workflow.html", workflow=workflow, schedules=schedules,
-            graph=graph_svg(layout(workflow)), history=await self._history(recent),
+            graph=graph_svg(self._layout(workflow)), history=await self._history(recent),
             triggers=[n.key for n in workflow.nodes if n.key not in targets],
         )  # fmt: skip
 
