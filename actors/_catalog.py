@@ -69,8 +69,7 @@ class Catalog:
         is served already; return it and whether it is now served. Raises
         :class:`WorkflowValidationError` if any of its triggers does not compile, and
         :class:`TriggerError` if another workflow answers one of its webhooks."""
-        workflow = self.checked(workflow)
-        self.registered.setdefault(workflow.id, {})[workflow.version] = workflow
+        workflow = self.register(self.checked(workflow))
         current = self.served.get(workflow.id)
         if current is not None and current.version > workflow.version:
             return workflow, False

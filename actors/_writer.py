@@ -9,7 +9,10 @@ several executions committing on the spot none would ever share a commit): the
 writer's task takes every checkpoint waiting at that moment, up to ``BATCH_LIMIT``
 (the rest go in the next transactions), commits them in one transaction, and then
 answers each supervisor: saved, lost (another engine owns the execution now), or the
-store's error. Under load, many executions share one commit.
+store's error. Under load, many executions share one commit. A store that takes
+several commits at once (``Store.commits_at_once``: PostgreSQL) gets that many
+batches in flight, each in a task of its own; a supervisor has at most one
+checkpoint in flight, so they touch different executions.
 
 Either way a save lets other tasks run before it returns, so that a long chain of
 quick nodes never holds the event loop for more than one step.
