@@ -5,7 +5,9 @@ runs. Each page's screenshot is saved (see conftest)."""
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -83,19 +85,25 @@ def approval() -> prana.Workflow:
     return prana.load_workflow(EXAMPLES / "approval.yaml")
 
 
-def start_waiting(url: str) -> str:
-    """An approval of 4 000, started through the API; its id once it waits."""
-    import json
-    import urllib.request
-
+def start_approval(url: str, amount: int, token: str | None = None) -> dict[str, Any]:
+    """An approval of ``amount``, started through the API; the execution once it
+    stops (completed, or waiting above the limit)."""
+    headers = {"content-type": "application/json"}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
     sent = urllib.request.Request(
         f"{url}/api/workflows/approval/executions?wait=10",
-        data=json.dumps({"amount": 4000}).encode(),
+        data=json.dumps({"amount": amount}).encode(),
         method="POST",
-        headers={"content-type": "application/json"},
+        headers=headers,
     )
     with urllib.request.urlopen(sent) as reply:
-        execution = json.load(reply)
+        return dict(json.load(reply))
+
+
+def start_waiting(url: str) -> str:
+    """An approval of 4 000, started through the API; its id once it waits."""
+    execution = start_approval(url, 4000)
     assert execution["status"] == "suspended"
     return str(execution["id"])
 
@@ -104,17 +112,8 @@ def test_sign_in_with_a_token_and_see_the_runs(
     browser: Any, tmp_path: Path, screenshots: Path
 ) -> None:
     with daemon(tmp_path / "d.db", [approval()], tokens=["open-sesame"]) as url:
-        import json
-        import urllib.request
-
         for amount in (40, 4000):
-            sent = urllib.request.Request(
-                f"{url}/api/workflows/approval/executions?wait=10",
-                data=json.dumps({"amount": amount}).encode(),
-                method="POST",
-                headers={"authorization": "Bearer open-sesame"},
-            )
-            urllib.request.urlopen(sent).close()
+            start_approval(url, amount, token="open-sesame")
         browser.delete_all_cookies()
         browser.get(f"{url}/ui")
         wait_for(browser, lambda d: "/ui/login" in d.current_url, "the sign-in page")
