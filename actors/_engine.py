@@ -510,7 +510,7 @@ class Engine(AsyncContextManagerMixin):
             await supervisor.wait_saved()
         finally:
             handed_over.set()  # the execution carries on (or stops) without us
-        return ExecutionHandle(supervisor)
+        return ExecutionHandle(supervisor, self._require_children().past_children)
 
     async def _exists(self, execution_id: str) -> bool:
         live = self._require_live()
@@ -821,7 +821,8 @@ class Engine(AsyncContextManagerMixin):
                 f"workflow {workflow_id!r} is not served by this engine with its schedules "
                 "(Engine(workflows=...), engine.register; not schedules=False)"
             )
-        return ExecutionHandle(await self._schedules.fire_now(served, trigger))
+        supervisor = await self._schedules.fire_now(served, trigger)
+        return ExecutionHandle(supervisor, self._require_children().past_children)
 
     async def _set_paused(self, workflow_id: str, trigger: str, paused: bool) -> ScheduleInfo:
         if not await self._require_store().pause_schedule(workflow_id, trigger, paused):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Awaitable, Callable
 
 from prana._records import Execution, ExecutionStatus
 
@@ -15,8 +16,13 @@ DEFAULT_EVENT_BUFFER = 1000
 class ExecutionHandle:
     """A started execution: its id, its events, and a way to wait for it to stop."""
 
-    def __init__(self, supervisor: ExecutionSupervisor) -> None:
+    def __init__(
+        self,
+        supervisor: ExecutionSupervisor,
+        past_children: Callable[[Execution], Awaitable[Execution]],
+    ) -> None:
         self._supervisor = supervisor
+        self._past_children = past_children
         # The execution's events from its start, kept for the first events() call
         # while the handle lives (bounded like any subscription).
         self._first: Subscription | None = self._subscribe(DEFAULT_EVENT_BUFFER)
@@ -63,8 +69,9 @@ class ExecutionHandle:
     async def result(self) -> Execution:
         """Wait until the execution waits (``suspended``) or ends, and return it.
 
-        Raises :class:`PranaError` if the engine stopped first (the execution carries
+        Waiting only for ``sync`` child executions does not count, as in
+        :meth:`Engine.run`: the wait goes on until its children end. Raises :class:`PranaError` if the engine stopped first (the execution carries
         on when an engine next starts on the same store). Cancelling the wait does not
         cancel the execution.
         """
-        return await self._supervisor.wait_stop()
+        return await self._past_children(await self._supervisor.wait_stop())

@@ -56,6 +56,17 @@ async def test_a_sync_child_runs_and_its_output_becomes_the_nodes() -> None:
     assert child.input == {"n": 21}
 
 
+async def test_a_started_execution_s_result_follows_its_sync_child_to_the_end() -> None:
+    # As run() does: waiting for a sync child that is still moving is not a stop.
+    parent = caller({"workflow": "doubler", "input": {"n": "{{ input }}"}})
+    async with prana.Engine(workflows=[doubler()], env={}) as engine:
+        handle = await engine.start(parent, 4)
+        result = await handle.result()
+    assert result.status == "completed"
+    assert result.order == ["start", "call", "after"]
+    assert result.output == {"doubled": 8}
+
+
 async def test_fire_and_forget_completes_at_once_with_the_childs_id() -> None:
     waits = make_workflow(
         {"start": "manual.trigger", "hold": "wait.webhook"}, ["start -> hold"], id="waits"

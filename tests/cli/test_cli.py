@@ -312,6 +312,15 @@ def test_a_parent_waits_for_its_child_across_commands(
     assert done["output"] == {"shipped": True, "paid": 5000}
 
 
+def test_a_parent_whose_child_needs_no_answer_completes_in_one_command(
+    prana_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", FULFIL, "--input", '{"amount": 10}', "--quiet", "--json"]) == 0
+    parent = json.loads(capsys.readouterr().out)
+    assert parent["status"] == "completed"
+    assert parent["output"] == {"shipped": True, "paid": 10}
+
+
 def test_the_report_of_a_parent_says_what_its_child_waits_for_and_how_to_answer(
     prana_db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
