@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from prana._records import EXECUTION_STATUSES
 from prana._time import parse_duration
 from prana._version import __version__
 
@@ -120,15 +121,7 @@ def command_parser() -> argparse.ArgumentParser:
     store(listing)
     listing.add_argument(
         "--status",
-        choices=(
-            "running",
-            "suspended",
-            "paused",
-            "completed",
-            "failed",
-            "cancelled",
-            "timed_out",
-        ),
+        choices=EXECUTION_STATUSES,
         help="only executions with this status",
     )
     listing.add_argument("--workflow", metavar="ID", help="only executions of this workflow")

@@ -73,6 +73,7 @@ from ._handle import DEFAULT_EVENT_BUFFER
 from ._handle import ExecutionHandle as ExecutionHandle
 from ._live import NOT_RUNNING, LiveExecutions
 from ._ownership import Leases, dead_owners, new_owner_id
+from ._queue import QueueService
 from ._schedules import ScheduleInfo, Schedules, ScheduleSlot
 from ._services import BackgroundServices, EngineHealth
 from ._subscription import Middleware, Publisher, Subscription, as_link
@@ -177,6 +178,7 @@ class Engine(AsyncContextManagerMixin):
         self._store: Store | None = None
         self._live: LiveExecutions | None = None
         self._children: ChildExecutions | None = None
+        self._queue: QueueService | None = None
         self._schedules: Schedules | None = None
         self._writer: CheckpointWriter | None = None
         self._timer_actor: TimerActor | None = None
@@ -201,6 +203,7 @@ class Engine(AsyncContextManagerMixin):
             load=partial(_stored_timers, store) if self._recover else None,
         )
         background = self._background
+        queue = self._queue = QueueService(store, leases, min(1.0, self._heartbeat))
         held: list[str] = []
         body_error: BaseException | None = None
         try:
@@ -216,6 +219,7 @@ class Engine(AsyncContextManagerMixin):
                     env=self._env,
                     limits=self.limits,
                     tally=self._tally,
+                    queue_moved=queue.moved,
                     publisher=lambda: Publisher(self._middleware, self._engine_subscriptions),
                     parent=lambda live: ChildExecutions(
                         live=live,
@@ -262,6 +266,10 @@ class Engine(AsyncContextManagerMixin):
                 background.start_every(
                     task_group, "heartbeat", self._heartbeat, lambda: self._beat(leases)
                 )
+                background.service("queue")
+                task_group.start_soon(
+                    queue.run, live, partial(background.retrying, "queue"), name="prana queue"
+                )
                 background.start_every(
                     task_group,
                     "control requests",
@@ -281,7 +289,7 @@ class Engine(AsyncContextManagerMixin):
                     held = [
                         supervisor.execution_id
                         for supervisor in live.supervisors()
-                        if supervisor.machine.status == "running"
+                        if supervisor.machine.status in ("running", "queued")
                     ]
                     task_group.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -510,7 +518,7 @@ class Engine(AsyncContextManagerMixin):
             await supervisor.wait_saved()
         finally:
             handed_over.set()  # the execution carries on (or stops) without us
-        return ExecutionHandle(supervisor, self._require_children().past_children)
+        return ExecutionHandle(supervisor, self._followed)
 
     async def _exists(self, execution_id: str) -> bool:
         live = self._require_live()
@@ -530,8 +538,12 @@ class Engine(AsyncContextManagerMixin):
         A failed execution is returned, not raised: look at ``status`` and ``error``.
         An execution that waits (``status == "suspended"``) carries on when resumed
         or woken. Waiting only for ``sync`` child executions does not count: ``run``
-        follows the execution until its children end. Raises
-        :class:`WorkflowValidationError` if the workflow is invalid.
+        follows the execution until its children end. An execution of a workflow
+        with a concurrency key is queued first, and ``run`` returns it ``queued`` if
+        its key has no room now (it starts once another execution of the key ends, in
+        whichever engine claims it).
+        Raises :class:`WorkflowValidationError` if the workflow is invalid, and
+        :class:`ExpressionError` if its concurrency key cannot be rendered.
 
         The execution runs in a task of the engine's; cancelling ``run`` only stops
         the waiting: it carries on, as one begun with :meth:`start` does (start it
@@ -539,7 +551,7 @@ class Engine(AsyncContextManagerMixin):
         """
         supervisor = await self._start_new(workflow, input, trigger)
         execution = await supervisor.wait_stop(supervisor.stop_waiter())
-        return await self._require_children().past_children(execution)
+        return await self._followed(execution)
 
     async def rerun(self, execution_id: str, *, from_node: str, input: Any = ORIGINAL) -> Execution:
         """Run an execution again from ``from_node`` as a new execution of the same
@@ -565,7 +577,7 @@ class Engine(AsyncContextManagerMixin):
             )
             supervisor = await live.start_in_state(machine, turn)
         execution = await supervisor.wait_stop(supervisor.stop_waiter())
-        return await self._require_children().past_children(execution)
+        return await self._followed(execution)
 
     async def run_node(
         self,
@@ -644,7 +656,7 @@ class Engine(AsyncContextManagerMixin):
                 f"execution {execution_id} was resumed or taken by another engine just now; "
                 f"see where it stands with 'prana show {execution_id}'"
             ) from exc
-        return await self._require_children().past_children(execution)
+        return await self._followed(execution)
 
     async def _carry_on(self, execution_id: str) -> Execution:
         """Follow a running execution to its next stop, taking it over first if its
@@ -663,7 +675,7 @@ class Engine(AsyncContextManagerMixin):
             raise InvalidTransition(
                 f"execution {execution_id} was taken by another engine just now"
             ) from exc
-        return await self._require_children().past_children(execution)
+        return await self._followed(execution)
 
     async def resume_token(self, token: str, data: Any = None) -> Execution:
         """Resume the node waiting for ``token`` (a ``wait.webhook`` token) with
@@ -714,7 +726,7 @@ class Engine(AsyncContextManagerMixin):
         execution = await control(
             self._require_live(), self._require_store(), execution_id, "unpause"
         )
-        return await self._require_children().past_children(execution)
+        return await self._followed(execution)
 
     async def retry(self, execution_id: str) -> Execution:
         """Run a failed execution again from its failed node (a new attempt, same
@@ -725,7 +737,7 @@ class Engine(AsyncContextManagerMixin):
         execution = await control(
             self._require_live(), self._require_store(), execution_id, "retry"
         )
-        return await self._require_children().past_children(execution)
+        return await self._followed(execution)
 
     async def wait(
         self, execution_id: str, *, until: Callable[[Execution], bool] | None = None
@@ -745,8 +757,9 @@ class Engine(AsyncContextManagerMixin):
 
     async def follow(self, execution: Execution) -> Execution:
         """``execution``, or, if it waits only for ``sync`` child executions that are
-        still moving, the execution once they stop (as :meth:`run` returns it)."""
-        return await self._require_children().past_children(execution)
+        still moving, or is queued and this engine starts it at once, the execution at
+        its next stop (as :meth:`run` returns it)."""
+        return await self._followed(execution)
 
     # ------------------------------------------------------------------ reading
 
@@ -822,7 +835,7 @@ class Engine(AsyncContextManagerMixin):
                 "(Engine(workflows=...), engine.register; not schedules=False)"
             )
         supervisor = await self._schedules.fire_now(served, trigger)
-        return ExecutionHandle(supervisor, self._require_children().past_children)
+        return ExecutionHandle(supervisor, self._followed)
 
     async def _set_paused(self, workflow_id: str, trigger: str, paused: bool) -> ScheduleInfo:
         if not await self._require_store().pause_schedule(workflow_id, trigger, paused):
@@ -925,7 +938,10 @@ class Engine(AsyncContextManagerMixin):
 
     async def wait_idle(self) -> None:
         """Wait until no execution runs in this engine and nothing is being handed to
-        one (an ended child to its parent, say); the CLI calls it before leaving."""
+        one (an ended child to its parent, say), and the queue has been looked at
+        since an execution there could start; the CLI calls it before leaving."""
+        if self._queue is not None and self._queue.pending:
+            await self._queue.next_pass()
         await self._require_live().wait_idle()
 
     # ------------------------------------------------------------------ internals
@@ -958,6 +974,23 @@ class Engine(AsyncContextManagerMixin):
 
     async def _fire_timer(self, timer: Suspension | ScheduleSlot) -> None:
         await fire_timer(self._require_live(), self._schedules, timer)
+
+    async def _followed(self, execution: Execution) -> Execution:
+        """``execution``, or if it stopped where :meth:`run` does not, the execution
+        at its next stop: queued, if an engine (this one, at its next claim) starts
+        it; waiting only for ``sync`` children that are still moving."""
+        live = self._require_live()
+        while execution.status == "queued" and self._queue is not None:
+            await self._queue.next_pass()
+            supervisor = live.get(execution.id)
+            if supervisor is not None:
+                execution = await supervisor.wait_stop()
+                continue
+            stored = await live.load(execution.id)
+            if stored.status == "queued" and stored.owner is None:
+                break  # its key has no room now
+            execution = await live.wait_for(execution.id, lambda e: e.status != "queued")
+        return await self._require_children().past_children(execution)
 
     def _require_live(self) -> LiveExecutions:
         if self._live is None:

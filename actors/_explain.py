@@ -58,6 +58,8 @@ def explain(
         )
     elif status == "pending":
         reasons.append("it has not started yet")
+    elif status == "queued":
+        reasons.append(_queued(stored, wall_clock))
     if status not in FINAL_STATUSES:
         for suspension in suspensions:
             if not suspension.is_deadline:
@@ -68,6 +70,18 @@ def explain(
     if stored.deadline is not None and status not in FINAL_STATUSES:
         reasons.append(f"it times out at {iso_time(stored.deadline)} (settings.timeout)")
     return Explanation(execution_id=stored.id, status=status, moving=moving, reasons=tuple(reasons))
+
+
+def _queued(stored: StoredExecution, now: float) -> str:
+    place = stored.queue
+    if stored.owner is not None and (stored.lease_expires or 0.0) > now:
+        return f"it is queued, and engine {stored.owner} is starting it"
+    if place is None or place.key is None:
+        return "it is queued: the next engine to look at the queue starts it"
+    return (
+        f"it is queued until an execution with concurrency key {place.key!r} ends: at most "
+        f"{place.limit} run at once (settings.concurrency_limit); priority {place.priority}"
+    )
 
 
 def _owner(stored: StoredExecution, now: float, heartbeat: float) -> str:

@@ -19,10 +19,10 @@ class ExecutionHandle:
     def __init__(
         self,
         supervisor: ExecutionSupervisor,
-        past_children: Callable[[Execution], Awaitable[Execution]],
+        follow: Callable[[Execution], Awaitable[Execution]],
     ) -> None:
         self._supervisor = supervisor
-        self._past_children = past_children
+        self._follow = follow
         # The execution's events from its start, kept for the first events() call
         # while the handle lives (bounded like any subscription).
         self._first: Subscription | None = self._subscribe(DEFAULT_EVENT_BUFFER)
@@ -69,9 +69,10 @@ class ExecutionHandle:
     async def result(self) -> Execution:
         """Wait until the execution waits (``suspended``) or ends, and return it.
 
-        Waiting only for ``sync`` child executions does not count, as in
-        :meth:`Engine.run`: the wait goes on until its children end. Raises :class:`PranaError` if the engine stopped first (the execution carries
+        What does not count as a stop in :meth:`Engine.run` does not count here
+        either: waiting only for ``sync`` child executions, or queued when this
+        engine starts it at once. Raises :class:`PranaError` if the engine stopped first (the execution carries
         on when an engine next starts on the same store). Cancelling the wait does not
         cancel the execution.
         """
-        return await self._past_children(await self._supervisor.wait_stop())
+        return await self._follow(await self._supervisor.wait_stop())

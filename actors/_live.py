@@ -115,9 +115,13 @@ class LiveExecutions:
         background: BackgroundServices,
         task_group: TaskGroup,
         tally: Tally,
+        queue_moved: Callable[[], None],
         steps_at_once: int = DEFAULT_STEPS_AT_ONCE,
     ) -> None:
         self._store = store
+        # Called when a queued execution is saved, or one with a concurrency key
+        # leaves memory (it may have made room): the queue service claims again.
+        self._queue_moved = queue_moved
         self._catalog = catalog
         self._leases = leases
         self._background = background
@@ -263,7 +267,12 @@ class LiveExecutions:
         takes ``turn`` (see :meth:`turn`: the rest of the work of starting an execution
         is done under it too); ``fields`` go to its :class:`ExecutionMachine` (a
         child's parent, say). See :meth:`ExecutionSupervisor.run` for
-        ``handed_over``."""
+        ``handed_over``.
+
+        A workflow with a concurrency key is queued instead (see
+        :meth:`ExecutionMachine.queue`: raises :class:`ExpressionError` if the key
+        cannot be rendered): the supervisor saves it ``queued`` and leaves, and an
+        engine that claims it starts it (:meth:`start_claimed`)."""
         self._require_open()
         await self._catalog.save(graph, self._store, self._services.clock.now())
         machine = ExecutionMachine(
@@ -274,7 +283,10 @@ class LiveExecutions:
             limits=self._limits,
             **fields,
         )
-        return self._launch(machine, machine.start, turn, handed_over=handed_over)
+        if graph.concurrency_key is None:
+            return self._launch(machine, machine.start, turn, handed_over=handed_over)
+        machine.queue(self._services.clock.now())
+        return self._launch(machine, _given([]), turn, handed_over=handed_over)
 
     async def start_in_state(self, machine: ExecutionMachine, turn: Turn) -> ExecutionSupervisor:
         """Launch a new execution whose machine was made in a state (a rerun's, see
@@ -386,13 +398,24 @@ class LiveExecutions:
         """Carry on, from their last checkpoint, running executions this engine has
         just claimed (their engine died). One that cannot be restored here fails,
         with an error that says why."""
+        await self._launch_claimed(execution_ids, "running", self._leases.deadline())
+
+    async def start_claimed(self, execution_ids: Iterable[str], lease_until: float) -> None:
+        """Start queued executions this engine has just claimed (until ``lease_until``,
+        monotonic). One that cannot be restored here fails, with an error that says
+        why."""
+        await self._launch_claimed(execution_ids, "queued", lease_until)
+
+    async def _launch_claimed(
+        self, execution_ids: Iterable[str], status: ExecutionStatus, lease_until: float
+    ) -> None:
         for execution_id in execution_ids:
             if execution_id in self._supervisors:
                 continue
             async with self.turn() as turn:
                 stored = await self.load(execution_id)
-                if stored.status != "running":
-                    continue
+                if stored.status != status or stored.owner != self._leases.owner:
+                    continue  # moved on meanwhile (cancelled, say)
                 try:
                     machine = await self._restore(stored)
                 except Unrestorable as exc:
@@ -400,8 +423,12 @@ class LiveExecutions:
                     continue
                 if execution_id in self._supervisors:
                     continue
-                logger.info("carrying on execution %s from its last checkpoint", execution_id)
-                self._launch(machine, machine.recover, turn, lease_until=self._leases.deadline())
+                if status == "queued":
+                    first, take_from = machine.start, status
+                else:
+                    logger.info("carrying on execution %s from its last checkpoint", execution_id)
+                    first, take_from = machine.recover, None
+                self._launch(machine, first, turn, take_from=take_from, lease_until=lease_until)
 
     async def _claim(self, stored: StoredExecution) -> bool:
         """Claim a running execution whose engine is gone, for this engine to carry on;
@@ -488,6 +515,8 @@ class LiveExecutions:
         if self._supervisors.get(supervisor.execution_id) is supervisor:
             del self._supervisors[supervisor.execution_id]
         self._notify(supervisor.execution_id)
+        if supervisor.machine.queue_place is not None:
+            self._queue_moved()
 
     def _exited(self, supervisor: ExecutionSupervisor) -> None:
         self._running.discard(supervisor)

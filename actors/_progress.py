@@ -191,6 +191,16 @@ def render_report(
         f"{style.status(execution.status)} {when}",
         "",
     ]
+    if execution.status == "queued":
+        key = execution.concurrency_key
+        lines.append(
+            f"Queued: it starts once an execution with concurrency key {key!r} ends "
+            f"(prana list --status queued; cancel it with prana cancel {execution.id})"
+            if key is not None
+            else f"Queued: the next engine to look at the queue starts it (prana cancel "
+            f"{execution.id} cancels it)"
+        )
+        return "\n".join(lines) + "\n"
     if execution.runs_left_out:
         lines.append(
             style(

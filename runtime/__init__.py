@@ -46,6 +46,7 @@ from ._model import NodeSettings as NodeSettings
 from ._model import RetrySettings as RetrySettings
 from ._model import Workflow as Workflow
 from ._model import WorkflowSettings as WorkflowSettings
+from ._records import EXECUTION_STATUSES as EXECUTION_STATUSES
 from ._records import ErrorInfo as ErrorInfo
 from ._records import Execution as Execution
 from ._records import NodeRun as NodeRun
@@ -66,6 +67,7 @@ from .actors import Subscription as Subscription
 from .actors import tune_gc as tune_gc
 
 __all__ = (
+    "EXECUTION_STATUSES",
     "ActionRegistry",
     "Connection",
     "Durations",

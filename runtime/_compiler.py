@@ -18,12 +18,12 @@ from typing import Any
 import attrs
 
 from ._errors import Problem, WorkflowValidationError, did_you_mean
-from ._expressions import CompiledParams
+from ._expressions import CompiledParams, Template
 from ._graph import GraphEdge, exit_scope, find_loops, loop_chains, reachable_from
 from ._loading import workflow_to_dict
 from ._model import ERROR_PORT, Connection, Node, RetrySettings, Workflow
 from ._registry import Action, ActionRegistry
-from ._validation import checked_analysis, effective_on_error
+from ._validation import Analysis, checked_analysis, effective_on_error
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -106,6 +106,8 @@ class ExecutionGraph:
     loops: tuple[Loop, ...]
     warnings: tuple[Problem, ...]
     hash: str
+    # settings.concurrency_key, compiled: executions are queued first (see WorkflowSettings)
+    concurrency_key: Template | None = None
 
     def outgoing(self, node_key: str, port: str) -> tuple[Edge, ...]:
         """Edges leaving ``node_key`` on ``port``, in connection order."""
@@ -148,7 +150,7 @@ def compile_workflow(
     chosen = _choose_trigger(triggers, trigger, workflow, problems)
     if problems or chosen is None:
         raise WorkflowValidationError(problems, source=f"workflow {workflow.id!r}")
-    return _build(workflow, analysis.actions, analysis.params, chosen, triggers)
+    return _build(workflow, analysis, chosen, triggers)
 
 
 def _choose_trigger(
@@ -180,12 +182,9 @@ def _choose_trigger(
 
 
 def _build(
-    workflow: Workflow,
-    actions: Mapping[str, Action],
-    params: Mapping[str, CompiledParams],
-    trigger: str,
-    triggers: list[str],
+    workflow: Workflow, analysis: Analysis, trigger: str, triggers: list[str]
 ) -> ExecutionGraph:
+    actions, params = analysis.actions, analysis.params
     all_edges = [
         GraphEdge(number=index, source=connection.from_, target=connection.to)
         for index, connection in enumerate(workflow.connections)
@@ -285,6 +284,7 @@ def _build(
         loops=loops,
         warnings=warnings,
         hash=definition_hash(workflow),
+        concurrency_key=analysis.concurrency_key,
     )
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 ControlAction = Literal["cancel", "pause", "unpause", "retry"]
 # From which statuses each request is legal.
 ALLOWED: dict[ControlAction, tuple[ExecutionStatus, ...]] = {
-    "cancel": ("pending", "running", "suspended", "paused"),
+    "cancel": ("pending", "queued", "running", "suspended", "paused"),
     "pause": ("running", "suspended"),
     "unpause": ("paused",),
     "retry": ("failed",),

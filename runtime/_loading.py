@@ -327,6 +327,18 @@ def _make_converter() -> cattrs.Converter:
     converter.register_unstructure_hook(
         Connection, make_dict_unstructure_fn(Connection, converter, from_=override(rename="from"))
     )
+    # Settings added later are written only when set, so that a definition saved
+    # before them keeps its hash.
+    converter.register_unstructure_hook(
+        WorkflowSettings,
+        make_dict_unstructure_fn(
+            WorkflowSettings,
+            converter,
+            concurrency_key=override(omit_if_default=True),
+            concurrency_limit=override(omit_if_default=True),
+            priority=override(omit_if_default=True),
+        ),
+    )
     return converter
 
 

@@ -82,6 +82,7 @@ from ._records import (
     ExecutionStatus,
     NodeResult,
     NodeRun,
+    QueuePlace,
     StoredExecution,
     Suspension,
 )
@@ -150,6 +151,8 @@ class ExecutionMachine:
         self.error: ErrorInfo | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
+        # Its place in the queue, if it was queued before it ran (see queue()).
+        self.queue_place: QueuePlace | None = None
         self.trigger_data = trigger_context(graph.trigger_kind, graph.trigger, input)
 
         self.contexts = NodeContexts()
@@ -211,6 +214,7 @@ class ExecutionMachine:
         self.error = stored.error
         self.started_at = stored.started_at
         self.finished_at = stored.finished_at
+        self.queue_place = stored.queue
         self.flow.iteration_count = stored.iteration_count
         self.contexts.restored(stored.node_contexts, unsaved=new)
         self._vars_changed = new
@@ -230,12 +234,50 @@ class ExecutionMachine:
 
     # ------------------------------------------------------------------ events in
 
-    def start(self, now: float) -> list[Command]:
-        """Begin the execution at time ``now``: the trigger node is dispatched."""
+    def queue(self, now: float, priority: int | None = None) -> list[Command]:
+        """Put a new execution in the queue at time ``now`` instead of starting it:
+        its concurrency key is rendered (see ``WorkflowSettings``) and it waits,
+        ``queued``, until an engine claims it and calls :meth:`start`. ``priority``
+        replaces the workflow's. Raises :class:`ExpressionError` if the key cannot be
+        rendered, or is not a string or a number."""
         if self.status != "pending":
             raise InternalError(f"execution {self.execution_id} was already started")
-        self.status = "running"
+        settings = self.graph.workflow.settings
+        self.queue_place = QueuePlace(
+            key=self._concurrency_key(),
+            limit=settings.concurrency_limit,
+            priority=settings.priority if priority is None else priority,
+        )
+        self.status = "queued"
         self.started_at = self._now = now
+        return []
+
+    def _concurrency_key(self) -> str | None:
+        template = self.graph.concurrency_key
+        if template is None:
+            return None
+        scope = {"input": self.input, "trigger": self.trigger_data, "env": self.env}
+        key = template.render(scope, limits=self.limits)
+        if key is None or key == "":
+            return None  # no key: queued with its priority, but not limited
+        if isinstance(key, bool) or not isinstance(key, (str, int, float)):
+            raise ExpressionError(
+                f"settings.concurrency_key {template.text!r} gave {type(key).__name__} "
+                f"{key!r}; it must give a string or a number",
+                template=template.text,
+                parameter="concurrency_key",
+            )
+        return str(key)
+
+    def start(self, now: float) -> list[Command]:
+        """Begin the execution at time ``now``: the trigger node is dispatched. A
+        queued execution keeps the time it was queued as its ``started_at``."""
+        if self.status not in ("pending", "queued"):
+            raise InternalError(f"execution {self.execution_id} was already started")
+        if self.status == "pending":
+            self.started_at = now
+        self.status = "running"
+        self._now = now
         workflow = self.graph.workflow
         self.journal.started(self._commands, now, workflow.id, workflow.version)
         timeout = workflow.settings.timeout

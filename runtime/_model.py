@@ -67,12 +67,22 @@ class WorkflowSettings:
     the default for nodes that do not set their own. ``timeout`` (seconds, or text
     such as ``1h``) is a durable deadline: an execution still going that long after
     it started ends ``timed_out``.
+
+    ``concurrency_key`` (a template over ``input``, ``trigger`` and ``env``, such as
+    ``"{{ input.customer }}"``) puts every execution in a queue first: at most
+    ``concurrency_limit`` executions with the same key are in progress (running,
+    waiting or paused) at once, across every engine on the store; the others stay
+    ``queued`` until one ends. ``priority``: among queued executions, higher first
+    (then the oldest first).
     """
 
     max_iterations: int = 10_000
     concurrency: int = 1
     on_error: OnError = "stop"
     timeout: float | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int = 1
+    priority: int = 0
 
 
 @attrs.frozen(kw_only=True)

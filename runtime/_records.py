@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import attrs
 
 from ._blocks import joined
 
 ExecutionStatus = Literal[
-    "pending", "running", "suspended", "paused", "completed", "failed", "cancelled", "timed_out"
+    "pending",
+    "queued",
+    "running",
+    "suspended",
+    "paused",
+    "completed",
+    "failed",
+    "cancelled",
+    "timed_out",
 ]
 RunStatus = Literal["running", "suspended", "completed", "failed", "retried", "cancelled"]
+# Every status, in the order an execution may pass through them.
+EXECUTION_STATUSES: tuple[ExecutionStatus, ...] = get_args(ExecutionStatus)
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out"})
 ChildMode = Literal["sync", "fire_and_forget"]
 # The execution index of an execution's deadline timer (no node run has it).
@@ -187,6 +197,17 @@ class NodeResult:
 
 
 @attrs.frozen(kw_only=True)
+class QueuePlace:
+    """Where a queued execution stands in the queue (``WorkflowSettings``): its
+    concurrency key (``None``: no limit), the most executions of that key in progress
+    at once, and its priority (higher first)."""
+
+    key: str | None = None
+    limit: int = 1
+    priority: int = 0
+
+
+@attrs.frozen(kw_only=True)
 class ChildOutcome:
     """How a child execution ended, as its parent's waiting node learns it."""
 
@@ -233,6 +254,8 @@ class Execution:
     root_execution_id: str | None = None
     mode: ChildMode | None = None
     last_event: int = 0
+    concurrency_key: str | None = None
+    priority: int = 0
 
     @property
     def output(self) -> Any:
@@ -288,6 +311,8 @@ class Execution:
             "mode": self.mode,
             "suspensions": [attrs.asdict(suspension) for suspension in self.suspensions],
             "last_event": self.last_event,
+            "concurrency_key": self.concurrency_key,
+            "priority": self.priority,
         }
         if runs:
             data |= {
@@ -333,7 +358,8 @@ class Checkpoint:
     number, and ``None`` drops it;
     ``vars`` is ``None`` when unchanged; ``node_contexts`` holds only the fields of
     node contexts that changed (each replaces the store's field of that name) and
-    ``node_context_drops`` the fields that are gone; ``status_changed`` is false when the status (and with it the error
+    ``node_context_drops`` the fields that are gone; ``queue`` (``start`` of a queued
+    execution) is its place in the queue, kept with it; ``status_changed`` is false when the status (and with it the error
     and the timestamps) is the one saved last; ``runs`` are the node runs that ended
     since the last checkpoint, appended to the audit trail; suspensions are added
     and removed (by execution index). Nothing in it grows with the length of the
@@ -369,6 +395,7 @@ class Checkpoint:
     take_from: ExecutionStatus = "suspended"
     revision: int = 0
     clear_request: bool = False
+    queue: QueuePlace | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -403,6 +430,7 @@ class StoredExecution:
     deadline: float | None = None
     request: Mapping[str, Any] | None = None
     revision: int = 0
+    queue: QueuePlace | None = None
 
     def to_execution(self) -> Execution:
         """The execution as a user sees it."""
@@ -455,6 +483,8 @@ class StoredExecution:
             parent_execution_id=self.parent_execution_id,
             root_execution_id=self.root_execution_id,
             mode=self.mode,
+            concurrency_key=self.queue.key if self.queue is not None else None,
+            priority=self.queue.priority if self.queue is not None else 0,
         )
 
 

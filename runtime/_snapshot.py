@@ -208,6 +208,8 @@ def snapshot(machine: ExecutionMachine) -> Execution:
         root_execution_id=machine.root_execution_id,
         mode=machine.mode,
         last_event=machine.journal.sequence,
+        concurrency_key=machine.queue_place.key if machine.queue_place is not None else None,
+        priority=machine.queue_place.priority if machine.queue_place is not None else 0,
     )
 
 
@@ -308,6 +310,7 @@ def checkpoint_of(
         take_from=take_from or machine.status,
         revision=machine.revision,
         clear_request=clear_request,
+        queue=machine.queue_place if kind == "start" else None,
     )
 
 

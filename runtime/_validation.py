@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from ._errors import Problem, did_you_mean
-from ._expressions import CompiledParams, compile_params
+from ._expressions import CompiledParams, Template, compile_params, compile_template
 from ._graph import GraphEdge, find_loops
 from ._loading import KEY_PATTERN
 from ._model import ERROR_PORT, Node, Workflow
@@ -24,6 +24,9 @@ from ._registry import Action, ActionRegistry
 
 _WORKFLOW_ID = re.compile(r"^[^\s/\\]+$")
 MAX_CONCURRENCY = 10_000
+MAX_PRIORITY = 1_000_000
+# What a concurrency key's template may read: it is rendered before anything runs.
+KEY_NAMES = ("input", "trigger", "env")
 
 
 @attrs.frozen(kw_only=True)
@@ -33,6 +36,7 @@ class Analysis:
     problems: tuple[Problem, ...]
     params: Mapping[str, CompiledParams]
     actions: Mapping[str, Action]
+    concurrency_key: Template | None = None
 
 
 def effective_on_error(node: Node, workflow: Workflow) -> str:
@@ -114,7 +118,31 @@ def analyse_workflow(
                 "{key: start, type: manual.trigger}",
             )
         )
-    return Analysis(problems=tuple(problems), params=compiled, actions=actions)
+    key = _concurrency_key(workflow, problems)
+    return Analysis(problems=tuple(problems), params=compiled, actions=actions, concurrency_key=key)
+
+
+def _concurrency_key(workflow: Workflow, problems: list[Problem]) -> Template | None:
+    """The workflow's concurrency key, compiled, if it has one."""
+    text = workflow.settings.concurrency_key
+    if text is None:
+        return None
+    if not text.strip():
+        problems.append(
+            Problem(
+                path="settings.concurrency_key",
+                message="is empty: give a template such as '{{ input.customer }}', or leave it out",
+            )
+        )
+        return None
+    return compile_template(
+        text,
+        "concurrency_key",
+        node_keys=None,
+        problems=problems,
+        path="settings.concurrency_key",
+        names=KEY_NAMES,
+    )
 
 
 def check_workflow(
@@ -186,6 +214,22 @@ def _check_header(
         )
     if settings.timeout is not None and settings.timeout <= 0:
         problems.append(Problem(path="settings.timeout", message="must be longer than 0 seconds"))
+    if not 1 <= settings.concurrency_limit <= MAX_CONCURRENCY:
+        problems.append(
+            Problem(
+                path="settings.concurrency_limit",
+                message=f"must be between 1 and {MAX_CONCURRENCY}, "
+                f"got {settings.concurrency_limit}",
+            )
+        )
+    if not -MAX_PRIORITY <= settings.priority <= MAX_PRIORITY:
+        problems.append(
+            Problem(
+                path="settings.priority",
+                message=f"must be between {-MAX_PRIORITY} and {MAX_PRIORITY}, "
+                f"got {settings.priority}",
+            )
+        )
     if not workflow.nodes and not known_node_keys:
         problems.append(Problem(path="nodes", message="a workflow needs at least one node"))
 

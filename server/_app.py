@@ -91,7 +91,7 @@ DEFAULT_MAX_STREAMS = 1000
 MAX_WAIT = 300.0  # the longest ?wait= a request may hold a connection, in seconds
 _CONTROLS = ("cancel", "pause", "unpause", "retry", "rerun", "resume")
 BULK_MOST = 1000  # the most executions one bulk request changes
-_STATUSES = ("pending", "running", "suspended", "paused", "completed", "failed", "cancelled")
+_STATUSES = prana.EXECUTION_STATUSES
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -276,13 +276,14 @@ class Api:
         return json_response(self.view(execution), 201)
 
     async def _stopped(self, execution_id: str, wait: float) -> prana.Execution:
-        """The execution once it stops (ends or waits), or as it is after ``wait``
-        seconds."""
+        """The execution once it stops (ends or waits) where ``engine.run`` would
+        return it, or as it is after ``wait`` seconds."""
         if wait > 0:
             with anyio.move_on_after(wait):
-                return await self.engine.wait(
+                stopped = await self.engine.wait(
                     execution_id, until=lambda execution: execution.status != "running"
                 )
+                return await self.engine.follow(stopped)
         return await self.engine.get(execution_id)
 
     async def list_executions(self, request: Request) -> Response:
@@ -296,7 +297,7 @@ class Api:
             )
         limit = int_option(request, "limit", 100, 1, 1000)
         executions = await self.engine.list_executions(
-            status=status,  # type: ignore[arg-type]
+            status=status,
             workflow=query.get("workflow"),
             limit=limit + 1,  # one more says whether there is a next page
             started_after=time_option(request, "since"),

@@ -37,7 +37,7 @@ _EXECUTION_ID = _path("execution_id", "the execution's id (32 hex digits)")
 _WORKFLOW_ID = _path("workflow_id", "a served workflow's id")
 _STATUS = {
     "type": "string",
-    "enum": ["pending", "running", "suspended", "paused", "completed", "failed", "cancelled"],
+    "enum": list(prana.EXECUTION_STATUSES),
 }
 _FILTER = {
     "type": "object",

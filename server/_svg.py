@@ -25,6 +25,8 @@ STATES = {
     "failed": ("✗", "failed"),
     "skipped": ("\u2013", "skipped"),  # an en dash
     "cancelled": ("⊘", "cancelled"),
+    "queued": ("\u22ef", "queued"),  # a midline ellipsis
+    "timed_out": ("\u29d6", "timed out"),  # an hourglass
 }
 
 

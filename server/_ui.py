@@ -51,7 +51,7 @@ PAGE = 50  # runs per page, unless the user chooses one of PAGE_SIZES
 PAGE_SIZES = (50, 100, 200, 500)
 HISTORY = 500  # the runs a workflow's history is drawn from
 LAYOUTS_KEPT = 64
-STATUSES = ("running", "suspended", "paused", "completed", "failed", "cancelled", "pending")
+STATUSES = prana.EXECUTION_STATUSES
 CONTROLS = ("cancel", "pause", "unpause", "retry")
 
 
@@ -227,7 +227,7 @@ class Ui:
                 400, "Invalid page size", f"show {', '.join(map(str, PAGE_SIZES))} runs a page"
             )
         executions = await self.engine.list_executions(
-            status=status,  # type: ignore[arg-type]
+            status=status,
             workflow=query.get("workflow"),
             limit=size + 1,  # one more says whether there is a next page
             started_after=moment_of("since", query.get("since")),

@@ -24,6 +24,7 @@ from prana._records import (
 )
 
 from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
+from ._queue import choose
 
 
 @attrs.define
@@ -126,6 +127,7 @@ class MemoryStore:
             if previous is None or checkpoint.kind == "take" or checkpoint.clear_request
             else previous.request,
             revision=revision,
+            queue=previous.queue if previous is not None else checkpoint.queue,
         )
         if kept is None:
             kept = self._executions[checkpoint.execution_id] = _Kept(execution=execution)
@@ -414,6 +416,17 @@ class MemoryStore:
                 kept.execution = attrs.evolve(execution, owner=owner, lease_expires=lease_expires)
                 taken.append(execution_id)
         return sorted(taken)
+
+    async def claim_queued(
+        self, *, owner: str, lease_expires: float, now: float, limit: int
+    ) -> list[str]:
+        """Claim queued executions that may start (see :mod:`._queue`)."""
+        executions = [kept.execution for kept in self._executions.values()]
+        taken = choose(executions, now, limit)
+        for execution_id in taken:
+            kept = self._executions[execution_id]
+            kept.execution = attrs.evolve(kept.execution, owner=owner, lease_expires=lease_expires)
+        return taken
 
     async def renew(
         self, execution_ids: Iterable[str], *, owner: str, lease_expires: float

@@ -47,30 +47,14 @@ from ._postgres_rows import (
     suspensions_of,
     workflow_from_row,
 )
-from ._postgres_schema import FINAL, describe, migrate, require_latest
+from ._postgres_schema import CLAIM_LOCK, FINAL, describe, migrate, parse_url, require_latest
 from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
+from ._queue import claim_sql
 
 T = TypeVar("T")
 
 _OWNERSHIP = "SELECT id, owner, lease_expires, status, revision FROM executions"
-
-
-def parse_url(url: str) -> tuple[str, str, int]:
-    """The connection string, schema and pool size of ``postgresql://...`` (options
-    ``?schema=NAME&pool=N``; the others go to libpq)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise StoreError(f"{url!r} is not a PostgreSQL store URL; write postgresql://user@host/db")
-    options = dict(urllib.parse.parse_qsl(parts.query))
-    schema = options.pop("schema", "prana")
-    if not schema.isidentifier():
-        raise StoreError(f"schema must be a plain name (letters, digits, _), not {schema!r}")
-    size = options.pop("pool", "8")
-    if not size.isdigit() or not 1 <= int(size) <= 100:
-        raise StoreError(f"pool must be a whole number from 1 to 100, not {size!r}")
-    query = urllib.parse.urlencode(options)
-    address = (parts.scheme, parts.netloc, parts.path, query, parts.fragment)
-    return urllib.parse.urlunsplit(address), schema, int(size)
+_CLAIM = claim_sql("%s")
 
 
 class PostgresStore:
@@ -569,6 +553,24 @@ class PostgresStore:
             ).fetchall()
         )
         return sorted(row[0] for row in rows)
+
+    async def claim_queued(
+        self, *, owner: str, lease_expires: float, now: float, limit: int
+    ) -> list[str]:
+        """Claim queued executions that may start (see :mod:`._queue`); claims run
+        one at a time, under an advisory lock, so that two never share a key's room."""
+
+        def work(db: Connection) -> list[str]:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK,))
+            ids = [row[0] for row in db.execute(_CLAIM, (now, now, limit))]
+            db.execute(
+                "UPDATE executions SET owner = %s, lease_expires = %s "
+                "WHERE status = 'queued' AND id = ANY(%s)",
+                (owner, lease_expires, ids),
+            )
+            return ids
+
+        return await self._run(work)
 
     async def renew(
         self, execution_ids: Iterable[str], *, owner: str, lease_expires: float

@@ -10,13 +10,15 @@ from prana._records import Checkpoint, NodeRun, StoredExecution, Suspension
 
 from . import _codec as codec
 from ._protocol import ScheduleState, StoredWorkflow
+from ._queue import place_columns, place_of
 
 Connection = Any  # psycopg.Connection: psycopg is an optional extra
 
 EXECUTION_COLUMNS = (
     "id, workflow_id, workflow_version, workflow_hash, trigger, status, input, vars, paths, "
     "iteration_count, error, started_at, finished_at, updated_at, parent_execution_id, "
-    "root_execution_id, owner, lease_expires, mode, depth, deadline, request, revision"
+    "root_execution_id, owner, lease_expires, mode, depth, deadline, request, revision, "
+    "concurrency_key, concurrency_limit, priority"
 )
 
 
@@ -58,7 +60,7 @@ def ownership_after(
 _INSERT_EXECUTION = (
     f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES "
     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-    "%s, NULL, 1)"
+    "%s, NULL, 1, %s, %s, %s)"
 )
 # A change (or take) of a row: every column the checkpoint has, the revision grows.
 _UPDATE_EXECUTION = (
@@ -181,7 +183,7 @@ class Writes:
             self._rows[_NEW].append(
                 (
                     execution_id, *values[:5], codec.dumps(checkpoint.input), vars_json or "{}",
-                    *values[5:14], lease, *values[14:],
+                    *values[5:14], lease, *values[14:], *place_columns(checkpoint.queue),
                 )
             )  # fmt: skip
         else:
@@ -250,7 +252,7 @@ def execution_from_row(
         execution_id, workflow_id, workflow_version, workflow_hash, trigger, status, input_,
         vars_, paths, iteration_count, error, started_at, finished_at, updated_at,
         parent_execution_id, root_execution_id, owner, lease_expires, mode, depth, deadline,
-        request, revision,
+        request, revision, key, limit, priority,
     ) = row  # fmt: skip
     return StoredExecution(
         id=execution_id,
@@ -280,4 +282,5 @@ def execution_from_row(
         deadline=deadline,
         request=codec.loads(request),
         revision=revision,
+        queue=place_of(key, limit, priority),
     )

@@ -1,5 +1,5 @@
-"""The PostgreSQL store's schema, in its own PostgreSQL schema (``prana`` unless the
-URL names another), and how it is created and migrated.
+"""The PostgreSQL store's URL and schema, in its own PostgreSQL schema (``prana``
+unless the URL names another), and how it is created and migrated.
 
 Values (inputs, outputs, variables, records) are ``json``, not ``jsonb``: ``json``
 keeps the text as written, so objects keep their keys' order and a string may hold
@@ -12,11 +12,31 @@ starting at once on a new database create it once.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from prana._errors import StoreError
 
 FINAL = "('completed', 'failed', 'cancelled', 'timed_out')"
+
+
+def parse_url(url: str) -> tuple[str, str, int]:
+    """The connection string, schema and pool size of ``postgresql://...`` (options
+    ``?schema=NAME&pool=N``; the others go to libpq)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StoreError(f"{url!r} is not a PostgreSQL store URL; write postgresql://user@host/db")
+    options = dict(urllib.parse.parse_qsl(parts.query))
+    schema = options.pop("schema", "prana")
+    if not schema.isidentifier():
+        raise StoreError(f"schema must be a plain name (letters, digits, _), not {schema!r}")
+    size = options.pop("pool", "8")
+    if not size.isdigit() or not 1 <= int(size) <= 100:
+        raise StoreError(f"pool must be a whole number from 1 to 100, not {size!r}")
+    query = urllib.parse.urlencode(options)
+    address = (parts.scheme, parts.netloc, parts.path, query, parts.fragment)
+    return urllib.parse.urlunsplit(address), schema, int(size)
+
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: everything the store keeps.
@@ -110,9 +130,21 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (workflow_id, trigger)
     );
     """,
+    # 2: executions queued before they start (a concurrency key, a priority).
+    """
+    ALTER TABLE executions ADD COLUMN concurrency_key TEXT;
+    ALTER TABLE executions ADD COLUMN concurrency_limit INTEGER;
+    ALTER TABLE executions ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX executions_queued ON executions (priority DESC, started_at, id)
+        WHERE status = 'queued';
+    CREATE INDEX executions_by_key ON executions (concurrency_key)
+        WHERE concurrency_key IS NOT NULL
+        AND status IN ('queued', 'running', 'suspended', 'paused');
+    """,
 )
 LATEST = len(MIGRATIONS)
 LOCK = 0x7072616E  # the advisory lock migrations run under ("pran")
+CLAIM_LOCK = 0x70726E71  # the one claims from the queue run under ("prnq")
 
 
 def migrate(db: Any, schema: str, name: str) -> None:

@@ -247,6 +247,16 @@ class Store(Protocol):
         once their lease has expired (an engine whose supervisor stopped short)."""
         ...
 
+    async def claim_queued(
+        self, *, owner: str, lease_expires: float, now: float, limit: int
+    ) -> list[str]:
+        """Claim at most ``limit`` queued executions that may start now, for ``owner``
+        until ``lease_expires`` (their status stays ``queued`` until the engine starts
+        them with a ``take``); return their ids, in the order to start them. Which
+        ones: see :mod:`prana.storage._queue`. Two claims never both take the last
+        room of a concurrency key."""
+        ...
+
     async def renew(
         self, execution_ids: Iterable[str], *, owner: str, lease_expires: float
     ) -> set[str]:

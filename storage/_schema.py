@@ -216,6 +216,17 @@ MIGRATIONS: tuple[str, ...] = (
         hash TEXT NOT NULL REFERENCES workflows (hash)
     ) WITHOUT ROWID;
     """,
+    # 9 -> 10: executions queued before they start (a concurrency key, a priority).
+    """
+    ALTER TABLE executions ADD COLUMN concurrency_key TEXT;
+    ALTER TABLE executions ADD COLUMN concurrency_limit INTEGER;
+    ALTER TABLE executions ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX executions_queued ON executions (priority DESC, started_at, id)
+        WHERE status = 'queued';
+    CREATE INDEX executions_by_key ON executions (concurrency_key)
+        WHERE concurrency_key IS NOT NULL
+        AND status IN ('queued', 'running', 'suspended', 'paused');
+    """,
 )
 
 LATEST = len(MIGRATIONS)

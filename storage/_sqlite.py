@@ -29,6 +29,7 @@ from . import _codec as codec
 from . import _sqlite_rows as rows
 from ._filters import execution_filter
 from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
+from ._queue import claim_sql
 from ._sqlite_file import describe_file, parse_url
 from ._sqlite_reads import (
     SELECT_EXECUTION,
@@ -221,6 +222,24 @@ class SQLiteStore:
             return sorted(row[0] for row in rows)
 
         return await self._write(take)
+
+    async def claim_queued(
+        self, *, owner: str, lease_expires: float, now: float, limit: int
+    ) -> list[str]:
+        """Claim queued executions that may start (see :mod:`._queue`), in one write
+        transaction."""
+
+        def claim(db: sqlite3.Connection) -> list[str]:
+            ids = [row[0] for row in db.execute(_CLAIM, (now, now, limit))]
+            for chunk in chunks(ids):
+                db.execute(
+                    "UPDATE executions SET owner = ?, lease_expires = ? "
+                    f"WHERE status = 'queued' AND id IN ({', '.join('?' * len(chunk))})",
+                    (owner, lease_expires, *chunk),
+                )
+            return ids
+
+        return await self._write(claim)
 
     async def renew(
         self, execution_ids: Iterable[str], *, owner: str, lease_expires: float
@@ -540,6 +559,7 @@ class SQLiteStore:
 
 
 # The final statuses, as SQL: ('cancelled', 'completed', ...).
+_CLAIM = claim_sql("?")
 _FINAL = "(" + ", ".join(f"'{status}'" for status in sorted(FINAL_STATUSES)) + ")"
 
 

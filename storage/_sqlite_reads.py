@@ -10,6 +10,7 @@ from typing import Any
 from prana._records import NodeRun, StoredExecution, Suspension
 
 from . import _codec as codec
+from ._queue import place_of
 from ._schema import STATE_ROW
 from ._sqlite_runs import OUTPUT_ID, RUN_COLUMNS, outputs_apart, run_from_row
 
@@ -26,7 +27,8 @@ SELECT_EXECUTION = (
     "e.input, e.vars, coalesce(s.output, e.paths), coalesce(s.run_index, e.iteration_count), "
     "e.error, e.started_at, e.finished_at, coalesce(s.finished_at, e.updated_at), "
     "e.parent_execution_id, e.root_execution_id, e.owner, e.lease_expires, e.mode, e.depth, "
-    "e.deadline, e.request, e.revision FROM executions e LEFT JOIN node_executions s "
+    "e.deadline, e.request, e.revision, e.concurrency_key, e.concurrency_limit, e.priority "
+    "FROM executions e LEFT JOIN node_executions s "
     f"ON s.execution_id = e.id AND s.execution_index = {STATE_ROW}"
 )
 
@@ -82,6 +84,7 @@ def execution_from_row(
         deadline=row[20],
         request=codec.loads(row[21]),
         revision=row[22],
+        queue=place_of(row[23], row[24], row[25]),
         node_contexts=contexts or {},
         paths_blocks=paths_blocks or {},
         runs=runs,

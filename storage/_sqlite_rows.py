@@ -14,6 +14,7 @@ from prana._records import Checkpoint
 
 from . import _codec as codec
 from ._protocol import ScheduleState
+from ._queue import place_columns
 from ._schema import STATE_ROW
 from ._sqlite_reads import SUSPENSION_COLUMNS
 from ._sqlite_runs import (
@@ -28,10 +29,11 @@ from ._sqlite_runs import (
 EXECUTION_COLUMNS = (
     "id, workflow_id, workflow_version, workflow_hash, trigger, status, input, vars, paths, "
     "iteration_count, error, started_at, finished_at, updated_at, parent_execution_id, "
-    "root_execution_id, owner, lease_expires, mode, depth, deadline, request, revision"
+    "root_execution_id, owner, lease_expires, mode, depth, deadline, request, revision, "
+    "concurrency_key, concurrency_limit, priority"
 )
 _INSERT_EXECUTION = (
-    f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 23)}) "
+    f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({', '.join('?' * 26)}) "
     "ON CONFLICT (id) DO NOTHING"
 )
 _STATE_COLUMNS = "execution_id, execution_index, node_key, run_index, attempt, status, output"
@@ -327,6 +329,7 @@ def _apply_execution_row(
                 checkpoint.deadline,
                 None,
                 1,
+                *place_columns(checkpoint.queue),
             ),
         )
         # Not 1: started already, by this engine or another.

@@ -321,6 +321,34 @@ def test_a_parent_whose_child_needs_no_answer_completes_in_one_command(
     assert parent["output"] == {"shipped": True, "paid": 10}
 
 
+REFUND = str(EXAMPLES / "refund.yaml")
+
+
+def test_a_customer_s_second_refund_is_queued_and_starts_when_the_first_ends(
+    prana_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ann = '{"customer": "ann", "amount": 20}'
+    assert main(["run", REFUND, "--input", ann, "--quiet", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["run", REFUND, "--input", '{"customer": "ann", "amount": 35}', "--quiet"]) == 0
+    report = capsys.readouterr().out
+    assert ": queued (not finished)" in report
+    assert "Queued: it starts once an execution with concurrency key 'ann' ends" in report
+    second_id = report.split()[1]
+    assert main(["run", REFUND, "--input", '{"customer": "bob", "amount": 5}', "--quiet"]) == 0
+    assert ": suspended" in capsys.readouterr().out  # another customer does not wait
+    assert main(["list", "--status", "queued"]) == 0
+    assert second_id in capsys.readouterr().out
+
+    token = first["suspensions"][0]["token"]
+    assert main(["resume", token, "--data", '{"approved": true}', "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == {"customer": "ann", "refunded": 20}
+    assert main(["show", second_id, "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["status"] == "suspended"  # started by the resume, waits for its reviewer
+    assert second["suspensions"][0]["data"] == {"prompt": "Refund 35 to ann?"}
+
+
 def test_the_report_of_a_parent_says_what_its_child_waits_for_and_how_to_answer(
     prana_db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

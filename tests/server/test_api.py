@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 import prana
 from prana.server import create_app
-from tests.server.client import request
+from tests.server.client import ServerEvent, read_events, request
 from tests.server.conftest import daemon, example, start_waiting
 
 PROBLEM = "application/problem+json"
@@ -56,6 +56,41 @@ async def test_start_waits_for_the_result_when_asked(tmp_path: Path) -> None:
     assert execution["status"] == "completed"
     assert execution["order"] == ["start", "large", "auto_pay"]
     assert execution["output"] == {"paid": 40, "approved_by": "automatic"}
+
+
+async def test_a_customer_s_second_refund_waits_in_the_queue(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("refund.yaml")]) as url:
+        path = "/api/workflows/refund/executions?wait=10"
+        first = await request(url, "POST", path, {"customer": "ann", "amount": 20})
+        second = await request(url, "POST", path, {"customer": "ann", "amount": 35})
+        queued = await request(url, "GET", "/api/executions?status=queued")
+        explained = await request(url, "GET", f"/api/executions/{second.json()['id']}/explain")
+        token = first.json()["suspensions"][0]["token"]
+        streamed = []
+        listening = anyio.Event()
+
+        def waits(events: list[ServerEvent]) -> bool:
+            return any(event.event == "ExecutionSuspended" for event in events)
+
+        async def stream() -> None:
+            path = f"/api/executions/{second.json()['id']}/events"
+            streamed.append(await read_events(url, path, until=waits, started=listening))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(stream)
+                await listening.wait()
+                await request(url, "POST", f"/api/resume/{token}", {"approved": True})
+        started = await request(url, "GET", f"/api/executions/{second.json()['id']}")
+    assert (first.json()["status"], second.json()["status"]) == ("suspended", "queued")
+    assert (second.json()["concurrency_key"], second.json()["priority"]) == ("ann", 0)
+    assert [e["id"] for e in queued.json()["executions"]] == [second.json()["id"]]
+    assert "concurrency key 'ann'" in explained.json()["reasons"][0]
+    assert started.json()["status"] == "suspended"
+    assert started.json()["order"] == ["start", "review"]
+    names = [event.event for event in streamed[0][1]]
+    assert names[0] == "snapshot"  # queued, then it ran
+    assert "ExecutionStarted" in names
 
 
 async def test_an_idempotency_key_starts_one_execution(tmp_path: Path) -> None:

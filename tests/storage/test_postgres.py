@@ -11,6 +11,7 @@ import pytest
 
 import prana
 from prana.storage import PostgresStore
+from prana.storage._postgres_schema import LATEST
 from tests import postgres
 
 WAITING = {
@@ -90,7 +91,7 @@ async def test_many_stores_open_a_new_database_at_once() -> None:
             group.start_soon(store.open)
     for store in stores:
         await store.aclose()
-    assert sql(url, "SELECT version FROM prana.prana_schema") == [(1,)]
+    assert sql(url, "SELECT version FROM prana.prana_schema") == [(LATEST,)]
 
 
 async def test_an_execution_waits_across_engines_and_finishes_once() -> None:

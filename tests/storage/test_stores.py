@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 import prana
-from prana._records import Checkpoint
+from prana._records import Checkpoint, QueuePlace
 from prana.storage import (
     MemoryStore,
     PostgresStore,
@@ -632,7 +632,7 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
     # A wait saved before version 8 has no data.
     assert (found.node_key, found.child_execution_id, found.data) == ("wait", None, None)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 9
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 10
         assert db.execute("SELECT count(*) FROM schedules").fetchone()[0] == 0
         # Since version 6 JSON is text, which SQLite's JSON functions read.
         assert db.execute(
@@ -1149,3 +1149,69 @@ async def test_a_kept_workflow_is_forgotten_and_its_definition_stays(
         assert not await store.forget_kept_workflow("w")
         assert await store.kept_workflows() == []
         assert await store.load_workflow("h1") is not None
+
+
+def queued(
+    execution_id: str, key: str | None, at: float, priority: int = 0, limit: int = 1
+) -> Checkpoint:
+    return checkpoint(
+        execution_id,
+        kind="start",
+        status="queued",
+        started_at=at,
+        queue=QueuePlace(key=key, limit=limit, priority=priority),
+    )
+
+
+@STORES
+async def test_queued_executions_are_claimed_by_room_priority_and_age(
+    kind: str, tmp_path: Path
+) -> None:
+    async with opened(kind, tmp_path) as store:
+        await save_workflow(store)
+        await store.commit(
+            [
+                queued("ann-old", "ann", 2.0),
+                queued("ann-new", "ann", 3.0),
+                queued("bob-low", "bob", 4.0, limit=2),
+                queued("bob-high", "bob", 5.0, priority=5, limit=2),
+                queued("bob-last", "bob", 6.0, limit=2),
+                queued("free", None, 7.0),
+            ],
+            owner=OTHER,
+            lease_expires=100.0,
+            now=1.0,
+        )
+        await store.commit(
+            [queued("ann-held", "ann", 1.5)], owner=OTHER, lease_expires=100.0, now=1.0
+        )
+        first = await store.claim_queued(owner=ME, lease_expires=50.0, now=10.0, limit=2)
+        assert first == ["bob-high", "ann-held"]  # priority first, then age
+        second = await store.claim_queued(owner=OTHER, lease_expires=100.0, now=10.0, limit=10)
+        # 'ann' has one claimed already (its lease holds); 'bob' has room for one more.
+        assert second == ["bob-low", "free"]
+        assert await store.claim_queued(owner=OTHER, lease_expires=100.0, now=10.0, limit=10) == []
+        stored = await store.load_execution("bob-high")
+        assert stored is not None
+        assert (stored.status, stored.owner, stored.queue) == (
+            "queued",
+            ME,
+            QueuePlace(key="bob", limit=2, priority=5),
+        )
+        assert stored.to_execution().concurrency_key == "bob"
+        # The claimer starts one: a take from 'queued', which only it may make.
+        start = checkpoint("ann-held", kind="take", take_from="queued", revision=1)
+        assert await store.commit([start], owner=OTHER, lease_expires=60.0, now=11.0) == {
+            "ann-held"
+        }
+        assert await store.commit([start], owner=ME, lease_expires=60.0, now=11.0) == set()
+        # A claim whose lease ran out (its engine died before starting it) is claimed
+        # again; an ended execution makes room.
+        assert await store.claim_queued(owner=OTHER, lease_expires=90.0, now=51.0, limit=10) == [
+            "bob-high"
+        ]
+        done = checkpoint("ann-held", status="completed", finished_at=52.0)
+        assert await store.commit([done], owner=ME, lease_expires=60.0, now=52.0) == set()
+        assert await store.claim_queued(owner=OTHER, lease_expires=90.0, now=53.0, limit=10) == [
+            "ann-old"
+        ]

@@ -1,0 +1,100 @@
+"""The queue service: starts queued executions this engine claims (DESIGN §14).
+
+Executions of a workflow with a concurrency key are saved ``queued``
+(:meth:`LiveExecutions.start`). Every engine on the store claims, from time to
+time, the queued executions that may start (``Store.claim_queued``: a key's room,
+priority, age) and starts them: at once when an execution is queued here or one with
+a key leaves memory here (it may have made room), and otherwise every ``interval``
+seconds, which is how an engine hears of room made by another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import anyio
+
+from prana.storage import Store
+
+from ._live import LiveExecutions
+from ._ownership import Leases
+
+# The most queued executions one claim takes.
+CLAIM_BATCH = 100
+
+
+class QueueService:
+    """Claims and starts queued executions for one engine."""
+
+    def __init__(self, store: Store, leases: Leases, interval: float) -> None:
+        self._store = store
+        self._leases = leases
+        self._interval = interval
+        self._moved = anyio.Event()
+        self._waiters: list[anyio.Event] = []  # for the end of the next pass
+        self._passing = False
+
+    def moved(self) -> None:
+        """Something may have made room, or been queued: claim soon."""
+        self._moved.set()
+
+    @property
+    def pending(self) -> bool:
+        """Whether something moved that no claim has looked at yet, or a claim is
+        under way."""
+        return self._moved.is_set() or self._passing
+
+    async def next_pass(self) -> None:
+        """Wait until a claim that begins after this call has ended (whether or not
+        it claimed anything)."""
+        done = anyio.Event()
+        self._waiters.append(done)
+        self.moved()
+        await done.wait()
+
+    async def run(
+        self,
+        live: LiveExecutions,
+        retrying: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]],
+    ) -> None:
+        """Claim whenever :meth:`moved` says so, or ``interval`` has passed; until
+        cancelled. Each pass runs under ``retrying`` (the engine's failure policy)."""
+        first = True  # what was queued before this engine started, at once
+        while True:
+            if not first:
+                with anyio.move_on_after(self._interval):
+                    await self._moved.wait()
+            first = False
+            self._moved = anyio.Event()
+            waiters, self._waiters = self._waiters, []
+            self._passing = True
+            try:
+                await retrying(partial(self._claim_all, live))
+            finally:
+                self._passing = False
+                for done in waiters:
+                    done.set()
+
+    async def _claim_all(self, live: LiveExecutions) -> None:
+        while await self._claim(live) == CLAIM_BATCH:
+            pass  # a full batch: there may be more
+
+    async def _claim(self, live: LiveExecutions) -> int:
+        """Claim the queued executions that may start now and start them here;
+        return how many were claimed."""
+        leases = self._leases
+        lease_until = leases.deadline()
+        claimed = await self._store.claim_queued(
+            owner=leases.owner, lease_expires=leases.expiry(), now=time.time(), limit=CLAIM_BATCH
+        )
+        try:
+            await live.start_claimed(claimed, lease_until)
+        except BaseException:
+            # Stopped (the engine is closing): what did not start here is left for
+            # another engine at once, not when the claim's lease runs out.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await leases.release([id for id in claimed if id not in live])
+            raise
+        return len(claimed)

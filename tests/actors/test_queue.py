@@ -1,0 +1,187 @@
+"""Queued executions: a concurrency key limits how many executions of the key are in
+progress at once, across engines and restarts; priorities order the queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import prana
+from prana.testing import open_engine
+
+
+def holding(
+    id: str = "per_customer", *, limit: int = 1, priority: int = 0, key: str | None = None
+) -> dict[str, Any]:
+    """A workflow whose executions wait for an answer, one customer at a time."""
+    return {
+        "id": id,
+        "settings": {
+            "concurrency_key": key or "{{ input.customer }}",
+            "concurrency_limit": limit,
+            "priority": priority,
+        },
+        "nodes": [
+            {"key": "start", "type": "manual.trigger"},
+            {"key": "hold", "type": "wait.webhook"},
+        ],
+        "connections": [{"from": "start", "to": "hold"}],
+    }
+
+
+def waits(execution: prana.Execution) -> bool:
+    return execution.status != "queued"
+
+
+async def answer(engine: prana.Engine, execution_id: str) -> prana.Execution:
+    execution = await engine.get(execution_id)
+    token = execution.suspensions[0].token or ""
+    return await engine.resume_token(token, {"ok": True})
+
+
+async def test_a_key_at_its_limit_queues_the_next_until_one_ends() -> None:
+    async with open_engine() as engine:
+        first = await engine.run(holding(), {"customer": "ann"})
+        second = await engine.run(holding(), {"customer": "ann"})
+        other = await engine.run(holding(), {"customer": "bob"})
+        assert (first.status, second.status, other.status) == ("suspended", "queued", "suspended")
+        assert second.order == []  # nothing of it ran
+        assert (second.concurrency_key, second.priority) == ("ann", 0)
+        assert (await engine.get(second.id)).status == "queued"
+        assert (await engine.count_executions())["queued"] == 1
+        explained = await engine.explain(second.id)
+        assert not explained.moving
+        assert explained.reasons == (
+            "it is queued until an execution with concurrency key 'ann' ends: at most 1 run "
+            "at once (settings.concurrency_limit); priority 0",
+        )
+        assert [e.id for e in await engine.list_executions(status="queued")] == [second.id]
+
+        assert (await answer(engine, first.id)).status == "completed"
+        with anyio.fail_after(10):
+            started = await engine.wait(second.id, until=waits)
+    assert started.status == "suspended"
+    assert started.order == ["start", "hold"]
+    assert started.started_at == second.started_at  # when it was queued
+
+
+async def test_a_limit_of_two_lets_two_in_and_queues_the_third() -> None:
+    async with open_engine() as engine:
+        runs = [await engine.run(holding(limit=2), {"customer": "ann"}) for _ in range(3)]
+    assert [run.status for run in runs] == ["suspended", "suspended", "queued"]
+
+
+async def test_higher_priority_starts_first_then_the_oldest() -> None:
+    low, high = holding("low"), holding("high", priority=5)
+    async with open_engine() as engine:
+        clock = engine.clock
+        assert isinstance(clock, prana.testing.VirtualClock)
+        holder = await engine.run(low, {"customer": "ann"})
+        queued = []
+        for n, workflow in [(1, low), (2, low), (3, high)]:
+            clock.advance(1)
+            queued.append(await engine.run(workflow, {"customer": "ann", "n": n}))
+        assert [execution.status for execution in queued] == ["queued"] * 3
+        order = []
+        current = holder
+        for _ in queued:
+            await answer(engine, current.id)
+            with anyio.fail_after(10):
+                waiting = await engine.list_executions(status="suspended")
+                while not waiting:
+                    await engine.wait_idle()
+                    waiting = await engine.list_executions(status="suspended")
+            (current,) = waiting
+            order.append(current.input["n"])
+    assert order == [3, 1, 2]
+
+
+async def test_a_queued_execution_is_cancelled_without_running_anything() -> None:
+    async with open_engine() as engine:
+        holder = await engine.run(holding(), {"customer": "ann"})
+        queued = await engine.run(holding(), {"customer": "ann"})
+        cancelled = await engine.cancel(queued.id, "not needed")
+        assert (cancelled.status, cancelled.order) == ("cancelled", [])
+        assert cancelled.error is not None
+        assert cancelled.error.message == "not needed"
+        # Its place is gone: the next one starts when the holder ends.
+        after = await engine.run(holding(), {"customer": "ann"})
+        await answer(engine, holder.id)
+        with anyio.fail_after(10):
+            started = await engine.wait(after.id, until=waits)
+        assert started.status == "suspended"
+        assert (await engine.get(queued.id)).status == "cancelled"
+
+
+async def test_a_sync_child_with_a_key_is_queued_and_its_parent_waits_for_it() -> None:
+    parent = {
+        "id": "parent",
+        "nodes": [
+            {"key": "start", "type": "manual.trigger"},
+            {
+                "key": "call",
+                "type": "workflow.execute",
+                "params": {"workflow": "per_customer", "input": "{{ input }}"},
+            },
+        ],
+        "connections": [{"from": "start", "to": "call"}],
+    }
+    async with open_engine(workflows=[holding()]) as engine:
+        holder = await engine.run(holding(), {"customer": "ann"})
+        waiting = await engine.run(parent, {"customer": "ann"})
+        assert waiting.status == "suspended"
+        (child_id,) = [s.child_execution_id for s in waiting.suspensions]
+        assert (await engine.get(child_id or "")).status == "queued"
+        await answer(engine, holder.id)
+        with anyio.fail_after(10):
+            await engine.wait(child_id or "", until=waits)
+        await answer(engine, child_id or "")
+        with anyio.fail_after(10):
+            done = await engine.wait(waiting.id)
+    assert done.status == "completed"
+
+
+async def test_a_key_that_cannot_be_rendered_refuses_the_start() -> None:
+    async with open_engine() as engine:
+        with pytest.raises(prana.ExpressionError, match="concurrency_key"):
+            await engine.run(holding(key="{{ input.customer.name }}"), {"customer": None})
+        with pytest.raises(prana.ExpressionError, match="must give a string or a number"):
+            await engine.run(holding(), {"customer": {"id": 1}})
+        assert await engine.list_executions() == []
+        # A key that renders empty limits nothing: the execution starts at once.
+        runs = [await engine.run(holding(), {"customer": ""}) for _ in range(2)]
+    assert [run.status for run in runs] == ["suspended", "suspended"]
+
+
+async def test_queued_executions_start_in_the_next_engine_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "prana.db"
+    async with open_engine(path=path) as engine:
+        holder = await engine.run(holding(), {"customer": "ann"})
+        queued = await engine.run(holding(), {"customer": "ann"})
+        await engine.cancel(holder.id)
+    async with open_engine(path=path) as engine:
+        with anyio.fail_after(10):
+            started = await engine.wait(queued.id, until=waits)
+    assert started.status == "suspended"
+    assert started.order == ["start", "hold"]
+
+
+async def test_another_engine_on_the_store_starts_what_one_queued(tmp_path: Path) -> None:
+    # Each engine hears of room made by the other within its heartbeat.
+    path = tmp_path / "prana.db"
+    async with (
+        open_engine(path=path, clock=prana.actors.SystemClock(), heartbeat=0.05) as one,
+        open_engine(path=path, clock=prana.actors.SystemClock(), heartbeat=0.05) as two,
+    ):
+        holder = await one.run(holding(), {"customer": "ann"})
+        queued = await two.run(holding(), {"customer": "ann"})
+        assert queued.status == "queued"
+        await answer(one, holder.id)
+        with anyio.fail_after(10):
+            started = await two.wait(queued.id, until=waits)
+    assert started.status == "suspended"
