@@ -252,9 +252,11 @@ class _Environment(ImmutableSandboxedEnvironment):
             if type(left) is int and type(right) is int:
                 budget.bits(left.bit_length() + right.bit_length())
             return operator.mul(left, right)
-        if operator_name == "%" and isinstance(left, str):
-            budget.size(len(left) + _widths(left))
-            return budget.made(left % right)
+        if operator_name == "%":
+            if isinstance(left, str):
+                budget.size(len(left) + _widths(left))
+                return budget.made(left % right)
+            return operator.mod(left, right)
         if operator_name == "+":
             return budget.made(operator.add(left, right))
         return operator.floordiv(left, right)

@@ -25,6 +25,16 @@ import prana
         ("{{ data._id }}", "a1"),
         ("{% if n > 3 %}big{% else %}small{% endif %}", "big"),
         ("{{ x | tojson }}", '"123"'),
+        # Arithmetic as Python's, each operator its own (the budget checks them all).
+        ("{{ n % 2 }}", 1),
+        ("{{ 9 % 4 }}", 1),
+        ("{{ 7.5 % 2 }}", 1.5),
+        ("{{ n // 2 }}", 2),
+        ("{{ n / 2 }}", 2.5),
+        ("{{ n * 3 }}", 15),
+        ("{{ n ** 2 }}", 25),
+        ("{{ n + 1 }} {{ n - 1 }}", "6 4"),
+        ("{{ 'id-%s' % n }}", "id-5"),
     ],
 )
 def test_templates_give_native_values_or_text(template: str, expected: Any) -> None:
