@@ -22,6 +22,7 @@ import pytest
 import prana
 from prana.testing import kill_at
 from tests import postgres
+from tests.crash.workload import keyed_by
 
 pytestmark = pytest.mark.crash
 
@@ -59,6 +60,7 @@ def results(db: Path | str) -> dict[int, dict[str, Any]]:
                 execution = await engine.get(summary.id)
                 found[execution.input["job"]] = {
                     "id": execution.id,
+                    "workflow": execution.workflow_id,
                     "status": execution.status,
                     "output": execution.output,
                     "trail": [
@@ -138,6 +140,28 @@ def assert_as_if_never_crashed(
     assert starts_after_ack == []
     assert set(acked_at) <= completed
     assert {key.split(":")[0] for key in acked_at} <= ids
+    assert_one_at_a_time_per_key(crashed, log)
+
+
+def assert_one_at_a_time_per_key(crashed: dict[int, dict[str, Any]], log: Path) -> None:
+    """The side effects of the executions queued by one concurrency key never
+    interleave: each starts once the one before it has ended, across processes."""
+    key_of = {
+        outcome["id"]: keyed_by(job)
+        for job, outcome in crashed.items()
+        if outcome["workflow"] == "keyed"
+    }
+    assert len(key_of) >= 4
+    order: dict[int, list[str]] = {}
+    for line in log.read_text().splitlines():
+        kind, key = line.split()
+        execution_id = key.split(":")[0]
+        if kind == "start" and execution_id in key_of:
+            runs = order.setdefault(key_of[execution_id], [])
+            if not runs or runs[-1] != execution_id:
+                runs.append(execution_id)
+    for runs in order.values():
+        assert len(runs) == len(set(runs)), runs  # none came back after another began
 
 
 def test_three_processes_on_one_postgres_killed_and_frozen_end_as_if_never(

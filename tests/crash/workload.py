@@ -1,7 +1,8 @@
 """A durable workload for crash tests: ``python -m tests.crash.workload DB LOG JOBS``.
 
 It runs JOBS executions on the SQLite file DB, or the store at the URL DB (chains,
-branches, loops, timer waits and webhook waits), starting the jobs the store does
+branches, loops, timer waits, webhook waits, and executions queued by a concurrency
+key), starting the jobs the store does
 not have yet (each once, however many processes run this at once: by an idempotency
 key) and carrying on those it has. ``$PRANA_LEASE`` sets the engine's lease. Every side effect appends ``start <idempotency key>`` to LOG before it
 happens; every node result saved (its NodeCompleted event, published after its
@@ -41,6 +42,14 @@ async def effect(ctx: prana.NodeContext) -> dict[str, Any]:
     return {"job": job, "seen": [*seen, f"{ctx.node_key}#{ctx.run_index}"]}
 
 
+@actions.action("crash.slow_effect")
+async def slow_effect(ctx: prana.NodeContext) -> dict[str, Any]:
+    """A side effect that takes a while."""
+    log(f"start {ctx.idempotency_key}")
+    await anyio.sleep(0.05)
+    return {"job": ctx.trigger["data"]["job"], "node": ctx.node_key}
+
+
 def acked(event: prana.events.Event) -> None:
     if isinstance(event, prana.events.NodeCompleted) and event.node_key.startswith("e"):
         log(f"acked {event.execution_id}:{event.node_key}:{event.run.run_index}")
@@ -48,11 +57,15 @@ def acked(event: prana.events.Event) -> None:
 
 def flows() -> list[prana.Workflow]:
     def workflow(
-        id: str, nodes: dict[str, Any], connections: list[tuple[str, str, str]]
+        id: str,
+        nodes: dict[str, Any],
+        connections: list[tuple[str, str, str]],
+        **settings: Any,
     ) -> prana.Workflow:
         return prana.load_workflow(
             {
                 "id": id,
+                "settings": settings,
                 "nodes": [
                     {"key": key, "type": spec} if isinstance(spec, str) else {"key": key, **spec}
                     for key, spec in nodes.items()
@@ -128,7 +141,20 @@ def flows() -> list[prana.Workflow]:
             ("approve", "main", "e2"),
         ],
     )
-    return [chain, branches, loop, waits]
+    # One execution of each key in progress at a time (keyed_by says which key), with
+    # effects long enough that executions let in together would overlap.
+    keyed = workflow(
+        "keyed",
+        {"start": "manual.trigger", "e0": "crash.slow_effect", "e1": "crash.slow_effect"},
+        [("start", "main", "e0"), ("e0", "main", "e1")],
+        concurrency_key="{{ input.job % 2 }}",
+    )
+    return [chain, branches, loop, waits, keyed]
+
+
+def keyed_by(job: int) -> int:
+    """The concurrency key of the ``keyed`` workflow's execution of ``job``."""
+    return job % 2
 
 
 async def main(db: str, jobs: int) -> None:
