@@ -510,6 +510,7 @@ def _command_serve(args: argparse.Namespace) -> int:
         port=args.port,
         tokens=tokens(args.token_file),
         max_body=args.max_body,
+        max_running=args.max_running,
         grace=args.grace,
         webhook_secrets=webhook_secrets(args.webhook_secrets),
         signing_key=signing_key(args.signing_key_file),

@@ -239,6 +239,13 @@ def command_parser() -> argparse.ArgumentParser:
         help="the largest request body taken (default 1 MiB)",
     )
     serve.add_argument(
+        "--max-running",
+        metavar="N",
+        type=_count_option,
+        help="the most executions this process runs at once; past it, new ones are queued "
+        "for any process on the database with room (default: no limit)",
+    )
+    serve.add_argument(
         "--grace",
         metavar="DURATION",
         default="10s",
@@ -278,3 +285,10 @@ def _duration_option(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count_option(text: str) -> int:
+    """A whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"give a whole number of at least 1, not {text!r}")
+    return int(text)

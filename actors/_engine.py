@@ -133,6 +133,9 @@ class Engine(AsyncContextManagerMixin):
     restored, take a node's result in, commit) between two rounds of the event loop,
     so that the application's own tasks keep running while a thousand executions
     work (decision 0039): more gives more throughput, fewer a shorter hold of the loop.
+    ``max_running`` is the most executions it runs at once: past it, new executions
+    are saved ``queued`` and started by whichever engine on the store has room
+    first (this one, once some of its own have stopped).
     """
 
     def __init__(
@@ -152,11 +155,15 @@ class Engine(AsyncContextManagerMixin):
         schedules: bool = True,
         limits: Limits = DEFAULT_LIMITS,
         steps_at_once: int = DEFAULT_STEPS_AT_ONCE,
+        max_running: int | None = None,
     ) -> None:
         if durability not in (None, "off", "normal", "full"):
             raise ValueError(f"durability must be 'off', 'normal' or 'full', not {durability!r}")
         if steps_at_once < 1:
             raise ValueError(f"steps_at_once must be at least 1, not {steps_at_once!r}")
+        if max_running is not None and max_running < 1:
+            raise ValueError(f"max_running must be at least 1, not {max_running!r}")
+        self.max_running = max_running
         self.actions = actions if actions is not None else ActionRegistry()
         self.owner = new_owner_id()
         self._store_option = store
@@ -220,6 +227,7 @@ class Engine(AsyncContextManagerMixin):
                     limits=self.limits,
                     tally=self._tally,
                     queue_moved=queue.moved,
+                    max_running=self.max_running,
                     publisher=lambda: Publisher(self._middleware, self._engine_subscriptions),
                     parent=lambda live: ChildExecutions(
                         live=live,
@@ -987,7 +995,8 @@ class Engine(AsyncContextManagerMixin):
                 execution = await supervisor.wait_stop()
                 continue
             stored = await live.load(execution.id)
-            if stored.status == "queued" and stored.owner is None:
+            keyed = stored.queue is not None and stored.queue.key is not None
+            if stored.status == "queued" and stored.owner is None and keyed:
                 break  # its key has no room now
             execution = await live.wait_for(execution.id, lambda e: e.status != "queued")
         return await self._require_children().past_children(execution)

@@ -116,12 +116,18 @@ class LiveExecutions:
         task_group: TaskGroup,
         tally: Tally,
         queue_moved: Callable[[], None],
+        max_running: int | None = None,
         steps_at_once: int = DEFAULT_STEPS_AT_ONCE,
     ) -> None:
         self._store = store
-        # Called when a queued execution is saved, or one with a concurrency key
-        # leaves memory (it may have made room): the queue service claims again.
+        # Called when a queued execution is saved, or one that was queued leaves
+        # memory (it may have made room): the queue service claims again.
         self._queue_moved = queue_moved
+        # The most executions in memory at once; past it, new ones are queued for
+        # any engine with room. ``_turned_away``: some were, since the queue was last
+        # found empty (so each execution that leaves makes room worth a claim).
+        self._max_running = max_running
+        self._turned_away = False
         self._catalog = catalog
         self._leases = leases
         self._background = background
@@ -156,6 +162,17 @@ class LiveExecutions:
 
     def __contains__(self, execution_id: object) -> bool:
         return execution_id in self._supervisors
+
+    @property
+    def room(self) -> int | None:
+        """How many more executions this engine takes (``None``: no limit)."""
+        if self._max_running is None:
+            return None
+        return max(0, self._max_running - len(self._running))
+
+    def queue_drained(self) -> None:
+        """The queue service found nothing more to start."""
+        self._turned_away = False
 
     def __len__(self) -> int:
         return len(self._supervisors)
@@ -269,7 +286,8 @@ class LiveExecutions:
         child's parent, say). See :meth:`ExecutionSupervisor.run` for
         ``handed_over``.
 
-        A workflow with a concurrency key is queued instead (see
+        A workflow with a concurrency key, or any when the engine runs
+        ``max_running`` executions already, is queued instead (see
         :meth:`ExecutionMachine.queue`: raises :class:`ExpressionError` if the key
         cannot be rendered): the supervisor saves it ``queued`` and leaves, and an
         engine that claims it starts it (:meth:`start_claimed`)."""
@@ -283,9 +301,10 @@ class LiveExecutions:
             limits=self._limits,
             **fields,
         )
-        if graph.concurrency_key is None:
+        if graph.concurrency_key is None and self.room != 0:
             return self._launch(machine, machine.start, turn, handed_over=handed_over)
         machine.queue(self._services.clock.now())
+        self._turned_away = self._turned_away or graph.concurrency_key is None
         return self._launch(machine, _given([]), turn, handed_over=handed_over)
 
     async def start_in_state(self, machine: ExecutionMachine, turn: Turn) -> ExecutionSupervisor:
@@ -515,7 +534,7 @@ class LiveExecutions:
         if self._supervisors.get(supervisor.execution_id) is supervisor:
             del self._supervisors[supervisor.execution_id]
         self._notify(supervisor.execution_id)
-        if supervisor.machine.queue_place is not None:
+        if supervisor.machine.queue_place is not None or self._turned_away:
             self._queue_moved()
 
     def _exited(self, supervisor: ExecutionSupervisor) -> None:

@@ -79,16 +79,22 @@ class QueueService:
 
     async def _claim_all(self, live: LiveExecutions) -> None:
         while await self._claim(live) == CLAIM_BATCH:
-            pass  # a full batch: there may be more
+            pass  # a full batch: there may be more, and room for them
 
     async def _claim(self, live: LiveExecutions) -> int:
         """Claim the queued executions that may start now and start them here;
         return how many were claimed."""
         leases = self._leases
+        room = live.room
+        limit = CLAIM_BATCH if room is None else min(room, CLAIM_BATCH)
+        if limit == 0:
+            return 0  # full: another engine, or this one later, starts them
         lease_until = leases.deadline()
         claimed = await self._store.claim_queued(
-            owner=leases.owner, lease_expires=leases.expiry(), now=time.time(), limit=CLAIM_BATCH
+            owner=leases.owner, lease_expires=leases.expiry(), now=time.time(), limit=limit
         )
+        if len(claimed) < limit:
+            live.queue_drained()
         try:
             await live.start_claimed(claimed, lease_until)
         except BaseException:

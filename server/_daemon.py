@@ -47,6 +47,7 @@ class ServeConfig:
     max_body: int = DEFAULT_MAX_BODY
     max_streams: int = DEFAULT_MAX_STREAMS
     grace: float = 10.0
+    max_running: int | None = None  # as Engine(max_running=...) takes it
     webhook_secrets: Mapping[str, str] = attrs.field(factory=dict)
     signing_key: str | None = None
     tracer_provider: TracerProvider | None = None  # default: OpenTelemetry's global one
@@ -85,7 +86,10 @@ async def serve(
     ``stop`` is set; ``ready`` is called with the URL it answers at once it accepts
     connections."""
     async with prana.Engine(
-        store=config.store, actions=config.actions, clock=config.clock
+        store=config.store,
+        actions=config.actions,
+        clock=config.clock,
+        max_running=config.max_running,
     ) as engine:
         for workflow in config.workflows:
             engine.register(workflow)

@@ -185,3 +185,71 @@ async def test_another_engine_on_the_store_starts_what_one_queued(tmp_path: Path
         with anyio.fail_after(10):
             started = await two.wait(queued.id, until=waits)
     assert started.status == "suspended"
+
+
+def gated(
+    actions: prana.ActionRegistry,
+    gate: anyio.Event,
+    ran: list[str],
+    name: str,
+    second: anyio.Event | None = None,
+) -> None:
+    """``test.gated``: waits for ``gate``; ``ran`` says which engine ran which job,
+    ``second`` is set when a second one has begun; the output says how many ran at
+    once at most."""
+    running = [0, 0]  # now, most at once
+
+    @actions.action("test.gated")
+    async def gated_action(ctx: prana.NodeContext) -> Any:
+        running[0] += 1
+        running[1] = max(running)
+        ran.append(f"{name}:{ctx.input['job']}")
+        if second is not None and len(ran) == 2:
+            second.set()
+        await gate.wait()
+        running[0] -= 1
+        return {"most_at_once": running[1]}
+
+
+GATED = {
+    "id": "gated",
+    "nodes": [{"key": "start", "type": "manual.trigger"}, {"key": "work", "type": "test.gated"}],
+    "connections": [{"from": "start", "to": "work"}],
+}
+
+
+async def test_an_engine_runs_at_most_max_running_and_queues_the_rest() -> None:
+    actions, gate, ran = prana.ActionRegistry(), anyio.Event(), []
+    gated(actions, gate, ran, "one")
+    async with open_engine(actions=actions, max_running=2) as engine:
+        handles = [await engine.start(GATED, {"job": job}) for job in range(5)]
+        statuses = [(await engine.get(handle.id)).status for handle in handles]
+        gate.set()
+        with anyio.fail_after(10):
+            done = [await handle.result() for handle in handles]
+    assert statuses == ["running", "running", "queued", "queued", "queued"]
+    assert [execution.status for execution in done] == ["completed"] * 5
+    assert sorted(ran) == [f"one:{job}" for job in range(5)]
+    assert max(execution.output["most_at_once"] for execution in done) == 2
+
+
+async def test_an_engine_with_room_runs_what_a_full_one_queued(tmp_path: Path) -> None:
+    path = tmp_path / "prana.db"
+    gate, ran, two = anyio.Event(), [], anyio.Event()
+    full_actions, roomy_actions = prana.ActionRegistry(), prana.ActionRegistry()
+    gated(full_actions, gate, ran, "full", two)
+    gated(roomy_actions, gate, ran, "roomy", two)
+    clock = prana.actors.SystemClock()
+    async with (
+        open_engine(actions=full_actions, path=path, clock=clock, max_running=1) as full,
+        open_engine(actions=roomy_actions, path=path, clock=clock, heartbeat=0.05),
+    ):
+        first = await full.start(GATED, {"job": 0})
+        second = await full.start(GATED, {"job": 1})
+        with anyio.fail_after(10):
+            await two.wait()  # the roomy engine has started the second job
+            gate.set()
+            done = await full.wait(second.id)
+            await first.result()
+    assert done.status == "completed"
+    assert ran == ["full:0", "roomy:1"]
