@@ -135,7 +135,10 @@ class Engine(AsyncContextManagerMixin):
     work (decision 0039): more gives more throughput, fewer a shorter hold of the loop.
     ``max_running`` is the most executions it runs at once: past it, new executions
     are saved ``queued`` and started by whichever engine on the store has room
-    first (this one, once some of its own have stopped).
+    first (this one, once some of its own have stopped). ``poll`` is how often it
+    looks at the queue and at control requests left for it without being told (a
+    PostgreSQL store tells it at once; default: every second, or every heartbeat if
+    shorter).
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class Engine(AsyncContextManagerMixin):
         limits: Limits = DEFAULT_LIMITS,
         steps_at_once: int = DEFAULT_STEPS_AT_ONCE,
         max_running: int | None = None,
+        poll: float | None = None,
     ) -> None:
         if durability not in (None, "off", "normal", "full"):
             raise ValueError(f"durability must be 'off', 'normal' or 'full', not {durability!r}")
@@ -173,6 +177,7 @@ class Engine(AsyncContextManagerMixin):
         self.clock: Clock = clock or SystemClock()
         self._lease = lease
         self._heartbeat = heartbeat if heartbeat is not None else lease / 3
+        self._poll = poll if poll is not None else min(1.0, self._heartbeat)
         self._recover = recover
         self._run_schedules = schedules
         self.max_depth = max_depth
@@ -210,7 +215,7 @@ class Engine(AsyncContextManagerMixin):
             load=partial(_stored_timers, store) if self._recover else None,
         )
         background = self._background
-        queue = self._queue = QueueService(store, leases, min(1.0, self._heartbeat))
+        queue = self._queue = QueueService(store, leases, self._poll)
         held: list[str] = []
         body_error: BaseException | None = None
         try:
@@ -278,10 +283,24 @@ class Engine(AsyncContextManagerMixin):
                 task_group.start_soon(
                     queue.run, live, partial(background.retrying, "queue"), name="prana queue"
                 )
+
+                def heard(topic: str) -> None:  # from another process on the store
+                    if topic in ("queue", "listening"):
+                        queue.moved()
+                    if topic in ("control", "listening"):
+                        live.spawn(deliver_requests, live, store, self.owner, counted=False)
+
+                background.service("notifications")
+                task_group.start_soon(
+                    background.retrying,
+                    "notifications",
+                    partial(store.listen, heard),
+                    name="prana notifications",
+                )
                 background.start_every(
                     task_group,
                     "control requests",
-                    min(1.0, self._heartbeat),
+                    self._poll,
                     lambda: deliver_requests(live, store, self.owner),
                 )
                 if self._recover:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -48,6 +48,9 @@ class MemoryStore:
 
     async def open(self) -> None:
         """Nothing to prepare."""
+
+    async def listen(self, heard: Callable[[str], None]) -> None:
+        """Nothing to hear (one engine only)."""
 
     async def aclose(self) -> None:
         """Nothing to release."""

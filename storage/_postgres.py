@@ -28,13 +28,13 @@ from prana._records import (
     DEADLINE_INDEX,
     Checkpoint,
     ExecutionStatus,
-    NodeRun,
     StoredExecution,
     Suspension,
 )
 
 from . import _codec as codec
 from ._filters import execution_filter
+from ._postgres_notify import listen, notify
 from ._postgres_rows import (
     TEXT_COLUMNS,
     Connection,
@@ -42,7 +42,9 @@ from ._postgres_rows import (
     execution_from_row,
     insert_workflow,
     may_apply,
+    moves_the_queue,
     ownership_after,
+    read_execution,
     schedule_from_row,
     suspensions_of,
     workflow_from_row,
@@ -53,7 +55,10 @@ from ._queue import claim_sql
 
 T = TypeVar("T")
 
-_OWNERSHIP = "SELECT id, owner, lease_expires, status, revision FROM executions"
+_OWNERSHIP = (
+    "SELECT id, owner, lease_expires, status, revision, concurrency_limit IS NOT NULL "
+    "FROM executions"
+)
 _CLAIM = claim_sql("%s")
 
 
@@ -132,6 +137,10 @@ class PostgresStore:
             await self.aclose()
             raise
 
+    async def listen(self, heard: Callable[[str], None]) -> None:
+        """Hear other processes' ``NOTIFY`` (see :mod:`._postgres_notify`)."""
+        await listen(self._conninfo, self.schema, heard, repr(self))
+
     async def aclose(self) -> None:
         """Close the pool's connections."""
         pool, self._pool = self._pool, None
@@ -172,6 +181,7 @@ class PostgresStore:
             rows = db.execute(f"{_OWNERSHIP} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
             kept = {row[0]: row for row in rows.fetchall()}
             lost: set[str] = set()
+            queue_news = False
             # Each statement goes out once for the batch (Writes), and they go out one
             # after another without waiting for each answer (pipeline mode): a batch
             # costs a few round trips and a few calls, not some per checkpoint.
@@ -184,9 +194,12 @@ class PostgresStore:
                         lost.add(execution_id)
                         continue
                     writes.add(checkpoint, row, owner, lease_expires, now)
+                    queue_news = queue_news or moves_the_queue(checkpoint, row)
                     # A later checkpoint of it in the batch is checked against this one.
                     kept[execution_id] = ownership_after(checkpoint, row, owner, lease_expires)
                 writes.write()
+                if queue_news:
+                    notify(db, self.schema, "queue")
             return lost
 
         return await self._run(work)
@@ -261,45 +274,7 @@ class PostgresStore:
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
         """Everything kept of an execution, or ``None``."""
 
-        def work(db: Connection) -> StoredExecution | None:
-            key = (execution_id,)
-            with db.pipeline():  # the five queries in one round trip
-                row = db.execute(f"SELECT {TEXT_COLUMNS} FROM executions WHERE id = %s", key)
-                runs = db.execute(
-                    "SELECT record::text FROM node_runs WHERE execution_id = %s "
-                    "ORDER BY execution_index",
-                    key,
-                )
-                blocks = db.execute(
-                    "SELECT number, block::text FROM paths_blocks WHERE execution_id = %s", key
-                )
-                fields = db.execute(
-                    "SELECT node_key, field, value::text FROM node_context_fields "
-                    "WHERE execution_id = %s ORDER BY node_key, field",
-                    key,
-                )
-                waits = db.execute(
-                    "SELECT record::text FROM suspensions WHERE execution_id = %s "
-                    "ORDER BY execution_index",
-                    key,
-                )
-            found = row.fetchone()
-            if found is None:
-                return None
-            contexts: dict[str, dict[str, Any]] = {}
-            for node_key, field, value in fields.fetchall():
-                contexts.setdefault(node_key, {})[field] = codec.loads(value)
-            return execution_from_row(
-                found,
-                runs=tuple(codec.structure(codec.loads(r[0]), NodeRun) for r in runs.fetchall()),
-                suspensions=tuple(
-                    codec.structure(codec.loads(w[0]), Suspension) for w in waits.fetchall()
-                ),
-                blocks={number: codec.loads(block) for number, block in blocks.fetchall()},
-                contexts=contexts,
-            )
-
-        return await self._run(work)
+        return await self._run(lambda db: read_execution(db, execution_id))
 
     async def execution_status(self, execution_id: str) -> ExecutionStatus | None:
         """An execution's status as saved, or ``None``."""
@@ -436,15 +411,17 @@ class PostgresStore:
     async def request_control(self, execution_id: str, request: Mapping[str, Any]) -> bool:
         """Leave a request for the engine running an execution; false if it is not
         running."""
-        return await self._run(
-            lambda db: (
-                db.execute(
-                    "UPDATE executions SET request = %s WHERE id = %s AND status = 'running'",
-                    (codec.dumps(dict(request)), execution_id),
-                ).rowcount
-                > 0
-            )
-        )
+
+        def work(db: Connection) -> bool:
+            left: int = db.execute(
+                "UPDATE executions SET request = %s WHERE id = %s AND status = 'running'",
+                (codec.dumps(dict(request)), execution_id),
+            ).rowcount
+            if left:
+                notify(db, self.schema, "control")
+            return left > 0
+
+        return await self._run(work)
 
     # ------------------------------------------------------------------ schedules
 

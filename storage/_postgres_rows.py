@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prana._records import Checkpoint, NodeRun, StoredExecution, Suspension
+from prana._records import FINAL_STATUSES, Checkpoint, NodeRun, StoredExecution, Suspension
 
 from . import _codec as codec
 from ._protocol import ScheduleState, StoredWorkflow
@@ -46,15 +46,25 @@ def ownership_after(
     checkpoint: Checkpoint, row: Sequence[Any] | None, owner: str, lease_expires: float
 ) -> tuple[Any, ...]:
     """The ownership columns of the execution's row once ``checkpoint`` is applied
-    (as the ownership query reads them: id, owner, lease, status, revision)."""
+    (as the ownership query reads them: id, owner, lease, status, revision, whether it
+    was queued)."""
     running = checkpoint.status == "running"
     held_by = owner if running else None
     lease = lease_expires if running else None
+    execution_id, status = checkpoint.execution_id, checkpoint.status
     if row is None:
-        return (checkpoint.execution_id, held_by, lease, checkpoint.status, 1)
+        return (execution_id, held_by, lease, status, 1, checkpoint.queue is not None)
     if checkpoint.kind == "step":
-        return (checkpoint.execution_id, held_by, row[2], checkpoint.status, row[4])
-    return (checkpoint.execution_id, held_by, lease, checkpoint.status, row[4] + 1)
+        return (execution_id, held_by, row[2], status, row[4], row[5])
+    return (execution_id, held_by, lease, status, row[4] + 1, row[5])
+
+
+def moves_the_queue(checkpoint: Checkpoint, row: Sequence[Any] | None) -> bool:
+    """Whether applying ``checkpoint`` may let a queued execution start: it queues
+    one, or ends one that held a place in the queue."""
+    if row is None:
+        return checkpoint.status == "queued"
+    return bool(row[5]) and checkpoint.status in FINAL_STATUSES
 
 
 _INSERT_EXECUTION = (
@@ -283,4 +293,40 @@ def execution_from_row(
         request=codec.loads(request),
         revision=revision,
         queue=place_of(key, limit, priority),
+    )
+
+
+def read_execution(db: Connection, execution_id: str) -> StoredExecution | None:
+    """Everything kept of an execution, in one round trip; ``None`` if there is none."""
+    key = (execution_id,)
+    with db.pipeline():  # the five queries in one round trip
+        row = db.execute(f"SELECT {TEXT_COLUMNS} FROM executions WHERE id = %s", key)
+        runs = db.execute(
+            "SELECT record::text FROM node_runs WHERE execution_id = %s ORDER BY execution_index",
+            key,
+        )
+        blocks = db.execute(
+            "SELECT number, block::text FROM paths_blocks WHERE execution_id = %s", key
+        )
+        fields = db.execute(
+            "SELECT node_key, field, value::text FROM node_context_fields "
+            "WHERE execution_id = %s ORDER BY node_key, field",
+            key,
+        )
+        waits = db.execute(
+            "SELECT record::text FROM suspensions WHERE execution_id = %s ORDER BY execution_index",
+            key,
+        )
+    found = row.fetchone()
+    if found is None:
+        return None
+    contexts: dict[str, dict[str, Any]] = {}
+    for node_key, field, value in fields.fetchall():
+        contexts.setdefault(node_key, {})[field] = codec.loads(value)
+    return execution_from_row(
+        found,
+        runs=tuple(codec.structure(codec.loads(r[0]), NodeRun) for r in runs.fetchall()),
+        suspensions=tuple(codec.structure(codec.loads(w[0]), Suspension) for w in waits.fetchall()),
+        blocks={number: codec.loads(block) for number, block in blocks.fetchall()},
+        contexts=contexts,
     )

@@ -18,7 +18,7 @@ one whose owner stopped with :meth:`Store.claim_orphans`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -72,6 +72,17 @@ class Store(Protocol):
     async def open(self) -> None:
         """Make the store ready (create or check its schema). Raises StoreError and
         changes nothing if the store is not one prana can use safely."""
+        ...
+
+    async def listen(self, heard: Callable[[str], None]) -> None:
+        """Call ``heard(topic)`` whenever another process says there may be work for
+        this one, until cancelled: ``"queue"`` (an execution was queued, or one that
+        held a place in the queue ended) or ``"control"`` (a control request was left
+        for an execution), and ``"listening"`` once it hears (and again after it
+        lost the connection): what was said before it could hear is looked at then. A
+        store whose processes cannot tell each other returns at once: engines then
+        look now and then. Raises :class:`StoreError` if it stops
+        hearing (the connection was lost)."""
         ...
 
     async def aclose(self) -> None:

@@ -117,6 +117,9 @@ class SQLiteStore:
         :mod:`._sqlite_wal`.)"""
         await self._require_runner().maintain()
 
+    async def listen(self, heard: Callable[[str], None]) -> None:
+        """Nothing to hear (processes on one file poll)."""
+
     async def aclose(self) -> None:
         """Checkpoint the WAL into the database and close it."""
         runner, self._runner = self._runner, None

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 import prana
@@ -92,6 +93,99 @@ async def test_many_stores_open_a_new_database_at_once() -> None:
     for store in stores:
         await store.aclose()
     assert sql(url, "SELECT version FROM prana.prana_schema") == [(LATEST,)]
+
+
+async def test_a_store_hears_what_other_processes_queue_and_request() -> None:
+    from prana._records import Checkpoint, QueuePlace
+
+    url = postgres.database()
+    heard: list[str] = []
+    news = anyio.Event()
+
+    def hear(topic: str) -> None:
+        heard.append(topic)
+        news.set()
+
+    listening, telling = PostgresStore(url), PostgresStore(url)
+    await listening.open()
+    await telling.open()
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(listening.listen, hear)
+            queued = Checkpoint(
+                execution_id="q1",
+                kind="start",
+                workflow_id="w",
+                workflow_version=1,
+                workflow_hash="h1",
+                status="queued",
+                trigger="start",
+                queue=QueuePlace(key="ann"),
+            )
+            with anyio.fail_after(10):
+                attempt = 0
+                while len(heard) < 2:  # LISTEN is set up on its own thread: tell until heard
+                    attempt += 1
+                    one = attrs.evolve(queued, execution_id=f"q{attempt}")
+                    await telling.commit([one], owner="a", lease_expires=9e9, now=1.0)
+                    with anyio.move_on_after(0.2):
+                        await news.wait()
+            assert heard[:2] == ["listening", "queue"]
+            heard.clear()
+            news = anyio.Event()
+            running = attrs.evolve(queued, execution_id="r1", status="running", queue=None)
+            await telling.commit([running], owner="a", lease_expires=9e9, now=1.0)
+            assert await telling.request_control("r1", {"action": "cancel"})
+            with anyio.fail_after(10):
+                while "control" not in heard:  # a late "queue" may come first
+                    await news.wait()
+                    news = anyio.Event()
+            group.cancel_scope.cancel()
+    finally:
+        await listening.aclose()
+        await telling.aclose()
+    assert "control" in heard
+
+
+async def test_engines_on_postgres_are_told_of_queued_work_and_requests_at_once() -> None:
+    # They would look only every 10 minutes by themselves (poll=600).
+    url = postgres.database()
+    gate, ran, two_started = anyio.Event(), [], anyio.Event()
+
+    def registry(name: str) -> prana.ActionRegistry:
+        actions = prana.ActionRegistry()
+
+        @actions.action("test.gated")
+        async def gated(ctx: prana.NodeContext) -> Any:
+            ran.append(f"{name}:{ctx.input['job']}")
+            if len(ran) == 2:
+                two_started.set()
+            await gate.wait()
+            return ctx.input
+
+        return actions
+
+    gated = {
+        "id": "gated",
+        "nodes": [{"key": "start", "type": "manual.trigger"}, {"key": "w", "type": "test.gated"}],
+        "connections": [{"from": "start", "to": "w"}],
+    }
+    async with (
+        prana.Engine(store=url, actions=registry("full"), max_running=1, poll=600) as full,
+        prana.Engine(store=url, actions=registry("roomy"), poll=600) as roomy,
+    ):
+        first = await full.start(gated, {"job": 1})
+        second = await full.start(gated, {"job": 2})  # full: queued, and roomy is told
+        with anyio.fail_after(10):
+            await two_started.wait()
+            # A cancel through the full engine reaches the roomy one at once too.
+            cancelled = await full.cancel(second.id, "not needed")
+            gate.set()
+            done = await first.result()
+    assert ran == ["full:1", "roomy:2"]
+    assert cancelled.status == "cancelled"
+    assert done.status == "completed"
+    assert roomy.health().service("notifications").state == "running"
 
 
 async def test_an_execution_waits_across_engines_and_finishes_once() -> None:
