@@ -120,7 +120,8 @@ def dbos_launch(db: str) -> Any:
     DBOS(
         config={
             "name": "prana-bench",
-            "system_database_url": f"sqlite:///{db}",
+            # A PostgreSQL URL as given (bench/postgres.py), else a SQLite file.
+            "system_database_url": db if "://" in db else f"sqlite:///{db}",
             "run_admin_server": False,
         }
     )
@@ -200,7 +201,8 @@ def dbos_w5(db: str, resume: bool) -> dict[str, float]:
 
 def _w4_figures(db: str, elapsed: float, executions: int) -> dict[str, float]:
     nodes = EXECUTIONS * 10
-    size = sum(os.path.getsize(path) for path in (db, f"{db}-wal") if os.path.exists(path))
+    files = () if "://" in db else (db, f"{db}-wal")
+    size = sum(os.path.getsize(path) for path in files if os.path.exists(path))
     return {
         "seconds": elapsed,
         "nodes_per_second": nodes / elapsed,

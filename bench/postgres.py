@@ -9,7 +9,10 @@ process, on a PostgreSQL cluster this script starts (Debian's ``initdb`` and
   (``def``) and ``async def`` actions that compute x + 1;
 * W5: 1 000 executions waiting at node 5, resumed by a new process (seconds);
 * W4 with 1, 2 and 4 processes on one PostgreSQL database, 1 000 executions in all,
-  started together: node executions per second over all of them.
+  started together: node executions per second over all of them;
+* the same W2, W4 and W5 on DBOS with the same PostgreSQL server, if it is installed
+  (``pip install -e ".[bench]"``): its steps compute x + 1, like prana's plain
+  actions here.
 
 SQLite runs at its default (``synchronous=NORMAL``). Each figure is the median of
 ``--repeats`` runs, with the lowest and highest; the goals are printed beside them.
@@ -19,6 +22,7 @@ The last line is the figures as JSON.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -47,6 +51,18 @@ def role(name: str, db: str, *, backend: str, env: dict[str, str]) -> dict[str, 
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{name} on {db} failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(lines[-1]))
+
+
+def dbos(name: str, db: str) -> dict[str, Any]:
+    """One role of DBOS's workloads (``peers.py``) on ``db``, in its own process."""
+    done = subprocess.run(
+        [sys.executable, str(HERE / "peers.py"), "dbos", name, db],
+        capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"DBOS {name} on {db} failed:\n{done.stderr[-3000:]}")
     return dict(json.loads(lines[-1]))
 
 
@@ -99,6 +115,7 @@ def main() -> None:
     plain = {"PRANA_BENCH_LIKE_PEERS": "1", "PRANA_BENCH_ASYNC": "0"}
     asynchronous = {"PRANA_BENCH_LIKE_PEERS": "1", "PRANA_BENCH_ASYNC": "1"}
     figures: dict[str, list[float]] = {}
+    with_dbos = importlib.util.find_spec("dbos") is not None
 
     def add(name: str, value: float) -> None:
         figures.setdefault(name, []).append(value)
@@ -129,6 +146,13 @@ def main() -> None:
                 for processes in (1, 2, 4):
                     rate = shared_w4(fresh_database(server), processes, asynchronous)
                     add(f"W4 nodes/s, async actions, {processes} process(es), PostgreSQL", rate)
+                if with_dbos:
+                    add("W2 ms, DBOS on PostgreSQL", dbos("w2", fresh_database(server))["w2_ms"])
+                    w4 = dbos("w4", fresh_database(server))
+                    add("W4 nodes/s, DBOS on PostgreSQL", w4["nodes_per_second"])
+                    waiting = fresh_database(server)
+                    dbos("w5-suspend", waiting)
+                    add("W5 resume s, DBOS on PostgreSQL", dbos("w5-resume", waiting)["seconds"])
     shutil.rmtree(server_folder, ignore_errors=True)
     print(f"\nprana on PostgreSQL and on SQLite, {options.backend}; median (lowest-highest)")
     for name, values in figures.items():
@@ -143,7 +167,13 @@ def main() -> None:
     two = median["W4 nodes/s, async actions, 2 process(es), PostgreSQL"]
     mark = "met    " if two >= one else "not met"
     print(f"  {mark}  no loss when a second process joins: {two / one:.2f}x of one process")
-    print("  (not measured here: DBOS on the same server)")
+    if with_dbos:
+        peer = median["W4 nodes/s, DBOS on PostgreSQL"]
+        ours = median["W4 nodes/s, plain actions, PostgreSQL"]
+        mark = "met    " if ours >= 5 * peer else "not met"
+        print(f"  {mark}  W4 on PostgreSQL >= 5x DBOS's on the same server: {ours / peer:.1f}x")
+    else:
+        print('  (DBOS not installed: pip install -e ".[bench]" to compare with it)')
     print(json.dumps(figures))
 
 

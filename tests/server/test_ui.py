@@ -128,6 +128,20 @@ async def test_the_runs_page_filters_and_pages_through_every_run(tmp_path: Path)
     assert "status must be one of" in bad.body.decode()
 
 
+async def test_a_queued_run_shows_why_it_waits_and_can_be_cancelled(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("refund.yaml")]) as url:
+        start = "/api/workflows/refund/executions?wait=10"
+        await request(url, "POST", start, {"customer": "ann", "amount": 20})
+        queued = (await request(url, "POST", start, {"customer": "ann", "amount": 35})).json()
+        listed = (await request(url, "GET", "/ui/runs?status=queued&workflow=")).body.decode()
+        page = (await request(url, "GET", f"/ui/runs/{queued['id']}")).body.decode()
+    assert re.findall(r'<td><a href="/ui/runs/([0-9a-f]+)">', listed) == [queued["id"]]
+    assert "\u22ef queued" in page  # a state is a word and an icon
+    assert "queued until an execution with concurrency key &#39;ann&#39; ends" in page
+    assert f'action="/ui/runs/{queued["id"]}/cancel"' in page
+    assert f'action="/ui/runs/{queued["id"]}/pause"' not in page
+
+
 async def test_a_runs_page_shows_its_graph_in_states_and_a_nodes_drawer(tmp_path: Path) -> None:
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
         waiting = await start_waiting(url)
