@@ -215,7 +215,7 @@ class Engine(AsyncContextManagerMixin):
             load=partial(_stored_timers, store) if self._recover else None,
         )
         background = self._background
-        queue = self._queue = QueueService(store, leases, self._poll)
+        queue = self._queue = QueueService(store, leases, self._poll, self.max_running)
         held: list[str] = []
         body_error: BaseException | None = None
         try:
@@ -231,8 +231,7 @@ class Engine(AsyncContextManagerMixin):
                     env=self._env,
                     limits=self.limits,
                     tally=self._tally,
-                    queue_moved=queue.moved,
-                    max_running=self.max_running,
+                    queue=queue,
                     publisher=lambda: Publisher(self._middleware, self._engine_subscriptions),
                     parent=lambda live: ChildExecutions(
                         live=live,

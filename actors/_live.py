@@ -35,8 +35,8 @@ from anyio.abc import TaskGroup
 
 from prana._commands import Command
 from prana._compiler import ExecutionGraph
-from prana._control import check_allowed, unrestorable_checkpoint
-from prana._errors import ExecutionNotFound, InvalidTransition, PranaError, StoreError
+from prana._control import unrestorable_checkpoint
+from prana._errors import ExecutionNotFound, PranaError, StoreError
 from prana._limits import Limits
 from prana._machine import ExecutionMachine
 from prana._records import (
@@ -62,12 +62,14 @@ from ._supervision import (
     Services,
     WakeRequest,
     apply_message,
+    check_request,
 )
 from ._supervisor import ExecutionSupervisor
 from ._tally import Tally
 from ._turns import DEFAULT_STEPS_AT_ONCE, Turn, Turns
 
 if TYPE_CHECKING:
+    from ._queue import QueueService
     from ._timers import TimerActor
     from ._writer import CheckpointWriter
 
@@ -115,19 +117,12 @@ class LiveExecutions:
         background: BackgroundServices,
         task_group: TaskGroup,
         tally: Tally,
-        queue_moved: Callable[[], None],
-        max_running: int | None = None,
+        queue: QueueService,
         steps_at_once: int = DEFAULT_STEPS_AT_ONCE,
     ) -> None:
         self._store = store
-        # Called when a queued execution is saved, or one that was queued leaves
-        # memory (it may have made room): the queue service claims again.
-        self._queue_moved = queue_moved
-        # The most executions in memory at once; past it, new ones are queued for
-        # any engine with room. ``_turned_away``: some were, since the queue was last
-        # found empty (so each execution that leaves makes room worth a claim).
-        self._max_running = max_running
-        self._turned_away = False
+        # Whether a new execution starts or is queued, and when to claim from the queue.
+        self._queue = queue
         self._catalog = catalog
         self._leases = leases
         self._background = background
@@ -164,15 +159,9 @@ class LiveExecutions:
         return execution_id in self._supervisors
 
     @property
-    def room(self) -> int | None:
-        """How many more executions this engine takes (``None``: no limit)."""
-        if self._max_running is None:
-            return None
-        return max(0, self._max_running - len(self._running))
-
-    def queue_drained(self) -> None:
-        """The queue service found nothing more to start."""
-        self._turned_away = False
+    def running(self) -> int:
+        """How many executions are in memory here, saving their last step included."""
+        return len(self._running)
 
     def __len__(self) -> int:
         return len(self._supervisors)
@@ -301,10 +290,11 @@ class LiveExecutions:
             limits=self._limits,
             **fields,
         )
-        if graph.concurrency_key is None and self.room != 0:
+        keyed = graph.concurrency_key is not None
+        if not keyed and self._queue.admits(self.running):
             return self._launch(machine, machine.start, turn, handed_over=handed_over)
         machine.queue(self._services.clock.now())
-        self._turned_away = self._turned_away or graph.concurrency_key is None
+        self._queue.queued(keyed=keyed)
         return self._launch(machine, _given([]), turn, handed_over=handed_over)
 
     async def start_in_state(self, machine: ExecutionMachine, turn: Turn) -> ExecutionSupervisor:
@@ -370,7 +360,7 @@ class LiveExecutions:
                 machine, _given(commands), turn, lease_until=self._leases.deadline()
             )
         if isinstance(message, (ResumeRequest, ControlRequest)):
-            _check_request(message, stored)
+            check_request(message, stored)
         elif stored.status not in _WAITING:
             return stored  # a timer or child outcome for an execution that moved on
         machine = await self._restore(stored)
@@ -534,8 +524,7 @@ class LiveExecutions:
         if self._supervisors.get(supervisor.execution_id) is supervisor:
             del self._supervisors[supervisor.execution_id]
         self._notify(supervisor.execution_id)
-        if supervisor.machine.queue_place is not None or self._turned_away:
-            self._queue_moved()
+        self._queue.left(was_queued=supervisor.machine.queue_place is not None)
 
     def _exited(self, supervisor: ExecutionSupervisor) -> None:
         self._running.discard(supervisor)
@@ -601,15 +590,3 @@ NOT_RUNNING = "the engine is not running; use it inside 'async with Engine(...) 
 def _given(commands: list[Command]) -> Callable[[float], list[Command]]:
     """A supervisor's first commands, worked out already."""
     return lambda now: commands
-
-
-def _check_request(request: ResumeRequest | ControlRequest, stored: StoredExecution) -> None:
-    """Raise :class:`InvalidTransition` if ``request`` cannot apply to ``stored``
-    (checked before restoring it: an ended execution is not restored)."""
-    if isinstance(request, ControlRequest):
-        check_allowed(request.action, stored.status, stored.id)
-    elif stored.status not in _WAITING:
-        raise InvalidTransition(
-            f"execution {stored.id} is {stored.status}; only a waiting (suspended) "
-            "execution can be resumed"
-        )

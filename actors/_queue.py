@@ -26,12 +26,20 @@ CLAIM_BATCH = 100
 
 
 class QueueService:
-    """Claims and starts queued executions for one engine."""
+    """Claims and starts queued executions for one engine, and says whether a new one
+    starts at once (admission: at most ``max_running`` in memory)."""
 
-    def __init__(self, store: Store, leases: Leases, interval: float) -> None:
+    def __init__(
+        self, store: Store, leases: Leases, interval: float, max_running: int | None = None
+    ) -> None:
         self._store = store
         self._leases = leases
         self._interval = interval
+        self._max_running = max_running
+        # Some executions without a key were queued here for want of room, since a
+        # claim last found the queue empty: each one that leaves makes room worth a
+        # claim.
+        self._turned_away = False
         self._moved = anyio.Event()
         self._waiters: list[anyio.Event] = []  # for the end of the next pass
         self._passing = False
@@ -39,6 +47,27 @@ class QueueService:
     def moved(self) -> None:
         """Something may have made room, or been queued: claim soon."""
         self._moved.set()
+
+    def room(self, running: int) -> int | None:
+        """How many more executions the engine takes with ``running`` in memory
+        (``None``: no limit)."""
+        if self._max_running is None:
+            return None
+        return max(0, self._max_running - running)
+
+    def admits(self, running: int) -> bool:
+        """Whether a new execution without a concurrency key starts at once."""
+        return self.room(running) != 0
+
+    def queued(self, *, keyed: bool) -> None:
+        """A new execution is being queued here (for its key, or for want of room)."""
+        self._turned_away = self._turned_away or not keyed
+
+    def left(self, *, was_queued: bool) -> None:
+        """An execution left memory here: one that was queued (saved queued, or
+        ended or waiting after it was) may have made room for others of its key."""
+        if was_queued or self._turned_away:
+            self.moved()
 
     @property
     def pending(self) -> bool:
@@ -85,7 +114,7 @@ class QueueService:
         """Claim the queued executions that may start now and start them here;
         return how many were claimed."""
         leases = self._leases
-        room = live.room
+        room = self.room(live.running)
         limit = CLAIM_BATCH if room is None else min(room, CLAIM_BATCH)
         if limit == 0:
             return 0  # full: another engine, or this one later, starts them
@@ -94,7 +123,7 @@ class QueueService:
             owner=leases.owner, lease_expires=leases.expiry(), now=time.time(), limit=limit
         )
         if len(claimed) < limit:
-            live.queue_drained()
+            self._turned_away = False  # the queue is empty, as far as this engine goes
         try:
             await live.start_claimed(claimed, lease_until)
         except BaseException:

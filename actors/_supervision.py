@@ -22,10 +22,10 @@ import attrs
 from anyio import TaskHandle
 
 from prana._commands import Command
-from prana._control import ControlAction
-from prana._errors import PranaError
+from prana._control import ControlAction, check_allowed
+from prana._errors import InvalidTransition, PranaError
 from prana._machine import ExecutionMachine
-from prana._records import ChildOutcome, Execution, NodeResult
+from prana._records import ChildOutcome, Execution, NodeResult, StoredExecution
 from prana._waiting import WaitTimedOut
 
 from ._clock import Clock
@@ -128,6 +128,18 @@ def apply_message(
     if message.action == "unpause":
         return machine.unpause(now)
     return machine.retry(now)
+
+
+def check_request(request: ResumeRequest | ControlRequest, stored: StoredExecution) -> None:
+    """Raise :class:`InvalidTransition` if ``request`` cannot apply to ``stored``
+    (checked before restoring it: an ended execution is not restored)."""
+    if isinstance(request, ControlRequest):
+        check_allowed(request.action, stored.status, stored.id)
+    elif stored.status not in ("suspended", "paused"):
+        raise InvalidTransition(
+            f"execution {stored.id} is {stored.status}; only a waiting (suspended) "
+            "execution can be resumed"
+        )
 
 
 class Parent(Protocol):
