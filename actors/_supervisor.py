@@ -391,7 +391,14 @@ class ExecutionSupervisor:
     async def _save(self, checkpoint: Checkpoint) -> None:
         services = self._services
         holds_until = services.leases.deadline()  # taken before the lease is written
-        if not await services.writer.save(checkpoint):
+        if services.writer.commits_off_the_loop:
+            # A commit waited for on another thread is not work on the loop: let
+            # another execution step meanwhile, so that commits can take many.
+            async with self._without_turn():
+                applied = await services.writer.save(checkpoint)
+        else:
+            applied = await services.writer.save(checkpoint)
+        if not applied:
             raise lost(self.execution_id)
         if checkpoint.kind != "step" and checkpoint.status == "running":
             self.lease_until = holds_until

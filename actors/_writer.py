@@ -80,6 +80,9 @@ class CheckpointWriter:
         # writer; PostgreSQL: several, each on a connection of its own).
         self._committing = 0
         self._at_once = max(1, store.commits_at_once)
+        # A store that takes several commits at once commits on threads of its own
+        # (PostgreSQL): its savers need not hold a turn while they wait.
+        self.commits_off_the_loop = self._at_once > 1
         self._savers = 0
         self._waiting: deque[Batch] = deque()
         self._wake = anyio.Event()

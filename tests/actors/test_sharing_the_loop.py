@@ -60,7 +60,7 @@ def recording(rounds: Rounds) -> tuple[prana.ActionRegistry, prana.Workflow]:
 
 @pytest.mark.parametrize("steps_at_once", [4, None])
 async def test_many_executions_step_a_few_at_a_time_between_the_apps_rounds(
-    steps_at_once: int | None,
+    steps_at_once: int | None, anyio_backend: str
 ) -> None:
     rounds = Rounds()
     actions, workflow = recording(rounds)
@@ -91,7 +91,12 @@ async def test_many_executions_step_a_few_at_a_time_between_the_apps_rounds(
     assert {n: (execution.status, execution.output) for n, execution in done.items()} == {
         n: ("completed", n + 3) for n in range(count)
     }
-    assert 1 < rounds.most_at_once <= bound
+    # Trio runs each batch of ready tasks in one order or its reverse, at random, so
+    # the ticker's "round" may span two of the scheduler's batches: up to two turns'
+    # worth of steps (seen with stores that commit off the loop, whose executions
+    # wait for their commit without a turn).
+    seen = bound if anyio_backend == "asyncio" else 2 * bound
+    assert 1 < rounds.most_at_once <= seen
 
 
 async def test_callers_cancelled_while_they_wait_for_a_turn_take_none_with_them() -> None:
