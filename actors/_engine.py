@@ -55,6 +55,7 @@ from prana._registry import ActionRegistry
 from prana._rerun import ORIGINAL, one_node_state, rerun_state
 from prana._subworkflows import DEFAULT_MAX_DEPTH
 from prana._triggers import trigger_input
+from prana._validation import MAX_PRIORITY
 from prana.storage import MemoryStore, Store, open_store
 
 from ._catalog import Catalog
@@ -469,10 +470,14 @@ class Engine(AsyncContextManagerMixin):
         *,
         trigger: str | None = None,
         idempotency_key: str | None = None,
+        priority: int | None = None,
     ) -> ExecutionHandle:
         """Start an execution in the background and return its handle, once the
         execution is saved (before its first node runs): an engine that crashes after
         ``start`` returned finds it when it starts again.
+
+        ``priority`` replaces the workflow's ``settings.priority`` for this execution,
+        if it is queued (see ``WorkflowSettings``).
 
         With ``idempotency_key``, the execution's id follows from the key, the
         workflow and the trigger: a second start with the same key (in this engine or
@@ -486,12 +491,12 @@ class Engine(AsyncContextManagerMixin):
         the execution could not be saved.
         """
         if idempotency_key is None:
-            return await self._start(workflow, input, trigger)
+            return await self._start(workflow, input, trigger, priority=priority)
         graph = self.compile(workflow, trigger=trigger)
         execution_id = keyed_execution_id(idempotency_key, graph.workflow.id, graph.trigger)
         if not await self._exists(execution_id):
             try:
-                return await self._start(workflow, input, trigger, execution_id)
+                return await self._start(workflow, input, trigger, execution_id, priority)
             except PranaError:
                 if not await self._exists(execution_id):
                     raise  # not a start at the same moment by another
@@ -537,10 +542,13 @@ class Engine(AsyncContextManagerMixin):
         input: Any,
         trigger: str | None,
         execution_id: str | None = None,
+        priority: int | None = None,
     ) -> ExecutionHandle:
         handed_over = anyio.Event()
         try:
-            supervisor = await self._start_new(workflow, input, trigger, handed_over, execution_id)
+            supervisor = await self._start_new(
+                workflow, input, trigger, handed_over, execution_id, priority
+            )
             await supervisor.wait_saved()
         finally:
             handed_over.set()  # the execution carries on (or stops) without us
@@ -558,6 +566,7 @@ class Engine(AsyncContextManagerMixin):
         input: Any = None,
         *,
         trigger: str | None = None,
+        priority: int | None = None,
     ) -> Execution:
         """Run a workflow until it ends or waits, and return the execution.
 
@@ -568,14 +577,15 @@ class Engine(AsyncContextManagerMixin):
         with a concurrency key is queued first, and ``run`` returns it ``queued`` if
         its key has no room now (it starts once another execution of the key ends, in
         whichever engine claims it).
-        Raises :class:`WorkflowValidationError` if the workflow is invalid, and
-        :class:`ExpressionError` if its concurrency key cannot be rendered.
+        ``priority`` is as in :meth:`start`. Raises :class:`WorkflowValidationError`
+        if the workflow is invalid, and :class:`ExpressionError` if its concurrency
+        key cannot be rendered.
 
         The execution runs in a task of the engine's; cancelling ``run`` only stops
         the waiting: it carries on, as one begun with :meth:`start` does (start it
         that way to keep a handle on it).
         """
-        supervisor = await self._start_new(workflow, input, trigger)
+        supervisor = await self._start_new(workflow, input, trigger, priority=priority)
         execution = await supervisor.wait_stop(supervisor.stop_waiter())
         return await self._followed(execution)
 
@@ -979,9 +989,15 @@ class Engine(AsyncContextManagerMixin):
         trigger: str | None,
         handed_over: anyio.Event | None = None,
         execution_id: str | None = None,
+        priority: int | None = None,
     ) -> ExecutionSupervisor:
         """Check ``input`` against the trigger and launch a new execution (see
         :meth:`start`), under a turn."""
+        if priority is not None and not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+            raise PranaError(
+                f"priority must be a whole number from {-MAX_PRIORITY} to {MAX_PRIORITY}, "
+                f"not {priority!r}"
+            )
         live = self._require_live()
         async with live.turn() as turn:
             graph = self.compile(workflow, trigger=trigger)
@@ -989,7 +1005,9 @@ class Engine(AsyncContextManagerMixin):
             input = trigger_input(graph, input, self.clock.now())
             self._catalog.register(graph.workflow)
             execution_id = execution_id or new_execution_id(self.clock.now())
-            return await live.start(graph, input, execution_id, turn, handed_over=handed_over)
+            return await live.start(
+                graph, input, execution_id, turn, handed_over=handed_over, priority=priority
+            )
 
     async def _status(self, execution_id: str) -> ExecutionStatus:
         live = self._require_live()

@@ -267,6 +267,7 @@ class LiveExecutions:
         turn: Turn,
         *,
         handed_over: anyio.Event | None = None,
+        priority: int | None = None,
         **fields: Any,
     ) -> ExecutionSupervisor:
         """Store ``graph``'s definition (once) and launch a new execution of it, which
@@ -293,7 +294,7 @@ class LiveExecutions:
         keyed = graph.concurrency_key is not None
         if not keyed and self._queue.admits(self.running):
             return self._launch(machine, machine.start, turn, handed_over=handed_over)
-        machine.queue(self._services.clock.now())
+        machine.queue(self._services.clock.now(), priority)
         self._queue.queued(keyed=keyed)
         return self._launch(machine, _given([]), turn, handed_over=handed_over)
 

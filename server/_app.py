@@ -265,9 +265,16 @@ class Api:
         wait = wait_option(request, MAX_WAIT)
         key = request.headers.get("idempotency-key")
         trigger = request.query_params.get("trigger")
+        priority = int_option(request, "priority", 0, -(2**31), 2**31 - 1)  # the engine says more
         data = await self.bodies.json(request)
         try:
-            handle = await self.engine.start(workflow, data, trigger=trigger, idempotency_key=key)
+            handle = await self.engine.start(
+                workflow,
+                data,
+                trigger=trigger,
+                idempotency_key=key,
+                priority=priority if "priority" in request.query_params else None,
+            )
         except prana.errors.ExecutionExists as exists:  # the key's first start
             execution = await self._stopped(exists.execution_id, wait)
             return json_response(self.view(execution), 200)

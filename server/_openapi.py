@@ -118,6 +118,11 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
             _WORKFLOW_ID,
             _query("wait", "seconds to wait for it to end or wait (0-300)", {"type": "number"}),
             _query("trigger", "the trigger node, when it has several", {"type": "string"}),
+            _query(
+                "priority",
+                "replaces the workflow's settings.priority if the execution is queued",
+                {"type": "integer"},
+            ),
             {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
         ],
         _ANY,

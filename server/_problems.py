@@ -65,7 +65,7 @@ def problem_of(exc: BaseException) -> HTTPProblem:
         return HTTPProblem(409, "Not possible now", str(exc))
     if isinstance(exc, errors.ExecutionExists):
         return HTTPProblem(409, "Started already", str(exc), execution_id=exc.execution_id)
-    if isinstance(exc, (errors.TriggerError, errors.InvalidData)):
+    if isinstance(exc, (errors.TriggerError, errors.InvalidData, errors.ExpressionError)):
         return HTTPProblem(422, "Invalid input", str(exc))
     if isinstance(exc, errors.StoreError):
         logger.warning("store error: %s", exc)

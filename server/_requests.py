@@ -114,7 +114,7 @@ def int_option(request: Request, name: str, default: int, least: int, most: int)
     text = request.query_params.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not least <= int(text) <= most:
+    if not text.removeprefix("-").isdigit() or not least <= int(text) <= most:
         raise HTTPProblem(
             400, "Invalid query", f"{name} must be a whole number from {least} to {most}"
         )

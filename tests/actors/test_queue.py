@@ -99,6 +99,25 @@ async def test_higher_priority_starts_first_then_the_oldest() -> None:
     assert order == [3, 1, 2]
 
 
+async def test_a_start_may_give_its_own_priority() -> None:
+    async with open_engine() as engine:
+        clock = engine.clock
+        assert isinstance(clock, prana.testing.VirtualClock)
+        holder = await engine.run(holding(), {"customer": "ann"})
+        clock.advance(1)
+        plain = await engine.run(holding(), {"customer": "ann", "n": 1})
+        clock.advance(1)
+        urgent = await engine.start(holding(), {"customer": "ann", "n": 2}, priority=9)
+        assert (await engine.get(urgent.id)).priority == 9
+        await answer(engine, holder.id)
+        with anyio.fail_after(10):
+            started = await urgent.result()
+        assert started.status == "suspended"  # it went first
+        assert (await engine.get(plain.id)).status == "queued"
+        with pytest.raises(prana.PranaError, match="priority must be a whole number"):
+            await engine.start(holding(), {"customer": "bob"}, priority=10**9)
+
+
 async def test_a_queued_execution_is_cancelled_without_running_anything() -> None:
     async with open_engine() as engine:
         holder = await engine.run(holding(), {"customer": "ann"})

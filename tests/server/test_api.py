@@ -93,6 +93,23 @@ async def test_a_customer_s_second_refund_waits_in_the_queue(tmp_path: Path) -> 
     assert "ExecutionStarted" in names
 
 
+async def test_a_start_gives_its_priority_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("refund.yaml")]) as url:
+        path = "/api/workflows/refund/executions?wait=10"
+        await request(url, "POST", path, {"customer": "ann", "amount": 20})
+        urgent = await request(url, "POST", f"{path}&priority=-7", {"customer": "ann"})
+        bad_priority = await request(url, "POST", f"{path}&priority=-99999999", {"customer": "x"})
+        not_a_number = await request(url, "POST", f"{path}&priority=high", {"customer": "x"})
+        bad_key = await request(url, "POST", path, {"customer": {"id": 1}, "amount": 1})
+    assert (urgent.json()["status"], urgent.json()["priority"]) == ("queued", -7)
+    assert bad_priority.status == 400
+    assert "priority must be a whole number" in bad_priority.json()["detail"]
+    assert not_a_number.status == 400
+    assert "priority must be a whole number" in not_a_number.json()["detail"]
+    assert bad_key.status == 422
+    assert "concurrency_key" in bad_key.json()["detail"]
+
+
 async def test_an_idempotency_key_starts_one_execution(tmp_path: Path) -> None:
     key = {"Idempotency-Key": "payment-17"}
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
