@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests import postgres
+
 pytestmark = pytest.mark.crash
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,8 +40,8 @@ EXECUTIONS = 4
 class Daemon:
     """A ``prana serve`` process: its URL and what it wrote on stderr."""
 
-    def __init__(self, folder: Path, backend: str) -> None:
-        self.process, self.url = start_daemon(folder, backend)
+    def __init__(self, folder: Path, backend: str, *options: str) -> None:
+        self.process, self.url = start_daemon(folder, backend, *options)
         self.stderr: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -57,7 +59,9 @@ class Daemon:
         return code
 
 
-def start_daemon(folder: Path, backend: str) -> tuple[subprocess.Popen[str], str]:
+def start_daemon(folder: Path, backend: str, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """``prana serve`` on ``folder``'s SQLite file, or with ``options`` (``--db URL``,
+    say) after the usual ones."""
     env = {
         **os.environ,
         "DAEMON_LOG": str(folder / "log"),
@@ -69,7 +73,7 @@ def start_daemon(folder: Path, backend: str) -> tuple[subprocess.Popen[str], str
             "--db", str(folder / "d.db"),
             "--workflows", str(folder / "held.yaml"),
             "--actions", "tests.server.daemon_actions:actions",
-            "--port", "0", "--grace", "2s", "--backend", backend,
+            "--port", "0", "--grace", "2s", "--backend", backend, *options,
         ],
         cwd=ROOT,
         env=env,
@@ -91,10 +95,12 @@ def call(url: str, method: str, path: str, body: Any = None) -> Any:
         return json.loads(reply.read())
 
 
-def lines(folder: Path, what: str) -> list[str]:
+def lines(folder: Path, what: str, *, by: int | None = None) -> list[str]:
+    """The executions that ran ``what`` (in the process ``by``, if given)."""
     log = folder / "log"
     text = log.read_text() if log.exists() else ""
-    return [line.split()[1] for line in text.splitlines() if line.startswith(what)]
+    found = [line.split() for line in text.splitlines() if line.startswith(what)]
+    return [words[1] for words in found if by is None or words[2] == str(by)]
 
 
 def until(condition: Any, what: str, timeout: float = 30.0) -> None:
@@ -142,3 +148,30 @@ def test_sigterm_mid_run_then_a_restart_loses_nothing_and_runs_no_completed_node
     # The node that completed before the stop ran once; the one cut short ran again.
     assert sorted(lines(tmp_path, "mark")) == sorted(started * 2)  # mark and after
     assert sorted(lines(tmp_path, "hold")) == sorted(started * 2)
+
+
+def test_work_posted_to_a_full_daemon_runs_on_another_with_room(tmp_path: Path) -> None:
+    postgres.require()
+    url = postgres.database()
+    (tmp_path / "held.yaml").write_text(WORKFLOW)
+    (tmp_path / "hold").touch()
+    full = Daemon(tmp_path, "asyncio", "--db", url, "--max-running", "1")
+    roomy = Daemon(tmp_path, "trio", "--db", url)
+    try:
+        first = call(full.url, "POST", "/hooks/held", {"n": 1})["execution_id"]
+        until(lambda: lines(tmp_path, "hold") == [first], "the first to be held")
+        (tmp_path / "hold").unlink()  # what follows is quick
+        second = call(full.url, "POST", "/hooks/held", {"n": 2})["execution_id"]
+
+        def second_completed() -> bool:
+            return bool(call(full.url, "GET", f"/api/executions/{second}")["status"] == "completed")
+
+        until(second_completed, "the second to complete")
+        first_now = call(roomy.url, "GET", f"/api/executions/{first}")
+    finally:
+        assert full.stop() == 0
+        assert roomy.stop() == 0
+    assert lines(tmp_path, "hold", by=full.process.pid) == [first]
+    assert lines(tmp_path, "hold", by=roomy.process.pid) == [second]
+    assert first_now["status"] == "running"
+    assert "Traceback" not in "".join(full.stderr + roomy.stderr)
