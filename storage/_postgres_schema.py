@@ -17,6 +17,8 @@ from typing import Any
 
 from prana._errors import StoreError
 
+from ._queue import QUEUE_SCHEMA
+
 FINAL = "('completed', 'failed', 'cancelled', 'timed_out')"
 
 
@@ -131,16 +133,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # 2: executions queued before they start (a concurrency key, a priority).
-    """
-    ALTER TABLE executions ADD COLUMN concurrency_key TEXT;
-    ALTER TABLE executions ADD COLUMN concurrency_limit INTEGER;
-    ALTER TABLE executions ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX executions_queued ON executions (priority DESC, started_at, id)
-        WHERE status = 'queued';
-    CREATE INDEX executions_by_key ON executions (concurrency_key)
-        WHERE concurrency_key IS NOT NULL
-        AND status IN ('queued', 'running', 'suspended', 'paused');
-    """,
+    QUEUE_SCHEMA,
 )
 LATEST = len(MIGRATIONS)
 LOCK = 0x7072616E  # the advisory lock migrations run under ("pran")

@@ -23,6 +23,18 @@ from typing import Any
 from prana._records import QueuePlace, StoredExecution
 
 IN_PROGRESS = ("running", "suspended", "paused")
+# What the queue adds to the executions table, the same in SQLite and PostgreSQL: a
+# row's place (``concurrency_limit`` is NULL for an execution never queued).
+QUEUE_SCHEMA = """
+    ALTER TABLE executions ADD COLUMN concurrency_key TEXT;
+    ALTER TABLE executions ADD COLUMN concurrency_limit INTEGER;
+    ALTER TABLE executions ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX executions_queued ON executions (priority DESC, started_at, id)
+        WHERE status = 'queued';
+    CREATE INDEX executions_by_key ON executions (concurrency_key)
+        WHERE concurrency_key IS NOT NULL
+        AND status IN ('queued', 'running', 'suspended', 'paused');
+    """
 
 
 def place_of(key: str | None, limit: int | None, priority: int | None) -> QueuePlace | None:

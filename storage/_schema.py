@@ -51,6 +51,8 @@ by id (those added through ``Engine.keep_serving``, the daemon's ``POST
 
 from __future__ import annotations
 
+from ._queue import QUEUE_SCHEMA
+
 APPLICATION_ID = 0x7072616E  # "pran"
 STATE_ROW = 1 << 62  # the execution index of an execution's state row
 
@@ -217,16 +219,7 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     """,
     # 9 -> 10: executions queued before they start (a concurrency key, a priority).
-    """
-    ALTER TABLE executions ADD COLUMN concurrency_key TEXT;
-    ALTER TABLE executions ADD COLUMN concurrency_limit INTEGER;
-    ALTER TABLE executions ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX executions_queued ON executions (priority DESC, started_at, id)
-        WHERE status = 'queued';
-    CREATE INDEX executions_by_key ON executions (concurrency_key)
-        WHERE concurrency_key IS NOT NULL
-        AND status IN ('queued', 'running', 'suspended', 'paused');
-    """,
+    QUEUE_SCHEMA,
 )
 
 LATEST = len(MIGRATIONS)
