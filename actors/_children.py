@@ -25,6 +25,7 @@ import attrs
 from prana._commands import Dispatch
 from prana._errors import (
     ExecutionNotFound,
+    ExpressionError,
     InvalidTransition,
     NodeError,
     PranaError,
@@ -77,8 +78,8 @@ class ChildExecutions:
         saved; if this run of the node started it already, return that child's id.
 
         Raises :class:`NodeError` (which fails the node) when the workflow is unknown
-        or invalid, or when starting it would nest executions deeper than the
-        engine's ``max_depth``.
+        or invalid, its concurrency key cannot be rendered, or when starting it would
+        nest executions deeper than the engine's ``max_depth``.
         """
         return await self._start(parent, request, child_execution_id(dispatch.context))
 
@@ -118,16 +119,22 @@ class ChildExecutions:
         except TriggerError as exc:
             raise NodeError(str(exc), code="invalid_input") from None
         async with self._live.turn() as turn:
-            supervisor = await self._live.start(
-                graph,
-                child_input,
-                child_id,
-                turn,
-                parent_execution_id=parent.execution_id,
-                root_execution_id=parent.root_execution_id or parent.execution_id,
-                mode=request.mode,
-                depth=depth,
-            )
+            try:
+                supervisor = await self._live.start(
+                    graph,
+                    child_input,
+                    child_id,
+                    turn,
+                    parent_execution_id=parent.execution_id,
+                    root_execution_id=parent.root_execution_id or parent.execution_id,
+                    mode=request.mode,
+                    depth=depth,
+                )
+            except ExpressionError as exc:  # its concurrency key
+                raise NodeError(
+                    f"workflow {request.workflow!r} cannot be queued: {exc}",
+                    code="expression_error",
+                ) from None
         await supervisor.wait_saved()
         return child_id
 

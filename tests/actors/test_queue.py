@@ -163,6 +163,25 @@ async def test_a_sync_child_with_a_key_is_queued_and_its_parent_waits_for_it() -
     assert done.status == "completed"
 
 
+async def test_a_child_whose_key_cannot_be_rendered_fails_its_node() -> None:
+    parent = {
+        "id": "parent",
+        "nodes": [
+            {"key": "start", "type": "manual.trigger"},
+            {"key": "call", "type": "workflow.execute", "params": {"workflow": "named"}},
+        ],
+        "connections": [{"from": "start", "to": "call"}],
+    }
+    named = holding("named", key="{{ input.customer.name }}")
+    async with open_engine(workflows=[named]) as engine:
+        failed = await engine.run(parent, {"customer": None})
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert failed.error.code == "expression_error"
+    assert failed.error.node_key == "call"
+    assert "workflow 'named' cannot be queued" in failed.error.message
+
+
 async def test_a_key_that_cannot_be_rendered_refuses_the_start() -> None:
     async with open_engine() as engine:
         with pytest.raises(prana.ExpressionError, match="concurrency_key"):
