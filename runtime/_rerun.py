@@ -54,7 +54,7 @@ def rerun_state(
     the module's docstring). Raises :class:`InvalidTransition` if it cannot be done:
     an unknown node, one inside a loop (rerun from the loop's entry), an original
     that is still running."""
-    if original.status in ("pending", "running"):
+    if original.status in ("pending", "queued", "running"):
         raise InvalidTransition(
             f"execution {original.id} is {original.status}; rerun it once it waits or ends"
         )

@@ -122,6 +122,10 @@ async def test_a_queued_execution_is_cancelled_without_running_anything() -> Non
     async with open_engine() as engine:
         holder = await engine.run(holding(), {"customer": "ann"})
         queued = await engine.run(holding(), {"customer": "ann"})
+        with pytest.raises(prana.InvalidTransition, match="is queued; rerun it once"):
+            await engine.rerun(queued.id, from_node="hold")
+        with pytest.raises(prana.InvalidTransition, match="only a running or waiting"):
+            await engine.pause(queued.id)
         cancelled = await engine.cancel(queued.id, "not needed")
         assert (cancelled.status, cancelled.order) == ("cancelled", [])
         assert cancelled.error is not None
