@@ -294,9 +294,9 @@ class LiveExecutions:
         keyed = graph.concurrency_key is not None
         if not keyed and self._queue.admits(self.running):
             return self._launch(machine, machine.start, turn, handed_over=handed_over)
-        machine.queue(self._services.clock.now(), priority)
+        queued = machine.queue(self._services.clock.now(), priority)
         self._queue.queued(keyed=keyed)
-        return self._launch(machine, _given([]), turn, handed_over=handed_over)
+        return self._launch(machine, _given(queued), turn, handed_over=handed_over)
 
     async def start_in_state(self, machine: ExecutionMachine, turn: Turn) -> ExecutionSupervisor:
         """Launch a new execution whose machine was made in a state (a rerun's, see

@@ -46,6 +46,17 @@ class ExecutionStarted(Event):
 
 
 @attrs.frozen(kw_only=True)
+class ExecutionQueued(Event):
+    """An execution was saved ``queued``: it starts (``ExecutionStarted``) once an
+    engine claims it, when its concurrency key, or an engine, has room."""
+
+    workflow_id: str
+    workflow_version: int
+    concurrency_key: str | None
+    priority: int
+
+
+@attrs.frozen(kw_only=True)
 class ExecutionCompleted(Event):
     """An execution ended with status ``completed``."""
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import _events as events
-from ._records import ErrorInfo, ExecutionStatus, NodeRun, Suspension
+from ._records import ErrorInfo, ExecutionStatus, NodeRun, QueuePlace, Suspension
 
 ENDED = events.EXECUTION_ENDED
 
@@ -59,6 +59,20 @@ class Journal:
                     workflow_id=workflow_id,
                     workflow_version=version,
                     node_count=self._node_count,
+                )
+            )
+
+    def queued(
+        self, into: list[Any], now: float, workflow_id: str, version: int, place: QueuePlace
+    ) -> None:
+        if self._next():
+            into.append(
+                events.ExecutionQueued(
+                    **self._header(now),
+                    workflow_id=workflow_id,
+                    workflow_version=version,
+                    concurrency_key=place.key,
+                    priority=place.priority,
                 )
             )
 

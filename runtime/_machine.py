@@ -250,7 +250,10 @@ class ExecutionMachine:
         )
         self.status = "queued"
         self.started_at = self._now = now
-        return []
+        workflow = self.graph.workflow
+        self.journal.queued(self._commands, now, workflow.id, workflow.version, self.queue_place)
+        commands, self._commands = self._commands, []
+        return commands
 
     def _concurrency_key(self) -> str | None:
         template = self.graph.concurrency_key

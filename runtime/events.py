@@ -8,6 +8,7 @@ from ._events import ExecutionCancelled as ExecutionCancelled
 from ._events import ExecutionCompleted as ExecutionCompleted
 from ._events import ExecutionFailed as ExecutionFailed
 from ._events import ExecutionPaused as ExecutionPaused
+from ._events import ExecutionQueued as ExecutionQueued
 from ._events import ExecutionResumed as ExecutionResumed
 from ._events import ExecutionStarted as ExecutionStarted
 from ._events import ExecutionSuspended as ExecutionSuspended
@@ -27,6 +28,7 @@ __all__ = (
     "ExecutionCompleted",
     "ExecutionFailed",
     "ExecutionPaused",
+    "ExecutionQueued",
     "ExecutionResumed",
     "ExecutionStarted",
     "ExecutionSuspended",

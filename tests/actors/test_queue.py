@@ -68,6 +68,30 @@ async def test_a_key_at_its_limit_queues_the_next_until_one_ends() -> None:
     assert started.started_at == second.started_at  # when it was queued
 
 
+async def test_a_queued_execution_says_so_in_its_events_then_starts() -> None:
+    async with open_engine() as engine:
+        subscription = engine.events()
+        holder = await engine.run(holding(), {"customer": "ann"})
+        queued = await engine.run(holding(), {"customer": "ann"}, priority=3)
+        await answer(engine, holder.id)
+        with anyio.fail_after(10):
+            await engine.wait(queued.id, until=waits)
+        subscription.close()
+        seen = [event async for event in subscription if event.execution_id == queued.id]
+    assert [(type(event).__name__, event.sequence) for event in seen[:3]] == [
+        ("ExecutionQueued", 1),
+        ("ExecutionStarted", 2),
+        ("NodeStarted", 3),
+    ]
+    first = seen[0]
+    assert isinstance(first, prana.events.ExecutionQueued)
+    assert (first.concurrency_key, first.priority, first.workflow_id) == (
+        "ann",
+        3,
+        "per_customer",
+    )
+
+
 async def test_a_limit_of_two_lets_two_in_and_queues_the_third() -> None:
     async with open_engine() as engine:
         runs = [await engine.run(holding(limit=2), {"customer": "ann"}) for _ in range(3)]
