@@ -1,11 +1,14 @@
-"""The queue service: starts queued executions this engine claims (DESIGN §14).
+"""The queue service: starts queued executions this engine claims (DESIGN §14;
+decision 0058).
 
 Executions of a workflow with a concurrency key are saved ``queued``
-(:meth:`LiveExecutions.start`). Every engine on the store claims, from time to
-time, the queued executions that may start (``Store.claim_queued``: a key's room,
-priority, age) and starts them: at once when an execution is queued here or one with
-a key leaves memory here (it may have made room), and otherwise every ``interval``
-seconds, which is how an engine hears of room made by another.
+(:meth:`LiveExecutions.start`), and so is any new execution of an engine that runs
+``max_running`` already (admission, decided here). Every engine on the store claims
+the queued executions that may start (``Store.claim_queued``: a key's room, the
+engine's room, priority, age) and starts them: at once when an execution is queued
+here or one that was queued leaves memory here (it may have made room), when another
+process on the store says so (``Store.listen``, decision 0059), and otherwise every
+``interval`` seconds.
 """
 
 from __future__ import annotations
