@@ -64,6 +64,7 @@ def command_status(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{count} {name}" for name, count in sorted(status["executions"].items()))
     print(f"daemon at {args.remote.url}: {'ok' if status['ok'] else 'NOT OK'}")
     print(f"  live executions: {status['live_executions']}")
+    print(f"  leads the daemons on its database: {'yes' if status.get('leader') else 'no'}")
     print(f"  executions: {counts or 'none'}")
     print(f"  workflows served: {status['workflows']}")
     for service in status["services"]:

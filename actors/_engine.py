@@ -56,7 +56,7 @@ from prana._rerun import ORIGINAL, one_node_state, rerun_state
 from prana._subworkflows import DEFAULT_MAX_DEPTH
 from prana._triggers import trigger_input
 from prana._validation import MAX_PRIORITY
-from prana.storage import MemoryStore, Store, open_store
+from prana.storage import EngineBeat, MemoryStore, Store, open_store
 
 from ._catalog import Catalog
 from ._children import ChildExecutions
@@ -192,6 +192,7 @@ class Engine(AsyncContextManagerMixin):
         self._live: LiveExecutions | None = None
         self._children: ChildExecutions | None = None
         self._queue: QueueService | None = None
+        self._last_beat: EngineBeat | None = None
         self._schedules: Schedules | None = None
         self._writer: CheckpointWriter | None = None
         self._timer_actor: TimerActor | None = None
@@ -263,6 +264,7 @@ class Engine(AsyncContextManagerMixin):
                 background.start_keeping(task_group, "store upkeep", store.maintain)
                 background.service("timers")  # known from the start: each fired under it
                 background.service("executions")  # carried on after the store failed
+                await self._note_beat(store)  # on the store's list of engines first
                 if self._recover:
                     # Start-up: what other engines left behind.
                     await self._take_orphans(leases)
@@ -305,7 +307,7 @@ class Engine(AsyncContextManagerMixin):
                 )
                 if self._recover:
                     background.start_every(
-                        task_group, "children", self._heartbeat, children.reconcile
+                        task_group, "children", self._heartbeat, partial(self._lead, children)
                     )
                 try:
                     yield self
@@ -330,14 +332,15 @@ class Engine(AsyncContextManagerMixin):
             for subscription in list(self._engine_subscriptions):
                 subscription.close()
             with anyio.move_on_after(10, shield=True):
-                if held:
-                    try:
+                try:
+                    if held:
                         await leases.release(held)
-                    except PranaError:
-                        logger.warning(
-                            "could not release executions; their leases expire in %s s",
-                            self._lease,
-                        )
+                    await store.leave(self.owner)
+                except PranaError:
+                    logger.warning(
+                        "could not release executions; their leases expire in %s s",
+                        self._lease,
+                    )
                 await store.aclose()
             self._store = self._live = self._children = self._schedules = None
         if body_error is not None:
@@ -349,6 +352,7 @@ class Engine(AsyncContextManagerMixin):
         of engines that died and arm the timers that come due before the next beat,
         whichever engine set them."""
         live, store = self._require_live(), self._require_store()
+        await self._note_beat(store)
         running = live.supervisors()
         if running:
             held, deadline = await leases.renew([s.execution_id for s in running])
@@ -369,14 +373,29 @@ class Engine(AsyncContextManagerMixin):
     async def _take_orphans(self, leases: Leases) -> None:
         """Take over running executions whose engine died (its lease expired, or its
         process is gone) and carry them on."""
-        store = self._require_store()
+        store, beat = self._require_store(), self._last_beat
+        gone = [] if beat is None else [*beat.gone, *dead_owners(beat.alive)]
         taken = await store.claim_orphans(
-            owner=self.owner,
-            lease_expires=leases.expiry(),
-            now=time.time(),
-            dead_owners=dead_owners(await store.owners()),
+            owner=self.owner, lease_expires=leases.expiry(), now=time.time(), dead_owners=gone
         )
         await self._require_live().recover(taken)
+
+    async def _note_beat(self, store: Store) -> None:
+        """Say on the store that this engine is alive; learn whether it leads, and
+        which engines are gone (their executions are taken over)."""
+        self._last_beat = await store.beat(self.owner, now=time.time(), stale_after=self._lease)
+
+    @property
+    def leader(self) -> bool:
+        """Whether this engine leads the engines on its store at its last heartbeat:
+        the leader alone sweeps for children whose parents ended (the other duties
+        are shared: each claim is made once by the store)."""
+        return self._last_beat is not None and self._last_beat.leader
+
+    async def _lead(self, children: ChildExecutions) -> None:
+        """The duties of the leader, at each heartbeat."""
+        if self.leader:
+            await children.reconcile()
 
     # ------------------------------------------------------------------ running
 
@@ -970,6 +989,7 @@ class Engine(AsyncContextManagerMixin):
             ok=all(service.state == "running" for service in services),
             live_executions=self.live_count,
             services=services,
+            leader=self.leader,
         )
 
     async def wait_idle(self) -> None:

@@ -53,11 +53,13 @@ class ServiceHealth:
 @attrs.frozen(kw_only=True)
 class EngineHealth:
     """How an engine is doing (:meth:`prana.Engine.health`): ``ok`` when every
-    background service is running without errors; ``live_executions`` in memory."""
+    background service is running without errors; ``live_executions`` in memory;
+    ``leader``: it leads the engines on its store (:attr:`prana.Engine.leader`)."""
 
     ok: bool
     live_executions: int
     services: tuple[ServiceHealth, ...]
+    leader: bool = False
 
     def service(self, name: str) -> ServiceHealth:
         """The health of the service called ``name``."""

@@ -191,6 +191,7 @@ class Api:
             {
                 "ok": health.ok,
                 "live_executions": health.live_executions,
+                "leader": health.leader,
                 "executions": counts,
                 "workflows": len(self.engine.served()),
                 "services": [

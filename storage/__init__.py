@@ -2,6 +2,7 @@
 
 from prana._records import StoredExecution as StoredExecution
 
+from ._engines import EngineBeat as EngineBeat
 from ._memory import MemoryStore as MemoryStore
 from ._open import open_store as open_store
 from ._postgres import PostgresStore as PostgresStore
@@ -12,6 +13,7 @@ from ._protocol import StoredWorkflow as StoredWorkflow
 from ._sqlite import SQLiteStore as SQLiteStore
 
 __all__ = (
+    "EngineBeat",
     "MemoryStore",
     "PostgresStore",
     "SQLiteStore",

@@ -23,6 +23,7 @@ from prana._records import (
     Suspension,
 )
 
+from ._engines import FORGET_AFTER, EngineBeat, beat_of
 from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
 from ._queue import choose
 
@@ -45,6 +46,8 @@ class MemoryStore:
         self._kept: dict[str, str] = {}  # workflow id to the hash of its kept definition
         self._executions: dict[str, _Kept] = {}
         self._schedules: dict[tuple[str, str], tuple[str, ScheduleState]] = {}
+        # Each engine's last beat and until when it leads (see _engines).
+        self._engines: dict[str, tuple[float, float | None]] = {}
 
     async def open(self) -> None:
         """Nothing to prepare."""
@@ -443,15 +446,22 @@ class MemoryStore:
                 held.add(execution_id)
         return held
 
-    async def owners(self) -> list[str]:
-        """Owners of running executions."""
-        return sorted(
-            {
-                kept.execution.owner
-                for kept in self._executions.values()
-                if kept.execution.status == "running" and kept.execution.owner is not None
-            }
-        )
+    async def beat(self, owner: str, *, now: float, stale_after: float) -> EngineBeat:
+        """Note the engine's beat; lead if nobody else does (see :mod:`._engines`)."""
+        engines = self._engines
+        engines[owner] = (now, engines.get(owner, (now, None))[1])
+        leads = not any(o != owner and (u or 0.0) > now for o, (_, u) in engines.items())
+        if leads:
+            engines[owner] = (now, now + stale_after)
+        rows = sorted((o, at) for o, (at, _) in engines.items())
+        for gone, at in rows:
+            if at < now - FORGET_AFTER * stale_after:
+                del engines[gone]
+        return beat_of(owner, leads, rows, now, stale_after)
+
+    async def leave(self, owner: str) -> None:
+        """Forget the engine."""
+        self._engines.pop(owner, None)
 
 
 def _contexts(

@@ -33,6 +33,7 @@ from prana._records import (
 )
 
 from . import _codec as codec
+from ._engines import EngineBeat, beat
 from ._filters import execution_filter
 from ._postgres_notify import listen, notify
 from ._postgres_rows import (
@@ -49,7 +50,15 @@ from ._postgres_rows import (
     suspensions_of,
     workflow_from_row,
 )
-from ._postgres_schema import CLAIM_LOCK, FINAL, describe, migrate, parse_url, require_latest
+from ._postgres_schema import (
+    BEAT_LOCK,
+    CLAIM_LOCK,
+    FINAL,
+    describe,
+    migrate,
+    parse_url,
+    require_latest,
+)
 from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
 from ._queue import claim_sql
 
@@ -563,12 +572,16 @@ class PostgresStore:
         )
         return {row[0] for row in rows}
 
-    async def owners(self) -> list[str]:
-        """Owners of running executions."""
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT DISTINCT owner FROM executions "
-                "WHERE status = 'running' AND owner IS NOT NULL ORDER BY owner"
-            ).fetchall()
-        )
-        return [row[0] for row in rows]
+    async def beat(self, owner: str, *, now: float, stale_after: float) -> EngineBeat:
+        """Note the engine's beat; lead if nobody else does (see :mod:`._engines`);
+        beats run one at a time, under an advisory lock."""
+
+        def work(db: Connection) -> EngineBeat:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (BEAT_LOCK,))
+            return beat(db, "%s", owner, now, stale_after)
+
+        return await self._run(work)
+
+    async def leave(self, owner: str) -> None:
+        """Forget the engine."""
+        await self._run(lambda db: db.execute("DELETE FROM engines WHERE owner = %s", (owner,)))

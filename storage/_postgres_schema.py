@@ -17,6 +17,7 @@ from typing import Any
 
 from prana._errors import StoreError
 
+from ._engines import ENGINES_SCHEMA
 from ._queue import QUEUE_SCHEMA
 
 FINAL = "('completed', 'failed', 'cancelled', 'timed_out')"
@@ -134,10 +135,13 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: executions queued before they start (a concurrency key, a priority).
     QUEUE_SCHEMA,
+    # 3: a row per engine, its heartbeat and the leader lease.
+    ENGINES_SCHEMA,
 )
 LATEST = len(MIGRATIONS)
 LOCK = 0x7072616E  # the advisory lock migrations run under ("pran")
 CLAIM_LOCK = 0x70726E71  # the one claims from the queue run under ("prnq")
+BEAT_LOCK = 0x70726E62  # the one engines' beats run under ("prnb")
 
 
 def migrate(db: Any, schema: str, name: str) -> None:

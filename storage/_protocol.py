@@ -25,6 +25,8 @@ import attrs
 
 from prana._records import Checkpoint, ExecutionStatus, StoredExecution, Suspension
 
+from ._engines import EngineBeat
+
 
 @attrs.frozen(kw_only=True)
 class StoredWorkflow:
@@ -276,6 +278,13 @@ class Store(Protocol):
         (the others were taken by another engine, or are no longer running)."""
         ...
 
-    async def owners(self) -> list[str]:
-        """The owners of running executions."""
+    async def beat(self, owner: str, *, now: float, stale_after: float) -> EngineBeat:
+        """Note that the engine ``owner`` is alive at ``now`` (one row per engine), and
+        lead for ``stale_after`` seconds if no other engine leads; return whether it
+        leads, the engines alive and those gone (no beat for ``stale_after`` seconds).
+        See :mod:`prana.storage._engines`."""
+        ...
+
+    async def leave(self, owner: str) -> None:
+        """Forget the engine ``owner`` (it stops): its lead is free at once."""
         ...

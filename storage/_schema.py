@@ -51,6 +51,7 @@ by id (those added through ``Engine.keep_serving``, the daemon's ``POST
 
 from __future__ import annotations
 
+from ._engines import ENGINES_SCHEMA
 from ._queue import QUEUE_SCHEMA
 
 APPLICATION_ID = 0x7072616E  # "pran"
@@ -220,6 +221,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 9 -> 10: executions queued before they start (a concurrency key, a priority).
     QUEUE_SCHEMA,
+    # 10 -> 11: a row per engine, its heartbeat and the leader lease.
+    ENGINES_SCHEMA,
 )
 
 LATEST = len(MIGRATIONS)

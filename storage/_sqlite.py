@@ -27,6 +27,7 @@ from prana._records import (
 
 from . import _codec as codec
 from . import _sqlite_rows as rows
+from ._engines import EngineBeat, beat
 from ._filters import execution_filter
 from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
 from ._queue import claim_sql
@@ -549,16 +550,13 @@ class SQLiteStore:
 
         await self._write(forget)
 
-    async def owners(self) -> list[str]:
-        """Owners of running executions."""
+    async def beat(self, owner: str, *, now: float, stale_after: float) -> EngineBeat:
+        """Note the engine's beat; lead if nobody else does (see :mod:`._engines`)."""
+        return await self._write(lambda db: beat(db, "?", owner, now, stale_after))
 
-        def fetch(db: sqlite3.Connection) -> list[str]:
-            rows = db.execute(
-                "SELECT DISTINCT owner FROM executions WHERE status = 'running' AND owner IS NOT NULL"
-            )
-            return sorted(row[0] for row in rows)
-
-        return await self._read(fetch)
+    async def leave(self, owner: str) -> None:
+        """Forget the engine."""
+        await self._write(lambda db: db.execute("DELETE FROM engines WHERE owner = ?", (owner,)))
 
 
 # The final statuses, as SQL: ('cancelled', 'completed', ...).

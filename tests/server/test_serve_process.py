@@ -82,10 +82,15 @@ def start_daemon(folder: Path, backend: str, *options: str) -> tuple[subprocess.
         text=True,
     )  # fmt: skip
     assert process.stderr is not None
+    said = []
     for line in process.stderr:
+        said.append(line)
         if "serving at " in line:
             return process, line.split("serving at ")[1].strip()
-    raise AssertionError(f"the daemon did not start (exit code {process.wait()})")
+    process.stderr.close()
+    raise AssertionError(
+        f"the daemon did not start (exit code {process.wait()}):\n{''.join(said)[-3000:]}"
+    )
 
 
 def call(url: str, method: str, path: str, body: Any = None) -> Any:

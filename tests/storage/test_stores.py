@@ -355,7 +355,6 @@ async def test_orphans_and_waiting_executions_are_taken_once(kind: str, tmp_path
             lease_expires=100.0,
             now=1.0,
         )
-        assert await store.owners() == [OTHER]
         taken = await store.claim_orphans(
             owner=ME, lease_expires=200.0, now=10.0, dead_owners=["nobody"]
         )
@@ -632,7 +631,7 @@ async def test_a_version_1_database_migrates_forward_keeping_its_executions(
     # A wait saved before version 8 has no data.
     assert (found.node_key, found.child_execution_id, found.data) == ("wait", None, None)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 10
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST == 11
         assert db.execute("SELECT count(*) FROM schedules").fetchone()[0] == 0
         # Since version 6 JSON is text, which SQLite's JSON functions read.
         assert db.execute(
@@ -1215,3 +1214,23 @@ async def test_queued_executions_are_claimed_by_room_priority_and_age(
         assert await store.claim_queued(owner=OTHER, lease_expires=90.0, now=53.0, limit=10) == [
             "ann-old"
         ]
+
+
+@STORES
+async def test_engines_beat_one_leads_and_a_silent_one_is_gone(kind: str, tmp_path: Path) -> None:
+    async with opened(kind, tmp_path) as store:
+        first = await store.beat(ME, now=100.0, stale_after=30.0)
+        other = await store.beat(OTHER, now=101.0, stale_after=30.0)
+        assert (first.leader, first.alive, first.gone) == (True, (ME,), ())
+        assert (other.leader, other.alive, other.gone) == (False, (ME, OTHER), ())
+        assert (await store.beat(ME, now=120.0, stale_after=30.0)).leader  # renewed
+        # ME stops beating: past its lease, OTHER leads and sees it gone.
+        late = await store.beat(OTHER, now=151.0, stale_after=30.0)
+        assert (late.leader, late.alive, late.gone) == (True, (OTHER,), (ME,))
+        assert not (await store.beat(ME, now=152.0, stale_after=30.0)).leader  # back: follows
+        # An engine that leaves gives its lead up at once; rows silent for long go.
+        await store.leave(OTHER)
+        back = await store.beat(ME, now=153.0, stale_after=30.0)
+        assert (back.leader, back.alive) == (True, (ME,))
+        assert (await store.beat(OTHER, now=600.0, stale_after=30.0)).gone == (ME,)
+        assert (await store.beat(OTHER, now=700.0, stale_after=30.0)).gone == ()  # forgotten
