@@ -217,7 +217,9 @@ class Engine(AsyncContextManagerMixin):
             load=partial(_stored_timers, store) if self._recover else None,
         )
         background = self._background
-        queue = self._queue = QueueService(store, leases, self._poll, self.max_running)
+        queue = self._queue = QueueService(
+            store, leases, self._poll, self.max_running, others_alive=self._others_alive
+        )
         held: list[str] = []
         body_error: BaseException | None = None
         try:
@@ -391,6 +393,11 @@ class Engine(AsyncContextManagerMixin):
         the leader alone sweeps for children whose parents ended (the other duties
         are shared: each claim is made once by the store)."""
         return self._last_beat is not None and self._last_beat.leader
+
+    def _others_alive(self) -> bool:
+        """Whether other engines on the store were alive at the last heartbeat."""
+        beat = self._last_beat
+        return beat is not None and any(owner != self.owner for owner in beat.alive)
 
     async def _lead(self, children: ChildExecutions) -> None:
         """The duties of the leader, at each heartbeat."""

@@ -408,17 +408,23 @@ class LiveExecutions:
         """Carry on, from their last checkpoint, running executions this engine has
         just claimed (their engine died). One that cannot be restored here fails,
         with an error that says why."""
-        await self._launch_claimed(execution_ids, "running", self._leases.deadline())
+        for problem in await self._launch_claimed(
+            execution_ids, "running", self._leases.deadline()
+        ):
+            await self.end_unrestorable(problem)
 
-    async def start_claimed(self, execution_ids: Iterable[str], lease_until: float) -> None:
+    async def start_claimed(
+        self, execution_ids: Iterable[str], lease_until: float
+    ) -> list[Unrestorable]:
         """Start queued executions this engine has just claimed (until ``lease_until``,
-        monotonic). One that cannot be restored here fails, with an error that says
-        why."""
-        await self._launch_claimed(execution_ids, "queued", lease_until)
+        monotonic); return those it cannot restore (the caller decides: another
+        engine may run them, or they fail)."""
+        return await self._launch_claimed(execution_ids, "queued", lease_until)
 
     async def _launch_claimed(
         self, execution_ids: Iterable[str], status: ExecutionStatus, lease_until: float
-    ) -> None:
+    ) -> list[Unrestorable]:
+        problems = []
         for execution_id in execution_ids:
             if execution_id in self._supervisors:
                 continue
@@ -429,7 +435,7 @@ class LiveExecutions:
                 try:
                     machine = await self._restore(stored)
                 except Unrestorable as exc:
-                    await self.end_unrestorable(exc)
+                    problems.append(exc)
                     continue
                 if execution_id in self._supervisors:
                     continue
@@ -439,6 +445,7 @@ class LiveExecutions:
                     logger.info("carrying on execution %s from its last checkpoint", execution_id)
                     first, take_from = machine.recover, None
                 self._launch(machine, first, turn, take_from=take_from, lease_until=lease_until)
+        return problems
 
     async def _claim(self, stored: StoredExecution) -> bool:
         """Claim a running execution whose engine is gone, for this engine to carry on;

@@ -13,6 +13,7 @@ process on the store says so (``Store.listen``, decision 0059), and otherwise ev
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -21,11 +22,15 @@ import anyio
 
 from prana.storage import Store
 
-from ._live import LiveExecutions
+from ._live import LiveExecutions, Unrestorable
 from ._ownership import Leases
 
 # The most queued executions one claim takes.
 CLAIM_BATCH = 100
+# The most queued executions an engine remembers it cannot run.
+CANNOT_RUN_KEPT = 1000
+
+logger = logging.getLogger("prana.engine")
 
 
 class QueueService:
@@ -33,10 +38,19 @@ class QueueService:
     starts at once (admission: at most ``max_running`` in memory)."""
 
     def __init__(
-        self, store: Store, leases: Leases, interval: float, max_running: int | None = None
+        self,
+        store: Store,
+        leases: Leases,
+        interval: float,
+        max_running: int | None = None,
+        others_alive: Callable[[], bool] = lambda: False,
     ) -> None:
         self._store = store
         self._leases = leases
+        # Queued executions this engine cannot run (a workflow whose actions it lacks,
+        # say), left to the other engines alive; claims pass them by.
+        self._others_alive = others_alive
+        self._cannot_run: set[str] = set()
         self._interval = interval
         self._max_running = max_running
         # Some executions without a key were queued here for want of room, since a
@@ -123,12 +137,17 @@ class QueueService:
             return 0  # full: another engine, or this one later, starts them
         lease_until = leases.deadline()
         claimed = await self._store.claim_queued(
-            owner=leases.owner, lease_expires=leases.expiry(), now=time.time(), limit=limit
+            owner=leases.owner,
+            lease_expires=leases.expiry(),
+            now=time.time(),
+            limit=limit,
+            skip=self._cannot_run,
         )
         if len(claimed) < limit:
             self._turned_away = False  # the queue is empty, as far as this engine goes
         try:
-            await live.start_claimed(claimed, lease_until)
+            for problem in await live.start_claimed(claimed, lease_until):
+                await self._cannot_start(live, problem)
         except BaseException:
             # Stopped (the engine is closing): what did not start here is left for
             # another engine at once, not when the claim's lease runs out.
@@ -136,3 +155,17 @@ class QueueService:
                 await leases.release([id for id in claimed if id not in live])
             raise
         return len(claimed)
+
+    async def _cannot_start(self, live: LiveExecutions, problem: Unrestorable) -> None:
+        """A claimed execution cannot be restored here: left to the other engines if
+        any is alive (it may have what this one lacks), failed with the reason if this
+        engine is alone."""
+        if not self._others_alive():
+            await live.end_unrestorable(problem)
+            return
+        execution_id = problem.stored.id
+        if len(self._cannot_run) >= CANNOT_RUN_KEPT:
+            self._cannot_run.clear()  # try them again, now and then
+        self._cannot_run.add(execution_id)
+        await self._leases.release([execution_id])
+        logger.warning("left queued execution %s to another engine: %s", execution_id, problem)

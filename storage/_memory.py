@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -424,11 +424,17 @@ class MemoryStore:
         return sorted(taken)
 
     async def claim_queued(
-        self, *, owner: str, lease_expires: float, now: float, limit: int
+        self,
+        *,
+        owner: str,
+        lease_expires: float,
+        now: float,
+        limit: int,
+        skip: Collection[str] = (),
     ) -> list[str]:
         """Claim queued executions that may start (see :mod:`._queue`)."""
         executions = [kept.execution for kept in self._executions.values()]
-        taken = choose(executions, now, limit)
+        taken = choose(executions, now, limit, skip)
         for execution_id in taken:
             kept = self._executions[execution_id]
             kept.execution = attrs.evolve(kept.execution, owner=owner, lease_expires=lease_expires)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -68,7 +68,7 @@ _OWNERSHIP = (
     "SELECT id, owner, lease_expires, status, revision, concurrency_limit IS NOT NULL "
     "FROM executions"
 )
-_CLAIM = claim_sql("%s")
+_CLAIM = claim_sql("%s", "id = ANY(%s::text[])")
 
 
 class PostgresStore:
@@ -541,14 +541,20 @@ class PostgresStore:
         return sorted(row[0] for row in rows)
 
     async def claim_queued(
-        self, *, owner: str, lease_expires: float, now: float, limit: int
+        self,
+        *,
+        owner: str,
+        lease_expires: float,
+        now: float,
+        limit: int,
+        skip: Collection[str] = (),
     ) -> list[str]:
         """Claim queued executions that may start (see :mod:`._queue`); claims run
         one at a time, under an advisory lock, so that two never share a key's room."""
 
         def work(db: Connection) -> list[str]:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK,))
-            ids = [row[0] for row in db.execute(_CLAIM, (now, now, limit))]
+            ids = [row[0] for row in db.execute(_CLAIM, (now, now, list(skip), limit))]
             db.execute(
                 "UPDATE executions SET owner = %s, lease_expires = %s "
                 "WHERE status = 'queued' AND id = ANY(%s)",

@@ -18,7 +18,7 @@ one whose owner stopped with :meth:`Store.claim_orphans`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -261,9 +261,16 @@ class Store(Protocol):
         ...
 
     async def claim_queued(
-        self, *, owner: str, lease_expires: float, now: float, limit: int
+        self,
+        *,
+        owner: str,
+        lease_expires: float,
+        now: float,
+        limit: int,
+        skip: Collection[str] = (),
     ) -> list[str]:
-        """Claim at most ``limit`` queued executions that may start now, for ``owner``
+        """Claim at most ``limit`` queued executions that may start now (but those in
+        ``skip``: the engine cannot run them), for ``owner``
         until ``lease_expires`` (their status stays ``queued`` until the engine starts
         them with a ``take``); return their ids, in the order to start them. Which
         ones: see :mod:`prana.storage._queue`. Two claims never both take the last

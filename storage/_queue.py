@@ -17,7 +17,7 @@ never both see room for the same key's last slot.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from prana._records import QueuePlace, StoredExecution
@@ -52,9 +52,10 @@ def place_columns(place: QueuePlace | None) -> tuple[str | None, int | None, int
     return (place.key, place.limit, place.priority)
 
 
-def claim_sql(mark: str) -> str:
-    """The ids a claim takes; ``mark`` is the driver's placeholder. Parameters: the
-    time now (twice), the most to take."""
+def claim_sql(mark: str, skipped: str) -> str:
+    """The ids a claim takes; ``mark`` is the driver's placeholder, ``skipped`` the
+    condition on ``id`` that passes an execution by. Parameters: the time now (twice),
+    what ``skipped`` takes, the most to take."""
     statuses = ", ".join(f"'{status}'" for status in IN_PROGRESS)
     return f"""
         WITH held AS (
@@ -70,6 +71,7 @@ def claim_sql(mark: str) -> str:
                    ) AS place
             FROM executions
             WHERE status = 'queued' AND (owner IS NULL OR lease_expires <= {mark})
+              AND NOT ({skipped})
         )
         SELECT w.id FROM waiting AS w LEFT JOIN held AS h ON h.key = w.concurrency_key
         WHERE w.concurrency_key IS NULL OR w.place + COALESCE(h.n, 0) <= w.concurrency_limit
@@ -78,15 +80,19 @@ def claim_sql(mark: str) -> str:
     """
 
 
-def choose(executions: Iterable[StoredExecution], now: float, limit: int) -> list[str]:
-    """What a claim takes among ``executions`` (the memory store's :func:`claim_sql`)."""
+def choose(
+    executions: Iterable[StoredExecution], now: float, limit: int, skip: Collection[str] = ()
+) -> list[str]:
+    """What a claim takes among ``executions`` (the memory store's :func:`claim_sql`),
+    passing those in ``skip`` by."""
     held: Counter[str] = Counter()
     waiting: list[StoredExecution] = []
     for execution in executions:
         place = execution.queue
         if execution.status == "queued":
             if execution.owner is None or (execution.lease_expires or 0.0) <= now:
-                waiting.append(execution)
+                if execution.id not in skip:
+                    waiting.append(execution)
                 continue
         elif execution.status not in IN_PROGRESS:
             continue

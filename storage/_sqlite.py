@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -228,13 +228,20 @@ class SQLiteStore:
         return await self._write(take)
 
     async def claim_queued(
-        self, *, owner: str, lease_expires: float, now: float, limit: int
+        self,
+        *,
+        owner: str,
+        lease_expires: float,
+        now: float,
+        limit: int,
+        skip: Collection[str] = (),
     ) -> list[str]:
         """Claim queued executions that may start (see :mod:`._queue`), in one write
         transaction."""
 
         def claim(db: sqlite3.Connection) -> list[str]:
-            ids = [row[0] for row in db.execute(_CLAIM, (now, now, limit))]
+            passed_by = codec.dumps(list(skip))
+            ids = [row[0] for row in db.execute(_CLAIM, (now, now, passed_by, limit))]
             for chunk in chunks(ids):
                 db.execute(
                     "UPDATE executions SET owner = ?, lease_expires = ? "
@@ -560,7 +567,7 @@ class SQLiteStore:
 
 
 # The final statuses, as SQL: ('cancelled', 'completed', ...).
-_CLAIM = claim_sql("?")
+_CLAIM = claim_sql("?", "id IN (SELECT value FROM json_each(?))")
 _FINAL = "(" + ", ".join(f"'{status}'" for status in sorted(FINAL_STATUSES)) + ")"
 
 

@@ -319,3 +319,60 @@ async def test_an_engine_with_room_runs_what_a_full_one_queued(tmp_path: Path) -
             await first.result()
     assert done.status == "completed"
     assert ran == ["full:0", "roomy:1"]
+
+
+SPECIAL = {
+    "id": "special",
+    "nodes": [
+        {"key": "start", "type": "manual.trigger"},
+        {"key": "work", "type": "test.special"},
+    ],
+    "connections": [{"from": "start", "to": "work"}],
+}
+
+
+async def test_queued_work_an_engine_cannot_run_is_left_to_one_that_can(tmp_path: Path) -> None:
+    # The engine with room lacks the workflow's action (an older daemon, say): it leaves
+    # the execution queued for the engine that has it, rather than failing it.
+    path, clock = tmp_path / "prana.db", prana.actors.SystemClock()
+    gate, ran = anyio.Event(), []
+    able = prana.ActionRegistry()
+    gated(able, gate, ran, "able")
+
+    @able.action("test.special")
+    def special(ctx: prana.NodeContext) -> Any:
+        ran.append("special")
+        return {"done": True}
+
+    async with (
+        open_engine(actions=able, path=path, clock=clock, max_running=1, heartbeat=0.05) as one,
+        open_engine(path=path, clock=clock, heartbeat=0.05),  # has no test.special
+    ):
+        busy = await one.start(GATED, {"job": 0})
+        queued = await one.start(SPECIAL, None)
+        await anyio.sleep(0.3)  # the other engine claims it a few times, and lets go
+        assert (await one.get(queued.id)).status == "queued"
+        gate.set()
+        await busy.result()
+        with anyio.fail_after(10):
+            done = await one.wait(queued.id)
+    assert done.status == "completed"
+    assert ran == ["able:0", "special"]
+
+
+async def test_queued_work_an_engine_alone_cannot_run_fails_saying_why(tmp_path: Path) -> None:
+    path = tmp_path / "prana.db"
+    able = prana.ActionRegistry()
+    able.action("test.special")(lambda ctx: None)
+    gate, ran = anyio.Event(), []
+    gated(able, gate, ran, "able")
+    async with open_engine(actions=able, path=path, max_running=1) as one:
+        await one.start(GATED, {"job": 0})
+        queued = await one.start(SPECIAL, None)
+    async with open_engine(path=path) as alone:  # has no test.special
+        with anyio.fail_after(10):
+            failed = await alone.wait(queued.id)
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert failed.error.code == "cannot_restore"
+    assert "test.special" in failed.error.message
