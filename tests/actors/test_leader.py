@@ -19,6 +19,18 @@ async def until(condition: object) -> None:
             await anyio.sleep(0.01)
 
 
+async def beats(*engines: prana.Engine) -> None:
+    """Wait until each of ``engines`` has beaten twice more."""
+    for engine in engines:
+        for _ in range(2):
+            before = engine.health().service("heartbeat").last_success_at or 0.0
+            await until(
+                lambda e=engine, b=before: (
+                    (e.health().service("heartbeat").last_success_at or 0) > b
+                )
+            )
+
+
 async def test_one_engine_leads_and_another_takes_over_when_it_leaves(tmp_path: Path) -> None:
     path, clock = tmp_path / "prana.db", prana.actors.SystemClock()
     first: list[prana.Engine] = []
@@ -40,9 +52,9 @@ async def test_one_engine_leads_and_another_takes_over_when_it_leaves(tmp_path: 
             open_engine(path=path, clock=clock, heartbeat=0.05) as second,
             open_engine(path=path, clock=clock, heartbeat=0.05) as third,
         ):
-            await anyio.sleep(0.2)  # a few beats of each
+            await beats(leader, second, third)
             assert (leader.leader, second.leader, third.leader) == (True, False, False)
             leave.set()  # the leader leaves
             await until(lambda: second.leader or third.leader)
-            await anyio.sleep(0.2)
+            await beats(second, third)
             assert [second.leader, third.leader].count(True) == 1

@@ -346,11 +346,15 @@ async def test_queued_work_an_engine_cannot_run_is_left_to_one_that_can(tmp_path
 
     async with (
         open_engine(actions=able, path=path, clock=clock, max_running=1, heartbeat=0.05) as one,
-        open_engine(path=path, clock=clock, heartbeat=0.05),  # has no test.special
+        open_engine(path=path, clock=clock, heartbeat=0.05) as other,  # no test.special
     ):
         busy = await one.start(GATED, {"job": 0})
         queued = await one.start(SPECIAL, None)
-        await anyio.sleep(0.3)  # the other engine claims it a few times, and lets go
+        for _ in range(3):  # the other engine claims it, lets go, and passes it by
+            before = other.health().service("queue").last_success_at or 0.0
+            with anyio.fail_after(10):
+                while (other.health().service("queue").last_success_at or 0.0) <= before:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
         assert (await one.get(queued.id)).status == "queued"
         gate.set()
         await busy.result()
