@@ -217,9 +217,7 @@ class Engine(AsyncContextManagerMixin):
             load=partial(_stored_timers, store) if self._recover else None,
         )
         background = self._background
-        queue = self._queue = QueueService(
-            store, leases, self._poll, self.max_running, others_alive=self._others_alive
-        )
+        queue = self._queue = QueueService(store, leases, self._poll, self.max_running)
         held: list[str] = []
         body_error: BaseException | None = None
         try:
@@ -236,6 +234,7 @@ class Engine(AsyncContextManagerMixin):
                     limits=self.limits,
                     tally=self._tally,
                     queue=queue,
+                    others_alive=self._others_alive,
                     publisher=lambda: Publisher(self._middleware, self._engine_subscriptions),
                     parent=lambda live: ChildExecutions(
                         live=live,

@@ -19,6 +19,12 @@ control request, a timer, a child that ended, recovery) reaches it through
   engine, or do nothing).
 
 Nothing else reaches into the table of supervisors.
+
+This module is past 600 lines because it is that one owner: every way an execution
+comes into memory here (started, queued, claimed, taken over, restored for a request)
+and leaves it, and what is done with one that cannot be restored, keep the table's
+rules (a message delivered is always taken; an execution is live at most once) in
+one place.
 """
 
 from __future__ import annotations
@@ -118,11 +124,15 @@ class LiveExecutions:
         task_group: TaskGroup,
         tally: Tally,
         queue: QueueService,
+        others_alive: Callable[[], bool] = lambda: False,
         steps_at_once: int = DEFAULT_STEPS_AT_ONCE,
     ) -> None:
         self._store = store
         # Whether a new execution starts or is queued, and when to claim from the queue.
         self._queue = queue
+        # Whether other engines on the store are alive: what this one cannot restore
+        # (it lacks the workflow's actions, say) is left to them.
+        self._others_alive = others_alive
         self._catalog = catalog
         self._leases = leases
         self._background = background
@@ -411,7 +421,7 @@ class LiveExecutions:
         for problem in await self._launch_claimed(
             execution_ids, "running", self._leases.deadline()
         ):
-            await self.end_unrestorable(problem)
+            await self.cannot_restore(problem)
 
     async def start_claimed(
         self, execution_ids: Iterable[str], lease_until: float
@@ -461,6 +471,20 @@ class LiveExecutions:
             execution_ids=[stored.id],
         )
         return bool(taken)
+
+    async def cannot_restore(self, problem: Unrestorable) -> bool:
+        """An execution cannot be restored here: if other engines are alive, leave it
+        to them (letting go of it if this engine holds it) and return ``True``;
+        otherwise end it, failed with the reason (:meth:`end_unrestorable`), and
+        return ``False``. Raises :class:`StoreError`."""
+        if not self._others_alive():
+            await self.end_unrestorable(problem)
+            return False
+        stored = problem.stored
+        if stored.owner == self._leases.owner:
+            await self._leases.release([stored.id])
+        logger.warning("left execution %s to the other engines: %s", stored.id, problem)
+        return True
 
     async def end_unrestorable(
         self,

@@ -13,7 +13,6 @@ process on the store says so (``Store.listen``, decision 0059), and otherwise ev
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -22,7 +21,7 @@ import anyio
 
 from prana.storage import Store
 
-from ._live import LiveExecutions, Unrestorable
+from ._live import LiveExecutions
 from ._ownership import Leases
 
 # The most queued executions one claim takes.
@@ -30,26 +29,18 @@ CLAIM_BATCH = 100
 # The most queued executions an engine remembers it cannot run.
 CANNOT_RUN_KEPT = 1000
 
-logger = logging.getLogger("prana.engine")
-
 
 class QueueService:
     """Claims and starts queued executions for one engine, and says whether a new one
     starts at once (admission: at most ``max_running`` in memory)."""
 
     def __init__(
-        self,
-        store: Store,
-        leases: Leases,
-        interval: float,
-        max_running: int | None = None,
-        others_alive: Callable[[], bool] = lambda: False,
+        self, store: Store, leases: Leases, interval: float, max_running: int | None = None
     ) -> None:
         self._store = store
         self._leases = leases
         # Queued executions this engine cannot run (a workflow whose actions it lacks,
         # say), left to the other engines alive; claims pass them by.
-        self._others_alive = others_alive
         self._cannot_run: set[str] = set()
         self._interval = interval
         self._max_running = max_running
@@ -147,7 +138,8 @@ class QueueService:
             self._turned_away = False  # the queue is empty, as far as this engine goes
         try:
             for problem in await live.start_claimed(claimed, lease_until):
-                await self._cannot_start(live, problem)
+                if await live.cannot_restore(problem):
+                    self._pass_by(problem.stored.id)
         except BaseException:
             # Stopped (the engine is closing): what did not start here is left for
             # another engine at once, not when the claim's lease runs out.
@@ -156,16 +148,8 @@ class QueueService:
             raise
         return len(claimed)
 
-    async def _cannot_start(self, live: LiveExecutions, problem: Unrestorable) -> None:
-        """A claimed execution cannot be restored here: left to the other engines if
-        any is alive (it may have what this one lacks), failed with the reason if this
-        engine is alone."""
-        if not self._others_alive():
-            await live.end_unrestorable(problem)
-            return
-        execution_id = problem.stored.id
+    def _pass_by(self, execution_id: str) -> None:
+        """Claim ``execution_id`` no more: this engine cannot run it."""
         if len(self._cannot_run) >= CANNOT_RUN_KEPT:
             self._cannot_run.clear()  # try them again, now and then
         self._cannot_run.add(execution_id)
-        await self._leases.release([execution_id])
-        logger.warning("left queued execution %s to another engine: %s", execution_id, problem)

@@ -189,8 +189,9 @@ async def fire_timer(
     live: LiveExecutions, schedules: Schedules | None, timer: Suspension | ScheduleSlot
 ) -> None:
     """A deadline passed: wake the node, here or by taking its execution from the
-    store (an execution that cannot be carried on here fails, with an error that
-    says why); or a schedule's time came. Raises :class:`StoreError` (tried again)."""
+    store (one that cannot be carried on here is left to the other engines alive,
+    or fails with an error that says why); or a schedule's time came. Raises
+    :class:`StoreError` (tried again)."""
     if isinstance(timer, ScheduleSlot):
         if schedules is not None:
             await schedules.fire(timer)
@@ -200,7 +201,7 @@ async def fire_timer(
     except ExecutionNotFound:
         return
     except Unrestorable as exc:
-        await live.end_unrestorable(exc)
+        await live.cannot_restore(exc)
 
 
 async def arm_due_timers(store: Store, timers: TimerActor, clock: Clock, horizon: float) -> None:

@@ -380,3 +380,29 @@ async def test_queued_work_an_engine_alone_cannot_run_fails_saying_why(tmp_path:
     assert failed.error is not None
     assert failed.error.code == "cannot_restore"
     assert "test.special" in failed.error.message
+
+
+async def test_a_timer_an_engine_cannot_carry_on_is_left_to_one_that_can(tmp_path: Path) -> None:
+    # Both engines fire the timers they find in the store; the one without the
+    # workflow's action leaves the execution be instead of failing it.
+    path, clock = tmp_path / "prana.db", prana.actors.SystemClock()
+    able = prana.ActionRegistry()
+    able.action("test.special")(lambda ctx: {"done": True})
+    waits_then_works = {
+        "id": "later",
+        "nodes": [
+            {"key": "start", "type": "manual.trigger"},
+            {"key": "pause", "type": "wait.interval", "params": {"duration": "100ms"}},
+            {"key": "work", "type": "test.special"},
+        ],
+        "connections": [{"from": "start", "to": "pause"}, {"from": "pause", "to": "work"}],
+    }
+    async with (
+        open_engine(actions=able, path=path, clock=clock, heartbeat=0.05) as one,
+        open_engine(path=path, clock=clock, heartbeat=0.05),  # has no test.special
+    ):
+        waiting = [await one.run(waits_then_works) for _ in range(5)]
+        with anyio.fail_after(10):
+            done = [await one.wait(execution.id) for execution in waiting]
+    assert [execution.status for execution in done] == ["completed"] * 5
+    assert all(execution.output == {"done": True} for execution in done)
