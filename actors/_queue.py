@@ -144,7 +144,7 @@ class QueueService:
             # Stopped (the engine is closing): what did not start here is left for
             # another engine at once, not when the claim's lease runs out.
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                await leases.release([id for id in claimed if id not in live])
+                await leases.release([claim for claim in claimed if claim not in live])
             raise
         return len(claimed)
 

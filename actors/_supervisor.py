@@ -391,12 +391,10 @@ class ExecutionSupervisor:
     async def _save(self, checkpoint: Checkpoint) -> None:
         services = self._services
         holds_until = services.leases.deadline()  # taken before the lease is written
-        if services.writer.commits_off_the_loop:
-            # A commit waited for on another thread is not work on the loop: let
-            # another execution step meanwhile, so that commits can take many.
-            async with self._without_turn():
-                applied = await services.writer.save(checkpoint)
-        else:
+        # A commit waited for on another thread is not work on the loop: let another
+        # execution step meanwhile, so that commits can take many.
+        off_the_loop = services.writer.commits_off_the_loop
+        async with self._without_turn() if off_the_loop else contextlib.nullcontext():
             applied = await services.writer.save(checkpoint)
         if not applied:
             raise lost(self.execution_id)

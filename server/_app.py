@@ -266,7 +266,9 @@ class Api:
         wait = wait_option(request, MAX_WAIT)
         key = request.headers.get("idempotency-key")
         trigger = request.query_params.get("trigger")
-        priority = int_option(request, "priority", 0, -(2**31), 2**31 - 1)  # the engine says more
+        priority = None  # the workflow's, unless given (the engine checks its range)
+        if "priority" in request.query_params:
+            priority = int_option(request, "priority", 0, -(2**31), 2**31 - 1)
         data = await self.bodies.json(request)
         try:
             handle = await self.engine.start(
@@ -274,7 +276,7 @@ class Api:
                 data,
                 trigger=trigger,
                 idempotency_key=key,
-                priority=priority if "priority" in request.query_params else None,
+                priority=priority,
             )
         except prana.errors.ExecutionExists as exists:  # the key's first start
             execution = await self._stopped(exists.execution_id, wait)
