@@ -57,7 +57,7 @@ from prana.storage import Store
 
 from ._catalog import Catalog
 from ._clock import Clock
-from ._ownership import Leases, dead_owners
+from ._ownership import Leases, LeftToOthers, dead_owners
 from ._services import BackgroundServices, as_bug, is_transient
 from ._subscription import Publisher
 from ._supervision import (
@@ -133,6 +133,7 @@ class LiveExecutions:
         # Whether other engines on the store are alive: what this one cannot restore
         # (it lacks the workflow's actions, say) is left to them.
         self._others_alive = others_alive
+        self._left_to_others = LeftToOthers(grace=2 * leases.term)
         self._catalog = catalog
         self._leases = leases
         self._background = background
@@ -475,15 +476,19 @@ class LiveExecutions:
     async def cannot_restore(self, problem: Unrestorable) -> bool:
         """An execution cannot be restored here: if other engines are alive, leave it
         to them (letting go of it if this engine holds it) and return ``True``;
-        otherwise end it, failed with the reason (:meth:`end_unrestorable`), and
-        return ``False``. Raises :class:`StoreError`."""
-        if not self._others_alive():
+        otherwise, or if it keeps coming back for longer than any engine able to
+        carry it on would leave it (:class:`LeftToOthers`), end it, failed with the
+        reason (:meth:`end_unrestorable`), and return ``False``. Raises
+        :class:`StoreError`."""
+        stored = problem.stored
+        leave = self._left_to_others.leave(stored.id) if self._others_alive() else False
+        if leave is False:
             await self.end_unrestorable(problem)
             return False
-        stored = problem.stored
         if stored.owner == self._leases.owner:
             await self._leases.release([stored.id])
-        logger.warning("left execution %s to the other engines: %s", stored.id, problem)
+        if leave is None:  # said once: it comes back at every heartbeat meanwhile
+            logger.warning("left execution %s to the other engines: %s", stored.id, problem)
         return True
 
     async def end_unrestorable(

@@ -91,3 +91,37 @@ class Leases:
         """Let the leases of ``execution_ids`` end now, so that another engine takes
         them over at once. Raises :class:`StoreError`."""
         await self._store.renew(execution_ids, owner=self.owner, lease_expires=0.0)
+
+
+class LeftToOthers:
+    """The executions an engine could not restore and left to the other engines alive
+    (:meth:`LiveExecutions.cannot_restore`), and since when.
+
+    Every engine arms the timers that come due and takes over orphans at each
+    heartbeat, so within a lease's term or two an engine that can carry such an
+    execution on has done so. One that still comes back after ``grace`` seconds is one
+    no engine alive can restore (every one lacks its workflow's actions, say): it is
+    failed then, saying why, rather than passed from engine to engine for ever. An
+    execution not seen for ``grace`` starts a new count (another engine carried it on
+    meanwhile, and it came back later)."""
+
+    KEPT = 10_000  # past this many, the oldest counts are dropped (they start again)
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self._seen: dict[str, tuple[float, float]] = {}  # id -> (first, last), monotonic
+
+    def leave(self, execution_id: str) -> bool | None:
+        """Whether to leave ``execution_id`` to the other engines still: ``None`` the
+        first time (say so), ``True`` while within ``grace``, then ``False`` (fail it:
+        it is forgotten here)."""
+        now = time.monotonic()
+        first, last = self._seen.pop(execution_id, (now, now))
+        if now - last > self.grace:
+            first = now  # not seen for a while: a new count
+        if now - first >= self.grace > 0 or self.grace <= 0:
+            return False
+        if len(self._seen) >= self.KEPT:
+            del self._seen[next(iter(self._seen))]
+        self._seen[execution_id] = (first, now)  # re-inserted: the dict stays by age
+        return None if first == now else True

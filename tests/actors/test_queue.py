@@ -406,3 +406,38 @@ async def test_a_timer_an_engine_cannot_carry_on_is_left_to_one_that_can(tmp_pat
             done = [await one.wait(execution.id) for execution in waiting]
     assert [execution.status for execution in done] == ["completed"] * 5
     assert all(execution.output == {"done": True} for execution in done)
+
+
+async def test_a_timer_no_engine_alive_can_carry_on_fails_after_a_grace(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two engines, neither with the workflow's action: each leaves the execution to
+    # the other for a while (two lease terms), then it fails saying why, instead of
+    # going back and forth for ever with a warning at every heartbeat.
+    path, clock = tmp_path / "prana.db", prana.actors.SystemClock()
+    able = prana.ActionRegistry()
+    able.action("test.special")(lambda ctx: {"done": True})
+    waits_then_works = {
+        "id": "later",
+        "nodes": [
+            {"key": "start", "type": "manual.trigger"},
+            # Due once both engines below know of each other.
+            {"key": "pause", "type": "wait.interval", "params": {"duration": "500ms"}},
+            {"key": "work", "type": "test.special"},
+        ],
+        "connections": [{"from": "start", "to": "pause"}, {"from": "pause", "to": "work"}],
+    }
+    async with open_engine(actions=able, path=path, clock=clock) as gone:
+        waiting = await gone.run(waits_then_works)
+    assert waiting.status == "suspended"
+    options: dict[str, Any] = {"path": path, "clock": clock, "lease": 0.3, "heartbeat": 0.05}
+    async with open_engine(**options) as one, open_engine(**options):
+        with anyio.fail_after(10):
+            failed = await one.wait(waiting.id)
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert failed.error.code == "cannot_restore"
+    assert "test.special" in failed.error.message
+    assert f"prana retry {waiting.id}" in failed.error.message
+    left = [r for r in caplog.records if r.getMessage().startswith("left execution")]
+    assert 1 <= len(left) <= 2  # said once by each engine at most, not at every heartbeat
