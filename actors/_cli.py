@@ -9,7 +9,8 @@ how to carry it on. ``run``, ``resume`` and ``retry`` keep an execution going
 in-process through waits that end within ``--wait-up-to`` (a minute by default).
 
 With ``--url`` (or ``$PRANA_URL``) the commands that read or steer executions go
-through a daemon's HTTP API instead (:mod:`._cli_remote`).
+through a daemon's HTTP API instead (:mod:`._cli_remote`), and ``run`` and
+``validate`` send the workflow file to the daemon (:mod:`._cli_serve`).
 
 Exit codes: 0 the execution completed or is waiting (or the command did its job),
 1 it failed, the workflow is invalid, or the execution or store could not be used;
@@ -20,9 +21,6 @@ imported).
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import json
 import logging
 import os
 import re
@@ -38,7 +36,6 @@ import orjson
 
 from prana._compiler import compile_workflow, triggers_of
 from prana._errors import ExecutionNotFound, PranaError, WorkflowValidationError
-from prana._json import InvalidData, check_json
 from prana._loading import load_workflow
 from prana._mermaid import to_mermaid
 from prana._model import Workflow
@@ -48,78 +45,24 @@ from prana._rerun import ORIGINAL
 from prana.storage import PostgresStore, SQLiteStore, Store, open_store
 
 from ._cli_database import find_database, store_for_reading
+from ._cli_options import load_actions, parse_json_option
 from ._cli_parser import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, command_parser
-from ._cli_remote import Remote, execution_from, path_of
-from ._cli_serve import command_logs, command_status, signing_key, tokens, webhook_secrets
+from ._cli_remote import REMOTE_COMMANDS, Remote, execution_from, path_of
+from ._cli_serve import (
+    command_logs,
+    command_status,
+    run_on_daemon,
+    signing_key,
+    tokens,
+    validate_on_daemon,
+    webhook_secrets,
+)
 from ._engine import Engine
 from ._follow import follow, through_short_waits
 from ._progress import render_list, render_report, use_color
 
 _EXECUTION_ID = re.compile(r"^[0-9a-f]{32}$")
 T = TypeVar("T")
-
-
-def load_actions(spec: str | None) -> ActionRegistry:
-    """The registry named by ``module:attribute`` or ``path.py:attribute`` (default
-    attribute: ``actions``), or the built-ins. Raises :class:`UsageError`."""
-    if spec is None:
-        return ActionRegistry()
-    target, _, attribute = spec.partition(":")
-    attribute = attribute or "actions"
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            module_spec = importlib.util.spec_from_file_location(path.stem, path)
-            if module_spec is None or module_spec.loader is None or not path.is_file():
-                raise UsageError(f"--actions: no Python file {target!r}")
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[path.stem] = module
-            module_spec.loader.exec_module(module)
-        else:
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(target)
-    except UsageError:
-        raise
-    except Exception as exc:
-        raise UsageError(
-            f"--actions: cannot import {target!r}: {type(exc).__name__}: {exc}"
-        ) from None
-    registry = getattr(module, attribute, None)
-    if not isinstance(registry, ActionRegistry):
-        found = "nothing" if registry is None else type(registry).__name__
-        raise UsageError(
-            f"--actions: {target}:{attribute} should be an ActionRegistry, found {found}"
-        )
-    return registry
-
-
-def parse_json_option(text: str | None, option: str) -> Any:
-    """An option's JSON value: JSON text, ``@path`` to a JSON file, or ``-`` for stdin."""
-    if text is None:
-        return None
-    source = option
-    if text == "-":
-        text, source = sys.stdin.read(), "standard input"
-    elif text.startswith("@"):
-        path = text[1:]
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"{option}: cannot read {path!r}: {exc.strerror}") from None
-        source = path
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise UsageError(f"{source} nests too deeply to read") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{source} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    try:
-        return check_json(value, what=source)
-    except InvalidData as exc:
-        raise UsageError(str(exc)) from None
 
 
 def database(args: argparse.Namespace, *, create: bool = True) -> Path | str | None:
@@ -166,24 +109,44 @@ def _waiting_children(execution: Execution, args: argparse.Namespace) -> dict[st
     database: the report says what each waits for and how to answer it."""
     if not any(suspension.child_execution_id for suspension in execution.suspensions):
         return {}
+    if args.remote is not None:  # the daemon's, not a database here
+        remote = args.remote
+
+        async def ask(child_id: str) -> Execution | None:
+            try:
+                return execution_from(remote.get(path_of(child_id)))
+            except ExecutionNotFound:
+                return None
+
+        return _run(partial(_children_of, execution, ask))
     if database(args, create=False) is None:
         return {}
 
     async def read(store: Store) -> dict[str, Execution]:
-        found: dict[str, Execution] = {}
-        waiting = [execution]
-        while waiting and len(found) < _CHILDREN_SHOWN:
-            for suspension in waiting.pop().suspensions:
-                child_id = suspension.child_execution_id
-                if child_id is None or child_id in found:
-                    continue
-                stored = await store.load_execution(child_id)
-                if stored is not None:
-                    found[child_id] = stored.to_execution()
-                    waiting.append(found[child_id])
-        return found
+        async def load(child_id: str) -> Execution | None:
+            stored = await store.load_execution(child_id)
+            return None if stored is None else stored.to_execution()
+
+        return await _children_of(execution, load)
 
     return _reading(args, read)
+
+
+async def _children_of(
+    execution: Execution, load: Callable[[str], Awaitable[Execution | None]]
+) -> dict[str, Execution]:
+    found: dict[str, Execution] = {}
+    waiting = [execution]
+    while waiting and len(found) < _CHILDREN_SHOWN:
+        for suspension in waiting.pop().suspensions:
+            child_id = suspension.child_execution_id
+            if child_id is None or child_id in found:
+                continue
+            child = await load(child_id)
+            if child is not None:
+                found[child_id] = child
+                waiting.append(child)
+    return found
 
 
 def _show_workflow_logs() -> None:
@@ -217,7 +180,7 @@ def _with_engine(
             await engine.wait_idle()  # a parent told of its child's end carries on
             return done
 
-    return _run(main, backend=getattr(args, "backend", "asyncio"))
+    return _run(main, backend=getattr(args, "backend", None) or "asyncio")
 
 
 def _run(main: Callable[[], Awaitable[T]], backend: str = "asyncio") -> T:
@@ -249,9 +212,11 @@ def _reading(args: argparse.Namespace, read: Callable[[Store], Awaitable[T]]) ->
 
 
 def _command_run(args: argparse.Namespace) -> int:
+    input = parse_json_option(args.input, "--input")
+    if args.remote is not None:
+        return _report(run_on_daemon(args, input), args)
     _show_workflow_logs()
     actions = load_actions(args.actions)
-    input = parse_json_option(args.input, "--input")
     workflow = load_workflow(args.file, actions=actions)
     folder = Path(args.workflows) if args.workflows else Path(args.file).parent
     known = _workflows_in(folder, actions, skip=Path(args.file), strict=bool(args.workflows))
@@ -448,6 +413,8 @@ def _command_list(args: argparse.Namespace) -> int:
 
 
 def _command_validate(args: argparse.Namespace) -> int:
+    if args.remote is not None:
+        return validate_on_daemon(args)
     actions = load_actions(args.actions)
     workflow = load_workflow(args.file, actions=actions)
     triggers = triggers_of(workflow, actions)
@@ -538,20 +505,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.following = []  # the executions the command carries on: said if interrupted
     url = args.url or os.environ.get("PRANA_URL")
-    remote_commands = (
-        "list",
-        "show",
-        "status",
-        "logs",
-        "resume",
-        "cancel",
-        "pause",
-        "retry",
-        "rerun",
-    )
     args.remote = (
         Remote(url, os.environ.get("PRANA_TOKEN"))
-        if url and args.command in remote_commands
+        if url and args.command in REMOTE_COMMANDS
         else None
     )
     handlers = {

@@ -26,7 +26,8 @@ def command_parser() -> argparse.ArgumentParser:
         "--url",
         metavar="URL",
         help="a daemon (prana serve) to send list, show, status, logs, resume, cancel, "
-        "pause, retry and rerun to, instead of using the database (default: $PRANA_URL); "
+        "pause, retry and rerun to, instead of using the database, and run and validate "
+        "(the workflow file runs there, with its actions) (default: $PRANA_URL); "
         "$PRANA_TOKEN is its API token",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -35,8 +36,9 @@ def command_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--db",
             metavar="PATH",
-            help="the SQLite file executions are kept in (default: $PRANA_DB, else the "
-            f"nearest {DEFAULT_DB} from here upward, else a new one here)",
+            help="the database executions are kept in: a SQLite file, or a sqlite:// or "
+            f"postgresql:// URL (default: $PRANA_DB, else the nearest {DEFAULT_DB} from "
+            "here upward, else a new one here)",
         )
 
     def waits(sub: argparse.ArgumentParser) -> None:
@@ -102,7 +104,7 @@ def command_parser() -> argparse.ArgumentParser:
         "--trigger", metavar="KEY", help="which trigger to start from, if there are several"
     )
     run.add_argument(
-        "--backend", choices=("asyncio", "trio"), default="asyncio", help="async library to run on"
+        "--backend", choices=("asyncio", "trio"), help="async library to run on (default asyncio)"
     )
     workflows(run, "the folder of FILE")
     waits(run)

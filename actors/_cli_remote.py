@@ -2,10 +2,11 @@
 
 With ``--url URL`` (or ``$PRANA_URL``) the commands that read or steer executions
 (``list``, ``show``, ``status``, ``logs``, ``resume``, ``cancel``, ``pause``,
-``retry``, ``rerun``) send their request to ``prana serve`` at that address, with
-``$PRANA_TOKEN`` as the API token when it needs one. The answers are shown as the
-local commands show them. Plain ``urllib``: the command is synchronous and needs no
-HTTP library of its own.
+``retry``, ``rerun``), and ``run`` and ``validate`` (a workflow file runs on the
+daemon, with its actions: :mod:`._cli_serve`), send their request to ``prana serve``
+at that address, with ``$PRANA_TOKEN`` as the API token when it needs one. The
+answers are shown as the local commands show them. Plain ``urllib``: the command is
+synchronous and needs no HTTP library of its own.
 """
 
 from __future__ import annotations
@@ -21,8 +22,31 @@ import attrs
 import cattrs
 
 from prana import events
-from prana._errors import ExecutionNotFound, InvalidTransition, PranaError
+from prana._errors import (
+    ExecutionNotFound,
+    InvalidTransition,
+    PranaError,
+    Problem,
+    WorkflowValidationError,
+)
 from prana._records import Execution
+
+# The commands that go through a daemon when given its address.
+REMOTE_COMMANDS = frozenset(
+    [
+        "list",
+        "show",
+        "status",
+        "logs",
+        "resume",
+        "cancel",
+        "pause",
+        "retry",
+        "rerun",
+        "run",
+        "validate",
+    ]
+)
 
 _EXECUTION_FIELDS = {field.name for field in attrs.fields(Execution)}
 _converter = cattrs.Converter()
@@ -57,11 +81,13 @@ class Remote:
         chosen = {name: value for name, value in query.items() if value is not None}
         return self._call("GET", f"{path}?{urlencode(chosen)}" if chosen else path)
 
-    def stream(self, path: str) -> Iterator[tuple[str, Any]]:
-        """The server-sent events at ``path``, as (name, data), until the server ends
-        the stream."""
+    def stream(self, path: str, last_event_id: int | None = None) -> Iterator[tuple[str, Any]]:
+        """The server-sent events at ``path`` (after event ``last_event_id``, if the
+        daemon still has them), as (name, data), until the server ends the stream."""
         request = urllib.request.Request(self.url + path)
         request.add_header("Accept", "text/event-stream")
+        if last_event_id is not None:
+            request.add_header("Last-Event-ID", str(last_event_id))
         if self._token:
             request.add_header("Authorization", f"Bearer {self._token}")
         try:
@@ -116,7 +142,10 @@ def _refusal(exc: urllib.error.HTTPError) -> PranaError:
         problem = json.loads(exc.read())
         detail = problem.get("detail") or problem.get("title") or str(exc)
     except (ValueError, AttributeError):
-        detail = str(exc)
+        problem, detail = {}, str(exc)
+    if exc.code == 422 and problem.get("problems"):
+        found = [Problem(path=p.get("path", ""), message=p["message"]) for p in problem["problems"]]
+        return WorkflowValidationError(found)
     if exc.code == 401:
         return PranaError(f"{detail} (the command sends $PRANA_TOKEN)")
     if exc.code == 404:

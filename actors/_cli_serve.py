@@ -1,18 +1,29 @@
-"""``prana serve``'s options read from files and the environment (tokens, webhook
-secrets, the signing key); ``prana status``, which asks a daemon how it is; and
-``prana logs``, which follows an execution's events on a daemon."""
+"""The commands about a daemon: ``prana serve``'s options read from files and the
+environment (tokens, webhook secrets, the signing key); ``prana status``, which asks
+a daemon how it is; ``prana logs``, which follows an execution's events on a
+daemon; and ``prana run`` and ``validate`` with ``--url``, which send a workflow
+file to a daemon (it runs there once, with the daemon's actions, without being
+served)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 from prana import events
+from prana._errors import WorkflowValidationError
+from prana._loading import load_workflow, workflow_to_dict
+from prana._model import Workflow
+from prana._records import FINAL_STATUSES, Execution
 
 from ._cli_parser import EXIT_FAILED, EXIT_OK, UsageError
-from ._cli_remote import event_from, path_of
+from ._cli_remote import Remote, event_from, execution_from, path_of
+from ._follow import goes_on
 from ._progress import PlainProgress
 
 
@@ -98,3 +109,83 @@ def command_logs(args: argparse.Namespace) -> int:
             status = event.status
             print(f"ended {status}", flush=True)
     return EXIT_FAILED if status in ("failed", "timed_out") else EXIT_OK
+
+
+# What a command running a workflow here uses, which a daemon has of its own.
+_LOCAL_ONLY = (
+    ("actions", "--actions"),
+    ("db", "--db"),
+    ("memory", "--memory"),
+    ("workflows", "--workflows"),
+    ("backend", "--backend"),
+)
+
+
+def _checked_here(args: argparse.Namespace) -> tuple[Remote, Workflow]:
+    """The daemon, and the workflow file (its shape checked here: the daemon checks
+    it against its actions). Raises :class:`UsageError` for an option that chooses
+    what the daemon has of its own."""
+    for name, option in _LOCAL_ONLY:
+        if getattr(args, name, None):
+            raise UsageError(
+                f"{option} is for running here; with a daemon (--url, $PRANA_URL) the "
+                "workflow runs there, with the daemon's own actions, database and "
+                f"workflows: leave {option} out, or leave out --url"
+            )
+    return args.remote, load_workflow(args.file)
+
+
+def _checked_there(remote: Remote, path: str, body: Any, file: str) -> Any:
+    """POST ``body`` to ``path``; a refusal of the workflow names the file."""
+    try:
+        return remote.post(path, body)
+    except WorkflowValidationError as exc:
+        where = f"{file} (checked by the daemon at {remote.url}, with its actions)"
+        raise WorkflowValidationError(exc.problems, source=where) from None
+
+
+def validate_on_daemon(args: argparse.Namespace) -> int:
+    remote, workflow = _checked_here(args)
+    checked = _checked_there(
+        remote, "/api/workflows/validate", workflow_to_dict(workflow), args.file
+    )
+    print(
+        f"{args.file} is valid on the daemon at {remote.url}, with its actions: "
+        f"workflow {checked['id']} v{checked['version']}"
+    )
+    return EXIT_OK
+
+
+def run_on_daemon(args: argparse.Namespace, input: Any) -> Execution:
+    """``prana run FILE`` with a daemon: the definition runs there once (it is not
+    served: its webhooks and schedules start nothing); its events are shown as they
+    come (those before the stream opened are in the report), on through the waits
+    that end within ``--wait-up-to``. Returns the execution where it stopped. The
+    daemon carries it on whatever becomes of the command."""
+    remote, workflow = _checked_here(args)
+    query = f"?{urlencode({'trigger': args.trigger})}" if args.trigger else ""
+    body = {"workflow": workflow_to_dict(workflow), "input": input}
+    started = execution_from(_checked_there(remote, f"/api/executions{query}", body, args.file))
+    quiet = args.json or args.quiet
+    if not quiet:
+        print(f"prana: running {started.id} on the daemon at {remote.url}", file=sys.stderr)
+    progress = None if quiet else PlainProgress(sys.stderr)
+    for name, data in remote.stream(path_of(started.id, "events"), last_event_id=0):
+        if name == "snapshot":
+            shown = execution_from(data)
+            status, waits = shown.status, shown.suspensions
+        else:
+            event = event_from(data)
+            if event is None:
+                continue
+            if progress is not None:
+                progress(event)
+            queued = isinstance(event, events.ExecutionQueued)
+            status = "queued" if queued else getattr(event, "status", "running")
+            waits = getattr(event, "suspensions", ())
+        if status in (*FINAL_STATUSES, "queued", "paused") or (
+            status == "suspended"
+            and not goes_on(waits, time.time(), args.wait_up_to, say=not quiet)
+        ):
+            break
+    return execution_from(remote.get(path_of(started.id)))

@@ -25,7 +25,7 @@ from prana._events import (
     NodeStarted,
 )
 
-from ._cli import load_actions
+from ._cli_options import load_actions
 from ._engine import Engine
 
 

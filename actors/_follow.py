@@ -10,11 +10,11 @@ editor does for short waits: a workflow with a 2 s wait completes from the termi
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
-from prana._records import Execution
+from prana._records import Execution, Suspension
 
 from ._engine import Engine
 from ._handle import ExecutionHandle
@@ -77,21 +77,31 @@ async def through_short_waits(
     within ``wait_up_to`` seconds, the execution at its next stop after that, and so
     on. With ``say``, it says on stderr what it waits for."""
     while execution.status == "suspended":
-        due = [s for s in execution.suspensions if s.wake_at is not None]
-        if not due:
+        if not goes_on(execution.suspensions, engine.clock.now(), wait_up_to, say=say):
             break
-        soonest = min(due, key=lambda suspension: suspension.wake_at or 0.0)
-        left = (soonest.wake_at or 0.0) - engine.clock.now()
-        if left > wait_up_to:
-            break
-        if say:
-            print(
-                f"prana: waiting {max(left, 0.0):.1f} s for {soonest.node_key} "
-                f"({soonest.kind}) to end (--wait-up-to {wait_up_to:g} s)",
-                file=sys.stderr,
-            )
         execution = await engine.wait(execution.id, until=_moved_on(execution))
     return execution
+
+
+def goes_on(suspensions: Sequence[Suspension], now: float, wait_up_to: float, *, say: bool) -> bool:
+    """Whether an execution waiting on ``suspensions`` carries on by itself within
+    ``wait_up_to`` seconds of ``now`` (one of its waits is a timer due by then), so
+    that a command following it follows it on; with ``say``, it says on stderr what
+    it waits for."""
+    due = [s for s in suspensions if s.wake_at is not None]
+    if not due:
+        return False
+    soonest = min(due, key=lambda suspension: suspension.wake_at or 0.0)
+    left = (soonest.wake_at or 0.0) - now
+    if left > wait_up_to:
+        return False
+    if say:
+        print(
+            f"prana: waiting {max(left, 0.0):.1f} s for {soonest.node_key} "
+            f"({soonest.kind}) to end (--wait-up-to {wait_up_to:g} s)",
+            file=sys.stderr,
+        )
+    return True
 
 
 def _moved_on(execution: Execution) -> Callable[[Execution], bool]:

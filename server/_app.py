@@ -1,39 +1,15 @@
 """The daemon's HTTP API: a Starlette app over one :class:`prana.Engine` (DESIGN §12).
 
 It decides no workflow semantics: each route reads a request, calls one method of the
-engine's public API and writes its answer as JSON. Routes:
-
-* ``GET /healthz`` (the process answers), ``GET /readyz`` (``engine.health()``),
-  ``GET /metrics`` (Prometheus: :mod:`._metrics`),
-  ``GET /api/openapi.json`` (this API as OpenAPI 3.1);
-* ``GET /api/workflows``, ``GET /api/workflows/{id}``: the workflows served;
-  ``POST /api/workflows`` serves one more (its definition as JSON; ``DELETE
-  /api/workflows/{id}`` serves it no more), ``POST
-  /api/workflows/validate`` only checks it (422 with every problem and its path);
-* ``POST /api/workflows/{id}/executions``: start one, the body its input;
-  ``Idempotency-Key`` starts it once; ``?wait=SECONDS`` answers when it stops (ends
-  or waits) or when the wait is up, whichever is first;
-* ``GET /api/executions`` (``?status=&workflow=&since=&until=&limit=&cursor=``; the
-  answer's ``next_cursor`` gives the next page), ``GET /api/executions/{id}``,
-  ``GET /api/executions/{id}/explain`` (why it is where it is, in words);
-* ``POST /api/executions/{id}/{cancel,pause,unpause,retry}``, ``.../resume``
-  (``{"data": ..., "node": KEY}``: as ``engine.resume``), and ``.../rerun``
-  (``{"from_node": KEY, "input": ...}``: a new execution from that node);
-* ``GET /api/status``: health, live executions, executions by status;
-* ``POST /api/bulk/{cancel,pause,unpause,retry}``: on every execution a filter
-  selects (``{"status": ..., "workflow": ..., "limit": ...}``);
-* ``POST /api/resume/{token}``: answer a node waiting for ``token``, the body its data;
-* ``GET /api/executions/{id}/events``, ``GET /api/events``: live events as
-  server-sent events, resumable with ``Last-Event-ID`` (:mod:`._streams`);
-* ``GET /api/schedules`` (each schedule trigger with its next time, paused or not),
-  ``POST /api/schedules/{workflow}/{trigger}/{pause,resume,fire}``;
-* ``METHOD /hooks/{path}``: the served workflow whose ``webhook.trigger`` answers it
-  starts, with the request's headers, query and body as ``trigger.*``; a webhook
-  given a secret takes requests signed with it only (``X-Prana-Signature:
-  sha256=HMAC``);
-* ``POST /resume/{token}?signature=...``: a wait's signed ``resume_path``, which
-  answers it without an API token (with a signing key);
-* ``/ui``: the web view (:mod:`._ui`).
+engine's public API and writes its answer as JSON. The routes are listed, with what
+each takes and answers, in the OpenAPI document (:mod:`._openapi`, served at
+``/api/openapi.json``; a test keeps the two in step) and in docs/daemon.md: health
+and metrics; the workflows served (list, get, serve one more, serve one no more,
+validate); executions (start a served workflow, or run a definition once without
+serving it; list, get, explain, control one by one and in bulk); answers to waits
+(by token, or by a signed path without an API token); live events as server-sent
+events (:mod:`._streams`); schedules; webhooks (``METHOD /hooks/{path}``, signed
+with a per-path secret when given one); and the web view under ``/ui`` (:mod:`._ui`).
 
 Under ``/api`` a request carries ``Authorization: Bearer TOKEN`` with one of the
 daemon's tokens (when it has any). Bodies are JSON, at most ``max_body`` bytes; at
@@ -194,18 +170,13 @@ class Api:
                 "leader": health.leader,
                 "executions": counts,
                 "workflows": len(self.engine.served()),
-                "services": [
-                    {"name": s.name, "state": s.state, "last_error": s.last_error}
-                    for s in health.services
-                ],
+                "services": _services(health),
             }
         )
 
     async def readyz(self, request: Request) -> Response:
         health = self.engine.health()
-        services = [
-            {"name": s.name, "state": s.state, "last_error": s.last_error} for s in health.services
-        ]
+        services = _services(health)
         body = {"ok": health.ok, "live_executions": health.live_executions, "services": services}
         return json_response(body, 200 if health.ok else 503)
 
@@ -263,13 +234,30 @@ class Api:
 
     async def start(self, request: Request) -> Response:
         workflow = self._served(request.path_params["workflow_id"])
+        return await self._start(request, workflow, await self.bodies.json(request))
+
+    async def run_once(self, request: Request) -> Response:
+        """Run a definition sent with its input, once, without serving it: its
+        webhooks and schedules start nothing (the engine keeps the definition with
+        the execution, so that any engine can carry it on)."""
+        body = await self.bodies.json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
+            raise HTTPProblem(
+                400,
+                "Invalid body",
+                'send {"workflow": DEFINITION, "input": INPUT}, the definition as a JSON '
+                "object (id, version, nodes, connections)",
+            )
+        workflow = self.engine.validate(body["workflow"])  # 422 with every problem
+        return await self._start(request, workflow, body.get("input"))
+
+    async def _start(self, request: Request, workflow: prana.Workflow, data: Any) -> Response:
         wait = wait_option(request, MAX_WAIT)
         key = request.headers.get("idempotency-key")
         trigger = request.query_params.get("trigger")
         priority = None  # the workflow's, unless given (the engine checks its range)
         if "priority" in request.query_params:
             priority = int_option(request, "priority", 0, -(2**31), 2**31 - 1)
-        data = await self.bodies.json(request)
         try:
             handle = await self.engine.start(
                 workflow,
@@ -512,6 +500,10 @@ class Api:
         return json_response({"execution_id": handle.id, "status": handle.status}, 202)
 
 
+def _services(health: prana.EngineHealth) -> list[dict[str, Any]]:
+    return [{"name": s.name, "state": s.state, "last_error": s.last_error} for s in health.services]
+
+
 def _schedule(info: prana.ScheduleInfo) -> dict[str, Any]:
     return {
         "workflow_id": info.workflow_id,
@@ -565,6 +557,7 @@ def create_app(
         api.route("/api/workflows/{workflow_id}", api.stop_serving, methods=["DELETE"]),
         api.route("/api/workflows/{workflow_id}/executions", api.start, methods=post),
         api.route("/api/executions", api.list_executions),
+        api.route("/api/executions", api.run_once, methods=post),
         api.route("/api/executions/{execution_id}", api.get_execution),
         api.route("/api/executions/{execution_id}/events", api.execution_events),
         api.route("/api/executions/{execution_id}/explain", api.explain),

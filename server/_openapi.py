@@ -129,6 +129,23 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
         201,
         _json(_EXECUTION, "the execution"),
     ),
+    ("post", "/api/executions"): (
+        "Run a definition once, without serving it (body: {workflow, input}); the same "
+        "options as starting a served workflow; 422 with every problem if it is not valid",
+        [
+            _query("wait", "seconds to wait for it to end or wait (0-300)", {"type": "number"}),
+            _query("trigger", "the trigger node, when it has several", {"type": "string"}),
+            _query("priority", "replaces settings.priority if it is queued", {"type": "integer"}),
+            {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
+        ],
+        {
+            "type": "object",
+            "required": ["workflow"],
+            "properties": {"workflow": {"type": "object"}, "input": _ANY},
+        },
+        201,
+        _json(_EXECUTION, "the execution"),
+    ),
     ("get", "/api/executions"): (
         "Executions, newest first, without their audit trails",
         [

@@ -253,6 +253,46 @@ async def test_workflows_are_validated_and_served_through_the_api(tmp_path: Path
     assert ran.json()["output"] == {"hi": "Ada"}
 
 
+async def test_a_definition_runs_once_without_being_served(tmp_path: Path) -> None:
+    definition = {
+        "id": "greet",
+        "version": 1,
+        "nodes": [
+            {"key": "start", "type": "manual.trigger"},
+            {"key": "hook", "type": "webhook.trigger", "params": {"path": "greet"}},
+            {"key": "say", "type": "data.set", "params": {"values": {"hi": "{{ input.name }}"}}},
+        ],
+        "connections": [{"from": "start", "to": "say"}, {"from": "hook", "to": "say"}],
+    }
+    unknown = {**definition, "nodes": [*definition["nodes"][:2], {"key": "say", "type": "no.x"}]}
+    async with daemon(tmp_path / "d.db") as url:
+        body = {"workflow": definition, "input": {"name": "Ada"}}
+        ran = await request(url, "POST", "/api/executions?wait=10&trigger=start", body)
+        again = await request(
+            url, "POST", "/api/executions?trigger=start", body, headers={"Idempotency-Key": "k"}
+        )
+        same = await request(
+            url, "POST", "/api/executions?trigger=start", body, headers={"Idempotency-Key": "k"}
+        )
+        served = await request(url, "GET", "/api/workflows")
+        hooked = await request(url, "POST", "/hooks/greet", {})
+        refused = await request(url, "POST", "/api/executions", {"workflow": unknown})
+        no_workflow = await request(url, "POST", "/api/executions", {"input": 1})
+        listed = await request(url, "GET", "/api/executions?workflow=greet")
+    assert ran.status == 201
+    assert (ran.json()["status"], ran.json()["output"]) == ("completed", {"hi": "Ada"})
+    assert (again.status, same.status) == (201, 200)
+    assert same.json()["id"] == again.json()["id"]
+    assert served.json()["workflows"] == []  # run, not served: its webhook starts nothing
+    assert hooked.status == 404
+    assert refused.status == 422
+    assert "no.x" in refused.json()["detail"]
+    assert [p["path"] for p in refused.json()["problems"]] == ["nodes[2].type"]
+    assert no_workflow.status == 400
+    assert '"workflow": DEFINITION' in no_workflow.json()["detail"]
+    assert len(listed.json()["executions"]) == 2
+
+
 async def test_rerun_from_a_node_and_control_in_bulk(tmp_path: Path) -> None:
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
         start = "/api/workflows/approval/executions?wait=10"

@@ -10,7 +10,7 @@ import pytest
 
 from prana.actors._cli import main
 from tests.server.client import request
-from tests.server.conftest import daemon, example, start_waiting
+from tests.server.conftest import EXAMPLES, daemon, example, start_waiting
 
 
 async def prana(*argv: str) -> int:
@@ -105,3 +105,59 @@ async def test_logs_follows_an_execution_to_its_end(
     assert lines[-1] == "ended completed"
     assert ended == 0
     assert again.splitlines()[0].startswith(f"execution {waiting['id']} of approval v1: completed")
+
+
+async def test_run_and_validate_send_the_file_to_the_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRANA_DB", str(tmp_path / "unused.db"))
+    monkeypatch.chdir(tmp_path)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(
+        "id: unknown\nnodes:\n  - {key: start, type: manual.trigger}\n"
+        "  - {key: work, type: test.only_here}\n"
+        "connections:\n  - {from: start, to: work}\n"
+    )
+    parent = str(EXAMPLES / "fulfil_order.yaml")
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        # The parent runs on the daemon; its child (approval, served there) waits.
+        ran = await prana("--url", url, "run", parent, "--input", '{"amount": 5000}')
+        out_run, err_run = capsys.readouterr()
+        parent_id = out_run.split()[1]
+        served = (await request(url, "GET", "/api/workflows")).json()["workflows"]
+        (child,) = (await request(url, "GET", "/api/executions?workflow=approval")).json()[
+            "executions"
+        ]
+        (suspension,) = child["suspensions"]
+        answered = await prana(
+            "--url", url, "resume", suspension["token"], "--data", '{"approved": true}'
+        )
+        with anyio.fail_after(10):
+            followed = await prana("--url", url, "logs", parent_id)  # until the parent ends
+        capsys.readouterr()
+        shown = await prana("--url", url, "show", parent_id)
+        out_show = capsys.readouterr().out
+        valid = await prana("--url", url, "validate", parent)
+        out_valid = capsys.readouterr().out
+        invalid = await prana("--url", url, "run", str(unknown))
+        err_invalid = capsys.readouterr().err
+        checked = await prana("--url", url, "validate", str(unknown))
+        err_checked = capsys.readouterr().err
+        local_only = await prana("--url", url, "run", parent, "--actions", "x:y")
+        err_local_only = capsys.readouterr().err
+    assert (ran, answered, followed, shown, valid) == (0, 0, 0, 0, 0)
+    assert out_run.startswith(f"Execution {parent_id} of fulfil_order v1: suspended")
+    assert suspension["token"] in out_run  # what the child waits for, read from the daemon
+    assert f"on the daemon at {url}" in err_run
+    assert [w["id"] for w in served] == ["approval"]  # the file ran; it is not served
+    assert "completed" in out_show
+    assert '"shipped": true' in out_show
+    assert out_valid.startswith(f"{parent} is valid on the daemon at {url}")
+    assert (invalid, checked) == (1, 1)
+    for err in (err_invalid, err_checked):
+        assert f"checked by the daemon at {url}" in err
+        assert "test.only_here" in err
+    assert local_only == 2
+    assert "--actions is for running here" in err_local_only
+    assert not (tmp_path / "unused.db").exists()  # nothing went to a database here
+    assert not (tmp_path / ".prana").exists()

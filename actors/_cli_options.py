@@ -1,0 +1,80 @@
+"""What the ``prana`` command's options name: the actions to load (``--actions``),
+and JSON values (``--input``, ``--data``)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from prana._json import InvalidData, check_json
+from prana._registry import ActionRegistry
+
+from ._cli_parser import UsageError
+
+
+def load_actions(spec: str | None) -> ActionRegistry:
+    """The registry named by ``module:attribute`` or ``path.py:attribute`` (default
+    attribute: ``actions``), or the built-ins. Raises :class:`UsageError`."""
+    if spec is None:
+        return ActionRegistry()
+    target, _, attribute = spec.partition(":")
+    attribute = attribute or "actions"
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if module_spec is None or module_spec.loader is None or not path.is_file():
+                raise UsageError(f"--actions: no Python file {target!r}")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[path.stem] = module
+            module_spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(target)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(
+            f"--actions: cannot import {target!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    registry = getattr(module, attribute, None)
+    if not isinstance(registry, ActionRegistry):
+        found = "nothing" if registry is None else type(registry).__name__
+        raise UsageError(
+            f"--actions: {target}:{attribute} should be an ActionRegistry, found {found}"
+        )
+    return registry
+
+
+def parse_json_option(text: str | None, option: str) -> Any:
+    """An option's JSON value: JSON text, ``@path`` to a JSON file, or ``-`` for stdin."""
+    if text is None:
+        return None
+    source = option
+    if text == "-":
+        text, source = sys.stdin.read(), "standard input"
+    elif text.startswith("@"):
+        path = text[1:]
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{option}: cannot read {path!r}: {exc.strerror}") from None
+        source = path
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{source} nests too deeply to read") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{source} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    try:
+        return check_json(value, what=source)
+    except InvalidData as exc:
+        raise UsageError(str(exc)) from None
