@@ -382,26 +382,35 @@ async def test_queued_work_an_engine_alone_cannot_run_fails_saying_why(tmp_path:
     assert "test.special" in failed.error.message
 
 
-async def test_a_timer_an_engine_cannot_carry_on_is_left_to_one_that_can(tmp_path: Path) -> None:
-    # Both engines fire the timers they find in the store; the one without the
-    # workflow's action leaves the execution be instead of failing it.
-    path, clock = tmp_path / "prana.db", prana.actors.SystemClock()
-    able = prana.ActionRegistry()
-    able.action("test.special")(lambda ctx: {"done": True})
-    waits_then_works = {
+def waits_then_works(pause: str) -> dict[str, Any]:
+    """A workflow that waits ``pause``, then runs ``test.special``, which only the
+    engines given :func:`able` have."""
+    return {
         "id": "later",
         "nodes": [
             {"key": "start", "type": "manual.trigger"},
-            {"key": "pause", "type": "wait.interval", "params": {"duration": "100ms"}},
+            {"key": "pause", "type": "wait.interval", "params": {"duration": pause}},
             {"key": "work", "type": "test.special"},
         ],
         "connections": [{"from": "start", "to": "pause"}, {"from": "pause", "to": "work"}],
     }
+
+
+def able() -> prana.ActionRegistry:
+    actions = prana.ActionRegistry()
+    actions.action("test.special")(lambda ctx: {"done": True})
+    return actions
+
+
+async def test_a_timer_an_engine_cannot_carry_on_is_left_to_one_that_can(tmp_path: Path) -> None:
+    # Both engines fire the timers they find in the store; the one without the
+    # workflow's action leaves the execution be instead of failing it.
+    path, clock = tmp_path / "prana.db", prana.actors.SystemClock()
     async with (
-        open_engine(actions=able, path=path, clock=clock, heartbeat=0.05) as one,
+        open_engine(actions=able(), path=path, clock=clock, heartbeat=0.05) as one,
         open_engine(path=path, clock=clock, heartbeat=0.05),  # has no test.special
     ):
-        waiting = [await one.run(waits_then_works) for _ in range(5)]
+        waiting = [await one.run(waits_then_works("100ms")) for _ in range(5)]
         with anyio.fail_after(10):
             done = [await one.wait(execution.id) for execution in waiting]
     assert [execution.status for execution in done] == ["completed"] * 5
@@ -415,20 +424,9 @@ async def test_a_timer_no_engine_alive_can_carry_on_fails_after_a_grace(
     # the other for a while (two lease terms), then it fails saying why, instead of
     # going back and forth for ever with a warning at every heartbeat.
     path, clock = tmp_path / "prana.db", prana.actors.SystemClock()
-    able = prana.ActionRegistry()
-    able.action("test.special")(lambda ctx: {"done": True})
-    waits_then_works = {
-        "id": "later",
-        "nodes": [
-            {"key": "start", "type": "manual.trigger"},
-            # Due once both engines below know of each other.
-            {"key": "pause", "type": "wait.interval", "params": {"duration": "500ms"}},
-            {"key": "work", "type": "test.special"},
-        ],
-        "connections": [{"from": "start", "to": "pause"}, {"from": "pause", "to": "work"}],
-    }
-    async with open_engine(actions=able, path=path, clock=clock) as gone:
-        waiting = await gone.run(waits_then_works)
+    async with open_engine(actions=able(), path=path, clock=clock) as gone:
+        # Due once both engines below know of each other.
+        waiting = await gone.run(waits_then_works("500ms"))
     assert waiting.status == "suspended"
     options: dict[str, Any] = {"path": path, "clock": clock, "lease": 0.3, "heartbeat": 0.05}
     async with open_engine(**options) as one, open_engine(**options):
