@@ -11,6 +11,7 @@ synchronous and needs no HTTP library of its own.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -98,15 +99,22 @@ class Remote:
             raise PranaError(f"cannot reach the daemon at {self.url} ({exc})") from None
         with reply:
             name, data = "", ""
-            for raw in reply:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    name = line[7:]
-                elif line.startswith("data: "):
-                    data = line[6:]
-                elif not line and name:
-                    yield name, json.loads(data)
-                    name, data = "", ""
+            try:
+                for raw in reply:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: "):
+                        data = line[6:]
+                    elif not line and name:
+                        yield name, json.loads(data)
+                        name, data = "", ""
+            except (OSError, http.client.HTTPException) as exc:
+                raise PranaError(
+                    f"the daemon at {self.url} broke off the stream of events ({exc!r}); "
+                    "the execution carries on where it is kept: follow it again with "
+                    "'prana logs ID'"
+                ) from None
 
     def post(self, path: str, body: Any = None) -> Any:
         return self._call("POST", path, body)

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from prana import events
-from prana._errors import WorkflowValidationError
+from prana._errors import PranaError, WorkflowValidationError
 from prana._loading import load_workflow, workflow_to_dict
 from prana._model import Workflow
 from prana._records import FINAL_STATUSES, Execution
@@ -108,6 +108,13 @@ def command_logs(args: argparse.Namespace) -> int:
         if isinstance(event, events.EXECUTION_ENDED):
             status = event.status
             print(f"ended {status}", flush=True)
+    if status not in FINAL_STATUSES:
+        raise PranaError(
+            f"the daemon at {args.remote.url} ended the stream of events before the "
+            f"execution ended (it was {status}): the daemon stopped, or its connection "
+            f"broke; the execution carries on where it is kept: follow it again with "
+            f"'prana logs {args.execution}'"
+        )
     return EXIT_FAILED if status in ("failed", "timed_out") else EXIT_OK
 
 

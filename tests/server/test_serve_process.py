@@ -180,3 +180,27 @@ def test_work_posted_to_a_full_daemon_runs_on_another_with_room(tmp_path: Path) 
     assert lines(tmp_path, "hold", by=roomy.process.pid) == [second]
     assert first_now["status"] == "running"
     assert "Traceback" not in "".join(full.stderr + roomy.stderr)
+
+
+def test_a_command_following_a_daemon_that_dies_says_so(tmp_path: Path) -> None:
+    (tmp_path / "held.yaml").write_text(WORKFLOW)
+    (tmp_path / "hold").touch()
+    daemon = Daemon(tmp_path, "asyncio")
+    (execution_id,) = [call(daemon.url, "POST", "/hooks/held", {"n": 1})["execution_id"]]
+    until(lambda: len(lines(tmp_path, "hold")) == 1, "the execution to be held")
+    logs = subprocess.Popen(
+        [sys.executable, "-m", "prana", "--url", daemon.url, "logs", execution_id],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert logs.stdout is not None
+    assert logs.stdout.readline().startswith(f"execution {execution_id} of held")
+    daemon.process.kill()  # SIGKILL: the stream breaks off
+    daemon.process.wait()
+    _, err = logs.communicate(timeout=30)
+    assert logs.returncode == 1
+    assert "ended the stream of events before the execution ended (it was running)" in err
+    assert f"prana logs {execution_id}" in err
+    assert "Traceback" not in err
