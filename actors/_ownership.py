@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prana.storage import Store
 
@@ -107,15 +107,16 @@ class LeftToOthers:
 
     KEPT = 10_000  # past this many, the oldest counts are dropped (they start again)
 
-    def __init__(self, grace: float) -> None:
+    def __init__(self, grace: float, now: Callable[[], float] = time.monotonic) -> None:
         self.grace = grace
-        self._seen: dict[str, tuple[float, float]] = {}  # id -> (first, last), monotonic
+        self._now = now
+        self._seen: dict[str, tuple[float, float]] = {}  # id -> (first, last)
 
     def leave(self, execution_id: str) -> bool | None:
         """Whether to leave ``execution_id`` to the other engines still: ``None`` the
         first time (say so), ``True`` while within ``grace``, then ``False`` (fail it:
         it is forgotten here)."""
-        now = time.monotonic()
+        now = self._now()
         first, last = self._seen.pop(execution_id, (now, now))
         if now - last > self.grace:
             first = now  # not seen for a while: a new count

@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 import prana
+from prana.actors._ownership import LeftToOthers
 from prana.testing import open_engine
 
 
@@ -415,6 +416,22 @@ async def test_a_timer_an_engine_cannot_carry_on_is_left_to_one_that_can(tmp_pat
             done = [await one.wait(execution.id) for execution in waiting]
     assert [execution.status for execution in done] == ["completed"] * 5
     assert all(execution.output == {"done": True} for execution in done)
+
+
+def test_an_execution_is_left_to_others_for_a_grace_counted_while_it_keeps_coming_back() -> None:
+    now = [0.0]
+    left = LeftToOthers(grace=10.0, now=lambda: now[0])
+    said = []
+    for moment in (0.0, 3.0, 6.0, 9.0, 10.0):
+        now[0] = moment
+        said.append(left.leave("a"))
+    assert said == [None, True, True, True, False]  # said once, then failed at 10 s
+    now[0] = 11.0
+    assert left.leave("a") is None  # forgotten once failed: a new count
+    now[0] = 30.0  # not seen for longer than the grace: a new count too
+    assert left.leave("a") is None
+    assert left.leave("b") is None  # each execution has its own
+    assert LeftToOthers(grace=0.0).leave("a") is False
 
 
 async def test_a_timer_no_engine_alive_can_carry_on_fails_after_a_grace(
