@@ -7,7 +7,8 @@ execution pays for no hand-over to another task. Otherwise it joins the next bat
 (a commit that does not wait for the disk does not let other tasks run, so with
 several executions committing on the spot none would ever share a commit): the
 writer's task takes every checkpoint waiting at that moment, up to ``BATCH_LIMIT``
-(the rest go in the next transactions), commits them in one transaction, and then
+(``BATCH_LIMIT_OFF_THE_LOOP`` for a store that commits on threads of its own; the
+rest go in the next transactions), commits them in one transaction, and then
 answers each supervisor: saved, lost (another engine owns the execution now), or the
 store's error. Under load, many executions share one commit. A store that takes
 several commits at once (``Store.commits_at_once``: PostgreSQL) gets that many
@@ -64,6 +65,10 @@ class Batch:
 # the event loop's thread (the SQLite store's choice), so this bounds how long one
 # holds the loop (a few milliseconds), and the size of one batch in memory.
 BATCH_LIMIT = 64
+# The same for a store that commits on threads of its own (PostgreSQL), where a commit
+# does not hold the loop: larger transactions share a round trip and a sync among
+# more checkpoints (W4 on PostgreSQL: ~20% faster than with 64).
+BATCH_LIMIT_OFF_THE_LOOP = 256
 
 
 class CheckpointWriter:
@@ -80,9 +85,10 @@ class CheckpointWriter:
         # writer; PostgreSQL: several, each on a connection of its own).
         self._committing = 0
         self._at_once = max(1, store.commits_at_once)
-        # A store that takes several commits at once commits on threads of its own
-        # (PostgreSQL): its savers need not hold a turn while they wait.
-        self.commits_off_the_loop = self._at_once > 1
+        # A store that commits on threads of its own (PostgreSQL): its savers need not
+        # hold a turn while they wait, and its batches may be larger.
+        self.commits_off_the_loop = store.commits_off_the_loop
+        self._batch_limit = BATCH_LIMIT_OFF_THE_LOOP if self.commits_off_the_loop else BATCH_LIMIT
         self._savers = 0
         self._waiting: deque[Batch] = deque()
         self._wake = anyio.Event()
@@ -124,7 +130,7 @@ class CheckpointWriter:
 
     def _submit(self, checkpoint: Checkpoint) -> Batch:
         waiting = self._waiting
-        if not waiting or len(waiting[-1].checkpoints) >= BATCH_LIMIT:
+        if not waiting or len(waiting[-1].checkpoints) >= self._batch_limit:
             waiting.append(Batch())
         batch = waiting[-1]
         batch.checkpoints.append(checkpoint)
@@ -133,7 +139,7 @@ class CheckpointWriter:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit batches until cancelled: each takes the checkpoints handed in while
-        the one before was committing, up to ``BATCH_LIMIT``."""
+        the one before was committing, up to the batch limit."""
         task_status.started()
         try:
             if self._at_once == 1:

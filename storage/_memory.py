@@ -40,6 +40,7 @@ class MemoryStore:
     """Keeps executions in dicts, with the ownership rules of every store."""
 
     commits_at_once = 1
+    commits_off_the_loop = False
 
     def __init__(self) -> None:
         self._workflows: dict[str, StoredWorkflow] = {}

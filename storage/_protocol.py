@@ -70,6 +70,11 @@ class Store(Protocol):
     #: for a store with one writer (SQLite). The engine never has two checkpoints of
     #: one execution in flight, so concurrent commits touch different executions.
     commits_at_once: int
+    #: Whether :meth:`commit` does its work on threads of its own (PostgreSQL), not
+    #: on the event loop's (SQLite's small commits): waiting for one is not work on
+    #: the loop, so the engine lets other executions step meanwhile and puts more
+    #: checkpoints in one commit.
+    commits_off_the_loop: bool
 
     async def open(self) -> None:
         """Make the store ready (create or check its schema). Raises StoreError and

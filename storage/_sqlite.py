@@ -60,6 +60,7 @@ class SQLiteStore:
     """
 
     commits_at_once = 1  # SQLite has one writer
+    commits_off_the_loop = False  # small commits run on the loop's thread
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ import pytest
 import prana
 from prana._records import Checkpoint
 from prana.actors._ownership import Leases
-from prana.actors._writer import BATCH_LIMIT, CheckpointWriter
+from prana.actors._writer import BATCH_LIMIT, BATCH_LIMIT_OFF_THE_LOOP, CheckpointWriter
 from prana.storage import MemoryStore, SQLiteStore
 from prana.storage._schema import STATE_ROW
 from prana.testing import VirtualClock, open_engine
@@ -578,19 +578,27 @@ async def test_sqlite_store_is_the_durable_default_for_urls(tmp_path: Path) -> N
     ]
 
 
-async def test_many_checkpoints_at_once_are_committed_in_bounded_batches(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("off_the_loop", "limit"), [(False, BATCH_LIMIT), (True, BATCH_LIMIT_OFF_THE_LOOP)]
+)
+async def test_many_checkpoints_at_once_are_committed_in_bounded_batches(
+    tmp_path: Path, off_the_loop: bool, limit: int
+) -> None:
     # When more checkpoints wait than one transaction takes, the rest go in the next
-    # ones, oldest first, and every supervisor hears about its own.
+    # ones, oldest first, and every supervisor hears about its own. A store that
+    # commits off the loop (PostgreSQL) takes larger transactions.
     committed: list[list[str]] = []
 
     class Recording(SQLiteStore):
+        commits_off_the_loop = off_the_loop
+
         async def commit(self, checkpoints: Any, **options: Any) -> set[str]:
             committed.append([checkpoint.execution_id for checkpoint in checkpoints])
             return {"e7"}
 
     store = Recording(tmp_path / "unused.db")
     writer = CheckpointWriter(store, Leases(store, owner="me", term=30.0), time.time)
-    ids = [f"e{n}" for n in range(2 * BATCH_LIMIT + 5)]
+    ids = [f"e{n}" for n in range(2 * limit + 5)]
     checkpoints = [
         Checkpoint(
             execution_id=execution_id,
@@ -619,7 +627,7 @@ async def test_many_checkpoints_at_once_are_committed_in_bounded_batches(tmp_pat
                 for checkpoint in checkpoints:
                     savers.start_soon(save, checkpoint)
         group.cancel_scope.cancel()
-    assert [len(ids) for ids in committed] == [BATCH_LIMIT, BATCH_LIMIT, 5]
+    assert [len(ids) for ids in committed] == [limit, limit, 5]
     assert [execution_id for batch in committed for execution_id in batch] == handed_in
     assert sorted(handed_in) == sorted(ids)
     assert applied == {execution_id: execution_id != "e7" for execution_id in ids}
