@@ -59,6 +59,7 @@ from ._cli_serve import (
 )
 from ._engine import Engine
 from ._follow import follow, through_short_waits
+from ._gc import tune_gc
 from ._progress import render_list, render_report, use_color
 
 _EXECUTION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -494,6 +495,9 @@ def _command_serve(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         print(f"prana: serving at {url}", file=sys.stderr, flush=True)
+
+    if not args.default_gc:
+        tune_gc()  # the process is the daemon's: what is loaded now lives as long
 
     _run(partial(serve, config, ready=ready), backend=args.backend)
     return EXIT_OK

@@ -273,6 +273,12 @@ def command_parser() -> argparse.ArgumentParser:
         default="text",
         help="the logs on stderr: text lines, or one JSON object per line",
     )
+    serve.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep CPython's garbage-collector settings (by default the daemon, whose "
+        "process runs workflows, tunes them for throughput: prana.tune_gc)",
+    )
     serve.add_argument("--check", action="store_true", help="check the configuration and exit")
     return parser
 

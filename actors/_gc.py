@@ -4,7 +4,8 @@ With many executions in flight, most objects the collector's youngest generation
 examines are still in use (running nodes, their inputs, pending checkpoints): they
 survive, are promoted, and older generations fill with objects that die soon after,
 at great scanning cost. Examining the young generation less often lets them die
-first. This is a process-wide setting, so prana never changes it by itself.
+first. This is a process-wide setting, so prana as a library never changes it by
+itself; ``prana serve``, whose process is its own, does (decision 0062).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from prana.actors._cli import main
+from prana.actors._gc import DEFAULT_THRESHOLDS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -131,3 +132,22 @@ def test_webhook_secrets_and_the_signing_key_come_from_files(
     _, err = capsys.readouterr()
     assert (good, bad) == (0, 2)
     assert "'orders' should be a webhook path, a space, its secret" in err
+
+
+@pytest.mark.parametrize(("options", "tuned"), [((), True), (("--default-gc",), False)])
+def test_the_daemon_tunes_its_process_s_garbage_collector_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: tuple[str, ...], tuned: bool
+) -> None:
+    import gc
+
+    import prana.actors._cli as cli
+
+    seen: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(cli, "_run", lambda main, backend: seen.append(gc.get_threshold()))
+    before = gc.get_threshold()
+    try:
+        assert main(["serve", "--db", str(tmp_path / "d.db"), *options]) == 0
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+    assert seen == [DEFAULT_THRESHOLDS if tuned else before]
