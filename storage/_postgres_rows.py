@@ -88,8 +88,12 @@ _STATEMENTS = (
     _INSERT_EXECUTION,
     _UPDATE_EXECUTION,
     # A step changes only the routing state of the row (Checkpoint's ``step``).
-    "UPDATE executions SET paths = %s, iteration_count = %s, updated_at = %s WHERE id = %s",
-    "INSERT INTO node_runs (execution_id, execution_index, record) VALUES (%s, %s, %s) "
+    "UPDATE executions AS e SET paths = s.paths, iteration_count = s.count, "
+    "updated_at = s.updated FROM json_to_recordset(%s::json) "
+    "AS s(id text, paths json, count integer, updated float8) WHERE e.id = s.id",
+    "INSERT INTO node_runs (execution_id, execution_index, record) "
+    "SELECT r.id, r.index, r.record FROM json_to_recordset(%s::json) "
+    "AS r(id text, index integer, record json) "
     "ON CONFLICT (execution_id, execution_index) DO UPDATE SET record = excluded.record",
     "DELETE FROM paths_blocks WHERE execution_id = %s AND number = %s",
     "INSERT INTO paths_blocks (execution_id, number, block) VALUES (%s, %s, %s) "
@@ -109,17 +113,23 @@ _STATEMENTS = (
     _NEW, _CHANGED, _STEPS, _RUNS, _BLOCK_DROPS, _BLOCKS, _FIELD_DROPS, _FIELDS, _WAIT_DROPS,
     _WAITS,
 ) = range(len(_STATEMENTS))  # fmt: skip
+# The statements of the rows every step writes (the routing state, the runs) take the
+# batch's rows as one JSON array (``json_to_recordset``), encoded in one call, rather
+# than a row at a time through the driver (``executemany``): the driver's Python layer
+# per row was the store's largest cost on the engine's interpreter (W4 on PostgreSQL:
+# ~12% more node executions per second, measured interleaved).
+_AS_ONE_ARRAY = (_STEPS, _RUNS)
 
 
 class Writes:
     """The rows a batch of checkpoints writes, gathered by statement, so that each
-    statement goes out once for the whole batch (``executemany``) rather than once
-    per checkpoint. Two checkpoints of one execution are written one after the other
+    statement goes out once for the whole batch (``executemany``, or one JSON array
+    of rows) rather than once per checkpoint. Two checkpoints of one execution are written one after the other
     (:meth:`add` writes what it holds first)."""
 
     def __init__(self, db: Connection) -> None:
         self._db = db
-        self._rows: list[list[tuple[Any, ...]]] = [[] for _ in _STATEMENTS]
+        self._rows: list[list[Any]] = [[] for _ in _STATEMENTS]
         self._executions: set[str] = set()
 
     def add(
@@ -137,12 +147,18 @@ class Writes:
         self._executions.add(execution_id)
         rows = self._rows
         if row is not None and checkpoint.kind == "step":
-            paths = codec.dumps(dict(checkpoint.active_paths))
-            rows[_STEPS].append((paths, checkpoint.iteration_count, now, execution_id))
+            step = {
+                "id": execution_id,
+                "paths": dict(checkpoint.active_paths),
+                "count": checkpoint.iteration_count,
+                "updated": now,
+            }
+            rows[_STEPS].append(step)
         else:
             self._row(checkpoint, row, owner, lease_expires, now)
         rows[_RUNS] += [
-            (execution_id, run.execution_index, codec.dumps(run)) for run in checkpoint.runs
+            {"id": execution_id, "index": run.execution_index, "record": run}
+            for run in checkpoint.runs
         ]
         for number, block in checkpoint.paths_blocks.items():
             if block is None:
@@ -203,10 +219,14 @@ class Writes:
     def write(self) -> None:
         """Send what is gathered, each statement once, and start gathering anew."""
         with self._db.cursor() as cursor:
-            for statement, rows in zip(_STATEMENTS, self._rows, strict=True):
-                if rows:
+            for number, (statement, rows) in enumerate(zip(_STATEMENTS, self._rows, strict=True)):
+                if not rows:
+                    continue
+                if number in _AS_ONE_ARRAY:
+                    cursor.execute(statement, (codec.dumps(rows),))
+                else:
                     cursor.executemany(statement, rows)
-                    rows.clear()
+                rows.clear()
         self._executions.clear()
 
 
