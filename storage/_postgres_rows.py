@@ -67,20 +67,45 @@ def moves_the_queue(checkpoint: Checkpoint, row: Sequence[Any] | None) -> bool:
     return bool(row[5]) and checkpoint.status in FINAL_STATUSES
 
 
+# An execution's row as a batch sends it: each field of the JSON array's objects, and
+# its type (see ``_AS_ONE_ARRAY``). ``input`` comes as JSON text (an input of
+# ``null`` is kept as the JSON ``null``, not as no value).
+_ROW_FIELDS = (
+    ("workflow_id", "text"), ("workflow_version", "integer"), ("workflow_hash", "text"),
+    ("trigger", "text"), ("status", "text"), ("paths", "json"),
+    ("iteration_count", "integer"), ("error", "json"), ("started_at", "float8"),
+    ("finished_at", "float8"), ("updated_at", "float8"), ("parent_execution_id", "text"),
+    ("root_execution_id", "text"), ("owner", "text"), ("mode", "text"),
+    ("depth", "integer"), ("deadline", "float8"), ("vars", "json"),
+    ("lease_expires", "float8"),
+)  # fmt: skip
+_NEW_FIELDS = (
+    *_ROW_FIELDS, ("input", "text"), ("concurrency_key", "text"),
+    ("concurrency_limit", "integer"), ("priority", "integer"),
+)  # fmt: skip
+
+
+def _recordset(fields: Sequence[tuple[str, str]]) -> str:
+    typed = ", ".join(f"{name} {kind}" for name, kind in (("id", "text"), *fields))
+    return f"json_to_recordset(%s::json) AS r({typed})"
+
+
 _INSERT_EXECUTION = (
-    f"INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES "
-    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-    "%s, NULL, 1, %s, %s, %s)"
-)
+    f"INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT "
+    + ", ".join(
+        "r.input::json" if name == "input" else "NULL" if name == "request"
+        else "1" if name == "revision" else f"r.{name}"
+        for name in EXECUTION_COLUMNS.split(", ")
+    )
+    + f" FROM {_recordset(_NEW_FIELDS)}"
+)  # fmt: skip
 # A change (or take) of a row: every column the checkpoint has, the revision grows.
 _UPDATE_EXECUTION = (
-    "UPDATE executions SET workflow_id = %s, workflow_version = %s, "
-    "workflow_hash = %s, trigger = %s, status = %s, paths = %s, "
-    "iteration_count = %s, error = %s, started_at = %s, finished_at = %s, "
-    "updated_at = %s, parent_execution_id = %s, root_execution_id = %s, owner = %s, "
-    "mode = %s, depth = %s, deadline = %s, vars = COALESCE(%s::json, vars), "
-    "lease_expires = %s, revision = revision + 1, "
-    "request = CASE WHEN %s THEN NULL ELSE request END WHERE id = %s"
+    "UPDATE executions AS e SET "
+    + ", ".join(f"{name} = r.{name}" for name, _ in _ROW_FIELDS if name != "vars")
+    + ", vars = COALESCE(r.vars, e.vars), revision = e.revision + 1, "
+    "request = CASE WHEN r.clear THEN NULL ELSE e.request END "
+    f"FROM {_recordset((*_ROW_FIELDS, ('clear', 'boolean')))} WHERE e.id = r.id"
 )
 # In the order they are written: an execution's row before what hangs off it, and
 # what a checkpoint removes before what it adds.
@@ -113,12 +138,14 @@ _STATEMENTS = (
     _NEW, _CHANGED, _STEPS, _RUNS, _BLOCK_DROPS, _BLOCKS, _FIELD_DROPS, _FIELDS, _WAIT_DROPS,
     _WAITS,
 ) = range(len(_STATEMENTS))  # fmt: skip
-# The statements of the rows every step writes (the routing state, the runs) take the
-# batch's rows as one JSON array (``json_to_recordset``), encoded in one call, rather
-# than a row at a time through the driver (``executemany``): the driver's Python layer
-# per row was the store's largest cost on the engine's interpreter (W4 on PostgreSQL:
-# ~12% more node executions per second, measured interleaved).
-_AS_ONE_ARRAY = (_STEPS, _RUNS)
+# The statements of the rows nearly every checkpoint writes (the execution's row, its
+# routing state, its runs) take the batch's rows as one JSON array
+# (``json_to_recordset``), encoded in one call, rather than a row at a time through
+# the driver (``executemany``): the driver's Python layer per row was the store's
+# largest cost on the engine's interpreter (W4 on PostgreSQL: +12-20% for the steps
+# and runs, +4% more for the execution rows, measured interleaved). The rest (waits,
+# contexts, routing blocks) are rare enough to keep ``executemany``.
+_AS_ONE_ARRAY = (_NEW, _CHANGED, _STEPS, _RUNS)
 
 
 class Writes:
@@ -193,28 +220,42 @@ class Writes:
         now: float,
     ) -> None:
         """The execution's row, new or changed (not a step's: see :meth:`add`)."""
-        execution_id = checkpoint.execution_id
         running = checkpoint.status == "running"
-        vars_json = codec.dumps(dict(checkpoint.vars)) if checkpoint.vars is not None else None
-        values = (
-            checkpoint.workflow_id, checkpoint.workflow_version, checkpoint.workflow_hash,
-            checkpoint.trigger, checkpoint.status, codec.dumps(dict(checkpoint.active_paths)),
-            checkpoint.iteration_count, codec.dumps_error(checkpoint.error),
-            checkpoint.started_at, checkpoint.finished_at, now, checkpoint.parent_execution_id,
-            checkpoint.root_execution_id, owner if running else None, checkpoint.mode,
-            checkpoint.depth, checkpoint.deadline,
-        )  # fmt: skip
-        lease = lease_expires if running else None
+        fields = {
+            "id": checkpoint.execution_id,
+            "workflow_id": checkpoint.workflow_id,
+            "workflow_version": checkpoint.workflow_version,
+            "workflow_hash": checkpoint.workflow_hash,
+            "trigger": checkpoint.trigger,
+            "status": checkpoint.status,
+            "paths": dict(checkpoint.active_paths),
+            "iteration_count": checkpoint.iteration_count,
+            "error": checkpoint.error,
+            "started_at": checkpoint.started_at,
+            "finished_at": checkpoint.finished_at,
+            "updated_at": now,
+            "parent_execution_id": checkpoint.parent_execution_id,
+            "root_execution_id": checkpoint.root_execution_id,
+            "owner": owner if running else None,
+            "mode": checkpoint.mode,
+            "depth": checkpoint.depth,
+            "deadline": checkpoint.deadline,
+            "vars": None if checkpoint.vars is None else dict(checkpoint.vars),
+            "lease_expires": lease_expires if running else None,
+        }
         if row is None:
-            self._rows[_NEW].append(
-                (
-                    execution_id, *values[:5], codec.dumps(checkpoint.input), vars_json or "{}",
-                    *values[5:14], lease, *values[14:], *place_columns(checkpoint.queue),
-                )
-            )  # fmt: skip
+            key, limit, priority = place_columns(checkpoint.queue)
+            fields.update(
+                vars=fields["vars"] or {},
+                input=codec.dumps(checkpoint.input),
+                concurrency_key=key,
+                concurrency_limit=limit,
+                priority=priority,
+            )
+            self._rows[_NEW].append(fields)
         else:
-            clear = checkpoint.kind == "take" or checkpoint.clear_request
-            self._rows[_CHANGED].append((*values, vars_json, lease, clear, execution_id))
+            fields["clear"] = checkpoint.kind == "take" or checkpoint.clear_request
+            self._rows[_CHANGED].append(fields)
 
     def write(self) -> None:
         """Send what is gathered, each statement once, and start gathering anew."""
