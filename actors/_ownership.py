@@ -120,7 +120,7 @@ class LeftToOthers:
         first, last = self._seen.pop(execution_id, (now, now))
         if now - last > self.grace:
             first = now  # not seen for a while: a new count
-        if now - first >= self.grace > 0 or self.grace <= 0:
+        if now - first >= self.grace:
             return False
         if len(self._seen) >= self.KEPT:
             del self._seen[next(iter(self._seen))]

@@ -90,15 +90,13 @@ def _recordset(fields: Sequence[tuple[str, str]]) -> str:
     return f"json_to_recordset(%s::json) AS r({typed})"
 
 
+# The columns of a new row that are not taken as sent.
+_NEW_VALUES = {"input": "r.input::json", "request": "NULL", "revision": "1"}
 _INSERT_EXECUTION = (
     f"INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT "
-    + ", ".join(
-        "r.input::json" if name == "input" else "NULL" if name == "request"
-        else "1" if name == "revision" else f"r.{name}"
-        for name in EXECUTION_COLUMNS.split(", ")
-    )
+    + ", ".join(_NEW_VALUES.get(name, f"r.{name}") for name in EXECUTION_COLUMNS.split(", "))
     + f" FROM {_recordset(_NEW_FIELDS)}"
-)  # fmt: skip
+)
 # A change (or take) of a row: every column the checkpoint has, the revision grows.
 _UPDATE_EXECUTION = (
     "UPDATE executions AS e SET "
@@ -113,13 +111,14 @@ _STATEMENTS = (
     _INSERT_EXECUTION,
     _UPDATE_EXECUTION,
     # A step changes only the routing state of the row (Checkpoint's ``step``).
-    "UPDATE executions AS e SET paths = s.paths, iteration_count = s.count, "
-    "updated_at = s.updated FROM json_to_recordset(%s::json) "
-    "AS s(id text, paths json, count integer, updated float8) WHERE e.id = s.id",
+    "UPDATE executions AS e SET paths = r.paths, iteration_count = r.iteration_count, "
+    "updated_at = r.updated_at FROM "
+    + _recordset((("paths", "json"), ("iteration_count", "integer"), ("updated_at", "float8")))
+    + " WHERE e.id = r.id",
     "INSERT INTO node_runs (execution_id, execution_index, record) "
-    "SELECT r.id, r.index, r.record FROM json_to_recordset(%s::json) "
-    "AS r(id text, index integer, record json) "
-    "ON CONFLICT (execution_id, execution_index) DO UPDATE SET record = excluded.record",
+    "SELECT r.id, r.execution_index, r.record FROM "
+    + _recordset((("execution_index", "integer"), ("record", "json")))
+    + " ON CONFLICT (execution_id, execution_index) DO UPDATE SET record = excluded.record",
     "DELETE FROM paths_blocks WHERE execution_id = %s AND number = %s",
     "INSERT INTO paths_blocks (execution_id, number, block) VALUES (%s, %s, %s) "
     "ON CONFLICT (execution_id, number) DO UPDATE SET block = excluded.block",
@@ -150,9 +149,9 @@ _AS_ONE_ARRAY = (_NEW, _CHANGED, _STEPS, _RUNS)
 
 class Writes:
     """The rows a batch of checkpoints writes, gathered by statement, so that each
-    statement goes out once for the whole batch (``executemany``, or one JSON array
-    of rows) rather than once per checkpoint. Two checkpoints of one execution are written one after the other
-    (:meth:`add` writes what it holds first)."""
+    statement goes out once for the whole batch (``executemany``, or one JSON array of
+    rows) rather than once per checkpoint. Two checkpoints of one execution are written
+    one after the other (:meth:`add` writes what it holds first)."""
 
     def __init__(self, db: Connection) -> None:
         self._db = db
@@ -177,14 +176,14 @@ class Writes:
             step = {
                 "id": execution_id,
                 "paths": dict(checkpoint.active_paths),
-                "count": checkpoint.iteration_count,
-                "updated": now,
+                "iteration_count": checkpoint.iteration_count,
+                "updated_at": now,
             }
             rows[_STEPS].append(step)
         else:
             self._row(checkpoint, row, owner, lease_expires, now)
         rows[_RUNS] += [
-            {"id": execution_id, "index": run.execution_index, "record": run}
+            {"id": execution_id, "execution_index": run.execution_index, "record": run}
             for run in checkpoint.runs
         ]
         for number, block in checkpoint.paths_blocks.items():
