@@ -84,6 +84,7 @@ from ._tally import Durations, Tally
 from ._timers import TimerActor, arm_due_timers, fire_timer
 from ._turns import DEFAULT_STEPS_AT_ONCE
 from ._worker import call_action
+from ._workers import WorkerTasks
 from ._writer import CheckpointWriter
 
 logger = logging.getLogger("prana.engine")
@@ -222,6 +223,8 @@ class Engine(AsyncContextManagerMixin):
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as task_group:
+                workers = WorkerTasks(task_group)
+                await task_group.start(workers.keep, name="prana workers")
                 live = self._live = LiveExecutions(
                     store=store,
                     catalog=self._catalog,
@@ -245,6 +248,7 @@ class Engine(AsyncContextManagerMixin):
                     ),
                     background=background,
                     task_group=task_group,
+                    workers=workers,
                     steps_at_once=self._steps_at_once,
                 )
                 children = live.parent

@@ -30,7 +30,6 @@ one place.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -73,6 +72,7 @@ from ._supervision import (
 from ._supervisor import ExecutionSupervisor
 from ._tally import Tally
 from ._turns import DEFAULT_STEPS_AT_ONCE, Turn, Turns
+from ._workers import WorkerTasks
 
 if TYPE_CHECKING:
     from ._queue import QueueService
@@ -122,6 +122,7 @@ class LiveExecutions:
         parent: Callable[[LiveExecutions], Parent],
         background: BackgroundServices,
         task_group: TaskGroup,
+        workers: WorkerTasks,
         tally: Tally,
         queue: QueueService,
         others_alive: Callable[[], bool] = lambda: False,
@@ -145,7 +146,7 @@ class LiveExecutions:
             leases=leases,
             durable=durable,
             parent=parent(self),
-            start_worker=functools.partial(task_group.create_task, name="prana node worker"),
+            start_worker=workers.start,
             turns=Turns(steps_at_once),
             tally=tally,
         )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import attrs
-from anyio import TaskHandle
+from anyio import CancelScope
 
 from prana._commands import Command
 from prana._control import ControlAction, check_allowed
@@ -177,7 +177,8 @@ class Parent(Protocol):
 @attrs.frozen(kw_only=True)
 class Services:
     """What an engine lends its supervisors; ``start_worker`` runs a worker in a task of
-    the engine's task group; a supervisor steps only while it holds one of ``turns``."""
+    its own (see :mod:`._workers`); a supervisor steps only while it holds one of
+    ``turns``."""
 
     clock: Clock
     writer: CheckpointWriter
@@ -185,7 +186,7 @@ class Services:
     leases: Leases
     durable: bool
     parent: Parent
-    start_worker: Callable[[Coroutine[Any, Any, None]], TaskHandle[None]]
+    start_worker: Callable[[Coroutine[Any, Any, None]], CancelScope]
     turns: Turns
     tally: Tally
 

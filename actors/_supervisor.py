@@ -37,7 +37,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from anyio import TaskHandle
+from anyio import CancelScope
 
 from prana._commands import CancelChildren, CancelRuns, Command, Dispatch
 from prana._errors import InternalError, InvalidTransition, PranaError
@@ -110,7 +110,7 @@ class ExecutionSupervisor:
         self._send, self._receive = anyio.create_memory_object_stream[Message](math.inf)
         # Results of synchronous actions called in the last step, taken before the inbox.
         self._called: deque[NodeResult] = deque()
-        self._workers: dict[int, TaskHandle[None]] = {}
+        self._workers: dict[int, CancelScope] = {}
         self._stop_waiters: list[anyio.Event] = []
         self._saved_once = False
         # Made when someone waits for the first save before it happened (most never
@@ -457,7 +457,7 @@ class ExecutionSupervisor:
         )
 
     async def _work(self, dispatch: Dispatch, called: Called | None) -> None:
-        """A worker task, in the engine's task group, cancelled through its handle (by
+        """A worker task (see :mod:`._workers`), cancelled through its scope (by
         :class:`CancelRuns`, or when the supervisor stops short): a task group per
         execution would cost every execution, most of which never start a worker.
         Whatever goes wrong in it is the supervisor's to raise."""

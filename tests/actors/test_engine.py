@@ -357,6 +357,31 @@ async def test_leaving_the_engine_stops_running_executions() -> None:
         await handle.result()
 
 
+async def test_leaving_the_engine_waits_for_a_cancelled_action_to_tidy_up() -> None:
+    tidied: list[str] = []
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.tidy")
+    async def tidy(ctx: prana.NodeContext) -> Any:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):  # holds against the engine's cancel
+                for _ in range(5):
+                    await anyio.lowlevel.checkpoint()
+                tidied.append(ctx.node_key)
+
+    workflow = make_workflow(
+        {"start": "manual.trigger", "tidy": "test.tidy"}, ["start -> tidy"], actions=actions
+    )
+    async with prana.Engine(actions=actions) as engine:
+        for _ in range(3):
+            await engine.start(workflow)
+        for _ in range(10):
+            await anyio.lowlevel.checkpoint()
+    assert tidied == ["tidy"] * 3
+
+
 async def test_an_error_in_the_engine_block_comes_out_as_itself() -> None:
     with pytest.raises(KeyError, match="mine"):
         async with prana.Engine():
