@@ -13,7 +13,10 @@ Two kinds of stream read it:
   whichever engine carries the execution on. The stream begins with a ``snapshot``
   event (the execution as it is, ``id`` its last event's number), unless the client
   sends ``Last-Event-ID`` and the log still holds every event after it: then those
-  are sent again instead. It ends after the execution's end.
+  are sent again instead. It ends after the execution's end. An execution another
+  daemon on the store carries on sends this process no events: the stream looks in
+  the store when it has heard nothing for a while (``FIRST_LOOK``) and sends a new
+  snapshot once the execution has moved on.
 * every execution's (:func:`all_stream`): ids are ``EPOCH-POSITION``, positions in
   this process's log. It begins with an ``open`` event saying where it starts. A
   client that resumes from a position the log no longer holds (or from before this
@@ -40,6 +43,11 @@ logger = logging.getLogger("prana.server")
 
 ENDED = events.EXECUTION_ENDED
 KEEP_ALIVE = 15.0  # seconds between comments on a quiet stream
+# Another daemon on the store may carry an execution on: this process then hears none
+# of its events. A reader of one execution that has heard nothing of it for this long
+# looks in the store, then after twice as long, up to KEEP_ALIVE, and again this soon
+# once it found that the execution moved on.
+FIRST_LOOK = 1.0
 OPENED = b": listening\n\n"  # the first bytes of a stream: from now on, nothing is missed
 
 
@@ -57,14 +65,23 @@ class _Watch:
     execution_id: str
     entries: deque[tuple[int, events.Event | None]] = attrs.field(factory=deque)
     changed: anyio.Event = attrs.field(factory=anyio.Event)
+    seen: int = 0  # the number of the execution's last event its reader knows of
+    look_after: float = attrs.field(factory=lambda: FIRST_LOOK)
 
     def add(self, entry: tuple[int, events.Event | None], most: int) -> None:
         if len(self.entries) >= most:  # a reader this far behind starts again
             self.entries.clear()
             entry = (entry[0], None)
+        elif entry[1] is not None:
+            self.seen = max(self.seen, entry[1].sequence)
         self.entries.append(entry)
+        self.look_after = FIRST_LOOK
         self.changed.set()
         self.changed = anyio.Event()
+
+    def saw(self, execution: prana.Execution) -> None:
+        """Its reader read ``execution`` as it was (a snapshot)."""
+        self.seen = max(self.seen, execution.last_event)
 
 
 class EventLog:
@@ -195,22 +212,51 @@ class EventLog:
         while not self.closed:
             if entries:
                 entry = entries.popleft()
-                if entry[0] > after:
+                if entry[0] > after or entry[1] is None:
                     yield entry
                 continue
-            if not await _came(watching.changed):
+            if not await self._wait(watching):
                 yield None
 
     async def take_all(self, watching: _Watch) -> list[tuple[int, events.Event | None]] | None:
         """Every entry of ``watching`` not read yet, once there is one; ``[]`` after
         ``KEEP_ALIVE`` seconds without any; ``None`` once the log is closed."""
         if not watching.entries and not self.closed:
-            await _came(watching.changed)
+            await self._wait(watching)
         if self.closed:
             return None
         taken = list(watching.entries)
         watching.entries.clear()
         return taken
+
+    async def _wait(self, watching: _Watch) -> bool:
+        """Wait up to ``KEEP_ALIVE`` seconds for an entry of ``watching``; whether
+        one came. Meanwhile look in the store now and then (``FIRST_LOOK``): an
+        execution that moved on without its events coming here gets a missed-events
+        entry, so that its reader starts again from its state."""
+        quiet = 0.0
+        while not watching.entries and not self.closed:
+            within = min(watching.look_after, KEEP_ALIVE - quiet)
+            if await _came(watching.changed, within):
+                return True
+            quiet += within
+            if within == watching.look_after:
+                if await self._moved_on(watching):
+                    watching.add((self.position, None), self._size)
+                    return True
+                watching.look_after = min(2 * watching.look_after, KEEP_ALIVE)
+            if quiet >= KEEP_ALIVE:
+                return False
+        return True
+
+    async def _moved_on(self, watching: _Watch) -> bool:
+        """Whether the execution is past the last event its reader knows of."""
+        try:
+            execution = await self._engine.get(watching.execution_id)
+        except prana.PranaError as exc:  # the store failed: the reader goes on waiting
+            logger.warning("could not look up execution %s: %s", watching.execution_id, exc)
+            return False
+        return execution.last_event > watching.seen
 
     async def follow(
         self, after: int
@@ -232,9 +278,9 @@ class EventLog:
                 yield None
 
 
-async def _came(changed: anyio.Event) -> bool:
-    """Wait for ``changed`` for ``KEEP_ALIVE`` seconds at most; whether it came."""
-    with anyio.move_on_after(KEEP_ALIVE):
+async def _came(changed: anyio.Event, within: float = KEEP_ALIVE) -> bool:
+    """Wait for ``changed`` for ``within`` seconds at most; whether it came."""
+    with anyio.move_on_after(within):
         await changed.wait()
     return changed.is_set()
 
@@ -250,6 +296,7 @@ async def execution_stream(
         start = log.position
         execution = await engine.get(execution_id)
         sent = execution.last_event
+        watching.saw(execution)
         replay = _replay(log, execution, _int(last_event_id))
         if replay is None:
             yield sse("snapshot", execution.to_dict(), sent)
@@ -267,6 +314,7 @@ async def execution_stream(
                 if event is None:  # the log missed events: start again from the state
                     now = await engine.get(execution_id)
                     sent = now.last_event
+                    watching.saw(now)
                     yield sse("snapshot", now.to_dict(), sent)
                     if now.finished:
                         return

@@ -343,6 +343,7 @@ class Ui:
             yield b": listening\n\n"
             while True:
                 execution = await self.engine.get(execution_id)
+                watching.saw(execution)
                 yield self._state_event(request, await self._run_parts(execution))
                 if execution.finished:
                     break

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import pytest
 
 import prana
 from tests.helpers import make_workflow
@@ -201,3 +202,34 @@ async def test_the_stream_of_every_execution_and_its_reset(tmp_path: Path) -> No
     assert resumed == seen[3:]
     assert [event.event for event in stale] == ["reset"]
     assert missing == (404, [])
+
+
+async def test_a_stream_follows_an_execution_that_another_daemon_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This daemon hears none of the execution's events: it looks in the store.
+    monkeypatch.setattr("prana.server._streams.FIRST_LOOK", 0.05)
+    db, served = tmp_path / "d.db", [example("approval.yaml")]
+    async with daemon(db, served) as one, daemon(db, served) as other:
+        execution = await start_waiting(one, "approval")
+        (token,) = [s["token"] for s in execution["suspensions"]]
+        listening = anyio.Event()
+        streamed: list[tuple[int, list[ServerEvent]]] = []
+
+        async def stream() -> None:
+            path = f"/api/executions/{execution['id']}/events"
+            streamed.append(await read_events(other, path, started=listening))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(stream)
+                await listening.wait()
+                answered = await request(one, "POST", f"/api/resume/{token}", {"approved": True})
+    assert answered.json()["status"] == "completed"
+    status, events = streamed[0]
+    assert status == 200
+    assert [(e.event, e.data["status"]) for e in events] == [
+        ("snapshot", "suspended"),
+        ("snapshot", "completed"),  # the stream ends with the execution
+    ]
+    assert int(events[-1].id) == answered.json()["last_event"]

@@ -3,6 +3,7 @@ each page's HTML, the live part of a run's page (a real daemon, both backends)."
 
 from __future__ import annotations
 
+import contextlib
 import re
 import urllib.parse
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import pytest
 
 import prana
 from tests.server.client import Reply, read_events, request
@@ -243,8 +245,18 @@ async def test_bulk_cancel_changes_what_the_filter_selects(tmp_path: Path) -> No
     assert "Send your token" not in forged.body.decode()  # only what the daemon said
 
 
-async def test_the_live_part_of_a_run_follows_it_to_its_end(tmp_path: Path) -> None:
-    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+@pytest.mark.parametrize("answered_on", ["this daemon", "another daemon on the store"])
+async def test_the_live_part_of_a_run_follows_it_to_its_end(
+    tmp_path: Path, answered_on: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where another daemon carries the run on, this one looks in the store.
+    monkeypatch.setattr("prana.server._streams.FIRST_LOOK", 0.05)
+    db, served = tmp_path / "d.db", [example("approval.yaml")]
+    async with contextlib.AsyncExitStack() as daemons:
+        url = await daemons.enter_async_context(daemon(db, served))
+        answering = url
+        if answered_on != "this daemon":
+            answering = await daemons.enter_async_context(daemon(db, served))
         waiting = await start_waiting(url)
         listening = anyio.Event()
         streamed: list[Any] = []
@@ -253,11 +265,12 @@ async def test_the_live_part_of_a_run_follows_it_to_its_end(tmp_path: Path) -> N
             _, events = await read_events(url, f"/ui/runs/{waiting['id']}/live", started=listening)
             streamed.extend(events)
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(follow)
-            await listening.wait()
-            (token,) = [s["token"] for s in waiting["suspensions"]]
-            await request(url, "POST", f"/api/resume/{token}", {"approved": False})
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(follow)
+                await listening.wait()
+                (token,) = [s["token"] for s in waiting["suspensions"]]
+                await request(answering, "POST", f"/api/resume/{token}", {"approved": False})
     names = [event.event for event in streamed]
     assert names[0] == "state"
     assert names[-1] == "end"
