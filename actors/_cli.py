@@ -442,7 +442,14 @@ def _command_graph(args: argparse.Namespace) -> int:
 
 def _command_serve(args: argparse.Namespace) -> int:
     try:
-        from prana.server import ServeConfig, configure_logging, configure_tracing, serve
+        from prana.server import (
+            ServeConfig,
+            configure_logging,
+            configure_tracing,
+            inherited_listener,
+            serve,
+            serve_in_processes,
+        )
     except ImportError as exc:
         raise UsageError(
             f"prana serve needs the serve extra ({exc.name} is missing): "
@@ -470,6 +477,7 @@ def _command_serve(args: argparse.Namespace) -> int:
         store = open_store(given)
     else:
         store = SQLiteStore(find_database(args.db, create=True).resolve())
+    listener = inherited_listener()  # one of the daemons of --processes
     config = ServeConfig(
         store=store,
         actions=actions,
@@ -482,19 +490,25 @@ def _command_serve(args: argparse.Namespace) -> int:
         grace=args.grace,
         webhook_secrets=webhook_secrets(args.webhook_secrets),
         signing_key=signing_key(args.signing_key_file),
+        listener=listener,
+        stop_with_parent=listener is not None,
     )
     problems = config.problems()
     if problems:
         raise UsageError("; ".join(problems))
-    if args.check:
-        if not isinstance(store, (SQLiteStore, PostgresStore)):
+    if not isinstance(store, (SQLiteStore, PostgresStore)):
+        if args.check or args.processes > 1:
             raise UsageError(f"prana serve keeps executions in SQLite or PostgreSQL, not {given}")
+    elif args.check:
         print(f"prana: {store.check()}", file=sys.stderr)  # or StoreError
         print(f"prana: the configuration is valid ({len(workflows)} workflows)", file=sys.stderr)
         return EXIT_OK
 
     def ready(url: str) -> None:
         print(f"prana: serving at {url}", file=sys.stderr, flush=True)
+
+    if args.processes > 1 and listener is None:
+        return serve_in_processes(args.argv, config, args.processes, ready)
 
     if not args.default_gc:
         tune_gc()  # the process is the daemon's: what is loaded now lives as long
@@ -508,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = command_parser()
     args = parser.parse_args(argv)
     args.following = []  # the executions the command carries on: said if interrupted
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     url = args.url or os.environ.get("PRANA_URL")
     args.remote = (
         Remote(url, os.environ.get("PRANA_TOKEN"))

@@ -266,6 +266,13 @@ def command_parser() -> argparse.ArgumentParser:
         help="a key to sign each wait's resume_path with (also $PRANA_SIGNING_KEY): a "
         "signed path answers the wait without an API token",
     )
+    serve.add_argument(
+        "--processes",
+        metavar="N",
+        type=_count_option,
+        default=1,
+        help="run N daemons on the one port and store, one per core (default 1)",
+    )
     serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     serve.add_argument(
         "--log-format",

@@ -1,7 +1,7 @@
 """The daemon under load (issue 19): a real ``prana serve`` process on loopback, and
 HTTP clients in this process, each on one kept-alive connection.
 
-    python bench/serve.py [--clients 50] [--seconds 10] [--backend asyncio]
+    python bench/serve.py [--clients 50] [--seconds 10] [--backend asyncio] [--processes 1]
     python bench/serve.py --engine-figures    # W4 with and without the app beside it
 
 Figures, each printed next to its goal, and as JSON on the last line:
@@ -177,14 +177,18 @@ def _metric(page: bytes, name: str) -> float:
     return 0.0
 
 
-def start_daemon(folder: Path, backend: str) -> tuple[subprocess.Popen[str], str]:
+def start_daemon(
+    folder: Path, backend: str, processes: int = 1
+) -> tuple[subprocess.Popen[str], str]:
     for name, text in (
         ("hook.json", workflow({"type": "webhook.trigger", "params": {"path": "bench"}}, "bench")),
         ("api.json", workflow({"type": "manual.trigger"}, "bench_api")),
         ("wait.json", workflow({"type": "manual.trigger"}, "bench_wait", wait=True)),
     ):
         (folder / name).write_text(text)
-    return spawn_daemon(folder / "bench.db", folder, "--backend", backend)
+    return spawn_daemon(
+        folder / "bench.db", folder, "--backend", backend, "--processes", str(processes)
+    )
 
 
 def spawn_daemon(db: Path, workflows: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
@@ -337,6 +341,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument(
+        "--processes", type=int, default=1, help="prana serve --processes: daemons on the port"
+    )
+    parser.add_argument(
         "--engine-figures",
         action="store_true",
         help="only W4 with and without the daemon's app in the process (asyncio)",
@@ -346,13 +353,16 @@ def main() -> None:
         engine_figures(rounds=3)
         return
     with tempfile.TemporaryDirectory() as folder:
-        daemon, url = start_daemon(Path(folder), options.backend)
+        daemon, url = start_daemon(Path(folder), options.backend, options.processes)
         try:
             figures = anyio.run(measure, url, options.clients, options.seconds)
         finally:
             daemon.terminate()
             daemon.communicate(timeout=30)
-    print(f"daemon on {options.backend}, {options.clients} clients, {NODES}-node workflows")
+    print(
+        f"{options.processes} daemon process(es) on {options.backend}, {options.clients} "
+        f"clients, {NODES}-node workflows"
+    )
     rate = figures["webhook_per_second"]
     print(f"  {'met    ' if rate >= 1000 else 'not met'}  webhook-started executions/s "
           f">= 1 000: {rate:.0f}")  # fmt: skip

@@ -10,5 +10,15 @@ from ._daemon import ServeConfig as ServeConfig
 from ._daemon import configure_logging as configure_logging
 from ._daemon import configure_tracing as configure_tracing
 from ._daemon import serve as serve
+from ._processes import inherited_listener as inherited_listener
+from ._processes import serve_in_processes as serve_in_processes
 
-__all__ = ("ServeConfig", "configure_logging", "configure_tracing", "create_app", "serve")
+__all__ = (
+    "ServeConfig",
+    "configure_logging",
+    "configure_tracing",
+    "create_app",
+    "inherited_listener",
+    "serve",
+    "serve_in_processes",
+)

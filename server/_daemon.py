@@ -53,6 +53,11 @@ class ServeConfig:
     tracer_provider: TracerProvider | None = None  # default: OpenTelemetry's global one
     # The workflows' clock, as Engine(clock=...) takes it (tests: a VirtualClock).
     clock: Any = None
+    # A listening socket to serve on instead of host and port (prana serve --processes
+    # hands one to each daemon it starts), and whether to stop once the process that
+    # started this one is gone.
+    listener: socket.socket | None = None
+    stop_with_parent: bool = False
 
     def problems(self) -> list[str]:
         """What is wrong with the configuration, each with what to do."""
@@ -102,7 +107,7 @@ async def serve(
             signing_key=config.signing_key,
             tracer_provider=config.tracer_provider,
         )
-        listener = socket.create_server((config.host, config.port))
+        listener = config.listener or socket.create_server((config.host, config.port))
         host, port = listener.getsockname()[:2]
         url = f"http://{host}:{port}"
         hypercorn = Config()
@@ -116,6 +121,8 @@ async def serve(
         async with anyio.create_task_group() as group:
             if threading.current_thread() is threading.main_thread():
                 group.start_soon(_stop_on_signals, stop)  # only that thread gets them
+            if config.stop_with_parent:
+                group.start_soon(_watch_parent, stop)
             logger.info("serving %s at %s", config.store, url)
             if ready is not None:
                 ready(url)  # the socket listens: connections wait for the server
@@ -184,6 +191,17 @@ async def _stop_on_signals(stop: anyio.Event) -> None:
             logger.info("%s: stopping", signal.Signals(received).name)
             stop.set()
             return
+
+
+async def _watch_parent(stop: anyio.Event) -> None:
+    """Set ``stop`` once the process that started this one is gone."""
+    parent = os.getppid()
+    while True:  # nothing but a look tells that a parent has gone
+        await anyio.sleep(1.0)
+        if os.getppid() != parent:
+            break
+    logger.warning("the process that started this daemon is gone: stopping")
+    stop.set()
 
 
 async def _serve_app(app: Any, config: Config, stop: anyio.Event) -> None:

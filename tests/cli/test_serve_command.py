@@ -151,3 +151,10 @@ def test_the_daemon_tunes_its_process_s_garbage_collector_unless_told_not_to(
         gc.set_threshold(*before)
         gc.unfreeze()
     assert seen == [DEFAULT_THRESHOLDS if tuned else before]
+
+
+def test_several_processes_need_a_store_they_can_share(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "--db", "memory://", "--processes", "2"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "prana serve keeps executions in SQLite or PostgreSQL, not memory://" in err

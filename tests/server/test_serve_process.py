@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -204,3 +205,73 @@ def test_a_command_following_a_daemon_that_dies_says_so(tmp_path: Path) -> None:
     assert "ended the stream of events before the execution ended (it was running)" in err
     assert f"prana logs {execution_id}" in err
     assert "Traceback" not in err
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_several_processes_share_the_port_and_the_work_and_one_killed_is_replaced(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "held.yaml").write_text(WORKFLOW)
+    (tmp_path / "hold").touch()
+    daemon = Daemon(tmp_path, "asyncio", "--processes", "2")
+    started: list[str] = []
+    try:
+        # Each request comes on a new connection, which either daemon may take.
+        while len(lines_by_pid(tmp_path)) < 2 and len(started) < 40:
+            started.append(
+                call(daemon.url, "POST", "/hooks/held", {"n": len(started)})["execution_id"]
+            )
+            until(lambda: len(lines(tmp_path, "hold")) == len(started), "the execution to be held")
+        pids = sorted(lines_by_pid(tmp_path))
+        assert len(pids) == 2, "every execution ran in one daemon"
+        killed = lines(tmp_path, "hold", by=int(pids[0]))
+        (tmp_path / "hold").unlink()  # what runs from now on is quick
+        os.kill(int(pids[0]), signal.SIGKILL)
+
+        def carried_on() -> bool:
+            try:
+                listed = call(daemon.url, "GET", "/api/executions?status=completed")
+            except OSError:  # a connection the killed daemon had taken as it died
+                return False
+            return {e["id"] for e in listed["executions"]} == set(killed)
+
+        until(carried_on, "the killed daemon's executions to be carried on and complete")
+    finally:
+        code = daemon.stop()
+    said = "".join(daemon.stderr)
+    assert code == 0
+    assert f"(pid {pids[0]}) ended (signal SIGKILL)" in said
+    assert "started daemon 1" in said
+    assert "started daemon 2" in said
+    assert "Traceback" not in said
+    # The killed daemon's held executions ran again elsewhere; no daemon is left.
+    assert all(lines(tmp_path, "hold").count(id) == 2 for id in killed)
+    assert not any(alive(int(pid)) for pid in lines_by_pid(tmp_path))
+
+
+def lines_by_pid(folder: Path) -> set[str]:
+    """The processes that ran a ``hold.step``."""
+    log = folder / "log"
+    text = log.read_text() if log.exists() else ""
+    return {line.split()[2] for line in text.splitlines() if line.startswith("hold")}
+
+
+def test_daemons_that_keep_failing_at_start_stop_the_command(tmp_path: Path) -> None:
+    (tmp_path / "held.yaml").write_text(WORKFLOW)
+    with sqlite3.connect(tmp_path / "d.db") as connection:  # another program's database
+        connection.execute("CREATE TABLE customers (name TEXT)")
+    connection.close()
+    daemon = Daemon(tmp_path, "asyncio", "--processes", "2")
+    code = daemon.process.wait(timeout=60)
+    daemon.stop()
+    said = "".join(daemon.stderr)
+    assert code == 1
+    assert "is a SQLite database of another program" in said
+    assert "daemons keep ending within 10 s of their start: stopping" in said

@@ -1,0 +1,206 @@
+"""``prana serve --processes N``: N daemons on one listening socket (decision 0064).
+
+One daemon runs its engine and its HTTP server on one core. With ``--processes N``
+the command's process takes the port and starts N daemons that listen on it: on
+Linux each with a socket of its own (``SO_REUSEPORT``: the kernel spreads new
+connections evenly over them; the port is held by a socket of this process that does
+not listen, ``$PRANA_LISTEN_PORT``), elsewhere on the one socket this process listens
+on, which they inherit (``$PRANA_LISTEN_FD``: each connection goes to whichever
+accepts it first, which spreads them less evenly). They are
+engines on one store, as several daemons on one database always were: each runs the
+executions it starts or resumes and takes over those of one that died; a schedule's
+firing, a timer's wake-up and a queued execution's start are claimed once.
+
+This process only watches them. A daemon that exits while it should not is started
+again (logged), unless daemons keep exiting within seconds of their start: then the
+others are stopped and it exits 1. SIGTERM or SIGINT is passed on to every daemon
+(each in a session of its own, so that a terminal's Ctrl-C reaches them only through
+here), each stops as one daemon does, and this process exits 0 once all have ended
+cleanly. A daemon whose parent is gone stops by itself (``ServeConfig.stop_with_parent``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from ._daemon import ServeConfig
+
+logger = logging.getLogger("prana.server")
+
+# In a daemon this module started: the inherited socket, or the address to listen on.
+LISTEN_FD = "PRANA_LISTEN_FD"
+LISTEN_PORT = "PRANA_LISTEN_PORT"
+LISTENING_FD = "PRANA_LISTENING_FD"  # written to once the daemon listens
+SPREAD_BY_KERNEL = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+# Daemons that keep exiting sooner than this after their start are a crash loop.
+SHORT_LIFE = 10.0
+MOST_SHORT_LIVES = 3
+# How long after the grace a daemon that does not stop is killed.
+STOP_MARGIN = 30.0
+
+
+def inherited_listener() -> socket.socket | None:
+    """The listening socket this process was started with, if it is one of the
+    daemons of ``prana serve --processes`` (then its ``ServeConfig.listener``)."""
+    fd = os.environ.get(LISTEN_FD)
+    if fd is not None:
+        return socket.socket(fileno=int(fd))
+    address = os.environ.get(LISTEN_PORT)
+    if address is None:
+        return None
+    host, _, port = address.rpartition(" ")
+    listener = socket.create_server((host, int(port)), reuse_port=True)
+    told = int(os.environ[LISTENING_FD])
+    with contextlib.suppress(BrokenPipeError):  # started again: nobody waits
+        os.write(told, b".")
+    os.close(told)
+    return listener
+
+
+class Daemons:
+    """N daemons started with ``argv`` (a ``prana`` command line), sharing a
+    listening socket."""
+
+    def __init__(
+        self, argv: Sequence[str], listener: socket.socket, count: int, grace: float
+    ) -> None:
+        self._argv = list(argv)
+        self._listener = listener
+        self._count = count
+        self._grace = grace
+        self._children: list[subprocess.Popen[bytes]] = []
+        self._started: list[float] = []
+        self._short_lives = 0
+        self.stopping = threading.Event()
+
+    def _start(self, number: int, wait: bool = False) -> subprocess.Popen[bytes]:
+        """Start daemon ``number``; with ``wait``, return once it listens (or ended)."""
+        if not SPREAD_BY_KERNEL:
+            fd = self._listener.fileno()
+            child = self._spawn({LISTEN_FD: str(fd)}, (fd,))
+        else:
+            host, port = self._listener.getsockname()[:2]
+            listening, told = os.pipe()
+            env = {LISTEN_PORT: f"{host} {port}", LISTENING_FD: str(told)}
+            try:
+                child = self._spawn(env, (told,))
+            finally:
+                os.close(told)
+            with os.fdopen(listening, "rb") as heard:
+                if wait:
+                    heard.read(1)  # b"" if it ended first
+        logger.info("started daemon %d (pid %d)", number, child.pid)
+        return child
+
+    def _spawn(self, env: dict[str, str], fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prana", *self._argv],
+            env={**os.environ, **env},
+            pass_fds=fds,
+            start_new_session=True,
+        )
+
+    def run(self, listening: Callable[[], None]) -> int:
+        """Start the daemons (``listening()`` once they listen), keep them running
+        until SIGTERM or SIGINT, stop them; the exit code."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+        for index in range(self._count):
+            self._children.append(self._start(index + 1, wait=True))
+            self._started.append(time.monotonic())
+        listening()
+        failed = False
+        while not self.stopping.wait(0.2):
+            if not self._restart_ended():
+                failed = True
+                break
+        return self._stop_all() or int(failed)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        logger.info("%s: stopping %d daemons", signal.Signals(signum).name, self._count)
+        self.stopping.set()
+
+    def _restart_ended(self) -> bool:
+        """Start again the daemons that ended; ``False`` in a crash loop."""
+        for index, child in enumerate(self._children):
+            code = child.poll()
+            if code is None:
+                continue
+            lived = time.monotonic() - self._started[index]
+            logger.warning(
+                "daemon %d (pid %d) ended (%s) after %.0f s; starting another",
+                index + 1,
+                child.pid,
+                _how(code),
+                lived,
+            )
+            self._short_lives = self._short_lives + 1 if lived < SHORT_LIFE else 0
+            if self._short_lives >= MOST_SHORT_LIVES:
+                logger.error(
+                    "daemons keep ending within %.0f s of their start: stopping (see "
+                    "their messages above)",
+                    SHORT_LIFE,
+                )
+                return False
+            self._children[index] = self._start(index + 1)
+            self._started[index] = time.monotonic()
+        return True
+
+    def _stop_all(self) -> int:
+        """Stop every daemon; 0 if each ended cleanly, else 1."""
+        for child in self._children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self._grace + STOP_MARGIN
+        clean = True
+        for index, child in enumerate(self._children):
+            try:
+                code = child.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.error("daemon %d (pid %d) did not stop: killed", index + 1, child.pid)
+                child.kill()
+                code = child.wait()
+            clean = clean and code == 0
+        return 0 if clean else 1
+
+
+def _how(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
+def _port(host: str, port: int) -> socket.socket:
+    """The socket that holds the port for the daemons (see the module docstring)."""
+    if not SPREAD_BY_KERNEL:
+        return socket.create_server((host, port))
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    held = socket.socket(family, socket.SOCK_STREAM)
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    held.bind((host, port))
+    return held
+
+
+def serve_in_processes(
+    argv: Sequence[str],
+    config: ServeConfig,
+    count: int,
+    ready: Callable[[str], None],
+) -> int:
+    """Listen where ``config`` says and run ``count`` daemons there, each started
+    with the ``prana`` command line ``argv`` (see the module docstring); the exit
+    code."""
+    listener = _port(config.host, config.port)
+    bound_host, bound_port = listener.getsockname()[:2]
+    daemons = Daemons(argv, listener, count, config.grace)
+    try:
+        return daemons.run(lambda: ready(f"http://{bound_host}:{bound_port}"))
+    finally:
+        listener.close()
