@@ -160,6 +160,8 @@ def validate_on_daemon(args: argparse.Namespace) -> int:
         f"{args.file} is valid on the daemon at {remote.url}, with its actions: "
         f"workflow {checked['id']} v{checked['version']}"
     )
+    for warning in checked.get("warnings", []):
+        print(f"warning: {warning['path']}: {warning['message']}")
     return EXIT_OK
 
 

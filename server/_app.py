@@ -198,7 +198,16 @@ class Api:
 
     async def validate_workflow(self, request: Request) -> Response:
         workflow = self.engine.validate(self._definition(await self.bodies.json(request)))
-        return json_response({"valid": True, "id": workflow.id, "version": workflow.version})
+        # The same for every trigger: nodes that no trigger of the workflow leads to.
+        warnings = self.engine.compile(workflow).warnings
+        return json_response(
+            {
+                "valid": True,
+                "id": workflow.id,
+                "version": workflow.version,
+                "warnings": [{"path": w.path, "message": w.message} for w in warnings],
+            }
+        )
 
     @staticmethod
     def _definition(body: Any) -> dict[str, Any]:

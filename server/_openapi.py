@@ -94,7 +94,7 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
         [],
         {"type": "object"},
         200,
-        _json({"type": "object"}, "{valid, id, version}"),
+        _json({"type": "object"}, "{valid, id, version, warnings: [{path, message}]}"),
     ),
     ("get", "/api/workflows/{workflow_id}"): (
         "A served workflow's definition",

@@ -242,7 +242,7 @@ async def test_workflows_are_validated_and_served_through_the_api(tmp_path: Path
         listed = await request(url, "GET", "/api/workflows")
         shown = await request(url, "GET", "/api/workflows/greet")
         ran = await request(url, "POST", "/api/workflows/greet/executions?wait=10", {"name": "Ada"})
-    assert checked.json() == {"valid": True, "id": "greet", "version": 1}
+    assert checked.json() == {"valid": True, "id": "greet", "version": 1, "warnings": []}
     assert refused.status == 422
     paths = {problem["path"] for problem in refused.json()["problems"]}
     assert {"nodes[2].key", "nodes[2].type", "connections[0].to"} <= paths

@@ -118,6 +118,12 @@ async def test_run_and_validate_send_the_file_to_the_daemon(
         "  - {key: work, type: test.only_here}\n"
         "connections:\n  - {from: start, to: work}\n"
     )
+    lonely = tmp_path / "lonely.yaml"
+    lonely.write_text(
+        "id: lonely\nnodes:\n  - {key: start, type: manual.trigger}\n"
+        "  - {key: work, type: core.noop}\n  - {key: alone, type: core.noop}\n"
+        "connections:\n  - {from: start, to: work}\n"
+    )
     parent = str(EXAMPLES / "fulfil_order.yaml")
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
         # The parent runs on the daemon; its child (approval, served there) waits.
@@ -139,6 +145,8 @@ async def test_run_and_validate_send_the_file_to_the_daemon(
         out_show = capsys.readouterr().out
         valid = await prana("--url", url, "validate", parent)
         out_valid = capsys.readouterr().out
+        warned = await prana("--url", url, "validate", str(lonely))
+        out_warned = capsys.readouterr().out
         invalid = await prana("--url", url, "run", str(unknown))
         err_invalid = capsys.readouterr().err
         checked = await prana("--url", url, "validate", str(unknown))
@@ -153,6 +161,11 @@ async def test_run_and_validate_send_the_file_to_the_daemon(
     assert "completed" in out_show
     assert '"shipped": true' in out_show
     assert out_valid.startswith(f"{parent} is valid on the daemon at {url}")
+    assert warned == 0
+    warning = "warning: nodes[2]: node 'alone' is never run: no trigger leads to it"
+    assert out_warned.splitlines()[1:] == [warning]
+    assert await prana("validate", str(lonely)) == 0  # here, the same warning
+    assert capsys.readouterr().out.splitlines()[1:] == [warning]
     assert (invalid, checked) == (1, 1)
     for err in (err_invalid, err_checked):
         assert f"checked by the daemon at {url}" in err
