@@ -66,7 +66,7 @@ from ._supervision import (
     apply_message,
     lost,
 )
-from ._worker import Called, Children, call_now, run_node
+from ._worker import Called, Children, call_action, call_now
 
 # Seconds of synchronous actions in one step after which the supervisor lets the loop
 # run before it goes on.
@@ -460,18 +460,23 @@ class ExecutionSupervisor:
         """A worker task (see :mod:`._workers`), cancelled through its scope (by
         :class:`CancelRuns`, or when the supervisor stops short): a task group per
         execution would cost every execution, most of which never start a worker.
-        Whatever goes wrong in it is the supervisor's to raise."""
+        Whatever goes wrong in it is the supervisor's to raise.
+
+        It runs the action (after ``dispatch.not_before``), or finishes what
+        :func:`call_now` began, and puts the result in the supervisor's inbox (which
+        never blocks a sender). Right before the action starts it checks that the
+        engine still holds the execution (:meth:`fence`): if not, it raises, and the
+        action does not start."""
+        clock = self._services.clock
         try:
-            await run_node(
-                dispatch,
-                self._send.send_nowait,
-                self._services.clock,
-                self.fence,
-                # Made for each worker: kept on the supervisor, its bound methods would
-                # tie the supervisor in a cycle only the garbage collector can free.
-                Children(self._start_child, self._run_children),
-                called,
-            )
+            if called is None:
+                if dispatch.not_before is not None:
+                    await clock.sleep_until(dispatch.not_before)
+                await self.fence()
+            # Made for each worker: kept on the supervisor, its bound methods would tie
+            # the supervisor in a cycle only the garbage collector can free.
+            children = Children(self._start_child, self._run_children)
+            self._send.send_nowait(await call_action(dispatch, clock, children, called))
         except Exception as exc:  # the lease is lost (fencing), or a bug
             if not self._exited:
                 self._send.send_nowait(WorkerFailed(error=exc))

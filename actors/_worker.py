@@ -266,7 +266,7 @@ def call_now(dispatch: Dispatch, clock: Clock) -> NodeResult | Called:
     """Call a synchronous action (not ``is_async``, no ``not_before``) on the spot.
 
     Returns its result, or :class:`Called` when it returned an awaitable or a child
-    workflow to start: :func:`run_node` finishes those. A synchronous action cannot
+    workflow to start: a worker finishes those (:func:`call_action`). A synchronous action cannot
     be cancelled or timed out in a worker either (it never yields), so calling it
     here changes nothing but the cost of a task.
     """
@@ -440,25 +440,3 @@ def _result(
         duration_ms=duration_ms,
         **outcome,
     )
-
-
-async def run_node(
-    dispatch: Dispatch,
-    deliver: Callable[[NodeResult], None],
-    clock: Clock,
-    fence: Callable[[], Awaitable[None]],
-    children: Children | None = None,
-    called: Called | None = None,
-) -> None:
-    """Worker task body: run the action (after ``dispatch.not_before``), or finish
-    what :func:`call_now` began, and ``deliver`` its result to the supervisor (whose
-    inbox never blocks a sender).
-
-    ``fence()`` is awaited right before the action starts: it raises if the engine
-    no longer holds the execution (see :mod:`._ownership`), and the action does not
-    start."""
-    if called is None:
-        if dispatch.not_before is not None:
-            await clock.sleep_until(dispatch.not_before)
-        await fence()
-    deliver(await call_action(dispatch, clock, children, called))
