@@ -505,7 +505,8 @@ def _command_serve(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     def ready(url: str) -> None:
-        print(f"prana: serving at {url}", file=sys.stderr, flush=True)
+        if listener is None:  # not one of --processes: their command says it once
+            print(f"prana: serving at {url}", file=sys.stderr, flush=True)
 
     if args.processes > 1 and listener is None:
         return serve_in_processes(args.argv, config, args.processes, ready)

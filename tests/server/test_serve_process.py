@@ -116,13 +116,15 @@ def until(condition: Any, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize(
+    ("backend", "processes"), [("asyncio", "1"), ("trio", "1"), ("asyncio", "2")]
+)
 def test_sigterm_mid_run_then_a_restart_loses_nothing_and_runs_no_completed_node_again(
-    tmp_path: Path, backend: str
+    tmp_path: Path, backend: str, processes: str
 ) -> None:
     (tmp_path / "held.yaml").write_text(WORKFLOW)
     (tmp_path / "hold").touch()
-    daemon = Daemon(tmp_path, backend)
+    daemon = Daemon(tmp_path, backend, "--processes", processes)
     url = daemon.url
     started = [
         call(url, "POST", "/hooks/held", {"n": n})["execution_id"] for n in range(EXECUTIONS)
@@ -135,7 +137,7 @@ def test_sigterm_mid_run_then_a_restart_loses_nothing_and_runs_no_completed_node
     assert any("SIGTERM: stopping" in line for line in daemon.stderr)
 
     (tmp_path / "hold").unlink()
-    daemon = Daemon(tmp_path, backend)
+    daemon = Daemon(tmp_path, backend, "--processes", processes)
     url = daemon.url
     try:
 
@@ -248,8 +250,7 @@ def test_several_processes_share_the_port_and_the_work_and_one_killed_is_replace
     said = "".join(daemon.stderr)
     assert code == 0
     assert f"(pid {pids[0]}) ended (signal SIGKILL)" in said
-    assert "started daemon 1" in said
-    assert "started daemon 2" in said
+    assert said.count("started daemon ") == 1  # the one in place of the killed one
     assert "Traceback" not in said
     # The killed daemon's held executions ran again elsewhere; no daemon is left.
     assert all(lines(tmp_path, "hold").count(id) == 2 for id in killed)
