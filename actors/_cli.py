@@ -449,6 +449,7 @@ def _command_serve(args: argparse.Namespace) -> int:
             inherited_listener,
             serve,
             serve_in_processes,
+            shared_figures,
         )
     except ImportError as exc:
         raise UsageError(
@@ -492,6 +493,7 @@ def _command_serve(args: argparse.Namespace) -> int:
         signing_key=signing_key(args.signing_key_file),
         listener=listener,
         stop_with_parent=listener is not None,
+        shared_metrics=shared_figures(),
     )
     problems = config.problems()
     if problems:

@@ -12,6 +12,7 @@ from ._daemon import configure_tracing as configure_tracing
 from ._daemon import serve as serve
 from ._processes import inherited_listener as inherited_listener
 from ._processes import serve_in_processes as serve_in_processes
+from ._processes import shared_figures as shared_figures
 
 __all__ = (
     "ServeConfig",
@@ -21,4 +22,5 @@ __all__ = (
     "inherited_listener",
     "serve",
     "serve_in_processes",
+    "shared_figures",
 )

@@ -42,7 +42,7 @@ from starlette.routing import Route
 import prana
 
 from ._metrics import CONTENT_TYPE as METRICS_TYPE
-from ._metrics import Metrics
+from ._metrics import Metrics, SharedFigures
 from ._openapi import openapi_document
 from ._problems import HTTPProblem, problem_of, problem_response
 from ._requests import (
@@ -85,6 +85,7 @@ class Api:
         webhook_secrets: Mapping[str, str],
         signing_key: str | None,
         tracer_provider: TracerProvider | None,
+        shared_metrics: SharedFigures | None,
     ) -> None:
         self.engine = engine
         self.tokens = tuple(token.encode() for token in tokens)
@@ -97,7 +98,7 @@ class Api:
         self.streams = 0
         self.log = EventLog(engine)
         self._document = openapi_document()
-        self.metrics = Metrics(engine)
+        self.metrics = Metrics(engine, shared_metrics)
         self.tracing = Tracing(engine, tracer_provider)
 
     @asynccontextmanager
@@ -106,6 +107,7 @@ class Api:
         async with anyio.create_task_group() as group:
             group.start_soon(self.log.run)
             group.start_soon(self.tracing.run)
+            group.start_soon(self.metrics.share)
             yield
             self.log.close()
             group.cancel_scope.cancel()  # the spans of executions that stopped go out now
@@ -532,6 +534,7 @@ def create_app(
     webhook_secrets: Mapping[str, str] | None = None,
     signing_key: str | None = None,
     tracer_provider: TracerProvider | None = None,
+    shared_metrics: SharedFigures | None = None,
 ) -> Starlette:
     """The daemon's app over an open ``engine``: with ``tokens``, requests under
     ``/api`` must carry one; bodies are refused past ``max_body`` bytes, event
@@ -541,7 +544,8 @@ def create_app(
     ``webhook_secrets`` (webhook path to secret) makes those webhooks take signed
     requests only; with ``signing_key``, each wait gets a signed ``resume_path``
     that answers it without an API token. Spans go to ``tracer_provider`` (default:
-    OpenTelemetry's global one; none are made while that is the API's no-op one)."""
+    OpenTelemetry's global one; none are made while that is the API's no-op one).
+    ``shared_metrics``: one of the daemons of ``prana serve --processes``."""
     api = Api(
         engine,
         tokens=tokens,
@@ -550,6 +554,7 @@ def create_app(
         webhook_secrets=webhook_secrets or {},
         signing_key=signing_key,
         tracer_provider=tracer_provider,
+        shared_metrics=shared_metrics,
     )
     hooks = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     post = ["POST"]

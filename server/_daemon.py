@@ -29,6 +29,7 @@ from opentelemetry.trace import TracerProvider
 import prana
 
 from ._app import DEFAULT_MAX_BODY, DEFAULT_MAX_STREAMS, close_streams, create_app
+from ._metrics import SharedFigures
 
 logger = logging.getLogger("prana.server")
 
@@ -58,6 +59,7 @@ class ServeConfig:
     # started this one is gone.
     listener: socket.socket | None = None
     stop_with_parent: bool = False
+    shared_metrics: SharedFigures | None = None  # where the daemons share their figures
 
     def problems(self) -> list[str]:
         """What is wrong with the configuration, each with what to do."""
@@ -106,6 +108,7 @@ async def serve(
             webhook_secrets=config.webhook_secrets,
             signing_key=config.signing_key,
             tracer_provider=config.tracer_provider,
+            shared_metrics=config.shared_metrics,
         )
         listener = config.listener or socket.create_server((config.host, config.port))
         host, port = listener.getsockname()[:2]

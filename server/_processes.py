@@ -24,15 +24,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ._daemon import ServeConfig
+from ._metrics import SharedFigures
 
 logger = logging.getLogger("prana.server")
 
@@ -40,12 +44,21 @@ logger = logging.getLogger("prana.server")
 LISTEN_FD = "PRANA_LISTEN_FD"
 LISTEN_PORT = "PRANA_LISTEN_PORT"
 LISTENING_FD = "PRANA_LISTENING_FD"  # written to once the daemon listens
+FIGURES = "PRANA_SHARED_FIGURES"  # the folder where the daemons share their figures
+NUMBER = "PRANA_DAEMON"  # which daemon of N it is
 SPREAD_BY_KERNEL = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 # Daemons that keep exiting sooner than this after their start are a crash loop.
 SHORT_LIFE = 10.0
 MOST_SHORT_LIVES = 3
 # How long after the grace a daemon that does not stop is killed.
 STOP_MARGIN = 30.0
+
+
+def shared_figures() -> SharedFigures | None:
+    """Where this process, if it is one of the daemons of ``prana serve
+    --processes``, shares its figures (its ``ServeConfig.shared_metrics``)."""
+    folder = os.environ.get(FIGURES)
+    return None if folder is None else SharedFigures(Path(folder), os.environ[NUMBER])
 
 
 def inherited_listener() -> socket.socket | None:
@@ -77,6 +90,7 @@ class Daemons:
         self._listener = listener
         self._count = count
         self._grace = grace
+        self._figures = Path(tempfile.mkdtemp(prefix="prana-figures-"))
         self._children: list[subprocess.Popen[bytes]] = []
         self._started: list[float] = []
         self._short_lives = 0
@@ -84,13 +98,14 @@ class Daemons:
 
     def _start(self, number: int, wait: bool = False) -> subprocess.Popen[bytes]:
         """Start daemon ``number``; with ``wait``, return once it listens (or ended)."""
+        env = {FIGURES: str(self._figures), NUMBER: str(number)}
         if not SPREAD_BY_KERNEL:
             fd = self._listener.fileno()
-            child = self._spawn({LISTEN_FD: str(fd)}, (fd,))
+            child = self._spawn(env | {LISTEN_FD: str(fd)}, (fd,))
         else:
             host, port = self._listener.getsockname()[:2]
             listening, told = os.pipe()
-            env = {LISTEN_PORT: f"{host} {port}", LISTENING_FD: str(told)}
+            env |= {LISTEN_PORT: f"{host} {port}", LISTENING_FD: str(told)}
             try:
                 child = self._spawn(env, (told,))
             finally:
@@ -119,11 +134,14 @@ class Daemons:
             self._started.append(time.monotonic())
         listening()
         failed = False
-        while not self.stopping.wait(0.2):
-            if not self._restart_ended():
-                failed = True
-                break
-        return self._stop_all() or int(failed)
+        try:
+            while not self.stopping.wait(0.2):
+                if not self._restart_ended():
+                    failed = True
+                    break
+            return self._stop_all() or int(failed)
+        finally:
+            shutil.rmtree(self._figures, ignore_errors=True)
 
     def _stop(self, signum: int, frame: object) -> None:
         logger.info("%s: stopping %d daemons", signal.Signals(signum).name, self._count)

@@ -233,6 +233,16 @@ def test_several_processes_share_the_port_and_the_work_and_one_killed_is_replace
             until(lambda: len(lines(tmp_path, "hold")) == len(started), "the execution to be held")
         pids = sorted(lines_by_pid(tmp_path))
         assert len(pids) == 2, "every execution ran in one daemon"
+
+        def live_in_all() -> bool:  # read through either daemon: each shows both
+            found = samples(daemon.url, "prana_live_executions")
+            return sorted(found) == ['{process="1"}', '{process="2"}'] and sum(
+                found.values()
+            ) == len(started)
+
+        until(live_in_all, "the executions held to show in every daemon's figures")
+        by_status = samples(daemon.url, "prana_executions")
+        assert by_status == {'{status="running"}': len(started)}  # the store's, once
         killed = lines(tmp_path, "hold", by=int(pids[0]))
         (tmp_path / "hold").unlink()  # what runs from now on is quick
         os.kill(int(pids[0]), signal.SIGKILL)
@@ -255,6 +265,18 @@ def test_several_processes_share_the_port_and_the_work_and_one_killed_is_replace
     # The killed daemon's held executions ran again elsewhere; no daemon is left.
     assert all(lines(tmp_path, "hold").count(id) == 2 for id in killed)
     assert not any(alive(int(pid)) for pid in lines_by_pid(tmp_path))
+
+
+def samples(url: str, name: str) -> dict[str, float]:
+    """The samples of ``name`` on the daemon's /metrics page, by their labels."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as reply:
+        page = reply.read().decode()
+    found = {}
+    for line in page.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line[len(name) :].rpartition(" ")
+            found[labels] = float(value)
+    return found
 
 
 def lines_by_pid(folder: Path) -> set[str]:
