@@ -138,10 +138,11 @@ class SharedFigures:
                     family.name,
                     Metric(family.name, family.documentation, family.type, family.unit),
                 )
-                into.samples += [
-                    sample._replace(labels={**sample.labels, "process": path.stem})
-                    for sample in family.samples
-                ]
+                for sample in family.samples:
+                    labels = {**sample.labels, "process": path.stem}
+                    into.add_sample(
+                        sample.name, labels, sample.value, sample.timestamp, sample.exemplar
+                    )
         return _Families(list(families.values()))
 
 
