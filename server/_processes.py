@@ -11,7 +11,9 @@ engines on one store, as several daemons on one database always were: each runs 
 executions it starts or resumes and takes over those of one that died; a schedule's
 firing, a timer's wake-up and a queued execution's start are claimed once.
 
-This process only watches them. A daemon that exits while it should not is started
+The daemons share their figures for ``/metrics`` through a folder this process makes
+(and removes; see :class:`SharedFigures`). Otherwise this process only watches them.
+A daemon that exits while it should not is started
 again (logged), unless daemons keep exiting within seconds of their start: then the
 others are stopped and it exits 1. SIGTERM or SIGINT is passed on to every daemon
 (each in a session of its own, so that a terminal's Ctrl-C reaches them only through
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -34,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from ._daemon import ServeConfig
 from ._metrics import SharedFigures
@@ -57,22 +61,23 @@ STOP_MARGIN = 30.0
 def shared_figures() -> SharedFigures | None:
     """Where this process, if it is one of the daemons of ``prana serve
     --processes``, shares its figures (its ``ServeConfig.shared_metrics``)."""
-    folder = os.environ.get(FIGURES)
-    return None if folder is None else SharedFigures(Path(folder), os.environ[NUMBER])
+    folder = os.environ.pop(FIGURES, None)
+    return None if folder is None else SharedFigures(Path(folder), os.environ.pop(NUMBER))
 
 
 def inherited_listener() -> socket.socket | None:
     """The listening socket this process was started with, if it is one of the
     daemons of ``prana serve --processes`` (then its ``ServeConfig.listener``)."""
-    fd = os.environ.get(LISTEN_FD)
+    # Taken out of the environment: what the daemon's actions start does not see them.
+    fd = os.environ.pop(LISTEN_FD, None)
     if fd is not None:
         return socket.socket(fileno=int(fd))
-    address = os.environ.get(LISTEN_PORT)
+    address = os.environ.pop(LISTEN_PORT, None)
     if address is None:
         return None
     host, _, port = address.rpartition(" ")
     listener = socket.create_server((host, int(port)), reuse_port=True)
-    told = int(os.environ[LISTENING_FD])
+    told = int(os.environ.pop(LISTENING_FD))
     with contextlib.suppress(BrokenPipeError):  # started again: nobody waits
         os.write(told, b".")
     os.close(told)
@@ -110,11 +115,19 @@ class Daemons:
                 child = self._spawn(env, (told,))
             finally:
                 os.close(told)
-            with os.fdopen(listening, "rb") as heard:
+            with os.fdopen(listening, "rb", buffering=0) as heard:
                 if wait:
-                    heard.read(1)  # b"" if it ended first
+                    self._until_listening(child, heard)
         logger.info("started daemon %d (pid %d)", number, child.pid)
         return child
+
+    def _until_listening(self, child: subprocess.Popen[bytes], heard: BinaryIO) -> None:
+        """Return once ``child`` listens, has ended, or the daemons are stopping."""
+        while not self.stopping.is_set() and child.poll() is None:
+            ready, _, _ = select.select([heard], [], [], 0.2)
+            if ready:
+                heard.read(1)
+                return
 
     def _spawn(self, env: dict[str, str], fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
