@@ -50,7 +50,14 @@ from prana._limits import DEFAULT_LIMITS, Limits
 from prana._loading import WorkflowSource
 from prana._machine import ExecutionMachine
 from prana._model import Workflow
-from prana._records import Execution, ExecutionStatus, NodeRun, StoredExecution, Suspension
+from prana._records import (
+    FINAL_STATUSES,
+    Execution,
+    ExecutionStatus,
+    NodeRun,
+    StoredExecution,
+    Suspension,
+)
 from prana._registry import ActionRegistry
 from prana._rerun import ORIGINAL, one_node_state, rerun_state
 from prana._subworkflows import DEFAULT_MAX_DEPTH
@@ -931,7 +938,19 @@ class Engine(AsyncContextManagerMixin):
         stored = await live.load(execution_id)
         supervisor = live.get(execution_id)
         here = supervisor.machine.snapshot() if supervisor is not None else None
-        return explain(stored, live=here, wall_clock=time.time(), heartbeat=self._heartbeat)
+        unable = None
+        if here is None and stored.status not in FINAL_STATUSES:
+            try:
+                await self._catalog.graph_for(stored, self._require_store())
+            except PranaError as exc:
+                unable = " ".join(str(exc).split())  # one line
+        return explain(
+            stored,
+            live=here,
+            wall_clock=time.time(),
+            heartbeat=self._heartbeat,
+            unable_here=unable,
+        )
 
     async def list_executions(
         self,

@@ -28,10 +28,17 @@ class Explanation:
 
 
 def explain(
-    stored: StoredExecution, *, live: Execution | None, wall_clock: float, heartbeat: float
+    stored: StoredExecution,
+    *,
+    live: Execution | None,
+    wall_clock: float,
+    heartbeat: float,
+    unable_here: str | None = None,
 ) -> Explanation:
     """Explain ``stored``; ``live`` is the execution as it is now when this engine
-    runs it. Leases are compared with ``wall_clock`` (they are in real time)."""
+    runs it; ``unable_here`` why this engine could not carry it on (its workflow's
+    actions missing here, say), if it could not. Leases are compared with
+    ``wall_clock`` (they are in real time)."""
     reasons: list[str] = []
     moving = False
     execution = live if live is not None else stored.to_execution()
@@ -59,7 +66,7 @@ def explain(
     elif status == "pending":
         reasons.append("it has not started yet")
     elif status == "queued":
-        reasons.append(_queued(stored, wall_clock))
+        reasons.append(_queued(stored, wall_clock, unable_here is None))
     if status not in FINAL_STATUSES:
         for suspension in suspensions:
             if not suspension.is_deadline:
@@ -69,14 +76,21 @@ def explain(
         reasons.append(f"a {action} request waits for the engine that runs it to apply it")
     if stored.deadline is not None and status not in FINAL_STATUSES:
         reasons.append(f"it times out at {iso_time(stored.deadline)} (settings.timeout)")
+    if unable_here is not None and status not in FINAL_STATUSES:
+        reasons.append(
+            f"this engine cannot carry it on ({unable_here}): an engine that can "
+            "(one with the workflow's actions) has to"
+        )
     return Explanation(execution_id=stored.id, status=status, moving=moving, reasons=tuple(reasons))
 
 
-def _queued(stored: StoredExecution, now: float) -> str:
+def _queued(stored: StoredExecution, now: float, able_here: bool) -> str:
     place = stored.queue
     if stored.owner is not None and (stored.lease_expires or 0.0) > now:
         return f"it is queued, and engine {stored.owner} is starting it"
     if place is None or place.key is None:
+        if not able_here:
+            return "it is queued: the next engine that can run it to look at the queue starts it"
         return "it is queued: the next engine to look at the queue starts it"
     return (
         f"it is queued until an execution with concurrency key {place.key!r} ends: at most "

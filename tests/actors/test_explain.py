@@ -162,3 +162,30 @@ async def test_a_parent_says_which_child_it_waits_for() -> None:
     assert explained.reasons == (
         f"node 'call' waits for its child execution {suspension.child_execution_id} to end",
     )
+
+
+async def test_an_engine_without_the_workflow_s_actions_says_it_cannot_carry_it_on(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "prana.db"
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.ask")
+    def ask(ctx: prana.NodeContext) -> prana.Suspend:
+        return prana.Suspend(kind="webhook", token=True)
+
+    workflow = make_workflow(
+        {"start": "manual.trigger", "ask": "test.ask"}, ["start -> ask"], actions=actions
+    )
+    async with open_engine(path=path, actions=actions) as able:
+        waiting = await able.run(workflow)
+        with_it = await able.explain(waiting.id)
+    async with open_engine(path=path, recover=False) as unable:  # the built-ins only
+        without = await unable.explain(waiting.id)
+    assert waiting.status == "suspended"
+    assert not any("cannot carry it on" in reason for reason in with_it.reasons)
+    assert without.reasons[-1].startswith("this engine cannot carry it on (")
+    assert "1 problem: nodes[1].type: unknown action 'test.ask'" in without.reasons[-1]
+    assert without.reasons[-1].endswith(
+        "an engine that can (one with the workflow's actions) has to"
+    )
