@@ -559,6 +559,9 @@ def create_app(
     hooks = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     post = ["POST"]
     routes = [
+        # First the routes most requests take: a request is matched route by route.
+        api.route("/hooks/{path:path}", api.hook, methods=hooks, private=False),
+        api.route("/api/resume/{token}", api.resume_token, methods=post),
         api.route("/healthz", api.healthz, private=False),
         api.route("/readyz", api.readyz, private=False),
         api.route("/metrics", api.metrics_page, private=False),
@@ -577,13 +580,11 @@ def create_app(
         api.route("/api/executions/{execution_id}/explain", api.explain),
         api.route("/api/events", api.all_events),
         api.route("/api/executions/{execution_id}/{action}", api.control, methods=post),
-        api.route("/api/resume/{token}", api.resume_token, methods=post),
         api.route("/api/bulk/{action}", api.bulk, methods=post),
         api.route("/api/schedules", api.list_schedules),
         api.route(
             "/api/schedules/{workflow_id}/{trigger}/{action}", api.schedule_action, methods=post
         ),
-        api.route("/hooks/{path:path}", api.hook, methods=hooks, private=False),
         api.route("/resume/{token}", api.signed_resume, methods=post, private=False),
     ]
     ui = Ui(engine, tokens=api.tokens, bodies=api.bodies, log=api.log, stream=api.stream)
