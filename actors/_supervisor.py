@@ -412,9 +412,8 @@ class ExecutionSupervisor:
 
     async def fence(self) -> None:
         """Return once it is sure the engine still holds the execution (asking the
-        store if the lease could have run out); raise :class:`Lost` if it does not."""
-        if time.monotonic() < self.lease_until:
-            return
+        store if the lease could have run out: callers look at :attr:`lease_until`
+        first); raise :class:`Lost` if it does not."""
         holds_until = await self._services.leases.confirm(self.execution_id)
         if holds_until is None:
             raise lost(self.execution_id)
@@ -428,7 +427,8 @@ class ExecutionSupervisor:
                 if command.not_before is None and not command.action.is_async:
                     # No task for a synchronous action: its result is taken in (and
                     # saved) before its successors start.
-                    await self.fence()
+                    if time.monotonic() >= self.lease_until:
+                        await self.fence()
                     outcome = call_now(command, clock)
                     if isinstance(outcome, NodeResult):
                         self._called.append(outcome)
@@ -472,7 +472,8 @@ class ExecutionSupervisor:
             if called is None:
                 if dispatch.not_before is not None:
                     await clock.sleep_until(dispatch.not_before)
-                await self.fence()
+                if time.monotonic() >= self.lease_until:
+                    await self.fence()
             # Made for each worker: kept on the supervisor, its bound methods would tie
             # the supervisor in a cycle only the garbage collector can free.
             children = Children(self._start_child, self._run_children)

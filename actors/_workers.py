@@ -89,9 +89,14 @@ class WorkerTasks:
         stopping = False
 
         async def run(work: Work, scope: anyio.CancelScope) -> None:
-            # What a done callback would do, without one more callback per task.
+            # _in_scope, and what a done callback would do, without one more callback
+            # and one more coroutine per task.
             try:
-                await _in_scope(work, scope)
+                if scope.cancel_called:
+                    work.close()
+                    return
+                with scope:
+                    await work
             except asyncio.CancelledError:
                 raise  # the loop's own (it is closing), not a failure
             except BaseException as exc:
