@@ -74,6 +74,8 @@ def command_status(args: argparse.Namespace) -> int:
     status = args.remote.get("/api/status")
     counts = ", ".join(f"{count} {name}" for name, count in sorted(status["executions"].items()))
     print(f"daemon at {args.remote.url}: {'ok' if status['ok'] else 'NOT OK'}")
+    if "engine" in status:
+        print(f"  engine: {status['engine']} (the one that answered)")
     print(f"  live executions: {status['live_executions']}")
     print(f"  leads the daemons on its database: {'yes' if status.get('leader') else 'no'}")
     print(f"  executions: {counts or 'none'}")

@@ -168,6 +168,7 @@ class Api:
         return json_response(
             {
                 "ok": health.ok,
+                "engine": self.engine.owner,  # which daemon answered (prana serve --processes)
                 "live_executions": health.live_executions,
                 "leader": health.leader,
                 "executions": counts,

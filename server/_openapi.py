@@ -73,7 +73,10 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
         [],
         None,
         200,
-        _json({"type": "object"}, "{ok, live_executions, executions, workflows, services}"),
+        _json(
+            {"type": "object"},
+            "{ok, engine, live_executions, leader, executions, workflows, services}",
+        ),
     ),
     ("get", "/api/workflows"): (
         "The workflows served",

@@ -46,6 +46,7 @@ async def test_list_show_resume_and_status_go_through_the_daemon(
     assert "completed" in out_resume
     assert '"approved_by": "ann"' in out_resume
     assert f"daemon at {url}: ok" in out_status
+    assert "  engine: " in out_status
     assert "executions: 1 completed" in out_status
     assert "no execution has id" in err_missing
     assert not (tmp_path / "unused.db").exists()  # nothing went to a database
