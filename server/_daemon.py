@@ -74,6 +74,23 @@ class ServeConfig:
         return found
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``; raises :class:`prana.PranaError` saying
+    why it cannot be had (the port is taken, say)."""
+    try:
+        return socket.create_server((host, port))
+    except OSError as exc:
+        raise cannot_listen(host, port, exc) from None
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> prana.PranaError:
+    """The error of a daemon that cannot listen on ``host:port``."""
+    return prana.PranaError(
+        f"cannot listen on {host}:{port}: {exc.strerror or exc}; give another port "
+        "(--port), or stop what listens there"
+    )
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -110,7 +127,7 @@ async def serve(
             tracer_provider=config.tracer_provider,
             shared_metrics=config.shared_metrics,
         )
-        listener = config.listener or socket.create_server((config.host, config.port))
+        listener = config.listener or listen(config.host, config.port)
         host, port = listener.getsockname()[:2]
         url = f"http://{host}:{port}"
         hypercorn = Config()

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from ._daemon import ServeConfig
+from ._daemon import ServeConfig, cannot_listen, listen
 from ._metrics import SharedFigures
 
 logger = logging.getLogger("prana.server")
@@ -213,11 +213,19 @@ def _how(code: int) -> str:
 def _port(host: str, port: int) -> socket.socket:
     """The socket that holds the port for the daemons (see the module docstring)."""
     if not SPREAD_BY_KERNEL:
-        return socket.create_server((host, port))
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    held = socket.socket(family, socket.SOCK_STREAM)
-    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    held.bind((host, port))
+        return listen(host, port)
+    # Bound (the port is this command's) but not listening: the daemons' sockets do.
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        held = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise cannot_listen(host, port, exc) from None
+    try:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind((host, port))
+    except OSError as exc:
+        held.close()
+        raise cannot_listen(host, port, exc) from None
     return held
 
 

@@ -3,6 +3,7 @@ refuses."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import sys
 from pathlib import Path
@@ -158,3 +159,20 @@ def test_several_processes_need_a_store_they_can_share(capsys: pytest.CaptureFix
     _, err = capsys.readouterr()
     assert code == 2
     assert "prana serve keeps executions in SQLite or PostgreSQL, not memory://" in err
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_port_in_use_is_refused_with_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], processes: str
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        code = main(
+            ["serve", "--db", str(tmp_path / "d.db"), "--port", port, "--processes", processes,
+             "--default-gc"]  # the collector of the tests' process stays as it is
+        )  # fmt: skip
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert f"prana: cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert "give another port (--port), or stop what listens there" in err
+    assert "Traceback" not in err
