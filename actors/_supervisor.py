@@ -410,10 +410,18 @@ class ExecutionSupervisor:
             if machine.deadline is not None and not machine.finished:
                 services.timers.add(Suspension.deadline(machine.execution_id, machine.deadline))
 
+    def lease_holds(self) -> bool:
+        """Whether the engine surely still holds the execution, by the monotonic
+        clock alone (then :meth:`fence` need not be awaited)."""
+        return time.monotonic() < self.lease_until
+
     async def fence(self) -> None:
         """Return once it is sure the engine still holds the execution (asking the
-        store if the lease could have run out: callers look at :attr:`lease_until`
-        first); raise :class:`Lost` if it does not."""
+        store if the lease could have run out); raise :class:`Lost` if it does not.
+        Callers on the per-node path look at :meth:`lease_holds` first, so that no
+        coroutine is made while the lease holds."""
+        if self.lease_holds():
+            return
         holds_until = await self._services.leases.confirm(self.execution_id)
         if holds_until is None:
             raise lost(self.execution_id)
@@ -427,7 +435,7 @@ class ExecutionSupervisor:
                 if command.not_before is None and not command.action.is_async:
                     # No task for a synchronous action: its result is taken in (and
                     # saved) before its successors start.
-                    if time.monotonic() >= self.lease_until:
+                    if not self.lease_holds():
                         await self.fence()
                     outcome = call_now(command, clock)
                     if isinstance(outcome, NodeResult):
@@ -472,7 +480,7 @@ class ExecutionSupervisor:
             if called is None:
                 if dispatch.not_before is not None:
                     await clock.sleep_until(dispatch.not_before)
-                if time.monotonic() >= self.lease_until:
+                if not self.lease_holds():
                     await self.fence()
             # Made for each worker: kept on the supervisor, its bound methods would tie
             # the supervisor in a cycle only the garbage collector can free.

@@ -266,9 +266,9 @@ def call_now(dispatch: Dispatch, clock: Clock) -> NodeResult | Called:
     """Call a synchronous action (not ``is_async``, no ``not_before``) on the spot.
 
     Returns its result, or :class:`Called` when it returned an awaitable or a child
-    workflow to start: a worker finishes those (:func:`call_action`). A synchronous action cannot
-    be cancelled or timed out in a worker either (it never yields), so calling it
-    here changes nothing but the cost of a task.
+    workflow to start: a worker finishes those (:func:`call_action`). A synchronous
+    action cannot be cancelled or timed out in a worker either (it never yields), so
+    calling it here changes nothing but the cost of a task.
     """
     started_at = clock.now()
     started = time.perf_counter()

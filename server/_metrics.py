@@ -161,21 +161,21 @@ class Metrics:
     def __init__(self, engine: prana.Engine, shared: SharedFigures | None = None) -> None:
         self._engine = engine
         self._shared = shared
-        self.registry = CollectorRegistry(auto_describe=True)  # this process's figures
+        self._registry = CollectorRegistry(auto_describe=True)  # this process's figures
         self._figures = _EngineFigures()
-        self.registry.register(self._figures)
+        self._registry.register(self._figures)
         self._store = _StoreFigures()
         self._requests = Counter(
             "prana_http_requests",
             "HTTP requests answered, by route, method and status",
             ["route", "method", "status"],
-            registry=self.registry,
+            registry=self._registry,
         )
         self._durations = Histogram(
             "prana_http_request_duration_seconds",
             "Time to answer an HTTP request (to its first byte, for streams)",
             ["route"],
-            registry=self.registry,
+            registry=self._registry,
         )
 
     def answered(self, route: str, method: str, status: int, started: float) -> None:
@@ -191,7 +191,7 @@ class Metrics:
         page.register(self._store)
         if self._shared is None:
             self._read_engine()
-            page.register(self.registry)
+            page.register(self._registry)
         else:
             self._shared.write(self._own())
             page.register(self._shared.merged())
@@ -203,7 +203,7 @@ class Metrics:
 
     def _own(self) -> bytes:
         self._read_engine()
-        return generate_latest(self.registry)
+        return generate_latest(self._registry)
 
     async def share(self) -> None:
         """With figures shared, write this daemon's every ``SHARE_EVERY`` seconds, so

@@ -35,6 +35,17 @@ def _path(name: str, description: str) -> dict[str, Any]:
 
 _EXECUTION_ID = _path("execution_id", "the execution's id (32 hex digits)")
 _WORKFLOW_ID = _path("workflow_id", "a served workflow's id")
+# What a start takes besides the input (of a served workflow, or of a definition sent).
+_START_OPTIONS = [
+    _query("wait", "seconds to wait for it to end or wait (0-300)", {"type": "number"}),
+    _query("trigger", "the trigger node, when it has several", {"type": "string"}),
+    _query(
+        "priority",
+        "replaces the workflow's settings.priority if the execution is queued",
+        {"type": "integer"},
+    ),
+    {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
+]
 _STATUS = {
     "type": "string",
     "enum": list(prana.EXECUTION_STATUSES),
@@ -117,17 +128,7 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
     ("post", "/api/workflows/{workflow_id}/executions"): (
         "Start an execution, the body its input. Idempotency-Key starts it once (200 "
         "with the first one's execution); wait answers once it stops",
-        [
-            _WORKFLOW_ID,
-            _query("wait", "seconds to wait for it to end or wait (0-300)", {"type": "number"}),
-            _query("trigger", "the trigger node, when it has several", {"type": "string"}),
-            _query(
-                "priority",
-                "replaces the workflow's settings.priority if the execution is queued",
-                {"type": "integer"},
-            ),
-            {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
-        ],
+        [_WORKFLOW_ID, *_START_OPTIONS],
         _ANY,
         201,
         _json(_EXECUTION, "the execution"),
@@ -135,12 +136,7 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
     ("post", "/api/executions"): (
         "Run a definition once, without serving it (body: {workflow, input}); the same "
         "options as starting a served workflow; 422 with every problem if it is not valid",
-        [
-            _query("wait", "seconds to wait for it to end or wait (0-300)", {"type": "number"}),
-            _query("trigger", "the trigger node, when it has several", {"type": "string"}),
-            _query("priority", "replaces settings.priority if it is queued", {"type": "integer"}),
-            {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
-        ],
+        _START_OPTIONS,
         {
             "type": "object",
             "required": ["workflow"],

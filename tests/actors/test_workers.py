@@ -57,9 +57,9 @@ async def test_a_worker_that_fails_ends_the_keeper_with_its_error() -> None:
         await anyio.lowlevel.checkpoint()
         raise Interrupted
 
-    with pytest.RaisesGroup(Interrupted, flatten_subgroups=True):
+    with pytest.RaisesGroup(Interrupted, flatten_subgroups=True), anyio.fail_after(5):
         async with anyio.create_task_group() as group:
             workers = WorkerTasks(group)
             await group.start(workers.keep)
             workers.start(work())
-            await anyio.sleep_forever()
+            await anyio.sleep_forever()  # until the keeper fails, or it times out
