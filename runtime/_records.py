@@ -84,6 +84,25 @@ class NodeRun:
     inputs: tuple[tuple[str, int], ...] = ()
     params: Any = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The run as JSON data (an entry of ``node_runs`` in
+        :meth:`Execution.to_dict`); its output and params are the record's own."""
+        return {
+            "node_key": self.node_key,
+            "run_index": self.run_index,
+            "execution_index": self.execution_index,
+            "status": self.status,
+            "attempt": self.attempt,
+            "port": self.port,
+            "output": self.output,
+            "error": None if self.error is None else self.error.to_dict(),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_ms": self.duration_ms,
+            "inputs": [[port, index] for port, index in self.inputs],
+            "params": self.params,
+        }
+
     def ended(
         self,
         status: RunStatus,
@@ -293,7 +312,8 @@ class Execution:
 
     def to_dict(self, *, runs: bool = True) -> dict[str, Any]:
         """The execution as JSON data (what ``prana show --json`` prints and the
-        daemon's API returns); without the audit trail unless ``runs``."""
+        daemon's API returns); without the audit trail unless ``runs``. Inputs,
+        outputs and params are the record's own values, not copies."""
         data: dict[str, Any] = {
             "id": self.id,
             "workflow_id": self.workflow_id,
@@ -301,7 +321,7 @@ class Execution:
             "status": self.status,
             "trigger": self.trigger,
             "input": self.input,
-            "error": attrs.asdict(self.error) if self.error is not None else None,
+            "error": self.error.to_dict() if self.error is not None else None,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "duration_ms": self.duration_ms,
@@ -319,7 +339,7 @@ class Execution:
                 "order": self.order,
                 "skipped": list(self.skipped),
                 "output": self.output,
-                "node_runs": [attrs.asdict(run) for run in self.node_runs],
+                "node_runs": [run.to_dict() for run in self.node_runs],
                 "runs_left_out": self.runs_left_out,
                 "vars": dict(self.vars),
                 "iteration_count": self.iteration_count,
