@@ -271,18 +271,18 @@ class Api:
         if "priority" in request.query_params:
             priority = int_option(request, "priority", 0, -(2**31), 2**31 - 1)
         try:
-            handle = await self.engine.start(
-                workflow,
-                data,
-                trigger=trigger,
-                idempotency_key=key,
-                priority=priority,
-            )
+            # Only the id is kept: a handle keeps its execution's events (for a first
+            # events() call) while it lives.
+            execution_id = (
+                await self.engine.start(
+                    workflow, data, trigger=trigger, idempotency_key=key, priority=priority
+                )
+            ).id
         except prana.errors.ExecutionExists as exists:  # the key's first start
             execution = await self._stopped(exists.execution_id, wait)
             return json_response(self.view(execution), 200)
-        self.tracing.started_by(handle.id, request.headers)
-        execution = await self._stopped(handle.id, wait)
+        self.tracing.started_by(execution_id, request.headers)
+        execution = await self._stopped(execution_id, wait)
         return json_response(self.view(execution), 201)
 
     async def _stopped(self, execution_id: str, wait: float) -> prana.Execution:
