@@ -10,7 +10,10 @@ Figures, each printed next to its goal, and as JSON on the last line:
   webhook for ``--seconds``; the rate counts the executions that completed, until
   the last one did;
 * request to completion, p50 and p99: the clients start executions with
-  ``?wait=`` (the answer comes when the execution has completed);
+  ``?wait=`` (the answer comes when the execution has completed), each the next
+  as soon as its previous one is answered (closed loop: at most 50 in flight), and
+  then at fixed offered rates (``--rates``, open loop: what a request waits at that
+  load, counted from when it was due);
 * resumes by token per second: executions waiting for data, answered by the clients;
 * 1 000 event streams, one per waiting execution: how long they take to open, and
   how long after the answers begin every stream has seen its execution's end.
@@ -139,6 +142,39 @@ async def completion_latency(url: str, clients: int, seconds: float) -> dict[str
         "waited_per_second": len(latencies) / (time.perf_counter() - began),
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+async def latency_at_rate(url: str, clients: int, seconds: float, rate: float) -> dict[str, float]:
+    """Request to completion at a fixed offered rate (open loop): request ``k`` is
+    due at ``k / rate`` seconds and goes out on connection ``k % clients`` (at once
+    if that connection is still busy); its latency counts from when it was due, so
+    a slow answer delays the requests behind it and they count it too."""
+    latencies: list[float] = []
+    total = int(seconds * rate)
+    began = time.perf_counter() + 0.1
+
+    async def client(first: int) -> None:
+        connection = await connect(url)
+        for k in range(first, total, clients):
+            due = began + k / rate
+            await anyio.sleep(max(0.0, due - time.perf_counter()))
+            status, body = await connection.request(
+                "POST", "/api/workflows/bench_api/executions?wait=30", {"n": k}
+            )
+            assert status == 201, (status, body)
+            latencies.append(time.perf_counter() - due)
+
+    async with anyio.create_task_group() as group:
+        for first in range(clients):
+            group.start_soon(client, first)
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "offered_per_second": rate,
+        "answered_per_second": total / elapsed,
+        "rate_p50_ms": latencies[len(latencies) // 2] * 1000,
+        "rate_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
     }
 
 
@@ -276,9 +312,10 @@ async def streams(url: str, clients: int, count: int) -> dict[str, float]:
     }
 
 
-async def measure(url: str, clients: int, seconds: float) -> dict[str, float]:
-    figures = await webhook_rate(url, clients, seconds)
+async def measure(url: str, clients: int, seconds: float, rates: list[float]) -> dict[str, Any]:
+    figures: dict[str, Any] = await webhook_rate(url, clients, seconds)
     figures |= await completion_latency(url, clients, seconds)
+    figures["at_rates"] = [await latency_at_rate(url, clients, seconds, rate) for rate in rates]
     figures |= await resume_rate(url, clients, 1000)
     figures |= await streams(url, clients, 1000)
     return figures
@@ -344,6 +381,11 @@ def main() -> None:
         "--processes", type=int, default=1, help="prana serve --processes: daemons on the port"
     )
     parser.add_argument(
+        "--rates",
+        default="500,1000",
+        help="offered rates (requests/s, comma-separated) for the open-loop latency",
+    )
+    parser.add_argument(
         "--engine-figures",
         action="store_true",
         help="only W4 with and without the daemon's app in the process (asyncio)",
@@ -355,7 +397,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         daemon, url = start_daemon(Path(folder), options.backend, options.processes)
         try:
-            figures = anyio.run(measure, url, options.clients, options.seconds)
+            rates = [float(rate) for rate in options.rates.split(",") if rate]
+            figures = anyio.run(measure, url, options.clients, options.seconds, rates)
         finally:
             daemon.terminate()
             daemon.communicate(timeout=30)
@@ -369,6 +412,12 @@ def main() -> None:
     p99 = figures["p99_ms"]
     print(f"  {'met    ' if p99 < 50 else 'not met'}  request to completion p99 < 50 ms: "
           f"{p99:.1f} ms (p50 {figures['p50_ms']:.1f} ms, {figures['waited_per_second']:.0f}/s)")  # fmt: skip
+    for at in figures["at_rates"]:
+        rate, p99 = at["offered_per_second"], at["rate_p99_ms"]
+        met = at["answered_per_second"] >= 0.98 * rate and p99 < 50
+        mark = "       " if rate < 1000 else "met    " if met else "not met"
+        print(f"  {mark}  at {rate:.0f} requests/s offered (open loop): p99 {p99:.1f} ms "
+              f"(p50 {at['rate_p50_ms']:.1f} ms), {at['answered_per_second']:.0f}/s answered")  # fmt: skip
     print(f"           resumes by token/s: {figures['resumes_per_second']:.0f}")
     print(f"           {figures['streams']:.0f} event streams, one per waiting execution: "
           f"open in {figures['streams_open_s']:.2f} s; all ended "
