@@ -247,9 +247,13 @@ def _workflows_in(
             continue
         try:
             found.append(load_workflow(path, actions=actions))
-        except WorkflowValidationError:
+        except WorkflowValidationError as exc:
             if strict:
-                raise
+                raise PranaError(
+                    f"invalid workflow: {exc}\n(--workflows {folder} loads every .yaml, .yml "
+                    "and .json file in it: keep other files, such as inputs, in a folder "
+                    "of their own)"
+                ) from None
     return found
 
 

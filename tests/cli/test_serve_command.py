@@ -59,6 +59,22 @@ def test_an_invalid_workflow_fails_the_check(
     _, err = capsys.readouterr()
     assert code == 1
     assert "nodes[1].type: unknown action 'no.such'" in err
+    assert f"--workflows {tmp_path} loads every .yaml, .yml and .json file in it" in err
+
+
+def test_the_examples_folder_is_served_whole_with_the_examples_actions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workflows = sorted(
+        path for path in EXAMPLES.iterdir() if path.suffix in (".yaml", ".yml", ".json")
+    )
+    code = main(
+        ["serve", "--db", str(tmp_path / "flows.db"), "--workflows", str(EXAMPLES),
+         "--actions", f"{EXAMPLES / 'app.py'}:actions", "--check"]
+    )  # fmt: skip
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"the configuration is valid ({len(workflows)} workflows)" in err
 
 
 def test_serving_beyond_this_machine_needs_a_token(

@@ -40,7 +40,7 @@ async def test_order_routing_prices_and_flags_big_orders() -> None:
 
 async def test_batch_invoices_bills_in_batches_of_three() -> None:
     workflow = prana.load_workflow(EXAMPLES / "batch_invoices.yaml")
-    result = await run(workflow, json.loads((EXAMPLES / "invoices.json").read_text()))
+    result = await run(workflow, json.loads((EXAMPLES / "data" / "invoices.json").read_text()))
     assert result.status == "completed"
     assert result.output["batches"] == 3
     assert result.output["total"] == 1004
@@ -54,7 +54,7 @@ async def test_batch_invoices_bills_in_batches_of_three() -> None:
 async def test_pay_invoices_pays_each_invoice_in_a_child_in_invoice_order() -> None:
     approval = prana.load_workflow(EXAMPLES / "approval.yaml")
     workflow = prana.load_workflow(EXAMPLES / "pay_invoices.yaml")
-    invoices = json.loads((EXAMPLES / "invoices.json").read_text())
+    invoices = json.loads((EXAMPLES / "data" / "invoices.json").read_text())
     async with prana.Engine(workflows=[approval], env={}) as engine:
         result = await engine.run(workflow, invoices)
         children = await engine.list_executions(workflow="approval")
@@ -68,7 +68,7 @@ async def test_pay_invoices_pays_each_invoice_in_a_child_in_invoice_order() -> N
 
 async def test_paginate_stops_at_the_last_page_or_the_limit() -> None:
     workflow = prana.load_workflow(EXAMPLES / "paginate.yaml")
-    pages = json.loads((EXAMPLES / "pages.json").read_text())
+    pages = json.loads((EXAMPLES / "data" / "pages.json").read_text())
     result = await run(workflow, pages)
     assert result.output == {"pages_read": 3, "items": ["a", "b", "c", "d", "e", "f"], "count": 6}
     limited = await run(workflow, {**pages, "max_pages": 1})
