@@ -33,7 +33,38 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """The event as JSON data, its kind (the class name) as ``type``."""
-        return {"type": type(self).__name__, **attrs.asdict(self)}
+        data: dict[str, Any] = {"type": type(self).__name__}
+        for name in _field_names(type(self)):
+            data[name] = _data(getattr(self, name))
+        return data
+
+
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+
+
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _field_names(kind: type[Event]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(field.name for field in attrs.fields(kind))
+    return names
+
+
+def _data(value: Any) -> Any:
+    """A field of an event as JSON data (a run's output and the like as they are)."""
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, (NodeRun, ErrorInfo)):
+        return value.to_dict()
+    if isinstance(value, Suspension):
+        return attrs.asdict(value)
+    if isinstance(value, tuple):
+        return [_data(item) for item in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
 
 
 @attrs.frozen(kw_only=True)
