@@ -203,21 +203,6 @@ class EventLog:
         found.reverse()
         return found
 
-    async def follow_watch(
-        self, watching: _Watch, after: int
-    ) -> AsyncGenerator[tuple[int, events.Event | None] | None, None]:
-        """Like :meth:`follow`, for one execution's events (:meth:`watch`): each is
-        let go of once read."""
-        entries = watching.entries
-        while not self.closed:
-            if entries:
-                entry = entries.popleft()
-                if entry[0] > after or entry[1] is None:
-                    yield entry
-                continue
-            if not await self._wait(watching):
-                yield None
-
     async def take_all(self, watching: _Watch) -> list[tuple[int, events.Event | None]] | None:
         """Every entry of ``watching`` not read yet, once there is one; ``[]`` after
         ``KEEP_ALIVE`` seconds without any; ``None`` once the log is closed."""
@@ -303,28 +288,31 @@ async def execution_stream(
         else:
             for kept in replay:
                 yield sse(type(kept).__name__, kept.to_dict(), kept.sequence)
-        if execution.finished:
-            return
-        async with aclosing(log.follow_watch(watching, start)) as entries:
-            async for entry in entries:
-                if entry is None:
-                    yield b": keep-alive\n\n"
-                    continue
-                event = entry[1]
+        ended = execution.finished
+        while not ended:
+            # What came meanwhile goes out as one chunk: one write, not one per event.
+            taken = await log.take_all(watching)
+            if taken is None:
+                return  # the daemon stops
+            if not taken:
+                yield b": keep-alive\n\n"
+                continue
+            chunk = []
+            for position, event in taken:
                 if event is None:  # the log missed events: start again from the state
-                    now = await engine.get(execution_id)
-                    sent = now.last_event
-                    watching.saw(now)
-                    yield sse("snapshot", now.to_dict(), sent)
-                    if now.finished:
-                        return
-                    continue
-                if event.execution_id != execution_id or event.sequence <= sent:
-                    continue
-                sent = event.sequence
-                yield sse(type(event).__name__, event.to_dict(), event.sequence)
-                if isinstance(event, ENDED):
-                    return
+                    execution = await engine.get(execution_id)
+                    sent = execution.last_event
+                    watching.saw(execution)
+                    chunk.append(sse("snapshot", execution.to_dict(), sent))
+                    ended = execution.finished
+                elif position > start and event.sequence > sent:
+                    sent = event.sequence
+                    chunk.append(sse(type(event).__name__, event.to_dict(), event.sequence))
+                    ended = isinstance(event, ENDED)
+                if ended:
+                    break
+            if chunk:
+                yield b"".join(chunk)
     finally:
         log.unwatch(watching)
         log.release()
