@@ -95,7 +95,7 @@ class EventLog:
         self._entries: deque[tuple[int, events.Event | None]] = deque(maxlen=size)
         self.position = 0  # the position of the newest entry
         self.epoch = os.urandom(4).hex()
-        self._appended = anyio.Event()
+        self._appended: anyio.Event | None = None  # made by a reader that waits
         self._watches: dict[str, list[_Watch]] = {}
         self._readers = 0
         self._readers_changed = anyio.Event()
@@ -138,8 +138,9 @@ class EventLog:
         self.position += 1
         entry = (self.position, event)
         self._entries.append(entry)
-        self._appended.set()
-        self._appended = anyio.Event()
+        if self._appended is not None:
+            self._appended.set()
+            self._appended = None
         if event is None:
             for watches in self._watches.values():
                 for watching in watches:
@@ -180,7 +181,8 @@ class EventLog:
     def close(self) -> None:
         """End every stream (the daemon stops)."""
         self.closed = True
-        self._appended.set()
+        if self._appended is not None:
+            self._appended.set()
         self._readers_changed.set()
         for watches in self._watches.values():
             for watching in watches:
@@ -245,22 +247,25 @@ class EventLog:
 
     async def follow(
         self, after: int
-    ) -> AsyncGenerator[tuple[int, events.Event | None] | None, None]:
-        """The entries after position ``after`` as they come (an entry ``(position,
-        None)`` where the log missed some), and ``None`` after each ``KEEP_ALIVE``
-        seconds without any. Ends when the log closes."""
+    ) -> AsyncGenerator[list[tuple[int, events.Event | None]], None]:
+        """The entries after position ``after`` as they come, those that came together
+        in one list (an entry ``(position, None)`` where the log missed some), and
+        ``[]`` after each ``KEEP_ALIVE`` seconds without any. Ends when the log
+        closes."""
         while not self.closed:
             if self.position > after:
                 if not self.covers(after):
                     after = self.position
-                    yield (after, None)
+                    yield [(after, None)]
                     continue
-                for entry in self.since(after):
-                    after = entry[0]
-                    yield entry
+                entries = self.since(after)
+                after = entries[-1][0]
+                yield entries
                 continue
+            if self._appended is None:
+                self._appended = anyio.Event()
             if not await _came(self._appended):
-                yield None
+                yield []
 
 
 async def _came(changed: anyio.Event, within: float = KEEP_ALIVE) -> bool:
@@ -353,16 +358,17 @@ async def all_stream(log: EventLog, last_event_id: str | None) -> AsyncGenerator
                 yield sse("reset", _MISSED, f"{log.epoch}-{start}")
         if last_event_id is None:
             yield sse("open", {"epoch": log.epoch, "position": start}, f"{log.epoch}-{start}")
-        async with aclosing(log.follow(start)) as entries:
-            async for entry in entries:
-                if entry is None:
+        async with aclosing(log.follow(start)) as batches:
+            async for entries in batches:
+                if not entries:
                     yield b": keep-alive\n\n"
                     continue
-                position, event = entry
-                if event is None:
-                    yield sse("reset", _MISSED, f"{log.epoch}-{position}")
-                else:
-                    yield sse(type(event).__name__, event.to_dict(), f"{log.epoch}-{position}")
+                yield b"".join(  # one write for what came together
+                    sse("reset", _MISSED, f"{log.epoch}-{position}")
+                    if event is None
+                    else sse(type(event).__name__, event.to_dict(), f"{log.epoch}-{position}")
+                    for position, event in entries
+                )
     finally:
         log.release()
 
