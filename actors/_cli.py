@@ -460,7 +460,8 @@ def _command_serve(args: argparse.Namespace) -> int:
             f"prana serve needs the serve extra ({exc.name} is missing): "
             "pip install 'prana-runtime[serve]'"
         ) from None
-    configure_logging(args.log_format)
+    figures = shared_figures()  # one of the daemons of --processes: where, and which
+    configure_logging(args.log_format, daemon=None if figures is None else figures.name)
     try:
         endpoint = configure_tracing()
     except RuntimeError as exc:
@@ -497,7 +498,7 @@ def _command_serve(args: argparse.Namespace) -> int:
         signing_key=signing_key(args.signing_key_file),
         listener=listener,
         stop_with_parent=listener is not None,
-        shared_metrics=shared_figures(),
+        shared_metrics=figures,
     )
     problems = config.problems()
     if problems:

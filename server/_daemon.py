@@ -152,8 +152,12 @@ async def serve(
 
 
 class JSONLines(logging.Formatter):
-    """Log records as one JSON object per line: time, level, logger, message, and
-    the traceback of an error."""
+    """Log records as one JSON object per line: time, level, logger, message, the
+    traceback of an error, and which daemon of ``--processes`` logged it."""
+
+    def __init__(self, daemon: str | None = None) -> None:
+        super().__init__()
+        self.daemon = daemon
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -162,19 +166,25 @@ class JSONLines(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.daemon is not None:
+            entry["daemon"] = self.daemon
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
 
 
-def configure_logging(log_format: str = "text") -> None:
+def configure_logging(log_format: str = "text", daemon: str | None = None) -> None:
     """Send the daemon's logs (prana's, Hypercorn's) to stderr, as text lines or as
-    ``json`` lines."""
+    ``json`` lines; ``daemon``: its name among the daemons of ``--processes``, which
+    each line then carries."""
     handler = logging.StreamHandler()
     if log_format == "json":
-        handler.setFormatter(JSONLines())
+        handler.setFormatter(JSONLines(daemon))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        who = "" if daemon is None else f" [daemon {daemon}]"
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{who}: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

@@ -125,6 +125,9 @@ def test_json_logs_are_one_object_per_line_with_the_traceback() -> None:
         "cannot save e1",
     )
     assert "ValueError: the store is full" in entry["error"]
+    assert "daemon" not in entry
+    # One of the daemons of --processes names itself on every line.
+    assert json.loads(JSONLines(daemon="2").format(record))["daemon"] == "2"
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -261,6 +261,9 @@ def test_several_processes_share_the_port_and_the_work_and_one_killed_is_replace
     assert code == 0
     assert f"(pid {pids[0]}) ended (signal SIGKILL)" in said
     assert said.count("started daemon ") == 1  # the one in place of the killed one
+    # Each daemon's lines say which it is (the one started in place takes its number).
+    assert "INFO prana.server [daemon 1]: serving" in said
+    assert "INFO prana.server [daemon 2]: serving" in said
     assert "Traceback" not in said
     # The killed daemon's held executions ran again elsewhere; no daemon is left.
     assert all(lines(tmp_path, "hold").count(id) == 2 for id in killed)
