@@ -360,7 +360,6 @@ async def w4_beside_a_server(served: bool, executions: int = 1000) -> float:
 
 def engine_figures(rounds: int) -> None:
     """W4 with and without the daemon's app in the process, interleaved."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     alone, beside = [], []
     for _ in range(rounds):
         alone.append(anyio.run(w4_beside_a_server, False))
@@ -391,9 +390,13 @@ def main() -> None:
         help="only W4 with and without the daemon's app in the process (asyncio)",
     )
     options = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     if options.engine_figures:
         engine_figures(rounds=3)
         return
+    # How fast the machine is now: W4 in this process (a shared machine's speed
+    # drifts, by half and more within minutes).
+    calibration = [anyio.run(w4_beside_a_server, False)]
     with tempfile.TemporaryDirectory() as folder:
         daemon, url = start_daemon(Path(folder), options.backend, options.processes)
         try:
@@ -402,9 +405,11 @@ def main() -> None:
         finally:
             daemon.terminate()
             daemon.communicate(timeout=30)
+    calibration.append(anyio.run(w4_beside_a_server, False))
     print(
         f"{options.processes} daemon process(es) on {options.backend}, {options.clients} "
-        f"clients, {NODES}-node workflows"
+        f"clients, {NODES}-node workflows; the machine's speed before / after: W4 "
+        f"{calibration[0]:.0f} / {calibration[1]:.0f} nodes/s (engine alone, durable)"
     )
     rate = figures["webhook_per_second"]
     print(f"  {'met    ' if rate >= 1000 else 'not met'}  webhook-started executions/s "
@@ -422,7 +427,7 @@ def main() -> None:
     print(f"           {figures['streams']:.0f} event streams, one per waiting execution: "
           f"open in {figures['streams_open_s']:.2f} s; all ended "
           f"{figures['streams_to_end_s']:.2f} s after the answers began")  # fmt: skip
-    print(json.dumps(figures))
+    print(json.dumps({**figures, "w4_before_after": calibration}))
 
 
 if __name__ == "__main__":
