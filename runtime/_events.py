@@ -53,17 +53,18 @@ def _field_names(kind: type[Event]) -> tuple[str, ...]:
 
 
 def _data(value: Any) -> Any:
-    """A field of an event as JSON data (a run's output and the like as they are)."""
+    """A field of an event as JSON data, as ``attrs.asdict`` makes it (a run's output
+    and params as they are: JSON data already)."""
     if type(value) in _PLAIN:
         return value
     if isinstance(value, (NodeRun, ErrorInfo)):
         return value.to_dict()
-    if isinstance(value, Suspension):
+    if attrs.has(type(value)):  # a suspension, or what middleware added
         return attrs.asdict(value)
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return [_data(item) for item in value]
     if isinstance(value, Mapping):
-        return dict(value)
+        return {key: _data(item) for key, item in value.items()}
     return value
 
 

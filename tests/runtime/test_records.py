@@ -52,7 +52,7 @@ def test_an_events_json_is_every_field_as_json_data() -> None:
     every = [
         events.NodeStarted(
             execution_id="e", sequence=1, time=1.0, node_key="b", run_index=0,
-            execution_index=2, attributes={"tenant": {"id": 7}},
+            execution_index=2, attributes={"tenant": {"id": 7}, "by": error},
         ),
         events.NodeFailed(execution_id="e", sequence=2, time=2.0, node_key="b", run=run, progress=0.5),
         events.ExecutionSuspended(execution_id="e", sequence=3, time=3.0, suspensions=(suspension,)),
