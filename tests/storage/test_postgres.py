@@ -278,3 +278,44 @@ def test_reading_commands_change_nothing_in_a_database_prana_never_used(
     assert "has no prana tables in schema 'prana' yet" in err
     assert "a command that writes to it (prana run, resume, ...) creates" in err
     assert sql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'prana'") == [(0,)]
+
+
+def test_a_process_frozen_inside_a_transaction_holds_up_the_others_for_seconds_only() -> None:
+    # A session set up as the store sets up its own, frozen (SIGSTOP, a paused VM)
+    # between two statements of a beat: it holds the lock every engine's beat takes.
+    import threading
+    import time
+
+    import psycopg
+
+    from prana.storage._postgres import IDLE_IN_TRANSACTION, session_options
+    from prana.storage._postgres_schema import BEAT_LOCK
+
+    url = postgres.database()
+    anyio.run(lambda: PostgresStore(url).open())  # the schema exists
+    frozen = psycopg.connect(url, autocommit=True, options=session_options("prana"))
+    frozen.execute("BEGIN")
+    frozen.execute("SELECT pg_advisory_xact_lock(%s)", (BEAT_LOCK,))
+    beats: list[float] = []
+
+    async def another_engines_beat() -> None:
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            began = time.monotonic()
+            await store.beat("other-engine", now=time.time(), stale_after=30.0)
+            beats.append(time.monotonic() - began)
+        finally:
+            await store.aclose()
+
+    other = threading.Thread(target=anyio.run, args=(another_engines_beat,), daemon=True)
+    other.start()
+    other.join(timeout=IDLE_IN_TRANSACTION + 30)
+    try:
+        assert not other.is_alive(), "a session frozen in a transaction held the others up"
+        assert IDLE_IN_TRANSACTION - 1 < beats[0] < IDLE_IN_TRANSACTION + 30
+        # Awake again, the frozen process finds its session ended, its transaction gone.
+        with pytest.raises(psycopg.Error, match="idle-in-transaction timeout"):
+            frozen.execute("SELECT 1")
+    finally:
+        frozen.close()
