@@ -10,16 +10,7 @@ and each checkpoint is applied only if the engine owns its execution (or, for a
 ``take``, may take it), so two engines never both apply a step of one execution.
 
 The tables live in a PostgreSQL schema of their own (``prana``, or ``?schema=`` in
-the URL), created and migrated on :meth:`open` under an advisory lock.
-
-A process can stop between two statements of a transaction (frozen by SIGSTOP, a
-paused VM, a debugger) while its rows and advisory locks stay taken: every other
-engine's beat, claim or take of those rows would wait for as long as it stays frozen.
-So the pool's sessions ask the server to end any of them that stays inside a
-transaction without a statement for ``IDLE_IN_TRANSACTION`` seconds (a transaction
-of the store's takes milliseconds): its transaction is rolled back and its locks go,
-and the frozen process, once it wakes, finds its connection closed.
-"""
+the URL), created and migrated on :meth:`open` under an advisory lock."""
 
 from __future__ import annotations
 
@@ -66,20 +57,12 @@ from ._postgres_schema import (
     migrate,
     parse_url,
     require_latest,
+    session_options,
 )
 from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
 from ._queue import claim_sql
 
 T = TypeVar("T")
-
-IDLE_IN_TRANSACTION = 5.0  # seconds a session may stay in a transaction without a statement
-
-
-def session_options(schema: str) -> str:
-    """The settings of the pool's sessions: the store's schema first on the search
-    path, and the end of a session frozen inside a transaction (see above)."""
-    idle = round(IDLE_IN_TRANSACTION * 1000)
-    return f"-c search_path={schema} -c idle_in_transaction_session_timeout={idle}"
 
 
 _OWNERSHIP = (

@@ -1,5 +1,6 @@
-"""The PostgreSQL store's URL and schema, in its own PostgreSQL schema (``prana``
-unless the URL names another), and how it is created and migrated.
+"""The PostgreSQL store's URL, the settings of its sessions, and its schema, in its
+own PostgreSQL schema (``prana`` unless the URL names another), and how it is created
+and migrated.
 
 Values (inputs, outputs, variables, records) are ``json``, not ``jsonb``: ``json``
 keeps the text as written, so objects keep their keys' order and a string may hold
@@ -39,6 +40,24 @@ def parse_url(url: str) -> tuple[str, str, int]:
     query = urllib.parse.urlencode(options)
     address = (parts.scheme, parts.netloc, parts.path, query, parts.fragment)
     return urllib.parse.urlunsplit(address), schema, int(size)
+
+
+IDLE_IN_TRANSACTION = 5.0  # seconds a session may stay in a transaction without a statement
+
+
+def session_options(schema: str) -> str:
+    """The settings of the store's pooled sessions: its schema first on the search
+    path, and an end to a session that stays in a transaction without a statement
+    for ``IDLE_IN_TRANSACTION`` seconds.
+
+    A process can stop between two statements of a transaction (frozen by SIGSTOP, a
+    paused VM, a debugger) while its rows and advisory locks stay taken: every other
+    engine's beat, claim or take of those rows would wait for as long as it stays
+    frozen. The server ends such a session instead (a transaction of the store's takes
+    milliseconds): its transaction is rolled back, its locks go, and the frozen
+    process, once it wakes, finds its connection closed."""
+    idle = round(IDLE_IN_TRANSACTION * 1000)
+    return f"-c search_path={schema} -c idle_in_transaction_session_timeout={idle}"
 
 
 MIGRATIONS: tuple[str, ...] = (

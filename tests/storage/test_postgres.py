@@ -288,8 +288,7 @@ def test_a_process_frozen_inside_a_transaction_holds_up_the_others_for_seconds_o
 
     import psycopg
 
-    from prana.storage._postgres import IDLE_IN_TRANSACTION, session_options
-    from prana.storage._postgres_schema import BEAT_LOCK
+    from prana.storage._postgres_schema import BEAT_LOCK, IDLE_IN_TRANSACTION, session_options
 
     url = postgres.database()
     anyio.run(lambda: PostgresStore(url).open())  # the schema exists
