@@ -86,7 +86,11 @@ def log(ctx: NodeContext) -> Any:
         _LOG_LEVELS.get(params.level, logging.INFO),
         "%s",
         params.message,
-        extra={"execution_id": ctx.execution_id, "node_key": ctx.node_key},
+        extra={
+            "execution_id": ctx.execution_id,
+            "workflow_id": ctx.workflow_id,
+            "node_key": ctx.node_key,
+        },
     )
     return ctx.input
 

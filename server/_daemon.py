@@ -151,9 +151,24 @@ async def serve(
         logger.info("stopped serving; releasing the executions in flight")
 
 
+# What a record may say besides its message: a ``core.log`` node's run, say.
+CONTEXT = ("execution_id", "workflow_id", "node_key")
+
+
+class TextLines(logging.Formatter):
+    """Log records as text lines; one about a node's run (``core.log``) ends with the
+    execution, workflow and node it is about."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        about = [f"{name}={getattr(record, name)}" for name in CONTEXT if hasattr(record, name)]
+        return f"{line} ({' '.join(about)})" if about else line
+
+
 class JSONLines(logging.Formatter):
     """Log records as one JSON object per line: time, level, logger, message, the
-    traceback of an error, and which daemon of ``--processes`` logged it."""
+    execution, workflow and node a record is about (``core.log``), the traceback of an
+    error, and which daemon of ``--processes`` logged it."""
 
     def __init__(self, daemon: str | None = None) -> None:
         super().__init__()
@@ -166,6 +181,7 @@ class JSONLines(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        entry |= {name: getattr(record, name) for name in CONTEXT if hasattr(record, name)}
         if self.daemon is not None:
             entry["daemon"] = self.daemon
         if record.exc_info:
@@ -182,9 +198,7 @@ def configure_logging(log_format: str = "text", daemon: str | None = None) -> No
         handler.setFormatter(JSONLines(daemon))
     else:
         who = "" if daemon is None else f" [daemon {daemon}]"
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{who}: %(message)s")
-        )
+        handler.setFormatter(TextLines(f"%(asctime)s %(levelname)s %(name)s{who}: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import prana
 from prana.actors._cli import main
 from prana.actors._gc import DEFAULT_THRESHOLDS
 
@@ -128,6 +129,49 @@ def test_json_logs_are_one_object_per_line_with_the_traceback() -> None:
     assert "daemon" not in entry
     # One of the daemons of --processes names itself on every line.
     assert json.loads(JSONLines(daemon="2").format(record))["daemon"] == "2"
+
+
+async def test_a_log_nodes_line_names_its_execution_workflow_and_node() -> None:
+    import json
+    import logging
+
+    from prana.server._daemon import JSONLines, TextLines
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    workflow = prana.load_workflow(
+        {
+            "id": "hello",
+            "nodes": [
+                {"key": "start", "type": "manual.trigger"},
+                {"key": "say", "type": "core.log", "params": {"message": "hi {{ input.name }}"}},
+            ],
+            "connections": [{"from": "start", "to": "say"}],
+        }
+    )
+    keep = Keep()
+    logging.getLogger("prana.workflow").addHandler(keep)
+    try:
+        async with prana.Engine() as engine:
+            execution = await engine.run(workflow, {"name": "Ann"})
+    finally:
+        logging.getLogger("prana.workflow").removeHandler(keep)
+    (record,) = records
+    entry = json.loads(JSONLines().format(record))
+    assert (entry["message"], entry["execution_id"], entry["workflow_id"], entry["node_key"]) == (
+        "hi Ann",
+        execution.id,
+        "hello",
+        "say",
+    )
+    line = TextLines("%(levelname)s %(name)s: %(message)s").format(record)
+    assert line == (
+        f"INFO prana.workflow: hi Ann (execution_id={execution.id} workflow_id=hello node_key=say)"
+    )
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
