@@ -221,11 +221,14 @@ def command_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         action="append",
         default=[],
-        help="a workflow file, or a folder of them, to serve (may be given again)",
+        help="a workflow file, or a folder of them (its .yaml, .yml and .json files), to "
+        "serve (may be given again)",
     )
     actions(serve)
     store(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)"
+    )
     serve.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0: any)")
     serve.add_argument(
         "--token-file",
@@ -273,7 +276,12 @@ def command_parser() -> argparse.ArgumentParser:
         default=1,
         help="run N daemons on the one port and store, one per core (default 1)",
     )
-    serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    serve.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="async library to run on (default asyncio)",
+    )
     serve.add_argument(
         "--log-format",
         choices=("text", "json"),
