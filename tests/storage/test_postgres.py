@@ -291,7 +291,13 @@ def test_a_process_frozen_inside_a_transaction_holds_up_the_others_for_seconds_o
     from prana.storage._postgres_schema import BEAT_LOCK, IDLE_IN_TRANSACTION, session_options
 
     url = postgres.database()
-    anyio.run(lambda: PostgresStore(url).open())  # the schema exists
+
+    async def create_the_schema() -> None:
+        store = PostgresStore(url)
+        await store.open()
+        await store.aclose()
+
+    anyio.run(create_the_schema)
     frozen = psycopg.connect(url, autocommit=True, options=session_options("prana"))
     frozen.execute("BEGIN")
     frozen.execute("SELECT pg_advisory_xact_lock(%s)", (BEAT_LOCK,))
