@@ -78,6 +78,9 @@ def command_status(args: argparse.Namespace) -> int:
         print(f"  engine: {status['engine']} (the one that answered)")
     print(f"  live executions: {status['live_executions']}")
     print(f"  leads the daemons on its database: {'yes' if status.get('leader') else 'no'}")
+    engines = status.get("engines", [])
+    if engines:
+        print(f"  engines alive on its database: {len(engines)} ({', '.join(engines)})")
     print(f"  executions: {counts or 'none'}")
     print(f"  workflows served: {status['workflows']}")
     for service in status["services"]:

@@ -1019,6 +1019,7 @@ class Engine(AsyncContextManagerMixin):
             live_executions=self.live_count,
             services=services,
             leader=self.leader,
+            engines=() if self._last_beat is None else self._last_beat.alive,
         )
 
     async def wait_idle(self) -> None:

@@ -54,12 +54,15 @@ class ServiceHealth:
 class EngineHealth:
     """How an engine is doing (:meth:`prana.Engine.health`): ``ok`` when every
     background service is running without errors; ``live_executions`` in memory;
-    ``leader``: it leads the engines on its store (:attr:`prana.Engine.leader`)."""
+    ``leader``: it leads the engines on its store (:attr:`prana.Engine.leader`);
+    ``engines``: the owner ids of the engines alive on its store at its last
+    heartbeat, itself included (empty before the first)."""
 
     ok: bool
     live_executions: int
     services: tuple[ServiceHealth, ...]
     leader: bool = False
+    engines: tuple[str, ...] = ()
 
     def service(self, name: str) -> ServiceHealth:
         """The health of the service called ``name``."""

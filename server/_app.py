@@ -171,6 +171,7 @@ class Api:
                 "engine": self.engine.owner,  # which daemon answered (prana serve --processes)
                 "live_executions": health.live_executions,
                 "leader": health.leader,
+                "engines": list(health.engines),  # alive on the store: every daemon
                 "executions": counts,
                 "workflows": len(self.engine.served()),
                 "services": _services(health),

@@ -86,7 +86,7 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
         200,
         _json(
             {"type": "object"},
-            "{ok, engine, live_executions, leader, executions, workflows, services}",
+            "{ok, engine, live_executions, leader, engines, executions, workflows, services}",
         ),
     ),
     ("get", "/api/workflows"): (

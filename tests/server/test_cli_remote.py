@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from prana import Engine
 from prana.actors._cli import main
 from tests.server.client import request
 from tests.server.conftest import EXAMPLES, daemon, example, start_waiting
@@ -24,7 +25,12 @@ async def test_list_show_resume_and_status_go_through_the_daemon(
     monkeypatch.setenv("PRANA_TOKEN", "s3cret")
     monkeypatch.setenv("PRANA_DB", str(tmp_path / "unused.db"))
     token = {"Authorization": "Bearer s3cret"}
-    async with daemon(tmp_path / "d.db", [example("approval.yaml")], tokens=["s3cret"]) as url:
+    # Another process's engine on the daemon's database, alive before the daemon is.
+    other = Engine(store=tmp_path / "d.db")
+    async with (
+        other,
+        daemon(tmp_path / "d.db", [example("approval.yaml")], tokens=["s3cret"]) as url,
+    ):
         waiting = await start_waiting(url, headers=token)
         (suspension,) = waiting["suspensions"]
         listed = await prana("--url", url, "list", "--status", "suspended")
@@ -47,6 +53,9 @@ async def test_list_show_resume_and_status_go_through_the_daemon(
     assert '"approved_by": "ann"' in out_resume
     assert f"daemon at {url}: ok" in out_status
     assert "  engine: " in out_status
+    engines = next(line for line in out_status.splitlines() if "engines alive" in line)
+    assert "engines alive on its database: 2 (" in engines
+    assert other.owner in engines
     assert "executions: 1 completed" in out_status
     assert "no execution has id" in err_missing
     assert not (tmp_path / "unused.db").exists()  # nothing went to a database
