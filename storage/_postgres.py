@@ -111,7 +111,7 @@ class PostgresStore:
                 "the PostgreSQL store needs psycopg: pip install 'prana-runtime[postgres]'"
             ) from None
         try:
-            with psycopg.connect(self._conninfo, connect_timeout=10) as db:
+            with psycopg.connect(self._conninfo) as db:
                 return use(db)
         except psycopg.Error as exc:
             raise StoreError(

@@ -24,9 +24,32 @@ from ._queue import QUEUE_SCHEMA
 FINAL = "('completed', 'failed', 'cancelled', 'timed_out')"
 
 
+# libpq's settings of the store's connections where the URL sets none: a server that
+# cannot be reached is an error in seconds, not once TCP gives up (minutes to hours).
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "10",  # seconds to connect
+    # An idle connection (LISTEN's, a pooled one) probes the server after 10 s of
+    # silence, then every 5 s, and is dead after 3 probes unanswered.
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    # A statement sent is an error if the server has not acknowledged it in 30 s.
+    "tcp_user_timeout": "30000",
+}
+
+
 def parse_url(url: str) -> tuple[str, str, int]:
     """The connection string, schema and pool size of ``postgresql://...`` (options
-    ``?schema=NAME&pool=N``; the others go to libpq)."""
+    ``?schema=NAME&pool=N``; the others go to libpq, beside ``CONNECTION_DEFAULTS``
+    for those the URL does not set).
+
+    Without the defaults a network that drops packets (a partition, a server's
+    host gone without a reset) holds a statement, and its worker thread, until the
+    kernel gives up on the connection: about 15 minutes for data sent, never for a
+    connection waiting to hear (``LISTEN``). The engine's leases end meanwhile and
+    other engines take its executions over, but the engine itself stays stuck, so
+    it neither recovers nor shuts down until then."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise StoreError(f"{url!r} is not a PostgreSQL store URL; write postgresql://user@host/db")
@@ -37,7 +60,7 @@ def parse_url(url: str) -> tuple[str, str, int]:
     size = options.pop("pool", "8")
     if not size.isdigit() or not 1 <= int(size) <= 100:
         raise StoreError(f"pool must be a whole number from 1 to 100, not {size!r}")
-    query = urllib.parse.urlencode(options)
+    query = urllib.parse.urlencode({**CONNECTION_DEFAULTS, **options})
     address = (parts.scheme, parts.netloc, parts.path, query, parts.fragment)
     return urllib.parse.urlunsplit(address), schema, int(size)
 

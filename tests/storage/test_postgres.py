@@ -12,7 +12,7 @@ import pytest
 
 import prana
 from prana.storage import PostgresStore
-from prana.storage._postgres_schema import LATEST
+from prana.storage._postgres_schema import LATEST, parse_url
 from tests import postgres
 
 WAITING = {
@@ -48,6 +48,35 @@ async def test_urls_say_what_is_wrong_with_them() -> None:
     store = prana.storage.open_store("postgresql://u@h/db?schema=flows&pool=4")
     assert isinstance(store, PostgresStore)
     assert (store.schema, store.pool_size) == ("flows", 4)
+
+
+def test_connections_give_up_on_a_silent_server_in_seconds_unless_the_url_says_otherwise() -> None:
+    import psycopg
+
+    # What libpq is given: prana's defaults beside the URL's own options, which win.
+    conninfo, _, _ = parse_url(
+        "postgresql://u@h/db?schema=flows&sslmode=require&keepalives_idle=60"
+    )
+    given = psycopg.conninfo.conninfo_to_dict(conninfo)
+    assert given == {
+        "user": "u",
+        "host": "h",
+        "dbname": "db",
+        "sslmode": "require",
+        "connect_timeout": "10",
+        "keepalives": "1",
+        "keepalives_idle": "60",
+        "keepalives_interval": "5",
+        "keepalives_count": "3",
+        "tcp_user_timeout": "30000",
+    }
+    # libpq knows every one of them (it refuses a connection string with a name it
+    # does not know), and a connection keeps them.
+    postgres.require()
+    conninfo, _, _ = parse_url(postgres.database())
+    with psycopg.connect(conninfo) as db:
+        settings = db.info.get_parameters()
+    assert (settings["keepalives_count"], settings["tcp_user_timeout"]) == ("3", "30000")
 
 
 async def test_an_unreachable_server_is_a_clear_error() -> None:
