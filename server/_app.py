@@ -255,11 +255,21 @@ class Api:
         the execution, so that any engine can carry it on)."""
         body = await self.bodies.json(request)
         if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
+            named = (
+                body.get("workflow", body.get("workflow_id")) if isinstance(body, dict) else None
+            )
+            served = (
+                f"to start the served workflow {named!r}, POST its input to "
+                f"/api/workflows/{named}/executions; "
+                if isinstance(named, str)
+                else ""
+            )
             raise HTTPProblem(
                 400,
                 "Invalid body",
-                'send {"workflow": DEFINITION, "input": INPUT}, the definition as a JSON '
-                "object (id, version, nodes, connections)",
+                f'{served}this route runs a definition sent whole: send {{"workflow": '
+                'DEFINITION, "input": INPUT}, the definition as a JSON object (id, version, '
+                "nodes, connections)",
             )
         workflow = self.engine.validate(body["workflow"])  # 422 with every problem
         return await self._start(request, workflow, body.get("input"))

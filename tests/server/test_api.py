@@ -278,6 +278,7 @@ async def test_a_definition_runs_once_without_being_served(tmp_path: Path) -> No
         hooked = await request(url, "POST", "/hooks/greet", {})
         refused = await request(url, "POST", "/api/executions", {"workflow": unknown})
         no_workflow = await request(url, "POST", "/api/executions", {"input": 1})
+        by_id = await request(url, "POST", "/api/executions", {"workflow_id": "greet"})
         listed = await request(url, "GET", "/api/executions?workflow=greet")
     assert ran.status == 201
     assert (ran.json()["status"], ran.json()["output"]) == ("completed", {"hi": "Ada"})
@@ -290,6 +291,8 @@ async def test_a_definition_runs_once_without_being_served(tmp_path: Path) -> No
     assert [p["path"] for p in refused.json()["problems"]] == ["nodes[2].type"]
     assert no_workflow.status == 400
     assert '"workflow": DEFINITION' in no_workflow.json()["detail"]
+    assert by_id.status == 400  # a served workflow is started at its own route
+    assert "POST its input to /api/workflows/greet/executions" in by_id.json()["detail"]
     assert len(listed.json()["executions"]) == 2
 
 
