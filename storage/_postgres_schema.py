@@ -46,10 +46,11 @@ def parse_url(url: str) -> tuple[str, str, int]:
 
     Without the defaults a network that drops packets (a partition, a server's
     host gone without a reset) holds a statement, and its worker thread, until the
-    kernel gives up on the connection: about 15 minutes for data sent, never for a
-    connection waiting to hear (``LISTEN``). The engine's leases end meanwhile and
-    other engines take its executions over, but the engine itself stays stuck, so
-    it neither recovers nor shuts down until then."""
+    network comes back or the kernel gives up on the connection: about 15 minutes
+    for data sent, never for a connection waiting to hear (``LISTEN``). The
+    engine's leases end meanwhile and other engines take its executions over, but
+    the engine itself stays stuck: it neither reconnects (to a server that came back
+    elsewhere, say) nor shuts down until then."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise StoreError(f"{url!r} is not a PostgreSQL store URL; write postgresql://user@host/db")
