@@ -34,7 +34,7 @@ from urllib.parse import quote
 import anyio
 import orjson
 
-from prana._compiler import compile_workflow, triggers_of
+from prana._compiler import compile_workflow, triggers_of, warnings_of
 from prana._errors import ExecutionNotFound, PranaError, WorkflowValidationError
 from prana._loading import load_workflow
 from prana._mermaid import to_mermaid
@@ -423,16 +423,13 @@ def _command_validate(args: argparse.Namespace) -> int:
     actions = load_actions(args.actions)
     workflow = load_workflow(args.file, actions=actions)
     triggers = triggers_of(workflow, actions)
-    warnings = [
-        warning
-        for trigger in triggers
-        for warning in compile_workflow(workflow, actions, trigger=trigger).warnings
-    ]
+    for trigger in triggers:
+        compile_workflow(workflow, actions, trigger=trigger)  # each compiles
     print(
         f"{args.file} is valid: {len(workflow.nodes)} nodes, {len(workflow.connections)} connections, "
         f"trigger{'s' if len(triggers) != 1 else ''} {', '.join(triggers)}"
     )
-    for warning in dict.fromkeys(str(warning) for warning in warnings):
+    for warning in warnings_of(workflow, actions):
         print(f"warning: {warning}")
     return EXIT_OK
 

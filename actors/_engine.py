@@ -37,13 +37,14 @@ import attrs
 from anyio import AsyncContextManagerMixin
 
 from prana._commands import Dispatch
-from prana._compiler import ExecutionGraph
+from prana._compiler import ExecutionGraph, warnings_of
 from prana._errors import (
     ExecutionExists,
     ExecutionNotFound,
     InternalError,
     InvalidTransition,
     PranaError,
+    Problem,
 )
 from prana._json import check_json
 from prana._limits import DEFAULT_LIMITS, Limits
@@ -446,6 +447,12 @@ class Engine(AsyncContextManagerMixin):
         without serving it; return it loaded. Raises :class:`WorkflowValidationError`
         listing every problem."""
         return self._catalog.checked(workflow)
+
+    def warnings(self, workflow: Workflow | WorkflowSource) -> tuple[Problem, ...]:
+        """What is questionable in a valid workflow, checked as :meth:`validate`
+        checks it: the nodes that no trigger leads to. Raises
+        :class:`WorkflowValidationError` listing every problem if it is invalid."""
+        return warnings_of(self._catalog.checked(workflow), self.actions)
 
     def served(self) -> list[Workflow]:
         """The workflows this engine serves (the highest version registered of each

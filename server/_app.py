@@ -202,8 +202,7 @@ class Api:
 
     async def validate_workflow(self, request: Request) -> Response:
         workflow = self.engine.validate(self._definition(await self.bodies.json(request)))
-        # The same for every trigger: nodes that no trigger of the workflow leads to.
-        warnings = self.engine.compile(workflow).warnings
+        warnings = self.engine.warnings(workflow)
         return json_response(
             {
                 "valid": True,

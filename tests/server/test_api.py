@@ -234,8 +234,20 @@ async def test_workflows_are_validated_and_served_through_the_api(tmp_path: Path
         "nodes": [*definition["nodes"], {"key": "say", "type": "no.such"}],
         "connections": [{"from": "start", "to": "nowhere"}],
     }
+    # Two triggers (either may start it) and a node neither leads to.
+    triggered_twice = {
+        **definition,
+        "id": "twice",
+        "nodes": [
+            *definition["nodes"],
+            {"key": "hook", "type": "webhook.trigger", "params": {"path": "twice"}},
+            {"key": "lonely", "type": "core.noop"},
+        ],
+        "connections": [{"from": "start", "to": "say"}, {"from": "hook", "to": "say"}],
+    }
     async with daemon(tmp_path / "d.db") as url:
         checked = await request(url, "POST", "/api/workflows/validate", definition)
+        twice = await request(url, "POST", "/api/workflows/validate", triggered_twice)
         refused = await request(url, "POST", "/api/workflows/validate", broken)
         not_served = await request(url, "GET", "/api/workflows")
         served = await request(url, "POST", "/api/workflows", definition)
@@ -243,6 +255,10 @@ async def test_workflows_are_validated_and_served_through_the_api(tmp_path: Path
         shown = await request(url, "GET", "/api/workflows/greet")
         ran = await request(url, "POST", "/api/workflows/greet/executions?wait=10", {"name": "Ada"})
     assert checked.json() == {"valid": True, "id": "greet", "version": 1, "warnings": []}
+    assert (twice.status, twice.json()["valid"]) == (200, True)
+    assert twice.json()["warnings"] == [
+        {"path": "nodes[3]", "message": "node 'lonely' is never run: no trigger leads to it"}
+    ]
     assert refused.status == 422
     paths = {problem["path"] for problem in refused.json()["problems"]}
     assert {"nodes[2].key", "nodes[2].type", "connections[0].to"} <= paths
