@@ -50,6 +50,8 @@ from ._requests import (
     authorize,
     cursor_of,
     cursor_option,
+    definition_and_input,
+    definition_of,
     int_option,
     json_response,
     parse_json,
@@ -194,14 +196,14 @@ class Api:
         return json_response({"workflows": served})
 
     async def register_workflow(self, request: Request) -> Response:
-        workflow = await self.engine.keep_serving(self._definition(await self.bodies.json(request)))
+        workflow = await self.engine.keep_serving(definition_of(await self.bodies.json(request)))
         served = any(w is workflow for w in self.engine.served())
         return json_response(
             {"id": workflow.id, "version": workflow.version, "served": served}, 201
         )
 
     async def validate_workflow(self, request: Request) -> Response:
-        workflow = self.engine.validate(self._definition(await self.bodies.json(request)))
+        workflow = self.engine.validate(definition_of(await self.bodies.json(request)))
         warnings = self.engine.warnings(workflow)
         return json_response(
             {
@@ -211,16 +213,6 @@ class Api:
                 "warnings": [{"path": w.path, "message": w.message} for w in warnings],
             }
         )
-
-    @staticmethod
-    def _definition(body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict):
-            raise HTTPProblem(
-                400,
-                "Invalid workflow",
-                "send the workflow's definition as a JSON object (id, version, nodes, connections)",
-            )
-        return body
 
     async def stop_serving(self, request: Request) -> Response:
         workflow_id = request.path_params["workflow_id"]
@@ -252,26 +244,9 @@ class Api:
         """Run a definition sent with its input, once, without serving it: its
         webhooks and schedules start nothing (the engine keeps the definition with
         the execution, so that any engine can carry it on)."""
-        body = await self.bodies.json(request)
-        if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
-            named = (
-                body.get("workflow", body.get("workflow_id")) if isinstance(body, dict) else None
-            )
-            served = (
-                f"to start the served workflow {named!r}, POST its input to "
-                f"/api/workflows/{named}/executions; "
-                if isinstance(named, str)
-                else ""
-            )
-            raise HTTPProblem(
-                400,
-                "Invalid body",
-                f'{served}this route runs a definition sent whole: send {{"workflow": '
-                'DEFINITION, "input": INPUT}, the definition as a JSON object (id, version, '
-                "nodes, connections)",
-            )
-        workflow = self.engine.validate(body["workflow"])  # 422 with every problem
-        return await self._start(request, workflow, body.get("input"))
+        definition, data = definition_and_input(await self.bodies.json(request))
+        workflow = self.engine.validate(definition)  # 422 with every problem
+        return await self._start(request, workflow, data)
 
     async def _start(self, request: Request, workflow: prana.Workflow, data: Any) -> Response:
         wait = wait_option(request, MAX_WAIT)

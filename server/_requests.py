@@ -84,6 +84,37 @@ def parse_json(raw: bytes) -> Any:
         raise HTTPProblem(400, "Invalid JSON", f"the body is not JSON: {exc}") from None
 
 
+def definition_of(body: Any) -> dict[str, Any]:
+    """A workflow's definition sent as a body (to serve or validate it)."""
+    if not isinstance(body, dict):
+        raise HTTPProblem(
+            400,
+            "Invalid workflow",
+            "send the workflow's definition as a JSON object (id, version, nodes, connections)",
+        )
+    return body
+
+
+def definition_and_input(body: Any) -> tuple[dict[str, Any], Any]:
+    """The definition and input of a body that runs a workflow sent whole; one that
+    names a workflow instead is told where served workflows are started."""
+    if isinstance(body, dict) and isinstance(body.get("workflow"), dict):
+        return body["workflow"], body.get("input")
+    named = body.get("workflow", body.get("workflow_id")) if isinstance(body, dict) else None
+    served = (
+        f"to start the served workflow {named!r}, POST its input to "
+        f"/api/workflows/{named}/executions; "
+        if isinstance(named, str)
+        else ""
+    )
+    raise HTTPProblem(
+        400,
+        "Invalid body",
+        f'{served}this route runs a definition sent whole: send {{"workflow": DEFINITION, '
+        '"input": INPUT}, the definition as a JSON object (id, version, nodes, connections)',
+    )
+
+
 def sign(key: bytes, message: bytes) -> str:
     """The HMAC-SHA256 of ``message`` with ``key``, in hex."""
     return hmac.new(key, message, hashlib.sha256).hexdigest()
