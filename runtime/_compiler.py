@@ -182,7 +182,8 @@ def _choose_trigger(
             Problem(
                 path="trigger",
                 message=f"the workflow has {len(triggers)} triggers ({', '.join(triggers)}); "
-                "choose one: engine.run(..., trigger='KEY') or 'prana run --trigger KEY'",
+                "choose one: engine.run(..., trigger='KEY'), 'prana run --trigger KEY', or "
+                "?trigger=KEY in the URL of a daemon's start request",
             )
         )
         return None

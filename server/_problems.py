@@ -53,6 +53,9 @@ def problem_of(exc: BaseException) -> HTTPProblem:
     if isinstance(exc, HTTPProblem):
         return exc
     if isinstance(exc, errors.WorkflowValidationError):
+        if exc.problems and all(problem.path == "trigger" for problem in exc.problems):
+            # A workflow with several triggers, started without choosing one.
+            return HTTPProblem(400, "Choose a trigger", exc.problems[0].message)
         return HTTPProblem(
             422,
             "Invalid workflow",

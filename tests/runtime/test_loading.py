@@ -242,8 +242,8 @@ def test_several_triggers_without_a_chosen_one() -> None:
     with pytest.raises(prana.WorkflowValidationError) as caught:
         prana.lowlevel.compile_workflow(workflow, ACTIONS)
     assert [str(p) for p in caught.value.problems] == [
-        "trigger: the workflow has 2 triggers (one, two); choose one: engine.run(..., trigger='KEY') "
-        "or 'prana run --trigger KEY'"
+        "trigger: the workflow has 2 triggers (one, two); choose one: engine.run(..., trigger='KEY'), "
+        "'prana run --trigger KEY', or ?trigger=KEY in the URL of a daemon's start request"
     ]
     with pytest.raises(prana.WorkflowValidationError, match="'a' is not a trigger"):
         prana.lowlevel.compile_workflow(workflow, ACTIONS, trigger="a")

@@ -295,6 +295,8 @@ async def test_a_definition_runs_once_without_being_served(tmp_path: Path) -> No
         refused = await request(url, "POST", "/api/executions", {"workflow": unknown})
         no_workflow = await request(url, "POST", "/api/executions", {"input": 1})
         by_id = await request(url, "POST", "/api/executions", {"workflow_id": "greet"})
+        no_trigger = await request(url, "POST", "/api/executions", body)
+        wrong_trigger = await request(url, "POST", "/api/executions?trigger=say", body)
         listed = await request(url, "GET", "/api/executions?workflow=greet")
     assert ran.status == 201
     assert (ran.json()["status"], ran.json()["output"]) == ("completed", {"hi": "Ada"})
@@ -309,6 +311,12 @@ async def test_a_definition_runs_once_without_being_served(tmp_path: Path) -> No
     assert '"workflow": DEFINITION' in no_workflow.json()["detail"]
     assert by_id.status == 400  # a served workflow is started at its own route
     assert "POST its input to /api/workflows/greet/executions" in by_id.json()["detail"]
+    # Two triggers: the request says which one starts it.
+    assert (no_trigger.status, no_trigger.json()["title"]) == (400, "Choose a trigger")
+    assert "2 triggers (start, hook)" in no_trigger.json()["detail"]
+    assert "?trigger=KEY" in no_trigger.json()["detail"]
+    assert (wrong_trigger.status, wrong_trigger.json()["title"]) == (400, "Choose a trigger")
+    assert "'say' is not a trigger" in wrong_trigger.json()["detail"]
     assert len(listed.json()["executions"]) == 2
 
 
