@@ -143,11 +143,12 @@ def isolate(context: NodeContext) -> NodeContext:
     """The context with private copies of the data it shares with the execution.
 
     Inputs are other nodes' outputs, kept for routing and templates; parameters of a
-    node without templates belong to the compiled workflow. An action that changes
-    what it was given must not change them.
+    node without templates belong to the compiled workflow; the trigger's data is
+    every node's ``trigger`` in templates. An action that changes what it was given
+    must not change them.
     """
     params, deliveries = context.params, context.deliveries
-    vars, node_context = context.vars, context.node_context
+    vars, node_context, trigger = context.vars, context.node_context, context.trigger
     shared = [
         deliveries
         if any(_shared(value) for values in deliveries.values() for value in values)
@@ -155,6 +156,7 @@ def isolate(context: NodeContext) -> NodeContext:
         vars if _shared(vars) else None,
         node_context if _shared(node_context) else None,
         params if isinstance(params, (Mapping, list)) and _shared(params) else None,
+        trigger if _shared(trigger) else None,
     ]
     if all(piece is None for piece in shared):
         return context
@@ -166,6 +168,7 @@ def isolate(context: NodeContext) -> NodeContext:
         vars=vars if fresh[1] is None else fresh[1],
         node_context=node_context if fresh[2] is None else fresh[2],
         params=params if fresh[3] is None else fresh[3],
+        trigger=trigger if fresh[4] is None else fresh[4],
     )
 
 
@@ -184,6 +187,18 @@ def answer_resume(
     if on_resume is None:
         return None
     workflow_id = machine.graph.workflow.id
+    # Private copies of what the execution keeps (the wait, the variables, the
+    # node's context): a step that changes what it is given changes nothing else,
+    # even when it refuses the data and the node goes on waiting.
+    wake_data, waits_with, params, vars, node_context = _copy(
+        [
+            suspension.wake_data,
+            suspension.data,
+            suspension.params,
+            dict(machine.vars),
+            dict(machine.node_context(node.key)),
+        ]
+    )
     resume = Resume(
         execution_id=machine.execution_id,
         workflow_id=workflow_id,
@@ -191,10 +206,10 @@ def answer_resume(
         run_index=run.run_index,
         attempt=run.attempt,
         data=data,
-        suspension=suspension,
-        params=suspension.params,
-        vars=MappingProxyType(dict(machine.vars)),
-        node_context=machine.node_context(node.key),
+        suspension=attrs.evolve(suspension, wake_data=wake_data, data=waits_with, params=params),
+        params=params,
+        vars=MappingProxyType(vars),
+        node_context=node_context,
         now=now,
     )
     context = NodeContext(

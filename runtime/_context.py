@@ -59,6 +59,7 @@ class NodeContext:
         deliveries: Mapping[str, tuple[Any, ...]],
         vars: Mapping[str, Any],
         node_context: Mapping[str, Any],
+        trigger: Any,
     ) -> NodeContext:
         """The same context with other data (the private copies a worker makes);
         ``input`` and ``inputs`` follow from ``deliveries``."""
@@ -75,7 +76,7 @@ class NodeContext:
             inputs=inputs,
             vars=vars,
             node_context=node_context,
-            trigger=self.trigger,
+            trigger=trigger,
             loop_back=self.loop_back,
             deliveries=deliveries,
             now=self.now,

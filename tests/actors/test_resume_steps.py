@@ -114,3 +114,44 @@ def test_a_resume_step_must_be_a_plain_function() -> None:
 
     with pytest.raises(ValueError, match=r"on_resume of 'test\.wait' must be a plain function"):
         actions.action("test.wait", on_resume=later)(lambda ctx: prana.Suspend(kind="x"))
+
+
+async def test_a_step_that_changes_what_it_is_given_changes_nothing_kept() -> None:
+    # A careless step changes the wait's data, its parameters and the variables, then
+    # refuses the answer: the node waits as it did.
+    actions = prana.ActionRegistry()
+
+    def on_resume(resume: prana.Resume) -> Any:
+        resume.suspension.data["prompt"] = "changed"
+        resume.params["limit"].append(0)
+        resume.vars["region"]["name"] = "changed"
+        if resume.data != "ok":
+            raise prana.ResumeRefused("say ok")
+        return {"saw": resume.suspension.data["prompt"]}
+
+    @actions.action("test.ask", on_resume=on_resume)
+    def ask(ctx: prana.NodeContext) -> prana.Suspend:
+        return prana.Suspend(kind="question", token=True, data={"prompt": "ok?"})
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "ask": ("test.ask", {"limit": [1]}),
+            "after": ("data.set", {"values": {"region": "{{ vars.region.name }}"}}),
+        },
+        ["start -> ask", "ask -> after"],
+        actions=actions,
+        variables={"region": {"name": "eu"}},
+    )
+    async with prana.Engine(actions=actions, env={}) as engine:
+        waiting = await engine.run(workflow)
+        (wait,) = waiting.suspensions
+        with pytest.raises(prana.ResumeRefused, match="say ok"):
+            await engine.resume_token(wait.token or "", "no")
+        still = await engine.get(waiting.id)
+        done = await engine.resume_token(wait.token or "", "ok")
+    assert still.suspensions[0].data == {"prompt": "ok?"}
+    assert still.suspensions[0].params == {"limit": [1]}
+    assert done.status == "completed"
+    assert done.outputs["ask"] == {"saw": "changed"}  # its own copy, changed by itself
+    assert done.outputs["after"] == {"region": "eu"}

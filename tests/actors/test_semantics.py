@@ -689,6 +689,44 @@ async def test_outputs_are_copied_so_one_node_cannot_change_anothers_data(blob: 
     }
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_action_that_changes_the_triggers_data_changes_it_for_no_other_node(
+    kind: str,
+) -> None:
+    actions = prana.ActionRegistry()
+
+    def change(ctx: prana.NodeContext) -> Any:
+        ctx.trigger["extra"] = True  # a careless action changes what it was given
+        ctx.trigger["body"]["amount"] = 999
+        ctx.trigger["data"]["body"]["lines"].append("extra")
+        return {"changed": True}
+
+    async def change_async(ctx: prana.NodeContext) -> Any:
+        return change(ctx)
+
+    actions.action("test.change")(change if kind == "sync" else change_async)
+
+    @actions.action("test.look")
+    def look(ctx: prana.NodeContext) -> Any:
+        return {"body": ctx.trigger["body"], "extra": "extra" in ctx.trigger}
+
+    workflow = make_workflow(
+        {
+            "start": "webhook.trigger",
+            "change": "test.change",
+            "look": "test.look",
+            "read": ("data.set", {"values": {"amount": "{{ trigger.data.body.amount }}"}}),
+        },
+        ["start -> change", "change -> look", "look -> read"],
+        actions=actions,
+    )
+    result = await run(workflow, {"body": {"amount": 5, "lines": ["a"]}}, actions=actions)
+    assert result.status == "completed"
+    assert result.outputs["look"] == {"body": {"amount": 5, "lines": ["a"]}, "extra": False}
+    assert result.outputs["read"] == {"amount": 5}
+    assert result.input["body"] == {"amount": 5, "lines": ["a"]}
+
+
 async def test_sync_and_async_actions_get_the_full_context() -> None:
     seen: dict[str, Any] = {}
     actions = prana.ActionRegistry()
