@@ -154,6 +154,18 @@ class _Walk:
         return copied
 
 
+def copy_json(value: Any) -> Any:
+    """A private copy of JSON data kept by the engine (objects and lists only: what
+    :func:`check_json` made of it), sharing its strings and numbers, which cannot
+    change."""
+    kind = type(value)
+    if kind is dict:
+        return {key: copy_json(item) for key, item in value.items()}
+    if kind is list:
+        return [copy_json(item) for item in value]
+    return value
+
+
 def sized_copy(value: Any) -> tuple[Any, int]:
     """A plain copy of JSON data already checked, and about how many bytes of JSON
     it takes."""

@@ -17,16 +17,19 @@ step changed (:mod:`._blocks`).
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._blocks import BLOCKED_FORMAT, WHOLE_FORMAT, joined
 from ._errors import InternalError
+from ._json import copy_json
 from ._records import (
+    FINAL_STATUSES,
     Checkpoint,
     CheckpointKind,
+    ErrorInfo,
     Execution,
     ExecutionStatus,
     NodeRun,
@@ -184,21 +187,30 @@ def _tuples(pairs: Sequence[Sequence[Any]]) -> tuple[tuple[str, int], ...]:
 
 
 def snapshot(machine: ExecutionMachine) -> Execution:
-    """The execution as a user sees it now."""
+    """The execution as a user sees it now.
+
+    While the execution goes on (or may: a waiting one), its data is the caller's own
+    copy: the machine routes and renders templates with the same objects, and a
+    caller that changed them in place would change what later nodes see."""
     workflow = machine.graph.workflow
+    ended = machine.status in FINAL_STATUSES
+    own = _same if ended else copy_json
     return Execution(
         id=machine.execution_id,
         workflow_id=workflow.id,
         workflow_version=workflow.version,
         status=machine.status,
         trigger=machine.graph.trigger,
-        input=machine.input,
-        vars=dict(machine.vars),
-        node_runs=tuple(machine.trail),
+        input=own(machine.input),
+        vars=own(dict(machine.vars)),
+        node_runs=tuple(machine.trail) if ended else tuple(map(_own_run, machine.trail)),
         runs_left_out=machine.trail.left_out,
         skipped=tuple(machine.never_ran()),
-        suspensions=tuple(machine.suspensions),
-        error=machine.error,
+        suspensions=tuple(
+            attrs.evolve(s, wake_data=own(s.wake_data), data=own(s.data), params=own(s.params))
+            for s in machine.suspensions
+        ),
+        error=_own_error(machine.error, own),
         started_at=machine.started_at,
         finished_at=machine.finished_at,
         iteration_count=machine.flow.iteration_count,
@@ -213,14 +225,31 @@ def snapshot(machine: ExecutionMachine) -> Execution:
     )
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+def _own_run(run: NodeRun) -> NodeRun:
+    return attrs.evolve(
+        run,
+        output=copy_json(run.output),
+        params=copy_json(run.params),
+        error=_own_error(run.error, copy_json),
+    )
+
+
+def _own_error(error: ErrorInfo | None, own: Callable[[Any], Any]) -> ErrorInfo | None:
+    return None if error is None else attrs.evolve(error, details=own(error.details))
+
+
 def execution_data(machine: ExecutionMachine) -> dict[str, Any]:
     """The persistent working state (seed 000): contexts, active nodes and paths."""
     active = {run.node_key: run.run_index for run in machine.in_flight}
     active |= {suspension.node_key: suspension.run_index for suspension in machine.waits.in_order()}
     return {
         "context_data": {
-            "workflow": dict(machine.vars),
-            "node": machine.contexts.copy(),
+            "workflow": copy_json(dict(machine.vars)),
+            "node": copy_json(machine.contexts.copy()),
         },
         "active_nodes": active,
         "active_paths": dump_paths(machine, whole=True),

@@ -727,6 +727,48 @@ async def test_an_action_that_changes_the_triggers_data_changes_it_for_no_other_
     assert result.input["body"] == {"amount": 5, "lines": ["a"]}
 
 
+async def test_what_a_caller_is_shown_of_a_running_execution_is_its_own_copy() -> None:
+    actions = prana.ActionRegistry()
+    release = anyio.Event()
+
+    @actions.action("test.source")
+    def source(ctx: prana.NodeContext) -> Any:
+        return {"amount": 5, "lines": ["a"]}
+
+    @actions.action("test.hold")
+    async def hold(ctx: prana.NodeContext) -> Any:
+        await release.wait()
+        return {}
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "source": "test.source",
+            "hold": "test.hold",
+            "read": (
+                "data.set",
+                {"values": {"seen": "{{ nodes.source.output }}", "x": "{{ trigger.data.x }}"}},
+            ),
+        },
+        ["start -> source", "source -> hold", "hold -> read"],
+        actions=actions,
+    )
+    async with prana.Engine(actions=actions, env={}) as engine:
+        handle = await engine.start(workflow, {"x": 1})
+        while "hold" not in [run.node_key for run in handle.snapshot().node_runs]:
+            await anyio.lowlevel.checkpoint()
+        for shown in (handle.snapshot(), await engine.get(handle.id)):
+            (run,) = [run for run in shown.node_runs if run.node_key == "source"]
+            run.output["amount"] = 999  # a caller changes what it was shown
+            run.output["lines"].append("b")
+            shown.input["x"] = 2
+        release.set()
+        result = await handle.result()
+    assert result.status == "completed", result.error
+    assert result.outputs["read"] == {"seen": {"amount": 5, "lines": ["a"]}, "x": 1}
+    assert result.input == {"x": 1}
+
+
 async def test_sync_and_async_actions_get_the_full_context() -> None:
     seen: dict[str, Any] = {}
     actions = prana.ActionRegistry()
