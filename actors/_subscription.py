@@ -114,7 +114,7 @@ class Subscription:
                     )
                     self._dropped = 0
                     return dropped
-                return self._buffer.popleft()
+                return self._buffer.popleft().private_copy()
             if self._closed:
                 raise StopAsyncIteration
             self._wakeup = anyio.Event()
@@ -152,7 +152,8 @@ class Publisher:
         A middleware that raises is logged and contained: if it had not passed the
         event on, the event goes on as it came to it. It never stops the engine.
         """
-        self._pass(0, event)
+        # Middleware may change what it is given: its own copy, as every reader's.
+        self._pass(0, event.private_copy() if self._middleware else event)
 
     def _pass(self, position: int, event: Event) -> None:
         if position == len(self._middleware):

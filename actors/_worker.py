@@ -190,15 +190,8 @@ def answer_resume(
     # Private copies of what the execution keeps (the wait, the variables, the
     # node's context): a step that changes what it is given changes nothing else,
     # even when it refuses the data and the node goes on waiting.
-    wake_data, waits_with, params, vars, node_context = _copy(
-        [
-            suspension.wake_data,
-            suspension.data,
-            suspension.params,
-            dict(machine.vars),
-            dict(machine.node_context(node.key)),
-        ]
-    )
+    own = suspension.private_copy()
+    vars, node_context = _copy([dict(machine.vars), dict(machine.node_context(node.key))])
     resume = Resume(
         execution_id=machine.execution_id,
         workflow_id=workflow_id,
@@ -206,8 +199,8 @@ def answer_resume(
         run_index=run.run_index,
         attempt=run.attempt,
         data=data,
-        suspension=attrs.evolve(suspension, wake_data=wake_data, data=waits_with, params=params),
-        params=params,
+        suspension=own,
+        params=own.params,
         vars=MappingProxyType(vars),
         node_context=node_context,
         now=now,

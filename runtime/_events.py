@@ -31,6 +31,12 @@ class Event:
     time: float
     attributes: Mapping[str, Any] = attrs.field(factory=dict)
 
+    def private_copy(self) -> Event:
+        """The same event, the data it carries (a run's output, a wait's data) the
+        reader's own to change: the execution goes on with its own, and a reader
+        that changed it in place would change what later nodes see."""
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """The event as JSON data, its kind (the class name) as ``type``."""
         data: dict[str, Any] = {"type": type(self).__name__}
@@ -154,6 +160,9 @@ class NodeCompleted(Event):
     run: NodeRun
     progress: float
 
+    def private_copy(self) -> Event:
+        return attrs.evolve(self, run=self.run.private_copy())
+
 
 @attrs.frozen(kw_only=True)
 class NodeFailed(Event):
@@ -162,6 +171,9 @@ class NodeFailed(Event):
     node_key: str
     run: NodeRun
     progress: float
+
+    def private_copy(self) -> Event:
+        return attrs.evolve(self, run=self.run.private_copy())
 
 
 @attrs.frozen(kw_only=True)
@@ -173,6 +185,9 @@ class NodeRetrying(Event):
     run: NodeRun
     next_attempt: int
     at: float
+
+    def private_copy(self) -> Event:
+        return attrs.evolve(self, run=self.run.private_copy())
 
 
 @attrs.frozen(kw_only=True)
@@ -191,6 +206,9 @@ class NodeSuspended(Event):
     node_key: str
     suspension: Suspension
 
+    def private_copy(self) -> Event:
+        return attrs.evolve(self, suspension=self.suspension.private_copy())
+
 
 @attrs.frozen(kw_only=True)
 class ExecutionSuspended(Event):
@@ -199,6 +217,9 @@ class ExecutionSuspended(Event):
 
     suspensions: tuple[Suspension, ...]
     status: ExecutionStatus = "suspended"
+
+    def private_copy(self) -> Event:
+        return attrs.evolve(self, suspensions=tuple(s.private_copy() for s in self.suspensions))
 
 
 @attrs.frozen(kw_only=True)

@@ -8,6 +8,9 @@ from typing import Any, Literal, get_args
 import attrs
 
 from ._blocks import joined
+from ._json import copy_json
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 ExecutionStatus = Literal[
     "pending",
@@ -49,6 +52,10 @@ class ErrorInfo:
             "node_key": self.node_key,
             "run_index": self.run_index,
         }
+
+    def private_copy(self) -> ErrorInfo:
+        """The same error, its details the caller's own to change."""
+        return attrs.evolve(self, details=copy_json(self.details))
 
 
 @attrs.frozen(kw_only=True)
@@ -102,6 +109,28 @@ class NodeRun:
             "inputs": [[port, index] for port, index in self.inputs],
             "params": self.params,
         }
+
+    def private_copy(self) -> NodeRun:
+        """The same run, its data (output, params, error details) the caller's own to
+        change: the execution goes on with the record's."""
+        output, params, error = self.output, self.params, self.error
+        if type(output) in _SCALARS and type(params) in _SCALARS and error is None:
+            return self  # nothing in it can change
+        return NodeRun(
+            node_key=self.node_key,
+            run_index=self.run_index,
+            execution_index=self.execution_index,
+            status=self.status,
+            attempt=self.attempt,
+            port=self.port,
+            output=copy_json(output),
+            error=None if error is None else error.private_copy(),
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            duration_ms=self.duration_ms,
+            inputs=self.inputs,
+            params=copy_json(params),
+        )
 
     def ended(
         self,
@@ -167,6 +196,16 @@ class Suspension:
     child_execution_id: str | None = None
     data: Any = None
     params: Any = None
+
+    def private_copy(self) -> Suspension:
+        """The same wait, its data (``wake_data``, ``data``, ``params``) the caller's own
+        to change."""
+        return attrs.evolve(
+            self,
+            wake_data=copy_json(self.wake_data),
+            data=copy_json(self.data),
+            params=copy_json(self.params),
+        )
 
     @property
     def timer_key(self) -> tuple[str, int]:

@@ -17,7 +17,7 @@ step changed (:mod:`._blocks`).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -29,7 +29,6 @@ from ._records import (
     FINAL_STATUSES,
     Checkpoint,
     CheckpointKind,
-    ErrorInfo,
     Execution,
     ExecutionStatus,
     NodeRun,
@@ -193,24 +192,26 @@ def snapshot(machine: ExecutionMachine) -> Execution:
     copy: the machine routes and renders templates with the same objects, and a
     caller that changed them in place would change what later nodes see."""
     workflow = machine.graph.workflow
-    ended = machine.status in FINAL_STATUSES
-    own = _same if ended else copy_json
+    if machine.status in FINAL_STATUSES:
+        input, vars = machine.input, dict(machine.vars)
+        runs, suspensions = tuple(machine.trail), tuple(machine.suspensions)
+    else:
+        input, vars = copy_json(machine.input), copy_json(dict(machine.vars))
+        runs = tuple(run.private_copy() for run in machine.trail)
+        suspensions = tuple(suspension.private_copy() for suspension in machine.suspensions)
     return Execution(
         id=machine.execution_id,
         workflow_id=workflow.id,
         workflow_version=workflow.version,
         status=machine.status,
         trigger=machine.graph.trigger,
-        input=own(machine.input),
-        vars=own(dict(machine.vars)),
-        node_runs=tuple(machine.trail) if ended else tuple(map(_own_run, machine.trail)),
+        input=input,
+        vars=vars,
+        node_runs=runs,
         runs_left_out=machine.trail.left_out,
         skipped=tuple(machine.never_ran()),
-        suspensions=tuple(
-            attrs.evolve(s, wake_data=own(s.wake_data), data=own(s.data), params=own(s.params))
-            for s in machine.suspensions
-        ),
-        error=_own_error(machine.error, own),
+        suspensions=suspensions,
+        error=machine.error,
         started_at=machine.started_at,
         finished_at=machine.finished_at,
         iteration_count=machine.flow.iteration_count,
@@ -223,23 +224,6 @@ def snapshot(machine: ExecutionMachine) -> Execution:
         concurrency_key=machine.queue_place.key if machine.queue_place is not None else None,
         priority=machine.queue_place.priority if machine.queue_place is not None else 0,
     )
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def _own_run(run: NodeRun) -> NodeRun:
-    return attrs.evolve(
-        run,
-        output=copy_json(run.output),
-        params=copy_json(run.params),
-        error=_own_error(run.error, copy_json),
-    )
-
-
-def _own_error(error: ErrorInfo | None, own: Callable[[Any], Any]) -> ErrorInfo | None:
-    return None if error is None else attrs.evolve(error, details=own(error.details))
 
 
 def execution_data(machine: ExecutionMachine) -> dict[str, Any]:

@@ -769,6 +769,36 @@ async def test_what_a_caller_is_shown_of_a_running_execution_is_its_own_copy() -
     assert result.input == {"x": 1}
 
 
+async def test_a_listener_that_changes_an_events_data_changes_nothing_the_execution_sees() -> None:
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.source")
+    def source(ctx: prana.NodeContext) -> Any:
+        return {"amount": 5, "lines": ["a"]}
+
+    def careless(event: Any) -> None:  # a middleware that changes what passes by
+        if isinstance(event, prana.events.NodeCompleted) and event.node_key == "source":
+            event.run.output["lines"].append("by middleware")
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "source": "test.source",
+            "ask": "wait.webhook",
+            "read": ("data.set", {"values": {"seen": "{{ nodes.source.output }}"}}),
+        },
+        ["start -> source", "source -> ask", "ask -> read"],
+        actions=actions,
+    )
+    async with prana.Engine(actions=actions, env={}, middleware=[careless]) as engine:
+        handle = await engine.start(workflow)
+        async for event in handle.events():
+            if isinstance(event, prana.events.NodeCompleted) and event.node_key == "source":
+                event.run.output["amount"] = 999  # a subscriber does the same
+        result = await engine.resume(handle.id, {"ok": True})
+    assert result.outputs["read"] == {"seen": {"amount": 5, "lines": ["a"]}}
+
+
 async def test_sync_and_async_actions_get_the_full_context() -> None:
     seen: dict[str, Any] = {}
     actions = prana.ActionRegistry()
