@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -57,7 +58,8 @@ from ._cli_serve import (
     validate_on_daemon,
     webhook_secrets,
 )
-from ._engine import Engine
+from ._engine import DEFAULT_LEASE, Engine
+from ._explain import Explanation, explain
 from ._follow import follow, through_short_waits
 from ._gc import tune_gc
 from ._progress import render_list, render_report, use_color
@@ -398,6 +400,22 @@ def _command_show(args: argparse.Namespace) -> int:
     return _report(_reading(args, read), args)
 
 
+def _command_explain(args: argparse.Namespace) -> int:
+    if args.remote is not None:
+        print(args.remote.get(path_of(args.execution, "explain"))["text"])
+        return EXIT_OK
+
+    async def read(store: Store) -> Explanation:
+        stored = await store.load_execution(args.execution)
+        if stored is None:
+            raise ExecutionNotFound(f"no execution has id {args.execution!r}; see 'prana list'")
+        # As an engine with the default lease would say, without being one.
+        return explain(stored, live=None, wall_clock=time.time(), heartbeat=DEFAULT_LEASE / 3)
+
+    print(_reading(args, read))
+    return EXIT_OK
+
+
 def _command_list(args: argparse.Namespace) -> int:
     if args.remote is not None:
         listed = args.remote.get(
@@ -540,6 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "graph": _command_graph,
         "list": _command_list,
         "show": _command_show,
+        "explain": _command_explain,
         "resume": _command_resume,
         "cancel": _command_cancel,
         "pause": _command_pause,

@@ -25,8 +25,8 @@ def command_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--url",
         metavar="URL",
-        help="a daemon (prana serve) to send list, show, status, logs, resume, cancel, "
-        "pause, retry and rerun to, instead of using the database, and run and validate "
+        help="a daemon (prana serve) to send list, show, explain, status, logs, resume, "
+        "cancel, pause, retry and rerun to, instead of using the database, and run and validate "
         "(the workflow file runs there, with its actions) (default: $PRANA_URL); "
         "$PRANA_TOKEN is its API token",
     )
@@ -141,6 +141,14 @@ def command_parser() -> argparse.ArgumentParser:
     show.add_argument("execution", metavar="ID", help="the execution id")
     store(show)
     output(show)
+
+    why = commands.add_parser(
+        "explain",
+        help="why an execution is where it is: what it waits for and until when, "
+        "whether it is paused, which engine runs it",
+    )
+    why.add_argument("execution", metavar="ID", help="the execution id")
+    store(why)
 
     resume = commands.add_parser(
         "resume", help="resume a waiting or paused execution and show what happens"

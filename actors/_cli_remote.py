@@ -37,6 +37,7 @@ REMOTE_COMMANDS = frozenset(
     [
         "list",
         "show",
+        "explain",
         "status",
         "logs",
         "resume",

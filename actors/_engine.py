@@ -116,6 +116,9 @@ class EngineStatistics:
     commit_times: Durations
 
 
+DEFAULT_LEASE = 30.0  # seconds an engine's hold on an execution lasts unrenewed
+
+
 class Engine(AsyncContextManagerMixin):
     """Runs workflows durably. Use it as ``async with Engine(...) as engine:``.
 
@@ -160,7 +163,7 @@ class Engine(AsyncContextManagerMixin):
         env: Mapping[str, str] | None = None,
         middleware: Iterable[Middleware] = (),
         clock: Clock | None = None,
-        lease: float = 30.0,
+        lease: float = DEFAULT_LEASE,
         heartbeat: float | None = None,
         recover: bool = True,
         workflows: Iterable[Workflow | WorkflowSource] = (),

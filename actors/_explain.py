@@ -60,8 +60,8 @@ def explain(
         moving = stored.lease_expires is not None and stored.lease_expires > wall_clock
     elif status == "paused":
         reasons.append(
-            "it is paused: nothing new runs until it is unpaused (prana resume ID, or "
-            "POST /api/executions/ID/unpause)"
+            "it is paused: nothing new runs until it is unpaused (prana resume "
+            f"{stored.id}, or POST /api/executions/{stored.id}/unpause)"
         )
     elif status == "pending":
         reasons.append("it has not started yet")

@@ -228,6 +228,8 @@ def render_report(
     if execution.suspensions:
         lines.extend(["", "Waiting:"])
         lines.extend(_waiting_lines(execution, children, "  "))
+    if execution.status == "paused":
+        lines.extend(["", f"Paused: nothing new runs until 'prana resume {execution.id}'"])
     if execution.status == "completed":
         lines.extend(["", "Output:", json.dumps(execution.output, indent=2, ensure_ascii=False)])
     return "\n".join(lines) + "\n"

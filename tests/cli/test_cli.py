@@ -377,10 +377,21 @@ def test_pause_resume_cancel_and_retry_from_the_command_line(
     assert main(["run", APPROVAL, "--input", '{"amount": 5000}', "--quiet", "--json"]) == 0
     execution_id = json.loads(capsys.readouterr().out)["id"]
 
-    assert main(["pause", execution_id, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["status"] == "paused"
+    assert main(["pause", execution_id]) == 0
+    assert f"Paused: nothing new runs until 'prana resume {execution_id}'" in (
+        capsys.readouterr().out
+    )
     assert main(["list", "--status", "paused"]) == 0
     assert execution_id in capsys.readouterr().out
+    assert main(["explain", execution_id]) == 0  # why it does not move, in words
+    why = sorted(capsys.readouterr().out.splitlines())
+    assert why[0] == (
+        f"it is paused: nothing new runs until it is unpaused (prana resume {execution_id}, "
+        f"or POST /api/executions/{execution_id}/unpause)"
+    )
+    assert why[1].startswith("node 'approval' waits for data until ")
+    assert main(["explain", "0" * 32]) == 1
+    assert "no execution has id" in capsys.readouterr().err
     assert main(["resume", execution_id, "--json"]) == 0  # unpaused: waits again
     assert json.loads(capsys.readouterr().out)["status"] == "suspended"
 

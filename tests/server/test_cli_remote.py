@@ -37,6 +37,8 @@ async def test_list_show_resume_and_status_go_through_the_daemon(
         out_list = capsys.readouterr().out
         shown = await prana("--url", url, "show", waiting["id"])
         out_show = capsys.readouterr().out
+        explained = await prana("--url", url, "explain", waiting["id"])
+        out_explain = capsys.readouterr().out
         resumed = await prana(
             "--url", url, "resume", suspension["token"], "--data", '{"approved": true, "by": "ann"}'
         )
@@ -45,7 +47,9 @@ async def test_list_show_resume_and_status_go_through_the_daemon(
         out_status = capsys.readouterr().out
         missing = await prana("--url", url, "show", "0" * 32)
         err_missing = capsys.readouterr().err
-    assert (listed, shown, resumed, status, missing) == (0, 0, 0, 0, 1)
+    assert (listed, shown, explained, resumed, status, missing) == (0, 0, 0, 0, 0, 1)
+    assert out_explain.startswith("node 'approval' waits for data until ")
+    assert f"answer it with token {suspension['token']}" in out_explain
     assert waiting["id"] in out_list
     assert "suspended" in out_show
     assert suspension["token"] in out_show
