@@ -54,10 +54,10 @@ from ._requests import (
     definition_of,
     int_option,
     json_response,
-    parse_json,
     sign,
     time_option,
     wait_option,
+    webhook_body,
 )
 from ._streams import EventLog, all_stream, execution_stream
 from ._tracing import Tracing
@@ -482,7 +482,7 @@ class Api:
                     "this webhook takes signed requests only: send X-Prana-Signature: "
                     "sha256=HEX, the HMAC-SHA256 of the body with the webhook's secret",
                 )
-        body = parse_json(raw)
+        body = webhook_body(raw, request.headers.get("content-type", ""))
         try:
             handle = await self.engine.start_webhook(
                 request.path_params["path"],

@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import hmac
 import math
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,6 +83,49 @@ def parse_json(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise HTTPProblem(400, "Invalid JSON", f"the body is not JSON: {exc}") from None
+
+
+def webhook_body(raw: bytes, content_type: str) -> Any:
+    """A webhook's body as its workflow sees it (``trigger.body``), by its
+    ``Content-Type``: JSON (the default) as data; form fields
+    (``application/x-www-form-urlencoded``) as an object, a field sent several times
+    as the list of its values; text (``text/*``, XML) as a string; nothing as
+    ``null``. 415 for anything else (a file, a multipart form)."""
+    kind, _, options = content_type.partition(";")
+    kind = kind.strip().lower()
+    if kind in ("", "application/json") or kind.endswith("+json"):
+        return parse_json(raw)
+    form = kind == "application/x-www-form-urlencoded"
+    if not (form or kind.startswith("text/") or kind == "application/xml" or kind.endswith("+xml")):
+        raise HTTPProblem(
+            415,
+            "Unsupported body",
+            f"a webhook takes JSON, form fields (application/x-www-form-urlencoded) or text, "
+            f"not {kind}; send one of those, or a reference to where the rest is kept",
+        )
+    if not raw:
+        return None
+    charset = "utf-8"
+    for option in options.split(";"):
+        name, _, value = option.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            charset = value.strip().strip('"')
+    try:
+        text = raw.decode(charset)
+    except (LookupError, UnicodeDecodeError):
+        raise HTTPProblem(
+            400, "Invalid body", f"the body is not text in {charset}; send it in UTF-8"
+        ) from None
+    if form:
+        if text.lstrip()[:1] in ("{", "["):
+            # JSON sent as a form (curl -d's default type): a form's encoder would
+            # have written %7B, %5B.
+            return parse_json(raw)
+        fields: dict[str, list[str]] = {}
+        for name, value in urllib.parse.parse_qsl(text, keep_blank_values=True):
+            fields.setdefault(name, []).append(value)
+        return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}
+    return text
 
 
 def definition_of(body: Any) -> dict[str, Any]:

@@ -36,6 +36,54 @@ async def test_a_webhook_starts_an_execution_with_the_request_as_its_trigger(
     assert execution["input"]["query"] == {"source": "shop"}
 
 
+async def test_a_webhook_takes_json_form_fields_and_text_by_their_content_type(
+    tmp_path: Path,
+) -> None:
+    sent = [
+        ("application/json; charset=utf-8", b'{"amount": 40}'),
+        ("application/x-www-form-urlencoded", b"amount=40&item=a&item=b&note=caf%C3%A9+au+lait"),
+        ("application/x-www-form-urlencoded", b'{"amount": 40}'),  # curl -d's default type
+        ("text/plain; charset=latin-1", "café".encode("latin-1")),
+        ("application/xml", b"<order amount='40'/>"),
+        ("", b""),
+    ]
+    async with daemon(tmp_path / "d.db", [example("order_intake.yaml")]) as url:
+        bodies = []
+        for content_type, raw in sent:
+            headers = {"Content-Type": content_type} if content_type else {}
+            started = await request(url, "POST", "/hooks/orders", headers=headers, raw=raw)
+            assert started.status == 202, started.json()
+            execution_id = started.json()["execution_id"]
+            done = await request(url, "GET", f"/api/executions/{execution_id}")
+            bodies.append(done.json()["input"]["body"])
+        refused = await request(
+            url, "POST", "/hooks/orders", headers={"Content-Type": "image/png"}, raw=b"\x89PNG"
+        )
+        garbled = await request(
+            url, "POST", "/hooks/orders", headers={"Content-Type": "text/plain"}, raw=b"\xff\xfe"
+        )
+        not_json = await request(
+            url, "POST", "/hooks/orders", headers={"Content-Type": "application/json"}, raw=b"{"
+        )
+    assert bodies == [
+        {"amount": 40},
+        {"amount": "40", "item": ["a", "b"], "note": "café au lait"},
+        {"amount": 40},
+        "café",
+        "<order amount='40'/>",
+        None,
+    ]
+    assert (refused.status, refused.json()["title"]) == (415, "Unsupported body")
+    assert (
+        "JSON, form fields (application/x-www-form-urlencoded) or text" in refused.json()["detail"]
+    )
+    assert (garbled.status, garbled.json()["detail"]) == (
+        400,
+        "the body is not text in utf-8; send it in UTF-8",
+    )
+    assert not_json.status == 400
+
+
 async def test_a_request_no_webhook_answers_is_refused_with_the_routes_served(
     tmp_path: Path,
 ) -> None:
