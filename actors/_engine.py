@@ -500,14 +500,18 @@ class Engine(AsyncContextManagerMixin):
         headers: Mapping[str, str] | None = None,
         query: Mapping[str, Any] | None = None,
         body: Any = None,
+        idempotency_key: str | None = None,
     ) -> ExecutionHandle:
         """Start the registered workflow whose ``webhook.trigger`` answers ``method``
         and ``path``, with the request as ``trigger`` (``trigger.body``,
-        ``trigger.headers`` with lower-case names, ``trigger.query``). Raises
-        :class:`TriggerError` if no registered workflow answers the request."""
+        ``trigger.headers`` with lower-case names, ``trigger.query``); once per
+        ``idempotency_key``, as :meth:`start`. Raises :class:`TriggerError` if no
+        registered workflow answers the request."""
         workflow, trigger = self._catalog.webhook(method, path)
         request = {"method": method, "path": path, "headers": headers, "query": query}
-        return await self.start(workflow, {**request, "body": body}, trigger=trigger)
+        return await self.start(
+            workflow, {**request, "body": body}, trigger=trigger, idempotency_key=idempotency_key
+        )
 
     async def start(
         self,

@@ -490,9 +490,13 @@ class Api:
                 headers=dict(request.headers),
                 query=dict(request.query_params),
                 body=body,
+                idempotency_key=request.headers.get("idempotency-key"),
             )
         except prana.TriggerError as exc:
             raise HTTPProblem(404, "No webhook here", str(exc)) from None
+        except prana.errors.ExecutionExists as exists:  # a request sent again
+            first = await self.engine.get(exists.execution_id)
+            return json_response({"execution_id": first.id, "status": first.status}, 200)
         self.tracing.started_by(handle.id, request.headers)
         return json_response({"execution_id": handle.id, "status": handle.status}, 202)
 

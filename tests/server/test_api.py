@@ -84,6 +84,21 @@ async def test_a_webhook_takes_json_form_fields_and_text_by_their_content_type(
     assert not_json.status == 400
 
 
+async def test_a_webhook_sent_again_with_its_idempotency_key_starts_nothing_new(
+    tmp_path: Path,
+) -> None:
+    key = {"Idempotency-Key": "delivery-17"}
+    async with daemon(tmp_path / "d.db", [example("order_intake.yaml")]) as url:
+        first = await request(url, "POST", "/hooks/orders", {"amount": 40}, headers=key)
+        again = await request(url, "POST", "/hooks/orders", {"amount": 40}, headers=key)
+        other = await request(url, "POST", "/hooks/orders", {"amount": 40})
+        listed = await request(url, "GET", "/api/executions?workflow=order_intake")
+    assert (first.status, again.status, other.status) == (202, 200, 202)
+    assert again.json()["execution_id"] == first.json()["execution_id"]
+    assert other.json()["execution_id"] != first.json()["execution_id"]
+    assert len(listed.json()["executions"]) == 2
+
+
 async def test_a_request_no_webhook_answers_is_refused_with_the_routes_served(
     tmp_path: Path,
 ) -> None:
