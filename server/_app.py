@@ -52,6 +52,7 @@ from ._requests import (
     cursor_option,
     definition_and_input,
     definition_of,
+    fields_of,
     int_option,
     json_response,
     sign,
@@ -488,7 +489,7 @@ class Api:
                 request.path_params["path"],
                 method=request.method,
                 headers=dict(request.headers),
-                query=dict(request.query_params),
+                query=fields_of(request.query_params.multi_items()),
                 body=body,
                 idempotency_key=request.headers.get("idempotency-key"),
             )

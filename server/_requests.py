@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import math
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -121,11 +121,17 @@ def webhook_body(raw: bytes, content_type: str) -> Any:
             # JSON sent as a form (curl -d's default type): a form's encoder would
             # have written %7B, %5B.
             return parse_json(raw)
-        fields: dict[str, list[str]] = {}
-        for name, value in urllib.parse.parse_qsl(text, keep_blank_values=True):
-            fields.setdefault(name, []).append(value)
-        return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}
+        return fields_of(urllib.parse.parse_qsl(text, keep_blank_values=True))
     return text
+
+
+def fields_of(pairs: Iterable[tuple[str, str]]) -> dict[str, str | list[str]]:
+    """Form or query fields as an object: a field given several times holds the list
+    of its values, in order."""
+    fields: dict[str, list[str]] = {}
+    for name, value in pairs:
+        fields.setdefault(name, []).append(value)
+    return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}
 
 
 def definition_of(body: Any) -> dict[str, Any]:

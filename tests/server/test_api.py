@@ -23,7 +23,11 @@ async def test_a_webhook_starts_an_execution_with_the_request_as_its_trigger(
 ) -> None:
     async with daemon(tmp_path / "d.db", [example("order_intake.yaml")]) as url:
         started = await request(
-            url, "POST", "/hooks/orders?source=shop", {"amount": 40}, headers={"X-Shop": "berlin"}
+            url,
+            "POST",
+            "/hooks/orders?source=shop&tag=a&tag=b",
+            {"amount": 40},
+            headers={"X-Shop": "berlin"},
         )
         assert started.status == 202
         execution_id = started.json()["execution_id"]
@@ -33,7 +37,7 @@ async def test_a_webhook_starts_an_execution_with_the_request_as_its_trigger(
     assert execution["trigger"] == "web"
     assert execution["input"]["body"] == {"amount": 40}
     assert execution["input"]["headers"]["x-shop"] == "berlin"
-    assert execution["input"]["query"] == {"source": "shop"}
+    assert execution["input"]["query"] == {"source": "shop", "tag": ["a", "b"]}
 
 
 async def test_a_webhook_takes_json_form_fields_and_text_by_their_content_type(
