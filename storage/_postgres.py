@@ -36,17 +36,15 @@ from ._engines import EngineBeat, beat
 from ._filters import execution_filter
 from ._postgres_notify import listen, notify
 from ._postgres_rows import (
-    TEXT_COLUMNS,
     Connection,
     Writes,
-    execution_from_row,
     insert_workflow,
+    listed_executions,
     may_apply,
     moves_the_queue,
     ownership_after,
     read_execution,
     schedule_from_row,
-    suspensions_of,
     workflow_from_row,
 )
 from ._postgres_schema import (
@@ -289,7 +287,6 @@ class PostgresStore:
 
     async def load_execution(self, execution_id: str) -> StoredExecution | None:
         """Everything kept of an execution, or ``None``."""
-
         return await self._run(lambda db: read_execution(db, execution_id))
 
     async def execution_status(self, execution_id: str) -> ExecutionStatus | None:
@@ -322,16 +319,7 @@ class PostgresStore:
             started="COALESCE(started_at, 0)",
         )
 
-        def work(db: Connection) -> list[StoredExecution]:
-            rows = db.execute(
-                f"SELECT {TEXT_COLUMNS} FROM executions {clause} "
-                "ORDER BY COALESCE(started_at, 0) DESC, id DESC LIMIT %s",
-                (*values, limit),
-            ).fetchall()
-            waits = suspensions_of(db, [row[0] for row in rows])
-            return [execution_from_row(row, suspensions=waits.get(row[0], ())) for row in rows]
-
-        return await self._run(work)
+        return await self._run(lambda db: listed_executions(db, clause, values, limit))
 
     async def count_executions(
         self, *, workflow_id: str | None = None

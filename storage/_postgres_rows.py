@@ -356,10 +356,35 @@ def execution_from_row(
     )
 
 
+# The first statement of a read of several statements: they see one state of the
+# database (in PostgreSQL's default, each sees what was committed before it began).
+ONE_STATE = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
+def listed_executions(
+    db: Connection, clause: str, values: Sequence[Any], limit: int
+) -> list[StoredExecution]:
+    """The executions ``clause`` chooses, newest first, with their waits (as they
+    were when the executions were read: it begins its transaction, ``ONE_STATE``)."""
+    db.execute(ONE_STATE)
+    rows = db.execute(
+        f"SELECT {TEXT_COLUMNS} FROM executions {clause} "
+        "ORDER BY COALESCE(started_at, 0) DESC, id DESC LIMIT %s",
+        (*values, limit),
+    ).fetchall()
+    waits = suspensions_of(db, [row[0] for row in rows])
+    return [execution_from_row(row, suspensions=waits.get(row[0], ())) for row in rows]
+
+
 def read_execution(db: Connection, execution_id: str) -> StoredExecution | None:
-    """Everything kept of an execution, in one round trip; ``None`` if there is none."""
+    """Everything kept of an execution, in one round trip; ``None`` if there is none.
+
+    It begins its transaction (``ONE_STATE``): a commit of another engine between
+    two of its queries (an execution moving on from a wait) would otherwise mix two
+    states, a waiting status without its wait, which cannot be restored."""
     key = (execution_id,)
     with db.pipeline():  # the five queries in one round trip
+        db.execute(ONE_STATE)
         row = db.execute(f"SELECT {TEXT_COLUMNS} FROM executions WHERE id = %s", key)
         runs = db.execute(
             "SELECT record::text FROM node_runs WHERE execution_id = %s ORDER BY execution_index",

@@ -353,3 +353,69 @@ def test_a_process_frozen_inside_a_transaction_holds_up_the_others_for_seconds_o
             frozen.execute("SELECT 1")
     finally:
         frozen.close()
+
+
+def test_an_execution_is_read_as_one_state_while_another_engine_commits() -> None:
+    # Another engine moves a waiting execution on and back, each move one commit
+    # (status and wait together). Every read (whole, or in a listing) sees one of
+    # the two states, never the status of one with the waits of the other.
+    import threading
+
+    import psycopg
+
+    url = postgres.database()
+
+    async def make_one_wait() -> str:
+        async with prana.Engine(store=url, env={}) as engine:
+            return (await engine.run(WAITING)).id
+
+    execution_id = anyio.run(make_one_wait)
+    (wait,) = sql(
+        url, f"SELECT record::text FROM prana.suspensions WHERE execution_id = '{execution_id}'"
+    )
+    stop = threading.Event()
+
+    def move_on_and_back() -> None:
+        with psycopg.connect(url, autocommit=True) as db:
+            while not stop.is_set():
+                with db.transaction():
+                    db.execute(
+                        "UPDATE prana.executions SET status = 'running' WHERE id = %s",
+                        (execution_id,),
+                    )
+                    db.execute(
+                        "DELETE FROM prana.suspensions WHERE execution_id = %s", (execution_id,)
+                    )
+                with db.transaction():
+                    db.execute(
+                        "UPDATE prana.executions SET status = 'suspended' WHERE id = %s",
+                        (execution_id,),
+                    )
+                    db.execute(
+                        "INSERT INTO prana.suspensions (execution_id, execution_index, record) "
+                        "VALUES (%s, 1, %s::json)",
+                        (execution_id, wait[0]),
+                    )
+
+    async def read_while_it_moves() -> list[tuple[str, int]]:
+        store = PostgresStore(url)
+        await store.open()
+        mover = threading.Thread(target=move_on_and_back, daemon=True)
+        mover.start()
+        seen: list[tuple[str, int]] = []
+        try:
+            for _ in range(400):
+                stored = await store.load_execution(execution_id)
+                (listed,) = await store.list_executions(workflow_id="approve")
+                for read in (stored, listed):
+                    assert read is not None
+                    seen.append((read.status, len(read.suspensions)))
+        finally:
+            stop.set()
+            mover.join()
+            await store.aclose()
+        return seen
+
+    seen = anyio.run(read_while_it_moves)
+    assert set(seen) <= {("running", 0), ("suspended", 1)}
+    assert len(set(seen)) == 2  # the reads did see it move
