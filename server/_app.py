@@ -55,6 +55,7 @@ from ._requests import (
     fields_of,
     int_option,
     json_response,
+    prefer_wait,
     sign,
     time_option,
     wait_option,
@@ -499,6 +500,11 @@ class Api:
             first = await self.engine.get(exists.execution_id)
             return json_response({"execution_id": first.id, "status": first.status}, 200)
         self.tracing.started_by(handle.id, request.headers)
+        wait = prefer_wait(request, MAX_WAIT)  # a sender that wants the outcome
+        if wait > 0:
+            execution = await self._stopped(handle.id, wait)
+            if execution.status != "running":
+                return json_response(self.view(execution), 200)
         return json_response({"execution_id": handle.id, "status": handle.status}, 202)
 
 

@@ -170,6 +170,19 @@ def sign(key: bytes, message: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def prefer_wait(request: Request, most: float) -> float:
+    """``Prefer: wait=SECONDS`` (RFC 7240), at most ``most``; 0 when not given. A
+    preference that cannot be read is ignored, as the RFC has it."""
+    for preference in request.headers.get("prefer", "").split(","):
+        name, _, value = preference.partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return min(max(float(value.strip().strip('"')), 0.0), most)
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
 def wait_option(request: Request, most: float) -> float:
     """``?wait=SECONDS``: from 0 to ``most`` (0 when not given)."""
     text = request.query_params.get("wait")

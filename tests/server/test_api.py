@@ -103,6 +103,30 @@ async def test_a_webhook_sent_again_with_its_idempotency_key_starts_nothing_new(
     assert len(listed.json()["executions"]) == 2
 
 
+async def test_a_webhook_sender_may_wait_for_the_outcome(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("order_intake.yaml")]) as url:
+        waited = await request(
+            url,
+            "POST",
+            "/hooks/orders",
+            {"amount": 40},
+            headers={"X-Shop": "b", "Prefer": "wait=10"},
+        )
+        unread = await request(
+            url,
+            "POST",
+            "/hooks/orders",
+            {"amount": 40},
+            headers={"X-Shop": "b", "Prefer": "wait=x"},
+        )
+    assert waited.status == 200  # it ended within the wait: its execution, whole
+    assert waited.json()["status"] == "completed"
+    assert waited.json()["trigger"] == "web"
+    assert waited.json()["output"] == {"accepted": 40, "shop": "b", "via": "webhook"}
+    assert unread.status == 202  # a preference that cannot be read is ignored
+    assert set(unread.json()) == {"execution_id", "status"}
+
+
 async def test_a_request_no_webhook_answers_is_refused_with_the_routes_served(
     tmp_path: Path,
 ) -> None:
