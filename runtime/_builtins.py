@@ -10,6 +10,7 @@ Core: ``core.noop``, ``core.log``, ``core.fail``, ``core.for_each``. Logic:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -233,11 +234,12 @@ def condition_of(value: Any, where: str) -> bool:
     neither true nor false."""
     meaning = condition_value(value)
     if meaning is None:
-        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        text = json.dumps(value, ensure_ascii=False, default=repr)  # as the workflow wrote it
+        shown = text if len(text) <= 80 else text[:77] + "..."
         raise NodeError(
             f"{where} is {shown}, which is neither true nor false: {CONDITION_RULE}",
             code="invalid_condition",
-            details={"value": value if len(repr(value)) <= 1000 else shown},
+            details={"value": value if len(text) <= 1000 else shown},
         )
     return meaning
 

@@ -3,6 +3,7 @@ of ``logic.if`` or of a ``logic.switch`` case means."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -93,6 +94,7 @@ async def test_a_condition_that_is_neither_true_nor_false_fails_the_node(value: 
     assert "which is neither true nor false: a condition must be true or false" in (
         result.error.message
     )
+    assert f" is {json.dumps(value)}, which" in result.error.message  # as JSON: null, not None
 
 
 def test_a_constant_condition_that_means_nothing_is_refused_at_load_time() -> None:
