@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -767,6 +768,35 @@ async def test_what_a_caller_is_shown_of_a_running_execution_is_its_own_copy() -
     assert result.status == "completed", result.error
     assert result.outputs["read"] == {"seen": {"amount": 5, "lines": ["a"]}, "x": 1}
     assert result.input == {"x": 1}
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "sqlite"])
+async def test_what_run_returns_of_a_waiting_execution_is_the_callers(
+    durable: bool, tmp_path: Path
+) -> None:
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.source")
+    def source(ctx: prana.NodeContext) -> Any:
+        return {"amount": 5, "lines": ["a"]}
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "source": "test.source",
+            "ask": "wait.webhook",
+            "read": ("data.set", {"values": {"seen": "{{ nodes.source.output }}"}}),
+        },
+        ["start -> source", "source -> ask", "ask -> read"],
+        actions=actions,
+    )
+    store = tmp_path / "p.db" if durable else None
+    async with prana.Engine(actions=actions, env={}, store=store) as engine:
+        waiting = await engine.run(workflow)
+        (run,) = [run for run in waiting.node_runs if run.node_key == "source"]
+        run.output["lines"].append("by the caller")
+        result = await engine.resume(waiting.id, {"ok": True})
+    assert result.outputs["read"] == {"seen": {"amount": 5, "lines": ["a"]}}
 
 
 async def test_a_listener_that_changes_an_events_data_changes_nothing_the_execution_sees() -> None:
