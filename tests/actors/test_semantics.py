@@ -770,10 +770,8 @@ async def test_what_a_caller_is_shown_of_a_running_execution_is_its_own_copy() -
     assert result.input == {"x": 1}
 
 
-@pytest.mark.parametrize("durable", [False, True], ids=["memory", "sqlite"])
-async def test_what_run_returns_of_a_waiting_execution_is_the_callers(
-    durable: bool, tmp_path: Path
-) -> None:
+def source_then_wait() -> tuple[prana.ActionRegistry, prana.Workflow]:
+    """A node outputs data, the next waits, the last reads the first's output."""
     actions = prana.ActionRegistry()
 
     @actions.action("test.source")
@@ -790,6 +788,14 @@ async def test_what_run_returns_of_a_waiting_execution_is_the_callers(
         ["start -> source", "source -> ask", "ask -> read"],
         actions=actions,
     )
+    return actions, workflow
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "sqlite"])
+async def test_what_run_returns_of_a_waiting_execution_is_the_callers(
+    durable: bool, tmp_path: Path
+) -> None:
+    actions, workflow = source_then_wait()
     store = tmp_path / "p.db" if durable else None
     async with prana.Engine(actions=actions, env={}, store=store) as engine:
         waiting = await engine.run(workflow)
@@ -800,26 +806,12 @@ async def test_what_run_returns_of_a_waiting_execution_is_the_callers(
 
 
 async def test_a_listener_that_changes_an_events_data_changes_nothing_the_execution_sees() -> None:
-    actions = prana.ActionRegistry()
-
-    @actions.action("test.source")
-    def source(ctx: prana.NodeContext) -> Any:
-        return {"amount": 5, "lines": ["a"]}
+    actions, workflow = source_then_wait()
 
     def careless(event: Any) -> None:  # a middleware that changes what passes by
         if isinstance(event, prana.events.NodeCompleted) and event.node_key == "source":
             event.run.output["lines"].append("by middleware")
 
-    workflow = make_workflow(
-        {
-            "start": "manual.trigger",
-            "source": "test.source",
-            "ask": "wait.webhook",
-            "read": ("data.set", {"values": {"seen": "{{ nodes.source.output }}"}}),
-        },
-        ["start -> source", "source -> ask", "ask -> read"],
-        actions=actions,
-    )
     async with prana.Engine(actions=actions, env={}, middleware=[careless]) as engine:
         handle = await engine.start(workflow)
         async for event in handle.events():
