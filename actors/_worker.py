@@ -24,14 +24,13 @@ import orjson
 from prana._commands import Dispatch
 from prana._context import NodeContext, Output, Resume, Suspend
 from prana._errors import NodeError, ResumeRefused
-from prana._json import InvalidData, check_json
+from prana._json import SCALARS, InvalidData, check_json
 from prana._machine import ExecutionMachine
 from prana._records import ErrorInfo, NodeResult, SuspendRequest
 from prana._subworkflows import ExecuteWorkflow
 
 from ._clock import Clock
 
-_SCALARS = frozenset((str, int, float, bool, type(None)))
 _CONTAINERS = frozenset((dict, list, tuple, MappingProxyType))
 StartChild = Callable[[Dispatch, ExecuteWorkflow], Awaitable[str]]
 RunChildren = Callable[[Dispatch, ExecuteWorkflow, "float | None"], Awaitable[list[Any]]]
@@ -75,7 +74,7 @@ def _json_copy(value: Any, what: str, dispatch: Dispatch) -> Any:
 def _shared(value: Any) -> bool:
     """Whether an action could change ``value`` in place (so it needs its own copy)."""
     kind = type(value)
-    if kind in _SCALARS:
+    if kind in SCALARS:
         return False
     if kind in _CONTAINERS:
         return bool(value)
@@ -124,7 +123,7 @@ class _Sharing:
 
     def copy(self, value: Any) -> Any:
         kind = type(value)
-        if kind in _SCALARS:
+        if kind in SCALARS:
             return value
         self.budget -= 1
         if self.budget < 0:
@@ -132,10 +131,10 @@ class _Sharing:
         copy = self.copy
         if kind is dict or (kind is not list and isinstance(value, Mapping)):
             return {
-                key: item if type(item) in _SCALARS else copy(item) for key, item in value.items()
+                key: item if type(item) in SCALARS else copy(item) for key, item in value.items()
             }
         if kind is list or kind is tuple:
-            return [item if type(item) in _SCALARS else copy(item) for item in value]
+            return [item if type(item) in SCALARS else copy(item) for item in value]
         raise _TooMany  # a subclass of a scalar or a list, say: as the round trip makes it
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from ._json import SCALARS
 from ._records import ErrorInfo, ExecutionStatus, NodeRun, Suspension
 
 
@@ -45,9 +46,6 @@ class Event:
         return data
 
 
-_PLAIN = frozenset((str, int, float, bool, type(None)))
-
-
 _FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
 
 
@@ -61,7 +59,7 @@ def _field_names(kind: type[Event]) -> tuple[str, ...]:
 def _data(value: Any) -> Any:
     """A field of an event as JSON data, as ``attrs.asdict`` makes it (a run's output
     and params as they are: JSON data already)."""
-    if type(value) in _PLAIN:
+    if type(value) in SCALARS:
         return value
     if isinstance(value, (NodeRun, ErrorInfo)):
         return value.to_dict()

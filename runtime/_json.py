@@ -154,6 +154,10 @@ class _Walk:
         return copied
 
 
+# The types of JSON's values that cannot change in place.
+SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def copy_json(value: Any) -> Any:
     """A private copy of JSON data kept by the engine (objects and lists only: what
     :func:`check_json` made of it), sharing its strings and numbers, which cannot

@@ -8,9 +8,7 @@ from typing import Any, Literal, get_args
 import attrs
 
 from ._blocks import joined
-from ._json import copy_json
-
-_SCALARS = frozenset((str, int, float, bool, type(None)))
+from ._json import SCALARS, copy_json
 
 ExecutionStatus = Literal[
     "pending",
@@ -114,7 +112,7 @@ class NodeRun:
         """The same run, its data (output, params, error details) the caller's own to
         change: the execution goes on with the record's."""
         output, params, error = self.output, self.params, self.error
-        if type(output) in _SCALARS and type(params) in _SCALARS and error is None:
+        if type(output) in SCALARS and type(params) in SCALARS and error is None:
             return self  # nothing in it can change
         return NodeRun(
             node_key=self.node_key,
