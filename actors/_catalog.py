@@ -15,7 +15,7 @@ import logging
 import anyio
 
 from prana._compiler import ExecutionGraph, compile_workflow, definition_hash, triggers_of
-from prana._errors import PranaError
+from prana._errors import PranaError, Problem
 from prana._limits import DEFAULT_LIMITS, Limits
 from prana._loading import WorkflowSource, load_workflow, workflow_to_dict
 from prana._model import Workflow
@@ -63,6 +63,12 @@ class Catalog:
         for key in triggers_of(workflow, self.actions):
             self.compile(workflow, trigger=key)
         return workflow
+
+    def warnings(self, workflow: Workflow) -> tuple[Problem, ...]:
+        """What is questionable in ``workflow``, checked (see :meth:`checked`): the
+        nodes no trigger leads to, the same in each trigger's graph."""
+        triggers = triggers_of(workflow, self.actions)
+        return self.compile(workflow, trigger=triggers[0]).warnings if triggers else ()
 
     def serve(self, workflow: Workflow | WorkflowSource) -> tuple[Workflow, bool]:
         """Register ``workflow`` and answer its triggers, unless a higher version of it

@@ -35,7 +35,7 @@ from urllib.parse import quote
 import anyio
 import orjson
 
-from prana._compiler import compile_workflow, triggers_of, warnings_of
+from prana._compiler import compile_workflow, triggers_of
 from prana._errors import ExecutionNotFound, PranaError, WorkflowValidationError
 from prana._loading import load_workflow
 from prana._mermaid import to_mermaid
@@ -441,13 +441,12 @@ def _command_validate(args: argparse.Namespace) -> int:
     actions = load_actions(args.actions)
     workflow = load_workflow(args.file, actions=actions)
     triggers = triggers_of(workflow, actions)
-    for trigger in triggers:
-        compile_workflow(workflow, actions, trigger=trigger)  # each compiles
+    graphs = [compile_workflow(workflow, actions, trigger=trigger) for trigger in triggers]
     print(
         f"{args.file} is valid: {len(workflow.nodes)} nodes, {len(workflow.connections)} connections, "
         f"trigger{'s' if len(triggers) != 1 else ''} {', '.join(triggers)}"
     )
-    for warning in warnings_of(workflow, actions):
+    for warning in graphs[0].warnings if graphs else ():  # the same in each trigger's graph
         print(f"warning: {warning}")
     return EXIT_OK
 

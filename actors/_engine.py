@@ -37,7 +37,7 @@ import attrs
 from anyio import AsyncContextManagerMixin
 
 from prana._commands import Dispatch
-from prana._compiler import ExecutionGraph, warnings_of
+from prana._compiler import ExecutionGraph
 from prana._errors import (
     ExecutionExists,
     ExecutionNotFound,
@@ -455,7 +455,7 @@ class Engine(AsyncContextManagerMixin):
         """What is questionable in a valid workflow, checked as :meth:`validate`
         checks it: the nodes that no trigger leads to. Raises
         :class:`WorkflowValidationError` listing every problem if it is invalid."""
-        return warnings_of(self._catalog.checked(workflow), self.actions)
+        return self._catalog.warnings(self._catalog.checked(workflow))
 
     def served(self) -> list[Workflow]:
         """The workflows this engine serves (the highest version registered of each

@@ -136,14 +136,6 @@ def triggers_of(workflow: Workflow, registry: ActionRegistry) -> list[str]:
     return found
 
 
-def warnings_of(workflow: Workflow, registry: ActionRegistry) -> tuple[Problem, ...]:
-    """What is questionable in a valid workflow: the nodes that no trigger leads to
-    (the same whichever trigger starts it). Raises :class:`WorkflowValidationError`
-    if the workflow does not compile."""
-    triggers = triggers_of(workflow, registry)
-    return compile_workflow(workflow, registry, trigger=triggers[0]).warnings if triggers else ()
-
-
 def compile_workflow(
     workflow: Workflow, registry: ActionRegistry, *, trigger: str | None = None
 ) -> ExecutionGraph:
