@@ -64,6 +64,7 @@ from prana._rerun import ORIGINAL, one_node_state, rerun_state
 from prana._subworkflows import DEFAULT_MAX_DEPTH
 from prana._triggers import trigger_input
 from prana._validation import MAX_PRIORITY
+from prana._webhooks import WebhookRoute, webhook_route_of
 from prana.storage import EngineBeat, MemoryStore, Store, open_store
 
 from ._catalog import Catalog
@@ -491,6 +492,12 @@ class Engine(AsyncContextManagerMixin):
                 self._schedules.disarm(workflow_id)
             for workflow in served:
                 await self._schedules.arm_quietly(workflow)
+
+    def webhook(self, method: str, path: str) -> WebhookRoute:
+        """The served workflow and trigger that answer ``method`` ``path``, and how
+        the request is answered (``webhook.trigger``'s ``respond``). Raises
+        :class:`TriggerError` if no registered workflow answers it."""
+        return webhook_route_of(*self._catalog.webhook(method, path))
 
     async def start_webhook(
         self,

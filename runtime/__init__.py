@@ -55,6 +55,7 @@ from ._registry import ActionRegistry as ActionRegistry
 from ._subworkflows import ExecuteWorkflow as ExecuteWorkflow
 from ._triggers import TriggerError as TriggerError
 from ._version import __version__ as __version__
+from ._webhooks import WebhookRoute as WebhookRoute
 from .actors import Durations as Durations
 from .actors import Engine as Engine
 from .actors import EngineHealth as EngineHealth
@@ -102,6 +103,7 @@ __all__ = (
     "Suspend",
     "Suspension",
     "TriggerError",
+    "WebhookRoute",
     "Workflow",
     "WorkflowSettings",
     "WorkflowValidationError",

@@ -5,7 +5,8 @@ Core: ``core.noop``, ``core.log``, ``core.fail``, ``core.for_each``. Logic:
 ``workflow.set_variables``. Waits (in ``_waits``): ``wait.interval``,
 ``wait.until``, ``wait.webhook``. Sub-workflows (in ``_subworkflows``):
 ``workflow.execute``. Triggers (in ``_triggers``): ``manual.trigger``,
-``webhook.trigger``, ``schedule.trigger``, ``function.trigger``.
+``webhook.trigger``, ``schedule.trigger``, ``function.trigger``. Answering a webhook's
+request (in ``_webhooks``): ``webhook.respond``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ._shapes import OutputShape, fields_shape
 from ._subworkflows import SUBWORKFLOW_ACTIONS
 from ._triggers import TRIGGER_ACTIONS
 from ._waits import WAIT_ACTIONS
+from ._webhooks import WEBHOOK_ACTIONS
 
 logger = logging.getLogger("prana.workflow")
 
@@ -547,4 +549,5 @@ BUILTIN_ACTIONS: tuple[Action, ...] = (
     *(_registry[name] for name in _registry),
     *WAIT_ACTIONS,
     *SUBWORKFLOW_ACTIONS,
+    *WEBHOOK_ACTIONS,
 )

@@ -29,6 +29,7 @@ from ._model import Workflow
 from ._registry import Action, ActionRegistry, F
 from ._shapes import fields_shape
 from ._time import iso_time as iso_time
+from ._webhooks import DEFAULT_RESPOND_WITHIN, check_respond
 
 if TYPE_CHECKING:
     from ._compiler import ExecutionGraph
@@ -77,11 +78,13 @@ manual_trigger = action(
 
 @attrs.frozen(kw_only=True)
 class WebhookTriggerParams:
-    """Parameters of ``webhook.trigger``: the request it answers. ``path`` defaults
-    to the workflow's id."""
+    """Parameters of ``webhook.trigger``: the request it answers (``path`` defaults to
+    the workflow's id) and how it is answered (see :mod:`._webhooks`)."""
 
     path: str | None = None
     method: str = "POST"
+    respond: str = "immediately"
+    respond_within: float = DEFAULT_RESPOND_WITHIN
 
 
 def webhook_path(path: str) -> str:
@@ -90,7 +93,9 @@ def webhook_path(path: str) -> str:
 
 
 def _check_webhook(params: Mapping[str, Any]) -> Iterable[Problem]:
-    yield from _fixed(("path", "method"))(params)
+    yield from _fixed(("path", "method", "respond", "respond_within"))(params)
+    if not any(contains_template(params.get(name)) for name in ("respond", "respond_within")):
+        yield from check_respond(params)
     method = params.get("method", "POST")
     if isinstance(method, str) and method.upper() not in METHODS:
         yield Problem(path="method", message=f"{method!r} is not one of {', '.join(METHODS)}")

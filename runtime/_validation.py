@@ -21,6 +21,7 @@ from ._loading import KEY_PATTERN
 from ._model import ERROR_PORT, Node, Workflow
 from ._params import check_params
 from ._registry import Action, ActionRegistry
+from ._webhooks import responder_problems
 
 _WORKFLOW_ID = re.compile(r"^[^\s/\\]+$")
 MAX_CONCURRENCY = 10_000
@@ -118,6 +119,8 @@ def analyse_workflow(
                 "{key: start, type: manual.trigger}",
             )
         )
+    if registry is not None:
+        problems.extend(responder_problems(workflow, actions))
     key = _concurrency_key(workflow, problems)
     return Analysis(problems=tuple(problems), params=compiled, actions=actions, concurrency_key=key)
 

@@ -45,9 +45,11 @@ from ._metrics import CONTENT_TYPE as METRICS_TYPE
 from ._metrics import Metrics, SharedFigures
 from ._openapi import openapi_document
 from ._problems import HTTPProblem, problem_of, problem_response
+from ._replies import answer_by_node, answer_of
 from ._requests import (
     BodyReader,
     authorize,
+    check_signed,
     cursor_of,
     cursor_option,
     definition_and_input,
@@ -476,16 +478,10 @@ class Api:
         raw = await self.bodies.raw(request)
         secret = self.webhook_secrets.get(request.path_params["path"].strip("/"))
         if secret is not None:
-            given = request.headers.get("x-prana-signature", "")
-            if not hmac.compare_digest(given.encode(), f"sha256={sign(secret, raw)}".encode()):
-                raise HTTPProblem(
-                    401,
-                    "Unsigned webhook",
-                    "this webhook takes signed requests only: send X-Prana-Signature: "
-                    "sha256=HEX, the HMAC-SHA256 of the body with the webhook's secret",
-                )
+            check_signed(request, raw, secret)
         body = webhook_body(raw, request.headers.get("content-type", ""))
         try:
+            route = self.engine.webhook(request.method, request.path_params["path"])
             handle = await self.engine.start_webhook(
                 request.path_params["path"],
                 method=request.method,
@@ -498,8 +494,14 @@ class Api:
             raise HTTPProblem(404, "No webhook here", str(exc)) from None
         except prana.errors.ExecutionExists as exists:  # a request sent again
             first = await self.engine.get(exists.execution_id)
+            if route.respond != "immediately":
+                return answer_of(route, first)
             return json_response({"execution_id": first.id, "status": first.status}, 200)
         self.tracing.started_by(handle.id, request.headers)
+        if route.respond == "when_done":
+            return answer_of(route, await self._stopped(handle.id, route.respond_within))
+        if route.respond == "by_node":
+            return await answer_by_node(self.engine, route, handle)
         wait = prefer_wait(request, MAX_WAIT)  # a sender that wants the outcome
         if wait > 0:
             execution = await self._stopped(handle.id, wait)

@@ -170,6 +170,19 @@ def sign(key: bytes, message: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def check_signed(request: Request, body: bytes, secret: bytes) -> None:
+    """Refuse (401) a webhook's request whose ``X-Prana-Signature`` is not the
+    HMAC-SHA256 of its ``body`` with the webhook's ``secret``."""
+    given = request.headers.get("x-prana-signature", "")
+    if not hmac.compare_digest(given.encode(), f"sha256={sign(secret, body)}".encode()):
+        raise HTTPProblem(
+            401,
+            "Unsigned webhook",
+            "this webhook takes signed requests only: send X-Prana-Signature: "
+            "sha256=HEX, the HMAC-SHA256 of the body with the webhook's secret",
+        )
+
+
 def prefer_wait(request: Request, most: float) -> float:
     """``Prefer: wait=SECONDS`` (RFC 7240), at most ``most``; 0 when not given. A
     preference that cannot be read is ignored, as the RFC has it."""

@@ -427,3 +427,60 @@ async def test_a_paused_schedule_lets_its_times_pass_and_fires_again_once_resume
     assert fired == schedule_execution_id("report", "tick", QUARTER + 900)
     assert by_hand.output["at"] == iso(QUARTER + 900)  # the clock's now
     assert by_hand.id != fired
+
+
+def test_how_a_webhook_is_answered_is_checked_when_loading() -> None:
+    with pytest.raises(prana.WorkflowValidationError) as caught:
+        make_workflow(
+            {
+                "hook": ("webhook.trigger", {"respond": "by_node", "respond_within": 0}),
+                "other": ("webhook.trigger", {"path": "b", "respond": "later"}),
+                "after": "core.noop",
+            },
+            ["hook -> after", "other -> after"],
+        )
+    with pytest.raises(prana.WorkflowValidationError) as answered_badly:
+        make_workflow(
+            {
+                "hook": ("webhook.trigger", {"respond": "by_node"}),
+                "answer": (
+                    "webhook.respond",
+                    {"status": 99, "headers": {"Content-Length": "3", "bad name": "x"}},
+                ),
+            },
+            ["hook -> answer"],
+        )
+    assert [str(problem) for problem in caught.value.problems] == [
+        "nodes[0].params.respond_within: must be a number of seconds above 0 and at most 300, "
+        "not 0",
+        "nodes[1].params.respond: 'later' is not one of immediately, when_done, by_node: answer "
+        "at once, with the execution's output, or with what a webhook.respond node builds",
+        "nodes[0].params.respond: is by_node, but the workflow has no webhook.respond node to "
+        "answer the request: add one, or respond when_done (with the execution's output)",
+    ]
+    assert [str(problem) for problem in answered_badly.value.problems] == [
+        "nodes[1].params.status: must be an HTTP status from 200 to 599, not 99",
+        "nodes[1].params.headers.Content-Length: Content-Length is the server's to write",
+        "nodes[1].params.headers.bad name: 'bad name' is not a header name",
+    ]
+
+
+async def test_the_engine_says_how_a_webhook_is_answered() -> None:
+    answering = make_workflow(
+        {
+            "hook": ("webhook.trigger", {"path": "ask", "respond": "by_node", "respond_within": 5}),
+            "answer": ("webhook.respond", {"status": 202}),  # no body: its input
+        },
+        ["hook -> answer"],
+        id="ask",
+    )
+    async with prana.Engine(env={}, workflows=[answering, order_hook()]) as engine:
+        route = engine.webhook("post", "/ask/")
+        plain = engine.webhook("POST", "orders")
+        handle = await engine.start_webhook("ask", body={"q": 1})
+        done = await handle.result()
+    assert (route.workflow.id, route.trigger, route.respond) == ("ask", "hook", "by_node")
+    assert (route.respond_within, route.responders) == (5, frozenset({"answer"}))
+    assert (plain.respond, plain.respond_within, plain.responders) == ("immediately", 30, set())
+    assert done.output == {"status": 202, "headers": {}, "body": done.input}
+    assert done.input["body"] == {"q": 1}

@@ -35,7 +35,7 @@ def test_builtin_actions_are_registered_and_documented() -> None:
         "manual.trigger", "webhook.trigger", "schedule.trigger", "function.trigger", "event.trigger",
         "core.noop", "core.log", "core.fail", "core.for_each",
         "logic.if", "logic.switch", "data.set", "data.merge", "workflow.set_variables",
-        "wait.interval", "wait.until", "wait.webhook", "workflow.execute",
+        "wait.interval", "wait.until", "wait.webhook", "workflow.execute", "webhook.respond",
     }  # fmt: skip
     assert set(actions) == expected
     for name in actions:

@@ -1,0 +1,155 @@
+"""What a webhook's sender is answered, as ``webhook.trigger``'s ``respond`` says: at
+once, with the execution's output when it is done, or with what a
+``webhook.respond`` node builds while the execution goes on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import prana
+from tests.helpers import make_workflow
+from tests.server.client import request
+from tests.server.conftest import daemon
+
+PROBLEM = "application/problem+json"
+
+
+def signup(**respond: Any) -> prana.Workflow:
+    """A sign-up that answers the sender (201, its location, a greeting), then waits
+    for an approval that may never come."""
+    return make_workflow(
+        {
+            "hook": ("webhook.trigger", {"path": "signup", "respond": "by_node"}),
+            "check": ("logic.if", {"condition": "{{ trigger.body.name != '' }}"}),
+            "answer": (
+                "webhook.respond",
+                respond
+                or {
+                    "status": 201,
+                    "headers": {"Location": "/users/{{ trigger.body.name }}"},
+                    "body": {"welcome": "{{ trigger.body.name }}"},
+                },
+            ),
+            "approve": "wait.webhook",
+        },
+        ["hook -> check", "check.true -> answer", "answer -> approve"],
+        id="signup",
+    )
+
+
+async def test_a_respond_node_answers_the_request_while_the_execution_goes_on(
+    tmp_path: Path,
+) -> None:
+    async with daemon(tmp_path / "d.db", [signup()]) as url:
+        answered = await request(url, "POST", "/hooks/signup", {"name": "ada"})
+        listed = await request(url, "GET", "/api/executions?workflow=signup")
+        (execution,) = listed.json()["executions"]
+        record = await request(url, "GET", f"/api/executions/{execution['id']}")
+    assert answered.status == 201
+    assert answered.headers["location"] == "/users/ada"
+    assert answered.headers["content-type"] == "application/json"
+    assert answered.json() == {"welcome": "ada"}
+    # The answer is in the audit trail, and the execution went on to its wait.
+    assert record.json()["status"] == "suspended"
+    (run,) = [run for run in record.json()["node_runs"] if run["node_key"] == "answer"]
+    assert run["output"]["status"] == 201
+
+
+async def test_a_text_body_is_sent_as_text_unless_the_node_names_its_type(
+    tmp_path: Path,
+) -> None:
+    text = signup(body="hello {{ trigger.body.name }}")
+    xml = signup(
+        status=200,
+        headers={"Content-Type": "application/xml"},
+        body="<hello name='{{ trigger.body.name }}'/>",
+    )
+    async with daemon(tmp_path / "t.db", [text]) as url:
+        as_text = await request(url, "POST", "/hooks/signup", {"name": "ada"})
+    async with daemon(tmp_path / "x.db", [xml]) as url:
+        as_xml = await request(url, "POST", "/hooks/signup", {"name": "ada"})
+    assert (as_text.status, as_text.headers["content-type"]) == (200, "text/plain; charset=utf-8")
+    assert as_text.body == b"hello ada"
+    assert (as_xml.status, as_xml.headers["content-type"]) == (200, "application/xml")
+    assert as_xml.body == b"<hello name='ada'/>"
+
+
+async def test_a_request_the_workflow_routes_past_its_respond_node_gets_a_problem(
+    tmp_path: Path,
+) -> None:
+    async with daemon(tmp_path / "d.db", [signup()]) as url:
+        reply = await request(url, "POST", "/hooks/signup", {"name": ""})
+    assert reply.status == 500
+    assert reply.headers["content-type"] == PROBLEM
+    assert reply.json()["title"] == "No answer"
+    assert "completed without running a webhook.respond node" in reply.json()["detail"]
+
+
+async def test_a_request_sent_again_gets_the_answer_of_the_first(tmp_path: Path) -> None:
+    key = {"Idempotency-Key": "form-7"}
+    async with daemon(tmp_path / "d.db", [signup()]) as url:
+        first = await request(url, "POST", "/hooks/signup", {"name": "ada"}, headers=key)
+        again = await request(url, "POST", "/hooks/signup", {"name": "ada"}, headers=key)
+        listed = await request(url, "GET", "/api/executions?workflow=signup")
+    assert (first.status, again.status) == (201, 201)
+    assert again.json() == first.json() == {"welcome": "ada"}
+    assert again.headers["location"] == "/users/ada"
+    assert len(listed.json()["executions"]) == 1
+
+
+def lookup() -> prana.Workflow:
+    """Answers with its output once done: found, failed, or waiting for a person."""
+    return make_workflow(
+        {
+            "hook": ("webhook.trigger", {"path": "lookup", "respond": "when_done"}),
+            "route": (
+                "logic.switch",
+                {
+                    "value": "{{ trigger.query.kind }}",
+                    "cases": [
+                        {"port": kind, "equals": kind} for kind in ("found", "broken", "ask")
+                    ],
+                },
+            ),
+            "found": ("data.set", {"values": {"sku": "{{ trigger.body.sku }}", "stock": 3}}),
+            "broken": ("core.fail", {"message": "the warehouse password is hunter2"}),
+            "ask": "wait.webhook",
+        },
+        ["hook -> route", "route.found -> found", "route.broken -> broken", "route.ask -> ask"],
+        id="lookup",
+    )
+
+
+async def test_when_done_answers_with_the_output_or_says_it_failed_or_waits(
+    tmp_path: Path,
+) -> None:
+    async with daemon(tmp_path / "d.db", [lookup()]) as url:
+        found = await request(url, "POST", "/hooks/lookup?kind=found", {"sku": "a-1"})
+        broken = await request(url, "POST", "/hooks/lookup?kind=broken", {})
+        asked = await request(url, "POST", "/hooks/lookup?kind=ask", {})
+    assert (found.status, found.json()) == (200, {"sku": "a-1", "stock": 3})
+    assert (broken.status, broken.headers["content-type"]) == (500, PROBLEM)
+    assert broken.json()["title"] == "The workflow did not answer"
+    assert "is failed before it answered" in broken.json()["detail"]
+    assert "hunter2" not in broken.body.decode()  # a node's error stays in the daemon
+    assert asked.status == 202
+    assert asked.json()["status"] == "suspended"
+
+
+async def test_a_response_the_node_cannot_send_fails_the_node_not_the_request(
+    tmp_path: Path,
+) -> None:
+    bad = signup(headers={"X-User": "{{ trigger.body.name }}"})
+    async with daemon(tmp_path / "d.db", [bad]) as url:
+        reply = await request(url, "POST", "/hooks/signup", {"name": "ada\r\nSet-Cookie: x=1"})
+        listed = await request(url, "GET", "/api/executions?workflow=signup")
+        (execution,) = listed.json()["executions"]
+        record = await request(url, "GET", f"/api/executions/{execution['id']}")
+    assert reply.status == 500
+    assert "set-cookie" not in reply.headers
+    assert record.json()["status"] == "failed"
+    (run,) = [run for run in record.json()["node_runs"] if run["node_key"] == "answer"]
+    assert run["error"]["message"].startswith(
+        "the response cannot be sent: the value of X-User must be text on one line"
+    )
