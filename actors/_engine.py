@@ -512,12 +512,24 @@ class Engine(AsyncContextManagerMixin):
         """Start the registered workflow whose ``webhook.trigger`` answers ``method``
         and ``path``, with the request as ``trigger`` (``trigger.body``,
         ``trigger.headers`` with lower-case names, ``trigger.query``); once per
-        ``idempotency_key``, as :meth:`start`. Raises :class:`TriggerError` if no
-        registered workflow answers the request."""
-        workflow, trigger = self._catalog.webhook(method, path)
+        ``idempotency_key``, as :meth:`start` (without one, once per value of the
+        trigger's ``idempotency_header`` when the request has it). Raises
+        :class:`TriggerError` if no registered workflow answers the request."""
+        route = self.webhook(method, path)
+        if idempotency_key is None and route.idempotency_header is not None and headers:
+            idempotency_key = (
+                next(
+                    (str(v) for k, v in headers.items() if k.lower() == route.idempotency_header),
+                    None,
+                )
+                or None
+            )  # an empty value is none
         request = {"method": method, "path": path, "headers": headers, "query": query}
         return await self.start(
-            workflow, {**request, "body": body}, trigger=trigger, idempotency_key=idempotency_key
+            route.workflow,
+            {**request, "body": body},
+            trigger=route.trigger,
+            idempotency_key=idempotency_key,
         )
 
     async def start(

@@ -85,6 +85,7 @@ class WebhookTriggerParams:
     method: str = "POST"
     respond: str = "immediately"
     respond_within: float = DEFAULT_RESPOND_WITHIN
+    idempotency_header: str | None = None
 
 
 def webhook_path(path: str) -> str:
@@ -93,8 +94,9 @@ def webhook_path(path: str) -> str:
 
 
 def _check_webhook(params: Mapping[str, Any]) -> Iterable[Problem]:
-    yield from _fixed(("path", "method", "respond", "respond_within"))(params)
-    if not any(contains_template(params.get(name)) for name in ("respond", "respond_within")):
+    answering = ("respond", "respond_within", "idempotency_header")
+    yield from _fixed(("path", "method", *answering))(params)
+    if not any(contains_template(params.get(name)) for name in answering):
         yield from check_respond(params)
     method = params.get("method", "POST")
     if isinstance(method, str) and method.upper() not in METHODS:

@@ -42,29 +42,35 @@ class WebhookRoute:
     """What answers a webhook request: the served workflow, its trigger node, how the
     request is answered (``respond``, one of :data:`RESPOND_MODES`) and for at most
     how many seconds the sender waits for it; ``responders`` are the keys of the
-    workflow's ``webhook.respond`` nodes."""
+    workflow's ``webhook.respond`` nodes. A request whose ``idempotency_header`` (a
+    lower-case name) has a value is started once per value, as with an
+    ``Idempotency-Key``."""
 
     workflow: Workflow
     trigger: str
     respond: str = "immediately"
     respond_within: float = DEFAULT_RESPOND_WITHIN
     responders: frozenset[str] = frozenset()
+    idempotency_header: str | None = None
 
 
 def webhook_route_of(workflow: Workflow, trigger: str) -> WebhookRoute:
     """The route of ``workflow``'s webhook trigger ``trigger`` (a checked workflow)."""
     params = next(node.params for node in workflow.nodes if node.key == trigger)
+    header = params.get("idempotency_header")
     return WebhookRoute(
         workflow=workflow,
         trigger=trigger,
         respond=str(params.get("respond", "immediately")),
         respond_within=float(params.get("respond_within", DEFAULT_RESPOND_WITHIN)),
         responders=frozenset(node.key for node in workflow.nodes if node.type == RESPOND_ACTION),
+        idempotency_header=None if header is None else str(header).lower(),
     )
 
 
 def check_respond(params: Mapping[str, Any]) -> Iterable[Problem]:
-    """Problems of ``webhook.trigger``'s ``respond`` and ``respond_within``."""
+    """Problems of ``webhook.trigger``'s ``respond``, ``respond_within`` and
+    ``idempotency_header``."""
     respond = params.get("respond", "immediately")
     if respond not in RESPOND_MODES:
         yield Problem(
@@ -82,6 +88,13 @@ def check_respond(params: Mapping[str, Any]) -> Iterable[Problem]:
             path="respond_within",
             message=f"must be a number of seconds above 0 and at most {MAX_RESPOND_WITHIN:g}, "
             f"not {within!r}",
+        )
+    header = params.get("idempotency_header")
+    if header is not None and (not isinstance(header, str) or not _TOKEN.match(header)):
+        yield Problem(
+            path="idempotency_header",
+            message=f"{header!r} is not a header name; name the header whose value a sender "
+            "keeps when it sends a request again, like X-GitHub-Delivery",
         )
 
 

@@ -493,9 +493,12 @@ class Api:
         except prana.TriggerError as exc:
             raise HTTPProblem(404, "No webhook here", str(exc)) from None
         except prana.errors.ExecutionExists as exists:  # a request sent again
-            first = await self.engine.get(exists.execution_id)
             if route.respond != "immediately":
-                return answer_of(route, first)
+                return answer_of(route, await self.engine.get(exists.execution_id))
+            wait = prefer_wait(request, MAX_WAIT)
+            first = await self._stopped(exists.execution_id, wait)
+            if wait > 0 and first.status != "running":
+                return json_response(self.view(first), 200)
             return json_response({"execution_id": first.id, "status": first.status}, 200)
         self.tracing.started_by(handle.id, request.headers)
         if route.respond == "when_done":

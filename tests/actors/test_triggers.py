@@ -434,7 +434,10 @@ def test_how_a_webhook_is_answered_is_checked_when_loading() -> None:
         make_workflow(
             {
                 "hook": ("webhook.trigger", {"respond": "by_node", "respond_within": 0}),
-                "other": ("webhook.trigger", {"path": "b", "respond": "later"}),
+                "other": (
+                    "webhook.trigger",
+                    {"path": "b", "respond": "later", "idempotency_header": "X Delivery"},
+                ),
                 "after": "core.noop",
             },
             ["hook -> after", "other -> after"],
@@ -455,6 +458,8 @@ def test_how_a_webhook_is_answered_is_checked_when_loading() -> None:
         "not 0",
         "nodes[1].params.respond: 'later' is not one of immediately, when_done, by_node: answer "
         "at once, with the execution's output, or with what a webhook.respond node builds",
+        "nodes[1].params.idempotency_header: 'X Delivery' is not a header name; name the header "
+        "whose value a sender keeps when it sends a request again, like X-GitHub-Delivery",
         "nodes[0].params.respond: is by_node, but the workflow has no webhook.respond node to "
         "answer the request: add one, or respond when_done (with the execution's output)",
     ]

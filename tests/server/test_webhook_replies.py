@@ -153,3 +153,31 @@ async def test_a_response_the_node_cannot_send_fails_the_node_not_the_request(
     assert run["error"]["message"].startswith(
         "the response cannot be sent: the value of X-User must be text on one line"
     )
+
+
+async def test_a_sender_s_own_delivery_header_starts_each_delivery_once(tmp_path: Path) -> None:
+    pushed = make_workflow(
+        {
+            "hook": ("webhook.trigger", {"path": "push", "idempotency_header": "X-Delivery"}),
+            "take": ("data.set", {"values": {"ref": "{{ trigger.body.ref }}"}}),
+        },
+        ["hook -> take"],
+        id="push",
+    )
+    async with daemon(tmp_path / "d.db", [pushed]) as url:
+        first = await request(url, "POST", "/hooks/push", {"ref": "a"}, headers={"X-Delivery": "1"})
+        again = await request(
+            url,
+            "POST",
+            "/hooks/push",
+            {"ref": "a"},
+            headers={"x-delivery": "1", "Prefer": "wait=5"},
+        )
+        other = await request(url, "POST", "/hooks/push", {"ref": "b"}, headers={"X-Delivery": "2"})
+        unnamed = await request(url, "POST", "/hooks/push", {"ref": "c"})
+        listed = await request(url, "GET", "/api/executions?workflow=push")
+    assert (first.status, again.status, other.status, unnamed.status) == (202, 200, 202, 202)
+    # Sent again, asking to wait: the first delivery's execution, once it stopped.
+    assert again.json()["id"] == first.json()["execution_id"]
+    assert again.json()["output"] == {"ref": "a"}
+    assert len(listed.json()["executions"]) == 3
