@@ -464,6 +464,7 @@ def _command_serve(args: argparse.Namespace) -> int:
             ServeConfig,
             configure_logging,
             configure_tracing,
+            heartbeat,
             inherited_listener,
             serve,
             serve_in_processes,
@@ -512,6 +513,8 @@ def _command_serve(args: argparse.Namespace) -> int:
         signing_key=signing_key(args.signing_key_file),
         listener=listener,
         stop_with_parent=listener is not None,
+        heartbeat=heartbeat(),
+        watchdog=args.watchdog,
         shared_metrics=figures,
     )
     problems = config.problems()

@@ -285,6 +285,14 @@ def command_parser() -> argparse.ArgumentParser:
         help="run N daemons on the one port and store, one per core (default 1)",
     )
     serve.add_argument(
+        "--watchdog",
+        metavar="DURATION",
+        default="30s",
+        type=_duration_option,
+        help="with --processes, a daemon that gives no sign of life for this long "
+        "(stopped, or its event loop held) is killed and started again (default 30s)",
+    )
+    serve.add_argument(
         "--backend",
         choices=("asyncio", "trio"),
         default="asyncio",

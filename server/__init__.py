@@ -10,6 +10,7 @@ from ._daemon import ServeConfig as ServeConfig
 from ._daemon import configure_logging as configure_logging
 from ._daemon import configure_tracing as configure_tracing
 from ._daemon import serve as serve
+from ._processes import heartbeat as heartbeat
 from ._processes import inherited_listener as inherited_listener
 from ._processes import serve_in_processes as serve_in_processes
 from ._processes import shared_figures as shared_figures
@@ -19,6 +20,7 @@ __all__ = (
     "configure_logging",
     "configure_tracing",
     "create_app",
+    "heartbeat",
     "inherited_listener",
     "serve",
     "serve_in_processes",

@@ -10,6 +10,7 @@ released, so the next daemon on the same store carries it on at once. It exits 0
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -59,6 +60,11 @@ class ServeConfig:
     # started this one is gone.
     listener: socket.socket | None = None
     stop_with_parent: bool = False
+    # A pipe's end to write to each second while the event loop turns: the command of
+    # --processes kills a daemon silent for ``watchdog`` seconds (frozen, or its loop
+    # held), which with SQLite could hold the file's lock from every other daemon.
+    heartbeat: int | None = None
+    watchdog: float = 30.0
     shared_metrics: SharedFigures | None = None  # where the daemons share their figures
 
     def problems(self) -> list[str]:
@@ -142,7 +148,7 @@ async def serve(
             if threading.current_thread() is threading.main_thread():
                 group.start_soon(_stop_on_signals, stop)  # only that thread gets them
             if config.stop_with_parent:
-                group.start_soon(_watch_parent, stop)
+                group.start_soon(_watch_parent, stop, config.heartbeat)
             logger.info("serving %s at %s", config.store, url)
             if ready is not None:
                 ready(url)  # the socket listens: connections wait for the server
@@ -237,10 +243,17 @@ async def _stop_on_signals(stop: anyio.Event) -> None:
             return
 
 
-async def _watch_parent(stop: anyio.Event) -> None:
-    """Set ``stop`` once the process that started this one is gone."""
+async def _watch_parent(stop: anyio.Event, heartbeat: int | None) -> None:
+    """Set ``stop`` once the process that started this one is gone; meanwhile tell
+    it through ``heartbeat`` (a pipe), each second, that this daemon's loop turns."""
     parent = os.getppid()
+    if heartbeat is not None:
+        os.set_blocking(heartbeat, False)
     while True:  # nothing but a look tells that a parent has gone
+        if heartbeat is not None:
+            # Full (the parent is not reading: it is stopping) or gone: no matter.
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                os.write(heartbeat, b".")
         await anyio.sleep(1.0)
         if os.getppid() != parent:
             break

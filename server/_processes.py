@@ -48,6 +48,7 @@ logger = logging.getLogger("prana.server")
 LISTEN_FD = "PRANA_LISTEN_FD"
 LISTEN_PORT = "PRANA_LISTEN_PORT"
 LISTENING_FD = "PRANA_LISTENING_FD"  # written to once the daemon listens
+HEARTBEAT_FD = "PRANA_HEARTBEAT_FD"  # written to each second while the daemon's loop turns
 FIGURES = "PRANA_SHARED_FIGURES"  # the folder where the daemons share their figures
 NUMBER = "PRANA_DAEMON"  # which daemon of N it is
 SPREAD_BY_KERNEL = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
@@ -63,6 +64,13 @@ def shared_figures() -> SharedFigures | None:
     --processes``, shares its figures (its ``ServeConfig.shared_metrics``)."""
     folder = os.environ.pop(FIGURES, None)
     return None if folder is None else SharedFigures(Path(folder), os.environ.pop(NUMBER))
+
+
+def heartbeat() -> int | None:
+    """The pipe this process tells it is alive through, if it is one of the daemons
+    of ``prana serve --processes`` (then its ``ServeConfig.heartbeat``)."""
+    fd = os.environ.pop(HEARTBEAT_FD, None)
+    return None if fd is None else int(fd)
 
 
 def inherited_listener() -> socket.socket | None:
@@ -89,37 +97,61 @@ class Daemons:
     listening socket."""
 
     def __init__(
-        self, argv: Sequence[str], listener: socket.socket, count: int, grace: float
+        self,
+        argv: Sequence[str],
+        listener: socket.socket,
+        count: int,
+        grace: float,
+        watchdog: float,
     ) -> None:
         self._argv = list(argv)
         self._listener = listener
         self._count = count
         self._grace = grace
+        self._watchdog = watchdog
         self._figures = Path(tempfile.mkdtemp(prefix="prana-figures-"))
         self._children: list[subprocess.Popen[bytes]] = []
         self._started: list[float] = []
+        # Each daemon's heartbeat pipe, and when it last beat (None: not yet).
+        self._beats: list[int] = []
+        self._heard: list[float | None] = []
         self._short_lives = 0
         self.stopping = threading.Event()
 
-    def _start(self, number: int, wait: bool = False) -> subprocess.Popen[bytes]:
+    def _start(self, number: int, wait: bool = False) -> None:
         """Start daemon ``number``; with ``wait``, return once it listens (or ended)."""
-        env = {FIGURES: str(self._figures), NUMBER: str(number)}
-        if not SPREAD_BY_KERNEL:
-            fd = self._listener.fileno()
-            child = self._spawn(env | {LISTEN_FD: str(fd)}, (fd,))
-        else:
-            host, port = self._listener.getsockname()[:2]
-            listening, told = os.pipe()
-            env |= {LISTEN_PORT: f"{host} {port}", LISTENING_FD: str(told)}
-            try:
-                child = self._spawn(env, (told,))
-            finally:
-                os.close(told)
-            with os.fdopen(listening, "rb", buffering=0) as heard:
-                if wait:
-                    self._until_listening(child, heard)
+        beats, beat = os.pipe()
+        os.set_blocking(beats, False)
+        env = {FIGURES: str(self._figures), NUMBER: str(number), HEARTBEAT_FD: str(beat)}
+        try:
+            if not SPREAD_BY_KERNEL:
+                fd = self._listener.fileno()
+                child = self._spawn(env | {LISTEN_FD: str(fd)}, (fd, beat))
+            else:
+                host, port = self._listener.getsockname()[:2]
+                listening, told = os.pipe()
+                env |= {LISTEN_PORT: f"{host} {port}", LISTENING_FD: str(told)}
+                try:
+                    child = self._spawn(env, (told, beat))
+                finally:
+                    os.close(told)
+                with os.fdopen(listening, "rb", buffering=0) as heard:
+                    if wait:
+                        self._until_listening(child, heard)
+        finally:
+            os.close(beat)
         logger.info("started daemon %d (pid %d)", number, child.pid)
-        return child
+        if number > len(self._children):
+            self._children.append(child)
+            self._started.append(time.monotonic())
+            self._beats.append(beats)
+            self._heard.append(None)
+        else:
+            os.close(self._beats[number - 1])
+            self._children[number - 1] = child
+            self._started[number - 1] = time.monotonic()
+            self._beats[number - 1] = beats
+            self._heard[number - 1] = None
 
     def _until_listening(self, child: subprocess.Popen[bytes], heard: BinaryIO) -> None:
         """Return once ``child`` listens, has ended, or the daemons are stopping."""
@@ -143,8 +175,7 @@ class Daemons:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
         for index in range(self._count):
-            self._children.append(self._start(index + 1, wait=True))
-            self._started.append(time.monotonic())
+            self._start(index + 1, wait=True)
         listening()
         failed = False
         try:
@@ -152,9 +183,12 @@ class Daemons:
                 if not self._restart_ended():
                     failed = True
                     break
+                self._kill_silent()
             return self._stop_all() or int(failed)
         finally:
             shutil.rmtree(self._figures, ignore_errors=True)
+            for beats in self._beats:
+                os.close(beats)
 
     def _stop(self, signum: int, frame: object) -> None:
         logger.info("%s: stopping %d daemons", signal.Signals(signum).name, self._count)
@@ -182,9 +216,30 @@ class Daemons:
                     SHORT_LIFE,
                 )
                 return False
-            self._children[index] = self._start(index + 1)
-            self._started[index] = time.monotonic()
+            self._start(index + 1)
         return True
+
+    def _kill_silent(self) -> None:
+        """Kill each daemon that has beaten once and then not for ``watchdog`` seconds
+        (the loop then starts another in its place). A daemon that does not turn its
+        loop serves nobody, and with SQLite one frozen amid a write holds the file's
+        lock from every other daemon."""
+        now = time.monotonic()
+        for index, child in enumerate(self._children):
+            with contextlib.suppress(BlockingIOError):
+                if os.read(self._beats[index], 4096):
+                    self._heard[index] = now
+            heard = self._heard[index]
+            if heard is not None and now - heard > self._watchdog and child.poll() is None:
+                logger.error(
+                    "daemon %d (pid %d) gave no sign of life for %.0f s (stopped, or its "
+                    "event loop held): killed",
+                    index + 1,
+                    child.pid,
+                    now - heard,
+                )
+                child.kill()
+                self._heard[index] = None
 
     def _stop_all(self) -> int:
         """Stop every daemon; 0 if each ended cleanly, else 1."""
@@ -240,7 +295,7 @@ def serve_in_processes(
     code."""
     listener = _port(config.host, config.port)
     bound_host, bound_port = listener.getsockname()[:2]
-    daemons = Daemons(argv, listener, count, config.grace)
+    daemons = Daemons(argv, listener, count, config.grace, config.watchdog)
     try:
         return daemons.run(lambda: ready(f"http://{bound_host}:{bound_port}"))
     finally:

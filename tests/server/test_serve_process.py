@@ -301,3 +301,48 @@ def test_daemons_that_keep_failing_at_start_stop_the_command(tmp_path: Path) -> 
     assert code == 1
     assert "is a SQLite database of another program" in said
     assert "daemons keep ending within 10 s of their start: stopping" in said
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the processes from /proc")
+def test_a_frozen_daemon_is_killed_and_another_started_in_its_place(tmp_path: Path) -> None:
+    (tmp_path / "held.yaml").write_text(WORKFLOW)
+    daemon = Daemon(tmp_path, "asyncio", "--processes", "2", "--watchdog", "2s")
+    try:
+        first = children_of(daemon.process.pid)
+        assert len(first) == 2
+        frozen = first[0]
+        os.kill(frozen, signal.SIGSTOP)  # as a debugger, a cgroup freezer or a swap storm does
+
+        def replaced() -> bool:
+            now = children_of(daemon.process.pid)
+            return len(now) == 2 and frozen not in now
+
+        until(replaced, "the frozen daemon to be replaced")
+        started = [call(daemon.url, "POST", "/hooks/held", {"n": n}) for n in range(6)]
+
+        def all_completed() -> bool:
+            listed = call(daemon.url, "GET", "/api/executions?status=completed")
+            return len(listed["executions"]) == len(started)
+
+        until(all_completed, "the executions started after it to complete")
+    finally:
+        code = daemon.stop()
+    said = "".join(daemon.stderr)
+    assert code == 0
+    assert f"(pid {frozen}) gave no sign of life for " in said
+    assert f"(pid {frozen}) ended (signal SIGKILL)" in said
+    assert said.count("started daemon ") == 1
+    assert not alive(frozen)
