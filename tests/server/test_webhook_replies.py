@@ -10,7 +10,7 @@ from typing import Any
 import prana
 from tests.helpers import make_workflow
 from tests.server.client import request
-from tests.server.conftest import daemon
+from tests.server.conftest import daemon, example
 
 PROBLEM = "application/problem+json"
 
@@ -181,3 +181,31 @@ async def test_a_sender_s_own_delivery_header_starts_each_delivery_once(tmp_path
     assert again.json()["id"] == first.json()["execution_id"]
     assert again.json()["output"] == {"ref": "a"}
     assert len(listed.json()["executions"]) == 3
+
+
+async def test_the_signup_example_answers_the_form_then_waits_for_approval(
+    tmp_path: Path,
+) -> None:
+    once = {"X-Request-Id": "r-1"}
+    async with daemon(tmp_path / "d.db", [example("signup.yaml")]) as url:
+        created = await request(
+            url, "POST", "/hooks/signup", {"name": "ada", "email": "ada@example.com"}, headers=once
+        )
+        again = await request(
+            url, "POST", "/hooks/signup", {"name": "ada", "email": "ada@example.com"}, headers=once
+        )
+        refused = await request(url, "POST", "/hooks/signup", {"name": "bob"})
+        waiting = await request(url, "GET", "/api/executions?workflow=signup&status=suspended")
+        (execution,) = waiting.json()["executions"]
+        record = await request(url, "GET", f"/api/executions/{execution['id']}")
+        (wait,) = record.json()["suspensions"]
+        approved = await request(url, "POST", f"/api/resume/{wait['token']}?wait=10", {"ok": 1})
+    assert (created.status, created.headers["location"]) == (201, "/accounts/ada")
+    assert created.json() == {"account": "ada", "state": "awaiting approval"}
+    assert (again.status, again.json()) == (201, created.json())
+    assert (refused.status, refused.json()) == (
+        422,
+        {"error": "a name and an email address are required"},
+    )
+    assert wait["data"] == {"prompt": "Approve the account of ada?"}
+    assert approved.json()["status"] == "completed"
