@@ -31,6 +31,7 @@ import prana
 
 from ._app import DEFAULT_MAX_BODY, DEFAULT_MAX_STREAMS, close_streams, create_app
 from ._metrics import SharedFigures
+from ._systemd import SystemdNotifier
 
 logger = logging.getLogger("prana.server")
 
@@ -114,7 +115,9 @@ async def serve(
 ) -> None:
     """Run the daemon until SIGTERM or SIGINT (when run in the main thread), or until
     ``stop`` is set; ``ready`` is called with the URL it answers at once it accepts
-    connections."""
+    connections. Run by systemd as a ``Type=notify`` service, it says when it is
+    ready and, with ``WatchdogSec=``, that its loop turns (:mod:`._systemd`)."""
+    notifier = SystemdNotifier.from_environment()
     async with prana.Engine(
         store=config.store,
         actions=config.actions,
@@ -152,7 +155,10 @@ async def serve(
             logger.info("serving %s at %s", config.store, url)
             if ready is not None:
                 ready(url)  # the socket listens: connections wait for the server
-            await _serve_app(app, hypercorn, stop)
+            if notifier is not None:
+                notifier.notify("READY=1", f"STATUS=serving at {url}")
+                group.start_soon(notifier.keep_watchdog)
+            await _serve_app(app, hypercorn, stop, notifier)
             group.cancel_scope.cancel()  # the signal watcher, if the server ended by itself
         logger.info("stopped serving; releasing the executions in flight")
 
@@ -261,12 +267,16 @@ async def _watch_parent(stop: anyio.Event, heartbeat: int | None) -> None:
     stop.set()
 
 
-async def _serve_app(app: Any, config: Config, stop: anyio.Event) -> None:
+async def _serve_app(
+    app: Any, config: Config, stop: anyio.Event, notifier: SystemdNotifier | None
+) -> None:
     """Serve ``app`` until ``stop`` is set, then end its event streams and let the
     other requests in progress finish."""
 
     async def shutdown() -> None:
         await stop.wait()
+        if notifier is not None:
+            notifier.notify("STOPPING=1", "STATUS=stopping")
         close_streams(app)
 
     if sniffio.current_async_library() == "trio":

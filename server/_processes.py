@@ -41,6 +41,7 @@ from typing import BinaryIO
 
 from ._daemon import ServeConfig, cannot_listen, listen
 from ._metrics import SharedFigures
+from ._systemd import SystemdNotifier
 
 logger = logging.getLogger("prana.server")
 
@@ -103,8 +104,10 @@ class Daemons:
         count: int,
         grace: float,
         watchdog: float,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self._argv = list(argv)
+        self._notifier = notifier
         self._listener = listener
         self._count = count
         self._grace = grace
@@ -177,6 +180,9 @@ class Daemons:
         for index in range(self._count):
             self._start(index + 1, wait=True)
         listening()
+        notifier, beaten = self._notifier, time.monotonic()
+        if notifier is not None:
+            notifier.notify("READY=1", f"STATUS={self._count} daemons serving")
         failed = False
         try:
             while not self.stopping.wait(0.2):
@@ -184,6 +190,11 @@ class Daemons:
                     failed = True
                     break
                 self._kill_silent()
+                if notifier is not None and notifier.beat_due(beaten, time.monotonic()):
+                    notifier.notify("WATCHDOG=1")
+                    beaten = time.monotonic()
+            if notifier is not None:
+                notifier.notify("STOPPING=1", "STATUS=stopping")
             return self._stop_all() or int(failed)
         finally:
             shutil.rmtree(self._figures, ignore_errors=True)
@@ -293,9 +304,12 @@ def serve_in_processes(
     """Listen where ``config`` says and run ``count`` daemons there, each started
     with the ``prana`` command line ``argv`` (see the module docstring); the exit
     code."""
+    # Taken out of the environment before any daemon starts: this process speaks to
+    # systemd for them all.
+    notifier = SystemdNotifier.from_environment()
     listener = _port(config.host, config.port)
     bound_host, bound_port = listener.getsockname()[:2]
-    daemons = Daemons(argv, listener, count, config.grace, config.watchdog)
+    daemons = Daemons(argv, listener, count, config.grace, config.watchdog, notifier)
     try:
         return daemons.run(lambda: ready(f"http://{bound_host}:{bound_port}"))
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -346,3 +347,37 @@ def test_a_frozen_daemon_is_killed_and_another_started_in_its_place(tmp_path: Pa
     assert f"(pid {frozen}) ended (signal SIGKILL)" in said
     assert said.count("started daemon ") == 1
     assert not alive(frozen)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="an abstract Unix socket, as systemd's")
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_the_daemon_tells_systemd_it_is_ready_alive_and_stopping(
+    tmp_path: Path, processes: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "held.yaml").write_text(WORKFLOW)
+    name = f"prana-test-{os.getpid()}-{processes}"
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd.bind("\0" + name)
+    systemd.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # a beat every 0.2 s at least
+    heard: list[str] = []
+
+    def hear(state: str, count: int = 1) -> None:
+        while sum(state in message.split("\n") for message in heard) < count:
+            heard.append(systemd.recv(4096).decode())
+
+    with systemd:
+        daemon = Daemon(tmp_path, "asyncio", "--processes", processes)
+        try:
+            hear("READY=1")
+            status = call(daemon.url, "GET", "/api/status")
+            hear("WATCHDOG=1", 3)
+        finally:
+            code = daemon.stop()
+        hear("STOPPING=1")
+    assert code == 0
+    assert status["engine"]
+    assert heard[0].split("\n")[0] == "READY=1"
+    # Only the process systemd started speaks: one READY, however many daemons.
+    assert sum("READY=1" in message.split("\n") for message in heard) == 1
