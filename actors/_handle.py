@@ -60,7 +60,7 @@ class ExecutionHandle:
     def _subscribe(self, limit: int) -> Subscription:
         publisher = self._supervisor.publisher
         subscription = Subscription(limit, on_close=publisher.subscriptions.discard)
-        if self._supervisor.last_stop is not None or self._supervisor.failure is not None:
+        if self._supervisor.stopped or self._supervisor.failure is not None:
             subscription.close()
         else:
             publisher.subscriptions.add(subscription)

@@ -575,7 +575,7 @@ class LiveExecutions:
             # again (not counted as work in flight: nobody waits for it).
             delay = executions.failed(supervisor.failure)
             self.spawn(self._carry_on_later, supervisor.execution_id, delay, counted=False)
-        elif supervisor.last_stop is not None and executions.failures:
+        elif supervisor.stopped and executions.failures:
             executions.succeeded()
         self._check_idle()
 

@@ -122,7 +122,11 @@ class ExecutionSupervisor:
         # it was launched under.
         self._turn = True
         self.lease_until = lease_until
-        self.last_stop: Execution | None = None
+        # Whether the last step left the execution waiting or ended; the execution as
+        # it is then is made when first asked for (:attr:`last_stop`): most stops,
+        # those of executions nobody waits on, never are.
+        self.stopped = False
+        self._last_stop: Execution | None = None
         self.failure: PranaError | None = None
         self.leftovers: list[WakeRequest | ChildOutcome] = []
 
@@ -130,6 +134,17 @@ class ExecutionSupervisor:
     def execution_id(self) -> str:
         """The id of the execution this supervisor runs."""
         return self.machine.execution_id
+
+    @property
+    def last_stop(self) -> Execution | None:
+        """The execution as its last step left it waiting or ended (``None`` if it
+        did not). The machine does not change after that step unless a message comes,
+        which makes it carry on."""
+        if not self.stopped:
+            return None
+        if self._last_stop is None:
+            self._last_stop = self.machine.snapshot()
+        return self._last_stop
 
     def deliver(self, message: Message) -> None:
         """Put a message in the inbox (never blocks). The engine delivers only to a
@@ -242,7 +257,7 @@ class ExecutionSupervisor:
         self._leave()
         machine = self.machine
         self.publisher.close()
-        if self.failure is None and self.last_stop is None:
+        if self.failure is None and not self.stopped:
             self.failure = Stopped(
                 f"the engine stopped before execution {machine.execution_id} finished "
                 f"(it was {machine.status}); it carries on when an engine starts on the same store"
@@ -290,7 +305,7 @@ class ExecutionSupervisor:
             if machine.status != "running":
                 # Waiters learn of it when the supervisor exits (and the execution
                 # has left memory), unless a message arrives first and it carries on.
-                self.last_stop = machine.snapshot()
+                self.stopped, self._last_stop = True, None
             message: Message | None
             if self._called:
                 # A synchronous action's result, from the last step. Its save was the
@@ -338,7 +353,7 @@ class ExecutionSupervisor:
         machine = self.machine
         if not isinstance(message, NodeResult) and machine.status in ("suspended", "paused"):
             self._take_from = machine.status
-            self.last_stop = None
+            self.stopped, self._last_stop = False, None
 
     def _take(self, message: Message) -> list[Command]:
         machine = self.machine
