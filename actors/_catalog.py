@@ -211,6 +211,11 @@ class Catalog:
             self.unserve(workflow_id)
         return served, gone
 
+    def compiled(self, workflow_hash: str, trigger: str) -> ExecutionGraph | None:
+        """The graph of the definition with ``workflow_hash`` for ``trigger``, if it
+        was compiled already (:meth:`graph_for`); never compiles."""
+        return self._graphs_by_hash.get((workflow_hash, trigger))
+
     async def graph_for(self, stored: StoredExecution, store: Store) -> ExecutionGraph:
         """The graph of the definition ``stored`` started on. Raises
         :class:`PranaError` if it is missing or no longer compiles to it."""

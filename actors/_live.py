@@ -52,6 +52,8 @@ from prana._records import (
     StoredExecution,
     Suspension,
 )
+from prana._snapshot import runs_wanted
+from prana._wanted import RunsWanted
 from prana.storage import Store
 
 from ._catalog import Catalog
@@ -186,14 +188,22 @@ class LiveExecutions:
         """An event set when a supervisor for ``execution_id`` starts or leaves here."""
         return self._watchers.setdefault(execution_id, anyio.Event())
 
-    async def load(self, execution_id: str) -> StoredExecution:
-        """The execution as stored. Raises :class:`ExecutionNotFound`."""
-        stored = await self._store.load_execution(execution_id)
+    async def load(self, execution_id: str, *, to_run: bool = False) -> StoredExecution:
+        """The execution as stored. ``to_run``: to carry it on, so of its runs only
+        those its next steps need, once its workflow is compiled here (decision 0066:
+        waking a long loop then reads what its next step needs, not its whole trail).
+        Raises :class:`ExecutionNotFound`."""
+        wanted = self._runs_wanted if to_run else None
+        stored = await self._store.load_execution(execution_id, wanted=wanted)
         if stored is None:
             raise ExecutionNotFound(
                 f"no execution has id {execution_id!r}; list them with 'prana list'"
             )
         return stored
+
+    def _runs_wanted(self, stored: StoredExecution) -> RunsWanted | None:
+        graph = self._catalog.compiled(stored.workflow_hash, stored.trigger)
+        return None if graph is None else runs_wanted(graph, stored)
 
     async def wait_for(self, execution_id: str, done: Callable[[Execution], bool]) -> Execution:
         """Follow ``execution_id`` wherever it runs until ``done(execution)`` holds
@@ -355,7 +365,7 @@ class LiveExecutions:
     ) -> ExecutionSupervisor | StoredExecution | None:
         """:meth:`deliver` to an execution that is not live here; ``None`` if it was
         launched here meanwhile (deliver to that supervisor)."""
-        stored = await self.load(execution_id)
+        stored = await self.load(execution_id, to_run=True)
         if execution_id in self._supervisors:
             return None
         if stored.status == "running":
@@ -364,7 +374,7 @@ class LiveExecutions:
             # Ours now, from its last checkpoint: the request first, then (if it
             # still runs) the runs its engine had in flight, again. So a cancel or a
             # pause does not start them only to stop them.
-            stored = await self.load(execution_id)
+            stored = await self.load(execution_id, to_run=True)
             machine = await self._restore(stored)  # Unrestorable: the caller decides
             commands = self._apply(machine, message)
             if machine.status == "running":
@@ -412,7 +422,7 @@ class LiveExecutions:
             return None
         if stored.status != "running" or not await self._claim(stored):
             return stored
-        stored = await self.load(execution_id)  # as it stands now that it is ours
+        stored = await self.load(execution_id, to_run=True)  # as it stands now that it is ours
         machine = await self._restore(stored)  # Unrestorable: the caller decides
         return self._launch(machine, machine.recover, turn, lease_until=self._leases.deadline())
 
@@ -441,7 +451,7 @@ class LiveExecutions:
             if execution_id in self._supervisors:
                 continue
             async with self.turn() as turn:
-                stored = await self.load(execution_id)
+                stored = await self.load(execution_id, to_run=True)
                 if stored.status != status or stored.owner != self._leases.owner:
                     continue  # moved on meanwhile (cancelled, say)
                 try:

@@ -324,6 +324,12 @@ def print_scaling(repeats: int) -> None:
     looped = median("loop", "100000")
     goal("RSS after 100 000 iterations of a 2-node loop grows <= 10 MiB",
          f"+{looped['rss_growth_mb']:.0f} MiB", looped["rss_growth_mb"] <= 10)  # fmt: skip
+    behind = (1000, 10_000, 100_000)
+    wakes = {runs: median("wake", str(runs))["ms_per_wake"] for runs in behind}
+    print(f"  {'runs behind':>12}" + "".join(f"{runs:>10}" for runs in behind))
+    print(f"  {'ms per wake':>12}" + "".join(f"{wakes[runs]:>10.1f}" for runs in behind))
+    goal("a wait's wake with 10 000 runs behind it within 1.5x of one with 1 000",
+         f"{wakes[1000]:.1f} -> {wakes[10_000]:.1f} ms", wakes[10_000] <= 1.5 * wakes[1000])  # fmt: skip
     each = {count: median("for-each", str(count)) for count in (1000, 10_000)}
     for key, unit, scale in (("us_per_iteration", "µs", 1), ("bytes_per_iteration", "KB", 1000)):
         small, large = each[1000][key] / scale, each[10_000][key] / scale

@@ -5,6 +5,7 @@ memory and bytes written are its own:
     python bench/scaling.py compile N        -> load + compile an N-node chain and an N-branch fan-out
     python bench/scaling.py w4 N [async]     -> N concurrent 10-node chains, durable: nodes/s, peak RSS
     python bench/scaling.py loop N           -> a 2-node loop run N times, durable: RSS at the end
+    python bench/scaling.py wake N           -> a wait's wake with N runs behind it: ms from the timer to the next wait
     python bench/scaling.py for-each N       -> core.for_each over N items: us per iteration, bytes per iteration
     python bench/scaling.py timers-make DB N -> N executions waiting with a timeout, on DB
     python bench/scaling.py timers-start DB  -> start an engine on DB: seconds, RSS, longest loop stall
@@ -275,6 +276,63 @@ async def loop(count: str) -> dict[str, float]:
     }
 
 
+def waking_loop(runs: int, wakes: int) -> prana.Workflow:
+    """A loop of ``runs`` // 2 iterations, then one that waits a second in each of
+    ``wakes`` iterations."""
+    counted = {"type": "workflow.set_variables", "params": {"values": {"i": "{{ vars.i + 1 }}"}}}
+    return prana.load_workflow(
+        {
+            "id": "waking",
+            "settings": {"max_iterations": runs + wakes + 10},
+            "variables": {"i": 0, "w": 0},
+            "nodes": [
+                {"key": "start", "type": "manual.trigger"},
+                {"key": "count", **counted},
+                {"key": "more", "type": "logic.if",
+                 "params": {"condition": f"{{{{ vars.i < {runs // 2} }}}}"}},
+                {"key": "tick", "type": "wait.interval", "params": {"duration": "1s"}},
+                {"key": "woke", "type": "workflow.set_variables",
+                 "params": {"values": {"w": "{{ vars.w + 1 }}"}}},
+                {"key": "again", "type": "logic.if",
+                 "params": {"condition": f"{{{{ vars.w < {wakes} }}}}"}},
+            ],
+            "connections": [
+                {"from": "start", "to": "count"},
+                {"from": "count", "to": "more"},
+                {"from": "more", "from_port": "true", "to": "count"},
+                {"from": "more", "from_port": "false", "to": "tick"},
+                {"from": "tick", "to": "woke"},
+                {"from": "woke", "to": "again"},
+                {"from": "again", "from_port": "true", "to": "tick"},
+            ],
+        }
+    )  # fmt: skip
+
+
+async def wake(runs: str) -> dict[str, float]:
+    """The time from a timer's moment to the execution's next wait, for an execution
+    with ``runs`` runs behind it (on a virtual clock: the wait itself takes none)."""
+    from prana.testing import VirtualClock
+
+    wakes = 30
+    clock = VirtualClock(start=1_000_000.0)
+    workflow = waking_loop(int(runs), wakes)
+    times = []
+    with database() as db:
+        async with prana.Engine(store=f"sqlite:///{db}", env={}, clock=clock) as engine:
+            events = engine.events()
+            waiting = await engine.run(workflow)
+            assert waiting.status == "suspended", waiting.error
+            for _ in range(wakes - 1):
+                started = time.perf_counter()
+                clock.advance(1.0)
+                async for event in events:
+                    if isinstance(event, prana.events.ExecutionSuspended):
+                        break
+                times.append(time.perf_counter() - started)
+    return {"ms_per_wake": statistics.median(times) * 1000, "runs": int(runs)}
+
+
 async def for_each(count: str) -> dict[str, float]:
     items = int(count)
     workflow = prana.load_workflow(
@@ -438,6 +496,7 @@ ROLES = {
     "compile": compile_,
     "w4": w4,
     "loop": loop,
+    "wake": wake,
     "for-each": for_each,
     "timers-make": timers_make,
     "timers-start": timers_start,

@@ -488,6 +488,9 @@ class StoredExecution:
     request: Mapping[str, Any] | None = None
     revision: int = 0
     queue: QueuePlace | None = None
+    # False when the store read only the runs an execution that goes on needs
+    # (``RunsWanted``): restoring it then takes the others as left to the store.
+    all_runs: bool = True
 
     def to_execution(self) -> Execution:
         """The execution as a user sees it."""

@@ -36,8 +36,10 @@ from ._records import (
     waiting_run,
 )
 from ._trail import RUNS_HELD
+from ._wanted import RunsWanted
 
 if TYPE_CHECKING:
+    from ._compiler import ExecutionGraph
     from ._machine import ExecutionMachine
 
 # Node states as the digits of the "nodes" string.
@@ -81,6 +83,50 @@ def dump_paths(machine: ExecutionMachine, *, whole: bool = False) -> dict[str, A
     return paths
 
 
+def runs_wanted(graph: ExecutionGraph, stored: StoredExecution) -> RunsWanted | None:
+    """Which of its saved runs ``stored`` (read without them) needs to go on, or
+    ``None`` for all of them: one that ended, or whose state cannot be read here
+    (restoring it says what is wrong)."""
+    if stored.status not in ("running", "suspended", "paused"):
+        return None
+    paths = stored.active_paths
+    if paths.get("format") not in (1, WHOLE_FORMAT, BLOCKED_FORMAT):
+        return None
+    try:
+        paths = joined(paths, stored.paths_blocks)
+        activation = {int(node): start for node, start in paths.get("activation", {}).items()}
+        referenced = _referenced(paths)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return RunsWanted(
+        newest_from=max(0, int(paths["next"]) - RUNS_HELD),
+        indexes=frozenset(referenced),
+        runs_of=tuple((wait.node_key, wait.run_index) for wait in stored.suspensions),
+        collecting=tuple(
+            (node.key, activation.get(node.index, 0))
+            for node in graph.order
+            if node.back_edges and node.action.collect_port is not None
+        ),
+    )
+
+
+def _referenced(paths: Any) -> set[int]:
+    """The runs a routing state (blocks joined) names: those that sent on settled
+    edges, waiting at a loop's exit or entry, and the inputs of the runs in flight
+    and waiting."""
+    edges = paths["edges"]
+    found = {int(source) for source in (edges.values() if isinstance(edges, dict) else edges)}
+    for buffer in paths.get("exits", {}).values():
+        found.update(int(source) for source in buffer.values())
+    for entries in paths.get("loop_inputs", {}).values():
+        found.update(int(source) for _, source in entries)
+    for *_, inputs in paths.get("running", ()):
+        found.update(int(source) for _, source in inputs)
+    for inputs in paths.get("waiting", {}).values():
+        found.update(int(source) for _, source in inputs)
+    return {index for index in found if index >= 0}
+
+
 @attrs.frozen
 class RestoredPaths:
     """What a saved routing state gives back to the machine itself, once its parts
@@ -119,7 +165,7 @@ def restore_paths(machine: ExecutionMachine, stored: StoredExecution) -> Restore
     slots: list[NodeRun | None] = [None] * paths["next"]
     for run in runs:
         slots[run.execution_index] = run
-    in_flight = []
+    in_flight: list[NodeRun] = []
     for execution_index, node_key, run_index, attempt, inputs in paths.get("running", ()):
         if node_key not in machine.graph.index:
             raise InternalError(
@@ -139,7 +185,12 @@ def restore_paths(machine: ExecutionMachine, stored: StoredExecution) -> Restore
         inputs = paths.get("waiting", {}).get(str(suspension.execution_index), [])
         slots[suspension.execution_index] = waiting_run(suspension, runs, _tuples(inputs))
     machine.waits.restored(suspensions)
-    missing = [index for index, run in enumerate(slots) if run is None]
+    if stored.all_runs:
+        missing = [index for index, run in enumerate(slots) if run is None]
+    else:  # the runs it needs only (RunsWanted): the others stay in the store
+        missing = sorted(
+            index for index in _referenced(paths) if index >= len(slots) or slots[index] is None
+        )
     if missing:
         raise InternalError(
             f"execution {machine.execution_id} is missing node runs {missing[:5]} of its audit trail"

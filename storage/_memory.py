@@ -22,6 +22,7 @@ from prana._records import (
     StoredExecution,
     Suspension,
 )
+from prana._wanted import RunsSelector
 
 from ._engines import FORGET_AFTER, EngineBeat, beat_of
 from ._protocol import ScheduleRow, ScheduleState, StoredWorkflow
@@ -178,19 +179,25 @@ class MemoryStore:
         kept = self._executions.get(execution_id)
         return None if kept is None else kept.execution.status
 
-    async def load_execution(self, execution_id: str) -> StoredExecution | None:
-        """Everything kept of an execution, or ``None``."""
+    async def load_execution(
+        self, execution_id: str, *, wanted: RunsSelector | None = None
+    ) -> StoredExecution | None:
+        """Everything kept of an execution (with ``wanted``, of its runs only those it
+        asks for), or ``None``."""
         kept = self._executions.get(execution_id)
         if kept is None:
             return None
-        return copy.deepcopy(
-            attrs.evolve(
-                kept.execution,
-                runs=tuple(kept.runs[index] for index in sorted(kept.runs)),
-                suspensions=tuple(kept.suspensions[index] for index in sorted(kept.suspensions)),
-                paths_blocks=kept.paths_blocks,
-            )
+        stored = attrs.evolve(
+            kept.execution,
+            suspensions=tuple(kept.suspensions[index] for index in sorted(kept.suspensions)),
+            paths_blocks=kept.paths_blocks,
         )
+        selection = None if wanted is None else wanted(stored)
+        if selection is None:
+            runs = tuple(kept.runs[index] for index in sorted(kept.runs))
+            return copy.deepcopy(attrs.evolve(stored, runs=runs))
+        runs = tuple(selection.pick(kept.runs))
+        return copy.deepcopy(attrs.evolve(stored, runs=runs, all_runs=False))
 
     async def count_executions(
         self, *, workflow_id: str | None = None

@@ -30,6 +30,7 @@ from prana._records import (
     StoredExecution,
     Suspension,
 )
+from prana._wanted import RunsSelector
 
 from . import _codec as codec
 from ._engines import EngineBeat, beat
@@ -285,9 +286,12 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ reading
 
-    async def load_execution(self, execution_id: str) -> StoredExecution | None:
-        """Everything kept of an execution, or ``None``."""
-        return await self._run(lambda db: read_execution(db, execution_id))
+    async def load_execution(
+        self, execution_id: str, *, wanted: RunsSelector | None = None
+    ) -> StoredExecution | None:
+        """Everything kept of an execution (with ``wanted``, of its runs only those it
+        asks for), or ``None``."""
+        return await self._run(lambda db: read_execution(db, execution_id, wanted))
 
     async def execution_status(self, execution_id: str) -> ExecutionStatus | None:
         """An execution's status as saved, or ``None``."""

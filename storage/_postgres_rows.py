@@ -6,7 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prana._records import FINAL_STATUSES, Checkpoint, NodeRun, StoredExecution, Suspension
+import attrs
+
+from prana._records import (
+    FINAL_STATUSES,
+    Checkpoint,
+    NodeRun,
+    StoredExecution,
+    Suspension,
+)
+from prana._wanted import RunsSelector, RunsWanted
 
 from . import _codec as codec
 from ._protocol import ScheduleState, StoredWorkflow
@@ -376,20 +385,21 @@ def listed_executions(
     return [execution_from_row(row, suspensions=waits.get(row[0], ())) for row in rows]
 
 
-def read_execution(db: Connection, execution_id: str) -> StoredExecution | None:
+def read_execution(
+    db: Connection, execution_id: str, wanted: RunsSelector | None = None
+) -> StoredExecution | None:
     """Everything kept of an execution, in one round trip; ``None`` if there is none.
+    With ``wanted``, of its runs only those it asks for (more round trips, in the
+    same transaction).
 
     It begins its transaction (``ONE_STATE``): a commit of another engine between
     two of its queries (an execution moving on from a wait) would otherwise mix two
     states, a waiting status without its wait, which cannot be restored."""
     key = (execution_id,)
-    with db.pipeline():  # the five queries in one round trip
+    with db.pipeline():  # the queries in one round trip
         db.execute(ONE_STATE)
         row = db.execute(f"SELECT {TEXT_COLUMNS} FROM executions WHERE id = %s", key)
-        runs = db.execute(
-            "SELECT record::text FROM node_runs WHERE execution_id = %s ORDER BY execution_index",
-            key,
-        )
+        runs = None if wanted is not None else db.execute(_ALL_RUNS, key)
         blocks = db.execute(
             "SELECT number, block::text FROM paths_blocks WHERE execution_id = %s", key
         )
@@ -408,10 +418,56 @@ def read_execution(db: Connection, execution_id: str) -> StoredExecution | None:
     contexts: dict[str, dict[str, Any]] = {}
     for node_key, field, value in fields.fetchall():
         contexts.setdefault(node_key, {})[field] = codec.loads(value)
-    return execution_from_row(
+    stored = execution_from_row(
         found,
-        runs=tuple(codec.structure(codec.loads(r[0]), NodeRun) for r in runs.fetchall()),
         suspensions=tuple(codec.structure(codec.loads(w[0]), Suspension) for w in waits.fetchall()),
         blocks={number: codec.loads(block) for number, block in blocks.fetchall()},
         contexts=contexts,
     )
+    selection = None if wanted is None else wanted(stored)
+    if selection is not None:
+        return attrs.evolve(stored, runs=_wanted_runs(db, execution_id, selection), all_runs=False)
+    records = (runs if runs is not None else db.execute(_ALL_RUNS, key)).fetchall()
+    return attrs.evolve(
+        stored, runs=tuple(codec.structure(codec.loads(r[0]), NodeRun) for r in records)
+    )
+
+
+_ALL_RUNS = "SELECT record::text FROM node_runs WHERE execution_id = %s ORDER BY execution_index"
+# Each node's latest ended run, and its latest completed one (one pass).
+_LATEST_RUNS = (
+    "SELECT max(CASE WHEN record->>'status' IN ('completed', 'failed') THEN execution_index END), "
+    "max(CASE WHEN record->>'status' = 'completed' THEN execution_index END) FROM node_runs "
+    "WHERE execution_id = %s GROUP BY record->>'node_key'"
+)
+
+
+def _wanted_runs(db: Connection, execution_id: str, wanted: RunsWanted) -> tuple[NodeRun, ...]:
+    """The runs ``wanted`` asks for, in execution index order."""
+    found: dict[int, NodeRun] = {}
+
+    def take(condition: str, *values: Any) -> None:
+        for (record,) in db.execute(
+            f"SELECT record::text FROM node_runs WHERE execution_id = %s AND {condition}",
+            (execution_id, *values),
+        ):
+            run = codec.structure(codec.loads(record), NodeRun)
+            found[run.execution_index] = run
+
+    def take_indexes(indexes: set[int]) -> None:
+        chosen = sorted(indexes - found.keys())
+        if chosen:
+            take("execution_index = ANY(%s)", chosen)
+
+    take("execution_index >= %s", wanted.newest_from)
+    for node_key, run_index in wanted.runs_of:
+        take("record->>'node_key' = %s AND (record->>'run_index')::int = %s", node_key, run_index)
+    for node_key, run_index in wanted.collecting:
+        take("record->>'node_key' = %s AND (record->>'run_index')::int > %s", node_key, run_index)
+    latest = {index for pair in db.execute(_LATEST_RUNS, (execution_id,)) for index in pair} - {
+        None
+    }
+    take_indexes(latest | wanted.indexes)
+    # The runs their inputs came from (a retry of one delivers them again).
+    take_indexes({source for run in found.values() for _, source in run.inputs})
+    return tuple(found[index] for index in sorted(found))

@@ -23,7 +23,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from prana._records import Checkpoint, ExecutionStatus, StoredExecution, Suspension
+from prana._records import (
+    Checkpoint,
+    ExecutionStatus,
+    StoredExecution,
+    Suspension,
+)
+from prana._wanted import RunsSelector
 
 from ._engines import EngineBeat
 
@@ -136,8 +142,13 @@ class Store(Protocol):
         """The definition with this hash, or ``None``."""
         ...
 
-    async def load_execution(self, execution_id: str) -> StoredExecution | None:
-        """Everything kept of an execution, or ``None`` if unknown."""
+    async def load_execution(
+        self, execution_id: str, *, wanted: RunsSelector | None = None
+    ) -> StoredExecution | None:
+        """Everything kept of an execution, or ``None`` if unknown. With ``wanted``,
+        of its runs only those ``wanted`` asks for once told the rest (all of them if
+        it says ``None``), read as one state with it; the execution then says
+        ``all_runs=False``."""
         ...
 
     async def execution_status(self, execution_id: str) -> ExecutionStatus | None:

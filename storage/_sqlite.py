@@ -24,6 +24,7 @@ from prana._records import (
     StoredExecution,
     Suspension,
 )
+from prana._wanted import RunsSelector
 
 from . import _codec as codec
 from . import _sqlite_rows as rows
@@ -290,10 +291,12 @@ class SQLiteStore:
 
         return await self._read(fetch)
 
-    async def load_execution(self, execution_id: str) -> StoredExecution | None:
-        """Everything kept of an execution, or ``None``."""
-
-        return await self._read(lambda db: load_execution(db, execution_id))
+    async def load_execution(
+        self, execution_id: str, *, wanted: RunsSelector | None = None
+    ) -> StoredExecution | None:
+        """Everything kept of an execution (with ``wanted``, of its runs only those it
+        asks for), or ``None``."""
+        return await self._read(lambda db: load_execution(db, execution_id, wanted))
 
     async def execution_status(self, execution_id: str) -> ExecutionStatus | None:
         """An execution's status as saved, or ``None``."""

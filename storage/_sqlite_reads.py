@@ -7,7 +7,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
 from prana._records import NodeRun, StoredExecution, Suspension
+from prana._wanted import RunsSelector, RunsWanted
 
 from . import _codec as codec
 from ._queue import place_of
@@ -92,25 +95,23 @@ def execution_from_row(
     )
 
 
-def load_execution(db: sqlite3.Connection, execution_id: str) -> StoredExecution | None:
-    """Everything kept of an execution, or ``None``."""
+def load_execution(
+    db: sqlite3.Connection, execution_id: str, wanted: RunsSelector | None = None
+) -> StoredExecution | None:
+    """Everything kept of an execution, or ``None``; with ``wanted``, only the runs it
+    asks for (see :data:`prana._records.RunsSelector`)."""
     row = db.execute(f"{SELECT_EXECUTION} WHERE e.id = ?", (execution_id,)).fetchone()
     if row is None:
         return None
-    run_rows: list[Sequence[Any]] = []
-    blocks: dict[int, Any] = {}
-    # The runs, then (past the state row) the blocks of a large routing state.
-    for found in db.execute(
-        f"SELECT {RUN_COLUMNS} FROM node_executions WHERE execution_id = ? "
-        f"AND execution_index != {STATE_ROW} ORDER BY execution_index",
-        (execution_id,),
-    ):
-        if found[0] < STATE_ROW:
-            run_rows.append(found)
-        else:
-            blocks[found[0] - STATE_ROW - 1] = codec.loads(found[6])
-    apart = outputs_apart(db, [run[OUTPUT_ID] for run in run_rows if run[OUTPUT_ID] is not None])
-    runs = [run_from_row(run, apart.get(run[OUTPUT_ID])) for run in run_rows]
+    # The blocks of a large routing state are rows past the state row.
+    blocks = {
+        index - STATE_ROW - 1: codec.loads(block)
+        for index, block in db.execute(
+            "SELECT execution_index, output FROM node_executions "
+            "WHERE execution_id = ? AND execution_index > ?",
+            (execution_id, STATE_ROW),
+        )
+    }
     contexts: dict[str, dict[str, Any]] = {}
     for key, field, value in db.execute(
         "SELECT node_key, field, value FROM node_context_fields WHERE execution_id = ?",
@@ -125,6 +126,59 @@ def load_execution(db: sqlite3.Connection, execution_id: str) -> StoredExecution
             (execution_id,),
         )
     )
-    return execution_from_row(
-        row, runs=tuple(runs), contexts=contexts, suspensions=suspensions, paths_blocks=blocks
+    stored = execution_from_row(
+        row, contexts=contexts, suspensions=suspensions, paths_blocks=blocks
     )
+    selection = None if wanted is None else wanted(stored)
+    if selection is None:
+        run_rows = db.execute(f"{_SELECT_RUNS} ORDER BY execution_index", (execution_id,))
+        return attrs.evolve(stored, runs=_runs(db, list(run_rows)))
+    rows = _wanted_rows(db, execution_id, selection)
+    return attrs.evolve(stored, runs=_runs(db, rows), all_runs=False)
+
+
+_SELECT_RUNS = (
+    f"SELECT {RUN_COLUMNS} FROM node_executions "
+    f"WHERE execution_id = ? AND execution_index < {STATE_ROW}"
+)
+# Each node's latest ended run, and its latest completed one (one pass).
+_LATEST_RUNS = (
+    "SELECT max(CASE WHEN status IN ('completed', 'failed') THEN execution_index END), "
+    "max(CASE WHEN status = 'completed' THEN execution_index END) FROM node_executions "
+    f"WHERE execution_id = ? AND execution_index < {STATE_ROW} GROUP BY node_key"
+)
+
+
+def _runs(db: sqlite3.Connection, rows: list[Sequence[Any]]) -> tuple[NodeRun, ...]:
+    apart = outputs_apart(db, [run[OUTPUT_ID] for run in rows if run[OUTPUT_ID] is not None])
+    return tuple(run_from_row(run, apart.get(run[OUTPUT_ID])) for run in rows)
+
+
+def _wanted_rows(
+    db: sqlite3.Connection, execution_id: str, wanted: RunsWanted
+) -> list[Sequence[Any]]:
+    """The rows of the runs ``wanted`` asks for, in execution index order."""
+    found: dict[int, Sequence[Any]] = {}
+
+    def take(condition: str, *values: Any) -> None:
+        for run in db.execute(f"{_SELECT_RUNS} AND {condition}", (execution_id, *values)):
+            found[run[0]] = run
+
+    def take_indexes(indexes: set[int]) -> None:
+        chosen = sorted(indexes - found.keys())
+        for start in range(0, len(chosen), 500):
+            chunk = chosen[start : start + 500]
+            take(f"execution_index IN ({', '.join('?' * len(chunk))})", *chunk)
+
+    take("execution_index >= ?", wanted.newest_from)
+    for node_key, run_index in wanted.runs_of:
+        take("node_key = ? AND run_index = ?", node_key, run_index)
+    for node_key, run_index in wanted.collecting:
+        take("node_key = ? AND run_index > ?", node_key, run_index)
+    latest = {index for pair in db.execute(_LATEST_RUNS, (execution_id,)) for index in pair} - {
+        None
+    }
+    take_indexes(latest | wanted.indexes)
+    # The runs their inputs came from (a retry of one delivers them again).
+    take_indexes({source for run in found.values() for _, source in codec.loads(run[8]) or ()})
+    return [found[index] for index in sorted(found)]

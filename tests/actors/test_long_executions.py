@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 import prana
-from prana.testing import open_engine
+from prana.testing import VirtualClock, open_engine
 from tests.helpers import make_workflow
 
 ITERATIONS = 1500  # 3 000 runs: past the 2 000 a live execution holds before it lets go
@@ -155,14 +155,137 @@ async def test_for_each_over_thousands_of_items_collects_every_result(
         settings={"max_iterations": count + 10},
     )
     db = tmp_path / "prana.db"
-    async with open_engine(path=db) as engine:
+    # Served: the engine that carries on compiles it first, so even the first wake
+    # reads only the runs it needs (the loop's pass among them).
+    async with open_engine(path=db, workflows=[workflow]) as engine:
         waiting = await engine.run(workflow, list(range(count)))
         assert waiting.status == "suspended"
         if not restart:
             done = await engine.resume(waiting.id, {"answer": "yes"})
     if restart:
-        async with open_engine(path=db) as engine:
+        async with open_engine(path=db, workflows=[workflow]) as engine:
             done = await engine.resume(waiting.id, {"answer": "yes"})
     assert done.status == "completed"
     assert done.output == [{"twice": 2 * item} for item in range(count)]
     assert done.runs_left_out > 0
+
+
+WAKES = 600  # 1 200 runs of the loop before the wait: past the 1 000 newest
+
+
+def ask_after_a_long_loop() -> prana.Workflow:
+    """A setup step, a long loop, then a wait; the answer is merged with the setup's
+    output (sent long before, on an edge still open) and the end reads the setup's
+    output by name: what the wait's wake needs lies thousands of runs back."""
+    return make_workflow(
+        {
+            "start": "manual.trigger",
+            "setup": ("data.set", {"values": {"token": "t-{{ input.n }}"}}),
+            "count": ("workflow.set_variables", {"values": {"i": "{{ vars.i + 1 }}"}}),
+            "more": ("logic.if", {"condition": f"{{{{ vars.i < {WAKES} }}}}"}),
+            "ask": "wait.webhook",
+            "join": ("data.merge", {"strategy": "merge", "inputs": ["first", "second"]}),
+            "end": (
+                "data.set",
+                {
+                    "values": {
+                        "i": "{{ vars.i }}",
+                        "token": "{{ nodes.setup.output.token }}",
+                        "joined": "{{ input }}",
+                    }
+                },
+            ),
+        },
+        [
+            "start -> setup",
+            "setup -> join.first",
+            "start -> count",
+            "count -> more",
+            "more.true -> count",
+            "more.false -> ask",
+            "ask -> join.second",
+            "join -> end",
+        ],
+        variables={"i": 0},
+        settings={"max_iterations": WAKES + 10},
+        id="ask_late",
+    )
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_wait_after_thousands_of_runs_wakes_with_the_runs_it_needs(
+    tmp_path: Path, restart: bool
+) -> None:
+    workflow = ask_after_a_long_loop()
+    order = ["start", "setup", *(["count", "more"] * WAKES), "ask", "join", "end"]
+    db = tmp_path / "prana.db"
+    async with open_engine(path=db, workflows=[workflow]) as engine:
+        waiting = await engine.run(workflow, {"n": 7})
+        assert waiting.status == "suspended"
+        if not restart:
+            done = await engine.resume(waiting.id, {"answer": 42})
+            trail = await engine.get(waiting.id)
+    if restart:
+        async with open_engine(path=db, workflows=[workflow]) as engine:
+            done = await engine.resume(waiting.id, {"answer": 42})
+            trail = await engine.get(waiting.id)
+    assert done.status == "completed"
+    assert done.output == {"i": WAKES, "token": "t-7", "joined": {"token": "t-7", "answer": 42}}
+    # The wake read the newest runs and those named by what goes on, not the whole
+    # trail: what it returns leaves the older ones out, and says how many.
+    assert done.runs_left_out > 0
+    assert len(done.node_runs) + done.runs_left_out == len(order)
+    assert trail.order == order  # the whole trail, from the store
+    assert trail.runs_left_out == 0
+
+
+async def test_a_retry_that_waits_while_thousands_of_runs_go_by_counts_its_attempts(
+    tmp_path: Path,
+) -> None:
+    # The first attempt fails and its retry waits; meanwhile the other branch runs
+    # thousands of times. Woken after a restart, the retry still knows its number.
+    actions = prana.ActionRegistry()
+    calls: list[int] = []
+
+    @actions.action("test.flaky")
+    def flaky(ctx: prana.NodeContext) -> Any:
+        calls.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise prana.NodeError("not yet", code="planned")
+        return {"attempt": ctx.attempt}
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "flaky": {
+                "type": "test.flaky",
+                "settings": {"retry": {"max_attempts": 3, "delay": 60}},
+            },
+            "count": ("workflow.set_variables", {"values": {"i": "{{ vars.i + 1 }}"}}),
+            "more": ("logic.if", {"condition": f"{{{{ vars.i < {ITERATIONS} }}}}"}),
+        },
+        ["start -> flaky", "start -> count", "count -> more", "more.true -> count"],
+        actions=actions,
+        variables={"i": 0},
+        settings={"max_iterations": ITERATIONS + 10},
+    )
+    clock = VirtualClock(start=1_000.0)
+    db = tmp_path / "prana.db"
+    async with open_engine(path=db, actions=actions, clock=clock, workflows=[workflow]) as engine:
+        waiting = await engine.run(workflow, {})
+        assert waiting.status == "suspended"  # the retry waits its delay, as a wait
+        # Its failed attempt is the second run; thousands came after it.
+        assert waiting.runs_of("flaky")[-1].execution_index == 2
+        assert len(waiting.node_runs) + waiting.runs_left_out > 3000
+    async with open_engine(path=db, actions=actions, clock=clock, workflows=[workflow]) as engine:
+        with anyio.fail_after(30):
+            while not (trail := await engine.get(waiting.id)).finished:
+                await anyio.wait_all_tasks_blocked()
+                clock.jump()  # to the next attempt's time
+    assert trail.status == "completed"
+    assert calls == [1, 2, 3]  # each attempt knew its number, however far back the first
+    assert [(run.status, run.attempt) for run in trail.runs_of("flaky")] == [
+        ("retried", 1),
+        ("retried", 2),
+        ("completed", 3),
+    ]
