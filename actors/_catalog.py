@@ -22,6 +22,7 @@ from prana._model import Workflow
 from prana._records import StoredExecution
 from prana._registry import ActionRegistry
 from prana._triggers import TriggerError, event_triggers, webhook_path, webhook_routes
+from prana._webhooks import WebhookRoute, webhook_route_of
 from prana.storage import Store, StoredWorkflow
 
 logger = logging.getLogger("prana.engine")
@@ -44,7 +45,8 @@ class Catalog:
         self.served: dict[str, Workflow] = {}
         # The definitions served because they are kept in the store: id to hash.
         self._kept: dict[str, str] = {}
-        self._routes: dict[tuple[str, str], tuple[str, str]] = {}
+        # What answers each webhook request: made once, when its workflow is served.
+        self._routes: dict[tuple[str, str], WebhookRoute] = {}
         # Event name to the served workflows (id, trigger key) that start on it.
         self._listeners: dict[str, list[tuple[str, str]]] = {}
 
@@ -82,13 +84,18 @@ class Catalog:
         routes = webhook_routes(workflow, self.actions)
         for (method, path), key in routes.items():
             other = self._routes.get((method, path))
-            if other is not None and other[0] != workflow.id:
+            if other is not None and other.workflow.id != workflow.id:
                 raise TriggerError(
                     f"webhook {method} /{path} of workflow {workflow.id!r} (trigger {key!r}) "
-                    f"is answered by workflow {other[0]!r} already; give one of them another path"
+                    f"is answered by workflow {other.workflow.id!r} already; give one of them "
+                    "another path"
                 )
-        self._routes = {route: to for route, to in self._routes.items() if to[0] != workflow.id}
-        self._routes.update({route: (workflow.id, key) for route, key in routes.items()})
+        self._routes = {
+            route: to for route, to in self._routes.items() if to.workflow.id != workflow.id
+        }
+        self._routes.update(
+            {route: webhook_route_of(workflow, key) for route, key in routes.items()}
+        )
         for name, listening in list(self._listeners.items()):
             self._listeners[name] = [to for to in listening if to[0] != workflow.id]
         for name, keys in event_triggers(workflow, self.actions).items():
@@ -101,7 +108,9 @@ class Catalog:
         known, for its executions); false if it was not served."""
         if self.served.pop(workflow_id, None) is None:
             return False
-        self._routes = {route: to for route, to in self._routes.items() if to[0] != workflow_id}
+        self._routes = {
+            route: to for route, to in self._routes.items() if to.workflow.id != workflow_id
+        }
         for name, listening in list(self._listeners.items()):
             self._listeners[name] = [to for to in listening if to[0] != workflow_id]
         return True
@@ -110,13 +119,13 @@ class Catalog:
         """The served workflows, and their triggers, that start on ``event``."""
         return [(self.served[id], key) for id, key in self._listeners.get(event, ())]
 
-    def webhook(self, method: str, path: str) -> tuple[Workflow, str]:
-        """The served workflow and trigger that answer a request. Raises
+    def webhook(self, method: str, path: str) -> WebhookRoute:
+        """What answers a request: the served workflow, its trigger, how. Raises
         :class:`TriggerError` saying which requests are answered if none does."""
         method, path = method.upper(), webhook_path(path)
         found = self._routes.get((method, path))
         if found is not None:
-            return self.served[found[0]], found[1]
+            return found
         known = sorted(f"{m} /{p}" for m, p in self._routes)
         also = [m for m, p in self._routes if p == path]
         hint = f"; /{path} answers {', '.join(sorted(also))}" if also else ""

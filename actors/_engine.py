@@ -64,7 +64,7 @@ from prana._rerun import ORIGINAL, one_node_state, rerun_state
 from prana._subworkflows import DEFAULT_MAX_DEPTH
 from prana._triggers import trigger_input
 from prana._validation import MAX_PRIORITY
-from prana._webhooks import WebhookRoute, webhook_route_of
+from prana._webhooks import WebhookRoute
 from prana.storage import EngineBeat, MemoryStore, Store, open_store
 
 from ._catalog import Catalog
@@ -497,7 +497,7 @@ class Engine(AsyncContextManagerMixin):
         """The served workflow and trigger that answer ``method`` ``path``, and how
         the request is answered (``webhook.trigger``'s ``respond``). Raises
         :class:`TriggerError` if no registered workflow answers it."""
-        return webhook_route_of(*self._catalog.webhook(method, path))
+        return self._catalog.webhook(method, path)
 
     async def start_webhook(
         self,
@@ -516,14 +516,9 @@ class Engine(AsyncContextManagerMixin):
         trigger's ``idempotency_header`` when the request has it). Raises
         :class:`TriggerError` if no registered workflow answers the request."""
         route = self.webhook(method, path)
-        if idempotency_key is None and route.idempotency_header is not None and headers:
-            idempotency_key = (
-                next(
-                    (str(v) for k, v in headers.items() if k.lower() == route.idempotency_header),
-                    None,
-                )
-                or None
-            )  # an empty value is none
+        if idempotency_key is None and route.idempotency_header is not None:
+            named = {name.lower(): value for name, value in (headers or {}).items()}
+            idempotency_key = str(named.get(route.idempotency_header) or "") or None
         request = {"method": method, "path": path, "headers": headers, "query": query}
         return await self.start(
             route.workflow,
