@@ -39,6 +39,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+import attrs
+
 from ._daemon import ServeConfig, cannot_listen, listen
 from ._metrics import SharedFigures
 from ._systemd import SystemdNotifier
@@ -93,6 +95,24 @@ def inherited_listener() -> socket.socket | None:
     return listener
 
 
+@attrs.define
+class _Daemon:
+    """One of the daemons: its process, when it started, the pipe it beats on (see
+    :meth:`Daemons._kill_silent`) and when it last did (``None``: not yet, so it is
+    not watched: a slow start is not a freeze)."""
+
+    process: subprocess.Popen[bytes]
+    started: float
+    beats: int
+    heard: float | None = None
+
+    def take_beats(self, now: float) -> None:
+        """Take the beats sent since the last look."""
+        with contextlib.suppress(BlockingIOError):
+            if os.read(self.beats, 4096):
+                self.heard = now
+
+
 class Daemons:
     """N daemons started with ``argv`` (a ``prana`` command line), sharing a
     listening socket."""
@@ -113,15 +133,11 @@ class Daemons:
         self._grace = grace
         self._watchdog = watchdog
         self._figures = Path(tempfile.mkdtemp(prefix="prana-figures-"))
-        self._children: list[subprocess.Popen[bytes]] = []
-        self._started: list[float] = []
-        # Each daemon's heartbeat pipe, and when it last beat (None: not yet).
-        self._beats: list[int] = []
-        self._heard: list[float | None] = []
+        self._daemons: list[_Daemon] = []
         self._short_lives = 0
         self.stopping = threading.Event()
 
-    def _start(self, number: int, wait: bool = False) -> None:
+    def _start(self, number: int, wait: bool = False) -> _Daemon:
         """Start daemon ``number``; with ``wait``, return once it listens (or ended)."""
         beats, beat = os.pipe()
         os.set_blocking(beats, False)
@@ -144,17 +160,7 @@ class Daemons:
         finally:
             os.close(beat)
         logger.info("started daemon %d (pid %d)", number, child.pid)
-        if number > len(self._children):
-            self._children.append(child)
-            self._started.append(time.monotonic())
-            self._beats.append(beats)
-            self._heard.append(None)
-        else:
-            os.close(self._beats[number - 1])
-            self._children[number - 1] = child
-            self._started[number - 1] = time.monotonic()
-            self._beats[number - 1] = beats
-            self._heard[number - 1] = None
+        return _Daemon(child, time.monotonic(), beats)
 
     def _until_listening(self, child: subprocess.Popen[bytes], heard: BinaryIO) -> None:
         """Return once ``child`` listens, has ended, or the daemons are stopping."""
@@ -178,7 +184,7 @@ class Daemons:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
         for index in range(self._count):
-            self._start(index + 1, wait=True)
+            self._daemons.append(self._start(index + 1, wait=True))
         listening()
         notifier, beaten = self._notifier, time.monotonic()
         if notifier is not None:
@@ -198,8 +204,8 @@ class Daemons:
             return self._stop_all() or int(failed)
         finally:
             shutil.rmtree(self._figures, ignore_errors=True)
-            for beats in self._beats:
-                os.close(beats)
+            for daemon in self._daemons:
+                os.close(daemon.beats)
 
     def _stop(self, signum: int, frame: object) -> None:
         logger.info("%s: stopping %d daemons", signal.Signals(signum).name, self._count)
@@ -207,11 +213,12 @@ class Daemons:
 
     def _restart_ended(self) -> bool:
         """Start again the daemons that ended; ``False`` in a crash loop."""
-        for index, child in enumerate(self._children):
+        for index, daemon in enumerate(self._daemons):
+            child = daemon.process
             code = child.poll()
             if code is None:
                 continue
-            lived = time.monotonic() - self._started[index]
+            lived = time.monotonic() - daemon.started
             logger.warning(
                 "daemon %d (pid %d) ended (%s) after %.0f s; starting another",
                 index + 1,
@@ -227,7 +234,8 @@ class Daemons:
                     SHORT_LIFE,
                 )
                 return False
-            self._start(index + 1)
+            os.close(daemon.beats)
+            self._daemons[index] = self._start(index + 1)
         return True
 
     def _kill_silent(self) -> None:
@@ -236,11 +244,9 @@ class Daemons:
         loop serves nobody, and with SQLite one frozen amid a write holds the file's
         lock from every other daemon."""
         now = time.monotonic()
-        for index, child in enumerate(self._children):
-            with contextlib.suppress(BlockingIOError):
-                if os.read(self._beats[index], 4096):
-                    self._heard[index] = now
-            heard = self._heard[index]
+        for index, daemon in enumerate(self._daemons):
+            daemon.take_beats(now)
+            heard, child = daemon.heard, daemon.process
             if heard is not None and now - heard > self._watchdog and child.poll() is None:
                 logger.error(
                     "daemon %d (pid %d) gave no sign of life for %.0f s (stopped, or its "
@@ -250,16 +256,17 @@ class Daemons:
                     now - heard,
                 )
                 child.kill()
-                self._heard[index] = None
+                daemon.heard = None
 
     def _stop_all(self) -> int:
         """Stop every daemon; 0 if each ended cleanly, else 1."""
-        for child in self._children:
+        children = [daemon.process for daemon in self._daemons]
+        for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self._grace + STOP_MARGIN
         clean = True
-        for index, child in enumerate(self._children):
+        for index, child in enumerate(children):
             try:
                 code = child.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
