@@ -448,6 +448,19 @@ class Flow:
         """The next checkpoint saves every block (a state saved whole, or made anew)."""
         self._blocks_changed.update(range(self._blocks))
 
+    @staticmethod
+    def runs_named(paths: Mapping[str, Any]) -> set[int]:
+        """The runs this part of a saved routing state (blocks joined) names, which
+        :meth:`restore` looks up: those that sent on settled edges, and those waiting
+        at a loop's exit or entry."""
+        edges = paths["edges"]
+        found = {int(source) for source in (edges.values() if isinstance(edges, dict) else edges)}
+        for buffer in paths.get("exits", {}).values():
+            found.update(int(source) for source in buffer.values())
+        for entries in paths.get("loop_inputs", {}).values():
+            found.update(int(source) for _, source in entries)
+        return {index for index in found if index >= 0}
+
     def restore(self, paths: Mapping[str, Any], runs: Iterable[NodeRun], run: RunLookup) -> None:
         """Take this part of a saved routing state (blocks joined already); ``runs``
         are the audit trail's runs held, ``run`` finds one by execution index.

@@ -24,6 +24,7 @@ import attrs
 
 from ._blocks import BLOCKED_FORMAT, WHOLE_FORMAT, joined
 from ._errors import InternalError
+from ._flow import Flow
 from ._json import copy_json
 from ._records import (
     FINAL_STATUSES,
@@ -111,20 +112,14 @@ def runs_wanted(graph: ExecutionGraph, stored: StoredExecution) -> RunsWanted | 
 
 
 def _referenced(paths: Any) -> set[int]:
-    """The runs a routing state (blocks joined) names: those that sent on settled
-    edges, waiting at a loop's exit or entry, and the inputs of the runs in flight
-    and waiting."""
-    edges = paths["edges"]
-    found = {int(source) for source in (edges.values() if isinstance(edges, dict) else edges)}
-    for buffer in paths.get("exits", {}).values():
-        found.update(int(source) for source in buffer.values())
-    for entries in paths.get("loop_inputs", {}).values():
-        found.update(int(source) for _, source in entries)
+    """The runs a routing state (blocks joined) names: the flow's (:meth:`Flow.runs_named`),
+    and the inputs of the runs in flight and waiting."""
+    found = Flow.runs_named(paths)
     for *_, inputs in paths.get("running", ()):
         found.update(int(source) for _, source in inputs)
     for inputs in paths.get("waiting", {}).values():
         found.update(int(source) for _, source in inputs)
-    return {index for index in found if index >= 0}
+    return found
 
 
 @attrs.frozen
