@@ -182,6 +182,9 @@ def _choose_trigger(
     return triggers[0] if triggers else None
 
 
+_NO_OUTGOING: Mapping[str, tuple[Edge, ...]] = MappingProxyType({})
+
+
 def _build(
     workflow: Workflow, analysis: Analysis, trigger: str, triggers: list[str]
 ) -> ExecutionGraph:
@@ -211,10 +214,14 @@ def _build(
         for index, connection in enumerate(workflow.connections)
         if connection.from_ in reachable
     ]
-    graph_edges = [
-        GraphEdge(number=position, source=connection.from_, target=connection.to)
-        for position, (_, connection) in enumerate(kept)
-    ]
+    graph_edges = (
+        all_edges  # every connection kept: numbered alike
+        if len(kept) == len(all_edges)
+        else [
+            GraphEdge(number=position, source=connection.from_, target=connection.to)
+            for position, (_, connection) in enumerate(kept)
+        ]
+    )
     shapes, _ = find_loops(keys, graph_edges)
     chains = loop_chains(shapes)
     back = {index for shape in shapes for index in shape.back_edges}
@@ -249,7 +256,12 @@ def _build(
         output_ports = action.output_ports(node.params)
         if on_error == "error_port" and ERROR_PORT not in output_ports:
             output_ports = (*output_ports, ERROR_PORT)
-        by_port = leaving.get(node.key, {})
+        by_port = leaving.get(node.key)
+        outgoing = (
+            _NO_OUTGOING
+            if by_port is None
+            else MappingProxyType({port: tuple(edges) for port, edges in by_port.items()})
+        )
         chain = tuple(chains.get(node.key, ()))
         compiled[node.key] = CompiledNode(
             key=node.key,
@@ -266,10 +278,8 @@ def _build(
             timeout=node.settings.timeout,
             incoming=tuple(entering.get(node.key, ())),
             back_edges=tuple(looping_back.get(node.key, ())),
-            outgoing=tuple((port, tuple(port_edges)) for port, port_edges in by_port.items()),
-            outgoing_by_port=MappingProxyType(
-                {port: tuple(port_edges) for port, port_edges in by_port.items()}
-            ),
+            outgoing=tuple(outgoing.items()),
+            outgoing_by_port=outgoing,
             loops=chain,
             expression_loop=_expression_loop(node.key, chain, loops),
             is_trigger=node.key == trigger,
