@@ -349,13 +349,15 @@ def print_scaling(repeats: int) -> None:
     print("\nThe app's 1 ms ticker (lateness):")
     ticking = median("ticker-w4")
     goal("while W4 runs (1 000 at once), p99 <= 20 ms",
-         f"p50 {ticking['p50_ms']:.1f} / p99 {ticking['p99_ms']:.1f} / max {ticking['max_ms']:.0f} ms",
+         f"p50 {ticking['p50_ms']:.1f} / p99 {ticking['p99_ms']:.1f} / max {ticking['max_ms']:.0f} ms"
+         f" (longest collection {ticking['gc_max_ms']:.0f} ms)",
          ticking["p99_ms"] <= 20)  # fmt: skip
     goal("... and W4 still >= 10 000 nodes/s", f"{ticking['nodes_per_second']:.0f}",
          ticking["nodes_per_second"] >= 10_000)  # fmt: skip
     resumed = median("ticker-resume")
     goal("while 1 000 waiting executions are resumed, max <= 20 ms",
-         f"max {resumed['max_ms']:.0f} ms (p99 {resumed['p99_ms']:.1f})", resumed["max_ms"] <= 20)  # fmt: skip
+         f"max {resumed['max_ms']:.0f} ms (p99 {resumed['p99_ms']:.1f}; longest collection "
+         f"{resumed['gc_max_ms']:.0f} ms)", resumed["max_ms"] <= 20)  # fmt: skip
     for size, label in (("1000000", "1 MB"), ("10000000", "10 MB")):
         big = median("outputs", size)
         goal(f"a 10-node chain passing {label} outputs, max <= 20 ms", f"{big['max_ms']:.0f} ms",
