@@ -207,7 +207,12 @@ class LiveExecutions:
 
     async def wait_for(self, execution_id: str, done: Callable[[Execution], bool]) -> Execution:
         """Follow ``execution_id`` wherever it runs until ``done(execution)`` holds
-        at one of its stops; return it then. Raises :class:`ExecutionNotFound`."""
+        at one of its stops; return it then. Raises :class:`ExecutionNotFound`.
+
+        Not live here, it is read whole (its audit trail too) only when the store
+        shows it stopped at a revision not seen yet: one that waits, or runs in
+        another engine, is looked at in its row alone, however long its trail."""
+        seen: tuple[ExecutionStatus, int] | None = None
         while True:
             supervisor = self._supervisors.get(execution_id)
             if supervisor is not None:
@@ -219,11 +224,16 @@ class LiveExecutions:
                     return execution
                 continue
             changed = self.watch(execution_id)
-            stored = await self.load(execution_id)
-            if stored.status != "running":
-                execution = stored.to_execution()
-                if done(execution):
-                    return execution
+            found = await self._store.execution_revision(execution_id)
+            if found is None:
+                await self.load(execution_id)  # raises ExecutionNotFound
+            elif found[0] != "running" and found != seen:
+                stored = await self.load(execution_id)
+                seen = (stored.status, stored.revision)
+                if stored.status != "running":
+                    execution = stored.to_execution()
+                    if done(execution):
+                        return execution
             if execution_id in self._supervisors:
                 continue
             # Woken when a supervisor for it starts or leaves here; the store is

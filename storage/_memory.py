@@ -179,6 +179,11 @@ class MemoryStore:
         kept = self._executions.get(execution_id)
         return None if kept is None else kept.execution.status
 
+    async def execution_revision(self, execution_id: str) -> tuple[ExecutionStatus, int] | None:
+        """An execution's status and revision as saved, or ``None``."""
+        kept = self._executions.get(execution_id)
+        return None if kept is None else (kept.execution.status, kept.execution.revision)
+
     async def load_execution(
         self, execution_id: str, *, wanted: RunsSelector | None = None
     ) -> StoredExecution | None:

@@ -295,12 +295,14 @@ class PostgresStore:
 
     async def execution_status(self, execution_id: str) -> ExecutionStatus | None:
         """An execution's status as saved, or ``None``."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT status FROM executions WHERE id = %s", (execution_id,)
-            ).fetchone()
-        )
-        return None if row is None else row[0]
+        found = await self.execution_revision(execution_id)
+        return None if found is None else found[0]
+
+    async def execution_revision(self, execution_id: str) -> tuple[ExecutionStatus, int] | None:
+        """An execution's status and revision as saved, or ``None``."""
+        sql = "SELECT status, revision FROM executions WHERE id = %s"
+        row = await self._run(lambda db: db.execute(sql, (execution_id,)).fetchone())
+        return None if row is None else (row[0], row[1])
 
     async def list_executions(
         self,

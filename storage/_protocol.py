@@ -156,6 +156,13 @@ class Store(Protocol):
         :meth:`load_execution` would say of it, without reading its audit trail."""
         ...
 
+    async def execution_revision(self, execution_id: str) -> tuple[ExecutionStatus, int] | None:
+        """An execution's status and revision as saved, or ``None`` if unknown. The
+        revision grows at each change of the execution's row (its status, a take
+        from the store): an execution that is not running and shows the same pair
+        as before is the same as before, found without reading its audit trail."""
+        ...
+
     async def list_executions(
         self,
         *,

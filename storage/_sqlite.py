@@ -300,13 +300,13 @@ class SQLiteStore:
 
     async def execution_status(self, execution_id: str) -> ExecutionStatus | None:
         """An execution's status as saved, or ``None``."""
+        found = await self.execution_revision(execution_id)
+        return None if found is None else found[0]
 
-        def fetch(db: sqlite3.Connection) -> ExecutionStatus | None:
-            row = db.execute("SELECT status FROM executions WHERE id = ?", (execution_id,))
-            found = row.fetchone()
-            return None if found is None else found[0]
-
-        return await self._read(fetch)
+    async def execution_revision(self, execution_id: str) -> tuple[ExecutionStatus, int] | None:
+        """An execution's status and revision as saved, or ``None``."""
+        sql = "SELECT status, revision FROM executions WHERE id = ?"
+        return await self._read(lambda db: db.execute(sql, (execution_id,)).fetchone())
 
     async def count_executions(
         self, *, workflow_id: str | None = None

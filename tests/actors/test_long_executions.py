@@ -9,9 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import prana
+import prana.actors._live
+from prana._records import StoredExecution
+from prana._wanted import RunsSelector
+from prana.storage import SQLiteStore
 from prana.testing import VirtualClock, open_engine
 from tests.helpers import make_workflow
 
@@ -289,3 +294,43 @@ async def test_a_retry_that_waits_while_thousands_of_runs_go_by_counts_its_attem
         ("retried", 2),
         ("completed", 3),
     ]
+
+
+async def test_a_caller_waiting_on_a_long_execution_reads_its_row_until_it_moves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # engine.wait follows an execution that waits in the store by looking at it now
+    # and then. It reads the execution whole (1 200 runs and more here) only when its
+    # row shows a change, not at every look.
+    class Counting(SQLiteStore):
+        whole_reads = 0
+
+        async def load_execution(
+            self, execution_id: str, *, wanted: RunsSelector | None = None
+        ) -> StoredExecution | None:
+            if wanted is None:
+                Counting.whole_reads += 1
+            return await super().load_execution(execution_id, wanted=wanted)
+
+    monkeypatch.setattr(prana.actors._live, "WATCH_POLL", 0.0)  # look at every turn
+    workflow = ask_after_a_long_loop()
+    store = Counting(tmp_path / "prana.db")
+    async with prana.Engine(store=store, clock=VirtualClock(), env={}) as engine:
+        waiting = await engine.run(workflow, {"n": 7})
+        assert waiting.status == "suspended"
+        followed: list[prana.Execution] = []
+
+        async def follow() -> None:
+            followed.append(await engine.wait(waiting.id))
+
+        async with anyio.create_task_group() as group:
+            Counting.whole_reads = 0
+            group.start_soon(follow)
+            for _ in range(50):  # the follower looks at the store each time
+                await anyio.lowlevel.checkpoint()
+            assert Counting.whole_reads == 1  # once, when it first saw it waiting
+            done = await engine.resume(waiting.id, {"answer": 42})
+        assert done.status == "completed"
+        assert followed[0].status == "completed"
+        assert followed[0].output == done.output
+        assert Counting.whole_reads <= 3

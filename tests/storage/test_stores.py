@@ -113,6 +113,7 @@ async def test_checkpoints_build_up_an_execution(kind: str, tmp_path: Path) -> N
             code="x", message="m", details={"a": [1]}, node_key="b", run_index=0
         )
         assert await store.execution_status("e1") is None
+        assert await store.execution_revision("e1") is None
         lost = await store.commit(
             [
                 checkpoint(
@@ -132,6 +133,9 @@ async def test_checkpoints_build_up_an_execution(kind: str, tmp_path: Path) -> N
         )
         assert lost == set()
         assert await store.execution_status("e1") == "running"
+        started = await store.execution_revision("e1")
+        assert started is not None
+        assert started[0] == "running"
         await store.commit(
             [
                 checkpoint(
@@ -152,6 +156,9 @@ async def test_checkpoints_build_up_an_execution(kind: str, tmp_path: Path) -> N
         assert stored is not None
         assert (stored.status, stored.owner, stored.lease_expires) == ("suspended", None, None)
         assert await store.execution_status("e1") == "suspended"
+        # A change of the row is a new revision: a waiter knows it from the row alone.
+        assert await store.execution_revision("e1") == ("suspended", stored.revision)
+        assert stored.revision > started[1]
         assert stored.input == {"amount": 5}
         assert stored.vars == {"v": 1}
         assert stored.node_contexts == {"each": {"index": 1}}
