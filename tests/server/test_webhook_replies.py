@@ -7,9 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
+import pytest
+
 import prana
 from tests.helpers import make_workflow
-from tests.server.client import request
+from tests.server.client import read_events, request
 from tests.server.conftest import daemon, example
 
 PROBLEM = "application/problem+json"
@@ -135,6 +138,45 @@ async def test_when_done_answers_with_the_output_or_says_it_failed_or_waits(
     assert "hunter2" not in broken.body.decode()  # a node's error stays in the daemon
     assert asked.status == 202
     assert asked.json()["status"] == "suspended"
+
+
+@pytest.mark.parametrize("respond", ["when_done", "by_node"])
+async def test_a_sender_is_answered_202_once_respond_within_has_passed(
+    tmp_path: Path, respond: str
+) -> None:
+    # The workflow has not answered within respond_within (a fraction of a second
+    # here): the sender gets the execution's id and status, and it goes on.
+    actions = prana.ActionRegistry()
+    released = anyio.Event()
+
+    @actions.action("test.slow")
+    async def slow(ctx: prana.NodeContext) -> Any:
+        await released.wait()
+        return {"ready": True}
+
+    hook = {"path": "slow", "respond": respond, "respond_within": 0.05}
+    workflow = make_workflow(
+        {
+            "hook": ("webhook.trigger", hook),
+            "slow": "test.slow",
+            "answer": ("webhook.respond", {"status": 201}),
+        },
+        ["hook -> slow", "slow -> answer"],
+        actions=actions,
+        id="slow",
+    )
+    async with daemon(tmp_path / "d.db", [workflow], actions=actions) as url:
+        with anyio.fail_after(10):
+            reply = await request(url, "POST", "/hooks/slow", {})
+        released.set()
+        execution_id = reply.json()["execution_id"]
+        with anyio.fail_after(10):  # the stream ends once the execution has
+            await read_events(url, f"/api/executions/{execution_id}/events")
+        done = await request(url, "GET", f"/api/executions/{execution_id}")
+    assert reply.status == 202
+    assert reply.json()["status"] == "running"
+    assert done.json()["status"] == "completed"
+    assert done.json()["output"] == {"status": 201, "headers": {}, "body": {"ready": True}}
 
 
 async def test_a_response_the_node_cannot_send_fails_the_node_not_the_request(
