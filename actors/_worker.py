@@ -96,13 +96,13 @@ _BYTES_PER_CONTAINER = 600
 def _copy(value: Any) -> Any:
     """A private copy of JSON data (mappings become dicts, tuples lists)."""
     try:
-        return _Sharing(_FEW).copy(value)
+        return _sharing_copy(value, _FEW)
     except _TooMany:
         pass
     encoded = orjson.dumps(value, default=_encode_mapping)
     if len(encoded) > _SMALL:
         try:
-            return _Sharing(len(encoded) // _BYTES_PER_CONTAINER).copy(value)
+            return _sharing_copy(value, len(encoded) // _BYTES_PER_CONTAINER)
         except _TooMany:
             pass
     return orjson.loads(encoded)
@@ -112,30 +112,31 @@ class _TooMany(Exception):
     pass
 
 
-class _Sharing:
+def _sharing_copy(value: Any, budget: int) -> Any:
     """A copy of the containers of JSON data that shares its strings and numbers (they
-    cannot change), for at most ``budget`` containers."""
+    cannot change), for at most ``budget`` containers; raises :class:`_TooMany` past
+    that, or for a subclass of a scalar or a list (copied as the round trip makes it)."""
+    left = budget
 
-    __slots__ = ("budget",)
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-
-    def copy(self, value: Any) -> Any:
+    def copy(value: Any) -> Any:
+        nonlocal left
         kind = type(value)
-        if kind in SCALARS:
-            return value
-        self.budget -= 1
-        if self.budget < 0:
+        left -= 1
+        if left < 0:
             raise _TooMany
-        copy = self.copy
-        if kind is dict or (kind is not list and isinstance(value, Mapping)):
+        if kind is dict:
             return {
                 key: item if type(item) in SCALARS else copy(item) for key, item in value.items()
             }
         if kind is list or kind is tuple:
             return [item if type(item) in SCALARS else copy(item) for item in value]
-        raise _TooMany  # a subclass of a scalar or a list, say: as the round trip makes it
+        if kind not in SCALARS and isinstance(value, Mapping):
+            return {
+                key: item if type(item) in SCALARS else copy(item) for key, item in value.items()
+            }
+        raise _TooMany
+
+    return value if type(value) in SCALARS else copy(value)
 
 
 def isolate(context: NodeContext) -> NodeContext:
