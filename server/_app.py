@@ -35,6 +35,7 @@ from typing import Any
 import anyio
 from opentelemetry.trace import TracerProvider
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -44,11 +45,12 @@ import prana
 from ._metrics import CONTENT_TYPE as METRICS_TYPE
 from ._metrics import Metrics, SharedFigures
 from ._openapi import openapi_document
-from ._problems import HTTPProblem, problem_of, problem_response
+from ._problems import HTTPProblem, not_routed, problem_of, problem_response
 from ._replies import answer_by_node, answer_of
 from ._requests import (
     BodyReader,
     authorize,
+    bulk_filter,
     check_signed,
     cursor_of,
     cursor_option,
@@ -58,6 +60,7 @@ from ._requests import (
     int_option,
     json_response,
     prefer_wait,
+    refuse_unknown,
     sign,
     time_option,
     wait_option,
@@ -74,6 +77,7 @@ MAX_WAIT = 300.0  # the longest ?wait= a request may hold a connection, in secon
 _CONTROLS = ("cancel", "pause", "unpause", "retry", "rerun", "resume")
 BULK_MOST = 1000  # the most executions one bulk request changes
 _STATUSES = prana.EXECUTION_STATUSES
+_LIST_QUERY = ("status", "workflow", "since", "until", "limit", "cursor")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -287,6 +291,7 @@ class Api:
 
     async def list_executions(self, request: Request) -> Response:
         query = request.query_params
+        refuse_unknown(query, _LIST_QUERY, "Invalid query", "query parameter")
         status = query.get("status")
         if status is not None and status not in _STATUSES:
             raise HTTPProblem(
@@ -372,20 +377,11 @@ class Api:
                 "Not found",
                 f"no bulk control {action!r}; use one of cancel, pause, unpause, retry",
             )
-        data = await self.bodies.json(request)
-        chosen = data if isinstance(data, dict) else {}
-        status = chosen.get("status")
-        if status is not None and status not in _STATUSES:
-            raise HTTPProblem(
-                400, "Invalid filter", f"status must be one of {', '.join(_STATUSES)}"
-            )
-        limit = chosen.get("limit", BULK_MOST)
-        if not isinstance(limit, int) or not 1 <= limit <= BULK_MOST:
-            raise HTTPProblem(
-                400, "Invalid filter", f"limit must be a whole number from 1 to {BULK_MOST}"
-            )
+        chosen = bulk_filter(await self.bodies.json(request), _STATUSES, BULK_MOST)
         selected = await self.engine.list_executions(
-            status=status, workflow=chosen.get("workflow"), limit=limit
+            status=chosen.get("status"),
+            workflow=chosen.get("workflow"),
+            limit=chosen.get("limit", BULK_MOST),
         )
         outcomes = []
         for execution in selected:
@@ -590,7 +586,11 @@ def create_app(
         api.route("/resume/{token}", api.signed_resume, methods=post, private=False),
     ]
     ui = Ui(engine, tokens=api.tokens, bodies=api.bodies, log=api.log, stream=api.stream)
-    app = Starlette(routes=[*routes, *ui.routes()], lifespan=api.lifespan)
+    app = Starlette(
+        routes=[*routes, *ui.routes()],
+        lifespan=api.lifespan,
+        exception_handlers={HTTPException: not_routed},
+    )
     app.state.event_log = api.log
     return app
 

@@ -12,7 +12,10 @@ import logging
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 import prana
 from prana import errors
@@ -46,6 +49,38 @@ def problem_response(problem: HTTPProblem, instance: str) -> Response:
     return Response(
         orjson.dumps(body), status_code=problem.status, media_type=PROBLEM, headers=headers
     )
+
+
+async def not_routed(request: Request, exc: Exception) -> Response:
+    """What no route takes: a path (404) or a method (405), as problem details."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    headers = exc.headers if isinstance(exc, HTTPException) else None
+    path = request.url.path
+    if status == 405:
+        # Every route of the path, not only the first (several take one path).
+        methods = {
+            method
+            for route in request.app.router.routes
+            if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+            for method in route.methods or ()
+        }
+        allowed = ", ".join(sorted(methods))
+        headers = {"Allow": allowed}
+        problem = HTTPProblem(
+            405, "Method not allowed", f"{path} takes {allowed}, not {request.method}"
+        )
+    elif status == 404:
+        problem = HTTPProblem(
+            404,
+            "Not found",
+            f"nothing is at {path}: the API's paths are listed in /api/openapi.json, and "
+            "the web view is at /ui",
+        )
+    else:
+        problem = HTTPProblem(status, "Refused", str(getattr(exc, "detail", exc)))
+    response = problem_response(problem, path)
+    response.headers.update(headers or {})
+    return response
 
 
 def problem_of(exc: BaseException) -> HTTPProblem:

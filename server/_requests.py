@@ -5,6 +5,7 @@ options, signatures; and answering with JSON. Each refusal is an
 from __future__ import annotations
 
 import datetime
+import difflib
 import hashlib
 import hmac
 import math
@@ -41,6 +42,47 @@ def authorize(request: Request, tokens: Sequence[bytes]) -> None:
         "this API needs a token: send 'Authorization: Bearer TOKEN' with one of the "
         "daemon's tokens (prana serve --token-file)",
     )
+
+
+def refuse_unknown(names: Iterable[str], known: Sequence[str], title: str, what: str) -> None:
+    """Refuse (400) the first of ``names`` that is not ``known``: a misspelt filter
+    must not widen what a request selects to everything."""
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise HTTPProblem(
+                400, title, f"unknown {what} {name!r}{hint}; the {what}s are {', '.join(known)}"
+            )
+
+
+# What a bulk control's body may hold: which executions, and why.
+BULK_FIELDS = ("status", "workflow", "limit", "reason")
+
+
+def bulk_filter(data: Any, statuses: Sequence[str], most: int) -> dict[str, Any]:
+    """A bulk control's body (JSON): an object of :data:`BULK_FIELDS`, or nothing
+    (every execution, at most ``most``)."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise HTTPProblem(
+            400,
+            "Invalid filter",
+            'the body must be an object such as {"status": "failed", "workflow": "orders"}, '
+            "or empty for every execution",
+        )
+    refuse_unknown(data, BULK_FIELDS, "Invalid filter", "field")
+    for name in ("workflow", "reason"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise HTTPProblem(400, "Invalid filter", f"{name} must be a string")
+    status = data.get("status")
+    if status is not None and status not in statuses:
+        raise HTTPProblem(400, "Invalid filter", f"status must be one of {', '.join(statuses)}")
+    limit = data.get("limit", most)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
+        raise HTTPProblem(400, "Invalid filter", f"limit must be a whole number from 1 to {most}")
+    return data
 
 
 class BodyReader:

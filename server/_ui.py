@@ -468,9 +468,13 @@ class Ui:
     async def home(self, request: Request) -> Response:
         return RedirectResponse("/ui/runs", 303)
 
+    async def missing(self, request: Request) -> Response:
+        return self._error(request, 404, f"there is no page at {request.url.path}")
+
     def routes(self) -> list[BaseRoute]:
         page, post = self.page, ["POST"]
         return [
+            Route("/", self.home),  # a browser pointed at the daemon finds its runs
             Route("/ui", page(self.home)),
             Route("/ui/login", self.login_page),
             Route("/ui/login", self.login, methods=post),
@@ -488,6 +492,7 @@ class Ui:
             Route(
                 "/ui/schedules/{workflow_id}/{trigger}/{action}", page(self.schedule), methods=post
             ),
+            Route("/ui/{rest:path}", page(self.missing)),  # last: what no page above is
         ]
 
 

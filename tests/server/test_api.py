@@ -297,6 +297,47 @@ async def test_bad_requests_are_refused_with_what_to_do(tmp_path: Path) -> None:
     assert listed.json()["executions"] == []  # nothing bad was started
 
 
+async def test_a_misspelt_filter_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    # An unknown field must not read as no filter at all: a bulk cancel would then
+    # cancel every execution, and a list would show what the user filtered out.
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        waiting = await start_waiting(url)
+        cancel = await request(url, "POST", "/api/bulk/cancel", {"workflw": "approval"})
+        not_an_object = await request(url, "POST", "/api/bulk/cancel", ["approval"])
+        bad_limit = await request(url, "POST", "/api/bulk/cancel", {"limit": True})
+        listed = await request(url, "GET", "/api/executions?stauts=failed")
+        still = await request(url, "GET", f"/api/executions/{waiting['id']}")
+    for reply in (cancel, not_an_object, bad_limit, listed):
+        assert reply.status == 400
+        assert reply.headers["content-type"] == PROBLEM
+    assert cancel.json()["detail"] == (
+        "unknown field 'workflw' (did you mean 'workflow'?); the fields are status, "
+        "workflow, limit, reason"
+    )
+    assert "the body must be an object" in not_an_object.json()["detail"]
+    assert "limit must be a whole number" in bad_limit.json()["detail"]
+    assert "unknown query parameter 'stauts' (did you mean 'status'?)" in listed.json()["detail"]
+    assert still.json()["status"] == "suspended"  # nothing was cancelled
+
+
+async def test_a_path_or_method_no_route_takes_is_refused_as_a_problem(tmp_path: Path) -> None:
+    async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
+        nowhere = await request(url, "GET", "/api/runs")
+        wrong_method = await request(url, "PUT", "/api/executions", {})
+        root = await request(url, "GET", "/")
+        no_page = await request(url, "GET", "/ui/nothing")
+    assert (nowhere.status, nowhere.headers["content-type"]) == (404, PROBLEM)
+    assert "/api/openapi.json" in nowhere.json()["detail"]
+    assert (wrong_method.status, wrong_method.headers["content-type"]) == (405, PROBLEM)
+    # Every method the path takes, though two routes take it.
+    assert wrong_method.headers["allow"] == "GET, HEAD, POST"
+    assert wrong_method.json()["detail"] == "/api/executions takes GET, HEAD, POST, not PUT"
+    # A browser pointed at the daemon finds its runs; a page that is not there says so.
+    assert (root.status, root.headers["location"]) == (303, "/ui/runs")
+    assert no_page.status == 404
+    assert "there is no page at /ui/nothing" in no_page.body.decode()
+
+
 async def test_explain_says_in_words_why_an_execution_waits(tmp_path: Path) -> None:
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
         execution = await start_waiting(url)
@@ -450,7 +491,10 @@ async def test_the_openapi_document_describes_every_route(tmp_path: Path) -> Non
     served = {
         (method.lower(), route.path)
         for route in app.routes
-        if isinstance(route, Route) and not route.path.startswith(("/hooks", "/ui"))
+        # Webhooks and the web view's pages (and "/", which leads to them) aside.
+        if isinstance(route, Route)
+        and route.path != "/"
+        and not route.path.startswith(("/hooks", "/ui"))
         for method in (route.methods or ()) - {"HEAD"}
     }
     async with daemon(tmp_path / "d.db", tokens=["t"]) as url:
