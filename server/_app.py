@@ -52,6 +52,7 @@ from ._requests import (
     authorize,
     bulk_filter,
     check_signed,
+    control_options,
     cursor_of,
     cursor_option,
     definition_and_input,
@@ -339,8 +340,7 @@ class Api:
             raise HTTPProblem(
                 404, "Not found", f"no control {action!r}; use one of {', '.join(_CONTROLS)}"
             )
-        data = await self.bodies.json(request)
-        options = data if isinstance(data, dict) else {}
+        options = control_options(action, await self.bodies.json(request))
         if action == "rerun":
             from_node = options.get("from_node")
             if not isinstance(from_node, str):

@@ -56,6 +56,30 @@ def refuse_unknown(names: Iterable[str], known: Sequence[str], title: str, what:
             )
 
 
+# What a control's body may hold (the others: a reason).
+CONTROL_FIELDS = {"rerun": ("from_node", "input"), "resume": ("data", "node")}
+
+
+def control_options(action: str, data: Any) -> dict[str, Any]:
+    """A control's body (JSON): nothing, or an object of the fields ``action`` takes,
+    each checked: a misspelt one is refused, not dropped (a resume without its data
+    would carry the execution on with none)."""
+    if data is None:
+        return {}
+    known = CONTROL_FIELDS.get(action, ("reason",))
+    if not isinstance(data, dict):
+        raise HTTPProblem(
+            400,
+            "Invalid body",
+            f"the body of {action} is an object of {', '.join(known)}, or empty",
+        )
+    refuse_unknown(data, known, "Invalid body", "field")
+    for name in ("reason", "node", "from_node"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise HTTPProblem(400, "Invalid body", f"{name} must be a string")
+    return data
+
+
 # What a bulk control's body may hold: which executions, and why.
 BULK_FIELDS = ("status", "workflow", "limit", "reason")
 

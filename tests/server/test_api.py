@@ -306,8 +306,11 @@ async def test_a_misspelt_filter_is_refused_and_changes_nothing(tmp_path: Path) 
         not_an_object = await request(url, "POST", "/api/bulk/cancel", ["approval"])
         bad_limit = await request(url, "POST", "/api/bulk/cancel", {"limit": True})
         listed = await request(url, "GET", "/api/executions?stauts=failed")
-        still = await request(url, "GET", f"/api/executions/{waiting['id']}")
-    for reply in (cancel, not_an_object, bad_limit, listed):
+        control = f"/api/executions/{waiting['id']}"
+        resume = await request(url, "POST", f"{control}/resume", {"dta": {"approved": True}})
+        cancel_one = await request(url, "POST", f"{control}/cancel", ["closing"])
+        still = await request(url, "GET", control)
+    for reply in (cancel, not_an_object, bad_limit, listed, resume, cancel_one):
         assert reply.status == 400
         assert reply.headers["content-type"] == PROBLEM
     assert cancel.json()["detail"] == (
@@ -317,7 +320,10 @@ async def test_a_misspelt_filter_is_refused_and_changes_nothing(tmp_path: Path) 
     assert "the body must be an object" in not_an_object.json()["detail"]
     assert "limit must be a whole number" in bad_limit.json()["detail"]
     assert "unknown query parameter 'stauts' (did you mean 'status'?)" in listed.json()["detail"]
-    assert still.json()["status"] == "suspended"  # nothing was cancelled
+    assert "unknown field 'dta' (did you mean 'data'?)" in resume.json()["detail"]
+    assert "the body of cancel is an object of reason" in cancel_one.json()["detail"]
+    # Nothing was cancelled, and the wait was not answered with no data.
+    assert still.json()["status"] == "suspended"
 
 
 async def test_a_path_or_method_no_route_takes_is_refused_as_a_problem(tmp_path: Path) -> None:
