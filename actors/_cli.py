@@ -46,7 +46,7 @@ from prana._rerun import ORIGINAL
 from prana.storage import PostgresStore, SQLiteStore, Store, open_store
 
 from ._cli_database import find_database, store_for_reading
-from ._cli_options import load_actions, parse_json_option
+from ._cli_options import interrupted, load_actions, parse_json_option, reader_gone
 from ._cli_parser import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, command_parser
 from ._cli_remote import REMOTE_COMMANDS, Remote, execution_from, path_of
 from ._cli_serve import (
@@ -571,7 +571,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "logs": command_logs,
     }
     try:
-        return handlers[args.command](args)
+        code = handlers[args.command](args)
+        sys.stdout.flush()  # a reader that went away is found here, not at exit
+        return code
+    except BrokenPipeError:
+        return reader_gone()
     except UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"prana: error: {exc}", file=sys.stderr)
@@ -583,15 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prana: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("prana: interrupted", file=sys.stderr)
-        for execution_id in dict.fromkeys(args.following):
-            print(
-                f"prana: execution {execution_id} stopped where it was, and no engine holds "
-                f"it: carry it on with 'prana resume {execution_id}', or cancel it with "
-                f"'prana cancel {execution_id}'",
-                file=sys.stderr,
-            )
-        return 130
+        return interrupted(args.following)
 
 
 def entry_point() -> None:

@@ -1,5 +1,5 @@
 """What the ``prana`` command's options name: the actions to load (``--actions``),
-and JSON values (``--input``, ``--data``)."""
+and JSON values (``--input``, ``--data``); and how it ends when stopped short."""
 
 from __future__ import annotations
 
@@ -14,7 +14,28 @@ from typing import Any
 from prana._json import InvalidData, check_json
 from prana._registry import ActionRegistry
 
-from ._cli_parser import UsageError
+from ._cli_parser import EXIT_INTERRUPTED, EXIT_PIPE, UsageError
+
+
+def interrupted(following: list[str]) -> int:
+    """Say that the command was interrupted (Ctrl-C), and how to carry on each
+    execution it was following; its exit code."""
+    print("prana: interrupted", file=sys.stderr)
+    for execution_id in dict.fromkeys(following):
+        print(
+            f"prana: execution {execution_id} stopped where it was, and no engine holds "
+            f"it: carry it on with 'prana resume {execution_id}', or cancel it with "
+            f"'prana cancel {execution_id}'",
+            file=sys.stderr,
+        )
+    return EXIT_INTERRUPTED
+
+
+def reader_gone() -> int:
+    """The reader of the output went away (``prana list | head``): write nothing more,
+    not even at exit, and end as a command a closed pipe stops does."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_PIPE
 
 
 def load_actions(spec: str | None) -> ActionRegistry:

@@ -10,8 +10,10 @@ from prana._version import __version__
 
 from ._cli_database import DEFAULT_DB
 
-# The exit codes of every command (see the README).
+# The exit codes of every command (see the README); and those of a command stopped by
+# Ctrl-C, or by a reader of its output that went away, as shells give them.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
 
 
 class UsageError(Exception):

@@ -191,3 +191,31 @@ def test_a_killed_run_s_execution_can_be_cancelled_or_paused_at_once(
         assert carried.returncode == 0, carried.stderr
         assert json.loads(carried.stdout)["status"] == "completed"
         assert log.read_text().count(f"start {identifier}:work:0") == 2
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    # prana list | head: once head has read enough, prana's writes fail. It stops
+    # there, without a traceback, with the exit code a closed pipe gives.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PRANA_DB": str(tmp_path / "prana.db")}
+    (tmp_path / "hello.yaml").write_text(
+        "id: hello\nnodes:\n  - {key: start, type: manual.trigger}\n"
+    )
+    made = prana("run", "hello.yaml", "--quiet", cwd=tmp_path, env=env)
+    assert made.returncode == 0, made.stderr
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        listed = subprocess.run(
+            [sys.executable, "-m", "prana", "list"],
+            cwd=tmp_path,
+            env=env,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert listed.returncode == 141
+    assert "Traceback" not in listed.stderr
+    assert "BrokenPipeError" not in listed.stderr
