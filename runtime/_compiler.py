@@ -278,7 +278,7 @@ def _build(
             timeout=node.settings.timeout,
             incoming=tuple(entering.get(node.key, ())),
             back_edges=tuple(looping_back.get(node.key, ())),
-            outgoing=tuple(outgoing.items()),
+            outgoing=tuple(outgoing.items()),  # iterated at each run: as a tuple
             outgoing_by_port=outgoing,
             loops=chain,
             expression_loop=_expression_loop(node.key, chain, loops),

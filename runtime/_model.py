@@ -97,7 +97,8 @@ class Node:
     type: str
     name: str = ""
     params: dict[str, Any] = attrs.field(factory=dict)
-    settings: NodeSettings = attrs.field(factory=NodeSettings)
+    # One instance for every node that sets none (most of them): it cannot change.
+    settings: NodeSettings = attrs.field(default=NodeSettings())
 
     @property
     def display_name(self) -> str:
