@@ -1071,7 +1071,11 @@ class Engine(AsyncContextManagerMixin):
     ) -> ExecutionSupervisor:
         """Check ``input`` against the trigger and launch a new execution (see
         :meth:`start`), under a turn."""
-        if priority is not None and not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        if priority is not None and (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or not -MAX_PRIORITY <= priority <= MAX_PRIORITY
+        ):
             raise PranaError(
                 f"priority must be a whole number from {-MAX_PRIORITY} to {MAX_PRIORITY}, "
                 f"not {priority!r}"

@@ -141,6 +141,9 @@ async def test_a_start_may_give_its_own_priority() -> None:
         assert (await engine.get(plain.id)).status == "queued"
         with pytest.raises(prana.PranaError, match="priority must be a whole number"):
             await engine.start(holding(), {"customer": "bob"}, priority=10**9)
+        for wrong in ("high", 2.5, True):  # refused as such, not with a TypeError
+            with pytest.raises(prana.PranaError, match=f"not {wrong!r}"):
+                await engine.start(holding(), {"customer": "bob"}, priority=wrong)  # type: ignore[arg-type]
 
 
 async def test_a_queued_execution_is_cancelled_without_running_anything() -> None:
