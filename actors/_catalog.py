@@ -136,7 +136,8 @@ class Catalog:
                 if known
                 else "no workflow with a "
                 "webhook.trigger is registered (engine.register or Engine(workflows=...))"
-            )
+            ),
+            methods=sorted(also),
         )
 
     def compile(

@@ -16,7 +16,7 @@ input, but for events).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -41,7 +41,13 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 class TriggerError(PranaError):
     """What a trigger was given does not fit it (a webhook request no workflow serves,
-    function arguments missing or unknown); nothing was started."""
+    function arguments missing or unknown); nothing was started. ``methods``: for a
+    webhook request whose path is answered for other methods only, those (an HTTP
+    server answers 405 with them)."""
+
+    def __init__(self, message: str, *, methods: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.methods = tuple(methods)
 
 
 def action(name: str, **options: Any) -> Callable[[F], F]:

@@ -45,7 +45,7 @@ import prana
 from ._metrics import CONTENT_TYPE as METRICS_TYPE
 from ._metrics import Metrics, SharedFigures
 from ._openapi import openapi_document
-from ._problems import HTTPProblem, not_routed, problem_of, problem_response
+from ._problems import HTTPProblem, no_webhook, not_routed, problem_of, problem_response
 from ._replies import answer_by_node, answer_of
 from ._requests import (
     BodyReader,
@@ -487,7 +487,7 @@ class Api:
                 idempotency_key=request.headers.get("idempotency-key"),
             )
         except prana.TriggerError as exc:
-            raise HTTPProblem(404, "No webhook here", str(exc)) from None
+            raise no_webhook(exc) from None
         except prana.errors.ExecutionExists as exists:  # a request sent again
             if route.respond != "immediately":
                 return answer_of(route, await self.engine.get(exists.execution_id))

@@ -28,11 +28,20 @@ PROBLEM = "application/problem+json"
 class HTTPProblem(Exception):
     """A request the API refuses: its status, a short title and what to do."""
 
-    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -45,16 +54,25 @@ def problem_response(problem: HTTPProblem, instance: str) -> Response:
         "instance": instance,
         **problem.extra,
     }
-    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else problem.headers
     return Response(
         orjson.dumps(body), status_code=problem.status, media_type=PROBLEM, headers=headers
     )
 
 
+def no_webhook(exc: prana.TriggerError) -> HTTPProblem:
+    """A request no webhook answers: 405 with the methods its path is answered for,
+    if any; else 404 with the routes that are."""
+    if exc.methods:
+        allow = {"Allow": ", ".join(exc.methods)}
+        return HTTPProblem(405, "Method not allowed", str(exc), headers=allow)
+    return HTTPProblem(404, "No webhook here", str(exc))
+
+
 async def not_routed(request: Request, exc: Exception) -> Response:
     """What no route takes: a path (404) or a method (405), as problem details."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    headers = exc.headers if isinstance(exc, HTTPException) else None
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else None
     path = request.url.path
     if status == 405:
         # Every route of the path, not only the first (several take one path).
@@ -65,9 +83,11 @@ async def not_routed(request: Request, exc: Exception) -> Response:
             for method in route.methods or ()
         }
         allowed = ", ".join(sorted(methods))
-        headers = {"Allow": allowed}
         problem = HTTPProblem(
-            405, "Method not allowed", f"{path} takes {allowed}, not {request.method}"
+            405,
+            "Method not allowed",
+            f"{path} takes {allowed}, not {request.method}",
+            headers={"Allow": allowed},
         )
     elif status == 404:
         problem = HTTPProblem(
@@ -77,10 +97,8 @@ async def not_routed(request: Request, exc: Exception) -> Response:
             "the web view is at /ui",
         )
     else:
-        problem = HTTPProblem(status, "Refused", str(getattr(exc, "detail", exc)))
-    response = problem_response(problem, path)
-    response.headers.update(headers or {})
-    return response
+        problem = HTTPProblem(status, "Refused", str(getattr(exc, "detail", exc)), headers=headers)
+    return problem_response(problem, path)
 
 
 def problem_of(exc: BaseException) -> HTTPProblem:

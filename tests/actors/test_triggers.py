@@ -86,6 +86,7 @@ async def test_a_request_nobody_answers_is_refused_with_what_is_answered() -> No
         "no served workflow answers POST /invoices; webhooks answered: POST /orders"
     )
     assert "no served workflow answers GET /orders; /orders answers POST" in str(wrong_method.value)
+    assert (unknown.value.methods, wrong_method.value.methods) == ((), ("POST",))
 
 
 async def test_two_workflows_cannot_answer_one_webhook() -> None:

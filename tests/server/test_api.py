@@ -132,9 +132,13 @@ async def test_a_request_no_webhook_answers_is_refused_with_the_routes_served(
 ) -> None:
     async with daemon(tmp_path / "d.db", [example("order_intake.yaml")]) as url:
         reply = await request(url, "POST", "/hooks/nothing", {})
+        wrong_method = await request(url, "GET", "/hooks/orders")
     assert reply.status == 404
     assert reply.headers["content-type"] == PROBLEM
     assert "POST /orders" in reply.json()["detail"]
+    # The path is a webhook's, for another method.
+    assert (wrong_method.status, wrong_method.headers["allow"]) == (405, "POST")
+    assert "/orders answers POST" in wrong_method.json()["detail"]
 
 
 async def test_start_waits_for_the_result_when_asked(tmp_path: Path) -> None:
