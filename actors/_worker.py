@@ -311,24 +311,26 @@ async def call_action(
     else:
         started_at, started = called.started_at, called.started
     try:
-        if dispatch.timeout is None:
-            value = await _value(dispatch, called)
+        if called is None:
+            action = dispatch.action
+            context = isolate(dispatch.context) if action.isolate_inputs else dispatch.context
+            value = action.function(context)
         else:
-            with clock.cancel_at(started_at + dispatch.timeout) as scope:
-                value = await _value(dispatch, called)
-            if scope.cancelled_caught:
-                return _result(
-                    dispatch,
-                    clock,
-                    started_at,
-                    started,
-                    error=ErrorInfo(
+            value = called.value
+        if inspect.isawaitable(value):
+            if dispatch.timeout is None:
+                value = await value
+            else:
+                with clock.cancel_at(started_at + dispatch.timeout) as scope:
+                    value = await value
+                if scope.cancelled_caught:
+                    error = ErrorInfo(
                         code="timeout",
                         message=f"node {dispatch.run.node_key!r} ran longer than its timeout "
                         f"({dispatch.timeout:g} s) and was cancelled",
                         details={"timeout": dispatch.timeout},
-                    ),
-                )
+                    )
+                    return _result(dispatch, clock, started_at, started, error=error)
         if isinstance(value, ExecuteWorkflow):
             if children is None:
                 raise NodeError(
@@ -358,18 +360,6 @@ async def call_action(
     except Exception as exc:  # an action's failure is data for the state machine
         return _result(dispatch, clock, started_at, started, error=error_from_exception(exc))
     return _outcome(dispatch, clock, started_at, started, value)
-
-
-async def _value(dispatch: Dispatch, called: Called | None) -> Any:
-    if called is None:
-        action = dispatch.action
-        context = isolate(dispatch.context) if action.isolate_inputs else dispatch.context
-        value = action.function(context)
-    else:
-        value = called.value
-    if inspect.isawaitable(value):
-        value = await value
-    return value
 
 
 def _outcome(
