@@ -87,6 +87,9 @@ logger = logging.getLogger("prana.engine")
 # in the store, or running in another engine) reads the store again.
 WATCH_POLL = 1.0
 _WAITING: tuple[ExecutionStatus, ...] = ("suspended", "paused")
+# How many executions are taken in from the store (resumed, woken, controlled) in one
+# round of the loop, among the steps of those running.
+TAKE_INS_AT_ONCE = 4
 # What comes for an execution from outside it (its workers send node results).
 Outside = ResumeRequest | ControlRequest | WakeRequest | ChildOutcome
 
@@ -152,6 +155,9 @@ class LiveExecutions:
             turns=Turns(steps_at_once),
             tally=tally,
         )
+        # Taking an execution in reads it from the store and restores it: many times a
+        # step's work, so fewer of them share a round of the loop (TAKE_INS_AT_ONCE).
+        self._take_ins = Turns(TAKE_INS_AT_ONCE)
         self._env = env
         self._limits = limits
         self._publisher = publisher
@@ -365,7 +371,7 @@ class LiveExecutions:
             if supervisor is not None:
                 supervisor.deliver(message)
                 return supervisor
-            async with self.turn() as turn:  # taking an execution in is a step
+            async with self._take_ins.held(), self.turn() as turn:  # a step, a heavy one
                 taken = await self._take(execution_id, message, claim, turn)
             if taken is not None:
                 return taken
