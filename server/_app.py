@@ -213,15 +213,9 @@ class Api:
 
     async def validate_workflow(self, request: Request) -> Response:
         workflow = self.engine.validate(definition_of(await self.bodies.json(request)))
-        warnings = self.engine.warnings(workflow)
-        return json_response(
-            {
-                "valid": True,
-                "id": workflow.id,
-                "version": workflow.version,
-                "warnings": [{"path": w.path, "message": w.message} for w in warnings],
-            }
-        )
+        warnings = [{"path": w.path, "message": w.message} for w in self.engine.warnings(workflow)]
+        body = {"valid": True, "id": workflow.id, "version": workflow.version, "warnings": warnings}
+        return json_response(body)
 
     async def stop_serving(self, request: Request) -> Response:
         workflow_id = request.path_params["workflow_id"]
@@ -318,8 +312,10 @@ class Api:
         )
 
     async def get_execution(self, request: Request) -> Response:
-        execution = await self.engine.get(request.path_params["execution_id"])
-        return json_response(self.view(execution))
+        execution_id, wait = request.path_params["execution_id"], wait_option(request, MAX_WAIT)
+        if wait > 0:  # once it stops (ends or waits), if it does within wait seconds
+            await self._stopped(execution_id, wait)
+        return json_response(self.view(await self.engine.get(execution_id)))
 
     async def explain(self, request: Request) -> Response:
         explanation = await self.engine.explain(request.path_params["execution_id"])

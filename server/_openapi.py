@@ -35,9 +35,10 @@ def _path(name: str, description: str) -> dict[str, Any]:
 
 _EXECUTION_ID = _path("execution_id", "the execution's id (32 hex digits)")
 _WORKFLOW_ID = _path("workflow_id", "a served workflow's id")
+_WAIT = _query("wait", "seconds to wait for it to end or wait (0-300)", {"type": "number"})
 # What a start takes besides the input (of a served workflow, or of a definition sent).
 _START_OPTIONS = [
-    _query("wait", "seconds to wait for it to end or wait (0-300)", {"type": "number"}),
+    _WAIT,
     _query("trigger", "the trigger node, when it has several", {"type": "string"}),
     _query(
         "priority",
@@ -160,8 +161,8 @@ _OPERATIONS: dict[tuple[str, str], tuple[str, list[Any], Any, int, Any]] = {
         _json({"type": "object"}, "{executions: [...], next_cursor}"),
     ),
     ("get", "/api/executions/{execution_id}"): (
-        "One execution with its audit trail",
-        [_EXECUTION_ID],
+        "One execution with its audit trail (with wait, once it has stopped: ended or waiting)",
+        [_EXECUTION_ID, _WAIT],
         None,
         200,
         _json(_EXECUTION, "the execution"),

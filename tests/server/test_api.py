@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
+from typing import Any
 
 import anyio
 from starlette.routing import Route
 
 import prana
 from prana.server import create_app
+from tests.helpers import make_workflow
 from tests.server.client import ServerEvent, read_events, request
 from tests.server.conftest import daemon, example, start_waiting
 
@@ -151,6 +153,40 @@ async def test_start_waits_for_the_result_when_asked(tmp_path: Path) -> None:
     assert execution["status"] == "completed"
     assert execution["order"] == ["start", "large", "auto_pay"]
     assert execution["output"] == {"paid": 40, "approved_by": "automatic"}
+
+
+async def test_get_waits_for_a_running_execution_to_stop_when_asked(tmp_path: Path) -> None:
+    actions = prana.ActionRegistry()
+    released = anyio.Event()
+
+    @actions.action("test.slow")
+    async def slow(ctx: prana.NodeContext) -> Any:
+        await released.wait()
+        return {"done": True}
+
+    workflow = make_workflow(
+        {"start": "manual.trigger", "slow": "test.slow"}, ["start -> slow"], actions=actions
+    )
+    async with daemon(tmp_path / "d.db", [workflow], actions=actions) as url:
+        started = await request(url, "POST", f"/api/workflows/{workflow.id}/executions", {})
+        path = f"/api/executions/{started.json()['id']}"
+        now = await request(url, "GET", path)
+        bad = await request(url, "GET", f"{path}?wait=soon")
+        replies = []
+
+        async def get_waiting() -> None:
+            replies.append(await request(url, "GET", f"{path}?wait=10"))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(get_waiting)
+                released.set()
+    assert now.json()["status"] == "running"  # the action has not returned
+    assert (bad.status, bad.headers["content-type"]) == (400, PROBLEM)
+    (waited,) = replies
+    assert waited.json()["status"] == "completed"
+    assert waited.json()["output"] == {"done": True}
+    assert waited.json()["order"] == ["start", "slow"]  # the whole trail
 
 
 async def test_a_customer_s_second_refund_waits_in_the_queue(tmp_path: Path) -> None:
