@@ -18,6 +18,19 @@ from tests.server.client import request
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+def held_action(output: Any) -> tuple[prana.ActionRegistry, anyio.Event]:
+    """Actions with ``test.slow``, which returns ``output`` once the event is set."""
+    actions = prana.ActionRegistry()
+    released = anyio.Event()
+
+    @actions.action("test.slow")
+    async def slow(ctx: prana.NodeContext) -> Any:
+        await released.wait()
+        return output
+
+    return actions, released
+
+
 def example(name: str) -> prana.Workflow:
     return prana.load_workflow(EXAMPLES / name)
 

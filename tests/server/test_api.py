@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
-from typing import Any
 
 import anyio
 from starlette.routing import Route
@@ -15,7 +14,7 @@ import prana
 from prana.server import create_app
 from tests.helpers import make_workflow
 from tests.server.client import ServerEvent, read_events, request
-from tests.server.conftest import daemon, example, start_waiting
+from tests.server.conftest import daemon, example, held_action, start_waiting
 
 PROBLEM = "application/problem+json"
 
@@ -156,14 +155,7 @@ async def test_start_waits_for_the_result_when_asked(tmp_path: Path) -> None:
 
 
 async def test_get_waits_for_a_running_execution_to_stop_when_asked(tmp_path: Path) -> None:
-    actions = prana.ActionRegistry()
-    released = anyio.Event()
-
-    @actions.action("test.slow")
-    async def slow(ctx: prana.NodeContext) -> Any:
-        await released.wait()
-        return {"done": True}
-
+    actions, released = held_action({"done": True})
     workflow = make_workflow(
         {"start": "manual.trigger", "slow": "test.slow"}, ["start -> slow"], actions=actions
     )

@@ -13,7 +13,7 @@ import pytest
 import prana
 from tests.helpers import make_workflow
 from tests.server.client import read_events, request
-from tests.server.conftest import daemon, example
+from tests.server.conftest import daemon, example, held_action
 
 PROBLEM = "application/problem+json"
 
@@ -146,14 +146,7 @@ async def test_a_sender_is_answered_202_once_respond_within_has_passed(
 ) -> None:
     # The workflow has not answered within respond_within (a fraction of a second
     # here): the sender gets the execution's id and status, and it goes on.
-    actions = prana.ActionRegistry()
-    released = anyio.Event()
-
-    @actions.action("test.slow")
-    async def slow(ctx: prana.NodeContext) -> Any:
-        await released.wait()
-        return {"ready": True}
-
+    actions, released = held_action({"ready": True})
     hook = {"path": "slow", "respond": respond, "respond_within": 0.05}
     workflow = make_workflow(
         {
