@@ -124,13 +124,9 @@ def _sharing_copy(value: Any, budget: int) -> Any:
         left -= 1
         if left < 0:
             raise _TooMany
-        if kind is dict:
-            return {
-                key: item if type(item) in SCALARS else copy(item) for key, item in value.items()
-            }
         if kind is list or kind is tuple:
             return [item if type(item) in SCALARS else copy(item) for item in value]
-        if kind not in SCALARS and isinstance(value, Mapping):
+        if kind is dict or isinstance(value, Mapping):
             return {
                 key: item if type(item) in SCALARS else copy(item) for key, item in value.items()
             }

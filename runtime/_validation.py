@@ -326,30 +326,25 @@ def _check_connections(
     inputs: dict[str, tuple[str, ...]] = {}
     valid_ports: set[str] = set()
     for index, connection in enumerate(workflow.connections):
-        if connection.from_ not in all_keys or connection.to not in all_keys:
-            for field, key in (("from", connection.from_), ("to", connection.to)):
-                if key not in all_keys:
+        for field, key in (("from", connection.from_), ("to", connection.to)):
+            if key not in all_keys:
+                problems.append(
+                    Problem(
+                        path=f"connections[{index}].{field}",
+                        message=f"no node has key {key!r}{did_you_mean(key, node_paths)}",
+                    )
+                )
+        for field, port in (("from_port", connection.from_port), ("to_port", connection.to_port)):
+            if port not in valid_ports:
+                if KEY_PATTERN.match(port):
+                    valid_ports.add(port)
+                else:
                     problems.append(
                         Problem(
                             path=f"connections[{index}].{field}",
-                            message=f"no node has key {key!r}{did_you_mean(key, node_paths)}",
+                            message=f"{port!r} is not a valid port name",
                         )
                     )
-        if connection.from_port not in valid_ports or connection.to_port not in valid_ports:
-            for field, port in (
-                ("from_port", connection.from_port),
-                ("to_port", connection.to_port),
-            ):
-                if port not in valid_ports:
-                    if KEY_PATTERN.match(port):
-                        valid_ports.add(port)
-                    else:
-                        problems.append(
-                            Problem(
-                                path=f"connections[{index}].{field}",
-                                message=f"{port!r} is not a valid port name",
-                            )
-                        )
         identity = (connection.from_, connection.from_port, connection.to, connection.to_port)
         if identity in seen:
             problems.append(

@@ -56,28 +56,35 @@ def refuse_unknown(names: Iterable[str], known: Sequence[str], title: str, what:
             )
 
 
+# The fields of a body that hold text, when a body may hold them.
+_TEXT_FIELDS = ("reason", "node", "from_node", "workflow")
+
+
+def body_fields(data: Any, known: Sequence[str], title: str, not_an_object: str) -> dict[str, Any]:
+    """A body (JSON) that is nothing (``{}``) or an object of ``known`` fields, those
+    that hold text text; refused (400, ``title``) otherwise, with ``not_an_object``
+    when it is not an object: a misspelt field is refused, not dropped."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise HTTPProblem(400, title, not_an_object)
+    refuse_unknown(data, known, title, "field")
+    for name in _TEXT_FIELDS:
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise HTTPProblem(400, title, f"{name} must be a string")
+    return data
+
+
 # What a control's body may hold (the others: a reason).
 CONTROL_FIELDS = {"rerun": ("from_node", "input"), "resume": ("data", "node")}
 
 
 def control_options(action: str, data: Any) -> dict[str, Any]:
-    """A control's body (JSON): nothing, or an object of the fields ``action`` takes,
-    each checked: a misspelt one is refused, not dropped (a resume without its data
-    would carry the execution on with none)."""
-    if data is None:
-        return {}
+    """A control's body: the fields ``action`` takes (a resume without its data would
+    carry the execution on with none)."""
     known = CONTROL_FIELDS.get(action, ("reason",))
-    if not isinstance(data, dict):
-        raise HTTPProblem(
-            400,
-            "Invalid body",
-            f"the body of {action} is an object of {', '.join(known)}, or empty",
-        )
-    refuse_unknown(data, known, "Invalid body", "field")
-    for name in ("reason", "node", "from_node"):
-        if data.get(name) is not None and not isinstance(data[name], str):
-            raise HTTPProblem(400, "Invalid body", f"{name} must be a string")
-    return data
+    shape = f"the body of {action} is an object of {', '.join(known)}, or empty"
+    return body_fields(data, known, "Invalid body", shape)
 
 
 # What a bulk control's body may hold: which executions, and why.
@@ -87,26 +94,18 @@ BULK_FIELDS = ("status", "workflow", "limit", "reason")
 def bulk_filter(data: Any, statuses: Sequence[str], most: int) -> dict[str, Any]:
     """A bulk control's body (JSON): an object of :data:`BULK_FIELDS`, or nothing
     (every execution, at most ``most``)."""
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise HTTPProblem(
-            400,
-            "Invalid filter",
-            'the body must be an object such as {"status": "failed", "workflow": "orders"}, '
-            "or empty for every execution",
-        )
-    refuse_unknown(data, BULK_FIELDS, "Invalid filter", "field")
-    for name in ("workflow", "reason"):
-        if data.get(name) is not None and not isinstance(data[name], str):
-            raise HTTPProblem(400, "Invalid filter", f"{name} must be a string")
-    status = data.get("status")
+    shape = (
+        'the body must be an object such as {"status": "failed", "workflow": "orders"}, '
+        "or empty for every execution"
+    )
+    chosen = body_fields(data, BULK_FIELDS, "Invalid filter", shape)
+    status = chosen.get("status")
     if status is not None and status not in statuses:
         raise HTTPProblem(400, "Invalid filter", f"status must be one of {', '.join(statuses)}")
-    limit = data.get("limit", most)
+    limit = chosen.get("limit", most)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
         raise HTTPProblem(400, "Invalid filter", f"limit must be a whole number from 1 to {most}")
-    return data
+    return chosen
 
 
 class BodyReader:

@@ -99,7 +99,7 @@ def load_execution(
     db: sqlite3.Connection, execution_id: str, wanted: RunsSelector | None = None
 ) -> StoredExecution | None:
     """Everything kept of an execution, or ``None``; with ``wanted``, only the runs it
-    asks for (see :data:`prana._records.RunsSelector`)."""
+    asks for (see :data:`prana._wanted.RunsSelector`)."""
     row = db.execute(f"{SELECT_EXECUTION} WHERE e.id = ?", (execution_id,)).fetchone()
     if row is None:
         return None
