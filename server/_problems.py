@@ -82,7 +82,8 @@ async def not_routed(request: Request, exc: Exception) -> Response:
             if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
             for method in route.methods or ()
         }
-        allowed = ", ".join(sorted(methods))
+        # A mount (the web view's static files) says its own.
+        allowed = ", ".join(sorted(methods)) or (headers or {}).get("Allow", "")
         problem = HTTPProblem(
             405,
             "Method not allowed",

@@ -362,6 +362,7 @@ async def test_a_path_or_method_no_route_takes_is_refused_as_a_problem(tmp_path:
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
         nowhere = await request(url, "GET", "/api/runs")
         wrong_method = await request(url, "PUT", "/api/executions", {})
+        static = await request(url, "POST", "/ui/static/prana.css", {})
         root = await request(url, "GET", "/")
         no_page = await request(url, "GET", "/ui/nothing")
     assert (nowhere.status, nowhere.headers["content-type"]) == (404, PROBLEM)
@@ -370,6 +371,7 @@ async def test_a_path_or_method_no_route_takes_is_refused_as_a_problem(tmp_path:
     # Every method the path takes, though two routes take it.
     assert wrong_method.headers["allow"] == "GET, HEAD, POST"
     assert wrong_method.json()["detail"] == "/api/executions takes GET, HEAD, POST, not PUT"
+    assert (static.status, static.headers["allow"]) == (405, "GET, HEAD")
     # A browser pointed at the daemon finds its runs; a page that is not there says so.
     assert (root.status, root.headers["location"]) == (303, "/ui/runs")
     assert no_page.status == 404
