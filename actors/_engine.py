@@ -546,7 +546,8 @@ class Engine(AsyncContextManagerMixin):
         With ``idempotency_key``, the execution's id follows from the key, the
         workflow and the trigger: a second start with the same key (in this engine or
         any other on the same store) starts nothing and raises
-        :class:`ExecutionExists` naming the execution the first one started.
+        :class:`ExecutionExists` naming the execution the first one started (and
+        whether it started with the same input).
 
         The workflow's definition is stored (once per version). Raises
         :class:`WorkflowValidationError` before anything starts if the workflow is
@@ -564,11 +565,28 @@ class Engine(AsyncContextManagerMixin):
             except PranaError:
                 if not await self._exists(execution_id):
                     raise  # not a start at the same moment by another
+        same_input = await self._started_with(execution_id, graph, input)
         raise ExecutionExists(
             f"execution {execution_id} was started with idempotency key "
-            f"{idempotency_key!r} already; nothing new started",
+            f"{idempotency_key!r} already"
+            + ("" if same_input else ", with a different input")
+            + "; nothing new started",
             execution_id=execution_id,
+            same_input=same_input,
         )
+
+    async def _started_with(self, execution_id: str, graph: ExecutionGraph, input: Any) -> bool:
+        """Whether ``execution_id`` started with what ``input`` would start ``graph``
+        with now."""
+        try:
+            given = check_json(input, what="the input", limits=self.limits)
+            shaped = trigger_input(graph, given, self.clock.now())
+        except PranaError:
+            return False  # it could not start anything
+        supervisor = self._require_live().get(execution_id)
+        if supervisor is not None:
+            return bool(supervisor.machine.input == shaped)
+        return bool((await self._require_live().load(execution_id)).input == shaped)
 
     async def publish(
         self, event: str, data: Any = None, *, idempotency_key: str | None = None

@@ -104,11 +104,14 @@ class ExecutionNotFound(PranaError):
 
 class ExecutionExists(PranaError):
     """An execution with this idempotency key was started already: nothing new
-    started; :attr:`execution_id` is the one that was."""
+    started; :attr:`execution_id` is the one that was. :attr:`same_input` says
+    whether it was started with the same input (else the key was used twice for
+    different things: the daemon refuses such a request)."""
 
-    def __init__(self, message: str, *, execution_id: str) -> None:
+    def __init__(self, message: str, *, execution_id: str, same_input: bool = True) -> None:
         super().__init__(message)
         self.execution_id = execution_id
+        self.same_input = same_input
 
 
 class InvalidTransition(PranaError):

@@ -45,7 +45,7 @@ import prana
 from ._metrics import CONTENT_TYPE as METRICS_TYPE
 from ._metrics import Metrics, SharedFigures
 from ._openapi import openapi_document
-from ._problems import HTTPProblem, no_webhook, not_routed, problem_of, problem_response
+from ._problems import HTTPProblem, key_reused, no_webhook, not_routed, problem_of, problem_response
 from ._replies import answer_by_node, answer_of
 from ._requests import (
     BodyReader,
@@ -267,6 +267,8 @@ class Api:
                 )
             ).id
         except prana.errors.ExecutionExists as exists:  # the key's first start
+            if not exists.same_input:
+                raise key_reused(key, exists.execution_id) from None
             execution = await self._stopped(exists.execution_id, wait)
             return json_response(self.view(execution), 200)
         self.tracing.started_by(execution_id, request.headers)

@@ -102,6 +102,19 @@ async def not_routed(request: Request, exc: Exception) -> Response:
     return problem_response(problem, path)
 
 
+def key_reused(key: str | None, execution_id: str) -> HTTPProblem:
+    """An ``Idempotency-Key`` sent again with another body: a client's mistake that
+    answering with the first execution would hide."""
+    return HTTPProblem(
+        422,
+        "Idempotency-Key reused",
+        f"the Idempotency-Key {key!r} started execution {execution_id} with a different "
+        "body; send a new key to start another execution, or the first body to get the "
+        "first one's",
+        execution_id=execution_id,
+    )
+
+
 def problem_of(exc: BaseException) -> HTTPProblem:
     """The problem a client is told of for an error of the engine's."""
     if isinstance(exc, HTTPProblem):

@@ -406,17 +406,25 @@ async def test_a_start_with_an_idempotency_key_starts_once(tmp_path: Any) -> Non
     workflow = branching_workflow()
     async with prana.Engine(store=tmp_path / "prana.db") as engine:
         first = await engine.start(workflow, {"go": True}, idempotency_key="order-7")
+        with pytest.raises(prana.ExecutionExists) as live:  # its supervisor answers
+            await engine.start(workflow, {"go": True}, idempotency_key="order-7")
         await first.result()
         with pytest.raises(prana.ExecutionExists) as again:
             await engine.start(workflow, {"go": False}, idempotency_key="order-7")
         other = await engine.start(workflow, {"go": False}, idempotency_key="order-8")
         await other.result()
-    assert again.value.execution_id == first.id
+    assert again.value.execution_id == live.value.execution_id == first.id
     assert "order-7" in str(again.value)
+    assert live.value.same_input
+    assert not again.value.same_input
+    assert "with a different input" in str(again.value)
     async with prana.Engine(store=tmp_path / "prana.db") as engine:
-        with pytest.raises(prana.ExecutionExists):
+        with pytest.raises(prana.ExecutionExists) as stored_same:  # read from the store
+            await engine.start(workflow, {"go": True}, idempotency_key="order-7")
+        with pytest.raises(prana.ExecutionExists) as stored_other:
             await engine.start(workflow, {"go": False}, idempotency_key="order-7")
         stored = await engine.list_executions()
         kept = await engine.get(first.id)
     assert sorted(execution.id for execution in stored) == sorted([first.id, other.id])
     assert kept.order == ["start", "check", "yes"]  # the first start's input, not the second
+    assert (stored_same.value.same_input, stored_other.value.same_input) == (True, False)

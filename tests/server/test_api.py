@@ -238,11 +238,16 @@ async def test_an_idempotency_key_starts_one_execution(tmp_path: Path) -> None:
     async with daemon(tmp_path / "d.db", [example("approval.yaml")]) as url:
         path = "/api/workflows/approval/executions?wait=10"
         first = await request(url, "POST", path, {"amount": 40}, headers=key)
-        again = await request(url, "POST", path, {"amount": 70}, headers=key)
+        again = await request(url, "POST", path, {"amount": 40}, headers=key)
+        other_body = await request(url, "POST", path, {"amount": 70}, headers=key)
         listed = await request(url, "GET", "/api/executions")
     assert (first.status, again.status) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
     assert again.json()["output"] == {"paid": 40, "approved_by": "automatic"}
+    # The same key with another body is a client's mistake, not a retry.
+    assert other_body.status == 422
+    assert other_body.json()["execution_id"] == first.json()["id"]
+    assert "different body" in other_body.json()["detail"]
     assert [e["id"] for e in listed.json()["executions"]] == [first.json()["id"]]
 
 
