@@ -97,17 +97,24 @@ def runs_wanted(graph: ExecutionGraph, stored: StoredExecution) -> RunsWanted | 
         paths = joined(paths, stored.paths_blocks)
         activation = {int(node): start for node, start in paths.get("activation", {}).items()}
         referenced = _referenced(paths)
+        beside = paths.get("wanted")  # a waiting execution's (decision 0068)
+        if beside is None:
+            runs_of = tuple((wait.node_key, wait.run_index) for wait in stored.suspensions)
+        else:
+            referenced.update(int(index) for index in beside["latest"])
+            runs_of = tuple((str(key), int(run_index)) for key, run_index in beside["retried"])
     except (KeyError, TypeError, ValueError):
         return None
     return RunsWanted(
         newest_from=max(0, int(paths["next"]) - RUNS_HELD),
         indexes=frozenset(referenced),
-        runs_of=tuple((wait.node_key, wait.run_index) for wait in stored.suspensions),
+        runs_of=runs_of,
         collecting=tuple(
             (node.key, activation.get(node.index, 0))
             for node in graph.order
             if node.back_edges and node.action.collect_port is not None
         ),
+        find_latest=beside is None,
     )
 
 
@@ -304,7 +311,33 @@ def kept_paths(machine: ExecutionMachine) -> dict[str, Any]:
     only the nodes it skipped (nothing will run again, so nothing else is needed)."""
     if machine.status == "completed":
         return {"skipped": machine.flow.skipped, "events": machine.journal.sequence}
-    return dump_paths(machine)
+    paths = dump_paths(machine)
+    if machine.status in ("suspended", "paused"):
+        paths["wanted"] = _wanted_beside(machine)
+    return paths
+
+
+def _wanted_beside(machine: ExecutionMachine) -> dict[str, Any]:
+    """What waking the execution reads beside the runs its routing state names
+    (decision 0068), so that the store need not look for them among all its runs:
+    ``latest``, each node's latest ended and latest completed run; ``retried``, the
+    waiting runs (node key, run index) tried before, whose earlier attempts give
+    their attempt number."""
+    trail = machine.trail
+    latest = {run.execution_index for run in trail.latest_runs()}
+    failed = {run.node_key for run in trail.latest_runs() if run.status != "completed"}
+    if failed:  # their latest completed run, if any, came before (and is held)
+        completed: dict[str, int] = {}
+        for run in trail:
+            if run.node_key in failed and run.status == "completed":
+                completed[run.node_key] = max(run.execution_index, completed.get(run.node_key, -1))
+        latest.update(completed.values())
+    retried = []
+    for index in sorted(machine.waits):
+        run = trail[index]
+        if run.attempt > 1:
+            retried.append((run.node_key, run.run_index))
+    return {"latest": tuple(sorted(latest)), "retried": tuple(retried)}
 
 
 def checkpoint_kind(

@@ -14,8 +14,9 @@ from ._records import NodeRun, StoredExecution
 class RunsWanted:
     """The saved runs a store reads to restore an execution that goes on (decision
     0066): what ``_snapshot.forget_saved_runs`` would keep. Every run from execution index
-    ``newest_from`` on; each node's latest ended run and latest completed run; the
-    runs ``indexes`` (those the routing state names); every record of the runs
+    ``newest_from`` on; if ``find_latest``, each node's latest ended run and latest
+    completed run (else ``indexes`` has them: a waiting execution's state names them);
+    the runs ``indexes`` (those the routing state names); every record of the runs
     ``runs_of`` (node key, run index: a wait's earlier attempts); for each of
     ``collecting`` (node key, run index), the node's runs with a greater run index
     (a collecting loop entry's current pass). And then the runs the inputs of all
@@ -25,6 +26,7 @@ class RunsWanted:
     indexes: frozenset[int] = frozenset()
     runs_of: tuple[tuple[str, int], ...] = ()
     collecting: tuple[tuple[str, int], ...] = ()
+    find_latest: bool = True
 
     def pick(self, runs: Mapping[int, NodeRun]) -> list[NodeRun]:
         """The runs wanted of ``runs`` (all of an execution's, by execution index),
@@ -33,10 +35,10 @@ class RunsWanted:
         latest: dict[tuple[str, bool], int] = {}
         runs_of, after = set(self.runs_of), dict(self.collecting)
         for index, run in runs.items():
-            if run.status in ("completed", "failed"):
+            if self.find_latest and run.status in ("completed", "failed"):
                 latest[run.node_key, False] = max(index, latest.get((run.node_key, False), -1))
-            if run.status == "completed":
-                latest[run.node_key, True] = max(index, latest.get((run.node_key, True), -1))
+                if run.status == "completed":
+                    latest[run.node_key, True] = max(index, latest.get((run.node_key, True), -1))
             if (run.node_key, run.run_index) in runs_of or run.run_index > after.get(
                 run.node_key, run.run_index
             ):

@@ -464,9 +464,9 @@ def _wanted_runs(db: Connection, execution_id: str, wanted: RunsWanted) -> tuple
         take("record->>'node_key' = %s AND (record->>'run_index')::int = %s", node_key, run_index)
     for node_key, run_index in wanted.collecting:
         take("record->>'node_key' = %s AND (record->>'run_index')::int > %s", node_key, run_index)
-    latest = {index for pair in db.execute(_LATEST_RUNS, (execution_id,)) for index in pair} - {
-        None
-    }
+    latest: set[int] = set()
+    if wanted.find_latest:
+        latest = {i for pair in db.execute(_LATEST_RUNS, (execution_id,)) for i in pair} - {None}
     take_indexes(latest | wanted.indexes)
     # The runs their inputs came from (a retry of one delivers them again).
     take_indexes({source for run in found.values() for _, source in run.inputs})

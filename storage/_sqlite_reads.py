@@ -175,9 +175,9 @@ def _wanted_rows(
         take("node_key = ? AND run_index = ?", node_key, run_index)
     for node_key, run_index in wanted.collecting:
         take("node_key = ? AND run_index > ?", node_key, run_index)
-    latest = {index for pair in db.execute(_LATEST_RUNS, (execution_id,)) for index in pair} - {
-        None
-    }
+    latest: set[int] = set()
+    if wanted.find_latest:
+        latest = {i for pair in db.execute(_LATEST_RUNS, (execution_id,)) for i in pair} - {None}
     take_indexes(latest | wanted.indexes)
     # The runs their inputs came from (a retry of one delivers them again).
     take_indexes({source for run in found.values() for _, source in codec.loads(run[8]) or ()})

@@ -244,6 +244,59 @@ async def test_a_wait_after_thousands_of_runs_wakes_with_the_runs_it_needs(
     assert trail.runs_left_out == 0
 
 
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_wake_finds_the_output_of_a_node_whose_latest_run_failed(
+    tmp_path: Path, restart: bool
+) -> None:
+    # In a long loop a check completes, and fails (on to its error port) in the
+    # second half; then the execution waits. Once woken, its outputs still have the
+    # check's latest completed run, from before the failures; templates its latest.
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.check")
+    def check(ctx: prana.NodeContext) -> Any:
+        if ctx.vars["i"] > ITERATIONS // 2:  # 2 250 runs before the wait
+            raise prana.NodeError("too late", code="late")
+        return {"checked": ctx.vars["i"]}
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "count": ("workflow.set_variables", {"values": {"i": "{{ vars.i + 1 }}"}}),
+            "check": {"type": "test.check", "settings": {"on_error": "error_port"}},
+            "more": ("logic.if", {"condition": f"{{{{ vars.i < {ITERATIONS} }}}}"}),
+            "ask": "wait.webhook",
+            "end": ("data.set", {"values": {"check": "{{ nodes.check.status }}"}}),
+        },
+        [
+            "start -> count",
+            "count -> check",
+            "check -> more",
+            "check.error -> more",
+            "more.true -> count",
+            "more.false -> ask",
+            "ask -> end",
+        ],
+        actions=actions,
+        variables={"i": 0},
+        settings={"max_iterations": ITERATIONS + 10},
+    )
+    db = tmp_path / "prana.db"
+    async with open_engine(path=db, actions=actions, workflows=[workflow]) as engine:
+        waiting = await engine.run(workflow, {})
+        assert waiting.status == "suspended"
+        if not restart:
+            done = await engine.resume(waiting.id, {"ok": True})
+    if restart:
+        async with open_engine(path=db, actions=actions, workflows=[workflow]) as engine:
+            done = await engine.resume(waiting.id, {"ok": True})
+    assert done.status == "completed", done.error
+    assert done.runs_left_out > 0  # the wake read what it needed, not the whole trail
+    assert [run.status for run in done.runs_of("check")][-2:] == ["failed", "failed"]
+    assert done.outputs["check"] == {"checked": ITERATIONS // 2}
+    assert done.output == {"check": "failed"}
+
+
 async def test_a_retry_that_waits_while_thousands_of_runs_go_by_counts_its_attempts(
     tmp_path: Path,
 ) -> None:
