@@ -102,6 +102,7 @@ def command_logs(args: argparse.Namespace) -> int:
                 f"{status} (event {data['last_event']})",
                 flush=True,
             )
+            progress.caught_up(execution_from(data))
             continue
         event = event_from(data)
         if event is None:
@@ -188,6 +189,8 @@ def run_on_daemon(args: argparse.Namespace, input: Any) -> Execution:
         if name == "snapshot":
             shown = execution_from(data)
             status, waits = shown.status, shown.suspensions
+            if progress is not None:
+                progress.caught_up(shown)
         else:
             event = event_from(data)
             if event is None:

@@ -53,6 +53,16 @@ def _ms(value: float | None) -> str:
     return f"{value:.2f} ms" if value < 1000 else f"{value / 1000:.2f} s"
 
 
+def _ended(run: NodeRun) -> str:
+    """A plain line for a run that ended (completed, failed, or failed and tried again)."""
+    if run.status == "completed":
+        return f"{run.node_key:<20} completed -> {run.port} in {_ms(run.duration_ms)}"
+    message = f": {run.error.message}" if run.error else ""
+    if run.status == "retried":
+        return f"{run.node_key:<20} attempt {run.attempt} failed{message}"
+    return f"{run.node_key:<20} {run.status}{message}"
+
+
 class PlainProgress:
     """One line per node event, with the time since the execution started."""
 
@@ -61,33 +71,37 @@ class PlainProgress:
         self._started: float | None = None
 
     def __call__(self, event: events.Event) -> None:
-        if self._started is None:
-            self._started = event.time
-        elapsed = (event.time - self._started) * 1000
         line = None
         if isinstance(event, events.NodeStarted):
             line = f"{event.node_key:<20} started (run {event.run_index})"
-        elif isinstance(event, events.NodeCompleted):
-            line = f"{event.node_key:<20} completed -> {event.run.port} in {_ms(event.run.duration_ms)}"
-        elif isinstance(event, events.NodeFailed):
-            error = event.run.error
-            line = f"{event.node_key:<20} {event.run.status}" + (
-                f": {error.message}" if error else ""
-            )
+        elif isinstance(event, (events.NodeCompleted, events.NodeFailed)):
+            line = _ended(event.run)
         elif isinstance(event, events.NodeRetrying):
-            error = event.run.error
-            line = (
-                f"{event.node_key:<20} attempt {event.run.attempt} failed"
-                + (f": {error.message}" if error else "")
-                + f"; attempt {event.next_attempt} in {_ms((event.at - event.time) * 1000)}"
+            line = f"{_ended(event.run)}; attempt {event.next_attempt} in " + _ms(
+                (event.at - event.time) * 1000
             )
         elif isinstance(event, events.NodeSkipped):
             line = f"{event.node_key:<20} skipped"
         elif isinstance(event, events.EventsDropped):
             line = f"({event.count} events not shown)"
         if line is not None:
-            self._stream.write(f"[{elapsed:9.2f} ms] {line}\n")
-            self._stream.flush()
+            self._write(event.time, line)
+
+    def caught_up(self, execution: Execution) -> None:
+        """A line for each run ``execution`` ended before its events reach here (a
+        daemon's stream that joins a running execution begins with it as it is),
+        timed, like the lines after, from the execution's start."""
+        if execution.started_at is not None:
+            self._started = execution.started_at
+        for run in execution.node_runs:
+            if run.status in ("completed", "failed", "retried") and run.finished_at is not None:
+                self._write(run.finished_at, _ended(run))
+
+    def _write(self, moment: float, line: str) -> None:
+        if self._started is None:
+            self._started = moment
+        self._stream.write(f"[{(moment - self._started) * 1000:9.2f} ms] {line}\n")
+        self._stream.flush()
 
     def close(self) -> None:
         """Nothing to tidy up."""

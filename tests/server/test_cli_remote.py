@@ -114,11 +114,16 @@ async def test_logs_follows_an_execution_to_its_end(
     assert lines[0] == (
         f"execution {waiting['id']} of approval v1: suspended (event {waiting['last_event']})"
     )
+    # The runs before the stream joined come first, timed from the execution's start.
+    assert lines[1][15:].startswith("start                completed -> main in ")
+    assert lines[2][15:].startswith("large                completed -> true in ")
+    assert 0 < float(lines[1][1:10]) < float(lines[2][1:10]) < 1000
     assert "approval             completed -> main" in printed
     assert "pay                  completed -> main" in printed
     assert lines[-1] == "ended completed"
     assert ended == 0
     assert again.splitlines()[0].startswith(f"execution {waiting['id']} of approval v1: completed")
+    assert "pay                  completed -> main" in again  # an ended one's runs
 
 
 async def test_run_and_validate_send_the_file_to_the_daemon(
@@ -171,6 +176,8 @@ async def test_run_and_validate_send_the_file_to_the_daemon(
     assert out_run.startswith(f"Execution {parent_id} of fulfil_order v1: suspended")
     assert suspension["token"] in out_run  # what the child waits for, read from the daemon
     assert f"on the daemon at {url}" in err_run
+    # Its progress begins with its first node, whenever the stream joined it.
+    assert err_run.splitlines()[1][15:].startswith("start                completed -> main")
     assert [w["id"] for w in served] == ["approval"]  # the file ran; it is not served
     assert "completed" in out_show
     assert '"shipped": true' in out_show
