@@ -46,7 +46,14 @@ from prana._rerun import ORIGINAL
 from prana.storage import PostgresStore, SQLiteStore, Store, open_store
 
 from ._cli_database import find_database, store_for_reading
-from ._cli_options import interrupted, load_actions, parse_json_option, reader_gone
+from ._cli_options import (
+    interrupted,
+    load_actions,
+    logging_restored,
+    parse_json_option,
+    reader_gone,
+    show_workflow_logs,
+)
 from ._cli_parser import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, command_parser
 from ._cli_remote import REMOTE_COMMANDS, Remote, execution_from, path_of
 from ._cli_serve import (
@@ -152,15 +159,6 @@ async def _children_of(
     return found
 
 
-def _show_workflow_logs() -> None:
-    """Let ``core.log`` messages reach the terminal."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("log: %(message)s"))
-    workflow_logger = logging.getLogger("prana.workflow")
-    workflow_logger.addHandler(handler)
-    workflow_logger.setLevel(logging.INFO)
-
-
 def _with_engine(
     args: argparse.Namespace,
     actions: ActionRegistry,
@@ -218,7 +216,7 @@ def _command_run(args: argparse.Namespace) -> int:
     input = parse_json_option(args.input, "--input")
     if args.remote is not None:
         return _report(run_on_daemon(args, input), args)
-    _show_workflow_logs()
+    show_workflow_logs()
     actions = load_actions(args.actions)
     workflow = load_workflow(args.file, actions=actions)
     folder = Path(args.workflows) if args.workflows else Path(args.file).parent
@@ -268,7 +266,7 @@ def _command_resume(args: argparse.Namespace) -> int:
         else:
             execution = args.remote.execution(f"/api/resume/{quote(args.target)}", data)
         return _report(execution, args)
-    _show_workflow_logs()
+    show_workflow_logs()
     actions = load_actions(args.actions)
     data = parse_json_option(args.data, "--data")
     by_id = bool(_EXECUTION_ID.match(args.target))
@@ -354,7 +352,7 @@ def _command_pause(args: argparse.Namespace) -> int:
 def _command_retry(args: argparse.Namespace) -> int:
     if args.remote is not None:
         return _report(_remote_control(args, "retry"), args)
-    _show_workflow_logs()
+    show_workflow_logs()
     actions = load_actions(args.actions)
     known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
 
@@ -372,7 +370,7 @@ def _command_rerun(args: argparse.Namespace) -> int:
         if args.input is not None:
             body["input"] = parse_json_option(args.input, "--input")
         return _report(args.remote.execution(path_of(args.execution, "rerun"), body), args)
-    _show_workflow_logs()
+    show_workflow_logs()
     actions = load_actions(args.actions)
     known = _workflows_in(Path(args.workflows), actions) if args.workflows else []
     input = ORIGINAL if args.input is None else parse_json_option(args.input, "--input")
@@ -571,7 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "logs": command_logs,
     }
     try:
-        code = handlers[args.command](args)
+        with logging_restored():
+            code = handlers[args.command](args)
         sys.stdout.flush()  # a reader that went away is found here, not at exit
         return code
     except BrokenPipeError:

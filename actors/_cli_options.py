@@ -6,8 +6,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +102,27 @@ def parse_json_option(text: str | None, option: str) -> Any:
         return check_json(value, what=source)
     except InvalidData as exc:
         raise UsageError(str(exc)) from None
+
+
+def show_workflow_logs() -> None:
+    """Let ``core.log`` messages reach the terminal."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("log: %(message)s"))
+    workflow_logger = logging.getLogger("prana.workflow")
+    workflow_logger.addHandler(handler)
+    workflow_logger.setLevel(logging.INFO)
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Logging as it was, once a command ends: a command run in a process that goes on
+    (an app or a test calling ``main``) leaves no handler behind writing to a stream
+    that may be closed by then, nor one more each time."""
+    loggers = (logging.getLogger(), logging.getLogger("prana.workflow"))
+    kept = [(logger, logger.handlers[:], logger.level) for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, handlers, level in kept:
+            logger.handlers[:] = handlers
+            logger.setLevel(level)

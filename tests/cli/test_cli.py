@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,25 @@ from prana.actors._cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ORDER = str(EXAMPLES / "order_routing.yaml")
+
+
+def test_a_command_leaves_the_logging_as_it_found_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An app or a test calling main goes on after it: no handler is left behind
+    # (writing to a stream that may be closed by then), nor one more per command.
+    hello = tmp_path / "hello.yaml"
+    hello.write_text(
+        "id: hello\nnodes:\n  - {key: start, type: manual.trigger}\n"
+        "  - {key: say, type: core.log, params: {message: hi}}\n"
+        "connections:\n  - {from: start, to: say}\n"
+    )
+    loggers = [logging.getLogger(), logging.getLogger("prana.workflow")]
+    before = [(logger.handlers[:], logger.level) for logger in loggers]
+    assert main(["run", str(hello), "--quiet"]) == 0
+    assert main(["run", str(hello), "--quiet"]) == 0
+    assert capsys.readouterr().err.count("log: hi") == 2  # shown while it ran
+    assert [(logger.handlers[:], logger.level) for logger in loggers] == before
 
 
 def test_run_completed_exits_0_and_reports(capsys: pytest.CaptureFixture[str]) -> None:

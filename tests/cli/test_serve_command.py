@@ -154,12 +154,16 @@ async def test_a_log_nodes_line_names_its_execution_workflow_and_node() -> None:
         }
     )
     keep = Keep()
-    logging.getLogger("prana.workflow").addHandler(keep)
+    logger = logging.getLogger("prana.workflow")
+    level = logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)  # as the daemon's logging sets it
     try:
         async with prana.Engine() as engine:
             execution = await engine.run(workflow, {"name": "Ann"})
     finally:
-        logging.getLogger("prana.workflow").removeHandler(keep)
+        logger.removeHandler(keep)
+        logger.setLevel(level)
     (record,) = records
     entry = json.loads(JSONLines().format(record))
     assert (entry["message"], entry["execution_id"], entry["workflow_id"], entry["node_key"]) == (
