@@ -2,7 +2,7 @@
 HTTP clients in this process, each on one kept-alive connection.
 
     python bench/serve.py [--clients 50] [--seconds 10] [--backend asyncio] [--processes 1]
-    python bench/serve.py --engine-figures    # W4 with and without the app beside it
+    python bench/serve.py --engine-figures    # W2, W4, W5 with and without the app beside them
 
 Figures, each printed next to its goal, and as JSON on the last line:
 
@@ -22,6 +22,7 @@ Figures, each printed next to its goal, and as JSON on the last line:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -321,54 +323,108 @@ async def measure(url: str, clients: int, seconds: float, rates: list[float]) ->
     return figures
 
 
-async def w4_beside_a_server(served: bool, executions: int = 1000) -> float:
-    """W4 (``executions`` 10-node chains at once, durable) in this process: node
-    executions per second, with the daemon's app served beside the engine or not."""
+@contextlib.asynccontextmanager
+async def app_beside(engine: Any, served: bool) -> AsyncIterator[None]:
+    """The daemon's app served for ``engine`` in this process, on a loopback port,
+    while inside (nothing if not ``served``)."""
+    if not served:
+        yield
+        return
     import socket
 
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
-    from scaling import run_all
-    from workloads import chain_workflow
 
-    import prana
     from prana.server import create_app
 
-    workflow = chain_workflow(9)
+    listener = socket.create_server(("127.0.0.1", 0))
+    config = Config()
+    config.bind = [f"fd://{listener.detach()}"]
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    stop = anyio.Event()
+    async with anyio.create_task_group() as group:
+        group.start_soon(
+            lambda: hypercorn_serve(create_app(engine), config, shutdown_trigger=stop.wait)
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+
+
+async def beside_a_server(workload: str, served: bool) -> float:
+    """One engine figure in this process (durable, SQLite), with the daemon's app
+    served beside the engine or not: ``w2``, ms of a 100-node chain run alone (the
+    median of 30); ``w4``, node executions per second of 1 000 10-node chains at once;
+    ``w5``, seconds for 1 000 executions to reach their wait and then, resumed, to
+    end."""
+    from durable import run_all as run_each
+    from durable import suspending_chain
+    from scaling import run_all
+    from workloads import ACTIONS, chain_workflow
+
+    import prana
+
     with tempfile.TemporaryDirectory() as folder:
         async with (
-            prana.Engine(store=f"sqlite:///{folder}/w4.db", env={}) as engine,
-            anyio.create_task_group() as group,
+            prana.Engine(store=f"sqlite:///{folder}/e.db", actions=ACTIONS, env={}) as engine,
+            app_beside(engine, served),
         ):
-            stop = anyio.Event()
-            if served:
-                listener = socket.create_server(("127.0.0.1", 0))
-                config = Config()
-                config.bind = [f"fd://{listener.detach()}"]
-                config.accesslog = None
-                group.start_soon(
-                    lambda: hypercorn_serve(create_app(engine), config, shutdown_trigger=stop.wait)
-                )
-            await engine.run(workflow)
+            if workload == "w2":
+                chain = chain_workflow(100)
+                times = []
+                for _ in range(35):
+                    started = time.perf_counter()
+                    result = await engine.run(chain)
+                    times.append((time.perf_counter() - started) * 1000)
+                    assert result.status == "completed"
+                return statistics.median(times[5:])
+            if workload == "w4":
+                workflow = chain_workflow(9)
+                await engine.run(workflow)
+                started = time.perf_counter()
+                results = await run_all(engine, workflow, 1000)
+                elapsed = time.perf_counter() - started
+                assert all(result.status == "completed" for result in results)
+                return 1000 * NODES / elapsed
+            workflow = suspending_chain()
             started = time.perf_counter()
-            results = await run_all(engine, workflow, executions)
-            elapsed = time.perf_counter() - started
-            stop.set()
-    assert all(result.status == "completed" for result in results)
-    return executions * NODES / elapsed
+            waiting = await run_each(engine, workflow, 1000)
+            assert all(execution.status == "suspended" for execution in waiting)
+            ended: list[prana.Execution] = []
+
+            async def resume(execution_id: str) -> None:
+                ended.append(await engine.resume(execution_id, {"ok": True}))
+
+            async with anyio.create_task_group() as group:
+                for execution in waiting:
+                    group.start_soon(resume, execution.id)
+            assert all(execution.status == "completed" for execution in ended)
+            return time.perf_counter() - started
 
 
-def engine_figures(rounds: int) -> None:
-    """W4 with and without the daemon's app in the process, interleaved."""
-    alone, beside = [], []
-    for _ in range(rounds):
-        alone.append(anyio.run(w4_beside_a_server, False))
-        beside.append(anyio.run(w4_beside_a_server, True))
-    print(f"W4 nodes/s, engine alone: {', '.join(f'{f:.0f}' for f in alone)}")
-    print(f"W4 nodes/s, the daemon's app served beside it: {', '.join(f'{f:.0f}' for f in beside)}")
-    ratio = statistics.median(beside) / statistics.median(alone)
-    print(f"  {'met    ' if ratio >= 0.95 else 'not met'}  W4 unchanged with the server in "
-          f"the process (median within 5%): {ratio:.0%}")  # fmt: skip
+# Each engine figure: its name, unit, and whether more is better.
+ENGINE_FIGURES = (
+    ("w2", "W2 ms per 100-node chain", False),
+    ("w4", "W4 nodes/s", True),
+    ("w5", "W5 s to suspend and resume 1 000", False),
+)
+
+
+def engine_figures(rounds: int = 5) -> None:
+    """W2, W4 and W5 with and without the daemon's app in the process, interleaved."""
+    for workload, name, more_is_better in ENGINE_FIGURES:
+        alone, beside = [], []
+        for _ in range(rounds):
+            alone.append(anyio.run(beside_a_server, workload, False))
+            beside.append(anyio.run(beside_a_server, workload, True))
+        ratio = statistics.median(beside) / statistics.median(alone)
+        met = ratio >= 0.95 if more_is_better else ratio <= 1.05
+        print(f"{name}, engine alone: {', '.join(f'{f:.4g}' for f in alone)}")
+        print(f"{name}, the daemon's app served beside it: {', '.join(f'{f:.4g}' for f in beside)}")
+        print(f"  {'met    ' if met else 'not met'}  {workload.upper()} unchanged with the server "
+              f"in the process (median within 5%): beside / alone {ratio:.2f}")  # fmt: skip
 
 
 def main() -> None:
@@ -387,16 +443,16 @@ def main() -> None:
     parser.add_argument(
         "--engine-figures",
         action="store_true",
-        help="only W4 with and without the daemon's app in the process (asyncio)",
+        help="only W2, W4 and W5 with and without the daemon's app in the process (asyncio)",
     )
     options = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if options.engine_figures:
-        engine_figures(rounds=3)
+        engine_figures()
         return
     # How fast the machine is now: W4 in this process (a shared machine's speed
     # drifts, by half and more within minutes).
-    calibration = [anyio.run(w4_beside_a_server, False)]
+    calibration = [anyio.run(beside_a_server, "w4", False)]
     with tempfile.TemporaryDirectory() as folder:
         daemon, url = start_daemon(Path(folder), options.backend, options.processes)
         try:
@@ -405,7 +461,7 @@ def main() -> None:
         finally:
             daemon.terminate()
             daemon.communicate(timeout=30)
-    calibration.append(anyio.run(w4_beside_a_server, False))
+    calibration.append(anyio.run(beside_a_server, "w4", False))
     print(
         f"{options.processes} daemon process(es) on {options.backend}, {options.clients} "
         f"clients, {NODES}-node workflows; the machine's speed before / after: W4 "
