@@ -33,6 +33,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import attrs
 from opentelemetry.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -79,6 +80,7 @@ _CONTROLS = ("cancel", "pause", "unpause", "retry", "rerun", "resume")
 BULK_MOST = 1000  # the most executions one bulk request changes
 _STATUSES = prana.EXECUTION_STATUSES
 _LIST_QUERY = ("status", "workflow", "since", "until", "limit", "cursor")
+_START = ("wait", "trigger", "priority")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -132,16 +134,21 @@ class Api:
         *,
         methods: list[str] | None = None,
         private: bool = True,
+        query: tuple[str, ...] | None = (),
     ) -> Route:
         """The route of ``path`` to ``handler`` with the API's rules around it: the
-        token check (``private``), every error answered as problem details, and the
-        request counted in the metrics."""
+        token check (``private``), the query parameters it takes (``query``; ``None``:
+        any), every error answered as problem details, and the request counted in the
+        metrics. A query parameter the route does not take is refused: a misspelt
+        ``?wiat=30`` would otherwise answer at once, a misspelt filter list all."""
 
         async def answer(request: Request) -> Response:
             started = time.perf_counter()
             try:
                 if private:
                     authorize(request, self.tokens)
+                if query is not None:
+                    refuse_unknown(request.query_params, query, "Invalid query", "query parameter")
                 response = await handler(request)
             except Exception as exc:
                 response = problem_response(problem_of(exc), request.url.path)
@@ -288,7 +295,6 @@ class Api:
 
     async def list_executions(self, request: Request) -> Response:
         query = request.query_params
-        refuse_unknown(query, _LIST_QUERY, "Invalid query", "query parameter")
         status = query.get("status")
         if status is not None and status not in _STATUSES:
             raise HTTPProblem(
@@ -447,7 +453,7 @@ class Api:
     # ------------------------------------------------------------------ schedules
 
     async def list_schedules(self, request: Request) -> Response:
-        schedules = [_schedule(s) for s in await self.engine.schedules()]
+        schedules = [attrs.asdict(s) for s in await self.engine.schedules()]
         return json_response({"schedules": schedules})
 
     async def schedule_action(self, request: Request) -> Response:
@@ -458,10 +464,12 @@ class Api:
             handle = await self.engine.fire_schedule(workflow_id, trigger)
             return json_response({"execution_id": handle.id, "status": handle.status}, 202)
         if action == "pause":
-            return json_response(_schedule(await self.engine.pause_schedule(workflow_id, trigger)))
+            return json_response(
+                attrs.asdict(await self.engine.pause_schedule(workflow_id, trigger))
+            )
         if action == "resume":
             info = await self.engine.resume_schedule(workflow_id, trigger)
-            return json_response(_schedule(info))
+            return json_response(attrs.asdict(info))
         raise HTTPProblem(
             404, "Not found", f"no schedule action {action!r}; use pause, resume or fire"
         )
@@ -511,16 +519,6 @@ def _services(health: prana.EngineHealth) -> list[dict[str, Any]]:
     return [{"name": s.name, "state": s.state, "last_error": s.last_error} for s in health.services]
 
 
-def _schedule(info: prana.ScheduleInfo) -> dict[str, Any]:
-    return {
-        "workflow_id": info.workflow_id,
-        "trigger": info.trigger,
-        "cron": info.cron,
-        "next_at": info.next_at,
-        "paused": info.paused,
-    }
-
-
 def create_app(
     engine: prana.Engine,
     *,
@@ -556,22 +554,24 @@ def create_app(
     post = ["POST"]
     routes = [
         # First the routes most requests take: a request is matched route by route.
-        api.route("/hooks/{path:path}", api.hook, methods=hooks, private=False),
+        # A webhook's query is its sender's, for the workflow (trigger.query).
+        api.route("/hooks/{path:path}", api.hook, methods=hooks, private=False, query=None),
         api.route("/api/resume/{token}", api.resume_token, methods=post),
-        api.route("/healthz", api.healthz, private=False),
-        api.route("/readyz", api.readyz, private=False),
-        api.route("/metrics", api.metrics_page, private=False),
-        api.route("/api/openapi.json", api.openapi, private=False),
+        # What monitoring polls: whatever it adds changes nothing.
+        api.route("/healthz", api.healthz, private=False, query=None),
+        api.route("/readyz", api.readyz, private=False, query=None),
+        api.route("/metrics", api.metrics_page, private=False, query=None),
+        api.route("/api/openapi.json", api.openapi, private=False, query=None),
         api.route("/api/status", api.status),
         api.route("/api/workflows", api.list_workflows),
         api.route("/api/workflows", api.register_workflow, methods=post),
         api.route("/api/workflows/validate", api.validate_workflow, methods=post),
         api.route("/api/workflows/{workflow_id}", api.get_workflow),
         api.route("/api/workflows/{workflow_id}", api.stop_serving, methods=["DELETE"]),
-        api.route("/api/workflows/{workflow_id}/executions", api.start, methods=post),
-        api.route("/api/executions", api.list_executions),
-        api.route("/api/executions", api.run_once, methods=post),
-        api.route("/api/executions/{execution_id}", api.get_execution),
+        api.route("/api/workflows/{workflow_id}/executions", api.start, methods=post, query=_START),
+        api.route("/api/executions", api.list_executions, query=_LIST_QUERY),
+        api.route("/api/executions", api.run_once, methods=post, query=_START),
+        api.route("/api/executions/{execution_id}", api.get_execution, query=("wait",)),
         api.route("/api/executions/{execution_id}/events", api.execution_events),
         api.route("/api/executions/{execution_id}/explain", api.explain),
         api.route("/api/events", api.all_events),
@@ -581,7 +581,9 @@ def create_app(
         api.route(
             "/api/schedules/{workflow_id}/{trigger}/{action}", api.schedule_action, methods=post
         ),
-        api.route("/resume/{token}", api.signed_resume, methods=post, private=False),
+        api.route(
+            "/resume/{token}", api.signed_resume, methods=post, private=False, query=("signature",)
+        ),
     ]
     ui = Ui(engine, tokens=api.tokens, bodies=api.bodies, log=api.log, stream=api.stream)
     app = Starlette(

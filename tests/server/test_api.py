@@ -346,8 +346,14 @@ async def test_a_misspelt_filter_is_refused_and_changes_nothing(tmp_path: Path) 
         control = f"/api/executions/{waiting['id']}"
         resume = await request(url, "POST", f"{control}/resume", {"dta": {"approved": True}})
         cancel_one = await request(url, "POST", f"{control}/cancel", ["closing"])
+        waited = await request(url, "GET", f"{control}?wiat=5")
+        started = await request(url, "POST", "/api/workflows/approval/executions?priorty=3", {})
+        explained = await request(url, "GET", f"{control}/explain?verbose=1")
         still = await request(url, "GET", control)
-    for reply in (cancel, not_an_object, bad_limit, listed, resume, cancel_one):
+        listed_all = await request(url, "GET", "/api/executions")
+        hooked = await request(url, "GET", "/healthz?probe=k8s")  # monitoring's: taken
+    replies = (cancel, not_an_object, bad_limit, listed, resume, cancel_one, waited, started)
+    for reply in (*replies, explained):
         assert reply.status == 400
         assert reply.headers["content-type"] == PROBLEM
     assert cancel.json()["detail"] == (
@@ -359,8 +365,13 @@ async def test_a_misspelt_filter_is_refused_and_changes_nothing(tmp_path: Path) 
     assert "unknown query parameter 'stauts' (did you mean 'status'?)" in listed.json()["detail"]
     assert "unknown field 'dta' (did you mean 'data'?)" in resume.json()["detail"]
     assert "the body of cancel is an object of reason" in cancel_one.json()["detail"]
-    # Nothing was cancelled, and the wait was not answered with no data.
+    assert "unknown query parameter 'wiat' (did you mean 'wait'?)" in waited.json()["detail"]
+    assert "unknown query parameter 'priorty'" in started.json()["detail"]
+    assert "unknown query parameter 'verbose'" in explained.json()["detail"]
+    # Nothing was cancelled or started, and the wait was not answered with no data.
     assert still.json()["status"] == "suspended"
+    assert [e["id"] for e in listed_all.json()["executions"]] == [waiting["id"]]
+    assert hooked.status == 200
 
 
 async def test_a_path_or_method_no_route_takes_is_refused_as_a_problem(tmp_path: Path) -> None:

@@ -234,7 +234,7 @@ async def test_the_signup_example_answers_the_form_then_waits_for_approval(
         (execution,) = waiting.json()["executions"]
         record = await request(url, "GET", f"/api/executions/{execution['id']}")
         (wait,) = record.json()["suspensions"]
-        approved = await request(url, "POST", f"/api/resume/{wait['token']}?wait=10", {"ok": 1})
+        approved = await request(url, "POST", f"/api/resume/{wait['token']}", {"ok": 1})
     assert (created.status, created.headers["location"]) == (201, "/accounts/ada")
     assert created.json() == {"account": "ada", "state": "awaiting approval"}
     assert (again.status, again.json()) == (201, created.json())
