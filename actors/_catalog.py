@@ -155,9 +155,33 @@ class Catalog:
         if cached is not None and (cached[0] is workflow or cached[0] == workflow):
             return cached[1]
         graph = compile_workflow(workflow, self.actions, trigger=trigger)
-        self._graphs[key] = (workflow, graph)
-        self._graphs_by_hash[(graph.hash, graph.trigger)] = graph
+        self._keep(workflow, graph, trigger)
         return graph
+
+    def _keep(self, workflow: Workflow, graph: ExecutionGraph, trigger: str | None) -> None:
+        self._graphs[(workflow.id, workflow.version, trigger)] = (workflow, graph)
+        self._graphs_by_hash[(graph.hash, graph.trigger)] = graph
+
+    async def checked_apart(self, workflow: Workflow | WorkflowSource) -> Workflow:
+        """As :meth:`checked`, with the loading and compiling on a worker thread: a
+        definition of thousands of nodes takes a while to check, which the event loop
+        then does not wait for. The graphs are kept as :meth:`compile` keeps them
+        (for a workflow of one trigger, also as the one compiled without naming it)."""
+
+        def load_and_compile() -> tuple[Workflow, list[ExecutionGraph]]:
+            loaded = workflow
+            if not isinstance(loaded, Workflow):
+                loaded = load_workflow(loaded, actions=self.actions, limits=self.limits)
+            triggers = triggers_of(loaded, self.actions)
+            graphs = [compile_workflow(loaded, self.actions, trigger=key) for key in triggers]
+            return loaded, graphs
+
+        loaded, graphs = await anyio.to_thread.run_sync(load_and_compile)
+        for graph in graphs:
+            self._keep(loaded, graph, graph.trigger)
+        if len(graphs) == 1:
+            self._keep(loaded, graphs[0], None)
+        return loaded
 
     async def save(self, graph: ExecutionGraph, store: Store, now: float) -> None:
         """Store the definition of ``graph`` (once per hash)."""

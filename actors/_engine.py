@@ -452,6 +452,14 @@ class Engine(AsyncContextManagerMixin):
         listing every problem."""
         return self._catalog.checked(workflow)
 
+    async def load_workflow(self, workflow: Workflow | WorkflowSource) -> Workflow:
+        """Load a workflow and check it as :meth:`validate` does, on a worker thread: a
+        definition of thousands of nodes takes a while to check (a second for 10 000),
+        which the event loop then does not wait for. Its compiled graphs are kept:
+        starting, registering or checking it again compiles nothing. Raises
+        :class:`WorkflowValidationError` listing every problem."""
+        return await self._catalog.checked_apart(workflow)
+
     def warnings(self, workflow: Workflow | WorkflowSource) -> tuple[Problem, ...]:
         """What is questionable in a valid workflow, checked as :meth:`validate`
         checks it: the nodes that no trigger leads to. Raises
@@ -469,7 +477,7 @@ class Engine(AsyncContextManagerMixin):
         engine that opens the store serves it from then on (this one after a restart
         too; the daemon's ``POST /api/workflows``), until another definition of its id
         is kept. Raises as :meth:`register` does."""
-        served = self.register(workflow)
+        served = self.register(await self._catalog.checked_apart(workflow))
         await self._catalog.keep(served, self._require_store(), self.clock.now())
         return served
 

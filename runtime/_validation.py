@@ -8,6 +8,7 @@ triggers. Every problem is collected; nothing stops at the first.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import weakref
 from collections.abc import Iterable, Mapping
@@ -161,7 +162,9 @@ def check_workflow(
     ):
         _recent[id(workflow)] = (weakref.ref(workflow), analysis)
         while len(_recent) > _RECENT:
-            del _recent[next(iter(_recent))]
+            # A load on another thread (Engine.load_workflow) may take the same one.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del _recent[next(iter(_recent))]
     return list(analysis.problems)
 
 

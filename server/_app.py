@@ -219,7 +219,7 @@ class Api:
         )
 
     async def validate_workflow(self, request: Request) -> Response:
-        workflow = self.engine.validate(definition_of(await self.bodies.json(request)))
+        workflow = await self.engine.load_workflow(definition_of(await self.bodies.json(request)))
         warnings = [{"path": w.path, "message": w.message} for w in self.engine.warnings(workflow)]
         body = {"valid": True, "id": workflow.id, "version": workflow.version, "warnings": warnings}
         return json_response(body)
@@ -255,7 +255,7 @@ class Api:
         webhooks and schedules start nothing (the engine keeps the definition with
         the execution, so that any engine can carry it on)."""
         definition, data = definition_and_input(await self.bodies.json(request))
-        workflow = self.engine.validate(definition)  # 422 with every problem
+        workflow = await self.engine.load_workflow(definition)  # 422 with every problem
         return await self._start(request, workflow, data)
 
     async def _start(self, request: Request, workflow: prana.Workflow, data: Any) -> Response:

@@ -428,3 +428,41 @@ async def test_a_start_with_an_idempotency_key_starts_once(tmp_path: Any) -> Non
     assert sorted(execution.id for execution in stored) == sorted([first.id, other.id])
     assert kept.order == ["start", "check", "yes"]  # the first start's input, not the second
     assert (stored_same.value.same_input, stored_other.value.same_input) == (True, False)
+
+
+async def test_load_workflow_checks_a_long_definition_while_the_apps_tasks_go_on() -> None:
+    # Checking thousands of nodes takes a while: on a worker thread, so that the
+    # app's other tasks keep running; the workflow then starts without another check.
+    keys = ["start", *(f"n{i}" for i in range(3000))]
+    definition = {
+        "id": "long",
+        "nodes": [{"key": "start", "type": "manual.trigger"}]
+        + [{"key": key, "type": "core.noop"} for key in keys[1:]],
+        "connections": [{"from": a, "to": b} for a, b in zip(keys, keys[1:], strict=False)],
+    }
+    broken = {**definition, "nodes": [*definition["nodes"], {"key": "x", "type": "no.such"}]}
+    turns = 0
+    loading = True
+
+    async def the_apps_task() -> None:
+        nonlocal turns
+        while loading:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with prana.Engine() as engine, anyio.create_task_group() as group:
+        group.start_soon(the_apps_task)
+        await anyio.lowlevel.checkpoint()
+        before = turns
+        workflow = await engine.load_workflow(definition)
+        during = turns - before
+        loading = False
+        with pytest.raises(prana.WorkflowValidationError) as refused:
+            await engine.load_workflow(broken)
+        done = await engine.run(workflow)
+    assert during > 10  # it ran again and again while the definition was checked
+    assert (workflow.id, len(workflow.nodes)) == ("long", 3001)
+    assert done.status == "completed"
+    assert done.order == keys
+    assert [problem.path for problem in refused.value.problems] == ["nodes[3001].type"]
+    assert "unknown action 'no.such'" in str(refused.value)
