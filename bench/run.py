@@ -301,6 +301,11 @@ def print_scaling(repeats: int) -> None:
     compiled = median("compile", "10000")
     for name, key in (("10 000-node chain", "chain_s"), ("10 000-branch fan-out", "fan_s")):
         goal(f"load + compile a {name} < 0.5 s", f"{compiled[key]:.2f} s", compiled[key] < 0.5)
+    loaded = median("loading", "10000")
+    print(f"           the app's ticker while a 10 000-node chain is checked: largest lateness "
+          f"{loaded['load_workflow_max_ms']:.0f} ms with engine.load_workflow "
+          f"({loaded['load_workflow_s']:.2f} s), {loaded['validate_max_ms']:.0f} ms with "
+          f"engine.validate on the loop ({loaded['validate_s']:.2f} s)")  # fmt: skip
 
     print("\nMany executions at once (10-node chains, durable):")
     counts = (100, 1000, 10_000)

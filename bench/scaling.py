@@ -3,6 +3,7 @@ memory and bytes written are its own:
 
     python bench/scaling.py chain N          -> durable chain of N nodes: us per node, bytes written per node
     python bench/scaling.py compile N        -> load + compile an N-node chain and an N-branch fan-out
+    python bench/scaling.py loading N        -> the app's ticker while an N-node definition is checked
     python bench/scaling.py w4 N [async]     -> N concurrent 10-node chains, durable: nodes/s, peak RSS
     python bench/scaling.py loop N           -> a 2-node loop run N times, durable: RSS at the end
     python bench/scaling.py wake N           -> a wait's wake with N runs behind it: ms from the timer to the next wait
@@ -334,6 +335,25 @@ def waking_loop(runs: int, wakes: int) -> prana.Workflow:
     )  # fmt: skip
 
 
+async def loading(size: str) -> dict[str, float]:
+    """The app's ticker while an engine checks an N-node chain's definition, on the
+    loop (``engine.validate``) and on a worker thread (``engine.load_workflow``)."""
+    document = chain_document(int(size))
+    figures = {}
+    for name in ("validate", "load_workflow"):
+        async with prana.Engine(env={}) as engine, ticking() as ticker:
+            await anyio.sleep(0.05)  # the ticker's first ticks
+            started = time.perf_counter()
+            if name == "validate":
+                engine.validate(document)
+            else:
+                await engine.load_workflow(document)
+            figures[f"{name}_s"] = time.perf_counter() - started
+            await anyio.sleep(0.01)  # a tick after it
+        figures[f"{name}_max_ms"] = ticker.figures()["max_ms"]
+    return figures
+
+
 async def wake(runs: str) -> dict[str, float]:
     """The time from a timer's moment to the execution's next wait, for an execution
     with ``runs`` runs behind it (on a virtual clock: the wait itself takes none)."""
@@ -525,6 +545,7 @@ async def disk(size: str) -> dict[str, float]:
 ROLES = {
     "chain": chain,
     "compile": compile_,
+    "loading": loading,
     "w4": w4,
     "loop": loop,
     "wake": wake,

@@ -135,3 +135,36 @@ def test_compiling_checks_again_against_actions_replaced_since_loading() -> None
 
     with pytest.raises(prana.WorkflowValidationError, match="'no'"):
         prana.lowlevel.compile_workflow(workflow, actions)
+
+
+@pytest.mark.parametrize("nodes", [3, 499, 500, 501, 1700])
+def test_a_definitions_hash_is_the_sha256_of_its_canonical_json(nodes: int) -> None:
+    # Stored definitions are found by this hash: made in parts, it must stay the hash
+    # of the whole definition's JSON with sorted keys, byte for byte.
+    import hashlib
+    import json
+
+    from prana._compiler import definition_hash
+    from prana._loading import workflow_to_dict
+
+    keys = ["start", *(f"n{i}" for i in range(nodes - 1))]
+    workflow = prana.load_workflow(
+        {
+            "id": "héllo-wörld",
+            "name": "Grüße ☃",
+            "variables": {"z": 1.5, "a": [1e16, -0.0, None, True], "ü": {"b": "c", "a": "d"}},
+            "settings": {"timeout": "2m"},
+            "nodes": [{"key": "start", "type": "manual.trigger"}]
+            + [
+                {
+                    "key": key,
+                    "type": "data.set",
+                    "params": {"values": {"zz": f"{{{{ input }}}} ✓ {i}", "aa": 0.1 * i}},
+                }
+                for i, key in enumerate(keys[1:])
+            ],
+            "connections": [{"from": a, "to": b} for a, b in zip(keys, keys[1:], strict=False)],
+        }
+    )
+    whole = json.dumps(workflow_to_dict(workflow), sort_keys=True, separators=(",", ":"))
+    assert definition_hash(workflow) == hashlib.sha256(whole.encode()).hexdigest()
