@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import anyio
@@ -438,7 +439,7 @@ async def test_load_workflow_checks_a_long_definition_while_the_apps_tasks_go_on
         "id": "long",
         "nodes": [{"key": "start", "type": "manual.trigger"}]
         + [{"key": key, "type": "core.noop"} for key in keys[1:]],
-        "connections": [{"from": a, "to": b} for a, b in zip(keys, keys[1:], strict=False)],
+        "connections": [{"from": a, "to": b} for a, b in itertools.pairwise(keys)],
     }
     broken = {**definition, "nodes": [*definition["nodes"], {"key": "x", "type": "no.such"}]}
     turns = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import attrs
@@ -163,7 +164,7 @@ def test_a_definitions_hash_is_the_sha256_of_its_canonical_json(nodes: int) -> N
                 }
                 for i, key in enumerate(keys[1:])
             ],
-            "connections": [{"from": a, "to": b} for a, b in zip(keys, keys[1:], strict=False)],
+            "connections": [{"from": a, "to": b} for a, b in itertools.pairwise(keys)],
         }
     )
     whole = json.dumps(workflow_to_dict(workflow), sort_keys=True, separators=(",", ":"))
