@@ -72,6 +72,20 @@ async def run_all(
     return results
 
 
+async def resume_all(engine: prana.Engine, execution_ids: list[str]) -> list[prana.Execution]:
+    """Each execution resumed with ``{"ok": True}``, all at once, as W5 resumes them:
+    what the resumes returned."""
+    finished: list[prana.Execution] = []
+
+    async def resume(execution_id: str) -> None:
+        finished.append(await engine.resume(execution_id, {"ok": True}))
+
+    async with anyio.create_task_group() as group:
+        for execution_id in execution_ids:
+            group.start_soon(resume, execution_id)
+    return finished
+
+
 async def w2(db: str, synchronous: str) -> dict[str, float]:
     chain = chain_workflow(100, node_type())
     memory_times, durable_times = [], []
@@ -194,14 +208,7 @@ async def _w5_resume(db: str, synchronous: str, *, busy: bool) -> dict[str, floa
     ):
         started = time.perf_counter()
         waiting = await engine.list_executions(status="suspended", limit=10 * EXECUTIONS)
-        finished: list[prana.Execution] = []
-
-        async def resume(execution_id: str) -> None:
-            finished.append(await engine.resume(execution_id, {"ok": True}))
-
-        async with anyio.create_task_group() as group:
-            for execution in waiting:
-                group.start_soon(resume, execution.id)
+        finished = await resume_all(engine, [execution.id for execution in waiting])
         elapsed = time.perf_counter() - started
     assert len(finished) == EXECUTIONS
     assert all(execution.status == "completed" for execution in finished)

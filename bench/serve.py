@@ -359,8 +359,8 @@ async def beside_a_server(workload: str, served: bool) -> float:
     median of 30); ``w4``, node executions per second of 1 000 10-node chains at once;
     ``w5``, seconds for 1 000 executions to reach their wait and then, resumed, to
     end."""
+    from durable import resume_all, suspending_chain
     from durable import run_all as run_each
-    from durable import suspending_chain
     from scaling import run_all
     from workloads import ACTIONS, chain_workflow
 
@@ -392,14 +392,7 @@ async def beside_a_server(workload: str, served: bool) -> float:
             started = time.perf_counter()
             waiting = await run_each(engine, workflow, 1000)
             assert all(execution.status == "suspended" for execution in waiting)
-            ended: list[prana.Execution] = []
-
-            async def resume(execution_id: str) -> None:
-                ended.append(await engine.resume(execution_id, {"ok": True}))
-
-            async with anyio.create_task_group() as group:
-                for execution in waiting:
-                    group.start_soon(resume, execution.id)
+            ended = await resume_all(engine, [execution.id for execution in waiting])
             assert all(execution.status == "completed" for execution in ended)
             return time.perf_counter() - started
 
