@@ -249,7 +249,10 @@ def _build(
             for position, (_, connection) in enumerate(kept)
         ]
     )
-    shapes, _ = find_loops(keys, graph_edges)
+    if graph_edges is all_edges and len(keys) == len(workflow.nodes) and analysis.loops is not None:
+        shapes = list(analysis.loops)  # the same graph the analysis looked at
+    else:
+        shapes, _ = find_loops(keys, graph_edges)
     chains = loop_chains(shapes)
     back = {index for shape in shapes for index in shape.back_edges}
     order = {key: position for position, key in enumerate(keys)}

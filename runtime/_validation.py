@@ -17,7 +17,7 @@ import attrs
 
 from ._errors import Problem, did_you_mean
 from ._expressions import CompiledParams, Template, compile_params, compile_template
-from ._graph import GraphEdge, find_loops
+from ._graph import GraphEdge, LoopShape, find_loops
 from ._loading import KEY_PATTERN
 from ._model import ERROR_PORT, Node, Workflow
 from ._params import check_params
@@ -39,6 +39,10 @@ class Analysis:
     params: Mapping[str, CompiledParams]
     actions: Mapping[str, Action]
     concurrency_key: Template | None = None
+    # The loops of the whole graph (every node, every connection, numbered by
+    # connection), when every connection joins nodes of the workflow: a graph that
+    # keeps them all has these loops.
+    loops: tuple[LoopShape, ...] | None = None
 
 
 def effective_on_error(node: Node, workflow: Workflow) -> str:
@@ -109,7 +113,7 @@ def analyse_workflow(
 
     _check_output_reads(workflow, compiled, actions, problems)
     _check_connections(workflow, node_paths, all_keys, actions, registry is not None, problems)
-    _check_loops(workflow, node_paths, problems)
+    loops = _check_loops(workflow, node_paths, problems)
     # Only when every node's action is known: an unknown one might have been a trigger.
     all_known = registry is not None and len(actions) == len(workflow.nodes) > 0
     if all_known and not any(action.trigger for action in actions.values()):
@@ -123,7 +127,13 @@ def analyse_workflow(
     if registry is not None:
         problems.extend(responder_problems(workflow, actions))
     key = _concurrency_key(workflow, problems)
-    return Analysis(problems=tuple(problems), params=compiled, actions=actions, concurrency_key=key)
+    return Analysis(
+        problems=tuple(problems),
+        params=compiled,
+        actions=actions,
+        concurrency_key=key,
+        loops=loops,
+    )
 
 
 def _concurrency_key(workflow: Workflow, problems: list[Problem]) -> Template | None:
@@ -410,14 +420,16 @@ def _check_connections(
 
 def _check_loops(
     workflow: Workflow, node_paths: Mapping[str, str], problems: list[Problem]
-) -> None:
+) -> tuple[LoopShape, ...] | None:
+    """Report the loops entered at several nodes; the loops of the whole graph, if
+    every connection joins nodes of the workflow."""
     keys = list(node_paths)
     edges = [
         GraphEdge(number=index, source=connection.from_, target=connection.to)
         for index, connection in enumerate(workflow.connections)
         if connection.from_ in node_paths and connection.to in node_paths
     ]
-    _, conflicts = find_loops(keys, edges)
+    loops, conflicts = find_loops(keys, edges)
     for conflict in conflicts:
         first = conflict.entries[0]
         for index in conflict.edges:
@@ -431,3 +443,4 @@ def _check_loops(
                     f"with nodes.{connection.from_}.output",
                 )
             )
+    return tuple(loops) if len(edges) == len(workflow.connections) else None
