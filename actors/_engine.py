@@ -454,9 +454,9 @@ class Engine(AsyncContextManagerMixin):
 
     async def load_workflow(self, workflow: Workflow | WorkflowSource) -> Workflow:
         """Load a workflow and check it as :meth:`validate` does, on a worker thread: a
-        definition of thousands of nodes takes a while to check (a second for 10 000),
-        which the event loop then does not wait for. Its compiled graphs are kept:
-        starting, registering or checking it again compiles nothing. Raises
+        definition of thousands of nodes takes a while to check (about half a second
+        for 10 000), which the event loop then does not wait for. Its compiled graphs
+        are kept: starting, registering or checking it again compiles nothing. Raises
         :class:`WorkflowValidationError` listing every problem."""
         return await self._catalog.checked_apart(workflow)
 

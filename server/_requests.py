@@ -62,7 +62,7 @@ _TEXT_FIELDS = ("reason", "node", "from_node", "workflow")
 
 def body_fields(data: Any, known: Sequence[str], title: str, not_an_object: str) -> dict[str, Any]:
     """A body (JSON) that is nothing (``{}``) or an object of ``known`` fields, those
-    that hold text text; refused (400, ``title``) otherwise, with ``not_an_object``
+    that hold text as text; refused (400, ``title``) otherwise, with ``not_an_object``
     when it is not an object: a misspelt field is refused, not dropped."""
     if data is None:
         return {}

@@ -433,7 +433,7 @@ async def test_a_start_with_an_idempotency_key_starts_once(tmp_path: Any) -> Non
 
 async def test_load_workflow_checks_a_long_definition_while_the_apps_tasks_go_on() -> None:
     # Checking thousands of nodes takes a while: on a worker thread, so that the
-    # app's other tasks keep running; the workflow then starts without another check.
+    # app's other tasks keep running; the workflow it gives then runs.
     keys = ["start", *(f"n{i}" for i in range(3000))]
     definition = {
         "id": "long",

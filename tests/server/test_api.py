@@ -351,7 +351,7 @@ async def test_a_misspelt_filter_is_refused_and_changes_nothing(tmp_path: Path) 
         explained = await request(url, "GET", f"{control}/explain?verbose=1")
         still = await request(url, "GET", control)
         listed_all = await request(url, "GET", "/api/executions")
-        hooked = await request(url, "GET", "/healthz?probe=k8s")  # monitoring's: taken
+        probed = await request(url, "GET", "/healthz?probe=k8s")  # monitoring's: taken
     replies = (cancel, not_an_object, bad_limit, listed, resume, cancel_one, waited, started)
     for reply in (*replies, explained):
         assert reply.status == 400
@@ -371,7 +371,7 @@ async def test_a_misspelt_filter_is_refused_and_changes_nothing(tmp_path: Path) 
     # Nothing was cancelled or started, and the wait was not answered with no data.
     assert still.json()["status"] == "suspended"
     assert [e["id"] for e in listed_all.json()["executions"]] == [waiting["id"]]
-    assert hooked.status == 200
+    assert probed.status == 200
 
 
 async def test_a_path_or_method_no_route_takes_is_refused_as_a_problem(tmp_path: Path) -> None:
