@@ -41,7 +41,9 @@ from anyio import CancelScope
 
 from prana._commands import CancelChildren, CancelRuns, Command, Dispatch
 from prana._errors import InternalError, InvalidTransition, PranaError
+from prana._events import Event
 from prana._journal import ENDED
+from prana._json import size_past
 from prana._machine import ExecutionMachine
 from prana._records import (
     Checkpoint,
@@ -71,6 +73,11 @@ from ._worker import Called, Children, call_action, call_now
 # Seconds of synchronous actions in one step after which the supervisor lets the loop
 # run before it goes on.
 LONG_STEP = 0.004
+# Steps that took a pure action's result saved together at most (decision 0069), and
+# about the most bytes of JSON their results make: these bound what one checkpoint
+# carries, as LONG_STEP bounds how long the steps hold the loop.
+PURE_STEPS = 64
+PURE_BYTES = 32 * 1024
 
 logger = logging.getLogger("prana.engine")
 
@@ -108,8 +115,15 @@ class ExecutionSupervisor:
         # flight; requests, each of which its caller waits for), and a send must never
         # wait, or a request could hold up the timer actor.
         self._send, self._receive = anyio.create_memory_object_stream[Message](math.inf)
-        # Results of synchronous actions called in the last step, taken before the inbox.
-        self._called: deque[NodeResult] = deque()
+        # Results of synchronous actions called in the last step, taken before the
+        # inbox, each with whether its action is pure.
+        self._called: deque[tuple[NodeResult, bool]] = deque()
+        # Steps left to save with the next (decision 0069): how many, since when, and
+        # the events they made, published once they are saved.
+        self._unsaved_steps = 0
+        self._unsaved_since = 0.0
+        self._unsaved_bytes = 0
+        self._held: list[Event] = []
         self._workers: dict[int, CancelScope] = {}
         self._stop_waiters: list[anyio.Event] = []
         self._saved_once = False
@@ -289,8 +303,9 @@ class ExecutionSupervisor:
         """Steps until the execution waits or ends and nothing more came: save what
         changed, carry out, take the next message."""
         machine = self.machine
+        pure: NodeResult | None = None  # the pure action's result the step took alone
         while True:
-            checkpoint = self._checkpoint(commands)
+            checkpoint = self._checkpoint(commands, pure)
             if checkpoint is not None:
                 await self._save(checkpoint)
                 del checkpoint  # hold on to nothing of the step while waiting
@@ -302,17 +317,23 @@ class ExecutionSupervisor:
             began = time.perf_counter()
             await self._carry_out(commands)
             took = time.perf_counter() - began
+            if self._unsaved_steps and not self._called:
+                # No pure result is left to take (a pure action gave an awaitable):
+                # what the steps made is saved before anything is waited for.
+                await self._save(machine.checkpoint(take_from=None, clear_request=False))
             if machine.status != "running":
                 # Waiters learn of it when the supervisor exits (and the execution
                 # has left memory), unless a message arrives first and it carries on.
                 self.stopped, self._last_stop = True, None
             message: Message | None
+            pure = None
             if self._called:
                 # A synchronous action's result, from the last step. Its save was the
                 # step's yield to other tasks; without one (durability off), or after
                 # an action that took long (copying megabytes of input, say), yield
                 # here too, so that saving what it made does not add to the stall.
-                message = self._called.popleft()
+                message, is_pure = self._called.popleft()
+                pure = message if is_pure else None
                 if not self._services.durable or took > LONG_STEP:
                     await anyio.lowlevel.checkpoint()
             elif machine.status == "running":
@@ -338,6 +359,7 @@ class ExecutionSupervisor:
                 self._reclaim(message)
             commands = self._take(message)
             while (more := self._receive_nowait()) is not None:
+                pure = None
                 commands.extend(self._take(more))
             del message, more
 
@@ -383,12 +405,17 @@ class ExecutionSupervisor:
         message.done.set()
         return commands
 
-    def _checkpoint(self, commands: list[Command]) -> Checkpoint | None:
-        """What to save before carrying ``commands`` out, if anything."""
+    def _checkpoint(
+        self, commands: list[Command], after_pure: NodeResult | None
+    ) -> Checkpoint | None:
+        """What to save before carrying ``commands`` out, if anything (``after_pure``:
+        the pure action's result the step took, if it took nothing else)."""
         machine = self.machine
         taking = self._take_from is not None or self._clear_request
         if not commands and not taking and not machine.has_unsaved_changes:
             return None  # a message that changed nothing (a refused request, say)
+        if after_pure is not None and self._saved_with_next(commands, after_pure):
+            return None
         if (
             self._services.durable
             or taking
@@ -403,6 +430,43 @@ class ExecutionSupervisor:
             return checkpoint
         return None
 
+    def _saved_with_next(self, commands: list[Command], result: NodeResult) -> bool:
+        """Whether a step that took a pure action's ``result`` is saved with the next
+        (decision 0069): while the execution runs on with pure actions called in place
+        and nothing else changed but what they did, for at most :data:`PURE_STEPS`
+        steps, :data:`LONG_STEP` seconds and :data:`PURE_BYTES` of results. Whatever is not pure (an action, a wait,
+        a request, a status) is saved as ever, with what came before it."""
+        machine = self.machine
+        if (
+            not self._services.durable  # saved only when it must be, anyway
+            or not self._saved_once
+            or self._take_from is not None
+            or self._clear_request
+            or machine.status != "running"
+            or machine.saved_status != "running"
+            or machine.has_new_suspensions
+        ):
+            return False
+        dispatches = False
+        for command in commands:
+            if isinstance(command, Dispatch):
+                if not command.action.pure or command.not_before is not None:
+                    return False
+                dispatches = True
+        if not (dispatches or self._called):
+            return False  # nothing pure to take next
+        now = time.perf_counter()
+        if not self._unsaved_steps:
+            self._unsaved_since, self._unsaved_bytes = now, 0
+        elif self._unsaved_steps >= PURE_STEPS or now - self._unsaved_since > LONG_STEP:
+            return False
+        left = PURE_BYTES - self._unsaved_bytes
+        self._unsaved_bytes += size_past((result.data, result.node_context, result.vars), left)
+        if self._unsaved_bytes > PURE_BYTES:
+            return False
+        self._unsaved_steps += 1
+        return True
+
     async def _save(self, checkpoint: Checkpoint) -> None:
         services = self._services
         holds_until = services.leases.deadline()  # taken before the lease is written
@@ -413,6 +477,11 @@ class ExecutionSupervisor:
             applied = await services.writer.save(checkpoint)
         if not applied:
             raise lost(self.execution_id)
+        if self._unsaved_steps:
+            self._unsaved_steps = 0
+            held, self._held = self._held, []
+            for event in held:
+                self.publisher.publish(event)
         if checkpoint.kind != "step" and checkpoint.status == "running":
             self.lease_until = holds_until
         for suspension in checkpoint.suspensions_added:
@@ -454,7 +523,7 @@ class ExecutionSupervisor:
                         await self.fence()
                     outcome = call_now(command, clock)
                     if isinstance(outcome, NodeResult):
-                        self._called.append(outcome)
+                        self._called.append((outcome, command.action.pure))
                         continue
                     called = outcome
                 self._start_worker(command, called)
@@ -472,7 +541,10 @@ class ExecutionSupervisor:
             else:
                 if isinstance(command, ENDED) and self.machine.mode == "sync":
                     self._services.parent.child_finished(self.machine.snapshot())
-                self.publisher.publish(command)
+                if self._unsaved_steps:
+                    self._held.append(command)  # published once saved
+                else:
+                    self.publisher.publish(command)
 
     def _start_worker(self, dispatch: Dispatch, called: Called | None) -> None:
         self._workers[dispatch.run.execution_index] = self._services.start_worker(

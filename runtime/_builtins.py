@@ -35,10 +35,10 @@ logger = logging.getLogger("prana.workflow")
 _registry = ActionRegistry(builtins=False)
 
 
-def action(name: str, **options: Any) -> Callable[[F], F]:
+def action(name: str, *, pure: bool = True, **options: Any) -> Callable[[F], F]:
     """Register a built-in: built-ins never change their inputs in place, and output
-    only data that was checked already."""
-    return _registry.action(name, isolate_inputs=False, json_output=True, **options)
+    only data that was checked already; they are pure unless said otherwise."""
+    return _registry.action(name, isolate_inputs=False, json_output=True, pure=pure, **options)
 
 
 # --------------------------------------------------------------------------- core
@@ -81,6 +81,7 @@ def _check_log(params: Mapping[str, Any]) -> Iterable[Problem]:
     params=LogParams,
     check=_check_log,
     description="Log a message; pass the input through",
+    pure=False,  # a log line is an effect: written once what came before it is saved
 )
 def log(ctx: NodeContext) -> Any:
     """Logs ``message`` on the ``prana.workflow`` logger and outputs its input."""

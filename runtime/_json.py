@@ -177,6 +177,32 @@ def sized_copy(value: Any) -> tuple[Any, int]:
     return walk.copy(value, 1), walk.size
 
 
+def size_past(value: Any, limit: int) -> int:
+    """About how many bytes of JSON ``value`` (JSON data) takes, counted only until
+    that is past ``limit``: the work is bounded by the limit, not by the data."""
+    size = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str:
+            size += len(item) + 2
+        elif isinstance(item, (Mapping, list, tuple)):
+            size += 2 + len(item)  # the brackets and the commas
+            if size > limit:  # each entry takes a byte at least
+                return size
+            if isinstance(item, Mapping):
+                size += sum(len(key) + 3 for key in item)
+                pending.extend(item.values())
+            else:
+                pending.extend(item)
+        else:
+            size += 8  # a number, true, false or null, about
+        if size > limit:
+            return size
+    return size
+
+
 def check_json(value: Any, *, what: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     """A private copy of ``value`` if it is JSON data within ``limits`` (see the
     module's docstring). Raises :class:`InvalidData` naming where it is not, as

@@ -60,6 +60,12 @@ class Action:
     engine checked already (its input, its rendered parameters), so the engine need
     not check it again (the built-ins promise it too); otherwise every output is
     checked to be JSON data (:mod:`prana._json`) and copied.
+    ``pure=True`` promises that a plain (not ``async``) function does nothing but
+    work out its outcome: no I/O, no change to anything outside it. The engine may
+    then run the pure nodes after it before its result is saved, and save them all
+    in one checkpoint, before any node that is not pure runs (decision 0069); a crash
+    before that checkpoint runs them again, which nobody can tell. Most built-ins are
+    pure (not ``core.log``, the waits, ``webhook.respond`` or ``workflow.execute``).
     """
 
     name: str
@@ -75,6 +81,7 @@ class Action:
     collect_port: str | None = None
     isolate_inputs: bool = True
     json_output: bool = False
+    pure: bool = False
     description: str = ""
     on_resume: Callable[[Resume], Any] | None = None
     output: OutputSpec | None = None
@@ -145,6 +152,7 @@ class ActionRegistry:
         collect_port: str | None = None,
         isolate_inputs: bool = True,
         json_output: bool = False,
+        pure: bool = False,
         description: str = "",
         on_resume: Callable[[Resume], Any] | None = None,
         output: OutputSpec | None = None,
@@ -172,6 +180,7 @@ class ActionRegistry:
                     collect_port=collect_port,
                     isolate_inputs=isolate_inputs,
                     json_output=json_output,
+                    pure=pure,
                     description=description or (inspect.getdoc(function) or "").split("\n")[0],
                     on_resume=on_resume,
                     output=output,
@@ -226,6 +235,12 @@ class ActionRegistry:
         is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
             getattr(function, "__call__", None)  # noqa: B004 - async callable objects
         )
+        if is_async and action.pure:
+            raise ValueError(
+                f"action {action.name!r} is async, so it cannot be pure: a pure action is a "
+                "plain function that only works out its outcome (leave pure out, or make it "
+                "a plain def)"
+            )
         self._actions[action.name] = attrs.evolve(
             action, is_async=is_async, fixed_output_shape=fixed_shape
         )

@@ -51,8 +51,9 @@ class TriggerError(PranaError):
 
 
 def action(name: str, **options: Any) -> Callable[[F], F]:
-    """Register a built-in trigger: it outputs the input its kind was shaped into."""
-    return _registry.action(name, isolate_inputs=False, json_output=True, **options)
+    """Register a built-in trigger: it outputs the input its kind was shaped into (and
+    does nothing else: it is pure)."""
+    return _registry.action(name, isolate_inputs=False, json_output=True, pure=True, **options)
 
 
 def _fixed(names: Iterable[str]) -> Callable[[Mapping[str, Any]], Iterable[Problem]]:

@@ -472,6 +472,7 @@ async def test_a_wait_inside_a_loop_keeps_the_loop_going_after_a_restart(
 async def test_for_each_saves_its_items_once_and_its_cursor_at_every_iteration() -> None:
     # A node context is saved field by field, only the fields that changed: the
     # items core.for_each keeps in its context are written once, not per iteration.
+    # (The body logs, which is not pure: each iteration is saved before it.)
     saved: list[Checkpoint] = []
 
     class Recording(MemoryStore):
@@ -483,10 +484,17 @@ async def test_for_each_saves_its_items_once_and_its_cursor_at_every_iteration()
         {
             "start": "manual.trigger",
             "each": ("core.for_each", {"items": "{{ input }}"}),
+            "note": ("core.log", {"message": "{{ loop.item }}"}),
             "double": ("data.set", {"values": {"twice": "{{ loop.item * 2 }}"}}),
             "after": "core.noop",
         },
-        ["start -> each", "each.loop -> double", "double -> each", "each.done -> after"],
+        [
+            "start -> each",
+            "each.loop -> note",
+            "note -> double",
+            "double -> each",
+            "each.done -> after",
+        ],
     )
     items = list(range(20))
     async with prana.Engine(store=Recording(), durability="normal", env={}) as engine:

@@ -94,16 +94,24 @@ async def test_a_duration_from_a_template_that_is_wrong_fails_the_node() -> None
 
 
 async def test_concurrent_executions_share_commits() -> None:
+    # Each node's result is saved before the next runs (its action is not pure).
+    actions = prana.ActionRegistry()
+
+    @actions.action("test.step")
+    def step(ctx: prana.NodeContext) -> Any:
+        return ctx.input
+
     workflow = make_workflow(
-        {"start": "manual.trigger", **{f"n{i}": "core.noop" for i in range(5)}},
+        {"start": "manual.trigger", **{f"n{i}": "test.step" for i in range(5)}},
         ["start -> n0", *(f"n{i} -> n{i + 1}" for i in range(4))],
+        actions=actions,
     )
     outputs: dict[int, Any] = {}
 
     async def run(engine: prana.Engine, n: int) -> None:
         outputs[n] = (await engine.run(workflow, n)).output
 
-    async with open_engine() as engine:
+    async with open_engine(actions=actions) as engine:
         async with anyio.create_task_group() as group:
             for n in range(50):
                 group.start_soon(run, engine, n)

@@ -212,8 +212,10 @@ CHAIN = {
     "nodes": [
         {"key": "start", "type": "manual.trigger"},
         {"key": "a", "type": "data.set", "params": {"values": {"a": 1}}},
-        {"key": "b", "type": "data.set", "params": {"values": {"b": "{{ input.a + 1 }}"}}},
-        {"key": "c", "type": "data.set", "params": {"values": {"c": "{{ input.b + 1 }}"}}},
+        # Not pure: what came before it is saved before it runs, and its result
+        # before what comes after it (decision 0069).
+        {"key": "b", "type": "core.log", "params": {"message": "b"}},
+        {"key": "c", "type": "data.set", "params": {"values": {"c": "{{ input.a + 2 }}"}}},
     ],
     "connections": [
         {"from": "start", "to": "a"},

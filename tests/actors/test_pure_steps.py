@@ -1,0 +1,185 @@
+"""Pure nodes' results are saved together, before anything that is not pure runs
+and before anyone hears of them (decision 0069)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import prana
+from prana._records import Checkpoint
+from prana.events import Event, NodeCompleted, NodeStarted
+from prana.storage import MemoryStore
+from prana.testing import open_engine
+from tests.helpers import make_workflow
+
+
+class Recording(MemoryStore):
+    """A store that keeps every checkpoint it commits, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: list[Checkpoint] = []
+
+    async def commit(self, checkpoints: Any, **options: Any) -> set[str]:
+        self.saved.extend(checkpoints)
+        return await super().commit(checkpoints, **options)
+
+    def runs(self) -> list[tuple[str, str]]:
+        """Every run saved so far, as (node, status), in the order saved."""
+        return [(run.node_key, run.status) for saved in self.saved for run in saved.runs]
+
+
+def _saved_runs(checkpoint: Checkpoint) -> set[str]:
+    return {run.node_key for run in checkpoint.runs if run.status == "completed"}
+
+
+async def test_pure_nodes_are_saved_together_before_an_action_runs() -> None:
+    store = Recording()
+    actions = prana.ActionRegistry()
+    seen_by_effect: list[tuple[str, str]] = []
+
+    @actions.action("test.effect")
+    def effect(ctx: prana.NodeContext) -> Any:
+        seen_by_effect.extend(store.runs())  # what is in the store as it runs
+        return {"sent": ctx.input}
+
+    heard: list[tuple[str, str, int]] = []
+    saved_when_heard: list[bool] = []
+
+    def listen(event: Event, next_: Callable[[Event], None]) -> None:
+        if isinstance(event, (NodeStarted, NodeCompleted)):
+            key = event.node_key
+            heard.append((type(event).__name__, key, event.sequence))
+            if isinstance(event, NodeCompleted):
+                saved_when_heard.append((key, "completed") in store.runs())
+        next_(event)
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "a": ("data.set", {"values": {"n": "{{ input.n + 1 }}"}}),
+            "big": ("logic.if", {"condition": "{{ input.n > 1 }}"}),
+            "b": "core.noop",
+            "send": "test.effect",
+            "c": ("data.set", {"values": {"done": "{{ input.sent.n }}"}}),
+            "d": "core.noop",
+        },
+        [
+            "start -> a",
+            "a -> big",
+            "big.true -> b",
+            "b -> send",
+            "send -> c",
+            "c -> d",
+        ],
+        actions=actions,
+    )
+    async with prana.Engine(
+        store=store, actions=actions, durability="normal", env={}, middleware=[listen]
+    ) as engine:
+        done = await engine.run(workflow, {"n": 1})
+    assert done.status == "completed"
+    assert done.output == {"done": 2}
+    assert done.order == ["start", "a", "big", "b", "send", "c", "d"]
+    # Everything pure before the action was in the store when it ran; the pure nodes
+    # after it were saved with the execution's end.
+    before = [("start", "completed"), ("a", "completed"), ("big", "completed")]
+    assert [run for run in seen_by_effect if run[1] == "completed"] == [
+        *before,
+        ("b", "completed"),
+    ]
+    with_send = [saved for saved in store.saved if "send" in _saved_runs(saved)]
+    assert len(with_send) == 1
+    with_end = store.saved[-1]
+    assert with_end.status == "completed"
+    assert _saved_runs(with_end) == {"c", "d"}
+    # Every run saved once, and every event heard after its run was saved, in order.
+    assert sorted(key for key, status in store.runs() if status == "completed") == sorted(
+        done.order
+    )
+    assert saved_when_heard == [True] * 7
+    assert [sequence for _, _, sequence in heard] == sorted(sequence for _, _, sequence in heard)
+    assert [(kind, key) for kind, key, _ in heard] == [
+        (kind, key) for key in done.order for kind in ("NodeStarted", "NodeCompleted")
+    ]
+
+
+async def test_a_long_pure_loop_is_saved_in_bounded_stretches_and_goes_on_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    # 300 iterations of two pure nodes, then a wait: the checkpoints carry at most
+    # 64 steps each, every run is saved once, and a restart carries on from the
+    # variables the loop left.
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "count": ("workflow.set_variables", {"values": {"i": "{{ vars.i + 1 }}"}}),
+            "more": ("logic.if", {"condition": "{{ vars.i < 300 }}"}),
+            "ask": "wait.webhook",
+            "end": ("data.set", {"values": {"i": "{{ vars.i }}", "said": "{{ input.say }}"}}),
+        },
+        [
+            "start -> count",
+            "count -> more",
+            "more.true -> count",
+            "more.false -> ask",
+            "ask -> end",
+        ],
+        variables={"i": 0},
+        settings={"max_iterations": 400},
+    )
+    store = Recording()
+    async with prana.Engine(store=store, durability="normal", env={}) as engine:
+        waiting = await engine.run(workflow)
+    assert waiting.status == "suspended"
+    assert waiting.vars == {"i": 300}
+    runs = [run for saved in store.saved for run in saved.runs if run.status == "completed"]
+    assert len(runs) == 1 + 300 * 2
+    assert len({run.execution_index for run in runs}) == len(runs)
+    assert 600 / 64 < len(store.saved) < 600 / 8
+
+    db = tmp_path / "prana.db"
+    async with open_engine(path=db) as engine:
+        waiting = await engine.run(workflow)
+    async with open_engine(path=db) as engine:
+        done = await engine.resume(waiting.id, {"say": "hi"})
+    assert done.output == {"i": 300, "said": "hi"}
+    assert [run.run_index for run in done.runs_of("count")] == list(range(300))
+
+
+async def test_pure_nodes_passing_large_data_are_saved_one_by_one() -> None:
+    # A stretch of pure steps carries at most about 32 KB of results: past that,
+    # each is saved before the next, as any node's is.
+    store = Recording()
+    workflow = make_workflow(
+        {"start": "manual.trigger", **{f"n{i}": "core.noop" for i in range(4)}},
+        ["start -> n0", "n0 -> n1", "n1 -> n2", "n2 -> n3"],
+    )
+    async with prana.Engine(store=store, durability="normal", env={}) as engine:
+        small = await engine.run(workflow, {"text": "x" * 100})
+        saved_small = len(store.saved)
+        large = await engine.run(workflow, {"text": "x" * 40_000})
+    assert small.output == {"text": "x" * 100}
+    assert large.output == {"text": "x" * 40_000}
+    assert saved_small == 2  # its start, then everything at its end
+    assert [sorted(_saved_runs(saved)) for saved in store.saved[saved_small:]] == [
+        [],
+        ["start"],
+        ["n0"],
+        ["n1"],
+        ["n2"],
+        ["n3"],
+    ]
+
+
+async def test_an_async_action_cannot_be_pure() -> None:
+    actions = prana.ActionRegistry()
+    with pytest.raises(ValueError, match=r"'test\.fetch' is async, so it cannot be pure"):
+
+        @actions.action("test.fetch", pure=True)
+        async def fetch(ctx: prana.NodeContext) -> Any:
+            return ctx.input
