@@ -41,9 +41,7 @@ from anyio import CancelScope
 
 from prana._commands import CancelChildren, CancelRuns, Command, Dispatch
 from prana._errors import InternalError, InvalidTransition, PranaError
-from prana._events import Event
 from prana._journal import ENDED
-from prana._json import size_past
 from prana._machine import ExecutionMachine
 from prana._records import (
     Checkpoint,
@@ -68,16 +66,12 @@ from ._supervision import (
     apply_message,
     lost,
 )
+from ._unsaved import UnsavedSteps
 from ._worker import Called, Children, call_action, call_now
 
 # Seconds of synchronous actions in one step after which the supervisor lets the loop
 # run before it goes on.
 LONG_STEP = 0.004
-# Steps that took a pure action's result saved together at most (decision 0069), and
-# about the most bytes of JSON their results make: these bound what one checkpoint
-# carries, as LONG_STEP bounds how long the steps hold the loop.
-PURE_STEPS = 64
-PURE_BYTES = 32 * 1024
 
 logger = logging.getLogger("prana.engine")
 
@@ -118,12 +112,7 @@ class ExecutionSupervisor:
         # Results of synchronous actions called in the last step, taken before the
         # inbox, each with whether its action is pure.
         self._called: deque[tuple[NodeResult, bool]] = deque()
-        # Steps left to save with the next (decision 0069): how many, since when, and
-        # the events they made, published once they are saved.
-        self._unsaved_steps = 0
-        self._unsaved_since = 0.0
-        self._unsaved_bytes = 0
-        self._held: list[Event] = []
+        self._unsaved = UnsavedSteps()  # steps saved with the next (decision 0069)
         self._workers: dict[int, CancelScope] = {}
         self._stop_waiters: list[anyio.Event] = []
         self._saved_once = False
@@ -317,7 +306,7 @@ class ExecutionSupervisor:
             began = time.perf_counter()
             await self._carry_out(commands)
             took = time.perf_counter() - began
-            if self._unsaved_steps and not self._called:
+            if self._unsaved.count and not self._called:
                 # No pure result is left to take (a pure action gave an awaitable):
                 # what the steps made is saved before anything is waited for.
                 await self._save(machine.checkpoint(take_from=None, clear_request=False))
@@ -433,9 +422,10 @@ class ExecutionSupervisor:
     def _saved_with_next(self, commands: list[Command], result: NodeResult) -> bool:
         """Whether a step that took a pure action's ``result`` is saved with the next
         (decision 0069): while the execution runs on with pure actions called in place
-        and nothing else changed but what they did, for at most :data:`PURE_STEPS`
-        steps, :data:`LONG_STEP` seconds and :data:`PURE_BYTES` of results. Whatever is not pure (an action, a wait,
-        a request, a status) is saved as ever, with what came before it."""
+        and nothing else changed but what they did, for a bounded stretch
+        (:class:`UnsavedSteps`, and :data:`LONG_STEP` seconds). Whatever is not pure
+        (an action, a wait, a request, a status) is saved as ever, with what came
+        before it."""
         machine = self.machine
         if (
             not self._services.durable  # saved only when it must be, anyway
@@ -455,17 +445,7 @@ class ExecutionSupervisor:
                 dispatches = True
         if not (dispatches or self._called):
             return False  # nothing pure to take next
-        now = time.perf_counter()
-        if not self._unsaved_steps:
-            self._unsaved_since, self._unsaved_bytes = now, 0
-        elif self._unsaved_steps >= PURE_STEPS or now - self._unsaved_since > LONG_STEP:
-            return False
-        left = PURE_BYTES - self._unsaved_bytes
-        self._unsaved_bytes += size_past((result.data, result.node_context, result.vars), left)
-        if self._unsaved_bytes > PURE_BYTES:
-            return False
-        self._unsaved_steps += 1
-        return True
+        return self._unsaved.take(result, LONG_STEP)
 
     async def _save(self, checkpoint: Checkpoint) -> None:
         services = self._services
@@ -477,10 +457,8 @@ class ExecutionSupervisor:
             applied = await services.writer.save(checkpoint)
         if not applied:
             raise lost(self.execution_id)
-        if self._unsaved_steps:
-            self._unsaved_steps = 0
-            held, self._held = self._held, []
-            for event in held:
+        if self._unsaved.count:
+            for event in self._unsaved.saved():
                 self.publisher.publish(event)
         if checkpoint.kind != "step" and checkpoint.status == "running":
             self.lease_until = holds_until
@@ -541,8 +519,8 @@ class ExecutionSupervisor:
             else:
                 if isinstance(command, ENDED) and self.machine.mode == "sync":
                     self._services.parent.child_finished(self.machine.snapshot())
-                if self._unsaved_steps:
-                    self._held.append(command)  # published once saved
+                if self._unsaved.count:
+                    self._unsaved.hold(command)  # published once saved
                 else:
                     self.publisher.publish(command)
 

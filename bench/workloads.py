@@ -26,6 +26,13 @@ async def plus_one_async(ctx: prana.NodeContext) -> dict[str, int]:
     return {"n": n + 1}
 
 
+@ACTIONS.action("bench.pass", isolate_inputs=False, json_output=True)
+def pass_on(ctx: prana.NodeContext) -> object:
+    """``core.noop`` as an action that is not pure: each run is saved before the next
+    starts (decision 0069), as any action with effects is."""
+    return ctx.input
+
+
 def node_type() -> str:
     """``bench.plus_one`` when ``PRANA_BENCH_LIKE_PEERS=1`` (like for like with the
     peers; ``bench.plus_one_async`` with ``PRANA_BENCH_ASYNC=1`` too), else

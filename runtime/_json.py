@@ -187,17 +187,19 @@ def size_past(value: Any, limit: int) -> int:
         kind = type(item)
         if kind is str:
             size += len(item) + 2
-        elif isinstance(item, (Mapping, list, tuple)):
+        elif kind in SCALARS:
+            size += 8  # a number, true, false or null, about
+        elif kind is dict or kind is list or kind is tuple or isinstance(item, Mapping):
             size += 2 + len(item)  # the brackets and the commas
             if size > limit:  # each entry takes a byte at least
                 return size
-            if isinstance(item, Mapping):
+            if kind is list or kind is tuple:
+                pending.extend(item)
+            else:
                 size += sum(len(key) + 3 for key in item)
                 pending.extend(item.values())
-            else:
-                pending.extend(item)
         else:
-            size += 8  # a number, true, false or null, about
+            size += 8
         if size > limit:
             return size
     return size

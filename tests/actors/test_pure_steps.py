@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 import prana
+from prana._json import size_past
 from prana._records import Checkpoint
 from prana.events import Event, NodeCompleted, NodeStarted
 from prana.storage import MemoryStore
@@ -183,3 +185,11 @@ async def test_an_async_action_cannot_be_pure() -> None:
         @actions.action("test.fetch", pure=True)
         async def fetch(ctx: prana.NodeContext) -> Any:
             return ctx.input
+
+
+def test_results_are_sized_about_as_json_and_only_as_far_as_needed() -> None:
+    value = {"name": "ada", "tags": ["a", "b"], "n": 12, "ok": True, "none": None}
+    as_json = len(orjson.dumps(value))
+    assert as_json / 2 < size_past(value, 10_000) < as_json * 2
+    assert size_past([{"x": i} for i in range(100_000)], 1_000) > 1_000  # by its length
+    assert 1_000 < size_past({"a": ["x" * 500] * 100}, 1_000) < 2_000  # stopped soon after

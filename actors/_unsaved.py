@@ -1,0 +1,72 @@
+"""Steps a supervisor saves with the next (decision 0069).
+
+A step that took a pure action's result, and leads only to more pure runs called in
+place, need not be saved on its own: the next step's checkpoint carries it. What
+such steps made is bounded (:data:`PURE_STEPS` steps, a time, about
+:data:`PURE_BYTES` of results), and the events they made are held here until they
+are saved, so that nobody hears of a step a crash could take back.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prana._events import Event
+from prana._json import size_past
+from prana._records import NodeResult
+
+# At most this many steps, and about this many bytes of JSON of their results, are
+# saved together: they bound what one checkpoint carries.
+PURE_STEPS = 64
+PURE_BYTES = 32 * 1024
+
+
+class UnsavedSteps:
+    """The steps a supervisor took since its last save that wait for the next."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._since = 0.0
+        self._bytes = 0
+        self._held: list[Event] = []
+        # The last output sized, whole, and its size: a pure node that passes its
+        # input on outputs the object its predecessor did.
+        self._sized: tuple[Any, int] = (None, 8)
+
+    def take(self, result: NodeResult, longest: float) -> bool:
+        """Count one more step, which took ``result``, if it may wait for the next
+        save: fewer than :data:`PURE_STEPS` steps, begun less than ``longest``
+        seconds ago, with results of at most :data:`PURE_BYTES` in all."""
+        now = time.perf_counter()
+        if not self.count:
+            self._since, self._bytes = now, 0
+        elif self.count >= PURE_STEPS or now - self._since > longest:
+            return False
+        self._bytes += self._size(result, PURE_BYTES - self._bytes)
+        if self._bytes > PURE_BYTES:
+            return False
+        self.count += 1
+        return True
+
+    def _size(self, result: NodeResult, limit: int) -> int:
+        data = result.data
+        if data is self._sized[0]:
+            size = self._sized[1]
+        else:
+            size = size_past(data, limit)
+            if size <= limit:  # counted whole
+                self._sized = (data, size)
+        if result.node_context is not None or result.vars is not None:
+            size += size_past((result.node_context, result.vars), limit - size)
+        return size
+
+    def hold(self, event: Event) -> None:
+        """Keep ``event`` until the steps are saved."""
+        self._held.append(event)
+
+    def saved(self) -> list[Event]:
+        """The steps were saved: the events they made, in order, to publish now."""
+        self.count = 0
+        held, self._held = self._held, []
+        return held
