@@ -323,7 +323,11 @@ class ExecutionSupervisor:
                 # here too, so that saving what it made does not add to the stall.
                 message, is_pure = self._called.popleft()
                 pure = message if is_pure else None
-                if not self._services.durable or took > LONG_STEP:
+                if (
+                    not self._services.durable
+                    or took > LONG_STEP
+                    or (self._unsaved.count and self._unsaved.share_due())
+                ):
                     await anyio.lowlevel.checkpoint()
             elif machine.status == "running":
                 message = self._receive_nowait()
@@ -423,7 +427,7 @@ class ExecutionSupervisor:
         """Whether a step that took a pure action's ``result`` is saved with the next
         (decision 0069): while the execution runs on with pure actions called in place
         and nothing else changed but what they did, for a bounded stretch
-        (:class:`UnsavedSteps`, and :data:`LONG_STEP` seconds). Whatever is not pure
+        (:class:`UnsavedSteps`). Whatever is not pure
         (an action, a wait, a request, a status) is saved as ever, with what came
         before it."""
         machine = self.machine
@@ -445,7 +449,7 @@ class ExecutionSupervisor:
                 dispatches = True
         if not (dispatches or self._called):
             return False  # nothing pure to take next
-        return self._unsaved.take(result, LONG_STEP)
+        return self._unsaved.take(result)
 
     async def _save(self, checkpoint: Checkpoint) -> None:
         services = self._services

@@ -17,9 +17,14 @@ from prana._json import size_past
 from prana._records import NodeResult
 
 # At most this many steps, and about this many bytes of JSON of their results, are
-# saved together: they bound what one checkpoint carries.
+# saved together: they bound what one checkpoint carries. And for at most this many
+# seconds: the steps do not let the loop run (the save does), and an engine lets
+# several executions step in one round of the loop (:mod:`._turns`).
 PURE_STEPS = 64
 PURE_BYTES = 32 * 1024
+PURE_SECONDS = 0.001
+# Within that, the steps let the loop run whenever they have held it this long.
+PURE_SHARE = 0.0001
 
 
 class UnsavedSteps:
@@ -28,20 +33,21 @@ class UnsavedSteps:
     def __init__(self) -> None:
         self.count = 0
         self._since = 0.0
+        self._ran_from = 0.0
         self._bytes = 0
         self._held: list[Event] = []
         # The last output sized, whole, and its size: a pure node that passes its
         # input on outputs the object its predecessor did.
         self._sized: tuple[Any, int] = (None, 8)
 
-    def take(self, result: NodeResult, longest: float) -> bool:
+    def take(self, result: NodeResult) -> bool:
         """Count one more step, which took ``result``, if it may wait for the next
-        save: fewer than :data:`PURE_STEPS` steps, begun less than ``longest``
-        seconds ago, with results of at most :data:`PURE_BYTES` in all."""
+        save: fewer than :data:`PURE_STEPS` steps, begun less than
+        :data:`PURE_SECONDS` ago, with results of at most :data:`PURE_BYTES` in all."""
         now = time.perf_counter()
         if not self.count:
-            self._since, self._bytes = now, 0
-        elif self.count >= PURE_STEPS or now - self._since > longest:
+            self._since, self._ran_from, self._bytes = now, now, 0
+        elif self.count >= PURE_STEPS or now - self._since > PURE_SECONDS:
             return False
         self._bytes += self._size(result, PURE_BYTES - self._bytes)
         if self._bytes > PURE_BYTES:
@@ -60,6 +66,15 @@ class UnsavedSteps:
         if result.node_context is not None or result.vars is not None:
             size += size_past((result.node_context, result.vars), limit - size)
         return size
+
+    def share_due(self) -> bool:
+        """Whether the steps have held the loop for :data:`PURE_SHARE` seconds since
+        they began or last let it run (they are to let it run now)."""
+        now = time.perf_counter()
+        if now - self._ran_from > PURE_SHARE:
+            self._ran_from = now
+            return True
+        return False
 
     def hold(self, event: Event) -> None:
         """Keep ``event`` until the steps are saved."""
