@@ -39,6 +39,15 @@ def _saved_runs(checkpoint: Checkpoint) -> set[str]:
     return {run.node_key for run in checkpoint.runs if run.status == "completed"}
 
 
+@pytest.fixture
+def untimed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stretch of pure steps also ends after 1 ms of real time, which a loaded
+    machine can reach anywhere: these tests look at where the other bounds put the
+    saves, so that one is lifted."""
+    monkeypatch.setattr("prana.actors._unsaved.PURE_SECONDS", 60.0)
+
+
+@pytest.mark.usefixtures("untimed")
 async def test_pure_nodes_are_saved_together_before_an_action_runs() -> None:
     store = Recording()
     actions = prana.ActionRegistry()
@@ -110,6 +119,7 @@ async def test_pure_nodes_are_saved_together_before_an_action_runs() -> None:
     ]
 
 
+@pytest.mark.usefixtures("untimed")
 async def test_a_long_pure_loop_is_saved_in_bounded_stretches_and_goes_on_after_a_restart(
     tmp_path: Path,
 ) -> None:
@@ -142,7 +152,9 @@ async def test_a_long_pure_loop_is_saved_in_bounded_stretches_and_goes_on_after_
     runs = [run for saved in store.saved for run in saved.runs if run.status == "completed"]
     assert len(runs) == 1 + 300 * 2
     assert len({run.execution_index for run in runs}) == len(runs)
-    assert 600 / 64 < len(store.saved) < 600 / 8
+    # 64 steps saved with a 65th, at most: the start, 10 stretches, the wait.
+    assert max(len(saved.runs) for saved in store.saved) <= 65
+    assert len(store.saved) <= 2 + 600 // 64 + 1
 
     db = tmp_path / "prana.db"
     async with open_engine(path=db) as engine:
@@ -153,6 +165,7 @@ async def test_a_long_pure_loop_is_saved_in_bounded_stretches_and_goes_on_after_
     assert [run.run_index for run in done.runs_of("count")] == list(range(300))
 
 
+@pytest.mark.usefixtures("untimed")
 async def test_pure_nodes_passing_large_data_are_saved_one_by_one() -> None:
     # A stretch of pure steps carries at most about 32 KB of results: past that,
     # each is saved before the next, as any node's is.
