@@ -318,9 +318,11 @@ class ExecutionSupervisor:
             pure = None
             if self._called:
                 # A synchronous action's result, from the last step. Its save was the
-                # step's yield to other tasks; without one (durability off), or after
-                # an action that took long (copying megabytes of input, say), yield
-                # here too, so that saving what it made does not add to the stall.
+                # step's yield to other tasks; without one (durability off, or pure
+                # steps saved with the next once they held the loop for their share),
+                # or after an action that took long (copying megabytes of input,
+                # say), yield here too, so that saving what it made does not add to
+                # the stall.
                 message, is_pure = self._called.popleft()
                 pure = message if is_pure else None
                 if (
@@ -427,9 +429,8 @@ class ExecutionSupervisor:
         """Whether a step that took a pure action's ``result`` is saved with the next
         (decision 0069): while the execution runs on with pure actions called in place
         and nothing else changed but what they did, for a bounded stretch
-        (:class:`UnsavedSteps`). Whatever is not pure
-        (an action, a wait, a request, a status) is saved as ever, with what came
-        before it."""
+        (:class:`UnsavedSteps`). Whatever is not pure (an action, a wait, a request,
+        a status) is saved as ever, with what came before it."""
         machine = self.machine
         if (
             not self._services.durable  # saved only when it must be, anyway
