@@ -98,7 +98,9 @@ def kill_at(
     and will run again (with the same idempotency key) when an engine carries the
     execution on; at ``retrying`` the failed attempt is on disk and the next one is
     waiting for its backoff; at ``ended`` the execution that ran ``node`` (a child
-    execution, say) has ended and is saved, and nobody has heard of it yet.
+    execution, say) has ended and is saved, and nobody has heard of it yet. A pure
+    node's events come once the pure nodes after it are saved with it (decision
+    0069): kill at the actions whose effects the test is about.
     ``actions`` is a ``module:attribute`` spec for custom actions, importable by the
     child; ``workflows`` are registered for ``workflow.execute`` nodes to start.
     """
