@@ -12,6 +12,7 @@ checkpoint) appends ``acked <key>``. Prints DONE when every job has ended.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -50,6 +51,15 @@ async def slow_effect(ctx: prana.NodeContext) -> dict[str, Any]:
     return {"job": ctx.trigger["data"]["job"], "node": ctx.node_key}
 
 
+@actions.action("crash.compute", pure=True)
+def compute(ctx: prana.NodeContext) -> dict[str, Any]:
+    """A pure step (saved with the pure steps after it, decision 0069), which records
+    its start like an effect, so that the test sees whether one that was
+    acknowledged ever ran again."""
+    log(f"start {ctx.idempotency_key}")
+    return {**ctx.input, "seen": [*ctx.input["seen"], f"{ctx.node_key}#{ctx.run_index}"]}
+
+
 def acked(event: prana.events.Event) -> None:
     if isinstance(event, prana.events.NodeCompleted) and event.node_key.startswith("e"):
         log(f"acked {event.execution_id}:{event.node_key}:{event.run.run_index}")
@@ -77,10 +87,15 @@ def flows() -> list[prana.Workflow]:
             actions=actions,
         )
 
+    # Three pure steps between two effects: saved together, heard of once saved.
+    steps = ["e0", "e_pure0", "e_pure1", "e_pure2", *(f"e{i}" for i in range(1, 6))]
     chain = workflow(
         "chain",
-        {"start": "manual.trigger", **{f"e{i}": "crash.effect" for i in range(6)}},
-        [("start", "main", "e0"), *((f"e{i}", "main", f"e{i + 1}") for i in range(5))],
+        {
+            "start": "manual.trigger",
+            **{key: "crash.compute" if "pure" in key else "crash.effect" for key in steps},
+        },
+        [("start", "main", "e0"), *((a, "main", b) for a, b in itertools.pairwise(steps))],
     )
     branches = workflow(
         "branches",
