@@ -217,5 +217,8 @@ def exit_scope(
 ) -> int | None:
     """The outermost loop an edge leaves (contains ``source`` but not ``target``);
     ``chains`` is :func:`loop_chains` of ``loops``."""
-    left = [index for index in chains.get(source, ()) if target not in loops[index].nodes]
+    chain = chains.get(source)
+    if chain is None:
+        return None  # the source is in no loop (most edges)
+    left = [index for index in chain if target not in loops[index].nodes]
     return left[-1] if left else None
