@@ -18,12 +18,13 @@ from prana._records import NodeResult
 
 # At most this many steps, and about this many bytes of JSON of their results, are
 # saved together: they bound what one checkpoint carries. And for at most this many
-# seconds: the steps do not let the loop run (the save does), and an engine lets
-# several executions step in one round of the loop (:mod:`._turns`).
+# seconds, so that what a crash can take back stays short.
 PURE_STEPS = 64
 PURE_BYTES = 32 * 1024
 PURE_SECONDS = 0.001
-# Within that, the steps let the loop run whenever they have held it this long.
+# Within that, the steps let the loop run whenever they have held it this long (a
+# save was each step's yield, and an engine lets several executions step in one
+# round of the loop, :mod:`._turns`).
 PURE_SHARE = 0.0001
 
 
