@@ -92,7 +92,7 @@ from ._supervisor import ExecutionSupervisor
 from ._tally import Durations, Tally
 from ._timers import TimerActor, arm_due_timers, fire_timer
 from ._turns import DEFAULT_STEPS_AT_ONCE
-from ._worker import call_action
+from ._worker import call_action, private_copy
 from ._workers import WorkerTasks
 from ._writer import CheckpointWriter
 
@@ -699,7 +699,7 @@ class Engine(AsyncContextManagerMixin):
             now = self.clock.now()
             state = rerun_state(graph, original, from_node, new_execution_id(now), now, input)
             machine = ExecutionMachine.restored(
-                graph, state, env=self._env, limits=self.limits, new=True
+                graph, state, env=self._env, limits=self.limits, copy_on_read=private_copy, new=True
             )
             supervisor = await live.start_in_state(machine, turn)
         execution = await supervisor.wait_stop(supervisor.stop_waiter())
@@ -728,7 +728,7 @@ class Engine(AsyncContextManagerMixin):
         outputs = check_json(dict(nodes or {}), what="nodes", limits=self.limits)
         state = one_node_state(graph, node_key, input, outputs, new_execution_id(now), now)
         machine = ExecutionMachine.restored(
-            graph, state, env=self._env, limits=self.limits, new=True
+            graph, state, env=self._env, limits=self.limits, copy_on_read=private_copy, new=True
         )
         for command in machine.recover(now):
             if isinstance(command, Dispatch) and command.run.node_key == node_key:

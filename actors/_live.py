@@ -74,6 +74,7 @@ from ._supervision import (
 from ._supervisor import ExecutionSupervisor
 from ._tally import Tally
 from ._turns import DEFAULT_STEPS_AT_ONCE, Turn, Turns
+from ._worker import private_copy
 from ._workers import WorkerTasks
 
 if TYPE_CHECKING:
@@ -327,6 +328,7 @@ class LiveExecutions:
             input=input,
             env=self._env,
             limits=self._limits,
+            copy_on_read=private_copy,
             **fields,
         )
         keyed = graph.concurrency_key is not None
@@ -638,7 +640,9 @@ class LiveExecutions:
     async def _restore(self, stored: StoredExecution) -> ExecutionMachine:
         try:
             graph = await self._catalog.graph_for(stored, self._store)
-            return ExecutionMachine.restored(graph, stored, env=self._env, limits=self._limits)
+            return ExecutionMachine.restored(
+                graph, stored, env=self._env, limits=self._limits, copy_on_read=private_copy
+            )
         except PranaError as exc:
             raise Unrestorable(stored, exc) from exc
 

@@ -136,36 +136,21 @@ def _sharing_copy(value: Any, budget: int) -> Any:
 
 
 def isolate(context: NodeContext) -> NodeContext:
-    """The context with private copies of the data it shares with the execution.
+    """The context whose data the action may change in place: each data field is
+    copied the first time the action reads it (:meth:`NodeContext.copying_on_read`,
+    with :func:`private_copy`; the engine's state machines make their contexts so).
 
     Inputs are other nodes' outputs, kept for routing and templates; parameters of a
     node without templates belong to the compiled workflow; the trigger's data is
     every node's ``trigger`` in templates. An action that changes what it was given
     must not change them.
     """
-    params, deliveries = context.params, context.deliveries
-    vars, node_context, trigger = context.vars, context.node_context, context.trigger
-    shared = [
-        deliveries
-        if any(_shared(value) for values in deliveries.values() for value in values)
-        else None,
-        vars if _shared(vars) else None,
-        node_context if _shared(node_context) else None,
-        params if isinstance(params, (Mapping, list)) and _shared(params) else None,
-        trigger if _shared(trigger) else None,
-    ]
-    if all(piece is None for piece in shared):
-        return context
-    fresh = _copy(shared)  # one copy of all: one round trip through orjson, if any
-    return context.with_data(
-        deliveries=deliveries
-        if fresh[0] is None
-        else {port: tuple(values) for port, values in fresh[0].items()},
-        vars=vars if fresh[1] is None else fresh[1],
-        node_context=node_context if fresh[2] is None else fresh[2],
-        params=params if fresh[3] is None else fresh[3],
-        trigger=trigger if fresh[4] is None else fresh[4],
-    )
+    return context if context.copies_on_read else context.copying_on_read(private_copy)
+
+
+def private_copy(value: Any) -> Any:
+    """``value``, copied if an action could change it in place."""
+    return _copy(value) if _shared(value) else value
 
 
 def answer_resume(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -11,7 +11,11 @@ from ._model import DEFAULT_PORT
 from ._records import Suspension
 
 
-@attrs.frozen(kw_only=True)
+def _with_tuples(deliveries: Mapping[str, Sequence[Any]]) -> dict[str, tuple[Any, ...]]:
+    return {port: tuple(values) for port, values in deliveries.items()}
+
+
+@attrs.frozen(kw_only=True, repr=False)
 class NodeContext:
     """Everything an action needs to do its work for one run of one node.
 
@@ -25,6 +29,13 @@ class NodeContext:
     is, it is a further iteration of the loop this node heads. ``now`` is the engine
     clock's time (seconds since the epoch) when the node was dispatched: use it rather
     than the system clock, so that tests with a virtual clock see virtual time.
+
+    An action may change what it reads from its context in place: unless it promises
+    not to (``isolate_inputs=False``), the engine gives it a context made with
+    ``copy_on_read``, which copies each of the data fields (``params``, ``input``,
+    ``inputs``, ``deliveries``, ``vars``, ``node_context``, ``trigger``) the first
+    time it is read, each on its own, so that the copy is the action's and a field it
+    never reads costs nothing.
     """
 
     execution_id: str
@@ -33,15 +44,19 @@ class NodeContext:
     node_type: str
     run_index: int
     attempt: int = 1
-    params: Any = attrs.field(factory=dict)
-    input: Any = None
-    inputs: Mapping[str, Any] = attrs.field(factory=dict)
-    vars: Mapping[str, Any] = attrs.field(factory=dict)
-    node_context: Mapping[str, Any] = attrs.field(factory=dict)
-    trigger: Any = None
+    _params: Any = attrs.field(factory=dict, alias="params")
+    _input: Any = attrs.field(default=None, alias="input")
+    _inputs: Mapping[str, Any] = attrs.field(factory=dict, alias="inputs")
+    _vars: Mapping[str, Any] = attrs.field(factory=dict, alias="vars")
+    _node_context: Mapping[str, Any] = attrs.field(factory=dict, alias="node_context")
+    _trigger: Any = attrs.field(default=None, alias="trigger")
     loop_back: bool = False
-    deliveries: Mapping[str, tuple[Any, ...]] = attrs.field(factory=dict)
+    _deliveries: Mapping[str, tuple[Any, ...]] = attrs.field(factory=dict, alias="deliveries")
     now: float = 0.0
+    _copy: Callable[[Any], Any] | None = attrs.field(
+        default=None, alias="copy_on_read", eq=False, repr=False
+    )
+    _copies: dict[str, Any] | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @staticmethod
     def inputs_from(deliveries: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
@@ -52,18 +67,13 @@ class NodeContext:
             for port, values in deliveries.items()
         }
 
-    def with_data(
-        self,
-        *,
-        params: Any,
-        deliveries: Mapping[str, tuple[Any, ...]],
-        vars: Mapping[str, Any],
-        node_context: Mapping[str, Any],
-        trigger: Any,
-    ) -> NodeContext:
-        """The same context with other data (the private copies a worker makes);
-        ``input`` and ``inputs`` follow from ``deliveries``."""
-        inputs = NodeContext.inputs_from(deliveries)
+    @property
+    def copies_on_read(self) -> bool:
+        """Whether the data fields are copied when first read (``copy_on_read``)."""
+        return self._copy is not None
+
+    def copying_on_read(self, copy: Callable[[Any], Any]) -> NodeContext:
+        """This context, with its data fields copied with ``copy`` when first read."""
         return NodeContext(
             execution_id=self.execution_id,
             workflow_id=self.workflow_id,
@@ -71,16 +81,79 @@ class NodeContext:
             node_type=self.node_type,
             run_index=self.run_index,
             attempt=self.attempt,
-            params=params,
-            input=inputs.get(DEFAULT_PORT),
-            inputs=inputs,
-            vars=vars,
-            node_context=node_context,
-            trigger=trigger,
+            params=self._params,
+            input=self._input,
+            inputs=self._inputs,
+            vars=self._vars,
+            node_context=self._node_context,
+            trigger=self._trigger,
             loop_back=self.loop_back,
-            deliveries=deliveries,
+            deliveries=self._deliveries,
             now=self.now,
+            copy_on_read=copy,
         )
+
+    def _own(self, name: str, value: Any, shape: Callable[[Any], Any] | None = None) -> Any:
+        """``value``, this context's field ``name``, as the action may keep it (copied
+        the first time, then that copy; made into ``shape`` if it is a copy)."""
+        copy = self._copy
+        if copy is None:
+            return value
+        copies = self._copies
+        if copies is None:
+            copies = {}
+            object.__setattr__(self, "_copies", copies)  # a cache: the fields are as given
+        try:
+            return copies[name]
+        except KeyError:
+            own = copy(value)
+            if shape is not None and own is not value:
+                own = shape(own)
+            copies[name] = own
+            return own
+
+    @property
+    def params(self) -> Any:
+        params = self._params
+        if self._copy is None or not isinstance(params, (Mapping, list)):
+            return params  # an instance of a params class is the action's to read
+        return self._own("params", params)
+
+    @property
+    def input(self) -> Any:
+        return self._input if self._copy is None else self._own("input", self._input)
+
+    @property
+    def inputs(self) -> Mapping[str, Any]:
+        return self._inputs if self._copy is None else self._own("inputs", self._inputs)
+
+    @property
+    def deliveries(self) -> Mapping[str, tuple[Any, ...]]:
+        deliveries = self._deliveries
+        return (
+            deliveries if self._copy is None else self._own("deliveries", deliveries, _with_tuples)
+        )
+
+    @property
+    def vars(self) -> Mapping[str, Any]:
+        return self._vars if self._copy is None else self._own("vars", self._vars)
+
+    @property
+    def node_context(self) -> Mapping[str, Any]:
+        context = self._node_context
+        return context if self._copy is None else self._own("node_context", context)
+
+    @property
+    def trigger(self) -> Any:
+        return self._trigger if self._copy is None else self._own("trigger", self._trigger)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{field.alias}={getattr(self, field.name)!r}"
+            for field in attrs.fields(NodeContext)
+            if field.repr
+        )
+        return f"NodeContext({shown})"
 
     @property
     def idempotency_key(self) -> str:

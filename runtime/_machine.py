@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from types import MappingProxyType
 from typing import Any
@@ -124,6 +124,7 @@ class ExecutionMachine:
         mode: ChildMode | None = None,
         depth: int = 0,
         limits: Limits = DEFAULT_LIMITS,
+        copy_on_read: Callable[[Any], Any] | None = None,
     ) -> None:
         self.graph = graph
         self.journal = Journal(execution_id, len(graph.nodes))
@@ -133,6 +134,11 @@ class ExecutionMachine:
         self._index = graph.index
         # What templates may build, and what data outputs may hold.
         self.limits = limits
+        # How an action that may change the data it is given (not isolate_inputs=False)
+        # gets its own: the contexts of its runs copy each data field with this when
+        # first read (NodeContext.copying_on_read). Without it, contexts are as they
+        # are, and whoever calls such an action copies.
+        self._copy_on_read = copy_on_read
         self.execution_id = execution_id
         # Who started it: a parent execution's node (workflow.execute), or nobody.
         self.parent_execution_id = parent_execution_id
@@ -182,6 +188,7 @@ class ExecutionMachine:
         *,
         env: Mapping[str, str] | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        copy_on_read: Callable[[Any], Any] | None = None,
         new: bool = False,
     ) -> ExecutionMachine:
         """A machine in the state a store kept (see :mod:`prana._snapshot`); with
@@ -200,6 +207,7 @@ class ExecutionMachine:
             mode=stored.mode,
             depth=stored.depth,
             limits=limits,
+            copy_on_read=copy_on_read,
         )
         machine._restore(stored, new)
         return machine
@@ -658,6 +666,7 @@ class ExecutionMachine:
             loop_back=loop_back,
             deliveries=deliveries,
             now=self._now if not_before is None else not_before,
+            copy_on_read=self._copy_on_read if node.action.isolate_inputs else None,
         )
         self.journal.node_started(self._commands, self._now, run)
         self._commands.append(

@@ -728,6 +728,79 @@ async def test_an_action_that_changes_the_triggers_data_changes_it_for_no_other_
     assert result.input["body"] == {"amount": 5, "lines": ["a"]}
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_what_an_action_changes_of_any_field_of_its_context_is_its_own(kind: str) -> None:
+    # Each field is copied when the action first reads it, then kept: what it changed
+    # is there when it reads the field again, and nowhere else.
+    actions = prana.ActionRegistry()
+
+    def change(ctx: prana.NodeContext) -> Any:
+        ctx.input["rows"].append("input")
+        ctx.inputs["main"]["rows"].append("inputs")
+        ctx.deliveries["main"][0]["rows"].append("deliveries")
+        ctx.vars["cfg"]["a"].append("vars")
+        ctx.params["opts"]["k"].append("params")
+        ctx.trigger["data"]["body"]["n"] = 99
+        return {
+            "input": ctx.input["rows"],
+            "inputs": ctx.inputs["main"]["rows"],
+            "deliveries": ctx.deliveries["main"][0]["rows"],
+            "vars": ctx.vars["cfg"],
+            "params": ctx.params["opts"],
+            "trigger": ctx.trigger["data"]["body"],
+        }
+
+    async def change_async(ctx: prana.NodeContext) -> Any:
+        await anyio.lowlevel.checkpoint()
+        return change(ctx)
+
+    actions.action("test.change")(change if kind == "sync" else change_async)
+
+    @actions.action("test.source")
+    def source(ctx: prana.NodeContext) -> Any:
+        return {"rows": ["source"]}
+
+    workflow = make_workflow(
+        {
+            "start": "manual.trigger",
+            "vars": ("workflow.set_variables", {"values": {"cfg": {"a": [1]}}}),
+            "source": "test.source",
+            "change": ("test.change", {"opts": {"k": [1]}}),
+            "look": (
+                "data.set",
+                {
+                    "values": {
+                        "source": "{{ nodes.source.output }}",
+                        "vars": "{{ vars.cfg }}",
+                        "trigger": "{{ trigger.data.body }}",
+                    }
+                },
+            ),
+        },
+        ["start -> vars", "vars -> source", "source -> change", "change -> look"],
+        actions=actions,
+    )
+    async with prana.Engine(actions=actions, env={}) as engine:
+        for _ in range(2):  # the second run sees the workflow's parameters as written
+            result = await engine.run(workflow, {"body": {"n": 1}})
+            assert result.status == "completed", result.error
+            assert result.outputs["change"] == {
+                "input": ["source", "input"],
+                "inputs": ["source", "inputs"],
+                "deliveries": ["source", "deliveries"],
+                "vars": {"a": [1, "vars"]},
+                "params": {"k": [1, "params"]},
+                "trigger": {"n": 99},
+            }
+            assert result.outputs["source"] == {"rows": ["source"]}
+            assert result.outputs["look"] == {
+                "source": {"rows": ["source"]},
+                "vars": {"a": [1]},
+                "trigger": {"n": 1},
+            }
+            assert result.input == {"body": {"n": 1}}
+
+
 async def test_what_a_caller_is_shown_of_a_running_execution_is_its_own_copy() -> None:
     actions = prana.ActionRegistry()
     release = anyio.Event()
