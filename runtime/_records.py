@@ -279,7 +279,7 @@ class Execution:
 
     Returned by ``engine.run`` and ``handle.result()``. ``node_runs`` is the audit
     trail in execution order. A live execution holds only the runs its next steps
-    need once it has made a few thousand: ``runs_left_out`` says how many of the
+    need once it has made a few hundred: ``runs_left_out`` says how many of the
     trail's runs ``node_runs`` leaves out (the store has them all, and
     :meth:`Engine.get` reads them). ``output`` is the output of the last node run that
     completed; ``outputs`` maps each node to the output of its latest completed run;

@@ -16,7 +16,7 @@ from ._records import NodeRun
 
 # How many of its latest runs a live execution holds at least; past twice that, the
 # older saved ones are left to the store.
-RUNS_HELD = 1000
+RUNS_HELD = 100
 
 
 class Trail:
