@@ -594,7 +594,8 @@ class Engine(AsyncContextManagerMixin):
         supervisor = self._require_live().get(execution_id)
         if supervisor is not None:
             return bool(supervisor.machine.input == shaped)
-        return bool((await self._require_live().load(execution_id)).input == shaped)
+        stored = await self._require_live().load(execution_id, runs=False)
+        return bool(stored.input == shaped)
 
     async def publish(
         self, event: str, data: Any = None, *, idempotency_key: str | None = None

@@ -53,7 +53,7 @@ from prana._records import (
     Suspension,
 )
 from prana._snapshot import runs_wanted
-from prana._wanted import RunsWanted
+from prana._wanted import NO_RUNS, RunsWanted
 from prana.storage import Store
 
 from ._catalog import Catalog
@@ -107,6 +107,10 @@ class Unrestorable(PranaError):
         )
         self.stored = stored
         self.__cause__ = cause
+
+
+def _no_runs(stored: StoredExecution) -> RunsWanted:
+    return NO_RUNS
 
 
 class LiveExecutions:
@@ -195,12 +199,14 @@ class LiveExecutions:
         """An event set when a supervisor for ``execution_id`` starts or leaves here."""
         return self._watchers.setdefault(execution_id, anyio.Event())
 
-    async def load(self, execution_id: str, *, to_run: bool = False) -> StoredExecution:
+    async def load(
+        self, execution_id: str, *, to_run: bool = False, runs: bool = True
+    ) -> StoredExecution:
         """The execution as stored. ``to_run``: to carry it on, so of its runs only
         those its next steps need, once its workflow is compiled here (decision 0066:
         waking a long loop then reads what its next step needs, not its whole trail).
-        Raises :class:`ExecutionNotFound`."""
-        wanted = self._runs_wanted if to_run else None
+        Without ``runs``, none of its runs. Raises :class:`ExecutionNotFound`."""
+        wanted = self._runs_wanted if to_run else None if runs else _no_runs
         stored = await self._store.load_execution(execution_id, wanted=wanted)
         if stored is None:
             raise ExecutionNotFound(

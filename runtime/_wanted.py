@@ -49,6 +49,10 @@ class RunsWanted:
         return [runs[index] for index in sorted(chosen)]
 
 
+# None of the runs: an execution read for its own fields alone (what it was started
+# with, say), however long its trail.
+NO_RUNS = RunsWanted(newest_from=2**62, find_latest=False)
+
 # Told an execution as stored, read without its runs, which of them to read (``None``:
 # every one). The store calls it within the read, so that the runs fit the state.
 RunsSelector = Callable[[StoredExecution], RunsWanted | None]

@@ -387,3 +387,34 @@ async def test_a_caller_waiting_on_a_long_execution_reads_its_row_until_it_moves
         assert followed[0].status == "completed"
         assert followed[0].output == done.output
         assert Counting.whole_reads <= 3
+
+
+async def test_a_start_with_a_used_key_reads_the_first_execution_without_its_runs(
+    tmp_path: Path,
+) -> None:
+    # Telling a start sent again from one with another input needs what the first was
+    # started with, not its trail (thousands of runs here).
+    class Counting(SQLiteStore):
+        runs_read = 0
+
+        async def load_execution(
+            self, execution_id: str, *, wanted: RunsSelector | None = None
+        ) -> StoredExecution | None:
+            stored = await super().load_execution(execution_id, wanted=wanted)
+            Counting.runs_read += 0 if stored is None else len(stored.runs)
+            return stored
+
+    workflow = ask_after_a_long_loop()
+    async with prana.Engine(store=Counting(tmp_path / "prana.db"), env={}) as engine:
+        first = await engine.start(workflow, {"n": 7}, idempotency_key="order-7")
+        waiting = await first.result()
+        assert waiting.status == "suspended"
+        Counting.runs_read = 0
+        with pytest.raises(prana.errors.ExecutionExists) as again:
+            await engine.start(workflow, {"n": 7}, idempotency_key="order-7")
+        assert again.value.execution_id == first.id
+        assert again.value.same_input
+        with pytest.raises(prana.errors.ExecutionExists) as other:
+            await engine.start(workflow, {"n": 8}, idempotency_key="order-7")
+        assert not other.value.same_input
+        assert Counting.runs_read == 0
