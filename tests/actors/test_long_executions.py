@@ -178,6 +178,24 @@ async def test_for_each_over_thousands_of_items_collects_every_result(
 WAKES = 600  # 1 200 runs of the loop before the wait: past the 1 000 newest
 
 
+class CountingStore(SQLiteStore):
+    """A SQLite store that counts how often it read an execution whole, and how many
+    runs it read."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.whole_reads = 0
+        self.runs_read = 0
+
+    async def load_execution(
+        self, execution_id: str, *, wanted: RunsSelector | None = None
+    ) -> StoredExecution | None:
+        stored = await super().load_execution(execution_id, wanted=wanted)
+        self.whole_reads += wanted is None
+        self.runs_read += 0 if stored is None else len(stored.runs)
+        return stored
+
+
 def ask_after_a_long_loop() -> prana.Workflow:
     """A setup step, a long loop, then a wait; the answer is merged with the setup's
     output (sent long before, on an edge still open) and the end reads the setup's
@@ -355,19 +373,9 @@ async def test_a_caller_waiting_on_a_long_execution_reads_its_row_until_it_moves
     # engine.wait follows an execution that waits in the store by looking at it now
     # and then. It reads the execution whole (1 200 runs and more here) only when its
     # row shows a change, not at every look.
-    class Counting(SQLiteStore):
-        whole_reads = 0
-
-        async def load_execution(
-            self, execution_id: str, *, wanted: RunsSelector | None = None
-        ) -> StoredExecution | None:
-            if wanted is None:
-                Counting.whole_reads += 1
-            return await super().load_execution(execution_id, wanted=wanted)
-
     monkeypatch.setattr(prana.actors._live, "WATCH_POLL", 0.0)  # look at every turn
     workflow = ask_after_a_long_loop()
-    store = Counting(tmp_path / "prana.db")
+    store = CountingStore(tmp_path / "prana.db")
     async with prana.Engine(store=store, clock=VirtualClock(), env={}) as engine:
         waiting = await engine.run(workflow, {"n": 7})
         assert waiting.status == "suspended"
@@ -377,16 +385,16 @@ async def test_a_caller_waiting_on_a_long_execution_reads_its_row_until_it_moves
             followed.append(await engine.wait(waiting.id))
 
         async with anyio.create_task_group() as group:
-            Counting.whole_reads = 0
+            store.whole_reads = 0
             group.start_soon(follow)
             for _ in range(50):  # the follower looks at the store each time
                 await anyio.lowlevel.checkpoint()
-            assert Counting.whole_reads == 1  # once, when it first saw it waiting
+            assert store.whole_reads == 1  # once, when it first saw it waiting
             done = await engine.resume(waiting.id, {"answer": 42})
         assert done.status == "completed"
         assert followed[0].status == "completed"
         assert followed[0].output == done.output
-        assert Counting.whole_reads <= 3
+        assert store.whole_reads <= 3
 
 
 async def test_a_start_with_a_used_key_reads_the_first_execution_without_its_runs(
@@ -394,22 +402,13 @@ async def test_a_start_with_a_used_key_reads_the_first_execution_without_its_run
 ) -> None:
     # Telling a start sent again from one with another input needs what the first was
     # started with, not its trail (thousands of runs here).
-    class Counting(SQLiteStore):
-        runs_read = 0
-
-        async def load_execution(
-            self, execution_id: str, *, wanted: RunsSelector | None = None
-        ) -> StoredExecution | None:
-            stored = await super().load_execution(execution_id, wanted=wanted)
-            Counting.runs_read += 0 if stored is None else len(stored.runs)
-            return stored
-
     workflow = ask_after_a_long_loop()
-    async with prana.Engine(store=Counting(tmp_path / "prana.db"), env={}) as engine:
+    store = CountingStore(tmp_path / "prana.db")
+    async with prana.Engine(store=store, env={}) as engine:
         first = await engine.start(workflow, {"n": 7}, idempotency_key="order-7")
         waiting = await first.result()
         assert waiting.status == "suspended"
-        Counting.runs_read = 0
+        store.runs_read = 0
         with pytest.raises(prana.errors.ExecutionExists) as again:
             await engine.start(workflow, {"n": 7}, idempotency_key="order-7")
         assert again.value.execution_id == first.id
@@ -417,4 +416,4 @@ async def test_a_start_with_a_used_key_reads_the_first_execution_without_its_run
         with pytest.raises(prana.errors.ExecutionExists) as other:
             await engine.start(workflow, {"n": 8}, idempotency_key="order-7")
         assert not other.value.same_input
-        assert Counting.runs_read == 0
+        assert store.runs_read == 0
