@@ -324,6 +324,9 @@ def print_scaling(repeats: int) -> None:
     goal("the garbage collector's share at 1 000 in flight <= 10%", f"{share:.0%}", share <= 0.1)
     asynchronous = median("w4", "1000", "async")["nodes_per_second"]
     goal("with async def actions >= 10 000 nodes/s", f"{asynchronous:.0f}", asynchronous >= 10_000)
+    plain = median("w4", "1000", "def")["nodes_per_second"]
+    print(f"           with plain def actions of the app's (copies made, outputs checked, "
+          f"a checkpoint per node): {plain:.0f} nodes/s")  # fmt: skip
 
     print("\nLong loops:")
     looped = median("loop", "100000")

@@ -4,7 +4,9 @@ memory and bytes written are its own:
     python bench/scaling.py chain N          -> durable chain of N nodes: us per node, bytes written per node
     python bench/scaling.py compile N        -> load + compile an N-node chain and an N-branch fan-out
     python bench/scaling.py loading N        -> the app's ticker while an N-node definition is checked
-    python bench/scaling.py w4 N [async]     -> N concurrent 10-node chains, durable: nodes/s, peak RSS
+    python bench/scaling.py w4 N [KIND]      -> N concurrent 10-node chains, durable: nodes/s, peak RSS;
+                                                KIND: sync (core.noop, the default), async (an async def
+                                                action of the app's), def (a plain def action of the app's)
     python bench/scaling.py loop N           -> a 2-node loop run N times, durable: RSS at the end
     python bench/scaling.py wake N           -> a wait's wake with N runs behind it: ms from the timer to the next wait
     python bench/scaling.py for-each N       -> core.for_each over N items: us per iteration, bytes per iteration
@@ -220,12 +222,18 @@ def async_actions() -> prana.ActionRegistry:
     async def step(ctx: prana.NodeContext) -> Any:
         return ctx.input
 
+    @actions.action("bench.plain_step")
+    def plain_step(ctx: prana.NodeContext) -> Any:
+        return ctx.input  # registered as an app would: copies made, output checked
+
     return actions
 
 
-def async_chain(actions: prana.ActionRegistry, length: int) -> prana.Workflow:
+def async_chain(
+    actions: prana.ActionRegistry, length: int, node: str = "bench.step"
+) -> prana.Workflow:
     nodes = [{"key": "start", "type": "manual.trigger"}]
-    nodes += [{"key": f"n{i}", "type": "bench.step"} for i in range(length)]
+    nodes += [{"key": f"n{i}", "type": node} for i in range(length)]
     keys = [node["key"] for node in nodes]
     return prana.load_workflow(
         {
@@ -239,7 +247,11 @@ def async_chain(actions: prana.ActionRegistry, length: int) -> prana.Workflow:
 
 async def w4(count: str, kind: str = "sync") -> dict[str, float]:
     actions = async_actions()
-    workflow = async_chain(actions, 9) if kind == "async" else chain_workflow(9)
+    workflow = {
+        "sync": lambda: chain_workflow(9),
+        "async": lambda: async_chain(actions, 9),
+        "def": lambda: async_chain(actions, 9, "bench.plain_step"),
+    }[kind]()
     executions = int(count)
     with database() as db:
         async with prana.Engine(store=f"sqlite:///{db}", actions=actions, env={}) as engine:
