@@ -555,7 +555,8 @@ class Engine(AsyncContextManagerMixin):
         workflow and the trigger: a second start with the same key (in this engine or
         any other on the same store) starts nothing and raises
         :class:`ExecutionExists` naming the execution the first one started (and
-        whether it started with the same input).
+        whether it started with the same input: for a webhook trigger, the same
+        request body, whatever the headers of each delivery).
 
         The workflow's definition is stored (once per version). Raises
         :class:`WorkflowValidationError` before anything starts if the workflow is
@@ -574,10 +575,11 @@ class Engine(AsyncContextManagerMixin):
                 if not await self._exists(execution_id):
                     raise  # not a start at the same moment by another
         same_input = await self._started_with(execution_id, graph, input)
+        what_differs = "body" if graph.trigger_kind == "webhook" else "input"
         raise ExecutionExists(
             f"execution {execution_id} was started with idempotency key "
             f"{idempotency_key!r} already"
-            + ("" if same_input else ", with a different input")
+            + ("" if same_input else f", with a different {what_differs}")
             + "; nothing new started",
             execution_id=execution_id,
             same_input=same_input,
@@ -585,7 +587,8 @@ class Engine(AsyncContextManagerMixin):
 
     async def _started_with(self, execution_id: str, graph: ExecutionGraph, input: Any) -> bool:
         """Whether ``execution_id`` started with what ``input`` would start ``graph``
-        with now."""
+        with now: for a webhook trigger, the same request body (a sender's deliveries
+        of one request differ in headers such as a date or a signature's time)."""
         try:
             given = check_json(input, what="the input", limits=self.limits)
             shaped = trigger_input(graph, given, self.clock.now())
@@ -593,9 +596,12 @@ class Engine(AsyncContextManagerMixin):
             return False  # it could not start anything
         supervisor = self._require_live().get(execution_id)
         if supervisor is not None:
-            return bool(supervisor.machine.input == shaped)
-        stored = await self._require_live().load(execution_id, runs=False)
-        return bool(stored.input == shaped)
+            first = supervisor.machine.input
+        else:
+            first = (await self._require_live().load(execution_id, runs=False)).input
+        if graph.trigger_kind == "webhook":
+            return isinstance(first, Mapping) and first.get("body") == shaped["body"]
+        return bool(first == shaped)
 
     async def publish(
         self, event: str, data: Any = None, *, idempotency_key: str | None = None

@@ -14,6 +14,10 @@ with a per-path secret when given one); and the web view under ``/ui`` (:mod:`._
 Under ``/api`` a request carries ``Authorization: Bearer TOKEN`` with one of the
 daemon's tokens (when it has any). Bodies are JSON, at most ``max_body`` bytes; at
 most ``max_streams`` event streams are open at once.
+
+The module is past 600 lines because it is the API's one table of routes and their
+handlers, each a few lines from request to engine call to answer; what they share
+(bodies, problems, replies to webhooks, streams, the view) lives in modules of its own.
 """
 
 from __future__ import annotations
@@ -46,7 +50,15 @@ import prana
 from ._metrics import CONTENT_TYPE as METRICS_TYPE
 from ._metrics import Metrics, SharedFigures
 from ._openapi import openapi_document
-from ._problems import HTTPProblem, key_reused, no_webhook, not_routed, problem_of, problem_response
+from ._problems import (
+    HTTPProblem,
+    key_reused,
+    no_webhook,
+    not_routed,
+    problem_of,
+    problem_response,
+    webhook_key_reused,
+)
 from ._replies import answer_by_node, answer_of
 from ._requests import (
     BodyReader,
@@ -495,6 +507,8 @@ class Api:
         except prana.TriggerError as exc:
             raise no_webhook(exc) from None
         except prana.errors.ExecutionExists as exists:  # a request sent again
+            if not exists.same_input:  # the key of another request
+                raise webhook_key_reused(request.headers, route, exists.execution_id) from None
             if route.respond != "immediately":
                 return answer_of(route, await self.engine.get(exists.execution_id))
             wait = prefer_wait(request, MAX_WAIT)

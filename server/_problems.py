@@ -9,6 +9,7 @@ says so without the traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -102,17 +103,29 @@ async def not_routed(request: Request, exc: Exception) -> Response:
     return problem_response(problem, path)
 
 
-def key_reused(key: str | None, execution_id: str) -> HTTPProblem:
-    """An ``Idempotency-Key`` sent again with another body: a client's mistake that
-    answering with the first execution would hide."""
+def key_reused(key: str | None, execution_id: str, header: str = "Idempotency-Key") -> HTTPProblem:
+    """An idempotency key (the ``Idempotency-Key`` header, or the one a webhook
+    trigger names) sent again with another body: a client's mistake that answering
+    with the first execution would hide."""
     return HTTPProblem(
         422,
-        "Idempotency-Key reused",
-        f"the Idempotency-Key {key!r} started execution {execution_id} with a different "
+        f"{header} reused",
+        f"the {header} {key!r} started execution {execution_id} with a different "
         "body; send a new key to start another execution, or the first body to get the "
         "first one's",
         execution_id=execution_id,
     )
+
+
+def webhook_key_reused(
+    headers: Mapping[str, str], route: prana.WebhookRoute, execution_id: str
+) -> HTTPProblem:
+    """A webhook request whose idempotency key (its ``Idempotency-Key``, else the
+    header its trigger names) started an execution with another body."""
+    header = route.idempotency_header
+    if header is None or "idempotency-key" in headers:
+        header = "Idempotency-Key"
+    return key_reused(headers.get(header), execution_id, header)
 
 
 def problem_of(exc: BaseException) -> HTTPProblem:

@@ -431,6 +431,29 @@ async def test_a_start_with_an_idempotency_key_starts_once(tmp_path: Any) -> Non
     assert (stored_same.value.same_input, stored_other.value.same_input) == (True, False)
 
 
+async def test_a_webhook_request_sent_again_is_the_same_if_its_body_is() -> None:
+    # A sender's deliveries of one request differ in headers (a date, a signature's
+    # time); the body tells one request from another.
+    workflow = make_workflow(
+        {"hook": ("webhook.trigger", {"path": "orders"}), "take": "core.noop"}, ["hook -> take"]
+    )
+    async with prana.Engine(env={}) as engine:
+        engine.register(workflow)
+        sent = {"body": {"amount": 5}, "idempotency_key": "d-1"}
+        first = await engine.start_webhook("orders", headers={"date": "Mon"}, **sent)
+        await first.result()
+        with pytest.raises(prana.ExecutionExists) as again:
+            await engine.start_webhook("orders", headers={"date": "Tue"}, **sent)
+        with pytest.raises(prana.ExecutionExists) as other:
+            await engine.start_webhook(
+                "orders", headers={"date": "Mon"}, body={"amount": 6}, idempotency_key="d-1"
+            )
+    assert again.value.execution_id == other.value.execution_id == first.id
+    assert again.value.same_input
+    assert not other.value.same_input
+    assert "with a different body" in str(other.value)
+
+
 async def test_load_workflow_checks_a_long_definition_while_the_apps_tasks_go_on() -> None:
     # Checking thousands of nodes takes a while: on a worker thread, so that the
     # app's other tasks keep running; the workflow it gives then runs.

@@ -95,10 +95,17 @@ async def test_a_webhook_sent_again_with_its_idempotency_key_starts_nothing_new(
     key = {"Idempotency-Key": "delivery-17"}
     async with daemon(tmp_path / "d.db", [example("order_intake.yaml")]) as url:
         first = await request(url, "POST", "/hooks/orders", {"amount": 40}, headers=key)
-        again = await request(url, "POST", "/hooks/orders", {"amount": 40}, headers=key)
+        # A delivery sent again differs in its headers (a date, say), not its body.
+        again = await request(
+            url, "POST", "/hooks/orders", {"amount": 40}, headers={**key, "X-Sent": "2"}
+        )
+        reused = await request(url, "POST", "/hooks/orders", {"amount": 41}, headers=key)
         other = await request(url, "POST", "/hooks/orders", {"amount": 40})
         listed = await request(url, "GET", "/api/executions?workflow=order_intake")
     assert (first.status, again.status, other.status) == (202, 200, 202)
+    assert reused.status == 422  # the key of another request: refused, not answered
+    assert reused.json()["title"] == "Idempotency-Key reused"
+    assert reused.json()["execution_id"] == first.json()["execution_id"]
     assert again.json()["execution_id"] == first.json()["execution_id"]
     assert other.json()["execution_id"] != first.json()["execution_id"]
     assert len(listed.json()["executions"]) == 2

@@ -210,8 +210,17 @@ async def test_a_sender_s_own_delivery_header_starts_each_delivery_once(tmp_path
         )
         other = await request(url, "POST", "/hooks/push", {"ref": "b"}, headers={"X-Delivery": "2"})
         unnamed = await request(url, "POST", "/hooks/push", {"ref": "c"})
+        # The delivery's name on another body: the first body stands, and the sender
+        # is told, rather than answered with an execution that is not its request's.
+        reused = await request(
+            url, "POST", "/hooks/push", {"ref": "z"}, headers={"X-Delivery": "1"}
+        )
         listed = await request(url, "GET", "/api/executions?workflow=push")
     assert (first.status, again.status, other.status, unnamed.status) == (202, 200, 202, 202)
+    assert reused.status == 422
+    assert reused.json()["title"] == "x-delivery reused"  # as the trigger names it
+    assert reused.json()["execution_id"] == first.json()["execution_id"]
+    assert "with a different body" in reused.json()["detail"]
     # Sent again, asking to wait: the first delivery's execution, once it stopped.
     assert again.json()["id"] == first.json()["execution_id"]
     assert again.json()["output"] == {"ref": "a"}
