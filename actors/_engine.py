@@ -926,7 +926,7 @@ class Engine(AsyncContextManagerMixin):
         supervisor = live.get(execution_id)
         if supervisor is not None:
             return supervisor.machine.graph.workflow
-        stored = await live.load(execution_id)
+        stored = await live.load(execution_id, runs=False)
         return (await self._catalog.graph_for(stored, self._require_store())).workflow
 
     # ------------------------------------------------------------------ schedules

@@ -166,21 +166,26 @@ class SQLiteStore:
 
     async def save_workflow(self, workflow: StoredWorkflow) -> None:
         """Keep a definition, once per hash."""
-
-        await self._write(lambda db: _insert_definition(db, workflow))
+        text = codec.dumps(workflow.definition)
+        await self._write_sized(lambda db: _insert_definition(db, workflow, text), len(text))
 
     async def keep_workflow(self, workflow: StoredWorkflow) -> None:
         """Keep a definition as the one served for its id."""
+        text = codec.dumps(workflow.definition)
 
         def keep(db: sqlite3.Connection) -> None:
-            _insert_definition(db, workflow)
+            _insert_definition(db, workflow, text)
             db.execute(
                 "INSERT INTO kept_workflows (id, hash) VALUES (?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET hash = excluded.hash",
                 (workflow.id, workflow.hash),
             )
 
-        await self._write(keep)
+        await self._write_sized(keep, len(text))
+
+    async def _write_sized(self, function: Callable[[sqlite3.Connection], T], size: int) -> T:
+        """A write of about ``size`` bytes: a heavy one on the runner's thread."""
+        return await self._require_runner().write(function, on_thread=size > HEAVY_COMMIT)
 
     async def kept_workflows(self) -> list[StoredWorkflow]:
         """The definitions kept to be served, by id."""
@@ -575,18 +580,12 @@ _CLAIM = claim_sql("?", "id IN (SELECT value FROM json_each(?))")
 _FINAL = "(" + ", ".join(f"'{status}'" for status in sorted(FINAL_STATUSES)) + ")"
 
 
-def _insert_definition(db: sqlite3.Connection, workflow: StoredWorkflow) -> None:
-    """Keep a definition, once per hash."""
+def _insert_definition(db: sqlite3.Connection, workflow: StoredWorkflow, text: str) -> None:
+    """Keep a definition (``text``, as JSON), once per hash."""
     db.execute(
         "INSERT OR IGNORE INTO workflows (hash, id, version, definition, created_at) "
         "VALUES (?, ?, ?, ?, ?)",
-        (
-            workflow.hash,
-            workflow.id,
-            workflow.version,
-            codec.dumps(workflow.definition),
-            workflow.created_at,
-        ),
+        (workflow.hash, workflow.id, workflow.version, text, workflow.created_at),
     )
 
 

@@ -454,6 +454,29 @@ async def test_a_webhook_request_sent_again_is_the_same_if_its_body_is() -> None
     assert "with a different body" in str(other.value)
 
 
+async def test_a_long_definition_is_kept_and_read_back_whole(tmp_path: Any) -> None:
+    # Past 1 000 nodes a definition is made into data on a worker thread, and
+    # written on the store's thread when heavy: what another engine reads is it.
+    keys = ["start", *(f"n{i}" for i in range(1200))]
+    definition = {
+        "id": "long",
+        "nodes": [{"key": "start", "type": "manual.trigger"}]
+        + [{"key": key, "type": "core.noop", "params": {"note": "x" * 200}} for key in keys[1:]],
+        "connections": [{"from": a, "to": b} for a, b in itertools.pairwise(keys)],
+    }
+    async with prana.Engine(store=tmp_path / "prana.db", env={}) as engine:
+        served = await engine.keep_serving(definition)
+        done = await engine.run(served, {"n": 1})
+    async with prana.Engine(store=tmp_path / "prana.db", env={}) as engine:
+        (kept,) = engine.served()
+        ran = await engine.workflow_of(done.id)
+    assert done.status == "completed"
+    assert done.output == {"n": 1}
+    assert prana.workflow_to_dict(kept) == prana.workflow_to_dict(served)
+    assert prana.workflow_to_dict(ran) == prana.workflow_to_dict(served)
+    assert [node.key for node in ran.nodes] == keys
+
+
 async def test_load_workflow_checks_a_long_definition_while_the_apps_tasks_go_on() -> None:
     # Checking thousands of nodes takes a while: on a worker thread, so that the
     # app's other tasks keep running; the workflow it gives then runs.
