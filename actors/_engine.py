@@ -62,7 +62,7 @@ from prana._records import (
 from prana._registry import ActionRegistry
 from prana._rerun import ORIGINAL, one_node_state, rerun_state
 from prana._subworkflows import DEFAULT_MAX_DEPTH
-from prana._triggers import trigger_input
+from prana._triggers import start_difference, trigger_input
 from prana._validation import MAX_PRIORITY
 from prana._webhooks import WebhookRoute
 from prana.storage import EngineBeat, MemoryStore, Store, open_store
@@ -574,34 +574,30 @@ class Engine(AsyncContextManagerMixin):
             except PranaError:
                 if not await self._exists(execution_id):
                     raise  # not a start at the same moment by another
-        same_input = await self._started_with(execution_id, graph, input)
-        what_differs = "body" if graph.trigger_kind == "webhook" else "input"
+        difference = await self._difference(execution_id, graph, input)
         raise ExecutionExists(
             f"execution {execution_id} was started with idempotency key "
             f"{idempotency_key!r} already"
-            + ("" if same_input else f", with a different {what_differs}")
+            + ("" if difference is None else f", with a different {difference}")
             + "; nothing new started",
             execution_id=execution_id,
-            same_input=same_input,
+            same_input=difference is None,
         )
 
-    async def _started_with(self, execution_id: str, graph: ExecutionGraph, input: Any) -> bool:
-        """Whether ``execution_id`` started with what ``input`` would start ``graph``
-        with now: for a webhook trigger, the same request body (a sender's deliveries
-        of one request differ in headers such as a date or a signature's time)."""
+    async def _difference(self, execution_id: str, graph: ExecutionGraph, input: Any) -> str | None:
+        """What ``input`` differs in from what ``execution_id`` started ``graph`` with
+        (:func:`start_difference`); ``None`` if it would start the same."""
         try:
             given = check_json(input, what="the input", limits=self.limits)
             shaped = trigger_input(graph, given, self.clock.now())
         except PranaError:
-            return False  # it could not start anything
+            return "input"  # it could not start anything
         supervisor = self._require_live().get(execution_id)
         if supervisor is not None:
             first = supervisor.machine.input
         else:
             first = (await self._require_live().load(execution_id, runs=False)).input
-        if graph.trigger_kind == "webhook":
-            return isinstance(first, Mapping) and first.get("body") == shaped["body"]
-        return bool(first == shaped)
+        return start_difference(graph.trigger_kind, first, shaped)
 
     async def publish(
         self, event: str, data: Any = None, *, idempotency_key: str | None = None

@@ -249,6 +249,18 @@ def trigger_input(graph: ExecutionGraph, given: Any, now: float) -> Any:
     return given
 
 
+def start_difference(kind: str, first: Any, again: Any) -> str | None:
+    """What a second start differs in from the first, both inputs shaped for a trigger
+    of ``kind`` (:func:`trigger_input`): ``None`` if it is the same start. A webhook's
+    is the same request if its body is (a sender's deliveries of one request differ
+    in headers such as a date or a signature's time): else ``"body"``; any other
+    trigger's, if its whole input is: else ``"input"``."""
+    if kind == "webhook":
+        same = isinstance(first, Mapping) and isinstance(again, Mapping)
+        return None if same and first.get("body") == again.get("body") else "body"
+    return None if first == again else "input"
+
+
 def trigger_context(kind: str, node: str, input: Any) -> dict[str, Any]:
     """What templates see as ``trigger``."""
     context: dict[str, Any] = {"kind": kind, "node": node, "data": input}
