@@ -268,8 +268,27 @@ def call_now(dispatch: Dispatch, clock: Clock) -> NodeResult | Called:
     except Exception as exc:  # an action's failure is data for the state machine
         return _result(dispatch, clock, started_at, started, error=error_from_exception(exc))
     if isinstance(value, ExecuteWorkflow) or inspect.isawaitable(value):
+        if action.pure:
+            return _result(
+                dispatch, clock, started_at, started, error=_not_pure(action.name, value)
+            )
         return Called(value, started_at, started)
     return _outcome(dispatch, clock, started_at, started, value)
+
+
+def _not_pure(name: str, value: Any) -> ErrorInfo:
+    """The error of a pure action that returned work still to do (an awaitable, a
+    child workflow to start): a pure action's outcome is what it returns, and running
+    it again after a crash must change nothing, so that work is not done."""
+    if inspect.iscoroutine(value):
+        value.close()  # never awaited: no warning about it either
+    what = "a child workflow to start" if isinstance(value, ExecuteWorkflow) else "an awaitable"
+    return ErrorInfo(
+        code="invalid_output",
+        message=f"action {name!r} is registered pure=True but returned {what} "
+        f"({type(value).__name__}), which a pure action may not do: it must return its "
+        "outcome; register it without pure=True to have the engine await it",
+    )
 
 
 async def call_action(
@@ -296,6 +315,9 @@ async def call_action(
             action = dispatch.action
             context = isolate(dispatch.context) if action.isolate_inputs else dispatch.context
             value = action.function(context)
+            if action.pure and (isinstance(value, ExecuteWorkflow) or inspect.isawaitable(value)):
+                error = _not_pure(action.name, value)
+                return _result(dispatch, clock, started_at, started, error=error)
         else:
             value = called.value
         if inspect.isawaitable(value):

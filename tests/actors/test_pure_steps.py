@@ -16,7 +16,7 @@ from prana._records import Checkpoint
 from prana.events import Event, NodeCompleted, NodeStarted
 from prana.storage import MemoryStore
 from prana.testing import open_engine
-from tests.helpers import make_workflow
+from tests.helpers import drive, make_workflow
 
 
 class Recording(MemoryStore):
@@ -199,6 +199,58 @@ async def test_an_async_action_cannot_be_pure() -> None:
         @actions.action("test.fetch", pure=True)
         async def fetch(ctx: prana.NodeContext) -> Any:
             return ctx.input
+
+
+async def test_a_pure_action_that_returns_work_still_to_do_fails_and_the_work_is_not_done() -> None:
+    """A plain function registered pure=True that returns an awaitable or a child
+    workflow to start broke its promise: its node fails, saying so, and that work
+    is not done (not on the first attempt, not on a retry run after a delay)."""
+    actions = prana.ActionRegistry()
+    done: list[str] = []
+    attempts: list[int] = []
+
+    async def fetch() -> str:
+        done.append("fetched")
+        return "fetched"
+
+    @actions.action("test.awaits", pure=True)
+    def awaits(ctx: prana.NodeContext) -> Any:
+        return fetch()
+
+    @actions.action("test.starts", pure=True)
+    def starts(ctx: prana.NodeContext) -> Any:
+        return prana.ExecuteWorkflow(workflow="child", input={})
+
+    @actions.action("test.later", pure=True)
+    def later(ctx: prana.NodeContext) -> Any:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise ConnectionError("not yet")
+        return fetch()
+
+    child = make_workflow({"start": "manual.trigger"}, [], id="child")
+    retry = {"retry": {"max_attempts": 3, "backoff": "fixed", "delay": "1s"}}
+    async with open_engine(actions=actions) as engine:
+        await engine.keep_serving(child)
+        for node in ("test.awaits", "test.starts", "test.later"):
+            workflow = make_workflow(
+                {"start": "manual.trigger", "call": {"type": node, "settings": retry}},
+                ["start -> call"],
+                actions=actions,
+                id=node.replace(".", "_"),
+            )
+            handle = await engine.start(workflow, {})
+            execution = await drive(engine.clock, handle)
+            assert execution.status == "failed", node
+            failed = execution.node_runs[-1]
+            assert failed.error is not None
+            assert failed.error.code == "invalid_output"
+            what = "a child workflow to start" if node == "test.starts" else "an awaitable"
+            assert f"{node!r} is registered pure=True but returned {what}" in failed.error.message
+        started = await engine.list_executions(workflow="child")
+    assert attempts == [1, 2]  # the retry after the delay ran in a worker, and failed alike
+    assert done == []  # neither awaitable was awaited
+    assert started == []  # no child was started
 
 
 def test_results_are_sized_about_as_json_and_only_as_far_as_needed() -> None:
