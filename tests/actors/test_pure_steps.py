@@ -3,6 +3,7 @@ and before anyone hears of them (decision 0069)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import pytest
 
 import prana
 from prana._json import size_past
-from prana._records import Checkpoint
+from prana._records import Checkpoint, NodeResult
+from prana.actors._unsaved import UnsavedSteps
 from prana.events import Event, NodeCompleted, NodeStarted
 from prana.storage import MemoryStore
 from prana.testing import open_engine
@@ -251,6 +253,68 @@ async def test_a_pure_action_that_returns_work_still_to_do_fails_and_the_work_is
     assert attempts == [1, 2]  # the retry after the delay ran in a worker, and failed alike
     assert done == []  # neither awaitable was awaited
     assert started == []  # no child was started
+
+
+class _Clock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _step(steps: UnsavedSteps, clock: _Clock, work: float) -> bool:
+    """One pure step offered to ``steps`` (whether it may wait for the next save),
+    then its next action, called in place, working ``work`` seconds."""
+    taken = steps.take(NodeResult(node_key="n", run_index=0, execution_index=0, data=1))
+    clock.now += work
+    return taken
+
+
+def test_a_stretch_of_pure_steps_is_bounded_by_its_own_work_not_by_what_others_do() -> None:
+    """With many executions stepping, a stretch lets the loop run and waits its turn
+    again for far longer than it works: that time is the others' work, and the
+    stretch goes on to its bounds of its own work (1 ms) and steps (64)."""
+    clock = _Clock()
+    steps = UnsavedSteps(clock)
+    assert _step(steps, clock, 0.0)
+    taken = 1
+    for _ in range(40):  # 0.02 ms of work a step, 50 ms away after each share
+        if steps.share_due():
+            clock.now += 0.050
+        assert _step(steps, clock, 0.00002)
+        taken += 1
+    assert taken == steps.count == 41  # 0.8 ms of work in 2 s: still one stretch
+
+    # Its own work ends it: 0.3 ms more a step, with as long away after each.
+    while _step(steps, clock, 0.0003):
+        assert steps.share_due()  # each step held the loop past its share
+        clock.now += 0.050
+    assert 41 < steps.count < 45
+    steps.saved()
+
+    # A new stretch after the save, and the bound on steps.
+    for _ in range(64):
+        assert _step(steps, clock, 0.000001)
+    assert not _step(steps, clock, 0.000001)
+
+
+def test_a_stretch_lets_the_loop_run_for_each_share_it_held_it() -> None:
+    """Back from letting the loop run, a stretch holds it for another share (0.1 ms
+    of its own work) before it lets it run again, however long it was away."""
+    clock = _Clock()
+    steps = UnsavedSteps(clock)
+    shares = []
+    for _ in range(30):  # 0.03 ms a step: a share every fourth step
+        assert _step(steps, clock, 0.00003)
+        due = steps.share_due()
+        shares.append(due)
+        if due:
+            clock.now += 0.010
+    assert shares.count(True) == 7
+    assert not any(a and b for a, b in itertools.pairwise(shares))  # never twice running
 
 
 def test_results_are_sized_about_as_json_and_only_as_far_as_needed() -> None:
