@@ -8,12 +8,14 @@ Figures, each printed next to its goal, and as JSON on the last line:
 
 * webhook-started 10-node executions per second, sustained: the clients post to a
   webhook for ``--seconds``; the rate counts the executions that completed, until
-  the last one did;
-* request to completion, p50 and p99: the clients start executions with
-  ``?wait=`` (the answer comes when the execution has completed), each the next
-  as soon as its previous one is answered (closed loop: at most 50 in flight), and
-  then at fixed offered rates (``--rates``, open loop: what a request waits at that
-  load, counted from when it was due);
+  the last one did; and p50 and p99 of each one's time from its request to its
+  completion (the execution's ``finished_at``, read from the API's list after);
+* request to completion of API starts that wait for it, p50 and p99: the clients
+  start executions with ``?wait=`` (the answer comes when the execution has
+  completed), each the next as soon as its previous one is answered (closed loop:
+  at most 50 in flight, so the p50 is about 50 / the rate), and then at fixed
+  offered rates (``--rates``, open loop: what a request waits at that load,
+  counted from when it was due);
 * resumes by token per second: executions waiting for data, answered by the clients;
 * 1 000 event streams, one per waiting execution: how long they take to open, and
   how long after the answers begin every stream has seen its execution's end.
@@ -94,7 +96,12 @@ async def connect(url: str) -> Connection:
 
 
 async def webhook_rate(url: str, clients: int, seconds: float) -> dict[str, float]:
+    """Executions started by webhooks for ``seconds`` (each client posts its next
+    once its last was answered: 202, started), per second until the last completed;
+    and each one's time from its request to its completion (its ``finished_at``, by
+    the same clock as the request's moment)."""
     sent = 0
+    requested: dict[str, float] = {}  # execution id -> when its request went out
     began = time.perf_counter()
     end = began + seconds
 
@@ -102,8 +109,10 @@ async def webhook_rate(url: str, clients: int, seconds: float) -> dict[str, floa
         nonlocal sent
         connection = await connect(url)
         while time.perf_counter() < end:
-            status, _ = await connection.request("POST", "/hooks/bench", {"n": sent})
+            at = time.time()
+            status, body = await connection.request("POST", "/hooks/bench", {"n": sent})
             assert status == 202, status
+            requested[orjson.loads(body)["execution_id"]] = at
             sent += 1
 
     async with anyio.create_task_group() as group:
@@ -118,7 +127,34 @@ async def webhook_rate(url: str, clients: int, seconds: float) -> dict[str, floa
             break
         await anyio.sleep(0.01)
     elapsed = time.perf_counter() - began
-    return {"webhook_per_second": sent / elapsed, "webhook_started": sent}
+    latencies = sorted(
+        finished - requested[execution_id]
+        for execution_id, finished in (await finished_at(connection, "bench")).items()
+        if execution_id in requested
+    )
+    assert len(latencies) == sent, (len(latencies), sent)
+    return {
+        "webhook_per_second": sent / elapsed,
+        "webhook_started": sent,
+        "webhook_p50_ms": latencies[len(latencies) // 2] * 1000,
+        "webhook_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+async def finished_at(connection: Connection, workflow: str) -> dict[str, float]:
+    """When each execution of ``workflow`` finished, by the API's list, page by page."""
+    found: dict[str, float] = {}
+    cursor = ""
+    while True:
+        status, body = await connection.request(
+            "GET", f"/api/executions?workflow={workflow}&limit=1000{cursor}"
+        )
+        assert status == 200, (status, body)
+        page = orjson.loads(body)
+        found |= {e["id"]: e["finished_at"] for e in page["executions"]}
+        if page["next_cursor"] is None:
+            return found
+        cursor = f"&cursor={page['next_cursor']}"
 
 
 async def completion_latency(url: str, clients: int, seconds: float) -> dict[str, float]:
@@ -463,8 +499,12 @@ def main() -> None:
     rate = figures["webhook_per_second"]
     print(f"  {'met    ' if rate >= 1000 else 'not met'}  webhook-started executions/s "
           f">= 1 000: {rate:.0f}")  # fmt: skip
+    p99 = figures["webhook_p99_ms"]
+    print(f"  {'met    ' if p99 < 50 else 'not met'}  ... each from its request to its "
+          f"completion, p99 < 50 ms: {p99:.1f} ms (p50 {figures['webhook_p50_ms']:.1f} ms)")  # fmt: skip
     p99 = figures["p99_ms"]
-    print(f"  {'met    ' if p99 < 50 else 'not met'}  request to completion p99 < 50 ms: "
+    print(f"  {'met    ' if p99 < 50 else 'not met'}  API starts that wait for the outcome "
+          f"(?wait=, closed loop) p99 < 50 ms: "
           f"{p99:.1f} ms (p50 {figures['p50_ms']:.1f} ms, {figures['waited_per_second']:.0f}/s)")  # fmt: skip
     for at in figures["at_rates"]:
         rate, p99 = at["offered_per_second"], at["rate_p99_ms"]
