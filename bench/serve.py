@@ -16,6 +16,8 @@ Figures, each printed next to its goal, and as JSON on the last line:
   at most 50 in flight, so the p50 is about 50 / the rate), and then at fixed
   offered rates (``--rates``, open loop: what a request waits at that load,
   counted from when it was due);
+* webhook-started executions at the same offered rates (open loop): each one's
+  time from when its request was due to its completion;
 * resumes by token per second: executions waiting for data, answered by the clients;
 * 1 000 event streams, one per waiting execution: how long they take to open, and
   how long after the answers begin every stream has seen its execution's end.
@@ -138,6 +140,43 @@ async def webhook_rate(url: str, clients: int, seconds: float) -> dict[str, floa
         "webhook_started": sent,
         "webhook_p50_ms": latencies[len(latencies) // 2] * 1000,
         "webhook_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+async def webhooks_at_rate(url: str, clients: int, seconds: float, rate: float) -> dict[str, float]:
+    """Webhook-started executions at a fixed offered rate (open loop, as
+    :func:`latency_at_rate`): each one's time from when its request was due to its
+    completion (its ``finished_at``), and how many completed per second."""
+    requested: dict[str, float] = {}  # execution id -> when its request was due
+    total = int(seconds * rate)
+    began = time.perf_counter() + 0.1
+    began_at = time.time() + 0.1  # the same moment, by the clock of finished_at
+
+    async def client(first: int) -> None:
+        connection = await connect(url)
+        for k in range(first, total, clients):
+            await anyio.sleep(max(0.0, began + k / rate - time.perf_counter()))
+            status, body = await connection.request("POST", "/hooks/bench", {"n": k})
+            assert status == 202, status
+            requested[orjson.loads(body)["execution_id"]] = began_at + k / rate
+
+    async with anyio.create_task_group() as group:
+        for first in range(clients):
+            group.start_soon(client, first)
+    connection = await connect(url)
+    while True:  # until every one of them has completed
+        finished = await finished_at(connection, "bench")
+        ours = [(finished.get(id_), due) for id_, due in requested.items()]
+        if all(at is not None for at, _ in ours):
+            break
+        await anyio.sleep(0.1)
+    latencies = sorted(at - due for at, due in ours)
+    last = max(at for at, _ in ours)
+    return {
+        "offered_per_second": rate,
+        "completed_per_second": total / (last - began_at),
+        "hook_p50_ms": latencies[len(latencies) // 2] * 1000,
+        "hook_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
     }
 
 
@@ -354,6 +393,9 @@ async def measure(url: str, clients: int, seconds: float, rates: list[float]) ->
     figures: dict[str, Any] = await webhook_rate(url, clients, seconds)
     figures |= await completion_latency(url, clients, seconds)
     figures["at_rates"] = [await latency_at_rate(url, clients, seconds, rate) for rate in rates]
+    figures["hooks_at_rates"] = [
+        await webhooks_at_rate(url, clients, seconds, rate) for rate in rates
+    ]
     figures |= await resume_rate(url, clients, 1000)
     figures |= await streams(url, clients, 1000)
     return figures
@@ -512,6 +554,13 @@ def main() -> None:
         mark = "       " if rate < 1000 else "met    " if met else "not met"
         print(f"  {mark}  at {rate:.0f} requests/s offered (open loop): p99 {p99:.1f} ms "
               f"(p50 {at['rate_p50_ms']:.1f} ms), {at['answered_per_second']:.0f}/s answered")  # fmt: skip
+    for at in figures["hooks_at_rates"]:
+        rate, p99 = at["offered_per_second"], at["hook_p99_ms"]
+        met = at["completed_per_second"] >= 0.98 * rate and p99 < 50
+        mark = "       " if rate < 1000 else "met    " if met else "not met"
+        print(f"  {mark}  webhooks at {rate:.0f}/s offered (open loop), request to completion: "
+              f"p99 {p99:.1f} ms (p50 {at['hook_p50_ms']:.1f} ms), "
+              f"{at['completed_per_second']:.0f}/s completed")  # fmt: skip
     print(f"           resumes by token/s: {figures['resumes_per_second']:.0f}")
     print(f"           {figures['streams']:.0f} event streams, one per waiting execution: "
           f"open in {figures['streams_open_s']:.2f} s; all ended "
