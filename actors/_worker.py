@@ -282,12 +282,15 @@ def _not_pure(name: str, value: Any) -> ErrorInfo:
     it again after a crash must change nothing, so that work is not done."""
     if inspect.iscoroutine(value):
         value.close()  # never awaited: no warning about it either
-    what = "a child workflow to start" if isinstance(value, ExecuteWorkflow) else "an awaitable"
+    child = isinstance(value, ExecuteWorkflow)
+    what, then = (
+        ("a child workflow to start", "start it") if child else ("an awaitable", "await it")
+    )
     return ErrorInfo(
         code="invalid_output",
         message=f"action {name!r} is registered pure=True but returned {what} "
         f"({type(value).__name__}), which a pure action may not do: it must return its "
-        "outcome; register it without pure=True to have the engine await it",
+        f"outcome; register it without pure=True to have the engine {then}",
     )
 
 
