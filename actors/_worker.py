@@ -267,13 +267,19 @@ def call_now(dispatch: Dispatch, clock: Clock) -> NodeResult | Called:
         value = action.function(context)
     except Exception as exc:  # an action's failure is data for the state machine
         return _result(dispatch, clock, started_at, started, error=error_from_exception(exc))
-    if isinstance(value, ExecuteWorkflow) or inspect.isawaitable(value):
+    if _unfinished(value):
         if action.pure:
             return _result(
                 dispatch, clock, started_at, started, error=_not_pure(action.name, value)
             )
         return Called(value, started_at, started)
     return _outcome(dispatch, clock, started_at, started, value)
+
+
+def _unfinished(value: Any) -> bool:
+    """Whether an action's return value is work a worker must still do: an awaitable
+    to await, or a child workflow to start."""
+    return isinstance(value, ExecuteWorkflow) or inspect.isawaitable(value)
 
 
 def _not_pure(name: str, value: Any) -> ErrorInfo:
@@ -318,7 +324,7 @@ async def call_action(
             action = dispatch.action
             context = isolate(dispatch.context) if action.isolate_inputs else dispatch.context
             value = action.function(context)
-            if action.pure and (isinstance(value, ExecuteWorkflow) or inspect.isawaitable(value)):
+            if action.pure and _unfinished(value):
                 error = _not_pure(action.name, value)
                 return _result(dispatch, clock, started_at, started, error=error)
         else:
