@@ -89,6 +89,11 @@ class Connection:
                 return status, b"".join(chunks)
 
 
+def p50_p99(latencies: list[float]) -> tuple[float, float]:
+    """The median and 99th percentile, in ms, of ``latencies`` (seconds, sorted)."""
+    return latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * 0.99)] * 1000
+
+
 async def connect(url: str) -> Connection:
     parts = urlsplit(url)
     assert parts.hostname is not None
@@ -135,11 +140,12 @@ async def webhook_rate(url: str, clients: int, seconds: float) -> dict[str, floa
         if execution_id in requested
     )
     assert len(latencies) == sent, (len(latencies), sent)
+    p50, p99 = p50_p99(latencies)
     return {
         "webhook_per_second": sent / elapsed,
         "webhook_started": sent,
-        "webhook_p50_ms": latencies[len(latencies) // 2] * 1000,
-        "webhook_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "webhook_p50_ms": p50,
+        "webhook_p99_ms": p99,
     }
 
 
@@ -172,11 +178,12 @@ async def webhooks_at_rate(url: str, clients: int, seconds: float, rate: float) 
         await anyio.sleep(0.1)
     latencies = sorted(at - due for at, due in ours)
     last = max(at for at, _ in ours)
+    p50, p99 = p50_p99(latencies)
     return {
         "offered_per_second": rate,
         "completed_per_second": total / (last - began_at),
-        "hook_p50_ms": latencies[len(latencies) // 2] * 1000,
-        "hook_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "hook_p50_ms": p50,
+        "hook_p99_ms": p99,
     }
 
 
@@ -215,10 +222,11 @@ async def completion_latency(url: str, clients: int, seconds: float) -> dict[str
         for _ in range(clients):
             group.start_soon(client)
     latencies.sort()
+    p50, p99 = p50_p99(latencies)
     return {
         "waited_per_second": len(latencies) / (time.perf_counter() - began),
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "p50_ms": p50,
+        "p99_ms": p99,
     }
 
 
@@ -247,11 +255,12 @@ async def latency_at_rate(url: str, clients: int, seconds: float, rate: float) -
             group.start_soon(client, first)
     elapsed = time.perf_counter() - began
     latencies.sort()
+    p50, p99 = p50_p99(latencies)
     return {
         "offered_per_second": rate,
         "answered_per_second": total / elapsed,
-        "rate_p50_ms": latencies[len(latencies) // 2] * 1000,
-        "rate_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "rate_p50_ms": p50,
+        "rate_p99_ms": p99,
     }
 
 
